@@ -1,0 +1,199 @@
+//! The driver contract: what every backend (`linux`, `docker`, `vm`) must do, and what it says it can do.
+//!
+//! The engine sees drivers only through [`Driver`]. A driver keeps whatever it needs to find its objects again
+//! in the `driver_data` of [`SandboxRuntime`] / [`ContainerRuntime`]; the engine stores those and hands them
+//! back, so a restarted daemon can reach every sandbox and container it made.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{
+    ContainerConfig, ContainerRecord, ContainerRuntime, ExitStatus, LogEntry, LogOptions, Mode, ObservedState, ProcessConfig,
+    SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
+};
+use crate::stdio::BoxStdio;
+
+/// What a driver can do. The engine refuses requests that need something a driver lacks, naming both.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Container-in-sandbox mode.
+    pub sandbox: bool,
+    /// Standalone mode.
+    pub standalone: bool,
+    /// A PID namespace shared by a sandbox's containers.
+    pub pid_sharing: bool,
+    /// Pause and unpause.
+    pub pause: bool,
+    /// Exec into a running container.
+    pub exec: bool,
+    /// Pseudo-terminals for the main process and execs.
+    pub tty: bool,
+    /// Attach to the main process's stdio.
+    pub attach: bool,
+    /// Resource usage readings.
+    pub stats: bool,
+    /// Process listing.
+    pub top: bool,
+    /// Memory, CPU and PIDs limits.
+    pub limits: bool,
+    /// CNI networking with published ports.
+    pub networking: bool,
+    /// Bind mounts of host paths.
+    pub bind_mounts: bool,
+    /// Named volumes.
+    pub volumes: bool,
+    /// Privileged containers.
+    pub privileged: bool,
+}
+
+impl Capabilities {
+    /// Whether the driver supports `mode`.
+    pub fn supports(&self, mode: Mode) -> bool {
+        match mode {
+            Mode::Sandbox => self.sandbox,
+            Mode::Standalone => self.standalone,
+        }
+    }
+
+    /// The modes supported, as names.
+    pub fn modes(&self) -> Vec<Mode> {
+        [Mode::Sandbox, Mode::Standalone].into_iter().filter(|m| self.supports(*m)).collect()
+    }
+
+    /// Fails with a message naming the driver and the mode when the mode is not supported.
+    pub fn require_mode(&self, driver: &str, mode: Mode) -> Result<()> {
+        if self.supports(mode) {
+            return Ok(());
+        }
+        let have: Vec<&str> = self.modes().iter().map(|m| m.as_str()).collect();
+        Err(Error::unsupported(format!(
+            "driver {driver} does not support {mode} mode (it supports: {})",
+            if have.is_empty() { "none".to_string() } else { have.join(", ") }
+        )))
+    }
+
+    /// Fails with a message naming the driver when `feature` (a field name of this struct) is false.
+    pub fn require(&self, driver: &str, feature: &str, supported: bool) -> Result<()> {
+        if supported {
+            Ok(())
+        } else {
+            Err(Error::unsupported(format!("driver {driver} does not support {feature}")))
+        }
+    }
+}
+
+/// What a driver tells about itself and its backend for `husk info`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DriverInfo {
+    /// Driver name.
+    pub name: String,
+    /// What it can do.
+    pub capabilities: Capabilities,
+    /// Backend facts: cgroup version, engine version, accelerator, kernel ...
+    pub details: BTreeMap<String, String>,
+}
+
+/// The image layers a container's root filesystem is made of, as the image store unpacked them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootfsLayers {
+    /// Image ID (`sha256:...`).
+    pub image_id: String,
+    /// Normalised image name.
+    pub image_name: String,
+    /// Unpacked layer directories, bottom layer first, with overlayfs whiteouts.
+    pub layers: Vec<PathBuf>,
+}
+
+/// A stream of log lines.
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogEntry>> + Send>>;
+
+/// A backend that makes sandboxes and containers real.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// The driver's name (`linux`, `docker`, `vm`).
+    fn name(&self) -> &'static str;
+
+    /// What the driver can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Facts about the driver and its backend.
+    async fn info(&self) -> Result<DriverInfo>;
+
+    /// Makes a sandbox real.
+    async fn create_sandbox(&self, config: &SandboxConfig) -> Result<SandboxRuntime>;
+
+    /// Removes a sandbox and everything the driver made for it. Must succeed on a half-made sandbox and when
+    /// called twice.
+    async fn delete_sandbox(&self, sandbox: &SandboxRecord) -> Result<()>;
+
+    /// Whether the sandbox still exists in the backend (after a daemon restart).
+    async fn sandbox_alive(&self, sandbox: &SandboxRecord) -> Result<bool>;
+
+    /// Makes a container real, created and not started. `sandbox` is set in sandbox mode.
+    async fn create_container(
+        &self,
+        config: &ContainerConfig,
+        sandbox: Option<&SandboxRecord>,
+        rootfs: &RootfsLayers,
+    ) -> Result<ContainerRuntime>;
+
+    /// Starts a created or exited container; returns the updated runtime (PID).
+    async fn start_container(&self, container: &ContainerRecord, sandbox: Option<&SandboxRecord>) -> Result<ContainerRuntime>;
+
+    /// Sends `signal` to the main process, or to every process of the container when `all`.
+    async fn kill(&self, container: &ContainerRecord, signal: i32, all: bool) -> Result<()>;
+
+    /// Freezes every process of the container.
+    async fn pause(&self, container: &ContainerRecord) -> Result<()>;
+
+    /// Thaws a frozen container.
+    async fn unpause(&self, container: &ContainerRecord) -> Result<()>;
+
+    /// Removes a container and everything the driver made for it (processes are killed). Must succeed on a
+    /// half-made container and when called twice.
+    async fn delete_container(&self, container: &ContainerRecord) -> Result<()>;
+
+    /// Resolves when the current run of the main process ends (at once if it already has).
+    async fn wait(&self, container: &ContainerRecord) -> Result<ExitStatus>;
+
+    /// What the backend says about the container now.
+    async fn observe(&self, container: &ContainerRecord) -> Result<ObservedState>;
+
+    /// Runs another process in a running container; the stream carries its stdio and ends with its exit code.
+    async fn exec(&self, container: &ContainerRecord, process: &ProcessConfig) -> Result<BoxStdio>;
+
+    /// Connects to the main process's stdio (with stdin if `stdin`); the stream ends with its exit code.
+    async fn attach(&self, container: &ContainerRecord, stdin: bool) -> Result<BoxStdio>;
+
+    /// Resizes the main process's terminal.
+    async fn resize(&self, container: &ContainerRecord, rows: u16, cols: u16) -> Result<()>;
+
+    /// The container's output, as recorded.
+    async fn logs(&self, container: &ContainerRecord, options: &LogOptions) -> Result<LogStream>;
+
+    /// Resource usage now.
+    async fn stats(&self, container: &ContainerRecord) -> Result<Stats>;
+
+    /// Processes of the container.
+    async fn top(&self, container: &ContainerRecord) -> Result<Top>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_names_driver_and_mode() {
+        let caps = Capabilities { standalone: true, ..Default::default() };
+        let e = caps.require_mode("docker", Mode::Sandbox).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::Unsupported);
+        assert!(e.message.contains("docker") && e.message.contains("sandbox mode"), "{}", e.message);
+        assert!(caps.require_mode("docker", Mode::Standalone).is_ok());
+    }
+}

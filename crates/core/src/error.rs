@@ -1,0 +1,191 @@
+//! The one error type every husk layer speaks.
+//!
+//! Each variant says *what kind* of failure happened, so front ends can pick a status code (HTTP 404, 409,
+//! 400 ...) without parsing messages, and the message says *what* failed in words a user can act on.
+
+use std::fmt;
+
+/// Result with husk's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, classified for callers that must map it to a status (HTTP, gRPC, exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed or a field has a bad value (HTTP 400).
+    InvalidArgument,
+    /// The named object does not exist (HTTP 404).
+    NotFound,
+    /// The object exists but is in a state that forbids the action, or a name is taken (HTTP 409).
+    Conflict,
+    /// The driver or daemon cannot do what was asked (HTTP 400 with a clear message).
+    Unsupported,
+    /// The caller may not do this (HTTP 403).
+    Forbidden,
+    /// The caller is not authenticated (HTTP 401).
+    Unauthorized,
+    /// A quota or configured limit was reached (HTTP 403 in Zun's API).
+    LimitExceeded,
+    /// The backend (kernel, dockerd, QEMU, a registry) failed (HTTP 500).
+    Backend,
+    /// An operation did not finish in time (HTTP 504).
+    Timeout,
+    /// A bug or an unexpected condition inside husk (HTTP 500).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status code that best represents this kind.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidArgument | ErrorKind::Unsupported => 400,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::Forbidden | ErrorKind::LimitExceeded => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
+            ErrorKind::Timeout => 504,
+            ErrorKind::Backend | ErrorKind::Internal => 500,
+        }
+    }
+
+    /// The kind for an HTTP status received from a husk daemon.
+    pub fn from_http_status(status: u16) -> Self {
+        match status {
+            400 => ErrorKind::InvalidArgument,
+            401 => ErrorKind::Unauthorized,
+            403 => ErrorKind::Forbidden,
+            404 => ErrorKind::NotFound,
+            409 => ErrorKind::Conflict,
+            504 => ErrorKind::Timeout,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+/// A husk error: a kind, an optional field it is about, and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Error {
+    /// What kind of failure this is.
+    pub kind: ErrorKind,
+    /// The request field the error is about, when there is one (`memory`, `name`, `image` ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The message, in words a user can act on.
+    pub message: String,
+}
+
+impl Error {
+    /// A new error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error { kind, field: None, message: message.into() }
+    }
+
+    /// A bad value in request field `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error { kind: ErrorKind::InvalidArgument, field: Some(field.into()), message: message.into() }
+    }
+
+    /// A request that is malformed as a whole.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+
+    /// `what` (for example `container "web"`) does not exist.
+    pub fn not_found(what: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::NotFound, format!("no such {what}"))
+    }
+
+    /// The object is in a state that forbids the action.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, message)
+    }
+
+    /// The driver or daemon cannot do this.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
+    }
+
+    /// A backend (kernel, engine, VM) failed.
+    pub fn backend(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Backend, message)
+    }
+
+    /// Something unexpected inside husk.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    /// An operation ran out of time.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Timeout, message)
+    }
+
+    /// Adds context in front of the message, keeping kind and field.
+    pub fn context(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
+    /// An I/O error while doing `what`, classified by its `io::ErrorKind`.
+    pub fn io(what: impl fmt::Display, err: std::io::Error) -> Self {
+        let kind = match err.kind() {
+            std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+            std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            _ => ErrorKind::Backend,
+        };
+        Self::new(kind, format!("{what}: {err}"))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Adds a description of the failed step to any error that converts into [`Error`].
+pub trait Context<T> {
+    /// Wraps the error with what was being done, as an error of kind `Backend` unless it already had a kind.
+    fn context(self, what: impl fmt::Display) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, std::io::Error> {
+    fn context(self, what: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| Error::io(what, e))
+    }
+}
+
+impl<T> Context<T> for Result<T> {
+    fn context(self, what: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| e.context(what))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_map_to_http_statuses_and_back() {
+        for kind in [ErrorKind::InvalidArgument, ErrorKind::NotFound, ErrorKind::Conflict, ErrorKind::Timeout] {
+            assert_eq!(ErrorKind::from_http_status(kind.http_status()), kind);
+        }
+        assert_eq!(ErrorKind::Unsupported.http_status(), 400);
+    }
+
+    #[test]
+    fn context_keeps_kind_and_field() {
+        let e = Error::invalid("memory", "bad size \"12q\"").context("create");
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert_eq!(e.field.as_deref(), Some("memory"));
+        assert_eq!(e.to_string(), "create: bad size \"12q\"");
+    }
+
+    #[test]
+    fn io_not_found_is_not_found() {
+        let e = Error::io("open x", std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert_eq!(e.kind, ErrorKind::NotFound);
+    }
+}

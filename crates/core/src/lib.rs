@@ -1,0 +1,14 @@
+//! husk's domain: sandboxes, containers, their lifecycle, the driver contract and the error type.
+//!
+//! This crate does no I/O of its own (the stdio framing works on any async stream it is given); every other
+//! husk crate builds on it.
+
+pub mod driver;
+pub mod error;
+pub mod model;
+pub mod stdio;
+pub mod units;
+
+pub use driver::{Capabilities, Driver, DriverInfo, LogStream, RootfsLayers};
+pub use error::{Context, Error, ErrorKind, Result};
+pub use model::*;

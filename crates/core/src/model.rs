@@ -1,0 +1,796 @@
+//! Sandboxes, containers and what is known about them.
+//!
+//! `*Config` types are what the engine decided and hands to a driver; `*Record` types are what the store keeps
+//! (config + observed state + the driver's own data, so a restarted daemon can find everything again).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How a container is isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The container joins a sandbox's network, IPC and UTS (and optionally PID) namespaces.
+    #[default]
+    Sandbox,
+    /// The container has every namespace of its own.
+    Standalone,
+}
+
+impl Mode {
+    /// The mode's name as users type it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sandbox => "sandbox",
+            Mode::Standalone => "standalone",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sandbox" | "container-in-sandbox" => Ok(Mode::Sandbox),
+            "standalone" => Ok(Mode::Standalone),
+            _ => Err(Error::invalid("mode", format!("unknown mode {s:?}: use sandbox or standalone"))),
+        }
+    }
+}
+
+/// The lifecycle status of a container, with Docker's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerStatus {
+    /// Being created: recorded, not yet made real by the driver.
+    Creating,
+    /// Made real by the driver, never started (or restarted and waiting to start).
+    Created,
+    /// Its main process runs.
+    Running,
+    /// Frozen.
+    Paused,
+    /// Exited and about to be started again by its restart policy.
+    Restarting,
+    /// Its main process exited.
+    Exited,
+    /// Being removed.
+    Removing,
+    /// The driver lost it or failed it; only removal is possible.
+    Dead,
+}
+
+impl ContainerStatus {
+    /// Docker's name of the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerStatus::Creating => "creating",
+            ContainerStatus::Created => "created",
+            ContainerStatus::Running => "running",
+            ContainerStatus::Paused => "paused",
+            ContainerStatus::Restarting => "restarting",
+            ContainerStatus::Exited => "exited",
+            ContainerStatus::Removing => "removing",
+            ContainerStatus::Dead => "dead",
+        }
+    }
+
+    /// Whether the container's processes may be alive (running, paused or between restarts).
+    pub fn is_active(self) -> bool {
+        matches!(self, ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Restarting)
+    }
+}
+
+impl fmt::Display for ContainerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The actions whose allowed starting states are checked in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Start a created or exited container.
+    Start,
+    /// Stop a running container.
+    Stop,
+    /// Send a signal.
+    Kill,
+    /// Freeze.
+    Pause,
+    /// Thaw.
+    Unpause,
+    /// Stop (if needed) and start again.
+    Restart,
+    /// Run another process inside.
+    Exec,
+    /// Attach to the main process's stdio.
+    Attach,
+    /// Remove without force.
+    Delete,
+    /// Read resource usage.
+    Stats,
+    /// List processes.
+    Top,
+}
+
+impl Action {
+    /// The verb users know the action by.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Kill => "kill",
+            Action::Pause => "pause",
+            Action::Unpause => "unpause",
+            Action::Restart => "restart",
+            Action::Exec => "exec",
+            Action::Attach => "attach",
+            Action::Delete => "remove",
+            Action::Stats => "stats",
+            Action::Top => "top",
+        }
+    }
+
+    /// Whether a container in `status` may undergo this action (the allowed-state table).
+    pub fn allowed_in(self, status: ContainerStatus) -> bool {
+        use ContainerStatus as S;
+        match self {
+            Action::Start => matches!(status, S::Created | S::Exited),
+            Action::Stop => matches!(status, S::Running | S::Paused | S::Restarting | S::Created | S::Exited),
+            Action::Kill | Action::Pause | Action::Exec | Action::Top => matches!(status, S::Running),
+            Action::Unpause => matches!(status, S::Paused),
+            Action::Restart => matches!(status, S::Created | S::Running | S::Exited | S::Paused | S::Restarting),
+            Action::Attach => matches!(status, S::Created | S::Running | S::Paused),
+            Action::Delete => matches!(status, S::Created | S::Exited | S::Dead),
+            Action::Stats => matches!(status, S::Running | S::Paused),
+        }
+    }
+
+    /// Checks the table and explains a refusal the way users read it.
+    pub fn check(self, name: &str, status: ContainerStatus) -> Result<()> {
+        if self.allowed_in(status) {
+            return Ok(());
+        }
+        let hint = match (self, status) {
+            (Action::Delete, S::Running | S::Paused | S::Restarting) => ": stop it first or force the removal (rm -f)",
+            _ => "",
+        };
+        use ContainerStatus as S;
+        Err(Error::conflict(format!("cannot {} container {name}: it is {status}{hint}", self.as_str())))
+    }
+}
+
+/// When a container is started again after its main process exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "name", rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never.
+    #[default]
+    No,
+    /// After a non-zero exit, at most `max_retries` times (0 = unlimited).
+    OnFailure {
+        /// The most restarts in a row (0 = no limit).
+        #[serde(default)]
+        max_retries: u32,
+    },
+    /// Always, also when the daemon starts, unless removed.
+    Always,
+    /// Always, except after the user stopped it.
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    /// Parses Docker's syntax: `no`, `on-failure[:N]`, `always`, `unless-stopped`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || Error::invalid("restart", format!("invalid restart policy {text:?}: use no, on-failure[:N], always or unless-stopped"));
+        let (name, arg) = match text.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (text, None),
+        };
+        match (name, arg) {
+            ("no" | "", None) => Ok(RestartPolicy::No),
+            ("always", None) => Ok(RestartPolicy::Always),
+            ("unless-stopped", None) => Ok(RestartPolicy::UnlessStopped),
+            ("on-failure", None) => Ok(RestartPolicy::OnFailure { max_retries: 0 }),
+            ("on-failure", Some(n)) => Ok(RestartPolicy::OnFailure { max_retries: n.parse().map_err(|_| bad())? }),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Whether a container that exited with `exit_code` after `restarts` restarts should start again.
+    /// `stopped_by_user` is true when the exit followed a stop or kill request.
+    pub fn should_restart(self, exit_code: i32, restarts: u32, stopped_by_user: bool) -> bool {
+        if stopped_by_user {
+            return false;
+        }
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure { max_retries } => exit_code != 0 && (max_retries == 0 || restarts < max_retries),
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestartPolicy::No => f.write_str("no"),
+            RestartPolicy::OnFailure { max_retries: 0 } => f.write_str("on-failure"),
+            RestartPolicy::OnFailure { max_retries } => write!(f, "on-failure:{max_retries}"),
+            RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::UnlessStopped => f.write_str("unless-stopped"),
+        }
+    }
+}
+
+/// Resource limits of a container (or a VM sandbox).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Memory limit in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<i64>,
+    /// CPU limit in billionths of a CPU (Docker's NanoCpus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nano_cpus: Option<i64>,
+    /// Most processes/threads at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+}
+
+/// A published port: traffic to `host_ip:host_port` reaches the sandbox's `container_port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// Host address to listen on (empty = every address).
+    #[serde(default)]
+    pub host_ip: String,
+    /// Host port.
+    pub host_port: u16,
+    /// Port inside the sandbox.
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+impl PortMapping {
+    /// Parses Docker's `-p [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]` (also `CONTAINERPORT` alone, meaning the same
+    /// port on the host).
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = |why: &str| Error::invalid("ports", format!("invalid port mapping {text:?}: {why}; use [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]"));
+        let (spec, protocol) = match text.rsplit_once('/') {
+            Some((s, p)) => (s, p.to_ascii_lowercase()),
+            None => (text, "tcp".to_string()),
+        };
+        if protocol != "tcp" && protocol != "udp" {
+            return Err(bad("protocol must be tcp or udp"));
+        }
+        let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("ports are numbers from 1 to 65535"));
+        // An IPv6 host address is written in brackets: [::1]:8080:80
+        let (host_ip, rest) = if let Some(r) = spec.strip_prefix('[') {
+            let (ip, rest) = r.split_once("]:").ok_or_else(|| bad("unclosed IPv6 address"))?;
+            (ip.to_string(), rest.to_string())
+        } else {
+            let parts: Vec<&str> = spec.split(':').collect();
+            match parts.len() {
+                1 | 2 => (String::new(), spec.to_string()),
+                3 => (parts[0].to_string(), format!("{}:{}", parts[1], parts[2])),
+                _ => return Err(bad("too many ':'")),
+            }
+        };
+        if !host_ip.is_empty() && host_ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(bad("the host address is not an IP address"));
+        }
+        let (host_port, container_port) = match rest.split_once(':') {
+            Some((h, c)) => (port(h)?, port(c)?),
+            None => {
+                let p = port(&rest)?;
+                (p, p)
+            }
+        };
+        Ok(PortMapping { host_ip, host_port, container_port, protocol })
+    }
+}
+
+impl fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ip = if self.host_ip.is_empty() { "0.0.0.0" } else { &self.host_ip };
+        write!(f, "{ip}:{}->{}/{}", self.host_port, self.container_port, self.protocol)
+    }
+}
+
+/// How a sandbox (or a standalone container) is connected.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// `bridge` (default), `host`, `none`, or the name of a configured network.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mode: String,
+    /// Published ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortMapping>,
+    /// DNS servers for `/etc/resolv.conf` (empty = the host's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// DNS search domains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// Extra `/etc/hosts` lines as `NAME:IP`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+}
+
+impl NetworkConfig {
+    /// The network mode, defaulting to `bridge`.
+    pub fn mode(&self) -> &str {
+        if self.mode.is_empty() { "bridge" } else { &self.mode }
+    }
+}
+
+/// The process a container (or an exec) runs, fully resolved from the image and the request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessConfig {
+    /// argv; never empty.
+    pub args: Vec<String>,
+    /// `KEY=VALUE` pairs.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory inside the container (absolute).
+    #[serde(default)]
+    pub cwd: String,
+    /// `user[:group]`, by name or number, resolved inside the container's root filesystem.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// Allocate a pseudo-terminal.
+    #[serde(default)]
+    pub tty: bool,
+    /// Keep stdin open.
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+/// A filesystem mount into a container (bind, volume or tmpfs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountConfig {
+    /// `bind`, `volume` or `tmpfs`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Host path (bind), volume name (volume) or empty (tmpfs).
+    #[serde(default)]
+    pub source: String,
+    /// Absolute path inside the container.
+    pub destination: String,
+    /// Mount read-only.
+    #[serde(default)]
+    pub readonly: bool,
+    /// Extra mount options (`size=64m`, `mode=1777`, propagation such as `rprivate`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+/// Security settings of a container.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SecurityConfig {
+    /// Every capability the daemon has, no seccomp filter, no masked paths, all devices.
+    #[serde(default)]
+    pub privileged: bool,
+    /// Capabilities to add to the default set (`NET_ADMIN` or `CAP_NET_ADMIN`, or `ALL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities to remove from the default set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// `None` = husk's default profile, `Some("unconfined")`, or a profile's JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<String>,
+    /// Forbid gaining privileges through setuid binaries (on by default).
+    #[serde(default = "default_true")]
+    pub no_new_privileges: bool,
+    /// Mount the root filesystem read-only.
+    #[serde(default)]
+    pub readonly_rootfs: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The image a container runs, as the engine resolved it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// The reference the user gave, normalised (`docker.io/library/busybox:latest`).
+    pub name: String,
+    /// The image ID (`sha256:` digest of its config).
+    pub id: String,
+}
+
+/// Everything a driver needs to make a container real.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// 64 hex characters.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// The image.
+    pub image: ImageRef,
+    /// The main process.
+    pub process: ProcessConfig,
+    /// Hostname (standalone mode; in sandbox mode the sandbox's).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// Limits.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Security settings.
+    #[serde(default)]
+    pub security: SecurityConfig,
+    /// Mounts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountConfig>,
+    /// Network (standalone mode only; in sandbox mode the sandbox's network applies).
+    #[serde(default)]
+    pub network: NetworkConfig,
+    /// User labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Signal that stops the container (default SIGTERM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<i32>,
+    /// Seconds between the stop signal and SIGKILL (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u32>,
+}
+
+/// Everything a driver needs to make a sandbox real.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SandboxConfig {
+    /// 64 hex characters.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Hostname inside the sandbox.
+    pub hostname: String,
+    /// Whether the sandbox's containers share one PID namespace.
+    #[serde(default)]
+    pub share_pid: bool,
+    /// Network.
+    #[serde(default)]
+    pub network: NetworkConfig,
+    /// Limits for the sandbox as a whole (the VM size for the `vm` driver).
+    #[serde(default)]
+    pub resources: Resources,
+    /// User labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What a driver reports about a sandbox it made.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SandboxRuntime {
+    /// Namespace files by type (`net`, `ipc`, `uts`, `pid`), where the driver has them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespaces: BTreeMap<String, String>,
+    /// PID of the process that holds the sandbox (pause process, infra container, QEMU), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Network state (addresses, ports) when the sandbox has networking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkStatus>,
+    /// The driver's own data (infra container ID, VM sockets ...), opaque to everyone else.
+    #[serde(default)]
+    pub driver_data: serde_json::Value,
+}
+
+/// The network identity a sandbox or standalone container got.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    /// Network name.
+    pub network: String,
+    /// Interface addresses with prefix (`10.88.0.5/16`).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Gateway address.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gateway: String,
+    /// MAC address of the sandbox's interface.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
+    /// Interface name inside the sandbox.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub interface: String,
+    /// Ports published.
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+}
+
+/// What a driver reports about a container it made.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRuntime {
+    /// PID of the main process on the host (0 when unknown or not running, as for VM guests).
+    #[serde(default)]
+    pub pid: i32,
+    /// The driver's own data (shim socket, engine container ID ...), opaque to everyone else.
+    #[serde(default)]
+    pub driver_data: serde_json::Value,
+}
+
+/// How a container's main process ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code; 128+N when killed by signal N.
+    pub code: i32,
+    /// Killed by the kernel's OOM killer.
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// When it exited (RFC 3339).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub finished_at: String,
+    /// Why, when the driver knows more than the code (for example "the VM crashed").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// What the driver finds when asked about a container (after a daemon restart, for example).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObservedState {
+    /// Created, not started.
+    Created,
+    /// Running, with the main process's host PID.
+    Running {
+        /// Host PID (0 if unknown).
+        pid: i32,
+    },
+    /// Frozen.
+    Paused {
+        /// Host PID (0 if unknown).
+        pid: i32,
+    },
+    /// Exited.
+    Exited(ExitStatus),
+    /// The driver has no trace of it.
+    Missing,
+}
+
+/// Resource usage of a container at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Time of the reading (RFC 3339).
+    pub read_at: String,
+    /// Total CPU time used, nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// CPU time of the whole host (or guest), nanoseconds, for percentages; 0 if unknown.
+    #[serde(default)]
+    pub system_cpu_ns: u64,
+    /// Number of CPUs online.
+    #[serde(default)]
+    pub online_cpus: u32,
+    /// Memory in use, bytes.
+    pub memory_usage_bytes: u64,
+    /// Memory limit, bytes (0 = none).
+    pub memory_limit_bytes: u64,
+    /// Processes and threads.
+    pub pids: u64,
+    /// PIDs limit (0 = none).
+    #[serde(default)]
+    pub pids_limit: u64,
+    /// Bytes received over the network.
+    #[serde(default)]
+    pub net_rx_bytes: u64,
+    /// Bytes sent over the network.
+    #[serde(default)]
+    pub net_tx_bytes: u64,
+}
+
+/// The processes of a container, as `ps` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Top {
+    /// Column names.
+    pub titles: Vec<String>,
+    /// One row per process.
+    pub processes: Vec<Vec<String>>,
+}
+
+/// One line of a container's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// When it was written (RFC 3339 with nanoseconds).
+    pub time: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The text, including its trailing newline if it had one.
+    pub text: String,
+}
+
+/// Which log lines to return.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogOptions {
+    /// Keep streaming new lines until the container exits or the caller goes away.
+    #[serde(default)]
+    pub follow: bool,
+    /// Only the last N lines (None = all).
+    #[serde(default)]
+    pub tail: Option<usize>,
+    /// Only lines written at or after this Unix time in nanoseconds.
+    #[serde(default)]
+    pub since_nanos: Option<i64>,
+    /// Only lines written before this Unix time in nanoseconds.
+    #[serde(default)]
+    pub until_nanos: Option<i64>,
+}
+
+/// A stored sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    /// What was asked for.
+    pub config: SandboxConfig,
+    /// The driver that made it.
+    pub driver: String,
+    /// `ready`, `notready` (being made or removed) or `error`.
+    pub status: String,
+    /// What the driver made.
+    #[serde(default)]
+    pub runtime: SandboxRuntime,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The container this sandbox was made for, when `husk run` made it implicitly; it goes with that container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_container: Option<String>,
+    /// The project that owns it.
+    #[serde(default)]
+    pub project: String,
+}
+
+/// A stored container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// What was asked for, resolved.
+    pub config: ContainerConfig,
+    /// The driver that made it.
+    pub driver: String,
+    /// Sandbox or standalone.
+    pub mode: Mode,
+    /// The sandbox it lives in (sandbox mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_id: Option<String>,
+    /// Restart policy.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// Remove it when it exits (`--rm`).
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// Current status.
+    pub status: ContainerStatus,
+    /// What the driver made.
+    #[serde(default)]
+    pub runtime: ContainerRuntime,
+    /// How it last exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+    /// Times started again by the restart policy since the last user start.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The last exit followed a user's stop or kill (restart policies leave it alone).
+    #[serde(default)]
+    pub stopped_by_user: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, empty if never started.
+    #[serde(default)]
+    pub started_at: String,
+    /// Last error the driver reported, if it failed the container.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    /// The project that owns it.
+    #[serde(default)]
+    pub project: String,
+}
+
+impl ContainerRecord {
+    /// The container's ID.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// The container's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+/// Now as RFC 3339 with nanoseconds, UTC.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// A new random 64-hex-character ID.
+pub fn new_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// A name made of two words, as Docker names unnamed containers (`brave_turing_3f2a`).
+pub fn random_name() -> String {
+    const ADJ: &[&str] = &[
+        "brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nimble", "proud", "quiet",
+        "sharp", "swift", "tender", "upbeat", "vivid", "witty", "zen",
+    ];
+    const NOUN: &[&str] = &[
+        "babbage", "curie", "darwin", "euler", "fermi", "gauss", "hopper", "kepler", "lovelace", "maxwell", "newton",
+        "noether", "pascal", "ritchie", "shannon", "thompson", "torvalds", "turing", "wozniak", "yalow",
+    ];
+    let a = ADJ[rand::random::<usize>() % ADJ.len()];
+    let n = NOUN[rand::random::<usize>() % NOUN.len()];
+    format!("{a}_{n}_{:04x}", rand::random::<u16>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_parse_and_decide() {
+        assert_eq!(RestartPolicy::parse("no").unwrap(), RestartPolicy::No);
+        assert_eq!(RestartPolicy::parse("on-failure:3").unwrap(), RestartPolicy::OnFailure { max_retries: 3 });
+        assert_eq!(RestartPolicy::parse("unless-stopped").unwrap(), RestartPolicy::UnlessStopped);
+        assert!(RestartPolicy::parse("sometimes").is_err());
+        assert!(RestartPolicy::parse("on-failure:x").is_err());
+        assert!(RestartPolicy::parse("always:2").is_err());
+        let p = RestartPolicy::OnFailure { max_retries: 2 };
+        assert!(p.should_restart(1, 0, false));
+        assert!(p.should_restart(1, 1, false));
+        assert!(!p.should_restart(1, 2, false));
+        assert!(!p.should_restart(0, 0, false));
+        assert!(RestartPolicy::Always.should_restart(0, 100, false));
+        assert!(!RestartPolicy::Always.should_restart(0, 0, true));
+        assert_eq!(p.to_string(), "on-failure:2");
+    }
+
+    #[test]
+    fn allowed_state_table() {
+        use ContainerStatus as S;
+        assert!(Action::Start.allowed_in(S::Created));
+        assert!(Action::Start.allowed_in(S::Exited));
+        assert!(!Action::Start.allowed_in(S::Running));
+        assert!(!Action::Delete.allowed_in(S::Running));
+        assert!(Action::Unpause.allowed_in(S::Paused));
+        assert!(!Action::Exec.allowed_in(S::Paused));
+        let e = Action::Delete.check("web", S::Running).unwrap_err();
+        assert!(e.message.contains("rm -f"), "{}", e.message);
+    }
+
+    #[test]
+    fn port_mappings() {
+        let p = PortMapping::parse("8080:80").unwrap();
+        assert_eq!((p.host_port, p.container_port, p.protocol.as_str()), (8080, 80, "tcp"));
+        let p = PortMapping::parse("127.0.0.1:8080:80/udp").unwrap();
+        assert_eq!((p.host_ip.as_str(), p.protocol.as_str()), ("127.0.0.1", "udp"));
+        let p = PortMapping::parse("[::1]:8080:80").unwrap();
+        assert_eq!(p.host_ip, "::1");
+        assert_eq!(PortMapping::parse("80").unwrap().host_port, 80);
+        for bad in ["0:80", "x:80", "1:2:3:4", "8080:80/sctp", "nothost:1:2", "70000:80"] {
+            assert!(PortMapping::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_and_names() {
+        let id = new_id();
+        assert_eq!(id.len(), 64);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(crate::units::validate_name("name", &random_name()).is_ok());
+    }
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!("standalone".parse::<Mode>().unwrap(), Mode::Standalone);
+        assert!("vm".parse::<Mode>().is_err());
+    }
+}

@@ -1,0 +1,488 @@
+//! Persistence of everything the husk daemon knows: sandboxes, containers, images, volumes, networks,
+//! projects ... and the intent of every multi-step operation, in one SQLite database.
+//!
+//! Objects are stored as JSON documents keyed by `(kind, id)`, with their name and project as indexed columns
+//! (names are unique per kind). Any crate can store its own kind of object by implementing [`Object`]. Schema
+//! changes are versioned migrations, applied in order at open and recorded in SQLite's `user_version`.
+//!
+//! An *operation* record is written before a multi-step change starts and removed when it is done; the daemon
+//! reads the ones left over after a crash and finishes or rolls them back.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use husk_core::{ContainerRecord, Error, Result, SandboxRecord};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Schema migrations, in order; migration `i` brings the schema to version `i + 1`. Never edit one that shipped:
+/// append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: objects and operations.
+    "CREATE TABLE objects (
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT,
+        project TEXT NOT NULL DEFAULT '',
+        data TEXT NOT NULL,
+        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+        PRIMARY KEY (kind, id)
+    );
+    CREATE UNIQUE INDEX objects_by_name ON objects(kind, name) WHERE name IS NOT NULL;
+    CREATE INDEX objects_by_project ON objects(kind, project);
+    CREATE TABLE operations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        step TEXT NOT NULL,
+        data TEXT NOT NULL,
+        started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+    );",
+];
+
+/// A document the store can keep. `KIND` names its collection; names, when present, are unique per kind.
+pub trait Object: Serialize + DeserializeOwned {
+    /// Collection name (`container`, `sandbox`, `image` ...).
+    const KIND: &'static str;
+    /// Unique ID within the kind.
+    fn id(&self) -> &str;
+    /// Unique name within the kind, if the object has one.
+    fn name(&self) -> Option<&str> {
+        None
+    }
+    /// Owning project (empty when the kind is not project-scoped).
+    fn project(&self) -> &str {
+        ""
+    }
+}
+
+impl Object for ContainerRecord {
+    const KIND: &'static str = "container";
+    fn id(&self) -> &str {
+        &self.config.id
+    }
+    fn name(&self) -> Option<&str> {
+        Some(&self.config.name)
+    }
+    fn project(&self) -> &str {
+        &self.project
+    }
+}
+
+impl Object for SandboxRecord {
+    const KIND: &'static str = "sandbox";
+    fn id(&self) -> &str {
+        &self.config.id
+    }
+    fn name(&self) -> Option<&str> {
+        Some(&self.config.name)
+    }
+    fn project(&self) -> &str {
+        &self.project
+    }
+}
+
+/// An operation recorded before it started and not yet finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// Row ID.
+    pub id: i64,
+    /// What kind of operation (`create_container`, `delete_sandbox` ...).
+    pub kind: String,
+    /// The ID of the object it works on.
+    pub target: String,
+    /// The last step recorded.
+    pub step: String,
+    /// Whatever the operation needs to finish or undo itself (JSON).
+    pub data: serde_json::Value,
+}
+
+/// The husk database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn db_err(what: &str, e: rusqlite::Error) -> Error {
+    Error::internal(format!("store: {what}: {e}"))
+}
+
+fn json_err(what: &str, e: serde_json::Error) -> Error {
+    Error::internal(format!("store: {what}: {e}"))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path).map_err(|e| db_err(&format!("open {}", path.display()), e))?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory().map_err(|e| db_err("open", e))?)
+    }
+
+    fn init(conn: Connection) -> Result<Store> {
+        // WAL keeps readers off writers' backs; NORMAL sync loses nothing when the process dies (only a power loss
+        // can drop the last transactions).
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")
+            .map_err(|e| db_err("configure", e))?;
+        let store = Store { conn: Mutex::new(conn) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll back), so a poisoned
+        // lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.lock();
+        let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db_err("read schema version", e))?;
+        if version > MIGRATIONS.len() {
+            return Err(Error::internal(format!(
+                "store: the database has schema version {version}, newer than this husk knows ({}); upgrade husk",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.transaction().map_err(|e| db_err("begin migration", e))?;
+            tx.execute_batch(sql).map_err(|e| db_err(&format!("migration {}", i + 1), e))?;
+            tx.pragma_update(None, "user_version", i + 1).map_err(|e| db_err("record schema version", e))?;
+            tx.commit().map_err(|e| db_err("commit migration", e))?;
+        }
+        Ok(())
+    }
+
+    /// The schema version in use.
+    pub fn schema_version(&self) -> Result<usize> {
+        self.lock().query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db_err("read schema version", e))
+    }
+
+    /// Runs `f` in one transaction: every change it makes lands, or none does.
+    pub fn transaction<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| db_err("begin", e))?;
+        let out = f(&Tx { conn: &tx })?;
+        tx.commit().map_err(|e| db_err("commit", e))?;
+        Ok(out)
+    }
+
+    /// Adds a new object; fails with a conflict if its ID or name is taken.
+    pub fn insert<T: Object>(&self, obj: &T) -> Result<()> {
+        Tx { conn: &self.lock() }.insert(obj)
+    }
+
+    /// Replaces an existing object; fails with not-found if it is gone, conflict if its new name is taken.
+    pub fn update<T: Object>(&self, obj: &T) -> Result<()> {
+        Tx { conn: &self.lock() }.update(obj)
+    }
+
+    /// Inserts or replaces an object.
+    pub fn upsert<T: Object>(&self, obj: &T) -> Result<()> {
+        Tx { conn: &self.lock() }.upsert(obj)
+    }
+
+    /// The object with this exact ID.
+    pub fn get<T: Object>(&self, id: &str) -> Result<Option<T>> {
+        Tx { conn: &self.lock() }.get(id)
+    }
+
+    /// The object named `key`, or with ID `key`, or whose ID starts with `key` (if only one does).
+    pub fn find<T: Object>(&self, key: &str) -> Result<Option<T>> {
+        Tx { conn: &self.lock() }.find(key)
+    }
+
+    /// Every object of the kind.
+    pub fn list<T: Object>(&self) -> Result<Vec<T>> {
+        Tx { conn: &self.lock() }.list()
+    }
+
+    /// Removes the object; returns whether it existed.
+    pub fn delete<T: Object>(&self, id: &str) -> Result<bool> {
+        Tx { conn: &self.lock() }.delete::<T>(id)
+    }
+
+    /// Records that an operation is starting; returns its ID.
+    pub fn begin_operation(&self, kind: &str, target: &str, data: &serde_json::Value) -> Result<i64> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO operations (kind, target, step, data) VALUES (?1, ?2, 'started', ?3)",
+            params![kind, target, data.to_string()],
+        )
+        .map_err(|e| db_err("record operation", e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Records the step an operation has reached.
+    pub fn set_operation_step(&self, id: i64, step: &str) -> Result<()> {
+        self.lock()
+            .execute("UPDATE operations SET step = ?1 WHERE id = ?2", params![step, id])
+            .map_err(|e| db_err("record operation step", e))?;
+        Ok(())
+    }
+
+    /// Forgets a finished (or rolled back) operation.
+    pub fn finish_operation(&self, id: i64) -> Result<()> {
+        self.lock().execute("DELETE FROM operations WHERE id = ?1", params![id]).map_err(|e| db_err("finish operation", e))?;
+        Ok(())
+    }
+
+    /// Operations that started and never finished, oldest first.
+    pub fn pending_operations(&self) -> Result<Vec<Operation>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT id, kind, target, step, data FROM operations ORDER BY id")
+            .map_err(|e| db_err("list operations", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+            })
+            .map_err(|e| db_err("list operations", e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, kind, target, step, data) = row.map_err(|e| db_err("read operation", e))?;
+            let data = serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
+            out.push(Operation { id, kind, target, step, data });
+        }
+        Ok(out)
+    }
+}
+
+/// Object access inside a [`Store::transaction`] (and behind every `Store` method).
+pub struct Tx<'a> {
+    conn: &'a Connection,
+}
+
+impl Tx<'_> {
+    fn map_write_err<T: Object>(obj: &T, e: rusqlite::Error) -> Error {
+        if let rusqlite::Error::SqliteFailure(f, _) = &e
+            && f.code == rusqlite::ErrorCode::ConstraintViolation
+        {
+            return match obj.name() {
+                Some(name) => Error::conflict(format!("the {} name {name:?} is already in use", T::KIND)),
+                None => Error::conflict(format!("{} {} already exists", T::KIND, obj.id())),
+            };
+        }
+        db_err(&format!("write {}", T::KIND), e)
+    }
+
+    /// See [`Store::insert`].
+    pub fn insert<T: Object>(&self, obj: &T) -> Result<()> {
+        let data = serde_json::to_string(obj).map_err(|e| json_err("encode", e))?;
+        self.conn
+            .execute(
+                "INSERT INTO objects (kind, id, name, project, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![T::KIND, obj.id(), obj.name(), obj.project(), data],
+            )
+            .map_err(|e| Self::map_write_err(obj, e))?;
+        Ok(())
+    }
+
+    /// See [`Store::update`].
+    pub fn update<T: Object>(&self, obj: &T) -> Result<()> {
+        let data = serde_json::to_string(obj).map_err(|e| json_err("encode", e))?;
+        let n = self
+            .conn
+            .execute(
+                "UPDATE objects SET name = ?3, project = ?4, data = ?5, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+                 WHERE kind = ?1 AND id = ?2",
+                params![T::KIND, obj.id(), obj.name(), obj.project(), data],
+            )
+            .map_err(|e| Self::map_write_err(obj, e))?;
+        if n == 0 {
+            return Err(Error::not_found(format!("{} {}", T::KIND, obj.id())));
+        }
+        Ok(())
+    }
+
+    /// See [`Store::upsert`].
+    pub fn upsert<T: Object>(&self, obj: &T) -> Result<()> {
+        let data = serde_json::to_string(obj).map_err(|e| json_err("encode", e))?;
+        self.conn
+            .execute(
+                "INSERT INTO objects (kind, id, name, project, data) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(kind, id) DO UPDATE SET name = excluded.name, project = excluded.project, data = excluded.data,
+                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+                params![T::KIND, obj.id(), obj.name(), obj.project(), data],
+            )
+            .map_err(|e| Self::map_write_err(obj, e))?;
+        Ok(())
+    }
+
+    fn decode<T: Object>(data: &str) -> Result<T> {
+        serde_json::from_str(data).map_err(|e| json_err(&format!("decode {}", T::KIND), e))
+    }
+
+    /// See [`Store::get`].
+    pub fn get<T: Object>(&self, id: &str) -> Result<Option<T>> {
+        let data: Option<String> = self
+            .conn
+            .query_row("SELECT data FROM objects WHERE kind = ?1 AND id = ?2", params![T::KIND, id], |r| r.get(0))
+            .optional()
+            .map_err(|e| db_err(&format!("read {}", T::KIND), e))?;
+        data.map(|d| Self::decode(&d)).transpose()
+    }
+
+    /// See [`Store::find`].
+    pub fn find<T: Object>(&self, key: &str) -> Result<Option<T>> {
+        if key.is_empty() {
+            return Ok(None);
+        }
+        let by_name: Option<String> = self
+            .conn
+            .query_row("SELECT data FROM objects WHERE kind = ?1 AND name = ?2", params![T::KIND, key], |r| r.get(0))
+            .optional()
+            .map_err(|e| db_err(&format!("read {}", T::KIND), e))?;
+        if let Some(d) = by_name {
+            return Self::decode(&d).map(Some);
+        }
+        if let Some(obj) = self.get(key)? {
+            return Ok(Some(obj));
+        }
+        if !key.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT data FROM objects WHERE kind = ?1 AND substr(id, 1, length(?2)) = ?2 LIMIT 2")
+            .map_err(|e| db_err(&format!("read {}", T::KIND), e))?;
+        let rows: Vec<String> = stmt
+            .query_map(params![T::KIND, key], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| db_err(&format!("read {}", T::KIND), e))?;
+        match rows.len() {
+            0 => Ok(None),
+            1 => Self::decode(&rows[0]).map(Some),
+            _ => Err(Error::invalid("id", format!("the {} ID prefix {key:?} is ambiguous: give more characters", T::KIND))),
+        }
+    }
+
+    /// See [`Store::list`].
+    pub fn list<T: Object>(&self) -> Result<Vec<T>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT data FROM objects WHERE kind = ?1 ORDER BY rowid")
+            .map_err(|e| db_err(&format!("list {}", T::KIND), e))?;
+        let rows: Vec<String> = stmt
+            .query_map(params![T::KIND], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| db_err(&format!("list {}", T::KIND), e))?;
+        rows.iter().map(|d| Self::decode(d)).collect()
+    }
+
+    /// See [`Store::delete`].
+    pub fn delete<T: Object>(&self, id: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .execute("DELETE FROM objects WHERE kind = ?1 AND id = ?2", params![T::KIND, id])
+            .map_err(|e| db_err(&format!("delete {}", T::KIND), e))?;
+        Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Thing {
+        id: String,
+        name: Option<String>,
+        value: u32,
+    }
+
+    impl Object for Thing {
+        const KIND: &'static str = "thing";
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn name(&self) -> Option<&str> {
+            self.name.as_deref()
+        }
+    }
+
+    fn thing(id: &str, name: &str, value: u32) -> Thing {
+        Thing { id: id.into(), name: Some(name.into()), value }
+    }
+
+    #[test]
+    fn crud_and_lookup_by_name_id_and_prefix() {
+        let s = Store::open_in_memory().unwrap();
+        s.insert(&thing("abc123", "one", 1)).unwrap();
+        s.insert(&thing("abd456", "two", 2)).unwrap();
+        assert_eq!(s.find::<Thing>("one").unwrap().unwrap().value, 1);
+        assert_eq!(s.find::<Thing>("abd456").unwrap().unwrap().value, 2);
+        assert_eq!(s.find::<Thing>("abc").unwrap().unwrap().value, 1);
+        assert!(s.find::<Thing>("ab").is_err(), "ambiguous prefix");
+        assert!(s.find::<Thing>("zzz").unwrap().is_none());
+        let mut t = s.get::<Thing>("abc123").unwrap().unwrap();
+        t.value = 10;
+        s.update(&t).unwrap();
+        assert_eq!(s.get::<Thing>("abc123").unwrap().unwrap().value, 10);
+        assert_eq!(s.list::<Thing>().unwrap().len(), 2);
+        assert!(s.delete::<Thing>("abc123").unwrap());
+        assert!(!s.delete::<Thing>("abc123").unwrap());
+        assert!(s.update(&t).is_err());
+    }
+
+    #[test]
+    fn duplicate_names_and_ids_conflict_and_change_nothing() {
+        let s = Store::open_in_memory().unwrap();
+        s.insert(&thing("a1", "web", 1)).unwrap();
+        let e = s.insert(&thing("b2", "web", 2)).unwrap_err();
+        assert_eq!(e.kind, husk_core::ErrorKind::Conflict);
+        assert!(e.message.contains("\"web\""), "{}", e.message);
+        assert!(s.insert(&thing("a1", "other", 3)).is_err());
+        assert_eq!(s.list::<Thing>().unwrap(), vec![thing("a1", "web", 1)]);
+    }
+
+    #[test]
+    fn transactions_are_all_or_nothing() {
+        let s = Store::open_in_memory().unwrap();
+        let r: Result<()> = s.transaction(|tx| {
+            tx.insert(&thing("a1", "x", 1))?;
+            tx.insert(&thing("a2", "x", 2))?; // name clash: everything rolls back
+            Ok(())
+        });
+        assert!(r.is_err());
+        assert!(s.list::<Thing>().unwrap().is_empty());
+    }
+
+    #[test]
+    fn operations_survive_reopen_until_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("husk.db");
+        let id = {
+            let s = Store::open(&path).unwrap();
+            let id = s.begin_operation("create_container", "c1", &serde_json::json!({"sandbox": "s1"})).unwrap();
+            s.set_operation_step(id, "driver_created").unwrap();
+            s.insert(&thing("k", "n", 7)).unwrap();
+            id
+        };
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len());
+        let ops = s.pending_operations().unwrap();
+        assert_eq!(ops.len(), 1);
+        assert_eq!((ops[0].kind.as_str(), ops[0].target.as_str(), ops[0].step.as_str()), ("create_container", "c1", "driver_created"));
+        assert_eq!(ops[0].data["sandbox"], "s1");
+        s.finish_operation(id).unwrap();
+        assert!(s.pending_operations().unwrap().is_empty());
+        assert_eq!(s.get::<Thing>("k").unwrap().unwrap().value, 7);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("husk.db");
+        drop(Store::open(&path).unwrap());
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 999).unwrap();
+        let e = Store::open(&path).unwrap_err();
+        assert!(e.message.contains("newer"), "{}", e.message);
+    }
+}
