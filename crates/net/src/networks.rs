@@ -1,0 +1,819 @@
+//! [`Networks`]: the configured CNI networks and the sandboxes attached to them.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+
+use husk_core::{Context, Error, ErrorKind, NetworkConfig, NetworkStatus, PortMapping, Result};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::cache::{Attachment, Cache};
+use crate::config::{CniConfig, validate_bridge_name};
+use crate::conflist::{BridgeNetwork, NetworkList, validate_network_name};
+use crate::dns::{self, NameContext, SandboxFiles};
+use crate::plugin::{CniCommand, Invocation, PluginRunner};
+use crate::result::{CniResult, address_of};
+use crate::subnet::Subnet;
+use crate::{iptables, netns, ports};
+
+/// The interface name a sandbox gets on a CNI network.
+pub const SANDBOX_IFNAME: &str = "eth0";
+
+/// How a sandbox is connected, from [`NetworkConfig::mode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Shares the host's network namespace: nothing to set up.
+    Host,
+    /// Only a loopback interface.
+    None,
+    /// Attached to the named CNI network (`bridge` means the default network).
+    Cni(String),
+}
+
+/// A network as `network ls` and `network inspect` show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetworkInfo {
+    /// Network name.
+    pub name: String,
+    /// Whether this is the network of mode `bridge`.
+    pub default: bool,
+    /// The list's CNI version.
+    pub cni_version: String,
+    /// Plugin types, in order.
+    pub plugins: Vec<String>,
+    /// The Linux bridge, for bridge networks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// Subnets of its IPAM ranges.
+    pub subnets: Vec<String>,
+    /// Gateways of its IPAM ranges.
+    pub gateways: Vec<String>,
+    /// The configuration file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// The configuration list.
+    pub config: Value,
+    /// Sandboxes attached to it now.
+    pub attached: Vec<AttachedSandbox>,
+}
+
+/// A sandbox attached to a network.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttachedSandbox {
+    /// Sandbox ID.
+    pub sandbox_id: String,
+    /// Its addresses (empty while an ADD is under way or after one failed half-way).
+    pub addresses: Vec<String>,
+    /// Its MAC address.
+    pub mac: String,
+    /// Its published ports.
+    pub ports: Vec<PortMapping>,
+}
+
+/// What `network create` asks for. Unset fields are chosen by husk.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewNetwork {
+    /// Network name.
+    pub name: String,
+    /// Subnet in CIDR notation (default: the first free `10.89.N.0/24`).
+    pub subnet: Option<String>,
+    /// Gateway (default: the first address of the subnet).
+    pub gateway: Option<String>,
+    /// Linux bridge (default: the first free `huskN`).
+    pub bridge: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Catalog {
+    lists: BTreeMap<String, NetworkList>,
+    /// Files that could not be loaded, as "path: why".
+    errors: Vec<String>,
+}
+
+/// husk's CNI networks: loads the configuration lists, attaches and detaches sandboxes, keeps the cache that
+/// lets DEL work after a restart, and writes each sandbox's name files.
+///
+/// Every method blocks (plugins are processes); call them from a blocking context (`spawn_blocking` in the
+/// daemon). One `Networks` may be shared by threads.
+#[derive(Debug)]
+pub struct Networks {
+    config: CniConfig,
+    runner: PluginRunner,
+    cache: Cache,
+    catalog: RwLock<Catalog>,
+    /// Serialises "is the host port free?" with recording the port, so two setups cannot both take it.
+    ports_lock: Mutex<()>,
+}
+
+impl Networks {
+    /// Opens husk's networking: creates the directories, loads the configuration lists (a file that cannot be
+    /// loaded is skipped and reported by [`load_errors`](Self::load_errors)), and writes the default bridge
+    /// network on first start.
+    pub fn open(config: CniConfig) -> Result<Networks> {
+        config.validate()?;
+        for dir in [&config.conf_dir, &config.state_dir, &config.ipam_dir(), &config.sandboxes_dir()] {
+            std::fs::create_dir_all(dir).context(format!("create {}", dir.display()))?;
+        }
+        let networks = Networks {
+            runner: PluginRunner::new(config.plugin_dirs.clone(), config.plugin_timeout),
+            cache: Cache::open(config.attachments_dir())?,
+            catalog: RwLock::new(Catalog::default()),
+            ports_lock: Mutex::new(()),
+            config,
+        };
+        networks.reload()?;
+        if !networks.read_catalog().lists.contains_key(&networks.config.default_network) {
+            networks.create_default()?;
+        }
+        let lists: Vec<NetworkList> = networks.read_catalog().lists.values().cloned().collect();
+        for list in &lists {
+            guard_localnet(list);
+        }
+        Ok(networks)
+    }
+
+    /// The settings this instance runs with.
+    pub fn config(&self) -> &CniConfig {
+        &self.config
+    }
+
+    /// Reads the configuration directory again (files are `*.conflist`, `*.conf`, `*.json`, in name order; the
+    /// first file defining a name wins).
+    pub fn reload(&self) -> Result<()> {
+        let catalog = load_catalog(&self.config.conf_dir)?;
+        for error in &catalog.errors {
+            tracing::warn!("skipping CNI configuration: {error}");
+        }
+        *self.catalog.write().map_err(|_| poisoned())? = catalog;
+        Ok(())
+    }
+
+    /// The files that could not be loaded, as "path: why".
+    pub fn load_errors(&self) -> Vec<String> {
+        self.read_catalog().errors.clone()
+    }
+
+    /// What `mode` means: `bridge` (or empty) is the default network, `host` and `none` are themselves, any other
+    /// name is a configured network.
+    pub fn mode_of(&self, net: &NetworkConfig) -> Mode {
+        match net.mode() {
+            "host" => Mode::Host,
+            "none" => Mode::None,
+            "bridge" => Mode::Cni(self.config.default_network.clone()),
+            name => Mode::Cni(name.to_string()),
+        }
+    }
+
+    /// Connects sandbox `sandbox_id` whose network namespace is `netns` as `net` asks, and returns what it got.
+    ///
+    /// - `host`: nothing is done (the caller shares the host's namespace); published ports are refused.
+    /// - `none`: `lo` is brought up; published ports are refused.
+    /// - `bridge` or a network name: `lo` is brought up, then ADD runs for each plugin of the network's list with
+    ///   the previous plugin's result and, for plugins declaring the `portMappings` capability, the published
+    ///   ports. Ports are checked first (another sandbox of this daemon, another CNI user's rule, a host process
+    ///   listening): a taken port fails with an error naming it, before anything is created. The inputs and
+    ///   each step's result are cached so [`teardown`](Self::teardown) works after a restart; when a plugin
+    ///   fails, everything done so far is deleted again.
+    pub fn setup(&self, sandbox_id: &str, netns: &Path, net: &NetworkConfig) -> Result<NetworkStatus> {
+        validate_sandbox_id(sandbox_id)?;
+        dns::validate(net)?;
+        ports::validate(&net.ports)?;
+        let network = match self.mode_of(net) {
+            Mode::Host => {
+                refuse_ports(net, "host")?;
+                return Ok(NetworkStatus { network: "host".into(), ..NetworkStatus::default() });
+            }
+            Mode::None => {
+                refuse_ports(net, "none")?;
+                netns::loopback_up(netns)?;
+                return Ok(NetworkStatus { network: "none".into(), ..NetworkStatus::default() });
+            }
+            Mode::Cni(name) => name,
+        };
+        self.forget_unfinished(sandbox_id)?;
+        netns::loopback_up(netns)?;
+        let record = self.record_intent(sandbox_id, &network, netns, &net.ports)?;
+        self.add(record, netns)
+            .map_err(|e| e.context(format!("attach sandbox {} to network {network:?}", short(sandbox_id))))
+    }
+
+    /// Runs CHECK for the sandbox's attachment with the cached configuration and result. Fails with `NotFound`
+    /// when the sandbox has no attachment (modes `host` and `none` have none). Lists older than CNI 0.4.0 and
+    /// lists with `disableCheck` pass without running plugins.
+    pub fn check(&self, sandbox_id: &str, netns: &Path) -> Result<()> {
+        validate_sandbox_id(sandbox_id)?;
+        let record = self
+            .cache
+            .get(sandbox_id)?
+            .filter(|r| r.complete)
+            .ok_or_else(|| Error::not_found(format!("network attachment of sandbox {}", short(sandbox_id))))?;
+        if !netns.exists() {
+            return Err(Error::not_found(format!("network namespace {}", netns.display())));
+        }
+        let list = record.list()?;
+        if !list.supports_check() {
+            return Ok(());
+        }
+        let caps = capability_args(&record.ports);
+        let call = Invocation {
+            command: CniCommand::Check,
+            container_id: sandbox_id,
+            netns: Some(netns),
+            ifname: &record.ifname,
+        };
+        for index in 0..list.plugins.len() {
+            let stdin = list.plugin_stdin(index, record.result.as_ref(), &caps);
+            self.runner.run(&list.name, list.plugin_type(index), &call, &stdin)?;
+        }
+        Ok(())
+    }
+
+    /// Disconnects a sandbox: DEL for each plugin, last first, with the cached configuration and result. Works
+    /// without the namespace (`netns` `None` or already deleted) and after a daemon restart; does nothing for a
+    /// sandbox without an attachment, so it may be called any number of times. Releases the address, removes
+    /// the veth, the iptables rules and the cache entry, and removes the sandbox's name files. When a plugin
+    /// fails the cache entry is kept, so a later call can finish the job.
+    pub fn teardown(&self, sandbox_id: &str, netns: Option<&Path>) -> Result<()> {
+        validate_sandbox_id(sandbox_id)?;
+        if let Some(record) = self.cache.get(sandbox_id)? {
+            self.delete(&record, netns)?;
+            self.cache.remove(sandbox_id)?;
+        }
+        self.remove_files(sandbox_id)
+    }
+
+    /// The network identity recorded for a sandbox (after a restart, for example); `None` without a finished
+    /// attachment.
+    pub fn status(&self, sandbox_id: &str) -> Result<Option<NetworkStatus>> {
+        validate_sandbox_id(sandbox_id)?;
+        let Some(record) = self.cache.get(sandbox_id)?.filter(|r| r.complete) else {
+            return Ok(None);
+        };
+        let list = record.list()?;
+        let result = parse_result(&record, &list)?;
+        Ok(Some(result.to_status(&record.network, &record.ifname, &record.ports)))
+    }
+
+    /// The paths of a sandbox's `hosts`, `resolv.conf` and `hostname` (whether written or not).
+    pub fn files(&self, sandbox_id: &str) -> Result<SandboxFiles> {
+        validate_sandbox_id(sandbox_id)?;
+        Ok(SandboxFiles::in_dir(self.config.sandboxes_dir().join(sandbox_id)))
+    }
+
+    /// Writes a sandbox's `hosts` (localhost, `--add-host` entries, its own addresses with `hostname`),
+    /// `resolv.conf` (see [`crate::dns`] for the rules) and `hostname`; `status` is what
+    /// [`setup`](Self::setup) returned. The drivers bind-mount the files into the containers.
+    pub fn write_files(
+        &self,
+        sandbox_id: &str,
+        hostname: &str,
+        net: &NetworkConfig,
+        status: &NetworkStatus,
+    ) -> Result<SandboxFiles> {
+        dns::validate_hostname(hostname)?;
+        dns::validate(net)?;
+        let files = self.files(sandbox_id)?;
+        let host_mode = self.mode_of(net) == Mode::Host;
+        let gateway = status.gateway.parse().ok();
+        let ctx = NameContext {
+            hostname,
+            addresses: status.addresses.iter().filter_map(|a| address_of(a)).collect(),
+            gateway,
+            host_mode,
+        };
+        let extra = dns::parse_extra_hosts(&net.extra_hosts, gateway)?;
+        let host_hosts = if host_mode {
+            std::fs::read_to_string("/etc/hosts").context("read /etc/hosts")?
+        } else {
+            String::new()
+        };
+        let resolv = dns::host_resolv(&self.config.host_resolv_conf)?;
+        let hosts = dns::hosts_content(&ctx, &extra, &host_hosts);
+        let resolv_conf = dns::resolv_conf_content(&ctx, net, &resolv);
+        dns::write(&files, &hosts, &resolv_conf, hostname)?;
+        Ok(files)
+    }
+
+    /// The configured networks, in name order.
+    pub fn list(&self) -> Result<Vec<NetworkInfo>> {
+        let attachments = self.cache.all()?;
+        let catalog = self.read_catalog();
+        Ok(catalog.lists.values().map(|list| self.info(list, &attachments)).collect())
+    }
+
+    /// One network with its configuration and attached sandboxes.
+    pub fn inspect(&self, name: &str) -> Result<NetworkInfo> {
+        let list = self.network(name)?;
+        Ok(self.info(&list, &self.cache.all()?))
+    }
+
+    /// Creates a bridge network (bridge + host-local + portmap + firewall) and writes its list into the
+    /// configuration directory. Refuses a taken name, bridge or overlapping subnet.
+    pub fn create(&self, request: &NewNetwork) -> Result<NetworkInfo> {
+        validate_network_name(&request.name)?;
+        if matches!(request.name.as_str(), "bridge" | "host" | "none") {
+            return Err(Error::invalid("name", format!("{:?} is a network mode, not a network name", request.name)));
+        }
+        let mut catalog = self.catalog.write().map_err(|_| poisoned())?;
+        if catalog.lists.contains_key(&request.name) {
+            return Err(Error::conflict(format!("network {:?} already exists", request.name)));
+        }
+        let network = plan_network(request, &catalog)?;
+        let list = self.write_network(&network)?;
+        guard_localnet(&list);
+        catalog.lists.insert(list.name.clone(), list.clone());
+        drop(catalog);
+        Ok(self.info(&list, &[]))
+    }
+
+    /// Removes a network's configuration file; for networks husk generated also the bridge, its guard rule and
+    /// the IP allocations. Refuses the default network and networks that sandboxes are attached to.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let mut catalog = self.catalog.write().map_err(|_| poisoned())?;
+        let list = catalog.lists.get(name).cloned().ok_or_else(|| Error::not_found(format!("network {name:?}")))?;
+        if name == self.config.default_network {
+            return Err(Error::conflict(format!("network {name:?} is the default network and cannot be removed")));
+        }
+        let users: Vec<String> =
+            self.cache.all()?.into_iter().filter(|a| a.network == name).map(|a| short(&a.sandbox_id).to_string()).collect();
+        if !users.is_empty() {
+            return Err(Error::conflict(format!("network {name:?} is in use by sandbox(es) {}", users.join(", "))));
+        }
+        if let Some(file) = &list.source {
+            std::fs::remove_file(file).context(format!("remove {}", file.display()))?;
+        }
+        catalog.lists.remove(name);
+        drop(catalog);
+        self.remove_generated_parts(&list)
+    }
+
+    // ---- internals ----
+
+    fn read_catalog(&self) -> RwLockReadGuard<'_, Catalog> {
+        // A panic while holding the lock cannot leave the catalog half-written (it is replaced whole), so a
+        // poisoned lock is still safe to read.
+        self.catalog.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The list named `name`, reading the directory again once if it is not known yet (an administrator may
+    /// have added a file since).
+    fn network(&self, name: &str) -> Result<NetworkList> {
+        if let Some(list) = self.read_catalog().lists.get(name) {
+            return Ok(list.clone());
+        }
+        self.reload()?;
+        let catalog = self.read_catalog();
+        catalog.lists.get(name).cloned().ok_or_else(|| {
+            let mut e = Error::not_found(format!("network {name:?}"));
+            e.field = Some("network".into());
+            if !catalog.errors.is_empty() {
+                e.message.push_str(&format!(" (files that could not be loaded: {})", catalog.errors.join("; ")));
+            }
+            e
+        })
+    }
+
+    fn create_default(&self) -> Result<()> {
+        let subnet = Subnet::parse(&self.config.default_subnet)?;
+        let gateway = subnet.host(1).ok_or_else(|| Error::invalid("subnet", format!("subnet {subnet} has no host addresses")))?;
+        let network = BridgeNetwork {
+            name: self.config.default_network.clone(),
+            subnet,
+            gateway,
+            bridge: self.config.default_bridge.clone(),
+        };
+        let list = self.write_network(&network)?;
+        tracing::info!(network = %list.name, bridge = %network.bridge, subnet = %subnet, "created the default network");
+        self.catalog.write().map_err(|_| poisoned())?.lists.insert(list.name.clone(), list);
+        Ok(())
+    }
+
+    fn write_network(&self, network: &BridgeNetwork) -> Result<NetworkList> {
+        let path = self.config.conf_dir.join(format!("{}.conflist", network.name));
+        let text = serde_json::to_string_pretty(&network.conflist(&self.config.ipam_dir()))
+            .map_err(|e| Error::internal(format!("encode network list: {e}")))?;
+        let tmp = self.config.conf_dir.join(format!(".{}.conflist.tmp", network.name));
+        std::fs::write(&tmp, format!("{text}\n")).context(format!("write {}", tmp.display()))?;
+        // A link (not a rename) so an existing file, perhaps one an administrator broke, is never replaced.
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::conflict(format!(
+                    "cannot write network {:?}: {} exists but could not be loaded ({})",
+                    network.name,
+                    path.display(),
+                    self.load_errors().join("; ")
+                )));
+            }
+            other => other.context(format!("write {}", path.display()))?,
+        }
+        NetworkList::load(&path)
+    }
+
+    fn remove_generated_parts(&self, list: &NetworkList) -> Result<()> {
+        let summary = list.bridge_summary();
+        let generated = summary.ipam_data_dir.as_deref() == Some(self.config.ipam_dir().as_path());
+        if !generated {
+            return Ok(());
+        }
+        if let Some(bridge) = &summary.bridge {
+            iptables::remove_localnet_guard(bridge)?;
+            netns::delete_bridge(bridge)?;
+        }
+        let ipam = self.config.ipam_dir().join(&list.name);
+        match std::fs::remove_dir_all(&ipam) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(format!("remove {}", ipam.display()), e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// A record left by an ADD that never finished (the daemon died in the middle) is undone before a new
+    /// setup; a finished one means the sandbox is already attached.
+    fn forget_unfinished(&self, sandbox_id: &str) -> Result<()> {
+        match self.cache.get(sandbox_id)? {
+            Some(record) if record.complete => Err(Error::conflict(format!(
+                "sandbox {} is already attached to network {:?}; tear it down first",
+                short(sandbox_id),
+                record.network
+            ))),
+            Some(record) => {
+                self.delete(&record, Some(&record.netns))?;
+                self.cache.remove(sandbox_id)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Checks the ports and writes the intent record, under the ports lock so no other setup can take the
+    /// same port in between.
+    fn record_intent(&self, sandbox_id: &str, network: &str, netns: &Path, ports: &[PortMapping]) -> Result<Attachment> {
+        let list = self.network(network)?;
+        let _ports = self.ports_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if !ports.is_empty() {
+            if !list.has_capability("portMappings") {
+                return Err(Error::invalid(
+                    "ports",
+                    format!("network {network:?} has no plugin with the portMappings capability (such as portmap); cannot publish ports"),
+                ));
+            }
+            self.check_ports_free(sandbox_id, ports)?;
+        }
+        // Hold the catalog (read) until the record exists, so `remove` cannot delete the network in between.
+        let _catalog = self.read_catalog();
+        let record = Attachment::new(sandbox_id, &list, SANDBOX_IFNAME, netns, ports);
+        self.cache.put(&record)?;
+        Ok(record)
+    }
+
+    fn check_ports_free(&self, sandbox_id: &str, wanted: &[PortMapping]) -> Result<()> {
+        let attachments = self.cache.all()?;
+        for port in wanted {
+            for other in attachments.iter().filter(|a| a.sandbox_id != sandbox_id) {
+                for theirs in &other.ports {
+                    if ports::overlaps(port, ports::host_ip(theirs)?, theirs.host_port, &theirs.protocol) {
+                        return Err(ports::taken_by_sandbox(port, &other.sandbox_id));
+                    }
+                }
+            }
+        }
+        match iptables::forwarded_ports() {
+            Ok(rules) => {
+                for port in wanted {
+                    if let Some(rule) = ports::find_forwarded(port, &rules, sandbox_id) {
+                        return Err(ports::taken_by_rule(port, rule));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot read forwarded ports from iptables, checking only this daemon's: {e}"),
+        }
+        wanted.iter().try_for_each(ports::check_bindable)
+    }
+
+    fn add(&self, mut record: Attachment, netns: &Path) -> Result<NetworkStatus> {
+        let list = record.list()?;
+        let caps = capability_args(&record.ports);
+        let call = Invocation {
+            command: CniCommand::Add,
+            container_id: &record.sandbox_id.clone(),
+            netns: Some(netns),
+            ifname: SANDBOX_IFNAME,
+        };
+        for index in 0..list.plugins.len() {
+            let stdin = list.plugin_stdin(index, record.result.as_ref(), &caps);
+            let step = self.runner.run(&list.name, list.plugin_type(index), &call, &stdin).and_then(|result| {
+                record.result = result;
+                record.plugins_added = index + 1;
+                self.cache.put(&record)
+            });
+            if let Err(err) = step {
+                self.roll_back(&record, netns);
+                return Err(err);
+            }
+        }
+        let result = parse_result(&record, &list);
+        let status = result.map(|r| r.to_status(&record.network, SANDBOX_IFNAME, &record.ports));
+        record.complete = true;
+        match status.and_then(|s| self.cache.put(&record).map(|_| s)) {
+            Ok(status) => Ok(status),
+            Err(err) => {
+                self.roll_back(&record, netns);
+                Err(err)
+            }
+        }
+    }
+
+    fn roll_back(&self, record: &Attachment, netns: &Path) {
+        match self.delete(record, Some(netns)) {
+            Ok(()) => {
+                if let Err(e) = self.cache.remove(&record.sandbox_id) {
+                    tracing::warn!("{e}");
+                }
+            }
+            Err(e) => tracing::warn!("undoing a failed network setup: {e} (kept the cache entry for a later teardown)"),
+        }
+    }
+
+    /// DEL for every plugin of the record's list, last first; every plugin is tried even after one failed.
+    fn delete(&self, record: &Attachment, netns: Option<&Path>) -> Result<()> {
+        let list = record.list()?;
+        let caps = capability_args(&record.ports);
+        let netns = netns.filter(|p| p.exists()).or_else(|| Some(record.netns.as_path()).filter(|p| p.exists()));
+        let call = Invocation { command: CniCommand::Del, container_id: &record.sandbox_id, netns, ifname: &record.ifname };
+        let mut errors: Vec<Error> = Vec::new();
+        for index in (0..list.plugins.len()).rev() {
+            let stdin = list.plugin_stdin(index, record.result.as_ref(), &caps);
+            if let Err(e) = self.runner.run(&list.name, list.plugin_type(index), &call, &stdin) {
+                errors.push(e);
+            }
+        }
+        if netns.is_none() && list.plugin_types().iter().any(|t| t == "bridge") {
+            match iptables::remove_masquerade_rules(&list.name, &record.sandbox_id) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(sandbox = %record.sandbox_id, rules = n, "removed masquerade rules the bridge plugin left"),
+                Err(e) => errors.push(e.context("remove the bridge plugin's masquerade rules")),
+            }
+        }
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0).context(format!("detach sandbox {}", short(&record.sandbox_id)))),
+            n => {
+                let all: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
+                Err(Error::new(errors[0].kind, format!(
+                    "detach sandbox {}: {n} plugins failed: {}",
+                    short(&record.sandbox_id),
+                    all.join("; ")
+                )))
+            }
+        }
+    }
+
+    fn remove_files(&self, sandbox_id: &str) -> Result<()> {
+        let dir = self.files(sandbox_id)?.dir;
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(format!("remove {}", dir.display()), e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn info(&self, list: &NetworkList, attachments: &[Attachment]) -> NetworkInfo {
+        let summary = list.bridge_summary();
+        let attached = attachments
+            .iter()
+            .filter(|a| a.network == list.name)
+            .map(|a| {
+                let status = a
+                    .result
+                    .as_ref()
+                    .and_then(|r| CniResult::from_value(r, &a.network, "").ok())
+                    .map(|r| r.to_status(&a.network, &a.ifname, &a.ports))
+                    .unwrap_or_default();
+                AttachedSandbox { sandbox_id: a.sandbox_id.clone(), addresses: status.addresses, mac: status.mac, ports: a.ports.clone() }
+            })
+            .collect();
+        NetworkInfo {
+            name: list.name.clone(),
+            default: list.name == self.config.default_network,
+            cni_version: list.cni_version.clone(),
+            plugins: list.plugin_types(),
+            bridge: summary.bridge,
+            subnets: summary.subnets.iter().map(Subnet::to_string).collect(),
+            gateways: summary.gateways.iter().flatten().map(IpAddr::to_string).collect(),
+            file: list.source.clone(),
+            config: list.to_json(),
+            attached,
+        }
+    }
+}
+
+fn load_catalog(dir: &Path) -> Result<Catalog> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .context(format!("list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("conflist" | "conf" | "json")))
+        .collect();
+    files.sort();
+    let mut catalog = Catalog::default();
+    for path in files {
+        match NetworkList::load(&path) {
+            Ok(list) => match catalog.lists.get(&list.name) {
+                Some(first) => catalog.errors.push(format!(
+                    "{}: network {:?} is already defined by {}",
+                    path.display(),
+                    list.name,
+                    first.source.as_deref().unwrap_or(Path::new("?")).display()
+                )),
+                None => {
+                    catalog.lists.insert(list.name.clone(), list);
+                }
+            },
+            Err(e) => catalog.errors.push(e.message),
+        }
+    }
+    Ok(catalog)
+}
+
+/// Picks the subnet, gateway and bridge of a new network, refusing clashes with the configured ones.
+fn plan_network(request: &NewNetwork, catalog: &Catalog) -> Result<BridgeNetwork> {
+    let summaries: Vec<(String, crate::conflist::BridgeSummary)> =
+        catalog.lists.values().map(|l| (l.name.clone(), l.bridge_summary())).collect();
+    let clash = |subnet: &Subnet| {
+        summaries.iter().find(|(_, s)| s.subnets.iter().any(|o| o.overlaps(subnet))).map(|(name, _)| name.clone())
+    };
+    let subnet = match &request.subnet {
+        Some(text) => {
+            let subnet = Subnet::parse(text)?;
+            if let Some(other) = clash(&subnet) {
+                return Err(Error::conflict(format!("subnet {subnet} overlaps network {other:?}")));
+            }
+            subnet
+        }
+        None => (0..=255u8)
+            .map(|n| Subnet::parse(&format!("10.89.{n}.0/24")))
+            .filter_map(Result::ok)
+            .find(|s| clash(s).is_none() && !routed_on_host(s))
+            .ok_or_else(|| Error::conflict("no free subnet in 10.89.0.0/16; pass one"))?,
+    };
+    let gateway = match &request.gateway {
+        Some(text) => {
+            let ip: IpAddr = text.parse().map_err(|_| Error::invalid("gateway", format!("invalid gateway {text:?}")))?;
+            if !subnet.is_usable_host(ip) {
+                return Err(Error::invalid("gateway", format!("gateway {ip} is not a host address of {subnet}")));
+            }
+            ip
+        }
+        None => subnet.host(1).ok_or_else(|| Error::invalid("subnet", format!("subnet {subnet} has no host addresses")))?,
+    };
+    let used_bridge = |b: &str| summaries.iter().find(|(_, s)| s.bridge.as_deref() == Some(b)).map(|(n, _)| n.clone());
+    let bridge = match &request.bridge {
+        Some(bridge) => {
+            validate_bridge_name(bridge)?;
+            if let Some(other) = used_bridge(bridge) {
+                return Err(Error::conflict(format!("bridge {bridge:?} is already used by network {other:?}")));
+            }
+            bridge.clone()
+        }
+        None => (1..1000)
+            .map(|n| format!("husk{n}"))
+            .find(|b| used_bridge(b).is_none() && !netns::link_exists(b))
+            .ok_or_else(|| Error::conflict("no free bridge name; pass one"))?,
+    };
+    Ok(BridgeNetwork { name: request.name.clone(), subnet, gateway, bridge })
+}
+
+/// Whether the host already routes `subnet` somewhere (an IPv4 route in the main table overlapping it), so a new
+/// network there would cut the host off from it. Default routes do not count.
+fn routed_on_host(subnet: &Subnet) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
+        return false;
+    };
+    text.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(dst), Some(mask)) = (fields.get(1), fields.get(7)) else {
+            return false;
+        };
+        let (Ok(dst), Ok(mask)) = (u32::from_str_radix(dst, 16), u32::from_str_radix(mask, 16)) else {
+            return false;
+        };
+        // /proc/net/route prints the address as the kernel stores it (network order) read as a native integer.
+        let dst = std::net::Ipv4Addr::from(dst.to_ne_bytes());
+        let prefix = mask.count_ones();
+        prefix > 0 && Subnet::parse(&format!("{dst}/{prefix}")).is_ok_and(|route| route.overlaps(subnet))
+    })
+}
+
+fn guard_localnet(list: &NetworkList) {
+    if !list.has_capability("portMappings") {
+        return;
+    }
+    if let Some(bridge) = list.bridge_summary().bridge
+        && let Err(e) = iptables::ensure_localnet_guard(&bridge)
+    {
+        tracing::warn!("network {:?}: {e}", list.name);
+    }
+}
+
+fn capability_args(ports: &[PortMapping]) -> Map<String, Value> {
+    let mut caps = Map::new();
+    if !ports.is_empty() {
+        caps.insert("portMappings".into(), ports::runtime_config(ports));
+    }
+    caps
+}
+
+fn parse_result(record: &Attachment, list: &NetworkList) -> Result<CniResult> {
+    let last = list.plugin_type(list.plugins.len() - 1);
+    let value = record.result.as_ref().ok_or_else(|| {
+        Error::backend(format!("network {:?}: the plugins returned no result", record.network))
+    })?;
+    CniResult::from_value(value, &record.network, last)
+}
+
+fn refuse_ports(net: &NetworkConfig, mode: &str) -> Result<()> {
+    if net.ports.is_empty() {
+        return Ok(());
+    }
+    let why = if mode == "host" { "the sandbox uses the host's ports directly" } else { "the sandbox has no network" };
+    Err(Error::invalid("ports", format!("ports cannot be published in network mode {mode} ({why})")))
+}
+
+/// Sandbox IDs name files and appear in iptables comments: letters, digits, `-`, `_`, `.`, at most 128.
+fn validate_sandbox_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok { Ok(()) } else { Err(Error::invalid("id", format!("invalid sandbox ID {id:?}"))) }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn poisoned() -> Error {
+    Error::new(ErrorKind::Internal, "the network catalog lock is poisoned")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog_with(lists: &[&str]) -> Catalog {
+        let mut catalog = Catalog::default();
+        for text in lists {
+            let list = NetworkList::parse(text.as_bytes(), "t").unwrap();
+            catalog.lists.insert(list.name.clone(), list);
+        }
+        catalog
+    }
+
+    const EXISTING: &str = r#"{"name":"a","cniVersion":"1.0.0","plugins":[{"type":"bridge","bridge":"husk1",
+        "ipam":{"type":"host-local","ranges":[[{"subnet":"10.89.0.0/24"}]]}}]}"#;
+
+    #[test]
+    fn new_networks_avoid_taken_subnets_and_bridges() {
+        let catalog = catalog_with(&[EXISTING]);
+        let plan = plan_network(&NewNetwork { name: "b".into(), ..NewNetwork::default() }, &catalog).unwrap();
+        assert_ne!(plan.subnet.to_string(), "10.89.0.0/24");
+        assert!(plan.subnet.to_string().starts_with("10.89."));
+        assert_eq!(plan.gateway, plan.subnet.host(1).unwrap());
+        assert_ne!(plan.bridge, "husk1");
+        let err = plan_network(&NewNetwork { name: "b".into(), subnet: Some("10.89.0.0/16".into()), ..NewNetwork::default() }, &catalog)
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        assert!(err.message.contains("overlaps network \"a\""), "{}", err.message);
+        let err = plan_network(&NewNetwork { name: "b".into(), bridge: Some("husk1".into()), ..NewNetwork::default() }, &catalog)
+            .unwrap_err();
+        assert!(err.message.contains("already used by network \"a\""), "{}", err.message);
+        let err = plan_network(
+            &NewNetwork { name: "b".into(), subnet: Some("10.90.0.0/24".into()), gateway: Some("10.90.0.255".into()), ..NewNetwork::default() },
+            &catalog,
+        )
+        .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("gateway"));
+    }
+
+    #[test]
+    fn sandbox_ids_are_checked() {
+        assert!(validate_sandbox_id(&"a".repeat(64)).is_ok());
+        for bad in ["", "../x", "a/b", ".hidden", "a b"] {
+            assert!(validate_sandbox_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn catalog_skips_bad_files_and_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("10-a.conflist"), EXISTING).unwrap();
+        std::fs::write(dir.path().join("20-a.conflist"), EXISTING).unwrap();
+        std::fs::write(dir.path().join("30-bad.conflist"), "{").unwrap();
+        std::fs::write(dir.path().join("README"), "ignored").unwrap();
+        let catalog = load_catalog(dir.path()).unwrap();
+        assert_eq!(catalog.lists.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(catalog.errors.len(), 2);
+        assert!(catalog.errors[0].contains("already defined by"), "{}", catalog.errors[0]);
+        assert!(catalog.errors[1].contains("30-bad.conflist"), "{}", catalog.errors[1]);
+    }
+}
