@@ -1,0 +1,263 @@
+//! The agent's duties as PID 1 of the guest: the first mounts, kernel modules, leaving the initramfs, the network
+//! loopback, cgroups, the 9p shares, and powering off.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use husk_core::{Context, Error, Result};
+use nix::mount::{MsFlags, mount};
+
+/// Where module files and their load order are in the initramfs.
+const MODULE_ORDER: &str = "/etc/husk/modules";
+
+/// Prints a line on the guest console (the serial port, which the host keeps in `console.log`).
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => { eprintln!("husk-agent: {}", format_args!($($arg)*)) };
+}
+
+/// Options from the kernel command line (`husk.*` words).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BootOptions {
+    /// 9p mount tags to mount under `/run/husk/shares/<tag>`.
+    pub shares: Vec<String>,
+    /// Listen on vsock instead of the virtio-serial port.
+    pub vsock: bool,
+    /// Print a line and power off at once (the bare-boot benchmark).
+    pub bare: bool,
+    /// The guest's hostname.
+    pub hostname: Option<String>,
+}
+
+impl BootOptions {
+    /// Parses `/proc/cmdline` text.
+    pub fn parse(cmdline: &str) -> Self {
+        let mut o = BootOptions::default();
+        for word in cmdline.split_whitespace() {
+            let (key, value) = word.split_once('=').unwrap_or((word, ""));
+            match key {
+                "husk.shares" => o.shares = value.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                "husk.transport" => o.vsock = value == "vsock",
+                "husk.bare" => o.bare = true,
+                "husk.hostname" if !value.is_empty() => o.hostname = Some(value.to_string()),
+                _ => {}
+            }
+        }
+        o
+    }
+}
+
+fn mount_fs(source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<()> {
+    std::fs::create_dir_all(target).context(format!("create {target}"))?;
+    match mount(Some(source), target, Some(fstype), flags, data) {
+        Ok(()) | Err(nix::errno::Errno::EBUSY) => Ok(()),
+        Err(e) => Err(Error::backend(format!("mount {fstype} on {target}: {e}"))),
+    }
+}
+
+/// The first mounts: /dev, /proc, /sys.
+pub fn early_mounts() -> Result<()> {
+    let common = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755"))?;
+    mount_fs("proc", "/proc", "proc", common | MsFlags::MS_NODEV, None)?;
+    mount_fs("sysfs", "/sys", "sysfs", common | MsFlags::MS_NODEV, None)?;
+    Ok(())
+}
+
+/// Loads the kernel modules listed in the initramfs, in order, with `finit_module`. A module that is already
+/// there is fine; any other failure is logged and the rest are still loaded (the agent reports what is missing
+/// when a feature needs it).
+pub fn load_modules(release: &str) -> usize {
+    let order = std::fs::read_to_string(MODULE_ORDER).unwrap_or_default();
+    let mut loaded = 0;
+    for rel in order.lines().filter(|l| !l.is_empty()) {
+        let path = format!("/lib/modules/{release}/{rel}");
+        match load_module(Path::new(&path)) {
+            Ok(()) => loaded += 1,
+            Err(e) => crate::log!("{e}"),
+        }
+    }
+    loaded
+}
+
+fn load_module(path: &Path) -> Result<()> {
+    let file = File::open(path).context(format!("open module {}", path.display()))?;
+    let compressed = [".xz", ".zst", ".gz"].iter().any(|s| path.to_string_lossy().ends_with(s));
+    let flags = if compressed { 4 } else { 0 }; // MODULE_INIT_COMPRESSED_FILE
+    // SAFETY: finit_module with an open descriptor, an empty NUL-terminated parameter string and flags.
+    let r = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), c"".as_ptr(), flags) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(Error::backend(format!("load module {}: {e}", path.display())));
+        }
+    }
+    Ok(())
+}
+
+/// Leaves the initramfs for a tmpfs root (as `switch_root` does): `pivot_root`, which containers need, refuses to
+/// work when the current root is the initramfs. The initramfs's files are deleted first to give their memory
+/// back; the running agent keeps its own pages.
+pub fn leave_initramfs() -> Result<()> {
+    for gone in ["/lib", "/etc/husk"] {
+        let _ = std::fs::remove_dir_all(gone);
+    }
+    let _ = std::fs::remove_file("/init");
+    mount_fs("rootfs", "/newroot", "tmpfs", MsFlags::empty(), Some("mode=0755"))?;
+    for dir in ["dev", "proc", "sys"] {
+        let target = format!("/newroot/{dir}");
+        std::fs::create_dir_all(&target).context(format!("create {target}"))?;
+        mount(Some(format!("/{dir}").as_str()), target.as_str(), None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+            .map_err(|e| Error::backend(format!("move /{dir} to the new root: {e}")))?;
+    }
+    std::env::set_current_dir("/newroot").context("enter /newroot")?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(|e| Error::backend(format!("move the new root onto /: {e}")))?;
+    nix::unistd::chroot(".").map_err(|e| Error::backend(format!("chroot into the new root: {e}")))?;
+    std::env::set_current_dir("/").context("enter /")?;
+    for dir in ["etc", "tmp", "run", "mnt"] {
+        std::fs::create_dir_all(format!("/{dir}")).context(format!("create /{dir}"))?;
+    }
+    Ok(())
+}
+
+/// Mounts made in the final root: /run, /tmp, /dev/pts, /dev/shm and cgroup2; returns the cgroup root if any.
+pub fn late_mounts() -> Result<Option<PathBuf>> {
+    mount_fs("run", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+    mount_fs("tmp", "/tmp", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+    mount_fs("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("ptmxmode=0666,mode=0620"))?;
+    mount_fs("shm", "/dev/shm", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+    if !Path::new("/dev/ptmx").exists() {
+        let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
+    }
+    let cg = "/sys/fs/cgroup";
+    if mount_fs("cgroup2", cg, "cgroup2", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None).is_err() {
+        crate::log!("no cgroup v2 in this kernel: no limits, statistics or pause");
+        return Ok(None);
+    }
+    let available = std::fs::read_to_string(format!("{cg}/cgroup.controllers")).unwrap_or_default();
+    let enable: Vec<String> = available.split_whitespace().filter(|c| ["cpu", "memory", "pids"].contains(c)).map(|c| format!("+{c}")).collect();
+    if let Err(e) = std::fs::write(format!("{cg}/cgroup.subtree_control"), enable.join(" ")) {
+        crate::log!("enable cgroup controllers {enable:?}: {e}");
+    }
+    Ok(Some(PathBuf::from(cg)))
+}
+
+/// Brings the loopback interface up, so containers of one VM reach each other on localhost.
+pub fn loopback_up() -> Result<()> {
+    // SAFETY: a datagram socket used only for interface ioctls; `ifr` is a zeroed ifreq whose name is "lo".
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return Err(Error::backend(format!("socket: {}", std::io::Error::last_os_error())));
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        let mut r = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut ifr);
+        if r == 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            r = libc::ioctl(sock, libc::SIOCSIFFLAGS, &ifr);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(sock);
+        if r < 0 {
+            return Err(Error::backend(format!("bring lo up: {err}")));
+        }
+    }
+    Ok(())
+}
+
+/// Mounts each 9p share read-only under `/run/husk/shares/<tag>`.
+pub fn mount_shares(tags: &[String]) -> HashMap<String, PathBuf> {
+    let mut shares = HashMap::new();
+    for tag in tags {
+        let target = PathBuf::from("/run/husk/shares").join(tag);
+        let r = std::fs::create_dir_all(&target).map_err(|e| e.to_string()).and_then(|_| {
+            mount(
+                Some(tag.as_str()),
+                &target,
+                Some("9p"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+                Some("trans=virtio,version=9p2000.L,msize=262144,cache=loose"),
+            )
+            .map_err(|e| e.to_string())
+        });
+        match r {
+            Ok(()) => {
+                shares.insert(tag.clone(), target);
+            }
+            Err(e) => crate::log!("mount 9p share {tag}: {e}"),
+        }
+    }
+    shares
+}
+
+/// The device node of the virtio-serial port called `name`, waiting up to `timeout` for it to appear.
+pub fn find_port(name: &str, timeout: Duration) -> Result<PathBuf> {
+    let start = Instant::now();
+    loop {
+        if let Ok(entries) = std::fs::read_dir("/sys/class/virtio-ports") {
+            for e in entries.flatten() {
+                let port_name = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
+                let dev = Path::new("/dev").join(e.file_name());
+                if port_name.trim() == name && dev.exists() {
+                    return Ok(dev);
+                }
+            }
+        }
+        if start.elapsed() > timeout {
+            return Err(Error::not_found(format!("virtio-serial port {name:?} (no /sys/class/virtio-ports/*/name says so)")));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Sets the guest's hostname.
+pub fn set_hostname(name: &str) {
+    if let Err(e) = nix::unistd::sethostname(name) {
+        crate::log!("set hostname {name:?}: {e}");
+    }
+}
+
+/// Ends every other process, flushes and powers the machine off. Never returns.
+pub fn power_off() -> ! {
+    // SAFETY: as PID 1, kill(-1) signals every other process; sync and reboot take no pointers.
+    unsafe {
+        libc::kill(-1, libc::SIGTERM);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(-1, libc::SIGKILL);
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    // reboot only returns on failure; PID 1 must not exit (the kernel would panic), so wait to be killed.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// The kernel's release, for finding modules.
+pub fn release() -> String {
+    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_options_parse() {
+        let o = BootOptions::parse("console=ttyS0 quiet husk.shares=husk0,husk1 husk.transport=vsock husk.hostname=web panic=-1");
+        assert_eq!(o.shares, ["husk0", "husk1"]);
+        assert!(o.vsock && !o.bare);
+        assert_eq!(o.hostname.as_deref(), Some("web"));
+        let o = BootOptions::parse("husk.bare husk.shares=");
+        assert!(o.bare && o.shares.is_empty() && !o.vsock);
+    }
+}

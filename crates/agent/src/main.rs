@@ -1,0 +1,151 @@
+//! `husk-agent`: PID 1 of a husk VM guest.
+//!
+//! As PID 1 (the initramfs's `/init`) it mounts the basic file systems, loads the kernel modules the image
+//! lists, leaves the initramfs for a tmpfs root, mounts cgroups and the 9p shares, and serves the agent protocol
+//! on the virtio-serial port `husk.agent.0` (or vsock). It reaps every orphan and powers the machine off when
+//! the host asks it to shut down.
+//!
+//! Run by hand on a host (`husk-agent --listen SOCKET --run-dir DIR [--share TAG=DIR]...`) it serves the same
+//! protocol on a unix socket with no init duties, which tests use to exercise the service without a VM.
+
+mod fdio;
+mod init;
+mod reaper;
+mod runtime;
+mod server;
+mod service;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use husk_core::{Error, Result};
+use husk_vm::proto::{AGENT_PORT_NAME, AGENT_VSOCK_PORT};
+
+use crate::init::BootOptions;
+use crate::reaper::Reaper;
+use crate::runtime::NamespaceRuntime;
+use crate::service::{AgentEnv, AgentService};
+
+fn main() {
+    if std::process::id() == 1 {
+        pid1();
+    }
+    if let Err(e) = host_mode(std::env::args().skip(1).collect()) {
+        eprintln!("husk-agent: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            log!("cannot start the async runtime: {e}");
+            init::power_off();
+        }
+    }
+}
+
+/// Life as PID 1. Never returns: the machine powers off at the end (or on a fatal setup error, so the host sees
+/// the VM end instead of a guest that never answers).
+fn pid1() -> ! {
+    if let Err(e) = init::early_mounts() {
+        log!("{e}");
+        init::power_off();
+    }
+    let opts = BootOptions::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    if opts.bare {
+        log!("bare boot done");
+        init::power_off();
+    }
+    let loaded = init::load_modules(&init::release());
+    if let Err(e) = init::leave_initramfs() {
+        log!("{e}");
+        init::power_off();
+    }
+    let cgroup_root = match init::late_mounts() {
+        Ok(cg) => cg,
+        Err(e) => {
+            log!("{e}");
+            init::power_off();
+        }
+    };
+    if let Err(e) = init::loopback_up() {
+        log!("{e}");
+    }
+    init::set_hostname(opts.hostname.as_deref().unwrap_or("husk"));
+    let shares = init::mount_shares(&opts.shares);
+    log!("{loaded} modules loaded, {} shares mounted", shares.len());
+    let env = AgentEnv { run_dir: PathBuf::from("/run/husk"), shares, cgroup_root };
+    let rt = runtime();
+    let r: Result<()> = rt.block_on(async move {
+        let (service, mut shutdown) = make_service(env)?;
+        let serve = async {
+            if opts.vsock {
+                server::serve_vsock(service, AGENT_VSOCK_PORT).await
+            } else {
+                let port = tokio::task::spawn_blocking(|| init::find_port(AGENT_PORT_NAME, Duration::from_secs(30)))
+                    .await
+                    .map_err(|e| Error::internal(e.to_string()))??;
+                server::serve_port(service, &port).await
+            }
+        };
+        tokio::select! {
+            r = serve => r,
+            _ = shutdown.recv() => {
+                // Let the answer to the shutdown call reach the host first.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(())
+            }
+        }
+    });
+    if let Err(e) = r {
+        log!("{e}");
+    }
+    log!("powering off");
+    init::power_off()
+}
+
+fn make_service(env: AgentEnv) -> Result<(AgentService, tokio::sync::mpsc::Receiver<()>)> {
+    let reaper = Reaper::start().map_err(|e| Error::backend(format!("watch SIGCHLD: {e}")))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    Ok((AgentService::new(env, Arc::new(NamespaceRuntime), reaper, tx), rx))
+}
+
+/// Serving on a unix socket on the host, for tests.
+fn host_mode(args: Vec<String>) -> Result<()> {
+    let usage = || Error::bad_request("usage: husk-agent --listen SOCKET --run-dir DIR [--share TAG=DIR]... [--cgroup DIR]");
+    let (mut listen, mut run_dir, mut shares, mut cgroup_root) = (None, None, HashMap::new(), None);
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(usage);
+        match a.as_str() {
+            "--listen" => listen = Some(PathBuf::from(value()?)),
+            "--run-dir" => run_dir = Some(PathBuf::from(value()?)),
+            "--cgroup" => cgroup_root = Some(PathBuf::from(value()?)),
+            "--share" => {
+                let v = value()?;
+                let (tag, dir) = v.split_once('=').ok_or_else(usage)?;
+                shares.insert(tag.to_string(), PathBuf::from(dir));
+            }
+            _ => return Err(usage()),
+        }
+    }
+    let (Some(listen), Some(run_dir)) = (listen, run_dir) else { return Err(usage()) };
+    // Orphans of the containers come back to us, as they would to PID 1.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let env = AgentEnv { run_dir, shares, cgroup_root };
+    runtime().block_on(async move {
+        let (service, mut shutdown) = make_service(env)?;
+        tokio::select! {
+            r = server::serve_unix(service, &listen) => r,
+            _ = shutdown.recv() => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(())
+            }
+        }
+    })
+}

@@ -1,0 +1,635 @@
+//! The agent's gRPC service: containers, their processes and stdio, as the host asks for them.
+//!
+//! Every request is checked before anything is done (unknown container, empty command, bad frame ...) and
+//! answered with a clear status; nothing a request carries can take the agent down.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::Stream;
+use husk_core::stdio::Frame;
+use husk_core::{ContainerConfig, Error, Result};
+use husk_vm::client::status_from_error;
+use husk_vm::proto::{self, agent_server::Agent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::fdio::FdStream;
+use crate::reaper::{Reaper, exit_code};
+use crate::runtime::{ContainerSetup, ParentStdio, ProcessSpec, Runtime, make_stdio, resolve_user};
+
+/// Where the agent keeps its state and finds its shares.
+#[derive(Debug, Clone)]
+pub struct AgentEnv {
+    /// Per-container directories live under `<run_dir>/containers`.
+    pub run_dir: PathBuf,
+    /// Mounted 9p shares by tag.
+    pub shares: HashMap<String, PathBuf>,
+    /// The cgroup v2 root, when the guest has one.
+    pub cgroup_root: Option<PathBuf>,
+}
+
+/// Output not yet read by anyone is kept up to this many bytes (older output is dropped).
+const BUFFER_LIMIT: usize = 1 << 20;
+
+/// A process's output and who reads it.
+#[derive(Debug, Default)]
+struct Hub {
+    buffered: Vec<Frame>,
+    buffered_bytes: usize,
+    readers: Vec<mpsc::Sender<Frame>>,
+    /// The last frame (Exit or Error), once the process ended; every later reader gets it.
+    end: Option<Frame>,
+}
+
+impl Hub {
+    fn publish(&mut self, frame: Frame) {
+        self.readers.retain(|r| !r.is_closed());
+        if matches!(frame, Frame::Exit(_) | Frame::Error(_)) {
+            for r in self.readers.drain(..) {
+                let _ = r.try_send(frame.clone());
+            }
+            self.end = Some(frame);
+            return;
+        }
+        if self.readers.is_empty() {
+            if let Frame::Stdout(b) | Frame::Stderr(b) = &frame {
+                self.buffered_bytes += b.len();
+            }
+            self.buffered.push(frame);
+            while self.buffered_bytes > BUFFER_LIMIT && !self.buffered.is_empty() {
+                if let Frame::Stdout(b) | Frame::Stderr(b) = self.buffered.remove(0) {
+                    self.buffered_bytes -= b.len();
+                }
+            }
+            return;
+        }
+        for r in &self.readers {
+            // A reader that cannot keep up loses frames rather than stalling the process.
+            let _ = r.try_send(frame.clone());
+        }
+    }
+
+    fn subscribe(&mut self) -> mpsc::Receiver<Frame> {
+        let (tx, rx) = mpsc::channel(1024 + self.buffered.len());
+        for f in self.buffered.drain(..) {
+            let _ = tx.try_send(f);
+        }
+        self.buffered_bytes = 0;
+        match &self.end {
+            Some(end) => {
+                let _ = tx.try_send(end.clone());
+            }
+            None => self.readers.push(tx),
+        }
+        rx
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ExitInfo {
+    code: i32,
+    at_ns: i64,
+}
+
+/// One process (main or exec) of a container.
+#[derive(Debug)]
+struct Proc {
+    tty: bool,
+    stdin: bool,
+    pid: Mutex<i32>,
+    hub: Mutex<Hub>,
+    input: tokio::sync::Mutex<Option<FdStream>>,
+    pty: Mutex<Option<Arc<OwnedFd>>>,
+    exit: watch::Sender<Option<ExitInfo>>,
+}
+
+impl Proc {
+    fn new(tty: bool, stdin: bool) -> Arc<Proc> {
+        Arc::new(Proc {
+            tty,
+            stdin,
+            pid: Mutex::new(0),
+            hub: Mutex::new(Hub::default()),
+            input: tokio::sync::Mutex::new(None),
+            pty: Mutex::new(None),
+            exit: watch::channel(None).0,
+        })
+    }
+
+    fn pid(&self) -> i32 {
+        *lock(&self.pid)
+    }
+
+    fn running(&self) -> bool {
+        self.pid() > 0 && self.exit.borrow().is_none()
+    }
+}
+
+#[derive(Debug)]
+struct Container {
+    setup: ContainerSetup,
+    config: ContainerConfig,
+    main: Mutex<Arc<Proc>>,
+    execs: Mutex<HashMap<String, Arc<Proc>>>,
+    paused: Mutex<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The gRPC service.
+#[derive(Clone)]
+pub struct AgentService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    env: AgentEnv,
+    runtime: Arc<dyn Runtime>,
+    reaper: Arc<Reaper>,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    started: Instant,
+    shutdown: mpsc::Sender<()>,
+}
+
+fn st(e: Error) -> Status {
+    status_from_error(&e)
+}
+
+fn valid_id(field: &str, id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') || id.starts_with('.') {
+        return Err(Error::invalid(field, format!("bad {field} {id:?}: use letters, digits, '-', '_' and '.'")));
+    }
+    Ok(())
+}
+
+impl AgentService {
+    /// A service running containers with `runtime`; `shutdown` is signalled when the host asks to shut down.
+    pub fn new(env: AgentEnv, runtime: Arc<dyn Runtime>, reaper: Arc<Reaper>, shutdown: mpsc::Sender<()>) -> Self {
+        AgentService {
+            inner: Arc::new(Inner { env, runtime, reaper, containers: Mutex::new(HashMap::new()), started: Instant::now(), shutdown }),
+        }
+    }
+
+    fn container(&self, id: &str) -> Result<Arc<Container>> {
+        lock(&self.inner.containers).get(id).cloned().ok_or_else(|| Error::not_found(format!("container {id:?} in this VM")))
+    }
+
+    fn process(&self, container_id: &str, exec_id: &str) -> Result<(Arc<Container>, Arc<Proc>)> {
+        let c = self.container(container_id)?;
+        let p = if exec_id.is_empty() {
+            lock(&c.main).clone()
+        } else {
+            lock(&c.execs).get(exec_id).cloned().ok_or_else(|| Error::not_found(format!("exec {exec_id:?} of container {container_id:?}")))?
+        };
+        Ok((c, p))
+    }
+
+    fn do_create(&self, req: proto::CreateContainerRequest) -> Result<()> {
+        valid_id("id", &req.id)?;
+        let config: ContainerConfig =
+            serde_json::from_str(&req.config_json).map_err(|e| Error::invalid("config_json", format!("not a container configuration: {e}")))?;
+        if config.id != req.id {
+            return Err(Error::invalid("config_json", format!("configuration is for {:?}, not {:?}", config.id, req.id)));
+        }
+        if config.process.args.is_empty() {
+            return Err(Error::invalid("args", "the container's command is empty"));
+        }
+        let share = self.inner.env.shares.get(&req.share_tag).ok_or_else(|| Error::not_found(format!("9p share {:?} in this VM", req.share_tag)))?;
+        let mut lower = Vec::new();
+        for l in &req.layers {
+            let rel = std::path::Path::new(l);
+            if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                return Err(Error::invalid("layers", format!("layer path {l:?} must be relative and stay inside the share")));
+            }
+            lower.push(share.join(rel));
+        }
+        let setup = ContainerSetup {
+            id: req.id.clone(),
+            dir: self.inner.env.run_dir.join("containers").join(&req.id),
+            lower,
+            hostname: (!config.hostname.is_empty()).then(|| config.hostname.clone()),
+            readonly_rootfs: config.security.readonly_rootfs,
+            cgroup: self.inner.env.cgroup_root.as_ref().map(|r| r.join(format!("husk-{}", req.id))),
+        };
+        let mut containers = lock(&self.inner.containers);
+        if containers.contains_key(&req.id) {
+            return Err(Error::conflict(format!("container {:?} already exists in this VM", req.id)));
+        }
+        self.inner.runtime.create(&setup)?;
+        if let Some(cg) = &setup.cgroup {
+            apply_limits(cg, &config.resources);
+        }
+        let main = Proc::new(config.process.tty, config.process.stdin);
+        containers.insert(req.id, Arc::new(Container { setup, config, main: Mutex::new(main), execs: Mutex::new(HashMap::new()), paused: Mutex::new(false) }));
+        Ok(())
+    }
+
+    fn spec(&self, c: &Container, p: &husk_core::ProcessConfig) -> Result<ProcessSpec> {
+        if p.args.is_empty() {
+            return Err(Error::invalid("args", "the command is empty"));
+        }
+        let (uid, gid) = resolve_user(&c.setup.rootfs(), &p.user)?;
+        let mut env = p.env.clone();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        }
+        if p.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
+        Ok(ProcessSpec { args: p.args.clone(), env, cwd: p.cwd.clone(), uid, gid, tty: p.tty })
+    }
+
+    /// Starts `process` as `proc_` of container `c` (main when `init_pid` is None, else an exec).
+    fn launch(&self, c: &Arc<Container>, proc_: &Arc<Proc>, process: &husk_core::ProcessConfig, init_pid: Option<i32>) -> Result<i32> {
+        let spec = self.spec(c, process)?;
+        let (child_io, parent_io) = make_stdio(spec.tty, process.stdin)?;
+        let (pid, exited) = match init_pid {
+            None => self.inner.runtime.start(&c.setup, &spec, child_io, &self.inner.reaper)?,
+            Some(init) => self.inner.runtime.exec(&c.setup, init, &spec, child_io, &self.inner.reaper)?,
+        };
+        *lock(&proc_.pid) = pid;
+        let readers = self.pump_output(proc_, parent_io)?;
+        let p = proc_.clone();
+        tokio::spawn(async move {
+            let status = exited.await.unwrap_or(255 << 8);
+            // Report the exit only after its output has drained, so the exit frame is the last one.
+            for r in readers {
+                let _ = r.await;
+            }
+            *lock(&p.pty) = None;
+            *p.input.lock().await = None;
+            let code = exit_code(status);
+            let at_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+            lock(&p.hub).publish(Frame::Exit(code));
+            let _ = p.exit.send(Some(ExitInfo { code, at_ns }));
+        });
+        Ok(pid)
+    }
+
+    fn pump_output(&self, p: &Arc<Proc>, io: ParentStdio) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+        let stream = |fd: OwnedFd| FdStream::new(fd).map_err(|e| Error::backend(format!("watch process output: {e}")));
+        let mut readers = Vec::new();
+        match io {
+            ParentStdio::Tty(master) => {
+                let master = Arc::new(master);
+                *lock(&p.pty) = Some(master.clone());
+                let dup = |m: &OwnedFd| m.try_clone().map_err(|e| Error::backend(format!("duplicate the terminal: {e}")));
+                readers.push(spawn_reader(p.clone(), stream(dup(&master)?)?, true));
+                if p.stdin {
+                    *p.input.try_lock().map_err(|_| Error::internal("stdin busy"))? = Some(stream(dup(&master)?)?);
+                }
+            }
+            ParentStdio::Pipes { stdin, stdout, stderr } => {
+                readers.push(spawn_reader(p.clone(), stream(stdout)?, true));
+                readers.push(spawn_reader(p.clone(), stream(stderr)?, false));
+                if let Some(w) = stdin {
+                    *p.input.try_lock().map_err(|_| Error::internal("stdin busy"))? = Some(stream(w)?);
+                }
+            }
+        }
+        Ok(readers)
+    }
+
+    async fn feed_input(p: Arc<Proc>, mut input: Streaming<proto::StdioIn>) {
+        while let Ok(Some(msg)) = input.message().await {
+            if msg.frame.is_empty() {
+                continue;
+            }
+            let frame = if msg.frame.len() < 8 {
+                Err("truncated frame".to_string())
+            } else {
+                Frame::decode(msg.frame[0], msg.frame[8..].to_vec()).map_err(|e| e.to_string())
+            };
+            match frame {
+                Ok(Frame::Stdin(data)) => {
+                    let mut guard = p.input.lock().await;
+                    if let Some(w) = guard.as_mut() {
+                        if w.write_all(&data).await.is_err() {
+                            *guard = None;
+                        }
+                    }
+                }
+                Ok(Frame::CloseStdin) => {
+                    // With a terminal, end of input is ^D; with pipes, closing the pipe.
+                    let mut guard = p.input.lock().await;
+                    if p.tty {
+                        if let Some(w) = guard.as_mut() {
+                            let _ = w.write_all(&[4]).await;
+                        }
+                    } else {
+                        *guard = None;
+                    }
+                }
+                Ok(Frame::Resize { rows, cols }) => {
+                    let _ = resize(&p, rows, cols);
+                }
+                Ok(_) | Err(_) => {
+                    // Output frames or garbage from the host: tell it, keep the process alive.
+                    lock(&p.hub).readers.retain(|r| r.try_send(Frame::Stderr(b"husk-agent: ignored a bad stdio frame\n".to_vec())).is_ok());
+                }
+            }
+        }
+    }
+}
+
+fn spawn_reader(p: Arc<Proc>, mut s: FdStream, stdout: bool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break, // EOF, or EIO when a terminal's last user is gone
+                Ok(n) => {
+                    let data = buf[..n].to_vec();
+                    lock(&p.hub).publish(if stdout { Frame::Stdout(data) } else { Frame::Stderr(data) });
+                }
+            }
+        }
+    })
+}
+
+fn resize(p: &Proc, rows: u16, cols: u16) -> Result<()> {
+    let pty = lock(&p.pty).clone().ok_or_else(|| Error::conflict("the process has no terminal"))?;
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads a winsize struct from a valid pointer; the descriptor is the open pty master.
+    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&*pty), libc::TIOCSWINSZ, &ws) };
+    if r < 0 {
+        return Err(Error::backend(format!("resize the terminal: {}", std::io::Error::last_os_error())));
+    }
+    Ok(())
+}
+
+/// Writes the container's limits into its cgroup (best effort: a missing controller is skipped).
+fn apply_limits(cg: &std::path::Path, r: &husk_core::Resources) {
+    if let Some(m) = r.memory_bytes {
+        let _ = std::fs::write(cg.join("memory.max"), m.to_string());
+    }
+    if let Some(p) = r.pids_limit {
+        let _ = std::fs::write(cg.join("pids.max"), p.to_string());
+    }
+    if let Some(n) = r.nano_cpus {
+        let _ = std::fs::write(cg.join("cpu.max"), format!("{} 100000", (n / 10_000).max(1000)));
+    }
+}
+
+fn read_u64(path: PathBuf) -> u64 {
+    std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = std::result::Result<proto::StdioOut, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn version(&self, _req: Request<proto::VersionRequest>) -> std::result::Result<Response<proto::VersionResponse>, Status> {
+        Ok(Response::new(proto::VersionResponse {
+            protocol: proto::PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            kernel_release: kernel_release(),
+            uptime_ms: self.inner.started.elapsed().as_millis() as u64,
+            containers: lock(&self.inner.containers).len() as u32,
+        }))
+    }
+
+    async fn create_container(&self, req: Request<proto::CreateContainerRequest>) -> std::result::Result<Response<proto::Empty>, Status> {
+        let this = self.clone();
+        let req = req.into_inner();
+        tokio::task::spawn_blocking(move || this.do_create(req)).await.map_err(|e| Status::internal(e.to_string()))?.map_err(st)?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn start(&self, req: Request<proto::StartRequest>) -> std::result::Result<Response<proto::StartResponse>, Status> {
+        let id = req.into_inner().id;
+        let c = self.container(&id).map_err(st)?;
+        let old = lock(&c.main).clone();
+        if old.running() {
+            return Err(st(Error::conflict(format!("container {id:?} is already running"))));
+        }
+        // A restart gets a fresh process record; readers of the old one saw its exit.
+        let main = if old.pid() == 0 { old } else { Proc::new(c.config.process.tty, c.config.process.stdin) };
+        *lock(&c.main) = main.clone();
+        let this = self.clone();
+        let process = c.config.process.clone();
+        let pid = tokio::task::block_in_place(|| this.launch(&c, &main, &process, None)).map_err(st)?;
+        Ok(Response::new(proto::StartResponse { pid }))
+    }
+
+    async fn exec(&self, req: Request<proto::ExecRequest>) -> std::result::Result<Response<proto::StartResponse>, Status> {
+        let req = req.into_inner();
+        valid_id("exec_id", &req.exec_id).map_err(st)?;
+        let c = self.container(&req.container_id).map_err(st)?;
+        let main = lock(&c.main).clone();
+        if !main.running() {
+            return Err(st(Error::conflict(format!("container {:?} is not running", req.container_id))));
+        }
+        let p = req.process.ok_or_else(|| st(Error::invalid("process", "exec needs a process")))?;
+        let process = husk_core::ProcessConfig { args: p.args, env: p.env, cwd: p.cwd, user: p.user, tty: p.tty, stdin: p.stdin };
+        let proc_ = Proc::new(process.tty, process.stdin);
+        {
+            let mut execs = lock(&c.execs);
+            if execs.get(&req.exec_id).is_some_and(|e| e.pid() == 0 || e.running()) {
+                return Err(st(Error::conflict(format!("exec {:?} already exists", req.exec_id))));
+            }
+            execs.insert(req.exec_id.clone(), proc_.clone());
+        }
+        let this = self.clone();
+        let r = tokio::task::block_in_place(|| this.launch(&c, &proc_, &process, Some(main.pid())));
+        match r {
+            Ok(pid) => Ok(Response::new(proto::StartResponse { pid })),
+            Err(e) => {
+                lock(&c.execs).remove(&req.exec_id);
+                Err(st(e))
+            }
+        }
+    }
+
+    async fn signal(&self, req: Request<proto::SignalRequest>) -> std::result::Result<Response<proto::Empty>, Status> {
+        let req = req.into_inner();
+        if !(1..=64).contains(&req.signal) {
+            return Err(st(Error::invalid("signal", format!("signal {} is not between 1 and 64", req.signal))));
+        }
+        let (c, p) = self.process(&req.container_id, &req.exec_id).map_err(st)?;
+        if !p.running() {
+            return Err(st(Error::conflict(format!("container {:?}: the process is not running", req.container_id))));
+        }
+        let mut pids = vec![p.pid()];
+        if req.all {
+            if let Some(cg) = &c.setup.cgroup {
+                let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+                pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        for pid in pids {
+            // SAFETY: kill(2) of a process of this container (PIDs come from our own records and its cgroup).
+            unsafe { libc::kill(pid, req.signal) };
+        }
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn wait(&self, req: Request<proto::WaitRequest>) -> std::result::Result<Response<proto::WaitResponse>, Status> {
+        let req = req.into_inner();
+        let (_, p) = self.process(&req.container_id, &req.exec_id).map_err(st)?;
+        let mut rx = p.exit.subscribe();
+        let info = loop {
+            if let Some(info) = *rx.borrow_and_update() {
+                break info;
+            }
+            if rx.changed().await.is_err() {
+                return Err(Status::unavailable("the process record went away"));
+            }
+        };
+        Ok(Response::new(proto::WaitResponse { exit_code: info.code, oom_killed: false, finished_at_ns: info.at_ns }))
+    }
+
+    type StdioStream = OutStream;
+
+    async fn stdio(&self, req: Request<Streaming<proto::StdioIn>>) -> std::result::Result<Response<OutStream>, Status> {
+        let mut input = req.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| st(Error::bad_request("a stdio stream must start with a message naming the process")))?;
+        let (_, p) = self.process(&first.container_id, &first.exec_id).map_err(st)?;
+        let frames = lock(&p.hub).subscribe();
+        tokio::spawn(AgentService::feed_input(p, input));
+        let out = ReceiverStream::new(frames);
+        let out = futures::StreamExt::map(out, |f| Ok(proto::StdioOut { frame: f.encode() }));
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn resize(&self, req: Request<proto::ResizeRequest>) -> std::result::Result<Response<proto::Empty>, Status> {
+        let req = req.into_inner();
+        let (_, p) = self.process(&req.container_id, &req.exec_id).map_err(st)?;
+        let (rows, cols) = (u16::try_from(req.rows), u16::try_from(req.cols));
+        let (Ok(rows), Ok(cols)) = (rows, cols) else {
+            return Err(st(Error::invalid("size", "rows and columns must be below 65536")));
+        };
+        resize(&p, rows, cols).map_err(st)?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn stats(&self, req: Request<proto::StatsRequest>) -> std::result::Result<Response<proto::StatsResponse>, Status> {
+        let c = self.container(&req.into_inner().container_id).map_err(st)?;
+        let cg = c.setup.cgroup.clone().ok_or_else(|| st(Error::unsupported("this guest has no cgroup v2 for statistics")))?;
+        let cpu_stat = std::fs::read_to_string(cg.join("cpu.stat")).unwrap_or_default();
+        let usage_us: u64 = cpu_stat.lines().find_map(|l| l.strip_prefix("usage_usec ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        let max = std::fs::read_to_string(cg.join("memory.max")).unwrap_or_default();
+        let system_cpu_ns = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| s.lines().next().map(|l| l.split_whitespace().skip(1).filter_map(|v| v.parse::<u64>().ok()).sum::<u64>()))
+            .unwrap_or(0)
+            * 10_000_000;
+        Ok(Response::new(proto::StatsResponse {
+            cpu_usage_ns: usage_us * 1000,
+            system_cpu_ns,
+            online_cpus: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+            memory_usage_bytes: read_u64(cg.join("memory.current")),
+            memory_limit_bytes: max.trim().parse().unwrap_or(0),
+            pids: read_u64(cg.join("pids.current")),
+        }))
+    }
+
+    async fn list(&self, _req: Request<proto::Empty>) -> std::result::Result<Response<proto::ListResponse>, Status> {
+        let containers = lock(&self.inner.containers)
+            .values()
+            .map(|c| {
+                let main = lock(&c.main).clone();
+                let exit = *main.exit.borrow();
+                let status = match (main.pid(), exit, *lock(&c.paused)) {
+                    (0, _, _) => "created",
+                    (_, Some(_), _) => "exited",
+                    (_, None, true) => "paused",
+                    (_, None, false) => "running",
+                };
+                proto::ContainerInfo {
+                    id: c.setup.id.clone(),
+                    status: status.into(),
+                    pid: if exit.is_none() { main.pid() } else { 0 },
+                    exit_code: exit.map(|e| e.code).unwrap_or(0),
+                }
+            })
+            .collect();
+        Ok(Response::new(proto::ListResponse { containers }))
+    }
+
+    async fn remove_container(&self, req: Request<proto::RemoveRequest>) -> std::result::Result<Response<proto::Empty>, Status> {
+        let id = req.into_inner().id;
+        let c = self.container(&id).map_err(st)?;
+        let main = lock(&c.main).clone();
+        if main.running() {
+            // SAFETY: SIGKILL to the container's init (PID 1 of its PID namespace) ends every process in it.
+            unsafe { libc::kill(main.pid(), libc::SIGKILL) };
+            let mut rx = main.exit.subscribe();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), rx.wait_for(|e| e.is_some())).await;
+        }
+        let runtime = self.inner.runtime.clone();
+        let setup = c.setup.clone();
+        tokio::task::spawn_blocking(move || runtime.delete(&setup)).await.map_err(|e| Status::internal(e.to_string()))?.map_err(st)?;
+        lock(&self.inner.containers).remove(&id);
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn pause(&self, req: Request<proto::PauseRequest>) -> std::result::Result<Response<proto::Empty>, Status> {
+        let req = req.into_inner();
+        let c = self.container(&req.id).map_err(st)?;
+        let cg = c.setup.cgroup.clone().ok_or_else(|| st(Error::unsupported("this guest has no cgroup v2 freezer")))?;
+        std::fs::write(cg.join("cgroup.freeze"), if req.frozen { "1" } else { "0" })
+            .map_err(|e| st(Error::backend(format!("write {}/cgroup.freeze: {e}", cg.display()))))?;
+        *lock(&c.paused) = req.frozen;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn shutdown(&self, _req: Request<proto::Empty>) -> std::result::Result<Response<proto::Empty>, Status> {
+        let _ = self.inner.shutdown.try_send(());
+        Ok(Response::new(proto::Empty {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_buffers_until_a_reader_comes_and_keeps_the_exit() {
+        let mut hub = Hub::default();
+        hub.publish(Frame::Stdout(b"early".to_vec()));
+        let mut r = hub.subscribe();
+        hub.publish(Frame::Stderr(b"live".to_vec()));
+        hub.publish(Frame::Exit(3));
+        assert_eq!(r.try_recv().unwrap(), Frame::Stdout(b"early".to_vec()));
+        assert_eq!(r.try_recv().unwrap(), Frame::Stderr(b"live".to_vec()));
+        assert_eq!(r.try_recv().unwrap(), Frame::Exit(3));
+        let mut late = hub.subscribe();
+        assert_eq!(late.try_recv().unwrap(), Frame::Exit(3));
+    }
+
+    #[test]
+    fn hub_drops_the_oldest_output_past_its_limit() {
+        let mut hub = Hub::default();
+        for _ in 0..3 {
+            hub.publish(Frame::Stdout(vec![b'x'; BUFFER_LIMIT / 2]));
+        }
+        assert!(hub.buffered_bytes <= BUFFER_LIMIT);
+        assert_eq!(hub.buffered.len(), 2);
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(valid_id("id", "abc-1_2.x").is_ok());
+        for bad in ["", "../x", "a/b", ".hidden", "a b"] {
+            assert!(valid_id("id", bad).is_err(), "{bad}");
+        }
+    }
+}

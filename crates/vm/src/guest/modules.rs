@@ -1,0 +1,203 @@
+//! Kernel modules for the guest: which ones, and in what order to load them, resolved from `modules.dep`.
+//!
+//! `modules.dep` lists, for every module file, the files it needs (`kernel/fs/9p/9p.ko: kernel/net/9p/9pnet.ko
+//! ...`). We do a depth-first topological sort over that graph from the modules we want, so dependencies always
+//! come before their users whatever order the file lists them in. Modules built into the kernel
+//! (`modules.builtin`) need no file and are skipped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use husk_core::{Context, Error, Result};
+
+/// Modules the agent cannot work without: virtio transports (mmio for microvm, pci for q35), the virtio-serial
+/// console driver for the agent port, 9p over virtio for root filesystems, and overlayfs.
+pub const REQUIRED_MODULES: &[&str] = &[
+    "virtio",
+    "virtio_ring",
+    "virtio_mmio",
+    "virtio_pci",
+    "virtio_console",
+    "9pnet",
+    "9pnet_virtio",
+    "9p",
+    "overlay",
+];
+
+/// Modules loaded when the kernel has them: networking and vsock (with their dependencies such as
+/// `net_failover`, `netfs` and `fscache`, which come in through `modules.dep`).
+pub const OPTIONAL_MODULES: &[&str] = &["virtio_net", "vsock", "vmw_vsock_virtio_transport", "virtio_blk"];
+
+/// The dependency graph of one kernel's modules.
+#[derive(Debug, Default, Clone)]
+pub struct ModuleDeps {
+    /// Module file (relative to `/lib/modules/<release>`) -> files it depends on.
+    deps: BTreeMap<String, Vec<String>>,
+    /// Module name (`virtio_net`) -> its file.
+    by_name: BTreeMap<String, String>,
+    /// Names of modules built into the kernel.
+    builtin: BTreeSet<String>,
+}
+
+/// The module name of a module file: the file name without `.ko` and compression suffix, `-` read as `_`.
+pub fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = [".ko.xz", ".ko.zst", ".ko.gz", ".ko"].iter().find_map(|s| file.strip_suffix(s)).unwrap_or(file);
+    stem.replace('-', "_")
+}
+
+impl ModuleDeps {
+    /// Parses the text of `modules.dep` (and optionally `modules.builtin`).
+    pub fn parse(modules_dep: &str, modules_builtin: &str) -> Result<Self> {
+        let mut g = ModuleDeps::default();
+        for (n, line) in modules_dep.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (file, rest) = line
+                .split_once(':')
+                .ok_or_else(|| Error::bad_request(format!("modules.dep line {}: no ':' in {line:?}", n + 1)))?;
+            let file = file.trim().to_string();
+            let deps = rest.split_whitespace().map(str::to_string).collect();
+            g.by_name.insert(module_name(&file), file.clone());
+            g.deps.insert(file, deps);
+        }
+        g.builtin = modules_builtin.lines().map(str::trim).filter(|l| !l.is_empty()).map(module_name).collect();
+        Ok(g)
+    }
+
+    /// Reads `modules.dep` and `modules.builtin` from a kernel's module directory.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let dep = std::fs::read_to_string(dir.join("modules.dep")).context(format!("read {}/modules.dep", dir.display()))?;
+        let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+        Self::parse(&dep, &builtin)
+    }
+
+    /// Whether `name` is built into the kernel.
+    pub fn is_builtin(&self, name: &str) -> bool {
+        self.builtin.contains(&name.replace('-', "_"))
+    }
+
+    /// The module files to load, dependencies first, for the `required` modules (an error names any that is
+    /// neither a module nor built in) and the `optional` ones the kernel has.
+    pub fn resolve(&self, required: &[&str], optional: &[&str]) -> Result<Vec<String>> {
+        let mut order = Vec::new();
+        let mut state = BTreeMap::new();
+        for (names, must) in [(required, true), (optional, false)] {
+            for name in names {
+                let name = name.replace('-', "_");
+                match self.by_name.get(&name) {
+                    Some(file) => self.visit(file, &mut state, &mut order)?,
+                    None if self.builtin.contains(&name) || !must => {}
+                    None => {
+                        return Err(Error::not_found(format!(
+                            "kernel module {name} (not in modules.dep and not built into the kernel)"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(order)
+    }
+
+    fn visit(&self, file: &str, state: &mut BTreeMap<String, bool>, order: &mut Vec<String>) -> Result<()> {
+        match state.get(file) {
+            Some(true) => return Ok(()),
+            Some(false) => return Err(Error::bad_request(format!("modules.dep has a dependency cycle through {file}"))),
+            None => {}
+        }
+        state.insert(file.to_string(), false);
+        let deps = self
+            .deps
+            .get(file)
+            .ok_or_else(|| Error::not_found(format!("module file {file} named in modules.dep but not listed in it")))?;
+        for dep in deps {
+            self.visit(dep, state, order)?;
+        }
+        state.insert(file.to_string(), true);
+        order.push(file.to_string());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Excerpt of Debian 6.1's modules.dep, with lines deliberately out of dependency order.
+    const SAMPLE: &str = "\
+kernel/fs/9p/9p.ko: kernel/net/9p/9pnet.ko kernel/fs/fscache/fscache.ko kernel/fs/netfs/netfs.ko
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio_mmio.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/net/9p/9pnet.ko:
+kernel/net/9p/9pnet_virtio.ko: kernel/net/9p/9pnet.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/fs/fscache/fscache.ko: kernel/fs/netfs/netfs.ko
+kernel/fs/netfs/netfs.ko:
+kernel/fs/overlayfs/overlay.ko:
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/net/core/failover.ko:
+kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+";
+
+    fn pos(order: &[String], name: &str) -> usize {
+        order.iter().position(|f| module_name(f) == name).unwrap_or_else(|| panic!("{name} missing from {order:?}"))
+    }
+
+    #[test]
+    fn dependencies_come_first() {
+        let g = ModuleDeps::parse(SAMPLE, "kernel/fs/tmpfs.ko\n").unwrap();
+        let order = g.resolve(REQUIRED_MODULES, OPTIONAL_MODULES).unwrap();
+        for (before, after) in [
+            ("virtio_ring", "virtio"),
+            ("virtio", "virtio_mmio"),
+            ("virtio_pci_legacy_dev", "virtio_pci"),
+            ("virtio_pci_modern_dev", "virtio_pci"),
+            ("virtio", "virtio_console"),
+            ("9pnet", "9pnet_virtio"),
+            ("netfs", "fscache"),
+            ("fscache", "9p"),
+            ("9pnet", "9p"),
+            ("failover", "net_failover"),
+            ("net_failover", "virtio_net"),
+        ] {
+            assert!(pos(&order, before) < pos(&order, after), "{before} must load before {after}: {order:?}");
+        }
+        // each file once, nothing that was not asked for
+        let unique: BTreeSet<_> = order.iter().collect();
+        assert_eq!(unique.len(), order.len());
+        assert!(!order.iter().any(|f| f.contains("virtio-rng")));
+        assert_eq!(order.len(), 16);
+    }
+
+    #[test]
+    fn missing_required_module_is_an_error_but_builtin_or_optional_is_not() {
+        let g = ModuleDeps::parse(SAMPLE, "kernel/fs/configfs/configfs.ko\n").unwrap();
+        let e = g.resolve(&["nosuchmod"], &[]).unwrap_err();
+        assert!(e.message.contains("nosuchmod"), "{}", e.message);
+        assert!(g.resolve(&["configfs"], &["vsock"]).unwrap().is_empty());
+        assert!(g.is_builtin("configfs"));
+    }
+
+    #[test]
+    fn cycles_and_garbage_are_reported() {
+        let g = ModuleDeps::parse("a.ko: b.ko\nb.ko: a.ko\n", "").unwrap();
+        assert!(g.resolve(&["a"], &[]).unwrap_err().message.contains("cycle"));
+        assert!(ModuleDeps::parse("no colon here\n", "").is_err());
+        let g = ModuleDeps::parse("a.ko: gone.ko\n", "").unwrap();
+        assert!(g.resolve(&["a"], &[]).is_err());
+    }
+
+    #[test]
+    fn names_from_files() {
+        assert_eq!(module_name("kernel/drivers/char/hw_random/virtio-rng.ko"), "virtio_rng");
+        assert_eq!(module_name("kernel/fs/9p/9p.ko.xz"), "9p");
+        assert_eq!(module_name("x.ko.zst"), "x");
+    }
+}

@@ -1,0 +1,18 @@
+//! husk's `vm` driver: containers inside lightweight virtual machines (the "clear container" model).
+//!
+//! - [`guest`]: builds and caches the guest image (a kernel and an initramfs holding the `husk-agent` binary as
+//!   `/init` and the kernel modules it loads, in dependency order from `modules.dep`);
+//! - [`accel`]: picks KVM or TCG without hanging on a `/dev/kvm` whose vCPUs never run;
+//! - [`qemu`]: starts QEMU (`microvm` by default), controls it over QMP and finds it again after a restart;
+//! - [`proto`] and [`client`]: the gRPC protocol between the host and the agent, over virtio-serial or vsock.
+
+pub mod accel;
+pub mod client;
+pub mod guest;
+pub mod proto;
+pub mod qemu;
+
+pub use accel::{Accel, AccelChoice, AccelDecision};
+pub use client::{AgentAddr, AgentClient};
+pub use guest::{GuestConfig, GuestImage, build_guest};
+pub use qemu::{Machine, Qmp, Share, Transport, Vm, VmConfig};
