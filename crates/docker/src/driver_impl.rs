@@ -1,0 +1,559 @@
+//! [`Driver`] for [`DockerDriver`]: each operation of the contract as engine API calls.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bollard::container::AttachContainerResults;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use bollard::query_parameters::{
+    AttachContainerOptions, KillContainerOptions, StatsOptions, TopOptions,
+};
+use futures::StreamExt;
+use husk_core::stdio::BoxStdio;
+use husk_core::{
+    Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver, DriverInfo, Error,
+    ErrorKind, ExitStatus, LogOptions, LogStream, ObservedState, ProcessConfig, Result,
+    RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
+};
+
+use crate::client::{engine_error, is_local, status};
+use crate::driver::{
+    DockerDriver, container_data, exit_status, network_status, observed, sandbox_data,
+};
+use crate::labels::{self, Role};
+use crate::sessions::{AttachSession, DETACH_KEYS, ExecSession, wait_exit_code};
+use crate::spec::{Placement, container_body};
+use crate::{logs, stats, stdio_bridge};
+
+/// How often a privileged create is retried after the engine refused a capability it does not know.
+const CAPABILITY_RETRIES: usize = 8;
+
+impl DockerDriver {
+    async fn create_infra(&self, config: &SandboxConfig) -> Result<(String, String)> {
+        let name = labels::infra_name(&self.instance, &config.name);
+        let owner = (labels::SANDBOX_ID, config.id.as_str());
+        let id = match self
+            .create_named(&name, self.infra_request(config)?, owner)
+            .await
+        {
+            Ok(id) => id,
+            // The first sandbox on this engine, or someone removed the image: load it and try again.
+            Err(e) if e.kind == ErrorKind::NotFound && e.message.contains(self.pause_id()) => {
+                self.load_pause_image().await?;
+                self.create_named(&name, self.infra_request(config)?, owner)
+                    .await?
+            }
+            Err(e) => return Err(e.context(format!("sandbox {}", config.name))),
+        };
+        Ok((id, name))
+    }
+
+    async fn create_engine_container(
+        &self,
+        config: &ContainerConfig,
+        placement: Placement<'_>,
+        sandbox_id: Option<&str>,
+    ) -> Result<(String, String)> {
+        let name = labels::container_name(&self.instance, &config.name);
+        let owner = (labels::CONTAINER_ID, config.id.as_str());
+        let mut attempts = 0;
+        loop {
+            let labels = labels::container_labels(
+                &self.instance,
+                &config.id,
+                &config.name,
+                sandbox_id,
+                &config.labels,
+            );
+            let privileges = config.security.privileged.then(|| self.privileges());
+            let body = container_body(config, placement, labels, privileges.as_ref())?;
+            match self.create_named(&name, body, owner).await {
+                Ok(id) => return Ok((id, name)),
+                Err(e)
+                    if privileges.is_some()
+                        && attempts < CAPABILITY_RETRIES
+                        && self.refuse_capability(&e) =>
+                {
+                    attempts += 1
+                }
+                Err(e) => return Err(e.context(format!("container {}", config.name))),
+            }
+        }
+    }
+
+    /// Signals every process of the container but the main one (which the engine signalled).
+    async fn signal_the_rest(&self, engine_id: &str, main_pid: i32, signal: i32) -> Result<()> {
+        if !is_local(&self.host) {
+            return Err(Error::unsupported(format!(
+                "signalling every process of a container needs the engine on this host; {} is remote",
+                self.host
+            )));
+        }
+        let options = TopOptions {
+            ps_args: "-e -o pid".to_string(),
+        };
+        let top = match self.docker.top_processes(engine_id, Some(options)).await {
+            Ok(t) => t,
+            // Not running any more: nothing left to signal.
+            Err(e) if status(&e) == Some(409) => return Ok(()),
+            Err(e) => return Err(engine_error("list the container's processes", e)),
+        };
+        for row in top.processes.unwrap_or_default() {
+            let Some(pid) = row.first().and_then(|p| p.trim().parse::<i32>().ok()) else {
+                continue;
+            };
+            if pid > 1 && pid != main_pid {
+                // SAFETY: kill(2) takes plain integers; a process that exited meanwhile yields ESRCH, ignored.
+                unsafe { libc::kill(pid, signal) };
+            }
+        }
+        Ok(())
+    }
+
+    async fn inspect_existing(
+        &self,
+        c: &ContainerRecord,
+    ) -> Result<(String, bollard::models::ContainerInspectResponse)> {
+        let id = self.container_ref(c).await?;
+        let inspect = self.inspect(&id).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "container {} has no engine container (was it removed with the docker CLI?)",
+                    c.name()
+                ),
+            )
+        })?;
+        Ok((id, inspect))
+    }
+}
+
+#[async_trait]
+impl Driver for DockerDriver {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        DockerDriver::driver_capabilities()
+    }
+
+    async fn info(&self) -> Result<DriverInfo> {
+        Ok(DriverInfo {
+            name: "docker".to_string(),
+            capabilities: self.capabilities(),
+            details: self.details().await?,
+        })
+    }
+
+    async fn create_sandbox(&self, config: &SandboxConfig) -> Result<SandboxRuntime> {
+        let (id, name) = self.create_infra(config).await?;
+        if let Err(e) = self.docker.start_container(&id, None).await {
+            let _ = self.remove(&id).await;
+            return Err(engine_error(
+                format!("start the infra container of sandbox {}", config.name),
+                e,
+            ));
+        }
+        let inspect = self.inspect(&id).await?.ok_or_else(|| {
+            Error::backend(format!(
+                "the infra container of sandbox {} vanished right after it started",
+                config.name
+            ))
+        })?;
+        let pid = inspect.state.as_ref().and_then(|s| s.pid).unwrap_or(0) as i32;
+        let mut namespaces = BTreeMap::new();
+        if is_local(&self.host) && pid > 0 {
+            let mut kinds = vec!["net", "ipc", "uts"];
+            if config.share_pid {
+                kinds.push("pid");
+            }
+            for kind in kinds {
+                namespaces.insert(kind.to_string(), format!("/proc/{pid}/ns/{kind}"));
+            }
+        }
+        Ok(SandboxRuntime {
+            namespaces,
+            pid: Some(pid),
+            network: Some(network_status(&inspect, &config.network)),
+            driver_data: sandbox_data(&id, &name),
+        })
+    }
+
+    async fn delete_sandbox(&self, sandbox: &SandboxRecord) -> Result<()> {
+        let pairs = [
+            (labels::INSTANCE, self.instance.as_str()),
+            (labels::SANDBOX_ID, sandbox.config.id.as_str()),
+        ];
+        let members = self.list_labelled(&pairs).await?;
+        let role = |s: &bollard::models::ContainerSummary| {
+            s.labels
+                .as_ref()
+                .and_then(|l| l.get(labels::ROLE))
+                .and_then(|r| Role::parse(r))
+        };
+        // Containers first, the infra container (whose namespaces they use) last.
+        for member in members.iter().filter(|m| role(m) != Some(Role::Infra)) {
+            if let Some(id) = &member.id {
+                self.remove(id).await?;
+            }
+        }
+        for member in members.iter().filter(|m| role(m) == Some(Role::Infra)) {
+            if let Some(id) = &member.id {
+                self.remove(id).await?;
+            }
+        }
+        if let Some(id) = DockerDriver::infra_id(sandbox) {
+            self.remove(&id).await?;
+        }
+        Ok(())
+    }
+
+    async fn sandbox_alive(&self, sandbox: &SandboxRecord) -> Result<bool> {
+        let Some(id) = self.find_infra(sandbox).await? else {
+            return Ok(false);
+        };
+        Ok(self
+            .inspect(&id)
+            .await?
+            .is_some_and(|i| matches!(observed(&i), ObservedState::Running { .. })))
+    }
+
+    async fn create_container(
+        &self,
+        config: &ContainerConfig,
+        sandbox: Option<&SandboxRecord>,
+        _rootfs: &RootfsLayers,
+    ) -> Result<ContainerRuntime> {
+        let infra = match sandbox {
+            Some(s) => Some(self.find_infra(s).await?.ok_or_else(|| {
+                Error::conflict(format!(
+                    "sandbox {} has no infra container in the engine; recreate the sandbox",
+                    s.config.name
+                ))
+            })?),
+            None => None,
+        };
+        let placement = match (&infra, sandbox) {
+            (Some(id), Some(s)) => Placement::Sandbox {
+                infra_id: id,
+                share_pid: s.config.share_pid,
+            },
+            _ => Placement::Standalone,
+        };
+        self.ensure_image(&config.image)
+            .await
+            .map_err(|e| e.context(format!("container {}", config.name)))?;
+        let sandbox_id = sandbox.map(|s| s.config.id.as_str());
+        let (id, name) = self
+            .create_engine_container(config, placement, sandbox_id)
+            .await?;
+        Ok(ContainerRuntime {
+            pid: 0,
+            driver_data: container_data(&id, &name),
+        })
+    }
+
+    async fn start_container(
+        &self,
+        container: &ContainerRecord,
+        _sandbox: Option<&SandboxRecord>,
+    ) -> Result<ContainerRuntime> {
+        let id = self.container_ref(container).await?;
+        if let Err(e) = self.docker.start_container(&id, None).await {
+            let joined = e.to_string().contains("non running container")
+                || e.to_string().contains("cannot join");
+            let err = engine_error(format!("start container {}", container.name()), e);
+            return Err(if joined {
+                Error::conflict(format!(
+                    "{}: the sandbox's infra container is not running",
+                    err.message
+                ))
+            } else {
+                err
+            });
+        }
+        let pid = self
+            .inspect(&id)
+            .await?
+            .and_then(|i| i.state)
+            .and_then(|s| s.pid)
+            .unwrap_or(0) as i32;
+        let name = container
+            .runtime
+            .driver_data
+            .get("engine_name")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        Ok(ContainerRuntime {
+            pid,
+            driver_data: container_data(&id, &name),
+        })
+    }
+
+    async fn kill(&self, container: &ContainerRecord, signal: i32, all: bool) -> Result<()> {
+        let id = self.container_ref(container).await?;
+        let options = KillContainerOptions {
+            signal: signal.to_string(),
+        };
+        self.docker
+            .kill_container(&id, Some(options))
+            .await
+            .map_err(|e| engine_error(format!("signal container {}", container.name()), e))?;
+        // SIGKILL to the main process ends the rest too: with its own PID namespace the kernel kills it, and in a
+        // shared one the runtime kills the container's remaining processes when the main one exits.
+        if all && signal != libc::SIGKILL {
+            let main_pid = self
+                .inspect(&id)
+                .await?
+                .and_then(|i| i.state)
+                .and_then(|s| s.pid)
+                .unwrap_or(0) as i32;
+            self.signal_the_rest(&id, main_pid, signal).await?;
+        }
+        Ok(())
+    }
+
+    async fn pause(&self, container: &ContainerRecord) -> Result<()> {
+        let id = self.container_ref(container).await?;
+        self.docker
+            .pause_container(&id)
+            .await
+            .map_err(|e| engine_error(format!("pause container {}", container.name()), e))
+    }
+
+    async fn unpause(&self, container: &ContainerRecord) -> Result<()> {
+        let id = self.container_ref(container).await?;
+        self.docker
+            .unpause_container(&id)
+            .await
+            .map_err(|e| engine_error(format!("unpause container {}", container.name()), e))
+    }
+
+    async fn delete_container(&self, container: &ContainerRecord) -> Result<()> {
+        if let Some(id) = DockerDriver::engine_id(container) {
+            self.remove(&id).await?;
+        }
+        // Also any engine container labelled with this husk ID (an interrupted create left it unrecorded).
+        let pairs = [
+            (labels::INSTANCE, self.instance.as_str()),
+            (labels::CONTAINER_ID, container.id()),
+        ];
+        for found in self.list_labelled(&pairs).await? {
+            if let Some(id) = found.id {
+                self.remove(&id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait(&self, container: &ContainerRecord) -> Result<ExitStatus> {
+        let id = self.container_ref(container).await?;
+        let code = wait_exit_code(&self.docker, &id)
+            .await
+            .map_err(|e| e.context(format!("container {}", container.name())))?;
+        Ok(match self.inspect(&id).await? {
+            Some(inspect) => exit_status(&inspect, code),
+            None => ExitStatus {
+                code,
+                reason: "the engine container was removed".to_string(),
+                ..Default::default()
+            },
+        })
+    }
+
+    async fn observe(&self, container: &ContainerRecord) -> Result<ObservedState> {
+        let Some(id) = self.find_container(container).await? else {
+            return Ok(ObservedState::Missing);
+        };
+        Ok(match self.inspect(&id).await? {
+            Some(inspect) => observed(&inspect),
+            None => ObservedState::Missing,
+        })
+    }
+
+    async fn exec(&self, container: &ContainerRecord, process: &ProcessConfig) -> Result<BoxStdio> {
+        if process.args.is_empty() {
+            return Err(Error::invalid("command", "exec needs a command"));
+        }
+        let id = self.container_ref(container).await?;
+        let what = || format!("exec in container {}", container.name());
+        let config = ExecConfig {
+            attach_stdin: Some(process.stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(process.tty),
+            detach_keys: Some(DETACH_KEYS.to_string()),
+            env: if process.env.is_empty() {
+                None
+            } else {
+                Some(process.env.clone())
+            },
+            cmd: Some(process.args.clone()),
+            user: if process.user.is_empty() {
+                None
+            } else {
+                Some(process.user.clone())
+            },
+            working_dir: if process.cwd.is_empty() {
+                None
+            } else {
+                Some(process.cwd.clone())
+            },
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(&id, config)
+            .await
+            .map_err(|e| engine_error(what(), e))?;
+        let options = StartExecOptions {
+            detach: false,
+            tty: process.tty,
+            output_capacity: None,
+        };
+        let started = self
+            .docker
+            .start_exec(&exec.id, Some(options))
+            .await
+            .map_err(|e| engine_error(what(), e))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(Error::internal(format!(
+                "{}: the engine started the exec detached",
+                what()
+            )));
+        };
+        let session = Arc::new(ExecSession {
+            docker: self.docker.clone(),
+            exec_id: exec.id,
+        });
+        Ok(stdio_bridge::bridge(output, input, process.stdin, session))
+    }
+
+    async fn attach(&self, container: &ContainerRecord, stdin: bool) -> Result<BoxStdio> {
+        let (id, inspect) = self.inspect_existing(container).await?;
+        let open_stdin = inspect
+            .config
+            .as_ref()
+            .and_then(|c| c.open_stdin)
+            .unwrap_or(false);
+        let options = AttachContainerOptions {
+            detach_keys: Some(DETACH_KEYS.to_string()),
+            logs: false,
+            stream: true,
+            stdin: stdin && open_stdin,
+            stdout: true,
+            stderr: true,
+        };
+        let AttachContainerResults { output, input } = self
+            .docker
+            .attach_container(&id, Some(options))
+            .await
+            .map_err(|e| engine_error(format!("attach to container {}", container.name()), e))?;
+        let session = Arc::new(AttachSession {
+            docker: self.docker.clone(),
+            engine_id: id,
+        });
+        Ok(stdio_bridge::bridge(
+            output,
+            input,
+            stdin && open_stdin,
+            session,
+        ))
+    }
+
+    async fn resize(&self, container: &ContainerRecord, rows: u16, cols: u16) -> Result<()> {
+        let id = self.container_ref(container).await?;
+        let options = bollard::query_parameters::ResizeContainerTTYOptions {
+            h: i32::from(rows),
+            w: i32::from(cols),
+        };
+        self.docker
+            .resize_container_tty(&id, options)
+            .await
+            .map_err(|e| {
+                engine_error(
+                    format!("resize the terminal of container {}", container.name()),
+                    e,
+                )
+            })
+    }
+
+    async fn logs(&self, container: &ContainerRecord, options: &LogOptions) -> Result<LogStream> {
+        let (id, _) = self.inspect_existing(container).await?;
+        let bounds = options.clone();
+        let name = container.name().to_string();
+        let stream = self
+            .docker
+            .logs(&id, Some(logs::query(options)))
+            .filter_map(move |item| {
+                let out = match item {
+                    Ok(chunk) => logs::entry(chunk)
+                        .filter(|(nanos, _)| logs::within(*nanos, &bounds))
+                        .map(|(_, e)| Ok(e)),
+                    Err(e) => Some(Err(engine_error(
+                        format!("read the logs of container {name}"),
+                        e,
+                    ))),
+                };
+                futures::future::ready(out)
+            });
+        Ok(Box::pin(stream))
+    }
+
+    async fn stats(&self, container: &ContainerRecord) -> Result<Stats> {
+        let (id, inspect) = self.inspect_existing(container).await?;
+        let limited = inspect
+            .host_config
+            .as_ref()
+            .and_then(|h| h.memory)
+            .unwrap_or(0)
+            > 0;
+        let options = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let reading = self
+            .docker
+            .stats(&id, Some(options))
+            .next()
+            .await
+            .ok_or_else(|| {
+                Error::backend(format!(
+                    "read the stats of container {}: the engine sent none",
+                    container.name()
+                ))
+            })?;
+        let reading = reading.map_err(|e| {
+            engine_error(
+                format!("read the stats of container {}", container.name()),
+                e,
+            )
+        })?;
+        Ok(stats::map(&reading, limited))
+    }
+
+    async fn top(&self, container: &ContainerRecord) -> Result<Top> {
+        let id = self.container_ref(container).await?;
+        let options = TopOptions {
+            ps_args: "-ef".to_string(),
+        };
+        let top = self
+            .docker
+            .top_processes(&id, Some(options))
+            .await
+            .map_err(|e| {
+                engine_error(
+                    format!("list the processes of container {}", container.name()),
+                    e,
+                )
+            })?;
+        Ok(Top {
+            titles: top.titles.unwrap_or_default(),
+            processes: top.processes.unwrap_or_default(),
+        })
+    }
+}

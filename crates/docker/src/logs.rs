@@ -1,0 +1,132 @@
+//! The engine's container logs as husk log entries.
+//!
+//! The engine is always asked for timestamps; each chunk it sends is one line (`<RFC 3339 nanos> <text>`). The
+//! engine's `since`/`until` take whole seconds, so they are rounded outwards and the exact nanosecond bounds are
+//! applied here.
+
+use bollard::container::LogOutput;
+use bollard::query_parameters::LogsOptions;
+use chrono::{DateTime, SecondsFormat, Utc};
+use husk_core::{LogEntry, LogOptions};
+
+const NANOS: i64 = 1_000_000_000;
+
+/// The engine's query for `options`.
+pub(crate) fn query(options: &LogOptions) -> LogsOptions {
+    let since = options
+        .since_nanos
+        .map(|n| n.div_euclid(NANOS))
+        .unwrap_or(0);
+    let until = options
+        .until_nanos
+        .map(|n| n.div_euclid(NANOS) + i64::from(n.rem_euclid(NANOS) != 0))
+        .unwrap_or(0);
+    LogsOptions {
+        follow: options.follow,
+        stdout: true,
+        stderr: true,
+        since: since.clamp(0, i64::from(i32::MAX)) as i32,
+        until: until.clamp(0, i64::from(i32::MAX)) as i32,
+        timestamps: true,
+        tail: options
+            .tail
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "all".to_string()),
+    }
+}
+
+/// One chunk of the engine's log stream as an entry with its time in nanoseconds; `None` for stdin echoes.
+pub(crate) fn entry(output: LogOutput) -> Option<(i64, LogEntry)> {
+    let stream = match &output {
+        LogOutput::StdErr { .. } => "stderr",
+        LogOutput::StdOut { .. } | LogOutput::Console { .. } => "stdout",
+        LogOutput::StdIn { .. } => return None,
+    };
+    let bytes = output.into_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    let (stamp, rest) = text.split_once(' ').unwrap_or((&text, ""));
+    let (nanos, time, text) = match DateTime::parse_from_rfc3339(stamp) {
+        Ok(t) => {
+            let t = t.with_timezone(&Utc);
+            (
+                t.timestamp_nanos_opt().unwrap_or(0),
+                t.to_rfc3339_opts(SecondsFormat::Nanos, true),
+                rest.to_string(),
+            )
+        }
+        // Not stamped (should not happen when asking for timestamps): keep the line, timeless.
+        Err(_) => (0, String::new(), text.into_owned()),
+    };
+    Some((
+        nanos,
+        LogEntry {
+            time,
+            stream: stream.to_string(),
+            text,
+        },
+    ))
+}
+
+/// Whether an entry written at `nanos` is within the asked bounds.
+pub(crate) fn within(nanos: i64, options: &LogOptions) -> bool {
+    options.since_nanos.is_none_or(|s| nanos >= s) && options.until_nanos.is_none_or(|u| nanos < u)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn bounds_round_outwards() {
+        let q = query(&LogOptions {
+            since_nanos: Some(1_700_000_000_500_000_000),
+            until_nanos: Some(1_700_000_010_000_000_001),
+            tail: Some(5),
+            follow: true,
+        });
+        assert_eq!((q.since, q.until), (1_700_000_000, 1_700_000_011));
+        assert_eq!(q.tail, "5");
+        assert!(q.timestamps && q.follow && q.stdout && q.stderr);
+        let q = query(&LogOptions::default());
+        assert_eq!((q.since, q.until, q.tail.as_str()), (0, 0, "all"));
+    }
+
+    #[test]
+    fn chunks_become_entries() {
+        let (n, e) = entry(LogOutput::StdErr {
+            message: Bytes::from_static(b"2024-05-01T10:00:00.000000123Z oops\n"),
+        })
+        .unwrap();
+        assert_eq!(e.stream, "stderr");
+        assert_eq!(e.text, "oops\n");
+        assert_eq!(e.time, "2024-05-01T10:00:00.000000123Z");
+        assert_eq!(n % NANOS, 123);
+        let (_, e) = entry(LogOutput::Console {
+            message: Bytes::from_static(b"2024-05-01T10:00:00Z tty line\r\n"),
+        })
+        .unwrap();
+        assert_eq!(
+            (e.stream.as_str(), e.text.as_str()),
+            ("stdout", "tty line\r\n")
+        );
+        assert!(
+            entry(LogOutput::StdIn {
+                message: Bytes::new()
+            })
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn nanosecond_bounds() {
+        let o = LogOptions {
+            since_nanos: Some(10),
+            until_nanos: Some(20),
+            ..Default::default()
+        };
+        assert!(!within(9, &o) && within(10, &o) && within(19, &o) && !within(20, &o));
+        assert!(within(0, &LogOptions::default()));
+    }
+}

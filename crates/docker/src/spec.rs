@@ -1,0 +1,737 @@
+//! husk's container and sandbox configurations as engine create requests. Pure functions: no engine calls.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, DeviceMapping, HostConfig, Mount, MountBindOptions,
+    MountBindOptionsPropagationEnum, MountType, MountVolumeOptions, PortBinding, PortMap,
+    RestartPolicy, RestartPolicyNameEnum,
+};
+use husk_core::units::{parse_memory, signal_name};
+use husk_core::{
+    ContainerConfig, Error, MountConfig, NetworkConfig, Result, SandboxConfig, SecurityConfig,
+};
+
+use crate::privileged::ALLOW_ALL_DEVICES;
+
+/// What `--privileged` becomes on this host (see [`crate::privileged`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Privileges {
+    /// Capabilities to add, by name.
+    pub capabilities: Vec<String>,
+    /// Host devices to pass.
+    pub devices: Vec<DeviceMapping>,
+}
+
+/// Where a container's namespaces come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Placement<'a> {
+    /// Its own network, IPC, UTS and PID namespaces.
+    Standalone,
+    /// The infra container's network, IPC and UTS namespaces, and its PID namespace when `share_pid`.
+    Sandbox {
+        /// Engine ID of the infra container.
+        infra_id: &'a str,
+        /// Join the infra container's PID namespace too.
+        share_pid: bool,
+    },
+}
+
+/// No restart policy: restarts are husk's engine's job.
+fn no_restart() -> RestartPolicy {
+    RestartPolicy {
+        name: Some(RestartPolicyNameEnum::NO),
+        maximum_retry_count: None,
+    }
+}
+
+/// The network-related parts of a create request.
+#[derive(Debug, Default, PartialEq)]
+struct NetworkParts {
+    mode: String,
+    port_bindings: Option<PortMap>,
+    exposed_ports: Option<Vec<String>>,
+    dns: Option<Vec<String>>,
+    dns_search: Option<Vec<String>>,
+    extra_hosts: Option<Vec<String>>,
+}
+
+fn non_empty(v: &[String]) -> Option<Vec<String>> {
+    if v.is_empty() { None } else { Some(v.to_vec()) }
+}
+
+fn network_parts(net: &NetworkConfig) -> Result<NetworkParts> {
+    let mode = net.mode().to_string();
+    if !net.ports.is_empty() && (mode == "none" || mode == "host") {
+        return Err(Error::invalid(
+            "ports",
+            format!(
+                "ports cannot be published with network {mode}: publishing needs a bridge network (with host networking the ports are the host's already)"
+            ),
+        ));
+    }
+    let mut bindings: PortMap = HashMap::new();
+    for p in &net.ports {
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        let binding = PortBinding {
+            host_ip: if p.host_ip.is_empty() {
+                None
+            } else {
+                Some(p.host_ip.clone())
+            },
+            host_port: Some(p.host_port.to_string()),
+        };
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(binding);
+    }
+    let mut exposed: Vec<String> = bindings.keys().cloned().collect();
+    exposed.sort();
+    Ok(NetworkParts {
+        mode,
+        exposed_ports: if exposed.is_empty() {
+            None
+        } else {
+            Some(exposed)
+        },
+        port_bindings: if bindings.is_empty() {
+            None
+        } else {
+            Some(bindings)
+        },
+        dns: non_empty(&net.dns),
+        dns_search: non_empty(&net.dns_search),
+        extra_hosts: non_empty(&net.extra_hosts),
+    })
+}
+
+fn propagation(option: &str) -> Option<MountBindOptionsPropagationEnum> {
+    Some(match option {
+        "private" => MountBindOptionsPropagationEnum::PRIVATE,
+        "rprivate" => MountBindOptionsPropagationEnum::RPRIVATE,
+        "shared" => MountBindOptionsPropagationEnum::SHARED,
+        "rshared" => MountBindOptionsPropagationEnum::RSHARED,
+        "slave" => MountBindOptionsPropagationEnum::SLAVE,
+        "rslave" => MountBindOptionsPropagationEnum::RSLAVE,
+        _ => return None,
+    })
+}
+
+fn unsupported_option(m: &MountConfig, option: &str) -> Error {
+    Error::invalid(
+        "mounts",
+        format!(
+            "mount option {option:?} of the {} mount on {} is not supported by the docker driver",
+            m.kind, m.destination
+        ),
+    )
+}
+
+/// A bind or volume mount as an engine mount.
+fn mount(m: &MountConfig) -> Result<Mount> {
+    if !m.destination.starts_with('/') {
+        return Err(Error::invalid(
+            "mounts",
+            format!(
+                "mount destination {:?} is not an absolute path",
+                m.destination
+            ),
+        ));
+    }
+    let mut read_only = m.readonly;
+    let mut bind = MountBindOptions::default();
+    let mut volume = MountVolumeOptions::default();
+    let is_bind = m.kind == "bind";
+    for option in &m.options {
+        match option.as_str() {
+            "ro" => read_only = true,
+            "rw" => {}
+            "rbind" if is_bind => bind.non_recursive = Some(false),
+            "bind" if is_bind => bind.non_recursive = Some(true),
+            "nocopy" if !is_bind => volume.no_copy = Some(true),
+            other => match propagation(other) {
+                Some(p) if is_bind => bind.propagation = Some(p),
+                _ => return Err(unsupported_option(m, other)),
+            },
+        }
+    }
+    let (typ, source) = match m.kind.as_str() {
+        "bind" => {
+            if !m.source.starts_with('/') {
+                return Err(Error::invalid(
+                    "mounts",
+                    format!("bind mount source {:?} is not an absolute path", m.source),
+                ));
+            }
+            (MountType::BIND, Some(m.source.clone()))
+        }
+        // An empty volume name asks the engine for an anonymous volume (removed with the container).
+        "volume" => (
+            MountType::VOLUME,
+            if m.source.is_empty() {
+                None
+            } else {
+                Some(m.source.clone())
+            },
+        ),
+        other => {
+            return Err(Error::invalid(
+                "mounts",
+                format!("unknown mount type {other:?}: use bind, volume or tmpfs"),
+            ));
+        }
+    };
+    Ok(Mount {
+        target: Some(m.destination.clone()),
+        source,
+        typ: Some(typ),
+        read_only: Some(read_only),
+        bind_options: if is_bind && bind != MountBindOptions::default() {
+            Some(bind)
+        } else {
+            None
+        },
+        volume_options: if !is_bind && volume != MountVolumeOptions::default() {
+            Some(volume)
+        } else {
+            None
+        },
+        ..Default::default()
+    })
+}
+
+/// A tmpfs mount's option string for the engine's `Tmpfs` map (`size=64m,mode=1777,noexec`).
+fn tmpfs_options(m: &MountConfig) -> Result<String> {
+    let mut out = Vec::new();
+    for option in &m.options {
+        let (key, value) = option.split_once('=').unwrap_or((option.as_str(), ""));
+        match key {
+            "size" => {
+                parse_memory("mounts", value)?;
+                out.push(option.clone());
+            }
+            "mode" if u32::from_str_radix(value, 8).is_ok() => out.push(option.clone()),
+            "ro" | "rw" | "nosuid" | "suid" | "nodev" | "dev" | "noexec" | "exec" | "uid"
+            | "gid" | "nr_inodes" => out.push(option.clone()),
+            _ => return Err(unsupported_option(m, option)),
+        }
+    }
+    if m.readonly && !out.iter().any(|o| o == "ro") {
+        out.push("ro".to_string());
+    }
+    Ok(out.join(","))
+}
+
+/// A container's engine mounts and its tmpfs mounts (destination -> options).
+type MountParts = (Option<Vec<Mount>>, Option<HashMap<String, String>>);
+
+/// Mounts and tmpfs mounts of a container.
+fn mounts(list: &[MountConfig]) -> Result<MountParts> {
+    let mut engine_mounts = Vec::new();
+    let mut tmpfs = HashMap::new();
+    for m in list {
+        if m.kind == "tmpfs" {
+            tmpfs.insert(m.destination.clone(), tmpfs_options(m)?);
+        } else {
+            engine_mounts.push(mount(m)?);
+        }
+    }
+    Ok((
+        if engine_mounts.is_empty() {
+            None
+        } else {
+            Some(engine_mounts)
+        },
+        if tmpfs.is_empty() { None } else { Some(tmpfs) },
+    ))
+}
+
+/// `NET_ADMIN`, `cap_net_admin` -> `CAP_NET_ADMIN`; `all` -> `ALL`.
+fn capability(name: &str) -> String {
+    let upper = name.trim().to_ascii_uppercase();
+    if upper == "ALL" || upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    }
+}
+
+/// Security settings applied to the host config.
+fn apply_security(
+    host: &mut HostConfig,
+    security: &SecurityConfig,
+    privileges: Option<&Privileges>,
+) -> Result<()> {
+    let mut opts = Vec::new();
+    if security.no_new_privileges {
+        opts.push("no-new-privileges:true".to_string());
+    }
+    host.readonly_rootfs = Some(security.readonly_rootfs);
+    if security.privileged {
+        let p = privileges
+            .ok_or_else(|| Error::internal("privileged container without the host's privileges"))?;
+        opts.push("seccomp=unconfined".to_string());
+        opts.push("apparmor=unconfined".to_string());
+        host.cap_add = Some(p.capabilities.clone());
+        host.masked_paths = Some(Vec::new());
+        host.readonly_paths = Some(Vec::new());
+        host.devices = if p.devices.is_empty() {
+            None
+        } else {
+            Some(p.devices.clone())
+        };
+        host.device_cgroup_rules = Some(vec![ALLOW_ALL_DEVICES.to_string()]);
+    } else {
+        match security.seccomp.as_deref() {
+            None => {}
+            Some("unconfined") => opts.push("seccomp=unconfined".to_string()),
+            Some(profile) => {
+                serde_json::from_str::<serde_json::Value>(profile).map_err(|e| {
+                    Error::invalid(
+                        "seccomp",
+                        format!("the seccomp profile is not valid JSON: {e}"),
+                    )
+                })?;
+                opts.push(format!("seccomp={profile}"));
+            }
+        }
+        host.cap_add = non_empty(
+            &security
+                .cap_add
+                .iter()
+                .map(|c| capability(c))
+                .collect::<Vec<_>>(),
+        );
+        host.cap_drop = non_empty(
+            &security
+                .cap_drop
+                .iter()
+                .map(|c| capability(c))
+                .collect::<Vec<_>>(),
+        );
+    }
+    host.security_opt = non_empty(&opts);
+    Ok(())
+}
+
+/// The create request for a container.
+pub(crate) fn container_body(
+    config: &ContainerConfig,
+    placement: Placement<'_>,
+    labels: HashMap<String, String>,
+    privileges: Option<&Privileges>,
+) -> Result<ContainerCreateBody> {
+    let args = &config.process.args;
+    let Some((program, rest)) = args.split_first() else {
+        return Err(Error::invalid(
+            "command",
+            format!("container {} has no command to run", config.name),
+        ));
+    };
+    let (engine_mounts, tmpfs) = mounts(&config.mounts)?;
+    let mut host = HostConfig {
+        memory: config.resources.memory_bytes,
+        nano_cpus: config.resources.nano_cpus,
+        pids_limit: config.resources.pids_limit,
+        mounts: engine_mounts,
+        tmpfs,
+        restart_policy: Some(no_restart()),
+        auto_remove: Some(false),
+        init: Some(false),
+        ..Default::default()
+    };
+    apply_security(&mut host, &config.security, privileges)?;
+    let mut body = ContainerCreateBody {
+        image: Some(config.image.id.clone()),
+        entrypoint: Some(vec![program.clone()]),
+        cmd: Some(rest.to_vec()),
+        env: Some(config.process.env.clone()),
+        working_dir: if config.process.cwd.is_empty() {
+            None
+        } else {
+            Some(config.process.cwd.clone())
+        },
+        user: if config.process.user.is_empty() {
+            None
+        } else {
+            Some(config.process.user.clone())
+        },
+        tty: Some(config.process.tty),
+        open_stdin: Some(config.process.stdin),
+        attach_stdin: Some(false),
+        attach_stdout: Some(false),
+        attach_stderr: Some(false),
+        labels: Some(labels),
+        stop_signal: config.stop_signal.map(signal_name),
+        stop_timeout: config.stop_timeout.map(i64::from),
+        ..Default::default()
+    };
+    match placement {
+        Placement::Sandbox {
+            infra_id,
+            share_pid,
+        } => {
+            let joined = format!("container:{infra_id}");
+            host.network_mode = Some(joined.clone());
+            host.ipc_mode = Some(joined.clone());
+            if share_pid {
+                host.pid_mode = Some(joined);
+            }
+        }
+        Placement::Standalone => {
+            let net = network_parts(&config.network)?;
+            if net.mode != "host" && !config.hostname.is_empty() {
+                body.hostname = Some(config.hostname.clone());
+            }
+            body.exposed_ports = net.exposed_ports;
+            host.network_mode = Some(net.mode);
+            host.port_bindings = net.port_bindings;
+            host.dns = net.dns;
+            host.dns_search = net.dns_search;
+            host.extra_hosts = net.extra_hosts;
+        }
+    }
+    body.host_config = Some(host);
+    Ok(body)
+}
+
+/// The create request for a sandbox's infra container: `husk-pause` as PID 1, no capabilities, read-only root,
+/// holding the sandbox's network, ports, hostname and a shareable IPC namespace.
+pub(crate) fn infra_body(
+    config: &SandboxConfig,
+    image_id: &str,
+    labels: HashMap<String, String>,
+) -> Result<ContainerCreateBody> {
+    let net = network_parts(&config.network)?;
+    let host = HostConfig {
+        ipc_mode: Some("shareable".to_string()),
+        network_mode: Some(net.mode.clone()),
+        port_bindings: net.port_bindings,
+        dns: net.dns,
+        dns_search: net.dns_search,
+        extra_hosts: net.extra_hosts,
+        cap_drop: Some(vec!["ALL".to_string()]),
+        security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+        readonly_rootfs: Some(true),
+        restart_policy: Some(no_restart()),
+        auto_remove: Some(false),
+        init: Some(false),
+        ..Default::default()
+    };
+    Ok(ContainerCreateBody {
+        image: Some(image_id.to_string()),
+        hostname: if net.mode == "host" || config.hostname.is_empty() {
+            None
+        } else {
+            Some(config.hostname.clone())
+        },
+        exposed_ports: net.exposed_ports,
+        labels: Some(labels),
+        host_config: Some(host),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use husk_core::{ImageRef, PortMapping, ProcessConfig};
+
+    use super::*;
+
+    fn config() -> ContainerConfig {
+        ContainerConfig {
+            id: "c".repeat(64),
+            name: "web".into(),
+            image: ImageRef {
+                name: "busybox".into(),
+                id: format!("sha256:{}", "a".repeat(64)),
+            },
+            process: ProcessConfig {
+                args: vec!["httpd".into(), "-f".into(), "-p".into(), "80".into()],
+                env: vec!["A=1".into()],
+                cwd: "/www".into(),
+                user: "nobody".into(),
+                ..Default::default()
+            },
+            hostname: "web-host".into(),
+            resources: Default::default(),
+            security: SecurityConfig {
+                no_new_privileges: true,
+                ..Default::default()
+            },
+            mounts: vec![],
+            network: NetworkConfig::default(),
+            labels: Default::default(),
+            stop_signal: Some(2),
+            stop_timeout: Some(3),
+        }
+    }
+
+    #[test]
+    fn argv_is_run_exactly() {
+        let b = container_body(&config(), Placement::Standalone, HashMap::new(), None).unwrap();
+        assert_eq!(b.entrypoint, Some(vec!["httpd".to_string()]));
+        assert_eq!(
+            b.cmd,
+            Some(vec!["-f".to_string(), "-p".to_string(), "80".to_string()])
+        );
+        assert_eq!(
+            b.image.as_deref(),
+            Some(&*format!("sha256:{}", "a".repeat(64)))
+        );
+        assert_eq!(b.stop_signal.as_deref(), Some("SIGINT"));
+        let mut empty = config();
+        empty.process.args.clear();
+        assert!(container_body(&empty, Placement::Standalone, HashMap::new(), None).is_err());
+    }
+
+    #[test]
+    fn sandbox_containers_join_the_infra_container() {
+        let b = container_body(
+            &config(),
+            Placement::Sandbox {
+                infra_id: "inf",
+                share_pid: true,
+            },
+            HashMap::new(),
+            None,
+        )
+        .unwrap();
+        let h = b.host_config.unwrap();
+        assert_eq!(h.network_mode.as_deref(), Some("container:inf"));
+        assert_eq!(h.ipc_mode.as_deref(), Some("container:inf"));
+        assert_eq!(h.pid_mode.as_deref(), Some("container:inf"));
+        assert_eq!(b.hostname, None, "the hostname is the infra container's");
+        let b = container_body(
+            &config(),
+            Placement::Sandbox {
+                infra_id: "inf",
+                share_pid: false,
+            },
+            HashMap::new(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(b.host_config.unwrap().pid_mode, None);
+    }
+
+    #[test]
+    fn standalone_containers_get_network_hostname_and_ports() {
+        let mut c = config();
+        c.network.ports = vec![
+            PortMapping::parse("127.0.0.1:8080:80").unwrap(),
+            PortMapping::parse("8443:80").unwrap(),
+        ];
+        c.resources.memory_bytes = Some(64 << 20);
+        c.resources.nano_cpus = Some(500_000_000);
+        c.resources.pids_limit = Some(50);
+        let b = container_body(&c, Placement::Standalone, HashMap::new(), None).unwrap();
+        assert_eq!(b.hostname.as_deref(), Some("web-host"));
+        assert_eq!(b.exposed_ports, Some(vec!["80/tcp".to_string()]));
+        let h = b.host_config.unwrap();
+        assert_eq!(h.network_mode.as_deref(), Some("bridge"));
+        let bindings = h.port_bindings.unwrap()["80/tcp"].clone().unwrap();
+        assert_eq!(bindings.len(), 2);
+        assert_eq!(bindings[0].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(bindings[1].host_port.as_deref(), Some("8443"));
+        assert_eq!(
+            (h.memory, h.nano_cpus, h.pids_limit),
+            (Some(64 << 20), Some(500_000_000), Some(50))
+        );
+        assert_eq!(
+            h.restart_policy.unwrap().name,
+            Some(RestartPolicyNameEnum::NO)
+        );
+        assert_eq!(
+            h.security_opt,
+            Some(vec!["no-new-privileges:true".to_string()])
+        );
+    }
+
+    #[test]
+    fn ports_need_a_bridge() {
+        let mut c = config();
+        c.network.mode = "none".into();
+        c.network.ports = vec![PortMapping::parse("8080:80").unwrap()];
+        assert_eq!(
+            container_body(&c, Placement::Standalone, HashMap::new(), None)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("ports")
+        );
+        c.network.ports.clear();
+        c.network.mode = "host".into();
+        let b = container_body(&c, Placement::Standalone, HashMap::new(), None).unwrap();
+        assert_eq!(b.hostname, None, "host networking keeps the host's name");
+    }
+
+    #[test]
+    fn mounts_map_to_engine_mounts_and_tmpfs() {
+        let mut c = config();
+        c.mounts = vec![
+            MountConfig {
+                kind: "bind".into(),
+                source: "/srv".into(),
+                destination: "/data".into(),
+                readonly: true,
+                options: vec!["rslave".into()],
+            },
+            MountConfig {
+                kind: "volume".into(),
+                source: "vol1".into(),
+                destination: "/v".into(),
+                readonly: false,
+                options: vec!["nocopy".into()],
+            },
+            MountConfig {
+                kind: "tmpfs".into(),
+                source: String::new(),
+                destination: "/t".into(),
+                readonly: true,
+                options: vec!["size=64m".into(), "mode=1777".into()],
+            },
+        ];
+        let h = container_body(&c, Placement::Standalone, HashMap::new(), None)
+            .unwrap()
+            .host_config
+            .unwrap();
+        let m = h.mounts.unwrap();
+        assert_eq!(m[0].typ, Some(MountType::BIND));
+        assert_eq!(m[0].read_only, Some(true));
+        assert_eq!(
+            m[0].bind_options.as_ref().unwrap().propagation,
+            Some(MountBindOptionsPropagationEnum::RSLAVE)
+        );
+        assert_eq!(m[1].typ, Some(MountType::VOLUME));
+        assert_eq!(m[1].volume_options.as_ref().unwrap().no_copy, Some(true));
+        assert_eq!(h.tmpfs.unwrap()["/t"], "size=64m,mode=1777,ro");
+
+        c.mounts = vec![MountConfig {
+            kind: "bind".into(),
+            source: "rel".into(),
+            destination: "/d".into(),
+            readonly: false,
+            options: vec![],
+        }];
+        assert!(container_body(&c, Placement::Standalone, HashMap::new(), None).is_err());
+        c.mounts = vec![MountConfig {
+            kind: "bind".into(),
+            source: "/a".into(),
+            destination: "/d".into(),
+            readonly: false,
+            options: vec!["nosuid".into()],
+        }];
+        assert!(
+            container_body(&c, Placement::Standalone, HashMap::new(), None)
+                .unwrap_err()
+                .message
+                .contains("nosuid")
+        );
+        c.mounts = vec![MountConfig {
+            kind: "tmpfs".into(),
+            source: String::new(),
+            destination: "/d".into(),
+            readonly: false,
+            options: vec!["size=lots".into()],
+        }];
+        assert!(container_body(&c, Placement::Standalone, HashMap::new(), None).is_err());
+    }
+
+    #[test]
+    fn security_settings() {
+        let mut c = config();
+        c.security.cap_add = vec!["net_admin".into(), "CAP_SYS_TIME".into()];
+        c.security.cap_drop = vec!["all".into()];
+        c.security.seccomp = Some("unconfined".into());
+        c.security.no_new_privileges = false;
+        let h = container_body(&c, Placement::Standalone, HashMap::new(), None)
+            .unwrap()
+            .host_config
+            .unwrap();
+        assert_eq!(
+            h.cap_add,
+            Some(vec![
+                "CAP_NET_ADMIN".to_string(),
+                "CAP_SYS_TIME".to_string()
+            ])
+        );
+        assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(h.security_opt, Some(vec!["seccomp=unconfined".to_string()]));
+        c.security.seccomp = Some("{not json".into());
+        assert_eq!(
+            container_body(&c, Placement::Standalone, HashMap::new(), None)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("seccomp")
+        );
+    }
+
+    #[test]
+    fn privileged_is_emulated() {
+        let mut c = config();
+        c.security.privileged = true;
+        assert!(
+            container_body(&c, Placement::Standalone, HashMap::new(), None).is_err(),
+            "needs the host's privileges"
+        );
+        let p = Privileges {
+            capabilities: vec!["CAP_SYS_ADMIN".into()],
+            devices: vec![DeviceMapping {
+                path_on_host: Some("/dev/kvm".into()),
+                path_in_container: Some("/dev/kvm".into()),
+                cgroup_permissions: Some("rwm".into()),
+            }],
+        };
+        let h = container_body(&c, Placement::Standalone, HashMap::new(), Some(&p))
+            .unwrap()
+            .host_config
+            .unwrap();
+        assert_eq!(
+            h.privileged, None,
+            "Docker's own flag fails where the bounding set lacks capabilities"
+        );
+        assert_eq!(h.cap_add, Some(vec!["CAP_SYS_ADMIN".to_string()]));
+        assert_eq!(h.masked_paths, Some(vec![]));
+        assert_eq!(h.readonly_paths, Some(vec![]));
+        assert_eq!(
+            h.device_cgroup_rules,
+            Some(vec![ALLOW_ALL_DEVICES.to_string()])
+        );
+        assert!(
+            h.security_opt
+                .unwrap()
+                .contains(&"seccomp=unconfined".to_string())
+        );
+        assert_eq!(h.devices.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn infra_container_holds_the_namespaces() {
+        let s = SandboxConfig {
+            id: "s".repeat(64),
+            name: "pod".into(),
+            hostname: "pod-host".into(),
+            share_pid: true,
+            network: NetworkConfig {
+                ports: vec![PortMapping::parse("9090:90/udp").unwrap()],
+                dns: vec!["192.0.2.53".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let b = infra_body(&s, "sha256:p", HashMap::new()).unwrap();
+        assert_eq!(b.hostname.as_deref(), Some("pod-host"));
+        assert_eq!(b.exposed_ports, Some(vec!["90/udp".to_string()]));
+        assert_eq!(b.cmd, None);
+        let h = b.host_config.unwrap();
+        assert_eq!(h.ipc_mode.as_deref(), Some("shareable"));
+        assert_eq!(h.network_mode.as_deref(), Some("bridge"));
+        assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(h.dns, Some(vec!["192.0.2.53".to_string()]));
+        assert_eq!(h.init, Some(false), "husk-pause must be PID 1 to reap");
+    }
+}
