@@ -48,7 +48,13 @@ pub struct Attachment {
 
 impl Attachment {
     /// A new record for an ADD about to start.
-    pub fn new(sandbox_id: &str, list: &NetworkList, ifname: &str, netns: &Path, ports: &[PortMapping]) -> Self {
+    pub fn new(
+        sandbox_id: &str,
+        list: &NetworkList,
+        ifname: &str,
+        netns: &Path,
+        ports: &[PortMapping],
+    ) -> Self {
         Attachment {
             format: FORMAT,
             sandbox_id: sandbox_id.to_string(),
@@ -65,7 +71,8 @@ impl Attachment {
 
     /// The cached configuration list.
     pub fn list(&self) -> Result<NetworkList> {
-        let bytes = serde_json::to_vec(&self.config).map_err(|e| Error::internal(format!("encode cached list: {e}")))?;
+        let bytes = serde_json::to_vec(&self.config)
+            .map_err(|e| Error::internal(format!("encode cached list: {e}")))?;
         NetworkList::parse(&bytes, &format!("(cached for sandbox {})", self.sandbox_id))
     }
 }
@@ -91,9 +98,9 @@ impl Cache {
     pub fn get(&self, sandbox_id: &str) -> Result<Option<Attachment>> {
         let path = self.path(sandbox_id);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::internal(format!("corrupt network cache {}: {e}", path.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::internal(format!("corrupt network cache {}: {e}", path.display()))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
         }
@@ -103,7 +110,8 @@ impl Cache {
     pub fn put(&self, record: &Attachment) -> Result<()> {
         let path = self.path(&record.sandbox_id);
         let tmp = self.dir.join(format!(".{}.tmp", record.sandbox_id));
-        let bytes = serde_json::to_vec_pretty(record).map_err(|e| Error::internal(format!("encode cache: {e}")))?;
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|e| Error::internal(format!("encode cache: {e}")))?;
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(&bytes)?;
@@ -116,14 +124,17 @@ impl Cache {
     pub fn remove(&self, sandbox_id: &str) -> Result<()> {
         let path = self.path(sandbox_id);
         match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(format!("remove {}", path.display()), e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("remove {}", path.display()), e))
+            }
             _ => Ok(()),
         }
     }
 
     /// Every record (unreadable ones are skipped with a warning: one bad file must not hide the others).
     pub fn all(&self) -> Result<Vec<Attachment>> {
-        let entries = std::fs::read_dir(&self.dir).context(format!("list {}", self.dir.display()))?;
+        let entries =
+            std::fs::read_dir(&self.dir).context(format!("list {}", self.dir.display()))?;
         let mut records = Vec::new();
         for entry in entries {
             let entry = entry.context(format!("list {}", self.dir.display()))?;
@@ -150,8 +161,11 @@ mod tests {
     fn records_round_trip_and_list() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path().join("attachments")).unwrap();
-        let list = NetworkList::parse(br#"{"name":"n","cniVersion":"1.0.0","plugins":[{"type":"bridge"}]}"#, "x")
-            .unwrap();
+        let list = NetworkList::parse(
+            br#"{"name":"n","cniVersion":"1.0.0","plugins":[{"type":"bridge"}]}"#,
+            "x",
+        )
+        .unwrap();
         let mut record = Attachment::new("abc", &list, "eth0", Path::new("/run/netns/abc"), &[]);
         cache.put(&record).unwrap();
         assert_eq!(cache.get("abc").unwrap(), Some(record.clone()));

@@ -92,7 +92,9 @@ pub fn validate_bridge_name(name: &str) -> Result<()> {
         && name.len() <= 15
         && name != "."
         && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -114,7 +116,10 @@ mod tests {
         assert_eq!(c.conf_dir, Path::new("/etc/husk/cni"));
         assert_eq!(c.default_bridge, "husk0");
         assert!(c.validate().is_ok());
-        assert_eq!(c.attachments_dir(), Path::new("/var/lib/husk/net/attachments"));
+        assert_eq!(
+            c.attachments_dir(),
+            Path::new("/var/lib/husk/net/attachments")
+        );
     }
 
     #[test]

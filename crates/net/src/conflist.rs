@@ -34,15 +34,18 @@ impl NetworkList {
     /// Parses a configuration list (`{"name","cniVersion","plugins":[...]}`) or a single plugin configuration
     /// (`{"name","cniVersion","type",...}`, the `.conf` format), naming `source` in errors.
     pub fn parse(bytes: &[u8], source: &str) -> Result<NetworkList> {
-        let bad = |why: String| Error::bad_request(format!("bad CNI configuration {source}: {why}"));
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON ({e})")))?;
+        let bad =
+            |why: String| Error::bad_request(format!("bad CNI configuration {source}: {why}"));
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON ({e})")))?;
         let Value::Object(top) = value else {
             return Err(bad("expected a JSON object".into()));
         };
-        let name = string_field(&top, "name").ok_or_else(|| bad("missing string field \"name\"".into()))?;
+        let name = string_field(&top, "name")
+            .ok_or_else(|| bad("missing string field \"name\"".into()))?;
         validate_network_name(&name).map_err(|e| bad(e.message))?;
-        let cni_version =
-            string_field(&top, "cniVersion").ok_or_else(|| bad(format!("network {name:?}: missing \"cniVersion\"")))?;
+        let cni_version = string_field(&top, "cniVersion")
+            .ok_or_else(|| bad(format!("network {name:?}: missing \"cniVersion\"")))?;
         if !SUPPORTED_VERSIONS.contains(&cni_version.as_str()) {
             return Err(bad(format!(
                 "network {name:?}: cniVersion {cni_version:?} is not supported (use one of {})",
@@ -52,29 +55,54 @@ impl NetworkList {
         let plugins = match top.get("plugins") {
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|p| p.as_object().cloned().ok_or_else(|| bad(format!("network {name:?}: a plugin is not an object"))))
+                .map(|p| {
+                    p.as_object()
+                        .cloned()
+                        .ok_or_else(|| bad(format!("network {name:?}: a plugin is not an object")))
+                })
                 .collect::<Result<Vec<_>>>()?,
-            Some(_) => return Err(bad(format!("network {name:?}: \"plugins\" must be an array"))),
+            Some(_) => {
+                return Err(bad(format!(
+                    "network {name:?}: \"plugins\" must be an array"
+                )));
+            }
             None if top.contains_key("type") => vec![top.clone()],
-            None => return Err(bad(format!("network {name:?}: no \"plugins\" list and no \"type\""))),
+            None => {
+                return Err(bad(format!(
+                    "network {name:?}: no \"plugins\" list and no \"type\""
+                )));
+            }
         };
         if plugins.is_empty() {
             return Err(bad(format!("network {name:?}: the plugin list is empty")));
         }
         for (i, plugin) in plugins.iter().enumerate() {
-            let ty = plugin
-                .get("type")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(format!("network {name:?}: plugin #{} has no string \"type\"", i + 1)))?;
-            validate_plugin_type(ty).map_err(|e| bad(format!("network {name:?}: {}", e.message)))?;
+            let ty = plugin.get("type").and_then(Value::as_str).ok_or_else(|| {
+                bad(format!(
+                    "network {name:?}: plugin #{} has no string \"type\"",
+                    i + 1
+                ))
+            })?;
+            validate_plugin_type(ty)
+                .map_err(|e| bad(format!("network {name:?}: {}", e.message)))?;
         }
-        let disable_check = top.get("disableCheck").and_then(Value::as_bool).unwrap_or(false);
-        Ok(NetworkList { name, cni_version, disable_check, plugins, source: None })
+        let disable_check = top
+            .get("disableCheck")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        Ok(NetworkList {
+            name,
+            cni_version,
+            disable_check,
+            plugins,
+            source: None,
+        })
     }
 
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<NetworkList> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(format!("read CNI configuration {}", path.display()), e))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::io(format!("read CNI configuration {}", path.display()), e))?;
         let mut list = NetworkList::parse(&bytes, &path.display().to_string())?;
         list.source = Some(path.to_path_buf());
         Ok(list)
@@ -92,12 +120,17 @@ impl NetworkList {
 
     /// The plugin `type` at `index`.
     pub fn plugin_type(&self, index: usize) -> &str {
-        self.plugins[index].get("type").and_then(Value::as_str).unwrap_or_default()
+        self.plugins[index]
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 
     /// The plugin types in order.
     pub fn plugin_types(&self) -> Vec<String> {
-        (0..self.plugins.len()).map(|i| self.plugin_type(i).to_string()).collect()
+        (0..self.plugins.len())
+            .map(|i| self.plugin_type(i).to_string())
+            .collect()
     }
 
     /// Whether some plugin declares the capability `name` (e.g. `portMappings`).
@@ -112,7 +145,12 @@ impl NetworkList {
 
     /// The stdin of plugin `index`: its configuration plus the list's `name` and `cniVersion`, the previous
     /// result, and `runtimeConfig` with those of `capability_args` the plugin declares in `capabilities`.
-    pub fn plugin_stdin(&self, index: usize, prev_result: Option<&Value>, capability_args: &Map<String, Value>) -> Value {
+    pub fn plugin_stdin(
+        &self,
+        index: usize,
+        prev_result: Option<&Value>,
+        capability_args: &Map<String, Value>,
+    ) -> Value {
         let mut conf = self.plugins[index].clone();
         conf.insert("name".into(), Value::String(self.name.clone()));
         conf.insert("cniVersion".into(), Value::String(self.cni_version.clone()));
@@ -134,20 +172,37 @@ impl NetworkList {
     /// What the first `bridge` plugin of the list says: the bridge name and the subnets and gateways of its
     /// host-local IPAM, as far as the configuration states them.
     pub fn bridge_summary(&self) -> BridgeSummary {
-        let Some(bridge) = self.plugins.iter().find(|p| p.get("type").and_then(Value::as_str) == Some("bridge")) else {
+        let Some(bridge) = self
+            .plugins
+            .iter()
+            .find(|p| p.get("type").and_then(Value::as_str) == Some("bridge"))
+        else {
             return BridgeSummary::default();
         };
         let mut summary = BridgeSummary {
-            bridge: Some(bridge.get("bridge").and_then(Value::as_str).unwrap_or("cni0").to_string()),
+            bridge: Some(
+                bridge
+                    .get("bridge")
+                    .and_then(Value::as_str)
+                    .unwrap_or("cni0")
+                    .to_string(),
+            ),
             ..BridgeSummary::default()
         };
         let Some(ipam) = bridge.get("ipam").and_then(Value::as_object) else {
             return summary;
         };
         let mut push = |range: &Map<String, Value>| {
-            if let Some(subnet) = range.get("subnet").and_then(Value::as_str).and_then(|s| Subnet::parse(s).ok()) {
+            if let Some(subnet) = range
+                .get("subnet")
+                .and_then(Value::as_str)
+                .and_then(|s| Subnet::parse(s).ok())
+            {
                 summary.subnets.push(subnet);
-                let gateway = range.get("gateway").and_then(Value::as_str).and_then(|g| g.parse().ok());
+                let gateway = range
+                    .get("gateway")
+                    .and_then(Value::as_str)
+                    .and_then(|g| g.parse().ok());
                 summary.gateways.push(gateway.or_else(|| subnet.host(1)));
             }
         };
@@ -158,7 +213,10 @@ impl NetworkList {
         } else {
             push(ipam);
         }
-        summary.ipam_data_dir = ipam.get("dataDir").and_then(Value::as_str).map(PathBuf::from);
+        summary.ipam_data_dir = ipam
+            .get("dataDir")
+            .and_then(Value::as_str)
+            .map(PathBuf::from);
         summary
     }
 }
@@ -194,7 +252,11 @@ impl BridgeNetwork {
     /// allocations in `ipam_dir/<name>`, `portmap` for published ports, and `firewall` (iptables backend, so
     /// no D-Bus probe for firewalld) so forwarded traffic is accepted even where the FORWARD policy is DROP.
     pub fn conflist(&self, ipam_dir: &Path) -> Value {
-        let default_route = if self.subnet.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+        let default_route = if self.subnet.is_ipv4() {
+            "0.0.0.0/0"
+        } else {
+            "::/0"
+        };
         json!({
             "cniVersion": GENERATED_VERSION,
             "name": self.name,
@@ -225,17 +287,26 @@ pub fn validate_network_name(name: &str) -> Result<()> {
         && name.len() <= 128
         && name != "."
         && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid("name", format!("invalid network name {name:?}: use letters, digits, '-', '_' or '.'")))
+        Err(Error::invalid(
+            "name",
+            format!("invalid network name {name:?}: use letters, digits, '-', '_' or '.'"),
+        ))
     }
 }
 
 fn validate_plugin_type(ty: &str) -> Result<()> {
     let ok = !ty.is_empty() && ty != "." && ty != ".." && !ty.contains('/') && !ty.contains('\0');
-    if ok { Ok(()) } else { Err(Error::bad_request(format!("invalid plugin type {ty:?}"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad_request(format!("invalid plugin type {ty:?}")))
+    }
 }
 
 fn string_field(map: &Map<String, Value>, key: &str) -> Option<String> {
@@ -243,7 +314,11 @@ fn string_field(map: &Map<String, Value>, key: &str) -> Option<String> {
 }
 
 fn declares(plugin: &Map<String, Value>, capability: &str) -> bool {
-    plugin.get("capabilities").and_then(|c| c.get(capability)).and_then(Value::as_bool) == Some(true)
+    plugin
+        .get("capabilities")
+        .and_then(|c| c.get(capability))
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 #[cfg(test)]
@@ -257,7 +332,9 @@ mod tests {
             gateway: "10.88.0.1".parse().unwrap(),
             bridge: "husk0".into(),
         };
-        let text = net.conflist(Path::new("/var/lib/husk/net/ipam")).to_string();
+        let text = net
+            .conflist(Path::new("/var/lib/husk/net/ipam"))
+            .to_string();
         NetworkList::parse(text.as_bytes(), "generated").unwrap()
     }
 
@@ -284,7 +361,10 @@ mod tests {
     fn plugin_stdin_chains_results_and_passes_only_declared_capabilities() {
         let list = generated();
         let mut caps = Map::new();
-        caps.insert("portMappings".into(), json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]));
+        caps.insert(
+            "portMappings".into(),
+            json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
+        );
         let bridge = list.plugin_stdin(0, None, &caps);
         assert_eq!(bridge["name"], "husk");
         assert_eq!(bridge["cniVersion"], "1.0.0");
@@ -293,7 +373,10 @@ mod tests {
         let prev = json!({"cniVersion": "1.0.0", "ips": []});
         let portmap = list.plugin_stdin(1, Some(&prev), &caps);
         assert_eq!(portmap["prevResult"], prev);
-        assert_eq!(portmap["runtimeConfig"]["portMappings"][0]["hostPort"], 8080);
+        assert_eq!(
+            portmap["runtimeConfig"]["portMappings"][0]["hostPort"],
+            8080
+        );
         assert_eq!(portmap["type"], "portmap");
     }
 
@@ -312,24 +395,53 @@ mod tests {
     fn bad_lists_are_refused_with_the_file_and_network_named() {
         let cases: [(&[u8], &str); 7] = [
             (b"{", "not valid JSON"),
-            (br#"{"cniVersion":"1.0.0","plugins":[{"type":"bridge"}]}"#, "missing string field \"name\""),
-            (br#"{"name":"n","plugins":[{"type":"bridge"}]}"#, "missing \"cniVersion\""),
-            (br#"{"name":"n","cniVersion":"2.0.0","plugins":[{"type":"bridge"}]}"#, "not supported"),
-            (br#"{"name":"n","cniVersion":"1.0.0","plugins":[]}"#, "empty"),
-            (br#"{"name":"n","cniVersion":"1.0.0","plugins":[{"ipam":{}}]}"#, "plugin #1 has no string \"type\""),
-            (br#"{"name":"n","cniVersion":"1.0.0","plugins":[{"type":"../../bin/sh"}]}"#, "invalid plugin type"),
+            (
+                br#"{"cniVersion":"1.0.0","plugins":[{"type":"bridge"}]}"#,
+                "missing string field \"name\"",
+            ),
+            (
+                br#"{"name":"n","plugins":[{"type":"bridge"}]}"#,
+                "missing \"cniVersion\"",
+            ),
+            (
+                br#"{"name":"n","cniVersion":"2.0.0","plugins":[{"type":"bridge"}]}"#,
+                "not supported",
+            ),
+            (
+                br#"{"name":"n","cniVersion":"1.0.0","plugins":[]}"#,
+                "empty",
+            ),
+            (
+                br#"{"name":"n","cniVersion":"1.0.0","plugins":[{"ipam":{}}]}"#,
+                "plugin #1 has no string \"type\"",
+            ),
+            (
+                br#"{"name":"n","cniVersion":"1.0.0","plugins":[{"type":"../../bin/sh"}]}"#,
+                "invalid plugin type",
+            ),
         ];
         for (text, want) in cases {
             let err = NetworkList::parse(text, "/etc/husk/cni/n.conflist").unwrap_err();
-            assert!(err.message.contains(want), "{} should contain {want}", err.message);
-            assert!(err.message.contains("/etc/husk/cni/n.conflist"), "{}", err.message);
+            assert!(
+                err.message.contains(want),
+                "{} should contain {want}",
+                err.message
+            );
+            assert!(
+                err.message.contains("/etc/husk/cni/n.conflist"),
+                "{}",
+                err.message
+            );
         }
     }
 
     #[test]
     fn check_follows_the_version_and_disable_check() {
-        let list = NetworkList::parse(br#"{"name":"n","cniVersion":"0.3.1","plugins":[{"type":"bridge"}]}"#, "x")
-            .unwrap();
+        let list = NetworkList::parse(
+            br#"{"name":"n","cniVersion":"0.3.1","plugins":[{"type":"bridge"}]}"#,
+            "x",
+        )
+        .unwrap();
         assert!(!list.supports_check());
         let list = NetworkList::parse(
             br#"{"name":"n","cniVersion":"1.0.0","disableCheck":true,"plugins":[{"type":"bridge"}]}"#,

@@ -75,7 +75,9 @@ impl Resolv {
                     }
                 }
                 // `domain` and `search` override each other; the last one wins.
-                Some("search") | Some("domain") => resolv.search = words.map(str::to_string).collect(),
+                Some("search") | Some("domain") => {
+                    resolv.search = words.map(str::to_string).collect()
+                }
                 Some("options") => resolv.options.extend(words.map(str::to_string)),
                 _ => {}
             }
@@ -87,12 +89,19 @@ impl Resolv {
 /// Checks the DNS fields of a request before anything is set up.
 pub(crate) fn validate(net: &NetworkConfig) -> Result<()> {
     for dns in &net.dns {
-        dns.parse::<IpAddr>()
-            .map_err(|_| Error::invalid("dns", format!("invalid DNS server {dns:?}: expected an IP address")))?;
+        dns.parse::<IpAddr>().map_err(|_| {
+            Error::invalid(
+                "dns",
+                format!("invalid DNS server {dns:?}: expected an IP address"),
+            )
+        })?;
     }
     for domain in &net.dns_search {
         if domain.is_empty() || domain.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(Error::invalid("dns_search", format!("invalid DNS search domain {domain:?}")));
+            return Err(Error::invalid(
+                "dns_search",
+                format!("invalid DNS search domain {domain:?}"),
+            ));
         }
     }
     parse_extra_hosts(&net.extra_hosts, Some(IpAddr::from([0, 0, 0, 0]))).map(|_| ())
@@ -100,12 +109,22 @@ pub(crate) fn validate(net: &NetworkConfig) -> Result<()> {
 
 /// Parses `--add-host NAME:IP` entries; `host-gateway` as the IP means the sandbox's gateway (the host as seen
 /// from the sandbox).
-pub(crate) fn parse_extra_hosts(entries: &[String], gateway: Option<IpAddr>) -> Result<Vec<(String, IpAddr)>> {
+pub(crate) fn parse_extra_hosts(
+    entries: &[String],
+    gateway: Option<IpAddr>,
+) -> Result<Vec<(String, IpAddr)>> {
     entries
         .iter()
         .map(|entry| {
-            let bad = |why: &str| Error::invalid("extra_hosts", format!("invalid extra host {entry:?}: {why}"));
-            let (name, ip) = entry.split_once(':').ok_or_else(|| bad("expected NAME:IP"))?;
+            let bad = |why: &str| {
+                Error::invalid(
+                    "extra_hosts",
+                    format!("invalid extra host {entry:?}: {why}"),
+                )
+            };
+            let (name, ip) = entry
+                .split_once(':')
+                .ok_or_else(|| bad("expected NAME:IP"))?;
             if !valid_host_name(name) {
                 return Err(bad("the name is empty or has spaces"));
             }
@@ -121,12 +140,20 @@ pub(crate) fn parse_extra_hosts(entries: &[String], gateway: Option<IpAddr>) -> 
 }
 
 fn valid_host_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 253 && !name.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#')
+    !name.is_empty()
+        && name.len() <= 253
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '#')
 }
 
 /// The `hosts` file of a sandbox with its own network: localhost lines, the `--add-host` entries, then the
 /// sandbox's own addresses with its hostname.
-pub(crate) fn hosts_content(ctx: &NameContext<'_>, extra: &[(String, IpAddr)], host_hosts: &str) -> String {
+pub(crate) fn hosts_content(
+    ctx: &NameContext<'_>,
+    extra: &[(String, IpAddr)],
+    host_hosts: &str,
+) -> String {
     let mut out = String::new();
     if ctx.host_mode {
         out.push_str(host_hosts);
@@ -149,7 +176,11 @@ pub(crate) fn hosts_content(ctx: &NameContext<'_>, extra: &[(String, IpAddr)], h
 }
 
 /// The `resolv.conf` of a sandbox (see the module documentation for the rules).
-pub(crate) fn resolv_conf_content(ctx: &NameContext<'_>, net: &NetworkConfig, host: &Resolv) -> String {
+pub(crate) fn resolv_conf_content(
+    ctx: &NameContext<'_>,
+    net: &NetworkConfig,
+    host: &Resolv,
+) -> String {
     let has_v6 = ctx.addresses.iter().any(IpAddr::is_ipv6);
     let mut nameservers: Vec<IpAddr> = if net.dns.is_empty() {
         host.nameservers
@@ -167,13 +198,19 @@ pub(crate) fn resolv_conf_content(ctx: &NameContext<'_>, net: &NetworkConfig, ho
                 out.push_str("# The host has no nameserver a sandbox can reach; using the gateway. Set one with --dns.\n");
                 nameservers.push(gateway);
             }
-            None => out.push_str("# No nameserver: the sandbox has no network. Set one with --dns.\n"),
+            None => {
+                out.push_str("# No nameserver: the sandbox has no network. Set one with --dns.\n")
+            }
         }
     }
     for ip in nameservers {
         out.push_str(&format!("nameserver {ip}\n"));
     }
-    let search = if net.dns_search.is_empty() { &host.search } else { &net.dns_search };
+    let search = if net.dns_search.is_empty() {
+        &host.search
+    } else {
+        &net.dns_search
+    };
     if !search.is_empty() {
         out.push_str(&format!("search {}\n", search.join(" ")));
     }
@@ -196,7 +233,10 @@ pub(crate) fn host_resolv(path: &Path) -> Result<Resolv> {
         && let Some(upstream) = read(Path::new("/run/systemd/resolve/resolv.conf"))?
         && !upstream.nameservers.is_empty()
     {
-        return Ok(Resolv { options: resolv.options, ..upstream });
+        return Ok(Resolv {
+            options: resolv.options,
+            ..upstream
+        });
     }
     Ok(resolv)
 }
@@ -205,7 +245,11 @@ pub(crate) fn host_resolv(path: &Path) -> Result<Resolv> {
 /// renamed, so a reader never sees half a file.
 pub(crate) fn write(files: &SandboxFiles, hosts: &str, resolv: &str, hostname: &str) -> Result<()> {
     std::fs::create_dir_all(&files.dir).context(format!("create {}", files.dir.display()))?;
-    for (path, text) in [(&files.hosts, hosts), (&files.resolv_conf, resolv), (&files.hostname, &format!("{hostname}\n"))] {
+    for (path, text) in [
+        (&files.hosts, hosts),
+        (&files.resolv_conf, resolv),
+        (&files.hostname, &format!("{hostname}\n")),
+    ] {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, text)
             .and_then(|_| std::fs::rename(&tmp, path))
@@ -219,7 +263,10 @@ pub(crate) fn validate_hostname(hostname: &str) -> Result<()> {
     if valid_host_name(hostname) {
         Ok(())
     } else {
-        Err(Error::invalid("hostname", format!("invalid hostname {hostname:?}")))
+        Err(Error::invalid(
+            "hostname",
+            format!("invalid hostname {hostname:?}"),
+        ))
     }
 }
 
@@ -242,10 +289,19 @@ mod tests {
 
     #[test]
     fn hosts_has_localhost_extra_hosts_and_the_sandbox() {
-        let extra = parse_extra_hosts(&["db:10.0.0.9".into(), "v6:[fd00::2]".into(), "gw:host-gateway".into()], Some(ip("10.88.0.1")))
-            .unwrap();
+        let extra = parse_extra_hosts(
+            &[
+                "db:10.0.0.9".into(),
+                "v6:[fd00::2]".into(),
+                "gw:host-gateway".into(),
+            ],
+            Some(ip("10.88.0.1")),
+        )
+        .unwrap();
         let text = hosts_content(&bridge_ctx(), &extra, "");
-        assert!(text.starts_with("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"));
+        assert!(
+            text.starts_with("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+        );
         assert!(text.contains("10.0.0.9\tdb\n"));
         assert!(text.contains("fd00::2\tv6\n"));
         assert!(text.contains("10.88.0.1\tgw\n"));
@@ -254,21 +310,41 @@ mod tests {
 
     #[test]
     fn host_mode_hosts_starts_from_the_host_s() {
-        let ctx = NameContext { hostname: "h", host_mode: true, ..NameContext::default() };
-        let text = hosts_content(&ctx, &[("x".into(), ip("1.2.3.4"))], "127.0.0.1 localhost\n10.0.0.1 myhost");
+        let ctx = NameContext {
+            hostname: "h",
+            host_mode: true,
+            ..NameContext::default()
+        };
+        let text = hosts_content(
+            &ctx,
+            &[("x".into(), ip("1.2.3.4"))],
+            "127.0.0.1 localhost\n10.0.0.1 myhost",
+        );
         assert_eq!(text, "127.0.0.1 localhost\n10.0.0.1 myhost\n1.2.3.4\tx\n");
     }
 
     #[test]
     fn bad_extra_hosts_and_dns_are_refused() {
         for bad in ["noip", ":1.2.3.4", "a b:1.2.3.4", "x:999.1.1.1"] {
-            assert!(parse_extra_hosts(&[bad.to_string()], None).is_err(), "{bad}");
+            assert!(
+                parse_extra_hosts(&[bad.to_string()], None).is_err(),
+                "{bad}"
+            );
         }
         assert!(parse_extra_hosts(&["gw:host-gateway".into()], None).is_err());
-        let net = NetworkConfig { dns: vec!["dns.example".into()], ..NetworkConfig::default() };
+        let net = NetworkConfig {
+            dns: vec!["dns.example".into()],
+            ..NetworkConfig::default()
+        };
         assert_eq!(validate(&net).unwrap_err().field.as_deref(), Some("dns"));
-        let net = NetworkConfig { dns_search: vec!["a b".into()], ..NetworkConfig::default() };
-        assert_eq!(validate(&net).unwrap_err().field.as_deref(), Some("dns_search"));
+        let net = NetworkConfig {
+            dns_search: vec!["a b".into()],
+            ..NetworkConfig::default()
+        };
+        assert_eq!(
+            validate(&net).unwrap_err().field.as_deref(),
+            Some("dns_search")
+        );
         assert!(validate_hostname("ok-name").is_ok());
         assert!(validate_hostname("bad\nname").is_err());
     }
@@ -280,7 +356,10 @@ mod tests {
              search corp.example lan\noptions edns0 trust-ad\n",
         );
         let text = resolv_conf_content(&bridge_ctx(), &NetworkConfig::default(), &host);
-        assert_eq!(text, "nameserver 10.255.255.53\nsearch corp.example lan\noptions edns0 trust-ad\n");
+        assert_eq!(
+            text,
+            "nameserver 10.255.255.53\nsearch corp.example lan\noptions edns0 trust-ad\n"
+        );
     }
 
     #[test]
@@ -292,7 +371,10 @@ mod tests {
             ..NetworkConfig::default()
         };
         let text = resolv_conf_content(&bridge_ctx(), &net, &host);
-        assert_eq!(text, "nameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch svc.example\n");
+        assert_eq!(
+            text,
+            "nameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch svc.example\n"
+        );
     }
 
     #[test]
@@ -300,8 +382,16 @@ mod tests {
         let host = Resolv::parse("nameserver 127.0.0.53\noptions edns0\n");
         let text = resolv_conf_content(&bridge_ctx(), &NetworkConfig::default(), &host);
         assert!(text.contains("nameserver 10.88.0.1\n"), "{text}");
-        assert_eq!(text.lines().filter(|l| l.starts_with("nameserver ")).count(), 1);
-        let none = NameContext { hostname: "x", ..NameContext::default() };
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("nameserver "))
+                .count(),
+            1
+        );
+        let none = NameContext {
+            hostname: "x",
+            ..NameContext::default()
+        };
         let text = resolv_conf_content(&none, &NetworkConfig::default(), &host);
         assert!(!text.contains("nameserver "), "{text}");
     }
@@ -309,8 +399,15 @@ mod tests {
     #[test]
     fn host_mode_keeps_loopback_nameservers() {
         let host = Resolv::parse("nameserver 127.0.0.53\n");
-        let ctx = NameContext { hostname: "h", host_mode: true, ..NameContext::default() };
-        assert_eq!(resolv_conf_content(&ctx, &NetworkConfig::default(), &host), "nameserver 127.0.0.53\n");
+        let ctx = NameContext {
+            hostname: "h",
+            host_mode: true,
+            ..NameContext::default()
+        };
+        assert_eq!(
+            resolv_conf_content(&ctx, &NetworkConfig::default(), &host),
+            "nameserver 127.0.0.53\n"
+        );
     }
 
     #[test]

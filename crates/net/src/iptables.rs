@@ -55,8 +55,10 @@ pub(crate) fn parse_forwarded_ports(save: &str) -> Vec<ForwardedPort> {
     let mut owners = Vec::new();
     for words in rules(save) {
         if words.get(1).map(String::as_str) == Some("CNI-HOSTPORT-DNAT")
-            && let (Some(comment), Some(target)) = (value_after(&words, "--comment"), value_after(&words, "-j"))
-            && let Some((network, owner)) = parse_owner_comment(comment.strip_prefix("dnat ").unwrap_or(comment))
+            && let (Some(comment), Some(target)) =
+                (value_after(&words, "--comment"), value_after(&words, "-j"))
+            && let Some((network, owner)) =
+                parse_owner_comment(comment.strip_prefix("dnat ").unwrap_or(comment))
         {
             owners.push((target.to_string(), network, owner));
         }
@@ -70,11 +72,15 @@ pub(crate) fn parse_forwarded_ports(save: &str) -> Vec<ForwardedPort> {
         if value_after(&words, "-j") != Some("DNAT") {
             continue;
         }
-        let (Some(protocol), Some(port)) = (value_after(&words, "-p"), value_after(&words, "--dport")) else {
+        let (Some(protocol), Some(port)) =
+            (value_after(&words, "-p"), value_after(&words, "--dport"))
+        else {
             continue;
         };
         let Ok(port) = port.parse() else { continue };
-        let host_ip = value_after(&words, "-d").and_then(|d| d.split('/').next()).and_then(|d| d.parse().ok());
+        let host_ip = value_after(&words, "-d")
+            .and_then(|d| d.split('/').next())
+            .and_then(|d| d.parse().ok());
         ports.push(ForwardedPort {
             owner: owner.clone(),
             network: network.clone(),
@@ -100,7 +106,10 @@ pub(crate) fn remove_masquerade_rules(network: &str, id: &str) -> Result<usize> 
 pub(crate) fn masquerade_cleanup_script(save: &str, network: &str, id: &str) -> String {
     let mut deletes = Vec::new();
     let mut chains: Vec<String> = Vec::new();
-    for (line, words) in save.lines().filter_map(|l| Some((l, split_words(l.strip_prefix("-A ")?)))) {
+    for (line, words) in save
+        .lines()
+        .filter_map(|l| Some((l, split_words(l.strip_prefix("-A ")?))))
+    {
         let owned = value_after(&words, "--comment").and_then(parse_owner_comment)
             == Some((network.to_string(), id.to_string()));
         if !owned {
@@ -108,7 +117,10 @@ pub(crate) fn masquerade_cleanup_script(save: &str, network: &str, id: &str) -> 
         }
         let target = value_after(&words, "-j").unwrap_or_default();
         // Rules inside a per-sandbox chain go with the chain; the jumps into it are deleted one by one.
-        if target.starts_with("CNI-") && !target.starts_with("CNI-HOSTPORT") && !chains.iter().any(|c| c == target) {
+        if target.starts_with("CNI-")
+            && !target.starts_with("CNI-HOSTPORT")
+            && !chains.iter().any(|c| c == target)
+        {
             chains.push(target.to_string());
         }
         deletes.push((words[0].clone(), line.replacen("-A ", "-D ", 1)));
@@ -123,7 +135,11 @@ pub(crate) fn masquerade_cleanup_script(save: &str, network: &str, id: &str) -> 
     for chain in &chains {
         script.push_str(&format!("-F {chain}\n-X {chain}\n"));
     }
-    if script.is_empty() { script } else { format!("*nat\n{script}COMMIT\n") }
+    if script.is_empty() {
+        script
+    } else {
+        format!("*nat\n{script}COMMIT\n")
+    }
 }
 
 fn restore(script: &str) -> Result<()> {
@@ -136,9 +152,13 @@ fn restore(script: &str) -> Result<()> {
         .spawn()
         .map_err(|e| Error::io("run iptables-restore", e))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(|e| Error::io("write to iptables-restore", e))?;
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| Error::io("write to iptables-restore", e))?;
     }
-    let out = child.wait_with_output().map_err(|e| Error::io("wait for iptables-restore", e))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::io("wait for iptables-restore", e))?;
     if !out.status.success() {
         return Err(Error::backend(format!(
             "iptables-restore failed: {} (input: {script:?})",
@@ -152,8 +172,25 @@ fn restore(script: &str) -> Result<()> {
 fn localnet_guard(bridge: &str) -> Vec<String> {
     let comment = format!("husk: no localnet access from {bridge}");
     [
-        "INPUT", "-i", bridge, "-d", "127.0.0.0/8", "!", "-s", "127.0.0.0/8", "-m", "conntrack", "!", "--ctstate",
-        "RELATED,ESTABLISHED,DNAT", "-m", "comment", "--comment", &comment, "-j", "DROP",
+        "INPUT",
+        "-i",
+        bridge,
+        "-d",
+        "127.0.0.0/8",
+        "!",
+        "-s",
+        "127.0.0.0/8",
+        "-m",
+        "conntrack",
+        "!",
+        "--ctstate",
+        "RELATED,ESTABLISHED,DNAT",
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+        "-j",
+        "DROP",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -166,7 +203,8 @@ pub(crate) fn ensure_localnet_guard(bridge: &str) -> Result<()> {
     if iptables("-C", &rule).is_ok() {
         return Ok(());
     }
-    iptables("-I", &rule).map_err(|e| e.context(format!("add the localnet guard for bridge {bridge}")))
+    iptables("-I", &rule)
+        .map_err(|e| e.context(format!("add the localnet guard for bridge {bridge}")))
 }
 
 /// Removes the localnet guard rule for `bridge`; absent is fine.
@@ -187,7 +225,11 @@ fn iptables(op: &str, rule: &[String]) -> Result<()> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(Error::backend(format!("iptables {op} {}: {}", rule.join(" "), String::from_utf8_lossy(&out.stderr).trim())))
+        Err(Error::backend(format!(
+            "iptables {op} {}: {}",
+            rule.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 }
 
@@ -201,14 +243,21 @@ fn parse_owner_comment(comment: &str) -> Option<(String, String)> {
 
 /// The `-A` rules of an `iptables-save` output as words (chain name first).
 fn rules(save: &str) -> impl Iterator<Item = Vec<String>> + '_ {
-    save.lines().filter_map(|line| line.strip_prefix("-A ")).map(split_words).map(|mut w| {
-        w.insert(0, "-A".into());
-        w
-    })
+    save.lines()
+        .filter_map(|line| line.strip_prefix("-A "))
+        .map(split_words)
+        .map(|mut w| {
+            w.insert(0, "-A".into());
+            w
+        })
 }
 
 fn value_after<'a>(words: &'a [String], flag: &str) -> Option<&'a str> {
-    words.iter().position(|w| w == flag).and_then(|i| words.get(i + 1)).map(String::as_str)
+    words
+        .iter()
+        .position(|w| w == flag)
+        .and_then(|i| words.get(i + 1))
+        .map(String::as_str)
 }
 
 /// Splits an iptables-save rule into words: spaces separate, double quotes group, backslash escapes.
@@ -271,9 +320,24 @@ COMMIT
 
     #[test]
     fn words_follow_iptables_save_quoting() {
-        let words = split_words(r#"POSTROUTING -m comment --comment "name: \"cnix\" id: \"abc\"" -j X"#);
-        assert_eq!(words, ["POSTROUTING", "-m", "comment", "--comment", r#"name: "cnix" id: "abc""#, "-j", "X"]);
-        assert_eq!(parse_owner_comment(&words[4]), Some(("cnix".into(), "abc".into())));
+        let words =
+            split_words(r#"POSTROUTING -m comment --comment "name: \"cnix\" id: \"abc\"" -j X"#);
+        assert_eq!(
+            words,
+            [
+                "POSTROUTING",
+                "-m",
+                "comment",
+                "--comment",
+                r#"name: "cnix" id: "abc""#,
+                "-j",
+                "X"
+            ]
+        );
+        assert_eq!(
+            parse_owner_comment(&words[4]),
+            Some(("cnix".into(), "abc".into()))
+        );
     }
 
     #[test]
@@ -284,7 +348,10 @@ COMMIT
         assert_eq!(ports[0].network, "cnix");
         assert_eq!(ports[0].host_ip, Some("127.0.0.1".parse().unwrap()));
         assert_eq!((ports[0].port, ports[0].protocol.as_str()), (18080, "tcp"));
-        assert_eq!((ports[1].port, ports[1].protocol.as_str(), ports[1].host_ip), (53, "udp", None));
+        assert_eq!(
+            (ports[1].port, ports[1].protocol.as_str(), ports[1].host_ip),
+            (53, "udp", None)
+        );
     }
 
     #[test]

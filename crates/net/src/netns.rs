@@ -14,12 +14,16 @@ use husk_core::{Error, Result};
 /// `setns` changes the calling thread's namespace, so the work runs on a short-lived thread of its own that
 /// exits afterwards; no other thread of the process ever runs inside the sandbox's namespace.
 pub fn loopback_up(netns: &Path) -> Result<()> {
-    let ns = File::open(netns).map_err(|e| Error::io(format!("open network namespace {}", netns.display()), e))?;
+    let ns = File::open(netns)
+        .map_err(|e| Error::io(format!("open network namespace {}", netns.display()), e))?;
     let shown = netns.display().to_string();
     std::thread::spawn(move || -> Result<()> {
         // SAFETY: setns with a descriptor we own for a network namespace file; it only affects this thread.
         if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(Error::io(format!("enter network namespace {shown}"), std::io::Error::last_os_error()));
+            return Err(Error::io(
+                format!("enter network namespace {shown}"),
+                std::io::Error::last_os_error(),
+            ));
         }
         set_up("lo", true).map_err(|e| e.context(format!("in network namespace {shown}")))
     })
@@ -34,7 +38,8 @@ pub fn delete_bridge(name: &str) -> Result<()> {
     }
     set_up(name, false)?;
     let sock = inet_socket()?;
-    let cname = CString::new(name).map_err(|_| Error::bad_request(format!("invalid bridge name {name:?}")))?;
+    let cname = CString::new(name)
+        .map_err(|_| Error::bad_request(format!("invalid bridge name {name:?}")))?;
     // SAFETY: SIOCBRDELBR takes a NUL-terminated interface name; cname outlives the call.
     if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCBRDELBR, cname.as_ptr()) } != 0 {
         let err = std::io::Error::last_os_error();
@@ -59,18 +64,28 @@ fn set_up(name: &str, up: bool) -> Result<()> {
     let mut req = ifreq(name)?;
     // SAFETY: SIOCGIFFLAGS reads the flags of the interface named in req into req's union; req is a valid ifreq.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } != 0 {
-        return Err(Error::io(format!("read flags of interface {name}"), std::io::Error::last_os_error()));
+        return Err(Error::io(
+            format!("read flags of interface {name}"),
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: after SIOCGIFFLAGS the union holds the flags.
     let flags = unsafe { req.ifr_ifru.ifru_flags };
-    let want = if up { flags | libc::IFF_UP as libc::c_short } else { flags & !(libc::IFF_UP as libc::c_short) };
+    let want = if up {
+        flags | libc::IFF_UP as libc::c_short
+    } else {
+        flags & !(libc::IFF_UP as libc::c_short)
+    };
     if want == flags {
         return Ok(());
     }
     req.ifr_ifru.ifru_flags = want;
     // SAFETY: SIOCSIFFLAGS reads the interface name and flags from req, a valid ifreq.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } != 0 {
-        return Err(Error::io(format!("set flags of interface {name}"), std::io::Error::last_os_error()));
+        return Err(Error::io(
+            format!("set flags of interface {name}"),
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
@@ -79,7 +94,10 @@ fn inet_socket() -> Result<OwnedFd> {
     // SAFETY: socket() has no memory arguments; it returns a new descriptor or -1.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(Error::io("open a socket for interface control", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "open a socket for interface control",
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: fd was just returned by the kernel and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -88,7 +106,9 @@ fn inet_socket() -> Result<OwnedFd> {
 fn ifreq(name: &str) -> Result<libc::ifreq> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
-        return Err(Error::bad_request(format!("invalid interface name {name:?}")));
+        return Err(Error::bad_request(format!(
+            "invalid interface name {name:?}"
+        )));
     }
     // SAFETY: ifreq is plain old data (a name array and a union of integers and addresses); all zeroes is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -112,6 +132,10 @@ mod tests {
     #[test]
     fn missing_namespace_file_is_a_clear_error() {
         let err = loopback_up(Path::new("/run/netns/husk-no-such-ns")).unwrap_err();
-        assert!(err.message.contains("/run/netns/husk-no-such-ns"), "{}", err.message);
+        assert!(
+            err.message.contains("/run/netns/husk-no-such-ns"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -113,7 +113,12 @@ impl Networks {
     /// network on first start.
     pub fn open(config: CniConfig) -> Result<Networks> {
         config.validate()?;
-        for dir in [&config.conf_dir, &config.state_dir, &config.ipam_dir(), &config.sandboxes_dir()] {
+        for dir in [
+            &config.conf_dir,
+            &config.state_dir,
+            &config.ipam_dir(),
+            &config.sandboxes_dir(),
+        ] {
             std::fs::create_dir_all(dir).context(format!("create {}", dir.display()))?;
         }
         let networks = Networks {
@@ -124,7 +129,11 @@ impl Networks {
             config,
         };
         networks.reload()?;
-        if !networks.read_catalog().lists.contains_key(&networks.config.default_network) {
+        if !networks
+            .read_catalog()
+            .lists
+            .contains_key(&networks.config.default_network)
+        {
             networks.create_default()?;
         }
         let lists: Vec<NetworkList> = networks.read_catalog().lists.values().cloned().collect();
@@ -176,27 +185,42 @@ impl Networks {
     ///   listening): a taken port fails with an error naming it, before anything is created. The inputs and
     ///   each step's result are cached so [`teardown`](Self::teardown) works after a restart; when a plugin
     ///   fails, everything done so far is deleted again.
-    pub fn setup(&self, sandbox_id: &str, netns: &Path, net: &NetworkConfig) -> Result<NetworkStatus> {
+    pub fn setup(
+        &self,
+        sandbox_id: &str,
+        netns: &Path,
+        net: &NetworkConfig,
+    ) -> Result<NetworkStatus> {
         validate_sandbox_id(sandbox_id)?;
         dns::validate(net)?;
         ports::validate(&net.ports)?;
         let network = match self.mode_of(net) {
             Mode::Host => {
                 refuse_ports(net, "host")?;
-                return Ok(NetworkStatus { network: "host".into(), ..NetworkStatus::default() });
+                return Ok(NetworkStatus {
+                    network: "host".into(),
+                    ..NetworkStatus::default()
+                });
             }
             Mode::None => {
                 refuse_ports(net, "none")?;
                 netns::loopback_up(netns)?;
-                return Ok(NetworkStatus { network: "none".into(), ..NetworkStatus::default() });
+                return Ok(NetworkStatus {
+                    network: "none".into(),
+                    ..NetworkStatus::default()
+                });
             }
             Mode::Cni(name) => name,
         };
         self.forget_unfinished(sandbox_id)?;
         netns::loopback_up(netns)?;
         let record = self.record_intent(sandbox_id, &network, netns, &net.ports)?;
-        self.add(record, netns)
-            .map_err(|e| e.context(format!("attach sandbox {} to network {network:?}", short(sandbox_id))))
+        self.add(record, netns).map_err(|e| {
+            e.context(format!(
+                "attach sandbox {} to network {network:?}",
+                short(sandbox_id)
+            ))
+        })
     }
 
     /// Runs CHECK for the sandbox's attachment with the cached configuration and result. Fails with `NotFound`
@@ -208,9 +232,17 @@ impl Networks {
             .cache
             .get(sandbox_id)?
             .filter(|r| r.complete)
-            .ok_or_else(|| Error::not_found(format!("network attachment of sandbox {}", short(sandbox_id))))?;
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "network attachment of sandbox {}",
+                    short(sandbox_id)
+                ))
+            })?;
         if !netns.exists() {
-            return Err(Error::not_found(format!("network namespace {}", netns.display())));
+            return Err(Error::not_found(format!(
+                "network namespace {}",
+                netns.display()
+            )));
         }
         let list = record.list()?;
         if !list.supports_check() {
@@ -225,7 +257,8 @@ impl Networks {
         };
         for index in 0..list.plugins.len() {
             let stdin = list.plugin_stdin(index, record.result.as_ref(), &caps);
-            self.runner.run(&list.name, list.plugin_type(index), &call, &stdin)?;
+            self.runner
+                .run(&list.name, list.plugin_type(index), &call, &stdin)?;
         }
         Ok(())
     }
@@ -234,13 +267,26 @@ impl Networks {
     /// without the namespace (`netns` `None` or already deleted) and after a daemon restart; does nothing for a
     /// sandbox without an attachment, so it may be called any number of times. Releases the address, removes
     /// the veth, the iptables rules and the cache entry, and removes the sandbox's name files. When a plugin
-    /// fails the cache entry is kept, so a later call can finish the job.
+    /// fails the cache entry is kept, so a later call can finish the job (see [`forget`](Self::forget) for one
+    /// that never can).
     pub fn teardown(&self, sandbox_id: &str, netns: Option<&Path>) -> Result<()> {
         validate_sandbox_id(sandbox_id)?;
         if let Some(record) = self.cache.get(sandbox_id)? {
             self.delete(&record, netns)?;
             self.cache.remove(sandbox_id)?;
         }
+        self.remove_files(sandbox_id)
+    }
+
+    /// Forgets a sandbox's attachment without running any plugin: removes its cache entry and name files. The
+    /// last resort when [`teardown`](Self::teardown) keeps failing for a reason that cannot go away (the cached
+    /// configuration is one the plugins refuse); whatever the plugins made stays behind.
+    pub fn forget(&self, sandbox_id: &str) -> Result<()> {
+        validate_sandbox_id(sandbox_id)?;
+        if let Some(record) = self.cache.get(sandbox_id)? {
+            tracing::warn!(sandbox = %sandbox_id, network = %record.network, "forgetting a network attachment without DEL");
+        }
+        self.cache.remove(sandbox_id)?;
         self.remove_files(sandbox_id)
     }
 
@@ -253,13 +299,19 @@ impl Networks {
         };
         let list = record.list()?;
         let result = parse_result(&record, &list)?;
-        Ok(Some(result.to_status(&record.network, &record.ifname, &record.ports)))
+        Ok(Some(result.to_status(
+            &record.network,
+            &record.ifname,
+            &record.ports,
+        )))
     }
 
     /// The paths of a sandbox's `hosts`, `resolv.conf` and `hostname` (whether written or not).
     pub fn files(&self, sandbox_id: &str) -> Result<SandboxFiles> {
         validate_sandbox_id(sandbox_id)?;
-        Ok(SandboxFiles::in_dir(self.config.sandboxes_dir().join(sandbox_id)))
+        Ok(SandboxFiles::in_dir(
+            self.config.sandboxes_dir().join(sandbox_id),
+        ))
     }
 
     /// Writes a sandbox's `hosts` (localhost, `--add-host` entries, its own addresses with `hostname`),
@@ -279,7 +331,11 @@ impl Networks {
         let gateway = status.gateway.parse().ok();
         let ctx = NameContext {
             hostname,
-            addresses: status.addresses.iter().filter_map(|a| address_of(a)).collect(),
+            addresses: status
+                .addresses
+                .iter()
+                .filter_map(|a| address_of(a))
+                .collect(),
             gateway,
             host_mode,
         };
@@ -300,7 +356,11 @@ impl Networks {
     pub fn list(&self) -> Result<Vec<NetworkInfo>> {
         let attachments = self.cache.all()?;
         let catalog = self.read_catalog();
-        Ok(catalog.lists.values().map(|list| self.info(list, &attachments)).collect())
+        Ok(catalog
+            .lists
+            .values()
+            .map(|list| self.info(list, &attachments))
+            .collect())
     }
 
     /// One network with its configuration and attached sandboxes.
@@ -314,11 +374,17 @@ impl Networks {
     pub fn create(&self, request: &NewNetwork) -> Result<NetworkInfo> {
         validate_network_name(&request.name)?;
         if matches!(request.name.as_str(), "bridge" | "host" | "none") {
-            return Err(Error::invalid("name", format!("{:?} is a network mode, not a network name", request.name)));
+            return Err(Error::invalid(
+                "name",
+                format!("{:?} is a network mode, not a network name", request.name),
+            ));
         }
         let mut catalog = self.catalog.write().map_err(|_| poisoned())?;
         if catalog.lists.contains_key(&request.name) {
-            return Err(Error::conflict(format!("network {:?} already exists", request.name)));
+            return Err(Error::conflict(format!(
+                "network {:?} already exists",
+                request.name
+            )));
         }
         let network = plan_network(request, &catalog)?;
         let list = self.write_network(&network)?;
@@ -332,14 +398,28 @@ impl Networks {
     /// the IP allocations. Refuses the default network and networks that sandboxes are attached to.
     pub fn remove(&self, name: &str) -> Result<()> {
         let mut catalog = self.catalog.write().map_err(|_| poisoned())?;
-        let list = catalog.lists.get(name).cloned().ok_or_else(|| Error::not_found(format!("network {name:?}")))?;
+        let list = catalog
+            .lists
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("network {name:?}")))?;
         if name == self.config.default_network {
-            return Err(Error::conflict(format!("network {name:?} is the default network and cannot be removed")));
+            return Err(Error::conflict(format!(
+                "network {name:?} is the default network and cannot be removed"
+            )));
         }
-        let users: Vec<String> =
-            self.cache.all()?.into_iter().filter(|a| a.network == name).map(|a| short(&a.sandbox_id).to_string()).collect();
+        let users: Vec<String> = self
+            .cache
+            .all()?
+            .into_iter()
+            .filter(|a| a.network == name)
+            .map(|a| short(&a.sandbox_id).to_string())
+            .collect();
         if !users.is_empty() {
-            return Err(Error::conflict(format!("network {name:?} is in use by sandbox(es) {}", users.join(", "))));
+            return Err(Error::conflict(format!(
+                "network {name:?} is in use by sandbox(es) {}",
+                users.join(", ")
+            )));
         }
         if let Some(file) = &list.source {
             std::fs::remove_file(file).context(format!("remove {}", file.display()))?;
@@ -369,7 +449,10 @@ impl Networks {
             let mut e = Error::not_found(format!("network {name:?}"));
             e.field = Some("network".into());
             if !catalog.errors.is_empty() {
-                e.message.push_str(&format!(" (files that could not be loaded: {})", catalog.errors.join("; ")));
+                e.message.push_str(&format!(
+                    " (files that could not be loaded: {})",
+                    catalog.errors.join("; ")
+                ));
             }
             e
         })
@@ -377,7 +460,9 @@ impl Networks {
 
     fn create_default(&self) -> Result<()> {
         let subnet = Subnet::parse(&self.config.default_subnet)?;
-        let gateway = subnet.host(1).ok_or_else(|| Error::invalid("subnet", format!("subnet {subnet} has no host addresses")))?;
+        let gateway = subnet.host(1).ok_or_else(|| {
+            Error::invalid("subnet", format!("subnet {subnet} has no host addresses"))
+        })?;
         let network = BridgeNetwork {
             name: self.config.default_network.clone(),
             subnet,
@@ -386,15 +471,25 @@ impl Networks {
         };
         let list = self.write_network(&network)?;
         tracing::info!(network = %list.name, bridge = %network.bridge, subnet = %subnet, "created the default network");
-        self.catalog.write().map_err(|_| poisoned())?.lists.insert(list.name.clone(), list);
+        self.catalog
+            .write()
+            .map_err(|_| poisoned())?
+            .lists
+            .insert(list.name.clone(), list);
         Ok(())
     }
 
     fn write_network(&self, network: &BridgeNetwork) -> Result<NetworkList> {
-        let path = self.config.conf_dir.join(format!("{}.conflist", network.name));
+        let path = self
+            .config
+            .conf_dir
+            .join(format!("{}.conflist", network.name));
         let text = serde_json::to_string_pretty(&network.conflist(&self.config.ipam_dir()))
             .map_err(|e| Error::internal(format!("encode network list: {e}")))?;
-        let tmp = self.config.conf_dir.join(format!(".{}.conflist.tmp", network.name));
+        let tmp = self
+            .config
+            .conf_dir
+            .join(format!(".{}.conflist.tmp", network.name));
         std::fs::write(&tmp, format!("{text}\n")).context(format!("write {}", tmp.display()))?;
         // A link (not a rename) so an existing file, perhaps one an administrator broke, is never replaced.
         let linked = std::fs::hard_link(&tmp, &path);
@@ -425,7 +520,9 @@ impl Networks {
         }
         let ipam = self.config.ipam_dir().join(&list.name);
         match std::fs::remove_dir_all(&ipam) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(format!("remove {}", ipam.display()), e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("remove {}", ipam.display()), e))
+            }
             _ => Ok(()),
         }
     }
@@ -440,8 +537,8 @@ impl Networks {
                 record.network
             ))),
             Some(record) => {
-                self.delete(&record, Some(&record.netns))?;
-                self.cache.remove(sandbox_id)
+                self.roll_back(&record, &record.netns);
+                Ok(())
             }
             None => Ok(()),
         }
@@ -449,14 +546,22 @@ impl Networks {
 
     /// Checks the ports and writes the intent record, under the ports lock so no other setup can take the
     /// same port in between.
-    fn record_intent(&self, sandbox_id: &str, network: &str, netns: &Path, ports: &[PortMapping]) -> Result<Attachment> {
+    fn record_intent(
+        &self,
+        sandbox_id: &str,
+        network: &str,
+        netns: &Path,
+        ports: &[PortMapping],
+    ) -> Result<Attachment> {
         let list = self.network(network)?;
         let _ports = self.ports_lock.lock().unwrap_or_else(|p| p.into_inner());
         if !ports.is_empty() {
             if !list.has_capability("portMappings") {
                 return Err(Error::invalid(
                     "ports",
-                    format!("network {network:?} has no plugin with the portMappings capability (such as portmap); cannot publish ports"),
+                    format!(
+                        "network {network:?} has no plugin with the portMappings capability (such as portmap); cannot publish ports"
+                    ),
                 ));
             }
             self.check_ports_free(sandbox_id, ports)?;
@@ -473,7 +578,12 @@ impl Networks {
         for port in wanted {
             for other in attachments.iter().filter(|a| a.sandbox_id != sandbox_id) {
                 for theirs in &other.ports {
-                    if ports::overlaps(port, ports::host_ip(theirs)?, theirs.host_port, &theirs.protocol) {
+                    if ports::overlaps(
+                        port,
+                        ports::host_ip(theirs)?,
+                        theirs.host_port,
+                        &theirs.protocol,
+                    ) {
                         return Err(ports::taken_by_sandbox(port, &other.sandbox_id));
                     }
                 }
@@ -487,7 +597,9 @@ impl Networks {
                     }
                 }
             }
-            Err(e) => tracing::warn!("cannot read forwarded ports from iptables, checking only this daemon's: {e}"),
+            Err(e) => tracing::warn!(
+                "cannot read forwarded ports from iptables, checking only this daemon's: {e}"
+            ),
         }
         wanted.iter().try_for_each(ports::check_bindable)
     }
@@ -503,11 +615,14 @@ impl Networks {
         };
         for index in 0..list.plugins.len() {
             let stdin = list.plugin_stdin(index, record.result.as_ref(), &caps);
-            let step = self.runner.run(&list.name, list.plugin_type(index), &call, &stdin).and_then(|result| {
-                record.result = result;
-                record.plugins_added = index + 1;
-                self.cache.put(&record)
-            });
+            let step = self
+                .runner
+                .run(&list.name, list.plugin_type(index), &call, &stdin)
+                .and_then(|result| {
+                    record.result = result;
+                    record.plugins_added = index + 1;
+                    self.cache.put(&record)
+                });
             if let Err(err) = step {
                 self.roll_back(&record, netns);
                 return Err(err);
@@ -525,47 +640,80 @@ impl Networks {
         }
     }
 
+    /// Undoes a setup that failed (or was cut off by a crash): DEL, then the record goes whatever DEL said. A DEL
+    /// that fails here would fail the same way on every later try with the same cached inputs (typically the
+    /// configuration the ADD already choked on), and keeping the record would block the sandbox for good.
     fn roll_back(&self, record: &Attachment, netns: &Path) {
-        match self.delete(record, Some(netns)) {
-            Ok(()) => {
-                if let Err(e) = self.cache.remove(&record.sandbox_id) {
-                    tracing::warn!("{e}");
-                }
-            }
-            Err(e) => tracing::warn!("undoing a failed network setup: {e} (kept the cache entry for a later teardown)"),
+        if let Err(e) = self.delete(record, Some(netns)) {
+            tracing::warn!("undoing a failed network setup: {e}");
+        }
+        if let Err(e) = self.cache.remove(&record.sandbox_id) {
+            tracing::warn!("{e}");
         }
     }
 
-    /// DEL for every plugin of the record's list, last first; every plugin is tried even after one failed.
+    /// DEL for the plugins of the record's list that ran ADD (all of them once it completed; up to the one that
+    /// failed or was cut off otherwise), last first; every plugin is tried even after one failed.
     fn delete(&self, record: &Attachment, netns: Option<&Path>) -> Result<()> {
         let list = record.list()?;
         let caps = capability_args(&record.ports);
-        let netns = netns.filter(|p| p.exists()).or_else(|| Some(record.netns.as_path()).filter(|p| p.exists()));
-        let call = Invocation { command: CniCommand::Del, container_id: &record.sandbox_id, netns, ifname: &record.ifname };
+        let netns = netns
+            .filter(|p| p.exists())
+            .or_else(|| Some(record.netns.as_path()).filter(|p| p.exists()));
+        let call = Invocation {
+            command: CniCommand::Del,
+            container_id: &record.sandbox_id,
+            netns,
+            ifname: &record.ifname,
+        };
+        let ran = if record.complete {
+            list.plugins.len()
+        } else {
+            (record.plugins_added + 1).min(list.plugins.len())
+        };
         let mut errors: Vec<Error> = Vec::new();
-        for index in (0..list.plugins.len()).rev() {
+        for index in (0..ran).rev() {
+            let unfinished = !record.complete && index == record.plugins_added;
+            if unfinished
+                && self
+                    .runner
+                    .find(&list.name, list.plugin_type(index))
+                    .is_err()
+            {
+                continue; // its ADD failed because the binary is missing: it never ran
+            }
             let stdin = list.plugin_stdin(index, record.result.as_ref(), &caps);
-            if let Err(e) = self.runner.run(&list.name, list.plugin_type(index), &call, &stdin) {
+            if let Err(e) = self
+                .runner
+                .run(&list.name, list.plugin_type(index), &call, &stdin)
+            {
                 errors.push(e);
             }
         }
         if netns.is_none() && list.plugin_types().iter().any(|t| t == "bridge") {
             match iptables::remove_masquerade_rules(&list.name, &record.sandbox_id) {
                 Ok(0) => {}
-                Ok(n) => tracing::debug!(sandbox = %record.sandbox_id, rules = n, "removed masquerade rules the bridge plugin left"),
+                Ok(n) => {
+                    tracing::debug!(sandbox = %record.sandbox_id, rules = n, "removed masquerade rules the bridge plugin left")
+                }
                 Err(e) => errors.push(e.context("remove the bridge plugin's masquerade rules")),
             }
         }
         match errors.len() {
             0 => Ok(()),
-            1 => Err(errors.remove(0).context(format!("detach sandbox {}", short(&record.sandbox_id)))),
+            1 => Err(errors
+                .remove(0)
+                .context(format!("detach sandbox {}", short(&record.sandbox_id)))),
             n => {
                 let all: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
-                Err(Error::new(errors[0].kind, format!(
-                    "detach sandbox {}: {n} plugins failed: {}",
-                    short(&record.sandbox_id),
-                    all.join("; ")
-                )))
+                Err(Error::new(
+                    errors[0].kind,
+                    format!(
+                        "detach sandbox {}: {n} plugins failed: {}",
+                        short(&record.sandbox_id),
+                        all.join("; ")
+                    ),
+                ))
             }
         }
     }
@@ -573,7 +721,9 @@ impl Networks {
     fn remove_files(&self, sandbox_id: &str) -> Result<()> {
         let dir = self.files(sandbox_id)?.dir;
         match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(format!("remove {}", dir.display()), e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("remove {}", dir.display()), e))
+            }
             _ => Ok(()),
         }
     }
@@ -590,7 +740,12 @@ impl Networks {
                     .and_then(|r| CniResult::from_value(r, &a.network, "").ok())
                     .map(|r| r.to_status(&a.network, &a.ifname, &a.ports))
                     .unwrap_or_default();
-                AttachedSandbox { sandbox_id: a.sandbox_id.clone(), addresses: status.addresses, mac: status.mac, ports: a.ports.clone() }
+                AttachedSandbox {
+                    sandbox_id: a.sandbox_id.clone(),
+                    addresses: status.addresses,
+                    mac: status.mac,
+                    ports: a.ports.clone(),
+                }
             })
             .collect();
         NetworkInfo {
@@ -600,7 +755,12 @@ impl Networks {
             plugins: list.plugin_types(),
             bridge: summary.bridge,
             subnets: summary.subnets.iter().map(Subnet::to_string).collect(),
-            gateways: summary.gateways.iter().flatten().map(IpAddr::to_string).collect(),
+            gateways: summary
+                .gateways
+                .iter()
+                .flatten()
+                .map(IpAddr::to_string)
+                .collect(),
             file: list.source.clone(),
             config: list.to_json(),
             attached,
@@ -612,7 +772,12 @@ fn load_catalog(dir: &Path) -> Result<Catalog> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .context(format!("list {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("conflist" | "conf" | "json")))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("conflist" | "conf" | "json")
+            )
+        })
         .collect();
     files.sort();
     let mut catalog = Catalog::default();
@@ -637,16 +802,24 @@ fn load_catalog(dir: &Path) -> Result<Catalog> {
 
 /// Picks the subnet, gateway and bridge of a new network, refusing clashes with the configured ones.
 fn plan_network(request: &NewNetwork, catalog: &Catalog) -> Result<BridgeNetwork> {
-    let summaries: Vec<(String, crate::conflist::BridgeSummary)> =
-        catalog.lists.values().map(|l| (l.name.clone(), l.bridge_summary())).collect();
+    let summaries: Vec<(String, crate::conflist::BridgeSummary)> = catalog
+        .lists
+        .values()
+        .map(|l| (l.name.clone(), l.bridge_summary()))
+        .collect();
     let clash = |subnet: &Subnet| {
-        summaries.iter().find(|(_, s)| s.subnets.iter().any(|o| o.overlaps(subnet))).map(|(name, _)| name.clone())
+        summaries
+            .iter()
+            .find(|(_, s)| s.subnets.iter().any(|o| o.overlaps(subnet)))
+            .map(|(name, _)| name.clone())
     };
     let subnet = match &request.subnet {
         Some(text) => {
             let subnet = Subnet::parse(text)?;
             if let Some(other) = clash(&subnet) {
-                return Err(Error::conflict(format!("subnet {subnet} overlaps network {other:?}")));
+                return Err(Error::conflict(format!(
+                    "subnet {subnet} overlaps network {other:?}"
+                )));
             }
             subnet
         }
@@ -658,20 +831,34 @@ fn plan_network(request: &NewNetwork, catalog: &Catalog) -> Result<BridgeNetwork
     };
     let gateway = match &request.gateway {
         Some(text) => {
-            let ip: IpAddr = text.parse().map_err(|_| Error::invalid("gateway", format!("invalid gateway {text:?}")))?;
+            let ip: IpAddr = text
+                .parse()
+                .map_err(|_| Error::invalid("gateway", format!("invalid gateway {text:?}")))?;
             if !subnet.is_usable_host(ip) {
-                return Err(Error::invalid("gateway", format!("gateway {ip} is not a host address of {subnet}")));
+                return Err(Error::invalid(
+                    "gateway",
+                    format!("gateway {ip} is not a host address of {subnet}"),
+                ));
             }
             ip
         }
-        None => subnet.host(1).ok_or_else(|| Error::invalid("subnet", format!("subnet {subnet} has no host addresses")))?,
+        None => subnet.host(1).ok_or_else(|| {
+            Error::invalid("subnet", format!("subnet {subnet} has no host addresses"))
+        })?,
     };
-    let used_bridge = |b: &str| summaries.iter().find(|(_, s)| s.bridge.as_deref() == Some(b)).map(|(n, _)| n.clone());
+    let used_bridge = |b: &str| {
+        summaries
+            .iter()
+            .find(|(_, s)| s.bridge.as_deref() == Some(b))
+            .map(|(n, _)| n.clone())
+    };
     let bridge = match &request.bridge {
         Some(bridge) => {
             validate_bridge_name(bridge)?;
             if let Some(other) = used_bridge(bridge) {
-                return Err(Error::conflict(format!("bridge {bridge:?} is already used by network {other:?}")));
+                return Err(Error::conflict(format!(
+                    "bridge {bridge:?} is already used by network {other:?}"
+                )));
             }
             bridge.clone()
         }
@@ -680,7 +867,12 @@ fn plan_network(request: &NewNetwork, catalog: &Catalog) -> Result<BridgeNetwork
             .find(|b| used_bridge(b).is_none() && !netns::link_exists(b))
             .ok_or_else(|| Error::conflict("no free bridge name; pass one"))?,
     };
-    Ok(BridgeNetwork { name: request.name.clone(), subnet, gateway, bridge })
+    Ok(BridgeNetwork {
+        name: request.name.clone(),
+        subnet,
+        gateway,
+        bridge,
+    })
 }
 
 /// Whether the host already routes `subnet` somewhere (an IPv4 route in the main table overlapping it), so a new
@@ -694,13 +886,15 @@ fn routed_on_host(subnet: &Subnet) -> bool {
         let (Some(dst), Some(mask)) = (fields.get(1), fields.get(7)) else {
             return false;
         };
-        let (Ok(dst), Ok(mask)) = (u32::from_str_radix(dst, 16), u32::from_str_radix(mask, 16)) else {
+        let (Ok(dst), Ok(mask)) = (u32::from_str_radix(dst, 16), u32::from_str_radix(mask, 16))
+        else {
             return false;
         };
         // /proc/net/route prints the address as the kernel stores it (network order) read as a native integer.
         let dst = std::net::Ipv4Addr::from(dst.to_ne_bytes());
         let prefix = mask.count_ones();
-        prefix > 0 && Subnet::parse(&format!("{dst}/{prefix}")).is_ok_and(|route| route.overlaps(subnet))
+        prefix > 0
+            && Subnet::parse(&format!("{dst}/{prefix}")).is_ok_and(|route| route.overlaps(subnet))
     })
 }
 
@@ -726,7 +920,10 @@ fn capability_args(ports: &[PortMapping]) -> Map<String, Value> {
 fn parse_result(record: &Attachment, list: &NetworkList) -> Result<CniResult> {
     let last = list.plugin_type(list.plugins.len() - 1);
     let value = record.result.as_ref().ok_or_else(|| {
-        Error::backend(format!("network {:?}: the plugins returned no result", record.network))
+        Error::backend(format!(
+            "network {:?}: the plugins returned no result",
+            record.network
+        ))
     })?;
     CniResult::from_value(value, &record.network, last)
 }
@@ -735,8 +932,15 @@ fn refuse_ports(net: &NetworkConfig, mode: &str) -> Result<()> {
     if net.ports.is_empty() {
         return Ok(());
     }
-    let why = if mode == "host" { "the sandbox uses the host's ports directly" } else { "the sandbox has no network" };
-    Err(Error::invalid("ports", format!("ports cannot be published in network mode {mode} ({why})")))
+    let why = if mode == "host" {
+        "the sandbox uses the host's ports directly"
+    } else {
+        "the sandbox has no network"
+    };
+    Err(Error::invalid(
+        "ports",
+        format!("ports cannot be published in network mode {mode} ({why})"),
+    ))
 }
 
 /// Sandbox IDs name files and appear in iptables comments: letters, digits, `-`, `_`, `.`, at most 128.
@@ -744,8 +948,14 @@ fn validate_sandbox_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && !id.starts_with('.')
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok { Ok(()) } else { Err(Error::invalid("id", format!("invalid sandbox ID {id:?}"))) }
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid("id", format!("invalid sandbox ID {id:?}")))
+    }
 }
 
 fn short(id: &str) -> &str {
@@ -775,20 +985,54 @@ mod tests {
     #[test]
     fn new_networks_avoid_taken_subnets_and_bridges() {
         let catalog = catalog_with(&[EXISTING]);
-        let plan = plan_network(&NewNetwork { name: "b".into(), ..NewNetwork::default() }, &catalog).unwrap();
+        let plan = plan_network(
+            &NewNetwork {
+                name: "b".into(),
+                ..NewNetwork::default()
+            },
+            &catalog,
+        )
+        .unwrap();
         assert_ne!(plan.subnet.to_string(), "10.89.0.0/24");
         assert!(plan.subnet.to_string().starts_with("10.89."));
         assert_eq!(plan.gateway, plan.subnet.host(1).unwrap());
         assert_ne!(plan.bridge, "husk1");
-        let err = plan_network(&NewNetwork { name: "b".into(), subnet: Some("10.89.0.0/16".into()), ..NewNetwork::default() }, &catalog)
-            .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Conflict);
-        assert!(err.message.contains("overlaps network \"a\""), "{}", err.message);
-        let err = plan_network(&NewNetwork { name: "b".into(), bridge: Some("husk1".into()), ..NewNetwork::default() }, &catalog)
-            .unwrap_err();
-        assert!(err.message.contains("already used by network \"a\""), "{}", err.message);
         let err = plan_network(
-            &NewNetwork { name: "b".into(), subnet: Some("10.90.0.0/24".into()), gateway: Some("10.90.0.255".into()), ..NewNetwork::default() },
+            &NewNetwork {
+                name: "b".into(),
+                subnet: Some("10.89.0.0/16".into()),
+                ..NewNetwork::default()
+            },
+            &catalog,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        assert!(
+            err.message.contains("overlaps network \"a\""),
+            "{}",
+            err.message
+        );
+        let err = plan_network(
+            &NewNetwork {
+                name: "b".into(),
+                bridge: Some("husk1".into()),
+                ..NewNetwork::default()
+            },
+            &catalog,
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("already used by network \"a\""),
+            "{}",
+            err.message
+        );
+        let err = plan_network(
+            &NewNetwork {
+                name: "b".into(),
+                subnet: Some("10.90.0.0/24".into()),
+                gateway: Some("10.90.0.255".into()),
+                ..NewNetwork::default()
+            },
             &catalog,
         )
         .unwrap_err();
@@ -813,7 +1057,15 @@ mod tests {
         let catalog = load_catalog(dir.path()).unwrap();
         assert_eq!(catalog.lists.keys().collect::<Vec<_>>(), ["a"]);
         assert_eq!(catalog.errors.len(), 2);
-        assert!(catalog.errors[0].contains("already defined by"), "{}", catalog.errors[0]);
-        assert!(catalog.errors[1].contains("30-bad.conflist"), "{}", catalog.errors[1]);
+        assert!(
+            catalog.errors[0].contains("already defined by"),
+            "{}",
+            catalog.errors[0]
+        );
+        assert!(
+            catalog.errors[1].contains("30-bad.conflist"),
+            "{}",
+            catalog.errors[1]
+        );
     }
 }

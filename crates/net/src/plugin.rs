@@ -74,11 +74,21 @@ impl PluginRunner {
     }
 
     /// Runs plugin `ty` of `network` with `stdin`; for ADD returns the result it printed.
-    pub fn run(&self, network: &str, ty: &str, call: &Invocation<'_>, stdin: &Value) -> Result<Option<Value>> {
+    pub fn run(
+        &self,
+        network: &str,
+        ty: &str,
+        call: &Invocation<'_>,
+        stdin: &Value,
+    ) -> Result<Option<Value>> {
         let path = self.find(network, ty)?;
         let started = Instant::now();
         let output = self.exec(&path, call, stdin).map_err(|e| {
-            e.context(format!("network {network:?}: CNI plugin {ty:?} ({}) {}", path.display(), call.command.as_str()))
+            e.context(format!(
+                "network {network:?}: CNI plugin {ty:?} ({}) {}",
+                path.display(),
+                call.command.as_str()
+            ))
         })?;
         tracing::debug!(
             network,
@@ -103,7 +113,10 @@ impl PluginRunner {
     }
 
     fn exec(&self, path: &Path, call: &Invocation<'_>, stdin: &Value) -> Result<Output> {
-        let mut child = self.command(path, call).spawn().map_err(|e| Error::io("cannot start", e))?;
+        let mut child = self
+            .command(path, call)
+            .spawn()
+            .map_err(|e| Error::io("cannot start", e))?;
         let pidfd = match pidfd_open(&child) {
             Ok(fd) => fd,
             Err(e) => {
@@ -113,7 +126,8 @@ impl PluginRunner {
                 return Err(e);
             }
         };
-        let input = serde_json::to_vec(stdin).map_err(|e| Error::internal(format!("encode plugin stdin: {e}")))?;
+        let input = serde_json::to_vec(stdin)
+            .map_err(|e| Error::internal(format!("encode plugin stdin: {e}")))?;
         let waiter = std::thread::spawn(move || -> std::io::Result<Output> {
             if let Some(mut pipe) = child.stdin.take() {
                 // A plugin may exit without reading its stdin; its result or error still tells what happened.
@@ -130,7 +144,10 @@ impl PluginRunner {
             .map_err(|_| Error::internal("the thread waiting for a CNI plugin panicked"))?
             .map_err(|e| Error::io("wait", e))?;
         if !finished {
-            return Err(Error::timeout(format!("did not finish within {:?} and was killed", self.timeout)));
+            return Err(Error::timeout(format!(
+                "did not finish within {:?} and was killed",
+                self.timeout
+            )));
         }
         Ok(output)
     }
@@ -139,12 +156,21 @@ impl PluginRunner {
         let mut cmd = Command::new(path);
         // A clean environment: the plugin sees the CNI parameters and a PATH to find iptables, nothing of the daemon's.
         cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| OsString::from(DEFAULT_PATH)))
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| OsString::from(DEFAULT_PATH)),
+            )
             .env("CNI_COMMAND", call.command.as_str())
             .env("CNI_CONTAINERID", call.container_id)
-            .env("CNI_NETNS", call.netns.map(Path::as_os_str).unwrap_or_default())
+            .env(
+                "CNI_NETNS",
+                call.netns.map(Path::as_os_str).unwrap_or_default(),
+            )
             .env("CNI_IFNAME", call.ifname)
-            .env("CNI_PATH", std::env::join_paths(&self.dirs).unwrap_or_default())
+            .env(
+                "CNI_PATH",
+                std::env::join_paths(&self.dirs).unwrap_or_default(),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -155,9 +181,16 @@ impl PluginRunner {
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn plugin_failure(network: &str, ty: &str, command: CniCommand, output: &Output) -> Error {
-    let what = format!("network {network:?}: CNI plugin {ty:?} failed {}", command.as_str());
+    let what = format!(
+        "network {network:?}: CNI plugin {ty:?} failed {}",
+        command.as_str()
+    );
     let Some(err) = PluginError::parse(&output.stdout) else {
-        let text = if output.stderr.is_empty() { &output.stdout } else { &output.stderr };
+        let text = if output.stderr.is_empty() {
+            &output.stdout
+        } else {
+            &output.stderr
+        };
         return Error::backend(format!("{what} ({}): {}", output.status, excerpt(text)));
     };
     let mut message = format!("{what}: {}", err.msg);
@@ -168,7 +201,11 @@ fn plugin_failure(network: &str, ty: &str, command: CniCommand, output: &Output)
         Some(meaning) => message.push_str(&format!(" (code {}: {meaning})", err.code)),
         None => message.push_str(&format!(" (code {})", err.code)),
     }
-    let kind = if err.code == 11 { ErrorKind::Conflict } else { ErrorKind::Backend };
+    let kind = if err.code == 11 {
+        ErrorKind::Conflict
+    } else {
+        ErrorKind::Backend
+    };
     Error::new(kind, message)
 }
 
@@ -178,7 +215,12 @@ fn excerpt(bytes: &[u8]) -> String {
     if text.is_empty() {
         return "no output".to_string();
     }
-    let start = text.char_indices().rev().nth(999).map(|(i, _)| i).unwrap_or(0);
+    let start = text
+        .char_indices()
+        .rev()
+        .nth(999)
+        .map(|(i, _)| i)
+        .unwrap_or(0);
     text[start..].to_string()
 }
 
@@ -199,14 +241,19 @@ fn wait_readable(pidfd: &OwnedFd, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut pfd = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let ms = left.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: pfd is one valid pollfd that lives across the call, and we pass its count as 1.
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };
         if n > 0 {
             return true;
         }
-        let interrupted = n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
+        let interrupted =
+            n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
         if !interrupted || left.is_zero() {
             return n > 0;
         }
@@ -241,7 +288,12 @@ mod tests {
     }
 
     fn call(command: CniCommand) -> Invocation<'static> {
-        Invocation { command, container_id: "c1", netns: Some(Path::new("/run/netns/x")), ifname: "eth0" }
+        Invocation {
+            command,
+            container_id: "c1",
+            netns: Some(Path::new("/run/netns/x")),
+            ifname: "eth0",
+        }
     }
 
     #[test]
@@ -252,19 +304,36 @@ mod tests {
             "echo",
             r#"in=$(cat); printf '{"cniVersion":"1.0.0","env":"%s %s %s %s","stdin":%s}' "$CNI_COMMAND" "$CNI_CONTAINERID" "$CNI_NETNS" "$CNI_IFNAME" "$in""#,
         );
-        let runner = PluginRunner::new(vec![PathBuf::from("/nonexistent"), dir.path().into()], Duration::from_secs(5));
-        let out = runner.run("n", "echo", &call(CniCommand::Add), &json!({"a": 1})).unwrap().unwrap();
+        let runner = PluginRunner::new(
+            vec![PathBuf::from("/nonexistent"), dir.path().into()],
+            Duration::from_secs(5),
+        );
+        let out = runner
+            .run("n", "echo", &call(CniCommand::Add), &json!({"a": 1}))
+            .unwrap()
+            .unwrap();
         assert_eq!(out["env"], "ADD c1 /run/netns/x eth0");
         assert_eq!(out["stdin"]["a"], 1);
-        assert_eq!(runner.run("n", "echo", &call(CniCommand::Del), &json!({})).unwrap(), None);
+        assert_eq!(
+            runner
+                .run("n", "echo", &call(CniCommand::Del), &json!({}))
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
     fn plugin_error_object_becomes_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        script(dir.path(), "bad", r#"echo '{"cniVersion":"1.0.0","code":7,"msg":"no subnet","details":"ipam"}'; exit 1"#);
+        script(
+            dir.path(),
+            "bad",
+            r#"echo '{"cniVersion":"1.0.0","code":7,"msg":"no subnet","details":"ipam"}'; exit 1"#,
+        );
         let runner = PluginRunner::new(vec![dir.path().into()], Duration::from_secs(5));
-        let err = runner.run("web", "bad", &call(CniCommand::Add), &json!({})).unwrap_err();
+        let err = runner
+            .run("web", "bad", &call(CniCommand::Add), &json!({}))
+            .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Backend);
         assert_eq!(
             err.message,
@@ -277,15 +346,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         script(dir.path(), "crash", "echo 'panic: boom' >&2; exit 2");
         let runner = PluginRunner::new(vec![dir.path().into()], Duration::from_secs(5));
-        let err = runner.run("web", "crash", &call(CniCommand::Del), &json!({})).unwrap_err();
-        assert!(err.message.contains("panic: boom") && err.message.contains("\"crash\""), "{}", err.message);
+        let err = runner
+            .run("web", "crash", &call(CniCommand::Del), &json!({}))
+            .unwrap_err();
+        assert!(
+            err.message.contains("panic: boom") && err.message.contains("\"crash\""),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn missing_plugin_names_network_plugin_and_dirs() {
-        let runner = PluginRunner::new(vec!["/nope/a".into(), "/nope/b".into()], Duration::from_secs(5));
-        let err = runner.run("web", "bridge", &call(CniCommand::Add), &json!({})).unwrap_err();
-        assert!(err.message.contains("network \"web\": CNI plugin \"bridge\" not found in /nope/a, /nope/b"), "{}", err.message);
+        let runner = PluginRunner::new(
+            vec!["/nope/a".into(), "/nope/b".into()],
+            Duration::from_secs(5),
+        );
+        let err = runner
+            .run("web", "bridge", &call(CniCommand::Add), &json!({}))
+            .unwrap_err();
+        assert!(
+            err.message
+                .contains("network \"web\": CNI plugin \"bridge\" not found in /nope/a, /nope/b"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -294,7 +379,9 @@ mod tests {
         script(dir.path(), "hang", "exec sleep 30");
         let runner = PluginRunner::new(vec![dir.path().into()], Duration::from_millis(200));
         let started = Instant::now();
-        let err = runner.run("web", "hang", &call(CniCommand::Add), &json!({})).unwrap_err();
+        let err = runner
+            .run("web", "hang", &call(CniCommand::Add), &json!({}))
+            .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Timeout);
         assert!(started.elapsed() < Duration::from_secs(5));
     }
@@ -304,7 +391,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         script(dir.path(), "chatty", "echo hello");
         let runner = PluginRunner::new(vec![dir.path().into()], Duration::from_secs(5));
-        let err = runner.run("web", "chatty", &call(CniCommand::Add), &json!({})).unwrap_err();
-        assert!(err.message.contains("printed no JSON result") && err.message.contains("hello"), "{}", err.message);
+        let err = runner
+            .run("web", "chatty", &call(CniCommand::Add), &json!({}))
+            .unwrap_err();
+        assert!(
+            err.message.contains("printed no JSON result") && err.message.contains("hello"),
+            "{}",
+            err.message
+        );
     }
 }

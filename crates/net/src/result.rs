@@ -48,7 +48,9 @@ impl CniResult {
     /// Reads the result a plugin printed, naming the network and plugin in errors.
     pub fn from_value(value: &Value, network: &str, plugin: &str) -> Result<CniResult> {
         CniResult::deserialize(value).map_err(|e| {
-            Error::backend(format!("network {network:?}: plugin {plugin:?} printed a result husk cannot read: {e}"))
+            Error::backend(format!(
+                "network {network:?}: plugin {plugin:?} printed a result husk cannot read: {e}"
+            ))
         })
     }
 
@@ -64,12 +66,18 @@ impl CniResult {
     /// The addresses on the sandbox's interface (or on no named interface).
     pub fn sandbox_ips(&self, ifname: &str) -> Vec<&IpConfig> {
         let index = self.sandbox_interface(ifname);
-        self.ips.iter().filter(|ip| ip.interface.is_none() || ip.interface == index).collect()
+        self.ips
+            .iter()
+            .filter(|ip| ip.interface.is_none() || ip.interface == index)
+            .collect()
     }
 
     /// The sandbox's addresses without prefix.
     pub fn sandbox_addresses(&self, ifname: &str) -> Vec<IpAddr> {
-        self.sandbox_ips(ifname).iter().filter_map(|ip| address_of(&ip.address)).collect()
+        self.sandbox_ips(ifname)
+            .iter()
+            .filter_map(|ip| address_of(&ip.address))
+            .collect()
     }
 
     /// What a sandbox reports: addresses, gateway, MAC and interface, with the published `ports`.
@@ -79,9 +87,14 @@ impl CniResult {
         NetworkStatus {
             network: network.to_string(),
             addresses: ips.iter().map(|ip| ip.address.clone()).collect(),
-            gateway: ips.iter().find_map(|ip| ip.gateway.clone()).unwrap_or_default(),
+            gateway: ips
+                .iter()
+                .find_map(|ip| ip.gateway.clone())
+                .unwrap_or_default(),
             mac: iface.map(|i| i.mac.clone()).unwrap_or_default(),
-            interface: iface.map(|i| i.name.clone()).unwrap_or_else(|| ifname.to_string()),
+            interface: iface
+                .map(|i| i.name.clone())
+                .unwrap_or_else(|| ifname.to_string()),
             ports: ports.to_vec(),
         }
     }
@@ -163,7 +176,10 @@ mod tests {
             assert_eq!(status.mac, "86:dc:50:48:c1:24");
             assert_eq!(status.interface, "eth0");
             assert_eq!(status.ports, ports);
-            assert_eq!(result.sandbox_addresses("eth0"), ["10.231.0.2".parse::<IpAddr>().unwrap()]);
+            assert_eq!(
+                result.sandbox_addresses("eth0"),
+                ["10.231.0.2".parse::<IpAddr>().unwrap()]
+            );
         }
     }
 
@@ -175,19 +191,31 @@ mod tests {
             "ips": [{"interface": 0, "address": "10.1.0.1/24"}, {"interface": 1, "address": "10.1.0.7/24"}]
         });
         let result = CniResult::from_value(&value, "n", "p").unwrap();
-        assert_eq!(result.to_status("n", "eth0", &[]).addresses, ["10.1.0.7/24"]);
+        assert_eq!(
+            result.to_status("n", "eth0", &[]).addresses,
+            ["10.1.0.7/24"]
+        );
     }
 
     #[test]
     fn unreadable_result_names_network_and_plugin() {
         let err = CniResult::from_value(&json!({"ips": "nope"}), "web", "bridge").unwrap_err();
-        assert!(err.message.contains("\"web\"") && err.message.contains("\"bridge\""), "{}", err.message);
+        assert!(
+            err.message.contains("\"web\"") && err.message.contains("\"bridge\""),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn plugin_errors_parse() {
-        let err = PluginError::parse(br#"{"cniVersion":"1.0.0","code":7,"msg":"bad","details":"more"}"#).unwrap();
-        assert_eq!((err.code, err.msg.as_str(), err.details.as_str()), (7, "bad", "more"));
+        let err =
+            PluginError::parse(br#"{"cniVersion":"1.0.0","code":7,"msg":"bad","details":"more"}"#)
+                .unwrap();
+        assert_eq!(
+            (err.code, err.msg.as_str(), err.details.as_str()),
+            (7, "bad", "more")
+        );
         assert_eq!(err.code_meaning(), Some("invalid network config"));
         assert!(PluginError::parse(b"panic: oops").is_none());
         assert!(PluginError::parse(b"{}").is_none());

@@ -17,13 +17,20 @@ impl Subnet {
     /// Parses `ADDRESS/PREFIX`; host bits must be zero (`10.88.0.5/16` is refused, as CNI's host-local does).
     pub fn parse(text: &str) -> Result<Subnet> {
         let bad = |why: &str| Error::invalid("subnet", format!("invalid subnet {text:?}: {why}"));
-        let (addr, prefix) = text.split_once('/').ok_or_else(|| bad("expected ADDRESS/PREFIX, e.g. 10.89.0.0/24"))?;
+        let (addr, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| bad("expected ADDRESS/PREFIX, e.g. 10.89.0.0/24"))?;
         let addr: IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad("the prefix is not a number"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| bad("the prefix is not a number"))?;
         if u32::from(prefix) > bits(addr) {
             return Err(bad("the prefix is longer than the address"));
         }
-        let subnet = Subnet { network: addr, prefix };
+        let subnet = Subnet {
+            network: addr,
+            prefix,
+        };
         if subnet.first() != to_u128(addr) {
             return Err(bad("host bits are set; write the network address"));
         }
@@ -52,20 +59,28 @@ impl Subnet {
 
     /// Whether the two subnets share any address.
     pub fn overlaps(&self, other: &Subnet) -> bool {
-        self.is_ipv4() == other.is_ipv4() && self.first() <= other.last() && other.first() <= self.last()
+        self.is_ipv4() == other.is_ipv4()
+            && self.first() <= other.last()
+            && other.first() <= self.last()
     }
 
     /// The `n`th address after the network address (`n = 1` is the usual gateway), if inside the subnet and not
     /// the IPv4 broadcast address.
     pub fn host(&self, n: u128) -> Option<IpAddr> {
         let value = self.first().checked_add(n)?;
-        let last_usable = if self.is_ipv4() && self.prefix < 31 { self.last() - 1 } else { self.last() };
+        let last_usable = if self.is_ipv4() && self.prefix < 31 {
+            self.last() - 1
+        } else {
+            self.last()
+        };
         (n > 0 && value <= last_usable).then(|| from_u128(value, self.is_ipv4()))
     }
 
     /// Whether `ip` may be given to a host in the subnet (inside it, not the network or broadcast address).
     pub fn is_usable_host(&self, ip: IpAddr) -> bool {
-        self.contains(ip) && to_u128(ip) > self.first() && self.host(to_u128(ip) - self.first()).is_some()
+        self.contains(ip)
+            && to_u128(ip) > self.first()
+            && self.host(to_u128(ip) - self.first()).is_some()
     }
 
     fn first(&self) -> u128 {
@@ -80,7 +95,11 @@ impl Subnet {
         let total = bits(self.network);
         let host_bits = total - u32::from(self.prefix);
         let all = max(self.is_ipv4());
-        if host_bits >= 128 { 0 } else { all & !((1u128 << host_bits) - 1) }
+        if host_bits >= 128 {
+            0
+        } else {
+            all & !((1u128 << host_bits) - 1)
+        }
     }
 }
 
