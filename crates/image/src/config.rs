@@ -1,0 +1,45 @@
+//! Settings of the image store: limits that keep a hostile archive or registry from filling the disk, and what
+//! layers may contain.
+
+use serde::{Deserialize, Serialize};
+
+const GIB: u64 = 1 << 30;
+
+/// Upper bounds on what one load or pull may write. A layer or image over a limit is refused with an error of kind
+/// `LimitExceeded` naming the limit, and nothing of it stays on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Most bytes of one layer's uncompressed tar stream (bounds decompression bombs).
+    pub max_layer_size: u64,
+    /// Most uncompressed bytes of all layers of one image together.
+    pub max_image_size: u64,
+    /// Most entries (files, directories, links ...) in one layer.
+    pub max_layer_entries: u64,
+    /// Most bytes of an archive given to `load` (it is spooled to disk before use).
+    pub max_archive_size: u64,
+    /// Most bytes of a JSON document (manifest, index, image config).
+    pub max_json_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_layer_size: 32 * GIB,
+            max_image_size: 64 * GIB,
+            max_layer_entries: 2_000_000,
+            max_archive_size: 64 * GIB,
+            max_json_size: 8 << 20,
+        }
+    }
+}
+
+/// How the image store behaves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageConfig {
+    /// Size limits.
+    pub limits: Limits,
+    /// Create device nodes found in layers (off by default: a layer with a block or character device is refused).
+    pub allow_devices: bool,
+}

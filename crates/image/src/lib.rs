@@ -1,0 +1,30 @@
+//! husk's image service.
+//!
+//! - [`ImageStore`]: content-addressed blobs (`blobs/sha256/<hex>`, verified on write), one unpacked copy of each
+//!   layer (`layers/<diff-id hex>/`, an overlayfs lower dir shared read-only), image records in the husk store.
+//! - [`ImageStore::load`]: `docker save` archives (legacy and OCI-style) and OCI image-layout tarballs.
+//! - Safe unpacking ([`unpack`]): a layer can never write outside its directory; whiteouts and opaque directories
+//!   become overlayfs's own; size and entry limits bound what a hostile archive can write.
+//! - Names normalised as Docker does ([`reference`]), resolution by name, digest, ID or ID prefix, Docker's
+//!   removal rules, tags.
+//! - Root filesystems: [`mount_rootfs`] and [`unmount_rootfs`].
+//!
+//! Everything returns [`husk_core::Error`]; archive and layer problems are `InvalidArgument` with a message naming
+//! the blob or entry, limits are `LimitExceeded`, missing images `NotFound`, refusals `Conflict`.
+
+pub mod archive;
+pub mod blobs;
+pub mod config;
+pub mod digest;
+pub mod image;
+pub mod overlay;
+pub mod reference;
+pub mod store;
+pub mod unpack;
+
+pub use config::{ImageConfig, Limits};
+pub use digest::Digest;
+pub use image::{BlobRef, Healthcheck, Image, ImageLayer, LayerRecord, Platform, RunConfig};
+pub use overlay::{MountMethod, mount_overlay, mount_rootfs, unmount_rootfs};
+pub use reference::{ImageName, familiar, normalize};
+pub use store::{ImageStore, LoadOptions, LoadedImage, PruneReport, Removed};

@@ -1,0 +1,243 @@
+//! Container root filesystems: overlayfs over an image's unpacked layers plus a per-container upper dir.
+//!
+//! Many layers make a long `lowerdir` list, and `mount(2)` passes all options in one page (4096 bytes). Two ways
+//! around it, tried in order:
+//! 1. The new mount API (`fsopen`/`fsconfig`/`fsmount`/`move_mount`) with one `lowerdir+` parameter per layer
+//!    (Linux 6.8 and later): no length limit beyond 256 bytes per path.
+//! 2. `mount(2)` with the full paths when they fit in a page; otherwise each layer is opened (`O_PATH`) and named
+//!    `/proc/self/fd/N`, about 18 bytes a layer, so some 200 layers fit (Linux 6.1, Debian 12's kernel).
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use husk_core::{Error, Result, RootfsLayers};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, UnmountFlags,
+};
+
+/// Which kernel interface mounts the overlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountMethod {
+    /// The new mount API when the kernel has `lowerdir+`, else `mount(2)`.
+    Auto,
+    /// `mount(2)` only (what Linux before 6.8 supports).
+    Legacy,
+}
+
+/// Mounts the root filesystem of a container at `target`: `layers` (read-only, bottom first) under `upper_dir`
+/// (the container's changes) with overlayfs's `work_dir` (empty, same filesystem as `upper_dir`).
+pub fn mount_rootfs(
+    layers: &RootfsLayers,
+    upper_dir: &Path,
+    work_dir: &Path,
+    target: &Path,
+) -> Result<()> {
+    mount_overlay(
+        &layers.layers,
+        upper_dir,
+        work_dir,
+        target,
+        MountMethod::Auto,
+    )
+    .map_err(|e| {
+        e.context(format!(
+            "mount the root filesystem of image {}",
+            layers.image_name
+        ))
+    })
+}
+
+/// Unmounts a root filesystem mounted by [`mount_rootfs`]. Nothing mounted there is not an error; a busy mount is
+/// detached (it goes away when its last user does).
+pub fn unmount_rootfs(target: &Path) -> Result<()> {
+    match rustix::mount::unmount(target, UnmountFlags::NOFOLLOW) {
+        Ok(()) | Err(Errno::INVAL) | Err(Errno::NOENT) => Ok(()),
+        Err(Errno::BUSY) => {
+            rustix::mount::unmount(target, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH)
+                .map_err(|e| Error::io(format!("unmount {}", target.display()), e.into()))
+        }
+        Err(e) => Err(Error::io(format!("unmount {}", target.display()), e.into())),
+    }
+}
+
+/// Mounts an overlay of `lowers` (bottom first) with `upper_dir` and `work_dir` at `target`.
+pub fn mount_overlay(
+    lowers: &[PathBuf],
+    upper_dir: &Path,
+    work_dir: &Path,
+    target: &Path,
+    method: MountMethod,
+) -> Result<()> {
+    if lowers.is_empty() {
+        return Err(Error::bad_request(
+            "an overlay needs at least one lower directory",
+        ));
+    }
+    if method == MountMethod::Auto {
+        match mount_new_api(lowers, upper_dir, work_dir, target) {
+            Ok(()) => return Ok(()),
+            Err(NewApi::Unsupported(why)) => {
+                tracing::debug!(why, "overlay: new mount API unusable, using mount(2)")
+            }
+            Err(NewApi::Failed(e)) => return Err(e),
+        }
+    }
+    mount_legacy(lowers, upper_dir, work_dir, target)
+}
+
+enum NewApi {
+    /// The kernel lacks something: fall back.
+    Unsupported(String),
+    /// A real failure.
+    Failed(Error),
+}
+
+fn mount_new_api(
+    lowers: &[PathBuf],
+    upper_dir: &Path,
+    work_dir: &Path,
+    target: &Path,
+) -> std::result::Result<(), NewApi> {
+    let fs =
+        rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| match e {
+            Errno::NOSYS => NewApi::Unsupported("no fsopen".into()),
+            e => NewApi::Failed(Error::io("open overlay filesystem context", e.into())),
+        })?;
+    for dir in lowers.iter().rev() {
+        if let Err(e) = rustix::mount::fsconfig_set_string(&fs, "lowerdir+", dir.as_path()) {
+            // EINVAL: a kernel without lowerdir+ (before 6.8), or a path over fsconfig's 256 bytes.
+            return Err(NewApi::Unsupported(format!(
+                "lowerdir+ {}: {e} {}",
+                dir.display(),
+                kernel_messages(&fs)
+            )));
+        }
+    }
+    let set = |key: &str, value: &Path| {
+        rustix::mount::fsconfig_set_string(&fs, key, value).map_err(|e| {
+            NewApi::Failed(Error::io(
+                format!(
+                    "overlay {key} {}: {}",
+                    value.display(),
+                    kernel_messages(&fs)
+                ),
+                e.into(),
+            ))
+        })
+    };
+    set("upperdir", upper_dir)?;
+    set("workdir", work_dir)?;
+    rustix::mount::fsconfig_create(&fs).map_err(|e| {
+        NewApi::Failed(Error::io(
+            format!("create overlay ({})", kernel_messages(&fs)),
+            e.into(),
+        ))
+    })?;
+    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .map_err(|e| NewApi::Failed(Error::io("overlay fsmount", e.into())))?;
+    rustix::mount::move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| {
+        NewApi::Failed(Error::io(
+            format!("attach overlay at {}", target.display()),
+            e.into(),
+        ))
+    })
+}
+
+/// What the kernel logged on a filesystem context (`e overlayfs: ...` lines), for error messages.
+fn kernel_messages(fs: &OwnedFd) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    for _ in 0..16 {
+        match rustix::io::read(fs, &mut buf) {
+            Ok(n) if n > 0 => out.push(String::from_utf8_lossy(&buf[..n]).trim().to_string()),
+            _ => break,
+        }
+    }
+    out.join("; ")
+}
+
+/// The page `mount(2)` copies options into.
+const MOUNT_DATA_MAX: usize = 4095;
+
+fn needs_escape(p: &Path) -> bool {
+    p.as_os_str()
+        .as_bytes()
+        .iter()
+        .any(|b| matches!(b, b':' | b',' | b'\\'))
+}
+
+fn mount_legacy(
+    lowers: &[PathBuf],
+    upper_dir: &Path,
+    work_dir: &Path,
+    target: &Path,
+) -> Result<()> {
+    let tail = format!(
+        ",upperdir={},workdir={}",
+        upper_dir.display(),
+        work_dir.display()
+    );
+    if needs_escape(upper_dir) || needs_escape(work_dir) {
+        return Err(Error::bad_request(format!(
+            "overlay upper and work directories cannot contain ':', ',' or '\\': {tail}"
+        )));
+    }
+    let plain: Vec<String> = lowers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let plain_data = format!("lowerdir={}{tail}", plain.join(":"));
+    if plain_data.len() <= MOUNT_DATA_MAX && !lowers.iter().any(|p| needs_escape(p)) {
+        return mount_data(&plain_data, target);
+    }
+    // Too long (or awkward characters): name each layer by a descriptor this process holds.
+    let mut fds = Vec::with_capacity(lowers.len());
+    for dir in lowers.iter().rev() {
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io(format!("open layer {}", dir.display()), e.into()))?;
+        fds.push(fd);
+    }
+    let names: Vec<String> = fds
+        .iter()
+        .map(|fd| format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .collect();
+    let data = format!("lowerdir={}{tail}", names.join(":"));
+    if data.len() > MOUNT_DATA_MAX {
+        return Err(Error::unsupported(format!(
+            "the image has {} layers: too many for overlayfs mount options on this kernel (Linux 6.8 or later mounts them)",
+            lowers.len()
+        )));
+    }
+    let result = mount_data(&data, target);
+    drop(fds);
+    result
+}
+
+fn mount_data(data: &str, target: &Path) -> Result<()> {
+    let data =
+        CString::new(data).map_err(|_| Error::bad_request("overlay options contain a NUL byte"))?;
+    rustix::mount::mount(
+        "overlay",
+        target,
+        "overlay",
+        MountFlags::empty(),
+        data.as_c_str(),
+    )
+    .map_err(|e| Error::io(format!("mount overlay at {}", target.display()), e.into()))
+}

@@ -1,0 +1,936 @@
+//! The image store: blobs, unpacked layers and image records, and the operations on them.
+//!
+//! On disk, under the store's root:
+//! - `blobs/sha256/<hex>`: configs, manifests and layer blobs as they arrived (verified before they are renamed in);
+//! - `layers/<diff-id hex>/`: one unpacked copy of each layer, an overlayfs lower dir shared read-only by every image
+//!   and container that has the layer;
+//! - `tmp/`: blobs and layers being written (emptied at open: an interrupted load leaves nothing visible);
+//! - `empty/`: an empty directory, the lower dir of images without layers;
+//! - `lock`: held (flock) while a store is open, so two daemons never share a root.
+//!
+//! Image and layer records live in the husk database (kinds `image` and `layer`). A layer or blob is removed when
+//! the last image referring to it goes; what an interrupted load or pull left behind stays for the next attempt to
+//! reuse, until [`ImageStore::prune`] sweeps it.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use husk_core::{Context as _, Error, ErrorKind, Result, RootfsLayers};
+use husk_store::Store;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncRead;
+
+use crate::archive::{self, ImageSource, ReadOptions, StagedArchive};
+use crate::blobs::{BlobStore, RemoveOnDrop, remove_any};
+use crate::config::ImageConfig;
+use crate::digest::Digest;
+use crate::image::{BlobRef, ConfigFile, Image, ImageLayer, LayerRecord, Platform, short_id};
+use crate::reference::{self, ImageName};
+use crate::unpack::{ImageBudget, UnpackOptions, unpack_layer};
+
+/// Options of [`ImageStore::load`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// A name (`repo[:tag]`) for an image the archive does not name. For OCI layouts whose
+    /// `org.opencontainers.image.ref.name` holds only a tag, the repository the tag belongs to.
+    pub name: Option<String>,
+    /// The platform to pick from multi-platform OCI layouts (default: the host's).
+    pub platform: Option<Platform>,
+}
+
+/// An image that `load` stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadedImage {
+    /// Image ID.
+    pub id: String,
+    /// Names it now has from this load (normalised).
+    pub names: Vec<String>,
+}
+
+/// One step of a removal, as Docker reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Removed {
+    /// A name was taken off an image.
+    Untagged(String),
+    /// An image was deleted (its ID).
+    Deleted(String),
+}
+
+/// The image store. Cheap to clone; every clone is the same store.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    layers_dir: PathBuf,
+    tmp_dir: PathBuf,
+    empty_dir: PathBuf,
+    blobs: BlobStore,
+    db: Arc<Store>,
+    config: ImageConfig,
+    /// Serialises read-modify-write of image records (names move between images).
+    records: Mutex<()>,
+    /// One lock per layer being unpacked, so concurrent loads of one layer do the work once.
+    layer_locks: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
+    /// Loads and pulls hold it shared from their first blob to their image record; removing layers and blobs
+    /// takes it exclusively, so nothing is removed between being written and being referenced.
+    gc: RwLock<()>,
+    /// Layers and blobs to check again once no load runs (a removal found the store busy).
+    gc_pending: Mutex<(BTreeSet<Digest>, BTreeSet<Digest>)>,
+    _lock: File,
+}
+
+impl ImageStore {
+    /// Opens (creating if needed) the store under `root`, with its records in `db`.
+    ///
+    /// Fails with a conflict if another process has the same root open. Leftovers of interrupted loads in `tmp/`
+    /// are removed, and layer directories and records that do not match are reconciled.
+    pub fn open(
+        root: impl Into<PathBuf>,
+        db: Arc<Store>,
+        config: ImageConfig,
+    ) -> Result<ImageStore> {
+        let root = root.into();
+        let blobs_dir = root.join("blobs").join("sha256");
+        let layers_dir = root.join("layers");
+        let tmp_dir = root.join("tmp");
+        let empty_dir = root.join("empty");
+        for dir in [&blobs_dir, &layers_dir, &tmp_dir, &empty_dir] {
+            fs::create_dir_all(dir)
+                .context(format!("create image store directory {}", dir.display()))?;
+        }
+        let lock = lock_root(&root)?;
+        for entry in fs::read_dir(&tmp_dir)
+            .context(format!("list {}", tmp_dir.display()))?
+            .flatten()
+        {
+            remove_any(&entry.path());
+        }
+        let store = ImageStore {
+            inner: Arc::new(Inner {
+                blobs: BlobStore::new(blobs_dir, tmp_dir.clone()),
+                root,
+                layers_dir,
+                tmp_dir,
+                empty_dir,
+                db,
+                config,
+                records: Mutex::new(()),
+                layer_locks: Mutex::new(HashMap::new()),
+                gc: RwLock::new(()),
+                gc_pending: Mutex::new((BTreeSet::new(), BTreeSet::new())),
+                _lock: lock,
+            }),
+        };
+        store.reconcile_layers()?;
+        Ok(store)
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The store's settings.
+    pub fn config(&self) -> &ImageConfig {
+        &self.inner.config
+    }
+
+    /// The blobs.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    /// The directory a layer is (or would be) unpacked in.
+    pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
+        self.inner.layers_dir.join(diff_id.hex())
+    }
+
+    /// Loads a `docker save` archive or an OCI image-layout tarball. Every blob is verified against its digest and
+    /// every layer against its diff ID before the image becomes visible; names the archive gives move to the new
+    /// images (an image left with no name stays, as Docker does).
+    pub async fn load<R>(&self, reader: R, options: &LoadOptions) -> Result<Vec<LoadedImage>>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let store = self.clone();
+        let options = ReadOptions {
+            name: options.name.clone(),
+            platform: options.platform.clone(),
+        };
+        tokio::task::spawn_blocking(move || {
+            let reader = tokio_util::io::SyncIoBridge::new(reader);
+            store.load_blocking(reader, &options)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("image load task failed: {e}")))?
+    }
+
+    /// [`load`](Self::load) for a synchronous reader; call it off the async runtime's worker threads.
+    pub fn load_blocking(
+        &self,
+        reader: impl std::io::Read,
+        options: &ReadOptions,
+    ) -> Result<Vec<LoadedImage>> {
+        let limits = &self.inner.config.limits;
+        let mut staged = StagedArchive::read(reader, &self.inner.blobs, limits)?;
+        let sources = archive::images(&staged, options, limits)?;
+        let guard = self.hold_gc();
+        let mut loaded = Vec::new();
+        for source in sources {
+            loaded.push(self.store_image(&mut staged, source)?);
+        }
+        drop(guard);
+        self.run_pending_gc();
+        Ok(loaded)
+    }
+
+    /// Keeps removals of layers and blobs away until the guard is dropped.
+    pub(crate) fn hold_gc(&self) -> RwLockReadGuard<'_, ()> {
+        self.inner.gc.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn store_image(&self, staged: &mut StagedArchive, source: ImageSource) -> Result<LoadedImage> {
+        let id = source.config_digest;
+        let what = format!("image {}", short_id(&id.to_string()));
+        let (config, diff_ids) = ConfigFile::parse(&source.config, &format!("config of {what}"))?;
+        if diff_ids.len() != source.layers.len() {
+            return Err(Error::bad_request(format!(
+                "{what}: the config lists {} layers but the manifest has {}",
+                diff_ids.len(),
+                source.layers.len()
+            )));
+        }
+        self.inner.blobs.put_bytes(&source.config, &id, "config")?;
+        let manifest = match &source.manifest {
+            Some((bytes, digest, media_type)) => {
+                self.inner.blobs.put_bytes(bytes, digest, "manifest")?;
+                Some(BlobRef {
+                    digest: digest.to_string(),
+                    size: bytes.len() as u64,
+                    media_type: media_type.clone(),
+                })
+            }
+            None => None,
+        };
+        let budget = ImageBudget::new(self.inner.config.limits.max_image_size);
+        let mut layers = Vec::with_capacity(diff_ids.len());
+        let mut size = 0;
+        for (layer, diff_id) in source.layers.iter().zip(&diff_ids) {
+            let blob_path = self.commit_staged(staged, layer)?;
+            let record =
+                self.ensure_layer(diff_id, &format!("layer {}", layer.digest), &budget, || {
+                    File::open(&blob_path)
+                        .map_err(|e| Error::io(format!("open layer blob {}", layer.digest), e))
+                })?;
+            size += record.size;
+            let blob = BlobRef {
+                digest: layer.digest.to_string(),
+                size: layer.size,
+                media_type: layer.media_type.clone(),
+            };
+            layers.push(ImageLayer {
+                diff_id: diff_id.to_string(),
+                blob,
+            });
+        }
+        let digests: Vec<String> = match &manifest {
+            Some(m) => source
+                .names
+                .iter()
+                .filter_map(|n| ImageName::parse(n).ok())
+                .map(|n| n.with_digest(&m.digest))
+                .collect(),
+            None => Vec::new(),
+        };
+        let image = Image {
+            id: id.to_string(),
+            repo_tags: Vec::new(),
+            repo_digests: Vec::new(),
+            created: config.created,
+            architecture: config.architecture,
+            os: config.os,
+            variant: config.variant,
+            author: config.author,
+            config: config.config,
+            layers,
+            size,
+            manifest,
+            loaded_at: husk_core::now_rfc3339(),
+        };
+        self.record_image(image, &source.names, &digests)?;
+        Ok(LoadedImage {
+            id: id.to_string(),
+            names: source.names,
+        })
+    }
+
+    /// Moves a staged layer blob into the blob store (once, however many images share it).
+    fn commit_staged(
+        &self,
+        staged: &mut StagedArchive,
+        layer: &archive::LayerSource,
+    ) -> Result<PathBuf> {
+        let blobs = &self.inner.blobs;
+        if blobs.contains(&layer.digest) {
+            return Ok(blobs.path(&layer.digest));
+        }
+        let file = staged.take(&layer.path).ok_or_else(|| {
+            Error::internal(format!("layer {} was staged but is gone", layer.digest))
+        })?;
+        blobs.commit(file, &layer.digest, Some(layer.size), "layer")
+    }
+
+    /// Makes sure the layer `diff_id` is unpacked, unpacking what `open` returns if it is not. Concurrent calls for
+    /// one layer unpack it once; the others wait and reuse it.
+    pub(crate) fn ensure_layer<R: std::io::Read>(
+        &self,
+        diff_id: &Digest,
+        label: &str,
+        budget: &Arc<ImageBudget>,
+        open: impl FnOnce() -> Result<R>,
+    ) -> Result<LayerRecord> {
+        let lock = self.layer_lock(diff_id);
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.ensure_layer_locked(diff_id, label, budget, open);
+        drop(_held);
+        self.release_layer_lock(diff_id, lock);
+        result
+    }
+
+    fn ensure_layer_locked<R: std::io::Read>(
+        &self,
+        diff_id: &Digest,
+        label: &str,
+        budget: &Arc<ImageBudget>,
+        open: impl FnOnce() -> Result<R>,
+    ) -> Result<LayerRecord> {
+        if let Some(record) = self.present_layer(diff_id)? {
+            if !budget.take(record.tar_size) {
+                return Err(Error::new(
+                    ErrorKind::LimitExceeded,
+                    format!(
+                        "{label}: the image is larger than the image size limit of {} bytes (max_image_size)",
+                        budget.max()
+                    ),
+                ));
+            }
+            return Ok(record);
+        }
+        let limits = &self.inner.config.limits;
+        let tmp = self.inner.tmp_dir.join(format!(
+            "layer-{}-{:08x}",
+            &diff_id.hex()[..12],
+            rand::random::<u32>()
+        ));
+        fs::create_dir(&tmp).context(format!("create {}", tmp.display()))?;
+        let cleanup = RemoveOnDrop(Some(tmp.clone()));
+        let options = UnpackOptions {
+            max_size: limits.max_layer_size,
+            max_entries: limits.max_layer_entries,
+            allow_devices: self.inner.config.allow_devices,
+            image_budget: Some(budget.clone()),
+        };
+        let stats = unpack_layer(open()?, &tmp, label, &options)?;
+        if stats.diff_id != *diff_id {
+            return Err(Error::bad_request(format!(
+                "{label}: its uncompressed content hashes to {}, but the image config says the layer is {diff_id}: the blob is corrupt or the image is inconsistent",
+                stats.diff_id
+            )));
+        }
+        let dest = self.layer_dir(diff_id);
+        if dest.exists() {
+            // A directory without a record: left by a crash between rename and record. Ours replaces it.
+            remove_any(&dest);
+        }
+        fs::rename(&tmp, &dest).context(format!("move layer {diff_id} into {}", dest.display()))?;
+        cleanup.keep();
+        let record = LayerRecord {
+            diff_id: diff_id.to_string(),
+            size: stats.content_size,
+            tar_size: stats.tar_size,
+            entries: stats.entries,
+            created_at: husk_core::now_rfc3339(),
+        };
+        self.inner.db.upsert(&record)?;
+        Ok(record)
+    }
+
+    /// The layer's record if it is unpacked.
+    pub(crate) fn present_layer(&self, diff_id: &Digest) -> Result<Option<LayerRecord>> {
+        let record = self.inner.db.get::<LayerRecord>(&diff_id.to_string())?;
+        Ok(record.filter(|_| self.layer_dir(diff_id).is_dir()))
+    }
+
+    fn layer_lock(&self, diff_id: &Digest) -> Arc<Mutex<()>> {
+        let mut locks = self
+            .inner
+            .layer_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        locks.entry(*diff_id).or_default().clone()
+    }
+
+    fn release_layer_lock(&self, diff_id: &Digest, lock: Arc<Mutex<()>>) {
+        let mut locks = self
+            .inner
+            .layer_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        drop(lock);
+        if locks
+            .get(diff_id)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            locks.remove(diff_id);
+        }
+    }
+
+    /// Stores an image record, giving it `names` and `digests` (taken off any other image that had them).
+    fn record_image(&self, mut image: Image, names: &[String], digests: &[String]) -> Result<()> {
+        let _records = self.inner.records.lock().unwrap_or_else(|p| p.into_inner());
+        self.inner.db.transaction(|tx| {
+            if let Some(existing) = tx.get::<Image>(&image.id)? {
+                image.repo_tags = existing.repo_tags;
+                image.repo_digests = existing.repo_digests;
+                image.loaded_at = existing.loaded_at;
+            }
+            for mut other in tx.list::<Image>()? {
+                if other.id == image.id {
+                    continue;
+                }
+                let before = other.repo_tags.len() + other.repo_digests.len();
+                other.repo_tags.retain(|t| !names.contains(t));
+                other.repo_digests.retain(|d| !digests.contains(d));
+                if other.repo_tags.len() + other.repo_digests.len() != before {
+                    tracing::info!(image = %other.id, "names moved to image {}", image.id);
+                    tx.update(&other)?;
+                }
+            }
+            for n in names {
+                if !image.repo_tags.contains(n) {
+                    image.repo_tags.push(n.clone());
+                }
+            }
+            for d in digests {
+                if !image.repo_digests.contains(d) {
+                    image.repo_digests.push(d.clone());
+                }
+            }
+            tx.upsert(&image)
+        })
+    }
+
+    /// The image a reference names: `name[:tag]` or `name@sha256:...` (normalised as Docker does), a full ID
+    /// (with or without `sha256:`), or a unique ID prefix.
+    pub fn resolve(&self, reference: &str) -> Result<Image> {
+        let text = reference.trim();
+        if text.is_empty() {
+            return Err(Error::invalid("image", "empty image reference"));
+        }
+        if reference::looks_like_full_id(text) {
+            let id = format!(
+                "sha256:{}",
+                text.trim_start_matches("sha256:").to_ascii_lowercase()
+            );
+            return self
+                .inner
+                .db
+                .get::<Image>(&id)?
+                .ok_or_else(|| Error::not_found(format!("image {text}")));
+        }
+        let images = self.inner.db.list::<Image>()?;
+        let parsed = ImageName::parse(text);
+        if let Ok(name) = &parsed {
+            let found = match (name.digested(), name.tagged()) {
+                (Some(d), _) => images.iter().find(|i| i.repo_digests.contains(&d)),
+                (None, Some(t)) => images.iter().find(|i| i.repo_tags.contains(&t)),
+                (None, None) => None,
+            };
+            if let Some(image) = found {
+                return Ok(image.clone());
+            }
+        }
+        let hex = text.strip_prefix("sha256:").unwrap_or(text);
+        if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hex = hex.to_ascii_lowercase();
+            let matches: Vec<&Image> = images
+                .iter()
+                .filter(|i| i.id.trim_start_matches("sha256:").starts_with(&hex))
+                .collect();
+            match matches.len() {
+                0 => {}
+                1 => return Ok(matches[0].clone()),
+                _ => {
+                    return Err(Error::invalid(
+                        "image",
+                        format!("the image ID prefix {text:?} is ambiguous: give more characters"),
+                    ));
+                }
+            }
+        }
+        match parsed {
+            Err(e) if !hex.bytes().all(|b| b.is_ascii_hexdigit()) => Err(e),
+            _ => Err(Error::not_found(format!("image {text}"))),
+        }
+    }
+
+    /// Same as [`resolve`](Self::resolve): the image's full record.
+    pub fn inspect(&self, reference: &str) -> Result<Image> {
+        self.resolve(reference)
+    }
+
+    /// Every image, newest first.
+    pub fn list(&self) -> Result<Vec<Image>> {
+        let mut images = self.inner.db.list::<Image>()?;
+        images.sort_by(|a, b| b.loaded_at.cmp(&a.loaded_at));
+        Ok(images)
+    }
+
+    /// The image's config JSON exactly as it arrived.
+    pub fn raw_config(&self, image: &Image) -> Result<Vec<u8>> {
+        self.inner
+            .blobs
+            .read(&image.digest()?, self.inner.config.limits.max_json_size)
+    }
+
+    /// Gives the image `source` refers to the name `target` (`repo[:tag]`, normalised); the name leaves any other
+    /// image that had it.
+    pub fn tag(&self, source: &str, target: &str) -> Result<()> {
+        let name = reference::normalize_tag(target)?;
+        let image = self.resolve(source)?;
+        self.record_image(image, &[name], &[])
+    }
+
+    /// Removes an image or one of its names, following Docker's rules:
+    ///
+    /// - By name (`busybox`, `repo@sha256:...`): the name is taken off. If it was the image's last name, the image
+    ///   is deleted too. When that last name belongs to an image a container uses (`in_use(id)`), nothing changes
+    ///   unless `force`. Taking off a repository's last tag also takes off that repository's digests.
+    /// - By ID or ID prefix: the image is deleted with all its names if they are all in one repository with at most
+    ///   one tag; names in several repositories need `force`.
+    /// - An image a container uses is never deleted: without `force` the removal fails with a conflict; with `force`
+    ///   its names are taken off and the image stays, nameless, until no container uses it and `prune` removes it.
+    ///
+    /// Layers and blobs no other image uses are removed with the image.
+    pub fn remove(
+        &self,
+        reference: &str,
+        force: bool,
+        in_use: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<Removed>> {
+        let image = self.resolve(reference)?;
+        let by_id = is_id_prefix(&image.id, reference.trim());
+        let used = in_use(&image.id);
+        let short = short_id(&image.id);
+        let plan = if by_id {
+            plan_remove_by_id(&image, force, used)?
+        } else {
+            let name = ImageName::parse(reference.trim())?;
+            let key = name
+                .digested()
+                .or_else(|| name.tagged())
+                .unwrap_or_default();
+            if !force && used && image.repo_tags.len() + image.repo_digests.len() == 1 {
+                return Err(Error::conflict(format!(
+                    "unable to remove the name {key} (must force): a container uses its image {short}"
+                )));
+            }
+            plan_untag(&image, &key)
+        };
+        let delete = plan.delete && !used;
+        if plan.delete && used && !force {
+            return Err(Error::conflict(format!(
+                "unable to delete image {short} (must force): a container uses it"
+            )));
+        }
+        let mut out: Vec<Removed> = plan.untag.iter().cloned().map(Removed::Untagged).collect();
+        {
+            let _records = self.inner.records.lock().unwrap_or_else(|p| p.into_inner());
+            self.inner.db.transaction(|tx| {
+                let Some(mut current) = tx.get::<Image>(&image.id)? else {
+                    return Err(Error::not_found(format!("image {reference}")));
+                };
+                current.repo_tags.retain(|t| !plan.untag.contains(t));
+                current.repo_digests.retain(|d| !plan.untag.contains(d));
+                if delete {
+                    tx.delete::<Image>(&image.id)?;
+                } else {
+                    tx.update(&current)?;
+                }
+                Ok(())
+            })?;
+        }
+        if delete {
+            out.push(Removed::Deleted(image.id.clone()));
+            self.collect_image(&image)?;
+        }
+        Ok(out)
+    }
+
+    /// Removes the layers and blobs of a deleted image that no remaining image uses (or queues them while loads run).
+    fn collect_image(&self, image: &Image) -> Result<()> {
+        let mut layers = BTreeSet::new();
+        let mut blobs = BTreeSet::new();
+        blobs.insert(image.digest()?);
+        if let Some(m) = &image.manifest {
+            blobs.insert(Digest::parse(&m.digest, "manifest digest")?);
+        }
+        for l in &image.layers {
+            layers.insert(Digest::parse(&l.diff_id, "diff ID")?);
+            blobs.insert(Digest::parse(&l.blob.digest, "layer digest")?);
+        }
+        {
+            let mut pending = self
+                .inner
+                .gc_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            pending.0.extend(layers);
+            pending.1.extend(blobs);
+        }
+        self.run_pending_gc();
+        Ok(())
+    }
+
+    /// Removes queued layers and blobs that no image references, if no load runs now.
+    fn run_pending_gc(&self) {
+        let Ok(_exclusive) = self.inner.gc.try_write() else {
+            return;
+        };
+        let (layers, blobs) = std::mem::take(
+            &mut *self
+                .inner
+                .gc_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        if layers.is_empty() && blobs.is_empty() {
+            return;
+        }
+        if let Err(e) = self.remove_unreferenced(Some((&layers, &blobs))) {
+            tracing::warn!(error = %e.message, "removing unused layers failed");
+        }
+    }
+
+    /// Removes layers and blobs no image references: among `candidates` only, or all of them when None.
+    /// The caller holds the gc lock exclusively. Returns the bytes freed.
+    fn remove_unreferenced(
+        &self,
+        candidates: Option<(&BTreeSet<Digest>, &BTreeSet<Digest>)>,
+    ) -> Result<u64> {
+        let (used_layers, used_blobs) = self.referenced()?;
+        let mut freed = 0;
+        let layer_ids: Vec<Digest> = match candidates {
+            Some((layers, _)) => layers.iter().copied().collect(),
+            None => self
+                .inner
+                .db
+                .list::<LayerRecord>()?
+                .iter()
+                .filter_map(|r| Digest::parse(&r.diff_id, "diff ID").ok())
+                .collect(),
+        };
+        for diff_id in layer_ids.iter().filter(|d| !used_layers.contains(d)) {
+            let record = self.inner.db.get::<LayerRecord>(&diff_id.to_string())?;
+            self.remove_layer(diff_id)?;
+            freed += record.map(|r| r.size).unwrap_or(0);
+        }
+        let blob_ids: Vec<Digest> = match candidates {
+            Some((_, blobs)) => blobs.iter().copied().collect(),
+            None => self
+                .inner
+                .blobs
+                .list()?
+                .into_iter()
+                .map(|(d, _)| d)
+                .collect(),
+        };
+        for digest in blob_ids.iter().filter(|d| !used_blobs.contains(d)) {
+            freed += self.inner.blobs.size(digest).unwrap_or(0);
+            self.inner.blobs.remove(digest)?;
+        }
+        Ok(freed)
+    }
+
+    /// Layers and blobs some image refers to.
+    fn referenced(&self) -> Result<(HashSet<Digest>, HashSet<Digest>)> {
+        let mut layers = HashSet::new();
+        let mut blobs = HashSet::new();
+        for image in self.inner.db.list::<Image>()? {
+            blobs.insert(image.digest()?);
+            if let Some(m) = &image.manifest {
+                blobs.extend(Digest::parse(&m.digest, "manifest digest").ok());
+            }
+            for l in &image.layers {
+                layers.extend(Digest::parse(&l.diff_id, "diff ID").ok());
+                blobs.extend(Digest::parse(&l.blob.digest, "layer digest").ok());
+            }
+        }
+        Ok((layers, blobs))
+    }
+
+    /// Removes one layer: its directory vanishes at once (renamed into tmp/), then its record.
+    fn remove_layer(&self, diff_id: &Digest) -> Result<()> {
+        let dir = self.layer_dir(diff_id);
+        if dir.exists() {
+            let trash = self.inner.tmp_dir.join(format!(
+                "removed-{}-{:08x}",
+                &diff_id.hex()[..12],
+                rand::random::<u32>()
+            ));
+            fs::rename(&dir, &trash).context(format!("remove layer {diff_id}"))?;
+            remove_any(&trash);
+        }
+        self.inner.db.delete::<LayerRecord>(&diff_id.to_string())?;
+        Ok(())
+    }
+
+    /// Removes images nothing needs and then every layer and blob no image references, including what interrupted
+    /// loads and pulls left. Images removed: those without a name (`all`: every image) that no container uses.
+    pub fn prune(&self, all: bool, in_use: &dyn Fn(&str) -> bool) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        let _exclusive = self.inner.gc.write().unwrap_or_else(|p| p.into_inner());
+        {
+            let _records = self.inner.records.lock().unwrap_or_else(|p| p.into_inner());
+            for image in self.inner.db.list::<Image>()? {
+                let unnamed = image.repo_tags.is_empty() && image.repo_digests.is_empty();
+                if (all || unnamed)
+                    && !in_use(&image.id)
+                    && self.inner.db.delete::<Image>(&image.id)?
+                {
+                    report.images_deleted.push(image.id.clone());
+                }
+            }
+        }
+        report.space_reclaimed = self.remove_unreferenced(None)?;
+        // Layer directories without a record (a crash between unpacking and recording).
+        for entry in fs::read_dir(&self.inner.layers_dir)
+            .context("list layers")?
+            .flatten()
+        {
+            let name = entry.file_name();
+            let Some(d) = name.to_str().and_then(Digest::from_hex) else {
+                continue;
+            };
+            if self.inner.db.get::<LayerRecord>(&d.to_string())?.is_none() {
+                self.remove_layer(&d)?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Drops layer records whose directory is gone and directories that are not named like a layer.
+    fn reconcile_layers(&self) -> Result<()> {
+        for record in self.inner.db.list::<LayerRecord>()? {
+            let Ok(d) = Digest::parse(&record.diff_id, "diff ID") else {
+                continue;
+            };
+            if !self.layer_dir(&d).is_dir() {
+                tracing::warn!(layer = %d, "layer directory missing: record dropped");
+                self.inner.db.delete::<LayerRecord>(&record.diff_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The layer directories of `image`, bottom first, for an overlayfs root filesystem. An image without layers
+    /// gets one empty directory (overlayfs needs a lower dir).
+    pub fn rootfs_layers(&self, image: &Image) -> Result<RootfsLayers> {
+        let mut layers = Vec::with_capacity(image.layers.len().max(1));
+        for l in &image.layers {
+            let diff_id = Digest::parse(&l.diff_id, "diff ID")?;
+            let dir = self.layer_dir(&diff_id);
+            if !dir.is_dir() {
+                return Err(Error::not_found(format!(
+                    "layer {diff_id} of image {} (its directory {} is missing; remove the image and load or pull it again)",
+                    image.display_name(),
+                    dir.display()
+                )));
+            }
+            layers.push(dir);
+        }
+        if layers.is_empty() {
+            layers.push(self.inner.empty_dir.clone());
+        }
+        Ok(RootfsLayers {
+            image_id: image.id.clone(),
+            image_name: image.display_name(),
+            layers,
+        })
+    }
+}
+
+/// What `prune` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// IDs of deleted images.
+    pub images_deleted: Vec<String>,
+    /// Bytes freed (layer content and blobs).
+    pub space_reclaimed: u64,
+}
+
+/// What a removal will do.
+#[derive(Debug)]
+struct RemovePlan {
+    untag: Vec<String>,
+    delete: bool,
+}
+
+/// Docker's test: a reference is an ID prefix when the ID (with or without `sha256:`) starts with it.
+fn is_id_prefix(id: &str, reference: &str) -> bool {
+    !reference.is_empty()
+        && (id.starts_with(reference) || id.trim_start_matches("sha256:").starts_with(reference))
+}
+
+fn repository_of(name: &str) -> String {
+    ImageName::parse(name).map(|n| n.name()).unwrap_or_default()
+}
+
+fn plan_remove_by_id(image: &Image, force: bool, used: bool) -> Result<RemovePlan> {
+    let short = short_id(&image.id);
+    if used && !force {
+        return Err(Error::conflict(format!(
+            "unable to delete image {short} (must force): a container uses it"
+        )));
+    }
+    let repos: BTreeSet<String> = image
+        .repo_tags
+        .iter()
+        .chain(&image.repo_digests)
+        .map(|n| repository_of(n))
+        .collect();
+    let all_names: Vec<String> = image
+        .repo_tags
+        .iter()
+        .chain(&image.repo_digests)
+        .cloned()
+        .collect();
+    if repos.len() <= 1 && image.repo_tags.len() <= 1 {
+        return Ok(RemovePlan {
+            untag: all_names,
+            delete: true,
+        });
+    }
+    if !force {
+        return Err(Error::conflict(format!(
+            "unable to delete image {short} (must force): it is referenced in several repositories or by several tags"
+        )));
+    }
+    Ok(RemovePlan {
+        untag: all_names,
+        delete: true,
+    })
+}
+
+fn plan_untag(image: &Image, key: &str) -> RemovePlan {
+    let mut untag = vec![key.to_string()];
+    let repo = repository_of(key);
+    let is_tag = image.repo_tags.iter().any(|t| t == key);
+    if is_tag
+        && !image
+            .repo_tags
+            .iter()
+            .any(|t| t != key && repository_of(t) == repo)
+    {
+        untag.extend(
+            image
+                .repo_digests
+                .iter()
+                .filter(|d| repository_of(d) == repo)
+                .cloned(),
+        );
+    }
+    let remaining = image
+        .repo_tags
+        .iter()
+        .chain(&image.repo_digests)
+        .filter(|n| !untag.contains(n))
+        .count();
+    RemovePlan {
+        untag,
+        delete: remaining == 0,
+    }
+}
+
+fn lock_root(root: &Path) -> Result<File> {
+    let path = root.join("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .context(format!("open {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::conflict(format!(
+            "the image store {} is in use by another process",
+            root.display()
+        ))),
+        Err(e) => Err(Error::io(format!("lock {}", path.display()), e.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(tags: &[&str], digests: &[&str]) -> Image {
+        Image {
+            id: format!("sha256:{}", "a".repeat(64)),
+            repo_tags: tags.iter().map(|s| s.to_string()).collect(),
+            repo_digests: digests.iter().map(|s| s.to_string()).collect(),
+            created: None,
+            architecture: String::new(),
+            os: String::new(),
+            variant: None,
+            author: None,
+            config: Default::default(),
+            layers: Vec::new(),
+            size: 0,
+            manifest: None,
+            loaded_at: String::new(),
+        }
+    }
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn untag_rules() {
+        let img = image(&["docker.io/library/a:1", "docker.io/library/a:2"], &[]);
+        let p = plan_untag(&img, "docker.io/library/a:1");
+        assert_eq!((p.untag.len(), p.delete), (1, false));
+        let digest = format!("docker.io/library/a@{D}");
+        let img = image(&["docker.io/library/a:1"], &[&digest]);
+        let p = plan_untag(&img, "docker.io/library/a:1");
+        assert_eq!(p.untag, vec!["docker.io/library/a:1".to_string(), digest]);
+        assert!(
+            p.delete,
+            "the last tag of a repository takes its digests along"
+        );
+    }
+
+    #[test]
+    fn remove_by_id_rules() {
+        let one_repo = image(&["docker.io/library/a:1"], &[]);
+        assert!(plan_remove_by_id(&one_repo, false, false).unwrap().delete);
+        assert_eq!(
+            plan_remove_by_id(&one_repo, false, true).unwrap_err().kind,
+            ErrorKind::Conflict
+        );
+        let two = image(&["docker.io/library/a:1", "docker.io/library/b:1"], &[]);
+        assert_eq!(
+            plan_remove_by_id(&two, false, false).unwrap_err().kind,
+            ErrorKind::Conflict
+        );
+        assert_eq!(plan_remove_by_id(&two, true, false).unwrap().untag.len(), 2);
+        assert!(is_id_prefix(&one_repo.id, "aaaa"));
+        assert!(is_id_prefix(&one_repo.id, "sha256:aa"));
+        assert!(!is_id_prefix(&one_repo.id, "busybox"));
+    }
+}
