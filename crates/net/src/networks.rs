@@ -555,53 +555,91 @@ impl Networks {
     ) -> Result<Attachment> {
         let list = self.network(network)?;
         let _ports = self.ports_lock.lock().unwrap_or_else(|p| p.into_inner());
-        if !ports.is_empty() {
-            if !list.has_capability("portMappings") {
-                return Err(Error::invalid(
-                    "ports",
-                    format!(
-                        "network {network:?} has no plugin with the portMappings capability (such as portmap); cannot publish ports"
-                    ),
-                ));
-            }
-            self.check_ports_free(sandbox_id, ports)?;
+        if !ports.is_empty() && !list.has_capability("portMappings") {
+            return Err(Error::invalid(
+                "ports",
+                format!(
+                    "network {network:?} has no plugin with the portMappings capability (such as \
+                     portmap); cannot publish ports"
+                ),
+            ));
         }
+        let ports = if ports.is_empty() {
+            Vec::new()
+        } else {
+            self.claim_ports(sandbox_id, ports)?
+        };
         // Hold the catalog (read) until the record exists, so `remove` cannot delete the network in between.
         let _catalog = self.read_catalog();
-        let record = Attachment::new(sandbox_id, &list, SANDBOX_IFNAME, netns, ports);
+        let record = Attachment::new(sandbox_id, &list, SANDBOX_IFNAME, netns, &ports);
         self.cache.put(&record)?;
         Ok(record)
     }
 
-    fn check_ports_free(&self, sandbox_id: &str, wanted: &[PortMapping]) -> Result<()> {
-        let attachments = self.cache.all()?;
-        for port in wanted {
-            for other in attachments.iter().filter(|a| a.sandbox_id != sandbox_id) {
+    /// The request's ports, in order, with every host port 0 (`-P`) replaced by a free one from the dynamic
+    /// range, after checking that each is free:
+    /// not published by another sandbox of this daemon, not forwarded by another CNI user's rule, not bound
+    /// by a host process.
+    fn claim_ports(&self, sandbox_id: &str, wanted: &[PortMapping]) -> Result<Vec<PortMapping>> {
+        let others: Vec<Attachment> = self
+            .cache
+            .all()?
+            .into_iter()
+            .filter(|a| a.sandbox_id != sandbox_id)
+            .collect();
+        let rules = iptables::forwarded_ports().unwrap_or_else(|e| {
+            tracing::warn!(
+                "cannot read forwarded ports from iptables, checking only this daemon's: {e}"
+            );
+            Vec::new()
+        });
+        let taken = |port: &PortMapping| -> Result<()> {
+            for other in &others {
                 for theirs in &other.ports {
-                    if ports::overlaps(
-                        port,
-                        ports::host_ip(theirs)?,
-                        theirs.host_port,
-                        &theirs.protocol,
-                    ) {
+                    let ip = ports::host_ip(theirs)?;
+                    if ports::overlaps(port, ip, theirs.host_port, &theirs.protocol) {
                         return Err(ports::taken_by_sandbox(port, &other.sandbox_id));
                     }
                 }
             }
-        }
-        match iptables::forwarded_ports() {
-            Ok(rules) => {
-                for port in wanted {
-                    if let Some(rule) = ports::find_forwarded(port, &rules, sandbox_id) {
-                        return Err(ports::taken_by_rule(port, rule));
-                    }
-                }
+            if let Some(rule) = ports::find_forwarded(port, &rules, sandbox_id) {
+                return Err(ports::taken_by_rule(port, rule));
             }
-            Err(e) => tracing::warn!(
-                "cannot read forwarded ports from iptables, checking only this daemon's: {e}"
-            ),
+            ports::check_bindable(port)
+        };
+        // Fixed host ports first, so a picked one never takes a port the request names itself.
+        let mut claimed: Vec<PortMapping> = Vec::with_capacity(wanted.len());
+        for port in wanted.iter().filter(|p| p.host_port != 0) {
+            taken(port)?;
+            claimed.push(port.clone());
         }
-        wanted.iter().try_for_each(ports::check_bindable)
+        let mut result = Vec::with_capacity(wanted.len());
+        for port in wanted {
+            if port.host_port != 0 {
+                result.push(port.clone());
+                continue;
+            }
+            let is_free = |candidate: &PortMapping| {
+                let ip = ports::host_ip(candidate).ok().flatten();
+                let clash = claimed
+                    .iter()
+                    .any(|c| ports::overlaps(c, ip, candidate.host_port, &candidate.protocol));
+                !clash && taken(candidate).is_ok()
+            };
+            let free = ports::DYNAMIC_RANGE
+                .map(|host_port| PortMapping {
+                    host_port,
+                    ..port.clone()
+                })
+                .find(is_free)
+                .ok_or_else(|| {
+                    let what = format!("{}/{}", port.container_port, port.protocol);
+                    Error::conflict(format!("no free host port to publish {what}"))
+                })?;
+            claimed.push(free.clone());
+            result.push(free);
+        }
+        Ok(result)
     }
 
     fn add(&self, mut record: Attachment, netns: &Path) -> Result<NetworkStatus> {

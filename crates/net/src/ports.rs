@@ -9,6 +9,10 @@ use serde_json::{Value, json};
 
 use crate::iptables::ForwardedPort;
 
+/// Where host ports are picked for mappings that ask for any (host port 0, as `-P` does): Linux's default
+/// dynamic range, as Docker uses.
+pub(crate) const DYNAMIC_RANGE: std::ops::RangeInclusive<u16> = 32768..=60999;
+
 /// The host address of a mapping, `None` for every address.
 pub(crate) fn host_ip(port: &PortMapping) -> Result<Option<IpAddr>> {
     if port.host_ip.is_empty() {
@@ -35,7 +39,7 @@ pub(crate) fn validate(ports: &[PortMapping]) -> Result<()> {
                 format!("port mapping {port}: protocol must be tcp or udp"),
             ));
         }
-        if port.host_port == 0 || port.container_port == 0 {
+        if port.container_port == 0 {
             return Err(Error::invalid(
                 "ports",
                 format!("port mapping {port}: ports are numbers from 1 to 65535"),
@@ -52,7 +56,7 @@ pub(crate) fn validate(ports: &[PortMapping]) -> Result<()> {
         }
         if let Some(other) = ports[..i]
             .iter()
-            .find(|o| overlaps(o, ip, port.host_port, &port.protocol))
+            .find(|o| port.host_port != 0 && overlaps(o, ip, port.host_port, &port.protocol))
         {
             return Err(Error::invalid(
                 "ports",
@@ -218,6 +222,14 @@ mod tests {
             err.message
         );
         assert!(validate(&[p("[::1]:8080:80")]).is_err());
+        let any = PortMapping {
+            host_port: 0,
+            ..p("9000:80")
+        };
+        assert!(
+            validate(&[any.clone(), any]).is_ok(),
+            "host port 0 means: pick one"
+        );
     }
 
     #[test]

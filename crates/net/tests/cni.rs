@@ -151,12 +151,28 @@ fn published_port_answers_on_localhost_and_teardown_removes_everything() {
     let ns = Netns::new();
     let id = sandbox_id();
     let (local, any) = (free_port(), free_port());
-    let request = with_ports(&[&format!("127.0.0.1:{local}:80"), &format!("{any}:81")]);
+    let mut request = with_ports(&[&format!("127.0.0.1:{local}:80"), &format!("{any}:81")]);
+    // Host port 0 (what -P asks for): husk picks a free one.
+    let picked = PortMapping {
+        host_ip: "127.0.0.1".into(),
+        host_port: 0,
+        container_port: 82,
+        protocol: "tcp".into(),
+    };
+    request.ports.push(picked);
     let status = networks.setup(&id, &ns.path, &request).unwrap();
-    assert_eq!(status.ports, request.ports);
+    assert_eq!(status.ports[..2], request.ports[..2]);
+    let chosen = status.ports[2].host_port;
+    assert!((32768..=60999).contains(&chosen), "{:?}", status.ports);
+    assert_eq!(networks.status(&id).unwrap().unwrap().ports, status.ports);
 
     serve_in(&ns.path, 80, "published", 1);
     serve_in(&ns.path, 81, "published on every address", 1);
+    serve_in(&ns.path, 82, "published on a picked port", 1);
+    assert_eq!(
+        read_from(([127, 0, 0, 1], chosen).into()).unwrap(),
+        "published on a picked port"
+    );
     assert_eq!(
         read_from(([127, 0, 0, 1], local).into()).unwrap(),
         "published"
@@ -502,7 +518,10 @@ struct BridgeCleanup(String);
 
 impl Drop for BridgeCleanup {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
         remove_rules_mentioning(&[&self.0]);
     }
 }

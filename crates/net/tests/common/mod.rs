@@ -84,7 +84,10 @@ impl Drop for TestNet {
             }
         }
         let bridge = self.config.default_bridge.clone();
-        let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
         remove_rules_mentioning(&[&bridge, &self.config.default_network, &self.subnet_prefix]);
     }
 }
