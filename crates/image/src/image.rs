@@ -144,10 +144,10 @@ pub struct RunConfig {
     #[serde(deserialize_with = "null_default")]
     pub user: String,
     /// Ports as `80/tcp`.
-    #[serde(deserialize_with = "set_keys")]
+    #[serde(deserialize_with = "set_keys", serialize_with = "as_set")]
     pub exposed_ports: Vec<String>,
     /// Volume paths.
-    #[serde(deserialize_with = "set_keys")]
+    #[serde(deserialize_with = "set_keys", serialize_with = "as_set")]
     pub volumes: Vec<String>,
     /// LABELs.
     #[serde(deserialize_with = "null_default")]
@@ -200,10 +200,29 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<St
     })
 }
 
-/// `{"80/tcp": {}}` becomes `["80/tcp"]`.
+/// `{"80/tcp": {}}` (Docker's set) becomes `["80/tcp"]`; a plain list is read too.
 fn set_keys<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
-    let map: Option<BTreeMap<String, serde_json::Value>> = Option::deserialize(d)?;
-    Ok(map.map(|m| m.into_keys().collect()).unwrap_or_default())
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Set(BTreeMap<String, serde_json::Value>),
+        List(Vec<String>),
+    }
+    Ok(match Option::<Either>::deserialize(d)? {
+        None => Vec::new(),
+        Some(Either::Set(m)) => m.into_keys().collect(),
+        Some(Either::List(v)) => v,
+    })
+}
+
+/// Writes a list as Docker's set: `{"80/tcp": {}}`.
+fn as_set<S: serde::Serializer>(items: &[String], s: S) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(items.len()))?;
+    for item in items {
+        map.serialize_entry(item, &serde_json::json!({}))?;
+    }
+    map.end()
 }
 
 /// An image config file (the blob the image ID is the digest of), the parts husk reads.
@@ -364,6 +383,8 @@ mod tests {
         assert_eq!(c.config.exposed_ports, vec!["53/udp", "80/tcp"]);
         assert_eq!(c.config.volumes, vec!["/data"]);
         assert_eq!(c.config.stop_signal.as_deref(), Some("SIGQUIT"));
+        let round: RunConfig = serde_json::from_value(serde_json::to_value(&c.config).unwrap()).unwrap();
+        assert_eq!(round, c.config, "what is stored reads back the same");
         let h = c.config.healthcheck.unwrap();
         assert_eq!(
             (h.test.len(), h.interval, h.retries),

@@ -181,13 +181,13 @@ impl ImageStore {
         let mut staged = StagedArchive::read(reader, &self.inner.blobs, limits)?;
         let sources = archive::images(&staged, options, limits)?;
         let guard = self.hold_gc();
-        let mut loaded = Vec::new();
-        for source in sources {
-            loaded.push(self.store_image(&mut staged, source)?);
-        }
+        let loaded: Result<Vec<LoadedImage>> = sources
+            .into_iter()
+            .map(|source| self.store_image(&mut staged, source))
+            .collect();
         drop(guard);
         self.run_pending_gc();
-        Ok(loaded)
+        loaded
     }
 
     /// Keeps removals of layers and blobs away until the guard is dropped.
@@ -743,7 +743,10 @@ impl ImageStore {
     /// gets one empty directory (overlayfs needs a lower dir).
     pub fn rootfs_layers(&self, image: &Image) -> Result<RootfsLayers> {
         let mut layers = Vec::with_capacity(image.layers.len().max(1));
-        for l in &image.layers {
+        // A layer listed twice is mounted once, at its upper position: every entry of the lower copy is shadowed
+        // by the same entry in the upper one, so the merged view is the same (and overlayfs wants distinct dirs).
+        let mut seen = HashSet::new();
+        for l in image.layers.iter().rev() {
             let diff_id = Digest::parse(&l.diff_id, "diff ID")?;
             let dir = self.layer_dir(&diff_id);
             if !dir.is_dir() {
@@ -753,8 +756,11 @@ impl ImageStore {
                     dir.display()
                 )));
             }
-            layers.push(dir);
+            if seen.insert(diff_id) {
+                layers.push(dir);
+            }
         }
+        layers.reverse();
         if layers.is_empty() {
             layers.push(self.inner.empty_dir.clone());
         }
