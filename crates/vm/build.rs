@@ -5,17 +5,52 @@ use tonic_build::manual::{Builder, Method, Service};
 
 /// (name, route, input, output, client streaming, server streaming)
 const METHODS: &[(&str, &str, &str, &str, bool, bool)] = &[
-    ("version", "Version", "VersionRequest", "VersionResponse", false, false),
-    ("create_container", "CreateContainer", "CreateContainerRequest", "Empty", false, false),
-    ("start", "Start", "StartRequest", "StartResponse", false, false),
+    (
+        "version",
+        "Version",
+        "VersionRequest",
+        "VersionResponse",
+        false,
+        false,
+    ),
+    (
+        "create_container",
+        "CreateContainer",
+        "CreateContainerRequest",
+        "Empty",
+        false,
+        false,
+    ),
+    (
+        "start",
+        "Start",
+        "StartRequest",
+        "StartResponse",
+        false,
+        false,
+    ),
     ("exec", "Exec", "ExecRequest", "StartResponse", false, false),
     ("signal", "Signal", "SignalRequest", "Empty", false, false),
     ("wait", "Wait", "WaitRequest", "WaitResponse", false, false),
     ("stdio", "Stdio", "StdioIn", "StdioOut", true, true),
     ("resize", "Resize", "ResizeRequest", "Empty", false, false),
-    ("stats", "Stats", "StatsRequest", "StatsResponse", false, false),
+    (
+        "stats",
+        "Stats",
+        "StatsRequest",
+        "StatsResponse",
+        false,
+        false,
+    ),
     ("list", "List", "Empty", "ListResponse", false, false),
-    ("remove_container", "RemoveContainer", "RemoveRequest", "Empty", false, false),
+    (
+        "remove_container",
+        "RemoveContainer",
+        "RemoveRequest",
+        "Empty",
+        false,
+        false,
+    ),
     ("pause", "Pause", "PauseRequest", "Empty", false, false),
     ("shutdown", "Shutdown", "Empty", "Empty", false, false),
 ];
@@ -37,6 +72,8 @@ fn main() {
         }
         service = service.method(m.build());
     }
-    Builder::new().build_transport(false).compile(&[service.build()]);
+    Builder::new()
+        .build_transport(false)
+        .compile(&[service.build()]);
     println!("cargo:rerun-if-changed=build.rs");
 }

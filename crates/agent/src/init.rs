@@ -39,7 +39,13 @@ impl BootOptions {
         for word in cmdline.split_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
             match key {
-                "husk.shares" => o.shares = value.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                "husk.shares" => {
+                    o.shares = value
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                }
                 "husk.transport" => o.vsock = value == "vsock",
                 "husk.bare" => o.bare = true,
                 "husk.hostname" if !value.is_empty() => o.hostname = Some(value.to_string()),
@@ -50,7 +56,13 @@ impl BootOptions {
     }
 }
 
-fn mount_fs(source: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<()> {
+fn mount_fs(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
     std::fs::create_dir_all(target).context(format!("create {target}"))?;
     match mount(Some(source), target, Some(fstype), flags, data) {
         Ok(()) | Err(nix::errno::Errno::EBUSY) => Ok(()),
@@ -61,7 +73,13 @@ fn mount_fs(source: &str, target: &str, fstype: &str, flags: MsFlags, data: Opti
 /// The first mounts: /dev, /proc, /sys.
 pub fn early_mounts() -> Result<()> {
     let common = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
-    mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755"))?;
+    mount_fs(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
     mount_fs("proc", "/proc", "proc", common | MsFlags::MS_NODEV, None)?;
     mount_fs("sysfs", "/sys", "sysfs", common | MsFlags::MS_NODEV, None)?;
     Ok(())
@@ -85,14 +103,26 @@ pub fn load_modules(release: &str) -> usize {
 
 fn load_module(path: &Path) -> Result<()> {
     let file = File::open(path).context(format!("open module {}", path.display()))?;
-    let compressed = [".xz", ".zst", ".gz"].iter().any(|s| path.to_string_lossy().ends_with(s));
+    let compressed = [".xz", ".zst", ".gz"]
+        .iter()
+        .any(|s| path.to_string_lossy().ends_with(s));
     let flags = if compressed { 4 } else { 0 }; // MODULE_INIT_COMPRESSED_FILE
     // SAFETY: finit_module with an open descriptor, an empty NUL-terminated parameter string and flags.
-    let r = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), c"".as_ptr(), flags) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+        )
+    };
     if r < 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(Error::backend(format!("load module {}: {e}", path.display())));
+            return Err(Error::backend(format!(
+                "load module {}: {e}",
+                path.display()
+            )));
         }
     }
     Ok(())
@@ -106,16 +136,30 @@ pub fn leave_initramfs() -> Result<()> {
         let _ = std::fs::remove_dir_all(gone);
     }
     let _ = std::fs::remove_file("/init");
-    mount_fs("rootfs", "/newroot", "tmpfs", MsFlags::empty(), Some("mode=0755"))?;
+    mount_fs(
+        "rootfs",
+        "/newroot",
+        "tmpfs",
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )?;
     for dir in ["dev", "proc", "sys"] {
         let target = format!("/newroot/{dir}");
         std::fs::create_dir_all(&target).context(format!("create {target}"))?;
-        mount(Some(format!("/{dir}").as_str()), target.as_str(), None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-            .map_err(|e| Error::backend(format!("move /{dir} to the new root: {e}")))?;
+        mount(
+            Some(format!("/{dir}").as_str()),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(|e| Error::backend(format!("move /{dir} to the new root: {e}")))?;
     }
     std::env::set_current_dir("/newroot").context("enter /newroot")?;
-    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(|e| Error::backend(format!("move the new root onto /: {e}")))?;
-    nix::unistd::chroot(".").map_err(|e| Error::backend(format!("chroot into the new root: {e}")))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| Error::backend(format!("move the new root onto /: {e}")))?;
+    nix::unistd::chroot(".")
+        .map_err(|e| Error::backend(format!("chroot into the new root: {e}")))?;
     std::env::set_current_dir("/").context("enter /")?;
     for dir in ["etc", "tmp", "run", "mnt"] {
         std::fs::create_dir_all(format!("/{dir}")).context(format!("create /{dir}"))?;
@@ -125,20 +169,56 @@ pub fn leave_initramfs() -> Result<()> {
 
 /// Mounts made in the final root: /run, /tmp, /dev/pts, /dev/shm and cgroup2; returns the cgroup root if any.
 pub fn late_mounts() -> Result<Option<PathBuf>> {
-    mount_fs("run", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
-    mount_fs("tmp", "/tmp", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
-    mount_fs("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("ptmxmode=0666,mode=0620"))?;
-    mount_fs("shm", "/dev/shm", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+    mount_fs(
+        "run",
+        "/run",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    mount_fs(
+        "tmp",
+        "/tmp",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    mount_fs(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("ptmxmode=0666,mode=0620"),
+    )?;
+    mount_fs(
+        "shm",
+        "/dev/shm",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
     if !Path::new("/dev/ptmx").exists() {
         let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
     }
     let cg = "/sys/fs/cgroup";
-    if mount_fs("cgroup2", cg, "cgroup2", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None).is_err() {
+    if mount_fs(
+        "cgroup2",
+        cg,
+        "cgroup2",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )
+    .is_err()
+    {
         crate::log!("no cgroup v2 in this kernel: no limits, statistics or pause");
         return Ok(None);
     }
     let available = std::fs::read_to_string(format!("{cg}/cgroup.controllers")).unwrap_or_default();
-    let enable: Vec<String> = available.split_whitespace().filter(|c| ["cpu", "memory", "pids"].contains(c)).map(|c| format!("+{c}")).collect();
+    let enable: Vec<String> = available
+        .split_whitespace()
+        .filter(|c| ["cpu", "memory", "pids"].contains(c))
+        .map(|c| format!("+{c}"))
+        .collect();
     if let Err(e) = std::fs::write(format!("{cg}/cgroup.subtree_control"), enable.join(" ")) {
         crate::log!("enable cgroup controllers {enable:?}: {e}");
     }
@@ -151,7 +231,10 @@ pub fn loopback_up() -> Result<()> {
     unsafe {
         let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if sock < 0 {
-            return Err(Error::backend(format!("socket: {}", std::io::Error::last_os_error())));
+            return Err(Error::backend(format!(
+                "socket: {}",
+                std::io::Error::last_os_error()
+            )));
         }
         let mut ifr: libc::ifreq = std::mem::zeroed();
         for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
@@ -176,16 +259,18 @@ pub fn mount_shares(tags: &[String]) -> HashMap<String, PathBuf> {
     let mut shares = HashMap::new();
     for tag in tags {
         let target = PathBuf::from("/run/husk/shares").join(tag);
-        let r = std::fs::create_dir_all(&target).map_err(|e| e.to_string()).and_then(|_| {
-            mount(
-                Some(tag.as_str()),
-                &target,
-                Some("9p"),
-                MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
-                Some("trans=virtio,version=9p2000.L,msize=262144,cache=loose"),
-            )
+        let r = std::fs::create_dir_all(&target)
             .map_err(|e| e.to_string())
-        });
+            .and_then(|_| {
+                mount(
+                    Some(tag.as_str()),
+                    &target,
+                    Some("9p"),
+                    MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+                    Some("trans=virtio,version=9p2000.L,msize=262144,cache=loose"),
+                )
+                .map_err(|e| e.to_string())
+            });
         match r {
             Ok(()) => {
                 shares.insert(tag.clone(), target);
@@ -210,7 +295,9 @@ pub fn find_port(name: &str, timeout: Duration) -> Result<PathBuf> {
             }
         }
         if start.elapsed() > timeout {
-            return Err(Error::not_found(format!("virtio-serial port {name:?} (no /sys/class/virtio-ports/*/name says so)")));
+            return Err(Error::not_found(format!(
+                "virtio-serial port {name:?} (no /sys/class/virtio-ports/*/name says so)"
+            )));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -244,7 +331,9 @@ pub fn power_off() -> ! {
 
 /// The kernel's release, for finding modules.
 pub fn release() -> String {
-    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -253,7 +342,9 @@ mod tests {
 
     #[test]
     fn boot_options_parse() {
-        let o = BootOptions::parse("console=ttyS0 quiet husk.shares=husk0,husk1 husk.transport=vsock husk.hostname=web panic=-1");
+        let o = BootOptions::parse(
+            "console=ttyS0 quiet husk.shares=husk0,husk1 husk.transport=vsock husk.hostname=web panic=-1",
+        );
         assert_eq!(o.shares, ["husk0", "husk1"]);
         assert!(o.vsock && !o.bare);
         assert_eq!(o.hostname.as_deref(), Some("web"));

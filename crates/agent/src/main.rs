@@ -39,7 +39,11 @@ fn main() {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             log!("cannot start the async runtime: {e}");
@@ -78,7 +82,11 @@ fn pid1() -> ! {
     init::set_hostname(opts.hostname.as_deref().unwrap_or("husk"));
     let shares = init::mount_shares(&opts.shares);
     log!("{loaded} modules loaded, {} shares mounted", shares.len());
-    let env = AgentEnv { run_dir: PathBuf::from("/run/husk"), shares, cgroup_root };
+    let env = AgentEnv {
+        run_dir: PathBuf::from("/run/husk"),
+        shares,
+        cgroup_root,
+    };
     let rt = runtime();
     let r: Result<()> = rt.block_on(async move {
         let (service, mut shutdown) = make_service(env)?;
@@ -86,20 +94,15 @@ fn pid1() -> ! {
             if opts.vsock {
                 server::serve_vsock(service, AGENT_VSOCK_PORT).await
             } else {
-                let port = tokio::task::spawn_blocking(|| init::find_port(AGENT_PORT_NAME, Duration::from_secs(30)))
-                    .await
-                    .map_err(|e| Error::internal(e.to_string()))??;
+                let port = tokio::task::spawn_blocking(|| {
+                    init::find_port(AGENT_PORT_NAME, Duration::from_secs(30))
+                })
+                .await
+                .map_err(|e| Error::internal(e.to_string()))??;
                 server::serve_port(service, &port).await
             }
         };
-        tokio::select! {
-            r = serve => r,
-            _ = shutdown.recv() => {
-                // Let the answer to the shutdown call reach the host first.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                Ok(())
-            }
-        }
+        serve_until_shutdown(serve, &mut shutdown).await
     });
     if let Err(e) = r {
         log!("{e}");
@@ -111,12 +114,19 @@ fn pid1() -> ! {
 fn make_service(env: AgentEnv) -> Result<(AgentService, tokio::sync::mpsc::Receiver<()>)> {
     let reaper = Reaper::start().map_err(|e| Error::backend(format!("watch SIGCHLD: {e}")))?;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    Ok((AgentService::new(env, Arc::new(NamespaceRuntime), reaper, tx), rx))
+    Ok((
+        AgentService::new(env, Arc::new(NamespaceRuntime), reaper, tx),
+        rx,
+    ))
 }
 
 /// Serving on a unix socket on the host, for tests.
 fn host_mode(args: Vec<String>) -> Result<()> {
-    let usage = || Error::bad_request("usage: husk-agent --listen SOCKET --run-dir DIR [--share TAG=DIR]... [--cgroup DIR]");
+    let usage = || {
+        Error::bad_request(
+            "usage: husk-agent --listen SOCKET --run-dir DIR [--share TAG=DIR]... [--cgroup DIR]",
+        )
+    };
     let (mut listen, mut run_dir, mut shares, mut cgroup_root) = (None, None, HashMap::new(), None);
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -133,19 +143,35 @@ fn host_mode(args: Vec<String>) -> Result<()> {
             _ => return Err(usage()),
         }
     }
-    let (Some(listen), Some(run_dir)) = (listen, run_dir) else { return Err(usage()) };
+    let (Some(listen), Some(run_dir)) = (listen, run_dir) else {
+        return Err(usage());
+    };
     // Orphans of the containers come back to us, as they would to PID 1.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let env = AgentEnv { run_dir, shares, cgroup_root };
+    let env = AgentEnv {
+        run_dir,
+        shares,
+        cgroup_root,
+    };
     runtime().block_on(async move {
         let (service, mut shutdown) = make_service(env)?;
-        tokio::select! {
-            r = server::serve_unix(service, &listen) => r,
-            _ = shutdown.recv() => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                Ok(())
-            }
-        }
+        serve_until_shutdown(server::serve_unix(service, &listen), &mut shutdown).await
     })
+}
+
+/// Runs `serve` until it fails or a shutdown is asked for; then keeps serving a little longer so that the
+/// answer to the shutdown call (and any other call in flight) reaches the host.
+async fn serve_until_shutdown(
+    serve: impl std::future::Future<Output = Result<()>>,
+    shutdown: &mut tokio::sync::mpsc::Receiver<()>,
+) -> Result<()> {
+    tokio::pin!(serve);
+    tokio::select! {
+        r = &mut serve => r,
+        _ = shutdown.recv() => {
+            let _ = tokio::time::timeout(Duration::from_millis(500), &mut serve).await;
+            Ok(())
+        }
+    }
 }

@@ -53,7 +53,10 @@ impl Reaper {
 
     /// Runs `spawn` (which starts a child and returns its PID) with exits held back, and registers the PID, so
     /// an exit cannot be missed however fast the child is. Returns the PID and a receiver of its wait status.
-    pub fn spawn<E>(&self, spawn: impl FnOnce() -> Result<i32, E>) -> Result<(i32, oneshot::Receiver<i32>), E> {
+    pub fn spawn<E>(
+        &self,
+        spawn: impl FnOnce() -> Result<i32, E>,
+    ) -> Result<(i32, oneshot::Receiver<i32>), E> {
         let mut inner = self.lock();
         let pid = spawn()?;
         let (tx, rx) = oneshot::channel();

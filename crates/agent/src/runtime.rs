@@ -84,9 +84,22 @@ pub trait Runtime: Send + Sync {
     /// Prepares the container's root filesystem.
     fn create(&self, c: &ContainerSetup) -> Result<()>;
     /// Starts the container's main process.
-    fn start(&self, c: &ContainerSetup, p: &ProcessSpec, io: ChildStdio, reaper: &Reaper) -> Result<Started>;
+    fn start(
+        &self,
+        c: &ContainerSetup,
+        p: &ProcessSpec,
+        io: ChildStdio,
+        reaper: &Reaper,
+    ) -> Result<Started>;
     /// Starts another process in the running container whose main process is `init_pid`.
-    fn exec(&self, c: &ContainerSetup, init_pid: i32, p: &ProcessSpec, io: ChildStdio, reaper: &Reaper) -> Result<Started>;
+    fn exec(
+        &self,
+        c: &ContainerSetup,
+        init_pid: i32,
+        p: &ProcessSpec,
+        io: ChildStdio,
+        reaper: &Reaper,
+    ) -> Result<Started>;
     /// Removes what `create` made (the caller has killed the processes).
     fn delete(&self, c: &ContainerSetup) -> Result<()>;
 }
@@ -96,7 +109,8 @@ pub trait Runtime: Send + Sync {
 pub struct NamespaceRuntime;
 
 fn cstr(s: impl AsRef<[u8]>, what: &str) -> Result<CString> {
-    CString::new(s.as_ref().to_vec()).map_err(|_| Error::bad_request(format!("{what} contains a NUL byte")))
+    CString::new(s.as_ref().to_vec())
+        .map_err(|_| Error::bad_request(format!("{what} contains a NUL byte")))
 }
 
 fn cpath(p: &Path) -> Result<CString> {
@@ -123,7 +137,9 @@ pub fn resolve_executable(rootfs: &Path, name: &str, env: &[String]) -> Result<S
             return Ok(candidate);
         }
     }
-    Err(Error::not_found(format!("executable {name:?} in the container's PATH ({path})")))
+    Err(Error::not_found(format!(
+        "executable {name:?} in the container's PATH ({path})"
+    )))
 }
 
 /// Resolves `user` (`uid[:gid]`, or a name in the container's /etc/passwd) to numeric IDs.
@@ -136,13 +152,21 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32)> {
         None => (user, None),
     };
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > 3 && (f[0] == u || f[2] == u));
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && (f[0] == u || f[2] == u));
     let uid = match u.parse::<u32>() {
         Ok(n) => n,
         Err(_) => entry
             .as_ref()
             .and_then(|f| f[2].parse().ok())
-            .ok_or_else(|| Error::invalid("user", format!("no user {u:?} in the container's /etc/passwd")))?,
+            .ok_or_else(|| {
+                Error::invalid(
+                    "user",
+                    format!("no user {u:?} in the container's /etc/passwd"),
+                )
+            })?,
     };
     let gid = match g {
         Some(g) => match g.parse::<u32>() {
@@ -154,7 +178,12 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32)> {
                     .map(|l| l.split(':').collect::<Vec<_>>())
                     .find(|f| f.len() > 2 && f[0] == g)
                     .and_then(|f| f[2].parse().ok())
-                    .ok_or_else(|| Error::invalid("user", format!("no group {g:?} in the container's /etc/group")))?
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "user",
+                            format!("no group {g:?} in the container's /etc/group"),
+                        )
+                    })?
             }
         },
         None => entry.as_ref().and_then(|f| f[3].parse().ok()).unwrap_or(0),
@@ -169,6 +198,14 @@ struct MountOp {
     fstype: CString,
     flags: libc::c_ulong,
     data: CString,
+}
+
+/// The mount points, mounts, device nodes and /dev links of a container's root.
+struct RootSetup {
+    mkdirs: Vec<CString>,
+    mounts: Vec<MountOp>,
+    nodes: Vec<(CString, libc::dev_t)>,
+    links: Vec<(CString, CString)>,
 }
 
 /// Everything the child does, prepared before `clone`.
@@ -195,15 +232,33 @@ struct ChildPlan {
 
 const NO_FD: RawFd = -1;
 
-fn container_mounts(rootfs: &Path) -> Result<(Vec<CString>, Vec<MountOp>, Vec<(CString, libc::dev_t)>, Vec<(CString, CString)>)> {
+fn container_mounts(rootfs: &Path) -> Result<RootSetup> {
     let p = |rel: &str| cpath(&rootfs.join(rel));
     let c = |s: &str| cstr(s, "mount option");
     let mkdirs = vec![p("proc")?, p("dev")?, p("sys")?];
     let nosuid = libc::MS_NOSUID;
     let mounts = vec![
-        MountOp { source: c("proc")?, target: p("proc")?, fstype: c("proc")?, flags: nosuid | libc::MS_NODEV | libc::MS_NOEXEC, data: c("")? },
-        MountOp { source: c("tmpfs")?, target: p("dev")?, fstype: c("tmpfs")?, flags: nosuid | libc::MS_STRICTATIME, data: c("mode=755,size=65536k")? },
-        MountOp { source: c("sysfs")?, target: p("sys")?, fstype: c("sysfs")?, flags: nosuid | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY, data: c("")? },
+        MountOp {
+            source: c("proc")?,
+            target: p("proc")?,
+            fstype: c("proc")?,
+            flags: nosuid | libc::MS_NODEV | libc::MS_NOEXEC,
+            data: c("")?,
+        },
+        MountOp {
+            source: c("tmpfs")?,
+            target: p("dev")?,
+            fstype: c("tmpfs")?,
+            flags: nosuid | libc::MS_STRICTATIME,
+            data: c("mode=755,size=65536k")?,
+        },
+        MountOp {
+            source: c("sysfs")?,
+            target: p("sys")?,
+            fstype: c("sysfs")?,
+            flags: nosuid | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
+            data: c("")?,
+        },
     ];
     let dev = |maj, min| libc::makedev(maj, min);
     let nodes = vec![
@@ -221,37 +276,65 @@ fn container_mounts(rootfs: &Path) -> Result<(Vec<CString>, Vec<MountOp>, Vec<(C
         (c("/proc/self/fd/2")?, p("dev/stderr")?),
         (c("pts/ptmx")?, p("dev/ptmx")?),
     ];
-    Ok((mkdirs, mounts, nodes, links))
+    Ok(RootSetup {
+        mkdirs,
+        mounts,
+        nodes,
+        links,
+    })
 }
 
 /// Mounts made after /dev exists (devpts and shm live inside the new /dev).
 fn dev_mounts(rootfs: &Path) -> Result<(Vec<CString>, Vec<MountOp>)> {
     let p = |rel: &str| cpath(&rootfs.join(rel));
     let c = |s: &str| cstr(s, "mount option");
-    Ok((vec![p("dev/pts")?, p("dev/shm")?], vec![
-        MountOp {
-            source: c("devpts")?,
-            target: p("dev/pts")?,
-            fstype: c("devpts")?,
-            flags: libc::MS_NOSUID | libc::MS_NOEXEC,
-            data: c("newinstance,ptmxmode=0666,mode=0620")?,
-        },
-        MountOp { source: c("shm")?, target: p("dev/shm")?, fstype: c("tmpfs")?, flags: libc::MS_NOSUID | libc::MS_NODEV, data: c("mode=1777,size=65536k")? },
-    ]))
+    Ok((
+        vec![p("dev/pts")?, p("dev/shm")?],
+        vec![
+            MountOp {
+                source: c("devpts")?,
+                target: p("dev/pts")?,
+                fstype: c("devpts")?,
+                flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+                data: c("newinstance,ptmxmode=0666,mode=0620")?,
+            },
+            MountOp {
+                source: c("shm")?,
+                target: p("dev/shm")?,
+                fstype: c("tmpfs")?,
+                flags: libc::MS_NOSUID | libc::MS_NODEV,
+                data: c("mode=1777,size=65536k")?,
+            },
+        ],
+    ))
 }
 
 fn open_cgroup_procs(c: &ContainerSetup) -> Result<Option<File>> {
     match &c.cgroup {
         Some(dir) => {
             let path = dir.join("cgroup.procs");
-            Ok(Some(std::fs::OpenOptions::new().write(true).open(&path).context(format!("open {}", path.display()))?))
+            Ok(Some(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .context(format!("open {}", path.display()))?,
+            ))
         }
         None => Ok(None),
     }
 }
 
-fn base_plan(c: &ContainerSetup, p: &ProcessSpec, io: &ChildStdio, err_fd: RawFd, cgroup: &Option<File>) -> Result<ChildPlan> {
-    let first = p.args.first().ok_or_else(|| Error::invalid("args", "the command is empty"))?;
+fn base_plan(
+    c: &ContainerSetup,
+    p: &ProcessSpec,
+    io: &ChildStdio,
+    err_fd: RawFd,
+    cgroup: &Option<File>,
+) -> Result<ChildPlan> {
+    let first = p
+        .args
+        .first()
+        .ok_or_else(|| Error::invalid("args", "the command is empty"))?;
     let exe = resolve_executable(&c.rootfs(), first, &p.env)?;
     Ok(ChildPlan {
         mnt_ns: NO_FD,
@@ -263,20 +346,33 @@ fn base_plan(c: &ContainerSetup, p: &ProcessSpec, io: &ChildStdio, err_fd: RawFd
         links: Vec::new(),
         readonly_root: false,
         hostname: None,
-        stdio: [io.stdin.as_raw_fd(), io.stdout.as_raw_fd(), io.stderr.as_raw_fd()],
+        stdio: [
+            io.stdin.as_raw_fd(),
+            io.stdout.as_raw_fd(),
+            io.stderr.as_raw_fd(),
+        ],
         tty: p.tty,
         uid: p.uid,
         gid: p.gid,
         cwd: cstr(if p.cwd.is_empty() { "/" } else { &p.cwd }, "cwd")?,
         exe: cstr(&exe, "command")?,
-        argv: p.args.iter().map(|a| cstr(a, "argument")).collect::<Result<_>>()?,
-        envp: p.env.iter().map(|e| cstr(e, "environment variable")).collect::<Result<_>>()?,
+        argv: p
+            .args
+            .iter()
+            .map(|a| cstr(a, "argument"))
+            .collect::<Result<_>>()?,
+        envp: p
+            .env
+            .iter()
+            .map(|e| cstr(e, "environment variable"))
+            .collect::<Result<_>>()?,
         err_fd,
     })
 }
 
 fn error_pipe() -> Result<(File, OwnedFd)> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::backend(format!("pipe: {e}")))?;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::backend(format!("pipe: {e}")))?;
     Ok((File::from(r), w))
 }
 
@@ -309,7 +405,11 @@ fn read_child_report(mut r: File, exe: &str) -> Result<()> {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::backend(format!("read the container process's start report: {e}"))),
+            Err(e) => {
+                return Err(Error::backend(format!(
+                    "read the container process's start report: {e}"
+                )));
+            }
         }
     }
     if got == 0 {
@@ -319,8 +419,19 @@ fn read_child_report(mut r: File, exe: &str) -> Result<()> {
     let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
     let err = std::io::Error::from_raw_os_error(errno);
     let what = STEPS.get(step).copied().unwrap_or("start");
-    let msg = format!("start the container process: {what}{}: {err}", if step == 16 { format!(" {exe}") } else { String::new() });
-    Err(if step == 16 && errno == libc::ENOENT { Error::not_found(format!("executable {exe} (exec failed: {err})")) } else { Error::backend(msg) })
+    let msg = format!(
+        "start the container process: {what}{}: {err}",
+        if step == 16 {
+            format!(" {exe}")
+        } else {
+            String::new()
+        }
+    );
+    Err(if step == 16 && errno == libc::ENOENT {
+        Error::not_found(format!("executable {exe} (exec failed: {err})"))
+    } else {
+        Error::backend(msg)
+    })
 }
 
 /// clone(2) with `flags` and fork semantics (no new stack); returns the child's PID in the parent.
@@ -328,9 +439,21 @@ fn clone_child(flags: libc::c_int, plan: &ChildPlan) -> Result<i32> {
     // SAFETY: the raw clone syscall without CLONE_VM gives the child a copy-on-write copy of this process, as
     // fork does. The child runs only `child_main`, which never returns and makes only system calls on `plan`,
     // which was fully built before the clone.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
     if pid < 0 {
-        return Err(Error::backend(format!("clone: {}", std::io::Error::last_os_error())));
+        return Err(Error::backend(format!(
+            "clone: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     if pid == 0 {
         child_main(plan);
@@ -341,11 +464,17 @@ fn clone_child(flags: libc::c_int, plan: &ChildPlan) -> Result<i32> {
 impl Runtime for NamespaceRuntime {
     fn create(&self, c: &ContainerSetup) -> Result<()> {
         if c.lower.is_empty() {
-            return Err(Error::invalid("layers", "a container needs at least one image layer"));
+            return Err(Error::invalid(
+                "layers",
+                "a container needs at least one image layer",
+            ));
         }
         for l in &c.lower {
             if !l.is_dir() {
-                return Err(Error::not_found(format!("image layer {} in the guest", l.display())));
+                return Err(Error::not_found(format!(
+                    "image layer {} in the guest",
+                    l.display()
+                )));
             }
         }
         let (upper, work, rootfs) = (c.dir.join("upper"), c.dir.join("work"), c.rootfs());
@@ -353,22 +482,54 @@ impl Runtime for NamespaceRuntime {
             std::fs::create_dir_all(d).context(format!("create {}", d.display()))?;
         }
         // overlayfs takes the top layer first.
-        let lower: Vec<String> = c.lower.iter().rev().map(|l| l.to_string_lossy().replace(':', "\\:")).collect();
-        let data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
-        nix::mount::mount(Some("overlay"), &rootfs, Some("overlay"), nix::mount::MsFlags::empty(), Some(data.as_str()))
-            .map_err(|e| Error::backend(format!("mount the overlay root of container {} ({data}): {e}", c.id)))?;
+        let lower: Vec<String> = c
+            .lower
+            .iter()
+            .rev()
+            .map(|l| l.to_string_lossy().replace(':', "\\:"))
+            .collect();
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            upper.display(),
+            work.display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &rootfs,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|e| {
+            Error::backend(format!(
+                "mount the overlay root of container {} ({data}): {e}",
+                c.id
+            ))
+        })?;
         if let Some(cg) = &c.cgroup {
             std::fs::create_dir_all(cg).context(format!("create cgroup {}", cg.display()))?;
         }
         Ok(())
     }
 
-    fn start(&self, c: &ContainerSetup, p: &ProcessSpec, io: ChildStdio, reaper: &Reaper) -> Result<Started> {
+    fn start(
+        &self,
+        c: &ContainerSetup,
+        p: &ProcessSpec,
+        io: ChildStdio,
+        reaper: &Reaper,
+    ) -> Result<Started> {
         let cgroup = open_cgroup_procs(c)?;
         let (report, err_w) = error_pipe()?;
         let mut plan = base_plan(c, p, &io, err_w.as_raw_fd(), &cgroup)?;
         let rootfs = c.rootfs();
-        let (mkdirs, mounts, nodes, links) = container_mounts(&rootfs)?;
+        let RootSetup {
+            mkdirs,
+            mounts,
+            nodes,
+            links,
+        } = container_mounts(&rootfs)?;
         let (dev_dirs, dev_mounts) = dev_mounts(&rootfs)?;
         plan.new_root = Some(cpath(&rootfs)?);
         plan.mkdirs = mkdirs;
@@ -378,7 +539,11 @@ impl Runtime for NamespaceRuntime {
         plan.nodes = nodes;
         plan.links = links;
         plan.readonly_root = c.readonly_rootfs;
-        plan.hostname = c.hostname.as_deref().map(|h| cstr(h, "hostname")).transpose()?;
+        plan.hostname = c
+            .hostname
+            .as_deref()
+            .map(|h| cstr(h, "hostname"))
+            .transpose()?;
         let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID;
         if plan.hostname.is_some() {
             flags |= libc::CLONE_NEWUTS;
@@ -390,23 +555,41 @@ impl Runtime for NamespaceRuntime {
         Ok(started)
     }
 
-    fn exec(&self, c: &ContainerSetup, init_pid: i32, p: &ProcessSpec, io: ChildStdio, reaper: &Reaper) -> Result<Started> {
+    fn exec(
+        &self,
+        c: &ContainerSetup,
+        init_pid: i32,
+        p: &ProcessSpec,
+        io: ChildStdio,
+        reaper: &Reaper,
+    ) -> Result<Started> {
         let cgroup = open_cgroup_procs(c)?;
         let ns = |kind: &str| {
             let path = format!("/proc/{init_pid}/ns/{kind}");
-            File::open(&path).map_err(|e| Error::conflict(format!("container {} is not running ({path}: {e})", c.id)))
+            File::open(&path).map_err(|e| {
+                Error::conflict(format!("container {} is not running ({path}: {e})", c.id))
+            })
         };
-        let (mnt, pid_ns, own_pid_ns) = (ns("mnt")?, ns("pid")?, File::open("/proc/self/ns/pid").context("open /proc/self/ns/pid")?);
+        let (mnt, pid_ns, own_pid_ns) = (
+            ns("mnt")?,
+            ns("pid")?,
+            File::open("/proc/self/ns/pid").context("open /proc/self/ns/pid")?,
+        );
         let (report, err_w) = error_pipe()?;
         let mut plan = base_plan(c, p, &io, err_w.as_raw_fd(), &cgroup)?;
         plan.mnt_ns = mnt.as_raw_fd();
         // pid_for_children is per thread: enter the container's PID namespace on this thread for the clone only.
-        nix::sched::setns(&pid_ns, nix::sched::CloneFlags::CLONE_NEWPID)
-            .map_err(|e| Error::backend(format!("enter the PID namespace of container {}: {e}", c.id)))?;
+        nix::sched::setns(&pid_ns, nix::sched::CloneFlags::CLONE_NEWPID).map_err(|e| {
+            Error::backend(format!(
+                "enter the PID namespace of container {}: {e}",
+                c.id
+            ))
+        })?;
         let started = reaper.spawn(|| clone_child(0, &plan));
         let restored = nix::sched::setns(&own_pid_ns, nix::sched::CloneFlags::CLONE_NEWPID);
         let started = started?;
-        restored.map_err(|e| Error::internal(format!("return to the agent's PID namespace: {e}")))?;
+        restored
+            .map_err(|e| Error::internal(format!("return to the agent's PID namespace: {e}")))?;
         drop(err_w);
         drop(io);
         read_child_report(report, &plan.exe.to_string_lossy())?;
@@ -422,10 +605,10 @@ impl Runtime for NamespaceRuntime {
         if c.dir.exists() {
             std::fs::remove_dir_all(&c.dir).context(format!("remove {}", c.dir.display()))?;
         }
-        if let Some(cg) = &c.cgroup {
-            if cg.exists() {
-                std::fs::remove_dir(cg).context(format!("remove cgroup {}", cg.display()))?;
-            }
+        if let Some(cg) = &c.cgroup
+            && cg.exists()
+        {
+            std::fs::remove_dir(cg).context(format!("remove cgroup {}", cg.display()))?;
         }
         Ok(())
     }
@@ -444,14 +627,22 @@ fn child_main(plan: &ChildPlan) -> ! {
             libc::write(plan.err_fd, msg.as_ptr().cast(), 8);
             libc::_exit(127)
         };
-        if plan.cgroup_procs != NO_FD && libc::write(plan.cgroup_procs, b"0".as_ptr().cast(), 1) < 0 {
+        if plan.cgroup_procs != NO_FD && libc::write(plan.cgroup_procs, b"0".as_ptr().cast(), 1) < 0
+        {
             fail(1);
         }
         if plan.mnt_ns != NO_FD && libc::setns(plan.mnt_ns, libc::CLONE_NEWNS) < 0 {
             fail(2);
         }
         if let Some(root) = &plan.new_root {
-            if libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) < 0 {
+            if libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) < 0
+            {
                 fail(3);
             }
             let mut mounts = plan.mounts.iter();
@@ -462,7 +653,14 @@ fn child_main(plan: &ChildPlan) -> ! {
                 }
             }
             for m in mounts.by_ref().take(3) {
-                if libc::mount(m.source.as_ptr(), m.target.as_ptr(), m.fstype.as_ptr(), m.flags, m.data.as_ptr().cast()) < 0 {
+                if libc::mount(
+                    m.source.as_ptr(),
+                    m.target.as_ptr(),
+                    m.fstype.as_ptr(),
+                    m.flags,
+                    m.data.as_ptr().cast(),
+                ) < 0
+                {
                     fail(5);
                 }
             }
@@ -482,26 +680,42 @@ fn child_main(plan: &ChildPlan) -> ! {
                 }
             }
             for m in mounts {
-                if libc::mount(m.source.as_ptr(), m.target.as_ptr(), m.fstype.as_ptr(), m.flags, m.data.as_ptr().cast()) < 0 {
+                if libc::mount(
+                    m.source.as_ptr(),
+                    m.target.as_ptr(),
+                    m.fstype.as_ptr(),
+                    m.flags,
+                    m.data.as_ptr().cast(),
+                ) < 0
+                {
                     fail(5);
                 }
             }
-            if libc::chdir(root.as_ptr()) < 0 || libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) < 0 {
+            if libc::chdir(root.as_ptr()) < 0
+                || libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) < 0
+            {
                 fail(8);
             }
-            if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) < 0 || libc::chdir(c"/".as_ptr()) < 0 {
+            if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) < 0 || libc::chdir(c"/".as_ptr()) < 0
+            {
                 fail(9);
             }
             if plan.readonly_root
-                && libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY, std::ptr::null()) < 0
+                && libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                    std::ptr::null(),
+                ) < 0
             {
                 fail(10);
             }
         }
-        if let Some(h) = &plan.hostname {
-            if libc::sethostname(h.as_ptr(), h.as_bytes().len()) < 0 {
-                fail(11);
-            }
+        if let Some(h) = &plan.hostname
+            && libc::sethostname(h.as_ptr(), h.as_bytes().len()) < 0
+        {
+            fail(11);
         }
         libc::setsid();
         for (target, fd) in plan.stdio.iter().enumerate() {
@@ -512,7 +726,12 @@ fn child_main(plan: &ChildPlan) -> ! {
         if plan.tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
             fail(13);
         }
-        if libc::setgroups(0, std::ptr::null()) < 0 || libc::setgid(plan.gid) < 0 || libc::setuid(plan.uid) < 0 {
+        // Raw system calls: glibc's setuid/setgid/setgroups would try to apply the change to every thread of
+        // the parent process (which the child does not have) and wait for them forever.
+        if libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) < 0
+            || libc::syscall(libc::SYS_setgid, plan.gid as libc::c_ulong) < 0
+            || libc::syscall(libc::SYS_setuid, plan.uid as libc::c_ulong) < 0
+        {
             fail(14);
         }
         if libc::chdir(plan.cwd.as_ptr()) < 0 {
@@ -534,12 +753,20 @@ fn child_main(plan: &ChildPlan) -> ! {
 /// Makes the child's stdio: a pseudo-terminal (returns the master) or three pipes (returns the parent's ends).
 pub fn make_stdio(tty: bool, stdin: bool) -> Result<(ChildStdio, ParentStdio)> {
     if tty {
-        let pty = nix::pty::openpty(None, None).map_err(|e| Error::backend(format!("openpty: {e}")))?;
+        let pty =
+            nix::pty::openpty(None, None).map_err(|e| Error::backend(format!("openpty: {e}")))?;
         let dup = |fd: &OwnedFd| fd.try_clone().context("duplicate the terminal");
-        let child = ChildStdio { stdin: dup(&pty.slave)?, stdout: dup(&pty.slave)?, stderr: pty.slave };
+        let child = ChildStdio {
+            stdin: dup(&pty.slave)?,
+            stdout: dup(&pty.slave)?,
+            stderr: pty.slave,
+        };
         return Ok((child, ParentStdio::Tty(pty.master)));
     }
-    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::backend(format!("pipe: {e}")));
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::backend(format!("pipe: {e}")))
+    };
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (child_in, parent_in) = if stdin {
@@ -549,7 +776,18 @@ pub fn make_stdio(tty: bool, stdin: bool) -> Result<(ChildStdio, ParentStdio)> {
         let null = File::open("/dev/null").context("open /dev/null")?;
         (OwnedFd::from(null), None)
     };
-    Ok((ChildStdio { stdin: child_in, stdout: out_w, stderr: err_w }, ParentStdio::Pipes { stdin: parent_in, stdout: out_r, stderr: err_r }))
+    Ok((
+        ChildStdio {
+            stdin: child_in,
+            stdout: out_w,
+            stderr: err_w,
+        },
+        ParentStdio::Pipes {
+            stdin: parent_in,
+            stdout: out_r,
+            stderr: err_r,
+        },
+    ))
 }
 
 /// The agent's ends of a process's stdio.
@@ -577,7 +815,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("bin")).unwrap();
         std::os::unix::fs::symlink("/bin/busybox", d.path().join("bin/echo")).unwrap();
-        assert_eq!(resolve_executable(d.path(), "echo", &[]).unwrap(), "/bin/echo");
+        assert_eq!(
+            resolve_executable(d.path(), "echo", &[]).unwrap(),
+            "/bin/echo"
+        );
         assert_eq!(resolve_executable(d.path(), "/x/y", &[]).unwrap(), "/x/y");
         let e = resolve_executable(d.path(), "nope", &["PATH=/bin".into()]).unwrap_err();
         assert_eq!(e.kind, husk_core::ErrorKind::NotFound);
@@ -589,7 +830,11 @@ mod tests {
     fn users_resolve_by_number_or_name() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("etc")).unwrap();
-        std::fs::write(d.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/sh\n").unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
         assert_eq!(resolve_user(d.path(), "").unwrap(), (0, 0));
         assert_eq!(resolve_user(d.path(), "www").unwrap(), (33, 34));

@@ -19,17 +19,27 @@ use crate::fdio::FdStream;
 use crate::service::AgentService;
 
 /// Serves one HTTP/2 connection until it ends.
-pub async fn serve_connection<IO>(service: AgentService, io: IO) -> std::result::Result<(), hyper::Error>
+pub async fn serve_connection<IO>(
+    service: AgentService,
+    io: IO,
+) -> std::result::Result<(), hyper::Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = TowerToHyperService::new(AgentServer::new(service).max_decoding_message_size(8 << 20));
-    hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(io), svc).await
+    let svc =
+        TowerToHyperService::new(AgentServer::new(service).max_decoding_message_size(8 << 20));
+    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), svc)
+        .await
 }
 
 /// Whether the host side of the port is connected (`POLLHUP` clear).
 fn host_connected(fd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN | libc::POLLOUT, revents: 0 };
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLOUT,
+        revents: 0,
+    };
     // SAFETY: poll on one valid pollfd with a zero timeout.
     let r = unsafe { libc::poll(&mut p, 1, 0) };
     r >= 0 && p.revents & libc::POLLHUP == 0
@@ -37,7 +47,11 @@ fn host_connected(fd: &OwnedFd) -> bool {
 
 /// Serves on the virtio-serial port at `dev` forever, one host connection after another.
 pub async fn serve_port(service: AgentService, dev: &Path) -> Result<()> {
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(dev).context(format!("open {}", dev.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .context(format!("open {}", dev.display()))?;
     let fd = OwnedFd::from(file);
     loop {
         while !host_connected(&fd) {
@@ -54,9 +68,13 @@ pub async fn serve_port(service: AgentService, dev: &Path) -> Result<()> {
 /// Serves every connection of a vsock listener on `port`.
 pub async fn serve_vsock(service: AgentService, port: u32) -> Result<()> {
     let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
-    let listener = tokio_vsock::VsockListener::bind(addr).context(format!("listen on vsock port {port}"))?;
+    let listener =
+        tokio_vsock::VsockListener::bind(addr).context(format!("listen on vsock port {port}"))?;
     loop {
-        let (stream, _) = listener.accept().await.context("accept a vsock connection")?;
+        let (stream, _) = listener
+            .accept()
+            .await
+            .context("accept a vsock connection")?;
         tokio::spawn(serve_connection(service.clone(), stream));
     }
 }
@@ -64,7 +82,8 @@ pub async fn serve_vsock(service: AgentService, port: u32) -> Result<()> {
 /// Serves every connection of a unix socket listener at `path` (the agent run on the host, for tests).
 pub async fn serve_unix(service: AgentService, path: &Path) -> Result<()> {
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path).context(format!("listen on {}", path.display()))?;
+    let listener =
+        tokio::net::UnixListener::bind(path).context(format!("listen on {}", path.display()))?;
     loop {
         let (stream, _) = listener.accept().await.context("accept a connection")?;
         tokio::spawn(serve_connection(service.clone(), stream));

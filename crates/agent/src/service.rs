@@ -166,22 +166,46 @@ fn st(e: Error) -> Status {
 }
 
 fn valid_id(field: &str, id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') || id.starts_with('.') {
-        return Err(Error::invalid(field, format!("bad {field} {id:?}: use letters, digits, '-', '_' and '.'")));
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        || id.starts_with('.')
+    {
+        return Err(Error::invalid(
+            field,
+            format!("bad {field} {id:?}: use letters, digits, '-', '_' and '.'"),
+        ));
     }
     Ok(())
 }
 
 impl AgentService {
     /// A service running containers with `runtime`; `shutdown` is signalled when the host asks to shut down.
-    pub fn new(env: AgentEnv, runtime: Arc<dyn Runtime>, reaper: Arc<Reaper>, shutdown: mpsc::Sender<()>) -> Self {
+    pub fn new(
+        env: AgentEnv,
+        runtime: Arc<dyn Runtime>,
+        reaper: Arc<Reaper>,
+        shutdown: mpsc::Sender<()>,
+    ) -> Self {
         AgentService {
-            inner: Arc::new(Inner { env, runtime, reaper, containers: Mutex::new(HashMap::new()), started: Instant::now(), shutdown }),
+            inner: Arc::new(Inner {
+                env,
+                runtime,
+                reaper,
+                containers: Mutex::new(HashMap::new()),
+                started: Instant::now(),
+                shutdown,
+            }),
         }
     }
 
     fn container(&self, id: &str) -> Result<Arc<Container>> {
-        lock(&self.inner.containers).get(id).cloned().ok_or_else(|| Error::not_found(format!("container {id:?} in this VM")))
+        lock(&self.inner.containers)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("container {id:?} in this VM")))
     }
 
     fn process(&self, container_id: &str, exec_id: &str) -> Result<(Arc<Container>, Arc<Proc>)> {
@@ -189,27 +213,43 @@ impl AgentService {
         let p = if exec_id.is_empty() {
             lock(&c.main).clone()
         } else {
-            lock(&c.execs).get(exec_id).cloned().ok_or_else(|| Error::not_found(format!("exec {exec_id:?} of container {container_id:?}")))?
+            lock(&c.execs).get(exec_id).cloned().ok_or_else(|| {
+                Error::not_found(format!("exec {exec_id:?} of container {container_id:?}"))
+            })?
         };
         Ok((c, p))
     }
 
     fn do_create(&self, req: proto::CreateContainerRequest) -> Result<()> {
         valid_id("id", &req.id)?;
-        let config: ContainerConfig =
-            serde_json::from_str(&req.config_json).map_err(|e| Error::invalid("config_json", format!("not a container configuration: {e}")))?;
+        let config: ContainerConfig = serde_json::from_str(&req.config_json).map_err(|e| {
+            Error::invalid("config_json", format!("not a container configuration: {e}"))
+        })?;
         if config.id != req.id {
-            return Err(Error::invalid("config_json", format!("configuration is for {:?}, not {:?}", config.id, req.id)));
+            return Err(Error::invalid(
+                "config_json",
+                format!("configuration is for {:?}, not {:?}", config.id, req.id),
+            ));
         }
         if config.process.args.is_empty() {
             return Err(Error::invalid("args", "the container's command is empty"));
         }
-        let share = self.inner.env.shares.get(&req.share_tag).ok_or_else(|| Error::not_found(format!("9p share {:?} in this VM", req.share_tag)))?;
+        let share =
+            self.inner.env.shares.get(&req.share_tag).ok_or_else(|| {
+                Error::not_found(format!("9p share {:?} in this VM", req.share_tag))
+            })?;
         let mut lower = Vec::new();
         for l in &req.layers {
             let rel = std::path::Path::new(l);
-            if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-                return Err(Error::invalid("layers", format!("layer path {l:?} must be relative and stay inside the share")));
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(Error::invalid(
+                    "layers",
+                    format!("layer path {l:?} must be relative and stay inside the share"),
+                ));
             }
             lower.push(share.join(rel));
         }
@@ -219,18 +259,35 @@ impl AgentService {
             lower,
             hostname: (!config.hostname.is_empty()).then(|| config.hostname.clone()),
             readonly_rootfs: config.security.readonly_rootfs,
-            cgroup: self.inner.env.cgroup_root.as_ref().map(|r| r.join(format!("husk-{}", req.id))),
+            cgroup: self
+                .inner
+                .env
+                .cgroup_root
+                .as_ref()
+                .map(|r| r.join(format!("husk-{}", req.id))),
         };
         let mut containers = lock(&self.inner.containers);
         if containers.contains_key(&req.id) {
-            return Err(Error::conflict(format!("container {:?} already exists in this VM", req.id)));
+            return Err(Error::conflict(format!(
+                "container {:?} already exists in this VM",
+                req.id
+            )));
         }
         self.inner.runtime.create(&setup)?;
         if let Some(cg) = &setup.cgroup {
             apply_limits(cg, &config.resources);
         }
         let main = Proc::new(config.process.tty, config.process.stdin);
-        containers.insert(req.id, Arc::new(Container { setup, config, main: Mutex::new(main), execs: Mutex::new(HashMap::new()), paused: Mutex::new(false) }));
+        containers.insert(
+            req.id,
+            Arc::new(Container {
+                setup,
+                config,
+                main: Mutex::new(main),
+                execs: Mutex::new(HashMap::new()),
+                paused: Mutex::new(false),
+            }),
+        );
         Ok(())
     }
 
@@ -246,16 +303,36 @@ impl AgentService {
         if p.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
             env.push("TERM=xterm".into());
         }
-        Ok(ProcessSpec { args: p.args.clone(), env, cwd: p.cwd.clone(), uid, gid, tty: p.tty })
+        Ok(ProcessSpec {
+            args: p.args.clone(),
+            env,
+            cwd: p.cwd.clone(),
+            uid,
+            gid,
+            tty: p.tty,
+        })
     }
 
     /// Starts `process` as `proc_` of container `c` (main when `init_pid` is None, else an exec).
-    fn launch(&self, c: &Arc<Container>, proc_: &Arc<Proc>, process: &husk_core::ProcessConfig, init_pid: Option<i32>) -> Result<i32> {
+    fn launch(
+        &self,
+        c: &Arc<Container>,
+        proc_: &Arc<Proc>,
+        process: &husk_core::ProcessConfig,
+        init_pid: Option<i32>,
+    ) -> Result<i32> {
         let spec = self.spec(c, process)?;
         let (child_io, parent_io) = make_stdio(spec.tty, process.stdin)?;
         let (pid, exited) = match init_pid {
-            None => self.inner.runtime.start(&c.setup, &spec, child_io, &self.inner.reaper)?,
-            Some(init) => self.inner.runtime.exec(&c.setup, init, &spec, child_io, &self.inner.reaper)?,
+            None => self
+                .inner
+                .runtime
+                .start(&c.setup, &spec, child_io, &self.inner.reaper)?,
+            Some(init) => {
+                self.inner
+                    .runtime
+                    .exec(&c.setup, init, &spec, child_io, &self.inner.reaper)?
+            }
         };
         *lock(&proc_.pid) = pid;
         let readers = self.pump_output(proc_, parent_io)?;
@@ -269,31 +346,51 @@ impl AgentService {
             *lock(&p.pty) = None;
             *p.input.lock().await = None;
             let code = exit_code(status);
-            let at_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+            let at_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0);
             lock(&p.hub).publish(Frame::Exit(code));
-            let _ = p.exit.send(Some(ExitInfo { code, at_ns }));
+            p.exit.send_replace(Some(ExitInfo { code, at_ns }));
         });
         Ok(pid)
     }
 
-    fn pump_output(&self, p: &Arc<Proc>, io: ParentStdio) -> Result<Vec<tokio::task::JoinHandle<()>>> {
-        let stream = |fd: OwnedFd| FdStream::new(fd).map_err(|e| Error::backend(format!("watch process output: {e}")));
+    fn pump_output(
+        &self,
+        p: &Arc<Proc>,
+        io: ParentStdio,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+        let stream = |fd: OwnedFd| {
+            FdStream::new(fd).map_err(|e| Error::backend(format!("watch process output: {e}")))
+        };
         let mut readers = Vec::new();
         match io {
             ParentStdio::Tty(master) => {
                 let master = Arc::new(master);
                 *lock(&p.pty) = Some(master.clone());
-                let dup = |m: &OwnedFd| m.try_clone().map_err(|e| Error::backend(format!("duplicate the terminal: {e}")));
+                let dup = |m: &OwnedFd| {
+                    m.try_clone()
+                        .map_err(|e| Error::backend(format!("duplicate the terminal: {e}")))
+                };
                 readers.push(spawn_reader(p.clone(), stream(dup(&master)?)?, true));
                 if p.stdin {
-                    *p.input.try_lock().map_err(|_| Error::internal("stdin busy"))? = Some(stream(dup(&master)?)?);
+                    *p.input
+                        .try_lock()
+                        .map_err(|_| Error::internal("stdin busy"))? = Some(stream(dup(&master)?)?);
                 }
             }
-            ParentStdio::Pipes { stdin, stdout, stderr } => {
+            ParentStdio::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => {
                 readers.push(spawn_reader(p.clone(), stream(stdout)?, true));
                 readers.push(spawn_reader(p.clone(), stream(stderr)?, false));
                 if let Some(w) = stdin {
-                    *p.input.try_lock().map_err(|_| Error::internal("stdin busy"))? = Some(stream(w)?);
+                    *p.input
+                        .try_lock()
+                        .map_err(|_| Error::internal("stdin busy"))? = Some(stream(w)?);
                 }
             }
         }
@@ -313,10 +410,10 @@ impl AgentService {
             match frame {
                 Ok(Frame::Stdin(data)) => {
                     let mut guard = p.input.lock().await;
-                    if let Some(w) = guard.as_mut() {
-                        if w.write_all(&data).await.is_err() {
-                            *guard = None;
-                        }
+                    if let Some(w) = guard.as_mut()
+                        && w.write_all(&data).await.is_err()
+                    {
+                        *guard = None;
                     }
                 }
                 Ok(Frame::CloseStdin) => {
@@ -335,7 +432,12 @@ impl AgentService {
                 }
                 Ok(_) | Err(_) => {
                     // Output frames or garbage from the host: tell it, keep the process alive.
-                    lock(&p.hub).readers.retain(|r| r.try_send(Frame::Stderr(b"husk-agent: ignored a bad stdio frame\n".to_vec())).is_ok());
+                    lock(&p.hub).readers.retain(|r| {
+                        r.try_send(Frame::Stderr(
+                            b"husk-agent: ignored a bad stdio frame\n".to_vec(),
+                        ))
+                        .is_ok()
+                    });
                 }
             }
         }
@@ -350,7 +452,11 @@ fn spawn_reader(p: Arc<Proc>, mut s: FdStream, stdout: bool) -> tokio::task::Joi
                 Ok(0) | Err(_) => break, // EOF, or EIO when a terminal's last user is gone
                 Ok(n) => {
                     let data = buf[..n].to_vec();
-                    lock(&p.hub).publish(if stdout { Frame::Stdout(data) } else { Frame::Stderr(data) });
+                    lock(&p.hub).publish(if stdout {
+                        Frame::Stdout(data)
+                    } else {
+                        Frame::Stderr(data)
+                    });
                 }
             }
         }
@@ -358,12 +464,28 @@ fn spawn_reader(p: Arc<Proc>, mut s: FdStream, stdout: bool) -> tokio::task::Joi
 }
 
 fn resize(p: &Proc, rows: u16, cols: u16) -> Result<()> {
-    let pty = lock(&p.pty).clone().ok_or_else(|| Error::conflict("the process has no terminal"))?;
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let pty = lock(&p.pty)
+        .clone()
+        .ok_or_else(|| Error::conflict("the process has no terminal"))?;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ reads a winsize struct from a valid pointer; the descriptor is the open pty master.
-    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&*pty), libc::TIOCSWINSZ, &ws) };
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&*pty),
+            libc::TIOCSWINSZ,
+            &ws,
+        )
+    };
     if r < 0 {
-        return Err(Error::backend(format!("resize the terminal: {}", std::io::Error::last_os_error())));
+        return Err(Error::backend(format!(
+            "resize the terminal: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     Ok(())
 }
@@ -377,70 +499,126 @@ fn apply_limits(cg: &std::path::Path, r: &husk_core::Resources) {
         let _ = std::fs::write(cg.join("pids.max"), p.to_string());
     }
     if let Some(n) = r.nano_cpus {
-        let _ = std::fs::write(cg.join("cpu.max"), format!("{} 100000", (n / 10_000).max(1000)));
+        let _ = std::fs::write(
+            cg.join("cpu.max"),
+            format!("{} 100000", (n / 10_000).max(1000)),
+        );
     }
 }
 
 fn read_u64(path: PathBuf) -> u64 {
-    std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Time since the (guest) kernel booted, from /proc/uptime.
+fn guest_uptime_ms() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1000.0) as u64)
 }
 
 fn kernel_release() -> String {
-    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 type OutStream = Pin<Box<dyn Stream<Item = std::result::Result<proto::StdioOut, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Agent for AgentService {
-    async fn version(&self, _req: Request<proto::VersionRequest>) -> std::result::Result<Response<proto::VersionResponse>, Status> {
+    async fn version(
+        &self,
+        _req: Request<proto::VersionRequest>,
+    ) -> std::result::Result<Response<proto::VersionResponse>, Status> {
         Ok(Response::new(proto::VersionResponse {
             protocol: proto::PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             kernel_release: kernel_release(),
-            uptime_ms: self.inner.started.elapsed().as_millis() as u64,
+            uptime_ms: guest_uptime_ms()
+                .unwrap_or_else(|| self.inner.started.elapsed().as_millis() as u64),
             containers: lock(&self.inner.containers).len() as u32,
         }))
     }
 
-    async fn create_container(&self, req: Request<proto::CreateContainerRequest>) -> std::result::Result<Response<proto::Empty>, Status> {
+    async fn create_container(
+        &self,
+        req: Request<proto::CreateContainerRequest>,
+    ) -> std::result::Result<Response<proto::Empty>, Status> {
         let this = self.clone();
         let req = req.into_inner();
-        tokio::task::spawn_blocking(move || this.do_create(req)).await.map_err(|e| Status::internal(e.to_string()))?.map_err(st)?;
+        tokio::task::spawn_blocking(move || this.do_create(req))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(st)?;
         Ok(Response::new(proto::Empty {}))
     }
 
-    async fn start(&self, req: Request<proto::StartRequest>) -> std::result::Result<Response<proto::StartResponse>, Status> {
+    async fn start(
+        &self,
+        req: Request<proto::StartRequest>,
+    ) -> std::result::Result<Response<proto::StartResponse>, Status> {
         let id = req.into_inner().id;
         let c = self.container(&id).map_err(st)?;
         let old = lock(&c.main).clone();
         if old.running() {
-            return Err(st(Error::conflict(format!("container {id:?} is already running"))));
+            return Err(st(Error::conflict(format!(
+                "container {id:?} is already running"
+            ))));
         }
         // A restart gets a fresh process record; readers of the old one saw its exit.
-        let main = if old.pid() == 0 { old } else { Proc::new(c.config.process.tty, c.config.process.stdin) };
+        let main = if old.pid() == 0 {
+            old
+        } else {
+            Proc::new(c.config.process.tty, c.config.process.stdin)
+        };
         *lock(&c.main) = main.clone();
         let this = self.clone();
         let process = c.config.process.clone();
-        let pid = tokio::task::block_in_place(|| this.launch(&c, &main, &process, None)).map_err(st)?;
+        let pid =
+            tokio::task::block_in_place(|| this.launch(&c, &main, &process, None)).map_err(st)?;
         Ok(Response::new(proto::StartResponse { pid }))
     }
 
-    async fn exec(&self, req: Request<proto::ExecRequest>) -> std::result::Result<Response<proto::StartResponse>, Status> {
+    async fn exec(
+        &self,
+        req: Request<proto::ExecRequest>,
+    ) -> std::result::Result<Response<proto::StartResponse>, Status> {
         let req = req.into_inner();
         valid_id("exec_id", &req.exec_id).map_err(st)?;
         let c = self.container(&req.container_id).map_err(st)?;
         let main = lock(&c.main).clone();
         if !main.running() {
-            return Err(st(Error::conflict(format!("container {:?} is not running", req.container_id))));
+            return Err(st(Error::conflict(format!(
+                "container {:?} is not running",
+                req.container_id
+            ))));
         }
-        let p = req.process.ok_or_else(|| st(Error::invalid("process", "exec needs a process")))?;
-        let process = husk_core::ProcessConfig { args: p.args, env: p.env, cwd: p.cwd, user: p.user, tty: p.tty, stdin: p.stdin };
+        let p = req
+            .process
+            .ok_or_else(|| st(Error::invalid("process", "exec needs a process")))?;
+        let process = husk_core::ProcessConfig {
+            args: p.args,
+            env: p.env,
+            cwd: p.cwd,
+            user: p.user,
+            tty: p.tty,
+            stdin: p.stdin,
+        };
         let proc_ = Proc::new(process.tty, process.stdin);
         {
             let mut execs = lock(&c.execs);
-            if execs.get(&req.exec_id).is_some_and(|e| e.pid() == 0 || e.running()) {
-                return Err(st(Error::conflict(format!("exec {:?} already exists", req.exec_id))));
+            if execs
+                .get(&req.exec_id)
+                .is_some_and(|e| e.pid() == 0 || e.running())
+            {
+                return Err(st(Error::conflict(format!(
+                    "exec {:?} already exists",
+                    req.exec_id
+                ))));
             }
             execs.insert(req.exec_id.clone(), proc_.clone());
         }
@@ -455,21 +633,30 @@ impl Agent for AgentService {
         }
     }
 
-    async fn signal(&self, req: Request<proto::SignalRequest>) -> std::result::Result<Response<proto::Empty>, Status> {
+    async fn signal(
+        &self,
+        req: Request<proto::SignalRequest>,
+    ) -> std::result::Result<Response<proto::Empty>, Status> {
         let req = req.into_inner();
         if !(1..=64).contains(&req.signal) {
-            return Err(st(Error::invalid("signal", format!("signal {} is not between 1 and 64", req.signal))));
+            return Err(st(Error::invalid(
+                "signal",
+                format!("signal {} is not between 1 and 64", req.signal),
+            )));
         }
         let (c, p) = self.process(&req.container_id, &req.exec_id).map_err(st)?;
         if !p.running() {
-            return Err(st(Error::conflict(format!("container {:?}: the process is not running", req.container_id))));
+            return Err(st(Error::conflict(format!(
+                "container {:?}: the process is not running",
+                req.container_id
+            ))));
         }
         let mut pids = vec![p.pid()];
-        if req.all {
-            if let Some(cg) = &c.setup.cgroup {
-                let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
-                pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-            }
+        if req.all
+            && let Some(cg) = &c.setup.cgroup
+        {
+            let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
         }
         for pid in pids {
             // SAFETY: kill(2) of a process of this container (PIDs come from our own records and its cgroup).
@@ -478,7 +665,10 @@ impl Agent for AgentService {
         Ok(Response::new(proto::Empty {}))
     }
 
-    async fn wait(&self, req: Request<proto::WaitRequest>) -> std::result::Result<Response<proto::WaitResponse>, Status> {
+    async fn wait(
+        &self,
+        req: Request<proto::WaitRequest>,
+    ) -> std::result::Result<Response<proto::WaitResponse>, Status> {
         let req = req.into_inner();
         let (_, p) = self.process(&req.container_id, &req.exec_id).map_err(st)?;
         let mut rx = p.exit.subscribe();
@@ -490,18 +680,28 @@ impl Agent for AgentService {
                 return Err(Status::unavailable("the process record went away"));
             }
         };
-        Ok(Response::new(proto::WaitResponse { exit_code: info.code, oom_killed: false, finished_at_ns: info.at_ns }))
+        Ok(Response::new(proto::WaitResponse {
+            exit_code: info.code,
+            oom_killed: false,
+            finished_at_ns: info.at_ns,
+        }))
     }
 
     type StdioStream = OutStream;
 
-    async fn stdio(&self, req: Request<Streaming<proto::StdioIn>>) -> std::result::Result<Response<OutStream>, Status> {
+    async fn stdio(
+        &self,
+        req: Request<Streaming<proto::StdioIn>>,
+    ) -> std::result::Result<Response<OutStream>, Status> {
         let mut input = req.into_inner();
-        let first = input
-            .message()
-            .await?
-            .ok_or_else(|| st(Error::bad_request("a stdio stream must start with a message naming the process")))?;
-        let (_, p) = self.process(&first.container_id, &first.exec_id).map_err(st)?;
+        let first = input.message().await?.ok_or_else(|| {
+            st(Error::bad_request(
+                "a stdio stream must start with a message naming the process",
+            ))
+        })?;
+        let (_, p) = self
+            .process(&first.container_id, &first.exec_id)
+            .map_err(st)?;
         let frames = lock(&p.hub).subscribe();
         tokio::spawn(AgentService::feed_input(p, input));
         let out = ReceiverStream::new(frames);
@@ -509,39 +709,68 @@ impl Agent for AgentService {
         Ok(Response::new(Box::pin(out)))
     }
 
-    async fn resize(&self, req: Request<proto::ResizeRequest>) -> std::result::Result<Response<proto::Empty>, Status> {
+    async fn resize(
+        &self,
+        req: Request<proto::ResizeRequest>,
+    ) -> std::result::Result<Response<proto::Empty>, Status> {
         let req = req.into_inner();
         let (_, p) = self.process(&req.container_id, &req.exec_id).map_err(st)?;
         let (rows, cols) = (u16::try_from(req.rows), u16::try_from(req.cols));
         let (Ok(rows), Ok(cols)) = (rows, cols) else {
-            return Err(st(Error::invalid("size", "rows and columns must be below 65536")));
+            return Err(st(Error::invalid(
+                "size",
+                "rows and columns must be below 65536",
+            )));
         };
         resize(&p, rows, cols).map_err(st)?;
         Ok(Response::new(proto::Empty {}))
     }
 
-    async fn stats(&self, req: Request<proto::StatsRequest>) -> std::result::Result<Response<proto::StatsResponse>, Status> {
+    async fn stats(
+        &self,
+        req: Request<proto::StatsRequest>,
+    ) -> std::result::Result<Response<proto::StatsResponse>, Status> {
         let c = self.container(&req.into_inner().container_id).map_err(st)?;
-        let cg = c.setup.cgroup.clone().ok_or_else(|| st(Error::unsupported("this guest has no cgroup v2 for statistics")))?;
+        let cg = c.setup.cgroup.clone().ok_or_else(|| {
+            st(Error::unsupported(
+                "this guest has no cgroup v2 for statistics",
+            ))
+        })?;
         let cpu_stat = std::fs::read_to_string(cg.join("cpu.stat")).unwrap_or_default();
-        let usage_us: u64 = cpu_stat.lines().find_map(|l| l.strip_prefix("usage_usec ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        let usage_us: u64 = cpu_stat
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
         let max = std::fs::read_to_string(cg.join("memory.max")).unwrap_or_default();
         let system_cpu_ns = std::fs::read_to_string("/proc/stat")
             .ok()
-            .and_then(|s| s.lines().next().map(|l| l.split_whitespace().skip(1).filter_map(|v| v.parse::<u64>().ok()).sum::<u64>()))
+            .and_then(|s| {
+                s.lines().next().map(|l| {
+                    l.split_whitespace()
+                        .skip(1)
+                        .filter_map(|v| v.parse::<u64>().ok())
+                        .sum::<u64>()
+                })
+            })
             .unwrap_or(0)
             * 10_000_000;
         Ok(Response::new(proto::StatsResponse {
             cpu_usage_ns: usage_us * 1000,
             system_cpu_ns,
-            online_cpus: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+            online_cpus: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
             memory_usage_bytes: read_u64(cg.join("memory.current")),
             memory_limit_bytes: max.trim().parse().unwrap_or(0),
             pids: read_u64(cg.join("pids.current")),
         }))
     }
 
-    async fn list(&self, _req: Request<proto::Empty>) -> std::result::Result<Response<proto::ListResponse>, Status> {
+    async fn list(
+        &self,
+        _req: Request<proto::Empty>,
+    ) -> std::result::Result<Response<proto::ListResponse>, Status> {
         let containers = lock(&self.inner.containers)
             .values()
             .map(|c| {
@@ -564,7 +793,10 @@ impl Agent for AgentService {
         Ok(Response::new(proto::ListResponse { containers }))
     }
 
-    async fn remove_container(&self, req: Request<proto::RemoveRequest>) -> std::result::Result<Response<proto::Empty>, Status> {
+    async fn remove_container(
+        &self,
+        req: Request<proto::RemoveRequest>,
+    ) -> std::result::Result<Response<proto::Empty>, Status> {
         let id = req.into_inner().id;
         let c = self.container(&id).map_err(st)?;
         let main = lock(&c.main).clone();
@@ -572,26 +804,49 @@ impl Agent for AgentService {
             // SAFETY: SIGKILL to the container's init (PID 1 of its PID namespace) ends every process in it.
             unsafe { libc::kill(main.pid(), libc::SIGKILL) };
             let mut rx = main.exit.subscribe();
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), rx.wait_for(|e| e.is_some())).await;
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                rx.wait_for(|e| e.is_some()),
+            )
+            .await;
         }
         let runtime = self.inner.runtime.clone();
         let setup = c.setup.clone();
-        tokio::task::spawn_blocking(move || runtime.delete(&setup)).await.map_err(|e| Status::internal(e.to_string()))?.map_err(st)?;
+        tokio::task::spawn_blocking(move || runtime.delete(&setup))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(st)?;
         lock(&self.inner.containers).remove(&id);
         Ok(Response::new(proto::Empty {}))
     }
 
-    async fn pause(&self, req: Request<proto::PauseRequest>) -> std::result::Result<Response<proto::Empty>, Status> {
+    async fn pause(
+        &self,
+        req: Request<proto::PauseRequest>,
+    ) -> std::result::Result<Response<proto::Empty>, Status> {
         let req = req.into_inner();
         let c = self.container(&req.id).map_err(st)?;
-        let cg = c.setup.cgroup.clone().ok_or_else(|| st(Error::unsupported("this guest has no cgroup v2 freezer")))?;
-        std::fs::write(cg.join("cgroup.freeze"), if req.frozen { "1" } else { "0" })
-            .map_err(|e| st(Error::backend(format!("write {}/cgroup.freeze: {e}", cg.display()))))?;
+        let cg = c
+            .setup
+            .cgroup
+            .clone()
+            .ok_or_else(|| st(Error::unsupported("this guest has no cgroup v2 freezer")))?;
+        std::fs::write(cg.join("cgroup.freeze"), if req.frozen { "1" } else { "0" }).map_err(
+            |e| {
+                st(Error::backend(format!(
+                    "write {}/cgroup.freeze: {e}",
+                    cg.display()
+                )))
+            },
+        )?;
         *lock(&c.paused) = req.frozen;
         Ok(Response::new(proto::Empty {}))
     }
 
-    async fn shutdown(&self, _req: Request<proto::Empty>) -> std::result::Result<Response<proto::Empty>, Status> {
+    async fn shutdown(
+        &self,
+        _req: Request<proto::Empty>,
+    ) -> std::result::Result<Response<proto::Empty>, Status> {
         let _ = self.inner.shutdown.try_send(());
         Ok(Response::new(proto::Empty {}))
     }

@@ -59,7 +59,10 @@ impl std::str::FromStr for AccelChoice {
             "auto" | "" => Ok(AccelChoice::Auto),
             "kvm" => Ok(AccelChoice::Kvm),
             "tcg" => Ok(AccelChoice::Tcg),
-            _ => Err(Error::invalid("accel", format!("unknown accelerator {s:?}: use auto, kvm or tcg"))),
+            _ => Err(Error::invalid(
+                "accel",
+                format!("unknown accelerator {s:?}: use auto, kvm or tcg"),
+            )),
         }
     }
 }
@@ -86,8 +89,16 @@ pub enum ProbeResult {
 
 /// Decides from the facts: the configured choice, the CPU flags, whether /dev/kvm exists, and a probe to run
 /// only when it can matter.
-pub fn decide(choice: AccelChoice, cpuinfo: &str, dev_kvm: bool, probe: impl FnOnce() -> ProbeResult) -> AccelDecision {
-    let d = |accel, reason: &str| AccelDecision { accel, reason: reason.to_string() };
+pub fn decide(
+    choice: AccelChoice,
+    cpuinfo: &str,
+    dev_kvm: bool,
+    probe: impl FnOnce() -> ProbeResult,
+) -> AccelDecision {
+    let d = |accel, reason: &str| AccelDecision {
+        accel,
+        reason: reason.to_string(),
+    };
     match choice {
         AccelChoice::Kvm => return d(Accel::Kvm, "configured (accel = kvm)"),
         AccelChoice::Tcg => return d(Accel::Tcg, "configured (accel = tcg)"),
@@ -97,14 +108,21 @@ pub fn decide(choice: AccelChoice, cpuinfo: &str, dev_kvm: bool, probe: impl FnO
         return d(Accel::Tcg, "no /dev/kvm");
     }
     if !has_virt_flag(cpuinfo) {
-        return d(Accel::Tcg, "/dev/kvm exists but the CPU has no vmx/svm flag (no nested virtualisation)");
+        return d(
+            Accel::Tcg,
+            "/dev/kvm exists but the CPU has no vmx/svm flag (no nested virtualisation)",
+        );
     }
     match probe() {
         ProbeResult::Works => d(Accel::Kvm, "KVM probe ran a vCPU"),
-        ProbeResult::Failed(step) => {
-            AccelDecision { accel: Accel::Tcg, reason: format!("KVM probe failed at step {step}; using TCG") }
-        }
-        ProbeResult::TimedOut => d(Accel::Tcg, "KVM probe's vCPU did not run within the timeout; using TCG"),
+        ProbeResult::Failed(step) => AccelDecision {
+            accel: Accel::Tcg,
+            reason: format!("KVM probe failed at step {step}; using TCG"),
+        },
+        ProbeResult::TimedOut => d(
+            Accel::Tcg,
+            "KVM probe's vCPU did not run within the timeout; using TCG",
+        ),
     }
 }
 
@@ -120,7 +138,9 @@ pub fn has_virt_flag(cpuinfo: &str) -> bool {
 pub fn detect(choice: AccelChoice) -> AccelDecision {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let dev_kvm = std::path::Path::new("/dev/kvm").exists();
-    decide(choice, &cpuinfo, dev_kvm, || probe_kvm(Duration::from_secs(2)))
+    decide(choice, &cpuinfo, dev_kvm, || {
+        probe_kvm(Duration::from_secs(2))
+    })
 }
 
 /// Runs the KVM probe in a forked child, killing it after `timeout`.
@@ -202,7 +222,14 @@ fn kvm_child() -> i32 {
         if vm < 0 {
             return 4;
         }
-        let mem = libc::mmap(std::ptr::null_mut(), 0x1000, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+        let mem = libc::mmap(
+            std::ptr::null_mut(),
+            0x1000,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
         if mem == libc::MAP_FAILED {
             return 5;
         }
@@ -220,7 +247,14 @@ fn kvm_child() -> i32 {
         if size <= 0 {
             return 8;
         }
-        let run = libc::mmap(std::ptr::null_mut(), size as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, vcpu, 0);
+        let run = libc::mmap(
+            std::ptr::null_mut(),
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            vcpu,
+            0,
+        );
         if run == libc::MAP_FAILED {
             return 9;
         }
@@ -257,20 +291,41 @@ mod tests {
     #[test]
     fn configured_choice_wins_and_never_probes() {
         let never = || panic!("must not probe");
-        assert_eq!(decide(AccelChoice::Tcg, WITH_VMX, true, never).accel, Accel::Tcg);
-        assert_eq!(decide(AccelChoice::Kvm, WITHOUT, false, never).accel, Accel::Kvm);
+        assert_eq!(
+            decide(AccelChoice::Tcg, WITH_VMX, true, never).accel,
+            Accel::Tcg
+        );
+        assert_eq!(
+            decide(AccelChoice::Kvm, WITHOUT, false, never).accel,
+            Accel::Kvm
+        );
     }
 
     #[test]
     fn auto_needs_device_flags_and_a_running_vcpu() {
         let never = || panic!("must not probe");
-        assert_eq!(decide(AccelChoice::Auto, WITH_VMX, false, never).accel, Accel::Tcg);
+        assert_eq!(
+            decide(AccelChoice::Auto, WITH_VMX, false, never).accel,
+            Accel::Tcg
+        );
         let d = decide(AccelChoice::Auto, WITHOUT, true, never);
         assert_eq!(d.accel, Accel::Tcg);
         assert!(d.reason.contains("vmx/svm"), "{}", d.reason);
-        assert_eq!(decide(AccelChoice::Auto, WITH_VMX, true, || ProbeResult::Works).accel, Accel::Kvm);
-        assert_eq!(decide(AccelChoice::Auto, WITH_VMX, true, || ProbeResult::TimedOut).accel, Accel::Tcg);
-        assert_eq!(decide(AccelChoice::Auto, WITH_VMX, true, || ProbeResult::Failed(13)).accel, Accel::Tcg);
+        assert_eq!(
+            decide(AccelChoice::Auto, WITH_VMX, true, || ProbeResult::Works).accel,
+            Accel::Kvm
+        );
+        assert_eq!(
+            decide(AccelChoice::Auto, WITH_VMX, true, || ProbeResult::TimedOut).accel,
+            Accel::Tcg
+        );
+        assert_eq!(
+            decide(AccelChoice::Auto, WITH_VMX, true, || ProbeResult::Failed(
+                13
+            ))
+            .accel,
+            Accel::Tcg
+        );
         assert!(has_virt_flag("flags : a svm b\n"));
         assert!(!has_virt_flag("flags : svmx\n"));
     }
@@ -287,7 +342,11 @@ mod tests {
         // Whatever KVM does here (works, fails, or blocks in KVM_RUN), the probe must come back in time.
         let start = Instant::now();
         let _ = probe_kvm(Duration::from_millis(1500));
-        assert!(start.elapsed() < Duration::from_secs(5), "probe took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "probe took {:?}",
+            start.elapsed()
+        );
     }
 
     #[test]

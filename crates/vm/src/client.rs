@@ -39,6 +39,7 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct AgentClient {
     raw: Raw<Channel>,
+    channel: Channel,
     timeout: Duration,
 }
 
@@ -80,26 +81,45 @@ pub fn error_from_status(call: &str, s: &tonic::Status) -> Error {
 
 fn channel(addr: &AgentAddr) -> Result<Channel> {
     // The URI is only a label: the connector decides where the bytes go.
-    let endpoint = Endpoint::from_static("http://husk-agent").connect_timeout(Duration::from_secs(10));
+    let endpoint =
+        Endpoint::from_static("http://husk-agent").connect_timeout(Duration::from_secs(10));
     Ok(match addr.clone() {
-        AgentAddr::Unix(path) => endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
-        })),
-        AgentAddr::Vsock { cid, port } => endpoint.connect_with_connector_lazy(tower::service_fn(move |_| async move {
-            tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(cid, port)).await.map(TokioIo::new)
-        })),
+        AgentAddr::Unix(path) => {
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map(TokioIo::new)
+                }
+            }))
+        }
+        AgentAddr::Vsock { cid, port } => {
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_| async move {
+                tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(cid, port))
+                    .await
+                    .map(TokioIo::new)
+            }))
+        }
     })
 }
 
 impl AgentClient {
     /// A client for `addr`; connects on the first call.
     pub fn new(addr: &AgentAddr, timeout: Duration) -> Result<Self> {
-        Ok(AgentClient { raw: Raw::new(channel(addr)?), timeout })
+        let channel = channel(addr)?;
+        Ok(AgentClient {
+            raw: Raw::new(channel.clone()),
+            channel,
+            timeout,
+        })
     }
 
     /// Waits until the agent answers `version` (it is booting), up to `deadline`, and checks its protocol version.
-    pub async fn connect_when_ready(addr: &AgentAddr, deadline: Duration) -> Result<(Self, proto::VersionResponse)> {
+    pub async fn connect_when_ready(
+        addr: &AgentAddr,
+        deadline: Duration,
+    ) -> Result<(Self, proto::VersionResponse)> {
         let start = Instant::now();
         let mut last = String::from("no answer");
         while start.elapsed() < deadline {
@@ -113,7 +133,10 @@ impl AgentClient {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(Error::timeout(format!("guest agent did not answer within {:?}: {last}", deadline)))
+        Err(Error::timeout(format!(
+            "guest agent did not answer within {:?}: {last}",
+            deadline
+        )))
     }
 
     /// The same connection with another per-call deadline.
@@ -135,13 +158,25 @@ impl AgentClient {
         match tokio::time::timeout(self.timeout + Duration::from_secs(1), fut).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(s)) => Err(error_from_status(name, &s)),
-            Err(_) => Err(Error::timeout(format!("guest agent {name}: no answer within {:?}", self.timeout))),
+            Err(_) => Err(Error::timeout(format!(
+                "guest agent {name}: no answer within {:?}",
+                self.timeout
+            ))),
         }
     }
 
     /// The agent's version and health; fails with `Unsupported` when it speaks another protocol version.
     pub async fn version(&self) -> Result<proto::VersionResponse> {
-        let v = self.call("version", self.raw.clone().version(self.request(proto::VersionRequest { protocol: PROTOCOL_VERSION }))).await?;
+        let v = self
+            .call(
+                "version",
+                self.raw
+                    .clone()
+                    .version(self.request(proto::VersionRequest {
+                        protocol: PROTOCOL_VERSION,
+                    })),
+            )
+            .await?;
         if v.protocol != PROTOCOL_VERSION {
             return Err(Error::unsupported(format!(
                 "guest agent speaks protocol {} but this host speaks {PROTOCOL_VERSION}: rebuild the guest image",
@@ -152,57 +187,128 @@ impl AgentClient {
     }
 
     /// Creates a container from its configuration and layers (relative to the 9p share `share_tag`).
-    pub async fn create_container(&self, config: &husk_core::ContainerConfig, share_tag: &str, layers: Vec<String>) -> Result<()> {
-        let config_json = serde_json::to_string(config).map_err(|e| Error::internal(format!("encode container config: {e}")))?;
-        let req = proto::CreateContainerRequest { id: config.id.clone(), config_json, share_tag: share_tag.into(), layers };
-        self.call("create_container", self.raw.clone().create_container(self.request(req))).await.map(drop)
+    pub async fn create_container(
+        &self,
+        config: &husk_core::ContainerConfig,
+        share_tag: &str,
+        layers: Vec<String>,
+    ) -> Result<()> {
+        let config_json = serde_json::to_string(config)
+            .map_err(|e| Error::internal(format!("encode container config: {e}")))?;
+        let req = proto::CreateContainerRequest {
+            id: config.id.clone(),
+            config_json,
+            share_tag: share_tag.into(),
+            layers,
+        };
+        self.call(
+            "create_container",
+            self.raw.clone().create_container(self.request(req)),
+        )
+        .await
+        .map(drop)
     }
 
     /// Starts a container's main process; returns its guest PID.
     pub async fn start(&self, id: &str) -> Result<i32> {
-        let r = self.call("start", self.raw.clone().start(self.request(proto::StartRequest { id: id.into() }))).await?;
+        let r = self
+            .call(
+                "start",
+                self.raw
+                    .clone()
+                    .start(self.request(proto::StartRequest { id: id.into() })),
+            )
+            .await?;
         Ok(r.pid)
     }
 
     /// Starts another process in a container; returns its guest PID.
-    pub async fn exec(&self, container_id: &str, exec_id: &str, process: &husk_core::ProcessConfig) -> Result<i32> {
+    pub async fn exec(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        process: &husk_core::ProcessConfig,
+    ) -> Result<i32> {
         let req = proto::ExecRequest {
             container_id: container_id.into(),
             exec_id: exec_id.into(),
             process: Some(process_to_proto(process)),
         };
-        Ok(self.call("exec", self.raw.clone().exec(self.request(req))).await?.pid)
+        Ok(self
+            .call("exec", self.raw.clone().exec(self.request(req)))
+            .await?
+            .pid)
     }
 
     /// Sends `signal` to a process (`exec_id` empty = main), or to all of the container's processes.
-    pub async fn signal(&self, container_id: &str, exec_id: &str, signal: i32, all: bool) -> Result<()> {
-        let req = proto::SignalRequest { container_id: container_id.into(), exec_id: exec_id.into(), signal, all };
-        self.call("signal", self.raw.clone().signal(self.request(req))).await.map(drop)
+    pub async fn signal(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        signal: i32,
+        all: bool,
+    ) -> Result<()> {
+        let req = proto::SignalRequest {
+            container_id: container_id.into(),
+            exec_id: exec_id.into(),
+            signal,
+            all,
+        };
+        self.call("signal", self.raw.clone().signal(self.request(req)))
+            .await
+            .map(drop)
     }
 
     /// Waits (without the per-call deadline) until a process exits.
     pub async fn wait(&self, container_id: &str, exec_id: &str) -> Result<proto::WaitResponse> {
-        let req = tonic::Request::new(proto::WaitRequest { container_id: container_id.into(), exec_id: exec_id.into() });
-        self.raw.clone().wait(req).await.map(|r| r.into_inner()).map_err(|s| error_from_status("wait", &s))
+        let req = tonic::Request::new(proto::WaitRequest {
+            container_id: container_id.into(),
+            exec_id: exec_id.into(),
+        });
+        self.raw
+            .clone()
+            .wait(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| error_from_status("wait", &s))
     }
 
     /// Opens the stdio stream of a process: frames sent on the returned sender go to the process (Stdin,
     /// CloseStdin, Resize); the receiver yields its output, ending with Exit or Error.
-    pub async fn stdio(&self, container_id: &str, exec_id: &str) -> Result<(mpsc::Sender<Frame>, mpsc::Receiver<Frame>)> {
+    pub async fn stdio(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+    ) -> Result<(mpsc::Sender<Frame>, mpsc::Receiver<Frame>)> {
         let (in_tx, mut in_rx) = mpsc::channel::<Frame>(64);
         let (raw_tx, raw_rx) = mpsc::channel::<proto::StdioIn>(64);
-        let first = proto::StdioIn { container_id: container_id.into(), exec_id: exec_id.into(), frame: Vec::new() };
-        raw_tx.send(first).await.map_err(|_| Error::internal("stdio request channel closed"))?;
+        let first = proto::StdioIn {
+            container_id: container_id.into(),
+            exec_id: exec_id.into(),
+            frame: Vec::new(),
+        };
+        raw_tx
+            .send(first)
+            .await
+            .map_err(|_| Error::internal("stdio request channel closed"))?;
         tokio::spawn(async move {
             while let Some(f) = in_rx.recv().await {
-                let msg = proto::StdioIn { frame: f.encode(), ..Default::default() };
+                let msg = proto::StdioIn {
+                    frame: f.encode(),
+                    ..Default::default()
+                };
                 if raw_tx.send(msg).await.is_err() {
                     break;
                 }
             }
         });
         let mut stream = self
-            .call("stdio", self.raw.clone().stdio(tonic::Request::new(ReceiverStream::new(raw_rx))))
+            .call(
+                "stdio",
+                self.raw
+                    .clone()
+                    .stdio(tonic::Request::new(ReceiverStream::new(raw_rx))),
+            )
             .await?;
         let (out_tx, out_rx) = mpsc::channel::<Frame>(64);
         tokio::spawn(async move {
@@ -222,41 +328,86 @@ impl AgentClient {
     }
 
     /// Resizes a process's terminal.
-    pub async fn resize(&self, container_id: &str, exec_id: &str, rows: u16, cols: u16) -> Result<()> {
-        let req = proto::ResizeRequest { container_id: container_id.into(), exec_id: exec_id.into(), rows: rows.into(), cols: cols.into() };
-        self.call("resize", self.raw.clone().resize(self.request(req))).await.map(drop)
-    }
-
-    /// A container's resource usage.
-    pub async fn stats(&self, container_id: &str) -> Result<proto::StatsResponse> {
-        self.call("stats", self.raw.clone().stats(self.request(proto::StatsRequest { container_id: container_id.into() }))).await
-    }
-
-    /// Every container the agent knows.
-    pub async fn list(&self) -> Result<Vec<proto::ContainerInfo>> {
-        Ok(self.call("list", self.raw.clone().list(self.request(proto::Empty {}))).await?.containers)
-    }
-
-    /// Freezes (`true`) or thaws a container.
-    pub async fn pause(&self, id: &str, frozen: bool) -> Result<()> {
-        self.call("pause", self.raw.clone().pause(self.request(proto::PauseRequest { id: id.into(), frozen }))).await.map(drop)
-    }
-
-    /// Removes a container (kills its processes, drops its writable layer).
-    pub async fn remove_container(&self, id: &str) -> Result<()> {
-        self.call("remove_container", self.raw.clone().remove_container(self.request(proto::RemoveRequest { id: id.into() })))
+    pub async fn resize(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<()> {
+        let req = proto::ResizeRequest {
+            container_id: container_id.into(),
+            exec_id: exec_id.into(),
+            rows: rows.into(),
+            cols: cols.into(),
+        };
+        self.call("resize", self.raw.clone().resize(self.request(req)))
             .await
             .map(drop)
     }
 
-    /// Asks the agent to stop every container and power the VM off.
-    pub async fn shutdown(&self) -> Result<()> {
-        self.call("shutdown", self.raw.clone().shutdown(self.request(proto::Empty {}))).await.map(drop)
+    /// A container's resource usage.
+    pub async fn stats(&self, container_id: &str) -> Result<proto::StatsResponse> {
+        self.call(
+            "stats",
+            self.raw.clone().stats(self.request(proto::StatsRequest {
+                container_id: container_id.into(),
+            })),
+        )
+        .await
     }
 
-    /// The raw generated client, for calls the wrapper does not cover (tests of malformed requests).
+    /// Every container the agent knows.
+    pub async fn list(&self) -> Result<Vec<proto::ContainerInfo>> {
+        Ok(self
+            .call("list", self.raw.clone().list(self.request(proto::Empty {})))
+            .await?
+            .containers)
+    }
+
+    /// Freezes (`true`) or thaws a container.
+    pub async fn pause(&self, id: &str, frozen: bool) -> Result<()> {
+        self.call(
+            "pause",
+            self.raw.clone().pause(self.request(proto::PauseRequest {
+                id: id.into(),
+                frozen,
+            })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Removes a container (kills its processes, drops its writable layer).
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        self.call(
+            "remove_container",
+            self.raw
+                .clone()
+                .remove_container(self.request(proto::RemoveRequest { id: id.into() })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Asks the agent to stop every container and power the VM off.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.call(
+            "shutdown",
+            self.raw.clone().shutdown(self.request(proto::Empty {})),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The raw generated client, for calls the wrapper does not cover.
     pub fn raw(&self) -> Raw<Channel> {
         self.raw.clone()
+    }
+
+    /// The underlying HTTP/2 channel (tests send malformed requests on it).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 }
 
@@ -264,7 +415,8 @@ fn decode_frame(bytes: &[u8]) -> Frame {
     if bytes.len() < 8 {
         return Frame::Error("guest agent sent a truncated stdio frame".into());
     }
-    Frame::decode(bytes[0], bytes[8..].to_vec()).unwrap_or_else(|e| Frame::Error(format!("guest agent sent a bad stdio frame: {e}")))
+    Frame::decode(bytes[0], bytes[8..].to_vec())
+        .unwrap_or_else(|e| Frame::Error(format!("guest agent sent a bad stdio frame: {e}")))
 }
 
 /// The protocol form of a process.
@@ -294,7 +446,11 @@ mod tests {
         ] {
             let back = error_from_status("start", &status_from_error(&e));
             assert_eq!(back.kind, e.kind, "{e:?}");
-            assert!(back.message.contains(&e.message) && back.message.starts_with("guest agent start"), "{}", back.message);
+            assert!(
+                back.message.contains(&e.message) && back.message.starts_with("guest agent start"),
+                "{}",
+                back.message
+            );
         }
     }
 
@@ -302,6 +458,9 @@ mod tests {
     fn stdio_frames_decode() {
         assert_eq!(decode_frame(&Frame::Exit(3).encode()), Frame::Exit(3));
         assert!(matches!(decode_frame(&[1, 0]), Frame::Error(_)));
-        assert!(matches!(decode_frame(&[9, 0, 0, 0, 0, 0, 0, 0]), Frame::Error(_)));
+        assert!(matches!(
+            decode_frame(&[9, 0, 0, 0, 0, 0, 0, 0]),
+            Frame::Error(_)
+        ));
     }
 }

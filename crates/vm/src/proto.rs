@@ -45,7 +45,7 @@ pub struct VersionResponse {
     /// `uname -r` of the guest kernel.
     #[prost(string, tag = "3")]
     pub kernel_release: String,
-    /// Guest uptime in milliseconds.
+    /// Guest uptime in milliseconds (since the guest kernel booted).
     #[prost(uint64, tag = "4")]
     pub uptime_ms: u64,
     /// Number of containers the agent knows.

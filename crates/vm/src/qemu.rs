@@ -58,7 +58,9 @@ impl Transport {
     /// vsock when the host has `/dev/vhost-vsock`, virtio-serial otherwise.
     pub fn detect() -> Transport {
         if Path::new("/dev/vhost-vsock").exists() {
-            Transport::Vsock { cid: rand::random::<u32>() % 0x3fff_ff00 + 3 }
+            Transport::Vsock {
+                cid: rand::random::<u32>() % 0x3fff_ff00 + 3,
+            }
         } else {
             Transport::Serial
         }
@@ -151,8 +153,16 @@ impl VmConfig {
 
     /// The guest kernel's command line.
     pub fn kernel_cmdline(&self) -> String {
-        let mut words: Vec<String> =
-            ["console=ttyS0", "quiet", "panic=-1", "reboot=t", "pci=lastbus=0"].iter().map(|s| s.to_string()).collect();
+        let mut words: Vec<String> = [
+            "console=ttyS0",
+            "quiet",
+            "panic=-1",
+            "reboot=t",
+            "pci=lastbus=0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         if self.machine == Machine::Q35 {
             words.retain(|w| w != "pci=lastbus=0");
         }
@@ -183,33 +193,78 @@ impl VmConfig {
             (Accel::Tcg, Some(mib)) => format!("tcg,tb-size={mib}"),
             (accel, _) => accel.as_str().to_string(),
         };
-        let cpu = if self.accel == Accel::Kvm { "host" } else { "max" };
-        push(&["-name", &format!("husk-vm,process=husk-vm")]);
+        let cpu = if self.accel == Accel::Kvm {
+            "host"
+        } else {
+            "max"
+        };
+        push(&["-name", "husk-vm,process=husk-vm"]);
         push(&["-M", &machine, "-accel", &accel, "-cpu", cpu]);
-        push(&["-m", &format!("{}M", self.memory_mib), "-smp", &self.cpus.to_string()]);
-        push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
-        push(&["-kernel", &path_arg(&self.kernel), "-initrd", &path_arg(&self.initramfs)]);
+        push(&[
+            "-m",
+            &format!("{}M", self.memory_mib),
+            "-smp",
+            &self.cpus.to_string(),
+        ]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
+        push(&[
+            "-kernel",
+            &path_arg(&self.kernel),
+            "-initrd",
+            &path_arg(&self.initramfs),
+        ]);
         push(&["-append", &self.kernel_cmdline()]);
         push(&["-serial", &format!("file:{}", path_arg(&p.console))]);
-        push(&["-qmp", &format!("unix:{},server=on,wait=off", path_arg(&p.qmp))]);
+        push(&[
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", path_arg(&p.qmp)),
+        ]);
         push(&["-pidfile", &path_arg(&p.pid)]);
         match self.transport {
             Transport::Serial => {
                 push(&["-device", &self.machine.device("virtio-serial")]);
-                push(&["-chardev", &format!("socket,id=agent,path={},server=on,wait=off", path_arg(&p.agent))]);
-                push(&["-device", &format!("virtserialport,chardev=agent,name={AGENT_PORT_NAME}")]);
+                push(&[
+                    "-chardev",
+                    &format!(
+                        "socket,id=agent,path={},server=on,wait=off",
+                        path_arg(&p.agent)
+                    ),
+                ]);
+                push(&[
+                    "-device",
+                    &format!("virtserialport,chardev=agent,name={AGENT_PORT_NAME}"),
+                ]);
             }
             Transport::Vsock { cid } => {
-                push(&["-device", &format!("{},guest-cid={cid}", self.machine.device("vhost-vsock"))]);
+                push(&[
+                    "-device",
+                    &format!("{},guest-cid={cid}", self.machine.device("vhost-vsock")),
+                ]);
             }
         }
         for (i, share) in self.shares.iter().enumerate() {
             let ro = if share.readonly { ",readonly=on" } else { "" };
             push(&[
                 "-fsdev",
-                &format!("local,id=fs{i},path={},security_model=none,multidevs=remap{ro}", path_arg(&share.path)),
+                &format!(
+                    "local,id=fs{i},path={},security_model=none,multidevs=remap{ro}",
+                    path_arg(&share.path)
+                ),
             ]);
-            push(&["-device", &format!("{},fsdev=fs{i},mount_tag={}", self.machine.device("virtio-9p"), share.tag)]);
+            push(&[
+                "-device",
+                &format!(
+                    "{},fsdev=fs{i},mount_tag={}",
+                    self.machine.device("virtio-9p"),
+                    share.tag
+                ),
+            ]);
         }
         a
     }
@@ -219,19 +274,43 @@ impl VmConfig {
         let p = self.paths();
         for sock in [&p.qmp, &p.agent] {
             if sock.as_os_str().len() >= 108 {
-                return Err(Error::invalid("vm_dir", format!("socket path {} is too long for a unix socket", sock.display())));
+                return Err(Error::invalid(
+                    "vm_dir",
+                    format!(
+                        "socket path {} is too long for a unix socket",
+                        sock.display()
+                    ),
+                ));
             }
         }
         for s in &self.shares {
-            if s.tag.is_empty() || s.tag.len() > 31 || !s.tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(Error::invalid("share", format!("bad 9p mount tag {:?}", s.tag)));
+            if s.tag.is_empty()
+                || s.tag.len() > 31
+                || !s
+                    .tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(Error::invalid(
+                    "share",
+                    format!("bad 9p mount tag {:?}", s.tag),
+                ));
             }
             if s.path.to_string_lossy().contains(',') {
-                return Err(Error::invalid("share", format!("share path {} contains a comma", s.path.display())));
+                return Err(Error::invalid(
+                    "share",
+                    format!("share path {} contains a comma", s.path.display()),
+                ));
             }
         }
         if self.memory_mib < 64 || self.cpus == 0 {
-            return Err(Error::invalid("resources", format!("a VM needs at least 64 MiB and 1 CPU, not {} MiB and {} CPUs", self.memory_mib, self.cpus)));
+            return Err(Error::invalid(
+                "resources",
+                format!(
+                    "a VM needs at least 64 MiB and 1 CPU, not {} MiB and {} CPUs",
+                    self.memory_mib, self.cpus
+                ),
+            ));
         }
         Ok(())
     }
@@ -246,8 +325,14 @@ fn path_arg(p: &Path) -> String {
 /// Guest memory and CPUs for a sandbox or container with `resources`: the limit the user asked for plus a fixed
 /// overhead for the guest kernel, the agent and the containers' writable layers (tmpfs in guest memory).
 pub fn vm_size(resources: &husk_core::Resources, host_cpus: u32) -> (u64, u32) {
-    let asked = resources.memory_bytes.map(|b| (b.max(0) as u64).div_ceil(1 << 20)).unwrap_or(DEFAULT_MEMORY_MIB);
-    let cpus = resources.nano_cpus.map(|n| (n.max(1) as u64).div_ceil(1_000_000_000) as u32).unwrap_or(1);
+    let asked = resources
+        .memory_bytes
+        .map(|b| (b.max(0) as u64).div_ceil(1 << 20))
+        .unwrap_or(DEFAULT_MEMORY_MIB);
+    let cpus = resources
+        .nano_cpus
+        .map(|n| (n.max(1) as u64).div_ceil(1_000_000_000) as u32)
+        .unwrap_or(1);
     (asked + GUEST_OVERHEAD_MIB, cpus.clamp(1, host_cpus.max(1)))
 }
 
@@ -258,7 +343,10 @@ pub const GUEST_OVERHEAD_MIB: u64 = 64;
 
 /// The host TSC frequency in kHz, when the host says it.
 pub fn host_tsc_khz() -> Option<u64> {
-    if let Some(khz) = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/tsc_freq_khz").ok().and_then(|s| s.trim().parse().ok()) {
+    if let Some(khz) = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/tsc_freq_khz")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
         return Some(khz);
     }
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
@@ -267,8 +355,17 @@ pub fn host_tsc_khz() -> Option<u64> {
 
 fn tsc_khz_from_cpuinfo(cpuinfo: &str) -> Option<u64> {
     // With an invariant TSC, "cpu MHz" of a VM is the TSC rate the hypervisor told the kernel.
-    let constant = cpuinfo.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "constant_tsc"));
-    let mhz: f64 = cpuinfo.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse().ok()?;
+    let constant = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "constant_tsc"));
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
     (constant && mhz > 0.0).then(|| (mhz * 1000.0).round() as u64)
 }
 
@@ -287,16 +384,23 @@ impl Vm {
     pub async fn launch(config: VmConfig) -> Result<Vm> {
         config.validate()?;
         let paths = config.paths();
-        std::fs::create_dir_all(&config.dir).context(format!("create VM directory {}", config.dir.display()))?;
+        std::fs::create_dir_all(&config.dir)
+            .context(format!("create VM directory {}", config.dir.display()))?;
         for stale in [&paths.qmp, &paths.agent, &paths.pid] {
             let _ = std::fs::remove_file(stale);
         }
-        let cfg_json = serde_json::to_vec_pretty(&config).map_err(|e| Error::internal(format!("encode VM config: {e}")))?;
-        std::fs::write(&paths.config, cfg_json).context(format!("write {}", paths.config.display()))?;
-        let log = std::fs::File::create(&paths.log).context(format!("create {}", paths.log.display()))?;
+        let cfg_json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| Error::internal(format!("encode VM config: {e}")))?;
+        std::fs::write(&paths.config, cfg_json)
+            .context(format!("write {}", paths.config.display()))?;
+        let log =
+            std::fs::File::create(&paths.log).context(format!("create {}", paths.log.display()))?;
         let log2 = log.try_clone().context("duplicate the QEMU log file")?;
         let mut cmd = std::process::Command::new(&config.qemu);
-        cmd.args(config.args()).stdin(Stdio::null()).stdout(log).stderr(log2);
+        cmd.args(config.args())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
         // SAFETY: setsid is async-signal-safe and only affects the child; it makes QEMU the leader of a new
         // session so that it outlives the daemon and gets no signals meant for the daemon's terminal.
         unsafe {
@@ -309,12 +413,18 @@ impl Vm {
             .kill_on_drop(false)
             .spawn()
             .context(format!("start {}", config.qemu.display()))?;
-        let pid = child.id().map(|p| p as i32).ok_or_else(|| Error::backend("QEMU exited at once"))?;
+        let pid = child
+            .id()
+            .map(|p| p as i32)
+            .ok_or_else(|| Error::backend("QEMU exited at once"))?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let log = std::fs::read_to_string(&paths.log).unwrap_or_default();
-                return Err(Error::backend(format!("QEMU exited at start ({status}): {}", log.trim())));
+                return Err(Error::backend(format!(
+                    "QEMU exited at start ({status}): {}",
+                    log.trim()
+                )));
             }
             if paths.qmp.exists() && Qmp::connect(&paths.qmp).await.is_ok() {
                 break;
@@ -322,24 +432,39 @@ impl Vm {
             if Instant::now() > deadline {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
-                return Err(Error::timeout(format!("QEMU's QMP socket {} did not answer within 20 s", paths.qmp.display())));
+                return Err(Error::timeout(format!(
+                    "QEMU's QMP socket {} did not answer within 20 s",
+                    paths.qmp.display()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Ok(Vm { config, pid, child: Some(child) })
+        Ok(Vm {
+            config,
+            pid,
+            child: Some(child),
+        })
     }
 
     /// Finds the VM of directory `dir` again (after a daemon restart): `None` when no QEMU runs for it.
     pub async fn find(dir: &Path) -> Result<Option<Vm>> {
         let paths = VmPaths::new(dir);
-        let Ok(text) = std::fs::read_to_string(&paths.config) else { return Ok(None) };
-        let config: VmConfig =
-            serde_json::from_str(&text).map_err(|e| Error::internal(format!("bad {}: {e}", paths.config.display())))?;
-        let Some(pid) = read_pid(&paths.pid) else { return Ok(None) };
+        let Ok(text) = std::fs::read_to_string(&paths.config) else {
+            return Ok(None);
+        };
+        let config: VmConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::internal(format!("bad {}: {e}", paths.config.display())))?;
+        let Some(pid) = read_pid(&paths.pid) else {
+            return Ok(None);
+        };
         if !is_our_qemu(pid, &paths.qmp) {
             return Ok(None);
         }
-        Ok(Some(Vm { config, pid, child: None }))
+        Ok(Some(Vm {
+            config,
+            pid,
+            child: None,
+        }))
     }
 
     /// The VM directory's files.
@@ -355,7 +480,10 @@ impl Vm {
     /// QMP's `query-status` (`running`, `paused`, `shutdown` ...).
     pub async fn status(&self) -> Result<String> {
         let v = self.qmp().await?.execute("query-status", None).await?;
-        Ok(v.get("status").and_then(Value::as_str).unwrap_or("unknown").to_string())
+        Ok(v.get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string())
     }
 
     /// Pauses every vCPU (QMP `stop`).
@@ -418,14 +546,22 @@ fn read_pid(path: &Path) -> Option<i32> {
 
 /// Whether `pid` is a live (not zombie) QEMU whose command line names `qmp` (so a reused PID is not mistaken).
 fn is_our_qemu(pid: i32, qmp: &Path) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
     if matches!(state, Some('Z') | Some('X') | None) {
         return false;
     }
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
     let needle = qmp.to_string_lossy();
-    String::from_utf8_lossy(&cmdline).split('\0').any(|arg| arg.contains(needle.as_ref()))
+    String::from_utf8_lossy(&cmdline)
+        .split('\0')
+        .any(|arg| arg.contains(needle.as_ref()))
 }
 
 /// A QMP connection (QEMU's JSON control protocol), ready for commands.
@@ -451,10 +587,15 @@ impl Qmp {
             .map_err(|_| Error::timeout(format!("connect to QMP socket {}", path.display())))?
             .context(format!("connect to QMP socket {}", path.display()))?;
         let (r, w) = stream.into_split();
-        let mut q = Qmp { reader: BufReader::new(r), writer: w };
+        let mut q = Qmp {
+            reader: BufReader::new(r),
+            writer: w,
+        };
         let greeting = q.read_message().await?;
         if greeting.get("QMP").is_none() {
-            return Err(Error::backend(format!("unexpected QMP greeting: {greeting}")));
+            return Err(Error::backend(format!(
+                "unexpected QMP greeting: {greeting}"
+            )));
         }
         q.execute("qmp_capabilities", None).await?;
         Ok(q)
@@ -469,7 +610,8 @@ impl Qmp {
         if n == 0 {
             return Err(Error::backend("QMP connection closed"));
         }
-        serde_json::from_str(&line).map_err(|e| Error::backend(format!("bad QMP message {line:?}: {e}")))
+        serde_json::from_str(&line)
+            .map_err(|e| Error::backend(format!("bad QMP message {line:?}: {e}")))
     }
 
     /// Runs `command` with `arguments`; returns its `return` value. Events arriving meanwhile are skipped.
@@ -480,7 +622,10 @@ impl Qmp {
         }
         let mut bytes = msg.to_string().into_bytes();
         bytes.push(b'\n');
-        self.writer.write_all(&bytes).await.context(format!("send QMP {command}"))?;
+        self.writer
+            .write_all(&bytes)
+            .await
+            .context(format!("send QMP {command}"))?;
         loop {
             let m = self.read_message().await?;
             if let Some(r) = m.get("return") {
@@ -508,7 +653,11 @@ mod tests {
             kernel: "/boot/vmlinuz".into(),
             initramfs: "/cache/initramfs.cpio".into(),
             cmdline_extra: vec!["husk.debug=1".into()],
-            shares: vec![Share { tag: "husk0".into(), path: "/run/husk/vm/abc/share".into(), readonly: true }],
+            shares: vec![Share {
+                tag: "husk0".into(),
+                path: "/run/husk/vm/abc/share".into(),
+                readonly: true,
+            }],
             transport,
             tsc_khz: Some(2_596_124),
             tb_size_mib: Some(64),
@@ -516,33 +665,60 @@ mod tests {
     }
 
     fn after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
-        args.windows(2).filter(|w| w[0] == flag).map(|w| w[1].as_str()).collect()
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
     }
 
     #[test]
     fn microvm_command_line() {
         let c = config(Machine::Microvm, Transport::Serial);
         let a = c.args();
-        assert_eq!(after(&a, "-M"), ["microvm,acpi=on,pit=on,pic=on,rtc=on,isa-serial=on"]);
+        assert_eq!(
+            after(&a, "-M"),
+            ["microvm,acpi=on,pit=on,pic=on,rtc=on,isa-serial=on"]
+        );
         assert_eq!(after(&a, "-accel"), ["tcg,tb-size=64"]);
         assert_eq!(after(&a, "-cpu"), ["max"]);
         assert_eq!(after(&a, "-m"), ["320M"]);
         assert!(a.contains(&"-no-reboot".to_string()) && a.contains(&"-nodefaults".to_string()));
-        assert_eq!(after(&a, "-qmp"), ["unix:/run/husk/vm/abc/qmp.sock,server=on,wait=off"]);
+        assert_eq!(
+            after(&a, "-qmp"),
+            ["unix:/run/husk/vm/abc/qmp.sock,server=on,wait=off"]
+        );
         assert_eq!(after(&a, "-serial"), ["file:/run/husk/vm/abc/console.log"]);
         let devices = after(&a, "-device");
-        assert_eq!(devices, [
-            "virtio-serial-device",
-            "virtserialport,chardev=agent,name=husk.agent.0",
-            "virtio-9p-device,fsdev=fs0,mount_tag=husk0"
-        ]);
-        assert_eq!(after(&a, "-chardev"), ["socket,id=agent,path=/run/husk/vm/abc/agent.sock,server=on,wait=off"]);
-        assert_eq!(after(&a, "-fsdev"), [
-            "local,id=fs0,path=/run/husk/vm/abc/share,security_model=none,multidevs=remap,readonly=on"
-        ]);
+        assert_eq!(
+            devices,
+            [
+                "virtio-serial-device",
+                "virtserialport,chardev=agent,name=husk.agent.0",
+                "virtio-9p-device,fsdev=fs0,mount_tag=husk0"
+            ]
+        );
+        assert_eq!(
+            after(&a, "-chardev"),
+            ["socket,id=agent,path=/run/husk/vm/abc/agent.sock,server=on,wait=off"]
+        );
+        assert_eq!(
+            after(&a, "-fsdev"),
+            [
+                "local,id=fs0,path=/run/husk/vm/abc/share,security_model=none,multidevs=remap,readonly=on"
+            ]
+        );
         let append = after(&a, "-append")[0];
-        for w in ["console=ttyS0", "tsc_early_khz=2596124", "husk.shares=husk0", "husk.debug=1", "panic=-1"] {
-            assert!(append.split(' ').any(|x| x == w), "{w} missing from {append}");
+        for w in [
+            "console=ttyS0",
+            "tsc_early_khz=2596124",
+            "husk.shares=husk0",
+            "husk.debug=1",
+            "panic=-1",
+        ] {
+            assert!(
+                append.split(' ').any(|x| x == w),
+                "{w} missing from {append}"
+            );
         }
     }
 
@@ -555,7 +731,13 @@ mod tests {
         assert_eq!(after(&a, "-accel"), ["kvm"]);
         assert_eq!(after(&a, "-cpu"), ["host"]);
         let devices = after(&a, "-device");
-        assert_eq!(devices, ["vhost-vsock-pci,guest-cid=42", "virtio-9p-pci,fsdev=fs0,mount_tag=husk0"]);
+        assert_eq!(
+            devices,
+            [
+                "vhost-vsock-pci,guest-cid=42",
+                "virtio-9p-pci,fsdev=fs0,mount_tag=husk0"
+            ]
+        );
         assert!(after(&a, "-chardev").is_empty());
         assert!(c.kernel_cmdline().contains("husk.transport=vsock"));
     }
@@ -576,10 +758,20 @@ mod tests {
 
     #[test]
     fn sizes_include_the_overhead() {
-        let r = husk_core::Resources { memory_bytes: Some(128 << 20), nano_cpus: Some(1_500_000_000), pids_limit: None };
+        let r = husk_core::Resources {
+            memory_bytes: Some(128 << 20),
+            nano_cpus: Some(1_500_000_000),
+            pids_limit: None,
+        };
         assert_eq!(vm_size(&r, 8), (128 + GUEST_OVERHEAD_MIB, 2));
-        assert_eq!(vm_size(&Default::default(), 8), (DEFAULT_MEMORY_MIB + GUEST_OVERHEAD_MIB, 1));
-        let big = husk_core::Resources { nano_cpus: Some(64_000_000_000), ..Default::default() };
+        assert_eq!(
+            vm_size(&Default::default(), 8),
+            (DEFAULT_MEMORY_MIB + GUEST_OVERHEAD_MIB, 1)
+        );
+        let big = husk_core::Resources {
+            nano_cpus: Some(64_000_000_000),
+            ..Default::default()
+        };
         assert_eq!(vm_size(&big, 2).1, 2);
     }
 

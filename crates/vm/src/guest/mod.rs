@@ -95,10 +95,14 @@ fn find_kernel(boot: &Path, modules: &Path) -> Result<(PathBuf, String)> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let release = name.strip_prefix("vmlinuz-")?.to_string();
-            modules.join(&release).join("modules.dep").exists().then(|| (release, e.path()))
+            modules
+                .join(&release)
+                .join("modules.dep")
+                .exists()
+                .then(|| (release, e.path()))
         })
         .collect();
-    found.sort_by(|a, b| version_key(&a.0).cmp(&version_key(&b.0)));
+    found.sort_by_key(|a| version_key(&a.0));
     let (release, path) = found.pop().ok_or_else(|| {
         Error::not_found(format!(
             "guest kernel: no {}/vmlinuz-* with modules in {} (install linux-image-amd64 or configure a kernel)",
@@ -110,14 +114,21 @@ fn find_kernel(boot: &Path, modules: &Path) -> Result<(PathBuf, String)> {
 }
 
 fn version_key(release: &str) -> Vec<u64> {
-    release.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect()
+    release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
 }
 
 /// The release of a kernel image file, read from its bzImage header (the version string the header points to).
 pub fn kernel_release_of(kernel: &Path) -> Result<String> {
     let data = std::fs::read(kernel).context(format!("read kernel {}", kernel.display()))?;
     bzimage_release(&data).ok_or_else(|| {
-        Error::bad_request(format!("{} is not a bzImage with a version string; name its modules_dir", kernel.display()))
+        Error::bad_request(format!(
+            "{} is not a bzImage with a version string; name its modules_dir",
+            kernel.display()
+        ))
     })
 }
 
@@ -138,7 +149,10 @@ pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
         Some(k) => (k.clone(), kernel_release_of(k)?),
         None => default_kernel()?,
     };
-    let modules_dir = config.modules_dir.clone().unwrap_or_else(|| Path::new("/lib/modules").join(&release));
+    let modules_dir = config
+        .modules_dir
+        .clone()
+        .unwrap_or_else(|| Path::new("/lib/modules").join(&release));
     let deps = ModuleDeps::load(&modules_dir)?;
     let mut optional: Vec<&str> = OPTIONAL_MODULES.to_vec();
     optional.extend(config.extra_modules.iter().map(String::as_str));
@@ -146,24 +160,40 @@ pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
     required.extend(config.extra_modules.iter().map(String::as_str));
     let modules = deps.resolve(&required, &optional)?;
 
-    let agent = std::fs::read(&config.agent).context(format!("read the agent binary {}", config.agent.display()))?;
+    let agent = std::fs::read(&config.agent)
+        .context(format!("read the agent binary {}", config.agent.display()))?;
     let mut module_files = Vec::with_capacity(modules.len());
     for m in &modules {
         let path = modules_dir.join(m);
-        module_files.push(std::fs::read(&path).context(format!("read kernel module {}", path.display()))?);
+        module_files
+            .push(std::fs::read(&path).context(format!("read kernel module {}", path.display()))?);
     }
     let key = content_key(config, &agent, &kernel, &release, &modules, &module_files)?;
     let suffix = match config.compression {
         Compression::None => "cpio",
         Compression::Gzip => "cpio.gz",
     };
-    let initramfs = config.cache_dir.join(format!("initramfs-{}.{suffix}", &key[..16]));
+    let initramfs = config
+        .cache_dir
+        .join(format!("initramfs-{}.{suffix}", &key[..16]));
     if !initramfs.exists() {
-        let agent = if config.strip_agent { strip(&config.agent, &config.cache_dir).unwrap_or(agent) } else { agent };
+        let agent = if config.strip_agent {
+            strip(&config.agent, &config.cache_dir).unwrap_or(agent)
+        } else {
+            agent
+        };
         let entries = initramfs_entries(&release, agent, &modules, module_files);
-        write_atomically(&initramfs, |f| initramfs::write_initramfs(f, &entries, config.compression))?;
+        write_atomically(&initramfs, |f| {
+            initramfs::write_initramfs(f, &entries, config.compression)
+        })?;
     }
-    Ok(GuestImage { kernel, initramfs, kernel_release: release, modules, key })
+    Ok(GuestImage {
+        kernel,
+        initramfs,
+        kernel_release: release,
+        modules,
+        key,
+    })
 }
 
 /// The agent without debug information, or `None` when `strip` is not installed or fails.
@@ -193,9 +223,13 @@ fn content_key(
 ) -> Result<String> {
     let mut h = Sha256::new();
     h.update(FORMAT);
-    h.update(format!("{:?}\0{}\0{release}\0", config.compression, config.strip_agent));
+    h.update(format!(
+        "{:?}\0{}\0{release}\0",
+        config.compression, config.strip_agent
+    ));
     h.update(Sha256::digest(agent));
-    let kernel_bytes = std::fs::read(kernel).context(format!("read kernel {}", kernel.display()))?;
+    let kernel_bytes =
+        std::fs::read(kernel).context(format!("read kernel {}", kernel.display()))?;
     h.update(Sha256::digest(&kernel_bytes));
     for (name, data) in modules.iter().zip(module_files) {
         h.update(name.as_bytes());
@@ -205,22 +239,52 @@ fn content_key(
     Ok(hex::encode(h.finalize()))
 }
 
-fn initramfs_entries(release: &str, agent: Vec<u8>, modules: &[String], module_files: Vec<Vec<u8>>) -> Vec<Entry> {
+fn initramfs_entries(
+    release: &str,
+    agent: Vec<u8>,
+    modules: &[String],
+    module_files: Vec<Vec<u8>>,
+) -> Vec<Entry> {
     let mut entries = Vec::new();
     let mut seen = BTreeSet::new();
     for dir in ["dev", "proc", "sys", "run", "tmp", "mnt", "etc", "etc/husk"] {
         seen.insert(dir.to_string());
-        entries.push(Entry::Dir { path: dir.into(), mode: if dir == "tmp" { 0o1777 } else { 0o755 } });
+        entries.push(Entry::Dir {
+            path: dir.into(),
+            mode: if dir == "tmp" { 0o1777 } else { 0o755 },
+        });
     }
-    entries.push(Entry::CharDev { path: "dev/console".into(), mode: 0o600, major: 5, minor: 1 });
-    entries.push(Entry::CharDev { path: "dev/null".into(), mode: 0o666, major: 1, minor: 3 });
-    entries.push(Entry::File { path: "init".into(), mode: 0o755, data: agent });
+    entries.push(Entry::CharDev {
+        path: "dev/console".into(),
+        mode: 0o600,
+        major: 5,
+        minor: 1,
+    });
+    entries.push(Entry::CharDev {
+        path: "dev/null".into(),
+        mode: 0o666,
+        major: 1,
+        minor: 3,
+    });
+    entries.push(Entry::File {
+        path: "init".into(),
+        mode: 0o755,
+        data: agent,
+    });
     let order: String = modules.iter().map(|m| format!("{m}\n")).collect();
-    entries.push(Entry::File { path: MODULE_ORDER_FILE.into(), mode: 0o644, data: order.into_bytes() });
+    entries.push(Entry::File {
+        path: MODULE_ORDER_FILE.into(),
+        mode: 0o644,
+        data: order.into_bytes(),
+    });
     for (m, data) in modules.iter().zip(module_files) {
         let path = format!("lib/modules/{release}/{m}");
         initramfs::parents(&path, &mut seen, &mut entries);
-        entries.push(Entry::File { path, mode: 0o644, data });
+        entries.push(Entry::File {
+            path,
+            mode: 0o644,
+            data,
+        });
     }
     entries
 }
@@ -230,9 +294,15 @@ pub(crate) fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = path.parent().ok_or_else(|| Error::internal(format!("{} has no parent directory", path.display())))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::internal(format!("{} has no parent directory", path.display())))?;
     std::fs::create_dir_all(dir).context(format!("create {}", dir.display()))?;
-    let tmp = dir.join(format!(".{}.{:08x}.tmp", path.file_name().unwrap_or_default().to_string_lossy(), rand::random::<u32>()));
+    let tmp = dir.join(format!(
+        ".{}.{:08x}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        rand::random::<u32>()
+    ));
     let result = (|| {
         let file = std::fs::File::create(&tmp)?;
         let mut w = std::io::BufWriter::new(file);
@@ -264,7 +334,10 @@ mod tests {
             std::fs::write(lib.join(r).join("modules.dep"), b"").unwrap();
         }
         let (path, release) = find_kernel(&boot, &lib).unwrap();
-        assert_eq!(release, "6.1.0-56-amd64", "6.9 has no modules; 56 > 9 numerically");
+        assert_eq!(
+            release, "6.1.0-56-amd64",
+            "6.9 has no modules; 56 > 9 numerically"
+        );
         assert!(path.ends_with("vmlinuz-6.1.0-56-amd64"));
         assert!(find_kernel(&lib, &boot).is_err());
     }
@@ -281,22 +354,39 @@ mod tests {
 
     #[test]
     fn layout_has_init_console_and_module_order() {
-        let entries = initramfs_entries("6.1", b"AGENT".to_vec(), &["kernel/a.ko".into(), "kernel/x/b.ko".into()], vec![
-            b"A".to_vec(),
-            b"B".to_vec(),
-        ]);
-        let find = |p: &str| entries.iter().find(|e| matches!(e, Entry::File { path, .. } if path == p)).cloned();
-        assert!(matches!(find("init"), Some(Entry::File { mode: 0o755, data, .. }) if data == b"AGENT"));
-        assert!(matches!(find(MODULE_ORDER_FILE), Some(Entry::File { data, .. }) if data == b"kernel/a.ko\nkernel/x/b.ko\n"));
+        let entries = initramfs_entries(
+            "6.1",
+            b"AGENT".to_vec(),
+            &["kernel/a.ko".into(), "kernel/x/b.ko".into()],
+            vec![b"A".to_vec(), b"B".to_vec()],
+        );
+        let find = |p: &str| {
+            entries
+                .iter()
+                .find(|e| matches!(e, Entry::File { path, .. } if path == p))
+                .cloned()
+        };
+        assert!(
+            matches!(find("init"), Some(Entry::File { mode: 0o755, data, .. }) if data == b"AGENT")
+        );
+        assert!(
+            matches!(find(MODULE_ORDER_FILE), Some(Entry::File { data, .. }) if data == b"kernel/a.ko\nkernel/x/b.ko\n")
+        );
         assert!(find("lib/modules/6.1/kernel/x/b.ko").is_some());
         assert!(entries.iter().any(|e| matches!(e, Entry::CharDev { path, major: 5, minor: 1, .. } if path == "dev/console")));
-        assert!(entries.iter().any(|e| matches!(e, Entry::Dir { path, .. } if path == "lib/modules/6.1/kernel/x")));
+        assert!(
+            entries.iter().any(
+                |e| matches!(e, Entry::Dir { path, .. } if path == "lib/modules/6.1/kernel/x")
+            )
+        );
     }
 
     #[test]
     fn host_kernel_image_builds_and_is_cached() {
         // Uses the machine's Debian kernel and modules when present (it is on husk's CI machines).
-        let Ok((kernel, release)) = default_kernel() else { return };
+        let Ok((kernel, release)) = default_kernel() else {
+            return;
+        };
         assert_eq!(kernel_release_of(&kernel).unwrap(), release);
         let d = tempfile::tempdir().unwrap();
         let agent = d.path().join("agent");
@@ -307,9 +397,16 @@ mod tests {
         let mtime = std::fs::metadata(&a.initramfs).unwrap().modified().unwrap();
         let b = build_guest(&cfg).unwrap();
         assert_eq!(a, b);
-        assert_eq!(std::fs::metadata(&b.initramfs).unwrap().modified().unwrap(), mtime, "reused, not rewritten");
+        assert_eq!(
+            std::fs::metadata(&b.initramfs).unwrap().modified().unwrap(),
+            mtime,
+            "reused, not rewritten"
+        );
         std::fs::write(&agent, b"a new agent").unwrap();
         let c = build_guest(&cfg).unwrap();
-        assert_ne!(c.initramfs, a.initramfs, "a changed agent gives a new initramfs");
+        assert_ne!(
+            c.initramfs, a.initramfs,
+            "a changed agent gives a new initramfs"
+        );
     }
 }

@@ -26,7 +26,12 @@ pub const REQUIRED_MODULES: &[&str] = &[
 
 /// Modules loaded when the kernel has them: networking and vsock (with their dependencies such as
 /// `net_failover`, `netfs` and `fscache`, which come in through `modules.dep`).
-pub const OPTIONAL_MODULES: &[&str] = &["virtio_net", "vsock", "vmw_vsock_virtio_transport", "virtio_blk"];
+pub const OPTIONAL_MODULES: &[&str] = &[
+    "virtio_net",
+    "vsock",
+    "vmw_vsock_virtio_transport",
+    "virtio_blk",
+];
 
 /// The dependency graph of one kernel's modules.
 #[derive(Debug, Default, Clone)]
@@ -42,7 +47,10 @@ pub struct ModuleDeps {
 /// The module name of a module file: the file name without `.ko` and compression suffix, `-` read as `_`.
 pub fn module_name(path: &str) -> String {
     let file = path.rsplit('/').next().unwrap_or(path);
-    let stem = [".ko.xz", ".ko.zst", ".ko.gz", ".ko"].iter().find_map(|s| file.strip_suffix(s)).unwrap_or(file);
+    let stem = [".ko.xz", ".ko.zst", ".ko.gz", ".ko"]
+        .iter()
+        .find_map(|s| file.strip_suffix(s))
+        .unwrap_or(file);
     stem.replace('-', "_")
 }
 
@@ -55,21 +63,27 @@ impl ModuleDeps {
             if line.is_empty() {
                 continue;
             }
-            let (file, rest) = line
-                .split_once(':')
-                .ok_or_else(|| Error::bad_request(format!("modules.dep line {}: no ':' in {line:?}", n + 1)))?;
+            let (file, rest) = line.split_once(':').ok_or_else(|| {
+                Error::bad_request(format!("modules.dep line {}: no ':' in {line:?}", n + 1))
+            })?;
             let file = file.trim().to_string();
             let deps = rest.split_whitespace().map(str::to_string).collect();
             g.by_name.insert(module_name(&file), file.clone());
             g.deps.insert(file, deps);
         }
-        g.builtin = modules_builtin.lines().map(str::trim).filter(|l| !l.is_empty()).map(module_name).collect();
+        g.builtin = modules_builtin
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(module_name)
+            .collect();
         Ok(g)
     }
 
     /// Reads `modules.dep` and `modules.builtin` from a kernel's module directory.
     pub fn load(dir: &Path) -> Result<Self> {
-        let dep = std::fs::read_to_string(dir.join("modules.dep")).context(format!("read {}/modules.dep", dir.display()))?;
+        let dep = std::fs::read_to_string(dir.join("modules.dep"))
+            .context(format!("read {}/modules.dep", dir.display()))?;
         let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
         Self::parse(&dep, &builtin)
     }
@@ -101,17 +115,27 @@ impl ModuleDeps {
         Ok(order)
     }
 
-    fn visit(&self, file: &str, state: &mut BTreeMap<String, bool>, order: &mut Vec<String>) -> Result<()> {
+    fn visit(
+        &self,
+        file: &str,
+        state: &mut BTreeMap<String, bool>,
+        order: &mut Vec<String>,
+    ) -> Result<()> {
         match state.get(file) {
             Some(true) => return Ok(()),
-            Some(false) => return Err(Error::bad_request(format!("modules.dep has a dependency cycle through {file}"))),
+            Some(false) => {
+                return Err(Error::bad_request(format!(
+                    "modules.dep has a dependency cycle through {file}"
+                )));
+            }
             None => {}
         }
         state.insert(file.to_string(), false);
-        let deps = self
-            .deps
-            .get(file)
-            .ok_or_else(|| Error::not_found(format!("module file {file} named in modules.dep but not listed in it")))?;
+        let deps = self.deps.get(file).ok_or_else(|| {
+            Error::not_found(format!(
+                "module file {file} named in modules.dep but not listed in it"
+            ))
+        })?;
         for dep in deps {
             self.visit(dep, state, order)?;
         }
@@ -147,7 +171,10 @@ kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko ker
 ";
 
     fn pos(order: &[String], name: &str) -> usize {
-        order.iter().position(|f| module_name(f) == name).unwrap_or_else(|| panic!("{name} missing from {order:?}"))
+        order
+            .iter()
+            .position(|f| module_name(f) == name)
+            .unwrap_or_else(|| panic!("{name} missing from {order:?}"))
     }
 
     #[test]
@@ -167,7 +194,10 @@ kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko ker
             ("failover", "net_failover"),
             ("net_failover", "virtio_net"),
         ] {
-            assert!(pos(&order, before) < pos(&order, after), "{before} must load before {after}: {order:?}");
+            assert!(
+                pos(&order, before) < pos(&order, after),
+                "{before} must load before {after}: {order:?}"
+            );
         }
         // each file once, nothing that was not asked for
         let unique: BTreeSet<_> = order.iter().collect();
@@ -188,7 +218,12 @@ kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko ker
     #[test]
     fn cycles_and_garbage_are_reported() {
         let g = ModuleDeps::parse("a.ko: b.ko\nb.ko: a.ko\n", "").unwrap();
-        assert!(g.resolve(&["a"], &[]).unwrap_err().message.contains("cycle"));
+        assert!(
+            g.resolve(&["a"], &[])
+                .unwrap_err()
+                .message
+                .contains("cycle")
+        );
         assert!(ModuleDeps::parse("no colon here\n", "").is_err());
         let g = ModuleDeps::parse("a.ko: gone.ko\n", "").unwrap();
         assert!(g.resolve(&["a"], &[]).is_err());
@@ -196,7 +231,10 @@ kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko ker
 
     #[test]
     fn names_from_files() {
-        assert_eq!(module_name("kernel/drivers/char/hw_random/virtio-rng.ko"), "virtio_rng");
+        assert_eq!(
+            module_name("kernel/drivers/char/hw_random/virtio-rng.ko"),
+            "virtio_rng"
+        );
         assert_eq!(module_name("kernel/fs/9p/9p.ko.xz"), "9p");
         assert_eq!(module_name("x.ko.zst"), "x");
     }

@@ -1,0 +1,220 @@
+//! The agent's service run on the host (no VM): the protocol, error handling and the namespace runtime, fast.
+//! Needs root (overlay mounts, namespaces), as husk's CI is.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{HostAgent, busybox_rootfs, collect, container, run};
+use husk_core::ErrorKind;
+use husk_vm::proto;
+
+/// Sends `body` to `method` of the agent service and returns the status code.
+pub async fn raw_call(
+    channel: tonic::transport::Channel,
+    method: &'static str,
+    body: Vec<u8>,
+) -> tonic::Code {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static(method);
+    match grpc
+        .unary(tonic::Request::new(body), path, common::raw::RawCodec)
+        .await
+    {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_clear_errors_and_the_agent_keeps_serving() {
+    let agent = HostAgent::start();
+    let client = agent.client();
+    assert_eq!(
+        client.version().await.unwrap().protocol,
+        proto::PROTOCOL_VERSION
+    );
+    busybox_rootfs(&agent.share.join("c1/0"));
+
+    let e = client.start("ghost").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    assert!(e.message.contains("ghost"), "{e}");
+    let e = client
+        .create_container(&container("../x", &["true"]), "share0", vec!["c1/0".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    let e = client
+        .create_container(&container("c1", &[]), "share0", vec!["c1/0".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    let e = client
+        .create_container(
+            &container("c1", &["true"]),
+            "share0",
+            vec!["../../etc".into()],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    let e = client
+        .create_container(
+            &container("c1", &["true"]),
+            "nosuchshare",
+            vec!["c1/0".into()],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    let e = client
+        .create_container(
+            &container("c1", &["true"]),
+            "share0",
+            vec!["c1/missing".into()],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    let e = client.signal("ghost", "", 0, false).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    let e = client
+        .exec(
+            "ghost",
+            "e1",
+            &husk_core::ProcessConfig {
+                args: vec!["true".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+
+    // Not protobuf at all, and a valid message on the wrong method.
+    let code = raw_call(
+        client.channel(),
+        "/husk.agent.v1.Agent/CreateContainer",
+        vec![0xff, 0xff, 0xff, 0x0f, 0x01],
+    )
+    .await;
+    assert_eq!(code, tonic::Code::Internal);
+    let code = raw_call(client.channel(), "/husk.agent.v1.Agent/NoSuchCall", vec![]).await;
+    assert_eq!(code, tonic::Code::Unimplemented);
+
+    // A command that does not exist fails at start with a clear error; the container can still be removed.
+    client
+        .create_container(
+            &container("c1", &["/no/such/program"]),
+            "share0",
+            vec!["c1/0".into()],
+        )
+        .await
+        .unwrap();
+    let e = client.start("c1").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    assert!(e.message.contains("/no/such/program"), "{e}");
+    client.remove_container("c1").await.unwrap();
+
+    let v = client.version().await.unwrap();
+    assert_eq!(v.containers, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_run_in_their_own_namespaces_with_stdio_exec_and_signals() {
+    let agent = HostAgent::start();
+    let client = agent.client();
+    busybox_rootfs(&agent.share.join("c/0"));
+
+    let out = run(&client, "share0", "c/0", "echo", &["echo", "hi"]).await;
+    assert_eq!(
+        (out.stdout.as_str(), out.code),
+        ("hi\n", Some(0)),
+        "{out:?}"
+    );
+    let out = run(
+        &client,
+        "share0",
+        "c/0",
+        "exit3",
+        &["sh", "-c", "echo err >&2; exit 3"],
+    )
+    .await;
+    assert_eq!(
+        (out.stderr.as_str(), out.code),
+        ("err\n", Some(3)),
+        "{out:?}"
+    );
+    // PID 1 of its own PID namespace, in its own root.
+    let out = run(
+        &client,
+        "share0",
+        "c/0",
+        "ns",
+        &["sh", "-c", "echo $$; ls /"],
+    )
+    .await;
+    assert!(out.stdout.starts_with("1\n"), "{out:?}");
+    assert!(
+        out.stdout.contains("bin") && !out.stdout.contains("lib64"),
+        "{out:?}"
+    );
+
+    client
+        .create_container(
+            &container("long", &["sleep", "60"]),
+            "share0",
+            vec!["c/0".into()],
+        )
+        .await
+        .unwrap();
+    client.start("long").await.unwrap();
+    let proc_ = husk_core::ProcessConfig {
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "ps -o pid,comm | grep -c sleep".into(),
+        ],
+        ..Default::default()
+    };
+    client.exec("long", "e1", &proc_).await.unwrap();
+    let (_i, o) = client.stdio("long", "e1").await.unwrap();
+    let out = collect(o, Duration::from_secs(20)).await;
+    assert_eq!(
+        (out.stdout.trim(), out.code),
+        ("1", Some(0)),
+        "exec sees the container's processes: {out:?}"
+    );
+    let listed = client.list().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|c| c.id == "long" && c.status == "running"),
+        "{listed:?}"
+    );
+    client
+        .signal("long", "", libc::SIGKILL, false)
+        .await
+        .unwrap();
+    let w = tokio::time::timeout(Duration::from_secs(10), client.wait("long", "")).await;
+    if w.is_err() {
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "pid,ppid,stat,comm"])
+            .output()
+            .unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&ps.stdout));
+        eprintln!("{:?}", client.list().await);
+    }
+    let w = w.unwrap().unwrap();
+    assert_eq!(w.exit_code, 128 + libc::SIGKILL);
+    for id in ["echo", "exit3", "ns", "long"] {
+        client.remove_container(id).await.unwrap();
+    }
+    assert!(
+        std::fs::read_dir(agent.dir.path().join("run/containers"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
