@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    ContainerConfig, ContainerRecord, ContainerRuntime, ExitStatus, LogEntry, LogOptions, Mode, ObservedState, ProcessConfig,
-    SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
+    ContainerConfig, ContainerRecord, ContainerRuntime, ExitStatus, LogEntry, LogOptions, Mode,
+    ObservedState, ProcessConfig, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
 };
 use crate::stdio::BoxStdio;
 
@@ -63,7 +63,10 @@ impl Capabilities {
 
     /// The modes supported, as names.
     pub fn modes(&self) -> Vec<Mode> {
-        [Mode::Sandbox, Mode::Standalone].into_iter().filter(|m| self.supports(*m)).collect()
+        [Mode::Sandbox, Mode::Standalone]
+            .into_iter()
+            .filter(|m| self.supports(*m))
+            .collect()
     }
 
     /// Fails with a message naming the driver and the mode when the mode is not supported.
@@ -74,7 +77,11 @@ impl Capabilities {
         let have: Vec<&str> = self.modes().iter().map(|m| m.as_str()).collect();
         Err(Error::unsupported(format!(
             "driver {driver} does not support {mode} mode (it supports: {})",
-            if have.is_empty() { "none".to_string() } else { have.join(", ") }
+            if have.is_empty() {
+                "none".to_string()
+            } else {
+                have.join(", ")
+            }
         )))
     }
 
@@ -83,7 +90,9 @@ impl Capabilities {
         if supported {
             Ok(())
         } else {
-            Err(Error::unsupported(format!("driver {driver} does not support {feature}")))
+            Err(Error::unsupported(format!(
+                "driver {driver} does not support {feature}"
+            )))
         }
     }
 }
@@ -144,7 +153,11 @@ pub trait Driver: Send + Sync + 'static {
     ) -> Result<ContainerRuntime>;
 
     /// Starts a created or exited container; returns the updated runtime (PID).
-    async fn start_container(&self, container: &ContainerRecord, sandbox: Option<&SandboxRecord>) -> Result<ContainerRuntime>;
+    async fn start_container(
+        &self,
+        container: &ContainerRecord,
+        sandbox: Option<&SandboxRecord>,
+    ) -> Result<ContainerRuntime>;
 
     /// Sends `signal` to the main process, or to every process of the container when `all`.
     async fn kill(&self, container: &ContainerRecord, signal: i32, all: bool) -> Result<()>;
@@ -190,10 +203,17 @@ mod tests {
 
     #[test]
     fn refusal_names_driver_and_mode() {
-        let caps = Capabilities { standalone: true, ..Default::default() };
+        let caps = Capabilities {
+            standalone: true,
+            ..Default::default()
+        };
         let e = caps.require_mode("docker", Mode::Sandbox).unwrap_err();
         assert_eq!(e.kind, crate::ErrorKind::Unsupported);
-        assert!(e.message.contains("docker") && e.message.contains("sandbox mode"), "{}", e.message);
+        assert!(
+            e.message.contains("docker") && e.message.contains("sandbox mode"),
+            "{}",
+            e.message
+        );
         assert!(caps.require_mode("docker", Mode::Standalone).is_ok());
     }
 }

@@ -77,12 +77,20 @@ pub struct Error {
 impl Error {
     /// A new error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, field: None, message: message.into() }
+        Error {
+            kind,
+            field: None,
+            message: message.into(),
+        }
     }
 
     /// A bad value in request field `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::InvalidArgument, field: Some(field.into()), message: message.into() }
+        Error {
+            kind: ErrorKind::InvalidArgument,
+            field: Some(field.into()),
+            message: message.into(),
+        }
     }
 
     /// A request that is malformed as a whole.
@@ -169,7 +177,12 @@ mod tests {
 
     #[test]
     fn kinds_map_to_http_statuses_and_back() {
-        for kind in [ErrorKind::InvalidArgument, ErrorKind::NotFound, ErrorKind::Conflict, ErrorKind::Timeout] {
+        for kind in [
+            ErrorKind::InvalidArgument,
+            ErrorKind::NotFound,
+            ErrorKind::Conflict,
+            ErrorKind::Timeout,
+        ] {
             assert_eq!(ErrorKind::from_http_status(kind.http_status()), kind);
         }
         assert_eq!(ErrorKind::Unsupported.http_status(), 400);

@@ -43,7 +43,10 @@ impl std::str::FromStr for Mode {
         match s {
             "sandbox" | "container-in-sandbox" => Ok(Mode::Sandbox),
             "standalone" => Ok(Mode::Standalone),
-            _ => Err(Error::invalid("mode", format!("unknown mode {s:?}: use sandbox or standalone"))),
+            _ => Err(Error::invalid(
+                "mode",
+                format!("unknown mode {s:?}: use sandbox or standalone"),
+            )),
         }
     }
 }
@@ -87,7 +90,10 @@ impl ContainerStatus {
 
     /// Whether the container's processes may be alive (running, paused or between restarts).
     pub fn is_active(self) -> bool {
-        matches!(self, ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Restarting)
+        matches!(
+            self,
+            ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Restarting
+        )
     }
 }
 
@@ -147,10 +153,18 @@ impl Action {
         use ContainerStatus as S;
         match self {
             Action::Start => matches!(status, S::Created | S::Exited),
-            Action::Stop => matches!(status, S::Running | S::Paused | S::Restarting | S::Created | S::Exited),
-            Action::Kill | Action::Pause | Action::Exec | Action::Top => matches!(status, S::Running),
+            Action::Stop => matches!(
+                status,
+                S::Running | S::Paused | S::Restarting | S::Created | S::Exited
+            ),
+            Action::Kill | Action::Pause | Action::Exec | Action::Top => {
+                matches!(status, S::Running)
+            }
             Action::Unpause => matches!(status, S::Paused),
-            Action::Restart => matches!(status, S::Created | S::Running | S::Exited | S::Paused | S::Restarting),
+            Action::Restart => matches!(
+                status,
+                S::Created | S::Running | S::Exited | S::Paused | S::Restarting
+            ),
             Action::Attach => matches!(status, S::Created | S::Running | S::Paused),
             Action::Delete => matches!(status, S::Created | S::Exited | S::Dead),
             Action::Stats => matches!(status, S::Running | S::Paused),
@@ -163,11 +177,16 @@ impl Action {
             return Ok(());
         }
         let hint = match (self, status) {
-            (Action::Delete, S::Running | S::Paused | S::Restarting) => ": stop it first or force the removal (rm -f)",
+            (Action::Delete, S::Running | S::Paused | S::Restarting) => {
+                ": stop it first or force the removal (rm -f)"
+            }
             _ => "",
         };
         use ContainerStatus as S;
-        Err(Error::conflict(format!("cannot {} container {name}: it is {status}{hint}", self.as_str())))
+        Err(Error::conflict(format!(
+            "cannot {} container {name}: it is {status}{hint}",
+            self.as_str()
+        )))
     }
 }
 
@@ -193,7 +212,14 @@ pub enum RestartPolicy {
 impl RestartPolicy {
     /// Parses Docker's syntax: `no`, `on-failure[:N]`, `always`, `unless-stopped`.
     pub fn parse(text: &str) -> Result<Self> {
-        let bad = || Error::invalid("restart", format!("invalid restart policy {text:?}: use no, on-failure[:N], always or unless-stopped"));
+        let bad = || {
+            Error::invalid(
+                "restart",
+                format!(
+                    "invalid restart policy {text:?}: use no, on-failure[:N], always or unless-stopped"
+                ),
+            )
+        };
         let (name, arg) = match text.split_once(':') {
             Some((n, a)) => (n, Some(a)),
             None => (text, None),
@@ -203,7 +229,9 @@ impl RestartPolicy {
             ("always", None) => Ok(RestartPolicy::Always),
             ("unless-stopped", None) => Ok(RestartPolicy::UnlessStopped),
             ("on-failure", None) => Ok(RestartPolicy::OnFailure { max_retries: 0 }),
-            ("on-failure", Some(n)) => Ok(RestartPolicy::OnFailure { max_retries: n.parse().map_err(|_| bad())? }),
+            ("on-failure", Some(n)) => Ok(RestartPolicy::OnFailure {
+                max_retries: n.parse().map_err(|_| bad())?,
+            }),
             _ => Err(bad()),
         }
     }
@@ -217,7 +245,9 @@ impl RestartPolicy {
         match self {
             RestartPolicy::No => false,
             RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
-            RestartPolicy::OnFailure { max_retries } => exit_code != 0 && (max_retries == 0 || restarts < max_retries),
+            RestartPolicy::OnFailure { max_retries } => {
+                exit_code != 0 && (max_retries == 0 || restarts < max_retries)
+            }
         }
     }
 }
@@ -266,7 +296,14 @@ impl PortMapping {
     /// Parses Docker's `-p [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]` (also `CONTAINERPORT` alone, meaning the same
     /// port on the host).
     pub fn parse(text: &str) -> Result<Self> {
-        let bad = |why: &str| Error::invalid("ports", format!("invalid port mapping {text:?}: {why}; use [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]"));
+        let bad = |why: &str| {
+            Error::invalid(
+                "ports",
+                format!(
+                    "invalid port mapping {text:?}: {why}; use [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]"
+                ),
+            )
+        };
         let (spec, protocol) = match text.rsplit_once('/') {
             Some((s, p)) => (s, p.to_ascii_lowercase()),
             None => (text, "tcp".to_string()),
@@ -274,10 +311,17 @@ impl PortMapping {
         if protocol != "tcp" && protocol != "udp" {
             return Err(bad("protocol must be tcp or udp"));
         }
-        let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("ports are numbers from 1 to 65535"));
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("ports are numbers from 1 to 65535"))
+        };
         // An IPv6 host address is written in brackets: [::1]:8080:80
         let (host_ip, rest) = if let Some(r) = spec.strip_prefix('[') {
-            let (ip, rest) = r.split_once("]:").ok_or_else(|| bad("unclosed IPv6 address"))?;
+            let (ip, rest) = r
+                .split_once("]:")
+                .ok_or_else(|| bad("unclosed IPv6 address"))?;
             (ip.to_string(), rest.to_string())
         } else {
             let parts: Vec<&str> = spec.split(':').collect();
@@ -297,14 +341,27 @@ impl PortMapping {
                 (p, p)
             }
         };
-        Ok(PortMapping { host_ip, host_port, container_port, protocol })
+        Ok(PortMapping {
+            host_ip,
+            host_port,
+            container_port,
+            protocol,
+        })
     }
 }
 
 impl fmt::Display for PortMapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ip = if self.host_ip.is_empty() { "0.0.0.0" } else { &self.host_ip };
-        write!(f, "{ip}:{}->{}/{}", self.host_port, self.container_port, self.protocol)
+        let ip = if self.host_ip.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.host_ip
+        };
+        write!(
+            f,
+            "{ip}:{}->{}/{}",
+            self.host_port, self.container_port, self.protocol
+        )
     }
 }
 
@@ -331,7 +388,11 @@ pub struct NetworkConfig {
 impl NetworkConfig {
     /// The network mode, defaulting to `bridge`.
     pub fn mode(&self) -> &str {
-        if self.mode.is_empty() { "bridge" } else { &self.mode }
+        if self.mode.is_empty() {
+            "bridge"
+        } else {
+            &self.mode
+        }
     }
 }
 
@@ -719,12 +780,13 @@ pub fn new_id() -> String {
 /// A name made of two words, as Docker names unnamed containers (`brave_turing_3f2a`).
 pub fn random_name() -> String {
     const ADJ: &[&str] = &[
-        "brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nimble", "proud", "quiet",
-        "sharp", "swift", "tender", "upbeat", "vivid", "witty", "zen",
+        "brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+        "nimble", "proud", "quiet", "sharp", "swift", "tender", "upbeat", "vivid", "witty", "zen",
     ];
     const NOUN: &[&str] = &[
-        "babbage", "curie", "darwin", "euler", "fermi", "gauss", "hopper", "kepler", "lovelace", "maxwell", "newton",
-        "noether", "pascal", "ritchie", "shannon", "thompson", "torvalds", "turing", "wozniak", "yalow",
+        "babbage", "curie", "darwin", "euler", "fermi", "gauss", "hopper", "kepler", "lovelace",
+        "maxwell", "newton", "noether", "pascal", "ritchie", "shannon", "thompson", "torvalds",
+        "turing", "wozniak", "yalow",
     ];
     let a = ADJ[rand::random::<usize>() % ADJ.len()];
     let n = NOUN[rand::random::<usize>() % NOUN.len()];
@@ -738,8 +800,14 @@ mod tests {
     #[test]
     fn restart_policies_parse_and_decide() {
         assert_eq!(RestartPolicy::parse("no").unwrap(), RestartPolicy::No);
-        assert_eq!(RestartPolicy::parse("on-failure:3").unwrap(), RestartPolicy::OnFailure { max_retries: 3 });
-        assert_eq!(RestartPolicy::parse("unless-stopped").unwrap(), RestartPolicy::UnlessStopped);
+        assert_eq!(
+            RestartPolicy::parse("on-failure:3").unwrap(),
+            RestartPolicy::OnFailure { max_retries: 3 }
+        );
+        assert_eq!(
+            RestartPolicy::parse("unless-stopped").unwrap(),
+            RestartPolicy::UnlessStopped
+        );
         assert!(RestartPolicy::parse("sometimes").is_err());
         assert!(RestartPolicy::parse("on-failure:x").is_err());
         assert!(RestartPolicy::parse("always:2").is_err());
@@ -769,13 +837,26 @@ mod tests {
     #[test]
     fn port_mappings() {
         let p = PortMapping::parse("8080:80").unwrap();
-        assert_eq!((p.host_port, p.container_port, p.protocol.as_str()), (8080, 80, "tcp"));
+        assert_eq!(
+            (p.host_port, p.container_port, p.protocol.as_str()),
+            (8080, 80, "tcp")
+        );
         let p = PortMapping::parse("127.0.0.1:8080:80/udp").unwrap();
-        assert_eq!((p.host_ip.as_str(), p.protocol.as_str()), ("127.0.0.1", "udp"));
+        assert_eq!(
+            (p.host_ip.as_str(), p.protocol.as_str()),
+            ("127.0.0.1", "udp")
+        );
         let p = PortMapping::parse("[::1]:8080:80").unwrap();
         assert_eq!(p.host_ip, "::1");
         assert_eq!(PortMapping::parse("80").unwrap().host_port, 80);
-        for bad in ["0:80", "x:80", "1:2:3:4", "8080:80/sctp", "nothost:1:2", "70000:80"] {
+        for bad in [
+            "0:80",
+            "x:80",
+            "1:2:3:4",
+            "8080:80/sctp",
+            "nothost:1:2",
+            "70000:80",
+        ] {
             assert!(PortMapping::parse(bad).is_err(), "{bad}");
         }
     }

@@ -98,14 +98,22 @@ impl Frame {
 
     /// Builds a frame from its kind and payload.
     pub fn decode(kind: u8, payload: Vec<u8>) -> io::Result<Frame> {
-        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("bad stdio frame: {what}"));
+        let bad = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad stdio frame: {what}"),
+            )
+        };
         let kind = FrameKind::from_u8(kind).ok_or_else(|| bad("unknown type"))?;
         Ok(match kind {
             FrameKind::Stdin => Frame::Stdin(payload),
             FrameKind::Stdout => Frame::Stdout(payload),
             FrameKind::Stderr => Frame::Stderr(payload),
             FrameKind::Exit => {
-                let b: [u8; 4] = payload.as_slice().try_into().map_err(|_| bad("exit payload is not 4 bytes"))?;
+                let b: [u8; 4] = payload
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| bad("exit payload is not 4 bytes"))?;
                 Frame::Exit(i32::from_be_bytes(b))
             }
             FrameKind::Resize => {
@@ -133,14 +141,20 @@ pub async fn read_frame<R: AsyncRead + Unpin + ?Sized>(r: &mut R) -> io::Result<
             return if got == 0 {
                 Ok(None)
             } else {
-                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stdio stream ended inside a frame header"))
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "stdio stream ended inside a frame header",
+                ))
             };
         }
         got += n;
     }
     let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
     if len > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("stdio frame of {len} bytes is over the limit")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("stdio frame of {len} bytes is over the limit"),
+        ));
     }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await?;
@@ -148,7 +162,10 @@ pub async fn read_frame<R: AsyncRead + Unpin + ?Sized>(r: &mut R) -> io::Result<
 }
 
 /// Writes one frame and flushes it.
-pub async fn write_frame<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, frame: &Frame) -> io::Result<()> {
+pub async fn write_frame<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    frame: &Frame,
+) -> io::Result<()> {
     w.write_all(&frame.encode()).await?;
     w.flush().await
 }

@@ -6,11 +6,20 @@ use crate::error::{Error, Result};
 /// (powers of 1024, case-insensitive, an optional trailing `b` as in `64mb`).
 pub fn parse_memory(field: &str, text: &str) -> Result<i64> {
     let t = text.trim().to_ascii_lowercase();
-    let bad = || Error::invalid(field, format!("invalid {field} size {text:?}: expected a number with an optional unit b, k, m, g (e.g. 64m)"));
+    let bad = || {
+        Error::invalid(
+            field,
+            format!(
+                "invalid {field} size {text:?}: expected a number with an optional unit b, k, m, g (e.g. 64m)"
+            ),
+        )
+    };
     if t.is_empty() {
         return Err(bad());
     }
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let value: f64 = num.parse().map_err(|_| bad())?;
     let mult: f64 = match unit {
@@ -33,7 +42,12 @@ pub const MIN_MEMORY_BYTES: i64 = 6 * 1024 * 1024;
 
 /// Parses `--cpus` (a positive decimal number of CPUs) into nano-CPUs.
 pub fn parse_cpus(text: &str) -> Result<i64> {
-    let bad = || Error::invalid("cpus", format!("invalid cpus {text:?}: expected a positive number such as 0.5 or 2"));
+    let bad = || {
+        Error::invalid(
+            "cpus",
+            format!("invalid cpus {text:?}: expected a positive number such as 0.5 or 2"),
+        )
+    };
     let value: f64 = text.trim().parse().map_err(|_| bad())?;
     if !value.is_finite() || value <= 0.0 || value > 4096.0 {
         return Err(bad());
@@ -79,10 +93,21 @@ const SIGNALS: &[(&str, i32)] = &[
 
 /// Parses a signal given by name (`TERM`, `SIGTERM`, `sigkill`, `RTMIN+3`) or number (`9`).
 pub fn parse_signal(text: &str) -> Result<i32> {
-    let bad = || Error::invalid("signal", format!("invalid signal {text:?}: use a name such as TERM or KILL, or a number from 1 to 64"));
+    let bad = || {
+        Error::invalid(
+            "signal",
+            format!(
+                "invalid signal {text:?}: use a name such as TERM or KILL, or a number from 1 to 64"
+            ),
+        )
+    };
     let t = text.trim();
     if let Ok(n) = t.parse::<i32>() {
-        return if (1..=64).contains(&n) { Ok(n) } else { Err(bad()) };
+        return if (1..=64).contains(&n) {
+            Ok(n)
+        } else {
+            Err(bad())
+        };
     }
     let upper = t.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
@@ -91,12 +116,24 @@ pub fn parse_signal(text: &str) -> Result<i32> {
     }
     // Real-time signals: RTMIN is 34 with glibc, RTMAX 64.
     if let Some(rest) = name.strip_prefix("RTMIN") {
-        let off: i32 = if rest.is_empty() { 0 } else { rest.strip_prefix('+').and_then(|r| r.parse().ok()).ok_or_else(bad)? };
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.strip_prefix('+')
+                .and_then(|r| r.parse().ok())
+                .ok_or_else(bad)?
+        };
         let n = 34 + off;
         return if n <= 64 { Ok(n) } else { Err(bad()) };
     }
     if let Some(rest) = name.strip_prefix("RTMAX") {
-        let off: i32 = if rest.is_empty() { 0 } else { rest.strip_prefix('-').and_then(|r| r.parse().ok()).ok_or_else(bad)? };
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.strip_prefix('-')
+                .and_then(|r| r.parse().ok())
+                .ok_or_else(bad)?
+        };
         let n = 64 - off;
         return if n >= 34 { Ok(n) } else { Err(bad()) };
     }
@@ -105,19 +142,31 @@ pub fn parse_signal(text: &str) -> Result<i32> {
 
 /// The conventional name of signal `n` (`SIGTERM`), or its number as text.
 pub fn signal_name(n: i32) -> String {
-    SIGNALS.iter().find(|(_, v)| *v == n).map(|(s, _)| format!("SIG{s}")).unwrap_or_else(|| n.to_string())
+    SIGNALS
+        .iter()
+        .find(|(_, v)| *v == n)
+        .map(|(s, _)| format!("SIG{s}"))
+        .unwrap_or_else(|| n.to_string())
 }
 
 /// Checks a container, sandbox or volume name: Docker's rule `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 255 chars.
 pub fn validate_name(field: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 255
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(field, format!("invalid {field} {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")))
+        Err(Error::invalid(
+            field,
+            format!("invalid {field} {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"),
+        ))
     }
 }
 
@@ -133,7 +182,12 @@ pub fn validate_hostname(name: &str) -> Result<()> {
     if !name.is_empty() && name.len() <= 64 && name.split('.').all(label_ok) {
         Ok(())
     } else {
-        Err(Error::invalid("hostname", format!("invalid hostname {name:?}: use letters, digits, '-' and '.', at most 64 characters")))
+        Err(Error::invalid(
+            "hostname",
+            format!(
+                "invalid hostname {name:?}: use letters, digits, '-' and '.', at most 64 characters"
+            ),
+        ))
     }
 }
 
@@ -142,7 +196,12 @@ pub fn validate_hostname(name: &str) -> Result<()> {
 /// Returns Unix time in nanoseconds.
 pub fn parse_since(text: &str, now_nanos: i64) -> Result<i64> {
     let t = text.trim();
-    let bad = || Error::invalid("since", format!("invalid time {text:?}: use RFC 3339, Unix seconds or a duration such as 10m"));
+    let bad = || {
+        Error::invalid(
+            "since",
+            format!("invalid time {text:?}: use RFC 3339, Unix seconds or a duration such as 10m"),
+        )
+    };
     if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
         return dt.timestamp_nanos_opt().ok_or_else(bad);
     }
@@ -155,20 +214,28 @@ pub fn parse_since(text: &str, now_nanos: i64) -> Result<i64> {
 
 /// Parses a Go-style duration (`1h30m`, `10s`, `250ms`, `1.5h`) into nanoseconds.
 pub fn parse_duration(text: &str) -> Result<i64> {
-    let bad = || Error::bad_request(format!("invalid duration {text:?}: use a number with a unit such as 30s, 10m or 1h"));
+    let bad = || {
+        Error::bad_request(format!(
+            "invalid duration {text:?}: use a number with a unit such as 30s, 10m or 1h"
+        ))
+    };
     let mut total = 0f64;
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(bad());
     }
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
         if n == 0 {
             return Err(bad());
         }
         let value: f64 = rest[..n].parse().map_err(|_| bad())?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let mult = match &rest[..u] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,
@@ -245,7 +312,10 @@ mod tests {
         let now = 10_000 * 1_000_000_000;
         assert_eq!(parse_since("10s", now).unwrap(), now - 10_000_000_000);
         assert_eq!(parse_since("5", now).unwrap(), 5_000_000_000);
-        assert_eq!(parse_since("1970-01-01T00:00:01Z", now).unwrap(), 1_000_000_000);
+        assert_eq!(
+            parse_since("1970-01-01T00:00:01Z", now).unwrap(),
+            1_000_000_000
+        );
         assert!(parse_since("yesterday", now).is_err());
     }
 }

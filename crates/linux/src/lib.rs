@@ -1,1 +1,17 @@
-//! placeholder
+//! husk's built-in `linux` driver.
+//!
+//! Sandboxes are pinned namespaces ([`namespaces`]); containers are made by youki's libcontainer inside a
+//! per-container monitor process ([`shim`]) from an OCI spec generated with secure defaults ([`spec`],
+//! [`security`]). The daemon side is [`LinuxDriver`].
+
+pub mod cgroups;
+pub mod driver;
+pub mod etcfiles;
+pub mod logs;
+pub mod namespaces;
+pub mod security;
+pub mod shim;
+pub mod spec;
+pub mod user;
+
+pub use driver::{LinuxDriver, LinuxDriverConfig};

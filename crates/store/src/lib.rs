@@ -115,7 +115,8 @@ fn json_err(what: &str, e: serde_json::Error) -> Error {
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
-        let conn = Connection::open(path).map_err(|e| db_err(&format!("open {}", path.display()), e))?;
+        let conn =
+            Connection::open(path).map_err(|e| db_err(&format!("open {}", path.display()), e))?;
         Self::init(conn)
     }
 
@@ -129,7 +130,9 @@ impl Store {
         // can drop the last transactions).
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")
             .map_err(|e| db_err("configure", e))?;
-        let store = Store { conn: Mutex::new(conn) };
+        let store = Store {
+            conn: Mutex::new(conn),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -142,7 +145,9 @@ impl Store {
 
     fn migrate(&self) -> Result<()> {
         let mut conn = self.lock();
-        let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db_err("read schema version", e))?;
+        let version: usize = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| db_err("read schema version", e))?;
         if version > MIGRATIONS.len() {
             return Err(Error::internal(format!(
                 "store: the database has schema version {version}, newer than this husk knows ({}); upgrade husk",
@@ -150,9 +155,13 @@ impl Store {
             )));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = conn.transaction().map_err(|e| db_err("begin migration", e))?;
-            tx.execute_batch(sql).map_err(|e| db_err(&format!("migration {}", i + 1), e))?;
-            tx.pragma_update(None, "user_version", i + 1).map_err(|e| db_err("record schema version", e))?;
+            let tx = conn
+                .transaction()
+                .map_err(|e| db_err("begin migration", e))?;
+            tx.execute_batch(sql)
+                .map_err(|e| db_err(&format!("migration {}", i + 1), e))?;
+            tx.pragma_update(None, "user_version", i + 1)
+                .map_err(|e| db_err("record schema version", e))?;
             tx.commit().map_err(|e| db_err("commit migration", e))?;
         }
         Ok(())
@@ -160,7 +169,9 @@ impl Store {
 
     /// The schema version in use.
     pub fn schema_version(&self) -> Result<usize> {
-        self.lock().query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db_err("read schema version", e))
+        self.lock()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| db_err("read schema version", e))
     }
 
     /// Runs `f` in one transaction: every change it makes lands, or none does.
@@ -208,7 +219,12 @@ impl Store {
     }
 
     /// Records that an operation is starting; returns its ID.
-    pub fn begin_operation(&self, kind: &str, target: &str, data: &serde_json::Value) -> Result<i64> {
+    pub fn begin_operation(
+        &self,
+        kind: &str,
+        target: &str,
+        data: &serde_json::Value,
+    ) -> Result<i64> {
         let conn = self.lock();
         conn.execute(
             "INSERT INTO operations (kind, target, step, data) VALUES (?1, ?2, 'started', ?3)",
@@ -221,14 +237,19 @@ impl Store {
     /// Records the step an operation has reached.
     pub fn set_operation_step(&self, id: i64, step: &str) -> Result<()> {
         self.lock()
-            .execute("UPDATE operations SET step = ?1 WHERE id = ?2", params![step, id])
+            .execute(
+                "UPDATE operations SET step = ?1 WHERE id = ?2",
+                params![step, id],
+            )
             .map_err(|e| db_err("record operation step", e))?;
         Ok(())
     }
 
     /// Forgets a finished (or rolled back) operation.
     pub fn finish_operation(&self, id: i64) -> Result<()> {
-        self.lock().execute("DELETE FROM operations WHERE id = ?1", params![id]).map_err(|e| db_err("finish operation", e))?;
+        self.lock()
+            .execute("DELETE FROM operations WHERE id = ?1", params![id])
+            .map_err(|e| db_err("finish operation", e))?;
         Ok(())
     }
 
@@ -240,14 +261,26 @@ impl Store {
             .map_err(|e| db_err("list operations", e))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
             })
             .map_err(|e| db_err("list operations", e))?;
         let mut out = Vec::new();
         for row in rows {
             let (id, kind, target, step, data) = row.map_err(|e| db_err("read operation", e))?;
             let data = serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
-            out.push(Operation { id, kind, target, step, data });
+            out.push(Operation {
+                id,
+                kind,
+                target,
+                step,
+                data,
+            });
         }
         Ok(out)
     }
@@ -264,7 +297,9 @@ impl Tx<'_> {
             && f.code == rusqlite::ErrorCode::ConstraintViolation
         {
             return match obj.name() {
-                Some(name) => Error::conflict(format!("the {} name {name:?} is already in use", T::KIND)),
+                Some(name) => {
+                    Error::conflict(format!("the {} name {name:?} is already in use", T::KIND))
+                }
                 None => Error::conflict(format!("{} {} already exists", T::KIND, obj.id())),
             };
         }
@@ -322,7 +357,11 @@ impl Tx<'_> {
     pub fn get<T: Object>(&self, id: &str) -> Result<Option<T>> {
         let data: Option<String> = self
             .conn
-            .query_row("SELECT data FROM objects WHERE kind = ?1 AND id = ?2", params![T::KIND, id], |r| r.get(0))
+            .query_row(
+                "SELECT data FROM objects WHERE kind = ?1 AND id = ?2",
+                params![T::KIND, id],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| db_err(&format!("read {}", T::KIND), e))?;
         data.map(|d| Self::decode(&d)).transpose()
@@ -335,7 +374,11 @@ impl Tx<'_> {
         }
         let by_name: Option<String> = self
             .conn
-            .query_row("SELECT data FROM objects WHERE kind = ?1 AND name = ?2", params![T::KIND, key], |r| r.get(0))
+            .query_row(
+                "SELECT data FROM objects WHERE kind = ?1 AND name = ?2",
+                params![T::KIND, key],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| db_err(&format!("read {}", T::KIND), e))?;
         if let Some(d) = by_name {
@@ -358,7 +401,13 @@ impl Tx<'_> {
         match rows.len() {
             0 => Ok(None),
             1 => Self::decode(&rows[0]).map(Some),
-            _ => Err(Error::invalid("id", format!("the {} ID prefix {key:?} is ambiguous: give more characters", T::KIND))),
+            _ => Err(Error::invalid(
+                "id",
+                format!(
+                    "the {} ID prefix {key:?} is ambiguous: give more characters",
+                    T::KIND
+                ),
+            )),
         }
     }
 
@@ -379,7 +428,10 @@ impl Tx<'_> {
     pub fn delete<T: Object>(&self, id: &str) -> Result<bool> {
         let n = self
             .conn
-            .execute("DELETE FROM objects WHERE kind = ?1 AND id = ?2", params![T::KIND, id])
+            .execute(
+                "DELETE FROM objects WHERE kind = ?1 AND id = ?2",
+                params![T::KIND, id],
+            )
             .map_err(|e| db_err(&format!("delete {}", T::KIND), e))?;
         Ok(n > 0)
     }
@@ -408,7 +460,11 @@ mod tests {
     }
 
     fn thing(id: &str, name: &str, value: u32) -> Thing {
-        Thing { id: id.into(), name: Some(name.into()), value }
+        Thing {
+            id: id.into(),
+            name: Some(name.into()),
+            value,
+        }
     }
 
     #[test]
@@ -460,7 +516,13 @@ mod tests {
         let path = dir.path().join("husk.db");
         let id = {
             let s = Store::open(&path).unwrap();
-            let id = s.begin_operation("create_container", "c1", &serde_json::json!({"sandbox": "s1"})).unwrap();
+            let id = s
+                .begin_operation(
+                    "create_container",
+                    "c1",
+                    &serde_json::json!({"sandbox": "s1"}),
+                )
+                .unwrap();
             s.set_operation_step(id, "driver_created").unwrap();
             s.insert(&thing("k", "n", 7)).unwrap();
             id
@@ -469,7 +531,14 @@ mod tests {
         assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len());
         let ops = s.pending_operations().unwrap();
         assert_eq!(ops.len(), 1);
-        assert_eq!((ops[0].kind.as_str(), ops[0].target.as_str(), ops[0].step.as_str()), ("create_container", "c1", "driver_created"));
+        assert_eq!(
+            (
+                ops[0].kind.as_str(),
+                ops[0].target.as_str(),
+                ops[0].step.as_str()
+            ),
+            ("create_container", "c1", "driver_created")
+        );
         assert_eq!(ops[0].data["sandbox"], "s1");
         s.finish_operation(id).unwrap();
         assert!(s.pending_operations().unwrap().is_empty());
@@ -481,7 +550,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("husk.db");
         drop(Store::open(&path).unwrap());
-        Connection::open(&path).unwrap().pragma_update(None, "user_version", 999).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 999)
+            .unwrap();
         let e = Store::open(&path).unwrap_err();
         assert!(e.message.contains("newer"), "{}", e.message);
     }

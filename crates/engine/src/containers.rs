@@ -1,0 +1,635 @@
+//! Container lifecycle.
+
+use std::time::Duration;
+
+use husk_core::stdio::BoxStdio;
+use husk_core::{
+    Action, ContainerRecord, ContainerStatus, Error, ErrorKind, ExitStatus, LogOptions, LogStream,
+    Mode, Result, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top, units,
+};
+use serde_json::json;
+
+use crate::requests::{ContainerCreate, ContainerView, ExecCreate, WaitCondition, WaitResult};
+use crate::{Engine, EventKind, resolve};
+
+/// Default seconds between the stop signal and SIGKILL.
+const DEFAULT_STOP_TIMEOUT: u32 = 10;
+
+/// The default stop signal.
+const SIGTERM: i32 = 15;
+
+impl Engine {
+    /// Every container (or only the active ones).
+    pub fn list_containers(&self, all: bool) -> Result<Vec<ContainerRecord>> {
+        let mut list = self.inner.store.list::<ContainerRecord>()?;
+        if !all {
+            list.retain(|c| c.status.is_active());
+        }
+        list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(list)
+    }
+
+    /// The inspect view of a container.
+    pub fn inspect_container(&self, key: &str) -> Result<ContainerView> {
+        let rec = self.container(key)?;
+        let sandbox = self.sandbox_of(&rec)?;
+        Ok(ContainerView::new(&rec, sandbox.as_ref()))
+    }
+
+    /// Creates a container (and, in sandbox mode without a sandbox, one made for it).
+    pub async fn create_container(&self, req: ContainerCreate) -> Result<ContainerRecord> {
+        let name = match req.name.as_deref() {
+            Some(n) if !n.is_empty() => {
+                units::validate_name("name", n)?;
+                n.to_string()
+            }
+            _ => husk_core::random_name(),
+        };
+        if self
+            .inner
+            .store
+            .find::<ContainerRecord>(&name)?
+            .is_some_and(|c| c.config.name == name)
+        {
+            return Err(Error::conflict(format!(
+                "the container name {name:?} is already in use"
+            )));
+        }
+        if req.image.is_empty() {
+            return Err(Error::invalid("image", "no image given"));
+        }
+        let image = self
+            .inner
+            .images
+            .resolve(&req.image)
+            .map_err(|e| match e.kind {
+                ErrorKind::NotFound => {
+                    Error::invalid("image", format!("no such image: {}", req.image))
+                }
+                _ => e,
+            })?;
+        let sandbox = match &req.sandbox {
+            Some(s) => Some(self.sandbox(s)?),
+            None => None,
+        };
+        let mode = match (&sandbox, req.mode) {
+            (Some(_), Some(Mode::Standalone)) => {
+                return Err(Error::invalid(
+                    "mode",
+                    "a standalone container cannot join a sandbox",
+                ));
+            }
+            (Some(_), _) => Mode::Sandbox,
+            (None, Some(m)) => m,
+            (None, None) => self.inner.config.default_mode,
+        };
+        let driver_name = match (&req.driver, &sandbox) {
+            (Some(d), Some(sb)) if *d != sb.driver => {
+                return Err(Error::invalid(
+                    "driver",
+                    format!(
+                        "sandbox {} runs on driver {}, not {d}",
+                        sb.config.name, sb.driver
+                    ),
+                ));
+            }
+            (Some(d), _) => d.clone(),
+            (None, Some(sb)) => sb.driver.clone(),
+            (None, None) => self.inner.config.default_driver.clone(),
+        };
+        let driver = self.driver(&driver_name)?;
+        let caps = driver.capabilities();
+        caps.require_mode(driver.name(), mode)?;
+        if let Some(sb) = &sandbox {
+            if sb.status != "ready" {
+                return Err(Error::conflict(format!(
+                    "sandbox {} is {}",
+                    sb.config.name, sb.status
+                )));
+            }
+            if req.hostname.is_some() {
+                return Err(Error::invalid(
+                    "hostname",
+                    format!(
+                        "containers of sandbox {} share its hostname; set it when creating the sandbox",
+                        sb.config.name
+                    ),
+                ));
+            }
+            if !req.network.ports.is_empty() || !req.network.mode.is_empty() {
+                return Err(Error::invalid(
+                    "network",
+                    format!(
+                        "containers of sandbox {} share its network; set ports and network on the sandbox",
+                        sb.config.name
+                    ),
+                ));
+            }
+        }
+        if req.share_pid && (sandbox.is_some() || mode == Mode::Standalone) {
+            return Err(Error::invalid(
+                "share_pid",
+                "share_pid applies to the sandbox `run` makes; give it to `sandbox create` instead",
+            ));
+        }
+        if req.privileged && !caps.privileged {
+            return Err(Error::unsupported(format!(
+                "driver {} does not support privileged containers",
+                driver.name()
+            )));
+        }
+        if req.tty && !caps.tty {
+            return Err(Error::unsupported(format!(
+                "driver {} does not support terminals",
+                driver.name()
+            )));
+        }
+        let id = husk_core::new_id();
+        let config = resolve::container_config(&req, &id, &name, &image)?;
+        let rootfs = self.inner.images.rootfs_layers(&image)?;
+
+        // The sandbox `run` makes for a container in sandbox mode: same name, goes with the container.
+        let implicit = if mode == Mode::Sandbox && sandbox.is_none() {
+            Some(SandboxRecord {
+                config: SandboxConfig {
+                    id: husk_core::new_id(),
+                    name: name.clone(),
+                    hostname: req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+                    share_pid: req.share_pid,
+                    network: req.network.clone(),
+                    resources: req.resources.clone(),
+                    labels: Default::default(),
+                },
+                driver: driver_name.clone(),
+                status: "creating".into(),
+                runtime: SandboxRuntime::default(),
+                created_at: husk_core::now_rfc3339(),
+                owner_container: Some(id.clone()),
+                project: String::new(),
+            })
+        } else {
+            None
+        };
+        let mut rec = ContainerRecord {
+            config,
+            driver: driver_name,
+            mode,
+            sandbox_id: sandbox
+                .as_ref()
+                .or(implicit.as_ref())
+                .map(|s| s.config.id.clone()),
+            restart_policy: req.restart_policy,
+            auto_remove: req.auto_remove,
+            status: ContainerStatus::Creating,
+            runtime: Default::default(),
+            exit: None,
+            restart_count: 0,
+            stopped_by_user: false,
+            created_at: husk_core::now_rfc3339(),
+            started_at: String::new(),
+            error: String::new(),
+            project: String::new(),
+        };
+        let op = self.inner.store.begin_operation(
+            "create_container",
+            &id,
+            &json!({"implicit_sandbox": implicit.as_ref().map(|s| s.config.id.clone())}),
+        )?;
+        self.inner.store.transaction(|tx| {
+            if let Some(sb) = &implicit {
+                tx.insert(sb)?;
+            }
+            tx.insert(&rec)
+        })?;
+        let made = async {
+            let mut sb = match (implicit.clone(), sandbox.clone()) {
+                (Some(mut sb), _) => {
+                    sb.runtime = driver.create_sandbox(&sb.config).await?;
+                    sb.status = "ready".into();
+                    self.inner.store.update(&sb)?;
+                    Some(sb)
+                }
+                (None, sb) => sb,
+            };
+            self.inner.store.set_operation_step(op, "sandbox_ready")?;
+            let runtime = driver
+                .create_container(&rec.config, sb.as_ref(), &rootfs)
+                .await?;
+            rec.runtime = runtime;
+            rec.status = ContainerStatus::Created;
+            self.inner.store.update(&rec)?;
+            Ok::<_, Error>(sb.take())
+        }
+        .await;
+        match made {
+            Ok(_) => {
+                self.inner.store.finish_operation(op)?;
+                Ok(rec)
+            }
+            Err(e) => {
+                self.rollback_create(&rec, implicit.as_ref().map(|s| s.config.id.as_str()))
+                    .await;
+                self.inner.store.finish_operation(op)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Undoes a create that failed or was interrupted: driver objects first, then records.
+    pub(crate) async fn rollback_create(
+        &self,
+        rec: &ContainerRecord,
+        implicit_sandbox: Option<&str>,
+    ) {
+        if let Ok(driver) = self.driver(&rec.driver) {
+            let _ = driver.delete_container(rec).await;
+            if let Some(sid) = implicit_sandbox
+                && let Ok(Some(sb)) = self.inner.store.get::<SandboxRecord>(sid)
+            {
+                let _ = driver.delete_sandbox(&sb).await;
+            }
+        }
+        let _ = self.inner.store.delete::<ContainerRecord>(rec.id());
+        if let Some(sid) = implicit_sandbox {
+            let _ = self.inner.store.delete::<SandboxRecord>(sid);
+        }
+    }
+
+    /// Starts a created or exited container.
+    pub async fn start_container(&self, key: &str) -> Result<ContainerRecord> {
+        let id = self.container(key)?.config.id;
+        let _guard = self.lock(&id).await;
+        let rec = self.container(&id)?;
+        Action::Start.check(rec.name(), rec.status)?;
+        self.start_locked(rec, true).await
+    }
+
+    /// Starts the container; the caller holds its lock. `by_user` resets the restart count.
+    pub(crate) async fn start_locked(
+        &self,
+        mut rec: ContainerRecord,
+        by_user: bool,
+    ) -> Result<ContainerRecord> {
+        let driver = self.driver(&rec.driver)?;
+        let sandbox = self.sandbox_of(&rec)?;
+        if let Some(sb) = &sandbox
+            && !driver.sandbox_alive(sb).await?
+        {
+            return Err(Error::conflict(format!(
+                "sandbox {} is gone; remove the container and create it again",
+                sb.config.name
+            )));
+        }
+        let runtime = driver.start_container(&rec, sandbox.as_ref()).await?;
+        rec.runtime = runtime;
+        rec.status = ContainerStatus::Running;
+        rec.started_at = husk_core::now_rfc3339();
+        rec.stopped_by_user = false;
+        rec.error.clear();
+        if by_user {
+            rec.restart_count = 0;
+        }
+        self.inner.store.update(&rec)?;
+        self.emit(rec.id(), EventKind::Started);
+        self.watch(&rec);
+        Ok(rec)
+    }
+
+    /// Stops a container: its stop signal, then SIGKILL after `timeout` seconds (default: its own, else 10).
+    pub async fn stop_container(&self, key: &str, timeout: Option<u32>) -> Result<ContainerRecord> {
+        let id = self.container(key)?.config.id;
+        let _guard = self.lock(&id).await;
+        let rec = self.container(&id)?;
+        Action::Stop.check(rec.name(), rec.status)?;
+        self.stop_locked(rec, timeout).await
+    }
+
+    pub(crate) async fn stop_locked(
+        &self,
+        mut rec: ContainerRecord,
+        timeout: Option<u32>,
+    ) -> Result<ContainerRecord> {
+        rec.stopped_by_user = true;
+        match rec.status {
+            ContainerStatus::Created | ContainerStatus::Exited => {
+                self.inner.store.update(&rec)?;
+                return Ok(rec);
+            }
+            ContainerStatus::Restarting => {
+                // Between exit and restart: nothing runs; cancel the restart.
+                rec.status = ContainerStatus::Exited;
+                self.inner.store.update(&rec)?;
+                return Ok(rec);
+            }
+            _ => {}
+        }
+        self.inner.store.update(&rec)?;
+        let driver = self.driver(&rec.driver)?;
+        let mut events = self.subscribe();
+        if rec.status == ContainerStatus::Paused {
+            driver.unpause(&rec).await?;
+        }
+        let signal = rec.config.stop_signal.unwrap_or(SIGTERM);
+        let timeout = Duration::from_secs(
+            timeout
+                .or(rec.config.stop_timeout)
+                .unwrap_or(DEFAULT_STOP_TIMEOUT) as u64,
+        );
+        let _ = driver.kill(&rec, signal, false).await;
+        if !self.wait_exit_event(&mut events, rec.id(), timeout).await {
+            let _ = driver.kill(&rec, 9, true).await;
+            if !self
+                .wait_exit_event(&mut events, rec.id(), Duration::from_secs(30))
+                .await
+            {
+                return Err(Error::timeout(format!(
+                    "container {} did not stop after SIGKILL",
+                    rec.name()
+                )));
+            }
+        }
+        self.container(rec.id())
+    }
+
+    /// Waits for an `Exited` event of `id` (or for the record to say it is no longer active).
+    async fn wait_exit_event(
+        &self,
+        events: &mut tokio::sync::broadcast::Receiver<crate::Event>,
+        id: &str,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(rec) = self.container(id)
+                && !matches!(
+                    rec.status,
+                    ContainerStatus::Running | ContainerStatus::Paused
+                )
+            {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => return false,
+                Ok(Ok(e))
+                    if e.id == id
+                        && matches!(e.kind, EventKind::Exited(_) | EventKind::Removed) =>
+                {
+                    return true;
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return false,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Stops (if needed) and starts a container again.
+    pub async fn restart_container(
+        &self,
+        key: &str,
+        timeout: Option<u32>,
+    ) -> Result<ContainerRecord> {
+        let id = self.container(key)?.config.id;
+        let _guard = self.lock(&id).await;
+        let rec = self.container(&id)?;
+        Action::Restart.check(rec.name(), rec.status)?;
+        let rec = self.stop_locked(rec, timeout).await?;
+        self.start_locked(rec, true).await
+    }
+
+    /// Sends a signal (by name or number) to the main process.
+    pub async fn kill_container(&self, key: &str, signal: &str) -> Result<()> {
+        let sig = units::parse_signal(if signal.is_empty() { "KILL" } else { signal })?;
+        let id = self.container(key)?.config.id;
+        let _guard = self.lock(&id).await;
+        let mut rec = self.container(&id)?;
+        Action::Kill.check(rec.name(), rec.status)?;
+        if matches!(sig, 9 | 15 | 2 | 3) {
+            rec.stopped_by_user = true;
+            self.inner.store.update(&rec)?;
+        }
+        self.driver(&rec.driver)?.kill(&rec, sig, false).await
+    }
+
+    /// Freezes a container.
+    pub async fn pause_container(&self, key: &str) -> Result<()> {
+        let id = self.container(key)?.config.id;
+        let _guard = self.lock(&id).await;
+        let mut rec = self.container(&id)?;
+        Action::Pause.check(rec.name(), rec.status)?;
+        let driver = self.driver(&rec.driver)?;
+        driver
+            .capabilities()
+            .require(driver.name(), "pause", driver.capabilities().pause)?;
+        driver.pause(&rec).await?;
+        rec.status = ContainerStatus::Paused;
+        self.inner.store.update(&rec)
+    }
+
+    /// Thaws a container.
+    pub async fn unpause_container(&self, key: &str) -> Result<()> {
+        let id = self.container(key)?.config.id;
+        let _guard = self.lock(&id).await;
+        let mut rec = self.container(&id)?;
+        Action::Unpause.check(rec.name(), rec.status)?;
+        self.driver(&rec.driver)?.unpause(&rec).await?;
+        rec.status = ContainerStatus::Running;
+        self.inner.store.update(&rec)
+    }
+
+    /// Removes a container (a running one only with `force`), and the sandbox `run` made for it.
+    pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
+        let id = self.container(key)?.config.id;
+        let _guard = self.lock(&id).await;
+        let mut rec = self.container(&id)?;
+        if !force {
+            Action::Delete.check(rec.name(), rec.status)?;
+        }
+        let op = self
+            .inner
+            .store
+            .begin_operation("remove_container", &id, &json!({}))?;
+        rec.status = ContainerStatus::Removing;
+        self.inner.store.update(&rec)?;
+        self.remove_locked(&rec).await?;
+        self.inner.store.finish_operation(op)?;
+        Ok(())
+    }
+
+    /// Removes the container's driver objects, its record, and its implicit sandbox. Idempotent.
+    pub(crate) async fn remove_locked(&self, rec: &ContainerRecord) -> Result<()> {
+        let driver = self.driver(&rec.driver)?;
+        driver.delete_container(rec).await?;
+        self.inner.store.delete::<ContainerRecord>(rec.id())?;
+        if let Some(sb) = self.sandbox_of(rec)?
+            && sb.owner_container.as_deref() == Some(rec.id())
+        {
+            driver.delete_sandbox(&sb).await?;
+            self.inner.store.delete::<SandboxRecord>(&sb.config.id)?;
+        }
+        self.emit(rec.id(), EventKind::Removed);
+        self.forget_lock(rec.id());
+        Ok(())
+    }
+
+    /// Waits for `condition` and returns the exit code.
+    pub async fn wait_container(&self, key: &str, condition: WaitCondition) -> Result<WaitResult> {
+        let mut events = self.subscribe();
+        let rec = self.container(key)?;
+        let id = rec.config.id.clone();
+        let done_now = match condition {
+            WaitCondition::NotRunning => !matches!(
+                rec.status,
+                ContainerStatus::Running
+                    | ContainerStatus::Paused
+                    | ContainerStatus::Restarting
+                    | ContainerStatus::Created
+            ),
+            _ => false,
+        };
+        if done_now {
+            return Ok(WaitResult {
+                status_code: rec.exit.as_ref().map(|e| e.code).unwrap_or(0),
+                exit: rec.exit,
+            });
+        }
+        let mut last = rec.exit.clone();
+        loop {
+            match events.recv().await {
+                Ok(e) if e.id == id => match (&e.kind, condition) {
+                    (
+                        EventKind::Exited(code),
+                        WaitCondition::NotRunning | WaitCondition::NextExit,
+                    ) => {
+                        let exit = self.container(&id).ok().and_then(|r| r.exit);
+                        return Ok(WaitResult {
+                            status_code: *code,
+                            exit,
+                        });
+                    }
+                    (EventKind::Exited(_), WaitCondition::Removed) => {
+                        last = self.container(&id).ok().and_then(|r| r.exit);
+                    }
+                    (EventKind::Removed, _) => {
+                        return Ok(WaitResult {
+                            status_code: last.as_ref().map(|e| e.code).unwrap_or(0),
+                            exit: last,
+                        });
+                    }
+                    _ => {}
+                },
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Missed events: look at the record instead.
+                    match self.inner.store.get::<ContainerRecord>(&id)? {
+                        None => {
+                            return Ok(WaitResult {
+                                status_code: last.as_ref().map(|e| e.code).unwrap_or(0),
+                                exit: last,
+                            });
+                        }
+                        Some(r)
+                            if condition != WaitCondition::Removed
+                                && matches!(
+                                    r.status,
+                                    ContainerStatus::Exited | ContainerStatus::Dead
+                                ) =>
+                        {
+                            return Ok(WaitResult {
+                                status_code: r.exit.as_ref().map(|e| e.code).unwrap_or(0),
+                                exit: r.exit,
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err(Error::internal("the daemon is shutting down"));
+                }
+            }
+        }
+    }
+
+    /// Runs another process in a running container.
+    pub async fn exec(&self, key: &str, req: &ExecCreate) -> Result<BoxStdio> {
+        let rec = self.container(key)?;
+        Action::Exec.check(rec.name(), rec.status)?;
+        let driver = self.driver(&rec.driver)?;
+        let caps = driver.capabilities();
+        caps.require(driver.name(), "exec", caps.exec)?;
+        if req.tty {
+            caps.require(driver.name(), "terminals", caps.tty)?;
+        }
+        let process = resolve::exec_process(&rec.config, req)?;
+        driver.exec(&rec, &process).await
+    }
+
+    /// Connects to the main process's stdio.
+    pub async fn attach(&self, key: &str, stdin: bool) -> Result<BoxStdio> {
+        let rec = self.container(key)?;
+        Action::Attach.check(rec.name(), rec.status)?;
+        if stdin && !rec.config.process.stdin {
+            return Err(Error::invalid(
+                "stdin",
+                format!(
+                    "container {} was not created with an open stdin (-i)",
+                    rec.name()
+                ),
+            ));
+        }
+        let driver = self.driver(&rec.driver)?;
+        driver
+            .capabilities()
+            .require(driver.name(), "attach", driver.capabilities().attach)?;
+        driver.attach(&rec, stdin).await
+    }
+
+    /// Resizes the main process's terminal.
+    pub async fn resize(&self, key: &str, rows: u16, cols: u16) -> Result<()> {
+        let rec = self.container(key)?;
+        if !rec.config.process.tty {
+            return Err(Error::conflict(format!(
+                "container {} has no terminal",
+                rec.name()
+            )));
+        }
+        self.driver(&rec.driver)?.resize(&rec, rows, cols).await
+    }
+
+    /// The container's output.
+    pub async fn logs(&self, key: &str, options: &LogOptions) -> Result<LogStream> {
+        let rec = self.container(key)?;
+        self.driver(&rec.driver)?.logs(&rec, options).await
+    }
+
+    /// Resource usage now.
+    pub async fn stats(&self, key: &str) -> Result<Stats> {
+        let rec = self.container(key)?;
+        Action::Stats.check(rec.name(), rec.status)?;
+        self.driver(&rec.driver)?.stats(&rec).await
+    }
+
+    /// The container's processes.
+    pub async fn top(&self, key: &str) -> Result<Top> {
+        let rec = self.container(key)?;
+        Action::Top.check(rec.name(), rec.status)?;
+        self.driver(&rec.driver)?.top(&rec).await
+    }
+
+    /// Renames a container.
+    pub async fn rename_container(&self, key: &str, new_name: &str) -> Result<()> {
+        units::validate_name("name", new_name)?;
+        let id = self.container(key)?.config.id;
+        let _guard = self.lock(&id).await;
+        let mut rec = self.container(&id)?;
+        rec.config.name = new_name.to_string();
+        self.inner.store.update(&rec)
+    }
+
+    /// Records an exit the driver reported (used by the monitor and by recovery).
+    pub(crate) fn record_exit(&self, rec: &mut ContainerRecord, exit: ExitStatus) -> Result<()> {
+        rec.status = ContainerStatus::Exited;
+        rec.runtime.pid = 0;
+        rec.exit = Some(exit);
+        self.inner.store.update(rec)
+    }
+}

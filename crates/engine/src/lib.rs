@@ -1,0 +1,231 @@
+//! husk's service layer.
+//!
+//! The [`Engine`] is what every front end calls. It validates requests (one place for every rule), records the
+//! intent of multi-step operations in the store before acting so a crash can be finished or rolled back, picks
+//! the driver for each sandbox and container, watches running containers and applies restart policies, and
+//! reconciles its records with reality when the daemon starts. It knows nothing of HTTP, gRPC or any backend's
+//! API: drivers are reached through [`husk_core::Driver`] only.
+
+mod containers;
+mod images;
+mod monitor;
+pub mod requests;
+mod resolve;
+mod sandboxes;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use husk_core::{ContainerRecord, ContainerStatus, Driver, Error, Mode, Result, SandboxRecord};
+use husk_image::ImageStore;
+use husk_store::Store;
+use tokio::sync::broadcast;
+
+pub use requests::*;
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The driver used when a request names none.
+    pub default_driver: String,
+    /// The mode used when a request names none.
+    pub default_mode: Mode,
+    /// State root (for `info`).
+    pub root: PathBuf,
+    /// Runtime root (for `info`).
+    pub run_root: PathBuf,
+}
+
+/// Something that happened to a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// Its main process started.
+    Started,
+    /// Its main process exited with this code.
+    Exited(i32),
+    /// It was removed.
+    Removed,
+}
+
+/// An event about the container `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Container ID.
+    pub id: String,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: EngineConfig,
+    pub(crate) store: Arc<Store>,
+    pub(crate) images: Arc<ImageStore>,
+    pub(crate) drivers: BTreeMap<String, Arc<dyn Driver>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) events: broadcast::Sender<Event>,
+    /// Containers with a task watching their main process.
+    pub(crate) monitored: Mutex<std::collections::HashSet<String>>,
+}
+
+/// The service layer. Cheap to clone; every clone is the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .field("drivers", &self.inner.drivers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine over `store`, `images` and `drivers`. Fails if the default driver is missing or cannot run the
+    /// default mode.
+    pub fn new(
+        config: EngineConfig,
+        store: Arc<Store>,
+        images: Arc<ImageStore>,
+        drivers: Vec<Arc<dyn Driver>>,
+    ) -> Result<Engine> {
+        let drivers: BTreeMap<String, Arc<dyn Driver>> = drivers
+            .into_iter()
+            .map(|d| (d.name().to_string(), d))
+            .collect();
+        let default = drivers.get(&config.default_driver).ok_or_else(|| {
+            Error::invalid(
+                "driver",
+                format!(
+                    "unknown driver {:?}: this husk has {}",
+                    config.default_driver,
+                    drivers.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        default
+            .capabilities()
+            .require_mode(default.name(), config.default_mode)?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                images,
+                drivers,
+                locks: Mutex::new(HashMap::new()),
+                events,
+                monitored: Mutex::new(Default::default()),
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// The image store.
+    pub fn images(&self) -> &Arc<ImageStore> {
+        &self.inner.images
+    }
+
+    /// Subscribes to container events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    pub(crate) fn emit(&self, id: &str, kind: EventKind) {
+        let _ = self.inner.events.send(Event {
+            id: id.to_string(),
+            kind,
+        });
+    }
+
+    pub(crate) fn driver(&self, name: &str) -> Result<Arc<dyn Driver>> {
+        self.inner.drivers.get(name).cloned().ok_or_else(|| {
+            Error::invalid(
+                "driver",
+                format!(
+                    "unknown driver {name:?}: this daemon runs {}",
+                    self.inner
+                        .drivers
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })
+    }
+
+    /// A lock serialising operations on one object (container or sandbox) by ID.
+    pub(crate) async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks
+                .entry(id.to_string())
+                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+                .clone()
+        };
+        m.lock_owned().await
+    }
+
+    pub(crate) fn forget_lock(&self, id: &str) {
+        self.inner
+            .locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Resolves a container by name, ID or unique ID prefix.
+    pub fn container(&self, key: &str) -> Result<ContainerRecord> {
+        self.inner
+            .store
+            .find::<ContainerRecord>(key)?
+            .ok_or_else(|| Error::not_found(format!("container: {key}")))
+    }
+
+    /// Resolves a sandbox by name, ID or unique ID prefix.
+    pub fn sandbox(&self, key: &str) -> Result<SandboxRecord> {
+        self.inner
+            .store
+            .find::<SandboxRecord>(key)?
+            .ok_or_else(|| Error::not_found(format!("sandbox: {key}")))
+    }
+
+    pub(crate) fn sandbox_of(&self, rec: &ContainerRecord) -> Result<Option<SandboxRecord>> {
+        match &rec.sandbox_id {
+            Some(id) => self.inner.store.get::<SandboxRecord>(id),
+            None => Ok(None),
+        }
+    }
+
+    /// Daemon information.
+    pub async fn info(&self) -> Result<Info> {
+        let mut drivers = Vec::new();
+        for d in self.inner.drivers.values() {
+            drivers.push(d.info().await?);
+        }
+        let containers = self.inner.store.list::<ContainerRecord>()?;
+        Ok(Info {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            default_driver: self.inner.config.default_driver.clone(),
+            default_mode: self.inner.config.default_mode,
+            drivers,
+            containers_running: containers
+                .iter()
+                .filter(|c| c.status == ContainerStatus::Running)
+                .count(),
+            containers: containers.len(),
+            sandboxes: self.inner.store.list::<SandboxRecord>()?.len(),
+            images: self.inner.images.list()?.len(),
+            root: self.inner.config.root.display().to_string(),
+            run_root: self.inner.config.run_root.display().to_string(),
+        })
+    }
+}

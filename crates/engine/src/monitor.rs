@@ -1,0 +1,264 @@
+//! Watching running containers, restart policies, and recovery when the daemon starts.
+
+use std::time::Duration;
+
+use husk_core::{
+    ContainerRecord, ContainerStatus, ExitStatus, ObservedState, RestartPolicy, Result,
+    SandboxRecord,
+};
+use tracing::{info, warn};
+
+use crate::{Engine, EventKind};
+
+/// First delay before a restart by policy; doubled after each restart in a row, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest delay between restarts.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+impl Engine {
+    /// Starts a task that waits for the container's main process to exit (once per container).
+    pub(crate) fn watch(&self, rec: &ContainerRecord) {
+        {
+            let mut watched = self
+                .inner
+                .monitored
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !watched.insert(rec.id().to_string()) {
+                return;
+            }
+        }
+        let engine = self.clone();
+        let rec = rec.clone();
+        tokio::spawn(async move {
+            let exit = match engine.driver(&rec.driver) {
+                Ok(driver) => driver.wait(&rec).await,
+                Err(e) => Err(e),
+            };
+            engine
+                .inner
+                .monitored
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(rec.id());
+            let exit = match exit {
+                Ok(exit) => exit,
+                Err(e) => {
+                    warn!(container = rec.id(), "lost track of the container: {e}");
+                    ExitStatus {
+                        code: 255,
+                        finished_at: husk_core::now_rfc3339(),
+                        reason: format!("lost track: {e}"),
+                        ..Default::default()
+                    }
+                }
+            };
+            engine.handle_exit(rec.id(), exit).await;
+        });
+    }
+
+    /// Records an exit, then restarts or removes the container as its settings say.
+    ///
+    /// It takes no container lock: a `stop` holds the lock while it waits for exactly this exit to be recorded.
+    /// The read-modify-write below has no await in it, and the operations that change a running container's
+    /// record (stop, kill) write theirs before the signal that causes the exit.
+    async fn handle_exit(&self, id: &str, exit: ExitStatus) {
+        let Ok(Some(mut rec)) = self.inner.store.get::<ContainerRecord>(id) else {
+            return;
+        };
+        if !matches!(
+            rec.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        ) {
+            return;
+        }
+        let code = exit.code;
+        if let Err(e) = self.record_exit(&mut rec, exit) {
+            warn!(container = id, "record exit: {e}");
+        }
+        if rec
+            .restart_policy
+            .should_restart(code, rec.restart_count, rec.stopped_by_user)
+        {
+            rec.status = ContainerStatus::Restarting;
+            let _ = self.inner.store.update(&rec);
+            self.emit(id, EventKind::Exited(code));
+            self.schedule_restart(id.to_string(), rec.restart_count);
+        } else {
+            self.emit(id, EventKind::Exited(code));
+            if rec.auto_remove {
+                let engine = self.clone();
+                let id = id.to_string();
+                tokio::spawn(async move {
+                    if let Err(e) = engine.remove_container(&id, true).await
+                        && e.kind != husk_core::ErrorKind::NotFound
+                    {
+                        warn!(container = %id, "auto-remove: {e}");
+                    }
+                });
+            }
+        }
+    }
+
+    fn schedule_restart(&self, id: String, restarts: u32) {
+        let delay = FIRST_BACKOFF
+            .saturating_mul(1u32 << restarts.min(10))
+            .min(MAX_BACKOFF);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _guard = engine.lock(&id).await;
+            let Ok(Some(mut rec)) = engine.inner.store.get::<ContainerRecord>(&id) else {
+                return;
+            };
+            if rec.status != ContainerStatus::Restarting {
+                return; // stopped or removed meanwhile
+            }
+            rec.restart_count += 1;
+            let name = rec.config.name.clone();
+            if let Err(e) = engine.start_locked(rec, false).await {
+                warn!(container = %name, "restart by policy failed: {e}");
+                if let Ok(Some(mut rec)) = engine.inner.store.get::<ContainerRecord>(&id) {
+                    rec.status = ContainerStatus::Exited;
+                    rec.error = format!("restart failed: {e}");
+                    let _ = engine.inner.store.update(&rec);
+                }
+            }
+        });
+    }
+
+    /// Brings the records in line with reality after the daemon (re)starts: finishes or rolls back interrupted
+    /// operations, re-attaches to running containers, records exits that happened meanwhile, and applies
+    /// restart policies (`always` and `unless-stopped` containers start again, as with Docker).
+    pub async fn recover(&self) -> Result<()> {
+        for op in self.inner.store.pending_operations()? {
+            info!(kind = %op.kind, target = %op.target, step = %op.step, "finishing an interrupted operation");
+            match op.kind.as_str() {
+                "create_container" => {
+                    if let Some(rec) = self.inner.store.get::<ContainerRecord>(&op.target)? {
+                        if rec.status == ContainerStatus::Creating {
+                            let implicit = op.data["implicit_sandbox"].as_str().map(str::to_string);
+                            self.rollback_create(&rec, implicit.as_deref()).await;
+                        }
+                    } else if let Some(sid) = op.data["implicit_sandbox"].as_str()
+                        && let Some(sb) = self.inner.store.get::<SandboxRecord>(sid)?
+                    {
+                        if let Ok(d) = self.driver(&sb.driver) {
+                            let _ = d.delete_sandbox(&sb).await;
+                        }
+                        self.inner.store.delete::<SandboxRecord>(sid)?;
+                    }
+                }
+                "remove_container" => {
+                    if let Some(rec) = self.inner.store.get::<ContainerRecord>(&op.target)? {
+                        self.remove_locked(&rec).await?;
+                    }
+                }
+                "create_sandbox" => {
+                    if let Some(sb) = self.inner.store.get::<SandboxRecord>(&op.target)?
+                        && sb.status == "creating"
+                    {
+                        if let Ok(d) = self.driver(&sb.driver) {
+                            let _ = d.delete_sandbox(&sb).await;
+                        }
+                        self.inner.store.delete::<SandboxRecord>(&op.target)?;
+                    }
+                }
+                "remove_sandbox" => {
+                    if let Some(sb) = self.inner.store.get::<SandboxRecord>(&op.target)? {
+                        self.remove_sandbox_locked(&sb).await?;
+                    }
+                }
+                _ => warn!(kind = %op.kind, "unknown interrupted operation left as is"),
+            }
+            self.inner.store.finish_operation(op.id)?;
+        }
+        for sb in self.inner.store.list::<SandboxRecord>()? {
+            let Ok(driver) = self.driver(&sb.driver) else {
+                continue;
+            };
+            let alive = driver.sandbox_alive(&sb).await.unwrap_or(false);
+            let status = if alive { "ready" } else { "notready" };
+            if sb.status != status {
+                let mut sb = sb;
+                sb.status = status.into();
+                self.inner.store.update(&sb)?;
+            }
+        }
+        for mut rec in self.inner.store.list::<ContainerRecord>()? {
+            let Ok(driver) = self.driver(&rec.driver) else {
+                warn!(container = rec.id(), driver = %rec.driver, "the container's driver is not configured; leaving it as is");
+                continue;
+            };
+            match rec.status {
+                ContainerStatus::Creating => {
+                    self.rollback_create(&rec, None).await;
+                    continue;
+                }
+                ContainerStatus::Removing => {
+                    self.remove_locked(&rec).await?;
+                    continue;
+                }
+                _ => {}
+            }
+            let observed = driver.observe(&rec).await;
+            match observed {
+                Ok(ObservedState::Running { pid }) | Ok(ObservedState::Paused { pid }) => {
+                    let paused = matches!(observed, Ok(ObservedState::Paused { .. }));
+                    rec.status = if paused {
+                        ContainerStatus::Paused
+                    } else {
+                        ContainerStatus::Running
+                    };
+                    if pid > 0 {
+                        rec.runtime.pid = pid;
+                    }
+                    self.inner.store.update(&rec)?;
+                    self.watch(&rec);
+                }
+                Ok(ObservedState::Created) => {
+                    if rec.status != ContainerStatus::Created {
+                        rec.status = ContainerStatus::Created;
+                        self.inner.store.update(&rec)?;
+                    }
+                }
+                Ok(ObservedState::Exited(exit)) => {
+                    let was_active = rec.status.is_active();
+                    if was_active {
+                        let code = exit.code;
+                        self.record_exit(&mut rec, exit)?;
+                        self.emit(rec.id(), EventKind::Exited(code));
+                    }
+                    let restart = match rec.restart_policy {
+                        // Docker restarts `always` containers when the daemon starts, even after a manual stop.
+                        RestartPolicy::Always => true,
+                        RestartPolicy::UnlessStopped => !rec.stopped_by_user,
+                        RestartPolicy::OnFailure { .. } => {
+                            was_active
+                                && rec.restart_policy.should_restart(
+                                    rec.exit.as_ref().map(|e| e.code).unwrap_or(0),
+                                    rec.restart_count,
+                                    rec.stopped_by_user,
+                                )
+                        }
+                        RestartPolicy::No => false,
+                    };
+                    if restart && rec.exit.is_some() {
+                        rec.status = ContainerStatus::Restarting;
+                        self.inner.store.update(&rec)?;
+                        self.schedule_restart(rec.id().to_string(), rec.restart_count);
+                    } else if was_active && rec.auto_remove {
+                        self.remove_locked(&rec).await?;
+                    }
+                }
+                Ok(ObservedState::Missing) => {
+                    rec.status = ContainerStatus::Dead;
+                    rec.error = "the driver has no trace of this container".into();
+                    self.inner.store.update(&rec)?;
+                }
+                Err(e) => warn!(container = rec.id(), "cannot observe the container: {e}"),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,429 @@
+//! What front ends ask the engine for, and the views it answers with. Every front end (husk's own HTTP API used
+//! by the CLI, Zun's REST API, the CRI) translates its wire format into these types, so validation and
+//! behaviour live in one place.
+
+use std::collections::BTreeMap;
+
+use husk_core::{
+    ContainerRecord, ContainerStatus, ExitStatus, Mode, MountConfig, NetworkConfig, NetworkStatus,
+    PortMapping, Resources, RestartPolicy, SandboxRecord,
+};
+use serde::{Deserialize, Serialize};
+
+/// A request to create a container.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainerCreate {
+    /// Unique name (a random one when empty).
+    pub name: Option<String>,
+    /// Image reference.
+    pub image: String,
+    /// Arguments replacing the image's CMD.
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's ENTRYPOINT (an empty list clears it).
+    pub entrypoint: Option<Vec<String>>,
+    /// `KEY=VALUE` pairs, added to (and overriding) the image's.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// `user[:group]`.
+    pub user: Option<String>,
+    /// Hostname (standalone, or the implicit sandbox of `run`).
+    pub hostname: Option<String>,
+    /// Allocate a terminal.
+    pub tty: bool,
+    /// Keep stdin open.
+    pub stdin: bool,
+    /// Limits.
+    pub resources: Resources,
+    /// Restart policy.
+    pub restart_policy: RestartPolicy,
+    /// Remove when it exits.
+    pub auto_remove: bool,
+    /// Sandbox or standalone (default: the daemon's).
+    pub mode: Option<Mode>,
+    /// Join this existing sandbox (name or ID).
+    pub sandbox: Option<String>,
+    /// Driver (default: the sandbox's, else the daemon's).
+    pub driver: Option<String>,
+    /// Share a PID namespace with the implicit sandbox's other containers (implicit sandbox only).
+    pub share_pid: bool,
+    /// Full privileges.
+    pub privileged: bool,
+    /// Capabilities to add.
+    pub cap_add: Vec<String>,
+    /// Capabilities to drop.
+    pub cap_drop: Vec<String>,
+    /// `seccomp=unconfined|PROFILE-JSON`, `no-new-privileges[=true|false]`.
+    pub security_opt: Vec<String>,
+    /// Read-only root filesystem.
+    pub read_only: bool,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Mounts.
+    pub mounts: Vec<MountConfig>,
+    /// Network (standalone, or the implicit sandbox of `run`).
+    pub network: NetworkConfig,
+    /// Stop signal (name or number).
+    pub stop_signal: Option<String>,
+    /// Seconds to wait after the stop signal.
+    pub stop_timeout: Option<u32>,
+}
+
+/// A request to create a sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxCreate {
+    /// Unique name (a random one when empty).
+    pub name: Option<String>,
+    /// Hostname (default: the name).
+    pub hostname: Option<String>,
+    /// Containers share one PID namespace.
+    pub share_pid: bool,
+    /// Driver (default: the daemon's).
+    pub driver: Option<String>,
+    /// Network.
+    pub network: NetworkConfig,
+    /// Sandbox-wide limits (the VM's size for the `vm` driver).
+    pub resources: Resources,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A request to run another process in a container.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecCreate {
+    /// argv.
+    pub command: Vec<String>,
+    /// Extra `KEY=VALUE` pairs.
+    pub env: Vec<String>,
+    /// Working directory (default: the container's).
+    pub workdir: Option<String>,
+    /// `user[:group]` (default: the container's).
+    pub user: Option<String>,
+    /// Allocate a terminal.
+    pub tty: bool,
+    /// Keep stdin open.
+    pub stdin: bool,
+}
+
+/// What `wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitCondition {
+    /// Until the container is not running (at once if it is not).
+    #[default]
+    NotRunning,
+    /// Until the next exit.
+    NextExit,
+    /// Until it has been removed.
+    Removed,
+}
+
+impl std::str::FromStr for WaitCondition {
+    type Err = husk_core::Error;
+    fn from_str(s: &str) -> husk_core::Result<Self> {
+        match s {
+            "" | "not-running" => Ok(WaitCondition::NotRunning),
+            "next-exit" => Ok(WaitCondition::NextExit),
+            "removed" => Ok(WaitCondition::Removed),
+            _ => Err(husk_core::Error::invalid(
+                "condition",
+                format!("unknown wait condition {s:?}: use not-running, next-exit or removed"),
+            )),
+        }
+    }
+}
+
+/// A container as `inspect` shows it (Docker's field names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerView {
+    /// Full ID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Image reference as normalised.
+    pub image: String,
+    /// Image ID.
+    pub image_id: String,
+    /// `sandbox` or `standalone`.
+    pub mode: Mode,
+    /// The sandbox's ID (sandbox mode).
+    pub sandbox_id: Option<String>,
+    /// Driver name.
+    pub driver: String,
+    /// RFC 3339.
+    pub created: String,
+    /// Current state.
+    pub state: StateView,
+    /// Restarts by policy since the last start by a user.
+    pub restart_count: u32,
+    /// Process and settings.
+    pub config: ConfigView,
+    /// Limits and policies.
+    pub host_config: HostConfigView,
+    /// Network identity.
+    pub network_settings: Option<NetworkStatus>,
+    /// Project that owns it.
+    pub project: String,
+}
+
+/// `State` of a container view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StateView {
+    /// Docker's status name.
+    pub status: ContainerStatus,
+    /// Running (also when paused, as Docker reports).
+    pub running: bool,
+    /// Frozen.
+    pub paused: bool,
+    /// Between exit and restart.
+    pub restarting: bool,
+    /// Killed by the OOM killer.
+    #[serde(rename = "OOMKilled")]
+    pub oom_killed: bool,
+    /// Host PID of the main process (0 when not running).
+    pub pid: i32,
+    /// Last exit code.
+    pub exit_code: i32,
+    /// Driver error, if any.
+    pub error: String,
+    /// RFC 3339 or empty.
+    pub started_at: String,
+    /// RFC 3339 or empty.
+    pub finished_at: String,
+}
+
+/// `Config` of a container view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConfigView {
+    /// Hostname.
+    pub hostname: String,
+    /// User.
+    pub user: String,
+    /// Environment.
+    pub env: Vec<String>,
+    /// argv.
+    pub cmd: Vec<String>,
+    /// Working directory.
+    pub working_dir: String,
+    /// Terminal.
+    pub tty: bool,
+    /// Stdin open.
+    pub open_stdin: bool,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Stop signal.
+    pub stop_signal: Option<i32>,
+    /// Stop timeout in seconds.
+    pub stop_timeout: Option<u32>,
+}
+
+/// `HostConfig` of a container view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HostConfigView {
+    /// Memory limit in bytes (0 = none).
+    pub memory: i64,
+    /// CPU limit in nano-CPUs (0 = none).
+    pub nano_cpus: i64,
+    /// PIDs limit (0 = none).
+    pub pids_limit: i64,
+    /// Restart policy.
+    pub restart_policy: String,
+    /// Remove on exit.
+    pub auto_remove: bool,
+    /// Privileged.
+    pub privileged: bool,
+    /// Added capabilities.
+    pub cap_add: Vec<String>,
+    /// Dropped capabilities.
+    pub cap_drop: Vec<String>,
+    /// Read-only root filesystem.
+    pub readonly_rootfs: bool,
+    /// Network mode.
+    pub network_mode: String,
+    /// Published ports.
+    pub port_bindings: Vec<PortMapping>,
+    /// Mounts.
+    pub mounts: Vec<MountConfig>,
+}
+
+impl ContainerView {
+    /// The view of a stored container (with its sandbox, for the network identity).
+    pub fn new(rec: &ContainerRecord, sandbox: Option<&SandboxRecord>) -> ContainerView {
+        let c = &rec.config;
+        let exit = rec.exit.clone().unwrap_or_default();
+        let running = matches!(
+            rec.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        );
+        let network = match sandbox {
+            Some(sb) => sb.runtime.network.clone(),
+            None => None,
+        };
+        ContainerView {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            image: c.image.name.clone(),
+            image_id: c.image.id.clone(),
+            mode: rec.mode,
+            sandbox_id: rec.sandbox_id.clone(),
+            driver: rec.driver.clone(),
+            created: rec.created_at.clone(),
+            state: StateView {
+                status: rec.status,
+                running,
+                paused: rec.status == ContainerStatus::Paused,
+                restarting: rec.status == ContainerStatus::Restarting,
+                oom_killed: exit.oom_killed,
+                pid: if running { rec.runtime.pid } else { 0 },
+                exit_code: exit.code,
+                error: if rec.error.is_empty() {
+                    exit.reason.clone()
+                } else {
+                    rec.error.clone()
+                },
+                started_at: rec.started_at.clone(),
+                finished_at: exit.finished_at,
+            },
+            restart_count: rec.restart_count,
+            config: ConfigView {
+                hostname: match sandbox {
+                    Some(sb) => sb.config.hostname.clone(),
+                    None => c.hostname.clone(),
+                },
+                user: c.process.user.clone(),
+                env: c.process.env.clone(),
+                cmd: c.process.args.clone(),
+                working_dir: c.process.cwd.clone(),
+                tty: c.process.tty,
+                open_stdin: c.process.stdin,
+                labels: c.labels.clone(),
+                stop_signal: c.stop_signal,
+                stop_timeout: c.stop_timeout,
+            },
+            host_config: HostConfigView {
+                memory: c.resources.memory_bytes.unwrap_or(0),
+                nano_cpus: c.resources.nano_cpus.unwrap_or(0),
+                pids_limit: c.resources.pids_limit.unwrap_or(0),
+                restart_policy: rec.restart_policy.to_string(),
+                auto_remove: rec.auto_remove,
+                privileged: c.security.privileged,
+                cap_add: c.security.cap_add.clone(),
+                cap_drop: c.security.cap_drop.clone(),
+                readonly_rootfs: c.security.readonly_rootfs,
+                network_mode: match sandbox {
+                    Some(sb) => sb.config.network.mode().to_string(),
+                    None => c.network.mode().to_string(),
+                },
+                port_bindings: match sandbox {
+                    Some(sb) => sb.config.network.ports.clone(),
+                    None => c.network.ports.clone(),
+                },
+                mounts: c.mounts.clone(),
+            },
+            network_settings: network,
+            project: rec.project.clone(),
+        }
+    }
+}
+
+/// A sandbox as `sandbox inspect` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SandboxView {
+    /// Full ID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Hostname.
+    pub hostname: String,
+    /// Driver.
+    pub driver: String,
+    /// `ready`, `notready` or `error`.
+    pub status: String,
+    /// RFC 3339.
+    pub created: String,
+    /// Containers share a PID namespace.
+    pub share_pid: bool,
+    /// Namespace files by type.
+    pub namespaces: BTreeMap<String, String>,
+    /// PID of the holding process, if any.
+    pub pid: Option<i32>,
+    /// Network mode.
+    pub network_mode: String,
+    /// Network identity.
+    pub network_settings: Option<NetworkStatus>,
+    /// IDs of its containers.
+    pub containers: Vec<String>,
+    /// The container it was made for by `run`, if any.
+    pub owner_container: Option<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Project.
+    pub project: String,
+}
+
+impl SandboxView {
+    /// The view of a stored sandbox and its containers' IDs.
+    pub fn new(sb: &SandboxRecord, containers: Vec<String>) -> SandboxView {
+        SandboxView {
+            id: sb.config.id.clone(),
+            name: sb.config.name.clone(),
+            hostname: sb.config.hostname.clone(),
+            driver: sb.driver.clone(),
+            status: sb.status.clone(),
+            created: sb.created_at.clone(),
+            share_pid: sb.config.share_pid,
+            namespaces: sb.runtime.namespaces.clone(),
+            pid: sb.runtime.pid,
+            network_mode: sb.config.network.mode().to_string(),
+            network_settings: sb.runtime.network.clone(),
+            containers,
+            owner_container: sb.owner_container.clone(),
+            labels: sb.config.labels.clone(),
+            project: sb.project.clone(),
+        }
+    }
+}
+
+/// The answer to `wait`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WaitResult {
+    /// Exit code.
+    pub status_code: i32,
+    /// The full exit status, when known.
+    pub exit: Option<ExitStatus>,
+}
+
+/// `husk info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Info {
+    /// husk's version.
+    pub version: String,
+    /// The default driver.
+    pub default_driver: String,
+    /// The default mode.
+    pub default_mode: Mode,
+    /// Every configured driver.
+    pub drivers: Vec<husk_core::DriverInfo>,
+    /// Containers known.
+    pub containers: usize,
+    /// Of which running.
+    pub containers_running: usize,
+    /// Sandboxes known.
+    pub sandboxes: usize,
+    /// Images stored.
+    pub images: usize,
+    /// State root.
+    pub root: String,
+    /// Runtime root.
+    pub run_root: String,
+}

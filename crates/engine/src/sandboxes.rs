@@ -1,0 +1,145 @@
+//! Sandbox lifecycle.
+
+use husk_core::{
+    ContainerRecord, Error, Result, SandboxConfig, SandboxRecord, SandboxRuntime, units,
+};
+use serde_json::json;
+
+use crate::Engine;
+use crate::requests::{SandboxCreate, SandboxView};
+
+impl Engine {
+    /// Every sandbox.
+    pub fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>> {
+        let mut list = self.inner.store.list::<SandboxRecord>()?;
+        list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(list)
+    }
+
+    /// IDs of the containers in a sandbox.
+    pub fn sandbox_containers(&self, sandbox_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .inner
+            .store
+            .list::<ContainerRecord>()?
+            .into_iter()
+            .filter(|c| c.sandbox_id.as_deref() == Some(sandbox_id))
+            .map(|c| c.config.id)
+            .collect())
+    }
+
+    /// The inspect view of a sandbox.
+    pub fn inspect_sandbox(&self, key: &str) -> Result<SandboxView> {
+        let sb = self.sandbox(key)?;
+        let containers = self.sandbox_containers(&sb.config.id)?;
+        Ok(SandboxView::new(&sb, containers))
+    }
+
+    /// Creates a sandbox.
+    pub async fn create_sandbox(&self, req: SandboxCreate) -> Result<SandboxRecord> {
+        let name = match req.name.as_deref() {
+            Some(n) if !n.is_empty() => {
+                units::validate_name("name", n)?;
+                n.to_string()
+            }
+            _ => husk_core::random_name(),
+        };
+        let hostname = match &req.hostname {
+            Some(h) => {
+                units::validate_hostname(h)?;
+                h.clone()
+            }
+            // A name may hold '_' which hostnames may not.
+            None => name.replace('_', "-").chars().take(63).collect(),
+        };
+        crate::resolve::validate_resources(&req.resources)?;
+        let driver_name = req
+            .driver
+            .clone()
+            .unwrap_or_else(|| self.inner.config.default_driver.clone());
+        let driver = self.driver(&driver_name)?;
+        let caps = driver.capabilities();
+        caps.require_mode(driver.name(), husk_core::Mode::Sandbox)?;
+        if req.share_pid {
+            caps.require(driver.name(), "a shared PID namespace", caps.pid_sharing)?;
+        }
+        let mut sb = SandboxRecord {
+            config: SandboxConfig {
+                id: husk_core::new_id(),
+                name,
+                hostname,
+                share_pid: req.share_pid,
+                network: req.network,
+                resources: req.resources,
+                labels: req.labels,
+            },
+            driver: driver_name,
+            status: "creating".into(),
+            runtime: SandboxRuntime::default(),
+            created_at: husk_core::now_rfc3339(),
+            owner_container: None,
+            project: String::new(),
+        };
+        let op = self
+            .inner
+            .store
+            .begin_operation("create_sandbox", &sb.config.id, &json!({}))?;
+        self.inner.store.insert(&sb)?;
+        match driver.create_sandbox(&sb.config).await {
+            Ok(runtime) => {
+                sb.runtime = runtime;
+                sb.status = "ready".into();
+                self.inner.store.update(&sb)?;
+                self.inner.store.finish_operation(op)?;
+                Ok(sb)
+            }
+            Err(e) => {
+                let _ = driver.delete_sandbox(&sb).await;
+                self.inner.store.delete::<SandboxRecord>(&sb.config.id)?;
+                self.inner.store.finish_operation(op)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes a sandbox; with `force`, its containers first, else only when it has none.
+    pub async fn remove_sandbox(&self, key: &str, force: bool) -> Result<()> {
+        let sb = self.sandbox(key)?;
+        let containers = self.sandbox_containers(&sb.config.id)?;
+        if !containers.is_empty() {
+            if !force {
+                return Err(Error::conflict(format!(
+                    "sandbox {} has {} container(s): remove them first, or force the removal (sandbox rm -f)",
+                    sb.config.name,
+                    containers.len()
+                )));
+            }
+            for id in containers {
+                match self.remove_container(&id, true).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind == husk_core::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        // The owner container's removal may already have taken the sandbox with it.
+        let Some(sb) = self.inner.store.get::<SandboxRecord>(&sb.config.id)? else {
+            return Ok(());
+        };
+        let _guard = self.lock(&sb.config.id).await;
+        let op = self
+            .inner
+            .store
+            .begin_operation("remove_sandbox", &sb.config.id, &json!({}))?;
+        self.remove_sandbox_locked(&sb).await?;
+        self.inner.store.finish_operation(op)?;
+        Ok(())
+    }
+
+    pub(crate) async fn remove_sandbox_locked(&self, sb: &SandboxRecord) -> Result<()> {
+        self.driver(&sb.driver)?.delete_sandbox(sb).await?;
+        self.inner.store.delete::<SandboxRecord>(&sb.config.id)?;
+        self.forget_lock(&sb.config.id);
+        Ok(())
+    }
+}

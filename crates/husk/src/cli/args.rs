@@ -1,0 +1,548 @@
+//! Command-line syntax (Docker's habits).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// husk: run containers in sandboxes (namespaces or lightweight VMs) or standalone.
+#[derive(Debug, Parser)]
+#[command(
+    name = "husk",
+    version,
+    disable_help_subcommand = true,
+    max_term_width = 110
+)]
+pub struct Cli {
+    /// Daemon socket to talk to.
+    #[arg(
+        short = 'H',
+        long = "host",
+        env = "HUSK_HOST",
+        global = true,
+        default_value = "unix:///run/husk/husk.sock"
+    )]
+    pub host: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the husk daemon in the foreground.
+    Daemon(DaemonArgs),
+    /// Create and start a container.
+    Run(RunArgs),
+    /// Create a container.
+    Create(RunArgs),
+    /// Start containers.
+    Start(StartArgs),
+    /// Stop containers (stop signal, then SIGKILL after a timeout).
+    Stop(StopArgs),
+    /// Restart containers.
+    Restart(StopArgs),
+    /// Send a signal to containers.
+    Kill(KillArgs),
+    /// Freeze containers.
+    Pause(NamesArgs),
+    /// Thaw containers.
+    Unpause(NamesArgs),
+    /// Remove containers.
+    Rm(RmArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(NamesArgs),
+    /// Show a container's output.
+    Logs(LogsArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// List containers.
+    Ps(PsArgs),
+    /// Show low-level information on containers.
+    Inspect(InspectArgs),
+    /// Show a container's processes.
+    Top(TopArgs),
+    /// Show containers' resource usage.
+    Stats(StatsArgs),
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// Manage sandboxes.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// List images.
+    Images(ImageLsArgs),
+    /// Load images from an archive.
+    Load(ImageLoadArgs),
+    /// Show daemon-wide information.
+    Info(InfoArgs),
+    /// Show versions.
+    Version,
+    /// (internal) The per-container monitor, started by the daemon.
+    #[command(hide = true)]
+    Shim {
+        /// The shim's config file.
+        config: PathBuf,
+    },
+    /// (internal) The pause process of a sandbox's shared PID namespace.
+    #[command(hide = true, name = "sandbox-pause")]
+    SandboxPause,
+}
+
+/// `husk daemon`.
+#[derive(Debug, Args, Default)]
+pub struct DaemonArgs {
+    /// State directory.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Runtime directory (mounts, sockets).
+    #[arg(long = "run-root")]
+    pub run_root: Option<PathBuf>,
+    /// API socket.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Configuration file (TOML).
+    #[arg(long, default_value = "/etc/husk/husk.toml")]
+    pub config: PathBuf,
+    /// Default driver.
+    #[arg(long)]
+    pub driver: Option<String>,
+    /// Default mode: sandbox or standalone.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Parent cgroup of every container.
+    #[arg(long = "cgroup-parent")]
+    pub cgroup_parent: Option<String>,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long = "log-level")]
+    pub log_level: Option<String>,
+}
+
+/// Options of `run` and `create`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct RunArgs {
+    /// Run in the background and print the container ID.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Container name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Join this sandbox (name or ID).
+    #[arg(long)]
+    pub sandbox: Option<String>,
+    /// sandbox or standalone.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Driver (linux, docker, vm).
+    #[arg(long)]
+    pub driver: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to take it from this shell).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long = "env-file")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// user[:group].
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Hostname.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Override the image's entrypoint.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Memory limit (e.g. 64m).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// CPU limit (e.g. 0.5).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Most processes at once (-1 = unlimited).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped.
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Give every capability the daemon has and lift confinement.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add a capability.
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability.
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined|PROFILE.json, no-new-privileges[=false].
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Set a label (KEY=VALUE).
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Share one PID namespace in the sandbox made for this container.
+    #[arg(long = "share-pid")]
+    pub share_pid: bool,
+    /// Network: bridge, host, none or a network's name.
+    #[arg(long = "network", alias = "net")]
+    pub network: Option<String>,
+    /// Publish a port: [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp].
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// DNS server.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// DNS search domain.
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// Extra /etc/hosts entry NAME:IP.
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
+    /// Signal that stops the container.
+    #[arg(long = "stop-signal")]
+    pub stop_signal: Option<String>,
+    /// Seconds to wait before killing the container on stop.
+    #[arg(long = "stop-timeout")]
+    pub stop_timeout: Option<u32>,
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The image.
+    pub image: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `husk start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach to the output and wait for the exit.
+    #[arg(short = 'a', long)]
+    pub attach: bool,
+    /// Attach stdin too.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `husk stop` and `husk restart`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before SIGKILL.
+    #[arg(short = 't', long = "time", alias = "timeout")]
+    pub time: Option<u32>,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `husk kill`.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal (name or number).
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// Commands that take only container names.
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `husk rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Remove running containers too.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `husk logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep following new output.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(short = 'n', long)]
+    pub tail: Option<String>,
+    /// Only lines since a time or duration (e.g. 10m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only lines before a time or duration.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Show timestamps.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    /// Container.
+    pub container: String,
+}
+
+/// `husk exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Run in the background.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Set an environment variable.
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// user[:group].
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Container.
+    pub container: String,
+    /// Command and arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `husk ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (not only running ones).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Output format: table or json.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Filter: label=KEY[=VALUE], name=NAME, status=STATUS, sandbox=ID.
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// Do not shorten IDs and commands.
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+}
+
+/// `husk inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// What to inspect when the name is ambiguous: container, sandbox or image.
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    /// Names or IDs.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// `husk top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Container.
+    pub container: String,
+}
+
+/// `husk stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// One reading, then exit.
+    #[arg(long = "no-stream")]
+    pub no_stream: bool,
+    /// Output format: table or json.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Containers (default: every running one).
+    pub containers: Vec<String>,
+}
+
+/// `husk rename`.
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    /// Container.
+    pub container: String,
+    /// New name.
+    pub new_name: String,
+}
+
+/// `husk sandbox ...`.
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Create a sandbox.
+    Create(SandboxCreateArgs),
+    /// List sandboxes.
+    #[command(alias = "list")]
+    Ls(SandboxLsArgs),
+    /// Show sandboxes in detail (JSON).
+    Inspect(SandboxNamesArgs),
+    /// Remove sandboxes.
+    Rm(SandboxRmArgs),
+}
+
+/// `husk sandbox create`.
+#[derive(Debug, Args)]
+pub struct SandboxCreateArgs {
+    /// Name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Hostname.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Containers share one PID namespace.
+    #[arg(long = "share-pid")]
+    pub share_pid: bool,
+    /// Driver.
+    #[arg(long)]
+    pub driver: Option<String>,
+    /// Network: bridge, host, none or a network's name.
+    #[arg(long = "network", alias = "net")]
+    pub network: Option<String>,
+    /// Publish a port.
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// DNS server.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Extra /etc/hosts entry NAME:IP.
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
+    /// Memory for the whole sandbox (VM size for the vm driver).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// CPUs for the whole sandbox.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Label KEY=VALUE.
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+}
+
+/// `husk sandbox ls`.
+#[derive(Debug, Args)]
+pub struct SandboxLsArgs {
+    /// Only IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Output format: table or json.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+/// Sandbox names.
+#[derive(Debug, Args)]
+pub struct SandboxNamesArgs {
+    /// Sandboxes.
+    #[arg(required = true)]
+    pub sandboxes: Vec<String>,
+}
+
+/// `husk sandbox rm`.
+#[derive(Debug, Args)]
+pub struct SandboxRmArgs {
+    /// Remove its containers too.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Sandboxes.
+    #[arg(required = true)]
+    pub sandboxes: Vec<String>,
+}
+
+/// `husk image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Load images from a `docker save` or OCI-layout archive.
+    Load(ImageLoadArgs),
+    /// List images.
+    #[command(alias = "list")]
+    Ls(ImageLsArgs),
+    /// Show images in detail (JSON).
+    Inspect(ImageNamesArgs),
+    /// Remove images.
+    Rm(ImageRmArgs),
+    /// Give an image another name.
+    Tag(ImageTagArgs),
+}
+
+/// `husk image load`.
+#[derive(Debug, Args)]
+pub struct ImageLoadArgs {
+    /// Archive (default: stdin).
+    #[arg(short = 'i', long)]
+    pub input: Option<PathBuf>,
+    /// Only print image IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// `husk image ls`.
+#[derive(Debug, Args)]
+pub struct ImageLsArgs {
+    /// Only IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Output format: table or json.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+/// Image names.
+#[derive(Debug, Args)]
+pub struct ImageNamesArgs {
+    /// Images.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+/// `husk image rm`.
+#[derive(Debug, Args)]
+pub struct ImageRmArgs {
+    /// Remove even if tagged several times or used.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Images.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+/// `husk image tag`.
+#[derive(Debug, Args)]
+pub struct ImageTagArgs {
+    /// Existing image.
+    pub source: String,
+    /// New name.
+    pub target: String,
+}
+
+/// `husk info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Output format: text or json.
+    #[arg(long, default_value = "text")]
+    pub format: String,
+}

@@ -1,0 +1,935 @@
+//! The client commands: each translates its flags into one or a few local-API calls and prints the answer.
+
+pub mod args;
+mod format;
+mod stdio;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::{Context, Result, anyhow, bail};
+use args::*;
+use http::Method;
+use husk_core::{MountConfig, NetworkConfig, PortMapping, Resources, RestartPolicy, units};
+use husk_engine::{
+    ContainerCreate, ContainerView, ExecCreate, SandboxCreate, SandboxView, WaitResult,
+};
+
+use crate::client::{Client, encode};
+use format::{human_size, print_table, short, status_text};
+
+/// Runs a client command; returns the process exit code.
+pub async fn run(host: &str, command: Command) -> Result<i32> {
+    let client = Client::new(host)?;
+    match command {
+        Command::Run(a) => run_container(&client, a, true).await,
+        Command::Create(a) => run_container(&client, a, false).await,
+        Command::Start(a) => start(&client, a).await,
+        Command::Stop(a) => {
+            each(&a.containers, |c| {
+                client.post_path(format!("/husk/v1/containers/{c}/stop{}", t_query(a.time)))
+            })
+            .await
+        }
+        Command::Restart(a) => {
+            each(&a.containers, |c| {
+                client.post_path(format!(
+                    "/husk/v1/containers/{c}/restart{}",
+                    t_query(a.time)
+                ))
+            })
+            .await
+        }
+        Command::Kill(a) => {
+            units::parse_signal(&a.signal)?;
+            each(&a.containers, |c| {
+                client.post_path(format!(
+                    "/husk/v1/containers/{c}/kill?signal={}",
+                    encode(&a.signal)
+                ))
+            })
+            .await
+        }
+        Command::Pause(a) => {
+            each(&a.containers, |c| {
+                client.post_path(format!("/husk/v1/containers/{c}/pause"))
+            })
+            .await
+        }
+        Command::Unpause(a) => {
+            each(&a.containers, |c| {
+                client.post_path(format!("/husk/v1/containers/{c}/unpause"))
+            })
+            .await
+        }
+        Command::Rm(a) => {
+            let client = &client;
+            each(&a.containers, |c| async move {
+                client
+                    .call(
+                        Method::DELETE,
+                        &format!("/husk/v1/containers/{c}?force={}", a.force),
+                        None::<&()>,
+                    )
+                    .await
+                    .map(|_| ())
+            })
+            .await
+        }
+        Command::Wait(a) => {
+            for c in &a.containers {
+                let r: WaitResult = client
+                    .json(
+                        Method::POST,
+                        &format!("/husk/v1/containers/{c}/wait"),
+                        None::<&()>,
+                    )
+                    .await?;
+                println!("{}", r.status_code);
+            }
+            Ok(0)
+        }
+        Command::Logs(a) => logs(&client, a).await,
+        Command::Exec(a) => exec(&client, a).await,
+        Command::Ps(a) => ps(&client, a).await,
+        Command::Inspect(a) => inspect(&client, a).await,
+        Command::Top(a) => top(&client, a).await,
+        Command::Stats(a) => stats(&client, a).await,
+        Command::Rename(a) => {
+            client
+                .post(&format!(
+                    "/husk/v1/containers/{}/rename?name={}",
+                    a.container,
+                    encode(&a.new_name)
+                ))
+                .await?;
+            Ok(0)
+        }
+        Command::Sandbox(cmd) => sandbox(&client, cmd).await,
+        Command::Image(cmd) => image(&client, cmd).await,
+        Command::Images(a) => image(&client, ImageCommand::Ls(a)).await,
+        Command::Load(a) => image(&client, ImageCommand::Load(a)).await,
+        Command::Info(a) => info(&client, a).await,
+        Command::Version => {
+            println!("Client: husk {}", env!("CARGO_PKG_VERSION"));
+            match client.get::<serde_json::Value>("/husk/v1/version").await {
+                Ok(v) => println!("Server: husk {}", v["Version"].as_str().unwrap_or("?")),
+                Err(e) => println!("Server: not reachable ({e})"),
+            }
+            Ok(0)
+        }
+        Command::Daemon(_) | Command::Shim { .. } | Command::SandboxPause => {
+            unreachable!("handled in main")
+        }
+    }
+}
+
+impl Client {
+    async fn post_path(&self, path: String) -> Result<()> {
+        self.post(&path).await
+    }
+}
+
+fn t_query(t: Option<u32>) -> String {
+    t.map(|t| format!("?t={t}")).unwrap_or_default()
+}
+
+/// Runs `f` for every name, printing each name that succeeded and each error; fails if any failed.
+async fn each<F, Fut>(names: &[String], f: F) -> Result<i32>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut failed = false;
+    for name in names {
+        match f(name.clone()).await {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
+    labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            None if !l.is_empty() => Ok((l.clone(), String::new())),
+            _ => Err(anyhow!("invalid label {l:?}: use KEY=VALUE")),
+        })
+        .collect()
+}
+
+/// `-e KEY` takes KEY from this shell (skipped if unset), as Docker does; `--env-file` lines likewise.
+fn resolve_env(env: &[String], files: &[std::path::PathBuf]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut add = |e: &str| {
+        if e.contains('=') {
+            out.push(e.to_string());
+        } else if let Ok(v) = std::env::var(e) {
+            out.push(format!("{e}={v}"));
+        }
+    };
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("read env file {}", f.display()))?;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            add(line);
+        }
+    }
+    for e in env {
+        add(e);
+    }
+    Ok(out)
+}
+
+fn network_config(
+    network: Option<String>,
+    publish: &[String],
+    dns: &[String],
+    dns_search: &[String],
+    add_host: &[String],
+) -> Result<NetworkConfig> {
+    Ok(NetworkConfig {
+        mode: network.unwrap_or_default(),
+        ports: publish
+            .iter()
+            .map(|p| PortMapping::parse(p))
+            .collect::<husk_core::Result<_>>()?,
+        dns: dns.to_vec(),
+        dns_search: dns_search.to_vec(),
+        extra_hosts: add_host.to_vec(),
+    })
+}
+
+fn read_security_opts(opts: &[String]) -> Result<Vec<String>> {
+    // A seccomp profile given as a file is read here and sent as JSON.
+    opts.iter()
+        .map(|o| match o.split_once(['=', ':']) {
+            Some(("seccomp", v)) if v != "unconfined" && !v.trim_start().starts_with('{') => {
+                let text = std::fs::read_to_string(v)
+                    .with_context(|| format!("read seccomp profile {v}"))?;
+                Ok(format!("seccomp={text}"))
+            }
+            _ => Ok(o.clone()),
+        })
+        .collect()
+}
+
+fn create_request(a: &RunArgs) -> Result<ContainerCreate> {
+    Ok(ContainerCreate {
+        name: a.name.clone(),
+        image: a.image.clone(),
+        command: if a.command.is_empty() {
+            None
+        } else {
+            Some(a.command.clone())
+        },
+        entrypoint: a.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            }
+        }),
+        env: resolve_env(&a.env, &a.env_file)?,
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        hostname: a.hostname.clone(),
+        tty: a.tty,
+        stdin: a.interactive,
+        resources: Resources {
+            memory_bytes: a
+                .memory
+                .as_deref()
+                .map(|m| units::parse_memory("memory", m))
+                .transpose()?,
+            nano_cpus: a.cpus.as_deref().map(units::parse_cpus).transpose()?,
+            pids_limit: a.pids_limit,
+        },
+        restart_policy: a
+            .restart
+            .as_deref()
+            .map(RestartPolicy::parse)
+            .transpose()?
+            .unwrap_or_default(),
+        auto_remove: a.rm,
+        mode: a.mode.as_deref().map(str::parse).transpose()?,
+        sandbox: a.sandbox.clone(),
+        driver: a.driver.clone(),
+        share_pid: a.share_pid,
+        privileged: a.privileged,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        security_opt: read_security_opts(&a.security_opt)?,
+        read_only: a.read_only,
+        labels: parse_labels(&a.labels)?,
+        mounts: Vec::<MountConfig>::new(),
+        network: network_config(
+            a.network.clone(),
+            &a.publish,
+            &a.dns,
+            &a.dns_search,
+            &a.add_host,
+        )?,
+        stop_signal: a.stop_signal.clone(),
+        stop_timeout: a.stop_timeout,
+    })
+}
+
+async fn run_container(client: &Client, a: RunArgs, start: bool) -> Result<i32> {
+    if a.rm && a.restart.as_deref().is_some_and(|r| r != "no") {
+        bail!("conflicting options: --rm and --restart cannot be used together");
+    }
+    let req = create_request(&a)?;
+    let view: ContainerView = client
+        .json(Method::POST, "/husk/v1/containers", Some(&req))
+        .await?;
+    if !start {
+        println!("{}", view.id);
+        return Ok(0);
+    }
+    if a.detach {
+        client
+            .post(&format!("/husk/v1/containers/{}/start", view.id))
+            .await?;
+        println!("{}", view.id);
+        return Ok(0);
+    }
+    let stream = client
+        .upgrade(
+            &format!(
+                "/husk/v1/containers/{}/attach?stdin={}",
+                view.id, a.interactive
+            ),
+            None::<&()>,
+        )
+        .await?;
+    if let Err(e) = client
+        .post(&format!("/husk/v1/containers/{}/start", view.id))
+        .await
+    {
+        if a.rm {
+            let _ = client
+                .call(
+                    Method::DELETE,
+                    &format!("/husk/v1/containers/{}?force=true", view.id),
+                    None::<&()>,
+                )
+                .await;
+        }
+        return Err(e);
+    }
+    let code = stdio::pump(stream, a.interactive, a.tty).await?;
+    if a.rm {
+        // The daemon removes it; wait until it has, so the caller sees it gone.
+        let _ = client
+            .call(
+                Method::POST,
+                &format!("/husk/v1/containers/{}/wait?condition=removed", view.id),
+                None::<&()>,
+            )
+            .await;
+    }
+    Ok(code)
+}
+
+async fn start(client: &Client, a: StartArgs) -> Result<i32> {
+    if !a.attach && !a.interactive {
+        return each(&a.containers, |c| {
+            client.post_path(format!("/husk/v1/containers/{c}/start"))
+        })
+        .await;
+    }
+    if a.containers.len() != 1 {
+        bail!("you cannot attach to more than one container at a time");
+    }
+    let c = &a.containers[0];
+    let view: ContainerView = client.get(&format!("/husk/v1/containers/{c}")).await?;
+    let stream = client
+        .upgrade(
+            &format!(
+                "/husk/v1/containers/{}/attach?stdin={}",
+                view.id, a.interactive
+            ),
+            None::<&()>,
+        )
+        .await?;
+    client
+        .post(&format!("/husk/v1/containers/{}/start", view.id))
+        .await?;
+    stdio::pump(stream, a.interactive, view.config.tty).await
+}
+
+async fn exec(client: &Client, a: ExecArgs) -> Result<i32> {
+    let req = ExecCreate {
+        command: a.command.clone(),
+        env: resolve_env(&a.env, &[])?,
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        tty: a.tty,
+        stdin: a.interactive,
+    };
+    let stream = client
+        .upgrade(
+            &format!("/husk/v1/containers/{}/exec", a.container),
+            Some(&req),
+        )
+        .await?;
+    if a.detach {
+        return Ok(0);
+    }
+    stdio::pump(stream, a.interactive, a.tty).await
+}
+
+async fn logs(client: &Client, a: LogsArgs) -> Result<i32> {
+    let mut q = vec![format!("follow={}", a.follow)];
+    if let Some(t) = &a.tail {
+        q.push(format!("tail={}", encode(t)));
+    }
+    if let Some(s) = &a.since {
+        q.push(format!("since={}", encode(s)));
+    }
+    if let Some(u) = &a.until {
+        q.push(format!("until={}", encode(u)));
+    }
+    let path = format!("/husk/v1/containers/{}/logs?{}", a.container, q.join("&"));
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    client
+        .lines(&path, |line| {
+            let v: serde_json::Value = serde_json::from_slice(line)?;
+            if let Some(e) = v.get("error") {
+                bail!("{}", e["message"].as_str().unwrap_or("log stream failed"));
+            }
+            let text = v["text"].as_str().unwrap_or_default();
+            let prefix = if a.timestamps {
+                format!("{} ", v["time"].as_str().unwrap_or_default())
+            } else {
+                String::new()
+            };
+            if v["stream"] == "stderr" {
+                let mut e = stderr.lock();
+                write!(e, "{prefix}{text}")?;
+                e.flush()?;
+            } else {
+                let mut o = stdout.lock();
+                write!(o, "{prefix}{text}")?;
+                o.flush()?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(0)
+}
+
+fn matches_filters(c: &ContainerView, filters: &[(String, String)]) -> bool {
+    filters.iter().all(|(k, v)| match k.as_str() {
+        "label" => match v.split_once('=') {
+            Some((lk, lv)) => c.config.labels.get(lk).is_some_and(|x| x == lv),
+            None => c.config.labels.contains_key(v),
+        },
+        "name" => c.name.contains(v.as_str()),
+        "id" => c.id.starts_with(v.as_str()),
+        "status" => c.state.status.as_str() == v,
+        "sandbox" => c
+            .sandbox_id
+            .as_deref()
+            .is_some_and(|s| s.starts_with(v.as_str())),
+        "ancestor" => c.image.contains(v.as_str()) || c.image_id.contains(v.as_str()),
+        _ => false,
+    })
+}
+
+async fn ps(client: &Client, a: PsArgs) -> Result<i32> {
+    let filters: Vec<(String, String)> = a
+        .filter
+        .iter()
+        .map(|f| {
+            let (k, v) = f
+                .split_once('=')
+                .ok_or_else(|| anyhow!("invalid filter {f:?}: use KEY=VALUE"))?;
+            if !["label", "name", "id", "status", "sandbox", "ancestor"].contains(&k) {
+                bail!("invalid filter {k:?}: use label, name, id, status, sandbox or ancestor");
+            }
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect::<Result<_>>()?;
+    let all = a.all || filters.iter().any(|(k, _)| k == "status");
+    let mut list: Vec<ContainerView> = client
+        .get(&format!("/husk/v1/containers?all={all}"))
+        .await?;
+    list.retain(|c| matches_filters(c, &filters));
+    if a.quiet {
+        for c in &list {
+            println!(
+                "{}",
+                if a.no_trunc {
+                    c.id.clone()
+                } else {
+                    short(&c.id)
+                }
+            );
+        }
+        return Ok(0);
+    }
+    if a.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|c| {
+            let mut cmd = c.config.cmd.join(" ");
+            if !a.no_trunc && cmd.chars().count() > 20 {
+                cmd = cmd.chars().take(19).collect::<String>() + "…";
+            }
+            let ports = c
+                .host_config
+                .port_bindings
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            vec![
+                if a.no_trunc {
+                    c.id.clone()
+                } else {
+                    short(&c.id)
+                },
+                husk_image::familiar(&c.image),
+                format!("\"{cmd}\""),
+                format!(
+                    "{} ago",
+                    format::human_duration(format::seconds_since(&c.created))
+                ),
+                status_text(c),
+                ports,
+                c.mode.to_string(),
+                c.name.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "MODE",
+            "NAMES",
+        ],
+        &rows,
+    );
+    Ok(0)
+}
+
+async fn inspect(client: &Client, a: InspectArgs) -> Result<i32> {
+    let mut out = Vec::new();
+    let mut failed = false;
+    for name in &a.names {
+        let kinds: Vec<&str> = match a.kind.as_deref() {
+            Some(k @ ("container" | "sandbox" | "image")) => vec![k],
+            Some(other) => bail!("unknown --type {other:?}: use container, sandbox or image"),
+            None => vec!["container", "sandbox", "image"],
+        };
+        let mut found = None;
+        for kind in kinds {
+            let path = match kind {
+                "container" => format!("/husk/v1/containers/{name}"),
+                "sandbox" => format!("/husk/v1/sandboxes/{name}"),
+                _ => format!("/husk/v1/images/inspect?name={}", encode(name)),
+            };
+            if let Ok(v) = client.get::<serde_json::Value>(&path).await {
+                found = Some(v);
+                break;
+            }
+        }
+        match found {
+            Some(v) => out.push(v),
+            None => {
+                eprintln!("Error: no such object: {name}");
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if failed { 1 } else { 0 })
+}
+
+async fn top(client: &Client, a: TopArgs) -> Result<i32> {
+    let t: husk_core::Top = client
+        .get(&format!("/husk/v1/containers/{}/top", a.container))
+        .await?;
+    let headers: Vec<&str> = t.titles.iter().map(String::as_str).collect();
+    print_table(&headers, &t.processes);
+    Ok(0)
+}
+
+async fn stats(client: &Client, a: StatsArgs) -> Result<i32> {
+    let names: Vec<String> = if a.containers.is_empty() {
+        let list: Vec<ContainerView> = client.get("/husk/v1/containers").await?;
+        list.into_iter().map(|c| c.id).collect()
+    } else {
+        a.containers.clone()
+    };
+    loop {
+        let mut first = Vec::new();
+        for n in &names {
+            first.push(
+                client
+                    .get::<husk_core::Stats>(&format!("/husk/v1/containers/{n}/stats"))
+                    .await?,
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let mut rows = Vec::new();
+        let mut json = Vec::new();
+        for (n, before) in names.iter().zip(&first) {
+            let view: ContainerView = client.get(&format!("/husk/v1/containers/{n}")).await?;
+            let s: husk_core::Stats = client
+                .get(&format!("/husk/v1/containers/{n}/stats"))
+                .await?;
+            let cpu_delta = s.cpu_usage_ns.saturating_sub(before.cpu_usage_ns) as f64;
+            let sys_delta = s.system_cpu_ns.saturating_sub(before.system_cpu_ns) as f64;
+            let cpu = if sys_delta > 0.0 {
+                cpu_delta / sys_delta * s.online_cpus as f64 * 100.0
+            } else {
+                0.0
+            };
+            let limit = if s.memory_limit_bytes > 0 {
+                s.memory_limit_bytes
+            } else {
+                host_memory()
+            };
+            let mem_pct = if limit > 0 {
+                s.memory_usage_bytes as f64 / limit as f64 * 100.0
+            } else {
+                0.0
+            };
+            json.push(serde_json::json!({"id": view.id, "name": view.name, "cpu_percent": cpu, "memory_percent": mem_pct, "stats": s}));
+            rows.push(vec![
+                short(&view.id),
+                view.name.clone(),
+                format!("{cpu:.2}%"),
+                format!(
+                    "{} / {}",
+                    human_size(s.memory_usage_bytes, true),
+                    human_size(limit, true)
+                ),
+                format!("{mem_pct:.2}%"),
+                format!(
+                    "{} / {}",
+                    human_size(s.net_rx_bytes, false),
+                    human_size(s.net_tx_bytes, false)
+                ),
+                s.pids.to_string(),
+            ]);
+        }
+        if a.format == "json" {
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        } else {
+            print_table(
+                &[
+                    "CONTAINER ID",
+                    "NAME",
+                    "CPU %",
+                    "MEM USAGE / LIMIT",
+                    "MEM %",
+                    "NET I/O",
+                    "PIDS",
+                ],
+                &rows,
+            );
+        }
+        if a.no_stream {
+            return Ok(0);
+        }
+    }
+}
+
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+async fn sandbox(client: &Client, cmd: SandboxCommand) -> Result<i32> {
+    match cmd {
+        SandboxCommand::Create(a) => {
+            let req = SandboxCreate {
+                name: a.name,
+                hostname: a.hostname,
+                share_pid: a.share_pid,
+                driver: a.driver,
+                network: network_config(a.network, &a.publish, &a.dns, &[], &a.add_host)?,
+                resources: Resources {
+                    memory_bytes: a
+                        .memory
+                        .as_deref()
+                        .map(|m| units::parse_memory("memory", m))
+                        .transpose()?,
+                    nano_cpus: a.cpus.as_deref().map(units::parse_cpus).transpose()?,
+                    pids_limit: None,
+                },
+                labels: parse_labels(&a.labels)?,
+            };
+            let sb: SandboxView = client
+                .json(Method::POST, "/husk/v1/sandboxes", Some(&req))
+                .await?;
+            println!("{}", sb.id);
+            Ok(0)
+        }
+        SandboxCommand::Ls(a) => {
+            let list: Vec<SandboxView> = client.get("/husk/v1/sandboxes").await?;
+            if a.quiet {
+                for s in &list {
+                    println!("{}", short(&s.id));
+                }
+            } else if a.format == "json" {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            short(&s.id),
+                            s.name.clone(),
+                            s.driver.clone(),
+                            s.status.clone(),
+                            s.containers.len().to_string(),
+                            if s.share_pid {
+                                "yes".into()
+                            } else {
+                                "no".into()
+                            },
+                            s.network_settings
+                                .as_ref()
+                                .map(|n| n.addresses.join(","))
+                                .unwrap_or_default(),
+                            format!(
+                                "{} ago",
+                                format::human_duration(format::seconds_since(&s.created))
+                            ),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &[
+                        "SANDBOX ID",
+                        "NAME",
+                        "DRIVER",
+                        "STATUS",
+                        "CONTAINERS",
+                        "SHARED PID",
+                        "IP",
+                        "CREATED",
+                    ],
+                    &rows,
+                );
+            }
+            Ok(0)
+        }
+        SandboxCommand::Inspect(a) => {
+            let mut out = Vec::new();
+            for s in &a.sandboxes {
+                out.push(
+                    client
+                        .get::<serde_json::Value>(&format!("/husk/v1/sandboxes/{s}"))
+                        .await?,
+                );
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(0)
+        }
+        SandboxCommand::Rm(a) => {
+            each(&a.sandboxes, |s| async move {
+                client
+                    .call(
+                        Method::DELETE,
+                        &format!("/husk/v1/sandboxes/{s}?force={}", a.force),
+                        None::<&()>,
+                    )
+                    .await
+                    .map(|_| ())
+            })
+            .await
+        }
+    }
+}
+
+async fn image(client: &Client, cmd: ImageCommand) -> Result<i32> {
+    match cmd {
+        ImageCommand::Load(a) => {
+            let loaded = match &a.input {
+                Some(path) => {
+                    let file = tokio::fs::File::open(path)
+                        .await
+                        .with_context(|| format!("open {}", path.display()))?;
+                    client.upload("/husk/v1/images/load", file).await?
+                }
+                None => {
+                    client
+                        .upload("/husk/v1/images/load", tokio::io::stdin())
+                        .await?
+                }
+            };
+            let loaded: Vec<husk_image::LoadedImage> = serde_json::from_slice(&loaded)?;
+            for img in loaded {
+                if a.quiet || img.names.is_empty() {
+                    println!("Loaded image ID: {}", img.id);
+                } else {
+                    for n in &img.names {
+                        println!("Loaded image: {}", husk_image::familiar(n));
+                    }
+                }
+            }
+            Ok(0)
+        }
+        ImageCommand::Ls(a) => {
+            let list: Vec<husk_image::Image> = client.get("/husk/v1/images").await?;
+            if a.quiet {
+                for i in &list {
+                    println!("{}", short(&i.id));
+                }
+            } else if a.format == "json" {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let mut rows = Vec::new();
+                for i in &list {
+                    let created = i
+                        .created
+                        .as_deref()
+                        .map(|c| {
+                            format!("{} ago", format::human_duration(format::seconds_since(c)))
+                        })
+                        .unwrap_or_default();
+                    let names: Vec<String> = if i.repo_tags.is_empty() {
+                        vec!["<none>:<none>".into()]
+                    } else {
+                        i.repo_tags.clone()
+                    };
+                    for n in names {
+                        let familiar = husk_image::familiar(&n);
+                        let (repo, tag) = match familiar.rsplit_once(':') {
+                            Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
+                            _ => (familiar.clone(), "<none>".into()),
+                        };
+                        rows.push(vec![
+                            repo,
+                            tag,
+                            short(&i.id),
+                            created.clone(),
+                            human_size(i.size, false),
+                        ]);
+                    }
+                }
+                print_table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
+            }
+            Ok(0)
+        }
+        ImageCommand::Inspect(a) => {
+            let mut out = Vec::new();
+            for i in &a.images {
+                out.push(
+                    client
+                        .get::<serde_json::Value>(&format!(
+                            "/husk/v1/images/inspect?name={}",
+                            encode(i)
+                        ))
+                        .await?,
+                );
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(0)
+        }
+        ImageCommand::Rm(a) => {
+            let mut failed = false;
+            for i in &a.images {
+                match client
+                    .json::<Vec<husk_image::Removed>>(
+                        Method::POST,
+                        &format!(
+                            "/husk/v1/images/remove?name={}&force={}",
+                            encode(i),
+                            a.force
+                        ),
+                        None::<&()>,
+                    )
+                    .await
+                {
+                    Ok(removed) => {
+                        for r in removed {
+                            match r {
+                                husk_image::Removed::Untagged(n) => {
+                                    println!("Untagged: {}", husk_image::familiar(&n))
+                                }
+                                husk_image::Removed::Deleted(id) => println!("Deleted: {id}"),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("Error: {e:#}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed { 1 } else { 0 })
+        }
+        ImageCommand::Tag(a) => {
+            client
+                .post(&format!(
+                    "/husk/v1/images/tag?source={}&target={}",
+                    encode(&a.source),
+                    encode(&a.target)
+                ))
+                .await?;
+            Ok(0)
+        }
+    }
+}
+
+async fn info(client: &Client, a: InfoArgs) -> Result<i32> {
+    let info: husk_engine::Info = client.get("/husk/v1/info").await?;
+    if a.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(0);
+    }
+    println!("Server Version: {}", info.version);
+    println!(
+        "Containers: {} (running: {})",
+        info.containers, info.containers_running
+    );
+    println!("Sandboxes: {}", info.sandboxes);
+    println!("Images: {}", info.images);
+    println!("Default Driver: {}", info.default_driver);
+    println!("Default Mode: {}", info.default_mode);
+    println!("Root Dir: {}", info.root);
+    println!("Run Dir: {}", info.run_root);
+    for d in &info.drivers {
+        let modes: Vec<&str> = d.capabilities.modes().iter().map(|m| m.as_str()).collect();
+        println!("Driver: {}", d.name);
+        println!("  Modes: {}", modes.join(", "));
+        for (k, v) in &d.details {
+            println!("  {k}: {v}");
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,231 @@
+//! The CLI's client of the daemon's local API: HTTP/1.1 over the unix socket, one connection per request.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use husk_core::Error as HuskError;
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixStream;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A client of one daemon.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+/// An error the daemon answered with (kept typed so the CLI can print just its message).
+#[derive(Debug)]
+pub struct DaemonError(pub HuskError);
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+fn full(data: impl Into<Bytes>) -> Body {
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+impl Client {
+    /// A client for `host` (`unix:///path` or a plain path).
+    pub fn new(host: &str) -> Result<Client> {
+        let path = host.strip_prefix("unix://").unwrap_or(host);
+        if path.is_empty() || host.starts_with("tcp://") || host.starts_with("http") {
+            return Err(anyhow!(
+                "unsupported daemon address {host:?}: use unix:///path/to/husk.sock"
+            ));
+        }
+        Ok(Client {
+            socket: PathBuf::from(path),
+        })
+    }
+
+    async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Body>> {
+        let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
+            anyhow!(
+                "cannot connect to the husk daemon at unix://{}: {e} (is `husk daemon` running?)",
+                self.socket.display()
+            )
+        })?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP handshake with the daemon")?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let mut sender = self.connect().await?;
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, "husk")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)?;
+        Ok(sender
+            .send_request(request)
+            .await
+            .context("request to the daemon")?)
+    }
+
+    async fn check(response: hyper::Response<hyper::body::Incoming>) -> Result<Bytes> {
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .context("read the daemon's answer")?
+            .to_bytes();
+        if status.is_success() || status == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(bytes);
+        }
+        match serde_json::from_slice::<HuskError>(&bytes) {
+            Ok(e) => Err(DaemonError(e).into()),
+            Err(_) => Err(anyhow!(
+                "the daemon answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )),
+        }
+    }
+
+    /// A request with an optional JSON body; returns the raw answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<Bytes> {
+        let body = match body {
+            Some(b) => full(serde_json::to_vec(b)?),
+            None => full(Bytes::new()),
+        };
+        Self::check(self.send(method, path, body).await?).await
+    }
+
+    /// A request whose answer is JSON.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let bytes = self.call(method, path, body).await?;
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "unexpected answer from the daemon: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    }
+
+    /// A GET whose answer is JSON.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.json(Method::GET, path, None::<&()>).await
+    }
+
+    /// A POST without a body.
+    pub async fn post(&self, path: &str) -> Result<()> {
+        self.call(Method::POST, path, None::<&()>).await.map(|_| ())
+    }
+
+    /// A request whose body is streamed from `reader` (image archives).
+    pub async fn upload<R: tokio::io::AsyncRead + Send + Sync + 'static>(
+        &self,
+        path: &str,
+        reader: R,
+    ) -> Result<Bytes> {
+        let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024)
+            .map(|chunk| chunk.map(Frame::data));
+        let body = BodyExt::boxed(StreamBody::new(stream));
+        Self::check(self.send(Method::POST, path, body).await?).await
+    }
+
+    /// A GET whose answer streams JSON lines; calls `each` for every line.
+    pub async fn lines(&self, path: &str, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let response = self.send(Method::GET, path, full(Bytes::new())).await?;
+        if !response.status().is_success() {
+            Self::check(response).await?;
+            return Ok(());
+        }
+        let mut body = response.into_body();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.context("read the daemon's stream")?;
+            if let Some(data) = frame.data_ref() {
+                pending.extend_from_slice(data);
+                while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=nl).collect();
+                    each(&line[..line.len() - 1])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A request that upgrades the connection to a raw stdio stream.
+    pub async fn upgrade(
+        &self,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+        let mut sender = self.connect().await?;
+        let body = match body {
+            Some(b) => full(serde_json::to_vec(b)?),
+            None => full(Bytes::new()),
+        };
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(http::header::HOST, "husk")
+            .header(http::header::CONNECTION, "Upgrade")
+            .header(http::header::UPGRADE, "tcp")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)?;
+        let response = sender
+            .send_request(request)
+            .await
+            .context("request to the daemon")?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            Self::check(response).await?;
+            return Err(anyhow!("the daemon did not switch to a stream"));
+        }
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .context("switch to the stdio stream")?;
+        Ok(TokioIo::new(upgraded))
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

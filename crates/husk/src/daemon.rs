@@ -1,0 +1,217 @@
+//! `husk daemon`: configuration, the single-daemon-per-root lock, wiring drivers into the engine, recovery, and
+//! serving the API until SIGTERM (containers keep running after the daemon exits).
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use husk_core::{Driver, Mode};
+use husk_engine::{Engine, EngineConfig};
+use serde::Deserialize;
+
+use crate::cli::args::DaemonArgs;
+
+/// The daemon's settings: the config file's, overridden by flags.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// State directory.
+    pub root: PathBuf,
+    /// Runtime directory.
+    pub run_root: PathBuf,
+    /// API socket.
+    pub socket: PathBuf,
+    /// Default driver.
+    pub driver: String,
+    /// Drivers to run (the default one is always included).
+    pub drivers: Vec<String>,
+    /// Default mode.
+    pub mode: String,
+    /// Parent cgroup.
+    pub cgroup_parent: String,
+    /// Log level.
+    pub log_level: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            root: PathBuf::from("/var/lib/husk"),
+            run_root: PathBuf::from("/run/husk"),
+            socket: PathBuf::from("/run/husk/husk.sock"),
+            driver: "linux".into(),
+            drivers: Vec::new(),
+            mode: "sandbox".into(),
+            cgroup_parent: "husk".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Reads the config file (a missing default file is fine) and applies the flags.
+    pub fn load(args: &DaemonArgs) -> Result<DaemonConfig> {
+        let mut config = match std::fs::read_to_string(&args.config) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("invalid config file {}", args.config.display()))?,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && args.config == Path::new("/etc/husk/husk.toml") =>
+            {
+                DaemonConfig::default()
+            }
+            Err(e) => {
+                return Err(anyhow!(
+                    "cannot read config file {}: {e}",
+                    args.config.display()
+                ));
+            }
+        };
+        if let Some(v) = &args.root {
+            config.root = v.clone();
+        }
+        if let Some(v) = &args.run_root {
+            config.run_root = v.clone();
+        }
+        if let Some(v) = &args.socket {
+            config.socket = v.clone();
+        }
+        if let Some(v) = &args.driver {
+            config.driver = v.clone();
+        }
+        if let Some(v) = &args.mode {
+            config.mode = v.clone();
+        }
+        if let Some(v) = &args.cgroup_parent {
+            config.cgroup_parent = v.clone();
+        }
+        if let Some(v) = &args.log_level {
+            config.log_level = v.clone();
+        }
+        if !config.drivers.contains(&config.driver) {
+            config.drivers.insert(0, config.driver.clone());
+        }
+        Ok(config)
+    }
+}
+
+/// Holds `root/husk.lock` for the daemon's lifetime so a second daemon on the same root refuses to start.
+fn lock_root(root: &Path) -> Result<File> {
+    let path = root.join("husk.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        bail!(
+            "another husk daemon (pid {}) is already using {}",
+            holder.trim(),
+            root.display()
+        );
+    }
+    file.set_len(0)?;
+    std::io::Write::write_all(&mut &file, std::process::id().to_string().as_bytes())?;
+    Ok(file)
+}
+
+fn make_drivers(config: &DaemonConfig) -> Result<Vec<Arc<dyn Driver>>> {
+    let husk_binary = std::env::current_exe().context("find the husk binary")?;
+    let mut drivers: Vec<Arc<dyn Driver>> = Vec::new();
+    for name in &config.drivers {
+        match name.as_str() {
+            "linux" => {
+                let driver = husk_linux::LinuxDriver::new(husk_linux::LinuxDriverConfig {
+                    root: config.root.join("linux"),
+                    run_root: config.run_root.clone(),
+                    husk_binary: husk_binary.clone(),
+                    cgroup_parent: config.cgroup_parent.clone(),
+                })?;
+                drivers.push(Arc::new(driver));
+            }
+            other => bail!("unknown driver {other:?}: this husk has linux"),
+        }
+    }
+    Ok(drivers)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(args: DaemonArgs) -> Result<i32> {
+    let config = DaemonConfig::load(&args)?;
+    let mode: Mode = config
+        .mode
+        .parse()
+        .map_err(|e: husk_core::Error| anyhow!(e.message))?;
+    if !nix::unistd::geteuid().is_root() {
+        bail!("husk daemon must run as root");
+    }
+    for dir in [&config.root, &config.run_root] {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let _lock = lock_root(&config.root)?;
+    if tokio::net::UnixStream::connect(&config.socket)
+        .await
+        .is_ok()
+    {
+        bail!(
+            "another husk daemon is already listening on {}",
+            config.socket.display()
+        );
+    }
+    let store = Arc::new(husk_store::Store::open(&config.root.join("husk.db"))?);
+    let images = Arc::new(husk_image::ImageStore::open(
+        config.root.join("images"),
+        store.clone(),
+        husk_image::ImageConfig::default(),
+    )?);
+    let drivers = make_drivers(&config)?;
+    let engine = Engine::new(
+        EngineConfig {
+            default_driver: config.driver.clone(),
+            default_mode: mode,
+            root: config.root.clone(),
+            run_root: config.run_root.clone(),
+        },
+        store,
+        images,
+        drivers,
+    )?;
+    engine.recover().await?;
+    tracing::info!(socket = %config.socket.display(), driver = %config.driver, mode = %mode, "husk daemon ready");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut int =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+        tokio::select! {
+            _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+            _ = async { if let Some(i) = int.as_mut() { i.recv().await; } else { std::future::pending::<()>().await } } => {}
+        }
+        let _ = stop_tx.send(());
+    });
+    let router = husk_api::local::router(engine);
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stop_rx.await;
+        tracing::info!("shutting down; containers keep running");
+        let _ = drained_tx.send(());
+    };
+    let socket = config.socket.clone();
+    let server = tokio::spawn(async move { husk_api::serve_unix(&socket, router, shutdown).await });
+    // Give open streams (attach, logs -f) a moment after the signal, then leave.
+    tokio::select! {
+        r = server => { r.map_err(|e| anyhow!("API server task: {e}"))??; }
+        _ = async { let _ = drained_rx.await; tokio::time::sleep(Duration::from_secs(2)).await; } => {}
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(0)
+}

@@ -1,0 +1,773 @@
+//! [`LinuxDriver`]: the built-in driver, as the engine sees it.
+//!
+//! Files it keeps (under its `root`, persistent) and makes (under its `run_root`, runtime):
+//! ```text
+//! root/c/<id>/        bundle: config.json, shim.json; ctr.log, exit.json, shim.log; upper/, work/; etc/ (standalone)
+//! root/s/<id>/        a sandbox's hostname, hosts, resolv.conf
+//! run/c/<id>/         rootfs/ (overlay mount point), sock (the shim's control socket), console sockets, ns/ (standalone)
+//! run/s/<id>/         ns/{net,ipc,uts,pid} pinned namespaces, shm/ (tmpfs shared as /dev/shm)
+//! run/lc/             libcontainer's state
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use husk_core::stdio::BoxStdio;
+use husk_core::{
+    Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver, DriverInfo, Error,
+    ErrorKind, ExitStatus, LogOptions, LogStream, ObservedState, ProcessConfig, Result,
+    RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
+};
+use nix::mount::{MntFlags, MsFlags};
+use serde_json::json;
+
+use crate::shim::{Request, ShimClient, ShimConfig, ShimStatus, spawn_shim};
+use crate::spec::{NamespacePlan, SpecInput};
+use crate::{cgroups, etcfiles, namespaces, security, spec, user};
+
+/// How the `linux` driver is set up.
+#[derive(Debug, Clone)]
+pub struct LinuxDriverConfig {
+    /// Persistent state (bundles, logs, writable layers).
+    pub root: PathBuf,
+    /// Runtime state (mounts, sockets, pinned namespaces).
+    pub run_root: PathBuf,
+    /// The `husk` binary, exec'd as `husk shim` and `husk sandbox-pause`.
+    pub husk_binary: PathBuf,
+    /// Parent of every container's cgroup (`husk` = `/husk/<id>` in each hierarchy).
+    pub cgroup_parent: String,
+}
+
+/// The built-in driver.
+pub struct LinuxDriver {
+    config: LinuxDriverConfig,
+    daemon_capabilities: Vec<String>,
+    cgroup_v2: bool,
+    /// Pidfds of the pause processes this daemon started (so it can reap them).
+    pauses: Mutex<HashMap<String, Arc<OwnedFd>>>,
+}
+
+impl std::fmt::Debug for LinuxDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinuxDriver")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn mkdir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|e| Error::io(format!("create {}", path.display()), e))
+}
+
+fn remove_dir(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("remove {}", path.display()), e)),
+    }
+}
+
+/// Unmounts `target` (lazily, so a busy mount cannot block deletion); a path that is not mounted is fine.
+fn unmount(target: &Path) -> Result<()> {
+    match nix::mount::umount2(target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(Error::backend(format!("unmount {}: {e}", target.display()))),
+    }
+}
+
+fn is_mountpoint(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    text.lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(want.as_ref()))
+}
+
+/// Mounts an overlay of `layers` (bottom first) with a writable `upper` at `target`.
+fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+    if layers.is_empty() {
+        return Err(Error::invalid("image", "the image has no layers"));
+    }
+    let lower: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    if options.len() >= 4000 {
+        return Err(Error::unsupported(format!(
+            "the image has too many layers ({}) for one overlay mount",
+            layers.len()
+        )));
+    }
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|e| {
+        Error::backend(format!(
+            "mount the root filesystem at {}: {e}",
+            target.display()
+        ))
+    })
+}
+
+fn hostname_for(config: &ContainerConfig) -> String {
+    if config.hostname.is_empty() {
+        config.id[..12].to_string()
+    } else {
+        config.hostname.clone()
+    }
+}
+
+impl LinuxDriver {
+    /// A driver with `config`; checks that the host can run it.
+    pub fn new(config: LinuxDriverConfig) -> Result<LinuxDriver> {
+        for dir in [
+            config.root.join("c"),
+            config.root.join("s"),
+            config.run_root.join("c"),
+            config.run_root.join("s"),
+            config.run_root.join("lc"),
+        ] {
+            mkdir(&dir)?;
+        }
+        let probe = config.run_root.join("c").join("x".repeat(64)).join("sock");
+        if probe.as_os_str().len() > 107 {
+            return Err(Error::invalid(
+                "run_root",
+                format!(
+                    "the run root {} is too long for unix socket paths: use a path of at most 30 characters",
+                    config.run_root.display()
+                ),
+            ));
+        }
+        Ok(LinuxDriver {
+            daemon_capabilities: security::daemon_capabilities()?,
+            cgroup_v2: cgroups::is_v2(),
+            config,
+            pauses: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn ctr_dir(&self, id: &str) -> PathBuf {
+        self.config.root.join("c").join(id)
+    }
+
+    fn ctr_run_dir(&self, id: &str) -> PathBuf {
+        self.config.run_root.join("c").join(id)
+    }
+
+    fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.config.root.join("s").join(id)
+    }
+
+    fn sandbox_run_dir(&self, id: &str) -> PathBuf {
+        self.config.run_root.join("s").join(id)
+    }
+
+    fn shim(&self, id: &str) -> ShimClient {
+        ShimClient::new(self.ctr_run_dir(id).join("sock"))
+    }
+
+    fn cgroup_path(&self, id: &str) -> String {
+        format!("/{}/{}", self.config.cgroup_parent.trim_matches('/'), id)
+    }
+
+    fn rootfs(&self, id: &str) -> PathBuf {
+        self.ctr_run_dir(id).join("rootfs")
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.ctr_dir(id).join("ctr.log")
+    }
+
+    fn exit_path(&self, id: &str) -> PathBuf {
+        self.ctr_dir(id).join("exit.json")
+    }
+
+    fn read_exit(&self, id: &str) -> Option<ExitStatus> {
+        std::fs::read(self.exit_path(id))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// Mounts the container's root filesystem if it is not mounted (a reboot unmounts it).
+    fn ensure_rootfs(&self, id: &str, layers: &[PathBuf]) -> Result<()> {
+        let target = self.rootfs(id);
+        if is_mountpoint(&target) {
+            return Ok(());
+        }
+        let dir = self.ctr_dir(id);
+        for d in [dir.join("upper"), dir.join("work"), target.clone()] {
+            mkdir(&d)?;
+        }
+        mount_overlay(layers, &dir.join("upper"), &dir.join("work"), &target)
+    }
+
+    fn namespace_plan(
+        &self,
+        config: &ContainerConfig,
+        sandbox: Option<&SandboxRecord>,
+    ) -> Result<(NamespacePlan, PathBuf, Option<PathBuf>)> {
+        match sandbox {
+            Some(sb) => {
+                let ns = &sb.runtime.namespaces;
+                let host_network = sb.config.network.mode() == "host";
+                let need = |kind: &str| {
+                    ns.get(kind).map(PathBuf::from).ok_or_else(|| {
+                        Error::backend(format!(
+                            "sandbox {} has no {kind} namespace",
+                            sb.config.name
+                        ))
+                    })
+                };
+                let plan = NamespacePlan {
+                    net: if host_network {
+                        None
+                    } else {
+                        Some(need("net")?)
+                    },
+                    host_network,
+                    ipc: Some(need("ipc")?),
+                    uts: Some(need("uts")?),
+                    pid: if sb.config.share_pid {
+                        Some(need("pid")?)
+                    } else {
+                        None
+                    },
+                };
+                let shm = self.sandbox_run_dir(&sb.config.id).join("shm");
+                Ok((plan, self.sandbox_dir(&sb.config.id), Some(shm)))
+            }
+            None => {
+                // A standalone container's namespaces are its own, pinned so they outlive a restart of the
+                // container (its IP and hostname stay) and are removed with it.
+                let ns_dir = self.ctr_run_dir(&config.id).join("ns");
+                let host_network = config.network.mode() == "host";
+                let pinned = namespaces::create_pinned(&ns_dir, &hostname_for(config))?;
+                let plan = NamespacePlan {
+                    net: if host_network {
+                        None
+                    } else {
+                        pinned.get("net").cloned()
+                    },
+                    host_network,
+                    ipc: pinned.get("ipc").cloned(),
+                    uts: pinned.get("uts").cloned(),
+                    pid: None,
+                };
+                Ok((plan, self.ctr_dir(&config.id).join("etc"), None))
+            }
+        }
+    }
+
+    fn shim_config(&self, config: &ContainerConfig) -> ShimConfig {
+        let id = &config.id;
+        ShimConfig {
+            id: id.clone(),
+            bundle: self.ctr_dir(id),
+            state_root: self.config.run_root.join("lc"),
+            socket: self.ctr_run_dir(id).join("sock"),
+            log: self.log_path(id),
+            exit_file: self.exit_path(id),
+            work_dir: self.ctr_run_dir(id),
+            tty: config.process.tty,
+            stdin: config.process.stdin,
+            cgroup_path: self.cgroup_path(id),
+        }
+    }
+
+    async fn start_shim(&self, id: &str) -> Result<i32> {
+        let dir = self.ctr_dir(id);
+        let _ = std::fs::remove_file(self.exit_path(id));
+        spawn_shim(
+            &self.config.husk_binary,
+            &dir.join("shim.json"),
+            &dir.join("shim.log"),
+        )
+        .await
+    }
+
+    async fn create_inner(
+        &self,
+        config: &ContainerConfig,
+        sandbox: Option<&SandboxRecord>,
+        rootfs: &RootfsLayers,
+    ) -> Result<ContainerRuntime> {
+        let id = &config.id;
+        mkdir(&self.ctr_dir(id))?;
+        mkdir(&self.ctr_run_dir(id))?;
+        self.ensure_rootfs(id, &rootfs.layers)?;
+        let resolved_user = user::resolve_user(&self.rootfs(id), &config.process.user)?;
+        let (plan, etc_dir, shm) = self.namespace_plan(config, sandbox)?;
+        if sandbox.is_none() {
+            etcfiles::write(&etc_dir, &hostname_for(config), None, &config.network)?;
+        }
+        let mut config_with_host = config.clone();
+        config_with_host.hostname = match sandbox {
+            Some(sb) => sb.config.hostname.clone(),
+            None => hostname_for(config),
+        };
+        let input = SpecInput {
+            config: &config_with_host,
+            process: &config.process,
+            rootfs: &self.rootfs(id),
+            namespaces: plan,
+            cgroup_path: self.cgroup_path(id),
+            user: resolved_user,
+            etc_files: etcfiles::etc_mounts(&etc_dir),
+            shm,
+            daemon_capabilities: &self.daemon_capabilities,
+            cgroup_v2: self.cgroup_v2,
+            volume_paths: &[],
+        };
+        let oci = spec::container_spec(&input)?;
+        let bundle = self.ctr_dir(id);
+        let spec_json =
+            serde_json::to_vec_pretty(&oci).map_err(|e| Error::internal(e.to_string()))?;
+        std::fs::write(bundle.join("config.json"), spec_json)
+            .map_err(|e| Error::io("write config.json", e))?;
+        let shim_json = serde_json::to_vec_pretty(&self.shim_config(config))
+            .map_err(|e| Error::internal(e.to_string()))?;
+        std::fs::write(bundle.join("shim.json"), shim_json)
+            .map_err(|e| Error::io("write shim.json", e))?;
+        let pid = self.start_shim(id).await?;
+        Ok(ContainerRuntime {
+            pid,
+            driver_data: json!({"cgroup": self.cgroup_path(id), "rootfs_layers": rootfs.layers}),
+        })
+    }
+
+    /// Removes everything a container left on the host (idempotent).
+    async fn cleanup_container(&self, id: &str) -> Result<()> {
+        let shim = self.shim(id);
+        if shim.call(&Request::Shutdown).await.is_ok() {
+            // The shim answers `wait` when it has cleaned up libcontainer's state; it then exits.
+            let _ = tokio::time::timeout(Duration::from_secs(10), shim.call(&Request::Wait)).await;
+        }
+        let run_dir = self.ctr_run_dir(id);
+        unmount(&self.rootfs(id))?;
+        namespaces::remove_pinned(&run_dir.join("ns"))?;
+        // Whatever libcontainer could not remove (a shim killed with -9): its state and the cgroup.
+        remove_dir(&self.config.run_root.join("lc").join(id))?;
+        if let Ok(m) = cgroups::manager(&self.cgroup_path(id)) {
+            use libcgroups::common::CgroupManager;
+            if !cgroups::cgroup_dirs(&self.cgroup_path(id)).is_empty() {
+                if let Ok(pids) = m.get_all_pids() {
+                    for pid in pids {
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
+                for _ in 0..50 {
+                    if m.remove().is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        remove_dir(&run_dir)?;
+        remove_dir(&self.ctr_dir(id))
+    }
+
+    fn reap_pause_later(&self, sandbox_id: &str, pidfd: OwnedFd) {
+        let pidfd = Arc::new(pidfd);
+        self.pauses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sandbox_id.to_string(), pidfd.clone());
+        // The pidfd turns readable when the process exits; reap it then.
+        tokio::spawn(async move {
+            // SAFETY: the Arc keeps the pidfd open and unchanged for as long as the AsyncFd exists.
+            if let Ok(fd) = unsafe { tokio::io::unix::AsyncFd::register(pidfd.clone()) } {
+                let _ = fd.readable().await;
+            }
+            namespaces::reap(&pidfd);
+        });
+    }
+}
+
+#[async_trait]
+impl Driver for LinuxDriver {
+    fn name(&self) -> &'static str {
+        "linux"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            sandbox: true,
+            standalone: true,
+            pid_sharing: true,
+            pause: true,
+            exec: true,
+            tty: true,
+            attach: true,
+            stats: true,
+            top: true,
+            limits: true,
+            networking: false,
+            bind_mounts: true,
+            volumes: true,
+            privileged: true,
+        }
+    }
+
+    async fn info(&self) -> Result<DriverInfo> {
+        let mut details = BTreeMap::new();
+        let setup = cgroups::setup()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.message);
+        details.insert("cgroup_layout".into(), setup);
+        details.insert(
+            "cgroup_version".into(),
+            if self.cgroup_v2 {
+                "2".into()
+            } else {
+                "1".into()
+            },
+        );
+        details.insert(
+            "runtime".into(),
+            "youki libcontainer 0.7 (in-process, per-container shim)".into(),
+        );
+        details.insert("seccomp".into(), "default allowlist profile".into());
+        details.insert(
+            "kernel".into(),
+            nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        details.insert(
+            "capabilities_available".into(),
+            self.daemon_capabilities.len().to_string(),
+        );
+        Ok(DriverInfo {
+            name: self.name().into(),
+            capabilities: self.capabilities(),
+            details,
+        })
+    }
+
+    async fn create_sandbox(&self, config: &SandboxConfig) -> Result<SandboxRuntime> {
+        let run_dir = self.sandbox_run_dir(&config.id);
+        let ns_dir = run_dir.join("ns");
+        let result: Result<SandboxRuntime> = async {
+            let pinned = namespaces::create_pinned(&ns_dir, &config.hostname)?;
+            let mut runtime = SandboxRuntime {
+                namespaces: pinned
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.display().to_string()))
+                    .collect(),
+                ..Default::default()
+            };
+            let shm = run_dir.join("shm");
+            mkdir(&shm)?;
+            nix::mount::mount(
+                Some("shm"),
+                &shm,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("mode=1777,size=65536k"),
+            )
+            .map_err(|e| Error::backend(format!("mount the sandbox's /dev/shm: {e}")))?;
+            etcfiles::write(
+                &self.sandbox_dir(&config.id),
+                &config.hostname,
+                None,
+                &config.network,
+            )?;
+            if config.share_pid {
+                let join: Vec<PathBuf> = ["net", "ipc", "uts"]
+                    .iter()
+                    .map(|k| pinned[*k].clone())
+                    .collect();
+                let pause =
+                    namespaces::spawn_pause(&self.config.husk_binary, &join, &ns_dir.join("pid"))?;
+                runtime.pid = Some(pause.pid);
+                runtime
+                    .namespaces
+                    .insert("pid".into(), ns_dir.join("pid").display().to_string());
+                self.reap_pause_later(&config.id, pause.pidfd);
+            }
+            Ok(runtime)
+        }
+        .await;
+        if result.is_err() {
+            let record = SandboxRecord {
+                config: config.clone(),
+                driver: self.name().into(),
+                status: "error".into(),
+                runtime: SandboxRuntime::default(),
+                created_at: String::new(),
+                owner_container: None,
+                project: String::new(),
+            };
+            let _ = self.delete_sandbox(&record).await;
+        }
+        result
+    }
+
+    async fn delete_sandbox(&self, sandbox: &SandboxRecord) -> Result<()> {
+        let id = &sandbox.config.id;
+        let pause = self
+            .pauses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        match (pause, sandbox.runtime.pid) {
+            (Some(pidfd), _) => {
+                // SAFETY: pidfd_send_signal on a pidfd we own, null siginfo.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        pidfd.as_raw_fd(),
+                        libc::SIGKILL,
+                        std::ptr::null::<u8>(),
+                        0,
+                    )
+                };
+            }
+            (None, Some(pid)) if pid > 0 => {
+                // Started by an earlier daemon: only signal it if it still holds this sandbox's PID namespace.
+                let ours = std::fs::metadata(format!("/proc/{pid}/ns/pid")).ok();
+                let pinned = std::fs::metadata(self.sandbox_run_dir(id).join("ns/pid")).ok();
+                use std::os::unix::fs::MetadataExt;
+                if let (Some(a), Some(b)) = (ours, pinned)
+                    && a.ino() == b.ino()
+                {
+                    namespaces::signal_pid(pid, libc::SIGKILL);
+                }
+            }
+            _ => {}
+        }
+        let run_dir = self.sandbox_run_dir(id);
+        unmount(&run_dir.join("shm"))?;
+        namespaces::remove_pinned(&run_dir.join("ns"))?;
+        remove_dir(&run_dir)?;
+        remove_dir(&self.sandbox_dir(id))
+    }
+
+    async fn sandbox_alive(&self, sandbox: &SandboxRecord) -> Result<bool> {
+        let ns = self.sandbox_run_dir(&sandbox.config.id).join("ns");
+        Ok(namespaces::is_pinned(&ns.join("ipc")) && namespaces::is_pinned(&ns.join("uts")))
+    }
+
+    async fn create_container(
+        &self,
+        config: &ContainerConfig,
+        sandbox: Option<&SandboxRecord>,
+        rootfs: &RootfsLayers,
+    ) -> Result<ContainerRuntime> {
+        match self.create_inner(config, sandbox, rootfs).await {
+            Ok(rt) => Ok(rt),
+            Err(e) => {
+                let _ = self.cleanup_container(&config.id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_container(
+        &self,
+        container: &ContainerRecord,
+        _sandbox: Option<&SandboxRecord>,
+    ) -> Result<ContainerRuntime> {
+        let id = container.id();
+        let shim = self.shim(id);
+        let state = shim.call(&Request::State).await;
+        let needs_new_shim = match &state {
+            Ok(r) => r.status != Some(ShimStatus::Created),
+            Err(e) if e.kind == ErrorKind::NotFound => true,
+            Err(e) => return Err(e.clone()),
+        };
+        if needs_new_shim {
+            if matches!(&state, Ok(r) if matches!(r.status, Some(ShimStatus::Running | ShimStatus::Paused)))
+            {
+                return Err(Error::conflict("the container is already running"));
+            }
+            let layers: Vec<PathBuf> =
+                serde_json::from_value(container.runtime.driver_data["rootfs_layers"].clone())
+                    .unwrap_or_default();
+            self.ensure_rootfs(id, &layers)?;
+            self.start_shim(id).await?;
+        }
+        let r = shim.call(&Request::Start).await?;
+        Ok(ContainerRuntime {
+            pid: r.pid.unwrap_or(0),
+            driver_data: container.runtime.driver_data.clone(),
+        })
+    }
+
+    async fn kill(&self, container: &ContainerRecord, signal: i32, all: bool) -> Result<()> {
+        self.shim(container.id())
+            .call(&Request::Kill { signal, all })
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                if e.kind == ErrorKind::NotFound {
+                    Error::conflict(format!("container {} is not running", container.name()))
+                } else {
+                    e
+                }
+            })
+    }
+
+    async fn pause(&self, container: &ContainerRecord) -> Result<()> {
+        self.shim(container.id())
+            .call(&Request::Pause)
+            .await
+            .map(|_| ())
+    }
+
+    async fn unpause(&self, container: &ContainerRecord) -> Result<()> {
+        self.shim(container.id())
+            .call(&Request::Resume)
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete_container(&self, container: &ContainerRecord) -> Result<()> {
+        self.cleanup_container(container.id()).await
+    }
+
+    async fn wait(&self, container: &ContainerRecord) -> Result<ExitStatus> {
+        let id = container.id();
+        match self.shim(id).call(&Request::Wait).await {
+            Ok(r) => r
+                .exit
+                .ok_or_else(|| Error::internal("the shim's wait answer has no exit status")),
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                Ok(self.read_exit(id).unwrap_or_else(|| ExitStatus {
+                    code: 255,
+                    finished_at: husk_core::now_rfc3339(),
+                    reason: "the container's monitor (shim) died without recording an exit status"
+                        .into(),
+                    ..Default::default()
+                }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn observe(&self, container: &ContainerRecord) -> Result<ObservedState> {
+        let id = container.id();
+        match self.shim(id).call(&Request::State).await {
+            Ok(r) => Ok(match r.status {
+                Some(ShimStatus::Created) => ObservedState::Created,
+                Some(ShimStatus::Running) => ObservedState::Running {
+                    pid: r.pid.unwrap_or(0),
+                },
+                Some(ShimStatus::Paused) => ObservedState::Paused {
+                    pid: r.pid.unwrap_or(0),
+                },
+                Some(ShimStatus::Exited) | None => {
+                    ObservedState::Exited(r.exit.unwrap_or_default())
+                }
+            }),
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                if let Some(exit) = self.read_exit(id) {
+                    Ok(ObservedState::Exited(exit))
+                } else if self.ctr_dir(id).join("config.json").exists() {
+                    Ok(ObservedState::Exited(ExitStatus {
+                        code: 255,
+                        finished_at: husk_core::now_rfc3339(),
+                        reason:
+                            "the container's monitor (shim) died without recording an exit status"
+                                .into(),
+                        ..Default::default()
+                    }))
+                } else {
+                    Ok(ObservedState::Missing)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn exec(&self, container: &ContainerRecord, process: &ProcessConfig) -> Result<BoxStdio> {
+        let id = container.id();
+        let resolved_user = user::resolve_user(&self.rootfs(id), &process.user)?;
+        let input = SpecInput {
+            config: &container.config,
+            process,
+            rootfs: &self.rootfs(id),
+            namespaces: NamespacePlan::default(),
+            cgroup_path: self.cgroup_path(id),
+            user: resolved_user,
+            etc_files: vec![],
+            shm: None,
+            daemon_capabilities: &self.daemon_capabilities,
+            cgroup_v2: self.cgroup_v2,
+            volume_paths: &[],
+        };
+        let process_json = spec::process_json(&input)?;
+        let (_, conn) = self
+            .shim(id)
+            .stream(&Request::Exec {
+                process: process_json,
+                stdin: process.stdin,
+            })
+            .await
+            .map_err(|e| {
+                if e.kind == ErrorKind::NotFound {
+                    Error::conflict(format!("container {} is not running", container.name()))
+                } else {
+                    e
+                }
+            })?;
+        Ok(Box::new(conn))
+    }
+
+    async fn attach(&self, container: &ContainerRecord, stdin: bool) -> Result<BoxStdio> {
+        let (_, conn) = self
+            .shim(container.id())
+            .stream(&Request::Attach { stdin })
+            .await
+            .map_err(|e| {
+                if e.kind == ErrorKind::NotFound {
+                    Error::conflict(format!("container {} is not running", container.name()))
+                } else {
+                    e
+                }
+            })?;
+        Ok(Box::new(conn))
+    }
+
+    async fn resize(&self, container: &ContainerRecord, rows: u16, cols: u16) -> Result<()> {
+        self.shim(container.id())
+            .call(&Request::Resize { rows, cols })
+            .await
+            .map(|_| ())
+    }
+
+    async fn logs(&self, container: &ContainerRecord, options: &LogOptions) -> Result<LogStream> {
+        let socket = self.ctr_run_dir(container.id()).join("sock");
+        Ok(crate::logs::stream(
+            self.log_path(container.id()),
+            options.clone(),
+            move || socket.exists(),
+        ))
+    }
+
+    async fn stats(&self, container: &ContainerRecord) -> Result<Stats> {
+        cgroups::stats(&self.cgroup_path(container.id()), container.runtime.pid)
+    }
+
+    async fn top(&self, container: &ContainerRecord) -> Result<Top> {
+        cgroups::top(&self.cgroup_path(container.id()))
+    }
+}

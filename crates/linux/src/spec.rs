@@ -1,0 +1,603 @@
+//! OCI runtime spec (`config.json`) generation from a husk container config.
+//!
+//! Pure functions: everything the spec depends on (namespace files, the resolved user, the daemon's
+//! capabilities, the cgroup version) comes in through [`SpecInput`], so the decisions are unit-tested without
+//! root. The secure defaults live here: Docker's capability set, the default seccomp profile, masked and
+//! read-only `/proc` paths, a device allowlist, `no_new_privileges`.
+
+use std::path::{Path, PathBuf};
+
+use husk_core::{ContainerConfig, Error, MountConfig, ProcessConfig, Result};
+use oci_spec::runtime::Spec;
+use serde_json::{Value, json};
+
+use crate::security;
+use crate::user::ResolvedUser;
+
+/// Paths masked from containers (bind-mounted over with /dev/null or an empty read-only tmpfs).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+];
+
+/// Paths made read-only in containers.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Where a container's namespaces come from. `None` = a new namespace made for the container; `Some(path)` =
+/// join the namespace pinned at `path`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespacePlan {
+    /// Network namespace; `None` with `host_network` = share the host's.
+    pub net: Option<PathBuf>,
+    /// Use the host's network namespace (network mode `host`).
+    pub host_network: bool,
+    /// IPC namespace.
+    pub ipc: Option<PathBuf>,
+    /// UTS namespace.
+    pub uts: Option<PathBuf>,
+    /// PID namespace (a sandbox's shared one).
+    pub pid: Option<PathBuf>,
+}
+
+/// Everything the spec depends on.
+#[derive(Debug, Clone)]
+pub struct SpecInput<'a> {
+    /// The container.
+    pub config: &'a ContainerConfig,
+    /// The process to run (the container's main process, or an exec).
+    pub process: &'a ProcessConfig,
+    /// The mounted root filesystem.
+    pub rootfs: &'a Path,
+    /// Namespaces to join or create.
+    pub namespaces: NamespacePlan,
+    /// Absolute cgroup path (relative to each hierarchy's root).
+    pub cgroup_path: String,
+    /// The user the process runs as.
+    pub user: ResolvedUser,
+    /// Files bind-mounted over the image's: (`/etc/hosts`, host path) ...
+    pub etc_files: Vec<(String, PathBuf)>,
+    /// A tmpfs shared by a sandbox's containers for `/dev/shm`, if any.
+    pub shm: Option<PathBuf>,
+    /// Capabilities the daemon holds (the set privileged containers get).
+    pub daemon_capabilities: &'a [String],
+    /// Whether the host uses the unified cgroup v2 hierarchy.
+    pub cgroup_v2: bool,
+    /// Host paths for named volumes, by volume name (the engine resolves them).
+    pub volume_paths: &'a [(String, PathBuf)],
+}
+
+fn mount(dest: &str, kind: &str, source: &str, options: &[&str]) -> Value {
+    json!({"destination": dest, "type": kind, "source": source, "options": options})
+}
+
+fn default_mounts(input: &SpecInput<'_>) -> Vec<Value> {
+    let privileged = input.config.security.privileged;
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+    ];
+    match &input.shm {
+        Some(path) => mounts.push(json!({"destination": "/dev/shm", "type": "bind", "source": path, "options": ["rbind", "nosuid", "noexec", "nodev"]})),
+        None => mounts.push(mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])),
+    }
+    let sys_ro = if privileged { "rw" } else { "ro" };
+    if input.namespaces.host_network {
+        // sysfs can only be mounted by the owner of the network namespace: bind the host's instead.
+        mounts.push(json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", sys_ro]}));
+    } else {
+        mounts.push(mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", sys_ro],
+        ));
+        mounts.push(mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", sys_ro],
+        ));
+    }
+    for (dest, source) in &input.etc_files {
+        mounts.push(json!({"destination": dest, "type": "bind", "source": source, "options": ["rbind", "rprivate"]}));
+    }
+    mounts
+}
+
+fn user_mount(m: &MountConfig, volumes: &[(String, PathBuf)]) -> Result<Value> {
+    if !m.destination.starts_with('/') {
+        return Err(Error::invalid(
+            "mounts",
+            format!(
+                "mount destination {:?} is not an absolute path",
+                m.destination
+            ),
+        ));
+    }
+    let ro = if m.readonly { "ro" } else { "rw" };
+    let mut options: Vec<String> = vec![ro.to_string()];
+    match m.kind.as_str() {
+        "bind" | "volume" => {
+            let source = if m.kind == "volume" {
+                volumes
+                    .iter()
+                    .find(|(name, _)| *name == m.source)
+                    .map(|(_, p)| p.clone())
+                    .ok_or_else(|| {
+                        Error::invalid("mounts", format!("volume {:?} is not prepared", m.source))
+                    })?
+            } else {
+                PathBuf::from(&m.source)
+            };
+            options.insert(0, "rbind".into());
+            let has_propagation = m
+                .options
+                .iter()
+                .any(|o| o.contains("private") || o.contains("shared") || o.contains("slave"));
+            options.extend(m.options.iter().cloned());
+            if !has_propagation {
+                options.push("rprivate".into());
+            }
+            Ok(
+                json!({"destination": m.destination, "type": "bind", "source": source, "options": options}),
+            )
+        }
+        "tmpfs" => {
+            options.extend(["nosuid".to_string(), "nodev".to_string()]);
+            options.extend(m.options.iter().cloned());
+            Ok(
+                json!({"destination": m.destination, "type": "tmpfs", "source": "tmpfs", "options": options}),
+            )
+        }
+        other => Err(Error::invalid(
+            "mounts",
+            format!("unknown mount type {other:?}: use bind, volume or tmpfs"),
+        )),
+    }
+}
+
+/// The process's environment: the given one, plus `PATH`, `HOSTNAME`, `HOME` and (with a terminal) `TERM` when
+/// missing, as Docker does.
+pub fn process_env(process: &ProcessConfig, hostname: &str, home: &str) -> Vec<String> {
+    let mut env = process.env.clone();
+    let has = |env: &[String], k: &str| {
+        env.iter()
+            .any(|e| e.split_once('=').map(|(n, _)| n) == Some(k))
+    };
+    if !has(&env, "PATH") {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
+    if !hostname.is_empty() && !has(&env, "HOSTNAME") {
+        env.push(format!("HOSTNAME={hostname}"));
+    }
+    if !has(&env, "HOME") {
+        env.push(format!("HOME={home}"));
+    }
+    if process.tty && !has(&env, "TERM") {
+        env.push("TERM=xterm".into());
+    }
+    env
+}
+
+/// The OCI `process` object for `input.process` (shared by the container's init and its execs).
+pub fn process_json(input: &SpecInput<'_>) -> Result<Value> {
+    let sec = &input.config.security;
+    let caps = security::container_capabilities(
+        sec.privileged,
+        &sec.cap_add,
+        &sec.cap_drop,
+        input.daemon_capabilities,
+    )?;
+    let p = input.process;
+    if p.args.is_empty() {
+        return Err(Error::invalid(
+            "command",
+            "no command to run: the image has no Cmd or Entrypoint and none was given",
+        ));
+    }
+    let cwd = if p.cwd.is_empty() {
+        "/".to_string()
+    } else {
+        p.cwd.clone()
+    };
+    if !cwd.starts_with('/') {
+        return Err(Error::invalid(
+            "workdir",
+            format!("working directory {cwd:?} is not an absolute path"),
+        ));
+    }
+    let mut user = json!({"uid": input.user.uid, "gid": input.user.gid});
+    if !input.user.additional_gids.is_empty() {
+        user["additionalGids"] = json!(input.user.additional_gids);
+    }
+    Ok(json!({
+        "terminal": p.tty,
+        "user": user,
+        "args": p.args,
+        "env": process_env(p, &input.config.hostname, &input.user.home),
+        "cwd": cwd,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": sec.no_new_privileges && !sec.privileged,
+    }))
+}
+
+/// Docker's default device allowlist: `mknod` of anything, and use of the standard pseudo-devices.
+fn device_rules(privileged: bool) -> Value {
+    if privileged {
+        return json!([{"allow": true, "access": "rwm"}]);
+    }
+    let rule = |kind: &str, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = json!({"allow": true, "type": kind, "access": access});
+        if let Some(m) = major {
+            r["major"] = json!(m);
+        }
+        if let Some(m) = minor {
+            r["minor"] = json!(m);
+        }
+        r
+    };
+    json!([
+        {"allow": false, "access": "rwm"},
+        rule("c", None, None, "m"),
+        rule("b", None, None, "m"),
+        rule("c", Some(1), Some(3), "rwm"),   // null
+        rule("c", Some(1), Some(5), "rwm"),   // zero
+        rule("c", Some(1), Some(7), "rwm"),   // full
+        rule("c", Some(1), Some(8), "rwm"),   // random
+        rule("c", Some(1), Some(9), "rwm"),   // urandom
+        rule("c", Some(5), Some(0), "rwm"),   // tty
+        rule("c", Some(5), Some(2), "rwm"),   // ptmx
+        rule("c", Some(136), None, "rwm"),    // pts/*
+        rule("c", Some(10), Some(200), "rwm"), // net/tun
+    ])
+}
+
+fn resources_json(config: &ContainerConfig) -> Value {
+    let r = &config.resources;
+    let mut res = json!({"devices": device_rules(config.security.privileged)});
+    if let Some(m) = r.memory_bytes {
+        res["memory"] = json!({"limit": m});
+    }
+    if let Some(n) = r.nano_cpus {
+        let period: u64 = 100_000;
+        let quota = (n as i128 * period as i128 / 1_000_000_000) as i64;
+        res["cpu"] = json!({"quota": quota.max(1000), "period": period});
+    }
+    if let Some(p) = r.pids_limit {
+        res["pids"] = json!({"limit": p});
+    }
+    res
+}
+
+fn namespaces_json(plan: &NamespacePlan, cgroup_v2: bool) -> Value {
+    let ns = |kind: &str, path: &Option<PathBuf>| match path {
+        Some(p) => json!({"type": kind, "path": p}),
+        None => json!({"type": kind}),
+    };
+    let mut list = vec![
+        json!({"type": "mount"}),
+        ns("pid", &plan.pid),
+        ns("ipc", &plan.ipc),
+        ns("uts", &plan.uts),
+    ];
+    if !plan.host_network {
+        list.push(ns("network", &plan.net));
+    }
+    if cgroup_v2 {
+        list.push(json!({"type": "cgroup"}));
+    }
+    json!(list)
+}
+
+/// The whole `config.json` for a container.
+pub fn container_spec(input: &SpecInput<'_>) -> Result<Spec> {
+    let sec = &input.config.security;
+    let process = process_json(input)?;
+    let caps: Vec<String> = process["capabilities"]["bounding"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut mounts = default_mounts(input);
+    for m in &input.config.mounts {
+        mounts.push(user_mount(m, input.volume_paths)?);
+    }
+    let mut linux = json!({
+        "namespaces": namespaces_json(&input.namespaces, input.cgroup_v2),
+        "cgroupsPath": input.cgroup_path,
+        "resources": resources_json(input.config),
+    });
+    if !sec.privileged {
+        linux["maskedPaths"] = json!(MASKED_PATHS);
+        linux["readonlyPaths"] = json!(READONLY_PATHS);
+        match sec.seccomp.as_deref() {
+            None | Some("") | Some("default") => {
+                linux["seccomp"] = security::default_seccomp_profile(&caps)
+            }
+            Some("unconfined") => {}
+            Some(profile) => {
+                let v: Value = serde_json::from_str(profile).map_err(|e| {
+                    Error::invalid(
+                        "security_opt",
+                        format!("the seccomp profile is not valid JSON: {e}"),
+                    )
+                })?;
+                linux["seccomp"] = v;
+            }
+        }
+    }
+    let spec = json!({
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": {"path": input.rootfs, "readonly": sec.readonly_rootfs},
+        "mounts": mounts,
+        "linux": linux,
+        "annotations": {"io.husk.container.name": input.config.name},
+    });
+    serde_json::from_value(spec)
+        .map_err(|e| Error::invalid("config", format!("cannot build a valid OCI spec: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use husk_core::{ImageRef, Resources, SecurityConfig};
+
+    fn config() -> ContainerConfig {
+        ContainerConfig {
+            id: "a".repeat(64),
+            name: "web".into(),
+            image: ImageRef::default(),
+            process: ProcessConfig {
+                args: vec!["sh".into()],
+                cwd: "/".into(),
+                ..Default::default()
+            },
+            hostname: "box".into(),
+            resources: Resources {
+                memory_bytes: Some(64 << 20),
+                nano_cpus: Some(500_000_000),
+                pids_limit: Some(100),
+            },
+            security: SecurityConfig {
+                no_new_privileges: true,
+                ..Default::default()
+            },
+            mounts: vec![],
+            network: Default::default(),
+            labels: Default::default(),
+            stop_signal: None,
+            stop_timeout: None,
+        }
+    }
+
+    fn daemon_caps() -> Vec<String> {
+        let mut d: Vec<String> = security::DEFAULT_CAPABILITIES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        d.push("CAP_SYS_ADMIN".into());
+        d
+    }
+
+    fn input<'a>(c: &'a ContainerConfig, caps: &'a [String]) -> SpecInput<'a> {
+        SpecInput {
+            config: c,
+            process: &c.process,
+            rootfs: Path::new("/tmp/rootfs"),
+            namespaces: NamespacePlan {
+                net: Some("/run/husk/ns/s/net".into()),
+                ipc: Some("/run/husk/ns/s/ipc".into()),
+                uts: Some("/run/husk/ns/s/uts".into()),
+                ..Default::default()
+            },
+            cgroup_path: "/husk/x".into(),
+            user: ResolvedUser {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![],
+                home: "/root".into(),
+            },
+            etc_files: vec![("/etc/hosts".into(), "/run/husk/s/hosts".into())],
+            shm: None,
+            daemon_capabilities: caps,
+            cgroup_v2: false,
+            volume_paths: &[],
+        }
+    }
+
+    fn as_json(spec: &Spec) -> Value {
+        serde_json::to_value(spec).unwrap()
+    }
+
+    #[test]
+    fn secure_defaults() {
+        let c = config();
+        let caps = daemon_caps();
+        let s = as_json(&container_spec(&input(&c, &caps)).unwrap());
+        assert_eq!(s["process"]["noNewPrivileges"], true);
+        assert_eq!(
+            s["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            security::DEFAULT_CAPABILITIES.len()
+        );
+        assert!(s["linux"]["seccomp"]["syscalls"].is_array());
+        assert_eq!(
+            s["linux"]["maskedPaths"].as_array().unwrap().len(),
+            MASKED_PATHS.len()
+        );
+        assert_eq!(s["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(s["linux"]["resources"]["cpu"]["quota"], 50_000);
+        assert_eq!(s["linux"]["resources"]["pids"]["limit"], 100);
+        assert!(
+            s["process"].get("rlimits").is_none(),
+            "rlimits are never raised"
+        );
+        assert!(
+            s["process"].get("oomScoreAdj").is_none(),
+            "oom_score_adj is inherited"
+        );
+        let env: Vec<&str> = s["process"]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            env.contains(&"HOSTNAME=box")
+                && env.iter().any(|e| e.starts_with("PATH="))
+                && env.contains(&"HOME=/root")
+        );
+    }
+
+    #[test]
+    fn sandbox_namespaces_are_joined_and_mount_is_new() {
+        let c = config();
+        let caps = daemon_caps();
+        let s = as_json(&container_spec(&input(&c, &caps)).unwrap());
+        let ns = s["linux"]["namespaces"].as_array().unwrap();
+        let find = |t: &str| ns.iter().find(|n| n["type"] == t).cloned();
+        assert_eq!(find("network").unwrap()["path"], "/run/husk/ns/s/net");
+        assert_eq!(find("ipc").unwrap()["path"], "/run/husk/ns/s/ipc");
+        assert!(find("mount").unwrap().get("path").is_none());
+        assert!(find("pid").unwrap().get("path").is_none());
+        assert!(find("cgroup").is_none(), "no cgroup namespace on v1");
+    }
+
+    #[test]
+    fn privileged_opts_out_of_confinement() {
+        let mut c = config();
+        c.security.privileged = true;
+        let caps = daemon_caps();
+        let s = as_json(&container_spec(&input(&c, &caps)).unwrap());
+        assert!(s["linux"].get("seccomp").is_none());
+        assert!(s["linux"].get("maskedPaths").is_none());
+        assert_eq!(s["process"]["noNewPrivileges"], false);
+        assert_eq!(
+            s["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            caps.len()
+        );
+    }
+
+    #[test]
+    fn host_network_binds_sys_and_omits_netns() {
+        let c = config();
+        let caps = daemon_caps();
+        let mut i = input(&c, &caps);
+        i.namespaces.host_network = true;
+        i.namespaces.net = None;
+        let s = as_json(&container_spec(&i).unwrap());
+        assert!(
+            !s["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["type"] == "network")
+        );
+        assert!(
+            s["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["destination"] == "/sys" && m["type"] == "bind")
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_refused() {
+        let mut c = config();
+        c.process.args.clear();
+        let caps = daemon_caps();
+        assert_eq!(
+            container_spec(&input(&c, &caps))
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("command")
+        );
+        let mut c = config();
+        c.process.cwd = "relative".into();
+        assert_eq!(
+            container_spec(&input(&c, &caps))
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("workdir")
+        );
+        let mut c = config();
+        c.security.seccomp = Some("{not json".into());
+        assert_eq!(
+            container_spec(&input(&c, &caps))
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("security_opt")
+        );
+        let mut c = config();
+        c.mounts.push(MountConfig {
+            kind: "nfs".into(),
+            source: "x".into(),
+            destination: "/x".into(),
+            readonly: false,
+            options: vec![],
+        });
+        assert_eq!(
+            container_spec(&input(&c, &caps))
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("mounts")
+        );
+    }
+}

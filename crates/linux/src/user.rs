@@ -1,0 +1,209 @@
+//! Resolving `user[:group]` to numeric IDs from the container's own `/etc/passwd` and `/etc/group`.
+//!
+//! The files are opened inside the container's root filesystem with `openat2(RESOLVE_IN_ROOT)`, so a hostile
+//! image whose `/etc/passwd` is a symlink to a host file only ever reads its own files.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+
+use husk_core::{Error, Result};
+
+/// Numeric identity of a container process.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResolvedUser {
+    /// User ID.
+    pub uid: u32,
+    /// Primary group ID.
+    pub gid: u32,
+    /// Supplementary groups (from `/etc/group` membership).
+    pub additional_gids: Vec<u32>,
+    /// Home directory, for `HOME` when the image does not set it.
+    pub home: String,
+}
+
+/// Reads a file inside `root` without following any symlink out of it; `Ok(None)` if it does not exist.
+pub fn read_in_root(root: &Path, path: &str, limit: u64) -> Result<Option<String>> {
+    let root_fd = File::open(root).map_err(|e| Error::io(format!("open {}", root.display()), e))?;
+    let how = nix::fcntl::OpenHow::new()
+        .flags(nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC)
+        .resolve(
+            nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    use std::os::fd::AsRawFd;
+    let fd = match nix::fcntl::openat2(root_fd.as_raw_fd(), path.trim_start_matches('/'), how) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => return Ok(None),
+        Err(e) => return Err(Error::backend(format!("open {path} in the container: {e}"))),
+    };
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut text = String::new();
+    file.take(limit)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(format!("read {path} in the container"), e))?;
+    Ok(Some(text))
+}
+
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+}
+
+fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 7 {
+                return None;
+            }
+            Some(PasswdEntry {
+                name: f[0].to_string(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f[5].to_string(),
+            })
+        })
+        .collect()
+}
+
+struct GroupEntry {
+    name: String,
+    gid: u32,
+    members: Vec<String>,
+}
+
+fn parse_group(text: &str) -> Vec<GroupEntry> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 4 {
+                return None;
+            }
+            let members = f[3]
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+                .collect();
+            Some(GroupEntry {
+                name: f[0].to_string(),
+                gid: f[2].parse().ok()?,
+                members,
+            })
+        })
+        .collect()
+}
+
+/// Resolves `spec` (`""`, `name`, `uid`, `name:group`, `uid:gid` ...) against the passwd and group texts, as
+/// Docker does: numeric IDs need no entry; names must exist; without a group the user's primary group is used
+/// and supplementary groups come from membership lists.
+pub fn resolve_user_from(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser> {
+    let users = parse_passwd(passwd);
+    let groups = parse_group(group);
+    let (user_part, group_part) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let user_part = if user_part.is_empty() { "0" } else { user_part };
+    let (uid, mut gid, name, home) = if let Ok(uid) = user_part.parse::<u32>() {
+        match users.iter().find(|u| u.uid == uid) {
+            Some(u) => (uid, u.gid, Some(u.name.clone()), u.home.clone()),
+            None => (uid, 0, None, "/".to_string()),
+        }
+    } else {
+        let u = users
+            .iter()
+            .find(|u| u.name == user_part)
+            .ok_or_else(|| Error::invalid("user", format!("unable to find user {user_part}: no matching entries in the image's /etc/passwd")))?;
+        (u.uid, u.gid, Some(u.name.clone()), u.home.clone())
+    };
+    if let Some(g) = group_part {
+        gid = match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => groups
+                .iter()
+                .find(|e| e.name == g)
+                .map(|e| e.gid)
+                .ok_or_else(|| Error::invalid("user", format!("unable to find group {g}: no matching entries in the image's /etc/group")))?,
+        };
+    }
+    let mut additional_gids: Vec<u32> = match (&name, group_part) {
+        (Some(n), None) => groups
+            .iter()
+            .filter(|g| g.members.iter().any(|m| m == n))
+            .map(|g| g.gid)
+            .collect(),
+        _ => Vec::new(),
+    };
+    additional_gids.retain(|g| *g != gid);
+    additional_gids.sort_unstable();
+    additional_gids.dedup();
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids,
+        home: if home.is_empty() { "/".into() } else { home },
+    })
+}
+
+/// Resolves `spec` against the files of the root filesystem at `rootfs`.
+pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
+    const LIMIT: u64 = 4 << 20;
+    let passwd = read_in_root(rootfs, "etc/passwd", LIMIT)?.unwrap_or_default();
+    let group = read_in_root(rootfs, "etc/group", LIMIT)?.unwrap_or_default();
+    resolve_user_from(spec, &passwd, &group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/var/www:/bin/false\n# comment\nbroken\n";
+    const GROUP: &str = "root:x:0:\nwww:x:33:\nstaff:x:50:www,other\nadm:x:4:www\n";
+
+    #[test]
+    fn resolves_like_docker() {
+        let r = resolve_user_from("", PASSWD, GROUP).unwrap();
+        assert_eq!((r.uid, r.gid, r.home.as_str()), (0, 0, "/root"));
+        let r = resolve_user_from("www", PASSWD, GROUP).unwrap();
+        assert_eq!(
+            (r.uid, r.gid, r.additional_gids.clone()),
+            (33, 33, vec![4, 50])
+        );
+        let r = resolve_user_from("www:staff", PASSWD, GROUP).unwrap();
+        assert_eq!((r.uid, r.gid, r.additional_gids.len()), (33, 50, 0));
+        let r = resolve_user_from("1234:5678", PASSWD, GROUP).unwrap();
+        assert_eq!((r.uid, r.gid), (1234, 5678));
+        let r = resolve_user_from("33", PASSWD, GROUP).unwrap();
+        assert_eq!(r.gid, 33);
+        assert_eq!(
+            resolve_user_from("nobody", PASSWD, GROUP)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("user")
+        );
+        assert!(resolve_user_from("www:nogroup", PASSWD, GROUP).is_err());
+    }
+
+    #[test]
+    fn never_reads_through_a_symlink_out_of_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("secret");
+        std::fs::write(&outside, "evil:x:0:0::/:/bin/sh\n").unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("etc/passwd")).unwrap();
+        // The absolute symlink resolves inside the root, where /…/secret does not exist.
+        assert_eq!(read_in_root(&root, "etc/passwd", 1024).unwrap(), None);
+        std::os::unix::fs::symlink("../../secret", root.join("etc/group")).unwrap();
+        assert_eq!(read_in_root(&root, "etc/group", 1024).unwrap(), None);
+    }
+}
