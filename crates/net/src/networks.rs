@@ -182,7 +182,8 @@ impl Networks {
     /// - `bridge` or a network name: `lo` is brought up, then ADD runs for each plugin of the network's list with
     ///   the previous plugin's result and, for plugins declaring the `portMappings` capability, the published
     ///   ports. Ports are checked first (another sandbox of this daemon, another CNI user's rule, a host process
-    ///   listening): a taken port fails with an error naming it, before anything is created. The inputs and
+    ///   listening): a taken port fails with an error naming it, before anything is created. A host port of 0
+    ///   asks husk to pick a free one from 32768-60999 (what `-P` needs); the returned status has the real ports. The inputs and
     ///   each step's result are cached so [`teardown`](Self::teardown) works after a restart; when a plugin
     ///   fails, everything done so far is deleted again.
     pub fn setup(

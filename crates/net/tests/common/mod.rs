@@ -206,6 +206,9 @@ impl Netns {
     }
 
     pub fn delete(&self) {
+        if !self.path.exists() {
+            return;
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
