@@ -135,6 +135,10 @@ fn two_sandboxes_on_one_bridge_reach_each_other_by_ip() {
     let target = SocketAddr::new(ip_of(&b), 7000);
     let got = in_netns(&ns_a.path, move || read_from(target));
     assert_eq!(got.unwrap(), "hello from b");
+    // Inside one sandbox, localhost works (lo is up): what its containers use to talk to each other.
+    serve_in(&ns_a.path, 7001, "hello over localhost", 1);
+    let got = in_netns(&ns_a.path, || read_from(([127, 0, 0, 1], 7001).into()));
+    assert_eq!(got.unwrap(), "hello over localhost");
 
     networks.check(&id_a, &ns_a.path).unwrap();
     let (sandbox_a, sandbox_b) = (attached(&net, &id_a, &a), attached(&net, &id_b, &b));
