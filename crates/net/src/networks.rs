@@ -183,9 +183,9 @@ impl Networks {
     ///   the previous plugin's result and, for plugins declaring the `portMappings` capability, the published
     ///   ports. Ports are checked first (another sandbox of this daemon, another CNI user's rule, a host process
     ///   listening): a taken port fails with an error naming it, before anything is created. A host port of 0
-    ///   asks husk to pick a free one from 32768-60999 (what `-P` needs); the returned status has the real ports. The inputs and
-    ///   each step's result are cached so [`teardown`](Self::teardown) works after a restart; when a plugin
-    ///   fails, everything done so far is deleted again.
+    ///   asks husk to pick a free one from 32768-60999 (what `-P` needs); the returned status has the real
+    ///   ports. The inputs and each step's result are cached so [`teardown`](Self::teardown) works after a
+    ///   restart; when a plugin fails, everything done so far is deleted again.
     pub fn setup(
         &self,
         sandbox_id: &str,
@@ -216,12 +216,9 @@ impl Networks {
         self.forget_unfinished(sandbox_id)?;
         netns::loopback_up(netns)?;
         let record = self.record_intent(sandbox_id, &network, netns, &net.ports)?;
-        self.add(record, netns).map_err(|e| {
-            e.context(format!(
-                "attach sandbox {} to network {network:?}",
-                short(sandbox_id)
-            ))
-        })
+        // Plugin errors name the network and the plugin already.
+        self.add(record, netns)
+            .map_err(|e| e.context(format!("attach sandbox {}", short(sandbox_id))))
     }
 
     /// Runs CHECK for the sandbox's attachment with the cached configuration and result. Fails with `NotFound`
