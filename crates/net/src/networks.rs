@@ -494,11 +494,13 @@ impl Networks {
         let _ = std::fs::remove_file(&tmp);
         match linked {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // (The catalog may be locked by our caller: name the file's own problem, not the catalog's.)
+                let why = NetworkList::load(&path).err().map(|e| e.message);
                 return Err(Error::conflict(format!(
-                    "cannot write network {:?}: {} exists but could not be loaded ({})",
+                    "cannot write network {:?}: {} already exists ({})",
                     network.name,
                     path.display(),
-                    self.load_errors().join("; ")
+                    why.unwrap_or_else(|| "it defines another network".into())
                 )));
             }
             other => other.context(format!("write {}", path.display()))?,
@@ -857,6 +859,11 @@ fn plan_network(request: &NewNetwork, catalog: &Catalog) -> Result<BridgeNetwork
                     "subnet {subnet} overlaps network {other:?}"
                 )));
             }
+            if routed_on_host(&subnet) {
+                return Err(Error::conflict(format!(
+                    "subnet {subnet} overlaps a route of the host; pick another"
+                )));
+            }
             subnet
         }
         None => (0..=255u8)
@@ -914,10 +921,12 @@ fn plan_network(request: &NewNetwork, catalog: &Catalog) -> Result<BridgeNetwork
 /// Whether the host already routes `subnet` somewhere (an IPv4 route in the main table overlapping it), so a new
 /// network there would cut the host off from it. Default routes do not count.
 fn routed_on_host(subnet: &Subnet) -> bool {
-    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
-        return false;
-    };
-    text.lines().skip(1).any(|line| {
+    std::fs::read_to_string("/proc/net/route").is_ok_and(|table| route_overlaps(&table, subnet))
+}
+
+/// Whether a route of a `/proc/net/route` table other than the default route overlaps `subnet`.
+fn route_overlaps(table: &str, subnet: &Subnet) -> bool {
+    table.lines().skip(1).any(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let (Some(dst), Some(mask)) = (fields.get(1), fields.get(7)) else {
             return false;
@@ -1073,6 +1082,19 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("gateway"));
+    }
+
+    #[test]
+    fn host_routes_are_found() {
+        let table = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+                     eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                     eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let on_link = Subnet::parse("192.0.2.0/25").unwrap();
+        assert!(route_overlaps(table, &on_link));
+        assert!(
+            !route_overlaps(table, &Subnet::parse("10.89.0.0/24").unwrap()),
+            "the default route does not count"
+        );
     }
 
     #[test]

@@ -456,6 +456,28 @@ fn networks_are_created_inspected_and_removed() {
         networks.create(&request).unwrap_err().kind,
         ErrorKind::Conflict
     );
+    // A file of that name that does not load is never overwritten.
+    let squatter = format!("hkt-squat-{}", suffix());
+    std::fs::write(
+        net.config.conf_dir.join(format!("{squatter}.conflist")),
+        "{",
+    )
+    .unwrap();
+    let err = networks
+        .create(&NewNetwork {
+            name: squatter.clone(),
+            ..NewNetwork::default()
+        })
+        .unwrap_err();
+    assert!(
+        err.message.contains("already exists") && err.message.contains("not valid JSON"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        std::fs::read_to_string(net.config.conf_dir.join(format!("{squatter}.conflist"))).unwrap(),
+        "{"
+    );
     let names: Vec<String> = networks
         .list()
         .unwrap()
