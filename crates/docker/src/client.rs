@@ -38,13 +38,18 @@ fn parse_address(host: &str) -> Result<Address> {
     ))
 }
 
-fn client(address: &Address, timeout: Duration, version: &ClientVersion) -> Result<Docker> {
+fn client(
+    host: &str,
+    address: &Address,
+    timeout: Duration,
+    version: &ClientVersion,
+) -> Result<Docker> {
     let secs = timeout.as_secs().max(1);
     let made = match address {
         Address::Unix(path) => Docker::connect_with_unix(path, secs, version),
         Address::Http(addr) => Docker::connect_with_http(addr, secs, version),
     };
-    made.map_err(|e| Error::backend(format!("cannot set up a client for the Docker Engine: {e}")))
+    made.map_err(|e| unreachable(host, &e))
 }
 
 fn version_of(text: &str) -> Option<(usize, usize)> {
@@ -90,7 +95,7 @@ pub(crate) async fn connect(host: &str, timeout: Duration) -> Result<(Docker, Sy
     let address = parse_address(host)?;
     // Ask at our minimum version: engines up to Docker 28 accept it. Newer engines refuse it naming their own
     // minimum, which we then use for the question.
-    let probe = client(&address, timeout, &client_version(MIN_API_VERSION))?;
+    let probe = client(host, &address, timeout, &client_version(MIN_API_VERSION))?;
     let report = match probe.version().await {
         Ok(v) => v,
         Err(e) => match minimum_from_refusal(&e) {
@@ -105,7 +110,7 @@ pub(crate) async fn connect(host: &str, timeout: Duration) -> Result<(Docker, Sy
                         min.0, min.1, ours.0, ours.1
                     )));
                 }
-                client(&address, timeout, &client_version(min))?
+                client(host, &address, timeout, &client_version(min))?
                     .version()
                     .await
                     .map_err(|e| unreachable(host, &e))?
@@ -136,7 +141,7 @@ pub(crate) async fn connect(host: &str, timeout: Duration) -> Result<(Docker, Sy
         API_DEFAULT_VERSION.major_version,
         API_DEFAULT_VERSION.minor_version,
     );
-    let docker = client(&address, timeout, &client_version(api.min(ours)))?;
+    let docker = client(host, &address, timeout, &client_version(api.min(ours)))?;
     docker.ping().await.map_err(|e| unreachable(host, &e))?;
     Ok((docker, report))
 }

@@ -166,7 +166,8 @@ impl Driver for DockerDriver {
         let pid = inspect.state.as_ref().and_then(|s| s.pid).unwrap_or(0) as i32;
         let mut namespaces = BTreeMap::new();
         if is_local(&self.host) && pid > 0 {
-            let mut kinds = vec!["net", "ipc", "uts"];
+            // Not "uts": the engine cannot share it; each container gets its own, named like the sandbox.
+            let mut kinds = vec!["net", "ipc"];
             if config.share_pid {
                 kinds.push("pid");
             }
