@@ -169,6 +169,7 @@ fn published_port_answers_on_localhost_and_teardown_removes_everything() {
     let chosen = status.ports[2].host_port;
     assert!((32768..=60999).contains(&chosen), "{:?}", status.ports);
     assert_eq!(networks.status(&id).unwrap().unwrap().ports, status.ports);
+    networks.check(&id, &ns.path).unwrap();
 
     serve_in(&ns.path, 80, "published", 1);
     serve_in(&ns.path, 81, "published on every address", 1);
@@ -742,4 +743,46 @@ fn name_files_have_the_sandbox_s_address_and_the_request_s_entries() {
     assert_eq!(std::fs::read_to_string(&files.hostname).unwrap(), "web-1\n");
     networks.teardown(&id, Some(&ns.path)).unwrap();
     assert!(!files.dir.exists());
+}
+
+#[test]
+fn a_cni_0_4_0_list_attaches_checks_and_detaches() {
+    let net = TestNet::new();
+    let networks = net.open();
+    let spare = TestNet::new(); // for a second free subnet and bridge (never opened)
+    let name = format!("hkt-v040-{}", suffix());
+    let bridge = spare.config.default_bridge.clone();
+    let text = format!(
+        r#"{{"cniVersion":"0.4.0","name":"{name}","plugins":[
+            {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":true,
+              "ipam":{{"type":"host-local","ranges":[[{{"subnet":"{}"}}]],"dataDir":"{}"}}}},
+            {{"type":"portmap","capabilities":{{"portMappings":true}}}},
+            {{"type":"firewall"}}]}}"#,
+        spare.config.default_subnet,
+        net.config.state_dir.join("ipam").display()
+    );
+    std::fs::write(net.config.conf_dir.join(format!("{name}.conflist")), text).unwrap();
+    let ns = Netns::new();
+    let id = sandbox_id();
+    let port = free_port();
+    let request = NetworkConfig {
+        mode: name.clone(),
+        ports: vec![PortMapping::parse(&format!("127.0.0.1:{port}:80")).unwrap()],
+        ..NetworkConfig::default()
+    };
+    let status = networks.setup(&id, &ns.path, &request).unwrap();
+    assert_eq!(status.network, name);
+    assert!(
+        status.addresses[0].starts_with(&spare.subnet_prefix),
+        "{status:?}"
+    );
+    assert_eq!(status.gateway, format!("{}1", spare.subnet_prefix));
+    networks.check(&id, &ns.path).unwrap();
+    serve_in(&ns.path, 80, "v0.4.0", 1);
+    assert_eq!(read_from(([127, 0, 0, 1], port).into()).unwrap(), "v0.4.0");
+    let sandbox = attached(&net, &id, &status);
+    networks.teardown(&id, Some(&ns.path)).unwrap();
+    assert_no_trace(&net, &networks, &id);
+    let save = iptables_save();
+    assert!(!save.contains(&format!("{}/32", sandbox.ip)), "{save}");
 }
