@@ -212,10 +212,12 @@ impl Engine {
                 (None, sb) => sb,
             };
             self.inner.store.set_operation_step(op, "sandbox_ready")?;
+            crate::failpoint("create_container:sandbox_ready");
             let runtime = driver
                 .create_container(&rec.config, sb.as_ref(), &rootfs)
                 .await?;
             rec.runtime = runtime;
+            crate::failpoint("create_container:driver_created");
             rec.status = ContainerStatus::Created;
             self.inner.store.update(&rec)?;
             Ok::<_, Error>(sb.take())
@@ -450,6 +452,7 @@ impl Engine {
             .begin_operation("remove_container", &id, &json!({}))?;
         rec.status = ContainerStatus::Removing;
         self.inner.store.update(&rec)?;
+        crate::failpoint("remove_container:marked");
         self.remove_locked(&rec).await?;
         self.inner.store.finish_operation(op)?;
         Ok(())

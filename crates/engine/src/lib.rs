@@ -24,6 +24,16 @@ use tokio::sync::broadcast;
 
 pub use requests::*;
 
+/// Crash-testing hook: when the environment variable `HUSK_FAILPOINT` names this point, the daemon aborts here,
+/// as a power cut or `kill -9` would stop it. Tests use it to prove that every step of a multi-step operation
+/// is finished or rolled back by the next start.
+pub(crate) fn failpoint(name: &str) {
+    if std::env::var("HUSK_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("husk: failpoint {name} reached: aborting");
+        std::process::abort();
+    }
+}
+
 /// How the engine is set up.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

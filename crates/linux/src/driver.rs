@@ -88,43 +88,6 @@ fn is_mountpoint(path: &Path) -> bool {
         .any(|l| l.split_whitespace().nth(4) == Some(want.as_ref()))
 }
 
-/// Mounts an overlay of `layers` (bottom first) with a writable `upper` at `target`.
-fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
-    if layers.is_empty() {
-        return Err(Error::invalid("image", "the image has no layers"));
-    }
-    let lower: Vec<String> = layers
-        .iter()
-        .rev()
-        .map(|p| p.display().to_string())
-        .collect();
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
-        upper.display(),
-        work.display()
-    );
-    if options.len() >= 4000 {
-        return Err(Error::unsupported(format!(
-            "the image has too many layers ({}) for one overlay mount",
-            layers.len()
-        )));
-    }
-    nix::mount::mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(options.as_str()),
-    )
-    .map_err(|e| {
-        Error::backend(format!(
-            "mount the root filesystem at {}: {e}",
-            target.display()
-        ))
-    })
-}
-
 fn hostname_for(config: &ContainerConfig) -> String {
     if config.hostname.is_empty() {
         config.id[..12].to_string()
@@ -206,7 +169,7 @@ impl LinuxDriver {
     }
 
     /// Mounts the container's root filesystem if it is not mounted (a reboot unmounts it).
-    fn ensure_rootfs(&self, id: &str, layers: &[PathBuf]) -> Result<()> {
+    fn ensure_rootfs(&self, id: &str, layers: &RootfsLayers) -> Result<()> {
         let target = self.rootfs(id);
         if is_mountpoint(&target) {
             return Ok(());
@@ -215,7 +178,7 @@ impl LinuxDriver {
         for d in [dir.join("upper"), dir.join("work"), target.clone()] {
             mkdir(&d)?;
         }
-        mount_overlay(layers, &dir.join("upper"), &dir.join("work"), &target)
+        husk_image::mount_rootfs(layers, &dir.join("upper"), &dir.join("work"), &target)
     }
 
     fn namespace_plan(
@@ -311,7 +274,7 @@ impl LinuxDriver {
         let id = &config.id;
         mkdir(&self.ctr_dir(id))?;
         mkdir(&self.ctr_run_dir(id))?;
-        self.ensure_rootfs(id, &rootfs.layers)?;
+        self.ensure_rootfs(id, rootfs)?;
         let resolved_user = user::resolve_user(&self.rootfs(id), &config.process.user)?;
         let (plan, etc_dir, shm) = self.namespace_plan(config, sandbox)?;
         if sandbox.is_none() {
@@ -348,7 +311,7 @@ impl LinuxDriver {
         let pid = self.start_shim(id).await?;
         Ok(ContainerRuntime {
             pid,
-            driver_data: json!({"cgroup": self.cgroup_path(id), "rootfs_layers": rootfs.layers}),
+            driver_data: json!({"cgroup": self.cgroup_path(id), "rootfs": rootfs}),
         })
     }
 
@@ -360,7 +323,7 @@ impl LinuxDriver {
             let _ = tokio::time::timeout(Duration::from_secs(10), shim.call(&Request::Wait)).await;
         }
         let run_dir = self.ctr_run_dir(id);
-        unmount(&self.rootfs(id))?;
+        husk_image::unmount_rootfs(&self.rootfs(id))?;
         namespaces::remove_pinned(&run_dir.join("ns"))?;
         // Whatever libcontainer could not remove (a shim killed with -9): its state and the cgroup.
         remove_dir(&self.config.run_root.join("lc").join(id))?;
@@ -599,9 +562,10 @@ impl Driver for LinuxDriver {
             {
                 return Err(Error::conflict("the container is already running"));
             }
-            let layers: Vec<PathBuf> =
-                serde_json::from_value(container.runtime.driver_data["rootfs_layers"].clone())
-                    .unwrap_or_default();
+            let layers: RootfsLayers =
+                serde_json::from_value(container.runtime.driver_data["rootfs"].clone()).map_err(
+                    |e| Error::internal(format!("the container's record lacks its layers: {e}")),
+                )?;
             self.ensure_rootfs(id, &layers)?;
             self.start_shim(id).await?;
         }

@@ -214,7 +214,10 @@ pub fn stream(
                                 state = State::Following(new_off);
                             }
                             Err(e) => {
-                                return Some((Err(e), (State::Done, queue, path, options, running)));
+                                return Some((
+                                    Err(e),
+                                    (State::Done, queue, path, options, running),
+                                ));
                             }
                         }
                     }

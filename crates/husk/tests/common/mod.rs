@@ -1,0 +1,376 @@
+//! Test harness: a real `husk daemon` in its own temporary root, run root, socket and cgroup parent, driven
+//! through the real `husk` CLI. Every daemon is independent, so tests run in parallel.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The husk binary under test.
+pub fn husk_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_husk"))
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// Whether we run as root (every test here needs it; CI is root).
+pub fn require_root() {
+    assert!(
+        nix_is_root(),
+        "these tests need root (namespaces, mounts, cgroups)"
+    );
+}
+
+fn nix_is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A busybox image archive built once per test run by `scripts/make-busybox-image` (`NAME` = `test/busybox:1`).
+pub fn busybox_archive() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join("husk-test-busybox.tar");
+    if path.exists() {
+        return path;
+    }
+    let tmp = dir.join(format!("husk-test-busybox.{}.tar", std::process::id()));
+    let out = Command::new(repo_root().join("scripts/make-busybox-image"))
+        .arg(&tmp)
+        .arg("test/busybox:1")
+        .output()
+        .expect("run make-busybox-image");
+    assert!(
+        out.status.success(),
+        "make-busybox-image failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // rename is atomic: concurrent builders all end with one complete file.
+    std::fs::rename(&tmp, &path).expect("publish the test image");
+    path
+}
+
+/// The image name tests use.
+pub const IMAGE: &str = "test/busybox:1";
+
+/// A running daemon and its private directories.
+pub struct Daemon {
+    /// Temporary directory holding everything.
+    pub dir: tempfile::TempDir,
+    /// `--root`.
+    pub root: PathBuf,
+    /// `--run-root`.
+    pub run_root: PathBuf,
+    /// `--socket`.
+    pub socket: PathBuf,
+    /// `--cgroup-parent`.
+    pub cgroup_parent: String,
+    /// Extra daemon flags.
+    pub flags: Vec<String>,
+    child: Option<Child>,
+}
+
+/// What a CLI call returned.
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with the output unless the command succeeded; returns trimmed stdout.
+    pub fn ok(&self) -> String {
+        assert_eq!(
+            self.code, 0,
+            "command failed (code {}):\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        );
+        self.stdout.trim().to_string()
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts a daemon with `flags` (e.g. `--driver linux --mode standalone`) and loads the busybox image.
+    pub fn start(flags: &[&str]) -> Daemon {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("hk")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let id: String = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect();
+        let mut d = Daemon {
+            root: dir.path().join("root"),
+            run_root: dir.path().join("run"),
+            socket: dir.path().join("husk.sock"),
+            cgroup_parent: format!("husk-test-{id}"),
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+            dir,
+            child: None,
+        };
+        d.spawn(&[]);
+        d.husk(&["image", "load", "-i", busybox_archive().to_str().unwrap()])
+            .ok();
+        d
+    }
+
+    /// Starts the daemon process with extra environment; waits until it answers.
+    pub fn spawn(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let mut cmd = Command::new(husk_bin());
+        cmd.arg("daemon")
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--run-root")
+            .arg(&self.run_root)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .arg("--config")
+            .arg(self.dir.path().join("none.toml"))
+            .args(&self.flags)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        std::fs::write(self.dir.path().join("none.toml"), "").unwrap();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("start husk daemon"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.husk(&["version"]).stdout.contains("Server: husk") {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the daemon exited ({status}): {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the daemon did not come up: {}", self.log());
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Runs `husk ARGS` against this daemon.
+    pub fn husk(&self, args: &[&str]) -> Run {
+        Command::new(husk_bin())
+            .args(args)
+            .env("HUSK_HOST", format!("unix://{}", self.socket.display()))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .into()
+    }
+
+    /// Runs `husk ARGS` with `input` on stdin.
+    pub fn husk_input(&self, args: &[&str], input: &[u8]) -> Run {
+        use std::io::Write;
+        let mut child = Command::new(husk_bin())
+            .args(args)
+            .env("HUSK_HOST", format!("unix://{}", self.socket.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap().into()
+    }
+
+    /// `husk inspect` of one object, as JSON.
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let out = self.husk(&["inspect", name]).ok();
+        let v: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
+        v[0].clone()
+    }
+
+    /// The host PID of a running container's main process.
+    pub fn pid(&self, name: &str) -> i32 {
+        self.inspect(name)["State"]["Pid"].as_i64().expect("pid") as i32
+    }
+
+    /// Kills the daemon with SIGKILL (containers keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        c.wait().unwrap()
+    }
+
+    /// Polls `f` until it is true or `timeout` passes.
+    pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        f()
+    }
+
+    /// What this daemon still has on the host: mounts under its directories, cgroups under its parent,
+    /// per-container and per-sandbox directories. Empty when everything was cleaned up.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let base = self.dir.path().to_string_lossy().to_string();
+        for line in std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+        {
+            if let Some(mp) = line.split_whitespace().nth(4)
+                && mp.starts_with(&base)
+            {
+                left.push(format!("mount {mp}"));
+            }
+        }
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let dir = hierarchy.path().join(&self.cgroup_parent);
+            if let Ok(children) = std::fs::read_dir(&dir) {
+                for c in children.flatten() {
+                    if c.path().is_dir() {
+                        left.push(format!("cgroup {}", c.path().display()));
+                    }
+                }
+            }
+        }
+        for sub in ["c", "s", "lc"] {
+            if let Ok(entries) = std::fs::read_dir(self.run_root.join(sub)) {
+                for e in entries.flatten() {
+                    left.push(format!("run dir {}", e.path().display()));
+                }
+            }
+        }
+        for sub in ["c", "s"] {
+            if let Ok(entries) = std::fs::read_dir(self.root.join("linux").join(sub)) {
+                for e in entries.flatten() {
+                    left.push(format!("state dir {}", e.path().display()));
+                }
+            }
+        }
+        left
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Remove everything this daemon made even when the test failed: containers, sandboxes, then the daemon.
+        if self.child.is_some() {
+            if let Ok(list) = std::process::Command::new(husk_bin())
+                .args(["ps", "-aq", "--no-trunc"])
+                .env("HUSK_HOST", format!("unix://{}", self.socket.display()))
+                .output()
+            {
+                for id in String::from_utf8_lossy(&list.stdout).lines() {
+                    let _ = self.husk(&["rm", "-f", id]);
+                }
+            }
+            if let Ok(list) = std::process::Command::new(husk_bin())
+                .args(["sandbox", "ls", "-q"])
+                .env("HUSK_HOST", format!("unix://{}", self.socket.display()))
+                .output()
+            {
+                for id in String::from_utf8_lossy(&list.stdout).lines() {
+                    let _ = self.husk(&["sandbox", "rm", "-f", id]);
+                }
+            }
+            self.kill9();
+        }
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let dir = hierarchy.path().join(&self.cgroup_parent);
+            if dir.is_dir() {
+                if let Ok(children) = std::fs::read_dir(&dir) {
+                    for c in children.flatten().filter(|c| c.path().is_dir()) {
+                        let _ = std::fs::remove_dir(c.path());
+                    }
+                }
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+        // Unmount anything left under our directory so the temp dir can go.
+        let base = self.dir.path().to_string_lossy().to_string();
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&base))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+    }
+}
+
+/// The inode of a process's namespace of `kind`.
+pub fn ns_inode(pid: i32, kind: &str) -> u64 {
+    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap_or_else(|e| panic!("ns {kind} of {pid}: {e}"))
+        .ino()
+}
+
+/// The inode of a namespace file (a pinned one).
+pub fn file_inode(path: &str) -> u64 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .ino()
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}

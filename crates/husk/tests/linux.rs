@@ -1,0 +1,475 @@
+//! Tests of the `linux` driver that look at the host itself: namespace files and inodes, cgroup files,
+//! security settings as the kernel reports them, and the daemon's durability.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, IMAGE, alive, file_inode, ns_inode};
+
+#[test]
+fn sandbox_namespaces_are_pinned_files_that_containers_join() {
+    let d = Daemon::start(&[]);
+    d.husk(&["sandbox", "create", "--name", "pod"]).ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--sandbox",
+        "pod",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "b",
+        "--sandbox",
+        "pod",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let sb = d.inspect("pod");
+    let (a, b) = (d.pid("a"), d.pid("b"));
+    for kind in ["net", "ipc", "uts"] {
+        let pinned = sb["Namespaces"][kind].as_str().expect("namespace path");
+        assert_eq!(ns_inode(a, kind), file_inode(pinned), "{kind}");
+        assert_eq!(ns_inode(b, kind), file_inode(pinned), "{kind}");
+        assert_ne!(
+            ns_inode(a, kind),
+            ns_inode(1, kind),
+            "{kind} is not the host's"
+        );
+    }
+    assert_ne!(ns_inode(a, "mnt"), ns_inode(b, "mnt"));
+    assert_ne!(
+        ns_inode(a, "pid"),
+        ns_inode(b, "pid"),
+        "no shared PID namespace unless asked"
+    );
+    assert!(
+        sb["Pid"].is_null(),
+        "no process holds a sandbox without a shared PID namespace"
+    );
+}
+
+#[test]
+fn standalone_namespaces_are_all_private() {
+    let d = Daemon::start(&["--mode", "standalone"]);
+    d.husk(&["run", "-d", "--name", "a", IMAGE, "sleep", "1000"])
+        .ok();
+    d.husk(&["run", "-d", "--name", "b", IMAGE, "sleep", "1000"])
+        .ok();
+    assert_eq!(
+        d.inspect("a")["Mode"],
+        "standalone",
+        "the daemon's default mode applies"
+    );
+    let (a, b) = (d.pid("a"), d.pid("b"));
+    for kind in ["net", "ipc", "uts", "mnt", "pid"] {
+        assert_ne!(ns_inode(a, kind), ns_inode(b, kind), "{kind}");
+        assert_ne!(ns_inode(a, kind), ns_inode(1, kind), "{kind}");
+    }
+}
+
+#[test]
+fn shared_pid_sandbox_has_a_reaping_pause_process() {
+    let d = Daemon::start(&[]);
+    d.husk(&["sandbox", "create", "--name", "pod", "--share-pid"])
+        .ok();
+    let pause = d.inspect("pod")["Pid"].as_i64().expect("pause pid") as i32;
+    assert!(alive(pause));
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pause}/cmdline")).unwrap(),
+        "husk\0sandbox-pause\0"
+    );
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--sandbox",
+        "pod",
+        IMAGE,
+        "sh",
+        "-c",
+        "(sleep 0.2 &); exec sleep 1000",
+    ])
+    .ok();
+    assert_eq!(ns_inode(d.pid("a"), "pid"), ns_inode(pause, "pid"));
+    let first = d.husk(&["exec", "a", "ps", "-o", "pid,comm"]).ok();
+    assert!(
+        first
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "husk"]),
+        "pause is PID 1: {first}"
+    );
+    // The orphaned sleep was re-parented to the pause process, which must reap it.
+    std::thread::sleep(Duration::from_millis(600));
+    let stat = d.husk(&["exec", "a", "ps", "-o", "stat,comm"]).ok();
+    assert!(
+        !stat.lines().any(|l| l.trim_start().starts_with('Z')),
+        "no zombies: {stat}"
+    );
+    d.husk(&["sandbox", "rm", "-f", "pod"]).ok();
+    assert!(
+        Daemon::eventually(Duration::from_secs(5), || !alive(pause)),
+        "the pause process is gone with its sandbox"
+    );
+    assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
+}
+
+fn cgroup_file(d: &Daemon, controller: &str, id: &str, file: &str) -> String {
+    let path = format!(
+        "/sys/fs/cgroup/{controller}/{}/{id}/{file}",
+        d.cgroup_parent
+    );
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn limits_are_applied_in_the_cgroup() {
+    let d = Daemon::start(&[]);
+    let id = d
+        .husk(&[
+            "run",
+            "-d",
+            "--memory",
+            "64m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "50",
+            IMAGE,
+            "sleep",
+            "1000",
+        ])
+        .ok();
+    if std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
+        assert_eq!(
+            cgroup_file(&d, "memory", &id, "memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(cgroup_file(&d, "cpu", &id, "cpu.cfs_quota_us"), "50000");
+        assert_eq!(cgroup_file(&d, "cpu", &id, "cpu.cfs_period_us"), "100000");
+        assert_eq!(cgroup_file(&d, "pids", &id, "pids.max"), "50");
+    } else {
+        let path = format!("/sys/fs/cgroup/{}/{id}", d.cgroup_parent);
+        assert_eq!(
+            std::fs::read_to_string(format!("{path}/memory.max"))
+                .unwrap()
+                .trim(),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(
+            std::fs::read_to_string(format!("{path}/cpu.max"))
+                .unwrap()
+                .trim(),
+            "50000 100000"
+        );
+        assert_eq!(
+            std::fs::read_to_string(format!("{path}/pids.max"))
+                .unwrap()
+                .trim(),
+            "50"
+        );
+    }
+    // The limit is real: a fork bomb stops at 50 processes.
+    let r = d.husk(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "for i in $(seq 1 80); do sleep 5 & done 2>/dev/null; sleep 0.2; ps | wc -l",
+    ]);
+    let n: usize = r.stdout.trim().parse().unwrap_or(0);
+    assert!(
+        n > 0 && n <= 52,
+        "at most ~50 processes, saw {n}: {}",
+        r.stderr
+    );
+}
+
+fn status_field(text: &str, field: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn secure_defaults_and_privileged() {
+    let d = Daemon::start(&[]);
+    let status = d
+        .husk(&["run", "--rm", IMAGE, "cat", "/proc/self/status"])
+        .ok();
+    // Docker's 14 default capabilities.
+    assert_eq!(status_field(&status, "CapEff"), "00000000a80425fb");
+    assert_eq!(status_field(&status, "CapBnd"), "00000000a80425fb");
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1");
+    assert_eq!(status_field(&status, "Seccomp"), "2");
+    // Masked and read-only paths.
+    assert_eq!(
+        d.husk(&["run", "--rm", IMAGE, "sh", "-c", "wc -c < /proc/kcore"])
+            .ok(),
+        "0"
+    );
+    assert_ne!(
+        d.husk(&[
+            "run",
+            "--rm",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/kernel/domainname"
+        ])
+        .code,
+        0
+    );
+    // The default seccomp profile refuses mount and unshare even with CAP_SYS_CHROOT etc.
+    assert_ne!(
+        d.husk(&["run", "--rm", IMAGE, "unshare", "-n", "true"])
+            .code,
+        0
+    );
+    // Privileged: every capability the daemon has (never more), no seccomp filter, no_new_privs off.
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let status = d
+        .husk(&[
+            "run",
+            "--rm",
+            "--privileged",
+            IMAGE,
+            "cat",
+            "/proc/self/status",
+        ])
+        .ok();
+    assert_eq!(
+        status_field(&status, "CapEff"),
+        status_field(&own, "CapEff")
+    );
+    assert_eq!(status_field(&status, "Seccomp"), "0");
+    assert_eq!(status_field(&status, "NoNewPrivs"), "0");
+    assert_eq!(
+        d.husk(&[
+            "run",
+            "--rm",
+            "--privileged",
+            IMAGE,
+            "unshare",
+            "-n",
+            "true"
+        ])
+        .code,
+        0
+    );
+    // cap-add and cap-drop; seccomp=unconfined.
+    let status = d
+        .husk(&[
+            "run",
+            "--rm",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "CHOWN",
+            IMAGE,
+            "cat",
+            "/proc/self/status",
+        ])
+        .ok();
+    assert_eq!(status_field(&status, "CapEff"), "0000000000000001");
+    let status = d
+        .husk(&[
+            "run",
+            "--rm",
+            "--security-opt",
+            "seccomp=unconfined",
+            IMAGE,
+            "cat",
+            "/proc/self/status",
+        ])
+        .ok();
+    assert_eq!(status_field(&status, "Seccomp"), "0");
+    // rlimits and oom_score_adj are inherited, never raised or lowered.
+    let limits = d
+        .husk(&["run", "--rm", IMAGE, "cat", "/proc/self/oom_score_adj"])
+        .ok();
+    assert_eq!(
+        limits,
+        std::fs::read_to_string("/proc/self/oom_score_adj")
+            .unwrap()
+            .trim()
+    );
+}
+
+#[test]
+fn daemon_kill9_loses_nothing() {
+    let mut d = Daemon::start(&[]);
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "long",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo before; while true; do sleep 0.1; done",
+    ])
+    .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "short",
+        IMAGE,
+        "sh",
+        "-c",
+        "sleep 1; exit 42",
+    ])
+    .ok();
+    let long_pid = d.pid("long");
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(alive(long_pid), "containers outlive the daemon");
+    d.spawn(&[]);
+    let ps = d.husk(&["ps"]).ok();
+    assert!(ps.contains("long") && !ps.contains("short"), "{ps}");
+    assert_eq!(
+        d.inspect("short")["State"]["ExitCode"],
+        42,
+        "an exit while the daemon was down is recorded"
+    );
+    assert_eq!(d.inspect("short")["State"]["Status"], "exited");
+    assert_eq!(
+        d.husk(&["exec", "long", "echo", "still here"]).ok(),
+        "still here"
+    );
+    assert!(d.husk(&["logs", "long"]).ok().contains("before"));
+    d.husk(&["stop", "-t", "1", "long"]).ok();
+    assert!(!alive(long_pid));
+    assert_eq!(d.inspect("long")["State"]["Status"], "exited");
+}
+
+#[test]
+fn sigterm_leaves_containers_running() {
+    let mut d = Daemon::start(&[]);
+    d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])
+        .ok();
+    let pid = d.pid("c");
+    let status = d.terminate();
+    assert!(status.success(), "clean shutdown: {status}");
+    assert!(alive(pid));
+    d.spawn(&[]);
+    assert_eq!(d.inspect("c")["State"]["Status"], "running");
+}
+
+#[test]
+fn interrupted_create_is_rolled_back_on_restart() {
+    for point in [
+        "create_container:sandbox_ready",
+        "create_container:driver_created",
+    ] {
+        let mut d = Daemon::start(&[]);
+        d.kill9();
+        d.spawn(&[("HUSK_FAILPOINT", point)]);
+        let r = d.husk(&["run", "-d", "--name", "half", IMAGE, "sleep", "1000"]);
+        assert_ne!(r.code, 0, "the daemon died mid-create at {point}");
+        d.kill9();
+        d.spawn(&[]);
+        assert_eq!(
+            d.husk(&["ps", "-aq"]).ok(),
+            "",
+            "{point}: the half-made container is gone"
+        );
+        assert_eq!(
+            d.husk(&["sandbox", "ls", "-q"]).ok(),
+            "",
+            "{point}: its sandbox too"
+        );
+        assert!(
+            Daemon::eventually(Duration::from_secs(5), || d.leftovers().is_empty()),
+            "{point}: {:?}",
+            d.leftovers()
+        );
+        // The name is free again.
+        d.husk(&["run", "-d", "--name", "half", IMAGE, "sleep", "1000"])
+            .ok();
+    }
+}
+
+#[test]
+fn interrupted_remove_is_finished_on_restart() {
+    let mut d = Daemon::start(&[]);
+    d.kill9();
+    d.spawn(&[("HUSK_FAILPOINT", "remove_container:marked")]);
+    d.husk(&["run", "-d", "--name", "gone", IMAGE, "sleep", "1000"])
+        .ok();
+    let pid = d.pid("gone");
+    assert_ne!(d.husk(&["rm", "-f", "gone"]).code, 0);
+    d.kill9();
+    d.spawn(&[]);
+    assert_eq!(d.husk(&["ps", "-aq"]).ok(), "");
+    assert!(!alive(pid));
+    assert!(
+        Daemon::eventually(Duration::from_secs(5), || d.leftovers().is_empty()),
+        "{:?}",
+        d.leftovers()
+    );
+}
+
+#[test]
+fn second_daemon_on_the_same_root_is_refused() {
+    let d = Daemon::start(&[]);
+    let out = std::process::Command::new(common::husk_bin())
+        .args(["daemon", "--root"])
+        .arg(&d.root)
+        .arg("--run-root")
+        .arg(d.dir.path().join("run2"))
+        .arg("--socket")
+        .arg(d.dir.path().join("other.sock"))
+        .arg("--config")
+        .arg(d.dir.path().join("none.toml"))
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another husk daemon"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn info_reports_driver_modes_and_cgroups() {
+    let d = Daemon::start(&[]);
+    let info: serde_json::Value =
+        serde_json::from_str(&d.husk(&["info", "--format", "json"]).ok()).unwrap();
+    assert_eq!(info["DefaultDriver"], "linux");
+    assert_eq!(info["DefaultMode"], "sandbox");
+    let linux = &info["Drivers"][0];
+    assert_eq!(linux["name"], "linux");
+    assert_eq!(linux["capabilities"]["sandbox"], true);
+    assert_eq!(linux["capabilities"]["standalone"], true);
+    let v = linux["details"]["cgroup_version"].as_str().unwrap();
+    assert!(v == "1" || v == "2");
+    assert!(d.husk(&["version"]).ok().contains("Server: husk"));
+}
+
+#[test]
+fn names_and_id_prefixes_resolve() {
+    let d = Daemon::start(&[]);
+    let id = d
+        .husk(&["run", "-d", "--name", "named", IMAGE, "sleep", "1000"])
+        .ok();
+    assert_eq!(d.inspect(&id[..8])["Name"], "named");
+    assert_eq!(d.inspect("named")["Id"], id.as_str());
+    d.husk(&["rename", "named", "renamed"]).ok();
+    assert_eq!(d.inspect(&id)["Name"], "renamed");
+}
