@@ -14,12 +14,14 @@ pub const MIN_API_VERSION: (usize, usize) = (1, 41);
 
 /// The engine's address, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Address {
+pub(crate) enum Address {
+    /// A unix socket path.
     Unix(String),
+    /// `tcp://host:port`.
     Http(String),
 }
 
-fn parse_address(host: &str) -> Result<Address> {
+pub(crate) fn parse_address(host: &str) -> Result<Address> {
     let unix = host.strip_prefix("unix://").filter(|p| p.starts_with('/'));
     let tcp = host
         .strip_prefix("tcp://")

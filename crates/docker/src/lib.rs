@@ -26,6 +26,7 @@ pub mod labels;
 mod client;
 mod driver;
 mod driver_impl;
+mod hijack;
 mod logs;
 mod pause_image;
 mod privileged;

@@ -929,3 +929,59 @@ async fn images_come_from_the_image_store_once() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn terminal_output_starting_with_low_bytes() {
+    let h = harness("tty").await;
+    let c = h.run(h.container_config("x", SLEEP), None).await;
+    let out = collect(
+        h.driver
+            .exec(
+                &c,
+                &process(
+                    &[
+                        "sh",
+                        "-c",
+                        "printf '\\001\\002abc'; sleep 0.3; printf '\\000x\\n'",
+                    ],
+                    true,
+                    false,
+                ),
+            )
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(out.exit, Some(0), "{out:?}");
+    assert_eq!(out.stdout.as_bytes(), b"\x01\x02abc\x00x\r\n", "{out:?}");
+    h.driver.delete_container(&c).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_to_a_terminal() {
+    let h = harness("atty").await;
+    let mut config = h.container_config(
+        "x",
+        &[
+            "sh",
+            "-c",
+            "printf '\\001hi\\n'; read line; echo got $line; exit 6",
+        ],
+    );
+    config.process.stdin = true;
+    config.process.tty = true;
+    let c = h.create(config, None).await;
+    let mut stdio = h.driver.attach(&c, true).await.unwrap();
+    h.driver.start_container(&c, None).await.unwrap();
+    h.driver.resize(&c, 40, 120).await.unwrap();
+    write_frame(&mut stdio, &Frame::Stdin(b"yo\n".to_vec()))
+        .await
+        .unwrap();
+    let out = collect(stdio).await;
+    assert_eq!(out.exit, Some(6), "{out:?}");
+    assert!(
+        out.stdout.starts_with("\u{1}hi\r\n") && out.stdout.contains("got yo\r\n"),
+        "{out:?}"
+    );
+    h.driver.delete_container(&c).await.unwrap();
+}
