@@ -15,10 +15,13 @@
 pub mod archive;
 pub mod auth;
 pub mod blobs;
+pub mod commit;
 pub mod config;
 pub mod digest;
+pub mod export;
 pub mod image;
 pub mod overlay;
+pub mod policy;
 pub mod progress;
 pub mod pull;
 pub mod reference;
@@ -27,11 +30,16 @@ pub mod store;
 pub mod unpack;
 
 pub use auth::{CredentialStore, Credentials};
+pub use commit::CommitOptions;
 pub use config::{ImageConfig, Limits, RegistryConfig};
 pub use digest::Digest;
+pub use export::{PushOptions, PushedImage};
 pub use image::{BlobRef, Healthcheck, Image, ImageLayer, LayerRecord, Platform, RunConfig};
 pub use overlay::{MountMethod, mount_overlay, mount_rootfs, unmount_rootfs};
+pub use policy::PullPolicy;
 pub use progress::{LayerState, Progress, ProgressSink};
 pub use pull::{PullOptions, PulledImage};
 pub use reference::{ImageName, familiar, normalize};
-pub use store::{ImageStore, LoadOptions, LoadedImage, PruneReport, Removed};
+pub use store::{
+    DiskUsage, ImageStore, ImageUsage, LoadOptions, LoadedImage, PruneReport, Removed,
+};

@@ -748,6 +748,76 @@ impl ImageStore {
         Ok(report)
     }
 
+    /// How much disk the images, layers and blobs use; `in_use` says which images containers use.
+    pub fn disk_usage(&self, in_use: &dyn Fn(&str) -> bool) -> Result<DiskUsage> {
+        let images = self.inner.db.list::<Image>()?;
+        let layers: HashMap<String, LayerRecord> = self
+            .inner
+            .db
+            .list::<LayerRecord>()?
+            .into_iter()
+            .map(|l| (l.diff_id.clone(), l))
+            .collect();
+        let mut users: HashMap<&str, (usize, bool)> = HashMap::new();
+        let used: Vec<bool> = images.iter().map(|i| in_use(&i.id)).collect();
+        for (image, used) in images.iter().zip(&used) {
+            let unique: HashSet<&str> = image.layers.iter().map(|l| l.diff_id.as_str()).collect();
+            for d in unique {
+                let e = users.entry(d).or_default();
+                e.0 += 1;
+                e.1 |= *used;
+            }
+        }
+        let size_of = |d: &str| layers.get(d).map(|l| l.size).unwrap_or(0);
+        let mut out = DiskUsage::default();
+        for (image, used) in images.iter().zip(used) {
+            let unique: HashSet<&str> = image.layers.iter().map(|l| l.diff_id.as_str()).collect();
+            let shared: u64 = unique
+                .iter()
+                .filter(|d| users.get(*d).is_some_and(|u| u.0 > 1))
+                .map(|d| size_of(d))
+                .sum();
+            let total: u64 = unique.iter().map(|d| size_of(d)).sum();
+            out.images.push(ImageUsage {
+                id: image.id.clone(),
+                names: image.repo_tags.clone(),
+                size: total,
+                shared_size: shared,
+                unique_size: total - shared,
+                in_use: used,
+            });
+        }
+        out.layers_size = layers.values().map(|l| l.size).sum();
+        out.reclaimable = layers
+            .values()
+            .filter(|l| !users.get(l.diff_id.as_str()).is_some_and(|u| u.1))
+            .map(|l| l.size)
+            .sum();
+        let mut used_blobs = HashSet::new();
+        for (image, _) in images.iter().zip(&out.images).filter(|(_, u)| u.in_use) {
+            used_blobs.extend(image.digest().ok());
+            used_blobs.extend(
+                image
+                    .manifest
+                    .as_ref()
+                    .and_then(|m| Digest::parse(&m.digest, "manifest digest").ok()),
+            );
+            used_blobs.extend(
+                image
+                    .layers
+                    .iter()
+                    .filter_map(|l| Digest::parse(&l.blob.digest, "layer digest").ok()),
+            );
+        }
+        for (digest, size) in self.inner.blobs.list()? {
+            out.blobs_size += size;
+            if !used_blobs.contains(&digest) {
+                out.reclaimable += size;
+            }
+        }
+        Ok(out)
+    }
+
     /// Drops layer records whose directory is gone and directories that are not named like a layer.
     fn reconcile_layers(&self) -> Result<()> {
         for record in self.inner.db.list::<LayerRecord>()? {
@@ -868,6 +938,36 @@ impl Drop for SweepGuard {
         self.gate.lock().sweeping = false;
         self.gate.changed.notify_all();
     }
+}
+
+/// Disk use of the image store, as `system df` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    /// Per image.
+    pub images: Vec<ImageUsage>,
+    /// Bytes of unpacked layer content.
+    pub layers_size: u64,
+    /// Bytes of blobs (compressed layers, configs, manifests).
+    pub blobs_size: u64,
+    /// Bytes `prune(true, in_use)` would free: layers and blobs only unused images (or nothing) refer to.
+    pub reclaimable: u64,
+}
+
+/// One image's share of the disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageUsage {
+    /// Image ID.
+    pub id: String,
+    /// Its names.
+    pub names: Vec<String>,
+    /// Content bytes of all its layers.
+    pub size: u64,
+    /// Of which in layers other images share.
+    pub shared_size: u64,
+    /// Of which in layers only this image has.
+    pub unique_size: u64,
+    /// Whether a container uses it.
+    pub in_use: bool,
 }
 
 /// What `prune` removed.

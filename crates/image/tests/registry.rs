@@ -468,3 +468,213 @@ async fn an_interrupted_pull_leaves_nothing_visible_and_a_retry_finishes() {
         24_000_000
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_sends_what_a_fresh_store_and_skopeo_get_back() {
+    for auth in [None, Some(("pusher", "pw"))] {
+        let registry = Registry::start(auth);
+        let t = TestStore::new(ImageConfig::default());
+        let (archive, id) = busybox(t.dir.path(), 2);
+        t.store
+            .load(
+                tokio::fs::File::open(&archive).await.unwrap(),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let target = format!("{}/pushed/bb:1", registry.host);
+        t.store.tag("husk.local/busybox:latest", &target).unwrap();
+        if let Some((u, p)) = auth {
+            let e = t
+                .store
+                .push(&target, &husk_image::PushOptions::default())
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Unauthorized, "{}", e.message);
+            t.store
+                .login(
+                    &registry.host,
+                    &Credentials {
+                        username: u.into(),
+                        password: p.into(),
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let options = husk_image::PushOptions {
+            progress: ProgressSink(Some(tx)),
+            ..Default::default()
+        };
+        let pushed = t.store.push(&target, &options).await.unwrap();
+        assert!(states(&drain(&mut rx)).contains(&LayerState::Uploading));
+        let raw = registry.inspect_raw("pushed/bb:1");
+        assert_eq!(
+            format!("sha256:{}", common::sha256_hex(&raw)),
+            pushed.digest,
+            "the registry has the manifest husk sent"
+        );
+        let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(manifest["config"]["digest"], id.as_str());
+        assert!(
+            t.store
+                .resolve(&target)
+                .unwrap()
+                .repo_digests
+                .contains(&format!("{}/pushed/bb@{}", registry.host, pushed.digest))
+        );
+
+        // Pushing again sends no layer.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let options = husk_image::PushOptions {
+            progress: ProgressSink(Some(tx)),
+            ..Default::default()
+        };
+        t.store.push(&target, &options).await.unwrap();
+        assert!(!states(&drain(&mut rx)).contains(&LayerState::Uploading));
+
+        let fresh = TestStore::new(ImageConfig::default());
+        let pull = PullOptions {
+            credentials: auth.map(|(u, p)| Credentials {
+                username: u.into(),
+                password: p.into(),
+            }),
+            ..Default::default()
+        };
+        let pulled = fresh.store.pull(&target, &pull).await.unwrap();
+        assert_eq!(pulled.id, id);
+        assert_eq!(pulled.digest, pushed.digest);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn save_then_load_gives_the_same_images() {
+    let registry = Registry::start(None);
+    let t = TestStore::new(ImageConfig::default());
+    let (archive, id) = busybox(t.dir.path(), 2);
+    t.store
+        .load(
+            tokio::fs::File::open(&archive).await.unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let layout = t.dir.path().join("multi");
+    script("make-multiarch-image", &[&layout], &["1"]);
+    registry.push(&format!("oci:{}:1", layout.display()), "demo/multi:1", true);
+    let pulled = t
+        .store
+        .pull(
+            &format!("{}/demo/multi:1", registry.host),
+            &PullOptions::default(),
+        )
+        .await
+        .unwrap();
+
+    let saved = t.dir.path().join("saved.tar");
+    let file = tokio::fs::File::create(&saved).await.unwrap();
+    t.store
+        .save(
+            &[
+                "husk.local/busybox".to_string(),
+                format!("{}/demo/multi:1", registry.host),
+            ],
+            file,
+        )
+        .await
+        .unwrap();
+
+    let fresh = TestStore::new(ImageConfig::default());
+    let mut loaded = fresh
+        .store
+        .load(
+            tokio::fs::File::open(&saved).await.unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    loaded.sort_by(|a, b| a.names.cmp(&b.names));
+    let ids: Vec<&str> = loaded.iter().map(|l| l.id.as_str()).collect();
+    assert!(
+        ids.contains(&id.as_str()) && ids.contains(&pulled.id.as_str()),
+        "{loaded:?}"
+    );
+    let again = fresh
+        .store
+        .resolve(&format!("{}/demo/multi:1", registry.host))
+        .unwrap();
+    let original = t.store.resolve(&pulled.id).unwrap();
+    assert_eq!(
+        again.manifest.as_ref().unwrap().digest,
+        original.manifest.as_ref().unwrap().digest,
+        "the manifest travels unchanged"
+    );
+    assert_eq!(fresh.store.resolve("husk.local/busybox").unwrap().id, id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_policies() {
+    use husk_image::PullPolicy;
+    let registry = Registry::start(None);
+    let t = TestStore::new(ImageConfig::default());
+    let (archive, id) = busybox(t.dir.path(), 1);
+    registry.push(
+        &format!("docker-archive:{}", archive.display()),
+        "demo/policy:1",
+        false,
+    );
+    let reference = format!("{}/demo/policy:1", registry.host);
+    let e = t
+        .store
+        .ensure_image(
+            &reference,
+            "never".parse().unwrap(),
+            &PullOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound);
+    assert!(e.message.contains("never"), "{}", e.message);
+    assert_eq!(
+        t.store
+            .ensure_image(
+                &reference,
+                "ifnotpresent".parse().unwrap(),
+                &PullOptions::default()
+            )
+            .await
+            .unwrap()
+            .id,
+        id
+    );
+    assert_eq!(
+        t.store
+            .ensure_image(&reference, PullPolicy::Never, &PullOptions::default())
+            .await
+            .unwrap()
+            .id,
+        id
+    );
+    // Missing: present, so no registry is asked (a stopped registry proves it).
+    drop(registry);
+    assert_eq!(
+        t.store
+            .ensure_image(&reference, PullPolicy::Missing, &PullOptions::default())
+            .await
+            .unwrap()
+            .id,
+        id
+    );
+    let e = t
+        .store
+        .ensure_image(&reference, PullPolicy::Always, &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.kind,
+        ErrorKind::Backend,
+        "always pulls, and the registry is gone: {}",
+        e.message
+    );
+}
