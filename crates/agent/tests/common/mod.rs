@@ -219,6 +219,8 @@ impl TestVm {
             transport: husk_vm::Transport::Serial,
             tsc_khz: husk_vm::qemu::host_tsc_khz(),
             tb_size_mib: Some(64),
+            huge_pages: false,
+            free_page_reporting: true,
         };
         let launched = Instant::now();
         let vm = husk_vm::Vm::launch(config).await.expect("launch QEMU");
