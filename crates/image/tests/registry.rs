@@ -403,11 +403,7 @@ async fn a_corrupt_blob_in_the_registry_is_refused_and_nothing_stays() {
 async fn an_interrupted_pull_leaves_nothing_visible_and_a_retry_finishes() {
     let registry = Registry::start(None);
     let t = TestStore::new(ImageConfig::default());
-    let noise = |seed: u32| -> Vec<u8> {
-        (0..24_000_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 11) as u8)
-            .collect()
-    };
+    let noise = |seed: u64| common::noise(24_000_000, seed);
     let layers = vec![
         Layer::plain(Tar::new().file("a", &noise(1)).finish()),
         Layer::plain(Tar::new().file("b", &noise(2)).finish()),
@@ -676,5 +672,121 @@ async fn pull_policies() {
         ErrorKind::Backend,
         "always pulls, and the registry is gone: {}",
         e.message
+    );
+}
+
+/// A TCP proxy in front of the registry that cuts the first connection that has sent back more than `cut_after`
+/// bytes, and counts requests that carry a Range header (the resumed downloads).
+struct CuttingProxy {
+    host: String,
+    ranged: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn cutting_proxy(upstream: String, cut_after: u64) -> CuttingProxy {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let ranged = Arc::new(AtomicUsize::new(0));
+    let cut = Arc::new(AtomicBool::new(false));
+    let (r, c) = (ranged.clone(), cut.clone());
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if String::from_utf8_lossy(&buf[..n])
+                        .to_ascii_lowercase()
+                        .contains("\r\nrange: bytes=")
+                    {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut sent = 0u64;
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    sent += n as u64;
+                    if sent > cut_after && !c.swap(true, Ordering::SeqCst) {
+                        break; // drops both halves: the client sees the connection close mid-body
+                    }
+                }
+            });
+        }
+    });
+    CuttingProxy {
+        host,
+        ranged,
+        cut,
+        task,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_download_cut_mid_layer_resumes_with_a_range_request() {
+    use std::sync::atomic::Ordering;
+    let registry = Registry::start(None);
+    let t = TestStore::new(ImageConfig::default());
+    let noise = common::noise(16_000_000, 1);
+    let archive = t.dir.path().join("noise.tar");
+    std::fs::write(
+        &archive,
+        docker_archive(
+            &[Layer::plain(Tar::new().file("noise", &noise).finish())],
+            Some("n:1"),
+        ),
+    )
+    .unwrap();
+    registry.push(
+        &format!("docker-archive:{}", archive.display()),
+        "demo/noise:1",
+        false,
+    );
+    let proxy = cutting_proxy(registry.host.clone(), 4 << 20).await;
+    let reference = format!("{}/demo/noise:1", proxy.host);
+    let pulled = t
+        .store
+        .pull(&reference, &PullOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        proxy.cut.load(Ordering::SeqCst),
+        "the proxy cut a connection"
+    );
+    assert!(
+        proxy.ranged.load(Ordering::SeqCst) >= 1,
+        "the download resumed with a Range request"
+    );
+    let image = t.store.resolve(&pulled.id).unwrap();
+    let rootfs = t.store.rootfs_layers(&image).unwrap();
+    assert_eq!(
+        std::fs::read(rootfs.layers[0].join("noise")).unwrap(),
+        noise
     );
 }
