@@ -790,3 +790,58 @@ async fn a_download_cut_mid_layer_resumes_with_a_range_request() {
         noise
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_token_auth_through_a_token_server() {
+    use common::registry::Auth;
+    let registry = Registry::start_with(Auth::Token("husk", "t0ken-pw"));
+    let t = TestStore::new(ImageConfig::default());
+    let (archive, id) = busybox(t.dir.path(), 1);
+    registry.push(
+        &format!("docker-archive:{}", archive.display()),
+        "private/bb:1",
+        false,
+    );
+    let reference = format!("{}/private/bb:1", registry.host);
+
+    let e = t
+        .store
+        .pull(&reference, &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unauthorized, "anonymous: {}", e.message);
+    let e = t
+        .store
+        .login(
+            &registry.host,
+            &Credentials {
+                username: "husk".into(),
+                password: "wrong".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unauthorized, "{}", e.message);
+    t.store
+        .login(
+            &registry.host,
+            &Credentials {
+                username: "husk".into(),
+                password: "t0ken-pw".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store
+            .pull(&reference, &PullOptions::default())
+            .await
+            .unwrap()
+            .id,
+        id
+    );
+    t.store
+        .push(&reference, &husk_image::PushOptions::default())
+        .await
+        .unwrap();
+}
