@@ -1,6 +1,5 @@
-//! A real registry for tests: Debian's `docker-registry` on 127.0.0.1 with a free port and its own storage, with
-//! without auth, with htpasswd basic auth, or with bearer tokens from a token server of its own; images pushed to it
-//! with skopeo.
+//! A real registry for tests: Debian's `docker-registry` on 127.0.0.1 with a free port and its own storage; open,
+//! with htpasswd basic auth, or with bearer tokens from a token server of its own. Images are pushed with skopeo.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
