@@ -86,8 +86,9 @@ pub fn mount_overlay(
             // Before Linux 6.5 overlayfs took fsconfig parameters through the legacy adapter, which accepts any key
             // and fails only at creation: whatever failed, mount(2) gets its chance, and its error is the one shown.
             Err(NewApi::Failed(e)) => {
-                return mount_legacy(lowers, upper_dir, work_dir, target)
-                    .map_err(|legacy| legacy.context(format!("(the new mount API failed too: {})", e.message)));
+                return mount_legacy(lowers, upper_dir, work_dir, target).map_err(|legacy| {
+                    legacy.context(format!("(the new mount API failed too: {})", e.message))
+                });
             }
         }
     }
@@ -96,12 +97,18 @@ pub fn mount_overlay(
 
 /// Whether the running kernel is 6.8 or later (overlayfs's `lowerdir+`).
 fn kernel_has_lowerdir_plus() -> bool {
-    let release = rustix::system::uname().release().to_string_lossy().into_owned();
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
     kernel_at_least(&release, 6, 8)
 }
 
 fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
     let (maj, min) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     (maj, min) >= (major, minor)
 }
