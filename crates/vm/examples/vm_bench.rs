@@ -222,7 +222,7 @@ async fn main() {
             .await
             .expect("launch");
         let (client, _) = AgentClient::connect_when_ready(
-            &AgentAddr::Unix(vm.paths().agent),
+            &AgentAddr::Serial(vm.paths().agent),
             Duration::from_secs(120),
         )
         .await

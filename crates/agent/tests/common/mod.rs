@@ -233,7 +233,7 @@ impl TestVm {
     }
 
     pub fn addr(&self) -> AgentAddr {
-        AgentAddr::Unix(self.vm.paths().agent)
+        AgentAddr::Serial(self.vm.paths().agent)
     }
 
     pub fn console(&self) -> String {
@@ -248,6 +248,26 @@ impl Drop for TestVm {
             unsafe { libc::kill(self.vm.pid, libc::SIGKILL) };
         }
     }
+}
+
+/// Runs `f` on a runtime of its own that is then dropped, as a daemon process that exits: every task and socket
+/// of it goes away. Returns what `f` returned.
+pub fn as_a_daemon_that_exits<
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+>(
+    f: F,
+) -> T {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(f)
+    })
+    .join()
+    .unwrap()
 }
 
 /// A codec that sends raw bytes as a request body, so a test can send a message that is not protobuf.
