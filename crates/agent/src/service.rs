@@ -334,6 +334,7 @@ impl AgentService {
                     .exec(&c.setup, init, &spec, child_io, &self.inner.reaper)?
             }
         };
+        let parent_io = parent_io.receive_terminal()?;
         *lock(&proc_.pid) = pid;
         let readers = self.pump_output(proc_, parent_io)?;
         let p = proc_.clone();
@@ -366,6 +367,9 @@ impl AgentService {
         };
         let mut readers = Vec::new();
         match io {
+            ParentStdio::TtyPending(_) => {
+                return Err(Error::internal("the terminal was not received"));
+            }
             ParentStdio::Tty(master) => {
                 let master = Arc::new(master);
                 *lock(&p.pty) = Some(master.clone());

@@ -770,6 +770,16 @@ mod tests {
     }
 
     #[test]
+    fn transport_follows_vhost_vsock() {
+        let t = Transport::detect();
+        let have = Path::new("/dev/vhost-vsock").exists();
+        assert_eq!(matches!(t, Transport::Vsock { .. }), have, "{t:?}");
+        if let Transport::Vsock { cid } = t {
+            assert!(cid >= 3, "CIDs 0-2 are reserved");
+        }
+    }
+
+    #[test]
     fn validation_catches_bad_paths_and_sizes() {
         let mut c = config(Machine::Microvm, Transport::Serial);
         assert!(c.validate().is_ok());
