@@ -209,7 +209,7 @@ pub fn exec_variants(driver: &str) {
         "echo $FROM_RUN $EXTRA; pwd; id -u; exit 3",
     ]);
     assert_eq!(r.code, 3);
-    assert_eq!(r.stdout, "1 \n/\n0\n");
+    assert_eq!(r.stdout, "1\n/\n0\n");
     let r = d.husk(&[
         "exec",
         "-e",
@@ -507,7 +507,7 @@ pub fn bad_input_is_refused_cleanly(driver: &str) {
         ),
         (&["run", "--name", "taken", IMAGE, "true"], "already in use"),
         (
-            &["run", "--rm", "--restart", "sometimes", IMAGE, "true"],
+            &["run", "--restart", "sometimes", IMAGE, "true"],
             "restart policy",
         ),
         (&["kill", "-s", "NOPE", "taken"], "invalid signal"),

@@ -162,6 +162,23 @@ impl LinuxDriver {
         self.ctr_dir(id).join("exit.json")
     }
 
+    /// The exit status of a container whose shim no longer answers: from the exit file, which a finishing shim
+    /// writes just before it stops listening (so give it a moment), or "lost" if the shim died without one.
+    async fn exit_after_shim(&self, id: &str) -> ExitStatus {
+        for _ in 0..100 {
+            if let Some(exit) = self.read_exit(id) {
+                return exit;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ExitStatus {
+            code: 255,
+            finished_at: husk_core::now_rfc3339(),
+            reason: "the container's monitor (shim) died without recording an exit status".into(),
+            ..Default::default()
+        }
+    }
+
     fn read_exit(&self, id: &str) -> Option<ExitStatus> {
         std::fs::read(self.exit_path(id))
             .ok()
@@ -611,19 +628,9 @@ impl Driver for LinuxDriver {
     async fn wait(&self, container: &ContainerRecord) -> Result<ExitStatus> {
         let id = container.id();
         match self.shim(id).call(&Request::Wait).await {
-            Ok(r) => r
-                .exit
-                .ok_or_else(|| Error::internal("the shim's wait answer has no exit status")),
-            Err(e) if e.kind == ErrorKind::NotFound => {
-                Ok(self.read_exit(id).unwrap_or_else(|| ExitStatus {
-                    code: 255,
-                    finished_at: husk_core::now_rfc3339(),
-                    reason: "the container's monitor (shim) died without recording an exit status"
-                        .into(),
-                    ..Default::default()
-                }))
-            }
-            Err(e) => Err(e),
+            Ok(r) => r.exit.ok_or_else(|| Error::internal("the shim's wait answer has no exit status")),
+            // The shim is gone or went away while we asked: it records the exit on disk before it stops serving.
+            Err(_) => Ok(self.exit_after_shim(id).await),
         }
     }
 

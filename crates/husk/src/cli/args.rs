@@ -160,10 +160,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub entrypoint: Option<String>,
     /// Memory limit (e.g. 64m).
-    #[arg(short = 'm', long)]
+    #[arg(short = 'm', long, allow_hyphen_values = true)]
     pub memory: Option<String>,
     /// CPU limit (e.g. 0.5).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cpus: Option<String>,
     /// Most processes at once (-1 = unlimited).
     #[arg(long = "pids-limit", allow_hyphen_values = true)]

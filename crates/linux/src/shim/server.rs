@@ -27,6 +27,10 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+/// The read side of a client connection, buffered.
+type ConnReader = BufReader<OwnedReadHalf>;
 use tokio::sync::{mpsc, oneshot};
 
 use super::fdio::{self, Fd};
@@ -153,7 +157,6 @@ struct Shim {
     log: RefCell<LogWriter>,
     exec_seq: Cell<u32>,
     connections: Cell<usize>,
-    closing: Cell<bool>,
 }
 
 impl Shim {
@@ -338,7 +341,6 @@ fn serve(
             log: RefCell::new(log),
             exec_seq: Cell::new(0),
             connections: Cell::new(0),
-            closing: Cell::new(false),
         });
 
         // Output pumps of the main process: log and broadcast.
@@ -408,9 +410,6 @@ fn serve(
             let shim = shim.clone();
             tokio::task::spawn_local(async move {
                 while let Ok((conn, _)) = listener.accept().await {
-                    if shim.closing.get() {
-                        break;
-                    }
                     let shim = shim.clone();
                     shim.connections.set(shim.connections.get() + 1);
                     tokio::task::spawn_local(async move {
@@ -469,6 +468,8 @@ async fn finish(
     pumps: Vec<tokio::task::JoinHandle<()>>,
     accept: tokio::task::JoinHandle<()>,
 ) {
+    // Connections already queued are still served (the process's end resets whatever is left).
+    let _accept = accept;
     let code = shim.init_code.get().unwrap_or(255);
     if shim.status.get() == ShimStatus::Paused {
         let _ = shim.container.borrow_mut().resume();
@@ -479,23 +480,22 @@ async fn finish(
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(pumps)).await;
     let oom_killed = crate::cgroups::oom_kill_count(&shim.cfg.cgroup_path) > 0;
 
-    // Stop accepting and free the socket path and the libcontainer ID before anyone learns of the exit, so a
-    // restart can begin at once.
-    shim.closing.set(true);
-    accept.abort();
-    let _ = std::fs::remove_file(&shim.cfg.socket);
-    delete_container_state(shim);
-
     let exit = ExitStatus {
         code,
         oom_killed,
         finished_at: husk_core::now_rfc3339(),
         reason: String::new(),
     };
+    // From here on, late `wait` and `state` requests get the answer at once.
+    *shim.exit.borrow_mut() = Some(exit.clone());
+    // Free the libcontainer ID, then record the exit on disk, then free the socket path: whoever learns of the
+    // exit (from the file, or from a refused connection followed by the file) may start the container again at
+    // once without meeting our leftovers.
+    delete_container_state(shim);
     if let Err(e) = write_exit_file(&shim.cfg.exit_file, &exit) {
         eprintln!("husk shim: {e}");
     }
-    *shim.exit.borrow_mut() = Some(exit.clone());
+    let _ = std::fs::remove_file(&shim.cfg.socket);
     shim.broadcast(Frame::Exit(code));
     shim.subscribers.borrow_mut().clear();
     for w in shim.waiters.borrow_mut().drain(..) {
@@ -529,7 +529,7 @@ pub fn write_exit_file(path: &Path, exit: &ExitStatus) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("write {}", path.display()), e))
 }
 
-async fn respond(conn: &mut UnixStream, response: &Response) {
+async fn respond(conn: &mut OwnedWriteHalf, response: &Response) {
     if let Ok(mut line) = serde_json::to_vec(response) {
         line.push(b'\n');
         let _ = conn.write_all(&line).await;
@@ -537,26 +537,23 @@ async fn respond(conn: &mut UnixStream, response: &Response) {
 }
 
 async fn handle_connection(shim: &Rc<Shim>, conn: UnixStream) {
-    let mut reader = BufReader::new(conn);
+    let (read_half, mut conn) = conn.into_split();
+    // The reader stays buffered for the stream that may follow the request line.
+    let mut reader = BufReader::new(read_half);
     let mut line = String::new();
     if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
         return;
     }
-    let mut conn = reader.into_inner();
     let request: Request = match serde_json::from_str(&line) {
         Ok(r) => r,
         Err(e) => {
-            respond(
-                &mut conn,
-                &Response::err(Error::bad_request(format!("bad shim request: {e}"))),
-            )
-            .await;
+            respond(&mut conn, &Response::err(Error::bad_request(format!("bad shim request: {e}")))).await;
             return;
         }
     };
     match request {
-        Request::Attach { stdin } => return attach(shim, conn, stdin).await,
-        Request::Exec { process, stdin } => return exec(shim, conn, process, stdin).await,
+        Request::Attach { stdin } => return attach(shim, reader, conn, stdin).await,
+        Request::Exec { process, stdin } => return exec(shim, reader, conn, process, stdin).await,
         Request::Wait => {
             let exit = shim.exit.borrow().clone();
             let exit = match exit {
@@ -687,7 +684,7 @@ fn spawn_writer(
 
 /// Forwards the client's frames to a process: stdin bytes, end of input, terminal size.
 async fn forward_input(
-    mut reader: tokio::net::unix::OwnedReadHalf,
+    mut reader: ConnReader,
     stdin: RefCell<Option<Rc<Fd>>>,
     terminal: Option<Rc<Fd>>,
 ) {
@@ -714,9 +711,8 @@ async fn forward_input(
     }
 }
 
-async fn attach(shim: &Rc<Shim>, mut conn: UnixStream, with_stdin: bool) {
-    respond(&mut conn, &Response::ok()).await;
-    let (reader, writer) = conn.into_split();
+async fn attach(shim: &Rc<Shim>, reader: ConnReader, mut writer: OwnedWriteHalf, with_stdin: bool) {
+    respond(&mut writer, &Response::ok()).await;
     let (tx, rx) = mpsc::unbounded_channel();
     let exited = shim.exit.borrow().as_ref().map(|e| e.code);
     match exited {
@@ -751,7 +747,7 @@ async fn attach(shim: &Rc<Shim>, mut conn: UnixStream, with_stdin: bool) {
     }
 }
 
-async fn exec(shim: &Rc<Shim>, mut conn: UnixStream, process: serde_json::Value, stdin: bool) {
+async fn exec(shim: &Rc<Shim>, reader: ConnReader, mut conn: OwnedWriteHalf, process: serde_json::Value, stdin: bool) {
     if shim.status.get() != ShimStatus::Running {
         respond(
             &mut conn,
@@ -803,8 +799,7 @@ async fn exec(shim: &Rc<Shim>, mut conn: UnixStream, process: serde_json::Value,
         },
     )
     .await;
-
-    let (reader, writer) = conn.into_split();
+    let writer = conn;
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = spawn_writer(writer, rx);
     let sink: Sink = {
