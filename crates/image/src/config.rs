@@ -1,6 +1,8 @@
 //! Settings of the image store: limits that keep a hostile archive or registry from filling the disk, and what
 //! layers may contain.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 const GIB: u64 = 1 << 30;
@@ -42,4 +44,39 @@ pub struct ImageConfig {
     pub limits: Limits,
     /// Create device nodes found in layers (off by default: a layer with a block or character device is refused).
     pub allow_devices: bool,
+    /// Registries: mirrors, insecure registries, credentials, concurrency.
+    pub registry: RegistryConfig,
+}
+
+/// How husk talks to registries (the daemon config's `[registry]` table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RegistryConfig {
+    /// Mirrors for Docker Hub (`docker.io`), tried in order before it (`host[:port]` or `http(s)://host[:port]`).
+    pub mirrors: Vec<String>,
+    /// Registries reached over plain HTTP: `host[:port]`, `host` (any port) or a CIDR (`10.0.0.0/8`). Loopback
+    /// (`127.0.0.0/8`, `::1`, `localhost`) always is, as in Docker.
+    pub insecure_registries: Vec<String>,
+    /// husk's credentials file (`husk login` writes it); Docker's `~/.docker/config.json` is read after it.
+    /// None: `<store root>/auth.json`.
+    pub auth_file: Option<PathBuf>,
+    /// Layers downloaded at once per pull.
+    pub max_concurrent_downloads: usize,
+    /// Layers uploaded at once per push.
+    pub max_concurrent_uploads: usize,
+    /// Times a broken layer download is resumed (HTTP range request) before the pull fails.
+    pub download_retries: u32,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            mirrors: Vec::new(),
+            insecure_registries: Vec::new(),
+            auth_file: None,
+            max_concurrent_downloads: 4,
+            max_concurrent_uploads: 4,
+            download_retries: 3,
+        }
+    }
 }

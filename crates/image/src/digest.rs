@@ -18,6 +18,11 @@ impl Digest {
         Digest(Sha256::digest(data).into())
     }
 
+    /// A digest from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Digest {
+        Digest(bytes)
+    }
+
     /// The 64 lowercase hex characters, without the `sha256:` prefix.
     pub fn hex(&self) -> String {
         hex::encode(self.0)

@@ -383,7 +383,8 @@ mod tests {
         assert_eq!(c.config.exposed_ports, vec!["53/udp", "80/tcp"]);
         assert_eq!(c.config.volumes, vec!["/data"]);
         assert_eq!(c.config.stop_signal.as_deref(), Some("SIGQUIT"));
-        let round: RunConfig = serde_json::from_value(serde_json::to_value(&c.config).unwrap()).unwrap();
+        let round: RunConfig =
+            serde_json::from_value(serde_json::to_value(&c.config).unwrap()).unwrap();
         assert_eq!(round, c.config, "what is stored reads back the same");
         let h = c.config.healthcheck.unwrap();
         assert_eq!(

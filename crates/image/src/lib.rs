@@ -13,18 +13,25 @@
 //! the blob or entry, limits are `LimitExceeded`, missing images `NotFound`, refusals `Conflict`.
 
 pub mod archive;
+pub mod auth;
 pub mod blobs;
 pub mod config;
 pub mod digest;
 pub mod image;
 pub mod overlay;
+pub mod progress;
+pub mod pull;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod unpack;
 
-pub use config::{ImageConfig, Limits};
+pub use auth::{CredentialStore, Credentials};
+pub use config::{ImageConfig, Limits, RegistryConfig};
 pub use digest::Digest;
 pub use image::{BlobRef, Healthcheck, Image, ImageLayer, LayerRecord, Platform, RunConfig};
 pub use overlay::{MountMethod, mount_overlay, mount_rootfs, unmount_rootfs};
+pub use progress::{LayerState, Progress, ProgressSink};
+pub use pull::{PullOptions, PulledImage};
 pub use reference::{ImageName, familiar, normalize};
 pub use store::{ImageStore, LoadOptions, LoadedImage, PruneReport, Removed};

@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Condvar, Mutex};
 
 use husk_core::{Context as _, Error, ErrorKind, Result, RootfsLayers};
 use husk_store::Store;
@@ -23,11 +23,13 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncRead;
 
 use crate::archive::{self, ImageSource, ReadOptions, StagedArchive};
+use crate::auth::CredentialStore;
 use crate::blobs::{BlobStore, RemoveOnDrop, remove_any};
 use crate::config::ImageConfig;
 use crate::digest::Digest;
 use crate::image::{BlobRef, ConfigFile, Image, ImageLayer, LayerRecord, Platform, short_id};
 use crate::reference::{self, ImageName};
+use crate::registry::Registries;
 use crate::unpack::{ImageBudget, UnpackOptions, unpack_layer};
 
 /// Options of [`ImageStore::load`].
@@ -75,13 +77,14 @@ struct Inner {
     config: ImageConfig,
     /// Serialises read-modify-write of image records (names move between images).
     records: Mutex<()>,
-    /// One lock per layer being unpacked, so concurrent loads of one layer do the work once.
-    layer_locks: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
-    /// Loads and pulls hold it shared from their first blob to their image record; removing layers and blobs
-    /// takes it exclusively, so nothing is removed between being written and being referenced.
-    gc: RwLock<()>,
+    /// One lock per layer being unpacked, so concurrent loads and pulls of one layer do the work once.
+    layer_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    /// Loads and pulls enter it from their first blob to their image record; removing layers and blobs waits
+    /// until none is inside, so nothing is removed between being written and being referenced.
+    gc: Arc<GcGate>,
     /// Layers and blobs to check again once no load runs (a removal found the store busy).
     gc_pending: Mutex<(BTreeSet<Digest>, BTreeSet<Digest>)>,
+    registries: Registries,
     _lock: File,
 }
 
@@ -111,8 +114,15 @@ impl ImageStore {
         {
             remove_any(&entry.path());
         }
+        let auth_file = config
+            .registry
+            .auth_file
+            .clone()
+            .unwrap_or_else(|| root.join("auth.json"));
+        let registries = Registries::new(config.registry.clone(), CredentialStore::new(auth_file));
         let store = ImageStore {
             inner: Arc::new(Inner {
+                registries,
                 blobs: BlobStore::new(blobs_dir, tmp_dir.clone()),
                 root,
                 layers_dir,
@@ -122,7 +132,7 @@ impl ImageStore {
                 config,
                 records: Mutex::new(()),
                 layer_locks: Mutex::new(HashMap::new()),
-                gc: RwLock::new(()),
+                gc: Arc::new(GcGate::default()),
                 gc_pending: Mutex::new((BTreeSet::new(), BTreeSet::new())),
                 _lock: lock,
             }),
@@ -139,6 +149,11 @@ impl ImageStore {
     /// The store's settings.
     pub fn config(&self) -> &ImageConfig {
         &self.inner.config
+    }
+
+    /// Registry clients, settings and credentials.
+    pub fn registries(&self) -> &Registries {
+        &self.inner.registries
     }
 
     /// The blobs.
@@ -190,9 +205,9 @@ impl ImageStore {
         loaded
     }
 
-    /// Keeps removals of layers and blobs away until the guard is dropped.
-    pub(crate) fn hold_gc(&self) -> RwLockReadGuard<'_, ()> {
-        self.inner.gc.read().unwrap_or_else(|p| p.into_inner())
+    /// Keeps removals of layers and blobs away until the guard is dropped (blocks while a sweep runs).
+    pub(crate) fn hold_gc(&self) -> GcGuard {
+        GcGate::enter(&self.inner.gc)
     }
 
     fn store_image(&self, staged: &mut StagedArchive, source: ImageSource) -> Result<LoadedImage> {
@@ -296,14 +311,15 @@ impl ImageStore {
         open: impl FnOnce() -> Result<R>,
     ) -> Result<LayerRecord> {
         let lock = self.layer_lock(diff_id);
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let held = lock.blocking_lock();
         let result = self.ensure_layer_locked(diff_id, label, budget, open);
-        drop(_held);
+        drop(held);
         self.release_layer_lock(diff_id, lock);
         result
     }
 
-    fn ensure_layer_locked<R: std::io::Read>(
+    /// [`ensure_layer`](Self::ensure_layer) for a caller that holds the layer's lock.
+    pub(crate) fn ensure_layer_locked<R: std::io::Read>(
         &self,
         diff_id: &Digest,
         label: &str,
@@ -367,7 +383,8 @@ impl ImageStore {
         Ok(record.filter(|_| self.layer_dir(diff_id).is_dir()))
     }
 
-    fn layer_lock(&self, diff_id: &Digest) -> Arc<Mutex<()>> {
+    /// The lock that serialises work on one layer (async and blocking callers alike).
+    pub(crate) fn layer_lock(&self, diff_id: &Digest) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self
             .inner
             .layer_locks
@@ -376,7 +393,8 @@ impl ImageStore {
         locks.entry(*diff_id).or_default().clone()
     }
 
-    fn release_layer_lock(&self, diff_id: &Digest, lock: Arc<Mutex<()>>) {
+    /// Forgets a layer's lock when nobody else holds a handle to it.
+    pub(crate) fn release_layer_lock(&self, diff_id: &Digest, lock: Arc<tokio::sync::Mutex<()>>) {
         let mut locks = self
             .inner
             .layer_locks
@@ -392,7 +410,12 @@ impl ImageStore {
     }
 
     /// Stores an image record, giving it `names` and `digests` (taken off any other image that had them).
-    fn record_image(&self, mut image: Image, names: &[String], digests: &[String]) -> Result<()> {
+    pub(crate) fn record_image(
+        &self,
+        mut image: Image,
+        names: &[String],
+        digests: &[String],
+    ) -> Result<()> {
         let _records = self.inner.records.lock().unwrap_or_else(|p| p.into_inner());
         self.inner.db.transaction(|tx| {
             if let Some(existing) = tx.get::<Image>(&image.id)? {
@@ -600,7 +623,7 @@ impl ImageStore {
 
     /// Removes queued layers and blobs that no image references, if no load runs now.
     fn run_pending_gc(&self) {
-        let Ok(_exclusive) = self.inner.gc.try_write() else {
+        let Some(_exclusive) = GcGate::try_sweep(&self.inner.gc) else {
             return;
         };
         let (layers, blobs) = std::mem::take(
@@ -695,7 +718,7 @@ impl ImageStore {
     /// loads and pulls left. Images removed: those without a name (`all`: every image) that no container uses.
     pub fn prune(&self, all: bool, in_use: &dyn Fn(&str) -> bool) -> Result<PruneReport> {
         let mut report = PruneReport::default();
-        let _exclusive = self.inner.gc.write().unwrap_or_else(|p| p.into_inner());
+        let _exclusive = GcGate::sweep(&self.inner.gc);
         {
             let _records = self.inner.records.lock().unwrap_or_else(|p| p.into_inner());
             for image in self.inner.db.list::<Image>()? {
@@ -769,6 +792,81 @@ impl ImageStore {
             image_name: image.display_name(),
             layers,
         })
+    }
+}
+
+/// Lets loads and pulls in together and a sweep (removal of layers and blobs) in alone.
+#[derive(Debug, Default)]
+pub(crate) struct GcGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    users: usize,
+    sweeping: bool,
+}
+
+/// A load or pull inside the gate (Send: it can be held across awaits).
+#[derive(Debug)]
+pub(crate) struct GcGuard {
+    gate: Arc<GcGate>,
+}
+
+/// A sweep inside the gate.
+#[derive(Debug)]
+pub(crate) struct SweepGuard {
+    gate: Arc<GcGate>,
+}
+
+impl GcGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enters as a user, waiting for a running sweep to end.
+    pub(crate) fn enter(gate: &Arc<GcGate>) -> GcGuard {
+        let mut state = gate.lock();
+        while state.sweeping {
+            state = gate.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.users += 1;
+        GcGuard { gate: gate.clone() }
+    }
+
+    /// Enters as the sweeper if nobody is inside.
+    fn try_sweep(gate: &Arc<GcGate>) -> Option<SweepGuard> {
+        let mut state = gate.lock();
+        if state.users > 0 || state.sweeping {
+            return None;
+        }
+        state.sweeping = true;
+        Some(SweepGuard { gate: gate.clone() })
+    }
+
+    /// Enters as the sweeper, waiting for users to leave.
+    fn sweep(gate: &Arc<GcGate>) -> SweepGuard {
+        let mut state = gate.lock();
+        while state.users > 0 || state.sweeping {
+            state = gate.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.sweeping = true;
+        SweepGuard { gate: gate.clone() }
+    }
+}
+
+impl Drop for GcGuard {
+    fn drop(&mut self) {
+        self.gate.lock().users -= 1;
+        self.gate.changed.notify_all();
+    }
+}
+
+impl Drop for SweepGuard {
+    fn drop(&mut self) {
+        self.gate.lock().sweeping = false;
+        self.gate.changed.notify_all();
     }
 }
 

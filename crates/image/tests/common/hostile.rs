@@ -36,6 +36,7 @@ pub fn config() -> ImageConfig {
             max_json_size: 1 << 20,
         },
         allow_devices: false,
+        registry: Default::default(),
     }
 }
 

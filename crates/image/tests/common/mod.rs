@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::io::Write;

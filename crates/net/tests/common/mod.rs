@@ -74,21 +74,44 @@ impl TestNet {
 impl Drop for TestNet {
     fn drop(&mut self) {
         // Sandboxes a failed test left attached: tear them down as the daemon would after a restart.
-        if let Ok(entries) = std::fs::read_dir(self.config.state_dir.join("attachments"))
+        let left: Vec<String> = std::fs::read_dir(self.config.state_dir.join("attachments"))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !left.is_empty()
             && let Ok(networks) = Networks::open(self.config.clone())
         {
-            for name in entries.filter_map(|e| e.ok()?.file_name().into_string().ok()) {
-                if let Some(id) = name.strip_suffix(".json") {
-                    let _ = networks.teardown(id, None);
+            for id in &left {
+                let _ = networks.teardown(id, None);
+            }
+        }
+        // Every bridge a list of this test names (the default one and those the test wrote), with its rules.
+        let mut needles = vec![
+            self.config.default_bridge.clone(),
+            self.config.default_network.clone(),
+            self.subnet_prefix.clone(),
+        ];
+        if let Ok(entries) = std::fs::read_dir(&self.config.conf_dir) {
+            for entry in entries.flatten() {
+                if let Ok(list) = husk_net::conflist::NetworkList::load(&entry.path())
+                    && let Some(bridge) = list.bridge_summary().bridge
+                {
+                    needles.push(bridge);
                 }
             }
         }
-        let bridge = self.config.default_bridge.clone();
-        let _ = Command::new("ip")
-            .args(["link", "del", &bridge])
-            .stderr(std::process::Stdio::null())
-            .status();
-        remove_rules_mentioning(&[&bridge, &self.config.default_network, &self.subnet_prefix]);
+        for bridge in needles.iter().filter(|n| n.starts_with("hk")) {
+            let _ = Command::new("ip")
+                .args(["link", "del", bridge])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        remove_rules_mentioning(&needles);
     }
 }
 
