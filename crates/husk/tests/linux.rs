@@ -213,6 +213,13 @@ fn secure_defaults_and_privileged() {
     assert_eq!(status_field(&status, "NoNewPrivs"), "1");
     assert_eq!(status_field(&status, "Seccomp"), "2");
     // Masked and read-only paths.
+    // Processes started by exec get the same confinement.
+    d.husk(&["run", "-d", "--name", "confined", IMAGE, "sleep", "1000"]).ok();
+    let status = d.husk(&["exec", "confined", "cat", "/proc/self/status"]).ok();
+    assert_eq!(status_field(&status, "Seccomp"), "2");
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1");
+    assert_eq!(status_field(&status, "CapEff"), "00000000a80425fb");
+    assert_ne!(d.husk(&["exec", "confined", "unshare", "-n", "true"]).code, 0);
     // Masked: each listed path that has content on the host reads empty in a container.
     for path in ["/proc/timer_list", "/proc/keys", "/proc/interrupts", "/proc/kcore", "/proc/sched_debug"] {
         if std::fs::read(path).is_ok_and(|c| !c.is_empty()) {

@@ -49,6 +49,8 @@ pub struct LinuxDriver {
     cgroup_v2: bool,
     /// Pidfds of the pause processes this daemon started (so it can reap them).
     pauses: Mutex<HashMap<String, Arc<OwnedFd>>>,
+    /// The default seccomp profile, compiled once per capability set.
+    seccomp_programs: Arc<crate::seccomp_bpf::ProgramCache>,
 }
 
 impl std::fmt::Debug for LinuxDriver {
@@ -123,6 +125,7 @@ impl LinuxDriver {
             cgroup_v2: cgroups::is_v2(),
             config,
             pauses: Mutex::new(HashMap::new()),
+            seccomp_programs: Default::default(),
         })
     }
 
@@ -268,6 +271,7 @@ impl LinuxDriver {
             tty: config.process.tty,
             stdin: config.process.stdin,
             cgroup_path: self.cgroup_path(id),
+            seccomp_program: Some(self.ctr_dir(id).join("seccomp.bpf")),
         }
     }
 
@@ -289,11 +293,14 @@ impl LinuxDriver {
         rootfs: &RootfsLayers,
     ) -> Result<ContainerRuntime> {
         let id = &config.id;
+        let t0 = std::time::Instant::now();
         mkdir(&self.ctr_dir(id))?;
         mkdir(&self.ctr_run_dir(id))?;
         self.ensure_rootfs(id, rootfs)?;
+        let t_rootfs = t0.elapsed();
         let resolved_user = user::resolve_user(&self.rootfs(id), &config.process.user)?;
         let (plan, etc_dir, shm) = self.namespace_plan(config, sandbox)?;
+        let t_ns = t0.elapsed();
         if sandbox.is_none() {
             etcfiles::write(&etc_dir, &hostname_for(config), None, &config.network)?;
         }
@@ -315,8 +322,9 @@ impl LinuxDriver {
             cgroup_v2: self.cgroup_v2,
             volume_paths: &[],
         };
-        let oci = spec::container_spec(&input)?;
+        let mut oci = spec::container_spec(&input)?;
         let bundle = self.ctr_dir(id);
+        self.precompile_seccomp(config, &mut oci, &bundle).await?;
         let spec_json =
             serde_json::to_vec_pretty(&oci).map_err(|e| Error::internal(e.to_string()))?;
         std::fs::write(bundle.join("config.json"), spec_json)
@@ -325,11 +333,41 @@ impl LinuxDriver {
             .map_err(|e| Error::internal(e.to_string()))?;
         std::fs::write(bundle.join("shim.json"), shim_json)
             .map_err(|e| Error::io("write shim.json", e))?;
+        let t_spec = t0.elapsed();
         let pid = self.start_shim(id).await?;
+        tracing::debug!(rootfs = ?t_rootfs, namespaces = ?t_ns, spec = ?t_spec, shim = ?t0.elapsed(), "container created");
         Ok(ContainerRuntime {
             pid,
             driver_data: json!({"cgroup": self.cgroup_path(id), "rootfs": rootfs}),
         })
+    }
+
+    /// Serves the default seccomp profile as a precompiled program (see [`crate::seccomp_bpf`]) when the
+    /// container can take it that way: the spec then carries no filter and the bundle holds `seccomp.bpf`.
+    async fn precompile_seccomp(&self, config: &ContainerConfig, oci: &mut oci_spec::runtime::Spec, bundle: &Path) -> Result<()> {
+        let program_path = bundle.join("seccomp.bpf");
+        let sec = &config.security;
+        let default_profile = matches!(sec.seccomp.as_deref(), None | Some("") | Some("default"));
+        if sec.privileged || !sec.no_new_privileges || !default_profile {
+            let _ = std::fs::remove_file(&program_path);
+            return Ok(());
+        }
+        let caps: Vec<String> = oci
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().as_ref())
+            .and_then(|c| c.bounding().as_ref())
+            .map(|set| set.iter().map(|c| c.to_string()).collect())
+            .unwrap_or_default();
+        let cache = self.seccomp_programs.clone();
+        let program = tokio::task::spawn_blocking(move || cache.default_program(&caps))
+            .await
+            .map_err(|e| Error::internal(format!("seccomp compile task: {e}")))??;
+        std::fs::write(&program_path, program.as_slice()).map_err(|e| Error::io(format!("write {}", program_path.display()), e))?;
+        if let Some(linux) = oci.linux_mut() {
+            linux.set_seccomp(None);
+        }
+        Ok(())
     }
 
     /// Removes everything a container left on the host (idempotent).

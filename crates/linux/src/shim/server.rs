@@ -16,6 +16,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use husk_core::stdio::{Frame, read_frame, write_frame};
@@ -45,11 +46,14 @@ fn lc_err(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// libcontainer's default executor, after restoring default signal dispositions and an empty signal mask in the
-/// container's process (a Rust parent ignores SIGPIPE, and ignored signals survive exec).
+/// container's process (a Rust parent ignores SIGPIPE, and ignored signals survive exec), and installing the
+/// precompiled seccomp program, if any, as the very last step.
 #[derive(Clone)]
-struct CleanSignalsExecutor;
+struct HuskExecutor {
+    seccomp: Option<Arc<Vec<u8>>>,
+}
 
-impl Executor for CleanSignalsExecutor {
+impl Executor for HuskExecutor {
     fn exec(&self, spec: &oci_spec::runtime::Spec) -> std::result::Result<(), ExecutorError> {
         for sig in 1..=64 {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
@@ -63,6 +67,9 @@ impl Executor for CleanSignalsExecutor {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        }
+        if let Some(program) = &self.seccomp {
+            crate::seccomp_bpf::install(program).map_err(|e| ExecutorError::Other(format!("install the seccomp filter: {e}")))?;
         }
         libcontainer::workload::default::get_executor().exec(spec)
     }
@@ -87,6 +94,18 @@ enum Stdio {
     },
 }
 
+/// The precompiled seccomp program named in the config, if its file exists.
+fn seccomp_program(cfg: &ShimConfig) -> Result<Option<Arc<Vec<u8>>>> {
+    match &cfg.seccomp_program {
+        Some(path) => match std::fs::read(path) {
+            Ok(p) => Ok(Some(Arc::new(p))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+        },
+        None => Ok(None),
+    }
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| lc_err("create a pipe", e))
 }
@@ -103,7 +122,7 @@ fn with_stdio<T>(
     let mut builder = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
         .with_root_path(&cfg.state_root)
         .map_err(|e| lc_err("libcontainer state root", e))?
-        .with_executor(CleanSignalsExecutor);
+        .with_executor(HuskExecutor { seccomp: seccomp_program(cfg)? });
     if tty {
         let path = cfg.work_dir.join(console_name);
         let _ = std::fs::remove_file(&path);
