@@ -45,7 +45,8 @@ fn host_connected(fd: &OwnedFd) -> bool {
     r >= 0 && p.revents & libc::POLLHUP == 0
 }
 
-/// Serves on the virtio-serial port at `dev` forever, one host connection after another.
+/// Serves on the virtio-serial port at `dev` forever, one host connection after another. Each starts with the
+/// handshake of `husk_vm::handshake`, which also skips what is left of an earlier connection.
 pub async fn serve_port(service: AgentService, dev: &Path) -> Result<()> {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -58,7 +59,12 @@ pub async fn serve_port(service: AgentService, dev: &Path) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let conn = fd.try_clone().context("duplicate the port descriptor")?;
-        let stream = FdStream::new(conn).context("watch the port")?;
+        let mut stream = FdStream::new(conn).context("watch the port")?;
+        if husk_vm::handshake::agent(&mut stream).await.is_err() {
+            // The host went away before finishing the handshake (reads give end of file until one is back).
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
         if let Err(e) = serve_connection(service.clone(), stream).await {
             crate::log!("host connection ended: {e}");
         }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestVm, busybox_rootfs, collect, container, run};
+use common::{TestVm, as_a_daemon_that_exits, busybox_rootfs, collect, container, run};
 use husk_core::ErrorKind;
 use husk_vm::AgentClient;
 
@@ -210,4 +210,58 @@ async fn shutdown_leaves_nothing(mut vm: TestVm, client: AgentClient) {
     let dir = vm.dir.path().to_path_buf();
     drop(vm);
     assert!(!dir.exists(), "VM directory left behind");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_host_reconnects_to_the_agent() {
+    let (vm, client) = boot().await;
+    busybox_rootfs(&vm.share.join("c/0"));
+    drop(client);
+    let addr = vm.addr();
+    as_a_daemon_that_exits(async move {
+        let (client, _) = AgentClient::connect_when_ready(&addr, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let c = container("long", &["sh", "-c", "echo started; sleep 600"]);
+        client
+            .create_container(&c, "husk0", vec!["c/0".into()])
+            .await
+            .unwrap();
+        let (_i, mut out) = client.stdio("long", "").await.unwrap();
+        client.start("long").await.unwrap();
+        assert!(matches!(
+            out.recv().await,
+            Some(husk_core::stdio::Frame::Stdout(_))
+        ));
+    });
+    for round in 0..3 {
+        let addr = vm.addr();
+        let console = vm.vm.paths().console;
+        as_a_daemon_that_exits(async move {
+            let start = Instant::now();
+            let r = AgentClient::connect_when_ready(&addr, Duration::from_secs(30)).await;
+            let (client, _) = r.unwrap_or_else(|e| {
+                panic!(
+                    "round {round}: {e}\n{}",
+                    std::fs::read_to_string(&console).unwrap_or_default()
+                )
+            });
+            eprintln!("reconnected in {:?}", start.elapsed());
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "reconnecting took {:?}",
+                start.elapsed()
+            );
+            let list = client.list().await.unwrap();
+            assert!(
+                list.iter().any(|c| c.id == "long" && c.status == "running"),
+                "{list:?}"
+            );
+            let (_i, _out) = client.stdio("long", "").await.unwrap();
+        });
+    }
+    let (client, _) = AgentClient::connect_when_ready(&vm.addr(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    shutdown_leaves_nothing(vm, client).await;
 }

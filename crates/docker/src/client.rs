@@ -14,12 +14,14 @@ pub const MIN_API_VERSION: (usize, usize) = (1, 41);
 
 /// The engine's address, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Address {
+pub(crate) enum Address {
+    /// A unix socket path.
     Unix(String),
+    /// `tcp://host:port`.
     Http(String),
 }
 
-fn parse_address(host: &str) -> Result<Address> {
+pub(crate) fn parse_address(host: &str) -> Result<Address> {
     let unix = host.strip_prefix("unix://").filter(|p| p.starts_with('/'));
     let tcp = host
         .strip_prefix("tcp://")
@@ -118,6 +120,18 @@ pub(crate) async fn connect(host: &str, timeout: Duration) -> Result<(Docker, Sy
             None => return Err(unreachable(host, &e)),
         },
     };
+    let api = check_api(host, &report)?;
+    let ours = (
+        API_DEFAULT_VERSION.major_version,
+        API_DEFAULT_VERSION.minor_version,
+    );
+    let docker = client(host, &address, timeout, &client_version(api.min(ours)))?;
+    docker.ping().await.map_err(|e| unreachable(host, &e))?;
+    Ok((docker, report))
+}
+
+/// The API version the engine's version report names, if it is one husk can talk.
+fn check_api(host: &str, report: &SystemVersion) -> Result<(usize, usize)> {
     let api = report
         .api_version
         .as_deref()
@@ -137,13 +151,7 @@ pub(crate) async fn connect(host: &str, timeout: Duration) -> Result<(Docker, Sy
             MIN_API_VERSION.1
         )));
     }
-    let ours = (
-        API_DEFAULT_VERSION.major_version,
-        API_DEFAULT_VERSION.minor_version,
-    );
-    let docker = client(host, &address, timeout, &client_version(api.min(ours)))?;
-    docker.ping().await.map_err(|e| unreachable(host, &e))?;
-    Ok((docker, report))
+    Ok(api)
 }
 
 /// Whether the address is a local unix socket (the engine shares our PID namespace and devices).
@@ -229,6 +237,34 @@ mod tests {
             message: "boom".into(),
         };
         assert_eq!(minimum_from_refusal(&other), None);
+    }
+
+    #[test]
+    fn old_engines_are_refused_naming_host_and_minimum() {
+        let report = |api: &str| SystemVersion {
+            api_version: Some(api.into()),
+            version: Some("18.09.1".into()),
+            ..Default::default()
+        };
+        let e = check_api("unix:///x.sock", &report("1.39")).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        assert!(
+            e.message.contains("unix:///x.sock")
+                && e.message.contains("1.39")
+                && e.message.contains("1.41"),
+            "{}",
+            e.message
+        );
+        assert_eq!(check_api("h", &report("1.41")).unwrap(), (1, 41));
+        assert_eq!(
+            check_api("h", &report("1.100")).unwrap(),
+            (1, 100),
+            "numeric, not text, comparison"
+        );
+        assert_eq!(
+            check_api("h", &SystemVersion::default()).unwrap_err().kind,
+            ErrorKind::Backend
+        );
     }
 
     #[test]

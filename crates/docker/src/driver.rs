@@ -583,9 +583,12 @@ pub(crate) fn observed(inspect: &ContainerInspectResponse) -> ObservedState {
     let pid = state.pid.unwrap_or(0) as i32;
     match state.status {
         Some(ContainerStateStatusEnum::CREATED) => ObservedState::Created,
-        Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::RESTARTING) => {
-            ObservedState::Running { pid }
-        }
+        // "stopping": the process is still alive.
+        Some(
+            ContainerStateStatusEnum::RUNNING
+            | ContainerStateStatusEnum::RESTARTING
+            | ContainerStateStatusEnum::STOPPING,
+        ) => ObservedState::Running { pid },
         Some(ContainerStateStatusEnum::PAUSED) => ObservedState::Paused { pid },
         _ => ObservedState::Exited(exit_status(inspect, state.exit_code.unwrap_or(0) as i32)),
     }

@@ -25,7 +25,7 @@ use crate::driver::{
 use crate::labels::{self, Role};
 use crate::sessions::{AttachSession, DETACH_KEYS, ExecSession, wait_exit_code};
 use crate::spec::{Placement, container_body};
-use crate::{logs, stats, stdio_bridge};
+use crate::{hijack, logs, stats, stdio_bridge};
 
 /// How often a privileged create is retried after the engine refused a capability it does not know.
 const CAPABILITY_RETRIES: usize = 8;
@@ -411,21 +411,29 @@ impl Driver for DockerDriver {
             .create_exec(&id, config)
             .await
             .map_err(|e| engine_error(what(), e))?;
-        let options = StartExecOptions {
-            detach: false,
-            tty: process.tty,
-            output_capacity: None,
-        };
-        let started = self
-            .docker
-            .start_exec(&exec.id, Some(options))
-            .await
-            .map_err(|e| engine_error(what(), e))?;
-        let StartExecResults::Attached { output, input } = started else {
-            return Err(Error::internal(format!(
-                "{}: the engine started the exec detached",
-                what()
-            )));
+        let (output, input) = if process.tty {
+            let (path, body) = hijack::exec_start(&exec.id);
+            hijack::open(&self.host, &self.docker.client_version(), &path, body)
+                .await
+                .map_err(|e| e.context(what()))?
+        } else {
+            let options = StartExecOptions {
+                detach: false,
+                tty: false,
+                output_capacity: None,
+            };
+            let started = self
+                .docker
+                .start_exec(&exec.id, Some(options))
+                .await
+                .map_err(|e| engine_error(what(), e))?;
+            let StartExecResults::Attached { output, input } = started else {
+                return Err(Error::internal(format!(
+                    "{}: the engine started the exec detached",
+                    what()
+                )));
+            };
+            (output, input)
         };
         let session = Arc::new(ExecSession {
             docker: self.docker.clone(),
@@ -441,19 +449,29 @@ impl Driver for DockerDriver {
             .as_ref()
             .and_then(|c| c.open_stdin)
             .unwrap_or(false);
-        let options = AttachContainerOptions {
-            detach_keys: Some(DETACH_KEYS.to_string()),
-            logs: false,
-            stream: true,
-            stdin: stdin && open_stdin,
-            stdout: true,
-            stderr: true,
+        let tty = inspect.config.as_ref().and_then(|c| c.tty).unwrap_or(false);
+        let what = || format!("attach to container {}", container.name());
+        let (output, input) = if tty {
+            let path = hijack::attach_path(&id, stdin && open_stdin, DETACH_KEYS);
+            hijack::open(&self.host, &self.docker.client_version(), &path, Vec::new())
+                .await
+                .map_err(|e| e.context(what()))?
+        } else {
+            let options = AttachContainerOptions {
+                detach_keys: Some(DETACH_KEYS.to_string()),
+                logs: false,
+                stream: true,
+                stdin: stdin && open_stdin,
+                stdout: true,
+                stderr: true,
+            };
+            let AttachContainerResults { output, input } = self
+                .docker
+                .attach_container(&id, Some(options))
+                .await
+                .map_err(|e| engine_error(what(), e))?;
+            (output, input)
         };
-        let AttachContainerResults { output, input } = self
-            .docker
-            .attach_container(&id, Some(options))
-            .await
-            .map_err(|e| engine_error(format!("attach to container {}", container.name()), e))?;
         let session = Arc::new(AttachSession {
             docker: self.docker.clone(),
             engine_id: id,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bollard::models::ContainerStateStatusEnum;
 use bollard::query_parameters::{
     ResizeContainerTTYOptions, ResizeExecOptions, WaitContainerOptions,
 };
@@ -89,9 +90,23 @@ impl Session for AttachSession {
 }
 
 /// Waits until the container is not running and returns the exit code the engine reports.
+///
+/// A container that was created and never started is waited for until its first run ends (the engine's
+/// "not-running" would answer at once, with exit code 0).
 pub(crate) async fn wait_exit_code(docker: &Docker, engine_id: &str) -> Result<i32> {
+    let state = docker
+        .inspect_container(engine_id, None)
+        .await
+        .map_err(|e| engine_error("wait for the container", e))?
+        .state
+        .and_then(|s| s.status);
+    let condition = if state == Some(ContainerStateStatusEnum::CREATED) {
+        "next-exit"
+    } else {
+        "not-running"
+    };
     let options = WaitContainerOptions {
-        condition: "not-running".to_string(),
+        condition: condition.to_string(),
     };
     let mut answers = docker.wait_container(engine_id, Some(options));
     match answers.next().await {

@@ -929,3 +929,130 @@ async fn images_come_from_the_image_store_once() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn terminal_output_starting_with_low_bytes() {
+    let h = harness("tty").await;
+    let c = h.run(h.container_config("x", SLEEP), None).await;
+    let out = collect(
+        h.driver
+            .exec(
+                &c,
+                &process(
+                    &[
+                        "sh",
+                        "-c",
+                        "printf '\\001\\002abc'; sleep 0.3; printf '\\000x\\n'",
+                    ],
+                    true,
+                    false,
+                ),
+            )
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(out.exit, Some(0), "{out:?}");
+    assert_eq!(out.stdout.as_bytes(), b"\x01\x02abc\x00x\r\n", "{out:?}");
+    h.driver.delete_container(&c).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_to_a_terminal() {
+    let h = harness("atty").await;
+    let mut config = h.container_config(
+        "x",
+        &[
+            "sh",
+            "-c",
+            "printf '\\001hi\\n'; read line; echo got $line; exit 6",
+        ],
+    );
+    config.process.stdin = true;
+    config.process.tty = true;
+    let c = h.create(config, None).await;
+    let mut stdio = h.driver.attach(&c, true).await.unwrap();
+    h.driver.start_container(&c, None).await.unwrap();
+    h.driver.resize(&c, 40, 120).await.unwrap();
+    write_frame(&mut stdio, &Frame::Stdin(b"yo\n".to_vec()))
+        .await
+        .unwrap();
+    let out = collect(stdio).await;
+    assert_eq!(out.exit, Some(6), "{out:?}");
+    assert!(
+        out.stdout.starts_with("\u{1}hi\r\n") && out.stdout.contains("got yo\r\n"),
+        "{out:?}"
+    );
+    h.driver.delete_container(&c).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_oom_and_waiting_for_a_first_run() {
+    use futures::StreamExt;
+    let h = harness("evt").await;
+    let mut events = h.driver.events();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let follower = tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            if tx.send(e).is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut config = h.container_config(
+        "oom",
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
+    );
+    config.resources.memory_bytes = Some(16 << 20);
+    let c = h.create(config, None).await;
+    let waiter = {
+        let (driver, record) = (h.driver.clone(), c.clone());
+        tokio::spawn(async move { driver.wait(&record).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiter.is_finished(),
+        "waiting on a created container waits for its first run"
+    );
+    h.driver.start_container(&c, None).await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(60), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(exit.oom_killed, "{exit:?}");
+    assert_eq!(exit.code, 137);
+    h.driver.delete_container(&c).await.unwrap();
+
+    let engine_id = DockerDriver::engine_id(&c).unwrap();
+    let mut seen = Vec::new();
+    while !seen.contains(&"destroy".to_string()) {
+        let e = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("events arrive")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            e.engine_id, engine_id,
+            "only this instance's containers: {e:?}"
+        );
+        assert_eq!(
+            (e.role, e.container_id.as_deref()),
+            (Some(Role::Container), Some(c.id()))
+        );
+        if e.action == "die" {
+            assert_eq!(e.exit_code, Some(137));
+        }
+        seen.push(e.action);
+    }
+    for action in ["create", "start", "oom", "die", "destroy"] {
+        assert!(seen.iter().any(|a| a == action), "{action} in {seen:?}");
+    }
+    follower.abort();
+}

@@ -77,16 +77,40 @@ pub fn mount_overlay(
             "an overlay needs at least one lower directory",
         ));
     }
-    if method == MountMethod::Auto {
+    if method == MountMethod::Auto && kernel_has_lowerdir_plus() {
         match mount_new_api(lowers, upper_dir, work_dir, target) {
             Ok(()) => return Ok(()),
             Err(NewApi::Unsupported(why)) => {
                 tracing::debug!(why, "overlay: new mount API unusable, using mount(2)")
             }
-            Err(NewApi::Failed(e)) => return Err(e),
+            // Before Linux 6.5 overlayfs took fsconfig parameters through the legacy adapter, which accepts any key
+            // and fails only at creation: whatever failed, mount(2) gets its chance, and its error is the one shown.
+            Err(NewApi::Failed(e)) => {
+                return mount_legacy(lowers, upper_dir, work_dir, target).map_err(|legacy| {
+                    legacy.context(format!("(the new mount API failed too: {})", e.message))
+                });
+            }
         }
     }
     mount_legacy(lowers, upper_dir, work_dir, target)
+}
+
+/// Whether the running kernel is 6.8 or later (overlayfs's `lowerdir+`).
+fn kernel_has_lowerdir_plus() -> bool {
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    kernel_at_least(&release, 6, 8)
+}
+
+fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (maj, min) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (maj, min) >= (major, minor)
 }
 
 enum NewApi {
@@ -240,4 +264,18 @@ fn mount_data(data: &str, target: &Path) -> Result<()> {
         data.as_c_str(),
     )
     .map_err(|e| Error::io(format!("mount overlay at {}", target.display()), e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions() {
+        assert!(kernel_at_least("6.18.44-fc-v657", 6, 8));
+        assert!(kernel_at_least("6.8.0", 6, 8));
+        assert!(!kernel_at_least("6.1.0-56-amd64", 6, 8));
+        assert!(!kernel_at_least("5.15.0", 6, 8));
+        assert!(!kernel_at_least("garbage", 6, 8));
+    }
 }

@@ -608,13 +608,14 @@ impl Read for ChunkReader {
     }
 }
 
-/// oci-client's descriptor from oci-spec's.
+/// oci-client's descriptor from oci-spec's, without alternative URLs.
 fn descriptor(d: &oci_spec::image::Descriptor) -> OciDescriptor {
     OciDescriptor {
         media_type: d.media_type().to_string(),
         digest: d.digest().to_string(),
         size: d.size() as i64,
-        urls: d.urls().clone(),
+        // Never fetch from URLs a manifest names: only from the registry the user asked for.
+        urls: None,
         annotations: d
             .annotations()
             .as_ref()

@@ -72,6 +72,8 @@ impl Registries {
             connect_timeout: Some(std::time::Duration::from_secs(30)),
             read_timeout: Some(std::time::Duration::from_secs(120)),
             user_agent: concat!("husk/", env!("CARGO_PKG_VERSION")),
+            // One PUT per blob instead of a PATCH per chunk.
+            use_monolithic_push: true,
             ..Default::default()
         })
     }
@@ -336,12 +338,11 @@ pub fn registry_error(what: &str, e: OciDistributionError) -> Error {
                 ErrorKind::Backend
             }
         }
-        OciDistributionError::ServerError { code, .. } => match code {
-            401 => ErrorKind::Unauthorized,
-            403 => ErrorKind::Forbidden,
-            404 => ErrorKind::NotFound,
-            _ => ErrorKind::Backend,
-        },
+        OciDistributionError::ServerError { code, .. } => status_kind(*code),
+        OciDistributionError::RequestError(r) => r
+            .status()
+            .map(|s| status_kind(s.as_u16()))
+            .unwrap_or(ErrorKind::Backend),
         _ => ErrorKind::Backend,
     };
     let detail = match kind {
@@ -352,6 +353,15 @@ pub fn registry_error(what: &str, e: OciDistributionError) -> Error {
         _ => error_chain(&e),
     };
     Error::new(kind, format!("{what}: {detail}"))
+}
+
+fn status_kind(code: u16) -> ErrorKind {
+    match code {
+        401 => ErrorKind::Unauthorized,
+        403 => ErrorKind::Forbidden,
+        404 => ErrorKind::NotFound,
+        _ => ErrorKind::Backend,
+    }
 }
 
 /// An error with its sources, so "connection refused" is not lost behind "error sending request".

@@ -598,6 +598,13 @@ impl ImageStore {
 
     /// Removes the layers and blobs of a deleted image that no remaining image uses (or queues them while loads run).
     fn collect_image(&self, image: &Image) -> Result<()> {
+        self.queue_image_contents(image)?;
+        self.run_pending_gc();
+        Ok(())
+    }
+
+    /// Queues an image's layers and blobs for removal once no load runs (each is removed only if unreferenced).
+    fn queue_image_contents(&self, image: &Image) -> Result<()> {
         let mut layers = BTreeSet::new();
         let mut blobs = BTreeSet::new();
         blobs.insert(image.digest()?);
@@ -617,7 +624,6 @@ impl ImageStore {
             pending.0.extend(layers);
             pending.1.extend(blobs);
         }
-        self.run_pending_gc();
         Ok(())
     }
 
@@ -716,9 +722,13 @@ impl ImageStore {
 
     /// Removes images nothing needs and then every layer and blob no image references, including what interrupted
     /// loads and pulls left. Images removed: those without a name (`all`: every image) that no container uses.
+    ///
+    /// Never waits: while a load, pull or commit runs, the removed images' own layers and blobs are queued (they
+    /// go when it ends) and the sweep of leftovers is skipped (`deferred` in the report); prune again later.
     pub fn prune(&self, all: bool, in_use: &dyn Fn(&str) -> bool) -> Result<PruneReport> {
         let mut report = PruneReport::default();
-        let _exclusive = GcGate::sweep(&self.inner.gc);
+        let sweep = GcGate::try_sweep(&self.inner.gc);
+        let mut deleted = Vec::new();
         {
             let _records = self.inner.records.lock().unwrap_or_else(|p| p.into_inner());
             for image in self.inner.db.list::<Image>()? {
@@ -728,9 +738,17 @@ impl ImageStore {
                     && self.inner.db.delete::<Image>(&image.id)?
                 {
                     report.images_deleted.push(image.id.clone());
+                    deleted.push(image);
                 }
             }
         }
+        let Some(_exclusive) = sweep else {
+            for image in &deleted {
+                self.queue_image_contents(image)?;
+            }
+            report.deferred = true;
+            return Ok(report);
+        };
         report.space_reclaimed = self.remove_unreferenced(None)?;
         // Layer directories without a record (a crash between unpacking and recording).
         for entry in fs::read_dir(&self.inner.layers_dir)
@@ -746,6 +764,76 @@ impl ImageStore {
             }
         }
         Ok(report)
+    }
+
+    /// How much disk the images, layers and blobs use; `in_use` says which images containers use.
+    pub fn disk_usage(&self, in_use: &dyn Fn(&str) -> bool) -> Result<DiskUsage> {
+        let images = self.inner.db.list::<Image>()?;
+        let layers: HashMap<String, LayerRecord> = self
+            .inner
+            .db
+            .list::<LayerRecord>()?
+            .into_iter()
+            .map(|l| (l.diff_id.clone(), l))
+            .collect();
+        let mut users: HashMap<&str, (usize, bool)> = HashMap::new();
+        let used: Vec<bool> = images.iter().map(|i| in_use(&i.id)).collect();
+        for (image, used) in images.iter().zip(&used) {
+            let unique: HashSet<&str> = image.layers.iter().map(|l| l.diff_id.as_str()).collect();
+            for d in unique {
+                let e = users.entry(d).or_default();
+                e.0 += 1;
+                e.1 |= *used;
+            }
+        }
+        let size_of = |d: &str| layers.get(d).map(|l| l.size).unwrap_or(0);
+        let mut out = DiskUsage::default();
+        for (image, used) in images.iter().zip(used) {
+            let unique: HashSet<&str> = image.layers.iter().map(|l| l.diff_id.as_str()).collect();
+            let shared: u64 = unique
+                .iter()
+                .filter(|d| users.get(*d).is_some_and(|u| u.0 > 1))
+                .map(|d| size_of(d))
+                .sum();
+            let total: u64 = unique.iter().map(|d| size_of(d)).sum();
+            out.images.push(ImageUsage {
+                id: image.id.clone(),
+                names: image.repo_tags.clone(),
+                size: total,
+                shared_size: shared,
+                unique_size: total - shared,
+                in_use: used,
+            });
+        }
+        out.layers_size = layers.values().map(|l| l.size).sum();
+        out.reclaimable = layers
+            .values()
+            .filter(|l| !users.get(l.diff_id.as_str()).is_some_and(|u| u.1))
+            .map(|l| l.size)
+            .sum();
+        let mut used_blobs = HashSet::new();
+        for (image, _) in images.iter().zip(&out.images).filter(|(_, u)| u.in_use) {
+            used_blobs.extend(image.digest().ok());
+            used_blobs.extend(
+                image
+                    .manifest
+                    .as_ref()
+                    .and_then(|m| Digest::parse(&m.digest, "manifest digest").ok()),
+            );
+            used_blobs.extend(
+                image
+                    .layers
+                    .iter()
+                    .filter_map(|l| Digest::parse(&l.blob.digest, "layer digest").ok()),
+            );
+        }
+        for (digest, size) in self.inner.blobs.list()? {
+            out.blobs_size += size;
+            if !used_blobs.contains(&digest) {
+                out.reclaimable += size;
+            }
+        }
+        Ok(out)
     }
 
     /// Drops layer records whose directory is gone and directories that are not named like a layer.
@@ -844,16 +932,6 @@ impl GcGate {
         state.sweeping = true;
         Some(SweepGuard { gate: gate.clone() })
     }
-
-    /// Enters as the sweeper, waiting for users to leave.
-    fn sweep(gate: &Arc<GcGate>) -> SweepGuard {
-        let mut state = gate.lock();
-        while state.users > 0 || state.sweeping {
-            state = gate.changed.wait(state).unwrap_or_else(|p| p.into_inner());
-        }
-        state.sweeping = true;
-        SweepGuard { gate: gate.clone() }
-    }
 }
 
 impl Drop for GcGuard {
@@ -870,6 +948,36 @@ impl Drop for SweepGuard {
     }
 }
 
+/// Disk use of the image store, as `system df` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    /// Per image.
+    pub images: Vec<ImageUsage>,
+    /// Bytes of unpacked layer content.
+    pub layers_size: u64,
+    /// Bytes of blobs (compressed layers, configs, manifests).
+    pub blobs_size: u64,
+    /// Bytes `prune(true, in_use)` would free: layers and blobs only unused images (or nothing) refer to.
+    pub reclaimable: u64,
+}
+
+/// One image's share of the disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageUsage {
+    /// Image ID.
+    pub id: String,
+    /// Its names.
+    pub names: Vec<String>,
+    /// Content bytes of all its layers.
+    pub size: u64,
+    /// Of which in layers other images share.
+    pub shared_size: u64,
+    /// Of which in layers only this image has.
+    pub unique_size: u64,
+    /// Whether a container uses it.
+    pub in_use: bool,
+}
+
 /// What `prune` removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PruneReport {
@@ -877,6 +985,10 @@ pub struct PruneReport {
     pub images_deleted: Vec<String>,
     /// Bytes freed (layer content and blobs).
     pub space_reclaimed: u64,
+    /// A load or pull was running: the sweep of leftovers was skipped (the deleted images' own layers and blobs
+    /// go when it ends).
+    #[serde(default)]
+    pub deferred: bool,
 }
 
 /// What a removal will do.
@@ -1003,6 +1115,47 @@ mod tests {
     }
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn prune_never_waits_for_a_running_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Store::open_in_memory().unwrap());
+        let store =
+            ImageStore::open(dir.path().join("images"), db, ImageConfig::default()).unwrap();
+        let leftover = Digest::of(b"leftover layer");
+        fs::create_dir(store.layer_dir(&leftover)).unwrap();
+        let record = LayerRecord {
+            diff_id: leftover.to_string(),
+            size: 1,
+            tar_size: 1024,
+            entries: 1,
+            created_at: String::new(),
+        };
+        store.inner.db.upsert(&record).unwrap();
+
+        let load = store.hold_gc();
+        let report = store.prune(true, &|_| false).unwrap();
+        assert!(
+            report.deferred,
+            "a load is running: the sweep waits for another prune"
+        );
+        assert!(
+            store.layer_dir(&leftover).is_dir(),
+            "what a running load may be about to use stays"
+        );
+        drop(load);
+        let report = store.prune(true, &|_| false).unwrap();
+        assert!(!report.deferred);
+        assert!(!store.layer_dir(&leftover).exists());
+        assert!(
+            store
+                .inner
+                .db
+                .get::<LayerRecord>(&leftover.to_string())
+                .unwrap()
+                .is_none()
+        );
+    }
 
     #[test]
     fn untag_rules() {

@@ -174,3 +174,42 @@ async fn docker_save_archives_load_with_the_same_ids() {
     assert!(rootfs.layers[0].join("bin/busybox").is_file());
     assert_eq!(image.config.cmd, vec!["sh"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn husk_save_output_loads_into_docker() {
+    let Some(dockerd) = Dockerd::start() else {
+        return;
+    };
+    let t = TestStore::new(ImageConfig::default());
+    let id = make_busybox(&t.dir.path().join("bb.tar"), "husk.local/saved:2", 2);
+    let file = tokio::fs::File::open(t.dir.path().join("bb.tar"))
+        .await
+        .unwrap();
+    t.store.load(file, &LoadOptions::default()).await.unwrap();
+    let saved = t.dir.path().join("husk-saved.tar");
+    t.store
+        .save(
+            &["husk.local/saved:2".to_string()],
+            tokio::fs::File::create(&saved).await.unwrap(),
+        )
+        .await
+        .unwrap();
+    dockerd.run(&["load", "-i", saved.to_str().unwrap()]);
+    let out = dockerd
+        .docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            "husk.local/saved:2",
+        ])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), id);
+}

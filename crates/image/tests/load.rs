@@ -618,3 +618,47 @@ async fn a_layer_listed_twice_is_mounted_once_at_its_upper_place() {
         vec![b.diff_id[7..].to_string(), a.diff_id[7..].to_string()]
     );
 }
+
+#[tokio::test]
+async fn disk_usage_counts_shared_and_unique_layers() {
+    let t = TestStore::new(ImageConfig::default());
+    let shared = Layer::plain(Tar::new().file("shared", &[1u8; 1000]).finish());
+    let a = Layer::plain(Tar::new().file("a", &[2u8; 300]).finish());
+    let b = Layer::plain(Tar::new().file("b", &[3u8; 200]).finish());
+    let ia = t
+        .load(docker_archive(&[shared.clone(), a], Some("a:1")))
+        .await
+        .unwrap()[0]
+        .id
+        .clone();
+    t.load(docker_archive(&[shared, b], Some("b:1")))
+        .await
+        .unwrap();
+    let usage = t.store.disk_usage(&|id| id == ia).unwrap();
+    let img_a = usage.images.iter().find(|i| i.id == ia).unwrap();
+    assert_eq!(
+        (
+            img_a.size,
+            img_a.shared_size,
+            img_a.unique_size,
+            img_a.in_use
+        ),
+        (1300, 1000, 300, true)
+    );
+    let img_b = usage.images.iter().find(|i| i.id != ia).unwrap();
+    assert_eq!(
+        (img_b.shared_size, img_b.unique_size, img_b.in_use),
+        (1000, 200, false)
+    );
+    assert_eq!(usage.layers_size, 1500);
+    assert!(usage.blobs_size > 1500);
+    assert!(
+        usage.reclaimable >= 200,
+        "b's own layer and blobs can go: {}",
+        usage.reclaimable
+    );
+    assert!(
+        usage.reclaimable < usage.blobs_size + 200,
+        "a's blobs and the shared layer cannot"
+    );
+}

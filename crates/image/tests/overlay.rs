@@ -154,3 +154,102 @@ fn unmounting_nothing_is_fine_and_bad_mounts_are_clear_errors() {
     assert!(e.message.contains("overlay"), "{}", e.message);
     assert!(mount_overlay(&[], &upper, &work, &target, MountMethod::Auto).is_err());
 }
+
+#[tokio::test]
+async fn commit_turns_a_containers_changes_into_a_layer() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let t = TestStore::new(ImageConfig::default());
+    let mut base = Tar::new();
+    base.dir("etc/")
+        .file("etc/keep", b"keep")
+        .file("etc/gone", b"gone")
+        .dir("data/")
+        .file("data/a", b"a")
+        .file("data/b", b"b");
+    t.load(docker_archive(
+        &[Layer::plain(base.finish())],
+        Some("base:1"),
+    ))
+    .await
+    .unwrap();
+    let image = t.store.resolve("base:1").unwrap();
+    let rootfs = t.store.rootfs_layers(&image).unwrap();
+
+    // A "container" changes its root filesystem.
+    let (upper, work, target) = dirs(t.dir.path(), "commit");
+    mount_rootfs(&rootfs, &upper, &work, &target).unwrap();
+    {
+        let _m = Mounted(target.clone());
+        std::fs::remove_file(target.join("etc/gone")).unwrap();
+        std::fs::remove_dir_all(target.join("data")).unwrap();
+        std::fs::create_dir(target.join("data")).unwrap();
+        std::fs::write(target.join("data/new"), b"new").unwrap();
+        std::fs::write(target.join("etc/added"), b"added").unwrap();
+        std::fs::write(target.join("h1"), b"linked").unwrap();
+        std::fs::hard_link(target.join("h1"), target.join("h2")).unwrap();
+        std::os::unix::fs::symlink("/etc/keep", target.join("link")).unwrap();
+        std::fs::write(target.join("suid"), b"#!").unwrap();
+        std::fs::set_permissions(target.join("suid"), std::fs::Permissions::from_mode(0o4755))
+            .unwrap();
+    }
+    assert!(
+        std::fs::symlink_metadata(upper.join("etc/gone"))
+            .unwrap()
+            .file_type()
+            .is_char_device(),
+        "the kernel made a whiteout"
+    );
+
+    let options = husk_image::CommitOptions {
+        name: Some("committed:1".into()),
+        comment: Some("test".into()),
+        ..Default::default()
+    };
+    let committed = t.store.commit("base:1", &upper, &options).await.unwrap();
+    assert_eq!(committed.layers.len(), 2);
+    assert_eq!(committed.repo_tags, vec!["docker.io/library/committed:1"]);
+    assert_ne!(committed.id, image.id);
+    let config: serde_json::Value =
+        serde_json::from_slice(&t.store.raw_config(&committed).unwrap()).unwrap();
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        config["history"].as_array().unwrap().last().unwrap()["comment"],
+        "test"
+    );
+
+    let rootfs = t.store.rootfs_layers(&committed).unwrap();
+    let (upper2, work2, target2) = dirs(t.dir.path(), "committed");
+    mount_rootfs(&rootfs, &upper2, &work2, &target2).unwrap();
+    let _m = Mounted(target2.clone());
+    assert!(
+        !target2.join("etc/gone").exists(),
+        "the deletion survived the commit"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target2.join("etc/keep")).unwrap(),
+        "keep"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target2.join("etc/added")).unwrap(),
+        "added"
+    );
+    let data: Vec<String> = std::fs::read_dir(target2.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(data, vec!["new"], "the replaced directory is opaque");
+    assert_eq!(
+        std::fs::read_link(target2.join("link")).unwrap(),
+        Path::new("/etc/keep")
+    );
+    assert_eq!(
+        std::fs::metadata(target2.join("suid")).unwrap().mode() & 0o7777,
+        0o4755
+    );
+    let top = rootfs.layers.last().unwrap();
+    assert_eq!(
+        std::fs::metadata(top.join("h1")).unwrap().ino(),
+        std::fs::metadata(top.join("h2")).unwrap().ino(),
+        "hard links stay links"
+    );
+}

@@ -403,11 +403,7 @@ async fn a_corrupt_blob_in_the_registry_is_refused_and_nothing_stays() {
 async fn an_interrupted_pull_leaves_nothing_visible_and_a_retry_finishes() {
     let registry = Registry::start(None);
     let t = TestStore::new(ImageConfig::default());
-    let noise = |seed: u32| -> Vec<u8> {
-        (0..24_000_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 11) as u8)
-            .collect()
-    };
+    let noise = |seed: u64| common::noise(24_000_000, seed);
     let layers = vec![
         Layer::plain(Tar::new().file("a", &noise(1)).finish()),
         Layer::plain(Tar::new().file("b", &noise(2)).finish()),
@@ -467,4 +463,385 @@ async fn an_interrupted_pull_leaves_nothing_visible_and_a_retry_finishes() {
         std::fs::metadata(rootfs.layers[1].join("b")).unwrap().len(),
         24_000_000
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_sends_what_a_fresh_store_and_skopeo_get_back() {
+    for auth in [None, Some(("pusher", "pw"))] {
+        let registry = Registry::start(auth);
+        let t = TestStore::new(ImageConfig::default());
+        let (archive, id) = busybox(t.dir.path(), 2);
+        t.store
+            .load(
+                tokio::fs::File::open(&archive).await.unwrap(),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let target = format!("{}/pushed/bb:1", registry.host);
+        t.store.tag("husk.local/busybox:latest", &target).unwrap();
+        if let Some((u, p)) = auth {
+            let e = t
+                .store
+                .push(&target, &husk_image::PushOptions::default())
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Unauthorized, "{}", e.message);
+            t.store
+                .login(
+                    &registry.host,
+                    &Credentials {
+                        username: u.into(),
+                        password: p.into(),
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let options = husk_image::PushOptions {
+            progress: ProgressSink(Some(tx)),
+            ..Default::default()
+        };
+        let pushed = t.store.push(&target, &options).await.unwrap();
+        assert!(states(&drain(&mut rx)).contains(&LayerState::Uploading));
+        let raw = registry.inspect_raw("pushed/bb:1");
+        assert_eq!(
+            format!("sha256:{}", common::sha256_hex(&raw)),
+            pushed.digest,
+            "the registry has the manifest husk sent"
+        );
+        let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(manifest["config"]["digest"], id.as_str());
+        assert!(
+            t.store
+                .resolve(&target)
+                .unwrap()
+                .repo_digests
+                .contains(&format!("{}/pushed/bb@{}", registry.host, pushed.digest))
+        );
+
+        // Pushing again sends no layer.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let options = husk_image::PushOptions {
+            progress: ProgressSink(Some(tx)),
+            ..Default::default()
+        };
+        t.store.push(&target, &options).await.unwrap();
+        assert!(!states(&drain(&mut rx)).contains(&LayerState::Uploading));
+
+        let fresh = TestStore::new(ImageConfig::default());
+        let pull = PullOptions {
+            credentials: auth.map(|(u, p)| Credentials {
+                username: u.into(),
+                password: p.into(),
+            }),
+            ..Default::default()
+        };
+        let pulled = fresh.store.pull(&target, &pull).await.unwrap();
+        assert_eq!(pulled.id, id);
+        assert_eq!(pulled.digest, pushed.digest);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn save_then_load_gives_the_same_images() {
+    let registry = Registry::start(None);
+    let t = TestStore::new(ImageConfig::default());
+    let (archive, id) = busybox(t.dir.path(), 2);
+    t.store
+        .load(
+            tokio::fs::File::open(&archive).await.unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let layout = t.dir.path().join("multi");
+    script("make-multiarch-image", &[&layout], &["1"]);
+    registry.push(&format!("oci:{}:1", layout.display()), "demo/multi:1", true);
+    let pulled = t
+        .store
+        .pull(
+            &format!("{}/demo/multi:1", registry.host),
+            &PullOptions::default(),
+        )
+        .await
+        .unwrap();
+
+    let saved = t.dir.path().join("saved.tar");
+    let file = tokio::fs::File::create(&saved).await.unwrap();
+    t.store
+        .save(
+            &[
+                "husk.local/busybox".to_string(),
+                format!("{}/demo/multi:1", registry.host),
+            ],
+            file,
+        )
+        .await
+        .unwrap();
+
+    let fresh = TestStore::new(ImageConfig::default());
+    let mut loaded = fresh
+        .store
+        .load(
+            tokio::fs::File::open(&saved).await.unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    loaded.sort_by(|a, b| a.names.cmp(&b.names));
+    let ids: Vec<&str> = loaded.iter().map(|l| l.id.as_str()).collect();
+    assert!(
+        ids.contains(&id.as_str()) && ids.contains(&pulled.id.as_str()),
+        "{loaded:?}"
+    );
+    let again = fresh
+        .store
+        .resolve(&format!("{}/demo/multi:1", registry.host))
+        .unwrap();
+    let original = t.store.resolve(&pulled.id).unwrap();
+    assert_eq!(
+        again.manifest.as_ref().unwrap().digest,
+        original.manifest.as_ref().unwrap().digest,
+        "the manifest travels unchanged"
+    );
+    assert_eq!(fresh.store.resolve("husk.local/busybox").unwrap().id, id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_policies() {
+    use husk_image::PullPolicy;
+    let registry = Registry::start(None);
+    let t = TestStore::new(ImageConfig::default());
+    let (archive, id) = busybox(t.dir.path(), 1);
+    registry.push(
+        &format!("docker-archive:{}", archive.display()),
+        "demo/policy:1",
+        false,
+    );
+    let reference = format!("{}/demo/policy:1", registry.host);
+    let e = t
+        .store
+        .ensure_image(
+            &reference,
+            "never".parse().unwrap(),
+            &PullOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound);
+    assert!(e.message.contains("never"), "{}", e.message);
+    assert_eq!(
+        t.store
+            .ensure_image(
+                &reference,
+                "ifnotpresent".parse().unwrap(),
+                &PullOptions::default()
+            )
+            .await
+            .unwrap()
+            .id,
+        id
+    );
+    assert_eq!(
+        t.store
+            .ensure_image(&reference, PullPolicy::Never, &PullOptions::default())
+            .await
+            .unwrap()
+            .id,
+        id
+    );
+    // Missing: present, so no registry is asked (a stopped registry proves it).
+    drop(registry);
+    assert_eq!(
+        t.store
+            .ensure_image(&reference, PullPolicy::Missing, &PullOptions::default())
+            .await
+            .unwrap()
+            .id,
+        id
+    );
+    let e = t
+        .store
+        .ensure_image(&reference, PullPolicy::Always, &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.kind,
+        ErrorKind::Backend,
+        "always pulls, and the registry is gone: {}",
+        e.message
+    );
+}
+
+/// A TCP proxy in front of the registry that cuts the first connection that has sent back more than `cut_after`
+/// bytes, and counts requests that carry a Range header (the resumed downloads).
+struct CuttingProxy {
+    host: String,
+    ranged: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn cutting_proxy(upstream: String, cut_after: u64) -> CuttingProxy {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let ranged = Arc::new(AtomicUsize::new(0));
+    let cut = Arc::new(AtomicBool::new(false));
+    let (r, c) = (ranged.clone(), cut.clone());
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if String::from_utf8_lossy(&buf[..n])
+                        .to_ascii_lowercase()
+                        .contains("\r\nrange: bytes=")
+                    {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut sent = 0u64;
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    sent += n as u64;
+                    if sent > cut_after && !c.swap(true, Ordering::SeqCst) {
+                        break; // drops both halves: the client sees the connection close mid-body
+                    }
+                }
+            });
+        }
+    });
+    CuttingProxy {
+        host,
+        ranged,
+        cut,
+        task,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_download_cut_mid_layer_resumes_with_a_range_request() {
+    use std::sync::atomic::Ordering;
+    let registry = Registry::start(None);
+    let t = TestStore::new(ImageConfig::default());
+    let noise = common::noise(16_000_000, 1);
+    let archive = t.dir.path().join("noise.tar");
+    std::fs::write(
+        &archive,
+        docker_archive(
+            &[Layer::plain(Tar::new().file("noise", &noise).finish())],
+            Some("n:1"),
+        ),
+    )
+    .unwrap();
+    registry.push(
+        &format!("docker-archive:{}", archive.display()),
+        "demo/noise:1",
+        false,
+    );
+    let proxy = cutting_proxy(registry.host.clone(), 4 << 20).await;
+    let reference = format!("{}/demo/noise:1", proxy.host);
+    let pulled = t
+        .store
+        .pull(&reference, &PullOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        proxy.cut.load(Ordering::SeqCst),
+        "the proxy cut a connection"
+    );
+    assert!(
+        proxy.ranged.load(Ordering::SeqCst) >= 1,
+        "the download resumed with a Range request"
+    );
+    let image = t.store.resolve(&pulled.id).unwrap();
+    let rootfs = t.store.rootfs_layers(&image).unwrap();
+    assert_eq!(
+        std::fs::read(rootfs.layers[0].join("noise")).unwrap(),
+        noise
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_token_auth_through_a_token_server() {
+    use common::registry::Auth;
+    let registry = Registry::start_with(Auth::Token("husk", "t0ken-pw"));
+    let t = TestStore::new(ImageConfig::default());
+    let (archive, id) = busybox(t.dir.path(), 1);
+    registry.push(
+        &format!("docker-archive:{}", archive.display()),
+        "private/bb:1",
+        false,
+    );
+    let reference = format!("{}/private/bb:1", registry.host);
+
+    let e = t
+        .store
+        .pull(&reference, &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unauthorized, "anonymous: {}", e.message);
+    let e = t
+        .store
+        .login(
+            &registry.host,
+            &Credentials {
+                username: "husk".into(),
+                password: "wrong".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unauthorized, "{}", e.message);
+    t.store
+        .login(
+            &registry.host,
+            &Credentials {
+                username: "husk".into(),
+                password: "t0ken-pw".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store
+            .pull(&reference, &PullOptions::default())
+            .await
+            .unwrap()
+            .id,
+        id
+    );
+    t.store
+        .push(&reference, &husk_image::PushOptions::default())
+        .await
+        .unwrap();
 }

@@ -21,7 +21,10 @@ use crate::proto::{self, PROTOCOL_VERSION, agent_client::AgentClient as Raw};
 /// Where the agent listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentAddr {
-    /// A unix socket: QEMU's chardev behind the virtio-serial port (or an agent run on the host for tests).
+    /// QEMU's unix socket behind the VM's virtio-serial port: each connection starts with the
+    /// [`handshake`](crate::handshake).
+    Serial(PathBuf),
+    /// A plain unix socket (the agent run on the host, for tests).
     Unix(PathBuf),
     /// A vsock address (guest CID, port).
     Vsock {
@@ -31,6 +34,9 @@ pub enum AgentAddr {
         port: u32,
     },
 }
+
+/// How long establishing a connection (with its handshake) may take after the agent is up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default deadline of one call.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,11 +85,20 @@ pub fn error_from_status(call: &str, s: &tonic::Status) -> Error {
     Error::new(kind, format!("guest agent {call}: {}", s.message()))
 }
 
-fn channel(addr: &AgentAddr) -> Result<Channel> {
+fn channel(addr: &AgentAddr, connect_timeout: Duration) -> Result<Channel> {
     // The URI is only a label: the connector decides where the bytes go.
-    let endpoint =
-        Endpoint::from_static("http://husk-agent").connect_timeout(Duration::from_secs(10));
+    let endpoint = Endpoint::from_static("http://husk-agent").connect_timeout(connect_timeout);
     Ok(match addr.clone() {
+        AgentAddr::Serial(path) => {
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    let mut s = tokio::net::UnixStream::connect(path).await?;
+                    crate::handshake::host(&mut s).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(s))
+                }
+            }))
+        }
         AgentAddr::Unix(path) => {
             endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
                 let path = path.clone();
@@ -107,7 +122,15 @@ fn channel(addr: &AgentAddr) -> Result<Channel> {
 impl AgentClient {
     /// A client for `addr`; connects on the first call.
     pub fn new(addr: &AgentAddr, timeout: Duration) -> Result<Self> {
-        let channel = channel(addr)?;
+        Self::with_connect_timeout(addr, timeout, CONNECT_TIMEOUT)
+    }
+
+    fn with_connect_timeout(
+        addr: &AgentAddr,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self> {
+        let channel = channel(addr, connect_timeout)?;
         Ok(AgentClient {
             raw: Raw::new(channel.clone()),
             channel,
@@ -116,6 +139,10 @@ impl AgentClient {
     }
 
     /// Waits until the agent answers `version` (it is booting), up to `deadline`, and checks its protocol version.
+    ///
+    /// One connection waits for the whole deadline (the virtio-serial handshake waits for the agent); a new one
+    /// is made only when a connection fails (QEMU not listening yet, a vsock agent not yet bound). Giving up on
+    /// a live connection to QEMU's socket and opening another would only queue the new one behind it.
     pub async fn connect_when_ready(
         addr: &AgentAddr,
         deadline: Duration,
@@ -123,19 +150,18 @@ impl AgentClient {
         let start = Instant::now();
         let mut last = String::from("no answer");
         while start.elapsed() < deadline {
-            // For a unix socket the bytes wait in QEMU's socket until the guest opens its port, so one call with
-            // the whole remaining deadline is enough; it is retried only if the connection itself fails.
-            let client = AgentClient::new(addr, deadline.saturating_sub(start.elapsed()))?;
+            let left = deadline.saturating_sub(start.elapsed());
+            let client = AgentClient::with_connect_timeout(addr, left, left)?;
             match client.version().await {
                 Ok(v) => return Ok((client.with_timeout(DEFAULT_CALL_TIMEOUT), v)),
                 Err(e) if e.kind == ErrorKind::Unsupported => return Err(e),
                 Err(e) => last = e.message,
             }
+            drop(client);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Err(Error::timeout(format!(
-            "guest agent did not answer within {:?}: {last}",
-            deadline
+            "guest agent did not answer within {deadline:?}: {last}"
         )))
     }
 
@@ -313,7 +339,12 @@ impl AgentClient {
         let (out_tx, out_rx) = mpsc::channel::<Frame>(64);
         tokio::spawn(async move {
             loop {
-                let frame = match stream.message().await {
+                // Stop reading (and release the connection) as soon as nobody wants the output any more.
+                let msg = tokio::select! {
+                    m = stream.message() => m,
+                    _ = out_tx.closed() => break,
+                };
+                let frame = match msg {
                     Ok(Some(m)) => decode_frame(&m.frame),
                     Ok(None) => break,
                     Err(s) => Frame::Error(error_from_status("stdio", &s).message),

@@ -4,15 +4,20 @@
 //!   `/init` and the kernel modules it loads, in dependency order from `modules.dep`);
 //! - [`accel`]: picks KVM or TCG without hanging on a `/dev/kvm` whose vCPUs never run;
 //! - [`qemu`]: starts QEMU (`microvm` by default), controls it over QMP and finds it again after a restart;
-//! - [`proto`] and [`client`]: the gRPC protocol between the host and the agent, over virtio-serial or vsock.
+//! - [`proto`] and [`client`]: the gRPC protocol between the host and the agent, over virtio-serial or vsock;
+//! - [`driver`]: [`VmDriver`], the `husk_core::Driver` of the `vm` driver (a sandbox is a VM; a standalone
+//!   container gets one of its own).
 
 pub mod accel;
 pub mod client;
+pub mod driver;
 pub mod guest;
+pub mod handshake;
 pub mod proto;
 pub mod qemu;
 
 pub use accel::{Accel, AccelChoice, AccelDecision};
 pub use client::{AgentAddr, AgentClient};
+pub use driver::{VmDriver, VmDriverConfig};
 pub use guest::{GuestConfig, GuestImage, build_guest};
 pub use qemu::{Machine, Qmp, Share, Transport, Vm, VmConfig};

@@ -112,6 +112,15 @@ pub struct VmConfig {
     /// TCG translation cache size, MiB (QEMU's default is large; a smaller one saves host memory per VM).
     #[serde(default)]
     pub tb_size_mib: Option<u32>,
+    /// Let QEMU back guest RAM with transparent huge pages. Off by default: the guest kernel writes to pages
+    /// scattered over its whole RAM at boot, and with 2 MiB pages each write makes 2 MiB resident (measured: an
+    /// idle 256 MiB guest held ~140 MiB of huge pages).
+    #[serde(default)]
+    pub huge_pages: bool,
+    /// A virtio balloon with free page reporting: the guest tells QEMU which pages it has freed and QEMU gives
+    /// them back to the host.
+    #[serde(default)]
+    pub free_page_reporting: bool,
 }
 
 /// The files of a VM directory.
@@ -247,6 +256,15 @@ impl VmConfig {
                     &format!("{},guest-cid={cid}", self.machine.device("vhost-vsock")),
                 ]);
             }
+        }
+        if self.free_page_reporting {
+            push(&[
+                "-device",
+                &format!(
+                    "{},free-page-reporting=on",
+                    self.machine.device("virtio-balloon")
+                ),
+            ]);
         }
         for (i, share) in self.shares.iter().enumerate() {
             let ro = if share.readonly { ",readonly=on" } else { "" };
@@ -401,11 +419,16 @@ impl Vm {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        // SAFETY: setsid is async-signal-safe and only affects the child; it makes QEMU the leader of a new
-        // session so that it outlives the daemon and gets no signals meant for the daemon's terminal.
+        let huge_pages = config.huge_pages;
+        // SAFETY: setsid and prctl are async-signal-safe and only affect the child. setsid makes QEMU the leader of
+        // a new session so that it outlives the daemon and gets no signals meant for the daemon's terminal.
+        // PR_SET_THP_DISABLE survives execve and overrides QEMU's MADV_HUGEPAGE on guest RAM.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::setsid();
+                if !huge_pages {
+                    libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+                }
                 Ok(())
             });
         }
@@ -661,6 +684,8 @@ mod tests {
             transport,
             tsc_khz: Some(2_596_124),
             tb_size_mib: Some(64),
+            huge_pages: false,
+            free_page_reporting: true,
         }
     }
 
@@ -694,6 +719,7 @@ mod tests {
             [
                 "virtio-serial-device",
                 "virtserialport,chardev=agent,name=husk.agent.0",
+                "virtio-balloon-device,free-page-reporting=on",
                 "virtio-9p-device,fsdev=fs0,mount_tag=husk0"
             ]
         );
@@ -735,6 +761,7 @@ mod tests {
             devices,
             [
                 "vhost-vsock-pci,guest-cid=42",
+                "virtio-balloon-pci,free-page-reporting=on",
                 "virtio-9p-pci,fsdev=fs0,mount_tag=husk0"
             ]
         );

@@ -219,6 +219,8 @@ impl TestVm {
             transport: husk_vm::Transport::Serial,
             tsc_khz: husk_vm::qemu::host_tsc_khz(),
             tb_size_mib: Some(64),
+            huge_pages: false,
+            free_page_reporting: true,
         };
         let launched = Instant::now();
         let vm = husk_vm::Vm::launch(config).await.expect("launch QEMU");
@@ -231,7 +233,7 @@ impl TestVm {
     }
 
     pub fn addr(&self) -> AgentAddr {
-        AgentAddr::Unix(self.vm.paths().agent)
+        AgentAddr::Serial(self.vm.paths().agent)
     }
 
     pub fn console(&self) -> String {
@@ -246,6 +248,26 @@ impl Drop for TestVm {
             unsafe { libc::kill(self.vm.pid, libc::SIGKILL) };
         }
     }
+}
+
+/// Runs `f` on a runtime of its own that is then dropped, as a daemon process that exits: every task and socket
+/// of it goes away. Returns what `f` returned.
+pub fn as_a_daemon_that_exits<
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+>(
+    f: F,
+) -> T {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(f)
+    })
+    .join()
+    .unwrap()
 }
 
 /// A codec that sends raw bytes as a request body, so a test can send a message that is not protobuf.

@@ -62,10 +62,52 @@ extern "C" fn at_exit() {
     while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
 }
 
+/// Whether a process runs (zombies do not).
+fn running(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    state.is_some_and(|s| s != 'Z')
+}
+
+/// Stops engines and removes image dirs left by test processes that were killed before their exit handler ran
+/// (a timeout, SIGKILL): each engine dir names its owner process, each image dir is named after it.
+fn sweep_leftovers() {
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let owner_file = entry.path().join("owner");
+        if name.starts_with("hdk-") && owner_file.exists() {
+            let owner = std::fs::read_to_string(&owner_file)
+                .ok()
+                .and_then(|o| o.trim().parse::<u32>().ok());
+            if owner.is_some_and(|pid| !running(pid)) {
+                let _ = Command::new(script())
+                    .arg("stop")
+                    .arg(entry.path())
+                    .status();
+            }
+        } else if let Some(pid) = name
+            .strip_prefix("hdk-image-")
+            .and_then(|p| p.parse::<u32>().ok())
+            && !running(pid)
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn start_private_engine() -> String {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only changes who inherits our orphaned descendants.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    sweep_leftovers();
     let dir = PathBuf::from(format!("/tmp/hdk-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).expect("engine dir");
+    std::fs::write(dir.join("owner"), std::process::id().to_string())
+        .expect("write the engine's owner");
     let out = Command::new(script())
         .arg("start")
         .arg(&dir)

@@ -373,3 +373,16 @@ fn walk(dir: &Path, skip: &Path, out: &mut BTreeMap<PathBuf, String>) {
 pub fn digest_of(data: &[u8]) -> Digest {
     Digest::of(data)
 }
+
+/// `len` incompressible bytes (xorshift), different per `seed`.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1d ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}

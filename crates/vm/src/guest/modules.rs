@@ -24,13 +24,15 @@ pub const REQUIRED_MODULES: &[&str] = &[
     "overlay",
 ];
 
-/// Modules loaded when the kernel has them: networking and vsock (with their dependencies such as
-/// `net_failover`, `netfs` and `fscache`, which come in through `modules.dep`).
+/// Modules loaded when the kernel has them: networking, vsock, block devices, and the balloon (its free page
+/// reporting gives the host back guest memory the kernel has freed). Their dependencies (`net_failover`, ...)
+/// come in through `modules.dep`.
 pub const OPTIONAL_MODULES: &[&str] = &[
     "virtio_net",
     "vsock",
     "vmw_vsock_virtio_transport",
     "virtio_blk",
+    "virtio_balloon",
 ];
 
 /// The dependency graph of one kernel's modules.

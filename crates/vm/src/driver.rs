@@ -1,0 +1,861 @@
+//! [`VmDriver`]: the `vm` driver as the engine sees it. A sandbox is one VM; a standalone container gets a VM
+//! of its own. The guest agent runs the containers; the driver keeps their logs on the host.
+//!
+//! Files (under `run_root`, runtime; under `root`, persistent):
+//! ```text
+//! run_root/v/<vm>/vm/       QEMU's directory: qmp.sock, agent.sock, console.log, qemu.log, qemu.pid, vm.json
+//! run_root/v/<vm>/share/    the 9p export (read-only): <container>/<n> = bind mount of image layer n
+//! root/c/<container>/       ctr.log (JSON lines of husk_core::LogEntry), exit.json
+//! ```
+//! `<vm>` is the sandbox ID, or the container ID in standalone mode. After a daemon restart the driver finds a
+//! VM again from its directory (pid file + QMP), reconnects to its agent, and re-attaches the log readers; the
+//! agent keeps output that nobody read in the meantime (up to 1 MiB per process).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use husk_core::stdio::{BoxStdio, Frame, read_frame, write_frame};
+use husk_core::{
+    Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Context, Driver, DriverInfo,
+    Error, ErrorKind, ExitStatus, LogEntry, LogOptions, LogStream, Mode, ObservedState,
+    ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
+};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::accel::{AccelChoice, AccelDecision};
+use crate::client::{AgentAddr, AgentClient};
+use crate::guest::{Compression, GuestConfig, GuestImage, build_guest};
+use crate::qemu::{Machine, Share, Transport, Vm, VmConfig, host_tsc_khz, vm_size};
+
+/// The 9p tag of a VM's layer share.
+const SHARE_TAG: &str = "husk0";
+
+/// How the `vm` driver is set up.
+#[derive(Debug, Clone)]
+pub struct VmDriverConfig {
+    /// Persistent state (container logs and exit records).
+    pub root: PathBuf,
+    /// Runtime state (VM directories, shares). Keep it short: unix socket paths live below it.
+    pub run_root: PathBuf,
+    /// The static `husk-agent` binary packed into the guest.
+    pub agent: PathBuf,
+    /// Guest kernel (`None` = the host's newest Debian kernel with modules).
+    pub kernel: Option<PathBuf>,
+    /// Where built guest images are cached.
+    pub cache_dir: PathBuf,
+    /// Accelerator choice.
+    pub accel: AccelChoice,
+    /// Machine type.
+    pub machine: Machine,
+    /// QEMU binary.
+    pub qemu: PathBuf,
+    /// How long a VM may take to boot to its agent's first answer.
+    pub boot_timeout: Duration,
+}
+
+impl VmDriverConfig {
+    /// Defaults under `root` and `run_root`, with the agent at `agent`.
+    pub fn new(
+        root: impl Into<PathBuf>,
+        run_root: impl Into<PathBuf>,
+        agent: impl Into<PathBuf>,
+    ) -> Self {
+        let root = root.into();
+        VmDriverConfig {
+            cache_dir: root.join("vm-cache"),
+            root,
+            run_root: run_root.into(),
+            agent: agent.into(),
+            kernel: None,
+            accel: AccelChoice::Auto,
+            machine: Machine::Microvm,
+            qemu: "qemu-system-x86_64".into(),
+            boot_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// One running VM and its agent connection.
+struct VmHandle {
+    vm: tokio::sync::Mutex<Vm>,
+    client: AgentClient,
+}
+
+/// The `vm` driver.
+pub struct VmDriver {
+    config: VmDriverConfig,
+    accel: AccelDecision,
+    image: Mutex<Option<GuestImage>>,
+    vms: tokio::sync::Mutex<HashMap<String, Arc<VmHandle>>>,
+    /// Containers whose log reader runs in this daemon.
+    logging: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for VmDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmDriver")
+            .field("config", &self.config)
+            .field("accel", &self.accel)
+            .finish()
+    }
+}
+
+impl Drop for VmDriver {
+    fn drop(&mut self) {
+        // The VMs live on; this daemon's readers of their agents stop (their connections close).
+        for (_, task) in lock(&self.logging).drain() {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn host_cpus() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+impl VmDriver {
+    /// A driver with `config`; detects the accelerator now (a quick, bounded probe).
+    pub fn new(config: VmDriverConfig) -> Result<VmDriver> {
+        for dir in [config.root.join("c"), config.run_root.join("v")] {
+            std::fs::create_dir_all(&dir).context(format!("create {}", dir.display()))?;
+        }
+        let accel = crate::accel::detect(config.accel);
+        Ok(VmDriver {
+            config,
+            accel,
+            image: Mutex::new(None),
+            vms: tokio::sync::Mutex::new(HashMap::new()),
+            logging: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The accelerator in use and why.
+    pub fn accel(&self) -> &AccelDecision {
+        &self.accel
+    }
+
+    /// Builds (or finds in the cache) the guest image; `husk vm build-guest` calls this.
+    pub fn guest_image(&self) -> Result<GuestImage> {
+        if let Some(img) = lock(&self.image).clone()
+            && img.initramfs.exists()
+        {
+            return Ok(img);
+        }
+        let mut cfg = GuestConfig::new(&self.config.agent, &self.config.cache_dir);
+        cfg.kernel = self.config.kernel.clone();
+        cfg.compression = Compression::None;
+        let img = build_guest(&cfg)?;
+        *lock(&self.image) = Some(img.clone());
+        Ok(img)
+    }
+
+    fn vm_root(&self, vm: &str) -> PathBuf {
+        self.config.run_root.join("v").join(vm)
+    }
+
+    fn ctr_dir(&self, id: &str) -> PathBuf {
+        self.config.root.join("c").join(id)
+    }
+
+    /// Boots a VM named `vm` with `resources` and waits for its agent.
+    async fn boot(
+        &self,
+        vm_name: &str,
+        resources: &husk_core::Resources,
+        hostname: &str,
+    ) -> Result<Arc<VmHandle>> {
+        let image = tokio::task::block_in_place(|| self.guest_image())?;
+        let root = self.vm_root(vm_name);
+        let share = root.join("share");
+        std::fs::create_dir_all(&share).context(format!("create {}", share.display()))?;
+        let (memory_mib, cpus) = vm_size(resources, host_cpus());
+        let mut cmdline_extra = Vec::new();
+        if !hostname.is_empty() {
+            husk_core::units::validate_hostname(hostname)?;
+            cmdline_extra.push(format!("husk.hostname={hostname}"));
+        }
+        let config = VmConfig {
+            dir: root.join("vm"),
+            qemu: self.config.qemu.clone(),
+            machine: self.config.machine,
+            accel: self.accel.accel,
+            memory_mib,
+            cpus,
+            kernel: image.kernel,
+            initramfs: image.initramfs,
+            cmdline_extra,
+            shares: vec![Share {
+                tag: SHARE_TAG.into(),
+                path: share,
+                readonly: true,
+            }],
+            transport: Transport::detect(),
+            tsc_khz: host_tsc_khz(),
+            tb_size_mib: Some(64),
+            huge_pages: false,
+            free_page_reporting: true,
+        };
+        let addr = agent_addr(&config);
+        let mut vm = Vm::launch(config).await?;
+        match AgentClient::connect_when_ready(&addr, self.config.boot_timeout).await {
+            Ok((client, _)) => {
+                let handle = Arc::new(VmHandle {
+                    vm: tokio::sync::Mutex::new(vm),
+                    client,
+                });
+                self.vms
+                    .lock()
+                    .await
+                    .insert(vm_name.to_string(), handle.clone());
+                Ok(handle)
+            }
+            Err(e) => {
+                let console = std::fs::read_to_string(vm.paths().console).unwrap_or_default();
+                let _ = vm.quit(Duration::from_secs(1)).await;
+                let tail: String = console
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join(" | ");
+                Err(e.context(format!("boot VM {vm_name} (console: {tail})")))
+            }
+        }
+    }
+
+    /// The running VM `vm_name`: from this daemon's table, or found again on disk after a restart.
+    async fn vm(&self, vm_name: &str) -> Result<Arc<VmHandle>> {
+        let mut vms = self.vms.lock().await;
+        if let Some(h) = vms.get(vm_name) {
+            return Ok(h.clone());
+        }
+        let dir = self.vm_root(vm_name).join("vm");
+        let vm = Vm::find(&dir)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("VM {vm_name} (it is not running)")))?;
+        let (client, _) =
+            AgentClient::connect_when_ready(&agent_addr(&vm.config), Duration::from_secs(10))
+                .await?;
+        let handle = Arc::new(VmHandle {
+            vm: tokio::sync::Mutex::new(vm),
+            client,
+        });
+        vms.insert(vm_name.to_string(), handle.clone());
+        drop(vms);
+        // Containers of this VM whose logs nobody reads since the restart.
+        if let Ok(list) = handle.client.list().await {
+            for c in list {
+                self.follow_logs(handle.client.clone(), &c.id);
+            }
+        }
+        Ok(handle)
+    }
+
+    fn vm_of(container: &ContainerRecord) -> Result<String> {
+        if let Some(vm) = container
+            .runtime
+            .driver_data
+            .get("vm")
+            .and_then(|v| v.as_str())
+        {
+            return Ok(vm.to_string());
+        }
+        match (container.mode, &container.sandbox_id) {
+            (Mode::Sandbox, Some(s)) => Ok(s.clone()),
+            _ => Ok(container.id().to_string()),
+        }
+    }
+
+    async fn client_for(&self, container: &ContainerRecord) -> Result<AgentClient> {
+        Ok(self.vm(&Self::vm_of(container)?).await?.client.clone())
+    }
+
+    /// Stops a VM: asks the agent to power off, then QMP quit / SIGKILL; removes its directory.
+    async fn destroy_vm(&self, vm_name: &str) -> Result<()> {
+        let handle = match self.vm(vm_name).await {
+            Ok(h) => Some(h),
+            Err(e) if e.kind == ErrorKind::NotFound || e.kind == ErrorKind::Timeout => None,
+            Err(e) => return Err(e),
+        };
+        self.vms.lock().await.remove(vm_name);
+        if let Some(h) = handle {
+            let _ = h.client.shutdown().await;
+            let mut vm = h.vm.lock().await;
+            vm.wait_exit(Duration::from_secs(10)).await;
+            vm.quit(Duration::from_secs(5)).await?;
+        } else if let Some(mut vm) = Vm::find(&self.vm_root(vm_name).join("vm")).await? {
+            vm.quit(Duration::from_secs(5)).await?;
+        }
+        let root = self.vm_root(vm_name);
+        unmount_below(&root.join("share"));
+        match std::fs::remove_dir_all(&root) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("remove {}", root.display()), e)),
+        }
+    }
+
+    /// Exposes `layers` to the VM as `share/<id>/<n>` (read-only bind mounts) and returns their share paths.
+    fn share_layers(&self, vm_name: &str, id: &str, layers: &[PathBuf]) -> Result<Vec<String>> {
+        let base = self.vm_root(vm_name).join("share").join(id);
+        let mut rel = Vec::new();
+        for (n, layer) in layers.iter().enumerate() {
+            let target = base.join(n.to_string());
+            std::fs::create_dir_all(&target).context(format!("create {}", target.display()))?;
+            bind_readonly(layer, &target)?;
+            rel.push(format!("{id}/{n}"));
+        }
+        Ok(rel)
+    }
+
+    /// Starts the log reader of container `id` (once per daemon): every output frame goes to `ctr.log`, the exit
+    /// to `exit.json`.
+    fn follow_logs(&self, client: AgentClient, id: &str) {
+        let mut logging = lock(&self.logging);
+        if logging.get(id).is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let dir = self.ctr_dir(id);
+        let id2 = id.to_string();
+        let task = tokio::spawn(async move {
+            let Ok((_in, mut out)) = client.stdio(&id2, "").await else {
+                return;
+            };
+            let _ = std::fs::create_dir_all(&dir);
+            let Ok(mut log) = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("ctr.log"))
+                .await
+            else {
+                return;
+            };
+            while let Some(frame) = out.recv().await {
+                let (stream, data) = match frame {
+                    Frame::Stdout(d) => ("stdout", d),
+                    Frame::Stderr(d) => ("stderr", d),
+                    Frame::Exit(code) => {
+                        let exit = ExitStatus {
+                            code,
+                            finished_at: husk_core::now_rfc3339(),
+                            ..Default::default()
+                        };
+                        let _ = std::fs::write(
+                            dir.join("exit.json"),
+                            serde_json::to_vec(&exit).unwrap_or_default(),
+                        );
+                        break;
+                    }
+                    _ => break,
+                };
+                let entry = LogEntry {
+                    time: husk_core::now_rfc3339(),
+                    stream: stream.into(),
+                    text: String::from_utf8_lossy(&data).into_owned(),
+                };
+                if let Ok(mut line) = serde_json::to_vec(&entry) {
+                    line.push(b'\n');
+                    let _ = log.write_all(&line).await;
+                }
+            }
+        });
+        logging.insert(id.to_string(), task);
+    }
+
+    fn read_exit(&self, id: &str) -> Option<ExitStatus> {
+        serde_json::from_slice(&std::fs::read(self.ctr_dir(id).join("exit.json")).ok()?).ok()
+    }
+
+    async fn create_in(
+        &self,
+        vm_name: &str,
+        handle: &VmHandle,
+        config: &ContainerConfig,
+        rootfs: &RootfsLayers,
+    ) -> Result<ContainerRuntime> {
+        let layers = self.share_layers(vm_name, &config.id, &rootfs.layers)?;
+        let _ = std::fs::remove_file(self.ctr_dir(&config.id).join("exit.json"));
+        handle
+            .client
+            .create_container(config, SHARE_TAG, layers)
+            .await?;
+        self.follow_logs(handle.client.clone(), &config.id);
+        Ok(ContainerRuntime {
+            pid: 0,
+            driver_data: json!({ "vm": vm_name }),
+        })
+    }
+}
+
+fn agent_addr(config: &VmConfig) -> AgentAddr {
+    match config.transport {
+        Transport::Serial => AgentAddr::Serial(config.paths().agent),
+        Transport::Vsock { cid } => AgentAddr::Vsock {
+            cid,
+            port: crate::proto::AGENT_VSOCK_PORT,
+        },
+    }
+}
+
+fn bind_readonly(source: &Path, target: &Path) -> Result<()> {
+    use nix::mount::{MsFlags, mount};
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::backend(format!(
+            "bind {} to {}: {e}",
+            source.display(),
+            target.display()
+        ))
+    })?;
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| Error::backend(format!("make {} read-only: {e}", target.display())))
+}
+
+/// Unmounts every mount at or below `dir` (deepest first).
+fn unmount_below(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A [`BoxStdio`] over an agent stdio stream: frames written to it go to the process, its output comes out.
+fn bridge(to_process: mpsc::Sender<Frame>, mut from_process: mpsc::Receiver<Frame>) -> BoxStdio {
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (mut r, mut w) = tokio::io::split(ours);
+    tokio::spawn(async move {
+        while let Some(f) = from_process.recv().await {
+            let last = matches!(f, Frame::Exit(_) | Frame::Error(_));
+            if write_frame(&mut w, &f).await.is_err() || last {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    tokio::spawn(async move {
+        while let Ok(Some(f)) = read_frame(&mut r).await {
+            if to_process.send(f).await.is_err() {
+                break;
+            }
+        }
+    });
+    Box::new(theirs)
+}
+
+fn filter_logs(text: &str, options: &LogOptions) -> Vec<LogEntry> {
+    let mut entries: Vec<LogEntry> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<LogEntry>(l).ok())
+        .filter(|e| {
+            let t = chrono::DateTime::parse_from_rfc3339(&e.time)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or(0);
+            options.since_nanos.is_none_or(|s| t >= s) && options.until_nanos.is_none_or(|u| t < u)
+        })
+        .collect();
+    if let Some(n) = options.tail {
+        let skip = entries.len().saturating_sub(n);
+        entries.drain(..skip);
+    }
+    entries
+}
+
+#[async_trait]
+impl Driver for VmDriver {
+    fn name(&self) -> &'static str {
+        "vm"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            sandbox: true,
+            standalone: true,
+            pid_sharing: false,
+            pause: true,
+            exec: true,
+            tty: true,
+            attach: true,
+            stats: true,
+            top: false,
+            limits: true,
+            networking: false,
+            bind_mounts: false,
+            volumes: false,
+            privileged: false,
+        }
+    }
+
+    async fn info(&self) -> Result<DriverInfo> {
+        let mut details = std::collections::BTreeMap::new();
+        details.insert("accelerator".into(), self.accel.accel.as_str().into());
+        details.insert("accelerator_reason".into(), self.accel.reason.clone());
+        details.insert(
+            "machine".into(),
+            format!("{:?}", self.config.machine).to_lowercase(),
+        );
+        details.insert(
+            "transport".into(),
+            match Transport::detect() {
+                Transport::Serial => "virtio-serial".into(),
+                Transport::Vsock { .. } => "vsock".into(),
+            },
+        );
+        if let Ok(img) = tokio::task::block_in_place(|| self.guest_image()) {
+            details.insert("guest_kernel".into(), img.kernel_release);
+            details.insert(
+                "guest_initramfs".into(),
+                img.initramfs.display().to_string(),
+            );
+        }
+        Ok(DriverInfo {
+            name: "vm".into(),
+            capabilities: self.capabilities(),
+            details,
+        })
+    }
+
+    async fn create_sandbox(&self, config: &SandboxConfig) -> Result<SandboxRuntime> {
+        let h = self
+            .boot(&config.id, &config.resources, &config.hostname)
+            .await?;
+        let vm = h.vm.lock().await;
+        Ok(SandboxRuntime {
+            pid: Some(vm.pid),
+            driver_data: json!({ "vm_dir": vm.config.dir, "accel": self.accel.accel.as_str() }),
+            ..Default::default()
+        })
+    }
+
+    async fn delete_sandbox(&self, sandbox: &SandboxRecord) -> Result<()> {
+        self.destroy_vm(&sandbox.config.id).await
+    }
+
+    async fn sandbox_alive(&self, sandbox: &SandboxRecord) -> Result<bool> {
+        Ok(Vm::find(&self.vm_root(&sandbox.config.id).join("vm"))
+            .await?
+            .is_some())
+    }
+
+    async fn create_container(
+        &self,
+        config: &ContainerConfig,
+        sandbox: Option<&SandboxRecord>,
+        rootfs: &RootfsLayers,
+    ) -> Result<ContainerRuntime> {
+        match sandbox {
+            Some(s) => {
+                let h = self.vm(&s.config.id).await?;
+                self.create_in(&s.config.id, &h, config, rootfs).await
+            }
+            None => {
+                let h = self
+                    .boot(&config.id, &config.resources, &config.hostname)
+                    .await?;
+                let r = self.create_in(&config.id, &h, config, rootfs).await;
+                if r.is_err() {
+                    let _ = self.destroy_vm(&config.id).await;
+                }
+                r
+            }
+        }
+    }
+
+    async fn start_container(
+        &self,
+        container: &ContainerRecord,
+        _sandbox: Option<&SandboxRecord>,
+    ) -> Result<ContainerRuntime> {
+        let client = self.client_for(container).await?;
+        let _ = std::fs::remove_file(self.ctr_dir(container.id()).join("exit.json"));
+        let pid = client.start(container.id()).await?;
+        self.follow_logs(client, container.id());
+        let vm = Self::vm_of(container)?;
+        Ok(ContainerRuntime {
+            pid: 0,
+            driver_data: json!({ "vm": vm, "guest_pid": pid }),
+        })
+    }
+
+    async fn kill(&self, container: &ContainerRecord, signal: i32, all: bool) -> Result<()> {
+        self.client_for(container)
+            .await?
+            .signal(container.id(), "", signal, all)
+            .await
+    }
+
+    async fn pause(&self, container: &ContainerRecord) -> Result<()> {
+        self.client_for(container)
+            .await?
+            .pause(container.id(), true)
+            .await
+    }
+
+    async fn unpause(&self, container: &ContainerRecord) -> Result<()> {
+        self.client_for(container)
+            .await?
+            .pause(container.id(), false)
+            .await
+    }
+
+    async fn delete_container(&self, container: &ContainerRecord) -> Result<()> {
+        let vm = Self::vm_of(container)?;
+        if let Some(task) = lock(&self.logging).remove(container.id()) {
+            task.abort();
+        }
+        if container.mode == Mode::Standalone && container.sandbox_id.is_none() {
+            self.destroy_vm(&vm).await?;
+        } else {
+            match self.vm(&vm).await {
+                Ok(h) => match h.client.remove_container(container.id()).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                },
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            let share = self.vm_root(&vm).join("share").join(container.id());
+            unmount_below(&share);
+            let _ = std::fs::remove_dir_all(&share);
+        }
+        match std::fs::remove_dir_all(self.ctr_dir(container.id())) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove the container's logs", e)),
+        }
+    }
+
+    async fn wait(&self, container: &ContainerRecord) -> Result<ExitStatus> {
+        let gone = |reason: &str| ExitStatus {
+            code: 255,
+            finished_at: husk_core::now_rfc3339(),
+            reason: reason.into(),
+            ..Default::default()
+        };
+        let client = match self.client_for(container).await {
+            Ok(c) => c,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return Ok(self
+                    .read_exit(container.id())
+                    .unwrap_or_else(|| gone("the VM is gone")));
+            }
+            Err(e) => return Err(e),
+        };
+        match client.wait(container.id(), "").await {
+            Ok(w) => Ok(ExitStatus {
+                code: w.exit_code,
+                oom_killed: w.oom_killed,
+                finished_at: husk_core::now_rfc3339(),
+                reason: String::new(),
+            }),
+            Err(e) if e.kind == ErrorKind::Backend || e.kind == ErrorKind::NotFound => {
+                Ok(self.read_exit(container.id()).unwrap_or_else(|| {
+                    gone("the VM stopped (crashed or was killed) while the container ran")
+                }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn observe(&self, container: &ContainerRecord) -> Result<ObservedState> {
+        let client = match self.client_for(container).await {
+            Ok(c) => c,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return Ok(match self.read_exit(container.id()) {
+                    Some(exit) => ObservedState::Exited(exit),
+                    None => ObservedState::Missing,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let list = client.list().await?;
+        let Some(c) = list.into_iter().find(|c| c.id == container.id()) else {
+            return Ok(ObservedState::Missing);
+        };
+        Ok(match c.status.as_str() {
+            "created" => ObservedState::Created,
+            "running" => ObservedState::Running { pid: 0 },
+            "paused" => ObservedState::Paused { pid: 0 },
+            _ => ObservedState::Exited(self.read_exit(container.id()).unwrap_or(ExitStatus {
+                code: c.exit_code,
+                ..Default::default()
+            })),
+        })
+    }
+
+    async fn exec(&self, container: &ContainerRecord, process: &ProcessConfig) -> Result<BoxStdio> {
+        let client = self.client_for(container).await?;
+        let exec_id = format!("exec-{:016x}", rand::random::<u64>());
+        client.exec(container.id(), &exec_id, process).await?;
+        let (tx, rx) = client.stdio(container.id(), &exec_id).await?;
+        Ok(bridge(tx, rx))
+    }
+
+    async fn attach(&self, container: &ContainerRecord, _stdin: bool) -> Result<BoxStdio> {
+        let client = self.client_for(container).await?;
+        let (tx, rx) = client.stdio(container.id(), "").await?;
+        Ok(bridge(tx, rx))
+    }
+
+    async fn resize(&self, container: &ContainerRecord, rows: u16, cols: u16) -> Result<()> {
+        self.client_for(container)
+            .await?
+            .resize(container.id(), "", rows, cols)
+            .await
+    }
+
+    async fn logs(&self, container: &ContainerRecord, options: &LogOptions) -> Result<LogStream> {
+        let path = self.ctr_dir(container.id()).join("ctr.log");
+        let exit = self.ctr_dir(container.id()).join("exit.json");
+        let options = options.clone();
+        let (tx, rx) = mpsc::channel::<Result<LogEntry>>(256);
+        tokio::spawn(async move {
+            let follow_opts = LogOptions {
+                tail: None,
+                ..options.clone()
+            };
+            let mut offset = 0;
+            let mut first = true;
+            loop {
+                let done = exit.exists();
+                let bytes = tokio::fs::read(&path).await.unwrap_or_default();
+                if bytes.len() > offset {
+                    // Only whole lines; a line being written is read on the next round.
+                    let complete = bytes[offset..]
+                        .iter()
+                        .rposition(|b| *b == b'\n')
+                        .map(|i| i + 1)
+                        .unwrap_or(0);
+                    let text =
+                        String::from_utf8_lossy(&bytes[offset..offset + complete]).into_owned();
+                    offset += complete;
+                    let opts = if first { &options } else { &follow_opts };
+                    for e in filter_logs(&text, opts) {
+                        if tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                first = false;
+                if !options.follow || done || tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn stats(&self, container: &ContainerRecord) -> Result<Stats> {
+        let s = self
+            .client_for(container)
+            .await?
+            .stats(container.id())
+            .await?;
+        Ok(Stats {
+            read_at: husk_core::now_rfc3339(),
+            cpu_usage_ns: s.cpu_usage_ns,
+            system_cpu_ns: s.system_cpu_ns,
+            online_cpus: s.online_cpus,
+            memory_usage_bytes: s.memory_usage_bytes,
+            memory_limit_bytes: s.memory_limit_bytes,
+            pids: s.pids,
+            ..Default::default()
+        })
+    }
+
+    async fn top(&self, container: &ContainerRecord) -> Result<Top> {
+        Err(Error::unsupported(format!(
+            "driver vm does not list the processes of container {} yet",
+            container.name()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_filters() {
+        let lines = [
+            r#"{"time":"2024-01-01T00:00:01Z","stream":"stdout","text":"a\n"}"#,
+            r#"{"time":"2024-01-01T00:00:02Z","stream":"stderr","text":"b\n"}"#,
+            "not json",
+            r#"{"time":"2024-01-01T00:00:03Z","stream":"stdout","text":"c\n"}"#,
+        ]
+        .join("\n");
+        let all = filter_logs(&lines, &LogOptions::default());
+        assert_eq!(
+            all.iter().map(|e| e.text.as_str()).collect::<String>(),
+            "a\nb\nc\n"
+        );
+        let tail = filter_logs(
+            &lines,
+            &LogOptions {
+                tail: Some(1),
+                ..Default::default()
+            },
+        );
+        assert_eq!(tail[0].text, "c\n");
+        let since = filter_logs(
+            &lines,
+            &LogOptions {
+                since_nanos: Some(2_000_000_000 + 1_704_067_200_000_000_000),
+                ..Default::default()
+            },
+        );
+        assert_eq!(since.len(), 2);
+    }
+
+    #[test]
+    fn containers_find_their_vm() {
+        let mut r: ContainerRecord = serde_json::from_value(json!({
+            "config": { "id": "c1", "name": "n", "image": { "name": "i", "id": "x" }, "process": { "args": ["sh"] } },
+            "driver": "vm", "mode": "sandbox", "sandbox_id": "s1", "status": "created", "created_at": ""
+        }))
+        .unwrap();
+        assert_eq!(VmDriver::vm_of(&r).unwrap(), "s1");
+        r.mode = Mode::Standalone;
+        r.sandbox_id = None;
+        assert_eq!(VmDriver::vm_of(&r).unwrap(), "c1");
+        r.runtime.driver_data = json!({ "vm": "other" });
+        assert_eq!(VmDriver::vm_of(&r).unwrap(), "other");
+    }
+}
