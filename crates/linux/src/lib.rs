@@ -6,7 +6,6 @@
 
 pub mod cgroups;
 pub mod driver;
-pub mod etcfiles;
 pub mod logs;
 pub mod namespaces;
 pub mod seccomp_bpf;

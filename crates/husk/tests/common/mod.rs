@@ -33,10 +33,11 @@ fn nix_is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// A busybox image archive built once per test run by `scripts/make-busybox-image` (`NAME` = `test/busybox:1`).
+/// A busybox image archive built once per test run by `scripts/make-busybox-image` (`NAME` = `test/busybox:1`,
+/// exposing 8080/tcp).
 pub fn busybox_archive() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let path = dir.join("husk-test-busybox.tar");
+    let path = dir.join("husk-test-busybox-2.tar");
     if path.exists() {
         return path;
     }
@@ -44,6 +45,7 @@ pub fn busybox_archive() -> PathBuf {
     let out = Command::new(repo_root().join("scripts/make-busybox-image"))
         .arg(&tmp)
         .arg("test/busybox:1")
+        .args(["--expose", "8080"])
         .output()
         .expect("run make-busybox-image");
     assert!(
@@ -73,6 +75,10 @@ pub struct Daemon {
     pub cgroup_parent: String,
     /// Extra daemon flags.
     pub flags: Vec<String>,
+    /// The default network's bridge (unique per daemon).
+    pub bridge: String,
+    /// The default network's subnet (unique per daemon).
+    pub subnet: String,
     child: Option<Child>,
 }
 
@@ -124,7 +130,14 @@ impl Daemon {
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
             .collect();
+        // A bridge and subnet of our own, so daemons of parallel tests never share addresses.
+        let seed: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 ^ ((std::process::id() as u64) << 20);
+        let mix = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let bridge = format!("hk{:08x}", (mix >> 32) as u32);
+        let subnet = format!("10.{}.{}.0/24", 100 + (mix >> 8) % 150, mix % 256);
         let mut d = Daemon {
+            bridge,
+            subnet,
             root: dir.path().join("root"),
             run_root: dir.path().join("run"),
             socket: dir.path().join("husk.sock"),
@@ -158,6 +171,12 @@ impl Daemon {
             .arg(&self.cgroup_parent)
             .arg("--config")
             .arg(self.dir.path().join("none.toml"))
+            .arg("--cni-conf-dir")
+            .arg(self.dir.path().join("cni"))
+            .arg("--bridge")
+            .arg(&self.bridge)
+            .arg("--subnet")
+            .arg(&self.subnet)
             .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -285,6 +304,29 @@ impl Daemon {
                 }
             }
         }
+        // Network: veths on our bridge, cached attachments, IP allocations.
+        if let Ok(out) = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                left.push(format!("veth {line}"));
+            }
+        }
+        for sub in ["attachments", "sandboxes"] {
+            if let Ok(entries) = std::fs::read_dir(self.root.join("net").join(sub)) {
+                for e in entries.flatten() {
+                    left.push(format!("network state {}", e.path().display()));
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.root.join("net").join("ipam")) {
+            for net in entries.flatten() {
+                for e in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    if name.parse::<std::net::IpAddr>().is_ok() {
+                        left.push(format!("IP allocation {}", e.path().display()));
+                    }
+                }
+            }
+        }
         for sub in ["c", "s"] {
             if let Ok(entries) = std::fs::read_dir(self.root.join("linux").join(sub)) {
                 for e in entries.flatten() {
@@ -335,6 +377,7 @@ impl Drop for Daemon {
                 let _ = std::fs::remove_dir(&dir);
             }
         }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status();
         // Unmount anything left under our directory so the temp dir can go.
         let base = self.dir.path().to_string_lossy().to_string();
         let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
