@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{Daemon, IMAGE};
 
 fn daemon(driver: &str) -> Daemon {
-    Daemon::start(&["--driver", driver])
+    Daemon::start_driver(driver)
 }
 
 fn ns(d: &Daemon, container: &str, kind: &str) -> String {
@@ -90,12 +90,13 @@ pub fn sandbox_containers_share_network_ipc_uts(driver: &str) {
         "1000",
     ])
     .ok();
-    for kind in ["net", "ipc", "uts"] {
-        assert_eq!(
-            ns(&d, "web", kind),
-            ns(&d, "side", kind),
-            "{kind} namespace shared"
-        );
+    for kind in ["net", "ipc"] {
+        assert_eq!(ns(&d, "web", kind), ns(&d, "side", kind), "{kind} namespace shared");
+    }
+    // Docker Engine cannot put two containers in one UTS namespace; its containers get the sandbox's hostname
+    // (checked below) in namespaces of their own.
+    if driver != "docker" {
+        assert_eq!(ns(&d, "web", "uts"), ns(&d, "side", "uts"), "uts namespace shared");
     }
     assert_ne!(
         ns(&d, "web", "mnt"),
@@ -621,4 +622,4 @@ macro_rules! conformance {
     };
 }
 
-conformance!(linux);
+conformance!(linux, docker);

@@ -79,6 +79,8 @@ pub struct Daemon {
     pub bridge: String,
     /// The default network's subnet (unique per daemon).
     pub subnet: String,
+    /// For the docker driver: the engine's address and this daemon's instance name.
+    pub docker: Option<(String, String)>,
     child: Option<Child>,
 }
 
@@ -115,6 +117,24 @@ impl From<Output> for Run {
 }
 
 impl Daemon {
+    /// Starts a daemon whose default driver is `driver`. The `docker` driver uses the shared test engine at
+    /// `HUSK_TEST_DOCKER_HOST` (started by `scripts/test` with `crates/docker/scripts/test-dockerd`), with an
+    /// instance name of its own.
+    pub fn start_driver(driver: &str) -> Daemon {
+        match driver {
+            "docker" => {
+                let host = std::env::var("HUSK_TEST_DOCKER_HOST").expect(
+                    "HUSK_TEST_DOCKER_HOST is not set: start an engine with `crates/docker/scripts/test-dockerd start /tmp/hdk` and export its address",
+                );
+                let instance = format!("t{:x}{:x}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos());
+                let mut d = Daemon::start(&["--driver", "docker", "--docker-host", &host, "--docker-instance", &instance]);
+                d.docker = Some((host, instance));
+                d
+            }
+            other => Daemon::start(&["--driver", other]),
+        }
+    }
+
     /// Starts a daemon with `flags` (e.g. `--driver linux --mode standalone`) and loads the busybox image.
     pub fn start(flags: &[&str]) -> Daemon {
         require_root();
@@ -138,6 +158,7 @@ impl Daemon {
         let mut d = Daemon {
             bridge,
             subnet,
+            docker: None,
             root: dir.path().join("root"),
             run_root: dir.path().join("run"),
             socket: dir.path().join("husk.sock"),
@@ -302,6 +323,16 @@ impl Daemon {
                 for e in entries.flatten() {
                     left.push(format!("run dir {}", e.path().display()));
                 }
+            }
+        }
+        // Engine objects of a docker-driver daemon.
+        if let Some((host, instance)) = &self.docker {
+            let out = Command::new("docker")
+                .args(["-H", host, "ps", "-aq", "--filter", &format!("label=io.husk.instance={instance}")])
+                .output()
+                .expect("docker CLI");
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                left.push(format!("engine container {id}"));
             }
         }
         // Network: veths on our bridge, cached attachments, IP allocations.
