@@ -75,6 +75,8 @@ pub fn router(engine: Engine) -> Router {
             "/husk/v1/sandboxes/{id}",
             get(inspect_sandbox).delete(remove_sandbox),
         )
+        .route("/husk/v1/networks", get(list_networks).post(create_network))
+        .route("/husk/v1/networks/{name}", get(inspect_network).delete(remove_network))
         .route("/husk/v1/images", get(list_images))
         .route("/husk/v1/images/load", post(load_images))
         .route("/husk/v1/images/tag", post(tag_image))
@@ -498,5 +500,37 @@ async fn tag_image(
     Query(q): Query<TagQuery>,
 ) -> ApiResult<StatusCode> {
     engine.tag_image(&q.source, &q.target)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_networks(State(engine): State<Engine>) -> ApiResult<Json<Vec<husk_net::NetworkInfo>>> {
+    Ok(Json(engine.list_networks().await?))
+}
+
+async fn inspect_network(State(engine): State<Engine>, Path(name): Path<String>) -> ApiResult<Json<husk_net::NetworkInfo>> {
+    Ok(Json(engine.inspect_network(&name).await?))
+}
+
+/// The body of `POST /husk/v1/networks`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkCreateBody {
+    name: String,
+    #[serde(default)]
+    subnet: Option<String>,
+    #[serde(default)]
+    gateway: Option<String>,
+    #[serde(default)]
+    bridge: Option<String>,
+}
+
+async fn create_network(State(engine): State<Engine>, body: bytes::Bytes) -> ApiResult<(StatusCode, Json<husk_net::NetworkInfo>)> {
+    let b: NetworkCreateBody = parse_body(&body)?;
+    let info = engine.create_network(husk_net::NewNetwork { name: b.name, subnet: b.subnet, gateway: b.gateway, bridge: b.bridge }).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+async fn remove_network(State(engine): State<Engine>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    engine.remove_network(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -578,6 +578,9 @@ pub struct ContainerRuntime {
     /// PID of the main process on the host (0 when unknown or not running, as for VM guests).
     #[serde(default)]
     pub pid: i32,
+    /// The network identity of a standalone container (in sandbox mode it is the sandbox's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkStatus>,
     /// The driver's own data (shim socket, engine container ID ...), opaque to everyone else.
     #[serde(default)]
     pub driver_data: serde_json::Value,

@@ -203,7 +203,8 @@ pub fn parse_since(text: &str, now_nanos: i64) -> Result<i64> {
         )
     };
     if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
-        return dt.timestamp_nanos_opt().ok_or_else(bad);
+        // Past 2262 nanoseconds overflow i64: such times are simply "later than everything".
+        return Ok(dt.timestamp_nanos_opt().unwrap_or(if dt.timestamp() > 0 { i64::MAX } else { i64::MIN }));
     }
     if let Ok(secs) = t.parse::<f64>() {
         return Ok((secs * 1e9) as i64);
@@ -317,5 +318,6 @@ mod tests {
             1_000_000_000
         );
         assert!(parse_since("yesterday", now).is_err());
+        assert_eq!(parse_since("2999-01-01T00:00:00Z", now).unwrap(), i64::MAX);
     }
 }

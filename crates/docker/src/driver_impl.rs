@@ -254,6 +254,7 @@ impl Driver for DockerDriver {
         Ok(ContainerRuntime {
             pid: 0,
             driver_data: container_data(&id, &name),
+            network: None,
         })
     }
 
@@ -292,6 +293,7 @@ impl Driver for DockerDriver {
         Ok(ContainerRuntime {
             pid,
             driver_data: container_data(&id, &name),
+            network: None,
         })
     }
 

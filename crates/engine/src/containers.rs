@@ -116,7 +116,7 @@ impl Engine {
                     ),
                 ));
             }
-            if !req.network.ports.is_empty() || !req.network.mode.is_empty() {
+            if !req.network.ports.is_empty() || !req.network.mode.is_empty() || req.publish_all {
                 return Err(Error::invalid(
                     "network",
                     format!(
@@ -156,7 +156,7 @@ impl Engine {
                     name: name.clone(),
                     hostname: req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
                     share_pid: req.share_pid,
-                    network: req.network.clone(),
+                    network: config.network.clone(),
                     resources: req.resources.clone(),
                     labels: Default::default(),
                 },

@@ -9,6 +9,7 @@
 mod containers;
 mod images;
 mod monitor;
+mod networks;
 pub mod requests;
 mod resolve;
 mod sandboxes;
@@ -71,6 +72,7 @@ pub(crate) struct Inner {
     pub(crate) config: EngineConfig,
     pub(crate) store: Arc<Store>,
     pub(crate) images: Arc<ImageStore>,
+    pub(crate) networks: Arc<husk_net::Networks>,
     pub(crate) drivers: BTreeMap<String, Arc<dyn Driver>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) events: broadcast::Sender<Event>,
@@ -100,6 +102,7 @@ impl Engine {
         config: EngineConfig,
         store: Arc<Store>,
         images: Arc<ImageStore>,
+        networks: Arc<husk_net::Networks>,
         drivers: Vec<Arc<dyn Driver>>,
     ) -> Result<Engine> {
         let drivers: BTreeMap<String, Arc<dyn Driver>> = drivers
@@ -125,6 +128,7 @@ impl Engine {
                 config,
                 store,
                 images,
+                networks,
                 drivers,
                 locks: Mutex::new(HashMap::new()),
                 events,

@@ -64,6 +64,8 @@ pub struct ContainerCreate {
     pub mounts: Vec<MountConfig>,
     /// Network (standalone, or the implicit sandbox of `run`).
     pub network: NetworkConfig,
+    /// Publish every port the image exposes on a free host port (`-P`).
+    pub publish_all: bool,
     /// Stop signal (name or number).
     pub stop_signal: Option<String>,
     /// Seconds to wait after the stop signal.
@@ -264,7 +266,7 @@ impl ContainerView {
         );
         let network = match sandbox {
             Some(sb) => sb.runtime.network.clone(),
-            None => None,
+            None => rec.runtime.network.clone(),
         };
         ContainerView {
             id: c.id.clone(),
@@ -321,9 +323,11 @@ impl ContainerView {
                     Some(sb) => sb.config.network.mode().to_string(),
                     None => c.network.mode().to_string(),
                 },
-                port_bindings: match sandbox {
-                    Some(sb) => sb.config.network.ports.clone(),
-                    None => c.network.ports.clone(),
+                // The ports as published (host ports husk picked for -P included) when known.
+                port_bindings: match (&network, sandbox) {
+                    (Some(n), _) if !n.ports.is_empty() => n.ports.clone(),
+                    (_, Some(sb)) => sb.config.network.ports.clone(),
+                    _ => c.network.ports.clone(),
                 },
                 mounts: c.mounts.clone(),
             },

@@ -34,6 +34,57 @@ pub struct DaemonConfig {
     pub cgroup_parent: String,
     /// Log level.
     pub log_level: String,
+    /// Networking (CNI).
+    pub network: NetworkSettings,
+    /// The `docker` driver.
+    pub docker: DockerSettings,
+}
+
+/// `[network]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// Directory of CNI configuration lists.
+    pub cni_conf_dir: PathBuf,
+    /// Directories of CNI plugins.
+    pub cni_plugin_dirs: Vec<PathBuf>,
+    /// Name of the default (bridge) network.
+    pub default_network: String,
+    /// Bridge of the default network.
+    pub bridge: String,
+    /// Subnet of the default network.
+    pub subnet: String,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        let d = husk_net::CniConfig::with_root("/");
+        NetworkSettings {
+            cni_conf_dir: d.conf_dir,
+            cni_plugin_dirs: d.plugin_dirs,
+            default_network: d.default_network,
+            bridge: d.default_bridge,
+            subnet: d.default_subnet,
+        }
+    }
+}
+
+/// `[docker]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerSettings {
+    /// The engine's address.
+    pub host: String,
+    /// This daemon's name on the engine (labels, object names).
+    pub instance: String,
+    /// The static `husk-pause` binary for infra containers (default: next to `husk`).
+    pub pause_binary: Option<PathBuf>,
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        DockerSettings { host: husk_docker::DEFAULT_HOST.to_string(), instance: "husk".into(), pause_binary: None }
+    }
 }
 
 impl Default for DaemonConfig {
@@ -47,6 +98,8 @@ impl Default for DaemonConfig {
             mode: "sandbox".into(),
             cgroup_parent: "husk".into(),
             log_level: "info".into(),
+            network: NetworkSettings::default(),
+            docker: DockerSettings::default(),
         }
     }
 }
@@ -91,6 +144,24 @@ impl DaemonConfig {
         if let Some(v) = &args.log_level {
             config.log_level = v.clone();
         }
+        if let Some(v) = &args.cni_conf_dir {
+            config.network.cni_conf_dir = v.clone();
+        }
+        if let Some(v) = &args.bridge {
+            config.network.bridge = v.clone();
+        }
+        if let Some(v) = &args.subnet {
+            config.network.subnet = v.clone();
+        }
+        if let Some(v) = &args.default_network {
+            config.network.default_network = v.clone();
+        }
+        if let Some(v) = &args.docker_host {
+            config.docker.host = v.clone();
+        }
+        if let Some(v) = &args.docker_instance {
+            config.docker.instance = v.clone();
+        }
         if !config.drivers.contains(&config.driver) {
             config.drivers.insert(0, config.driver.clone());
         }
@@ -122,7 +193,29 @@ fn lock_root(root: &Path) -> Result<File> {
     Ok(file)
 }
 
-fn make_drivers(config: &DaemonConfig) -> Result<Vec<Arc<dyn Driver>>> {
+/// The docker driver's source of images: husk's own store, exported as a `docker save` archive.
+struct StoreImages(Arc<husk_image::ImageStore>);
+
+#[async_trait::async_trait]
+impl husk_docker::ImageSource for StoreImages {
+    async fn export(&self, image: &husk_core::ImageRef) -> husk_core::Result<husk_docker::ImageArchive> {
+        let (reader, writer) = tokio::io::duplex(256 * 1024);
+        let store = self.0.clone();
+        let reference = image.id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.save(&[reference], writer).await {
+                tracing::warn!("export an image for the docker engine: {e}");
+            }
+        });
+        Ok(Box::pin(reader))
+    }
+}
+
+async fn make_drivers(
+    config: &DaemonConfig,
+    networks: &Arc<husk_net::Networks>,
+    images: &Arc<husk_image::ImageStore>,
+) -> Result<Vec<Arc<dyn Driver>>> {
     let husk_binary = std::env::current_exe().context("find the husk binary")?;
     let mut drivers: Vec<Arc<dyn Driver>> = Vec::new();
     for name in &config.drivers {
@@ -133,10 +226,22 @@ fn make_drivers(config: &DaemonConfig) -> Result<Vec<Arc<dyn Driver>>> {
                     run_root: config.run_root.clone(),
                     husk_binary: husk_binary.clone(),
                     cgroup_parent: config.cgroup_parent.clone(),
+                    networks: networks.clone(),
                 })?;
                 drivers.push(Arc::new(driver));
             }
-            other => bail!("unknown driver {other:?}: this husk has linux"),
+            "docker" => {
+                let pause = config.docker.pause_binary.clone().unwrap_or_else(|| husk_binary.with_file_name("husk-pause"));
+                let driver = husk_docker::DockerDriver::connect(husk_docker::DockerDriverConfig::new(
+                    config.docker.host.clone(),
+                    config.docker.instance.clone(),
+                    pause,
+                    Arc::new(StoreImages(images.clone())),
+                ))
+                .await?;
+                drivers.push(Arc::new(driver));
+            }
+            other => bail!("unknown driver {other:?}: this husk has linux and docker"),
         }
     }
     Ok(drivers)
@@ -171,7 +276,14 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         store.clone(),
         husk_image::ImageConfig::default(),
     )?);
-    let drivers = make_drivers(&config)?;
+    let mut cni = husk_net::CniConfig::with_root(&config.root);
+    cni.conf_dir = config.network.cni_conf_dir.clone();
+    cni.plugin_dirs = config.network.cni_plugin_dirs.clone();
+    cni.default_network = config.network.default_network.clone();
+    cni.default_bridge = config.network.bridge.clone();
+    cni.default_subnet = config.network.subnet.clone();
+    let networks = Arc::new(tokio::task::spawn_blocking(move || husk_net::Networks::open(cni)).await??);
+    let drivers = make_drivers(&config, &networks, &images).await?;
     let engine = Engine::new(
         EngineConfig {
             default_driver: config.driver.clone(),
@@ -181,6 +293,7 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         },
         store,
         images,
+        networks,
         drivers,
     )?;
     engine.recover().await?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{Daemon, IMAGE};
 
 fn daemon(driver: &str) -> Daemon {
-    Daemon::start(&["--driver", driver])
+    Daemon::start_driver(driver)
 }
 
 fn ns(d: &Daemon, container: &str, kind: &str) -> String {
@@ -90,12 +90,13 @@ pub fn sandbox_containers_share_network_ipc_uts(driver: &str) {
         "1000",
     ])
     .ok();
-    for kind in ["net", "ipc", "uts"] {
-        assert_eq!(
-            ns(&d, "web", kind),
-            ns(&d, "side", kind),
-            "{kind} namespace shared"
-        );
+    for kind in ["net", "ipc"] {
+        assert_eq!(ns(&d, "web", kind), ns(&d, "side", kind), "{kind} namespace shared");
+    }
+    // Docker Engine cannot put two containers in one UTS namespace; its containers get the sandbox's hostname
+    // (checked below) in namespaces of their own.
+    if driver != "docker" {
+        assert_eq!(ns(&d, "web", "uts"), ns(&d, "side", "uts"), "uts namespace shared");
     }
     assert_ne!(
         ns(&d, "web", "mnt"),
@@ -209,7 +210,7 @@ pub fn exec_variants(driver: &str) {
         "echo $FROM_RUN $EXTRA; pwd; id -u; exit 3",
     ]);
     assert_eq!(r.code, 3);
-    assert_eq!(r.stdout, "1 \n/\n0\n");
+    assert_eq!(r.stdout, "1\n/\n0\n");
     let r = d.husk(&[
         "exec",
         "-e",
@@ -507,7 +508,7 @@ pub fn bad_input_is_refused_cleanly(driver: &str) {
         ),
         (&["run", "--name", "taken", IMAGE, "true"], "already in use"),
         (
-            &["run", "--rm", "--restart", "sometimes", IMAGE, "true"],
+            &["run", "--restart", "sometimes", IMAGE, "true"],
             "restart policy",
         ),
         (&["kill", "-s", "NOPE", "taken"], "invalid signal"),
@@ -621,4 +622,4 @@ macro_rules! conformance {
     };
 }
 
-conformance!(linux);
+conformance!(linux, docker);

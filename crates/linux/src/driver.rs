@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use husk_core::stdio::BoxStdio;
 use husk_core::{
     Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver, DriverInfo, Error,
-    ErrorKind, ExitStatus, LogOptions, LogStream, ObservedState, ProcessConfig, Result,
+    ErrorKind, ExitStatus, LogOptions, LogStream, NetworkConfig, NetworkStatus, ObservedState, ProcessConfig, Result,
     RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
 };
 use nix::mount::{MntFlags, MsFlags};
@@ -27,10 +27,10 @@ use serde_json::json;
 
 use crate::shim::{Request, ShimClient, ShimConfig, ShimStatus, spawn_shim};
 use crate::spec::{NamespacePlan, SpecInput};
-use crate::{cgroups, etcfiles, namespaces, security, spec, user};
+use crate::{cgroups, namespaces, security, spec, user};
 
 /// How the `linux` driver is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinuxDriverConfig {
     /// Persistent state (bundles, logs, writable layers).
     pub root: PathBuf,
@@ -40,6 +40,8 @@ pub struct LinuxDriverConfig {
     pub husk_binary: PathBuf,
     /// Parent of every container's cgroup (`husk` = `/husk/<id>` in each hierarchy).
     pub cgroup_parent: String,
+    /// CNI networks for sandboxes and standalone containers.
+    pub networks: Arc<husk_net::Networks>,
 }
 
 /// The built-in driver.
@@ -49,14 +51,31 @@ pub struct LinuxDriver {
     cgroup_v2: bool,
     /// Pidfds of the pause processes this daemon started (so it can reap them).
     pauses: Mutex<HashMap<String, Arc<OwnedFd>>>,
+    /// The default seccomp profile, compiled once per capability set.
+    seccomp_programs: Arc<crate::seccomp_bpf::ProgramCache>,
 }
 
 impl std::fmt::Debug for LinuxDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinuxDriver")
-            .field("config", &self.config)
-            .finish()
+        f.debug_struct("LinuxDriver").field("root", &self.config.root).field("run_root", &self.config.run_root).finish()
     }
+}
+
+/// A network identity made for a sandbox or a standalone container: pinned namespaces, the network status and
+/// the name files to bind-mount.
+struct Identity {
+    pinned: BTreeMap<String, PathBuf>,
+    status: NetworkStatus,
+    files: husk_net::SandboxFiles,
+}
+
+/// The bind mounts of a sandbox's name files.
+fn etc_mounts(files: &husk_net::SandboxFiles) -> Vec<(String, PathBuf)> {
+    vec![
+        ("/etc/hostname".to_string(), files.hostname.clone()),
+        ("/etc/hosts".to_string(), files.hosts.clone()),
+        ("/etc/resolv.conf".to_string(), files.resolv_conf.clone()),
+    ]
 }
 
 fn mkdir(path: &Path) -> Result<()> {
@@ -123,6 +142,7 @@ impl LinuxDriver {
             cgroup_v2: cgroups::is_v2(),
             config,
             pauses: Mutex::new(HashMap::new()),
+            seccomp_programs: Default::default(),
         })
     }
 
@@ -162,6 +182,23 @@ impl LinuxDriver {
         self.ctr_dir(id).join("exit.json")
     }
 
+    /// The exit status of a container whose shim no longer answers: from the exit file, which a finishing shim
+    /// writes just before it stops listening (so give it a moment), or "lost" if the shim died without one.
+    async fn exit_after_shim(&self, id: &str) -> ExitStatus {
+        for _ in 0..100 {
+            if let Some(exit) = self.read_exit(id) {
+                return exit;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ExitStatus {
+            code: 255,
+            finished_at: husk_core::now_rfc3339(),
+            reason: "the container's monitor (shim) died without recording an exit status".into(),
+            ..Default::default()
+        }
+    }
+
     fn read_exit(&self, id: &str) -> Option<ExitStatus> {
         std::fs::read(self.exit_path(id))
             .ok()
@@ -181,61 +218,74 @@ impl LinuxDriver {
         husk_image::mount_rootfs(layers, &dir.join("upper"), &dir.join("work"), &target)
     }
 
-    fn namespace_plan(
-        &self,
-        config: &ContainerConfig,
-        sandbox: Option<&SandboxRecord>,
-    ) -> Result<(NamespacePlan, PathBuf, Option<PathBuf>)> {
-        match sandbox {
-            Some(sb) => {
-                let ns = &sb.runtime.namespaces;
-                let host_network = sb.config.network.mode() == "host";
-                let need = |kind: &str| {
-                    ns.get(kind).map(PathBuf::from).ok_or_else(|| {
-                        Error::backend(format!(
-                            "sandbox {} has no {kind} namespace",
-                            sb.config.name
-                        ))
-                    })
-                };
-                let plan = NamespacePlan {
-                    net: if host_network {
-                        None
-                    } else {
-                        Some(need("net")?)
-                    },
-                    host_network,
-                    ipc: Some(need("ipc")?),
-                    uts: Some(need("uts")?),
-                    pid: if sb.config.share_pid {
-                        Some(need("pid")?)
-                    } else {
-                        None
-                    },
-                };
-                let shm = self.sandbox_run_dir(&sb.config.id).join("shm");
-                Ok((plan, self.sandbox_dir(&sb.config.id), Some(shm)))
+    /// Pins namespaces for `owner` (a sandbox or a standalone container) in `ns_dir`, connects its network
+    /// and writes its name files. On failure nothing is left.
+    async fn make_identity(&self, owner: &str, ns_dir: &Path, hostname: &str, network: &NetworkConfig) -> Result<Identity> {
+        let networks = self.config.networks.clone();
+        let host = networks.mode_of(network) == husk_net::Mode::Host;
+        let pinned = namespaces::create_pinned(ns_dir, hostname, !host)?;
+        let (owner_id, netns, net, host_name) = (
+            owner.to_string(),
+            pinned.get("net").cloned().unwrap_or_else(|| PathBuf::from("/proc/self/ns/net")),
+            network.clone(),
+            hostname.to_string(),
+        );
+        let made = tokio::task::spawn_blocking(move || -> Result<(NetworkStatus, husk_net::SandboxFiles)> {
+            let status = networks.setup(&owner_id, &netns, &net)?;
+            match networks.write_files(&owner_id, &host_name, &net, &status) {
+                Ok(files) => Ok((status, files)),
+                Err(e) => {
+                    let _ = networks.teardown(&owner_id, Some(&netns));
+                    Err(e)
+                }
             }
-            None => {
-                // A standalone container's namespaces are its own, pinned so they outlive a restart of the
-                // container (its IP and hostname stay) and are removed with it.
-                let ns_dir = self.ctr_run_dir(&config.id).join("ns");
-                let host_network = config.network.mode() == "host";
-                let pinned = namespaces::create_pinned(&ns_dir, &hostname_for(config))?;
-                let plan = NamespacePlan {
-                    net: if host_network {
-                        None
-                    } else {
-                        pinned.get("net").cloned()
-                    },
-                    host_network,
-                    ipc: pinned.get("ipc").cloned(),
-                    uts: pinned.get("uts").cloned(),
-                    pid: None,
-                };
-                Ok((plan, self.ctr_dir(&config.id).join("etc"), None))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("network setup task: {e}")));
+        match made {
+            Ok(Ok((status, files))) => Ok(Identity { pinned, status, files }),
+            Ok(Err(e)) | Err(e) => {
+                let _ = namespaces::remove_pinned(ns_dir);
+                Err(e)
             }
         }
+    }
+
+    /// Disconnects and unpins what [`Self::make_identity`] made (idempotent).
+    async fn remove_identity(&self, owner: &str, ns_dir: &Path) -> Result<()> {
+        let networks = self.config.networks.clone();
+        let owner_id = owner.to_string();
+        let netns = ns_dir.join("net");
+        tokio::task::spawn_blocking(move || {
+            let ns = if namespaces::is_pinned(&netns) { Some(netns.as_path()) } else { None };
+            networks.teardown(&owner_id, ns)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("network teardown task: {e}")))??;
+        namespaces::remove_pinned(ns_dir)
+    }
+
+    fn namespace_plan(
+        &self,
+        sandbox: &SandboxRecord,
+    ) -> Result<(NamespacePlan, Vec<(String, PathBuf)>, Option<PathBuf>)> {
+        let ns = &sandbox.runtime.namespaces;
+        let host_network = self.config.networks.mode_of(&sandbox.config.network) == husk_net::Mode::Host;
+        let need = |kind: &str| {
+            ns.get(kind)
+                .map(PathBuf::from)
+                .ok_or_else(|| Error::backend(format!("sandbox {} has no {kind} namespace", sandbox.config.name)))
+        };
+        let plan = NamespacePlan {
+            net: if host_network { None } else { Some(need("net")?) },
+            host_network,
+            ipc: Some(need("ipc")?),
+            uts: Some(need("uts")?),
+            pid: if sandbox.config.share_pid { Some(need("pid")?) } else { None },
+        };
+        let shm = self.sandbox_run_dir(&sandbox.config.id).join("shm");
+        let files = self.config.networks.files(&sandbox.config.id)?;
+        Ok((plan, etc_mounts(&files), Some(shm)))
     }
 
     fn shim_config(&self, config: &ContainerConfig) -> ShimConfig {
@@ -251,6 +301,7 @@ impl LinuxDriver {
             tty: config.process.tty,
             stdin: config.process.stdin,
             cgroup_path: self.cgroup_path(id),
+            seccomp_program: Some(self.ctr_dir(id).join("seccomp.bpf")),
         }
     }
 
@@ -272,14 +323,34 @@ impl LinuxDriver {
         rootfs: &RootfsLayers,
     ) -> Result<ContainerRuntime> {
         let id = &config.id;
+        let t0 = std::time::Instant::now();
         mkdir(&self.ctr_dir(id))?;
         mkdir(&self.ctr_run_dir(id))?;
         self.ensure_rootfs(id, rootfs)?;
+        let t_rootfs = t0.elapsed();
         let resolved_user = user::resolve_user(&self.rootfs(id), &config.process.user)?;
-        let (plan, etc_dir, shm) = self.namespace_plan(config, sandbox)?;
-        if sandbox.is_none() {
-            etcfiles::write(&etc_dir, &hostname_for(config), None, &config.network)?;
-        }
+        let (plan, etc_files, shm, network) = match sandbox {
+            Some(sb) => {
+                let (plan, files, shm) = self.namespace_plan(sb)?;
+                (plan, files, shm, None)
+            }
+            None => {
+                // A standalone container's namespaces are its own, pinned so they outlive a restart of the
+                // container (its address and hostname stay) and are removed with it.
+                let ns_dir = self.ctr_run_dir(id).join("ns");
+                let identity = self.make_identity(id, &ns_dir, &hostname_for(config), &config.network).await?;
+                let host_network = !identity.pinned.contains_key("net");
+                let plan = NamespacePlan {
+                    net: identity.pinned.get("net").cloned(),
+                    host_network,
+                    ipc: identity.pinned.get("ipc").cloned(),
+                    uts: identity.pinned.get("uts").cloned(),
+                    pid: None,
+                };
+                (plan, etc_mounts(&identity.files), None, Some(identity.status))
+            }
+        };
+        let t_ns = t0.elapsed();
         let mut config_with_host = config.clone();
         config_with_host.hostname = match sandbox {
             Some(sb) => sb.config.hostname.clone(),
@@ -292,14 +363,15 @@ impl LinuxDriver {
             namespaces: plan,
             cgroup_path: self.cgroup_path(id),
             user: resolved_user,
-            etc_files: etcfiles::etc_mounts(&etc_dir),
+            etc_files,
             shm,
             daemon_capabilities: &self.daemon_capabilities,
             cgroup_v2: self.cgroup_v2,
             volume_paths: &[],
         };
-        let oci = spec::container_spec(&input)?;
+        let mut oci = spec::container_spec(&input)?;
         let bundle = self.ctr_dir(id);
+        self.precompile_seccomp(config, &mut oci, &bundle).await?;
         let spec_json =
             serde_json::to_vec_pretty(&oci).map_err(|e| Error::internal(e.to_string()))?;
         std::fs::write(bundle.join("config.json"), spec_json)
@@ -308,11 +380,42 @@ impl LinuxDriver {
             .map_err(|e| Error::internal(e.to_string()))?;
         std::fs::write(bundle.join("shim.json"), shim_json)
             .map_err(|e| Error::io("write shim.json", e))?;
+        let t_spec = t0.elapsed();
         let pid = self.start_shim(id).await?;
+        tracing::debug!(rootfs = ?t_rootfs, namespaces = ?t_ns, spec = ?t_spec, shim = ?t0.elapsed(), "container created");
         Ok(ContainerRuntime {
             pid,
             driver_data: json!({"cgroup": self.cgroup_path(id), "rootfs": rootfs}),
+            network,
         })
+    }
+
+    /// Serves the default seccomp profile as a precompiled program (see [`crate::seccomp_bpf`]) when the
+    /// container can take it that way: the spec then carries no filter and the bundle holds `seccomp.bpf`.
+    async fn precompile_seccomp(&self, config: &ContainerConfig, oci: &mut oci_spec::runtime::Spec, bundle: &Path) -> Result<()> {
+        let program_path = bundle.join("seccomp.bpf");
+        let sec = &config.security;
+        let default_profile = matches!(sec.seccomp.as_deref(), None | Some("") | Some("default"));
+        if sec.privileged || !sec.no_new_privileges || !default_profile {
+            let _ = std::fs::remove_file(&program_path);
+            return Ok(());
+        }
+        let caps: Vec<String> = oci
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().as_ref())
+            .and_then(|c| c.bounding().as_ref())
+            .map(|set| set.iter().map(|c| c.to_string()).collect())
+            .unwrap_or_default();
+        let cache = self.seccomp_programs.clone();
+        let program = tokio::task::spawn_blocking(move || cache.default_program(&caps))
+            .await
+            .map_err(|e| Error::internal(format!("seccomp compile task: {e}")))??;
+        std::fs::write(&program_path, program.as_slice()).map_err(|e| Error::io(format!("write {}", program_path.display()), e))?;
+        if let Some(linux) = oci.linux_mut() {
+            linux.set_seccomp(None);
+        }
+        Ok(())
     }
 
     /// Removes everything a container left on the host (idempotent).
@@ -324,7 +427,7 @@ impl LinuxDriver {
         }
         let run_dir = self.ctr_run_dir(id);
         husk_image::unmount_rootfs(&self.rootfs(id))?;
-        namespaces::remove_pinned(&run_dir.join("ns"))?;
+        self.remove_identity(id, &run_dir.join("ns")).await?;
         // Whatever libcontainer could not remove (a shim killed with -9): its state and the cgroup.
         remove_dir(&self.config.run_root.join("lc").join(id))?;
         if let Ok(m) = cgroups::manager(&self.cgroup_path(id)) {
@@ -382,7 +485,7 @@ impl Driver for LinuxDriver {
             stats: true,
             top: true,
             limits: true,
-            networking: false,
+            networking: true,
             bind_mounts: true,
             volumes: true,
             privileged: true,
@@ -429,12 +532,11 @@ impl Driver for LinuxDriver {
         let run_dir = self.sandbox_run_dir(&config.id);
         let ns_dir = run_dir.join("ns");
         let result: Result<SandboxRuntime> = async {
-            let pinned = namespaces::create_pinned(&ns_dir, &config.hostname)?;
+            let identity = self.make_identity(&config.id, &ns_dir, &config.hostname, &config.network).await?;
+            let pinned = identity.pinned;
             let mut runtime = SandboxRuntime {
-                namespaces: pinned
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.display().to_string()))
-                    .collect(),
+                namespaces: pinned.iter().map(|(k, v)| (k.clone(), v.display().to_string())).collect(),
+                network: Some(identity.status),
                 ..Default::default()
             };
             let shm = run_dir.join("shm");
@@ -447,12 +549,6 @@ impl Driver for LinuxDriver {
                 Some("mode=1777,size=65536k"),
             )
             .map_err(|e| Error::backend(format!("mount the sandbox's /dev/shm: {e}")))?;
-            etcfiles::write(
-                &self.sandbox_dir(&config.id),
-                &config.hostname,
-                None,
-                &config.network,
-            )?;
             if config.share_pid {
                 let join: Vec<PathBuf> = ["net", "ipc", "uts"]
                     .iter()
@@ -519,7 +615,7 @@ impl Driver for LinuxDriver {
         }
         let run_dir = self.sandbox_run_dir(id);
         unmount(&run_dir.join("shm"))?;
-        namespaces::remove_pinned(&run_dir.join("ns"))?;
+        self.remove_identity(id, &run_dir.join("ns")).await?;
         remove_dir(&run_dir)?;
         remove_dir(&self.sandbox_dir(id))
     }
@@ -573,6 +669,7 @@ impl Driver for LinuxDriver {
         Ok(ContainerRuntime {
             pid: r.pid.unwrap_or(0),
             driver_data: container.runtime.driver_data.clone(),
+            network: container.runtime.network.clone(),
         })
     }
 
@@ -611,19 +708,9 @@ impl Driver for LinuxDriver {
     async fn wait(&self, container: &ContainerRecord) -> Result<ExitStatus> {
         let id = container.id();
         match self.shim(id).call(&Request::Wait).await {
-            Ok(r) => r
-                .exit
-                .ok_or_else(|| Error::internal("the shim's wait answer has no exit status")),
-            Err(e) if e.kind == ErrorKind::NotFound => {
-                Ok(self.read_exit(id).unwrap_or_else(|| ExitStatus {
-                    code: 255,
-                    finished_at: husk_core::now_rfc3339(),
-                    reason: "the container's monitor (shim) died without recording an exit status"
-                        .into(),
-                    ..Default::default()
-                }))
-            }
-            Err(e) => Err(e),
+            Ok(r) => r.exit.ok_or_else(|| Error::internal("the shim's wait answer has no exit status")),
+            // The shim is gone or went away while we asked: it records the exit on disk before it stops serving.
+            Err(_) => Ok(self.exit_after_shim(id).await),
         }
     }
 

@@ -6,9 +6,9 @@
 
 pub mod cgroups;
 pub mod driver;
-pub mod etcfiles;
 pub mod logs;
 pub mod namespaces;
+pub mod seccomp_bpf;
 pub mod security;
 pub mod shim;
 pub mod spec;

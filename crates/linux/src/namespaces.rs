@@ -95,9 +95,10 @@ pub fn is_pinned(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Creates new network, IPC and UTS namespaces with `hostname` set and loopback up, and pins them as
-/// `dir/net`, `dir/ipc`, `dir/uts`. Returns the paths by kind. On failure nothing stays pinned.
-pub fn create_pinned(dir: &Path, hostname: &str) -> Result<BTreeMap<String, PathBuf>> {
+/// Creates new IPC and UTS namespaces with `hostname` set (and, with `with_net`, a network namespace with
+/// loopback up), and pins them as `dir/ipc`, `dir/uts` (`dir/net`). Returns the paths by kind. On failure
+/// nothing stays pinned.
+pub fn create_pinned(dir: &Path, hostname: &str, with_net: bool) -> Result<BTreeMap<String, PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     let dir = dir.to_path_buf();
     let hostname = hostname.to_string();
@@ -114,7 +115,7 @@ pub fn create_pinned(dir: &Path, hostname: &str) -> Result<BTreeMap<String, Path
             // SAFETY: gettid has no preconditions.
             let tid = unsafe { libc::gettid() };
             let mut pinned: BTreeMap<String, PathBuf> = BTreeMap::new();
-            for kind in PINNED_KINDS {
+            for kind in PINNED_KINDS.iter().filter(|k| with_net || **k != "net") {
                 let target = dir.join(kind);
                 let source = PathBuf::from(format!("/proc/self/task/{tid}/ns/{kind}"));
                 if let Err(e) = pin(&source, &target) {
@@ -284,7 +285,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ns_dir = dir.path().join("ns");
         let before = ns_inode(Path::new("/proc/thread-self/ns/net"));
-        let pinned = create_pinned(&ns_dir, "sbx-host").unwrap();
+        let pinned = create_pinned(&ns_dir, "sbx-host", true).unwrap();
         assert_eq!(
             ns_inode(Path::new("/proc/thread-self/ns/net")),
             before,

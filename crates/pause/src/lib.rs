@@ -41,7 +41,10 @@ fn reap_children() {
 
 /// Runs the pause loop until SIGTERM or SIGINT; returns the exit code (0).
 pub fn run() -> i32 {
-    if std::env::args().skip(1).any(|a| a == "-v" || a == "--version") {
+    if std::env::args()
+        .skip(1)
+        .any(|a| a == "-v" || a == "--version")
+    {
         println!("husk-pause {}", env!("CARGO_PKG_VERSION"));
         return 0;
     }

@@ -397,6 +397,7 @@ impl VmDriver {
         Ok(ContainerRuntime {
             pid: 0,
             driver_data: json!({ "vm": vm_name }),
+            network: None,
         })
     }
 }
@@ -609,6 +610,7 @@ impl Driver for VmDriver {
         Ok(ContainerRuntime {
             pid: 0,
             driver_data: json!({ "vm": vm, "guest_pid": pid }),
+            network: None,
         })
     }
 

@@ -72,6 +72,9 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// List images.
     Images(ImageLsArgs),
     /// Load images from an archive.
@@ -118,6 +121,24 @@ pub struct DaemonArgs {
     /// Log level (error, warn, info, debug, trace).
     #[arg(long = "log-level")]
     pub log_level: Option<String>,
+    /// Directory of CNI configuration lists.
+    #[arg(long = "cni-conf-dir")]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// Bridge of the default network.
+    #[arg(long)]
+    pub bridge: Option<String>,
+    /// Subnet of the default network.
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// Name of the default network.
+    #[arg(long = "default-network")]
+    pub default_network: Option<String>,
+    /// Docker Engine address for the docker driver.
+    #[arg(long = "docker-host")]
+    pub docker_host: Option<String>,
+    /// This daemon's name on the Docker Engine.
+    #[arg(long = "docker-instance")]
+    pub docker_instance: Option<String>,
 }
 
 /// Options of `run` and `create`.
@@ -160,10 +181,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub entrypoint: Option<String>,
     /// Memory limit (e.g. 64m).
-    #[arg(short = 'm', long)]
+    #[arg(short = 'm', long, allow_hyphen_values = true)]
     pub memory: Option<String>,
     /// CPU limit (e.g. 0.5).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cpus: Option<String>,
     /// Most processes at once (-1 = unlimited).
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
@@ -198,6 +219,9 @@ pub struct RunArgs {
     /// Publish a port: [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp].
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Publish every port the image exposes on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
     /// DNS server.
     #[arg(long)]
     pub dns: Vec<String>,
@@ -537,6 +561,55 @@ pub struct ImageTagArgs {
     pub source: String,
     /// New name.
     pub target: String,
+}
+
+/// `husk network ...`.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// List networks.
+    #[command(alias = "list")]
+    Ls(NetworkLsArgs),
+    /// Show networks in detail (JSON).
+    Inspect(NetworkNamesArgs),
+    /// Create a bridge network.
+    Create(NetworkCreateArgs),
+    /// Remove networks.
+    Rm(NetworkNamesArgs),
+}
+
+/// `husk network ls`.
+#[derive(Debug, Args)]
+pub struct NetworkLsArgs {
+    /// Only names.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Output format: table or json.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+/// Network names.
+#[derive(Debug, Args)]
+pub struct NetworkNamesArgs {
+    /// Networks.
+    #[arg(required = true)]
+    pub networks: Vec<String>,
+}
+
+/// `husk network create`.
+#[derive(Debug, Args)]
+pub struct NetworkCreateArgs {
+    /// Subnet in CIDR notation.
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// Gateway address.
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// Linux bridge name.
+    #[arg(long)]
+    pub bridge: Option<String>,
+    /// Network name.
+    pub name: String,
 }
 
 /// `husk info`.

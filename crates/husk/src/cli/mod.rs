@@ -108,6 +108,7 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
         Command::Sandbox(cmd) => sandbox(&client, cmd).await,
         Command::Image(cmd) => image(&client, cmd).await,
         Command::Images(a) => image(&client, ImageCommand::Ls(a)).await,
+        Command::Network(cmd) => network(&client, cmd).await,
         Command::Load(a) => image(&client, ImageCommand::Load(a)).await,
         Command::Info(a) => info(&client, a).await,
         Command::Version => {
@@ -280,6 +281,7 @@ fn create_request(a: &RunArgs) -> Result<ContainerCreate> {
             &a.dns_search,
             &a.add_host,
         )?,
+        publish_all: a.publish_all,
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
     })
@@ -902,6 +904,56 @@ async fn image(client: &Client, cmd: ImageCommand) -> Result<i32> {
                 ))
                 .await?;
             Ok(0)
+        }
+    }
+}
+
+async fn network(client: &Client, cmd: NetworkCommand) -> Result<i32> {
+    match cmd {
+        NetworkCommand::Ls(a) => {
+            let list: Vec<serde_json::Value> = client.get("/husk/v1/networks").await?;
+            if a.quiet {
+                for n in &list {
+                    println!("{}", n["name"].as_str().unwrap_or_default());
+                }
+            } else if a.format == "json" {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let text = |v: &serde_json::Value| v.as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default();
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            n["name"].as_str().unwrap_or_default().to_string(),
+                            if n["default"] == true { "yes".into() } else { String::new() },
+                            n["bridge"].as_str().unwrap_or_default().to_string(),
+                            text(&n["subnets"]),
+                            text(&n["plugins"]),
+                            n["attached"].as_array().map(|a| a.len()).unwrap_or(0).to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["NAME", "DEFAULT", "BRIDGE", "SUBNET", "PLUGINS", "SANDBOXES"], &rows);
+            }
+            Ok(0)
+        }
+        NetworkCommand::Inspect(a) => {
+            let mut out = Vec::new();
+            for n in &a.networks {
+                out.push(client.get::<serde_json::Value>(&format!("/husk/v1/networks/{n}")).await?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(0)
+        }
+        NetworkCommand::Create(a) => {
+            let body = serde_json::json!({"name": a.name, "subnet": a.subnet, "gateway": a.gateway, "bridge": a.bridge});
+            let n: serde_json::Value = client.json(Method::POST, "/husk/v1/networks", Some(&body)).await?;
+            println!("{}", n["name"].as_str().unwrap_or_default());
+            Ok(0)
+        }
+        NetworkCommand::Rm(a) => {
+            each(&a.networks, |n| async move { client.call(Method::DELETE, &format!("/husk/v1/networks/{n}"), None::<&()>).await.map(|_| ()) })
+                .await
         }
     }
 }

@@ -33,10 +33,11 @@ fn nix_is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// A busybox image archive built once per test run by `scripts/make-busybox-image` (`NAME` = `test/busybox:1`).
+/// A busybox image archive built once per test run by `scripts/make-busybox-image` (`NAME` = `test/busybox:1`,
+/// exposing 8080/tcp).
 pub fn busybox_archive() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let path = dir.join("husk-test-busybox.tar");
+    let path = dir.join("husk-test-busybox-2.tar");
     if path.exists() {
         return path;
     }
@@ -44,6 +45,7 @@ pub fn busybox_archive() -> PathBuf {
     let out = Command::new(repo_root().join("scripts/make-busybox-image"))
         .arg(&tmp)
         .arg("test/busybox:1")
+        .args(["--expose", "8080"])
         .output()
         .expect("run make-busybox-image");
     assert!(
@@ -73,6 +75,12 @@ pub struct Daemon {
     pub cgroup_parent: String,
     /// Extra daemon flags.
     pub flags: Vec<String>,
+    /// The default network's bridge (unique per daemon).
+    pub bridge: String,
+    /// The default network's subnet (unique per daemon).
+    pub subnet: String,
+    /// For the docker driver: the engine's address and this daemon's instance name.
+    pub docker: Option<(String, String)>,
     child: Option<Child>,
 }
 
@@ -109,6 +117,24 @@ impl From<Output> for Run {
 }
 
 impl Daemon {
+    /// Starts a daemon whose default driver is `driver`. The `docker` driver uses the shared test engine at
+    /// `HUSK_TEST_DOCKER_HOST` (started by `scripts/test` with `crates/docker/scripts/test-dockerd`), with an
+    /// instance name of its own.
+    pub fn start_driver(driver: &str) -> Daemon {
+        match driver {
+            "docker" => {
+                let host = std::env::var("HUSK_TEST_DOCKER_HOST").expect(
+                    "HUSK_TEST_DOCKER_HOST is not set: start an engine with `crates/docker/scripts/test-dockerd start /tmp/hdk` and export its address",
+                );
+                let instance = format!("t{:x}{:x}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos());
+                let mut d = Daemon::start(&["--driver", "docker", "--docker-host", &host, "--docker-instance", &instance]);
+                d.docker = Some((host, instance));
+                d
+            }
+            other => Daemon::start(&["--driver", other]),
+        }
+    }
+
     /// Starts a daemon with `flags` (e.g. `--driver linux --mode standalone`) and loads the busybox image.
     pub fn start(flags: &[&str]) -> Daemon {
         require_root();
@@ -124,7 +150,15 @@ impl Daemon {
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
             .collect();
+        // A bridge and subnet of our own, so daemons of parallel tests never share addresses.
+        let seed: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 ^ ((std::process::id() as u64) << 20);
+        let mix = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let bridge = format!("hk{:08x}", (mix >> 32) as u32);
+        let subnet = format!("10.{}.{}.0/24", 100 + (mix >> 8) % 150, mix % 256);
         let mut d = Daemon {
+            bridge,
+            subnet,
+            docker: None,
             root: dir.path().join("root"),
             run_root: dir.path().join("run"),
             socket: dir.path().join("husk.sock"),
@@ -158,6 +192,12 @@ impl Daemon {
             .arg(&self.cgroup_parent)
             .arg("--config")
             .arg(self.dir.path().join("none.toml"))
+            .arg("--cni-conf-dir")
+            .arg(self.dir.path().join("cni"))
+            .arg("--bridge")
+            .arg(&self.bridge)
+            .arg("--subnet")
+            .arg(&self.subnet)
             .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -285,6 +325,39 @@ impl Daemon {
                 }
             }
         }
+        // Engine objects of a docker-driver daemon.
+        if let Some((host, instance)) = &self.docker {
+            let out = Command::new("docker")
+                .args(["-H", host, "ps", "-aq", "--filter", &format!("label=io.husk.instance={instance}")])
+                .output()
+                .expect("docker CLI");
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                left.push(format!("engine container {id}"));
+            }
+        }
+        // Network: veths on our bridge, cached attachments, IP allocations.
+        if let Ok(out) = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                left.push(format!("veth {line}"));
+            }
+        }
+        for sub in ["attachments", "sandboxes"] {
+            if let Ok(entries) = std::fs::read_dir(self.root.join("net").join(sub)) {
+                for e in entries.flatten() {
+                    left.push(format!("network state {}", e.path().display()));
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.root.join("net").join("ipam")) {
+            for net in entries.flatten() {
+                for e in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    if name.parse::<std::net::IpAddr>().is_ok() {
+                        left.push(format!("IP allocation {}", e.path().display()));
+                    }
+                }
+            }
+        }
         for sub in ["c", "s"] {
             if let Ok(entries) = std::fs::read_dir(self.root.join("linux").join(sub)) {
                 for e in entries.flatten() {
@@ -335,6 +408,7 @@ impl Drop for Daemon {
                 let _ = std::fs::remove_dir(&dir);
             }
         }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status();
         // Unmount anything left under our directory so the temp dir can go.
         let base = self.dir.path().to_string_lossy().to_string();
         let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")

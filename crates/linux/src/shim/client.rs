@@ -86,29 +86,20 @@ impl ShimClient {
         ShimClient { socket }
     }
 
-    async fn send(&self, request: &Request) -> Result<(Response, UnixStream)> {
-        let mut conn = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                    Error::new(ErrorKind::NotFound, "the container's shim is not running")
-                }
-                _ => Error::io(
-                    format!("connect to the shim at {}", self.socket.display()),
-                    e,
-                ),
-            })?;
+    async fn send(&self, request: &Request) -> Result<(Response, BufReader<UnixStream>)> {
+        let mut conn = UnixStream::connect(&self.socket).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                Error::new(ErrorKind::NotFound, "the container's shim is not running")
+            }
+            _ => Error::io(format!("connect to the shim at {}", self.socket.display()), e),
+        })?;
         let mut line = serde_json::to_vec(request).map_err(|e| Error::internal(e.to_string()))?;
         line.push(b'\n');
-        conn.write_all(&line)
-            .await
-            .map_err(|e| Error::io("send to the shim", e))?;
+        conn.write_all(&line).await.map_err(|e| Error::io("send to the shim", e))?;
+        // Frames may follow the answer at once (exec, attach): the reader keeps whatever it read past the line.
         let mut reader = BufReader::new(conn);
         let mut answer = String::new();
-        let n = reader
-            .read_line(&mut answer)
-            .await
-            .map_err(|e| Error::io("read from the shim", e))?;
+        let n = reader.read_line(&mut answer).await.map_err(|e| Error::io("read from the shim", e))?;
         if n == 0 {
             return Err(Error::new(
                 ErrorKind::NotFound,
@@ -118,13 +109,9 @@ impl ShimClient {
         let response: Response = serde_json::from_str(&answer)
             .map_err(|e| Error::internal(format!("bad shim answer: {e}")))?;
         if !response.ok {
-            return Err(response
-                .error
-                .unwrap_or_else(|| Error::backend("the shim failed without a message")));
+            return Err(response.error.unwrap_or_else(|| Error::backend("the shim failed without a message")));
         }
-        // The shim sends nothing after its answer until the client speaks (or frames follow for streams), so
-        // the reader's buffer holds nothing we would lose.
-        Ok((response, reader.into_inner()))
+        Ok((response, reader))
     }
 
     /// Sends a request and returns the answer.
@@ -133,8 +120,8 @@ impl ShimClient {
     }
 
     /// Sends a streaming request (`attach`, `exec`) and returns the answer and the connection, which now
-    /// carries stdio frames.
-    pub async fn stream(&self, request: &Request) -> Result<(Response, UnixStream)> {
+    /// carries stdio frames (buffered: frames read along with the answer are kept).
+    pub async fn stream(&self, request: &Request) -> Result<(Response, BufReader<UnixStream>)> {
         self.send(request).await
     }
 }

@@ -32,6 +32,9 @@ pub struct ShimConfig {
     pub stdin: bool,
     /// Cgroup path (for OOM detection).
     pub cgroup_path: String,
+    /// A precompiled seccomp program the container's processes install before `execve`, if the file exists.
+    #[serde(default)]
+    pub seccomp_program: Option<PathBuf>,
 }
 
 /// A request to the shim.

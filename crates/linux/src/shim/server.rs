@@ -16,6 +16,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use husk_core::stdio::{Frame, read_frame, write_frame};
@@ -27,6 +28,10 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+/// The read side of a client connection, buffered.
+type ConnReader = BufReader<OwnedReadHalf>;
 use tokio::sync::{mpsc, oneshot};
 
 use super::fdio::{self, Fd};
@@ -41,11 +46,14 @@ fn lc_err(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// libcontainer's default executor, after restoring default signal dispositions and an empty signal mask in the
-/// container's process (a Rust parent ignores SIGPIPE, and ignored signals survive exec).
+/// container's process (a Rust parent ignores SIGPIPE, and ignored signals survive exec), and installing the
+/// precompiled seccomp program, if any, as the very last step.
 #[derive(Clone)]
-struct CleanSignalsExecutor;
+struct HuskExecutor {
+    seccomp: Option<Arc<Vec<u8>>>,
+}
 
-impl Executor for CleanSignalsExecutor {
+impl Executor for HuskExecutor {
     fn exec(&self, spec: &oci_spec::runtime::Spec) -> std::result::Result<(), ExecutorError> {
         for sig in 1..=64 {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
@@ -59,6 +67,9 @@ impl Executor for CleanSignalsExecutor {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        }
+        if let Some(program) = &self.seccomp {
+            crate::seccomp_bpf::install(program).map_err(|e| ExecutorError::Other(format!("install the seccomp filter: {e}")))?;
         }
         libcontainer::workload::default::get_executor().exec(spec)
     }
@@ -83,6 +94,18 @@ enum Stdio {
     },
 }
 
+/// The precompiled seccomp program named in the config, if its file exists.
+fn seccomp_program(cfg: &ShimConfig) -> Result<Option<Arc<Vec<u8>>>> {
+    match &cfg.seccomp_program {
+        Some(path) => match std::fs::read(path) {
+            Ok(p) => Ok(Some(Arc::new(p))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+        },
+        None => Ok(None),
+    }
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| lc_err("create a pipe", e))
 }
@@ -99,7 +122,7 @@ fn with_stdio<T>(
     let mut builder = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
         .with_root_path(&cfg.state_root)
         .map_err(|e| lc_err("libcontainer state root", e))?
-        .with_executor(CleanSignalsExecutor);
+        .with_executor(HuskExecutor { seccomp: seccomp_program(cfg)? });
     if tty {
         let path = cfg.work_dir.join(console_name);
         let _ = std::fs::remove_file(&path);
@@ -153,7 +176,6 @@ struct Shim {
     log: RefCell<LogWriter>,
     exec_seq: Cell<u32>,
     connections: Cell<usize>,
-    closing: Cell<bool>,
 }
 
 impl Shim {
@@ -338,7 +360,6 @@ fn serve(
             log: RefCell::new(log),
             exec_seq: Cell::new(0),
             connections: Cell::new(0),
-            closing: Cell::new(false),
         });
 
         // Output pumps of the main process: log and broadcast.
@@ -408,9 +429,6 @@ fn serve(
             let shim = shim.clone();
             tokio::task::spawn_local(async move {
                 while let Ok((conn, _)) = listener.accept().await {
-                    if shim.closing.get() {
-                        break;
-                    }
                     let shim = shim.clone();
                     shim.connections.set(shim.connections.get() + 1);
                     tokio::task::spawn_local(async move {
@@ -469,6 +487,8 @@ async fn finish(
     pumps: Vec<tokio::task::JoinHandle<()>>,
     accept: tokio::task::JoinHandle<()>,
 ) {
+    // Connections already queued are still served (the process's end resets whatever is left).
+    let _accept = accept;
     let code = shim.init_code.get().unwrap_or(255);
     if shim.status.get() == ShimStatus::Paused {
         let _ = shim.container.borrow_mut().resume();
@@ -479,23 +499,22 @@ async fn finish(
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(pumps)).await;
     let oom_killed = crate::cgroups::oom_kill_count(&shim.cfg.cgroup_path) > 0;
 
-    // Stop accepting and free the socket path and the libcontainer ID before anyone learns of the exit, so a
-    // restart can begin at once.
-    shim.closing.set(true);
-    accept.abort();
-    let _ = std::fs::remove_file(&shim.cfg.socket);
-    delete_container_state(shim);
-
     let exit = ExitStatus {
         code,
         oom_killed,
         finished_at: husk_core::now_rfc3339(),
         reason: String::new(),
     };
+    // From here on, late `wait` and `state` requests get the answer at once.
+    *shim.exit.borrow_mut() = Some(exit.clone());
+    // Free the libcontainer ID, then record the exit on disk, then free the socket path: whoever learns of the
+    // exit (from the file, or from a refused connection followed by the file) may start the container again at
+    // once without meeting our leftovers.
+    delete_container_state(shim);
     if let Err(e) = write_exit_file(&shim.cfg.exit_file, &exit) {
         eprintln!("husk shim: {e}");
     }
-    *shim.exit.borrow_mut() = Some(exit.clone());
+    let _ = std::fs::remove_file(&shim.cfg.socket);
     shim.broadcast(Frame::Exit(code));
     shim.subscribers.borrow_mut().clear();
     for w in shim.waiters.borrow_mut().drain(..) {
@@ -529,7 +548,7 @@ pub fn write_exit_file(path: &Path, exit: &ExitStatus) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("write {}", path.display()), e))
 }
 
-async fn respond(conn: &mut UnixStream, response: &Response) {
+async fn respond(conn: &mut OwnedWriteHalf, response: &Response) {
     if let Ok(mut line) = serde_json::to_vec(response) {
         line.push(b'\n');
         let _ = conn.write_all(&line).await;
@@ -537,26 +556,23 @@ async fn respond(conn: &mut UnixStream, response: &Response) {
 }
 
 async fn handle_connection(shim: &Rc<Shim>, conn: UnixStream) {
-    let mut reader = BufReader::new(conn);
+    let (read_half, mut conn) = conn.into_split();
+    // The reader stays buffered for the stream that may follow the request line.
+    let mut reader = BufReader::new(read_half);
     let mut line = String::new();
     if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
         return;
     }
-    let mut conn = reader.into_inner();
     let request: Request = match serde_json::from_str(&line) {
         Ok(r) => r,
         Err(e) => {
-            respond(
-                &mut conn,
-                &Response::err(Error::bad_request(format!("bad shim request: {e}"))),
-            )
-            .await;
+            respond(&mut conn, &Response::err(Error::bad_request(format!("bad shim request: {e}")))).await;
             return;
         }
     };
     match request {
-        Request::Attach { stdin } => return attach(shim, conn, stdin).await,
-        Request::Exec { process, stdin } => return exec(shim, conn, process, stdin).await,
+        Request::Attach { stdin } => return attach(shim, reader, conn, stdin).await,
+        Request::Exec { process, stdin } => return exec(shim, reader, conn, process, stdin).await,
         Request::Wait => {
             let exit = shim.exit.borrow().clone();
             let exit = match exit {
@@ -687,7 +703,7 @@ fn spawn_writer(
 
 /// Forwards the client's frames to a process: stdin bytes, end of input, terminal size.
 async fn forward_input(
-    mut reader: tokio::net::unix::OwnedReadHalf,
+    mut reader: ConnReader,
     stdin: RefCell<Option<Rc<Fd>>>,
     terminal: Option<Rc<Fd>>,
 ) {
@@ -714,9 +730,8 @@ async fn forward_input(
     }
 }
 
-async fn attach(shim: &Rc<Shim>, mut conn: UnixStream, with_stdin: bool) {
-    respond(&mut conn, &Response::ok()).await;
-    let (reader, writer) = conn.into_split();
+async fn attach(shim: &Rc<Shim>, reader: ConnReader, mut writer: OwnedWriteHalf, with_stdin: bool) {
+    respond(&mut writer, &Response::ok()).await;
     let (tx, rx) = mpsc::unbounded_channel();
     let exited = shim.exit.borrow().as_ref().map(|e| e.code);
     match exited {
@@ -751,7 +766,7 @@ async fn attach(shim: &Rc<Shim>, mut conn: UnixStream, with_stdin: bool) {
     }
 }
 
-async fn exec(shim: &Rc<Shim>, mut conn: UnixStream, process: serde_json::Value, stdin: bool) {
+async fn exec(shim: &Rc<Shim>, reader: ConnReader, mut conn: OwnedWriteHalf, process: serde_json::Value, stdin: bool) {
     if shim.status.get() != ShimStatus::Running {
         respond(
             &mut conn,
@@ -803,8 +818,7 @@ async fn exec(shim: &Rc<Shim>, mut conn: UnixStream, process: serde_json::Value,
         },
     )
     .await;
-
-    let (reader, writer) = conn.into_split();
+    let writer = conn;
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = spawn_writer(writer, rx);
     let sink: Sink = {
