@@ -329,6 +329,15 @@ pub fn power_off() -> ! {
     }
 }
 
+/// Time since the kernel booted, from /proc/uptime (0 when unreadable).
+pub fn uptime_ms() -> u64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|s| (s * 1000.0) as u64)
+        .unwrap_or(0)
+}
+
 /// The kernel's release, for finding modules.
 pub fn release() -> String {
     nix::sys::utsname::uname()

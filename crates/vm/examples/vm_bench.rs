@@ -212,6 +212,11 @@ async fn main() {
             console.contains("bare boot done"),
             "bare console: {console}"
         );
+        let bare_line = console
+            .lines()
+            .find(|l| l.contains("bare boot done"))
+            .unwrap_or("")
+            .to_string();
         vm.quit(Duration::from_secs(1)).await.unwrap();
 
         // Agent boot, echo hi, memory.
@@ -256,6 +261,13 @@ async fn main() {
         let (r, p) = memory_kib(vm.pid);
         rss.push(r as f64 / 1024.0);
         pss.push(p as f64 / 1024.0);
+        let console = std::fs::read_to_string(vm.paths().console).unwrap_or_default();
+        let agent_line = console
+            .lines()
+            .find(|l| l.contains("modules loaded"))
+            .unwrap_or("")
+            .to_string();
+        eprintln!("  guest: [{bare_line}] vs [{agent_line}]");
         client.shutdown().await.unwrap();
         vm.wait_exit(Duration::from_secs(30)).await;
         vm.quit(Duration::from_secs(1)).await.unwrap();

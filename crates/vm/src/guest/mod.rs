@@ -7,6 +7,7 @@
 
 pub mod initramfs;
 pub mod modules;
+pub mod vmlinux;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -47,6 +48,10 @@ pub struct GuestConfig {
     /// build is ~60 MB, ~7 MB without, and every byte is copied by an emulated CPU at each boot.
     #[serde(default = "yes")]
     pub strip_agent: bool,
+    /// Boot the kernel's uncompressed ELF image through its PVH entry (extracted once from the bzImage and
+    /// cached) instead of letting the guest decompress itself: see [`vmlinux`].
+    #[serde(default = "yes")]
+    pub uncompressed_kernel: bool,
 }
 
 fn yes() -> bool {
@@ -64,6 +69,7 @@ impl GuestConfig {
             compression: Compression::None,
             extra_modules: Vec::new(),
             strip_agent: true,
+            uncompressed_kernel: true,
         }
     }
 }
@@ -71,7 +77,7 @@ impl GuestConfig {
 /// A built guest image.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GuestImage {
-    /// Kernel image to pass to `-kernel`.
+    /// Kernel image to pass to `-kernel` (the extracted PVH `vmlinux` when there is one).
     pub kernel: PathBuf,
     /// Initramfs to pass to `-initrd`.
     pub initramfs: PathBuf,
@@ -168,7 +174,16 @@ pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
         module_files
             .push(std::fs::read(&path).context(format!("read kernel module {}", path.display()))?);
     }
-    let key = content_key(config, &agent, &kernel, &release, &modules, &module_files)?;
+    let kernel_bytes =
+        std::fs::read(&kernel).context(format!("read kernel {}", kernel.display()))?;
+    let key = content_key(
+        config,
+        &agent,
+        &kernel_bytes,
+        &release,
+        &modules,
+        &module_files,
+    );
     let suffix = match config.compression {
         Compression::None => "cpio",
         Compression::Gzip => "cpio.gz",
@@ -187,6 +202,11 @@ pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
             initramfs::write_initramfs(f, &entries, config.compression)
         })?;
     }
+    let kernel = if config.uncompressed_kernel {
+        boot_kernel(&kernel, &kernel_bytes, &config.cache_dir)?
+    } else {
+        kernel
+    };
     Ok(GuestImage {
         kernel,
         initramfs,
@@ -194,6 +214,29 @@ pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
         modules,
         key,
     })
+}
+
+/// The kernel to boot: the cached PVH `vmlinux` extracted from `bzimage`, or `bzimage` itself when it has none.
+fn boot_kernel(bzimage: &Path, bytes: &[u8], cache: &Path) -> Result<PathBuf> {
+    let hash = hex::encode(Sha256::digest(bytes));
+    let vmlinux = cache.join(format!("vmlinux-{}", &hash[..16]));
+    let none = cache.join(format!("vmlinux-{}.none", &hash[..16]));
+    if vmlinux.exists() {
+        return Ok(vmlinux);
+    }
+    if none.exists() {
+        return Ok(bzimage.to_path_buf());
+    }
+    match vmlinux::extract_vmlinux(bytes) {
+        Some(elf) => {
+            write_atomically(&vmlinux, |f| f.write_all(&elf))?;
+            Ok(vmlinux)
+        }
+        None => {
+            write_atomically(&none, |_| Ok(()))?;
+            Ok(bzimage.to_path_buf())
+        }
+    }
 }
 
 /// The agent without debug information, or `None` when `strip` is not installed or fails.
@@ -216,11 +259,11 @@ fn strip(agent: &Path, scratch: &Path) -> Option<Vec<u8>> {
 fn content_key(
     config: &GuestConfig,
     agent: &[u8],
-    kernel: &Path,
+    kernel: &[u8],
     release: &str,
     modules: &[String],
     module_files: &[Vec<u8>],
-) -> Result<String> {
+) -> String {
     let mut h = Sha256::new();
     h.update(FORMAT);
     h.update(format!(
@@ -228,15 +271,13 @@ fn content_key(
         config.compression, config.strip_agent
     ));
     h.update(Sha256::digest(agent));
-    let kernel_bytes =
-        std::fs::read(kernel).context(format!("read kernel {}", kernel.display()))?;
-    h.update(Sha256::digest(&kernel_bytes));
+    h.update(Sha256::digest(kernel));
     for (name, data) in modules.iter().zip(module_files) {
         h.update(name.as_bytes());
         h.update([0]);
         h.update(Sha256::digest(data));
     }
-    Ok(hex::encode(h.finalize()))
+    hex::encode(h.finalize())
 }
 
 fn initramfs_entries(
@@ -394,6 +435,18 @@ mod tests {
         let cfg = GuestConfig::new(&agent, d.path().join("cache"));
         let a = build_guest(&cfg).unwrap();
         assert!(a.modules.iter().any(|m| m.ends_with("/9p.ko")));
+        let booted = std::fs::read(&a.kernel).unwrap();
+        let pvh = std::fs::read_to_string(format!("/boot/config-{release}"))
+            .is_ok_and(|c| c.lines().any(|l| l == "CONFIG_PVH=y"));
+        if pvh {
+            assert!(
+                booted.starts_with(b"\x7fELF") && vmlinux::has_pvh_note(&booted),
+                "no PVH vmlinux extracted"
+            );
+            assert_eq!(kernel_release_of(&kernel).unwrap(), release);
+        } else {
+            assert_eq!(a.kernel, kernel);
+        }
         let mtime = std::fs::metadata(&a.initramfs).unwrap().modified().unwrap();
         let b = build_guest(&cfg).unwrap();
         assert_eq!(a, b);
