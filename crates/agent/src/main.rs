@@ -65,7 +65,7 @@ fn pid1() -> ! {
         init::power_off();
     }
     let t0 = init::uptime_ms();
-    let loaded = init::load_modules(&init::release());
+    let loaded = init::load_modules(&init::release(), &opts.module_groups);
     let t1 = init::uptime_ms();
     if let Err(e) = init::leave_initramfs() {
         log!("{e}");

@@ -17,13 +17,13 @@ use husk_core::{Context, Error, Result};
 use sha2::{Digest, Sha256};
 
 pub use initramfs::{Compression, Entry};
-pub use modules::{ModuleDeps, OPTIONAL_MODULES, REQUIRED_MODULES};
+pub use modules::{GROUPS, ModuleDeps, ModuleGroup};
 
 /// Bumped when the initramfs layout changes, so old cache entries are not reused.
 const FORMAT: &str = "husk-initramfs-1";
 
-/// Where the agent finds its module load order inside the initramfs.
-pub const MODULE_ORDER_FILE: &str = "etc/husk/modules";
+/// Where the agent finds each module group's load order inside the initramfs (`<dir>/<group>`).
+pub const MODULE_GROUP_DIR: &str = "etc/husk/modules";
 
 /// What to build the guest from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -41,7 +41,7 @@ pub struct GuestConfig {
     /// Initramfs compression.
     #[serde(default)]
     pub compression: Compression,
-    /// Modules to load besides [`REQUIRED_MODULES`] and [`OPTIONAL_MODULES`] (with their dependencies).
+    /// Modules to load besides the [`GROUPS`] (with their dependencies), always (they join `base`).
     #[serde(default)]
     pub extra_modules: Vec<String>,
     /// Strip the agent's debug information (with binutils' `strip`, when installed) before packing it: a debug
@@ -83,7 +83,8 @@ pub struct GuestImage {
     pub initramfs: PathBuf,
     /// The kernel's release (`6.1.0-56-amd64`).
     pub kernel_release: String,
-    /// Module files inside the initramfs, in load order (relative to `/lib/modules/<release>`).
+    /// Module files inside the initramfs, group after group, each in load order (relative to
+    /// `/lib/modules/<release>`).
     pub modules: Vec<String>,
     /// The content hash naming the initramfs.
     pub key: String,
@@ -160,12 +161,12 @@ pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
         .clone()
         .unwrap_or_else(|| Path::new("/lib/modules").join(&release));
     let deps = ModuleDeps::load(&modules_dir)?;
-    let mut optional: Vec<&str> = OPTIONAL_MODULES.to_vec();
-    optional.extend(config.extra_modules.iter().map(String::as_str));
-    let mut required: Vec<&str> = REQUIRED_MODULES.to_vec();
-    required.extend(config.extra_modules.iter().map(String::as_str));
-    let modules = deps.resolve(&required, &optional)?;
-
+    let extra: Vec<&str> = config.extra_modules.iter().map(String::as_str).collect();
+    let groups = deps.resolve_groups(GROUPS, &extra)?;
+    let modules: Vec<String> = groups
+        .iter()
+        .flat_map(|(_, files)| files.iter().cloned())
+        .collect();
     let agent = std::fs::read(&config.agent)
         .context(format!("read the agent binary {}", config.agent.display()))?;
     let mut module_files = Vec::with_capacity(modules.len());
@@ -197,7 +198,7 @@ pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
         } else {
             agent
         };
-        let entries = initramfs_entries(&release, agent, &modules, module_files);
+        let entries = initramfs_entries(&release, agent, &groups, &modules, module_files);
         write_atomically(&initramfs, |f| {
             initramfs::write_initramfs(f, &entries, config.compression)
         })?;
@@ -283,12 +284,23 @@ fn content_key(
 fn initramfs_entries(
     release: &str,
     agent: Vec<u8>,
+    groups: &[(String, Vec<String>)],
     modules: &[String],
     module_files: Vec<Vec<u8>>,
 ) -> Vec<Entry> {
     let mut entries = Vec::new();
     let mut seen = BTreeSet::new();
-    for dir in ["dev", "proc", "sys", "run", "tmp", "mnt", "etc", "etc/husk"] {
+    for dir in [
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+        "mnt",
+        "etc",
+        "etc/husk",
+        MODULE_GROUP_DIR,
+    ] {
         seen.insert(dir.to_string());
         entries.push(Entry::Dir {
             path: dir.into(),
@@ -312,12 +324,14 @@ fn initramfs_entries(
         mode: 0o755,
         data: agent,
     });
-    let order: String = modules.iter().map(|m| format!("{m}\n")).collect();
-    entries.push(Entry::File {
-        path: MODULE_ORDER_FILE.into(),
-        mode: 0o644,
-        data: order.into_bytes(),
-    });
+    for (group, files) in groups {
+        let order: String = files.iter().map(|m| format!("{m}\n")).collect();
+        entries.push(Entry::File {
+            path: format!("{MODULE_GROUP_DIR}/{group}"),
+            mode: 0o644,
+            data: order.into_bytes(),
+        });
+    }
     for (m, data) in modules.iter().zip(module_files) {
         let path = format!("lib/modules/{release}/{m}");
         initramfs::parents(&path, &mut seen, &mut entries);
@@ -395,9 +409,17 @@ mod tests {
 
     #[test]
     fn layout_has_init_console_and_module_order() {
+        let groups = vec![
+            (
+                "base".to_string(),
+                vec!["kernel/a.ko".to_string(), "kernel/x/b.ko".to_string()],
+            ),
+            ("net".to_string(), vec![]),
+        ];
         let entries = initramfs_entries(
             "6.1",
             b"AGENT".to_vec(),
+            &groups,
             &["kernel/a.ko".into(), "kernel/x/b.ko".into()],
             vec![b"A".to_vec(), b"B".to_vec()],
         );
@@ -411,7 +433,10 @@ mod tests {
             matches!(find("init"), Some(Entry::File { mode: 0o755, data, .. }) if data == b"AGENT")
         );
         assert!(
-            matches!(find(MODULE_ORDER_FILE), Some(Entry::File { data, .. }) if data == b"kernel/a.ko\nkernel/x/b.ko\n")
+            matches!(find("etc/husk/modules/base"), Some(Entry::File { data, .. }) if data == b"kernel/a.ko\nkernel/x/b.ko\n")
+        );
+        assert!(
+            matches!(find("etc/husk/modules/net"), Some(Entry::File { data, .. }) if data.is_empty())
         );
         assert!(find("lib/modules/6.1/kernel/x/b.ko").is_some());
         assert!(entries.iter().any(|e| matches!(e, Entry::CharDev { path, major: 5, minor: 1, .. } if path == "dev/console")));
