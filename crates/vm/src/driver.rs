@@ -520,7 +520,7 @@ impl Driver for VmDriver {
             tty: true,
             attach: true,
             stats: true,
-            top: false,
+            top: true,
             limits: true,
             networking: false,
             bind_mounts: false,
@@ -810,10 +810,7 @@ impl Driver for VmDriver {
     }
 
     async fn top(&self, container: &ContainerRecord) -> Result<Top> {
-        Err(Error::unsupported(format!(
-            "driver vm does not list the processes of container {} yet",
-            container.name()
-        )))
+        self.client_for(container).await?.top(container.id()).await
     }
 }
 
