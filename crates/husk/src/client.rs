@@ -184,7 +184,8 @@ impl Client {
         let mut body = response.into_body();
         let mut written = 0u64;
         while let Some(frame) = body.frame().await {
-            let frame = frame.context("the archive stream broke off (the daemon's log says why)")?;
+            let frame =
+                frame.context("the archive stream broke off (the daemon's log says why)")?;
             if let Some(data) = frame.data_ref() {
                 out.write_all(data).await.context("write the archive")?;
                 written += data.len() as u64;

@@ -466,11 +466,17 @@ max_concurrent_downloads = 2
         assert!(c.allow_devices);
         assert_eq!(c.limits.max_layer_size, 1 << 20);
         let defaults = husk_image::ImageConfig::default();
-        assert_eq!(c.limits.max_image_size, defaults.limits.max_image_size, "unset keys keep their defaults");
+        assert_eq!(
+            c.limits.max_image_size, defaults.limits.max_image_size,
+            "unset keys keep their defaults"
+        );
         assert_eq!(c.registry.mirrors, ["mirror.example:5000"]);
         assert_eq!(c.registry.insecure_registries, ["10.0.0.0/8"]);
         assert_eq!(c.registry.max_concurrent_downloads, 2);
-        assert_eq!(c.registry.download_retries, defaults.registry.download_retries);
+        assert_eq!(
+            c.registry.download_retries,
+            defaults.registry.download_retries
+        );
         assert_eq!(DaemonConfig::default().images.to_config(), defaults);
     }
 

@@ -87,7 +87,10 @@ pub async fn pull(client: &Client, a: PullArgs) -> Result<i32> {
     .await?;
     if !a.quiet {
         println!("Digest: {}", pulled.digest);
-        println!("Status: Downloaded image for {}", familiar(&pulled.reference));
+        println!(
+            "Status: Downloaded image for {}",
+            familiar(&pulled.reference)
+        );
     }
     println!("{}", pulled.reference);
     Ok(0)
@@ -97,7 +100,9 @@ pub async fn pull(client: &Client, a: PullArgs) -> Result<i32> {
 /// here; with `always`, pull. Returns the policy to send with the create (the daemon enforces it too, so other
 /// clients get the same behaviour without the progress).
 pub async fn prepare_run_image(client: &Client, image: &str, policy: &str) -> Result<PullPolicy> {
-    let policy: PullPolicy = policy.parse().map_err(|e: husk_core::Error| anyhow!(e.message))?;
+    let policy: PullPolicy = policy
+        .parse()
+        .map_err(|e: husk_core::Error| anyhow!(e.message))?;
     let pull = match policy {
         PullPolicy::Never => false,
         PullPolicy::Always => true,
@@ -114,7 +119,10 @@ pub async fn prepare_run_image(client: &Client, image: &str, policy: &str) -> Re
     }
     let pulled = pull_with_progress(client, image, None, false, Screen::Stderr).await?;
     eprintln!("Digest: {}", pulled.digest);
-    eprintln!("Status: Downloaded image for {}", familiar(&pulled.reference));
+    eprintln!(
+        "Status: Downloaded image for {}",
+        familiar(&pulled.reference)
+    );
     Ok(PullPolicy::Missing)
 }
 
@@ -167,7 +175,9 @@ pub async fn login(client: &Client, a: LoginArgs) -> Result<i32> {
             .context("read the password from stdin")?;
         text.trim_end_matches(['\n', '\r']).to_string()
     } else if let Some(p) = a.password {
-        eprintln!("WARNING! Using --password on the command line is insecure. Use --password-stdin.");
+        eprintln!(
+            "WARNING! Using --password on the command line is insecure. Use --password-stdin."
+        );
         p
     } else {
         prompt_password("Password: ")?
@@ -244,10 +254,14 @@ pub async fn save(client: &Client, a: ImageSaveArgs) -> Result<i32> {
         Some(path) => save_to_file(client, &body, path).await?,
         None => {
             if std::io::stdout().is_terminal() {
-                bail!("refusing to write an image archive to a terminal: use -o FILE or redirect stdout");
+                bail!(
+                    "refusing to write an image archive to a terminal: use -o FILE or redirect stdout"
+                );
             }
             let mut out = tokio::io::stdout();
-            client.download("/husk/v1/images/save", &body, &mut out).await?;
+            client
+                .download("/husk/v1/images/save", &body, &mut out)
+                .await?;
         }
     }
     Ok(0)
@@ -261,7 +275,9 @@ async fn save_to_file(client: &Client, body: &serde_json::Value, path: &Path) ->
     let mut file = tokio::fs::File::create(&tmp)
         .await
         .with_context(|| format!("create {}", tmp.display()))?;
-    let written = client.download("/husk/v1/images/save", body, &mut file).await;
+    let written = client
+        .download("/husk/v1/images/save", body, &mut file)
+        .await;
     drop(file);
     match written {
         Ok(_) => tokio::fs::rename(&tmp, path)
@@ -306,7 +322,10 @@ pub async fn prune(client: &Client, a: ImagePruneArgs) -> Result<i32> {
     if report.deferred {
         println!("A pull or load is running: unused layers go when it ends (prune again later).");
     }
-    println!("Total reclaimed space: {}", human_size(report.space_reclaimed, false));
+    println!(
+        "Total reclaimed space: {}",
+        human_size(report.space_reclaimed, false)
+    );
     Ok(0)
 }
 
@@ -337,11 +356,7 @@ pub async fn system(client: &Client, cmd: SystemCommand) -> Result<i32> {
 }
 
 fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        "0%".into()
-    } else {
-        format!("{}%", part * 100 / whole)
-    }
+    format!("{}%", (part * 100).checked_div(whole).unwrap_or(0))
 }
 
 /// The summary rows of `system df`: images and containers.
@@ -371,7 +386,11 @@ fn df_rows(df: &SystemDf) -> Vec<Vec<String>> {
         vec![
             "Containers".into(),
             df.containers.len().to_string(),
-            df.containers.iter().filter(|c| c.active).count().to_string(),
+            df.containers
+                .iter()
+                .filter(|c| c.active)
+                .count()
+                .to_string(),
             human_size(containers_size, false),
             format!(
                 "{} ({})",
@@ -388,7 +407,10 @@ async fn system_df(client: &Client, a: SystemDfArgs) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&df)?);
         return Ok(0);
     }
-    print_table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &df_rows(&df));
+    print_table(
+        &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
+        &df_rows(&df),
+    );
     if a.verbose {
         println!("\nImages space usage:\n");
         let rows: Vec<Vec<String>> = df
@@ -397,7 +419,10 @@ async fn system_df(client: &Client, a: SystemDfArgs) -> Result<i32> {
             .iter()
             .map(|u| {
                 vec![
-                    u.names.first().map(|n| familiar(n)).unwrap_or_else(|| "<none>".into()),
+                    u.names
+                        .first()
+                        .map(|n| familiar(n))
+                        .unwrap_or_else(|| "<none>".into()),
                     short(&u.id),
                     human_size(u.size, false),
                     human_size(u.shared_size, false),
@@ -406,7 +431,17 @@ async fn system_df(client: &Client, a: SystemDfArgs) -> Result<i32> {
                 ]
             })
             .collect();
-        print_table(&["IMAGE", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "IN USE"], &rows);
+        print_table(
+            &[
+                "IMAGE",
+                "IMAGE ID",
+                "SIZE",
+                "SHARED SIZE",
+                "UNIQUE SIZE",
+                "IN USE",
+            ],
+            &rows,
+        );
         println!("\nContainers space usage:\n");
         let rows: Vec<Vec<String>> = df
             .containers
@@ -416,12 +451,17 @@ async fn system_df(client: &Client, a: SystemDfArgs) -> Result<i32> {
                     short(&c.id),
                     c.name.clone(),
                     short(&c.image_id),
-                    c.size.map(|s| human_size(s, false)).unwrap_or_else(|| "-".into()),
+                    c.size
+                        .map(|s| human_size(s, false))
+                        .unwrap_or_else(|| "-".into()),
                     if c.active { "yes".into() } else { "no".into() },
                 ]
             })
             .collect();
-        print_table(&["CONTAINER ID", "NAME", "IMAGE ID", "SIZE", "ACTIVE"], &rows);
+        print_table(
+            &["CONTAINER ID", "NAME", "IMAGE ID", "SIZE", "ACTIVE"],
+            &rows,
+        );
     }
     std::io::stdout().flush()?;
     Ok(0)

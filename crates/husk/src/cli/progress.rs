@@ -187,7 +187,13 @@ mod tests {
 
     #[test]
     fn words_like_docker() {
-        assert_eq!(state_text(Direction::Pull, LayerState::Complete), "Pull complete");
-        assert_eq!(state_text(Direction::Push, LayerState::Exists), "Layer already exists");
+        assert_eq!(
+            state_text(Direction::Pull, LayerState::Complete),
+            "Pull complete"
+        );
+        assert_eq!(
+            state_text(Direction::Push, LayerState::Exists),
+            "Layer already exists"
+        );
     }
 }
