@@ -194,11 +194,16 @@ impl Engine {
             .images
             .ensure_image(reference, policy, &PullOptions::default())
             .await
-            .map_err(|e| match e.kind {
-                ErrorKind::NotFound => Error::invalid(
+            .map_err(|e| match (e.kind, policy) {
+                (ErrorKind::NotFound, PullPolicy::Never) => Error::invalid(
                     "image",
-                    format!("no such image: {reference} ({})", e.message),
+                    format!(
+                        "no such image: {reference} (the pull policy is never: load or pull it first)"
+                    ),
                 ),
+                (ErrorKind::NotFound, _) => {
+                    Error::invalid("image", format!("no such image: {reference}: {}", e.message))
+                }
                 _ => e,
             })
     }

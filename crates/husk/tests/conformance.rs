@@ -493,7 +493,7 @@ pub fn bad_input_is_refused_cleanly(driver: &str) {
     d.husk(&["run", "-d", "--name", "taken", IMAGE, "sleep", "1000"])
         .ok();
     let cases: &[(&[&str], &str)] = &[
-        (&["run", "--rm", "no/such:image", "true"], "no such image"),
+        (&["run", "--rm", "--pull", "never", "no/such:image", "true"], "no such image"),
         (
             &["run", "--rm", "--memory", "12q", IMAGE, "true"],
             "invalid memory size",
