@@ -61,10 +61,12 @@ fn pid1() -> ! {
     }
     let opts = BootOptions::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     if opts.bare {
-        log!("bare boot done");
+        log!("bare boot done at {} ms", init::uptime_ms());
         init::power_off();
     }
-    let loaded = init::load_modules(&init::release());
+    let t0 = init::uptime_ms();
+    let loaded = init::load_modules(&init::release(), &opts.module_groups);
+    let t1 = init::uptime_ms();
     if let Err(e) = init::leave_initramfs() {
         log!("{e}");
         init::power_off();
@@ -81,7 +83,12 @@ fn pid1() -> ! {
     }
     init::set_hostname(opts.hostname.as_deref().unwrap_or("husk"));
     let shares = init::mount_shares(&opts.shares);
-    log!("{loaded} modules loaded, {} shares mounted", shares.len());
+    log!(
+        "started at {t0} ms; {loaded} modules loaded in {} ms; {} shares mounted; serving at {} ms",
+        t1 - t0,
+        shares.len(),
+        init::uptime_ms()
+    );
     let env = AgentEnv {
         run_dir: PathBuf::from("/run/husk"),
         shares,

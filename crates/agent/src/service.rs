@@ -97,6 +97,18 @@ impl Hub {
 struct ExitInfo {
     code: i32,
     at_ns: i64,
+    oom_killed: bool,
+}
+
+/// The number of OOM kills in a cgroup (v2 `memory.events`).
+fn oom_kills(cgroup: Option<&std::path::Path>) -> u64 {
+    let Some(cg) = cgroup else { return 0 };
+    std::fs::read_to_string(cg.join("memory.events"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// One process (main or exec) of a container.
@@ -338,6 +350,8 @@ impl AgentService {
         *lock(&proc_.pid) = pid;
         let readers = self.pump_output(proc_, parent_io)?;
         let p = proc_.clone();
+        let cgroup = c.setup.cgroup.clone();
+        let ooms_before = oom_kills(cgroup.as_deref());
         tokio::spawn(async move {
             let status = exited.await.unwrap_or(255 << 8);
             // Report the exit only after its output has drained, so the exit frame is the last one.
@@ -352,7 +366,14 @@ impl AgentService {
                 .map(|d| d.as_nanos() as i64)
                 .unwrap_or(0);
             lock(&p.hub).publish(Frame::Exit(code));
-            p.exit.send_replace(Some(ExitInfo { code, at_ns }));
+            // Killed by SIGKILL while the cgroup's OOM kill count rose: the kernel's OOM killer ended it.
+            let oom_killed =
+                code == 128 + libc::SIGKILL && oom_kills(cgroup.as_deref()) > ooms_before;
+            p.exit.send_replace(Some(ExitInfo {
+                code,
+                at_ns,
+                oom_killed,
+            }));
         });
         Ok(pid)
     }
@@ -686,7 +707,7 @@ impl Agent for AgentService {
         };
         Ok(Response::new(proto::WaitResponse {
             exit_code: info.code,
-            oom_killed: false,
+            oom_killed: info.oom_killed,
             finished_at_ns: info.at_ns,
         }))
     }

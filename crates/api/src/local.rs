@@ -76,7 +76,10 @@ pub fn router(engine: Engine) -> Router {
             get(inspect_sandbox).delete(remove_sandbox),
         )
         .route("/husk/v1/networks", get(list_networks).post(create_network))
-        .route("/husk/v1/networks/{name}", get(inspect_network).delete(remove_network))
+        .route(
+            "/husk/v1/networks/{name}",
+            get(inspect_network).delete(remove_network),
+        )
         .route("/husk/v1/images", get(list_images))
         .route("/husk/v1/images/load", post(load_images))
         .route("/husk/v1/images/tag", post(tag_image))
@@ -511,11 +514,16 @@ async fn tag_image(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_networks(State(engine): State<Engine>) -> ApiResult<Json<Vec<husk_net::NetworkInfo>>> {
+async fn list_networks(
+    State(engine): State<Engine>,
+) -> ApiResult<Json<Vec<husk_net::NetworkInfo>>> {
     Ok(Json(engine.list_networks().await?))
 }
 
-async fn inspect_network(State(engine): State<Engine>, Path(name): Path<String>) -> ApiResult<Json<husk_net::NetworkInfo>> {
+async fn inspect_network(
+    State(engine): State<Engine>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<husk_net::NetworkInfo>> {
     Ok(Json(engine.inspect_network(&name).await?))
 }
 
@@ -532,13 +540,26 @@ struct NetworkCreateBody {
     bridge: Option<String>,
 }
 
-async fn create_network(State(engine): State<Engine>, body: bytes::Bytes) -> ApiResult<(StatusCode, Json<husk_net::NetworkInfo>)> {
+async fn create_network(
+    State(engine): State<Engine>,
+    body: bytes::Bytes,
+) -> ApiResult<(StatusCode, Json<husk_net::NetworkInfo>)> {
     let b: NetworkCreateBody = parse_body(&body)?;
-    let info = engine.create_network(husk_net::NewNetwork { name: b.name, subnet: b.subnet, gateway: b.gateway, bridge: b.bridge }).await?;
+    let info = engine
+        .create_network(husk_net::NewNetwork {
+            name: b.name,
+            subnet: b.subnet,
+            gateway: b.gateway,
+            bridge: b.bridge,
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
-async fn remove_network(State(engine): State<Engine>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+async fn remove_network(
+    State(engine): State<Engine>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     engine.remove_network(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

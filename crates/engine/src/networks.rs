@@ -6,9 +6,14 @@ use husk_net::{NetworkInfo, NewNetwork};
 use crate::Engine;
 
 impl Engine {
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&husk_net::Networks) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&husk_net::Networks) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let networks = self.inner.networks.clone();
-        tokio::task::spawn_blocking(move || f(&networks)).await.map_err(|e| Error::internal(format!("network task: {e}")))?
+        tokio::task::spawn_blocking(move || f(&networks))
+            .await
+            .map_err(|e| Error::internal(format!("network task: {e}")))?
     }
 
     /// The configured networks.

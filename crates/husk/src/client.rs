@@ -83,10 +83,10 @@ impl Client {
             .header(http::header::HOST, "husk")
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body)?;
-        Ok(sender
+        sender
             .send_request(request)
             .await
-            .context("request to the daemon")?)
+            .context("request to the daemon")
     }
 
     async fn check(response: hyper::Response<hyper::body::Incoming>) -> Result<Bytes> {

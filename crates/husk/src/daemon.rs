@@ -198,7 +198,11 @@ pub struct DockerSettings {
 
 impl Default for DockerSettings {
     fn default() -> Self {
-        DockerSettings { host: husk_docker::DEFAULT_HOST.to_string(), instance: "husk".into(), pause_binary: None }
+        DockerSettings {
+            host: husk_docker::DEFAULT_HOST.to_string(),
+            instance: "husk".into(),
+            pause_binary: None,
+        }
     }
 }
 
@@ -314,7 +318,10 @@ struct StoreImages(Arc<husk_image::ImageStore>);
 
 #[async_trait::async_trait]
 impl husk_docker::ImageSource for StoreImages {
-    async fn export(&self, image: &husk_core::ImageRef) -> husk_core::Result<husk_docker::ImageArchive> {
+    async fn export(
+        &self,
+        image: &husk_core::ImageRef,
+    ) -> husk_core::Result<husk_docker::ImageArchive> {
         let (reader, writer) = tokio::io::duplex(256 * 1024);
         let store = self.0.clone();
         let reference = image.id.clone();
@@ -347,14 +354,19 @@ async fn make_drivers(
                 drivers.push(Arc::new(driver));
             }
             "docker" => {
-                let pause = config.docker.pause_binary.clone().unwrap_or_else(|| husk_binary.with_file_name("husk-pause"));
-                let driver = husk_docker::DockerDriver::connect(husk_docker::DockerDriverConfig::new(
-                    config.docker.host.clone(),
-                    config.docker.instance.clone(),
-                    pause,
-                    Arc::new(StoreImages(images.clone())),
-                ))
-                .await?;
+                let pause = config
+                    .docker
+                    .pause_binary
+                    .clone()
+                    .unwrap_or_else(|| husk_binary.with_file_name("husk-pause"));
+                let driver =
+                    husk_docker::DockerDriver::connect(husk_docker::DockerDriverConfig::new(
+                        config.docker.host.clone(),
+                        config.docker.instance.clone(),
+                        pause,
+                        Arc::new(StoreImages(images.clone())),
+                    ))
+                    .await?;
                 drivers.push(Arc::new(driver));
             }
             other => bail!("unknown driver {other:?}: this husk has linux and docker"),
@@ -398,7 +410,8 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
     cni.default_network = config.network.default_network.clone();
     cni.default_bridge = config.network.bridge.clone();
     cni.default_subnet = config.network.subnet.clone();
-    let networks = Arc::new(tokio::task::spawn_blocking(move || husk_net::Networks::open(cni)).await??);
+    let networks =
+        Arc::new(tokio::task::spawn_blocking(move || husk_net::Networks::open(cni)).await??);
     let drivers = make_drivers(&config, &networks, &images).await?;
     let engine = Engine::new(
         EngineConfig {
@@ -413,6 +426,7 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         drivers,
     )?;
     engine.recover().await?;
+    engine.follow_backend_changes();
     tracing::info!(socket = %config.socket.display(), driver = %config.driver, mode = %mode, "husk daemon ready");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -91,12 +91,20 @@ pub fn sandbox_containers_share_network_ipc_uts(driver: &str) {
     ])
     .ok();
     for kind in ["net", "ipc"] {
-        assert_eq!(ns(&d, "web", kind), ns(&d, "side", kind), "{kind} namespace shared");
+        assert_eq!(
+            ns(&d, "web", kind),
+            ns(&d, "side", kind),
+            "{kind} namespace shared"
+        );
     }
     // Docker Engine cannot put two containers in one UTS namespace; its containers get the sandbox's hostname
     // (checked below) in namespaces of their own.
     if driver != "docker" {
-        assert_eq!(ns(&d, "web", "uts"), ns(&d, "side", "uts"), "uts namespace shared");
+        assert_eq!(
+            ns(&d, "web", "uts"),
+            ns(&d, "side", "uts"),
+            "uts namespace shared"
+        );
     }
     assert_ne!(
         ns(&d, "web", "mnt"),

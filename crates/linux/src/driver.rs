@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use husk_core::stdio::BoxStdio;
 use husk_core::{
     Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver, DriverInfo, Error,
-    ErrorKind, ExitStatus, LogOptions, LogStream, NetworkConfig, NetworkStatus, ObservedState, ProcessConfig, Result,
-    RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
+    ErrorKind, ExitStatus, LogOptions, LogStream, NetworkConfig, NetworkStatus, ObservedState,
+    ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
 };
 use nix::mount::{MntFlags, MsFlags};
 use serde_json::json;
@@ -57,7 +57,10 @@ pub struct LinuxDriver {
 
 impl std::fmt::Debug for LinuxDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinuxDriver").field("root", &self.config.root).field("run_root", &self.config.run_root).finish()
+        f.debug_struct("LinuxDriver")
+            .field("root", &self.config.root)
+            .field("run_root", &self.config.run_root)
+            .finish()
     }
 }
 
@@ -69,8 +72,11 @@ struct Identity {
     files: husk_net::SandboxFiles,
 }
 
+/// Files bind-mounted over the image's: (path in the container, path on the host).
+type EtcMounts = Vec<(String, PathBuf)>;
+
 /// The bind mounts of a sandbox's name files.
-fn etc_mounts(files: &husk_net::SandboxFiles) -> Vec<(String, PathBuf)> {
+fn etc_mounts(files: &husk_net::SandboxFiles) -> EtcMounts {
     vec![
         ("/etc/hostname".to_string(), files.hostname.clone()),
         ("/etc/hosts".to_string(), files.hosts.clone()),
@@ -220,30 +226,45 @@ impl LinuxDriver {
 
     /// Pins namespaces for `owner` (a sandbox or a standalone container) in `ns_dir`, connects its network
     /// and writes its name files. On failure nothing is left.
-    async fn make_identity(&self, owner: &str, ns_dir: &Path, hostname: &str, network: &NetworkConfig) -> Result<Identity> {
+    async fn make_identity(
+        &self,
+        owner: &str,
+        ns_dir: &Path,
+        hostname: &str,
+        network: &NetworkConfig,
+    ) -> Result<Identity> {
         let networks = self.config.networks.clone();
         let host = networks.mode_of(network) == husk_net::Mode::Host;
         let pinned = namespaces::create_pinned(ns_dir, hostname, !host)?;
         let (owner_id, netns, net, host_name) = (
             owner.to_string(),
-            pinned.get("net").cloned().unwrap_or_else(|| PathBuf::from("/proc/self/ns/net")),
+            pinned
+                .get("net")
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from("/proc/self/ns/net")),
             network.clone(),
             hostname.to_string(),
         );
-        let made = tokio::task::spawn_blocking(move || -> Result<(NetworkStatus, husk_net::SandboxFiles)> {
-            let status = networks.setup(&owner_id, &netns, &net)?;
-            match networks.write_files(&owner_id, &host_name, &net, &status) {
-                Ok(files) => Ok((status, files)),
-                Err(e) => {
-                    let _ = networks.teardown(&owner_id, Some(&netns));
-                    Err(e)
+        let made = tokio::task::spawn_blocking(
+            move || -> Result<(NetworkStatus, husk_net::SandboxFiles)> {
+                let status = networks.setup(&owner_id, &netns, &net)?;
+                match networks.write_files(&owner_id, &host_name, &net, &status) {
+                    Ok(files) => Ok((status, files)),
+                    Err(e) => {
+                        let _ = networks.teardown(&owner_id, Some(&netns));
+                        Err(e)
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
         .map_err(|e| Error::internal(format!("network setup task: {e}")));
         match made {
-            Ok(Ok((status, files))) => Ok(Identity { pinned, status, files }),
+            Ok(Ok((status, files))) => Ok(Identity {
+                pinned,
+                status,
+                files,
+            }),
             Ok(Err(e)) | Err(e) => {
                 let _ = namespaces::remove_pinned(ns_dir);
                 Err(e)
@@ -257,7 +278,11 @@ impl LinuxDriver {
         let owner_id = owner.to_string();
         let netns = ns_dir.join("net");
         tokio::task::spawn_blocking(move || {
-            let ns = if namespaces::is_pinned(&netns) { Some(netns.as_path()) } else { None };
+            let ns = if namespaces::is_pinned(&netns) {
+                Some(netns.as_path())
+            } else {
+                None
+            };
             networks.teardown(&owner_id, ns)
         })
         .await
@@ -268,20 +293,32 @@ impl LinuxDriver {
     fn namespace_plan(
         &self,
         sandbox: &SandboxRecord,
-    ) -> Result<(NamespacePlan, Vec<(String, PathBuf)>, Option<PathBuf>)> {
+    ) -> Result<(NamespacePlan, EtcMounts, Option<PathBuf>)> {
         let ns = &sandbox.runtime.namespaces;
-        let host_network = self.config.networks.mode_of(&sandbox.config.network) == husk_net::Mode::Host;
+        let host_network =
+            self.config.networks.mode_of(&sandbox.config.network) == husk_net::Mode::Host;
         let need = |kind: &str| {
-            ns.get(kind)
-                .map(PathBuf::from)
-                .ok_or_else(|| Error::backend(format!("sandbox {} has no {kind} namespace", sandbox.config.name)))
+            ns.get(kind).map(PathBuf::from).ok_or_else(|| {
+                Error::backend(format!(
+                    "sandbox {} has no {kind} namespace",
+                    sandbox.config.name
+                ))
+            })
         };
         let plan = NamespacePlan {
-            net: if host_network { None } else { Some(need("net")?) },
+            net: if host_network {
+                None
+            } else {
+                Some(need("net")?)
+            },
             host_network,
             ipc: Some(need("ipc")?),
             uts: Some(need("uts")?),
-            pid: if sandbox.config.share_pid { Some(need("pid")?) } else { None },
+            pid: if sandbox.config.share_pid {
+                Some(need("pid")?)
+            } else {
+                None
+            },
         };
         let shm = self.sandbox_run_dir(&sandbox.config.id).join("shm");
         let files = self.config.networks.files(&sandbox.config.id)?;
@@ -338,7 +375,9 @@ impl LinuxDriver {
                 // A standalone container's namespaces are its own, pinned so they outlive a restart of the
                 // container (its address and hostname stay) and are removed with it.
                 let ns_dir = self.ctr_run_dir(id).join("ns");
-                let identity = self.make_identity(id, &ns_dir, &hostname_for(config), &config.network).await?;
+                let identity = self
+                    .make_identity(id, &ns_dir, &hostname_for(config), &config.network)
+                    .await?;
                 let host_network = !identity.pinned.contains_key("net");
                 let plan = NamespacePlan {
                     net: identity.pinned.get("net").cloned(),
@@ -347,7 +386,12 @@ impl LinuxDriver {
                     uts: identity.pinned.get("uts").cloned(),
                     pid: None,
                 };
-                (plan, etc_mounts(&identity.files), None, Some(identity.status))
+                (
+                    plan,
+                    etc_mounts(&identity.files),
+                    None,
+                    Some(identity.status),
+                )
             }
         };
         let t_ns = t0.elapsed();
@@ -392,7 +436,12 @@ impl LinuxDriver {
 
     /// Serves the default seccomp profile as a precompiled program (see [`crate::seccomp_bpf`]) when the
     /// container can take it that way: the spec then carries no filter and the bundle holds `seccomp.bpf`.
-    async fn precompile_seccomp(&self, config: &ContainerConfig, oci: &mut oci_spec::runtime::Spec, bundle: &Path) -> Result<()> {
+    async fn precompile_seccomp(
+        &self,
+        config: &ContainerConfig,
+        oci: &mut oci_spec::runtime::Spec,
+        bundle: &Path,
+    ) -> Result<()> {
         let program_path = bundle.join("seccomp.bpf");
         let sec = &config.security;
         let default_profile = matches!(sec.seccomp.as_deref(), None | Some("") | Some("default"));
@@ -411,7 +460,8 @@ impl LinuxDriver {
         let program = tokio::task::spawn_blocking(move || cache.default_program(&caps))
             .await
             .map_err(|e| Error::internal(format!("seccomp compile task: {e}")))??;
-        std::fs::write(&program_path, program.as_slice()).map_err(|e| Error::io(format!("write {}", program_path.display()), e))?;
+        std::fs::write(&program_path, program.as_slice())
+            .map_err(|e| Error::io(format!("write {}", program_path.display()), e))?;
         if let Some(linux) = oci.linux_mut() {
             linux.set_seccomp(None);
         }
@@ -532,10 +582,15 @@ impl Driver for LinuxDriver {
         let run_dir = self.sandbox_run_dir(&config.id);
         let ns_dir = run_dir.join("ns");
         let result: Result<SandboxRuntime> = async {
-            let identity = self.make_identity(&config.id, &ns_dir, &config.hostname, &config.network).await?;
+            let identity = self
+                .make_identity(&config.id, &ns_dir, &config.hostname, &config.network)
+                .await?;
             let pinned = identity.pinned;
             let mut runtime = SandboxRuntime {
-                namespaces: pinned.iter().map(|(k, v)| (k.clone(), v.display().to_string())).collect(),
+                namespaces: pinned
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.display().to_string()))
+                    .collect(),
                 network: Some(identity.status),
                 ..Default::default()
             };
@@ -708,7 +763,9 @@ impl Driver for LinuxDriver {
     async fn wait(&self, container: &ContainerRecord) -> Result<ExitStatus> {
         let id = container.id();
         match self.shim(id).call(&Request::Wait).await {
-            Ok(r) => r.exit.ok_or_else(|| Error::internal("the shim's wait answer has no exit status")),
+            Ok(r) => r
+                .exit
+                .ok_or_else(|| Error::internal("the shim's wait answer has no exit status")),
             // The shim is gone or went away while we asked: it records the exit on disk before it stops serving.
             Err(_) => Ok(self.exit_after_shim(id).await),
         }
@@ -816,6 +873,58 @@ impl Driver for LinuxDriver {
 
     async fn stats(&self, container: &ContainerRecord) -> Result<Stats> {
         cgroups::stats(&self.cgroup_path(container.id()), container.runtime.pid)
+    }
+
+    async fn remove_orphans(
+        &self,
+        sandboxes: &std::collections::HashSet<String>,
+        containers: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let ids = |dir: PathBuf| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .map(|e| {
+                    e.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut orphan_containers: Vec<String> = ids(self.config.run_root.join("c"));
+        orphan_containers.extend(ids(self.config.root.join("c")));
+        orphan_containers.sort();
+        orphan_containers.dedup();
+        for id in orphan_containers
+            .into_iter()
+            .filter(|id| !containers.contains(id))
+        {
+            self.cleanup_container(&id).await?;
+            removed.push(format!("container {id}"));
+        }
+        let mut orphan_sandboxes: Vec<String> = ids(self.config.run_root.join("s"));
+        orphan_sandboxes.extend(ids(self.config.root.join("s")));
+        orphan_sandboxes.sort();
+        orphan_sandboxes.dedup();
+        for id in orphan_sandboxes
+            .into_iter()
+            .filter(|id| !sandboxes.contains(id))
+        {
+            let record = SandboxRecord {
+                config: SandboxConfig {
+                    id: id.clone(),
+                    ..Default::default()
+                },
+                driver: self.name().into(),
+                status: "orphan".into(),
+                runtime: SandboxRuntime::default(),
+                created_at: String::new(),
+                owner_container: None,
+                project: String::new(),
+            };
+            self.delete_sandbox(&record).await?;
+            removed.push(format!("sandbox {id}"));
+        }
+        Ok(removed)
     }
 
     async fn top(&self, container: &ContainerRecord) -> Result<Top> {

@@ -28,6 +28,8 @@ pub struct Cli {
 }
 
 /// Every command.
+// Parsed once per process: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the husk daemon in the foreground.
@@ -434,6 +436,7 @@ pub struct RenameArgs {
 }
 
 /// `husk sandbox ...`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
     /// Create a sandbox.
