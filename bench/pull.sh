@@ -26,13 +26,16 @@ stop() { # PID: SIGTERM, then wait up to 10 s
     for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
 }
 cleanup() {
-    [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+    # Every step runs whatever the others return (a killed process's status would stop a `set -e` trap).
+    set +e
+    [ -n "$registry_pid" ] && stop "$registry_pid"
     [ -n "$husk_pid" ] && stop "$husk_pid"
     [ -n "$dockerd_pid" ] && stop "$dockerd_pid"
-    grep -E " ($work|$husk_run)/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    grep -E " ($work|$husk_run)/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
     rm -rf "$work" "$husk_run"
 }
-trap cleanup EXIT INT TERM
+trap 'status=$?; cleanup; exit $status' EXIT
+trap 'exit 130' INT TERM
 
 husk=${HUSK:-}
 if [ -z "$husk" ]; then
