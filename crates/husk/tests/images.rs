@@ -143,6 +143,22 @@ fn pull_prints_only_its_result_when_quiet_and_bars_on_a_terminal() {
         .collect();
     assert_eq!(finished.len(), 2, "one finished bar per layer: {text}");
     assert!(text.contains("Downloading"), "{text}");
+
+    // `run` on a terminal: bars (on stderr) while it pulls, then the container's output.
+    d.husk(&["image", "rm", &reference]).ok();
+    let cmd = format!(
+        "HUSK_HOST=unix://{} {} run --rm {reference} echo ran-ok",
+        d.socket.display(),
+        husk.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("run script(1)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Pull complete"), "{text}");
+    assert!(text.lines().any(|l| l.trim() == "ran-ok"), "{text}");
     assert!(text.contains(&format!("Pulling {reference}")), "{text}");
 }
 
@@ -586,4 +602,37 @@ fn daemon_config_sets_mirrors_and_limits() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_commit_cut_short_by_a_crash_leaves_the_container_thawed() {
+    let mut d = Daemon::start(&[]);
+    d.husk(&["run", "-d", "--name", "busy", IMAGE, "sleep", "300"])
+        .ok();
+    let id = d.inspect("busy")["Id"].as_str().unwrap().to_string();
+    let freezer = format!(
+        "/sys/fs/cgroup/freezer/{}/{id}/freezer.state",
+        d.cgroup_parent
+    );
+    let state = || {
+        std::fs::read_to_string(&freezer)
+            .unwrap_or_else(|e| panic!("{freezer}: {e}"))
+            .trim()
+            .to_string()
+    };
+    d.kill9();
+    d.spawn(&[("HUSK_FAILPOINT", "commit_container:paused")]);
+    let r = d.husk(&["commit", "busy", "demo/cut:1"]);
+    assert_ne!(r.code, 0, "the daemon stopped mid-commit");
+    assert_eq!(
+        state(),
+        "FROZEN",
+        "the crash came while the container was frozen"
+    );
+    d.kill9();
+    d.spawn(&[]);
+    assert_eq!(state(), "THAWED", "the restarted daemon thaws it");
+    assert_eq!(d.inspect("busy")["State"]["Status"], "running");
+    assert_eq!(d.husk(&["exec", "busy", "echo", "alive"]).ok(), "alive");
+    assert_eq!(images(&d).len(), 1, "no image was made");
 }
