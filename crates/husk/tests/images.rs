@@ -636,3 +636,54 @@ fn a_commit_cut_short_by_a_crash_leaves_the_container_thawed() {
     assert_eq!(d.husk(&["exec", "busy", "echo", "alive"]).ok(), "alive");
     assert_eq!(images(&d).len(), 1, "no image was made");
 }
+
+#[test]
+fn pull_picks_the_platform_asked_for() {
+    let registry = Registry::start(None);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("multi");
+    let out = Command::new(repo_root().join("scripts/make-multiarch-image"))
+        .arg(&layout)
+        .arg("1")
+        .output()
+        .expect("run make-multiarch-image");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    registry.push_oci_all(&layout, "demo/multi", "1");
+    let reference = registry.reference("demo/multi:1");
+    let d = clean_daemon();
+
+    // The host's platform by default: the amd64 image runs.
+    assert_eq!(
+        d.husk(&["run", "--rm", &reference, "cat", "/ARCH"]).ok(),
+        "amd64"
+    );
+    let arch = |d: &Daemon| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.husk(&["image", "inspect", &reference]).ok()).unwrap();
+        v[0]["Architecture"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(arch(&d), "amd64");
+
+    d.husk(&["pull", "-q", "--platform", "linux/arm64", &reference])
+        .ok();
+    assert_eq!(arch(&d), "arm64", "the name now names the arm64 image");
+
+    let missing = d.husk(&["pull", "-q", "--platform", "linux/s390x", &reference]);
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("s390x"), "{}", missing.stderr);
+    let bad = d.husk(&["pull", "--platform", "???", &reference]);
+    assert_ne!(bad.code, 0);
+    assert!(
+        bad.stderr.to_lowercase().contains("platform"),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(arch(&d), "arm64", "failed pulls changed nothing");
+}

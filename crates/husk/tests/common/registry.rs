@@ -120,6 +120,31 @@ impl Registry {
         );
     }
 
+    /// Copies every platform of the OCI layout `layout` (index entry `tag`) into this registry as `repo:tag`.
+    pub fn push_oci_all(&self, layout: &Path, repo: &str, tag: &str) {
+        let out = Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--all",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!(
+                "docker://{}",
+                self.reference(&format!("{repo}:{tag}"))
+            ))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo copy --all {}: {}",
+            layout.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The manifest digest the registry has for `repo_tag` (skopeo inspect).
     pub fn digest(&self, repo_tag: &str) -> String {
         let mut cmd = Command::new("skopeo");
