@@ -60,7 +60,7 @@ impl Engine {
         }
         let image = self.image_for_create(&req.image, req.pull).await?;
         // Held until the container is recorded, so no removal takes the image meanwhile (no await before then).
-        let (image, image_held) = self.hold_image(&image)?;
+        let (image, image_held) = self.hold_image(&image).await?;
         let sandbox = match &req.sandbox {
             Some(s) => Some(self.sandbox(s)?),
             None => None,

@@ -115,16 +115,25 @@ impl Engine {
     }
 
     /// The image a create resolved, held against removal until the create records its container (drop the guard
-    /// before the next await). Fails if a removal took the image since it was resolved.
-    pub(crate) fn hold_image(
+    /// before the next await). Fails if a removal took the image since it was resolved. Waits for a running
+    /// removal or prune without blocking the runtime's thread.
+    pub(crate) async fn hold_image(
         &self,
         image: &Image,
     ) -> Result<(Image, std::sync::RwLockReadGuard<'_, ()>)> {
-        let guard = self
-            .inner
-            .image_users
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let guard = loop {
+            {
+                let attempt = match self.inner.image_users.try_read() {
+                    Ok(guard) => Some(guard),
+                    Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                    Err(std::sync::TryLockError::WouldBlock) => None,
+                };
+                if let Some(guard) = attempt {
+                    break guard;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
         let image = self
             .inner
             .images
