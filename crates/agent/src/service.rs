@@ -538,6 +538,59 @@ fn read_u64(path: PathBuf) -> u64 {
         .unwrap_or(0)
 }
 
+/// A `ps`-like row for `pid` from /proc (UID, PID, PPID, STIME, TIME, CMD), or `None` if it is gone.
+fn process_row(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let (ppid, cpu_ticks, start_ticks) = (
+        rest.get(1).copied().unwrap_or("0"),
+        field(11) + field(12),
+        field(19),
+    );
+    let hz = 100; // USER_HZ on Linux
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("");
+    let cmd: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let boot_secs = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        })
+        .unwrap_or(0);
+    let started = chrono_like_hhmm(boot_secs + (start_ticks / hz) as i64);
+    let cpu = cpu_ticks / hz;
+    Some(vec![
+        uid.to_string(),
+        pid.to_string(),
+        ppid.to_string(),
+        started,
+        format!("{:02}:{:02}:{:02}", cpu / 3600, (cpu / 60) % 60, cpu % 60),
+        cmd.join(" "),
+    ])
+}
+
+/// `HH:MM` (UTC) of a Unix time.
+fn chrono_like_hhmm(unix: i64) -> String {
+    let day = unix.rem_euclid(86_400);
+    format!("{:02}:{:02}", day / 3600, (day / 60) % 60)
+}
+
 /// Time since the (guest) kernel booted, from /proc/uptime.
 fn guest_uptime_ms() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/uptime").ok()?;
@@ -866,6 +919,38 @@ impl Agent for AgentService {
         )?;
         *lock(&c.paused) = req.frozen;
         Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn top(
+        &self,
+        req: Request<proto::StatsRequest>,
+    ) -> std::result::Result<Response<proto::TopResponse>, Status> {
+        let c = self.container(&req.into_inner().container_id).map_err(st)?;
+        let main = lock(&c.main).clone();
+        if !main.running() {
+            return Err(st(Error::conflict(format!(
+                "container {:?} is not running",
+                c.setup.id
+            ))));
+        }
+        let mut pids: Vec<i32> = match &c.setup.cgroup {
+            Some(cg) => std::fs::read_to_string(cg.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect(),
+            None => vec![main.pid()],
+        };
+        pids.sort_unstable();
+        let rows = pids
+            .into_iter()
+            .filter_map(process_row)
+            .map(|cells| proto::TopRow { cells })
+            .collect();
+        let titles = ["UID", "PID", "PPID", "STIME", "TIME", "CMD"]
+            .map(String::from)
+            .to_vec();
+        Ok(Response::new(proto::TopResponse { titles, rows }))
     }
 
     async fn shutdown(

@@ -136,6 +136,15 @@ async fn guest_kernel_runs_containers_from_a_9p_rootfs() {
     let w = client.wait("hog", "").await.unwrap();
     assert_eq!((w.exit_code, w.oom_killed), (137, true), "{w:?}");
 
+    let top = client.top("sleeper").await.unwrap();
+    assert_eq!(top.titles[1], "PID");
+    assert!(
+        top.processes
+            .iter()
+            .any(|row| row.last().is_some_and(|cmd| cmd == "sleep 600")),
+        "{top:?}"
+    );
+
     let stats = client.stats("sleeper").await.unwrap();
     assert!(stats.pids >= 1 && stats.memory_usage_bytes > 0, "{stats:?}");
     client.pause("sleeper", true).await.unwrap();

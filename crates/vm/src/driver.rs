@@ -392,9 +392,13 @@ impl VmDriver {
     ) -> Result<ContainerRuntime> {
         let layers = self.share_layers(vm_name, &config.id, &rootfs.layers)?;
         let _ = std::fs::remove_file(self.ctr_dir(&config.id).join("exit.json"));
+        // The VM's hostname is the sandbox's (or the standalone container's): containers share the guest's UTS
+        // namespace instead of making their own.
+        let mut config = config.clone();
+        config.hostname.clear();
         handle
             .client
-            .create_container(config, SHARE_TAG, layers)
+            .create_container(&config, SHARE_TAG, layers)
             .await?;
         self.follow_logs(handle.client.clone(), &config.id);
         Ok(ContainerRuntime {
@@ -516,7 +520,7 @@ impl Driver for VmDriver {
             tty: true,
             attach: true,
             stats: true,
-            top: false,
+            top: true,
             limits: true,
             networking: false,
             bind_mounts: false,
@@ -806,10 +810,7 @@ impl Driver for VmDriver {
     }
 
     async fn top(&self, container: &ContainerRecord) -> Result<Top> {
-        Err(Error::unsupported(format!(
-            "driver vm does not list the processes of container {} yet",
-            container.name()
-        )))
+        self.client_for(container).await?.top(container.id()).await
     }
 }
 
