@@ -32,6 +32,8 @@ pub struct BootOptions {
     pub hostname: Option<String>,
     /// Module groups to load after `base` (`husk.modules=mmio,vsock`).
     pub module_groups: Vec<String>,
+    /// The containers share one PID namespace.
+    pub share_pid: bool,
 }
 
 impl BootOptions {
@@ -50,6 +52,7 @@ impl BootOptions {
                 }
                 "husk.transport" => o.vsock = value == "vsock",
                 "husk.bare" => o.bare = true,
+                "husk.share_pid" => o.share_pid = true,
                 "husk.modules" => {
                     o.module_groups = value
                         .split(',')
@@ -375,6 +378,7 @@ mod tests {
         assert!(o.module_groups.is_empty());
         let o = BootOptions::parse("husk.bare husk.shares= husk.modules=mmio,vsock");
         assert_eq!(o.module_groups, ["mmio", "vsock"]);
+        assert!(!o.share_pid && BootOptions::parse("husk.share_pid").share_pid);
         assert!(o.bare && o.shares.is_empty() && !o.vsock);
     }
 }

@@ -93,6 +93,7 @@ fn pid1() -> ! {
         run_dir: PathBuf::from("/run/husk"),
         shares,
         cgroup_root,
+        share_pid: opts.share_pid,
     };
     let rt = runtime();
     let r: Result<()> = rt.block_on(async move {
@@ -135,6 +136,7 @@ fn host_mode(args: Vec<String>) -> Result<()> {
         )
     };
     let (mut listen, mut run_dir, mut shares, mut cgroup_root) = (None, None, HashMap::new(), None);
+    let mut share_pid = false;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(usage);
@@ -142,6 +144,7 @@ fn host_mode(args: Vec<String>) -> Result<()> {
             "--listen" => listen = Some(PathBuf::from(value()?)),
             "--run-dir" => run_dir = Some(PathBuf::from(value()?)),
             "--cgroup" => cgroup_root = Some(PathBuf::from(value()?)),
+            "--share-pid" => share_pid = true,
             "--share" => {
                 let v = value()?;
                 let (tag, dir) = v.split_once('=').ok_or_else(usage)?;
@@ -160,6 +163,7 @@ fn host_mode(args: Vec<String>) -> Result<()> {
         run_dir,
         shares,
         cgroup_root,
+        share_pid,
     };
     runtime().block_on(async move {
         let (service, mut shutdown) = make_service(env)?;

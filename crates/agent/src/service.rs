@@ -33,6 +33,8 @@ pub struct AgentEnv {
     pub shares: HashMap<String, PathBuf>,
     /// The cgroup v2 root, when the guest has one.
     pub cgroup_root: Option<PathBuf>,
+    /// Containers share one PID namespace (the sandbox was made with `share_pid`).
+    pub share_pid: bool,
 }
 
 /// Output not yet read by anyone is kept up to this many bytes (older output is dropped).
@@ -169,6 +171,8 @@ struct Inner {
     runtime: Arc<dyn Runtime>,
     reaper: Arc<Reaper>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// The holder of the shared PID namespace, once made.
+    pid_holder: Mutex<Option<i32>>,
     started: Instant,
     shutdown: mpsc::Sender<()>,
 }
@@ -206,11 +210,28 @@ impl AgentService {
                 env,
                 runtime,
                 reaper,
+                pid_holder: Mutex::new(None),
                 containers: Mutex::new(HashMap::new()),
                 started: Instant::now(),
                 shutdown,
             }),
         }
+    }
+
+    /// The holder of the shared PID namespace, made on first use (and again if it died).
+    fn pid_holder(&self) -> Result<i32> {
+        let mut holder = lock(&self.inner.pid_holder);
+        if let Some(pid) = *holder
+            && std::path::Path::new(&format!("/proc/{pid}/ns/pid")).exists()
+        {
+            return Ok(pid);
+        }
+        let pid = self
+            .inner
+            .runtime
+            .pid_namespace_holder(&self.inner.reaper)?;
+        *holder = Some(pid);
+        Ok(pid)
     }
 
     fn container(&self, id: &str) -> Result<Arc<Container>> {
@@ -277,6 +298,11 @@ impl AgentService {
                 .cgroup_root
                 .as_ref()
                 .map(|r| r.join(format!("husk-{}", req.id))),
+            shared_pid_ns: if self.inner.env.share_pid {
+                Some(self.pid_holder()?)
+            } else {
+                None
+            },
         };
         let mut containers = lock(&self.inner.containers);
         if containers.contains_key(&req.id) {
@@ -675,6 +701,12 @@ impl Agent for AgentService {
                 req.container_id
             ))));
         }
+        if *lock(&c.paused) {
+            return Err(st(Error::conflict(format!(
+                "container {:?} is paused: unpause it first",
+                req.container_id
+            ))));
+        }
         let p = req
             .process
             .ok_or_else(|| st(Error::invalid("process", "exec needs a process")))?;
@@ -878,8 +910,12 @@ impl Agent for AgentService {
         let id = req.into_inner().id;
         let c = self.container(&id).map_err(st)?;
         let main = lock(&c.main).clone();
+        if let Some(cg) = &c.setup.cgroup {
+            // Every process of the container, whatever PID namespace it is in (and thawed if it was frozen).
+            let _ = std::fs::write(cg.join("cgroup.kill"), "1");
+        }
         if main.running() {
-            // SAFETY: SIGKILL to the container's init (PID 1 of its PID namespace) ends every process in it.
+            // SAFETY: SIGKILL to the container's main process; as PID 1 of its PID namespace its end ends the rest.
             unsafe { libc::kill(main.pid(), libc::SIGKILL) };
             let mut rx = main.exit.subscribe();
             let _ = tokio::time::timeout(

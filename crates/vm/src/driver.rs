@@ -177,6 +177,7 @@ impl VmDriver {
         vm_name: &str,
         resources: &husk_core::Resources,
         hostname: &str,
+        share_pid: bool,
     ) -> Result<Arc<VmHandle>> {
         let image = tokio::task::block_in_place(|| self.guest_image())?;
         let root = self.vm_root(vm_name);
@@ -187,6 +188,9 @@ impl VmDriver {
         if !hostname.is_empty() {
             husk_core::units::validate_hostname(hostname)?;
             cmdline_extra.push(format!("husk.hostname={hostname}"));
+        }
+        if share_pid {
+            cmdline_extra.push("husk.share_pid".into());
         }
         let config = VmConfig {
             dir: root.join("vm"),
@@ -514,7 +518,7 @@ impl Driver for VmDriver {
         Capabilities {
             sandbox: true,
             standalone: true,
-            pid_sharing: false,
+            pid_sharing: true,
             pause: true,
             exec: true,
             tty: true,
@@ -560,7 +564,12 @@ impl Driver for VmDriver {
 
     async fn create_sandbox(&self, config: &SandboxConfig) -> Result<SandboxRuntime> {
         let h = self
-            .boot(&config.id, &config.resources, &config.hostname)
+            .boot(
+                &config.id,
+                &config.resources,
+                &config.hostname,
+                config.share_pid,
+            )
             .await?;
         let vm = h.vm.lock().await;
         Ok(SandboxRuntime {
@@ -593,7 +602,7 @@ impl Driver for VmDriver {
             }
             None => {
                 let h = self
-                    .boot(&config.id, &config.resources, &config.hostname)
+                    .boot(&config.id, &config.resources, &config.hostname, false)
                     .await?;
                 let r = self.create_in(&config.id, &h, config, rootfs).await;
                 if r.is_err() {
