@@ -39,6 +39,9 @@ pub struct ContainerSetup {
     pub readonly_rootfs: bool,
     /// Its cgroup directory, when the guest has cgroup v2.
     pub cgroup: Option<PathBuf>,
+    /// The holder of a PID namespace shared by the sandbox's containers (the VM's `--share-pid`), or `None` for
+    /// a PID namespace of the container's own.
+    pub shared_pid_ns: Option<i32>,
 }
 
 impl ContainerSetup {
@@ -74,6 +77,9 @@ pub struct ChildStdio {
     pub stdout: OwnedFd,
     /// stderr.
     pub stderr: OwnedFd,
+    /// With a terminal: the socket on which the child sends the master side of the terminal it opens inside the
+    /// container (from the container's own devpts, so `tty` names it there); stdio then is that terminal.
+    pub tty_sock: Option<OwnedFd>,
 }
 
 /// A started process: its PID (in the agent's PID namespace) and its wait status, once it exits.
@@ -102,6 +108,8 @@ pub trait Runtime: Send + Sync {
     ) -> Result<Started>;
     /// Removes what `create` made (the caller has killed the processes).
     fn delete(&self, c: &ContainerSetup) -> Result<()>;
+    /// Starts the holder of a PID namespace that containers can share: PID 1 there, reaping orphans.
+    fn pid_namespace_holder(&self, reaper: &Reaper) -> Result<i32>;
 }
 
 /// The minimal clone + pivot_root runtime described in the module documentation.
@@ -221,6 +229,7 @@ struct ChildPlan {
     hostname: Option<CString>,
     stdio: [RawFd; 3],
     tty: bool,
+    tty_sock: RawFd,
     uid: u32,
     gid: u32,
     cwd: CString,
@@ -352,6 +361,7 @@ fn base_plan(
             io.stderr.as_raw_fd(),
         ],
         tty: p.tty,
+        tty_sock: io.tty_sock.as_ref().map(|f| f.as_raw_fd()).unwrap_or(NO_FD),
         uid: p.uid,
         gid: p.gid,
         cwd: cstr(if p.cwd.is_empty() { "/" } else { &p.cwd }, "cwd")?,
@@ -394,6 +404,7 @@ const STEPS: &[&str] = &[
     "set the user",
     "change to the working directory",
     "execute the command",
+    "open a terminal in the container",
 ];
 
 /// Reads the child's report: Ok when the pipe closed empty (execve succeeded).
@@ -432,6 +443,43 @@ fn read_child_report(mut r: File, exe: &str) -> Result<()> {
     } else {
         Error::backend(msg)
     })
+}
+
+/// Runs `spawn` with this thread's `pid_for_children` set to the PID namespace of process `pid`, then back to
+/// the agent's own (the setting is per thread, so other threads are not affected).
+fn in_pid_namespace_of<T>(
+    pid: i32,
+    container: &str,
+    spawn: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let target = File::open(format!("/proc/{pid}/ns/pid")).map_err(|e| {
+        Error::conflict(format!(
+            "container {container} is not running (/proc/{pid}/ns/pid: {e})"
+        ))
+    })?;
+    let own = File::open("/proc/self/ns/pid").context("open /proc/self/ns/pid")?;
+    nix::sched::setns(&target, nix::sched::CloneFlags::CLONE_NEWPID).map_err(|e| {
+        Error::backend(format!(
+            "enter the PID namespace of container {container}: {e}"
+        ))
+    })?;
+    let result = spawn();
+    nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(|e| Error::internal(format!("return to the agent's PID namespace: {e}")))?;
+    result
+}
+
+/// The body of a PID namespace holder (a clone child that never execs): reap whatever dies in the namespace.
+fn holder_main() -> ! {
+    // SAFETY: signal, waitpid and sleep are plain system calls; nothing here allocates or locks.
+    unsafe {
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        loop {
+            if libc::waitpid(-1, std::ptr::null_mut(), 0) < 0 {
+                libc::sleep(1);
+            }
+        }
+    }
 }
 
 /// clone(2) with `flags` and fork semantics (no new stack); returns the child's PID in the parent.
@@ -544,11 +592,16 @@ impl Runtime for NamespaceRuntime {
             .as_deref()
             .map(|h| cstr(h, "hostname"))
             .transpose()?;
-        let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+        let mut flags = libc::CLONE_NEWNS;
         if plan.hostname.is_some() {
             flags |= libc::CLONE_NEWUTS;
         }
-        let started = reaper.spawn(|| clone_child(flags, &plan))?;
+        let started = match c.shared_pid_ns {
+            None => reaper.spawn(|| clone_child(flags | libc::CLONE_NEWPID, &plan))?,
+            Some(holder) => {
+                in_pid_namespace_of(holder, &c.id, || reaper.spawn(|| clone_child(flags, &plan)))?
+            }
+        };
         drop(err_w);
         drop(io);
         read_child_report(report, &plan.exe.to_string_lossy())?;
@@ -570,30 +623,43 @@ impl Runtime for NamespaceRuntime {
                 Error::conflict(format!("container {} is not running ({path}: {e})", c.id))
             })
         };
-        let (mnt, pid_ns, own_pid_ns) = (
-            ns("mnt")?,
-            ns("pid")?,
-            File::open("/proc/self/ns/pid").context("open /proc/self/ns/pid")?,
-        );
+        let mnt = ns("mnt")?;
         let (report, err_w) = error_pipe()?;
         let mut plan = base_plan(c, p, &io, err_w.as_raw_fd(), &cgroup)?;
         plan.mnt_ns = mnt.as_raw_fd();
-        // pid_for_children is per thread: enter the container's PID namespace on this thread for the clone only.
-        nix::sched::setns(&pid_ns, nix::sched::CloneFlags::CLONE_NEWPID).map_err(|e| {
-            Error::backend(format!(
-                "enter the PID namespace of container {}: {e}",
-                c.id
-            ))
-        })?;
-        let started = reaper.spawn(|| clone_child(0, &plan));
-        let restored = nix::sched::setns(&own_pid_ns, nix::sched::CloneFlags::CLONE_NEWPID);
-        let started = started?;
-        restored
-            .map_err(|e| Error::internal(format!("return to the agent's PID namespace: {e}")))?;
+        let started =
+            in_pid_namespace_of(init_pid, &c.id, || reaper.spawn(|| clone_child(0, &plan)))?;
         drop(err_w);
         drop(io);
         read_child_report(report, &plan.exe.to_string_lossy())?;
         Ok(started)
+    }
+
+    fn pid_namespace_holder(&self, reaper: &Reaper) -> Result<i32> {
+        let (pid, _exit) = reaper.spawn(|| {
+            // SAFETY: as in clone_child; the child runs only holder_main, which makes plain system calls.
+            let pid = unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    (libc::CLONE_NEWPID | libc::SIGCHLD) as libc::c_ulong,
+                    0usize,
+                    0usize,
+                    0usize,
+                    0usize,
+                )
+            };
+            if pid < 0 {
+                return Err(Error::backend(format!(
+                    "clone a PID namespace holder: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            if pid == 0 {
+                holder_main();
+            }
+            Ok(pid as i32)
+        })?;
+        Ok(pid)
     }
 
     fn delete(&self, c: &ContainerSetup) -> Result<()> {
@@ -717,8 +783,15 @@ fn child_main(plan: &ChildPlan) -> ! {
         {
             fail(11);
         }
+        let mut stdio = plan.stdio;
+        if plan.tty_sock != NO_FD {
+            match open_terminal(plan.tty_sock) {
+                Some(slave) => stdio = [slave; 3],
+                None => fail(17),
+            }
+        }
         libc::setsid();
-        for (target, fd) in plan.stdio.iter().enumerate() {
+        for (target, fd) in stdio.iter().enumerate() {
             if libc::dup2(*fd, target as i32) < 0 {
                 fail(12);
             }
@@ -750,18 +823,77 @@ fn child_main(plan: &ChildPlan) -> ! {
     }
 }
 
-/// Makes the child's stdio: a pseudo-terminal (returns the master) or three pipes (returns the parent's ends).
+/// In the child: opens a terminal on the container's devpts, sends its master side on `sock` and returns the
+/// slave side, or `None` (errno set) on failure. Only system calls on stack memory.
+///
+/// # Safety
+/// Must run in the cloned child (it leaves the terminal open for the exec'd process).
+unsafe fn open_terminal(sock: RawFd) -> Option<RawFd> {
+    // SAFETY: open/ioctl/sendmsg on descriptors this function owns, with a msghdr and control buffer on the stack
+    // sized by CMSG_SPACE for one descriptor.
+    unsafe {
+        let master = libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if master < 0 {
+            return None;
+        }
+        let unlock: libc::c_int = 0;
+        if libc::ioctl(master, libc::TIOCSPTLCK, &unlock) < 0 {
+            return None;
+        }
+        let slave = libc::ioctl(master, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY);
+        if slave < 0 {
+            return None;
+        }
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut control = [0u64; 8];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), master);
+        if libc::sendmsg(sock, &msg, 0) < 0 {
+            return None;
+        }
+        libc::close(master);
+        Some(slave)
+    }
+}
+
+/// Makes the child's stdio: a socket on which the child sends the terminal it opens, or three pipes (returns
+/// the parent's ends).
 pub fn make_stdio(tty: bool, stdin: bool) -> Result<(ChildStdio, ParentStdio)> {
     if tty {
-        let pty =
-            nix::pty::openpty(None, None).map_err(|e| Error::backend(format!("openpty: {e}")))?;
-        let dup = |fd: &OwnedFd| fd.try_clone().context("duplicate the terminal");
-        let child = ChildStdio {
-            stdin: dup(&pty.slave)?,
-            stdout: dup(&pty.slave)?,
-            stderr: pty.slave,
+        let (parent, child) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| Error::backend(format!("socketpair: {e}")))?;
+        let null = || {
+            File::open("/dev/null")
+                .map(OwnedFd::from)
+                .context("open /dev/null")
         };
-        return Ok((child, ParentStdio::Tty(pty.master)));
+        let child = ChildStdio {
+            stdin: null()?,
+            stdout: null()?,
+            stderr: null()?,
+            tty_sock: Some(child),
+        };
+        return Ok((child, ParentStdio::TtyPending(parent)));
     }
     let pipe = || {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -781,6 +913,7 @@ pub fn make_stdio(tty: bool, stdin: bool) -> Result<(ChildStdio, ParentStdio)> {
             stdin: child_in,
             stdout: out_w,
             stderr: err_w,
+            tty_sock: None,
         },
         ParentStdio::Pipes {
             stdin: parent_in,
@@ -795,6 +928,8 @@ pub fn make_stdio(tty: bool, stdin: bool) -> Result<(ChildStdio, ParentStdio)> {
 pub enum ParentStdio {
     /// The terminal's master side (input and output).
     Tty(OwnedFd),
+    /// The socket on which the started process sends its terminal's master side.
+    TtyPending(OwnedFd),
     /// Pipes.
     Pipes {
         /// Writes to the process's stdin, when it has one.
@@ -804,6 +939,40 @@ pub enum ParentStdio {
         /// Reads its stderr.
         stderr: OwnedFd,
     },
+}
+
+impl ParentStdio {
+    /// After the process started: takes the terminal master it sent (for a terminal), else returns self.
+    pub fn receive_terminal(self) -> Result<ParentStdio> {
+        let ParentStdio::TtyPending(sock) = self else {
+            return Ok(self);
+        };
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        let mut byte = [0u8; 1];
+        let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!(std::os::fd::RawFd);
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| Error::backend(format!("receive the container's terminal: {e}")))?;
+        for c in msg
+            .cmsgs()
+            .map_err(|e| Error::backend(format!("receive the container's terminal: {e}")))?
+        {
+            if let ControlMessageOwned::ScmRights(fds) = c
+                && let Some(&fd) = fds.first()
+            {
+                // SAFETY: SCM_RIGHTS just gave this process a new descriptor that nothing else owns.
+                return Ok(ParentStdio::Tty(unsafe {
+                    <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+                }));
+            }
+        }
+        Err(Error::backend("the container process sent no terminal"))
+    }
 }
 
 #[cfg(test)]

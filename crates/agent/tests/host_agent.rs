@@ -186,6 +186,13 @@ async fn processes_run_in_their_own_namespaces_with_stdio_exec_and_signals() {
         ("1", Some(0)),
         "exec sees the container's processes: {out:?}"
     );
+    let top = client.top("long").await.unwrap();
+    assert!(
+        top.processes
+            .iter()
+            .any(|row| row.last().is_some_and(|cmd| cmd == "sleep 60")),
+        "{top:?}"
+    );
     let listed = client.list().await.unwrap();
     assert!(
         listed
@@ -217,4 +224,64 @@ async fn processes_run_in_their_own_namespaces_with_stdio_exec_and_signals() {
             .next()
             .is_none()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdin_and_terminals_reach_the_process() {
+    let agent = HostAgent::start();
+    let client = agent.client();
+    busybox_rootfs(&agent.share.join("c/0"));
+
+    // stdin through pipes, closed by CloseStdin.
+    let mut cat = container("cat", &["cat"]);
+    cat.process.stdin = true;
+    client
+        .create_container(&cat, "share0", vec!["c/0".into()])
+        .await
+        .unwrap();
+    let (input, output) = client.stdio("cat", "").await.unwrap();
+    client.start("cat").await.unwrap();
+    input
+        .send(husk_core::stdio::Frame::Stdin(
+            b"hello through stdin\n".to_vec(),
+        ))
+        .await
+        .unwrap();
+    input
+        .send(husk_core::stdio::Frame::CloseStdin)
+        .await
+        .unwrap();
+    let out = collect(output, Duration::from_secs(20)).await;
+    assert_eq!(
+        (out.stdout.as_str(), out.code),
+        ("hello through stdin\n", Some(0)),
+        "{out:?}"
+    );
+
+    // A terminal: the process sees a tty of the size the host set.
+    let mut sh = container(
+        "tty",
+        &["sh", "-c", "read line; tty; stty size; echo got $line"],
+    );
+    sh.process.stdin = true;
+    sh.process.tty = true;
+    client
+        .create_container(&sh, "share0", vec!["c/0".into()])
+        .await
+        .unwrap();
+    let (input, output) = client.stdio("tty", "").await.unwrap();
+    client.start("tty").await.unwrap();
+    client.resize("tty", "", 33, 99).await.unwrap();
+    input
+        .send(husk_core::stdio::Frame::Stdin(b"x\n".to_vec()))
+        .await
+        .unwrap();
+    let out = collect(output, Duration::from_secs(20)).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("/dev/pts/"), "{out:?}");
+    assert!(out.stdout.contains("33 99"), "{out:?}");
+    assert!(out.stdout.contains("got x"), "{out:?}");
+    for id in ["cat", "tty"] {
+        client.remove_container(id).await.unwrap();
+    }
 }

@@ -23,6 +23,7 @@ use husk_image::ImageStore;
 use husk_store::Store;
 use tokio::sync::broadcast;
 
+pub use images::{CommitRequest, ContainerUsage, LoginRequest, SystemDf};
 pub use requests::*;
 
 /// Crash-testing hook: when the environment variable `HUSK_FAILPOINT` names this point, the daemon aborts here,
@@ -78,6 +79,8 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<Event>,
     /// Containers with a task watching their main process.
     pub(crate) monitored: Mutex<std::collections::HashSet<String>>,
+    /// Creates read-hold it from resolving their image to recording their container; image removals write-hold it.
+    pub(crate) image_users: std::sync::RwLock<()>,
 }
 
 /// The service layer. Cheap to clone; every clone is the same engine.
@@ -133,6 +136,7 @@ impl Engine {
                 locks: Mutex::new(HashMap::new()),
                 events,
                 monitored: Mutex::new(Default::default()),
+                image_users: std::sync::RwLock::new(()),
             }),
         })
     }

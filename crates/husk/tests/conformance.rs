@@ -579,7 +579,7 @@ pub fn bad_input_is_refused_cleanly(driver: &str) {
     d.husk(&["run", "-d", "--name", "taken", IMAGE, "sleep", "1000"])
         .ok();
     let cases: &[(&[&str], &str)] = &[
-        (&["run", "--rm", "no/such:image", "true"], "no such image"),
+        (&["run", "--rm", "--pull", "never", "no/such:image", "true"], "no such image"),
         (
             &["run", "--rm", "--memory", "12q", IMAGE, "true"],
             "invalid memory size",
@@ -687,6 +687,29 @@ pub fn nothing_left_behind(driver: &str) {
     );
 }
 
+/// `commit` makes an image of a container's changes; a driver whose changes husk cannot read (docker) refuses it
+/// with a message naming the driver, and nothing changes (the container keeps running, no image appears).
+pub fn commit_or_a_clear_refusal(driver: &str) {
+    let d = daemon(driver);
+    d.husk(&["run", "-d", "--name", "w", IMAGE, "sh", "-c", "echo hi > /made && sleep 1000"])
+        .ok();
+    assert!(Daemon::eventually(Duration::from_secs(10), || {
+        d.husk(&["exec", "w", "cat", "/made"]).stdout.trim() == "hi"
+    }));
+    let images = d.husk(&["image", "ls", "-q"]).ok();
+    let r = d.husk(&["commit", "w", "conf/committed:1"]);
+    if driver == "docker" {
+        assert_ne!(r.code, 0);
+        assert!(r.stderr.contains("driver docker"), "{}", r.stderr);
+        assert_eq!(d.husk(&["image", "ls", "-q"]).ok(), images, "no image made");
+    } else {
+        assert!(r.ok().starts_with("sha256:"));
+        let out = d.husk(&["run", "--rm", "conf/committed:1", "cat", "/made"]);
+        assert_eq!(out.ok(), "hi");
+    }
+    assert_eq!(d.inspect("w")["State"]["Status"], "running", "not left paused");
+}
+
 macro_rules! conformance {
     ($($driver:ident),*) => {
         $(
@@ -704,6 +727,7 @@ macro_rules! conformance {
                 #[test] fn limits_are_reported() { super::limits_are_reported(stringify!($driver)) }
                 #[test] fn bad_input_is_refused_cleanly() { super::bad_input_is_refused_cleanly(stringify!($driver)) }
                 #[test] fn nothing_left_behind() { super::nothing_left_behind(stringify!($driver)) }
+                #[test] fn commit_or_a_clear_refusal() { super::commit_or_a_clear_refusal(stringify!($driver)) }
             }
         )*
     };

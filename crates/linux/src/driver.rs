@@ -971,4 +971,8 @@ impl Driver for LinuxDriver {
     async fn top(&self, container: &ContainerRecord) -> Result<Top> {
         cgroups::top(&self.cgroup_path(container.id()))
     }
+
+    fn rootfs_changes(&self, container: &ContainerRecord) -> Option<PathBuf> {
+        Some(self.ctr_dir(container.id()).join("upper"))
+    }
 }

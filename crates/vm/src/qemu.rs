@@ -182,9 +182,15 @@ impl VmConfig {
             let tags: Vec<&str> = self.shares.iter().map(|s| s.tag.as_str()).collect();
             words.push(format!("husk.shares={}", tags.join(",")));
         }
+        let mut groups = vec![match self.machine {
+            Machine::Microvm => "mmio",
+            Machine::Q35 => "pci",
+        }];
         if let Transport::Vsock { .. } = self.transport {
             words.push("husk.transport=vsock".into());
+            groups.push("vsock");
         }
+        words.push(format!("husk.modules={}", groups.join(",")));
         words.extend(self.cmdline_extra.iter().cloned());
         words.join(" ")
     }
@@ -740,6 +746,7 @@ mod tests {
             "husk.shares=husk0",
             "husk.debug=1",
             "panic=-1",
+            "husk.modules=mmio",
         ] {
             assert!(
                 append.split(' ').any(|x| x == w),
@@ -767,6 +774,17 @@ mod tests {
         );
         assert!(after(&a, "-chardev").is_empty());
         assert!(c.kernel_cmdline().contains("husk.transport=vsock"));
+        assert!(c.kernel_cmdline().contains("husk.modules=pci,vsock"));
+    }
+
+    #[test]
+    fn transport_follows_vhost_vsock() {
+        let t = Transport::detect();
+        let have = Path::new("/dev/vhost-vsock").exists();
+        assert_eq!(matches!(t, Transport::Vsock { .. }), have, "{t:?}");
+        if let Transport::Vsock { cid } = t {
+            assert!(cid >= 3, "CIDs 0-2 are reserved");
+        }
     }
 
     #[test]
