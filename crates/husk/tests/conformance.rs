@@ -579,7 +579,10 @@ pub fn bad_input_is_refused_cleanly(driver: &str) {
     d.husk(&["run", "-d", "--name", "taken", IMAGE, "sleep", "1000"])
         .ok();
     let cases: &[(&[&str], &str)] = &[
-        (&["run", "--rm", "--pull", "never", "no/such:image", "true"], "no such image"),
+        (
+            &["run", "--rm", "--pull", "never", "no/such:image", "true"],
+            "no such image",
+        ),
         (
             &["run", "--rm", "--memory", "12q", IMAGE, "true"],
             "invalid memory size",
@@ -691,8 +694,17 @@ pub fn nothing_left_behind(driver: &str) {
 /// with a message naming the driver, and nothing changes (the container keeps running, no image appears).
 pub fn commit_or_a_clear_refusal(driver: &str) {
     let d = daemon(driver);
-    d.husk(&["run", "-d", "--name", "w", IMAGE, "sh", "-c", "echo hi > /made && sleep 1000"])
-        .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "w",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo hi > /made && sleep 1000",
+    ])
+    .ok();
     assert!(Daemon::eventually(Duration::from_secs(10), || {
         d.husk(&["exec", "w", "cat", "/made"]).stdout.trim() == "hi"
     }));
@@ -707,7 +719,11 @@ pub fn commit_or_a_clear_refusal(driver: &str) {
         let out = d.husk(&["run", "--rm", "conf/committed:1", "cat", "/made"]);
         assert_eq!(out.ok(), "hi");
     }
-    assert_eq!(d.inspect("w")["State"]["Status"], "running", "not left paused");
+    assert_eq!(
+        d.inspect("w")["State"]["Status"],
+        "running",
+        "not left paused"
+    );
 }
 
 macro_rules! conformance {

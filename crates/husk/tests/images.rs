@@ -99,7 +99,7 @@ fn pull_and_run_by_a_loopback_reference_on_a_clean_root() {
         "{}",
         again.stderr
     );
-    assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
+    d.assert_no_leftovers();
 }
 
 #[test]
@@ -180,7 +180,7 @@ fn pull_never_with_a_missing_image_fails_clearly_and_changes_nothing() {
     assert!(images(&d).is_empty(), "nothing pulled");
     assert_eq!(d.husk(&["ps", "-aq"]).ok(), "", "no container");
     assert_eq!(d.husk(&["sandbox", "ls", "-q"]).ok(), "", "no sandbox");
-    assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
+    d.assert_no_leftovers();
 
     let create = d.husk(&["create", "--pull", "sometimes", &reference]);
     assert_ne!(create.code, 0);

@@ -322,6 +322,13 @@ impl Daemon {
         f()
     }
 
+    /// Asserts that [`Self::leftovers`] becomes empty within 10 seconds (network teardown finishes in the
+    /// background after a removal returns).
+    pub fn assert_no_leftovers(&self) {
+        let clean = Daemon::eventually(Duration::from_secs(10), || self.leftovers().is_empty());
+        assert!(clean, "left behind: {:?}", self.leftovers());
+    }
+
     /// What this daemon still has on the host: mounts under its directories, cgroups under its parent,
     /// per-container and per-sandbox directories. Empty when everything was cleaned up.
     pub fn leftovers(&self) -> Vec<String> {
