@@ -209,6 +209,13 @@ pub trait Driver: Send + Sync + 'static {
     /// Processes of the container.
     async fn top(&self, container: &ContainerRecord) -> Result<Top>;
 
+    /// The directory on this host holding the container's changes to its image's files (its overlayfs upper
+    /// directory), for `commit`. None when the driver keeps them where husk cannot read them as a directory
+    /// (the default): the engine then refuses to commit the driver's containers.
+    fn rootfs_changes(&self, _container: &ContainerRecord) -> Option<PathBuf> {
+        None
+    }
+
     /// A feed of changes the backend makes on its own, for backends others can change behind husk's back (a
     /// shared Docker Engine). `None` when there is no such feed: exits still arrive through [`Driver::wait`].
     fn changes(&self) -> Option<ChangeStream> {

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use husk_core::stdio::BoxStdio;
 use husk_core::{
-    Action, ContainerRecord, ContainerStatus, Error, ErrorKind, ExitStatus, LogOptions, LogStream,
-    Mode, Result, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top, units,
+    Action, ContainerRecord, ContainerStatus, Error, ExitStatus, LogOptions, LogStream, Mode,
+    Result, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top, units,
 };
 use serde_json::json;
 
@@ -58,16 +58,9 @@ impl Engine {
         if req.image.is_empty() {
             return Err(Error::invalid("image", "no image given"));
         }
-        let image = self
-            .inner
-            .images
-            .resolve(&req.image)
-            .map_err(|e| match e.kind {
-                ErrorKind::NotFound => {
-                    Error::invalid("image", format!("no such image: {}", req.image))
-                }
-                _ => e,
-            })?;
+        let image = self.image_for_create(&req.image, req.pull).await?;
+        // Held until the container is recorded, so no removal takes the image meanwhile (no await before then).
+        let (image, image_held) = self.hold_image(&image).await?;
         let sandbox = match &req.sandbox {
             Some(s) => Some(self.sandbox(s)?),
             None => None,
@@ -201,6 +194,7 @@ impl Engine {
             }
             tx.insert(&rec)
         })?;
+        drop(image_held);
         let made = async {
             let mut sb = match (implicit.clone(), sandbox.clone()) {
                 (Some(mut sb), _) => {

@@ -289,6 +289,10 @@ impl Engine {
                         self.remove_sandbox_locked(&sb).await?;
                     }
                 }
+                "commit_container" => {
+                    let paused = op.data["paused"].as_bool().unwrap_or(false);
+                    self.finish_interrupted_commit(&op.target, paused).await;
+                }
                 _ => warn!(kind = %op.kind, "unknown interrupted operation left as is"),
             }
             self.inner.store.finish_operation(op.id)?;

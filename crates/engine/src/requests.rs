@@ -70,6 +70,9 @@ pub struct ContainerCreate {
     pub stop_signal: Option<String>,
     /// Seconds to wait after the stop signal.
     pub stop_timeout: Option<u32>,
+    /// When to pull the image: `always`, `missing` (the default; Zun's and Kubernetes' `ifnotpresent`) or `never`.
+    #[serde(deserialize_with = "crate::images::pull_policy_text")]
+    pub pull: husk_image::PullPolicy,
 }
 
 /// A request to create a sandbox.

@@ -68,7 +68,7 @@ fn state_follows_the_engine_behind_husks_back() {
     );
     // A dead container can still be removed, leaving nothing.
     d.husk(&["rm", "-f", "removed", "stopped"]).ok();
-    assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
+    d.assert_no_leftovers();
 }
 
 #[test]

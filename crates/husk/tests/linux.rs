@@ -126,7 +126,11 @@ fn shared_pid_sandbox_has_a_reaping_pause_process() {
         Daemon::eventually(Duration::from_secs(5), || !alive(pause)),
         "the pause process is gone with its sandbox"
     );
-    assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
+    assert!(
+        Daemon::eventually(Duration::from_secs(5), || d.leftovers().is_empty()),
+        "{:?}",
+        d.leftovers()
+    );
 }
 
 fn cgroup_file(d: &Daemon, controller: &str, id: &str, file: &str) -> String {
