@@ -34,6 +34,22 @@ pub struct BootOptions {
     pub module_groups: Vec<String>,
     /// The containers share one PID namespace.
     pub share_pid: bool,
+    /// The network interface's configuration, when the VM has one.
+    pub nic: Option<NicConfig>,
+}
+
+/// How the guest's network interface (`eth0`, the VM's virtio-net device) is configured: the sandbox's address
+/// and MTU (the MAC came from QEMU), and its default gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicConfig {
+    /// Address.
+    pub address: std::net::Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Default gateway.
+    pub gateway: Option<std::net::Ipv4Addr>,
+    /// MTU.
+    pub mtu: u32,
 }
 
 impl BootOptions {
@@ -61,6 +77,29 @@ impl BootOptions {
                         .collect()
                 }
                 "husk.hostname" if !value.is_empty() => o.hostname = Some(value.to_string()),
+                "husk.ip" => {
+                    let (ip, prefix) = value.split_once('/').unwrap_or((value, "32"));
+                    if let (Ok(address), Ok(prefix)) = (ip.parse(), prefix.parse::<u8>()) {
+                        let nic = o.nic.get_or_insert(NicConfig {
+                            address,
+                            prefix: 32,
+                            gateway: None,
+                            mtu: 1500,
+                        });
+                        nic.address = address;
+                        nic.prefix = prefix.min(32);
+                    }
+                }
+                "husk.gw" => {
+                    if let (Ok(gw), Some(nic)) = (value.parse(), o.nic.as_mut()) {
+                        nic.gateway = Some(gw);
+                    }
+                }
+                "husk.mtu" => {
+                    if let (Ok(mtu), Some(nic)) = (value.parse(), o.nic.as_mut()) {
+                        nic.mtu = mtu;
+                    }
+                }
                 _ => {}
             }
         }
@@ -272,6 +311,118 @@ pub fn loopback_up() -> Result<()> {
     Ok(())
 }
 
+/// The kernel's `struct rtentry` (`<linux/route.h>`; glibc's differs and the libc crate has none for gnu).
+#[repr(C)]
+struct RtEntry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr,
+    rt_gateway: libc::sockaddr,
+    rt_genmask: libc::sockaddr,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_pad4: *mut libc::c_void,
+    rt_metric: libc::c_short,
+    rt_dev: *mut libc::c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+fn sockaddr_v4(ip: std::net::Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size; sockaddr is the generic view of it.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// Configures `eth0` (waiting up to 5 s for the virtio-net driver to make it) with `nic`: MTU, address, up, and
+/// the default route through the gateway.
+pub fn configure_nic(nic: &NicConfig) -> Result<()> {
+    let start = Instant::now();
+    while !Path::new("/sys/class/net/eth0").exists() {
+        if start.elapsed() > Duration::from_secs(5) {
+            return Err(Error::not_found(
+                "network interface eth0 (the virtio-net driver made none)",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mask = if nic.prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(nic.prefix))
+    };
+    // SAFETY: a datagram socket used only for interface and route ioctls on structures this function owns and
+    // initialises (zeroed, then the fields each ioctl reads).
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return Err(Error::io("socket", std::io::Error::last_os_error()));
+        }
+        let sock = <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sock);
+        let fd = sock.as_raw_fd();
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"eth0\0") {
+            *dst = *src as libc::c_char;
+        }
+        let check = |r: libc::c_int, what: &str| -> Result<()> {
+            if r < 0 {
+                Err(Error::io(
+                    format!("{what} of eth0"),
+                    std::io::Error::last_os_error(),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        ifr.ifr_ifru.ifru_mtu = nic.mtu as libc::c_int;
+        check(libc::ioctl(fd, libc::SIOCSIFMTU, &ifr), "set the MTU")?;
+        ifr.ifr_ifru.ifru_addr = sockaddr_v4(nic.address);
+        check(libc::ioctl(fd, libc::SIOCSIFADDR, &ifr), "set the address")?;
+        ifr.ifr_ifru.ifru_netmask = sockaddr_v4(std::net::Ipv4Addr::from(mask));
+        check(
+            libc::ioctl(fd, libc::SIOCSIFNETMASK, &ifr),
+            "set the netmask",
+        )?;
+        check(
+            libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr),
+            "read the flags",
+        )?;
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        check(libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr), "bring up")?;
+        if let Some(gw) = nic.gateway {
+            let any = sockaddr_v4(std::net::Ipv4Addr::UNSPECIFIED);
+            let mut route = RtEntry {
+                rt_pad1: 0,
+                rt_dst: any,
+                rt_gateway: sockaddr_v4(gw),
+                rt_genmask: any,
+                rt_flags: libc::RTF_UP | libc::RTF_GATEWAY,
+                rt_pad2: 0,
+                rt_pad3: 0,
+                rt_pad4: std::ptr::null_mut(),
+                rt_metric: 0,
+                rt_dev: std::ptr::null_mut(),
+                rt_mtu: 0,
+                rt_window: 0,
+                rt_irtt: 0,
+            };
+            check(
+                libc::ioctl(fd, libc::SIOCADDRT, &mut route),
+                "add the default route",
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Mounts each 9p share read-only under `/run/husk/shares/<tag>`.
 pub fn mount_shares(tags: &[String]) -> HashMap<String, PathBuf> {
     let mut shares = HashMap::new();
@@ -380,5 +531,16 @@ mod tests {
         assert_eq!(o.module_groups, ["mmio", "vsock"]);
         assert!(!o.share_pid && BootOptions::parse("husk.share_pid").share_pid);
         assert!(o.bare && o.shares.is_empty() && !o.vsock);
+        assert!(o.nic.is_none());
+        let o = BootOptions::parse("husk.ip=10.88.0.5/16 husk.gw=10.88.0.1 husk.mtu=1400");
+        assert_eq!(
+            o.nic,
+            Some(NicConfig {
+                address: "10.88.0.5".parse().unwrap(),
+                prefix: 16,
+                gateway: Some("10.88.0.1".parse().unwrap()),
+                mtu: 1400,
+            })
+        );
     }
 }

@@ -14,6 +14,7 @@ mod reaper;
 mod runtime;
 mod server;
 mod service;
+mod shim;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,6 +30,12 @@ use crate::runtime::NamespaceRuntime;
 use crate::service::{AgentEnv, AgentService};
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 3 && args[1] == "shim" {
+        // A container's monitor (the linux driver's shim), started by the agent: single-threaded until its own
+        // event loop, so nothing else may run first.
+        std::process::exit(husk_linux::shim::run(std::path::Path::new(&args[2])));
+    }
     if std::process::id() == 1 {
         pid1();
     }
@@ -81,6 +88,11 @@ fn pid1() -> ! {
     if let Err(e) = init::loopback_up() {
         log!("{e}");
     }
+    if let Some(nic) = &opts.nic
+        && let Err(e) = init::configure_nic(nic)
+    {
+        log!("{e}");
+    }
     init::set_hostname(opts.hostname.as_deref().unwrap_or("husk"));
     let shares = init::mount_shares(&opts.shares);
     log!(
@@ -123,7 +135,7 @@ fn make_service(env: AgentEnv) -> Result<(AgentService, tokio::sync::mpsc::Recei
     let reaper = Reaper::start().map_err(|e| Error::backend(format!("watch SIGCHLD: {e}")))?;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     Ok((
-        AgentService::new(env, Arc::new(NamespaceRuntime), reaper, tx),
+        AgentService::new(env, Arc::new(NamespaceRuntime), reaper, tx)?,
         rx,
     ))
 }

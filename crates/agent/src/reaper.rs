@@ -22,17 +22,6 @@ struct Inner {
     early: HashMap<i32, i32>,
 }
 
-/// The exit code of a wait status: the code, or 128 + the signal that killed it.
-pub fn exit_code(status: i32) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        255
-    }
-}
-
 impl Reaper {
     /// A reaper that collects children when SIGCHLD arrives (and every second, in case a signal was merged).
     pub fn start() -> std::io::Result<Arc<Reaper>> {
@@ -98,16 +87,5 @@ impl Reaper {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codes_from_statuses() {
-        assert_eq!(exit_code(3 << 8), 3);
-        assert_eq!(exit_code(libc::SIGKILL), 137);
     }
 }

@@ -4,25 +4,25 @@
 //! answered with a clear status; nothing a request carries can take the agent down.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::Stream;
-use husk_core::stdio::Frame;
+use husk_core::stdio::{Frame, read_frame, write_frame};
 use husk_core::{ContainerConfig, Error, Result};
 use husk_vm::client::status_from_error;
 use husk_vm::proto::{self, agent_server::Agent};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::fdio::FdStream;
-use crate::reaper::{Reaper, exit_code};
-use crate::runtime::{ContainerSetup, ParentStdio, ProcessSpec, Runtime, make_stdio, resolve_user};
+use husk_linux::shim::Request as ShimRequest;
+
+use crate::reaper::Reaper;
+use crate::runtime::{ContainerSetup, Runtime};
+use crate::shim::{Bundle, Maker};
 
 /// Where the agent keeps its state and finds its shares.
 #[derive(Debug, Clone)]
@@ -102,38 +102,24 @@ struct ExitInfo {
     oom_killed: bool,
 }
 
-/// The number of OOM kills in a cgroup (v2 `memory.events`).
-fn oom_kills(cgroup: Option<&std::path::Path>) -> u64 {
-    let Some(cg) = cgroup else { return 0 };
-    std::fs::read_to_string(cg.join("memory.events"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// One process (main or exec) of a container.
 #[derive(Debug)]
 struct Proc {
     tty: bool,
-    stdin: bool,
     pid: Mutex<i32>,
     hub: Mutex<Hub>,
-    input: tokio::sync::Mutex<Option<FdStream>>,
-    pty: Mutex<Option<Arc<OwnedFd>>>,
+    /// Frames for the process (stdin, end of input, terminal size), sent on its shim connection.
+    input: Mutex<Option<mpsc::UnboundedSender<Frame>>>,
     exit: watch::Sender<Option<ExitInfo>>,
 }
 
 impl Proc {
-    fn new(tty: bool, stdin: bool) -> Arc<Proc> {
+    fn new(tty: bool) -> Arc<Proc> {
         Arc::new(Proc {
             tty,
-            stdin,
             pid: Mutex::new(0),
             hub: Mutex::new(Hub::default()),
-            input: tokio::sync::Mutex::new(None),
-            pty: Mutex::new(None),
+            input: Mutex::new(None),
             exit: watch::channel(None).0,
         })
     }
@@ -145,6 +131,62 @@ impl Proc {
     fn running(&self) -> bool {
         self.pid() > 0 && self.exit.borrow().is_none()
     }
+
+    /// Sends a frame to the process; false when it has no input any more.
+    fn send(&self, frame: Frame) -> bool {
+        lock(&self.input)
+            .as_ref()
+            .is_some_and(|tx| tx.send(frame).is_ok())
+    }
+
+    /// Records the end of the process: no more input, the exit frame last, then the exit for waiters.
+    fn finish(&self, code: i32, oom_killed: bool) {
+        *lock(&self.input) = None;
+        let at_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        lock(&self.hub).publish(Frame::Exit(code));
+        self.exit.send_replace(Some(ExitInfo {
+            code,
+            at_ns,
+            oom_killed,
+        }));
+    }
+
+    /// Takes over a shim connection that carries the process's stdio: frames from [`Proc::send`] go out on it,
+    /// output frames go to the hub. The task ends with the stream and yields the exit code, when one came.
+    fn connect(
+        self: &Arc<Proc>,
+        conn: tokio::io::BufReader<tokio::net::UnixStream>,
+    ) -> tokio::task::JoinHandle<Option<i32>> {
+        let (mut r, mut w) = tokio::io::split(conn);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
+        *lock(&self.input) = Some(tx);
+        tokio::spawn(async move {
+            while let Some(f) = rx.recv().await {
+                if write_frame(&mut w, &f).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let p = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match read_frame(&mut r).await {
+                    Ok(Some(Frame::Exit(code))) => return Some(code),
+                    Ok(Some(f @ (Frame::Stdout(_) | Frame::Stderr(_)))) => lock(&p.hub).publish(f),
+                    Ok(Some(Frame::Error(msg))) => {
+                        lock(&p.hub)
+                            .publish(Frame::Stderr(format!("husk-agent: {msg}\n").into_bytes()));
+                        return None;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return None,
+                }
+            }
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -154,6 +196,16 @@ struct Container {
     main: Mutex<Arc<Proc>>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
     paused: Mutex<bool>,
+}
+
+/// The sandbox's name files the host put in the share (`.etc/`), as (path in the container, file in the guest).
+fn name_files(share: &std::path::Path) -> Vec<(String, PathBuf)> {
+    let dir = share.join(".etc");
+    ["hosts", "resolv.conf", "hostname"]
+        .iter()
+        .map(|name| (format!("/etc/{name}"), dir.join(name)))
+        .filter(|(_, source)| source.is_file())
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -168,6 +220,7 @@ pub struct AgentService {
 
 struct Inner {
     env: AgentEnv,
+    maker: Maker,
     runtime: Arc<dyn Runtime>,
     reaper: Arc<Reaper>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
@@ -198,15 +251,17 @@ fn valid_id(field: &str, id: &str) -> Result<()> {
 }
 
 impl AgentService {
-    /// A service running containers with `runtime`; `shutdown` is signalled when the host asks to shut down.
+    /// A service preparing container roots with `runtime`; `shutdown` is signalled when the host asks to shut
+    /// down.
     pub fn new(
         env: AgentEnv,
         runtime: Arc<dyn Runtime>,
         reaper: Arc<Reaper>,
         shutdown: mpsc::Sender<()>,
-    ) -> Self {
-        AgentService {
+    ) -> Result<Self> {
+        Ok(AgentService {
             inner: Arc::new(Inner {
+                maker: Maker::new(&env.run_dir)?,
                 env,
                 runtime,
                 reaper,
@@ -215,7 +270,7 @@ impl AgentService {
                 started: Instant::now(),
                 shutdown,
             }),
-        }
+        })
     }
 
     /// The holder of the shared PID namespace, made on first use (and again if it died).
@@ -267,6 +322,12 @@ impl AgentService {
         if config.process.args.is_empty() {
             return Err(Error::invalid("args", "the container's command is empty"));
         }
+        if let Some(m) = config.mounts.iter().find(|m| m.kind != "tmpfs") {
+            return Err(Error::unsupported(format!(
+                "driver vm does not support {} mounts ({}): a VM sees no host paths; use tmpfs",
+                m.kind, m.destination
+            )));
+        }
         let share =
             self.inner.env.shares.get(&req.share_tag).ok_or_else(|| {
                 Error::not_found(format!("9p share {:?} in this VM", req.share_tag))
@@ -290,19 +351,18 @@ impl AgentService {
             id: req.id.clone(),
             dir: self.inner.env.run_dir.join("containers").join(&req.id),
             lower,
-            hostname: (!config.hostname.is_empty()).then(|| config.hostname.clone()),
-            readonly_rootfs: config.security.readonly_rootfs,
             cgroup: self
                 .inner
                 .env
                 .cgroup_root
                 .as_ref()
-                .map(|r| r.join(format!("husk-{}", req.id))),
+                .map(|r| r.join(crate::shim::cgroup_path(&req.id).trim_start_matches('/'))),
             shared_pid_ns: if self.inner.env.share_pid {
                 Some(self.pid_holder()?)
             } else {
                 None
             },
+            etc_files: name_files(share),
         };
         let mut containers = lock(&self.inner.containers);
         if containers.contains_key(&req.id) {
@@ -312,10 +372,13 @@ impl AgentService {
             )));
         }
         self.inner.runtime.create(&setup)?;
-        if let Some(cg) = &setup.cgroup {
-            apply_limits(cg, &config.resources);
+        // The spec is checked now (user, working directory, capabilities, seccomp profile), so a container that
+        // cannot start is refused at create, as on the linux driver.
+        if let Err(e) = self.inner.maker.write_bundle(&setup, &config) {
+            let _ = self.inner.runtime.delete(&setup);
+            return Err(e);
         }
-        let main = Proc::new(config.process.tty, config.process.stdin);
+        let main = Proc::new(config.process.tty);
         containers.insert(
             req.id,
             Arc::new(Container {
@@ -329,123 +392,78 @@ impl AgentService {
         Ok(())
     }
 
-    fn spec(&self, c: &Container, p: &husk_core::ProcessConfig) -> Result<ProcessSpec> {
-        if p.args.is_empty() {
-            return Err(Error::invalid("args", "the command is empty"));
-        }
-        let (uid, gid) = resolve_user(&c.setup.rootfs(), &p.user)?;
-        let mut env = p.env.clone();
-        if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-        }
-        if p.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
-            env.push("TERM=xterm".into());
-        }
-        Ok(ProcessSpec {
-            args: p.args.clone(),
-            env,
-            cwd: p.cwd.clone(),
-            uid,
-            gid,
-            tty: p.tty,
+    /// Starts the container's main process: a shim creates the container from the bundle, the agent attaches to
+    /// its output before starting it (so no output is missed), and a watcher records the exit.
+    async fn launch_main(&self, c: &Arc<Container>, p: &Arc<Proc>) -> Result<i32> {
+        let bundle = Bundle::of(&c.setup);
+        let (this, c2, b2) = (self.clone(), c.clone(), bundle.clone());
+        tokio::task::spawn_blocking(move || {
+            this.inner.maker.write_bundle(&c2.setup, &c2.config)?;
+            crate::shim::spawn(&this.inner.reaper, &b2)
         })
-    }
-
-    /// Starts `process` as `proc_` of container `c` (main when `init_pid` is None, else an exec).
-    fn launch(
-        &self,
-        c: &Arc<Container>,
-        proc_: &Arc<Proc>,
-        process: &husk_core::ProcessConfig,
-        init_pid: Option<i32>,
-    ) -> Result<i32> {
-        let spec = self.spec(c, process)?;
-        let (child_io, parent_io) = make_stdio(spec.tty, process.stdin)?;
-        let (pid, exited) = match init_pid {
-            None => self
-                .inner
-                .runtime
-                .start(&c.setup, &spec, child_io, &self.inner.reaper)?,
-            Some(init) => {
-                self.inner
-                    .runtime
-                    .exec(&c.setup, init, &spec, child_io, &self.inner.reaper)?
+        .await
+        .map_err(|e| Error::internal(format!("shim start task: {e}")))??;
+        let client = bundle.client();
+        let output = match client.stream(&ShimRequest::Attach { stdin: true }).await {
+            Ok((_, conn)) => p.connect(conn),
+            Err(e) => {
+                let _ = client.call(&ShimRequest::Shutdown).await;
+                return Err(e);
             }
         };
-        let parent_io = parent_io.receive_terminal()?;
-        *lock(&proc_.pid) = pid;
-        let readers = self.pump_output(proc_, parent_io)?;
-        let p = proc_.clone();
-        let cgroup = c.setup.cgroup.clone();
-        let ooms_before = oom_kills(cgroup.as_deref());
-        tokio::spawn(async move {
-            let status = exited.await.unwrap_or(255 << 8);
-            // Report the exit only after its output has drained, so the exit frame is the last one.
-            for r in readers {
-                let _ = r.await;
+        let pid = match client.call(&ShimRequest::Start).await {
+            Ok(r) => r.pid.unwrap_or(0),
+            Err(e) => {
+                let _ = client.call(&ShimRequest::Shutdown).await;
+                return Err(e);
             }
-            *lock(&p.pty) = None;
-            *p.input.lock().await = None;
-            let code = exit_code(status);
-            let at_ns = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i64)
-                .unwrap_or(0);
-            lock(&p.hub).publish(Frame::Exit(code));
-            // Killed by SIGKILL while the cgroup's OOM kill count rose: the kernel's OOM killer ended it.
-            let oom_killed =
-                code == 128 + libc::SIGKILL && oom_kills(cgroup.as_deref()) > ooms_before;
-            p.exit.send_replace(Some(ExitInfo {
-                code,
-                at_ns,
-                oom_killed,
-            }));
+        };
+        *lock(&p.pid) = pid;
+        let p = p.clone();
+        tokio::spawn(async move {
+            let waited = client.call(&ShimRequest::Wait).await;
+            // The exit frame comes after the last output: the stream ends once everything was forwarded.
+            let streamed = output.await.ok().flatten();
+            let (code, oom) = match waited.ok().and_then(|r| r.exit) {
+                Some(exit) => (exit.code, exit.oom_killed),
+                None => (streamed.unwrap_or(255), false),
+            };
+            p.finish(code, oom);
         });
         Ok(pid)
     }
 
-    fn pump_output(
+    /// Runs `process` in the running container `c` through its shim (libcontainer joins the container's
+    /// namespaces and cgroup).
+    async fn launch_exec(
         &self,
+        c: &Arc<Container>,
         p: &Arc<Proc>,
-        io: ParentStdio,
-    ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
-        let stream = |fd: OwnedFd| {
-            FdStream::new(fd).map_err(|e| Error::backend(format!("watch process output: {e}")))
-        };
-        let mut readers = Vec::new();
-        match io {
-            ParentStdio::TtyPending(_) => {
-                return Err(Error::internal("the terminal was not received"));
-            }
-            ParentStdio::Tty(master) => {
-                let master = Arc::new(master);
-                *lock(&p.pty) = Some(master.clone());
-                let dup = |m: &OwnedFd| {
-                    m.try_clone()
-                        .map_err(|e| Error::backend(format!("duplicate the terminal: {e}")))
-                };
-                readers.push(spawn_reader(p.clone(), stream(dup(&master)?)?, true));
-                if p.stdin {
-                    *p.input
-                        .try_lock()
-                        .map_err(|_| Error::internal("stdin busy"))? = Some(stream(dup(&master)?)?);
-                }
-            }
-            ParentStdio::Pipes {
-                stdin,
-                stdout,
-                stderr,
-            } => {
-                readers.push(spawn_reader(p.clone(), stream(stdout)?, true));
-                readers.push(spawn_reader(p.clone(), stream(stderr)?, false));
-                if let Some(w) = stdin {
-                    *p.input
-                        .try_lock()
-                        .map_err(|_| Error::internal("stdin busy"))? = Some(stream(w)?);
-                }
-            }
+        process: &husk_core::ProcessConfig,
+    ) -> Result<i32> {
+        if process.args.is_empty() {
+            return Err(Error::invalid("args", "the command is empty"));
         }
-        Ok(readers)
+        let process_json = self
+            .inner
+            .maker
+            .exec_process(&c.setup, &c.config, process)?;
+        let (r, conn) = Bundle::of(&c.setup)
+            .client()
+            .stream(&ShimRequest::Exec {
+                process: process_json,
+                stdin: process.stdin,
+            })
+            .await?;
+        let pid = r.pid.unwrap_or(0);
+        *lock(&p.pid) = pid;
+        let output = p.connect(conn);
+        let p = p.clone();
+        tokio::spawn(async move {
+            let code = output.await.ok().flatten().unwrap_or(255);
+            p.finish(code, false);
+        });
+        Ok(pid)
     }
 
     async fn feed_input(p: Arc<Proc>, mut input: Streaming<proto::StdioIn>) {
@@ -459,27 +477,8 @@ impl AgentService {
                 Frame::decode(msg.frame[0], msg.frame[8..].to_vec()).map_err(|e| e.to_string())
             };
             match frame {
-                Ok(Frame::Stdin(data)) => {
-                    let mut guard = p.input.lock().await;
-                    if let Some(w) = guard.as_mut()
-                        && w.write_all(&data).await.is_err()
-                    {
-                        *guard = None;
-                    }
-                }
-                Ok(Frame::CloseStdin) => {
-                    // With a terminal, end of input is ^D; with pipes, closing the pipe.
-                    let mut guard = p.input.lock().await;
-                    if p.tty {
-                        if let Some(w) = guard.as_mut() {
-                            let _ = w.write_all(&[4]).await;
-                        }
-                    } else {
-                        *guard = None;
-                    }
-                }
-                Ok(Frame::Resize { rows, cols }) => {
-                    let _ = resize(&p, rows, cols);
+                Ok(f @ (Frame::Stdin(_) | Frame::CloseStdin | Frame::Resize { .. })) => {
+                    p.send(f);
                 }
                 Ok(_) | Err(_) => {
                     // Output frames or garbage from the host: tell it, keep the process alive.
@@ -495,66 +494,14 @@ impl AgentService {
     }
 }
 
-fn spawn_reader(p: Arc<Proc>, mut s: FdStream, stdout: bool) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break, // EOF, or EIO when a terminal's last user is gone
-                Ok(n) => {
-                    let data = buf[..n].to_vec();
-                    lock(&p.hub).publish(if stdout {
-                        Frame::Stdout(data)
-                    } else {
-                        Frame::Stderr(data)
-                    });
-                }
-            }
-        }
-    })
-}
-
 fn resize(p: &Proc, rows: u16, cols: u16) -> Result<()> {
-    let pty = lock(&p.pty)
-        .clone()
-        .ok_or_else(|| Error::conflict("the process has no terminal"))?;
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize struct from a valid pointer; the descriptor is the open pty master.
-    let r = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&*pty),
-            libc::TIOCSWINSZ,
-            &ws,
-        )
-    };
-    if r < 0 {
-        return Err(Error::backend(format!(
-            "resize the terminal: {}",
-            std::io::Error::last_os_error()
-        )));
+    if !p.tty {
+        return Err(Error::conflict("the process has no terminal"));
+    }
+    if !p.send(Frame::Resize { rows, cols }) {
+        return Err(Error::conflict("the process has ended"));
     }
     Ok(())
-}
-
-/// Writes the container's limits into its cgroup (best effort: a missing controller is skipped).
-fn apply_limits(cg: &std::path::Path, r: &husk_core::Resources) {
-    if let Some(m) = r.memory_bytes {
-        let _ = std::fs::write(cg.join("memory.max"), m.to_string());
-    }
-    if let Some(p) = r.pids_limit {
-        let _ = std::fs::write(cg.join("pids.max"), p.to_string());
-    }
-    if let Some(n) = r.nano_cpus {
-        let _ = std::fs::write(
-            cg.join("cpu.max"),
-            format!("{} 100000", (n / 10_000).max(1000)),
-        );
-    }
 }
 
 fn read_u64(path: PathBuf) -> u64 {
@@ -677,13 +624,10 @@ impl Agent for AgentService {
         let main = if old.pid() == 0 {
             old
         } else {
-            Proc::new(c.config.process.tty, c.config.process.stdin)
+            Proc::new(c.config.process.tty)
         };
         *lock(&c.main) = main.clone();
-        let this = self.clone();
-        let process = c.config.process.clone();
-        let pid =
-            tokio::task::block_in_place(|| this.launch(&c, &main, &process, None)).map_err(st)?;
+        let pid = self.launch_main(&c, &main).await.map_err(st)?;
         Ok(Response::new(proto::StartResponse { pid }))
     }
 
@@ -718,7 +662,7 @@ impl Agent for AgentService {
             tty: p.tty,
             stdin: p.stdin,
         };
-        let proc_ = Proc::new(process.tty, process.stdin);
+        let proc_ = Proc::new(process.tty);
         {
             let mut execs = lock(&c.execs);
             if execs
@@ -732,9 +676,7 @@ impl Agent for AgentService {
             }
             execs.insert(req.exec_id.clone(), proc_.clone());
         }
-        let this = self.clone();
-        let r = tokio::task::block_in_place(|| this.launch(&c, &proc_, &process, Some(main.pid())));
-        match r {
+        match self.launch_exec(&c, &proc_, &process).await {
             Ok(pid) => Ok(Response::new(proto::StartResponse { pid })),
             Err(e) => {
                 lock(&c.execs).remove(&req.exec_id);
@@ -761,16 +703,18 @@ impl Agent for AgentService {
                 req.container_id
             ))));
         }
-        let mut pids = vec![p.pid()];
-        if req.all
-            && let Some(cg) = &c.setup.cgroup
-        {
-            let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
-            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-        }
-        for pid in pids {
-            // SAFETY: kill(2) of a process of this container (PIDs come from our own records and its cgroup).
-            unsafe { libc::kill(pid, req.signal) };
+        if req.exec_id.is_empty() {
+            Bundle::of(&c.setup)
+                .client()
+                .call(&ShimRequest::Kill {
+                    signal: req.signal,
+                    all: req.all,
+                })
+                .await
+                .map_err(st)?;
+        } else {
+            // SAFETY: kill(2) of an exec of this container, by the PID its shim reported.
+            unsafe { libc::kill(p.pid(), req.signal) };
         }
         Ok(Response::new(proto::Empty {}))
     }
@@ -874,6 +818,7 @@ impl Agent for AgentService {
             memory_usage_bytes: read_u64(cg.join("memory.current")),
             memory_limit_bytes: max.trim().parse().unwrap_or(0),
             pids: read_u64(cg.join("pids.current")),
+            pids_limit: read_u64(cg.join("pids.max")),
         }))
     }
 
@@ -910,13 +855,22 @@ impl Agent for AgentService {
         let id = req.into_inner().id;
         let c = self.container(&id).map_err(st)?;
         let main = lock(&c.main).clone();
-        if let Some(cg) = &c.setup.cgroup {
-            // Every process of the container, whatever PID namespace it is in (and thawed if it was frozen).
+        let client = Bundle::of(&c.setup).client();
+        if client.call(&ShimRequest::Shutdown).await.is_ok() {
+            // The shim answers `wait` once it has removed libcontainer's state and the cgroup; it then exits.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                client.call(&ShimRequest::Wait),
+            )
+            .await;
+        }
+        if let Some(cg) = &c.setup.cgroup
+            && cg.exists()
+        {
+            // Whatever a shim that died left: every process of the cgroup, then the cgroup.
             let _ = std::fs::write(cg.join("cgroup.kill"), "1");
         }
         if main.running() {
-            // SAFETY: SIGKILL to the container's main process; as PID 1 of its PID namespace its end ends the rest.
-            unsafe { libc::kill(main.pid(), libc::SIGKILL) };
             let mut rx = main.exit.subscribe();
             let _ = tokio::time::timeout(
                 std::time::Duration::from_secs(10),
@@ -940,19 +894,16 @@ impl Agent for AgentService {
     ) -> std::result::Result<Response<proto::Empty>, Status> {
         let req = req.into_inner();
         let c = self.container(&req.id).map_err(st)?;
-        let cg = c
-            .setup
-            .cgroup
-            .clone()
-            .ok_or_else(|| st(Error::unsupported("this guest has no cgroup v2 freezer")))?;
-        std::fs::write(cg.join("cgroup.freeze"), if req.frozen { "1" } else { "0" }).map_err(
-            |e| {
-                st(Error::backend(format!(
-                    "write {}/cgroup.freeze: {e}",
-                    cg.display()
-                )))
-            },
-        )?;
+        let request = if req.frozen {
+            ShimRequest::Pause
+        } else {
+            ShimRequest::Resume
+        };
+        Bundle::of(&c.setup)
+            .client()
+            .call(&request)
+            .await
+            .map_err(st)?;
         *lock(&c.paused) = req.frozen;
         Ok(Response::new(proto::Empty {}))
     }

@@ -40,6 +40,74 @@ pub struct DaemonConfig {
     pub docker: DockerSettings,
     /// The image store: limits, devices in layers, registries.
     pub images: ImageSettings,
+    /// The `vm` driver.
+    pub vm: VmSettings,
+}
+
+/// `[vm]` in the config file: the `vm` driver's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VmSettings {
+    /// `auto` (KVM when a vCPU really runs, else TCG), `kvm` or `tcg`.
+    pub accel: String,
+    /// QEMU machine type: `microvm` or `q35`.
+    pub machine: String,
+    /// Guest kernel (default: the newest `/boot/vmlinuz-*` with modules in `/lib/modules`).
+    pub kernel: Option<PathBuf>,
+    /// The static `husk-agent` binary (default: next to `husk`).
+    pub agent: Option<PathBuf>,
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+    /// Where built guest images are cached (default: `<root>/vm/vm-cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// Seconds a VM may take to boot to its agent's first answer.
+    pub boot_timeout: u64,
+}
+
+impl Default for VmSettings {
+    fn default() -> Self {
+        VmSettings {
+            accel: "auto".into(),
+            machine: "microvm".into(),
+            kernel: None,
+            agent: None,
+            qemu: PathBuf::from("qemu-system-x86_64"),
+            cache_dir: None,
+            boot_timeout: 120,
+        }
+    }
+}
+
+impl VmSettings {
+    /// The driver's config for a daemon with `root` and `run_root`, `husk_binary` being this executable.
+    pub fn to_config(
+        &self,
+        root: &Path,
+        run_root: &Path,
+        husk_binary: &Path,
+    ) -> Result<husk_vm::VmDriverConfig> {
+        let agent = self
+            .agent
+            .clone()
+            .unwrap_or_else(|| husk_binary.with_file_name("husk-agent"));
+        let mut c = husk_vm::VmDriverConfig::new(root.join("vm"), run_root, agent);
+        c.accel = self
+            .accel
+            .parse()
+            .map_err(|e: husk_core::Error| anyhow!("[vm] accel: {}", e.message))?;
+        c.machine = match self.machine.as_str() {
+            "microvm" => husk_vm::Machine::Microvm,
+            "q35" => husk_vm::Machine::Q35,
+            other => bail!("[vm] machine: unknown machine type {other:?}: use microvm or q35"),
+        };
+        c.kernel = self.kernel.clone();
+        c.qemu = self.qemu.clone();
+        if let Some(dir) = &self.cache_dir {
+            c.cache_dir = dir.clone();
+        }
+        c.boot_timeout = Duration::from_secs(self.boot_timeout.max(1));
+        Ok(c)
+    }
 }
 
 /// `[images]` in the config file: the image store's settings (`husk_image::ImageConfig`), every key checked.
@@ -220,6 +288,7 @@ impl Default for DaemonConfig {
             network: NetworkSettings::default(),
             docker: DockerSettings::default(),
             images: ImageSettings::default(),
+            vm: VmSettings::default(),
         }
     }
 }
@@ -369,10 +438,51 @@ async fn make_drivers(
                     .await?;
                 drivers.push(Arc::new(driver));
             }
-            other => bail!("unknown driver {other:?}: this husk has linux and docker"),
+            "vm" => {
+                let mut vm = config
+                    .vm
+                    .to_config(&config.root, &config.run_root, &husk_binary)?;
+                vm.networks = Some(networks.clone());
+                let driver = tokio::task::spawn_blocking(move || husk_vm::VmDriver::new(vm))
+                    .await
+                    .map_err(|e| anyhow!("vm driver setup task: {e}"))??;
+                tracing::info!(accelerator = %driver.accel().accel.as_str(), reason = %driver.accel().reason, "vm driver ready");
+                drivers.push(Arc::new(driver));
+            }
+            other => bail!("unknown driver {other:?}: this husk has linux, docker and vm"),
         }
     }
     Ok(drivers)
+}
+
+/// `husk vm build-guest`: builds (or finds in the cache) the guest image the `vm` driver of a daemon with these
+/// settings boots, and prints it.
+pub fn build_guest(args: &crate::cli::args::VmBuildArgs) -> Result<()> {
+    let daemon_args = DaemonArgs {
+        root: args.root.clone(),
+        config: args.config.clone(),
+        ..Default::default()
+    };
+    let config = DaemonConfig::load(&daemon_args)?;
+    let husk_binary = std::env::current_exe().context("find the husk binary")?;
+    let vm = config
+        .vm
+        .to_config(&config.root, &config.run_root, &husk_binary)?;
+    let driver = husk_vm::VmDriver::new(vm)?;
+    let image = driver.guest_image()?;
+    println!(
+        "accelerator: {} ({})",
+        driver.accel().accel.as_str(),
+        driver.accel().reason
+    );
+    println!(
+        "kernel: {} ({})",
+        image.kernel.display(),
+        image.kernel_release
+    );
+    println!("initramfs: {}", image.initramfs.display());
+    println!("modules: {}", image.modules.len());
+    Ok(())
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.

@@ -30,6 +30,16 @@ fn main() {
             husk_linux::shim::run(&config)
         }
         Command::SandboxPause => husk_pause::run(),
+        Command::Vm(cli::args::VmCommand::BuildGuest(args)) => {
+            init_logging("warn");
+            match daemon::build_guest(&args) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("Error: {e:#}");
+                    1
+                }
+            }
+        }
         Command::Daemon(args) => {
             init_logging(args.log_level.as_deref().unwrap_or("info"));
             let runtime = tokio::runtime::Builder::new_multi_thread()

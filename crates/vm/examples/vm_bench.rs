@@ -93,6 +93,8 @@ fn config(
         tb_size_mib: Some(64),
         huge_pages: std::env::var_os("HUSK_BENCH_HUGE_PAGES").is_some(),
         free_page_reporting: std::env::var_os("HUSK_BENCH_NO_BALLOON").is_none(),
+        netns: None,
+        nic_mac: None,
     }
 }
 

@@ -20,8 +20,9 @@ use async_trait::async_trait;
 use husk_core::stdio::{BoxStdio, Frame, read_frame, write_frame};
 use husk_core::{
     Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Context, Driver, DriverInfo,
-    Error, ErrorKind, ExitStatus, LogEntry, LogOptions, LogStream, Mode, ObservedState,
-    ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
+    Error, ErrorKind, ExitStatus, LogEntry, LogOptions, LogStream, Mode, NetworkConfig,
+    ObservedState, ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord,
+    SandboxRuntime, Stats, Top,
 };
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -30,6 +31,7 @@ use tokio::sync::mpsc;
 use crate::accel::{AccelChoice, AccelDecision};
 use crate::client::{AgentAddr, AgentClient};
 use crate::guest::{Compression, GuestConfig, GuestImage, build_guest};
+use crate::network::Attached;
 use crate::qemu::{Machine, Share, Transport, Vm, VmConfig, host_tsc_khz, vm_size};
 
 /// The 9p tag of a VM's layer share.
@@ -56,6 +58,8 @@ pub struct VmDriverConfig {
     pub qemu: PathBuf,
     /// How long a VM may take to boot to its agent's first answer.
     pub boot_timeout: Duration,
+    /// CNI networks for the VMs' network namespaces (`None`: VMs get no network interface, only `lo`).
+    pub networks: Option<Arc<husk_net::Networks>>,
 }
 
 impl VmDriverConfig {
@@ -76,6 +80,7 @@ impl VmDriverConfig {
             machine: Machine::Microvm,
             qemu: "qemu-system-x86_64".into(),
             boot_timeout: Duration::from_secs(120),
+            networks: None,
         }
     }
 }
@@ -171,26 +176,95 @@ impl VmDriver {
         self.config.root.join("c").join(id)
     }
 
-    /// Boots a VM named `vm` with `resources` and waits for its agent.
+    /// Boots a VM named `vm_name` with `resources` on `network` and waits for its agent. On failure nothing of it
+    /// is left (QEMU, namespace, network attachment).
     async fn boot(
         &self,
         vm_name: &str,
         resources: &husk_core::Resources,
         hostname: &str,
         share_pid: bool,
+        network: &NetworkConfig,
+    ) -> Result<(Arc<VmHandle>, Attached)> {
+        if !hostname.is_empty() {
+            husk_core::units::validate_hostname(hostname)?;
+        }
+        let attached = self.attach_network(vm_name, hostname, network).await?;
+        match self
+            .boot_attached(vm_name, resources, hostname, share_pid, &attached)
+            .await
+        {
+            Ok(h) => Ok((h, attached)),
+            Err(e) => {
+                let _ = self.detach_network(vm_name).await;
+                let _ = std::fs::remove_dir_all(self.vm_root(vm_name));
+                Err(e)
+            }
+        }
+    }
+
+    async fn attach_network(
+        &self,
+        vm_name: &str,
+        hostname: &str,
+        network: &NetworkConfig,
+    ) -> Result<Attached> {
+        let Some(networks) = self.config.networks.clone() else {
+            return Ok(Attached::default());
+        };
+        let (owner, ns_dir, host, net) = (
+            vm_name.to_string(),
+            self.vm_root(vm_name).join("ns"),
+            if hostname.is_empty() {
+                vm_name[..vm_name.len().min(12)].to_string()
+            } else {
+                hostname.to_string()
+            },
+            network.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            crate::network::attach(&networks, &owner, &ns_dir, &host, &net)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("network setup task: {e}")))?
+    }
+
+    /// Disconnects a VM's network and unpins its namespace (idempotent).
+    async fn detach_network(&self, vm_name: &str) -> Result<()> {
+        let Some(networks) = self.config.networks.clone() else {
+            return Ok(());
+        };
+        let (owner, ns_dir) = (vm_name.to_string(), self.vm_root(vm_name).join("ns"));
+        tokio::task::spawn_blocking(move || crate::network::detach(&networks, &owner, &ns_dir))
+            .await
+            .map_err(|e| Error::internal(format!("network teardown task: {e}")))?
+    }
+
+    async fn boot_attached(
+        &self,
+        vm_name: &str,
+        resources: &husk_core::Resources,
+        hostname: &str,
+        share_pid: bool,
+        attached: &Attached,
     ) -> Result<Arc<VmHandle>> {
         let image = tokio::task::block_in_place(|| self.guest_image())?;
         let root = self.vm_root(vm_name);
         let share = root.join("share");
         std::fs::create_dir_all(&share).context(format!("create {}", share.display()))?;
+        if let Some(files) = &attached.files {
+            publish_name_files(files, &share)?;
+        }
         let (memory_mib, cpus) = vm_size(resources, host_cpus());
         let mut cmdline_extra = Vec::new();
         if !hostname.is_empty() {
-            husk_core::units::validate_hostname(hostname)?;
             cmdline_extra.push(format!("husk.hostname={hostname}"));
         }
         if share_pid {
             cmdline_extra.push("husk.share_pid".into());
+        }
+        if let Some(nic) = &attached.nic {
+            cmdline_extra.extend(nic.cmdline());
         }
         let config = VmConfig {
             dir: root.join("vm"),
@@ -212,9 +286,23 @@ impl VmDriver {
             tb_size_mib: Some(64),
             huge_pages: false,
             free_page_reporting: true,
+            netns: attached.netns.clone(),
+            nic_mac: attached.nic.as_ref().map(|n| n.mac.clone()),
         };
         let addr = agent_addr(&config);
         let mut vm = Vm::launch(config).await?;
+        if let (Some(netns), Some(nic)) = (&attached.netns, &attached.nic) {
+            let (netns, nic) = (netns.clone(), nic.clone());
+            let joined =
+                tokio::task::spawn_blocking(move || crate::network::connect_tap(&netns, &nic))
+                    .await
+                    .map_err(|e| Error::internal(format!("tap setup task: {e}")))
+                    .and_then(|r| r);
+            if let Err(e) = joined {
+                let _ = vm.quit(Duration::from_secs(1)).await;
+                return Err(e.context(format!("connect VM {vm_name} to its network")));
+            }
+        }
         match AgentClient::connect_when_ready(&addr, self.config.boot_timeout).await {
             Ok((client, _)) => {
                 let handle = Arc::new(VmHandle {
@@ -313,6 +401,7 @@ impl VmDriver {
         }
         let root = self.vm_root(vm_name);
         unmount_below(&root.join("share"));
+        self.detach_network(vm_name).await?;
         match std::fs::remove_dir_all(&root) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -454,6 +543,25 @@ impl VmDriver {
     }
 }
 
+/// Where the agent finds a VM's name files: in the share's `.etc` directory (written before the VM boots).
+pub const NAME_FILES_DIR: &str = ".etc";
+
+/// Copies the sandbox's `hosts`, `resolv.conf` and `hostname` into the VM's share, for the agent to bind-mount
+/// into the containers.
+fn publish_name_files(files: &husk_net::SandboxFiles, share: &Path) -> Result<()> {
+    let dir = share.join(NAME_FILES_DIR);
+    std::fs::create_dir_all(&dir).context(format!("create {}", dir.display()))?;
+    for (src, name) in [
+        (&files.hosts, "hosts"),
+        (&files.resolv_conf, "resolv.conf"),
+        (&files.hostname, "hostname"),
+    ] {
+        std::fs::copy(src, dir.join(name))
+            .context(format!("copy {} into the VM's share", src.display()))?;
+    }
+    Ok(())
+}
+
 fn agent_addr(config: &VmConfig) -> AgentAddr {
     match config.transport {
         Transport::Serial => AgentAddr::Serial(config.paths().agent),
@@ -567,7 +675,7 @@ impl Driver for VmDriver {
             stats: true,
             top: true,
             limits: true,
-            networking: false,
+            networking: self.config.networks.is_some(),
             bind_mounts: false,
             volumes: false,
             privileged: false,
@@ -604,17 +712,19 @@ impl Driver for VmDriver {
     }
 
     async fn create_sandbox(&self, config: &SandboxConfig) -> Result<SandboxRuntime> {
-        let h = self
+        let (h, attached) = self
             .boot(
                 &config.id,
                 &config.resources,
                 &config.hostname,
                 config.share_pid,
+                &config.network,
             )
             .await?;
         let vm = h.vm.lock().await;
         Ok(SandboxRuntime {
             pid: Some(vm.pid),
+            network: attached.status,
             driver_data: json!({ "vm_dir": vm.config.dir, "accel": self.accel.accel.as_str() }),
             ..Default::default()
         })
@@ -642,14 +752,26 @@ impl Driver for VmDriver {
                 self.create_in(&s.config.id, &h, config, rootfs).await
             }
             None => {
-                let h = self
-                    .boot(&config.id, &config.resources, &config.hostname, false)
+                let (h, attached) = self
+                    .boot(
+                        &config.id,
+                        &config.resources,
+                        &config.hostname,
+                        false,
+                        &config.network,
+                    )
                     .await?;
                 let r = self.create_in(&config.id, &h, config, rootfs).await;
-                if r.is_err() {
-                    let _ = self.destroy_vm(&config.id).await;
+                match r {
+                    Ok(mut rt) => {
+                        rt.network = attached.status;
+                        Ok(rt)
+                    }
+                    Err(e) => {
+                        let _ = self.destroy_vm(&config.id).await;
+                        Err(e)
+                    }
                 }
-                r
             }
         }
     }
@@ -842,6 +964,7 @@ impl Driver for VmDriver {
             memory_usage_bytes: s.memory_usage_bytes,
             memory_limit_bytes: s.memory_limit_bytes,
             pids: s.pids,
+            pids_limit: s.pids_limit,
             ..Default::default()
         })
     }

@@ -13,6 +13,7 @@ pub mod client;
 pub mod driver;
 pub mod guest;
 pub mod handshake;
+pub mod network;
 pub mod proto;
 pub mod qemu;
 

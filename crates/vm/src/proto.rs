@@ -234,6 +234,9 @@ pub struct StatsResponse {
     /// Processes and threads.
     #[prost(uint64, tag = "6")]
     pub pids: u64,
+    /// PIDs limit (0 = none).
+    #[prost(uint64, tag = "7")]
+    pub pids_limit: u64,
 }
 
 /// One container as the agent knows it.

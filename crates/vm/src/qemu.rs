@@ -121,6 +121,12 @@ pub struct VmConfig {
     /// them back to the host.
     #[serde(default)]
     pub free_page_reporting: bool,
+    /// The network namespace QEMU runs in (the sandbox's), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
+    /// A virtio-net interface backed by a tap device QEMU makes in `netns`, with this MAC address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic_mac: Option<String>,
 }
 
 /// The files of a VM directory.
@@ -189,6 +195,9 @@ impl VmConfig {
         if let Transport::Vsock { .. } = self.transport {
             words.push("husk.transport=vsock".into());
             groups.push("vsock");
+        }
+        if self.nic_mac.is_some() {
+            groups.push("net");
         }
         words.push(format!("husk.modules={}", groups.join(",")));
         words.extend(self.cmdline_extra.iter().cloned());
@@ -269,6 +278,22 @@ impl VmConfig {
                 &format!(
                     "{},free-page-reporting=on",
                     self.machine.device("virtio-balloon")
+                ),
+            ]);
+        }
+        if let Some(mac) = &self.nic_mac {
+            push(&[
+                "-netdev",
+                &format!(
+                    "tap,id=net0,ifname={},script=no,downscript=no",
+                    crate::network::TAP
+                ),
+            ]);
+            push(&[
+                "-device",
+                &format!(
+                    "{},netdev=net0,mac={mac}",
+                    self.machine.device("virtio-net")
                 ),
             ]);
         }
@@ -426,14 +451,28 @@ impl Vm {
             .stdout(log)
             .stderr(log2);
         let huge_pages = config.huge_pages;
-        // SAFETY: setsid and prctl are async-signal-safe and only affect the child. setsid makes QEMU the leader of
-        // a new session so that it outlives the daemon and gets no signals meant for the daemon's terminal.
-        // PR_SET_THP_DISABLE survives execve and overrides QEMU's MADV_HUGEPAGE on guest RAM.
+        let netns = match &config.netns {
+            Some(p) => Some(
+                std::fs::File::open(p)
+                    .context(format!("open network namespace {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let netns_fd = netns.as_ref().map(|f| std::os::fd::AsRawFd::as_raw_fd(f));
+        // SAFETY: setsid, prctl and setns are async-signal-safe and only affect the child. setsid makes QEMU the
+        // leader of a new session so that it outlives the daemon and gets no signals meant for the daemon's
+        // terminal. PR_SET_THP_DISABLE survives execve and overrides QEMU's MADV_HUGEPAGE on guest RAM. setns
+        // puts QEMU (and the tap it makes) in the sandbox's network namespace.
         unsafe {
             cmd.pre_exec(move || {
                 libc::setsid();
                 if !huge_pages {
                     libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+                }
+                if let Some(fd) = netns_fd
+                    && libc::setns(fd, libc::CLONE_NEWNET) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
@@ -692,6 +731,8 @@ mod tests {
             tb_size_mib: Some(64),
             huge_pages: false,
             free_page_reporting: true,
+            netns: None,
+            nic_mac: None,
         }
     }
 

@@ -221,6 +221,8 @@ impl TestVm {
             tb_size_mib: Some(64),
             huge_pages: false,
             free_page_reporting: true,
+            netns: None,
+            nic_mac: None,
         };
         let launched = Instant::now();
         let vm = husk_vm::Vm::launch(config).await.expect("launch QEMU");

@@ -100,6 +100,9 @@ pub enum Command {
     Info(InfoArgs),
     /// Show versions.
     Version,
+    /// The vm driver's guest image.
+    #[command(subcommand)]
+    Vm(VmCommand),
     /// (internal) The per-container monitor, started by the daemon.
     #[command(hide = true)]
     Shim {
@@ -109,6 +112,25 @@ pub enum Command {
     /// (internal) The pause process of a sandbox's shared PID namespace.
     #[command(hide = true, name = "sandbox-pause")]
     SandboxPause,
+}
+
+/// `husk vm ...`: run on this host, without a daemon.
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Build the vm driver's guest kernel and initramfs (or find them in the cache) as the daemon with these
+    /// settings would, and print where they are.
+    BuildGuest(VmBuildArgs),
+}
+
+/// `husk vm build-guest`: the daemon settings that decide the guest image.
+#[derive(Debug, Args, Default)]
+pub struct VmBuildArgs {
+    /// State directory (the guest cache is under it unless `[vm] cache_dir` says otherwise).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Configuration file (TOML), as the daemon reads it.
+    #[arg(long, default_value = "/etc/husk/husk.toml")]
+    pub config: PathBuf,
 }
 
 /// `husk daemon`.

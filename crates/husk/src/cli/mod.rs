@@ -128,7 +128,7 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Daemon(_) | Command::Shim { .. } | Command::SandboxPause => {
+        Command::Daemon(_) | Command::Shim { .. } | Command::SandboxPause | Command::Vm(_) => {
             unreachable!("handled in main")
         }
     }

@@ -58,6 +58,19 @@ pub fn busybox_archive() -> PathBuf {
     path
 }
 
+/// A config file for `vm`-driver daemons: every test daemon shares one guest image cache (the image is named by
+/// its content, so concurrent builders agree), instead of each building its own.
+pub fn vm_config() -> String {
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("husk-vm-cache");
+    let agent = husk_bin().with_file_name("husk-agent");
+    assert!(
+        agent.exists(),
+        "{} is missing: build it first (cargo build -p husk-agent; scripts/test builds every binary)",
+        agent.display()
+    );
+    format!("[vm]\ncache_dir = {:?}\n", cache.display().to_string())
+}
+
 /// The image name tests use.
 pub const IMAGE: &str = "test/busybox:1";
 
@@ -145,6 +158,7 @@ impl Daemon {
                 d.docker = Some((host, instance));
                 d
             }
+            "vm" => Daemon::start_with(&["--driver", "vm"], &vm_config(), true),
             other => Daemon::start(&["--driver", other]),
         }
     }
@@ -354,7 +368,7 @@ impl Daemon {
                 }
             }
         }
-        for sub in ["c", "s", "lc"] {
+        for sub in ["c", "s", "lc", "v"] {
             if let Ok(entries) = std::fs::read_dir(self.run_root.join(sub)) {
                 for e in entries.flatten() {
                     left.push(format!("run dir {}", e.path().display()));
@@ -408,11 +422,29 @@ impl Daemon {
                 }
             }
         }
-        for sub in ["c", "s"] {
-            if let Ok(entries) = std::fs::read_dir(self.root.join("linux").join(sub)) {
+        for dir in [
+            self.root.join("linux/c"),
+            self.root.join("linux/s"),
+            self.root.join("vm/c"),
+        ] {
+            if let Ok(entries) = std::fs::read_dir(dir) {
                 for e in entries.flatten() {
                     left.push(format!("state dir {}", e.path().display()));
                 }
+            }
+        }
+        // QEMU processes of a vm-driver daemon (their command lines name sockets under our run root).
+        let run = self.run_root.to_string_lossy().to_string();
+        for proc_dir in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(cmdline) = std::fs::read(proc_dir.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains("qemu-system") && cmdline.contains(&run) {
+                left.push(format!(
+                    "QEMU process {}",
+                    proc_dir.file_name().to_string_lossy()
+                ));
             }
         }
         left

@@ -1,0 +1,132 @@
+#!/bin/sh
+# VM driver benchmark, through a real `husk daemon --driver vm` (release build) started here on a temporary root:
+#   - husk: wall time of `husk run --rm IMAGE echo hi` until the CLI has printed `hi` and exited (implicit sandbox:
+#     a VM booted, the container created, started, its output streamed, the VM and its network torn down);
+#   - bare: wall time of QEMU booting the very same kernel and initramfs with the same machine, memory and devices
+#     (the command line of a VM the daemon started, taken from /proc) with `husk.bare`, where the agent (PID 1)
+#     prints one line and powers off at once: the floor of any guest with this kernel on this host;
+#   - memory: host memory (PSS of QEMU, the only process a VM sandbox has on the host) per idle VM sandbox, with
+#     one sandbox and with three at once.
+# Runs alternate (husk, bare, husk, bare ...) so load changes hit both. Prints medians, min-max, the overhead per
+# run, and a markdown table for docs/benchmarks.md.
+#
+#   bench/vm.sh [RUNS]        (default 5; run as root; HUSK=/path/to/husk to skip the build)
+#
+# Everything lives in temporary directories removed at the end. No traffic leaves the machine.
+set -eu
+
+runs=${1:-5}
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d /tmp/husk-vm-bench.XXXXXX)
+# The daemon's run root must be short (unix socket paths).
+run=$(mktemp -d /tmp/hvb.XXXXXX)
+husk_pid=""
+cleanup() {
+    set +e
+    if [ -n "$husk_pid" ]; then
+        for s in $(HUSK_HOST="unix://$work/husk.sock" "$husk" sandbox ls -q 2>/dev/null); do
+            HUSK_HOST="unix://$work/husk.sock" "$husk" sandbox rm -f "$s" > /dev/null 2>&1
+        done
+        kill "$husk_pid" 2>/dev/null
+        for _ in $(seq 100); do kill -0 "$husk_pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+    grep -E " ($work|$run)/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+    rm -rf "$work" "$run"
+}
+trap 'status=$?; cleanup; exit $status' EXIT
+trap 'exit 130' INT TERM
+
+husk=${HUSK:-}
+if [ -z "$husk" ]; then
+    (cd "$here" && cargo build --release -q -p husk -p husk-agent)
+    husk="$here/target/x86_64-unknown-linux-gnu/release/husk"
+fi
+[ -x "$(dirname "$husk")/husk-agent" ] || { echo "no husk-agent next to $husk" >&2; exit 1; }
+h() { HUSK_HOST="unix://$work/husk.sock" "$husk" "$@"; }
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+"$here/scripts/make-busybox-image" "$work/busybox.tar" bench/busybox:1 > /dev/null
+"$husk" daemon --root "$work/root" --run-root "$run" --socket "$work/husk.sock" --config /dev/null \
+    --driver vm --cni-conf-dir "$work/cni" --bridge "hvb$$" --subnet 10.231.$(( $$ % 200 )).0/24 \
+    --cgroup-parent "husk-vm-bench-$$" > "$work/daemon.log" 2>&1 &
+husk_pid=$!
+for _ in $(seq 200); do h version 2>/dev/null | grep -q "Server: husk" && break; sleep 0.1; done
+h image load -i "$work/busybox.tar" > /dev/null
+accel=$(h info | awk '/accelerator:/ {print $2; exit}')
+kernel=$(h info | awk '/guest_kernel:/ {print $2; exit}')
+
+# Warm up (builds the guest image once), then keep one idle sandbox to take QEMU's command line and memory from.
+h run --rm bench/busybox:1 echo warm > /dev/null
+h sandbox create --name idle --network none > /dev/null
+sleep 5
+idle_id=$(h inspect idle | sed -n 's/.*"Id": "\([0-9a-f]*\)".*/\1/p' | head -1)
+qemu_pid=$(cat "$run/v/$idle_id/vm/qemu.pid")
+pss_kb() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+rss_kb() { awk '/^Rss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+idle_pss=$(pss_kb "$qemu_pid")
+idle_rss=$(rss_kb "$qemu_pid")
+
+# The bare boot: the idle VM's QEMU arguments with its directory swapped for a scratch one and `husk.bare` added.
+vm_dir="$run/v/$idle_id/vm"
+bare_dir="$work/bare"
+mkdir -p "$bare_dir"
+tr '\0' '\n' < "/proc/$qemu_pid/cmdline" | tail -n +2 > "$work/qemu.args"
+qemu=$(tr '\0' '\n' < "/proc/$qemu_pid/cmdline" | head -1)
+bare_boot() {
+    rm -f "$bare_dir"/*
+    prev=""
+    set --
+    while IFS= read -r a; do
+        a=$(printf '%s' "$a" | sed "s|$vm_dir|$bare_dir|g")
+        [ "$prev" = "-append" ] && a="$a husk.bare"
+        set -- "$@" "$a"
+        prev=$a
+    done < "$work/qemu.args"
+    "$qemu" "$@" > /dev/null 2>&1
+}
+
+# Memory with three idle sandboxes (the guest kernels' working sets are separate).
+h sandbox create --name idle2 --network none > /dev/null
+h sandbox create --name idle3 --network none > /dev/null
+sleep 5
+total=0
+for s in idle idle2 idle3; do
+    id=$(h inspect "$s" | sed -n 's/.*"Id": "\([0-9a-f]*\)".*/\1/p' | head -1)
+    total=$(( total + $(pss_kb "$(cat "$run/v/$id/vm/qemu.pid")") ))
+done
+three_pss=$(( total / 3 ))
+h sandbox rm -f idle2 idle3 > /dev/null
+
+: > "$work/husk.ms"
+: > "$work/bare.ms"
+: > "$work/over.pct"
+for i in $(seq "$runs"); do
+    t0=$(now_ms)
+    out=$(h run --rm bench/busybox:1 echo hi)
+    t1=$(now_ms)
+    [ "$out" = "hi" ] || { echo "husk run printed '$out'" >&2; exit 1; }
+    bare_boot
+    t2=$(now_ms)
+    grep -q "bare boot done" "$bare_dir/console.log" || { echo "the bare boot did not finish" >&2; exit 1; }
+    hm=$(( t1 - t0 ))
+    bm=$(( t2 - t1 ))
+    echo "$hm" >> "$work/husk.ms"
+    echo "$bm" >> "$work/bare.ms"
+    echo $(( (hm - bm) * 100 / bm )) >> "$work/over.pct"
+    echo "run $i: husk run $hm ms, bare boot $bm ms" >&2
+done
+
+median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+range() { sort -n "$1" | awk 'NR==1 {lo=$1} {hi=$1} END {print lo "-" hi}'; }
+hmed=$(median "$work/husk.ms")
+bmed=$(median "$work/bare.ms")
+echo
+echo "accelerator: $accel; guest kernel: $kernel; runs: $runs"
+echo
+echo "| metric | value |"
+echo "| --- | --- |"
+echo "| \`husk run --rm --driver vm IMAGE echo hi\`, CLI start to exit | $hmed ms ($(range "$work/husk.ms")) |"
+echo "| bare boot of the same kernel + initramfs + machine, QEMU exec to exit | $bmed ms ($(range "$work/bare.ms")) |"
+echo "| husk's overhead over the bare boot (medians) | $(( (hmed - bmed) * 100 / bmed )) % (per run: $(range "$work/over.pct") %) |"
+echo "| host memory per idle VM sandbox (QEMU PSS; RSS), one sandbox | $(( idle_pss / 1024 )) MiB; $(( idle_rss / 1024 )) MiB |"
+echo "| host memory per idle VM sandbox (QEMU PSS), three at once | $(( three_pss / 1024 )) MiB |"

@@ -1,0 +1,198 @@
+//! The `vm` driver at product level, through the real CLI and daemon (QEMU under TCG on machines without working
+//! KVM, as CI's): the guest kernel in both modes, a capsule of two containers in one VM on the sandbox's network
+//! with a published port, isolation from the host, bad requests, a daemon restart, and nothing left after
+//! deletion. Each test boots as few VMs as it can (a TCG boot takes seconds).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, IMAGE};
+
+fn vm_daemon() -> Daemon {
+    Daemon::start_driver("vm")
+}
+
+/// The guest kernel's release, as `husk info` reports it.
+fn guest_kernel(d: &Daemon) -> String {
+    let info: serde_json::Value =
+        serde_json::from_str(&d.husk(&["info", "--format", "json"]).ok()).unwrap();
+    let vm = info["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "vm")
+        .expect("the vm driver in husk info")
+        .clone();
+    assert!(
+        ["kvm", "tcg"].contains(&vm["details"]["accelerator"].as_str().unwrap_or("")),
+        "{vm}"
+    );
+    vm["details"]["guest_kernel"]
+        .as_str()
+        .expect("guest_kernel in the driver's details")
+        .to_string()
+}
+
+fn host_file(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap().trim().to_string()
+}
+
+/// QEMU processes whose command line names `needle`.
+fn qemu_processes(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).into_owned())
+        .filter(|c| c.contains("qemu-system") && c.contains(needle))
+        .count()
+}
+
+#[test]
+fn uname_prints_the_guest_kernel_in_both_modes() {
+    let d = vm_daemon();
+    let guest = guest_kernel(&d);
+    let host = nix::sys::utsname::uname()
+        .unwrap()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    for mode in ["sandbox", "standalone"] {
+        let r = d.husk(&["run", "--rm", "--mode", mode, IMAGE, "uname", "-r"]);
+        assert_eq!(r.ok(), guest, "{mode} mode");
+    }
+    if guest != host {
+        // The test machine's own kernel is not the guest's: the answer really came from the guest.
+        assert_ne!(guest, host);
+    }
+    d.assert_no_leftovers();
+}
+
+#[test]
+fn capsule_in_one_vm_talks_over_localhost_publishes_a_port_and_sees_no_host() {
+    let d = vm_daemon();
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let publish = format!("127.0.0.1:{port}:8080");
+    d.husk(&[
+        "sandbox",
+        "create",
+        "--name",
+        "pod",
+        "--hostname",
+        "capsule",
+        "-p",
+        &publish,
+    ])
+    .ok();
+    let sandbox = d.inspect("pod");
+    assert_eq!(sandbox["Driver"], "vm");
+    let sandbox_id = sandbox["Id"].as_str().unwrap_or_default().to_string();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--sandbox",
+        "pod",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/www",
+    ])
+    .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "side",
+        "--sandbox",
+        "pod",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let run = d.run_root.to_string_lossy().to_string();
+    assert_eq!(qemu_processes(&run), 1, "one VM for the whole capsule");
+    // Two containers of one VM over localhost.
+    let page = d.husk(&["exec", "side", "wget", "-qO-", "http://localhost:8080/"]);
+    assert_eq!(page.ok(), "hello from husk");
+    assert_eq!(d.husk(&["exec", "side", "hostname"]).ok(), "capsule");
+    // The published port answers on the host's loopback (portmap DNAT -> veth -> tc redirect -> tap -> guest).
+    let answered = Daemon::eventually(Duration::from_secs(20), || {
+        std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "3",
+                &format!("http://127.0.0.1:{port}/"),
+            ])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "hello from husk")
+    });
+    assert!(answered, "published port {port} did not answer");
+    // The guest's interface has the sandbox's address.
+    let addresses = d.husk(&["exec", "side", "ip", "addr", "show", "eth0"]).ok();
+    let address = sandbox["NetworkSettings"]["addresses"][0]
+        .as_str()
+        .expect("the sandbox has an address")
+        .to_string();
+    assert!(
+        addresses.contains(&format!("inet {address}")),
+        "{addresses} lacks {address}"
+    );
+    // No host processes, no host kernel.
+    let ps = d.husk(&["exec", "side", "ps", "-o", "pid,args"]).ok();
+    assert!(!ps.contains("husk daemon") && !ps.contains("qemu"), "{ps}");
+    assert_ne!(
+        d.husk(&["exec", "side", "cat", "/proc/sys/kernel/random/boot_id"])
+            .ok(),
+        host_file("/proc/sys/kernel/random/boot_id"),
+        "a kernel of its own"
+    );
+    let procs = d
+        .husk(&["exec", "side", "sh", "-c", "ls -d /proc/[0-9]* | wc -l"])
+        .ok();
+    assert!(
+        procs.parse::<u32>().unwrap() < 20,
+        "sees only its own few processes: {procs}"
+    );
+    // Deleting the capsule leaves no QEMU, no file, no network state.
+    d.husk(&["rm", "-f", "web", "side"]).ok();
+    d.husk(&["sandbox", "rm", "-f", "pod"]).ok();
+    assert_eq!(qemu_processes(&run), 0);
+    assert!(!d.run_root.join("v").join(&sandbox_id).exists());
+    d.assert_no_leftovers();
+}
+
+#[test]
+fn bad_requests_and_a_daemon_restart_leave_the_vm_serving() {
+    let mut d = vm_daemon();
+    d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])
+        .ok();
+    let cases: &[&[&str]] = &[
+        &["exec", "c", "/no/such/binary"],
+        &["exec", "-u", "nosuchuser", "c", "true"],
+        &["exec", "-w", "relative/dir", "c", "true"],
+        &["kill", "-s", "NOPE", "c"],
+    ];
+    for args in cases {
+        let r = d.husk(args);
+        assert_ne!(r.code, 0, "{args:?} should fail");
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{args:?}: {}", r.stderr);
+    }
+    assert_eq!(d.husk(&["exec", "c", "echo", "alive"]).ok(), "alive");
+    // A restarted daemon finds the VM again (QMP and agent sockets) and loses nothing.
+    d.kill9();
+    d.spawn(&[]);
+    assert_eq!(d.inspect("c")["State"]["Status"], "running");
+    assert_eq!(d.husk(&["exec", "c", "echo", "again"]).ok(), "again");
+    d.husk(&["stop", "-t", "1", "c"]).ok();
+    assert_eq!(d.inspect("c")["State"]["ExitCode"], 137);
+    d.husk(&["rm", "c"]).ok();
+    d.assert_no_leftovers();
+}
