@@ -17,7 +17,7 @@ fn vm_daemon() -> Daemon {
 fn guest_kernel(d: &Daemon) -> String {
     let info: serde_json::Value =
         serde_json::from_str(&d.husk(&["info", "--format", "json"]).ok()).unwrap();
-    let vm = info["drivers"]
+    let vm = info["Drivers"]
         .as_array()
         .unwrap()
         .iter()

@@ -256,6 +256,12 @@ impl VmDriver {
             publish_name_files(files, &share)?;
         }
         let (memory_mib, cpus) = vm_size(resources, host_cpus());
+        // The initramfs is in guest memory twice while the kernel unpacks it (the image and its files), and the
+        // agent's pages stay after: count it twice on top of the fixed overhead, so a small limit still boots.
+        let initramfs_mib = std::fs::metadata(&image.initramfs)
+            .map(|m| m.len().div_ceil(1 << 20))
+            .unwrap_or(0);
+        let memory_mib = memory_mib + 2 * initramfs_mib;
         let mut cmdline_extra = Vec::new();
         if !hostname.is_empty() {
             cmdline_extra.push(format!("husk.hostname={hostname}"));
@@ -303,7 +309,25 @@ impl VmDriver {
                 return Err(e.context(format!("connect VM {vm_name} to its network")));
             }
         }
-        match AgentClient::connect_when_ready(&addr, self.config.boot_timeout).await {
+        let connected = {
+            let connect = AgentClient::connect_when_ready(&addr, self.config.boot_timeout);
+            tokio::pin!(connect);
+            loop {
+                tokio::select! {
+                    r = &mut connect => break r,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                        // A guest that panics or powers off while booting ends QEMU: no need to wait out the timeout.
+                        if !vm.is_running() {
+                            break Err(Error::backend(format!(
+                                "the VM stopped while booting ({})",
+                                qemu_status(&vm)
+                            )));
+                        }
+                    }
+                }
+            }
+        };
+        match connected {
             Ok((client, _)) => {
                 let handle = Arc::new(VmHandle {
                     vm: tokio::sync::Mutex::new(vm),
@@ -318,16 +342,10 @@ impl VmDriver {
             Err(e) => {
                 let console = std::fs::read_to_string(vm.paths().console).unwrap_or_default();
                 let _ = vm.quit(Duration::from_secs(1)).await;
-                let tail: String = console
-                    .lines()
-                    .rev()
-                    .take(5)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join(" | ");
-                Err(e.context(format!("boot VM {vm_name} (console: {tail})")))
+                Err(e.context(format!(
+                    "boot VM {vm_name} (console: {})",
+                    console_tail(&console)
+                )))
             }
         }
     }
@@ -560,6 +578,31 @@ fn publish_name_files(files: &husk_net::SandboxFiles, share: &Path) -> Result<()
             .context(format!("copy {} into the VM's share", src.display()))?;
     }
     Ok(())
+}
+
+/// The last lines of a guest console worth showing: a kernel panic's reason rather than its stack trace.
+fn console_tail(console: &str) -> String {
+    let lines: Vec<&str> = console
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if let Some(panic) = lines.iter().find(|l| l.contains("Kernel panic")) {
+        return panic.to_string();
+    }
+    let skip = lines.len().saturating_sub(5);
+    lines[skip..].join(" | ")
+}
+
+/// What QEMU said before it exited (its log), for errors.
+fn qemu_status(vm: &Vm) -> String {
+    let log = std::fs::read_to_string(vm.paths().log).unwrap_or_default();
+    let log = log.trim();
+    if log.is_empty() {
+        "QEMU exited".into()
+    } else {
+        format!("QEMU exited: {log}")
+    }
 }
 
 fn agent_addr(config: &VmConfig) -> AgentAddr {
