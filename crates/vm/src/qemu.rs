@@ -458,7 +458,7 @@ impl Vm {
             ),
             None => None,
         };
-        let netns_fd = netns.as_ref().map(|f| std::os::fd::AsRawFd::as_raw_fd(f));
+        let netns_fd = netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         // SAFETY: setsid, prctl and setns are async-signal-safe and only affect the child. setsid makes QEMU the
         // leader of a new session so that it outlives the daemon and gets no signals meant for the daemon's
         // terminal. PR_SET_THP_DISABLE survives execve and overrides QEMU's MADV_HUGEPAGE on guest RAM. setns
