@@ -165,7 +165,13 @@ impl Proc {
         *lock(&self.input) = Some(tx);
         tokio::spawn(async move {
             while let Some(f) = rx.recv().await {
+                let last = f == Frame::CloseStdin;
                 if write_frame(&mut w, &f).await.is_err() {
+                    break;
+                }
+                if last {
+                    // The shim closes the process's stdin when its client's input ends (as the daemon's does).
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
                     break;
                 }
             }
@@ -494,6 +500,15 @@ impl AgentService {
     }
 }
 
+/// libcontainer's "executable not found" as a not-found error (it reports every failure as one kind).
+fn missing_executable(e: Error) -> Error {
+    if e.message.contains("not found in $PATH") || e.message.contains("executable file not found") {
+        Error::new(husk_core::ErrorKind::NotFound, e.message)
+    } else {
+        e
+    }
+}
+
 fn resize(p: &Proc, rows: u16, cols: u16) -> Result<()> {
     if !p.tty {
         return Err(Error::conflict("the process has no terminal"));
@@ -627,7 +642,10 @@ impl Agent for AgentService {
             Proc::new(c.config.process.tty)
         };
         *lock(&c.main) = main.clone();
-        let pid = self.launch_main(&c, &main).await.map_err(st)?;
+        let pid = self
+            .launch_main(&c, &main)
+            .await
+            .map_err(|e| st(missing_executable(e)))?;
         Ok(Response::new(proto::StartResponse { pid }))
     }
 
@@ -676,7 +694,11 @@ impl Agent for AgentService {
             }
             execs.insert(req.exec_id.clone(), proc_.clone());
         }
-        match self.launch_exec(&c, &proc_, &process).await {
+        match self
+            .launch_exec(&c, &proc_, &process)
+            .await
+            .map_err(missing_executable)
+        {
             Ok(pid) => Ok(Response::new(proto::StartResponse { pid })),
             Err(e) => {
                 lock(&c.execs).remove(&req.exec_id);

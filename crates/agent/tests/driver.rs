@@ -66,6 +66,17 @@ impl Drop for Env {
 }
 
 /// Checks (or, with `clean`, removes) mounts below `dir`.
+/// Whether `path` disappears within 10 s (a VM's network and directory are removed after its removal returns).
+async fn gone_soon(path: &std::path::Path) -> bool {
+    for _ in 0..200 {
+        if !path.exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    !path.exists()
+}
+
 fn assert_no_mounts_below(dir: &std::path::Path, clean: bool) {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let prefix = dir.to_string_lossy().into_owned();
@@ -300,7 +311,10 @@ async fn sandbox_vm_runs_two_containers_and_survives_a_daemon_restart() {
     d.delete_sandbox(&sb).await.unwrap();
     d.delete_sandbox(&sb).await.unwrap();
     assert!(!d.sandbox_alive(&sb).await.unwrap());
-    assert!(!env.dir.path().join("run/v/sb1").exists());
+    assert!(
+        gone_soon(&env.dir.path().join("run/v/sb1")).await,
+        "the VM's directory is removed (in the background)"
+    );
     assert_no_mounts_below(env.dir.path(), false);
 }
 
@@ -331,7 +345,10 @@ async fn standalone_container_gets_a_vm_of_its_own() {
                 .contains(") Z"),
         "QEMU {pid} still runs"
     );
-    assert!(!env.dir.path().join("run/v/solo").exists());
+    assert!(
+        gone_soon(&env.dir.path().join("run/v/solo")).await,
+        "the VM's directory is removed (in the background)"
+    );
     assert!(!env.dir.path().join("root/c/solo").exists());
     assert_no_mounts_below(env.dir.path(), false);
 }
@@ -371,6 +388,9 @@ async fn a_crashed_vm_ends_its_containers_with_a_reason() {
         ObservedState::Running { .. }
     ));
     d.delete_container(&rec).await.unwrap();
-    assert!(!env.dir.path().join("run/v/doomed").exists());
+    assert!(
+        gone_soon(&env.dir.path().join("run/v/doomed")).await,
+        "the VM's directory is removed (in the background)"
+    );
     assert_no_mounts_below(env.dir.path(), false);
 }

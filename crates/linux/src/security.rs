@@ -375,6 +375,9 @@ pub const ALLOWED_SYSCALLS: &[&str] = &[
     // signals
     "alarm",
     "pause",
+    // The kernel restarts a system call interrupted by a stop or a freeze (SIGSTOP/SIGCONT, the cgroup v2 freezer)
+    // through restart_syscall: refused, a `sleep` ends early after `unpause`.
+    "restart_syscall",
     "rt_sigaction",
     "rt_sigpending",
     "rt_sigprocmask",

@@ -401,30 +401,45 @@ impl VmDriver {
         Ok(self.vm(&Self::vm_of(container)?).await?.client.clone())
     }
 
-    /// Stops a VM: asks the agent to power off, then QMP quit / SIGKILL; removes its directory.
+    /// Removes a VM: QEMU is stopped at once (QMP `quit`, SIGKILL after a grace period; nothing in a guest
+    /// outlives its containers, so there is nothing to flush), its shares are unmounted, and its network and
+    /// directory are removed in the background (CNI DEL is the slow part). If the daemon stops first,
+    /// [`Driver::remove_orphans`] finishes the job at the next start: the directory still names the VM.
     async fn destroy_vm(&self, vm_name: &str) -> Result<()> {
-        let handle = match self.vm(vm_name).await {
-            Ok(h) => Some(h),
-            Err(e) if e.kind == ErrorKind::NotFound || e.kind == ErrorKind::Timeout => None,
-            Err(e) => return Err(e),
-        };
-        self.vms.lock().await.remove(vm_name);
-        if let Some(h) = handle {
-            let _ = h.client.shutdown().await;
-            let mut vm = h.vm.lock().await;
-            vm.wait_exit(Duration::from_secs(10)).await;
-            vm.quit(Duration::from_secs(5)).await?;
-        } else if let Some(mut vm) = Vm::find(&self.vm_root(vm_name).join("vm")).await? {
-            vm.quit(Duration::from_secs(5)).await?;
+        let handle = self.vms.lock().await.remove(vm_name);
+        match handle {
+            Some(h) => h.vm.lock().await.quit(Duration::from_secs(2)).await?,
+            None => {
+                if let Some(mut vm) = Vm::find(&self.vm_root(vm_name).join("vm")).await? {
+                    vm.quit(Duration::from_secs(2)).await?;
+                }
+            }
         }
         let root = self.vm_root(vm_name);
         unmount_below(&root.join("share"));
-        self.detach_network(vm_name).await?;
-        match std::fs::remove_dir_all(&root) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("remove {}", root.display()), e)),
-        }
+        let networks = self.config.networks.clone();
+        let owner = vm_name.to_string();
+        tokio::spawn(async move {
+            let finished = tokio::task::spawn_blocking(move || -> Result<()> {
+                if let Some(networks) = networks {
+                    crate::network::detach(&networks, &owner, &root.join("ns"))?;
+                }
+                match std::fs::remove_dir_all(&root) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(Error::io(format!("remove {}", root.display()), e)),
+                }
+            })
+            .await;
+            match finished {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(
+                    "finishing a VM's removal: {e} (retried at the next daemon start)"
+                ),
+                Err(e) => tracing::warn!("VM removal task: {e}"),
+            }
+        });
+        Ok(())
     }
 
     /// Exposes `layers` to the VM as `share/<id>/<n>` (read-only bind mounts) and returns their share paths.
@@ -1014,6 +1029,38 @@ impl Driver for VmDriver {
 
     async fn top(&self, container: &ContainerRecord) -> Result<Top> {
         self.client_for(container).await?.top(container.id()).await
+    }
+
+    async fn remove_orphans(
+        &self,
+        sandboxes: &std::collections::HashSet<String>,
+        containers: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>> {
+        let names = |dir: PathBuf| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut removed = Vec::new();
+        // A VM is named after its sandbox, or after its container in standalone mode.
+        for vm in names(self.config.run_root.join("v")) {
+            if !sandboxes.contains(&vm) && !containers.contains(&vm) {
+                self.destroy_vm(&vm).await?;
+                removed.push(format!("VM {vm}"));
+            }
+        }
+        for id in names(self.config.root.join("c")) {
+            if !containers.contains(&id) {
+                let dir = self.ctr_dir(&id);
+                std::fs::remove_dir_all(&dir).context(format!("remove {}", dir.display()))?;
+                removed.push(format!("container logs {id}"));
+            }
+        }
+        Ok(removed)
     }
 }
 
