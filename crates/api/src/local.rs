@@ -49,6 +49,7 @@ pub fn router(engine: Engine) -> Router {
             "/husk/v1/containers",
             get(list_containers).post(create_container),
         )
+        .route("/husk/v1/containers/run", post(run_container))
         .route(
             "/husk/v1/containers/{id}",
             get(inspect_container).delete(remove_container),
@@ -91,7 +92,10 @@ pub fn router(engine: Engine) -> Router {
         .route("/husk/v1/images/prune", post(crate::local_images::prune))
         .route("/husk/v1/auth/login", post(crate::local_images::login))
         .route("/husk/v1/auth/logout", post(crate::local_images::logout))
-        .route("/husk/v1/containers/{id}/commit", post(crate::local_images::commit))
+        .route(
+            "/husk/v1/containers/{id}/commit",
+            post(crate::local_images::commit),
+        )
         .route("/husk/v1/system/df", get(crate::local_images::system_df))
         .with_state(engine)
 }
@@ -150,6 +154,44 @@ async fn create_container(
         StatusCode::CREATED,
         Json(engine.inspect_container(rec.id())?),
     ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RunQuery {
+    detach: bool,
+    stdin: bool,
+}
+
+/// `husk run`: create, attach (unless detached) and start in one request. Detached, it answers with the
+/// container; attached, it upgrades to the stdio stream.
+async fn run_container(
+    State(engine): State<Engine>,
+    Query(q): Query<RunQuery>,
+    request: Request,
+) -> ApiResult<Response> {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 2 << 20)
+        .await
+        .map_err(|e| Error::bad_request(format!("read the request body: {e}")))?;
+    let req: ContainerCreate = parse_body(&bytes)?;
+    let (rec, stdio) = engine
+        .run_container(req, if q.detach { None } else { Some(q.stdin) })
+        .await?;
+    match stdio {
+        Some(stdio) => {
+            let mut response = upgrade(Request::from_parts(parts, Body::empty()), stdio);
+            if let Ok(v) = HeaderValue::from_str(rec.id()) {
+                response.headers_mut().insert("x-husk-container-id", v);
+            }
+            Ok(response)
+        }
+        None => Ok((
+            StatusCode::CREATED,
+            Json(engine.inspect_container(rec.id())?),
+        )
+            .into_response()),
+    }
 }
 
 async fn inspect_container(

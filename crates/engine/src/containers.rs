@@ -251,6 +251,32 @@ impl Engine {
         }
     }
 
+    /// Creates and starts a container in one call (`husk run`): with `attach`, connects to its stdio (with
+    /// stdin when `attach == Some(true)`) before it starts, so no output is missed. If the start fails, a
+    /// container created for `--rm` is removed again.
+    pub async fn run_container(
+        &self,
+        req: ContainerCreate,
+        attach: Option<bool>,
+    ) -> Result<(ContainerRecord, Option<BoxStdio>)> {
+        let auto_remove = req.auto_remove;
+        let rec = self.create_container(req).await?;
+        let id = rec.config.id.clone();
+        let started = async {
+            let stdio = match attach {
+                Some(stdin) => Some(self.attach(&id, stdin).await?),
+                None => None,
+            };
+            let rec = self.start_container(&id).await?;
+            Ok::<_, Error>((rec, stdio))
+        }
+        .await;
+        if started.is_err() && auto_remove {
+            let _ = self.remove_container(&id, true).await;
+        }
+        started
+    }
+
     /// Starts a created or exited container.
     pub async fn start_container(&self, key: &str) -> Result<ContainerRecord> {
         let id = self.container(key)?.config.id;

@@ -222,12 +222,29 @@ impl Client {
         Ok(())
     }
 
+    /// Like [`Client::upgrade`], also returning the container ID the daemon names in `X-Husk-Container-Id`.
+    pub async fn upgrade_with_id(
+        &self,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<(TokioIo<hyper::upgrade::Upgraded>, String)> {
+        self.upgrade_inner(path, body).await
+    }
+
     /// A request that upgrades the connection to a raw stdio stream.
     pub async fn upgrade(
         &self,
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+        self.upgrade_inner(path, body).await.map(|(s, _)| s)
+    }
+
+    async fn upgrade_inner(
+        &self,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<(TokioIo<hyper::upgrade::Upgraded>, String)> {
         let mut sender = self.connect().await?;
         let body = match body {
             Some(b) => full(serde_json::to_vec(b)?),
@@ -249,10 +266,16 @@ impl Client {
             Self::check(response).await?;
             return Err(anyhow!("the daemon did not switch to a stream"));
         }
+        let id = response
+            .headers()
+            .get("x-husk-container-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let upgraded = hyper::upgrade::on(response)
             .await
             .context("switch to the stdio stream")?;
-        Ok(TokioIo::new(upgraded))
+        Ok((TokioIo::new(upgraded), id))
     }
 }
 

@@ -515,21 +515,18 @@ impl LinuxDriver {
         husk_image::unmount_rootfs(&self.rootfs(id))?;
         // Whatever libcontainer could not remove (a shim killed with -9): its state and the cgroup.
         remove_dir(&self.config.run_root.join("lc").join(id))?;
-        if let Ok(m) = cgroups::manager(&self.cgroup_path(id)) {
-            use libcgroups::common::CgroupManager;
-            if !cgroups::cgroup_dirs(&self.cgroup_path(id)).is_empty() {
-                if let Ok(pids) = m.get_all_pids() {
-                    for pid in pids {
-                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                    }
-                }
-                for _ in 0..50 {
-                    if m.remove().is_ok() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+        let cgroup = self.cgroup_path(id);
+        if !cgroups::cgroup_dirs(&cgroup).is_empty() {
+            for pid in cgroups::procs(&cgroup) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
+            let c = cgroup.clone();
+            tokio::task::spawn_blocking(move || cgroups::remove(&c))
+                .await
+                .map_err(|e| Error::internal(format!("cgroup removal task: {e}")))??;
         }
         remove_dir(&self.ctr_dir(id))?;
         if background {

@@ -19,6 +19,7 @@ use husk_engine::{
 
 use crate::client::{Client, encode};
 use format::{human_size, print_table, short, status_text};
+use husk_image::PullPolicy;
 
 /// Runs a client command; returns the process exit code.
 pub async fn run(host: &str, command: Command) -> Result<i32> {
@@ -302,57 +303,65 @@ async fn run_container(client: &Client, a: RunArgs, start: bool) -> Result<i32> 
         bail!("conflicting options: --rm and --restart cannot be used together");
     }
     let mut req = create_request(&a)?;
-    req.pull = images::prepare_run_image(client, &a.image, &a.pull).await?;
-    let view: ContainerView = client
-        .json(Method::POST, "/husk/v1/containers", Some(&req))
-        .await?;
     if !start {
-        println!("{}", view.id);
-        return Ok(0);
-    }
-    if a.detach {
-        client
-            .post(&format!("/husk/v1/containers/{}/start", view.id))
+        req.pull = images::prepare_run_image(client, &a.image, &a.pull).await?;
+        let view: ContainerView = client
+            .json(Method::POST, "/husk/v1/containers", Some(&req))
             .await?;
         println!("{}", view.id);
         return Ok(0);
     }
-    let stream = client
-        .upgrade(
-            &format!(
-                "/husk/v1/containers/{}/attach?stdin={}",
-                view.id, a.interactive
-            ),
-            None::<&()>,
-        )
-        .await?;
-    if let Err(e) = client
-        .post(&format!("/husk/v1/containers/{}/start", view.id))
-        .await
-    {
-        if a.rm {
-            let _ = client
-                .call(
-                    Method::DELETE,
-                    &format!("/husk/v1/containers/{}?force=true", view.id),
-                    None::<&()>,
-                )
-                .await;
+    // One request creates, attaches and starts. With the `missing` policy it first goes without pulling, and
+    // pulls (with progress on the terminal) only when the daemon says the image is not there.
+    let policy: PullPolicy = a
+        .pull
+        .parse()
+        .map_err(|e: husk_core::Error| anyhow!(e.message))?;
+    req.pull = match policy {
+        PullPolicy::Always => images::prepare_run_image(client, &a.image, &a.pull).await?,
+        _ => PullPolicy::Never,
+    };
+    let path = format!(
+        "/husk/v1/containers/run?detach={}&stdin={}",
+        a.detach, a.interactive
+    );
+    let mut pulled = false;
+    loop {
+        let attempt = if a.detach {
+            client
+                .json::<ContainerView>(Method::POST, &path, Some(&req))
+                .await
+                .map(|view| {
+                    println!("{}", view.id);
+                    None
+                })
+        } else {
+            client.upgrade_with_id(&path, Some(&req)).await.map(Some)
+        };
+        match attempt {
+            Ok(None) => return Ok(0),
+            Ok(Some((stream, id))) => {
+                let code = stdio::pump(stream, a.interactive, a.tty).await?;
+                if a.rm {
+                    // The daemon removes it; wait until it has, so the caller sees it gone.
+                    let _ = client
+                        .call(
+                            Method::POST,
+                            &format!("/husk/v1/containers/{id}/wait?condition=removed"),
+                            None::<&()>,
+                        )
+                        .await;
+                }
+                return Ok(code);
+            }
+            Err(e) if policy == PullPolicy::Missing && !pulled && images::is_missing_image(&e) => {
+                eprintln!("Unable to find image '{}' locally", a.image);
+                images::pull_for_run(client, &a.image).await?;
+                pulled = true;
+            }
+            Err(e) => return Err(e),
         }
-        return Err(e);
     }
-    let code = stdio::pump(stream, a.interactive, a.tty).await?;
-    if a.rm {
-        // The daemon removes it; wait until it has, so the caller sees it gone.
-        let _ = client
-            .call(
-                Method::POST,
-                &format!("/husk/v1/containers/{}/wait?condition=removed", view.id),
-                None::<&()>,
-            )
-            .await;
-    }
-    Ok(code)
 }
 
 async fn start(client: &Client, a: StartArgs) -> Result<i32> {

@@ -218,13 +218,8 @@ impl Shim {
             return nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.init_pid), sig)
                 .map_err(|e| lc_err("signal the main process", e));
         }
-        let manager = crate::cgroups::manager(&self.cfg.cgroup_path)?;
-        use libcgroups::common::CgroupManager;
-        let pids = manager
-            .get_all_pids()
-            .map_err(|e| lc_err("list the container's processes", e))?;
-        for pid in pids {
-            let _ = nix::sys::signal::kill(pid, sig);
+        for pid in crate::cgroups::procs(&self.cfg.cgroup_path) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
         }
         Ok(())
     }
@@ -530,16 +525,18 @@ async fn finish(
     }
 }
 
-/// Removes libcontainer's state and the container's cgroup (retrying while the kernel still tears processes down).
+/// Removes libcontainer's state and the container's cgroup. The container's processes are all gone, there are
+/// no hooks, so this is two plain removals: libcontainer's own `delete` would build a cgroup manager, which
+/// parses the mount table once per controller (tens of milliseconds on a v1 host, on every container's exit).
 fn delete_container_state(shim: &Shim) {
-    for attempt in 0..50 {
-        match shim.container.borrow_mut().delete(true) {
-            Ok(()) => return,
-            Err(e) if attempt == 49 => {
-                eprintln!("husk shim: delete container state: {}", describe(&e))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
+    if let Err(e) = crate::cgroups::remove(&shim.cfg.cgroup_path) {
+        eprintln!("husk shim: {e}");
+    }
+    let state = shim.cfg.state_root.join(&shim.cfg.id);
+    if let Err(e) = std::fs::remove_dir_all(&state)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!("husk shim: remove {}: {e}", state.display());
     }
 }
 
