@@ -216,6 +216,9 @@ pub trait Driver: Send + Sync + 'static {
         None
     }
 
+    /// The daemon is stopping: finish (briefly) what runs in the background, such as network teardown.
+    async fn shutdown(&self) {}
+
     /// A feed of changes the backend makes on its own, for backends others can change behind husk's back (a
     /// shared Docker Engine). `None` when there is no such feed: exits still arrive through [`Driver::wait`].
     fn changes(&self) -> Option<ChangeStream> {

@@ -223,6 +223,13 @@ impl Engine {
         }
     }
 
+    /// The daemon is stopping: lets every driver finish its background work (briefly). Containers keep running.
+    pub async fn shutdown(&self) {
+        for d in self.inner.drivers.values() {
+            d.shutdown().await;
+        }
+    }
+
     /// Daemon information.
     pub async fn info(&self) -> Result<Info> {
         let mut drivers = Vec::new();

@@ -441,7 +441,7 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         }
         let _ = stop_tx.send(());
     });
-    let router = husk_api::local::router(engine);
+    let router = husk_api::local::router(engine.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         let _ = stop_rx.await;
@@ -456,6 +456,7 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         _ = async { let _ = drained_rx.await; tokio::time::sleep(Duration::from_secs(2)).await; } => {}
     }
     let _ = std::fs::remove_file(&config.socket);
+    engine.shutdown().await;
     Ok(0)
 }
 

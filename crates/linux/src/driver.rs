@@ -53,6 +53,8 @@ pub struct LinuxDriver {
     pauses: Mutex<HashMap<String, Arc<OwnedFd>>>,
     /// The default seccomp profile, compiled once per capability set.
     seccomp_programs: Arc<crate::seccomp_bpf::ProgramCache>,
+    /// Removals finishing in the background (network teardown), awaited at shutdown.
+    removals: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for LinuxDriver {
@@ -169,6 +171,7 @@ impl LinuxDriver {
             config,
             pauses: Mutex::new(HashMap::new()),
             seccomp_programs: Default::default(),
+            removals: tokio_util::task::TaskTracker::new(),
         })
     }
 
@@ -310,7 +313,7 @@ impl LinuxDriver {
     fn finish_removal_later(&self, owner: &str, ns_dir: PathBuf, dirs: Vec<PathBuf>) {
         let networks = self.config.networks.clone();
         let owner = owner.to_string();
-        tokio::spawn(async move {
+        self.removals.spawn(async move {
             let result = async {
                 remove_identity_blocking(networks, owner.clone(), ns_dir).await?;
                 for d in &dirs {
@@ -911,6 +914,18 @@ impl Driver for LinuxDriver {
 
     async fn stats(&self, container: &ContainerRecord) -> Result<Stats> {
         cgroups::stats(&self.cgroup_path(container.id()), container.runtime.pid)
+    }
+
+    async fn shutdown(&self) {
+        self.removals.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.removals.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "network teardown still running at shutdown; the next start finishes it"
+            );
+        }
     }
 
     async fn remove_orphans(
