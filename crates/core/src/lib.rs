@@ -5,10 +5,14 @@
 
 pub mod driver;
 pub mod error;
+pub mod health;
 pub mod model;
+pub mod options;
 pub mod stdio;
 pub mod units;
 
-pub use driver::{Capabilities, Driver, DriverInfo, LogStream, RootfsLayers};
+pub use driver::{ArchiveReader, Capabilities, Driver, DriverInfo, LogStream, RootfsLayers};
 pub use error::{Context, Error, ErrorKind, Result};
+pub use health::{HealthAction, HealthConfig, HealthResult, HealthState, HealthStatus};
 pub use model::*;
+pub use options::{ExtractOptions, PathStat, Ulimit};
