@@ -7,12 +7,16 @@
 //! API: drivers are reached through [`husk_core::Driver`] only.
 
 mod containers;
+mod copy;
+mod health;
 mod images;
 mod monitor;
+mod mounts;
 mod networks;
 pub mod requests;
 mod resolve;
 mod sandboxes;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -24,6 +28,7 @@ use husk_store::Store;
 use tokio::sync::broadcast;
 
 pub use requests::*;
+pub use volumes::{VolumeCreate, VolumePruneReport, VolumeRecord, VolumeView};
 
 /// Crash-testing hook: when the environment variable `HUSK_FAILPOINT` names this point, the daemon aborts here,
 /// as a power cut or `kill -9` would stop it. Tests use it to prove that every step of a multi-step operation
@@ -46,6 +51,9 @@ pub struct EngineConfig {
     pub root: PathBuf,
     /// Runtime root (for `info`).
     pub run_root: PathBuf,
+    /// The static binary bind-mounted as `/sbin/husk-init` for `--init` (the `husk` binary; `None` refuses
+    /// `--init`).
+    pub init_binary: Option<PathBuf>,
 }
 
 /// Something that happened to a container.
@@ -57,6 +65,8 @@ pub enum EventKind {
     Exited(i32),
     /// It was removed.
     Removed,
+    /// Its health check state changed.
+    HealthStatus(husk_core::HealthStatus),
 }
 
 /// An event about the container `id`.
@@ -78,6 +88,8 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<Event>,
     /// Containers with a task watching their main process.
     pub(crate) monitored: Mutex<std::collections::HashSet<String>>,
+    /// Health check tasks by container ID.
+    pub(crate) health_tasks: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
 
 /// The service layer. Cheap to clone; every clone is the same engine.
@@ -133,6 +145,7 @@ impl Engine {
                 locks: Mutex::new(HashMap::new()),
                 events,
                 monitored: Mutex::new(Default::default()),
+                health_tasks: Mutex::new(HashMap::new()),
             }),
         })
     }
