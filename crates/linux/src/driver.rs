@@ -18,13 +18,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use husk_core::stdio::BoxStdio;
 use husk_core::{
-    Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver, DriverInfo, Error,
-    ErrorKind, ExitStatus, LogOptions, LogStream, NetworkConfig, NetworkStatus, ObservedState, ProcessConfig, Result,
-    RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
+    ArchiveReader, Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver,
+    DriverInfo, Error, ErrorKind, ExitStatus, ExtractOptions, LogOptions, LogStream, NetworkConfig,
+    NetworkStatus, ObservedState, PathStat, ProcessConfig, Result, RootfsLayers, SandboxConfig,
+    SandboxRecord, SandboxRuntime, Stats, Top,
 };
 use nix::mount::{MntFlags, MsFlags};
 use serde_json::json;
 
+use crate::container_fs::{FsOp, FsRequest, FsTarget};
 use crate::shim::{Request, ShimClient, ShimConfig, ShimStatus, spawn_shim};
 use crate::spec::{NamespacePlan, SpecInput};
 use crate::{cgroups, namespaces, security, spec, user};
@@ -57,7 +59,10 @@ pub struct LinuxDriver {
 
 impl std::fmt::Debug for LinuxDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinuxDriver").field("root", &self.config.root).field("run_root", &self.config.run_root).finish()
+        f.debug_struct("LinuxDriver")
+            .field("root", &self.config.root)
+            .field("run_root", &self.config.run_root)
+            .finish()
     }
 }
 
@@ -220,30 +225,45 @@ impl LinuxDriver {
 
     /// Pins namespaces for `owner` (a sandbox or a standalone container) in `ns_dir`, connects its network
     /// and writes its name files. On failure nothing is left.
-    async fn make_identity(&self, owner: &str, ns_dir: &Path, hostname: &str, network: &NetworkConfig) -> Result<Identity> {
+    async fn make_identity(
+        &self,
+        owner: &str,
+        ns_dir: &Path,
+        hostname: &str,
+        network: &NetworkConfig,
+    ) -> Result<Identity> {
         let networks = self.config.networks.clone();
         let host = networks.mode_of(network) == husk_net::Mode::Host;
         let pinned = namespaces::create_pinned(ns_dir, hostname, !host)?;
         let (owner_id, netns, net, host_name) = (
             owner.to_string(),
-            pinned.get("net").cloned().unwrap_or_else(|| PathBuf::from("/proc/self/ns/net")),
+            pinned
+                .get("net")
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from("/proc/self/ns/net")),
             network.clone(),
             hostname.to_string(),
         );
-        let made = tokio::task::spawn_blocking(move || -> Result<(NetworkStatus, husk_net::SandboxFiles)> {
-            let status = networks.setup(&owner_id, &netns, &net)?;
-            match networks.write_files(&owner_id, &host_name, &net, &status) {
-                Ok(files) => Ok((status, files)),
-                Err(e) => {
-                    let _ = networks.teardown(&owner_id, Some(&netns));
-                    Err(e)
+        let made = tokio::task::spawn_blocking(
+            move || -> Result<(NetworkStatus, husk_net::SandboxFiles)> {
+                let status = networks.setup(&owner_id, &netns, &net)?;
+                match networks.write_files(&owner_id, &host_name, &net, &status) {
+                    Ok(files) => Ok((status, files)),
+                    Err(e) => {
+                        let _ = networks.teardown(&owner_id, Some(&netns));
+                        Err(e)
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
         .map_err(|e| Error::internal(format!("network setup task: {e}")));
         match made {
-            Ok(Ok((status, files))) => Ok(Identity { pinned, status, files }),
+            Ok(Ok((status, files))) => Ok(Identity {
+                pinned,
+                status,
+                files,
+            }),
             Ok(Err(e)) | Err(e) => {
                 let _ = namespaces::remove_pinned(ns_dir);
                 Err(e)
@@ -257,7 +277,11 @@ impl LinuxDriver {
         let owner_id = owner.to_string();
         let netns = ns_dir.join("net");
         tokio::task::spawn_blocking(move || {
-            let ns = if namespaces::is_pinned(&netns) { Some(netns.as_path()) } else { None };
+            let ns = if namespaces::is_pinned(&netns) {
+                Some(netns.as_path())
+            } else {
+                None
+            };
             networks.teardown(&owner_id, ns)
         })
         .await
@@ -270,18 +294,30 @@ impl LinuxDriver {
         sandbox: &SandboxRecord,
     ) -> Result<(NamespacePlan, Vec<(String, PathBuf)>, Option<PathBuf>)> {
         let ns = &sandbox.runtime.namespaces;
-        let host_network = self.config.networks.mode_of(&sandbox.config.network) == husk_net::Mode::Host;
+        let host_network =
+            self.config.networks.mode_of(&sandbox.config.network) == husk_net::Mode::Host;
         let need = |kind: &str| {
-            ns.get(kind)
-                .map(PathBuf::from)
-                .ok_or_else(|| Error::backend(format!("sandbox {} has no {kind} namespace", sandbox.config.name)))
+            ns.get(kind).map(PathBuf::from).ok_or_else(|| {
+                Error::backend(format!(
+                    "sandbox {} has no {kind} namespace",
+                    sandbox.config.name
+                ))
+            })
         };
         let plan = NamespacePlan {
-            net: if host_network { None } else { Some(need("net")?) },
+            net: if host_network {
+                None
+            } else {
+                Some(need("net")?)
+            },
             host_network,
             ipc: Some(need("ipc")?),
             uts: Some(need("uts")?),
-            pid: if sandbox.config.share_pid { Some(need("pid")?) } else { None },
+            pid: if sandbox.config.share_pid {
+                Some(need("pid")?)
+            } else {
+                None
+            },
         };
         let shm = self.sandbox_run_dir(&sandbox.config.id).join("shm");
         let files = self.config.networks.files(&sandbox.config.id)?;
@@ -328,7 +364,11 @@ impl LinuxDriver {
         mkdir(&self.ctr_run_dir(id))?;
         self.ensure_rootfs(id, rootfs)?;
         let t_rootfs = t0.elapsed();
-        let resolved_user = user::resolve_user(&self.rootfs(id), &config.process.user)?;
+        let resolved_user = user::resolve_user_with_groups(
+            &self.rootfs(id),
+            &config.process.user,
+            &config.security.group_add,
+        )?;
         let (plan, etc_files, shm, network) = match sandbox {
             Some(sb) => {
                 let (plan, files, shm) = self.namespace_plan(sb)?;
@@ -338,7 +378,9 @@ impl LinuxDriver {
                 // A standalone container's namespaces are its own, pinned so they outlive a restart of the
                 // container (its address and hostname stay) and are removed with it.
                 let ns_dir = self.ctr_run_dir(id).join("ns");
-                let identity = self.make_identity(id, &ns_dir, &hostname_for(config), &config.network).await?;
+                let identity = self
+                    .make_identity(id, &ns_dir, &hostname_for(config), &config.network)
+                    .await?;
                 let host_network = !identity.pinned.contains_key("net");
                 let plan = NamespacePlan {
                     net: identity.pinned.get("net").cloned(),
@@ -347,7 +389,12 @@ impl LinuxDriver {
                     uts: identity.pinned.get("uts").cloned(),
                     pid: None,
                 };
-                (plan, etc_mounts(&identity.files), None, Some(identity.status))
+                (
+                    plan,
+                    etc_mounts(&identity.files),
+                    None,
+                    Some(identity.status),
+                )
             }
         };
         let t_ns = t0.elapsed();
@@ -367,7 +414,6 @@ impl LinuxDriver {
             shm,
             daemon_capabilities: &self.daemon_capabilities,
             cgroup_v2: self.cgroup_v2,
-            volume_paths: &[],
         };
         let mut oci = spec::container_spec(&input)?;
         let bundle = self.ctr_dir(id);
@@ -382,6 +428,7 @@ impl LinuxDriver {
             .map_err(|e| Error::io("write shim.json", e))?;
         let t_spec = t0.elapsed();
         let pid = self.start_shim(id).await?;
+        self.apply_propagation(config, pid).await?;
         tracing::debug!(rootfs = ?t_rootfs, namespaces = ?t_ns, spec = ?t_spec, shim = ?t0.elapsed(), "container created");
         Ok(ContainerRuntime {
             pid,
@@ -392,7 +439,12 @@ impl LinuxDriver {
 
     /// Serves the default seccomp profile as a precompiled program (see [`crate::seccomp_bpf`]) when the
     /// container can take it that way: the spec then carries no filter and the bundle holds `seccomp.bpf`.
-    async fn precompile_seccomp(&self, config: &ContainerConfig, oci: &mut oci_spec::runtime::Spec, bundle: &Path) -> Result<()> {
+    async fn precompile_seccomp(
+        &self,
+        config: &ContainerConfig,
+        oci: &mut oci_spec::runtime::Spec,
+        bundle: &Path,
+    ) -> Result<()> {
         let program_path = bundle.join("seccomp.bpf");
         let sec = &config.security;
         let default_profile = matches!(sec.seccomp.as_deref(), None | Some("") | Some("default"));
@@ -411,7 +463,8 @@ impl LinuxDriver {
         let program = tokio::task::spawn_blocking(move || cache.default_program(&caps))
             .await
             .map_err(|e| Error::internal(format!("seccomp compile task: {e}")))??;
-        std::fs::write(&program_path, program.as_slice()).map_err(|e| Error::io(format!("write {}", program_path.display()), e))?;
+        std::fs::write(&program_path, program.as_slice())
+            .map_err(|e| Error::io(format!("write {}", program_path.display()), e))?;
         if let Some(linux) = oci.linux_mut() {
             linux.set_seccomp(None);
         }
@@ -448,6 +501,102 @@ impl LinuxDriver {
         }
         remove_dir(&run_dir)?;
         remove_dir(&self.ctr_dir(id))
+    }
+
+    /// Sets the propagation of the container's binds and volumes, when one asks for more than `rprivate`
+    /// (libcontainer mounts them without propagation; see [`spec::bind_propagations`]).
+    async fn apply_propagation(&self, config: &ContainerConfig, pid: i32) -> Result<()> {
+        let mounts = spec::bind_propagations(config);
+        if mounts.is_empty() {
+            return Ok(());
+        }
+        let pidfd = crate::fs_helper::pidfd(pid)?;
+        let req = FsRequest {
+            target: FsTarget::Process,
+            op: FsOp::Propagation { mounts },
+        };
+        let output =
+            crate::fs_helper::command(&self.config.husk_binary, &req, Some(&pidfd), false)?
+                .output()
+                .await
+                .map_err(|e| Error::io("run the container-fs helper", e))?;
+        if !output.status.success() {
+            return Err(
+                crate::container_fs::helper_error(&output.stderr, output.status)
+                    .context("set the propagation of the container's mounts"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Where a helper finds the container's files: inside its init process's mount namespace when there is
+    /// one (with a pidfd of it, confirmed by the shim after it was opened, so it cannot be another process that
+    /// took the PID), else a view of the stopped container.
+    async fn fs_target(&self, container: &ContainerRecord) -> Result<(FsTarget, Option<OwnedFd>)> {
+        let id = container.id();
+        let alive = |r: &crate::shim::Response| {
+            matches!(
+                r.status,
+                Some(ShimStatus::Created | ShimStatus::Running | ShimStatus::Paused)
+            )
+        };
+        if let Ok(r) = self.shim(id).call(&Request::State).await
+            && alive(&r)
+            && let Some(pid) = r.pid.filter(|p| *p > 0)
+            && let Ok(pidfd) = crate::fs_helper::pidfd(pid)
+            && let Ok(again) = self.shim(id).call(&Request::State).await
+            && alive(&again)
+            && again.pid == Some(pid)
+        {
+            return Ok((FsTarget::Process, Some(pidfd)));
+        }
+        let layers: RootfsLayers = serde_json::from_value(
+            container.runtime.driver_data["rootfs"].clone(),
+        )
+        .map_err(|e| Error::internal(format!("the container's record lacks its layers: {e}")))?;
+        self.ensure_rootfs(id, &layers)?;
+        Ok((
+            FsTarget::View {
+                rootfs: self.rootfs(id),
+                readonly_rootfs: container.config.security.readonly_rootfs,
+                mounts: container.config.mounts.clone(),
+            },
+            None,
+        ))
+    }
+
+    /// Starts a container-fs helper for `op` on `container`, its stdout piped.
+    async fn fs_helper(
+        &self,
+        container: &ContainerRecord,
+        op: FsOp,
+    ) -> Result<tokio::process::Child> {
+        let (target, pidfd) = self.fs_target(container).await?;
+        crate::fs_helper::command(
+            &self.config.husk_binary,
+            &FsRequest { target, op },
+            pidfd.as_ref(),
+            false,
+        )?
+        .spawn()
+        .map_err(|e| Error::io("start the container-fs helper", e))
+    }
+
+    /// Starts a container-fs helper for `op` on `container`, its stdin piped.
+    async fn fs_helper_with_stdin(
+        &self,
+        container: &ContainerRecord,
+        op: FsOp,
+    ) -> Result<tokio::process::Child> {
+        let (target, pidfd) = self.fs_target(container).await?;
+        crate::fs_helper::command(
+            &self.config.husk_binary,
+            &FsRequest { target, op },
+            pidfd.as_ref(),
+            true,
+        )?
+        .spawn()
+        .map_err(|e| Error::io("start the container-fs helper", e))
     }
 
     fn reap_pause_later(&self, sandbox_id: &str, pidfd: OwnedFd) {
@@ -489,6 +638,13 @@ impl Driver for LinuxDriver {
             bind_mounts: true,
             volumes: true,
             privileged: true,
+            tmpfs: true,
+            readonly_rootfs: true,
+            ulimits: true,
+            init: true,
+            copy: true,
+            group_add: true,
+            security_options: true,
         }
     }
 
@@ -532,10 +688,15 @@ impl Driver for LinuxDriver {
         let run_dir = self.sandbox_run_dir(&config.id);
         let ns_dir = run_dir.join("ns");
         let result: Result<SandboxRuntime> = async {
-            let identity = self.make_identity(&config.id, &ns_dir, &config.hostname, &config.network).await?;
+            let identity = self
+                .make_identity(&config.id, &ns_dir, &config.hostname, &config.network)
+                .await?;
             let pinned = identity.pinned;
             let mut runtime = SandboxRuntime {
-                namespaces: pinned.iter().map(|(k, v)| (k.clone(), v.display().to_string())).collect(),
+                namespaces: pinned
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.display().to_string()))
+                    .collect(),
                 network: Some(identity.status),
                 ..Default::default()
             };
@@ -663,7 +824,8 @@ impl Driver for LinuxDriver {
                     |e| Error::internal(format!("the container's record lacks its layers: {e}")),
                 )?;
             self.ensure_rootfs(id, &layers)?;
-            self.start_shim(id).await?;
+            let pid = self.start_shim(id).await?;
+            self.apply_propagation(&container.config, pid).await?;
         }
         let r = shim.call(&Request::Start).await?;
         Ok(ContainerRuntime {
@@ -708,7 +870,9 @@ impl Driver for LinuxDriver {
     async fn wait(&self, container: &ContainerRecord) -> Result<ExitStatus> {
         let id = container.id();
         match self.shim(id).call(&Request::Wait).await {
-            Ok(r) => r.exit.ok_or_else(|| Error::internal("the shim's wait answer has no exit status")),
+            Ok(r) => r
+                .exit
+                .ok_or_else(|| Error::internal("the shim's wait answer has no exit status")),
             // The shim is gone or went away while we asked: it records the exit on disk before it stops serving.
             Err(_) => Ok(self.exit_after_shim(id).await),
         }
@@ -751,7 +915,11 @@ impl Driver for LinuxDriver {
 
     async fn exec(&self, container: &ContainerRecord, process: &ProcessConfig) -> Result<BoxStdio> {
         let id = container.id();
-        let resolved_user = user::resolve_user(&self.rootfs(id), &process.user)?;
+        let resolved_user = user::resolve_user_with_groups(
+            &self.rootfs(id),
+            &process.user,
+            &container.config.security.group_add,
+        )?;
         let input = SpecInput {
             config: &container.config,
             process,
@@ -763,7 +931,6 @@ impl Driver for LinuxDriver {
             shm: None,
             daemon_capabilities: &self.daemon_capabilities,
             cgroup_v2: self.cgroup_v2,
-            volume_paths: &[],
         };
         let process_json = spec::process_json(&input)?;
         let (_, conn) = self
@@ -820,5 +987,55 @@ impl Driver for LinuxDriver {
 
     async fn top(&self, container: &ContainerRecord) -> Result<Top> {
         cgroups::top(&self.cgroup_path(container.id()))
+    }
+
+    async fn stat_path(&self, container: &ContainerRecord, path: &str) -> Result<PathStat> {
+        let output = self
+            .fs_helper(
+                container,
+                FsOp::Stat {
+                    path: path.to_string(),
+                },
+            )
+            .await?
+            .wait_with_output()
+            .await
+            .map_err(|e| Error::io("run the container-fs helper", e))?;
+        if !output.status.success() {
+            return Err(crate::container_fs::helper_error(
+                &output.stderr,
+                output.status,
+            ));
+        }
+        serde_json::from_slice(&output.stdout)
+            .map_err(|e| Error::internal(format!("the container-fs helper's answer: {e}")))
+    }
+
+    async fn archive(&self, container: &ContainerRecord, path: &str) -> Result<ArchiveReader> {
+        let child = self
+            .fs_helper(
+                container,
+                FsOp::Archive {
+                    path: path.to_string(),
+                },
+            )
+            .await?;
+        Ok(Box::pin(crate::fs_helper::HelperOutput::new(child)?))
+    }
+
+    async fn extract(
+        &self,
+        container: &ContainerRecord,
+        dir: &str,
+        archive: ArchiveReader,
+        options: &ExtractOptions,
+    ) -> Result<()> {
+        let op = FsOp::Extract {
+            dir: dir.to_string(),
+            copy_owners: options.copy_owners,
+            no_overwrite_dir_non_dir: options.no_overwrite_dir_non_dir,
+        };
+        let child = self.fs_helper_with_stdin(container, op).await?;
+        crate::fs_helper::feed(child, archive).await
     }
 }
