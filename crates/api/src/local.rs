@@ -20,6 +20,8 @@ use husk_engine::{
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
+mod storage;
+
 /// An error as the local API sends it: the status from its kind, the error as JSON.
 #[derive(Debug)]
 pub struct ApiError(pub Error);
@@ -76,12 +78,16 @@ pub fn router(engine: Engine) -> Router {
             get(inspect_sandbox).delete(remove_sandbox),
         )
         .route("/husk/v1/networks", get(list_networks).post(create_network))
-        .route("/husk/v1/networks/{name}", get(inspect_network).delete(remove_network))
+        .route(
+            "/husk/v1/networks/{name}",
+            get(inspect_network).delete(remove_network),
+        )
         .route("/husk/v1/images", get(list_images))
         .route("/husk/v1/images/load", post(load_images))
         .route("/husk/v1/images/tag", post(tag_image))
         .route("/husk/v1/images/inspect", get(inspect_image))
         .route("/husk/v1/images/remove", post(remove_image))
+        .merge(storage::routes())
         .with_state(engine)
 }
 
@@ -152,6 +158,8 @@ async fn inspect_container(
 #[serde(default)]
 struct ForceQuery {
     force: bool,
+    /// Also remove the container's anonymous volumes (`rm -v`).
+    volumes: bool,
 }
 
 async fn remove_container(
@@ -159,7 +167,9 @@ async fn remove_container(
     Path(id): Path<String>,
     Query(q): Query<ForceQuery>,
 ) -> ApiResult<StatusCode> {
-    engine.remove_container(&id, q.force).await?;
+    engine
+        .remove_container_with(&id, q.force, q.volumes)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -408,7 +418,9 @@ async fn list_sandboxes(State(engine): State<Engine>) -> ApiResult<Json<Vec<Sand
     let mut out = Vec::with_capacity(list.len());
     for sb in list {
         let containers = engine.sandbox_containers(&sb.config.id)?;
-        out.push(SandboxView::new(&sb, containers));
+        let mut view = SandboxView::new(&sb, containers);
+        view.volumes = engine.sandbox_volume_names(&sb.config.id)?;
+        out.push(view);
     }
     Ok(Json(out))
 }
@@ -503,11 +515,16 @@ async fn tag_image(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_networks(State(engine): State<Engine>) -> ApiResult<Json<Vec<husk_net::NetworkInfo>>> {
+async fn list_networks(
+    State(engine): State<Engine>,
+) -> ApiResult<Json<Vec<husk_net::NetworkInfo>>> {
     Ok(Json(engine.list_networks().await?))
 }
 
-async fn inspect_network(State(engine): State<Engine>, Path(name): Path<String>) -> ApiResult<Json<husk_net::NetworkInfo>> {
+async fn inspect_network(
+    State(engine): State<Engine>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<husk_net::NetworkInfo>> {
     Ok(Json(engine.inspect_network(&name).await?))
 }
 
@@ -524,13 +541,26 @@ struct NetworkCreateBody {
     bridge: Option<String>,
 }
 
-async fn create_network(State(engine): State<Engine>, body: bytes::Bytes) -> ApiResult<(StatusCode, Json<husk_net::NetworkInfo>)> {
+async fn create_network(
+    State(engine): State<Engine>,
+    body: bytes::Bytes,
+) -> ApiResult<(StatusCode, Json<husk_net::NetworkInfo>)> {
     let b: NetworkCreateBody = parse_body(&body)?;
-    let info = engine.create_network(husk_net::NewNetwork { name: b.name, subnet: b.subnet, gateway: b.gateway, bridge: b.bridge }).await?;
+    let info = engine
+        .create_network(husk_net::NewNetwork {
+            name: b.name,
+            subnet: b.subnet,
+            gateway: b.gateway,
+            bridge: b.bridge,
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
-async fn remove_network(State(engine): State<Engine>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+async fn remove_network(
+    State(engine): State<Engine>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     engine.remove_network(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -189,7 +189,6 @@ impl Bench {
             created_at: String::new(),
             owner_container: None,
             project: String::new(),
-            ..Default::default()
         };
         let runtime = self
             .driver

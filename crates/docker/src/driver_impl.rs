@@ -13,9 +13,10 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use husk_core::stdio::BoxStdio;
 use husk_core::{
-    Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver, DriverInfo, Error,
-    ErrorKind, ExitStatus, LogOptions, LogStream, ObservedState, ProcessConfig, Result,
-    RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
+    ArchiveReader, Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver,
+    DriverInfo, Error, ErrorKind, ExitStatus, ExtractOptions, LogOptions, LogStream, ObservedState,
+    PathStat, ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime,
+    Stats, Top,
 };
 
 use crate::client::{engine_error, is_local, status};
@@ -137,7 +138,7 @@ impl Driver for DockerDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        DockerDriver::driver_capabilities()
+        self.engine_capabilities()
     }
 
     async fn info(&self) -> Result<DriverInfo> {
@@ -576,5 +577,26 @@ impl Driver for DockerDriver {
             titles: top.titles.unwrap_or_default(),
             processes: top.processes.unwrap_or_default(),
         })
+    }
+
+    async fn stat_path(&self, container: &ContainerRecord, path: &str) -> Result<PathStat> {
+        let id = self.container_ref(container).await?;
+        crate::archive::stat(&self.docker, &id, path).await
+    }
+
+    async fn archive(&self, container: &ContainerRecord, path: &str) -> Result<ArchiveReader> {
+        let id = self.container_ref(container).await?;
+        Ok(crate::archive::download(&self.docker, &id, path))
+    }
+
+    async fn extract(
+        &self,
+        container: &ContainerRecord,
+        dir: &str,
+        archive: ArchiveReader,
+        options: &ExtractOptions,
+    ) -> Result<()> {
+        let id = self.container_ref(container).await?;
+        crate::archive::upload(&self.docker, &id, dir, archive, options).await
     }
 }

@@ -83,7 +83,11 @@ pub struct DockerSettings {
 
 impl Default for DockerSettings {
     fn default() -> Self {
-        DockerSettings { host: husk_docker::DEFAULT_HOST.to_string(), instance: "husk".into(), pause_binary: None }
+        DockerSettings {
+            host: husk_docker::DEFAULT_HOST.to_string(),
+            instance: "husk".into(),
+            pause_binary: None,
+        }
     }
 }
 
@@ -198,7 +202,10 @@ struct StoreImages(Arc<husk_image::ImageStore>);
 
 #[async_trait::async_trait]
 impl husk_docker::ImageSource for StoreImages {
-    async fn export(&self, image: &husk_core::ImageRef) -> husk_core::Result<husk_docker::ImageArchive> {
+    async fn export(
+        &self,
+        image: &husk_core::ImageRef,
+    ) -> husk_core::Result<husk_docker::ImageArchive> {
         let (reader, writer) = tokio::io::duplex(256 * 1024);
         let store = self.0.clone();
         let reference = image.id.clone();
@@ -231,14 +238,19 @@ async fn make_drivers(
                 drivers.push(Arc::new(driver));
             }
             "docker" => {
-                let pause = config.docker.pause_binary.clone().unwrap_or_else(|| husk_binary.with_file_name("husk-pause"));
-                let driver = husk_docker::DockerDriver::connect(husk_docker::DockerDriverConfig::new(
-                    config.docker.host.clone(),
-                    config.docker.instance.clone(),
-                    pause,
-                    Arc::new(StoreImages(images.clone())),
-                ))
-                .await?;
+                let pause = config
+                    .docker
+                    .pause_binary
+                    .clone()
+                    .unwrap_or_else(|| husk_binary.with_file_name("husk-pause"));
+                let driver =
+                    husk_docker::DockerDriver::connect(husk_docker::DockerDriverConfig::new(
+                        config.docker.host.clone(),
+                        config.docker.instance.clone(),
+                        pause,
+                        Arc::new(StoreImages(images.clone())),
+                    ))
+                    .await?;
                 drivers.push(Arc::new(driver));
             }
             other => bail!("unknown driver {other:?}: this husk has linux and docker"),
@@ -282,7 +294,8 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
     cni.default_network = config.network.default_network.clone();
     cni.default_bridge = config.network.bridge.clone();
     cni.default_subnet = config.network.subnet.clone();
-    let networks = Arc::new(tokio::task::spawn_blocking(move || husk_net::Networks::open(cni)).await??);
+    let networks =
+        Arc::new(tokio::task::spawn_blocking(move || husk_net::Networks::open(cni)).await??);
     let drivers = make_drivers(&config, &networks, &images).await?;
     let engine = Engine::new(
         EngineConfig {
@@ -290,6 +303,8 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
             default_mode: mode,
             root: config.root.clone(),
             run_root: config.run_root.clone(),
+            // The husk binary is static: bind-mounted as a container's /sbin/husk-init it runs in any image.
+            init_binary: std::env::current_exe().ok(),
         },
         store,
         images,

@@ -74,8 +74,11 @@ struct Identity {
     files: husk_net::SandboxFiles,
 }
 
+/// Files bind-mounted over the image's: (path in the container, path on the host).
+type EtcMounts = Vec<(String, PathBuf)>;
+
 /// The bind mounts of a sandbox's name files.
-fn etc_mounts(files: &husk_net::SandboxFiles) -> Vec<(String, PathBuf)> {
+fn etc_mounts(files: &husk_net::SandboxFiles) -> EtcMounts {
     vec![
         ("/etc/hostname".to_string(), files.hostname.clone()),
         ("/etc/hosts".to_string(), files.hosts.clone()),
@@ -292,7 +295,7 @@ impl LinuxDriver {
     fn namespace_plan(
         &self,
         sandbox: &SandboxRecord,
-    ) -> Result<(NamespacePlan, Vec<(String, PathBuf)>, Option<PathBuf>)> {
+    ) -> Result<(NamespacePlan, EtcMounts, Option<PathBuf>)> {
         let ns = &sandbox.runtime.namespaces;
         let host_network =
             self.config.networks.mode_of(&sandbox.config.network) == husk_net::Mode::Host;
