@@ -95,6 +95,8 @@ pub(crate) async fn upload(
     archive: ArchiveReader,
     options: &ExtractOptions,
 ) -> Result<()> {
+    // The engine's `copyUIDGID` gives files the container user's IDs; husk's contract is the archive's owners
+    // with `-a` (the engine's behaviour without the flag) and root's otherwise.
     let query = UploadToContainerOptionsBuilder::default()
         .path(dir)
         .no_overwrite_dir_non_dir(if options.no_overwrite_dir_non_dir {
@@ -102,13 +104,76 @@ pub(crate) async fn upload(
         } else {
             "0"
         })
-        .copy_uidgid(if options.copy_owners { "1" } else { "0" })
+        .copy_uidgid("0")
         .build();
+    let archive = if options.copy_owners {
+        archive
+    } else {
+        owned_by_root(archive)
+    };
     let body = tokio_util::io::ReaderStream::with_capacity(archive, 256 * 1024);
     docker
         .upload_to_container(id, Some(query), bollard::body_try_stream(body))
         .await
         .map_err(|e| engine_error(format!("copy into {dir} in the container"), e))
+}
+
+/// Sends what it is given as chunks to an async reader.
+struct ChunkWriter(tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped")
+            })?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Copies `input`'s entries to `output` with owner and group 0.
+fn rewrite_owners(input: impl std::io::Read, output: impl std::io::Write) -> std::io::Result<()> {
+    let mut archive = tar::Archive::new(input);
+    let mut out = tar::Builder::new(output);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let mut h = entry.header().clone();
+        h.set_uid(0);
+        h.set_gid(0);
+        let _ = h.set_username("");
+        let _ = h.set_groupname("");
+        match h.entry_type() {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let target = entry
+                    .link_name()?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                out.append_link(&mut h, &path, &target)?;
+            }
+            _ => out.append_data(&mut h, &path, &mut entry)?,
+        }
+    }
+    out.into_inner().map(drop)
+}
+
+/// `archive` with every entry owned by root; a malformed archive ends the stream with an error.
+fn owned_by_root(archive: ArchiveReader) -> ArchiveReader {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
+    tokio::task::spawn_blocking(move || {
+        let input = tokio_util::io::SyncIoBridge::new(archive);
+        if let Err(e) = rewrite_owners(input, ChunkWriter(tx.clone())) {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    Box::pin(tokio_util::io::StreamReader::new(Box::pin(stream)))
 }
 
 #[cfg(test)]
@@ -125,5 +190,39 @@ mod tests {
         assert_eq!(engine_path("/a/b/."), "/a/b/");
         assert_eq!(engine_path("/a"), "/a");
         assert_eq!(engine_path("/."), "/.");
+    }
+
+    #[test]
+    fn owners_are_rewritten_to_root() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o640);
+        h.set_uid(1000);
+        h.set_gid(2000);
+        b.append_data(&mut h, "d/file", &b"hi"[..]).unwrap();
+        let mut l = tar::Header::new_gnu();
+        l.set_entry_type(tar::EntryType::Symlink);
+        l.set_size(0);
+        l.set_mode(0o777);
+        l.set_uid(5);
+        l.set_gid(5);
+        b.append_link(&mut l, "d/link", "file").unwrap();
+        let input = b.into_inner().unwrap();
+        let mut output = Vec::new();
+        rewrite_owners(input.as_slice(), &mut output).unwrap();
+        let mut a = tar::Archive::new(output.as_slice());
+        for e in a.entries().unwrap() {
+            let e = e.unwrap();
+            assert_eq!(
+                (e.header().uid().unwrap(), e.header().gid().unwrap()),
+                (0, 0)
+            );
+            if e.header().entry_type() == tar::EntryType::Regular {
+                assert_eq!(e.header().mode().unwrap(), 0o640);
+            } else {
+                assert_eq!(e.link_name().unwrap().unwrap().to_str(), Some("file"));
+            }
+        }
     }
 }

@@ -310,8 +310,12 @@ pub fn process_json(input: &SpecInput<'_>) -> Result<Value> {
         "env": process_env(p, &input.config.hostname, &input.user.home),
         "cwd": cwd,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        "noNewPrivileges": sec.no_new_privileges && !sec.privileged,
     });
+    // Only `true` is written: libcontainer takes an explicit `false` like `true` when it orders seccomp after
+    // the capability drop, and then cannot load a filter without no-new-privileges.
+    if sec.no_new_privileges && !sec.privileged {
+        process["noNewPrivileges"] = json!(true);
+    }
     let limits = rlimits(input.config);
     if !limits.is_empty() {
         process["rlimits"] = json!(limits);
@@ -576,7 +580,10 @@ mod tests {
         let s = as_json(&container_spec(&input(&c, &caps)).unwrap());
         assert!(s["linux"].get("seccomp").is_none());
         assert!(s["linux"].get("maskedPaths").is_none());
-        assert_eq!(s["process"]["noNewPrivileges"], false);
+        assert!(
+            s["process"].get("noNewPrivileges").is_none(),
+            "no-new-privileges off is left out, not false"
+        );
         assert_eq!(
             s["process"]["capabilities"]["bounding"]
                 .as_array()

@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The husk binary under test.
+/// The husk binary under test: `HUSK_TEST_BINARY` when set (a build of one's own when several worktrees share a
+/// target directory, whose `debug/husk` is whichever built last), else the one Cargo built for these tests.
 pub fn husk_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_husk"))
+    std::env::var_os("HUSK_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_husk")))
 }
 
 /// The repository's root.
@@ -126,8 +129,22 @@ impl Daemon {
                 let host = std::env::var("HUSK_TEST_DOCKER_HOST").expect(
                     "HUSK_TEST_DOCKER_HOST is not set: start an engine with `crates/docker/scripts/test-dockerd start /tmp/hdk` and export its address",
                 );
-                let instance = format!("t{:x}{:x}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos());
-                let mut d = Daemon::start(&["--driver", "docker", "--docker-host", &host, "--docker-instance", &instance]);
+                let instance = format!(
+                    "t{:x}{:x}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .subsec_nanos()
+                );
+                let mut d = Daemon::start(&[
+                    "--driver",
+                    "docker",
+                    "--docker-host",
+                    &host,
+                    "--docker-instance",
+                    &instance,
+                ]);
                 d.docker = Some((host, instance));
                 d
             }
@@ -151,7 +168,11 @@ impl Daemon {
             .filter(|c| c.is_ascii_alphanumeric())
             .collect();
         // A bridge and subnet of our own, so daemons of parallel tests never share addresses.
-        let seed: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 ^ ((std::process::id() as u64) << 20);
+        let seed: u64 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64
+            ^ ((std::process::id() as u64) << 20);
         let mix = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let bridge = format!("hk{:08x}", (mix >> 32) as u32);
         let subnet = format!("10.{}.{}.0/24", 100 + (mix >> 8) % 150, mix % 256);
@@ -328,7 +349,14 @@ impl Daemon {
         // Engine objects of a docker-driver daemon.
         if let Some((host, instance)) = &self.docker {
             let out = Command::new("docker")
-                .args(["-H", host, "ps", "-aq", "--filter", &format!("label=io.husk.instance={instance}")])
+                .args([
+                    "-H",
+                    host,
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=io.husk.instance={instance}"),
+                ])
                 .output()
                 .expect("docker CLI");
             for id in String::from_utf8_lossy(&out.stdout).lines() {
@@ -336,7 +364,10 @@ impl Daemon {
             }
         }
         // Network: veths on our bridge, cached attachments, IP allocations.
-        if let Ok(out) = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output() {
+        if let Ok(out) = Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge])
+            .output()
+        {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 left.push(format!("veth {line}"));
             }
@@ -350,7 +381,11 @@ impl Daemon {
         }
         if let Ok(entries) = std::fs::read_dir(self.root.join("net").join("ipam")) {
             for net in entries.flatten() {
-                for e in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
+                for e in std::fs::read_dir(net.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
                     let name = e.file_name().to_string_lossy().to_string();
                     if name.parse::<std::net::IpAddr>().is_ok() {
                         left.push(format!("IP allocation {}", e.path().display()));
@@ -408,7 +443,10 @@ impl Drop for Daemon {
                 let _ = std::fs::remove_dir(&dir);
             }
         }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
         // Unmount anything left under our directory so the temp dir can go.
         let base = self.dir.path().to_string_lossy().to_string();
         let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
