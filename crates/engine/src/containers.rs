@@ -756,3 +756,74 @@ fn check_options(req: &ContainerCreate, driver: &str, caps: &Capabilities) -> Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_a_driver_lacks_are_refused_by_name() {
+        let none = Capabilities::default();
+        let cases: Vec<(ContainerCreate, &str)> = vec![
+            (
+                ContainerCreate {
+                    init: true,
+                    ..Default::default()
+                },
+                "--init",
+            ),
+            (
+                ContainerCreate {
+                    ulimits: vec![husk_core::Ulimit::parse("nofile=1").unwrap()],
+                    ..Default::default()
+                },
+                "ulimit",
+            ),
+            (
+                ContainerCreate {
+                    group_add: vec!["audio".into()],
+                    ..Default::default()
+                },
+                "--group-add",
+            ),
+            (
+                ContainerCreate {
+                    read_only: true,
+                    ..Default::default()
+                },
+                "--read-only",
+            ),
+            (
+                ContainerCreate {
+                    cap_add: vec!["NET_ADMIN".into()],
+                    ..Default::default()
+                },
+                "--cap-add",
+            ),
+        ];
+        for (req, option) in cases {
+            let e = check_options(&req, "vm", &none).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Unsupported);
+            assert!(
+                e.message.contains("driver vm") && e.message.contains(option),
+                "{}",
+                e.message
+            );
+        }
+        let all = Capabilities {
+            init: true,
+            ulimits: true,
+            group_add: true,
+            readonly_rootfs: true,
+            security_options: true,
+            ..Default::default()
+        };
+        let req = ContainerCreate {
+            init: true,
+            read_only: true,
+            cap_drop: vec!["ALL".into()],
+            ..Default::default()
+        };
+        assert!(check_options(&req, "linux", &all).is_ok());
+    }
+}

@@ -592,4 +592,83 @@ mod tests {
             Some("stop_signal")
         );
     }
+
+    #[test]
+    fn ulimits_are_checked_against_the_daemons_own() {
+        let ok = check_ulimits(&[Ulimit::parse("nofile=64:128").unwrap()]).unwrap();
+        assert_eq!(ok.len(), 1);
+        let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .maximum
+            .expect("a finite nofile hard limit");
+        let above = Ulimit {
+            name: "nofile".into(),
+            soft: 1,
+            hard: hard as i64 + 1,
+        };
+        let e = check_ulimits(&[above]).unwrap_err();
+        assert!(
+            e.message.contains("daemon's own hard limit"),
+            "{}",
+            e.message
+        );
+        let twice = [
+            Ulimit::parse("core=0").unwrap(),
+            Ulimit::parse("core=1").unwrap(),
+        ];
+        assert!(check_ulimits(&twice).is_err());
+    }
+
+    #[test]
+    fn health_checks_merge_the_request_over_the_image() {
+        let mut img = image(&[], &["sh"]);
+        assert_eq!(healthcheck(None, &img).unwrap(), None);
+        img.config.healthcheck = Some(husk_image::Healthcheck {
+            test: vec!["CMD-SHELL".into(), "check".into()],
+            interval: 2_000_000_000,
+            retries: 5,
+            ..Default::default()
+        });
+        let h = healthcheck(None, &img).unwrap().unwrap();
+        assert_eq!(
+            (h.interval_ns, h.retries, h.timeout_ns),
+            (2_000_000_000, 5, DEFAULT_TIMEOUT_NS)
+        );
+        let r = HealthcheckRequest {
+            test: vec!["CMD".into(), "true".into()],
+            interval: Some("250ms".into()),
+            on_failure: Some("kill".into()),
+            ..Default::default()
+        };
+        let h = healthcheck(Some(&r), &img).unwrap().unwrap();
+        assert_eq!(h.test, vec!["CMD", "true"]);
+        assert_eq!(
+            (h.interval_ns, h.retries),
+            (250_000_000, 5),
+            "unset fields keep the image's"
+        );
+        assert_eq!(h.on_failure, HealthAction::Kill);
+        let none = HealthcheckRequest {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        };
+        assert_eq!(healthcheck(Some(&none), &img).unwrap(), None);
+        let plain = image(&[], &["sh"]);
+        let orphan = HealthcheckRequest {
+            retries: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            healthcheck(Some(&orphan), &plain)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("healthcheck")
+        );
+        let bad = HealthcheckRequest {
+            test: vec!["CMD".into(), "true".into()],
+            interval: Some("soon".into()),
+            ..Default::default()
+        };
+        assert!(healthcheck(Some(&bad), &img).is_err());
+    }
 }
