@@ -2,6 +2,7 @@
 //! [`husk_engine::Engine`] calls: [`local`] (the CLI's API); Zun's REST API and the CRI come next.
 
 pub mod local;
+mod local_images;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;

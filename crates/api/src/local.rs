@@ -40,7 +40,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = std::result::Result<T, ApiError>;
+pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
 
 /// The router of the local API.
 pub fn router(engine: Engine) -> Router {
@@ -87,6 +87,17 @@ pub fn router(engine: Engine) -> Router {
         .route("/husk/v1/images/tag", post(tag_image))
         .route("/husk/v1/images/inspect", get(inspect_image))
         .route("/husk/v1/images/remove", post(remove_image))
+        .route("/husk/v1/images/pull", post(crate::local_images::pull))
+        .route("/husk/v1/images/push", post(crate::local_images::push))
+        .route("/husk/v1/images/save", post(crate::local_images::save))
+        .route("/husk/v1/images/prune", post(crate::local_images::prune))
+        .route("/husk/v1/auth/login", post(crate::local_images::login))
+        .route("/husk/v1/auth/logout", post(crate::local_images::logout))
+        .route(
+            "/husk/v1/containers/{id}/commit",
+            post(crate::local_images::commit),
+        )
+        .route("/husk/v1/system/df", get(crate::local_images::system_df))
         .merge(storage::routes())
         .with_state(engine)
 }
@@ -130,7 +141,7 @@ async fn list_containers(
 }
 
 /// Parses a JSON body with a clear error (axum's own rejection text is not ours).
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
     serde_json::from_slice(body)
         .map_err(|e| Error::bad_request(format!("invalid request body: {e}")))
 }

@@ -11,7 +11,10 @@ pub mod options;
 pub mod stdio;
 pub mod units;
 
-pub use driver::{ArchiveReader, Capabilities, Driver, DriverInfo, LogStream, RootfsLayers};
+pub use driver::{
+    ArchiveReader, BackendChange, Capabilities, ChangeStream, Driver, DriverInfo, LogStream,
+    RootfsLayers,
+};
 pub use error::{Context, Error, ErrorKind, Result};
 pub use health::{HealthAction, HealthConfig, HealthResult, HealthState, HealthStatus};
 pub use model::*;

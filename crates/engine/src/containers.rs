@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use husk_core::stdio::BoxStdio;
 use husk_core::{
-    Action, Capabilities, ContainerConfig, ContainerRecord, ContainerStatus, Error, ErrorKind,
-    ExitStatus, HealthState, LogOptions, LogStream, Mode, MountConfig, Result, SandboxConfig,
-    SandboxRecord, SandboxRuntime, Stats, Top, units,
+    Action, Capabilities, ContainerConfig, ContainerRecord, ContainerStatus, Error, ExitStatus,
+    HealthState, LogOptions, LogStream, Mode, MountConfig, Result, SandboxConfig, SandboxRecord,
+    SandboxRuntime, Stats, Top, units,
 };
 use serde_json::json;
 
@@ -59,16 +59,7 @@ impl Engine {
         if req.image.is_empty() {
             return Err(Error::invalid("image", "no image given"));
         }
-        let image = self
-            .inner
-            .images
-            .resolve(&req.image)
-            .map_err(|e| match e.kind {
-                ErrorKind::NotFound => {
-                    Error::invalid("image", format!("no such image: {}", req.image))
-                }
-                _ => e,
-            })?;
+        let image = self.image_for_create(&req.image, req.pull).await?;
         let sandbox = match &req.sandbox {
             Some(s) => Some(self.sandbox(s)?),
             None => None,
@@ -174,6 +165,15 @@ impl Engine {
             self.discard_volumes(&prepared.created);
             return Err(e);
         }
+        // Held until the container is recorded, so no removal takes the image meanwhile (no await before then;
+        // the volumes above were filled from it before: a removal since then fails the create here).
+        let image_held = match self.hold_image(&image).await {
+            Ok((_, held)) => held,
+            Err(e) => {
+                self.discard_volumes(&prepared.created);
+                return Err(e);
+            }
+        };
 
         // The sandbox `run` makes for a container in sandbox mode: same name, goes with the container.
         let implicit = if mode == Mode::Sandbox && sandbox.is_none() {
@@ -237,7 +237,8 @@ impl Engine {
                 })?;
                 Ok(op)
             });
-        // The record marks the volumes used: nothing can remove them from here on.
+        // The record marks the image and the volumes used: nothing can remove them from here on.
+        drop(image_held);
         drop(std::mem::take(&mut prepared.guards));
         let op = match recorded {
             Ok(op) => op,
@@ -803,7 +804,7 @@ mod tests {
         ];
         for (req, option) in cases {
             let e = check_options(&req, "vm", &none).unwrap_err();
-            assert_eq!(e.kind, ErrorKind::Unsupported);
+            assert_eq!(e.kind, husk_core::ErrorKind::Unsupported);
             assert!(
                 e.message.contains("driver vm") && e.message.contains(option),
                 "{}",

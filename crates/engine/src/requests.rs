@@ -78,6 +78,9 @@ pub struct ContainerCreate {
     pub group_add: Vec<String>,
     /// Health check (`None` = the image's HEALTHCHECK, if any).
     pub healthcheck: Option<HealthcheckRequest>,
+    /// When to pull the image: `always`, `missing` (the default; Zun's and Kubernetes' `ifnotpresent`) or `never`.
+    #[serde(deserialize_with = "crate::images::pull_policy_text")]
+    pub pull: husk_image::PullPolicy,
 }
 
 /// A health check as a request gives it; unset fields come from the image's HEALTHCHECK, then Docker's

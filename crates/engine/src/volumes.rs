@@ -513,3 +513,122 @@ fn view(v: VolumeRecord, used_by: Vec<String>) -> VolumeView {
         used_by,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use husk_core::{Capabilities, ContainerConfig, ContainerRecord, ErrorKind, Mode, MountConfig};
+
+    use super::*;
+
+    fn engine(dir: &Path) -> Engine {
+        let caps = Capabilities {
+            sandbox: true,
+            standalone: true,
+            volumes: true,
+            ..Default::default()
+        };
+        crate::tests::engine(Mode::Standalone, caps, dir).unwrap()
+    }
+
+    /// Records a container that mounts `volume` (no driver involved).
+    fn user_of(e: &Engine, name: &str, volume: &str) {
+        let rec = ContainerRecord {
+            config: ContainerConfig {
+                id: husk_core::new_id(),
+                name: name.into(),
+                mounts: vec![MountConfig {
+                    kind: "volume".into(),
+                    source: volume.into(),
+                    destination: "/d".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        e.inner.store.insert(&rec).unwrap();
+    }
+
+    #[tokio::test]
+    async fn create_inspect_remove_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let v = e
+            .create_volume(VolumeCreate {
+                name: Some("data".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(Path::new(&v.mountpoint).is_dir());
+        assert!(v.mountpoint.ends_with("volumes/data/_data"));
+        let again = e
+            .create_volume(VolumeCreate {
+                name: Some("data".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(again, v, "creating an existing volume returns it");
+        for bad in [
+            VolumeCreate {
+                name: Some("a/b".into()),
+                ..Default::default()
+            },
+            VolumeCreate {
+                driver: Some("nfs".into()),
+                ..Default::default()
+            },
+            VolumeCreate {
+                driver_opts: [("type".to_string(), "tmpfs".to_string())].into(),
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(
+                e.create_volume(bad).await.unwrap_err().kind,
+                ErrorKind::InvalidArgument
+            );
+        }
+        user_of(&e, "web", "data");
+        let err = e.remove_volume("data", true).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        assert!(err.message.contains("web"), "{}", err.message);
+        assert_eq!(e.inspect_volume("data").unwrap().used_by, vec!["web"]);
+        assert_eq!(
+            e.remove_volume("nothing", false).await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        assert!(e.remove_volume("nothing", true).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn prune_takes_unused_anonymous_volumes_and_with_all_named_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let anon = husk_core::new_id();
+        e.ensure_volume(&anon, BTreeMap::new(), true, None).unwrap();
+        e.ensure_volume("named", BTreeMap::new(), false, None)
+            .unwrap();
+        e.ensure_volume("used", BTreeMap::new(), true, None)
+            .unwrap();
+        std::fs::write(
+            e.volume("named").unwrap().mountpoint + "/f",
+            vec![0u8; 10000],
+        )
+        .unwrap();
+        user_of(&e, "c", "used");
+        let report = e.prune_volumes(false).await.unwrap();
+        assert_eq!(report.volumes_deleted, vec![anon.clone()]);
+        assert!(!e.volumes_root().join(&anon).exists());
+        let report = e.prune_volumes(true).await.unwrap();
+        assert_eq!(report.volumes_deleted, vec!["named".to_string()]);
+        assert!(report.space_reclaimed >= 10000);
+        let left: Vec<String> = e
+            .list_volumes()
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(left, vec!["used"]);
+    }
+}

@@ -74,6 +74,26 @@ struct Identity {
     files: husk_net::SandboxFiles,
 }
 
+/// Disconnects the network of `owner` and unpins its namespaces in `ns_dir` (idempotent).
+async fn remove_identity_blocking(
+    networks: Arc<husk_net::Networks>,
+    owner: String,
+    ns_dir: PathBuf,
+) -> Result<()> {
+    let netns = ns_dir.join("net");
+    tokio::task::spawn_blocking(move || {
+        let ns = if namespaces::is_pinned(&netns) {
+            Some(netns.as_path())
+        } else {
+            None
+        };
+        networks.teardown(&owner, ns)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("network teardown task: {e}")))??;
+    namespaces::remove_pinned(&ns_dir)
+}
+
 /// Files bind-mounted over the image's: (path in the container, path on the host).
 type EtcMounts = Vec<(String, PathBuf)>;
 
@@ -276,20 +296,35 @@ impl LinuxDriver {
 
     /// Disconnects and unpins what [`Self::make_identity`] made (idempotent).
     async fn remove_identity(&self, owner: &str, ns_dir: &Path) -> Result<()> {
-        let networks = self.config.networks.clone();
-        let owner_id = owner.to_string();
-        let netns = ns_dir.join("net");
-        tokio::task::spawn_blocking(move || {
-            let ns = if namespaces::is_pinned(&netns) {
-                Some(netns.as_path())
-            } else {
-                None
-            };
-            networks.teardown(&owner_id, ns)
-        })
+        remove_identity_blocking(
+            self.config.networks.clone(),
+            owner.to_string(),
+            ns_dir.to_path_buf(),
+        )
         .await
-        .map_err(|e| Error::internal(format!("network teardown task: {e}")))??;
-        namespaces::remove_pinned(ns_dir)
+    }
+
+    /// Finishes a removal in the background: disconnects the network (CNI DEL is the slow part, tens of
+    /// milliseconds per plugin), unpins the namespaces and removes `dirs`. The caller's records are already
+    /// gone; if the daemon stops first, [`Driver::remove_orphans`] finishes the job at the next start, since the
+    /// directories still name the owner. The address stays allocated until DEL has run, so it is never reused
+    /// early.
+    fn finish_removal_later(&self, owner: &str, ns_dir: PathBuf, dirs: Vec<PathBuf>) {
+        let networks = self.config.networks.clone();
+        let owner = owner.to_string();
+        tokio::spawn(async move {
+            let result = async {
+                remove_identity_blocking(networks, owner.clone(), ns_dir).await?;
+                for d in &dirs {
+                    remove_dir(d)?;
+                }
+                Ok::<_, Error>(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(owner = %owner, "finishing a removal: {e} (retried at the next daemon start)");
+            }
+        });
     }
 
     fn namespace_plan(
@@ -474,8 +509,9 @@ impl LinuxDriver {
         Ok(())
     }
 
-    /// Removes everything a container left on the host (idempotent).
-    async fn cleanup_container(&self, id: &str) -> Result<()> {
+    /// Removes everything a container left on the host (idempotent). With `background`, the network part
+    /// finishes after this returns (see [`Self::finish_removal_later`]).
+    async fn cleanup_container(&self, id: &str, background: bool) -> Result<()> {
         let shim = self.shim(id);
         if shim.call(&Request::Shutdown).await.is_ok() {
             // The shim answers `wait` when it has cleaned up libcontainer's state; it then exits.
@@ -483,7 +519,6 @@ impl LinuxDriver {
         }
         let run_dir = self.ctr_run_dir(id);
         husk_image::unmount_rootfs(&self.rootfs(id))?;
-        self.remove_identity(id, &run_dir.join("ns")).await?;
         // Whatever libcontainer could not remove (a shim killed with -9): its state and the cgroup.
         remove_dir(&self.config.run_root.join("lc").join(id))?;
         if let Ok(m) = cgroups::manager(&self.cgroup_path(id)) {
@@ -502,8 +537,14 @@ impl LinuxDriver {
                 }
             }
         }
-        remove_dir(&run_dir)?;
-        remove_dir(&self.ctr_dir(id))
+        remove_dir(&self.ctr_dir(id))?;
+        if background {
+            self.finish_removal_later(id, run_dir.join("ns"), vec![run_dir]);
+            Ok(())
+        } else {
+            self.remove_identity(id, &run_dir.join("ns")).await?;
+            remove_dir(&run_dir)
+        }
     }
 
     /// Sets the propagation of the container's binds and volumes, when one asks for more than `rprivate`
@@ -779,9 +820,9 @@ impl Driver for LinuxDriver {
         }
         let run_dir = self.sandbox_run_dir(id);
         unmount(&run_dir.join("shm"))?;
-        self.remove_identity(id, &run_dir.join("ns")).await?;
-        remove_dir(&run_dir)?;
-        remove_dir(&self.sandbox_dir(id))
+        remove_dir(&self.sandbox_dir(id))?;
+        self.finish_removal_later(id, run_dir.join("ns"), vec![run_dir]);
+        Ok(())
     }
 
     async fn sandbox_alive(&self, sandbox: &SandboxRecord) -> Result<bool> {
@@ -798,7 +839,7 @@ impl Driver for LinuxDriver {
         match self.create_inner(config, sandbox, rootfs).await {
             Ok(rt) => Ok(rt),
             Err(e) => {
-                let _ = self.cleanup_container(&config.id).await;
+                let _ = self.cleanup_container(&config.id, false).await;
                 Err(e)
             }
         }
@@ -867,7 +908,7 @@ impl Driver for LinuxDriver {
     }
 
     async fn delete_container(&self, container: &ContainerRecord) -> Result<()> {
-        self.cleanup_container(container.id()).await
+        self.cleanup_container(container.id(), true).await
     }
 
     async fn wait(&self, container: &ContainerRecord) -> Result<ExitStatus> {
@@ -988,6 +1029,58 @@ impl Driver for LinuxDriver {
         cgroups::stats(&self.cgroup_path(container.id()), container.runtime.pid)
     }
 
+    async fn remove_orphans(
+        &self,
+        sandboxes: &std::collections::HashSet<String>,
+        containers: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let ids = |dir: PathBuf| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .map(|e| {
+                    e.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut orphan_containers: Vec<String> = ids(self.config.run_root.join("c"));
+        orphan_containers.extend(ids(self.config.root.join("c")));
+        orphan_containers.sort();
+        orphan_containers.dedup();
+        for id in orphan_containers
+            .into_iter()
+            .filter(|id| !containers.contains(id))
+        {
+            self.cleanup_container(&id, false).await?;
+            removed.push(format!("container {id}"));
+        }
+        let mut orphan_sandboxes: Vec<String> = ids(self.config.run_root.join("s"));
+        orphan_sandboxes.extend(ids(self.config.root.join("s")));
+        orphan_sandboxes.sort();
+        orphan_sandboxes.dedup();
+        for id in orphan_sandboxes
+            .into_iter()
+            .filter(|id| !sandboxes.contains(id))
+        {
+            let record = SandboxRecord {
+                config: SandboxConfig {
+                    id: id.clone(),
+                    ..Default::default()
+                },
+                driver: self.name().into(),
+                status: "orphan".into(),
+                runtime: SandboxRuntime::default(),
+                created_at: String::new(),
+                owner_container: None,
+                project: String::new(),
+            };
+            self.delete_sandbox(&record).await?;
+            removed.push(format!("sandbox {id}"));
+        }
+        Ok(removed)
+    }
+
     async fn top(&self, container: &ContainerRecord) -> Result<Top> {
         cgroups::top(&self.cgroup_path(container.id()))
     }
@@ -1040,5 +1133,9 @@ impl Driver for LinuxDriver {
         };
         let child = self.fs_helper_with_stdin(container, op).await?;
         crate::fs_helper::feed(child, archive).await
+    }
+
+    fn rootfs_changes(&self, container: &ContainerRecord) -> Option<PathBuf> {
+        Some(self.ctr_dir(container.id()).join("upper"))
     }
 }

@@ -131,7 +131,7 @@ async fn copy_out(
         encode(&src)
     );
     let Some(local) = local else {
-        let mut archive = client.download(&url).await?;
+        let mut archive = client.get_stream(&url).await?;
         let mut out = tokio::io::stdout();
         tokio::io::copy(&mut archive, &mut out)
             .await
@@ -173,7 +173,7 @@ async fn copy_out(
         }
         Err(e) => return Err(anyhow!("{local}: {e}")),
     };
-    let archive = client.download(&url).await?;
+    let archive = client.get_stream(&url).await?;
     let options = husk_fs::ExtractOptions {
         copy_owners: a.archive,
         no_overwrite_dir_non_dir: true,

@@ -3,6 +3,8 @@
 pub mod args;
 mod cp;
 mod format;
+mod images;
+mod progress;
 mod stdio;
 mod volumes;
 
@@ -118,6 +120,13 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
         Command::Images(a) => image(&client, ImageCommand::Ls(a)).await,
         Command::Network(cmd) => network(&client, cmd).await,
         Command::Load(a) => image(&client, ImageCommand::Load(a)).await,
+        Command::Pull(a) => images::pull(&client, a).await,
+        Command::Push(a) => images::push(&client, a).await,
+        Command::Login(a) => images::login(&client, a).await,
+        Command::Logout(a) => images::logout(&client, a).await,
+        Command::Save(a) => images::save(&client, a).await,
+        Command::Commit(a) => images::commit(&client, a).await,
+        Command::System(cmd) => images::system(&client, cmd).await,
         Command::Info(a) => info(&client, a).await,
         Command::Version => {
             println!("Client: husk {}", env!("CARGO_PKG_VERSION"));
@@ -295,6 +304,7 @@ fn create_request(a: &RunArgs) -> Result<ContainerCreate> {
         publish_all: a.publish_all,
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
+        pull: a.pull.parse()?,
         init: a.init,
         ulimits: a
             .ulimits
@@ -368,7 +378,8 @@ async fn run_container(client: &Client, a: RunArgs, start: bool) -> Result<i32> 
     if a.rm && a.restart.as_deref().is_some_and(|r| r != "no") {
         bail!("conflicting options: --rm and --restart cannot be used together");
     }
-    let req = create_request(&a)?;
+    let mut req = create_request(&a)?;
+    req.pull = images::prepare_run_image(client, &a.image, &a.pull).await?;
     let view: ContainerView = client
         .json(Method::POST, "/husk/v1/containers", Some(&req))
         .await?;
@@ -976,6 +987,10 @@ async fn image(client: &Client, cmd: ImageCommand) -> Result<i32> {
             }
             Ok(if failed { 1 } else { 0 })
         }
+        ImageCommand::Pull(a) => images::pull(client, a).await,
+        ImageCommand::Push(a) => images::push(client, a).await,
+        ImageCommand::Save(a) => images::save(client, a).await,
+        ImageCommand::Prune(a) => images::prune(client, a).await,
         ImageCommand::Tag(a) => {
             client
                 .post(&format!(

@@ -154,6 +154,12 @@ impl Daemon {
 
     /// Starts a daemon with `flags` (e.g. `--driver linux --mode standalone`) and loads the busybox image.
     pub fn start(flags: &[&str]) -> Daemon {
+        Daemon::start_with(flags, "", true)
+    }
+
+    /// Starts a daemon with `flags` and `config` as its config file's text; loads the busybox image if `busybox`
+    /// (else its image store starts empty).
+    pub fn start_with(flags: &[&str], config: &str, busybox: bool) -> Daemon {
         require_root();
         let dir = tempfile::Builder::new()
             .prefix("hk")
@@ -188,9 +194,12 @@ impl Daemon {
             dir,
             child: None,
         };
+        std::fs::write(d.dir.path().join("none.toml"), config).unwrap();
         d.spawn(&[]);
-        d.husk(&["image", "load", "-i", busybox_archive().to_str().unwrap()])
-            .ok();
+        if busybox {
+            d.husk(&["image", "load", "-i", busybox_archive().to_str().unwrap()])
+                .ok();
+        }
         d
     }
 
@@ -223,7 +232,9 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        std::fs::write(self.dir.path().join("none.toml"), "").unwrap();
+        if !self.dir.path().join("none.toml").exists() {
+            std::fs::write(self.dir.path().join("none.toml"), "").unwrap();
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -312,6 +323,13 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(25));
         }
         f()
+    }
+
+    /// Asserts that [`Self::leftovers`] becomes empty within 10 seconds (network teardown finishes in the
+    /// background after a removal returns).
+    pub fn assert_no_leftovers(&self) {
+        let clean = Daemon::eventually(Duration::from_secs(10), || self.leftovers().is_empty());
+        assert!(clean, "left behind: {:?}", self.leftovers());
     }
 
     /// What this daemon still has on the host: mounts under its directories, cgroups under its parent,
