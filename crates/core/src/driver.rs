@@ -225,6 +225,18 @@ pub trait Driver: Send + Sync + 'static {
     /// Runs another process in a running container; the stream carries its stdio and ends with its exit code.
     async fn exec(&self, container: &ContainerRecord, process: &ProcessConfig) -> Result<BoxStdio>;
 
+    /// Runs another process as [`Driver::exec`] does, and kills it if it still runs after `deadline` (health
+    /// checks: a probe that hangs must not pile up in the container). The default has no deadline.
+    async fn exec_with_deadline(
+        &self,
+        container: &ContainerRecord,
+        process: &ProcessConfig,
+        deadline: std::time::Duration,
+    ) -> Result<BoxStdio> {
+        let _ = deadline;
+        self.exec(container, process).await
+    }
+
     /// Connects to the main process's stdio (with stdin if `stdin`); the stream ends with its exit code.
     async fn attach(&self, container: &ContainerRecord, stdin: bool) -> Result<BoxStdio>;
 

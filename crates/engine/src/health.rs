@@ -150,7 +150,10 @@ impl Engine {
         };
         let run = async {
             let driver = self.driver(&rec.driver)?;
-            let mut stdio = driver.exec(rec, &process).await?;
+            // A probe that outlives its timeout is killed (as Docker does), so hung probes never pile up.
+            let mut stdio = driver
+                .exec_with_deadline(rec, &process, duration(config.timeout_ns))
+                .await?;
             let mut output: Vec<u8> = Vec::new();
             loop {
                 match read_frame(&mut stdio).await {

@@ -1252,6 +1252,46 @@ pub fn health_states_follow_the_check(driver: &str) {
         "{}",
         d.inspect("k")
     );
+    // A check that outlives its timeout fails, and is killed rather than left behind.
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--health-cmd",
+        "sleep 100",
+        "--health-timeout",
+        "300ms",
+        "--health-interval",
+        "400ms",
+        "--health-retries",
+        "1",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    assert!(Daemon::eventually(Duration::from_secs(10), || health(
+        &d, "slow"
+    ) == "unhealthy"));
+    let log = d.inspect("slow")["State"]["Health"]["Log"].clone();
+    let last = log.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["ExitCode"], -1);
+    assert!(
+        last["Output"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded timeout"),
+        "{last}"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let probes = d
+        .husk(&["exec", "slow", "ps"])
+        .ok()
+        .lines()
+        .filter(|l| l.ends_with("sleep 100"))
+        .count();
+    assert!(probes <= 1, "timed-out probes are killed ({probes} left)");
     // No check at all.
     d.husk(&[
         "run",

@@ -547,6 +547,50 @@ impl LinuxDriver {
         }
     }
 
+    /// Runs `process` in the container through its shim, killed after `deadline_ms` if given.
+    async fn exec_process(
+        &self,
+        container: &ContainerRecord,
+        process: &ProcessConfig,
+        deadline_ms: Option<u64>,
+    ) -> Result<BoxStdio> {
+        let id = container.id();
+        let resolved_user = user::resolve_user_with_groups(
+            &self.rootfs(id),
+            &process.user,
+            &container.config.security.group_add,
+        )?;
+        let input = SpecInput {
+            config: &container.config,
+            process,
+            rootfs: &self.rootfs(id),
+            namespaces: NamespacePlan::default(),
+            cgroup_path: self.cgroup_path(id),
+            user: resolved_user,
+            etc_files: vec![],
+            shm: None,
+            daemon_capabilities: &self.daemon_capabilities,
+            cgroup_v2: self.cgroup_v2,
+        };
+        let process_json = spec::process_json(&input)?;
+        let (_, conn) = self
+            .shim(id)
+            .stream(&Request::Exec {
+                process: process_json,
+                stdin: process.stdin,
+                deadline_ms,
+            })
+            .await
+            .map_err(|e| {
+                if e.kind == ErrorKind::NotFound {
+                    Error::conflict(format!("container {} is not running", container.name()))
+                } else {
+                    e
+                }
+            })?;
+        Ok(Box::new(conn))
+    }
+
     /// Sets the propagation of the container's binds and volumes, when one asks for more than `rprivate`
     /// (libcontainer mounts them without propagation; see [`spec::bind_propagations`]).
     async fn apply_propagation(&self, config: &ContainerConfig, pid: i32) -> Result<()> {
@@ -958,40 +1002,17 @@ impl Driver for LinuxDriver {
     }
 
     async fn exec(&self, container: &ContainerRecord, process: &ProcessConfig) -> Result<BoxStdio> {
-        let id = container.id();
-        let resolved_user = user::resolve_user_with_groups(
-            &self.rootfs(id),
-            &process.user,
-            &container.config.security.group_add,
-        )?;
-        let input = SpecInput {
-            config: &container.config,
-            process,
-            rootfs: &self.rootfs(id),
-            namespaces: NamespacePlan::default(),
-            cgroup_path: self.cgroup_path(id),
-            user: resolved_user,
-            etc_files: vec![],
-            shm: None,
-            daemon_capabilities: &self.daemon_capabilities,
-            cgroup_v2: self.cgroup_v2,
-        };
-        let process_json = spec::process_json(&input)?;
-        let (_, conn) = self
-            .shim(id)
-            .stream(&Request::Exec {
-                process: process_json,
-                stdin: process.stdin,
-            })
-            .await
-            .map_err(|e| {
-                if e.kind == ErrorKind::NotFound {
-                    Error::conflict(format!("container {} is not running", container.name()))
-                } else {
-                    e
-                }
-            })?;
-        Ok(Box::new(conn))
+        self.exec_process(container, process, None).await
+    }
+
+    async fn exec_with_deadline(
+        &self,
+        container: &ContainerRecord,
+        process: &ProcessConfig,
+        deadline: Duration,
+    ) -> Result<BoxStdio> {
+        let ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        self.exec_process(container, process, Some(ms)).await
     }
 
     async fn attach(&self, container: &ContainerRecord, stdin: bool) -> Result<BoxStdio> {
