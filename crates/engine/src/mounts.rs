@@ -50,6 +50,11 @@ pub(crate) fn clean_destination(path: &str) -> Result<String> {
     Ok(format!("/{}", parts.join("/")))
 }
 
+/// How many components a clean absolute path has.
+fn depth(path: &str) -> usize {
+    path.split('/').filter(|c| !c.is_empty()).count()
+}
+
 /// A bind's options: read-only flag, one propagation, and the no-op SELinux and consistency flags.
 fn check_bind(m: &mut MountConfig) -> Result<()> {
     if !m.source.starts_with('/') {
@@ -255,6 +260,9 @@ impl Engine {
                 ..Default::default()
             });
         }
+        // Parents before children, whatever order they were given in (a mount would hide one made before it
+        // below its destination).
+        mounts.sort_by_key(|m| depth(&m.destination));
         self.resolve_volumes(mounts, layers, sandbox).await
     }
 
@@ -358,6 +366,13 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parents_sort_before_children() {
+        let mut dests = vec!["/x/y/z", "/a", "/x", "/x/y", "/b"];
+        dests.sort_by_key(|d| depth(d));
+        assert_eq!(dests, vec!["/a", "/x", "/b", "/x/y", "/x/y/z"]);
+    }
 
     #[test]
     fn destinations_are_cleaned() {

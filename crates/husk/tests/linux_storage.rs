@@ -379,3 +379,27 @@ fn health_checks_resume_after_a_daemon_restart() {
         "new results after the restart"
     );
 }
+
+/// Mounts are made parents first whatever order they are given in: a volume on `/a` does not hide a bind on
+/// `/a/b` given before it.
+#[test]
+fn nested_mounts_are_made_parents_first() {
+    let d = daemon();
+    let host = HostDir::new();
+    std::fs::write(host.path().join("inner"), "from the bind").unwrap();
+    let bind = format!("{}:/a/b", host.path().display());
+    let out = d
+        .husk(&[
+            "run",
+            "--rm",
+            "-v",
+            &bind,
+            "-v",
+            "outer:/a",
+            IMAGE,
+            "cat",
+            "/a/b/inner",
+        ])
+        .ok();
+    assert_eq!(out, "from the bind");
+}
