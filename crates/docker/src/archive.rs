@@ -159,7 +159,7 @@ fn rewrite_owners(input: impl std::io::Read, output: impl std::io::Write) -> std
             _ => out.append_data(&mut h, &path, &mut entry)?,
         }
     }
-    out.into_inner().map(drop)
+    std::io::Write::flush(&mut out.into_inner()?)
 }
 
 /// `archive` with every entry owned by root; a malformed archive ends the stream with an error.
@@ -167,7 +167,8 @@ fn owned_by_root(archive: ArchiveReader) -> ArchiveReader {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
     tokio::task::spawn_blocking(move || {
         let input = tokio_util::io::SyncIoBridge::new(archive);
-        if let Err(e) = rewrite_owners(input, ChunkWriter(tx.clone())) {
+        let out = std::io::BufWriter::with_capacity(256 * 1024, ChunkWriter(tx.clone()));
+        if let Err(e) = rewrite_owners(std::io::BufReader::with_capacity(256 * 1024, input), out) {
             let _ = tx.blocking_send(Err(e));
         }
     });

@@ -336,7 +336,8 @@ async fn copy_in(
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(16);
     let producer = tokio::task::spawn_blocking(move || {
         let here = husk_fs::Tree::in_root(Path::new("/"))?;
-        let result = here.archive(&src_arg, Some(&top), ChunkWriter(tx.clone()));
+        let out = std::io::BufWriter::with_capacity(256 * 1024, ChunkWriter(tx.clone()));
+        let result = here.archive(&src_arg, Some(&top), out);
         if let Err(e) = &result {
             let _ = tx.blocking_send(Err(std::io::Error::other(e.message.clone())));
         }
