@@ -120,6 +120,7 @@ fn record(
         started_at: String::new(),
         error: String::new(),
         project: String::new(),
+        ..Default::default()
     }
 }
 
@@ -333,5 +334,44 @@ async fn standalone_container_gets_a_vm_of_its_own() {
     );
     assert!(!env.dir.path().join("run/v/solo").exists());
     assert!(!env.dir.path().join("root/c/solo").exists());
+    assert_no_mounts_below(env.dir.path(), false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_vm_ends_its_containers_with_a_reason() {
+    let env = Env::new();
+    let d = env.driver();
+    let cfg = container("doomed", &["sleep", "600"]);
+    let rt = d.create_container(&cfg, None, &env.rootfs()).await.unwrap();
+    let mut rec = record(cfg, None, rt);
+    rec.runtime = d.start_container(&rec, None).await.unwrap();
+    let pid: i32 = std::fs::read_to_string(env.dir.path().join("run/v/doomed/vm/qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let waiter = {
+        let rec = rec.clone();
+        let d = std::sync::Arc::new(d);
+        let d2 = d.clone();
+        (tokio::spawn(async move { d2.wait(&rec).await }), d)
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SAFETY: kill(2) of the QEMU this test's driver started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let exit = tokio::time::timeout(Duration::from_secs(30), waiter.0)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code, 255, "{exit:?}");
+    assert!(exit.reason.contains("VM"), "{exit:?}");
+    let d = waiter.1;
+    assert!(!matches!(
+        d.observe(&rec).await.unwrap(),
+        ObservedState::Running { .. }
+    ));
+    d.delete_container(&rec).await.unwrap();
+    assert!(!env.dir.path().join("run/v/doomed").exists());
     assert_no_mounts_below(env.dir.path(), false);
 }

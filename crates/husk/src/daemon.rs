@@ -419,6 +419,8 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
             default_mode: mode,
             root: config.root.clone(),
             run_root: config.run_root.clone(),
+            // The husk binary is static: bind-mounted as a container's /sbin/husk-init it runs in any image.
+            init_binary: std::env::current_exe().ok(),
         },
         store,
         images,

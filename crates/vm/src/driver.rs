@@ -247,8 +247,12 @@ impl VmDriver {
     /// The running VM `vm_name`: from this daemon's table, or found again on disk after a restart.
     async fn vm(&self, vm_name: &str) -> Result<Arc<VmHandle>> {
         let mut vms = self.vms.lock().await;
-        if let Some(h) = vms.get(vm_name) {
-            return Ok(h.clone());
+        if let Some(h) = vms.get(vm_name).cloned() {
+            if h.vm.lock().await.is_running() {
+                return Ok(h);
+            }
+            // QEMU ended (the guest powered off, crashed or was killed): forget it.
+            vms.remove(vm_name);
         }
         let dir = self.vm_root(vm_name).join("vm");
         let vm = Vm::find(&dir)
@@ -411,6 +415,43 @@ impl VmDriver {
             network: None,
         })
     }
+
+    async fn observe_once(&self, container: &ContainerRecord) -> Result<ObservedState> {
+        let client = match self.client_for(container).await {
+            Ok(c) => c,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return Ok(match self.read_exit(container.id()) {
+                    Some(exit) => ObservedState::Exited(exit),
+                    // Its VM is gone but this driver made it: it died with the VM.
+                    None if self.ctr_dir(container.id()).exists() => {
+                        ObservedState::Exited(ExitStatus {
+                            code: 255,
+                            finished_at: husk_core::now_rfc3339(),
+                            reason:
+                                "the VM stopped (crashed or was killed) while the container ran"
+                                    .into(),
+                            ..Default::default()
+                        })
+                    }
+                    None => ObservedState::Missing,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let list = client.list().await?;
+        let Some(c) = list.into_iter().find(|c| c.id == container.id()) else {
+            return Ok(ObservedState::Missing);
+        };
+        Ok(match c.status.as_str() {
+            "created" => ObservedState::Created,
+            "running" => ObservedState::Running { pid: 0 },
+            "paused" => ObservedState::Paused { pid: 0 },
+            _ => ObservedState::Exited(self.read_exit(container.id()).unwrap_or(ExitStatus {
+                code: c.exit_code,
+                ..Default::default()
+            })),
+        })
+    }
 }
 
 fn agent_addr(config: &VmConfig) -> AgentAddr {
@@ -530,6 +571,14 @@ impl Driver for VmDriver {
             bind_mounts: false,
             volumes: false,
             privileged: false,
+            tmpfs: false,
+            readonly_rootfs: true,
+            ulimits: false,
+            init: false,
+            copy: false,
+            group_add: false,
+            // The guest runs containers without capability sets or seccomp: the VM is the boundary.
+            security_options: false,
         }
     }
 
@@ -712,29 +761,16 @@ impl Driver for VmDriver {
     }
 
     async fn observe(&self, container: &ContainerRecord) -> Result<ObservedState> {
-        let client = match self.client_for(container).await {
-            Ok(c) => c,
-            Err(e) if e.kind == ErrorKind::NotFound => {
-                return Ok(match self.read_exit(container.id()) {
-                    Some(exit) => ObservedState::Exited(exit),
-                    None => ObservedState::Missing,
-                });
+        // A VM that is dying answers with a broken connection for a moment before QEMU is gone: look again.
+        for attempt in 0..3 {
+            match self.observe_once(container).await {
+                Err(e) if e.kind == ErrorKind::Backend && attempt < 2 => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                r => return r,
             }
-            Err(e) => return Err(e),
-        };
-        let list = client.list().await?;
-        let Some(c) = list.into_iter().find(|c| c.id == container.id()) else {
-            return Ok(ObservedState::Missing);
-        };
-        Ok(match c.status.as_str() {
-            "created" => ObservedState::Created,
-            "running" => ObservedState::Running { pid: 0 },
-            "paused" => ObservedState::Paused { pid: 0 },
-            _ => ObservedState::Exited(self.read_exit(container.id()).unwrap_or(ExitStatus {
-                code: c.exit_code,
-                ..Default::default()
-            })),
-        })
+        }
+        unreachable!("the last attempt returns")
     }
 
     async fn exec(&self, container: &ContainerRecord, process: &ProcessConfig) -> Result<BoxStdio> {

@@ -848,6 +848,12 @@ mod tests {
         };
         let v = q.execute("query-version", None).await.unwrap();
         assert!(v["qemu"]["major"].as_u64().unwrap() >= 7, "{v}");
+        q.execute("stop", None).await.unwrap();
+        let st = q.execute("query-status", None).await.unwrap();
+        assert_eq!(st["status"], "paused", "{st}");
+        q.execute("cont", None).await.unwrap();
+        let st = q.execute("query-status", None).await.unwrap();
+        assert_eq!(st["status"], "running", "{st}");
         let e = q.execute("no-such-command", None).await.unwrap_err();
         assert!(e.message.contains("no-such-command"), "{}", e.message);
         q.execute("quit", None).await.unwrap();

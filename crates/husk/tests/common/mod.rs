@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The husk binary under test.
+/// The husk binary under test: `HUSK_TEST_BINARY` when set (a build of one's own when several worktrees share a
+/// target directory, whose `debug/husk` is whichever built last), else the one Cargo built for these tests.
 pub fn husk_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_husk"))
+    std::env::var_os("HUSK_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_husk")))
 }
 
 /// The repository's root.
