@@ -20,6 +20,8 @@ use husk_engine::{
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
+mod storage;
+
 /// An error as the local API sends it: the status from its kind, the error as JSON.
 #[derive(Debug)]
 pub struct ApiError(pub Error);
@@ -97,6 +99,7 @@ pub fn router(engine: Engine) -> Router {
             post(crate::local_images::commit),
         )
         .route("/husk/v1/system/df", get(crate::local_images::system_df))
+        .merge(storage::routes())
         .with_state(engine)
 }
 
@@ -205,6 +208,8 @@ async fn inspect_container(
 #[serde(default)]
 struct ForceQuery {
     force: bool,
+    /// Also remove the container's anonymous volumes (`rm -v`).
+    volumes: bool,
 }
 
 async fn remove_container(
@@ -212,7 +217,9 @@ async fn remove_container(
     Path(id): Path<String>,
     Query(q): Query<ForceQuery>,
 ) -> ApiResult<StatusCode> {
-    engine.remove_container(&id, q.force).await?;
+    engine
+        .remove_container_with(&id, q.force, q.volumes)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -461,7 +468,9 @@ async fn list_sandboxes(State(engine): State<Engine>) -> ApiResult<Json<Vec<Sand
     let mut out = Vec::with_capacity(list.len());
     for sb in list {
         let containers = engine.sandbox_containers(&sb.config.id)?;
-        out.push(SandboxView::new(&sb, containers));
+        let mut view = SandboxView::new(&sb, containers);
+        view.volumes = engine.sandbox_volume_names(&sb.config.id)?;
+        out.push(view);
     }
     Ok(Json(out))
 }

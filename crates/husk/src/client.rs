@@ -155,10 +155,41 @@ impl Client {
         path: &str,
         reader: R,
     ) -> Result<Bytes> {
+        self.upload_with(Method::POST, path, reader).await
+    }
+
+    /// A request with `method` whose body is streamed from `reader` (a read error aborts the request).
+    pub async fn upload_with<R: tokio::io::AsyncRead + Send + Sync + 'static>(
+        &self,
+        method: Method,
+        path: &str,
+        reader: R,
+    ) -> Result<Bytes> {
         let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024)
             .map(|chunk| chunk.map(Frame::data));
         let body = BodyExt::boxed(StreamBody::new(stream));
-        Self::check(self.send(Method::POST, path, body).await?).await
+        Self::check(self.send(method, path, body).await?).await
+    }
+
+    /// A GET whose answer is a byte stream (archives); a stream the daemon ends with an error reads as an
+    /// error.
+    pub async fn get_stream(
+        &self,
+        path: &str,
+    ) -> Result<impl tokio::io::AsyncRead + Send + Unpin + use<>> {
+        let response = self.send(Method::GET, path, full(Bytes::new())).await?;
+        if !response.status().is_success() {
+            Self::check(response).await?;
+            return Err(anyhow!("the daemon sent no content"));
+        }
+        let stream =
+            http_body_util::BodyStream::new(response.into_body()).filter_map(|frame| async move {
+                match frame {
+                    Ok(f) => f.into_data().ok().map(Ok),
+                    Err(e) => Some(Err(std::io::Error::other(e))),
+                }
+            });
+        Ok(tokio_util::io::StreamReader::new(Box::pin(stream)))
     }
 
     /// A GET whose answer streams JSON lines; calls `each` for every line.

@@ -419,6 +419,8 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
             default_mode: mode,
             root: config.root.clone(),
             run_root: config.run_root.clone(),
+            // The husk binary is static: bind-mounted as a container's /sbin/husk-init it runs in any image.
+            init_binary: std::env::current_exe().ok(),
         },
         store,
         images,
@@ -441,7 +443,7 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         }
         let _ = stop_tx.send(());
     });
-    let router = husk_api::local::router(engine);
+    let router = husk_api::local::router(engine.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         let _ = stop_rx.await;
@@ -456,6 +458,7 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         _ = async { let _ = drained_rx.await; tokio::time::sleep(Duration::from_secs(2)).await; } => {}
     }
     let _ = std::fs::remove_file(&config.socket);
+    engine.shutdown().await;
     Ok(0)
 }
 

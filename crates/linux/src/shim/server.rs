@@ -576,7 +576,11 @@ async fn handle_connection(shim: &Rc<Shim>, conn: UnixStream) {
     };
     match request {
         Request::Attach { stdin } => return attach(shim, reader, conn, stdin).await,
-        Request::Exec { process, stdin } => return exec(shim, reader, conn, process, stdin).await,
+        Request::Exec {
+            process,
+            stdin,
+            deadline_ms,
+        } => return exec(shim, reader, conn, process, stdin, deadline_ms).await,
         Request::Wait => {
             let exit = shim.exit.borrow().clone();
             let exit = match exit {
@@ -776,6 +780,7 @@ async fn exec(
     mut conn: OwnedWriteHalf,
     process: serde_json::Value,
     stdin: bool,
+    deadline_ms: Option<u64>,
 ) {
     if shim.status.get() != ShimStatus::Running {
         respond(
@@ -867,7 +872,18 @@ async fn exec(
     };
     drop(sink);
     let input = tokio::task::spawn_local(forward_input(reader, RefCell::new(stdin_fd), terminal));
-    let code = exit_rx.await.unwrap_or(255);
+    let mut exit_rx = exit_rx;
+    let code = match deadline_ms {
+        None => exit_rx.await.unwrap_or(255),
+        Some(ms) => tokio::select! {
+            code = &mut exit_rx => code.unwrap_or(255),
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => {
+                // Past its deadline: kill it (it is still ours to reap, so the PID is still this process).
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                exit_rx.await.unwrap_or(255)
+            }
+        },
+    };
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(pumps)).await;
     input.abort();
     let _ = tx.send(Frame::Exit(code));
