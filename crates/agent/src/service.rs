@@ -446,6 +446,7 @@ impl AgentService {
         c: &Arc<Container>,
         p: &Arc<Proc>,
         process: &husk_core::ProcessConfig,
+        deadline_ms: u64,
     ) -> Result<i32> {
         if process.args.is_empty() {
             return Err(Error::invalid("args", "the command is empty"));
@@ -459,6 +460,7 @@ impl AgentService {
             .stream(&ShimRequest::Exec {
                 process: process_json,
                 stdin: process.stdin,
+                deadline_ms: (deadline_ms > 0).then_some(deadline_ms),
             })
             .await?;
         let pid = r.pid.unwrap_or(0);
@@ -695,7 +697,7 @@ impl Agent for AgentService {
             execs.insert(req.exec_id.clone(), proc_.clone());
         }
         match self
-            .launch_exec(&c, &proc_, &process)
+            .launch_exec(&c, &proc_, &process, req.deadline_ms)
             .await
             .map_err(missing_executable)
         {

@@ -93,13 +93,16 @@ impl Maker {
                 ..Default::default()
             },
             cgroup_path: cgroup_path(&c.id),
-            user: husk_linux::user::resolve_user(rootfs, &process.user)?,
+            user: husk_linux::user::resolve_user_with_groups(
+                rootfs,
+                &process.user,
+                &config.security.group_add,
+            )?,
             etc_files: c.etc_files.clone(),
             // The VM's /dev/shm, so the containers of a sandbox share it as they share its IPC namespace.
             shm: Some(PathBuf::from("/dev/shm")),
             daemon_capabilities: &self.capabilities,
             cgroup_v2: self.cgroup_v2,
-            volume_paths: &[],
         })
     }
 

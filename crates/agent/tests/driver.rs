@@ -131,6 +131,7 @@ fn record(
         started_at: String::new(),
         error: String::new(),
         project: String::new(),
+        ..Default::default()
     }
 }
 

@@ -529,6 +529,8 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
             default_mode: mode,
             root: config.root.clone(),
             run_root: config.run_root.clone(),
+            // The husk binary is static: bind-mounted as a container's /sbin/husk-init it runs in any image.
+            init_binary: std::env::current_exe().ok(),
         },
         store,
         images,
@@ -551,7 +553,7 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         }
         let _ = stop_tx.send(());
     });
-    let router = husk_api::local::router(engine);
+    let router = husk_api::local::router(engine.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         let _ = stop_rx.await;
@@ -566,6 +568,7 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         _ = async { let _ = drained_rx.await; tokio::time::sleep(Duration::from_secs(2)).await; } => {}
     }
     let _ = std::fs::remove_file(&config.socket);
+    engine.shutdown().await;
     Ok(0)
 }
 
@@ -602,6 +605,34 @@ max_concurrent_downloads = 2
             defaults.registry.download_retries
         );
         assert_eq!(DaemonConfig::default().images.to_config(), defaults);
+    }
+
+    #[test]
+    fn vm_section_reaches_the_vm_driver() {
+        let text =
+            "[vm]\naccel = \"tcg\"\nmachine = \"q35\"\ncache_dir = \"/c\"\nboot_timeout = 7\n";
+        let config: DaemonConfig = toml::from_str(text).unwrap();
+        let c = config
+            .vm
+            .to_config(Path::new("/r"), Path::new("/run/x"), Path::new("/bin/husk"))
+            .unwrap();
+        assert_eq!(c.accel, husk_vm::AccelChoice::Tcg);
+        assert_eq!(c.machine, husk_vm::Machine::Q35);
+        assert_eq!(c.cache_dir, Path::new("/c"));
+        assert_eq!(
+            c.agent,
+            Path::new("/bin/husk-agent"),
+            "the agent is next to husk"
+        );
+        assert_eq!(c.root, Path::new("/r/vm"));
+        assert_eq!(c.boot_timeout, Duration::from_secs(7));
+        let bad: DaemonConfig = toml::from_str("[vm]\naccel = \"fast\"\n").unwrap();
+        let e = bad
+            .vm
+            .to_config(Path::new("/r"), Path::new("/run/x"), Path::new("/bin/husk"))
+            .unwrap_err();
+        assert!(e.to_string().contains("auto, kvm or tcg"), "{e}");
+        assert!(toml::from_str::<DaemonConfig>("[vm]\nacel = \"tcg\"\n").is_err());
     }
 
     #[test]

@@ -115,6 +115,7 @@ async fn echo_hi(client: &AgentClient, id: &str) -> String {
         labels: Default::default(),
         stop_signal: None,
         stop_timeout: None,
+        ..Default::default()
     };
     c.process.cwd = "/".into();
     client
@@ -155,6 +156,7 @@ fn meminfo_container() -> husk_core::ContainerConfig {
         labels: Default::default(),
         stop_signal: None,
         stop_timeout: None,
+        ..Default::default()
     }
 }
 

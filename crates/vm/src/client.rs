@@ -255,10 +255,24 @@ impl AgentClient {
         exec_id: &str,
         process: &husk_core::ProcessConfig,
     ) -> Result<i32> {
+        self.exec_with_deadline(container_id, exec_id, process, None)
+            .await
+    }
+
+    /// Starts an exec that the agent kills (SIGKILL) if it still runs `deadline` after it started (health
+    /// probes: the guest owns the deadline, so it holds whatever happens to this call).
+    pub async fn exec_with_deadline(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        process: &husk_core::ProcessConfig,
+        deadline: Option<Duration>,
+    ) -> Result<i32> {
         let req = proto::ExecRequest {
             container_id: container_id.into(),
             exec_id: exec_id.into(),
             process: Some(process_to_proto(process)),
+            deadline_ms: deadline.map(|d| (d.as_millis() as u64).max(1)).unwrap_or(0),
         };
         Ok(self
             .call("exec", self.raw.clone().exec(self.request(req)))

@@ -538,6 +538,23 @@ impl VmDriver {
         })
     }
 
+    /// Runs `process` in the container; with a `deadline`, the container's shim in the guest kills it (SIGKILL) if
+    /// it still runs then.
+    async fn exec_in(
+        &self,
+        container: &ContainerRecord,
+        process: &ProcessConfig,
+        deadline: Option<Duration>,
+    ) -> Result<BoxStdio> {
+        let client = self.client_for(container).await?;
+        let exec_id = format!("exec-{:016x}", rand::random::<u64>());
+        client
+            .exec_with_deadline(container.id(), &exec_id, process, deadline)
+            .await?;
+        let (tx, rx) = client.stdio(container.id(), &exec_id).await?;
+        Ok(bridge(tx, rx))
+    }
+
     async fn observe_once(&self, container: &ContainerRecord) -> Result<ObservedState> {
         let client = match self.client_for(container).await {
             Ok(c) => c,
@@ -737,6 +754,16 @@ impl Driver for VmDriver {
             bind_mounts: false,
             volumes: false,
             privileged: false,
+            // The guest's containers come from the linux driver's OCI spec and shim: what the spec carries
+            // works in the guest as on a host (capability sets, seccomp and no-new-privileges included).
+            tmpfs: true,
+            readonly_rootfs: true,
+            ulimits: true,
+            // Host files do not reach the guest (its only share holds image layers and name files).
+            init: false,
+            copy: false,
+            group_add: true,
+            security_options: true,
         }
     }
 
@@ -946,11 +973,16 @@ impl Driver for VmDriver {
     }
 
     async fn exec(&self, container: &ContainerRecord, process: &ProcessConfig) -> Result<BoxStdio> {
-        let client = self.client_for(container).await?;
-        let exec_id = format!("exec-{:016x}", rand::random::<u64>());
-        client.exec(container.id(), &exec_id, process).await?;
-        let (tx, rx) = client.stdio(container.id(), &exec_id).await?;
-        Ok(bridge(tx, rx))
+        self.exec_in(container, process, None).await
+    }
+
+    async fn exec_with_deadline(
+        &self,
+        container: &ContainerRecord,
+        process: &ProcessConfig,
+        deadline: Duration,
+    ) -> Result<BoxStdio> {
+        self.exec_in(container, process, Some(deadline)).await
     }
 
     async fn attach(&self, container: &ContainerRecord, _stdin: bool) -> Result<BoxStdio> {

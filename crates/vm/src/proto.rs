@@ -121,6 +121,9 @@ pub struct ExecRequest {
     /// What to run.
     #[prost(message, optional, tag = "3")]
     pub process: Option<Process>,
+    /// Kill the process (SIGKILL) if it still runs this many milliseconds after it started; 0 = never.
+    #[prost(uint64, tag = "4")]
+    pub deadline_ms: u64,
 }
 
 /// Sends a signal.

@@ -64,6 +64,7 @@ pub fn container(id: &str, args: &[&str]) -> ContainerConfig {
         labels: Default::default(),
         stop_signal: None,
         stop_timeout: None,
+        ..Default::default()
     }
 }
 
