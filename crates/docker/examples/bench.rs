@@ -209,6 +209,7 @@ impl Bench {
             started_at: String::new(),
             error: String::new(),
             project: String::new(),
+            annotations: Default::default(),
         };
         self.driver.start_container(&record, Some(&sandbox)).await?;
         Ok((start.elapsed(), sandbox))

@@ -38,6 +38,7 @@ impl Engine {
 
     /// Creates a container (and, in sandbox mode without a sandbox, one made for it).
     pub async fn create_container(&self, req: ContainerCreate) -> Result<ContainerRecord> {
+        let project = crate::scope::project_of(req.project.as_deref())?;
         let name = match req.name.as_deref() {
             Some(n) if !n.is_empty() => {
                 units::validate_name("name", n)?;
@@ -69,7 +70,12 @@ impl Engine {
                 _ => e,
             })?;
         let sandbox = match &req.sandbox {
-            Some(s) => Some(self.sandbox(s)?),
+            // A container joins only a sandbox of its own project.
+            Some(s) => Some(
+                Some(self.sandbox(s)?)
+                    .filter(|sb| crate::Scope::Project(project.clone()).allows(&sb.project))
+                    .ok_or_else(|| Error::not_found(format!("sandbox: {s}")))?,
+            ),
             None => None,
         };
         let mode = match (&sandbox, req.mode) {
@@ -165,7 +171,7 @@ impl Engine {
                 runtime: SandboxRuntime::default(),
                 created_at: husk_core::now_rfc3339(),
                 owner_container: Some(id.clone()),
-                project: String::new(),
+                project: project.clone(),
             })
         } else {
             None
@@ -188,7 +194,8 @@ impl Engine {
             created_at: husk_core::now_rfc3339(),
             started_at: String::new(),
             error: String::new(),
-            project: String::new(),
+            project,
+            annotations: req.annotations.clone(),
         };
         let op = self.inner.store.begin_operation(
             "create_container",

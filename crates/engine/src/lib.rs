@@ -7,12 +7,15 @@
 //! API: drivers are reached through [`husk_core::Driver`] only.
 
 mod containers;
+mod exec_output;
+pub mod identity;
 mod images;
 mod monitor;
 mod networks;
 pub mod requests;
 mod resolve;
 mod sandboxes;
+mod scope;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -23,7 +26,9 @@ use husk_image::ImageStore;
 use husk_store::Store;
 use tokio::sync::broadcast;
 
+pub use exec_output::ExecOutput;
 pub use requests::*;
+pub use scope::{DEFAULT_PROJECT, Scope};
 
 /// Crash-testing hook: when the environment variable `HUSK_FAILPOINT` names this point, the daemon aborts here,
 /// as a power cut or `kill -9` would stop it. Tests use it to prove that every step of a multi-step operation

@@ -70,6 +70,10 @@ pub struct ContainerCreate {
     pub stop_signal: Option<String>,
     /// Seconds to wait after the stop signal.
     pub stop_timeout: Option<u32>,
+    /// The project that will own it (default: [`crate::DEFAULT_PROJECT`]).
+    pub project: Option<String>,
+    /// Notes front ends keep with the container (creator, settings of their own API); never passed to drivers.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A request to create a sandbox.
@@ -90,6 +94,8 @@ pub struct SandboxCreate {
     pub resources: Resources,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// The project that will own it (default: [`crate::DEFAULT_PROJECT`]).
+    pub project: Option<String>,
 }
 
 /// A request to run another process in a container.

@@ -441,6 +441,7 @@ pub fn container_record(
         started_at: String::new(),
         error: String::new(),
         project: String::new(),
+        annotations: Default::default(),
     }
 }
 

@@ -139,6 +139,12 @@ pub struct DaemonArgs {
     /// This daemon's name on the Docker Engine.
     #[arg(long = "docker-instance")]
     pub docker_instance: Option<String>,
+    /// Serve Zun's REST API and the identity service on this TCP address (e.g. 127.0.0.1:9517).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Authentication on the TCP listener: keystone (default) or none (one default project).
+    #[arg(long)]
+    pub auth: Option<String>,
 }
 
 /// Options of `run` and `create`.

@@ -284,6 +284,7 @@ fn create_request(a: &RunArgs) -> Result<ContainerCreate> {
         publish_all: a.publish_all,
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
+        ..Default::default()
     })
 }
 
@@ -692,6 +693,7 @@ async fn sandbox(client: &Client, cmd: SandboxCommand) -> Result<i32> {
                     pids_limit: None,
                 },
                 labels: parse_labels(&a.labels)?,
+                ..Default::default()
             };
             let sb: SandboxView = client
                 .json(Method::POST, "/husk/v1/sandboxes", Some(&req))

@@ -1,0 +1,701 @@
+//! `/v1/containers`: create, list, show, update, delete and the actions, each a translation to the engine.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use futures::StreamExt;
+use husk_core::{ContainerRecord, ErrorKind, LogOptions, SandboxRecord};
+use husk_engine::ExecCreate;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::context::Context;
+use super::create::{CreateBody, check_name, split_command, translate, zun_bool};
+use super::error::{ZunError, ZunResult};
+use super::params::{JsonBody, Page, Params, SortValue};
+use super::version::Version;
+use super::view::{self, ZunAction, ZunContainer};
+use super::{BaseUrl, ZunState};
+
+/// The routes of `/v1/containers`.
+pub fn routes() -> Router<ZunState> {
+    Router::new()
+        .route("/v1/containers", get(list).post(create))
+        .route(
+            "/v1/containers/{id}",
+            get(show).patch(update).delete(delete),
+        )
+        .route("/v1/containers/{id}/start", post(start))
+        .route("/v1/containers/{id}/stop", post(stop))
+        .route("/v1/containers/{id}/reboot", post(reboot))
+        .route("/v1/containers/{id}/pause", post(pause))
+        .route("/v1/containers/{id}/unpause", post(unpause))
+        .route("/v1/containers/{id}/kill", post(kill))
+        .route("/v1/containers/{id}/rename", post(rename))
+        .route("/v1/containers/{id}/logs", get(logs))
+        .route("/v1/containers/{id}/execute", post(execute))
+        .route("/v1/containers/{id}/top", get(top))
+        .route("/v1/containers/{id}/stats", get(stats))
+        .route("/v1/containers/{id}/network_list", get(network_list))
+}
+
+/// The list answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContainerList {
+    /// One page of containers.
+    pub containers: Vec<ZunContainer>,
+    /// The next page, if there may be one.
+    pub next: Option<String>,
+}
+
+impl ZunState {
+    /// The container `ident` (name or UUID) as `ctx` may see it; 404 otherwise.
+    pub fn container(
+        &self,
+        ctx: &Context,
+        ident: &str,
+        all_projects: bool,
+    ) -> ZunResult<ContainerRecord> {
+        let scope = ctx.scope(all_projects)?;
+        self.engine
+            .container_in(&scope, ident)
+            .map_err(|e| match e.kind {
+                ErrorKind::NotFound => {
+                    ZunError::not_found(format!("Container {ident} could not be found."))
+                }
+                _ => e.into(),
+            })
+    }
+
+    /// The Zun view of one container.
+    pub fn view(&self, rec: &ContainerRecord, ctx: &Context, base: &str) -> ZunContainer {
+        let sandbox = rec
+            .sandbox_id
+            .as_deref()
+            .and_then(|id| self.engine.sandbox(id).ok());
+        view::container(rec, sandbox.as_ref(), ctx, base)
+    }
+}
+
+/// Fields the list may be filtered by, and sorted by.
+const FILTERS: &[&str] = &[
+    "name",
+    "image",
+    "project_id",
+    "user_id",
+    "memory",
+    "host",
+    "task_state",
+    "status",
+    "auto_remove",
+];
+const SORT_KEYS: &[&str] = &[
+    "id",
+    "uuid",
+    "name",
+    "image",
+    "status",
+    "created_at",
+    "updated_at",
+    "memory",
+    "cpu",
+    "project_id",
+    "user_id",
+    "host",
+    "task_state",
+];
+
+fn sort_value(c: &ZunContainer, key: &str) -> SortValue {
+    let text = |s: &str| SortValue::Text(s.to_string());
+    match key {
+        // Zun's `id` is the row's insertion order: creation time here.
+        "id" | "created_at" => text(&c.created_at),
+        "uuid" => text(&c.uuid),
+        "name" => text(&c.name),
+        "image" => text(&c.image),
+        "status" => text(&c.status),
+        "updated_at" => c.updated_at.as_deref().map(text).unwrap_or(SortValue::None),
+        "memory" => c
+            .memory
+            .as_deref()
+            .and_then(|m| m.parse().ok())
+            .map(SortValue::Number)
+            .unwrap_or(SortValue::None),
+        "cpu" => c.cpu.map(SortValue::Number).unwrap_or(SortValue::None),
+        "project_id" => text(&c.project_id),
+        "user_id" => text(&c.user_id),
+        "host" => c.host.as_deref().map(text).unwrap_or(SortValue::None),
+        "task_state" => c.task_state.as_deref().map(text).unwrap_or(SortValue::None),
+        _ => SortValue::None,
+    }
+}
+
+fn matches_filter(c: &ZunContainer, key: &str, want: &str) -> bool {
+    match key {
+        "name" => c.name == want,
+        "image" => c.image == want,
+        "project_id" => c.project_id == want,
+        "user_id" => c.user_id == want,
+        "memory" => c.memory.as_deref() == Some(want),
+        "host" => view::host_name() == want,
+        "task_state" => c.task_state.as_deref() == Some(want),
+        "status" => c.status.eq_ignore_ascii_case(want),
+        "auto_remove" => {
+            zun_bool("auto_remove", &Value::String(want.into())).is_ok_and(|b| b == c.auto_remove)
+        }
+        _ => false,
+    }
+}
+
+/// `GET /v1/containers`.
+async fn list(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    BaseUrl(base): BaseUrl,
+    params: Params,
+) -> ZunResult<Json<ContainerList>> {
+    let mut allowed = vec!["limit", "marker", "sort_key", "sort_dir", "all_projects"];
+    allowed.extend_from_slice(FILTERS);
+    params.only(&allowed)?;
+    let page = Page::from_params(&params, SORT_KEYS, "id")?;
+    let scope = ctx.scope(params.flag("all_projects", false)?)?;
+    let sandboxes: Vec<SandboxRecord> = s.engine.list_sandboxes()?;
+    let mut views: Vec<ZunContainer> = s
+        .engine
+        .list_containers_in(&scope, true)?
+        .iter()
+        .map(|r| {
+            let sb = r
+                .sandbox_id
+                .as_ref()
+                .and_then(|id| sandboxes.iter().find(|sb| &sb.config.id == id));
+            view::container(r, sb, &ctx, &base)
+        })
+        .collect();
+    for key in FILTERS {
+        if let Some(want) = params.text(key) {
+            views.retain(|c| matches_filter(c, key, want));
+        }
+    }
+    let (containers, more) = page.apply(views, sort_value, |c| c.uuid.clone())?;
+    let next = match (more, containers.last()) {
+        (true, Some(last)) => {
+            Some(page.next_link(&format!("{base}/v1/containers"), &params, &last.uuid))
+        }
+        _ => None,
+    };
+    Ok(Json(ContainerList { containers, next }))
+}
+
+/// `POST /v1/containers[?run=true]`: 202 with the container (started when `run`).
+async fn create(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Extension(version): Extension<Version>,
+    BaseUrl(base): BaseUrl,
+    params: Params,
+    body: JsonBody,
+) -> ZunResult<Response> {
+    params.only(&["run"])?;
+    let run = params.flag("run", false)?;
+    let body: CreateBody = body.parse()?;
+    let req = translate(&body, version, &ctx, &view::host_name())?;
+    let rec = s.engine.create_container(req).await?;
+    let rec = if run {
+        match s.engine.start_container(rec.id()).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Zun leaves a container that failed to start in place; so does husk (it shows as Created).
+                tracing::warn!(container = rec.id(), "zun run: start failed: {e}");
+                return Err(e.into());
+            }
+        }
+    } else {
+        rec
+    };
+    let location = format!("{base}/v1/containers/{}", rec.id());
+    let mut response = (StatusCode::ACCEPTED, Json(s.view(&rec, &ctx, &base))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// `GET /v1/containers/{id}`.
+async fn show(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    BaseUrl(base): BaseUrl,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<Json<ZunContainer>> {
+    params.only(&["all_projects"])?;
+    let rec = s.container(&ctx, &id, params.flag("all_projects", false)?)?;
+    Ok(Json(s.view(&rec, &ctx, &base)))
+}
+
+/// The body of `PATCH /v1/containers/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBody {
+    /// CPUs.
+    #[schema(value_type = Option<f64>)]
+    pub cpu: Option<Value>,
+    /// Memory in MiB.
+    #[schema(value_type = Option<String>)]
+    pub memory: Option<Value>,
+    /// New name (1.14).
+    pub name: Option<String>,
+    /// Heal when lost.
+    #[schema(value_type = Option<bool>)]
+    pub auto_heal: Option<Value>,
+}
+
+/// `PATCH /v1/containers/{id}`: rename (from 1.14); limits of an existing container cannot change.
+async fn update(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Extension(version): Extension<Version>,
+    BaseUrl(base): BaseUrl,
+    Path(id): Path<String>,
+    params: Params,
+    body: JsonBody,
+) -> ZunResult<Json<ZunContainer>> {
+    params.only(&[])?;
+    let b: UpdateBody = body.parse()?;
+    if let Some(cpu) = &b.cpu {
+        super::create::zun_cpu("cpu", cpu)?;
+    }
+    if let Some(m) = &b.memory {
+        super::create::zun_memory("memory", m)?;
+    }
+    if let Some(h) = &b.auto_heal
+        && zun_bool("auto_heal", h)?
+    {
+        return Err(ZunError::invalid(
+            "auto_heal",
+            "not supported by husk: lost containers are not recreated",
+        ));
+    }
+    if let Some(n) = &b.name {
+        version.require_field("name", Version::new(1, 14))?;
+        check_name("name", n)?;
+    }
+    let rec = s.container(&ctx, &id, false)?;
+    ZunAction::Update.check(&rec)?;
+    if b.cpu.is_some() || b.memory.is_some() {
+        return Err(ZunError::invalid(
+            "cpu/memory",
+            "not supported by husk: the limits of an existing container cannot change; create a new one",
+        ));
+    }
+    if let Some(n) = &b.name {
+        s.engine.rename_container(rec.id(), n).await?;
+    }
+    let rec = s.container(&ctx, rec.id(), false)?;
+    Ok(Json(s.view(&rec, &ctx, &base)))
+}
+
+/// `DELETE /v1/containers/{id}[?force][&stop]`: 204.
+async fn delete(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Extension(version): Extension<Version>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<StatusCode> {
+    params.only(&["force", "stop", "all_projects"])?;
+    let force = params.flag("force", false)?;
+    let stop = params.flag("stop", false)?;
+    if force && version >= Version::new(1, 7) {
+        ctx.require_admin("container:delete_force")?;
+    }
+    if stop {
+        version.require_field("stop", Version::new(1, 12))?;
+    }
+    let rec = s.container(&ctx, &id, params.flag("all_projects", false)?)?;
+    if force {
+        s.engine.remove_container(rec.id(), true).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    ZunAction::Delete { stop }.check(&rec)?;
+    if stop && view::status(&rec) == "Running" {
+        s.engine.stop_container(rec.id(), None).await?;
+    }
+    s.engine.remove_container(rec.id(), false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Looks the container up, checks Zun's state table, and returns it.
+fn for_action(
+    s: &ZunState,
+    ctx: &Context,
+    id: &str,
+    action: ZunAction,
+) -> ZunResult<ContainerRecord> {
+    let rec = s.container(ctx, id, false)?;
+    action.check(&rec)?;
+    Ok(rec)
+}
+
+async fn start(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<StatusCode> {
+    params.only(&[])?;
+    let rec = for_action(&s, &ctx, &id, ZunAction::Start)?;
+    s.engine.start_container(rec.id()).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn stop(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<StatusCode> {
+    params.only(&["timeout"])?;
+    let timeout = params.uint("timeout")?;
+    let rec = for_action(&s, &ctx, &id, ZunAction::Stop)?;
+    s.engine.stop_container(rec.id(), timeout).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn reboot(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<StatusCode> {
+    params.only(&["timeout"])?;
+    let timeout = params.uint("timeout")?;
+    let rec = for_action(&s, &ctx, &id, ZunAction::Reboot)?;
+    s.engine.restart_container(rec.id(), timeout).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn pause(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<StatusCode> {
+    params.only(&[])?;
+    let rec = for_action(&s, &ctx, &id, ZunAction::Pause)?;
+    s.engine.pause_container(rec.id()).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn unpause(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<StatusCode> {
+    params.only(&[])?;
+    let rec = for_action(&s, &ctx, &id, ZunAction::Unpause)?;
+    s.engine.unpause_container(rec.id()).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn kill(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<StatusCode> {
+    params.only(&["signal"])?;
+    let signal = params.text("signal").unwrap_or("KILL").to_string();
+    husk_core::units::parse_signal(&signal)?;
+    let rec = for_action(&s, &ctx, &id, ZunAction::Kill)?;
+    s.engine.kill_container(rec.id(), &signal).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `POST .../rename?name=` (1.1 to 1.13; later versions rename with PATCH).
+async fn rename(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Extension(version): Extension<Version>,
+    BaseUrl(base): BaseUrl,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<Json<ZunContainer>> {
+    version.require_api("rename", Version::new(1, 1), Version::new(1, 13))?;
+    params.only(&["name"])?;
+    let name = params
+        .text("name")
+        .ok_or_else(|| ZunError::invalid("name", "a new name is required"))?
+        .to_string();
+    check_name("name", &name)?;
+    let rec = s.container(&ctx, &id, false)?;
+    s.engine.rename_container(rec.id(), &name).await?;
+    let rec = s.container(&ctx, rec.id(), false)?;
+    Ok(Json(s.view(&rec, &ctx, &base)))
+}
+
+/// Zun's `since`: Unix seconds, or `YYYY-MM-DD HH:MM:SS,mmm` (UTC).
+fn parse_since(text: &str) -> ZunResult<i64> {
+    if let Ok(secs) = text.parse::<i64>() {
+        return Ok(secs.saturating_mul(1_000_000_000));
+    }
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S,%3f")
+        .ok()
+        .and_then(|t| t.and_utc().timestamp_nanos_opt())
+        .ok_or_else(|| {
+            ZunError::invalid(
+                "since",
+                format!("{text:?} is not Unix seconds or YYYY-MM-DD HH:MM:SS,mmm"),
+            )
+        })
+}
+
+/// `GET .../logs`: the output as one JSON string.
+async fn logs(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<Json<String>> {
+    params.only(&["stdout", "stderr", "timestamps", "tail", "since"])?;
+    let stdout = params.flag("stdout", true)?;
+    let stderr = params.flag("stderr", true)?;
+    let timestamps = params.flag("timestamps", false)?;
+    let tail = match params.text("tail") {
+        None | Some("") | Some("all") => None,
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| ZunError::invalid("tail", format!("{n:?} is not a number or all")))?,
+        ),
+    };
+    let since_nanos = params.text("since").map(parse_since).transpose()?;
+    let rec = for_action(&s, &ctx, &id, ZunAction::Logs)?;
+    let options = LogOptions {
+        follow: false,
+        tail,
+        since_nanos,
+        until_nanos: None,
+    };
+    let mut stream = s.engine.logs(rec.id(), &options).await?;
+    let mut out = String::new();
+    while let Some(entry) = stream.next().await {
+        let entry = entry?;
+        let wanted = if entry.stream == "stderr" {
+            stderr
+        } else {
+            stdout
+        };
+        if !wanted {
+            continue;
+        }
+        if timestamps {
+            out.push_str(&entry.time);
+            out.push(' ');
+        }
+        out.push_str(&entry.text);
+    }
+    Ok(Json(out))
+}
+
+/// The answer of `execute`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecResult {
+    /// Everything the command printed (stdout and stderr interleaved).
+    pub output: Option<String>,
+    /// Its exit code.
+    pub exit_code: Option<i32>,
+    /// The exec's ID (interactive execs).
+    pub exec_id: Option<String>,
+    /// The WebSocket URL of an interactive exec.
+    pub proxy_url: Option<String>,
+}
+
+/// The most output `execute` returns.
+const EXEC_OUTPUT_LIMIT: usize = 4 << 20;
+/// How long `execute` waits for the command.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `POST .../execute?command=...[&run=false&interactive=true]`.
+async fn execute(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<Json<ExecResult>> {
+    params.only(&["command", "run", "interactive"])?;
+    let strict = |key: &str| -> ZunResult<Option<bool>> {
+        params
+            .text(key)
+            .map(|v| zun_bool(key, &Value::String(v.to_string())))
+            .transpose()
+    };
+    let run = strict("run")?.unwrap_or(true);
+    let interactive = strict("interactive")?.unwrap_or(false);
+    let command = params
+        .text("command")
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ZunError::invalid("command", "a command is required"))?;
+    let command = split_command("command", command)?;
+    let rec = for_action(&s, &ctx, &id, ZunAction::Running("execute"))?;
+    if !run || interactive {
+        return Err(ZunError::invalid(
+            "run",
+            "not supported by husk yet: interactive execs over WebSocket; run the command with run=true",
+        ));
+    }
+    let req = ExecCreate {
+        command,
+        ..Default::default()
+    };
+    let out = s
+        .engine
+        .exec_output(rec.id(), &req, EXEC_OUTPUT_LIMIT, EXEC_TIMEOUT)
+        .await?;
+    Ok(Json(ExecResult {
+        output: Some(String::from_utf8_lossy(&out.combined).into_owned()),
+        exit_code: Some(out.exit_code),
+        exec_id: None,
+        proxy_url: None,
+    }))
+}
+
+/// The answer of `top`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopResult {
+    /// Column names.
+    #[serde(rename = "Titles")]
+    pub titles: Vec<String>,
+    /// One row per process.
+    #[serde(rename = "Processes")]
+    pub processes: Vec<Vec<String>>,
+}
+
+/// `GET .../top[?ps_args=PID ...]`: the processes (only the given PIDs when `ps_args` lists some).
+async fn top(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<Json<TopResult>> {
+    params.only(&["ps_args"])?;
+    let pids: Vec<String> = params
+        .text("ps_args")
+        .unwrap_or("")
+        .split([' ', ','])
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = pids.iter().find(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(ZunError::invalid(
+            "ps_args",
+            format!("not supported by husk: {bad:?}; give process IDs to show only those"),
+        ));
+    }
+    let rec = for_action(&s, &ctx, &id, ZunAction::Running("top"))?;
+    let top = s.engine.top(rec.id()).await?;
+    let pid_col = top.titles.iter().position(|t| t == "PID");
+    let processes = top
+        .processes
+        .into_iter()
+        .filter(|row| match (pids.is_empty(), pid_col) {
+            (true, _) => true,
+            (false, Some(i)) => row.get(i).is_some_and(|p| pids.contains(p)),
+            (false, None) => false,
+        })
+        .collect();
+    Ok(Json(TopResult {
+        titles: top.titles,
+        processes,
+    }))
+}
+
+/// `GET .../stats`: Zun's usage summary, CPU % over a short interval.
+async fn stats(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<Json<Value>> {
+    params.only(&[])?;
+    let rec = for_action(&s, &ctx, &id, ZunAction::Running("stats"))?;
+    let first = s.engine.stats(rec.id()).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = s.engine.stats(rec.id()).await?;
+    let cpu_delta = second.cpu_usage_ns.saturating_sub(first.cpu_usage_ns) as f64;
+    let system_delta = second.system_cpu_ns.saturating_sub(first.system_cpu_ns) as f64;
+    let cpus = f64::from(second.online_cpus.max(1));
+    let cpu_percent = if system_delta > 0.0 {
+        cpu_delta / system_delta * cpus * 100.0
+    } else {
+        0.0
+    };
+    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+    let mem_percent = if second.memory_limit_bytes > 0 {
+        second.memory_usage_bytes as f64 / second.memory_limit_bytes as f64 * 100.0
+    } else {
+        0.0
+    };
+    Ok(Json(serde_json::json!({
+        "CONTAINER": rec.name(),
+        "CPU %": (cpu_percent * 100.0).round() / 100.0,
+        "MEM USAGE(MiB)": (mib(second.memory_usage_bytes) * 100.0).round() / 100.0,
+        "MEM LIMIT(MiB)": (mib(second.memory_limit_bytes) * 100.0).round() / 100.0,
+        "MEM %": (mem_percent * 100.0).round() / 100.0,
+        "BLOCK I/O(B)": "0/0",
+        "NET I/O(B)": format!("{}/{}", second.net_rx_bytes, second.net_tx_bytes),
+    })))
+}
+
+/// `GET .../network_list` (1.13): the container's network and addresses.
+async fn network_list(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Extension(version): Extension<Version>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<Json<Value>> {
+    version.require_api(
+        "network_list",
+        Version::new(1, 13),
+        super::version::MAX_VERSION,
+    )?;
+    params.only(&[])?;
+    let rec = s.container(&ctx, &id, false)?;
+    let v = s.view(&rec, &ctx, "");
+    let networks: Vec<Value> = v
+        .addresses
+        .iter()
+        .map(|(net, addrs)| {
+            serde_json::json!({
+                "net_id": net,
+                "port_id": null,
+                "fixed_ips": addrs.iter().map(|a| serde_json::json!({
+                    "ip_address": a.addr, "version": a.version, "subnet_id": a.subnet_id,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "networks": networks })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_forms() {
+        assert_eq!(parse_since("10").unwrap(), 10_000_000_000);
+        assert_eq!(
+            parse_since("1970-01-01 00:00:01,500").unwrap(),
+            1_500_000_000
+        );
+        assert!(parse_since("yesterday").is_err());
+    }
+}
