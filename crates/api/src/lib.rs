@@ -2,7 +2,9 @@
 //! [`husk_engine::Engine`] calls: [`local`] (the CLI's API), [`zun`] (OpenStack Zun's API) with
 //! [`keystone`] (the identity service Zun's clients authenticate with); the CRI comes next.
 
+pub mod keystone;
 pub mod local;
+pub mod local_identity;
 pub mod zun;
 
 use std::future::Future;
@@ -46,11 +48,15 @@ pub async fn serve_tcp_listener(
 
 /// Everything the daemon's unix socket serves: husk's own API for the CLI and Zun's API, both for local root.
 pub fn unix_router(engine: husk_engine::Engine) -> axum::Router {
-    let router = local::router(engine.clone()).merge(zun::router(engine, zun::AuthMode::LocalRoot));
+    let router = local::router(engine.clone())
+        .merge(local_identity::router(engine.clone()))
+        .merge(keystone::router(engine.clone()))
+        .merge(zun::router(engine, zun::AuthMode::LocalRoot));
     zun::accept_trailing_slashes(router)
 }
 
-/// What a TCP listener serves: Zun's API with authentication `auth`.
+/// What a TCP listener serves: Zun's API with authentication `auth`, and the identity service.
 pub fn tcp_router(engine: husk_engine::Engine, auth: zun::AuthMode) -> axum::Router {
-    zun::accept_trailing_slashes(zun::router(engine, auth))
+    let router = keystone::router(engine.clone()).merge(zun::router(engine, auth));
+    zun::accept_trailing_slashes(router)
 }

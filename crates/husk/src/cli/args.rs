@@ -75,6 +75,12 @@ pub enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Manage projects (owners of containers, capsules and images).
+    #[command(subcommand)]
+    Project(super::identity::ProjectCommand),
+    /// Manage users of the identity service.
+    #[command(subcommand)]
+    User(super::identity::UserCommand),
     /// List images.
     Images(ImageLsArgs),
     /// Load images from an archive.

@@ -2,6 +2,7 @@
 
 pub mod args;
 mod format;
+mod identity;
 mod stdio;
 
 use std::collections::BTreeMap;
@@ -109,6 +110,8 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
         Command::Image(cmd) => image(&client, cmd).await,
         Command::Images(a) => image(&client, ImageCommand::Ls(a)).await,
         Command::Network(cmd) => network(&client, cmd).await,
+        Command::Project(cmd) => identity::project(&client, cmd).await,
+        Command::User(cmd) => identity::user(&client, cmd).await,
         Command::Load(a) => image(&client, ImageCommand::Load(a)).await,
         Command::Info(a) => info(&client, a).await,
         Command::Version => {
