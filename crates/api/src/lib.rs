@@ -4,7 +4,9 @@
 
 pub mod keystone;
 pub mod local;
+pub mod local_capsules;
 pub mod local_identity;
+pub mod pod;
 pub mod zun;
 
 use std::future::Future;
@@ -50,6 +52,7 @@ pub async fn serve_tcp_listener(
 pub fn unix_router(engine: husk_engine::Engine) -> axum::Router {
     let router = local::router(engine.clone())
         .merge(local_identity::router(engine.clone()))
+        .merge(local_capsules::router(engine.clone()))
         .merge(keystone::router(engine.clone()))
         .merge(zun::router(engine, zun::AuthMode::LocalRoot));
     zun::accept_trailing_slashes(router)

@@ -6,6 +6,7 @@
 //! reconciles its records with reality when the daemon starts. It knows nothing of HTTP, gRPC or any backend's
 //! API: drivers are reached through [`husk_core::Driver`] only.
 
+pub mod capsules;
 mod containers;
 mod exec_output;
 pub mod identity;

@@ -169,6 +169,7 @@ impl Engine {
                         self.remove_sandbox_locked(&sb).await?;
                     }
                 }
+                "create_capsule" | "remove_capsule" => self.recover_capsule(&op.target).await?,
                 _ => warn!(kind = %op.kind, "unknown interrupted operation left as is"),
             }
             self.inner.store.finish_operation(op.id)?;

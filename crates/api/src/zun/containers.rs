@@ -10,6 +10,7 @@ use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use husk_core::{ContainerRecord, ErrorKind, LogOptions, SandboxRecord};
 use husk_engine::ExecCreate;
+use husk_engine::capsules::CAPSULE_ANNOTATION;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -169,6 +170,8 @@ async fn list(
         .engine
         .list_containers_in(&scope, true)?
         .iter()
+        // Capsule members are shown with their capsule (Zun lists only plain containers here).
+        .filter(|r| !r.annotations.contains_key(CAPSULE_ANNOTATION))
         .map(|r| {
             let sb = r
                 .sandbox_id
@@ -319,6 +322,13 @@ async fn delete(
         version.require_field("stop", Version::new(1, 12))?;
     }
     let rec = s.container(&ctx, &id, params.flag("all_projects", false)?)?;
+    if let Some(capsule) = rec.annotations.get(CAPSULE_ANNOTATION) {
+        return Err(ZunError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("Container {id} belongs to capsule {capsule}: delete the capsule instead."),
+        ));
+    }
     if force {
         s.engine.remove_container(rec.id(), true).await?;
         return Ok(StatusCode::NO_CONTENT);

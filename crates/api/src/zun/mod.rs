@@ -6,6 +6,7 @@
 //! with Zun's field and status names, [`create`] translates the create body, and [`containers`] holds the
 //! handlers. Every handler is a translation: decisions belong to the engine.
 
+pub mod capsules;
 pub mod containers;
 pub mod context;
 pub mod create;
@@ -105,6 +106,7 @@ async fn not_found() -> ZunError {
 pub fn router(engine: Engine, auth: AuthMode) -> Router {
     let state = ZunState { engine, auth };
     let api = containers::routes()
+        .merge(capsules::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

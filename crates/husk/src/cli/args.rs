@@ -75,6 +75,9 @@ pub enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Manage capsules (a sandbox with its containers, from a Kubernetes Pod or a Zun template).
+    #[command(subcommand)]
+    Capsule(super::capsule::CapsuleCommand),
     /// Manage projects (owners of containers, capsules and images).
     #[command(subcommand)]
     Project(super::identity::ProjectCommand),

@@ -1,6 +1,7 @@
 //! The client commands: each translates its flags into one or a few local-API calls and prints the answer.
 
 pub mod args;
+mod capsule;
 mod format;
 mod identity;
 mod stdio;
@@ -110,6 +111,7 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
         Command::Image(cmd) => image(&client, cmd).await,
         Command::Images(a) => image(&client, ImageCommand::Ls(a)).await,
         Command::Network(cmd) => network(&client, cmd).await,
+        Command::Capsule(cmd) => capsule::run(&client, cmd).await,
         Command::Project(cmd) => identity::project(&client, cmd).await,
         Command::User(cmd) => identity::user(&client, cmd).await,
         Command::Load(a) => image(&client, ImageCommand::Load(a)).await,
