@@ -197,6 +197,10 @@ impl Engine {
             project,
             annotations: req.annotations.clone(),
         };
+        // The quota check and the record that counts against it happen under one lock per project.
+        let quota_guard = self.lock(&format!("quota/{}", rec.project)).await;
+        self.check_service()?;
+        self.check_quota(&rec.project, &rec.config.resources)?;
         let op = self.inner.store.begin_operation(
             "create_container",
             &id,
@@ -208,6 +212,7 @@ impl Engine {
             }
             tx.insert(&rec)
         })?;
+        drop(quota_guard);
         let made = async {
             let mut sb = match (implicit.clone(), sandbox.clone()) {
                 (Some(mut sb), _) => {
@@ -476,6 +481,7 @@ impl Engine {
             driver.delete_sandbox(&sb).await?;
             self.inner.store.delete::<SandboxRecord>(&sb.config.id)?;
         }
+        self.forget_actions(rec.id());
         self.emit(rec.id(), EventKind::Removed);
         self.forget_lock(rec.id());
         Ok(())

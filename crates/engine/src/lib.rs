@@ -6,13 +6,17 @@
 //! reconciles its records with reality when the daemon starts. It knows nothing of HTTP, gRPC or any backend's
 //! API: drivers are reached through [`husk_core::Driver`] only.
 
+pub mod actions;
 pub mod capsules;
 mod containers;
 mod exec_output;
+pub mod host;
 pub mod identity;
+pub mod image_owners;
 mod images;
 mod monitor;
 mod networks;
+pub mod quotas;
 pub mod requests;
 mod resolve;
 mod sandboxes;

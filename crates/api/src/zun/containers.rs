@@ -208,9 +208,21 @@ async fn create(
     let run = params.flag("run", false)?;
     let body: CreateBody = body.parse()?;
     let req = translate(&body, version, &ctx, &view::host_name())?;
+    let start = husk_core::now_rfc3339();
     let rec = s.engine.create_container(req).await?;
+    s.engine
+        .record_action(rec.id(), "create", &ctx.user_id, &start, None);
     let rec = if run {
-        match s.engine.start_container(rec.id()).await {
+        match s
+            .engine
+            .track(
+                rec.id(),
+                "start",
+                &ctx.user_id,
+                s.engine.start_container(rec.id()),
+            )
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 // Zun leaves a container that failed to start in place; so does husk (it shows as Created).
@@ -298,7 +310,14 @@ async fn update(
         ));
     }
     if let Some(n) = &b.name {
-        s.engine.rename_container(rec.id(), n).await?;
+        s.engine
+            .track(
+                rec.id(),
+                "update",
+                &ctx.user_id,
+                s.engine.rename_container(rec.id(), n),
+            )
+            .await?;
     }
     let rec = s.container(&ctx, rec.id(), false)?;
     Ok(Json(s.view(&rec, &ctx, &base)))
@@ -361,7 +380,14 @@ async fn start(
 ) -> ZunResult<StatusCode> {
     params.only(&[])?;
     let rec = for_action(&s, &ctx, &id, ZunAction::Start)?;
-    s.engine.start_container(rec.id()).await?;
+    s.engine
+        .track(
+            rec.id(),
+            "start",
+            &ctx.user_id,
+            s.engine.start_container(rec.id()),
+        )
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -374,7 +400,14 @@ async fn stop(
     params.only(&["timeout"])?;
     let timeout = params.uint("timeout")?;
     let rec = for_action(&s, &ctx, &id, ZunAction::Stop)?;
-    s.engine.stop_container(rec.id(), timeout).await?;
+    s.engine
+        .track(
+            rec.id(),
+            "stop",
+            &ctx.user_id,
+            s.engine.stop_container(rec.id(), timeout),
+        )
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -387,7 +420,14 @@ async fn reboot(
     params.only(&["timeout"])?;
     let timeout = params.uint("timeout")?;
     let rec = for_action(&s, &ctx, &id, ZunAction::Reboot)?;
-    s.engine.restart_container(rec.id(), timeout).await?;
+    s.engine
+        .track(
+            rec.id(),
+            "reboot",
+            &ctx.user_id,
+            s.engine.restart_container(rec.id(), timeout),
+        )
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -399,7 +439,14 @@ async fn pause(
 ) -> ZunResult<StatusCode> {
     params.only(&[])?;
     let rec = for_action(&s, &ctx, &id, ZunAction::Pause)?;
-    s.engine.pause_container(rec.id()).await?;
+    s.engine
+        .track(
+            rec.id(),
+            "pause",
+            &ctx.user_id,
+            s.engine.pause_container(rec.id()),
+        )
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -411,7 +458,14 @@ async fn unpause(
 ) -> ZunResult<StatusCode> {
     params.only(&[])?;
     let rec = for_action(&s, &ctx, &id, ZunAction::Unpause)?;
-    s.engine.unpause_container(rec.id()).await?;
+    s.engine
+        .track(
+            rec.id(),
+            "unpause",
+            &ctx.user_id,
+            s.engine.unpause_container(rec.id()),
+        )
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -425,7 +479,14 @@ async fn kill(
     let signal = params.text("signal").unwrap_or("KILL").to_string();
     husk_core::units::parse_signal(&signal)?;
     let rec = for_action(&s, &ctx, &id, ZunAction::Kill)?;
-    s.engine.kill_container(rec.id(), &signal).await?;
+    s.engine
+        .track(
+            rec.id(),
+            "kill",
+            &ctx.user_id,
+            s.engine.kill_container(rec.id(), &signal),
+        )
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -566,7 +627,13 @@ async fn execute(
     };
     let out = s
         .engine
-        .exec_output(rec.id(), &req, EXEC_OUTPUT_LIMIT, EXEC_TIMEOUT)
+        .track(
+            rec.id(),
+            "exec_cmd",
+            &ctx.user_id,
+            s.engine
+                .exec_output(rec.id(), &req, EXEC_OUTPUT_LIMIT, EXEC_TIMEOUT),
+        )
         .await?;
     Ok(Json(ExecResult {
         output: Some(String::from_utf8_lossy(&out.combined).into_owned()),

@@ -6,12 +6,16 @@
 //! with Zun's field and status names, [`create`] translates the create body, and [`containers`] holds the
 //! handlers. Every handler is a translation: decisions belong to the engine.
 
+pub mod actions;
 pub mod capsules;
 pub mod containers;
 pub mod context;
 pub mod create;
 pub mod error;
+pub mod hosts;
+pub mod images;
 pub mod params;
+pub mod quotas;
 pub mod version;
 pub mod view;
 
@@ -107,6 +111,10 @@ pub fn router(engine: Engine, auth: AuthMode) -> Router {
     let state = ZunState { engine, auth };
     let api = containers::routes()
         .merge(capsules::routes())
+        .merge(actions::routes())
+        .merge(quotas::routes())
+        .merge(hosts::routes())
+        .merge(images::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
