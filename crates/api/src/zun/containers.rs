@@ -43,6 +43,9 @@ pub fn routes() -> Router<ZunState> {
         .route("/v1/containers/{id}/top", get(top))
         .route("/v1/containers/{id}/stats", get(stats))
         .route("/v1/containers/{id}/network_list", get(network_list))
+        .route("/v1/containers/{id}/attach", get(attach))
+        .route("/v1/containers/{id}/resize", post(resize))
+        .route("/v1/containers/{id}/execute_resize", post(execute_resize))
 }
 
 /// The list answer.
@@ -597,6 +600,7 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
 async fn execute(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
+    BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
     params: Params,
 ) -> ZunResult<Json<ExecResult>> {
@@ -615,11 +619,33 @@ async fn execute(
         .ok_or_else(|| ZunError::invalid("command", "a command is required"))?;
     let command = split_command("command", command)?;
     let rec = for_action(&s, &ctx, &id, ZunAction::Running("execute"))?;
-    if !run || interactive {
-        return Err(ZunError::invalid(
-            "run",
-            "not supported by husk yet: interactive execs over WebSocket; run the command with run=true",
-        ));
+    if !run {
+        // Zun's interactive exec: the process starts when the client connects to the URL.
+        let exec_id = husk_core::new_id();
+        let request = ExecCreate {
+            command,
+            tty: interactive,
+            stdin: interactive,
+            ..Default::default()
+        };
+        let target = super::ws::Target::Exec {
+            exec_id: exec_id.clone(),
+            request,
+        };
+        let token = s.sessions.offer(rec.id(), target);
+        s.engine.record_action(
+            rec.id(),
+            "exec_cmd",
+            &ctx.user_id,
+            &husk_core::now_rfc3339(),
+            None,
+        );
+        return Ok(Json(ExecResult {
+            output: None,
+            exit_code: None,
+            proxy_url: Some(super::ws::url(&base, &token, rec.id(), Some(&exec_id))),
+            exec_id: Some(exec_id),
+        }));
     }
     let req = ExecCreate {
         command,
@@ -775,4 +801,80 @@ mod tests {
         );
         assert!(parse_since("yesterday").is_err());
     }
+}
+
+/// `GET .../attach`: a `ws://` URL joined to the main process (the container must keep stdin open).
+async fn attach(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    BaseUrl(base): BaseUrl,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<Json<String>> {
+    params.only(&[])?;
+    let rec = for_action(&s, &ctx, &id, ZunAction::Running("attach"))?;
+    if !rec.config.process.stdin {
+        return Err(ZunError::invalid(
+            "interactive",
+            format!("container {id} is not interactive: create it with interactive=true to attach"),
+        ));
+    }
+    let token = s.sessions.offer(rec.id(), super::ws::Target::Attach);
+    s.engine.record_action(
+        rec.id(),
+        "container_attach",
+        &ctx.user_id,
+        &husk_core::now_rfc3339(),
+        None,
+    );
+    Ok(Json(super::ws::url(&base, &token, rec.id(), None)))
+}
+
+fn size(params: &Params) -> ZunResult<(u16, u16)> {
+    let dim = |k: &str| -> ZunResult<u16> {
+        let v = params
+            .positive(k)?
+            .ok_or_else(|| ZunError::invalid(k, "required"))?;
+        u16::try_from(v).map_err(|_| ZunError::invalid(k, format!("{v} is over 65535")))
+    };
+    Ok((dim("h")?, dim("w")?))
+}
+
+/// `POST .../resize?h=&w=`: the main process's terminal size.
+async fn resize(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<Json<Value>> {
+    params.only(&["h", "w"])?;
+    let (rows, cols) = size(&params)?;
+    let rec = for_action(&s, &ctx, &id, ZunAction::Running("resize"))?;
+    s.engine.resize(rec.id(), rows, cols).await?;
+    Ok(Json(Value::Null))
+}
+
+/// `POST .../execute_resize?exec_id=&h=&w=`: an interactive exec's terminal size.
+async fn execute_resize(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<Json<Value>> {
+    params.only(&["exec_id", "h", "w"])?;
+    let exec_id = params.text("exec_id").unwrap_or("");
+    if exec_id.len() != 64
+        || !exec_id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(ZunError::invalid(
+            "exec_id",
+            "64 lowercase hexadecimal characters",
+        ));
+    }
+    let (rows, cols) = size(&params)?;
+    let rec = for_action(&s, &ctx, &id, ZunAction::Running("execute_resize"))?;
+    s.sessions.resize(rec.id(), exec_id, rows, cols)?;
+    Ok(Json(Value::Null))
 }

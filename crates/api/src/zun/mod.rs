@@ -18,6 +18,7 @@ pub mod params;
 pub mod quotas;
 pub mod version;
 pub mod view;
+pub mod ws;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -38,6 +39,8 @@ pub struct ZunState {
     pub engine: Engine,
     /// How callers are authenticated on this listener.
     pub auth: AuthMode,
+    /// Interactive sessions handed out and not yet joined.
+    pub sessions: std::sync::Arc<ws::Sessions>,
 }
 
 /// `http://HOST` as the client reached us (for links and URLs handed back).
@@ -108,7 +111,11 @@ async fn not_found() -> ZunError {
 
 /// Zun's API for callers authenticated as `auth` says.
 pub fn router(engine: Engine, auth: AuthMode) -> Router {
-    let state = ZunState { engine, auth };
+    let state = ZunState {
+        engine,
+        auth,
+        sessions: Default::default(),
+    };
     let api = containers::routes()
         .merge(capsules::routes())
         .merge(actions::routes())
@@ -120,8 +127,12 @@ pub fn router(engine: Engine, auth: AuthMode) -> Router {
             state.clone(),
             context::authenticate,
         ))
+        .with_state(state.clone());
+    let public = Router::new()
+        .route("/", get(root))
+        .route("/v1", get(v1))
+        .route("/websocket", get(ws::connect))
         .with_state(state);
-    let public = Router::new().route("/", get(root)).route("/v1", get(v1));
     public
         .merge(api)
         .layer(axum::middleware::from_fn(version::negotiate))
