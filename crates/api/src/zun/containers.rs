@@ -788,21 +788,6 @@ async fn network_list(
     Ok(Json(serde_json::json!({ "networks": networks })))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn since_forms() {
-        assert_eq!(parse_since("10").unwrap(), 10_000_000_000);
-        assert_eq!(
-            parse_since("1970-01-01 00:00:01,500").unwrap(),
-            1_500_000_000
-        );
-        assert!(parse_since("yesterday").is_err());
-    }
-}
-
 /// `GET .../attach`: a `ws://` URL joined to the main process (the container must keep stdin open).
 async fn attach(
     State(s): State<ZunState>,
@@ -877,4 +862,19 @@ async fn execute_resize(
     let rec = for_action(&s, &ctx, &id, ZunAction::Running("execute_resize"))?;
     s.sessions.resize(rec.id(), exec_id, rows, cols)?;
     Ok(Json(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_forms() {
+        assert_eq!(parse_since("10").unwrap(), 10_000_000_000);
+        assert_eq!(
+            parse_since("1970-01-01 00:00:01,500").unwrap(),
+            1_500_000_000
+        );
+        assert!(parse_since("yesterday").is_err());
+    }
 }

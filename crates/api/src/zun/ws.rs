@@ -21,6 +21,9 @@ use super::ZunState;
 use super::error::ZunError;
 use super::params::Params;
 
+/// The terminal sizes sent to a running exec, and the size asked for before it started.
+type Resizes = (mpsc::Receiver<(u16, u16)>, Option<(u16, u16)>);
+
 /// How long a handed-out URL stays valid.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 
@@ -125,7 +128,7 @@ impl Sessions {
         Ok(())
     }
 
-    fn attach_resizer(&self, exec_id: &str) -> (mpsc::Receiver<(u16, u16)>, Option<(u16, u16)>) {
+    fn attach_resizer(&self, exec_id: &str) -> Resizes {
         let (tx, rx) = mpsc::channel(8);
         let mut resizers = self.resizers.lock().unwrap_or_else(|p| p.into_inner());
         let initial = resizers.get_mut(exec_id).and_then(|r| {
@@ -208,12 +211,7 @@ async fn join(
 }
 
 /// Copies WebSocket messages to stdin frames and output frames to WebSocket messages until either side ends.
-async fn splice(
-    socket: WebSocket,
-    stdio: BoxStdio,
-    resizes: Option<(mpsc::Receiver<(u16, u16)>, Option<(u16, u16)>)>,
-    close_stdin: bool,
-) {
+async fn splice(socket: WebSocket, stdio: BoxStdio, resizes: Option<Resizes>, close_stdin: bool) {
     let (mut ws_tx, mut ws_rx) = socket.split();
     let (mut reader, mut writer) = tokio::io::split(stdio);
     let (mut resize_rx, initial) = match resizes {
