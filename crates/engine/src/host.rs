@@ -196,21 +196,22 @@ impl Engine {
         })
     }
 
-    /// The compute service's state.
+    /// The compute service's state (registered, enabled, the first time it is asked for).
     pub fn compute_service(&self) -> Result<ServiceRecord> {
-        Ok(self
-            .inner
-            .store
-            .get::<ServiceRecord>(COMPUTE_BINARY)?
-            .unwrap_or_else(|| ServiceRecord {
-                binary: COMPUTE_BINARY.into(),
-                host: hostname(),
-                disabled: false,
-                disabled_reason: None,
-                forced_down: false,
-                created_at: husk_core::now_rfc3339(),
-                updated_at: None,
-            }))
+        if let Some(s) = self.inner.store.get::<ServiceRecord>(COMPUTE_BINARY)? {
+            return Ok(s);
+        }
+        let s = ServiceRecord {
+            binary: COMPUTE_BINARY.into(),
+            host: hostname(),
+            disabled: false,
+            disabled_reason: None,
+            forced_down: false,
+            created_at: husk_core::now_rfc3339(),
+            updated_at: None,
+        };
+        self.inner.store.upsert(&s)?;
+        Ok(s)
     }
 
     /// Changes the compute service's state.
@@ -240,14 +241,14 @@ impl Engine {
         Ok(s)
     }
 
-    /// Forgets the service's state (it starts again enabled, as a re-registered Zun service does).
+    /// Forgets the service's state: it registers again, enabled, as a restarted Zun compute service does.
     pub fn reset_service(&self, host: &str, binary: &str) -> Result<()> {
         let s = self.compute_service()?;
         if binary != COMPUTE_BINARY || host != s.host {
             return Err(Error::not_found(format!("service {binary} on host {host}")));
         }
         self.inner.store.delete::<ServiceRecord>(COMPUTE_BINARY)?;
-        Ok(())
+        self.compute_service().map(|_| ())
     }
 
     /// Refuses new containers while the compute service is disabled or forced down.

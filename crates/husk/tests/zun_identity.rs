@@ -217,6 +217,9 @@ fn tokens_are_issued_validated_and_revoked() {
     assert_eq!(call(&z, "garbage", "GET", "/v1/containers", None).0, 401);
     assert_eq!(call(&z, &alice, "GET", "/v1/containers", None).0, 200);
     assert_eq!(z.get("/").0, 200);
+    let (status, doc) = z.get("/v1/openapi.json");
+    assert_eq!(status, 200, "the OpenAPI document is public");
+    assert!(doc["paths"]["/v1/containers"]["post"].is_object());
     // Revocation.
     let (status, _, _) = z.http(
         "DELETE",

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::context::Context;
 use super::create::AVAILABILITY_ZONE;
-use super::error::{ZunError, ZunResult};
+use super::error::{ErrorBody, ZunError, ZunResult};
 use super::params::{JsonBody, Page, Params, SortValue};
 use super::view::{self, Address, Link, ZunContainer, ZunRestartPolicy};
 use super::{BaseUrl, ZunState};
@@ -163,7 +163,8 @@ impl ZunState {
 }
 
 /// `POST /v1/capsules`: 202 with the capsule (made, its init containers done and its containers started).
-async fn create(
+#[utoipa::path(post, path = "/v1/capsules", tag = "capsules", request_body(content = CapsuleBody, content_type = "application/json"), responses((status = 202, description = "Done", body = ZunCapsule), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn create(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     BaseUrl(base): BaseUrl,
@@ -219,7 +220,8 @@ async fn create(
 const SORT_KEYS: &[&str] = &["id", "uuid", "name", "created_at", "status", "project_id"];
 
 /// `GET /v1/capsules`.
-async fn list(
+#[utoipa::path(get, path = "/v1/capsules", tag = "capsules", params(("limit" = Option<u32>, Query, description = ""), ("marker" = Option<String>, Query, description = ""), ("sort_key" = Option<String>, Query, description = ""), ("sort_dir" = Option<String>, Query, description = ""), ("all_projects" = Option<String>, Query, description = "True or False")), responses((status = 200, description = "Done", body = CapsuleList), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn list(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     BaseUrl(base): BaseUrl,
@@ -254,7 +256,8 @@ async fn list(
 }
 
 /// `GET /v1/capsules/{id}`.
-async fn show(
+#[utoipa::path(get, path = "/v1/capsules/{id}", tag = "capsules", params(("id" = String, Path, description = "Name or UUID"), ("all_projects" = Option<String>, Query, description = "True or False")), responses((status = 200, description = "Done", body = ZunCapsule), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn show(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     BaseUrl(base): BaseUrl,
@@ -267,7 +270,8 @@ async fn show(
 }
 
 /// `DELETE /v1/capsules/{id}`: 204.
-async fn delete(
+#[utoipa::path(delete, path = "/v1/capsules/{id}", tag = "capsules", params(("id" = String, Path, description = "Name or UUID"), ("all_projects" = Option<String>, Query, description = "True or False")), responses((status = 204, description = "Done"), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn delete(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Path(id): Path<String>,

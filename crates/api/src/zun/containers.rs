@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::context::Context;
 use super::create::{CreateBody, check_name, split_command, translate, zun_bool};
-use super::error::{ZunError, ZunResult};
+use super::error::{ErrorBody, ZunError, ZunResult};
 use super::params::{JsonBody, Page, Params, SortValue};
 use super::version::Version;
 use super::view::{self, ZunAction, ZunContainer};
@@ -157,7 +157,8 @@ fn matches_filter(c: &ZunContainer, key: &str, want: &str) -> bool {
 }
 
 /// `GET /v1/containers`.
-async fn list(
+#[utoipa::path(get, path = "/v1/containers", tag = "containers", params(("limit" = Option<u32>, Query, description = "Page size (max 1000)"), ("marker" = Option<String>, Query, description = "UUID to start after"), ("sort_key" = Option<String>, Query, description = ""), ("sort_dir" = Option<String>, Query, description = "asc or desc"), ("all_projects" = Option<String>, Query, description = "True or False"), ("name" = Option<String>, Query, description = ""), ("image" = Option<String>, Query, description = ""), ("project_id" = Option<String>, Query, description = ""), ("user_id" = Option<String>, Query, description = ""), ("memory" = Option<String>, Query, description = ""), ("host" = Option<String>, Query, description = ""), ("task_state" = Option<String>, Query, description = ""), ("status" = Option<String>, Query, description = ""), ("auto_remove" = Option<String>, Query, description = "")), responses((status = 200, description = "Done", body = ContainerList), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn list(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     BaseUrl(base): BaseUrl,
@@ -199,7 +200,8 @@ async fn list(
 }
 
 /// `POST /v1/containers[?run=true]`: 202 with the container (started when `run`).
-async fn create(
+#[utoipa::path(post, path = "/v1/containers", tag = "containers", params(("run" = Option<String>, Query, description = "Start it too: True or False")), request_body(content = CreateBody, content_type = "application/json"), responses((status = 202, description = "Done", body = ZunContainer), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn create(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Extension(version): Extension<Version>,
@@ -245,7 +247,8 @@ async fn create(
 }
 
 /// `GET /v1/containers/{id}`.
-async fn show(
+#[utoipa::path(get, path = "/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "Name or UUID"), ("all_projects" = Option<String>, Query, description = "True or False")), responses((status = 200, description = "Done", body = ZunContainer), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn show(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     BaseUrl(base): BaseUrl,
@@ -275,7 +278,8 @@ pub struct UpdateBody {
 }
 
 /// `PATCH /v1/containers/{id}`: rename (from 1.14); limits of an existing container cannot change.
-async fn update(
+#[utoipa::path(patch, path = "/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "Name or UUID")), request_body(content = UpdateBody, content_type = "application/json"), responses((status = 200, description = "Done", body = ZunContainer), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn update(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Extension(version): Extension<Version>,
@@ -327,7 +331,8 @@ async fn update(
 }
 
 /// `DELETE /v1/containers/{id}[?force][&stop]`: 204.
-async fn delete(
+#[utoipa::path(delete, path = "/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "Name or UUID"), ("force" = Option<String>, Query, description = "True or False"), ("stop" = Option<String>, Query, description = "True or False"), ("all_projects" = Option<String>, Query, description = "True or False")), responses((status = 204, description = "Done"), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn delete(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Extension(version): Extension<Version>,
@@ -375,7 +380,8 @@ fn for_action(
     Ok(rec)
 }
 
-async fn start(
+#[utoipa::path(post, path = "/v1/containers/{id}/start", tag = "containers", params(("id" = String, Path, description = "Name or UUID")), responses((status = 202, description = "Done"), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn start(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Path(id): Path<String>,
@@ -394,7 +400,8 @@ async fn start(
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn stop(
+#[utoipa::path(post, path = "/v1/containers/{id}/stop", tag = "containers", params(("id" = String, Path, description = "Name or UUID"), ("timeout" = Option<u32>, Query, description = "Seconds before SIGKILL")), responses((status = 202, description = "Done"), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn stop(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Path(id): Path<String>,
@@ -414,7 +421,8 @@ async fn stop(
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn reboot(
+#[utoipa::path(post, path = "/v1/containers/{id}/reboot", tag = "containers", params(("id" = String, Path, description = "Name or UUID"), ("timeout" = Option<u32>, Query, description = "Seconds before SIGKILL")), responses((status = 202, description = "Done"), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn reboot(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Path(id): Path<String>,
@@ -434,7 +442,8 @@ async fn reboot(
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn pause(
+#[utoipa::path(post, path = "/v1/containers/{id}/pause", tag = "containers", params(("id" = String, Path, description = "Name or UUID")), responses((status = 202, description = "Done"), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn pause(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Path(id): Path<String>,
@@ -453,7 +462,8 @@ async fn pause(
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn unpause(
+#[utoipa::path(post, path = "/v1/containers/{id}/unpause", tag = "containers", params(("id" = String, Path, description = "Name or UUID")), responses((status = 202, description = "Done"), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn unpause(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Path(id): Path<String>,
@@ -472,7 +482,8 @@ async fn unpause(
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn kill(
+#[utoipa::path(post, path = "/v1/containers/{id}/kill", tag = "containers", params(("id" = String, Path, description = "Name or UUID"), ("signal" = Option<String>, Query, description = "Name or number")), responses((status = 202, description = "Done"), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn kill(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Path(id): Path<String>,
@@ -494,7 +505,8 @@ async fn kill(
 }
 
 /// `POST .../rename?name=` (1.1 to 1.13; later versions rename with PATCH).
-async fn rename(
+#[utoipa::path(post, path = "/v1/containers/{id}/rename", tag = "containers", params(("id" = String, Path, description = "Name or UUID"), ("name" = Option<String>, Query, description = "New name (API 1.1 to 1.13)")), responses((status = 200, description = "Done", body = ZunContainer), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn rename(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Extension(version): Extension<Version>,
@@ -532,7 +544,8 @@ fn parse_since(text: &str) -> ZunResult<i64> {
 }
 
 /// `GET .../logs`: the output as one JSON string.
-async fn logs(
+#[utoipa::path(get, path = "/v1/containers/{id}/logs", tag = "containers", params(("id" = String, Path, description = "Name or UUID"), ("stdout" = Option<String>, Query, description = "True or False"), ("stderr" = Option<String>, Query, description = "True or False"), ("timestamps" = Option<String>, Query, description = "True or False"), ("tail" = Option<String>, Query, description = "Lines or all"), ("since" = Option<String>, Query, description = "Unix seconds or YYYY-MM-DD HH:MM:SS,mmm")), responses((status = 200, description = "Done", body = String), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn logs(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Path(id): Path<String>,
@@ -597,7 +610,8 @@ const EXEC_OUTPUT_LIMIT: usize = 4 << 20;
 const EXEC_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// `POST .../execute?command=...[&run=false&interactive=true]`.
-async fn execute(
+#[utoipa::path(post, path = "/v1/containers/{id}/execute", tag = "containers", params(("id" = String, Path, description = "Name or UUID"), ("command" = Option<String>, Query, description = "Shell-quoted command"), ("run" = Option<String>, Query, description = "True or False"), ("interactive" = Option<String>, Query, description = "True or False")), responses((status = 200, description = "Done", body = ExecResult), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn execute(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     BaseUrl(base): BaseUrl,
@@ -681,7 +695,8 @@ pub struct TopResult {
 }
 
 /// `GET .../top[?ps_args=PID ...]`: the processes (only the given PIDs when `ps_args` lists some).
-async fn top(
+#[utoipa::path(get, path = "/v1/containers/{id}/top", tag = "containers", params(("id" = String, Path, description = "Name or UUID"), ("ps_args" = Option<String>, Query, description = "PIDs to show")), responses((status = 200, description = "Done", body = TopResult), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn top(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Path(id): Path<String>,
@@ -720,7 +735,8 @@ async fn top(
 }
 
 /// `GET .../stats`: Zun's usage summary, CPU % over a short interval.
-async fn stats(
+#[utoipa::path(get, path = "/v1/containers/{id}/stats", tag = "containers", params(("id" = String, Path, description = "Name or UUID")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn stats(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Path(id): Path<String>,
@@ -757,7 +773,8 @@ async fn stats(
 }
 
 /// `GET .../network_list` (1.13): the container's network and addresses.
-async fn network_list(
+#[utoipa::path(get, path = "/v1/containers/{id}/network_list", tag = "containers", params(("id" = String, Path, description = "Name or UUID")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn network_list(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Extension(version): Extension<Version>,
@@ -789,7 +806,8 @@ async fn network_list(
 }
 
 /// `GET .../attach`: a `ws://` URL joined to the main process (the container must keep stdin open).
-async fn attach(
+#[utoipa::path(get, path = "/v1/containers/{id}/attach", tag = "containers", params(("id" = String, Path, description = "Name or UUID")), responses((status = 200, description = "Done", body = String), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn attach(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     BaseUrl(base): BaseUrl,
@@ -826,7 +844,8 @@ fn size(params: &Params) -> ZunResult<(u16, u16)> {
 }
 
 /// `POST .../resize?h=&w=`: the main process's terminal size.
-async fn resize(
+#[utoipa::path(post, path = "/v1/containers/{id}/resize", tag = "containers", params(("id" = String, Path, description = "Name or UUID"), ("h" = Option<u32>, Query, description = "Rows"), ("w" = Option<u32>, Query, description = "Columns")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn resize(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Path(id): Path<String>,
@@ -840,7 +859,8 @@ async fn resize(
 }
 
 /// `POST .../execute_resize?exec_id=&h=&w=`: an interactive exec's terminal size.
-async fn execute_resize(
+#[utoipa::path(post, path = "/v1/containers/{id}/execute_resize", tag = "containers", params(("id" = String, Path, description = "Name or UUID"), ("exec_id" = Option<String>, Query, description = "64 hex characters"), ("h" = Option<u32>, Query, description = "Rows"), ("w" = Option<u32>, Query, description = "Columns")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn execute_resize(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Path(id): Path<String>,

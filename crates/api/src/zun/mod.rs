@@ -14,6 +14,7 @@ pub mod create;
 pub mod error;
 pub mod hosts;
 pub mod images;
+pub mod openapi;
 pub mod params;
 pub mod quotas;
 pub mod version;
@@ -109,6 +110,14 @@ async fn not_found() -> ZunError {
     ZunError::not_found("The resource could not be found.")
 }
 
+async fn method_not_allowed() -> ZunError {
+    ZunError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "The method is not allowed for this resource.",
+    )
+}
+
 /// Zun's API for callers authenticated as `auth` says.
 pub fn router(engine: Engine, auth: AuthMode) -> Router {
     let state = ZunState {
@@ -123,6 +132,7 @@ pub fn router(engine: Engine, auth: AuthMode) -> Router {
         .merge(hosts::routes())
         .merge(images::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             context::authenticate,
@@ -132,6 +142,7 @@ pub fn router(engine: Engine, auth: AuthMode) -> Router {
         .route("/", get(root))
         .route("/v1", get(v1))
         .route("/websocket", get(ws::connect))
+        .route("/v1/openapi.json", get(openapi::document))
         .with_state(state);
     public
         .merge(api)

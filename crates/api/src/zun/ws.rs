@@ -191,7 +191,15 @@ async fn join(
     let (stdio, resizes) = match &target {
         Target::Attach => (s.engine.attach(uuid, true).await?, None),
         Target::Exec { exec_id, request } => {
-            let stdio = s.engine.exec(uuid, request).await?;
+            // A command the runtime cannot start (no such executable) is the client's to fix.
+            let stdio = s
+                .engine
+                .exec(uuid, request)
+                .await
+                .map_err(|e| match e.kind {
+                    husk_core::ErrorKind::Backend => ZunError::invalid("command", e.message),
+                    _ => e.into(),
+                })?;
             (stdio, Some(s.sessions.attach_resizer(exec_id)))
         }
     };
