@@ -47,6 +47,7 @@ fn schemathesis(z: &ZunDaemon, extra: &[&str], config: Option<&str>) -> (i32, St
         .env("HUSK_FUZZ_URL", &z.url)
         .env("SCHEMATHESIS_HOOKS", "fuzz_hooks")
         .env("PYTHONPATH", repo_root().join("crates/husk/tests/zun"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .expect("run schemathesis");
     let text = format!(

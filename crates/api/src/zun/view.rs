@@ -357,11 +357,10 @@ fn json_list(rec: &ContainerRecord, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The host's name (Zun's `host`).
+/// The host's name (Zun's `host`), read once.
 pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(husk_engine::host::hostname).clone()
 }
 
 /// The Zun view of a container, with the fields `ctx` may see.
