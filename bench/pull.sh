@@ -1,34 +1,48 @@
 #!/bin/sh
 # Pull benchmark: the same multi-layer image (~200 MB uncompressed, 5 layers) pulled from a local registry by
-#   - husk   (crates/image/examples/pull.rs, release build, until the CLI has `husk pull`),
+#   - husk   (`husk pull -q` through a `husk daemon` started here on a temporary root, release build),
 #   - docker (`docker pull` against a private dockerd started here, when dockerd is installed),
 #   - skopeo (`skopeo copy docker://... dir:...`: download only, no unpacking),
-# each cold (empty store) RUNS times; prints the median seconds and the ratios.
+# each cold RUNS times (husk: `image rm` + `image prune -a` between runs, so every layer is fetched and unpacked
+# again; docker: `rmi` + `image prune -a`; skopeo: a fresh directory); prints the median seconds, the ratios, and
+# a markdown table for docs/benchmarks.md.
 #
-#   bench/pull.sh [RUNS]        (default 3; run as root)
+#   bench/pull.sh [RUNS]        (default 3; run as root; HUSK=/path/to/husk to skip the build)
 #
-# Everything (registry, dockerd, stores) lives in a temporary directory removed at the end. Nothing leaves 127.0.0.1.
+# Everything (registry, daemons, stores) lives in temporary directories removed at the end. Nothing leaves
+# 127.0.0.1.
 set -eu
 
 runs=${1:-3}
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/husk-pull-bench.XXXXXX)
+# The daemon's run root must be short (unix socket paths).
+husk_run=$(mktemp -d /tmp/hpb.XXXXXX)
 registry_pid=""
 dockerd_pid=""
-cleanup() {
-    [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
-    if [ -n "$dockerd_pid" ]; then
-        kill "$dockerd_pid" 2>/dev/null
-        for _ in $(seq 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.1; done
-        grep " $work/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    fi
-    rm -rf "$work"
+husk_pid=""
+stop() { # PID: SIGTERM, then wait up to 10 s
+    kill "$1" 2>/dev/null || return 0
+    for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
 }
-trap cleanup EXIT INT TERM
+cleanup() {
+    # Every step runs whatever the others return (a killed process's status would stop a `set -e` trap).
+    set +e
+    [ -n "$registry_pid" ] && stop "$registry_pid"
+    [ -n "$husk_pid" ] && stop "$husk_pid"
+    [ -n "$dockerd_pid" ] && stop "$dockerd_pid"
+    grep -E " ($work|$husk_run)/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+    rm -rf "$work" "$husk_run"
+}
+trap 'status=$?; cleanup; exit $status' EXIT
+trap 'exit 130' INT TERM
 
-echo "building husk's pull example (release)..." >&2
-(cd "$here" && cargo build -q --release -p husk-image --example pull)
-pull_bin="$here/target/x86_64-unknown-linux-gnu/release/examples/pull"
+husk=${HUSK:-}
+if [ -z "$husk" ]; then
+    echo "building husk (release)..." >&2
+    (cd "$here" && cargo build -q --release -p husk)
+    husk="${CARGO_TARGET_DIR:-$here/target}/x86_64-unknown-linux-gnu/release/husk"
+fi
 
 # The image: busybox plus four ~48 MB layers of mixed compressible data (base64 of random bytes and number text).
 echo "making the test image..." >&2
@@ -91,16 +105,34 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 now() { date +%s.%N; }
 elapsed() { printf '%.3f' "$(echo "$2 - $1" | bc)"; }
 
-# husk
+# husk: a daemon on a temporary root; each run starts from an empty image store.
+sock="$husk_run/husk.sock"
+hk() { "$husk" -H "unix://$sock" "$@"; }
+: > "$work/husk.toml"
+tag=$(od -An -N3 -tx1 /dev/urandom | tr -d ' ')
+"$husk" daemon --root "$work/husk-root" --run-root "$husk_run/run" --socket "$sock" --config "$work/husk.toml" \
+    --cni-conf-dir "$work/cni" --cgroup-parent "husk-bench-$tag" --bridge "hkb$tag" \
+    --subnet "10.$((200 + $(od -An -N1 -tu1 /dev/urandom) % 50)).$(od -An -N1 -tu1 /dev/urandom | tr -d ' ').0/24" \
+    --log-level warn > "$work/husk-daemon.log" 2>&1 &
+husk_pid=$!
+for _ in $(seq 200); do hk version 2>/dev/null | grep -q "Server: husk" && break; sleep 0.05; done
+hk version | grep -q "Server: husk" || { cat "$work/husk-daemon.log" >&2; exit 1; }
 : > "$work/husk.times"
 for r in $(seq "$runs"); do
-    rm -rf "$work/husk"
+    hk image rm -f "$ref" >/dev/null 2>&1 || true
+    hk image prune -a -f >/dev/null
+    [ -z "$(ls "$work/husk-root/images/layers")" ] || { echo "husk store not empty before run $r" >&2; exit 1; }
     sync
-    t=$("$pull_bin" --quiet --root "$work/husk" "$ref" | awk '{print $2}')
+    s=$(now)
+    hk pull -q "$ref" >/dev/null
+    e=$(now)
+    t=$(elapsed "$s" "$e")
     echo "$t" >> "$work/husk.times"
     echo "husk run $r: ${t}s" >&2
 done
-husk=$(median < "$work/husk.times")
+husk_t=$(median < "$work/husk.times")
+stop "$husk_pid"
+husk_pid=""
 
 # skopeo (to a directory: download and verify, no unpacking)
 : > "$work/skopeo.times"
@@ -139,11 +171,23 @@ if command -v dockerd >/dev/null 2>&1; then
     docker_t=$(median < "$work/docker.times")
 fi
 
+vs_skopeo=$(echo "scale=2; $skopeo_t / $husk_t" | bc)
+vs_docker=""
+[ -n "$docker_t" ] && vs_docker=$(echo "scale=2; $docker_t / $husk_t" | bc)
+
 echo
 echo "image: $n layers, ${size_mb} MB uncompressed, ${compressed_mb} MB in the registry; median of $runs cold pulls"
-printf '%-28s %8ss\n' "husk pull (unpacked)" "$husk"
-printf '%-28s %8ss\n' "skopeo copy to dir (no unpack)" "$skopeo_t"
-[ -n "$docker_t" ] && printf '%-28s %8ss\n' "docker pull (unpacked)" "$docker_t"
-printf 'husk vs skopeo: %sx faster\n' "$(echo "scale=2; $skopeo_t / $husk" | bc)"
-[ -n "$docker_t" ] && printf 'husk vs docker: %sx faster\n' "$(echo "scale=2; $docker_t / $husk" | bc)"
+printf '%-34s %8ss\n' "husk pull (daemon; unpacked)" "$husk_t"
+printf '%-34s %8ss\n' "skopeo copy to dir (no unpack)" "$skopeo_t"
+[ -n "$docker_t" ] && printf '%-34s %8ss\n' "docker pull (unpacked)" "$docker_t"
+printf 'husk vs skopeo: %sx faster\n' "$vs_skopeo"
+[ -n "$docker_t" ] && printf 'husk vs docker: %sx faster\n' "$vs_docker"
+
+echo
+echo "--- markdown for docs/benchmarks.md ---"
+echo "| tool | what it does | median seconds | husk is |"
+echo "| --- | --- | --- | --- |"
+echo "| \`husk pull\` (through the daemon) | download, verify, unpack | $husk_t | |"
+echo "| \`skopeo copy docker://... dir:\` | download, verify (no unpack) | $skopeo_t | ${vs_skopeo}x faster |"
+[ -n "$docker_t" ] && echo "| \`docker pull\` (private dockerd, overlay2) | download, verify, unpack | $docker_t | ${vs_docker}x faster |"
 exit 0

@@ -53,6 +53,7 @@ const METHODS: &[(&str, &str, &str, &str, bool, bool)] = &[
     ),
     ("pause", "Pause", "PauseRequest", "Empty", false, false),
     ("shutdown", "Shutdown", "Empty", "Empty", false, false),
+    ("top", "Top", "StatsRequest", "TopResponse", false, false),
 ];
 
 fn main() {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use husk_core::{Context, Error, Result};
 use nix::mount::{MsFlags, mount};
 
-/// Where module files and their load order are in the initramfs.
-const MODULE_ORDER: &str = "/etc/husk/modules";
+/// Where each module group's load order is in the initramfs (`<dir>/<group>`).
+const MODULE_GROUPS: &str = "/etc/husk/modules";
 
 /// Prints a line on the guest console (the serial port, which the host keeps in `console.log`).
 #[macro_export]
@@ -30,6 +30,10 @@ pub struct BootOptions {
     pub bare: bool,
     /// The guest's hostname.
     pub hostname: Option<String>,
+    /// Module groups to load after `base` (`husk.modules=mmio,vsock`).
+    pub module_groups: Vec<String>,
+    /// The containers share one PID namespace.
+    pub share_pid: bool,
 }
 
 impl BootOptions {
@@ -48,6 +52,14 @@ impl BootOptions {
                 }
                 "husk.transport" => o.vsock = value == "vsock",
                 "husk.bare" => o.bare = true,
+                "husk.share_pid" => o.share_pid = true,
+                "husk.modules" => {
+                    o.module_groups = value
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                }
                 "husk.hostname" if !value.is_empty() => o.hostname = Some(value.to_string()),
                 _ => {}
             }
@@ -85,17 +97,23 @@ pub fn early_mounts() -> Result<()> {
     Ok(())
 }
 
-/// Loads the kernel modules listed in the initramfs, in order, with `finit_module`. A module that is already
-/// there is fine; any other failure is logged and the rest are still loaded (the agent reports what is missing
-/// when a feature needs it).
-pub fn load_modules(release: &str) -> usize {
-    let order = std::fs::read_to_string(MODULE_ORDER).unwrap_or_default();
+/// Loads the kernel modules of group `base` and of `groups`, each in the order the initramfs lists them, with
+/// `finit_module`. A module that is already there is fine; any other failure is logged and the rest are still
+/// loaded (the agent reports what is missing when a feature needs it).
+pub fn load_modules(release: &str, groups: &[String]) -> usize {
     let mut loaded = 0;
-    for rel in order.lines().filter(|l| !l.is_empty()) {
-        let path = format!("/lib/modules/{release}/{rel}");
-        match load_module(Path::new(&path)) {
-            Ok(()) => loaded += 1,
-            Err(e) => crate::log!("{e}"),
+    for group in std::iter::once("base").chain(groups.iter().map(String::as_str)) {
+        if group.contains('/') || group.starts_with('.') {
+            crate::log!("ignored module group {group:?}");
+            continue;
+        }
+        let order = std::fs::read_to_string(format!("{MODULE_GROUPS}/{group}")).unwrap_or_default();
+        for rel in order.lines().filter(|l| !l.is_empty()) {
+            let path = format!("/lib/modules/{release}/{rel}");
+            match load_module(Path::new(&path)) {
+                Ok(()) => loaded += 1,
+                Err(e) => crate::log!("{e}"),
+            }
         }
     }
     loaded
@@ -329,6 +347,15 @@ pub fn power_off() -> ! {
     }
 }
 
+/// Time since the kernel booted, from /proc/uptime (0 when unreadable).
+pub fn uptime_ms() -> u64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|s| (s * 1000.0) as u64)
+        .unwrap_or(0)
+}
+
 /// The kernel's release, for finding modules.
 pub fn release() -> String {
     nix::sys::utsname::uname()
@@ -348,7 +375,10 @@ mod tests {
         assert_eq!(o.shares, ["husk0", "husk1"]);
         assert!(o.vsock && !o.bare);
         assert_eq!(o.hostname.as_deref(), Some("web"));
-        let o = BootOptions::parse("husk.bare husk.shares=");
+        assert!(o.module_groups.is_empty());
+        let o = BootOptions::parse("husk.bare husk.shares= husk.modules=mmio,vsock");
+        assert_eq!(o.module_groups, ["mmio", "vsock"]);
+        assert!(!o.share_pid && BootOptions::parse("husk.share_pid").share_pid);
         assert!(o.bare && o.shares.is_empty() && !o.vsock);
     }
 }

@@ -61,10 +61,12 @@ fn pid1() -> ! {
     }
     let opts = BootOptions::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     if opts.bare {
-        log!("bare boot done");
+        log!("bare boot done at {} ms", init::uptime_ms());
         init::power_off();
     }
-    let loaded = init::load_modules(&init::release());
+    let t0 = init::uptime_ms();
+    let loaded = init::load_modules(&init::release(), &opts.module_groups);
+    let t1 = init::uptime_ms();
     if let Err(e) = init::leave_initramfs() {
         log!("{e}");
         init::power_off();
@@ -81,11 +83,17 @@ fn pid1() -> ! {
     }
     init::set_hostname(opts.hostname.as_deref().unwrap_or("husk"));
     let shares = init::mount_shares(&opts.shares);
-    log!("{loaded} modules loaded, {} shares mounted", shares.len());
+    log!(
+        "started at {t0} ms; {loaded} modules loaded in {} ms; {} shares mounted; serving at {} ms",
+        t1 - t0,
+        shares.len(),
+        init::uptime_ms()
+    );
     let env = AgentEnv {
         run_dir: PathBuf::from("/run/husk"),
         shares,
         cgroup_root,
+        share_pid: opts.share_pid,
     };
     let rt = runtime();
     let r: Result<()> = rt.block_on(async move {
@@ -128,6 +136,7 @@ fn host_mode(args: Vec<String>) -> Result<()> {
         )
     };
     let (mut listen, mut run_dir, mut shares, mut cgroup_root) = (None, None, HashMap::new(), None);
+    let mut share_pid = false;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(usage);
@@ -135,6 +144,7 @@ fn host_mode(args: Vec<String>) -> Result<()> {
             "--listen" => listen = Some(PathBuf::from(value()?)),
             "--run-dir" => run_dir = Some(PathBuf::from(value()?)),
             "--cgroup" => cgroup_root = Some(PathBuf::from(value()?)),
+            "--share-pid" => share_pid = true,
             "--share" => {
                 let v = value()?;
                 let (tag, dir) = v.split_once('=').ok_or_else(usage)?;
@@ -153,6 +163,7 @@ fn host_mode(args: Vec<String>) -> Result<()> {
         run_dir,
         shares,
         cgroup_root,
+        share_pid,
     };
     runtime().block_on(async move {
         let (service, mut shutdown) = make_service(env)?;

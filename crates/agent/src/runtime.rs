@@ -39,6 +39,9 @@ pub struct ContainerSetup {
     pub readonly_rootfs: bool,
     /// Its cgroup directory, when the guest has cgroup v2.
     pub cgroup: Option<PathBuf>,
+    /// The holder of a PID namespace shared by the sandbox's containers (the VM's `--share-pid`), or `None` for
+    /// a PID namespace of the container's own.
+    pub shared_pid_ns: Option<i32>,
 }
 
 impl ContainerSetup {
@@ -105,6 +108,8 @@ pub trait Runtime: Send + Sync {
     ) -> Result<Started>;
     /// Removes what `create` made (the caller has killed the processes).
     fn delete(&self, c: &ContainerSetup) -> Result<()>;
+    /// Starts the holder of a PID namespace that containers can share: PID 1 there, reaping orphans.
+    fn pid_namespace_holder(&self, reaper: &Reaper) -> Result<i32>;
 }
 
 /// The minimal clone + pivot_root runtime described in the module documentation.
@@ -440,6 +445,43 @@ fn read_child_report(mut r: File, exe: &str) -> Result<()> {
     })
 }
 
+/// Runs `spawn` with this thread's `pid_for_children` set to the PID namespace of process `pid`, then back to
+/// the agent's own (the setting is per thread, so other threads are not affected).
+fn in_pid_namespace_of<T>(
+    pid: i32,
+    container: &str,
+    spawn: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let target = File::open(format!("/proc/{pid}/ns/pid")).map_err(|e| {
+        Error::conflict(format!(
+            "container {container} is not running (/proc/{pid}/ns/pid: {e})"
+        ))
+    })?;
+    let own = File::open("/proc/self/ns/pid").context("open /proc/self/ns/pid")?;
+    nix::sched::setns(&target, nix::sched::CloneFlags::CLONE_NEWPID).map_err(|e| {
+        Error::backend(format!(
+            "enter the PID namespace of container {container}: {e}"
+        ))
+    })?;
+    let result = spawn();
+    nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(|e| Error::internal(format!("return to the agent's PID namespace: {e}")))?;
+    result
+}
+
+/// The body of a PID namespace holder (a clone child that never execs): reap whatever dies in the namespace.
+fn holder_main() -> ! {
+    // SAFETY: signal, waitpid and sleep are plain system calls; nothing here allocates or locks.
+    unsafe {
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        loop {
+            if libc::waitpid(-1, std::ptr::null_mut(), 0) < 0 {
+                libc::sleep(1);
+            }
+        }
+    }
+}
+
 /// clone(2) with `flags` and fork semantics (no new stack); returns the child's PID in the parent.
 fn clone_child(flags: libc::c_int, plan: &ChildPlan) -> Result<i32> {
     // SAFETY: the raw clone syscall without CLONE_VM gives the child a copy-on-write copy of this process, as
@@ -550,11 +592,16 @@ impl Runtime for NamespaceRuntime {
             .as_deref()
             .map(|h| cstr(h, "hostname"))
             .transpose()?;
-        let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+        let mut flags = libc::CLONE_NEWNS;
         if plan.hostname.is_some() {
             flags |= libc::CLONE_NEWUTS;
         }
-        let started = reaper.spawn(|| clone_child(flags, &plan))?;
+        let started = match c.shared_pid_ns {
+            None => reaper.spawn(|| clone_child(flags | libc::CLONE_NEWPID, &plan))?,
+            Some(holder) => {
+                in_pid_namespace_of(holder, &c.id, || reaper.spawn(|| clone_child(flags, &plan)))?
+            }
+        };
         drop(err_w);
         drop(io);
         read_child_report(report, &plan.exe.to_string_lossy())?;
@@ -576,30 +623,43 @@ impl Runtime for NamespaceRuntime {
                 Error::conflict(format!("container {} is not running ({path}: {e})", c.id))
             })
         };
-        let (mnt, pid_ns, own_pid_ns) = (
-            ns("mnt")?,
-            ns("pid")?,
-            File::open("/proc/self/ns/pid").context("open /proc/self/ns/pid")?,
-        );
+        let mnt = ns("mnt")?;
         let (report, err_w) = error_pipe()?;
         let mut plan = base_plan(c, p, &io, err_w.as_raw_fd(), &cgroup)?;
         plan.mnt_ns = mnt.as_raw_fd();
-        // pid_for_children is per thread: enter the container's PID namespace on this thread for the clone only.
-        nix::sched::setns(&pid_ns, nix::sched::CloneFlags::CLONE_NEWPID).map_err(|e| {
-            Error::backend(format!(
-                "enter the PID namespace of container {}: {e}",
-                c.id
-            ))
-        })?;
-        let started = reaper.spawn(|| clone_child(0, &plan));
-        let restored = nix::sched::setns(&own_pid_ns, nix::sched::CloneFlags::CLONE_NEWPID);
-        let started = started?;
-        restored
-            .map_err(|e| Error::internal(format!("return to the agent's PID namespace: {e}")))?;
+        let started =
+            in_pid_namespace_of(init_pid, &c.id, || reaper.spawn(|| clone_child(0, &plan)))?;
         drop(err_w);
         drop(io);
         read_child_report(report, &plan.exe.to_string_lossy())?;
         Ok(started)
+    }
+
+    fn pid_namespace_holder(&self, reaper: &Reaper) -> Result<i32> {
+        let (pid, _exit) = reaper.spawn(|| {
+            // SAFETY: as in clone_child; the child runs only holder_main, which makes plain system calls.
+            let pid = unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    (libc::CLONE_NEWPID | libc::SIGCHLD) as libc::c_ulong,
+                    0usize,
+                    0usize,
+                    0usize,
+                    0usize,
+                )
+            };
+            if pid < 0 {
+                return Err(Error::backend(format!(
+                    "clone a PID namespace holder: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            if pid == 0 {
+                holder_main();
+            }
+            Ok(pid as i32)
+        })?;
+        Ok(pid)
     }
 
     fn delete(&self, c: &ContainerSetup) -> Result<()> {

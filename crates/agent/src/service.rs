@@ -33,6 +33,8 @@ pub struct AgentEnv {
     pub shares: HashMap<String, PathBuf>,
     /// The cgroup v2 root, when the guest has one.
     pub cgroup_root: Option<PathBuf>,
+    /// Containers share one PID namespace (the sandbox was made with `share_pid`).
+    pub share_pid: bool,
 }
 
 /// Output not yet read by anyone is kept up to this many bytes (older output is dropped).
@@ -97,6 +99,18 @@ impl Hub {
 struct ExitInfo {
     code: i32,
     at_ns: i64,
+    oom_killed: bool,
+}
+
+/// The number of OOM kills in a cgroup (v2 `memory.events`).
+fn oom_kills(cgroup: Option<&std::path::Path>) -> u64 {
+    let Some(cg) = cgroup else { return 0 };
+    std::fs::read_to_string(cg.join("memory.events"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// One process (main or exec) of a container.
@@ -157,6 +171,8 @@ struct Inner {
     runtime: Arc<dyn Runtime>,
     reaper: Arc<Reaper>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// The holder of the shared PID namespace, once made.
+    pid_holder: Mutex<Option<i32>>,
     started: Instant,
     shutdown: mpsc::Sender<()>,
 }
@@ -194,11 +210,28 @@ impl AgentService {
                 env,
                 runtime,
                 reaper,
+                pid_holder: Mutex::new(None),
                 containers: Mutex::new(HashMap::new()),
                 started: Instant::now(),
                 shutdown,
             }),
         }
+    }
+
+    /// The holder of the shared PID namespace, made on first use (and again if it died).
+    fn pid_holder(&self) -> Result<i32> {
+        let mut holder = lock(&self.inner.pid_holder);
+        if let Some(pid) = *holder
+            && std::path::Path::new(&format!("/proc/{pid}/ns/pid")).exists()
+        {
+            return Ok(pid);
+        }
+        let pid = self
+            .inner
+            .runtime
+            .pid_namespace_holder(&self.inner.reaper)?;
+        *holder = Some(pid);
+        Ok(pid)
     }
 
     fn container(&self, id: &str) -> Result<Arc<Container>> {
@@ -265,6 +298,11 @@ impl AgentService {
                 .cgroup_root
                 .as_ref()
                 .map(|r| r.join(format!("husk-{}", req.id))),
+            shared_pid_ns: if self.inner.env.share_pid {
+                Some(self.pid_holder()?)
+            } else {
+                None
+            },
         };
         let mut containers = lock(&self.inner.containers);
         if containers.contains_key(&req.id) {
@@ -338,6 +376,8 @@ impl AgentService {
         *lock(&proc_.pid) = pid;
         let readers = self.pump_output(proc_, parent_io)?;
         let p = proc_.clone();
+        let cgroup = c.setup.cgroup.clone();
+        let ooms_before = oom_kills(cgroup.as_deref());
         tokio::spawn(async move {
             let status = exited.await.unwrap_or(255 << 8);
             // Report the exit only after its output has drained, so the exit frame is the last one.
@@ -352,7 +392,14 @@ impl AgentService {
                 .map(|d| d.as_nanos() as i64)
                 .unwrap_or(0);
             lock(&p.hub).publish(Frame::Exit(code));
-            p.exit.send_replace(Some(ExitInfo { code, at_ns }));
+            // Killed by SIGKILL while the cgroup's OOM kill count rose: the kernel's OOM killer ended it.
+            let oom_killed =
+                code == 128 + libc::SIGKILL && oom_kills(cgroup.as_deref()) > ooms_before;
+            p.exit.send_replace(Some(ExitInfo {
+                code,
+                at_ns,
+                oom_killed,
+            }));
         });
         Ok(pid)
     }
@@ -517,6 +564,59 @@ fn read_u64(path: PathBuf) -> u64 {
         .unwrap_or(0)
 }
 
+/// A `ps`-like row for `pid` from /proc (UID, PID, PPID, STIME, TIME, CMD), or `None` if it is gone.
+fn process_row(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let (ppid, cpu_ticks, start_ticks) = (
+        rest.get(1).copied().unwrap_or("0"),
+        field(11) + field(12),
+        field(19),
+    );
+    let hz = 100; // USER_HZ on Linux
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("");
+    let cmd: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let boot_secs = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        })
+        .unwrap_or(0);
+    let started = chrono_like_hhmm(boot_secs + (start_ticks / hz) as i64);
+    let cpu = cpu_ticks / hz;
+    Some(vec![
+        uid.to_string(),
+        pid.to_string(),
+        ppid.to_string(),
+        started,
+        format!("{:02}:{:02}:{:02}", cpu / 3600, (cpu / 60) % 60, cpu % 60),
+        cmd.join(" "),
+    ])
+}
+
+/// `HH:MM` (UTC) of a Unix time.
+fn chrono_like_hhmm(unix: i64) -> String {
+    let day = unix.rem_euclid(86_400);
+    format!("{:02}:{:02}", day / 3600, (day / 60) % 60)
+}
+
 /// Time since the (guest) kernel booted, from /proc/uptime.
 fn guest_uptime_ms() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/uptime").ok()?;
@@ -598,6 +698,12 @@ impl Agent for AgentService {
         if !main.running() {
             return Err(st(Error::conflict(format!(
                 "container {:?} is not running",
+                req.container_id
+            ))));
+        }
+        if *lock(&c.paused) {
+            return Err(st(Error::conflict(format!(
+                "container {:?} is paused: unpause it first",
                 req.container_id
             ))));
         }
@@ -686,7 +792,7 @@ impl Agent for AgentService {
         };
         Ok(Response::new(proto::WaitResponse {
             exit_code: info.code,
-            oom_killed: false,
+            oom_killed: info.oom_killed,
             finished_at_ns: info.at_ns,
         }))
     }
@@ -804,8 +910,12 @@ impl Agent for AgentService {
         let id = req.into_inner().id;
         let c = self.container(&id).map_err(st)?;
         let main = lock(&c.main).clone();
+        if let Some(cg) = &c.setup.cgroup {
+            // Every process of the container, whatever PID namespace it is in (and thawed if it was frozen).
+            let _ = std::fs::write(cg.join("cgroup.kill"), "1");
+        }
         if main.running() {
-            // SAFETY: SIGKILL to the container's init (PID 1 of its PID namespace) ends every process in it.
+            // SAFETY: SIGKILL to the container's main process; as PID 1 of its PID namespace its end ends the rest.
             unsafe { libc::kill(main.pid(), libc::SIGKILL) };
             let mut rx = main.exit.subscribe();
             let _ = tokio::time::timeout(
@@ -845,6 +955,38 @@ impl Agent for AgentService {
         )?;
         *lock(&c.paused) = req.frozen;
         Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn top(
+        &self,
+        req: Request<proto::StatsRequest>,
+    ) -> std::result::Result<Response<proto::TopResponse>, Status> {
+        let c = self.container(&req.into_inner().container_id).map_err(st)?;
+        let main = lock(&c.main).clone();
+        if !main.running() {
+            return Err(st(Error::conflict(format!(
+                "container {:?} is not running",
+                c.setup.id
+            ))));
+        }
+        let mut pids: Vec<i32> = match &c.setup.cgroup {
+            Some(cg) => std::fs::read_to_string(cg.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect(),
+            None => vec![main.pid()],
+        };
+        pids.sort_unstable();
+        let rows = pids
+            .into_iter()
+            .filter_map(process_row)
+            .map(|cells| proto::TopRow { cells })
+            .collect();
+        let titles = ["UID", "PID", "PPID", "STIME", "TIME", "CMD"]
+            .map(String::from)
+            .to_vec();
+        Ok(Response::new(proto::TopResponse { titles, rows }))
     }
 
     async fn shutdown(

@@ -165,73 +165,84 @@ async fn sandbox_vm_runs_two_containers_and_survives_a_daemon_restart() {
     let env = std::sync::Arc::new(Env::new());
     // The first daemon: makes the sandbox and its containers, then exits (its runtime and sockets go away).
     let e = env.clone();
-    let (sb, r1, server, client, long, release) = common::as_a_daemon_that_exits(async move {
-        let env = e;
-        let d = env.driver();
-        let release = d.info().await.unwrap().details["guest_kernel"].clone();
-        let sc = SandboxConfig {
-            id: "sb1".into(),
-            name: "sb1".into(),
-            hostname: "capsule".into(),
-            ..Default::default()
-        };
-        let srt = d.create_sandbox(&sc).await.unwrap();
-        assert!(srt.pid.is_some());
-        let sb = sandbox_record(sc, srt);
+    let (sb, r1, server, client, long, peer, release) = common::as_a_daemon_that_exits(
+        async move {
+            let env = e;
+            let d = env.driver();
+            let release = d.info().await.unwrap().details["guest_kernel"].clone();
+            let sc = SandboxConfig {
+                id: "sb1".into(),
+                name: "sb1".into(),
+                hostname: "capsule".into(),
+                share_pid: true,
+                ..Default::default()
+            };
+            let srt = d.create_sandbox(&sc).await.unwrap();
+            assert!(srt.pid.is_some());
+            let sb = sandbox_record(sc, srt);
 
-        let (r1, out, code) = run_in(
-            &d,
-            &env,
-            "uname",
-            Some(&sb),
-            &["sh", "-c", "uname -r; hostname"],
-        )
-        .await;
-        assert_eq!(
-            (out.as_str(), code),
-            (format!("{release}\ncapsule\n").as_str(), Some(0))
-        );
-
-        // A server in one container, reached from another over the VM's localhost.
-        let scfg = container("server", &["sh", "-c", "echo pong | nc -l -p 8080"]);
-        let srt = d
-            .create_container(&scfg, Some(&sb), &env.rootfs())
-            .await
-            .unwrap();
-        let mut server = record(scfg, Some("sb1"), srt);
-        server.runtime = d.start_container(&server, Some(&sb)).await.unwrap();
-        let script = "for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 8080 </dev/null && exit 0; sleep 0.3; done; exit 1";
-        let (client, out, code) =
-            run_in(&d, &env, "client", Some(&sb), &["sh", "-c", script]).await;
-        assert_eq!((out.trim(), code), ("pong", Some(0)));
-
-        let lcfg = container(
-            "long",
-            &[
-                "sh",
-                "-c",
-                "echo before restart; sleep 2; echo after restart; sleep 600",
-            ],
-        );
-        let lrt = d
-            .create_container(&lcfg, Some(&sb), &env.rootfs())
-            .await
-            .unwrap();
-        let mut long = record(lcfg, Some("sb1"), lrt);
-        long.runtime = d.start_container(&long, Some(&sb)).await.unwrap();
-        // Output a reader had already taken when the daemon died is the one thing that can be lost: wait for it.
-        for _ in 0..50 {
-            let logs = futures::StreamExt::collect::<Vec<_>>(
-                d.logs(&long, &LogOptions::default()).await.unwrap(),
+            let (r1, out, code) = run_in(
+                &d,
+                &env,
+                "uname",
+                Some(&sb),
+                &["sh", "-c", "uname -r; hostname"],
             )
             .await;
-            if !logs.is_empty() {
-                break;
+            assert_eq!(
+                (out.as_str(), code),
+                (format!("{release}\ncapsule\n").as_str(), Some(0))
+            );
+
+            // A server in one container, reached from another over the VM's localhost.
+            let scfg = container("server", &["sh", "-c", "echo pong | nc -l -p 8080"]);
+            let srt = d
+                .create_container(&scfg, Some(&sb), &env.rootfs())
+                .await
+                .unwrap();
+            let mut server = record(scfg, Some("sb1"), srt);
+            server.runtime = d.start_container(&server, Some(&sb)).await.unwrap();
+            let script = "for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 8080 </dev/null && exit 0; sleep 0.3; done; exit 1";
+            let (client, out, code) =
+                run_in(&d, &env, "client", Some(&sb), &["sh", "-c", script]).await;
+            assert_eq!((out.trim(), code), ("pong", Some(0)));
+
+            let pcfg = container("peer", &["sleep", "4242"]);
+            let prt = d
+                .create_container(&pcfg, Some(&sb), &env.rootfs())
+                .await
+                .unwrap();
+            let mut peer = record(pcfg, Some("sb1"), prt);
+            peer.runtime = d.start_container(&peer, Some(&sb)).await.unwrap();
+
+            let lcfg = container(
+                "long",
+                &[
+                    "sh",
+                    "-c",
+                    "echo before restart; sleep 2; echo after restart; sleep 600",
+                ],
+            );
+            let lrt = d
+                .create_container(&lcfg, Some(&sb), &env.rootfs())
+                .await
+                .unwrap();
+            let mut long = record(lcfg, Some("sb1"), lrt);
+            long.runtime = d.start_container(&long, Some(&sb)).await.unwrap();
+            // Output a reader had already taken when the daemon died is the one thing that can be lost: wait for it.
+            for _ in 0..50 {
+                let logs = futures::StreamExt::collect::<Vec<_>>(
+                    d.logs(&long, &LogOptions::default()).await.unwrap(),
+                )
+                .await;
+                if !logs.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        (sb, r1, server, client, long, release)
-    });
+            (sb, r1, server, client, long, peer, release)
+        },
+    );
 
     // The restarted daemon finds the VM, its containers, their state and their output.
     let d = env.driver();
@@ -257,6 +268,13 @@ async fn sandbox_vm_runs_two_containers_and_survives_a_daemon_restart() {
         .await
         .unwrap();
     assert_eq!(output_of(stdio).await, ("exec ok\n".to_string(), Some(0)));
+    // The sandbox shares its PID namespace: one container sees another's processes.
+    let ps = husk_core::ProcessConfig {
+        args: vec!["ps".into(), "-o".into(), "args".into()],
+        ..Default::default()
+    };
+    let (out, code) = output_of(d.exec(&long, &ps).await.unwrap()).await;
+    assert!(code == Some(0) && out.contains("sleep 4242"), "{out}");
     d.pause(&long).await.unwrap();
     assert!(matches!(
         d.observe(&long).await.unwrap(),
@@ -276,7 +294,7 @@ async fn sandbox_vm_runs_two_containers_and_survives_a_daemon_restart() {
         "output written while no daemon ran is not lost"
     );
 
-    for r in [&r1, &server, &client, &long] {
+    for r in [&r1, &server, &client, &long, &peer] {
         d.delete_container(r).await.unwrap();
         d.delete_container(r).await.unwrap(); // twice is fine
     }
@@ -316,5 +334,44 @@ async fn standalone_container_gets_a_vm_of_its_own() {
     );
     assert!(!env.dir.path().join("run/v/solo").exists());
     assert!(!env.dir.path().join("root/c/solo").exists());
+    assert_no_mounts_below(env.dir.path(), false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_vm_ends_its_containers_with_a_reason() {
+    let env = Env::new();
+    let d = env.driver();
+    let cfg = container("doomed", &["sleep", "600"]);
+    let rt = d.create_container(&cfg, None, &env.rootfs()).await.unwrap();
+    let mut rec = record(cfg, None, rt);
+    rec.runtime = d.start_container(&rec, None).await.unwrap();
+    let pid: i32 = std::fs::read_to_string(env.dir.path().join("run/v/doomed/vm/qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let waiter = {
+        let rec = rec.clone();
+        let d = std::sync::Arc::new(d);
+        let d2 = d.clone();
+        (tokio::spawn(async move { d2.wait(&rec).await }), d)
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SAFETY: kill(2) of the QEMU this test's driver started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let exit = tokio::time::timeout(Duration::from_secs(30), waiter.0)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code, 255, "{exit:?}");
+    assert!(exit.reason.contains("VM"), "{exit:?}");
+    let d = waiter.1;
+    assert!(!matches!(
+        d.observe(&rec).await.unwrap(),
+        ObservedState::Running { .. }
+    ));
+    d.delete_container(&rec).await.unwrap();
+    assert!(!env.dir.path().join("run/v/doomed").exists());
     assert_no_mounts_below(env.dir.path(), false);
 }

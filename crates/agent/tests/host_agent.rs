@@ -186,6 +186,13 @@ async fn processes_run_in_their_own_namespaces_with_stdio_exec_and_signals() {
         ("1", Some(0)),
         "exec sees the container's processes: {out:?}"
     );
+    let top = client.top("long").await.unwrap();
+    assert!(
+        top.processes
+            .iter()
+            .any(|row| row.last().is_some_and(|cmd| cmd == "sleep 60")),
+        "{top:?}"
+    );
     let listed = client.list().await.unwrap();
     assert!(
         listed

@@ -118,6 +118,33 @@ async fn guest_kernel_runs_containers_from_a_9p_rootfs() {
         "exec joins the container: {out:?}"
     );
 
+    // A memory limit is enforced in the guest, and an OOM kill is reported as such.
+    let mut hog = container(
+        "hog",
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 40000000 /dev/zero | tr '\\000' a); echo survived",
+        ],
+    );
+    hog.resources.memory_bytes = Some(12 << 20);
+    client
+        .create_container(&hog, "husk0", vec!["c/0".into()])
+        .await
+        .unwrap();
+    client.start("hog").await.unwrap();
+    let w = client.wait("hog", "").await.unwrap();
+    assert_eq!((w.exit_code, w.oom_killed), (137, true), "{w:?}");
+
+    let top = client.top("sleeper").await.unwrap();
+    assert_eq!(top.titles[1], "PID");
+    assert!(
+        top.processes
+            .iter()
+            .any(|row| row.last().is_some_and(|cmd| cmd == "sleep 600")),
+        "{top:?}"
+    );
+
     let stats = client.stats("sleeper").await.unwrap();
     assert!(stats.pids >= 1 && stats.memory_usage_bytes > 0, "{stats:?}");
     client.pause("sleeper", true).await.unwrap();
@@ -135,7 +162,9 @@ async fn guest_kernel_runs_containers_from_a_9p_rootfs() {
         .await
         .unwrap();
     assert_eq!(client.wait("sleeper", "").await.unwrap().exit_code, 137);
-    for id in ["echo", "uname", "code", "server", "client", "ps", "sleeper"] {
+    for id in [
+        "echo", "uname", "code", "server", "client", "ps", "sleeper", "hog",
+    ] {
         client.remove_container(id).await.unwrap();
     }
     shutdown_leaves_nothing(vm, client).await;

@@ -6,6 +6,7 @@ pub mod keystone;
 pub mod local;
 pub mod local_capsules;
 pub mod local_identity;
+mod local_images;
 pub mod pod;
 pub mod zun;
 

@@ -38,7 +38,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = std::result::Result<T, ApiError>;
+pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
 
 /// The router of the local API.
 pub fn router(engine: Engine) -> Router {
@@ -76,12 +76,23 @@ pub fn router(engine: Engine) -> Router {
             get(inspect_sandbox).delete(remove_sandbox),
         )
         .route("/husk/v1/networks", get(list_networks).post(create_network))
-        .route("/husk/v1/networks/{name}", get(inspect_network).delete(remove_network))
+        .route(
+            "/husk/v1/networks/{name}",
+            get(inspect_network).delete(remove_network),
+        )
         .route("/husk/v1/images", get(list_images))
         .route("/husk/v1/images/load", post(load_images))
         .route("/husk/v1/images/tag", post(tag_image))
         .route("/husk/v1/images/inspect", get(inspect_image))
         .route("/husk/v1/images/remove", post(remove_image))
+        .route("/husk/v1/images/pull", post(crate::local_images::pull))
+        .route("/husk/v1/images/push", post(crate::local_images::push))
+        .route("/husk/v1/images/save", post(crate::local_images::save))
+        .route("/husk/v1/images/prune", post(crate::local_images::prune))
+        .route("/husk/v1/auth/login", post(crate::local_images::login))
+        .route("/husk/v1/auth/logout", post(crate::local_images::logout))
+        .route("/husk/v1/containers/{id}/commit", post(crate::local_images::commit))
+        .route("/husk/v1/system/df", get(crate::local_images::system_df))
         .with_state(engine)
 }
 
@@ -124,7 +135,7 @@ async fn list_containers(
 }
 
 /// Parses a JSON body with a clear error (axum's own rejection text is not ours).
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
     serde_json::from_slice(body)
         .map_err(|e| Error::bad_request(format!("invalid request body: {e}")))
 }
@@ -503,11 +514,16 @@ async fn tag_image(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_networks(State(engine): State<Engine>) -> ApiResult<Json<Vec<husk_net::NetworkInfo>>> {
+async fn list_networks(
+    State(engine): State<Engine>,
+) -> ApiResult<Json<Vec<husk_net::NetworkInfo>>> {
     Ok(Json(engine.list_networks().await?))
 }
 
-async fn inspect_network(State(engine): State<Engine>, Path(name): Path<String>) -> ApiResult<Json<husk_net::NetworkInfo>> {
+async fn inspect_network(
+    State(engine): State<Engine>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<husk_net::NetworkInfo>> {
     Ok(Json(engine.inspect_network(&name).await?))
 }
 
@@ -524,13 +540,26 @@ struct NetworkCreateBody {
     bridge: Option<String>,
 }
 
-async fn create_network(State(engine): State<Engine>, body: bytes::Bytes) -> ApiResult<(StatusCode, Json<husk_net::NetworkInfo>)> {
+async fn create_network(
+    State(engine): State<Engine>,
+    body: bytes::Bytes,
+) -> ApiResult<(StatusCode, Json<husk_net::NetworkInfo>)> {
     let b: NetworkCreateBody = parse_body(&body)?;
-    let info = engine.create_network(husk_net::NewNetwork { name: b.name, subnet: b.subnet, gateway: b.gateway, bridge: b.bridge }).await?;
+    let info = engine
+        .create_network(husk_net::NewNetwork {
+            name: b.name,
+            subnet: b.subnet,
+            gateway: b.gateway,
+            bridge: b.bridge,
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
-async fn remove_network(State(engine): State<Engine>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+async fn remove_network(
+    State(engine): State<Engine>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     engine.remove_network(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

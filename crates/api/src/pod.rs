@@ -376,12 +376,12 @@ fn container(
         }
     }
     let mut annotations = BTreeMap::new();
+    let mut pull = husk_image::PullPolicy::Missing;
     if let Some(p) = &c.image_pull_policy {
-        annotations.insert(
-            "zun.image_pull_policy".to_string(),
-            pull_policy(p)?.to_string(),
-        );
+        let policy = pull_policy(p)?;
+        annotations.insert("zun.image_pull_policy".to_string(), policy.to_string());
         asked.image_pull_policy = true;
+        pull = policy.parse()?;
     }
     let privileged = c
         .security_context
@@ -413,6 +413,7 @@ fn container(
             resources,
             privileged,
             annotations,
+            pull,
             ..Default::default()
         },
         mounts,

@@ -4,7 +4,7 @@
 //! in the `driver_data` of [`SandboxRuntime`] / [`ContainerRuntime`]; the engine stores those and hands them
 //! back, so a restarted daemon can reach every sandbox and container it made.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::pin::Pin;
 
@@ -122,6 +122,19 @@ pub struct RootfsLayers {
 /// A stream of log lines.
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogEntry>> + Send>>;
 
+/// A change the backend made on its own, outside husk's requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendChange {
+    /// The backend no longer has this container (someone removed it behind husk's back).
+    ContainerRemoved {
+        /// husk's container ID.
+        container_id: String,
+    },
+}
+
+/// A feed of [`BackendChange`]s.
+pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<BackendChange>> + Send>>;
+
 /// A backend that makes sandboxes and containers real.
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
@@ -195,6 +208,31 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Processes of the container.
     async fn top(&self, container: &ContainerRecord) -> Result<Top>;
+
+    /// The directory on this host holding the container's changes to its image's files (its overlayfs upper
+    /// directory), for `commit`. None when the driver keeps them where husk cannot read them as a directory
+    /// (the default): the engine then refuses to commit the driver's containers.
+    fn rootfs_changes(&self, _container: &ContainerRecord) -> Option<PathBuf> {
+        None
+    }
+
+    /// A feed of changes the backend makes on its own, for backends others can change behind husk's back (a
+    /// shared Docker Engine). `None` when there is no such feed: exits still arrive through [`Driver::wait`].
+    fn changes(&self) -> Option<ChangeStream> {
+        None
+    }
+
+    /// Removes what this daemon made in the backend that no record names any more (a crash between a backend
+    /// step and the record that names it, or an object someone re-created behind husk's back). `sandboxes` and
+    /// `containers` are the IDs the engine knows. Returns a description of each object removed.
+    async fn remove_orphans(
+        &self,
+        sandboxes: &HashSet<String>,
+        containers: &HashSet<String>,
+    ) -> Result<Vec<String>> {
+        let _ = (sandboxes, containers);
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]

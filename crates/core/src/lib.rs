@@ -9,6 +9,8 @@ pub mod model;
 pub mod stdio;
 pub mod units;
 
-pub use driver::{Capabilities, Driver, DriverInfo, LogStream, RootfsLayers};
+pub use driver::{
+    BackendChange, Capabilities, ChangeStream, Driver, DriverInfo, LogStream, RootfsLayers,
+};
 pub use error::{Context, Error, ErrorKind, Result};
 pub use model::*;

@@ -557,6 +557,49 @@ impl Driver for DockerDriver {
         Ok(stats::map(&reading, limited))
     }
 
+    fn changes(&self) -> Option<husk_core::ChangeStream> {
+        let removed = self.events().filter_map(|e| async move {
+            match e {
+                Ok(e) if e.action == "destroy" && e.role == Some(Role::Container) => {
+                    e.container_id.map(|container_id| {
+                        Ok(husk_core::BackendChange::ContainerRemoved { container_id })
+                    })
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            }
+        });
+        Some(Box::pin(removed))
+    }
+
+    async fn remove_orphans(
+        &self,
+        sandboxes: &std::collections::HashSet<String>,
+        containers: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        // Containers first, infra containers last (they hold the namespaces the others join).
+        let mut owned = self.list_owned().await?;
+        owned.sort_by_key(|o| o.role == Role::Infra);
+        for o in owned {
+            let known = match o.role {
+                Role::Infra => o
+                    .sandbox_id
+                    .as_ref()
+                    .is_some_and(|id| sandboxes.contains(id)),
+                Role::Container => o
+                    .container_id
+                    .as_ref()
+                    .is_some_and(|id| containers.contains(id)),
+            };
+            if !known {
+                self.remove_owned(&o.engine_id).await?;
+                removed.push(format!("engine container {}", o.engine_name));
+            }
+        }
+        Ok(removed)
+    }
+
     async fn top(&self, container: &ContainerRecord) -> Result<Top> {
         let id = self.container_ref(container).await?;
         let options = TopOptions {

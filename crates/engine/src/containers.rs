@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use husk_core::stdio::BoxStdio;
 use husk_core::{
-    Action, ContainerRecord, ContainerStatus, Error, ErrorKind, ExitStatus, LogOptions, LogStream,
-    Mode, Result, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top, units,
+    Action, ContainerRecord, ContainerStatus, Error, ExitStatus, LogOptions, LogStream, Mode,
+    Result, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top, units,
 };
 use serde_json::json;
 
@@ -59,16 +59,12 @@ impl Engine {
         if req.image.is_empty() {
             return Err(Error::invalid("image", "no image given"));
         }
-        let image = self
-            .inner
-            .images
-            .resolve(&req.image)
-            .map_err(|e| match e.kind {
-                ErrorKind::NotFound => {
-                    Error::invalid("image", format!("no such image: {}", req.image))
-                }
-                _ => e,
-            })?;
+        let image = self.image_for_create(&req.image, req.pull).await?;
+        // The quota check and the record that counts against it happen under one lock per project (taken before
+        // the image is held: nothing awaits while the image is held).
+        let quota_guard = self.lock(&format!("quota/{project}")).await;
+        // Held until the container is recorded, so no removal takes the image meanwhile (no await before then).
+        let (image, image_held) = self.hold_image(&image).await?;
         let sandbox = match &req.sandbox {
             // A container joins only a sandbox of its own project.
             Some(s) => Some(
@@ -197,8 +193,6 @@ impl Engine {
             project,
             annotations: req.annotations.clone(),
         };
-        // The quota check and the record that counts against it happen under one lock per project.
-        let quota_guard = self.lock(&format!("quota/{}", rec.project)).await;
         self.check_service()?;
         self.check_quota(&rec.project, &rec.config.resources)?;
         let op = self.inner.store.begin_operation(
@@ -212,6 +206,7 @@ impl Engine {
             }
             tx.insert(&rec)
         })?;
+        drop(image_held);
         drop(quota_guard);
         let made = async {
             let mut sb = match (implicit.clone(), sandbox.clone()) {

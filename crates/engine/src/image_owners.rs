@@ -85,14 +85,20 @@ impl Engine {
                 self.inner.images.resolve(&pulled.id)?
             }
         };
+        self.claim_image(&project, &image.id, reference)?;
+        Ok(image)
+    }
+
+    /// Records that `project` holds image `image_id` (pulled or committed as `reference`).
+    pub fn claim_image(&self, project: &str, image_id: &str, reference: &str) -> Result<()> {
+        let project = crate::scope::project_of(Some(project))?;
         self.inner.store.upsert(&ImageOwner {
-            id: format!("{project}/{}", image.id),
+            id: format!("{project}/{image_id}"),
             project,
-            image_id: image.id.clone(),
+            image_id: image_id.to_string(),
             reference: reference.to_string(),
             created_at: husk_core::now_rfc3339(),
-        })?;
-        Ok(image)
+        })
     }
 
     /// Removes an image and every project's claim on it (refused while a container uses it).

@@ -32,6 +32,7 @@ use husk_store::Store;
 use tokio::sync::broadcast;
 
 pub use exec_output::ExecOutput;
+pub use images::{CommitRequest, ContainerUsage, LoginRequest, SystemDf};
 pub use requests::*;
 pub use scope::{DEFAULT_PROJECT, Scope};
 
@@ -88,6 +89,8 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<Event>,
     /// Containers with a task watching their main process.
     pub(crate) monitored: Mutex<std::collections::HashSet<String>>,
+    /// Creates read-hold it from resolving their image to recording their container; image removals write-hold it.
+    pub(crate) image_users: std::sync::RwLock<()>,
 }
 
 /// The service layer. Cheap to clone; every clone is the same engine.
@@ -143,6 +146,7 @@ impl Engine {
                 locks: Mutex::new(HashMap::new()),
                 events,
                 monitored: Mutex::new(Default::default()),
+                image_users: std::sync::RwLock::new(()),
             }),
         })
     }
@@ -251,5 +255,166 @@ impl Engine {
             root: self.inner.config.root.display().to_string(),
             run_root: self.inner.config.run_root.display().to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use husk_core::stdio::BoxStdio;
+    use husk_core::*;
+
+    /// A driver that only declares capabilities: the engine must refuse modes it lacks before calling it.
+    struct DeclaredOnly(Capabilities);
+
+    fn never<T>() -> husk_core::Result<T> {
+        Err(Error::unsupported("this driver only declares capabilities"))
+    }
+
+    #[async_trait]
+    impl Driver for DeclaredOnly {
+        fn name(&self) -> &'static str {
+            "declared"
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0.clone()
+        }
+        async fn info(&self) -> husk_core::Result<DriverInfo> {
+            never()
+        }
+        async fn create_sandbox(&self, _: &SandboxConfig) -> husk_core::Result<SandboxRuntime> {
+            never()
+        }
+        async fn delete_sandbox(&self, _: &SandboxRecord) -> husk_core::Result<()> {
+            never()
+        }
+        async fn sandbox_alive(&self, _: &SandboxRecord) -> husk_core::Result<bool> {
+            never()
+        }
+        async fn create_container(
+            &self,
+            _: &ContainerConfig,
+            _: Option<&SandboxRecord>,
+            _: &RootfsLayers,
+        ) -> husk_core::Result<ContainerRuntime> {
+            never()
+        }
+        async fn start_container(
+            &self,
+            _: &ContainerRecord,
+            _: Option<&SandboxRecord>,
+        ) -> husk_core::Result<ContainerRuntime> {
+            never()
+        }
+        async fn kill(&self, _: &ContainerRecord, _: i32, _: bool) -> husk_core::Result<()> {
+            never()
+        }
+        async fn pause(&self, _: &ContainerRecord) -> husk_core::Result<()> {
+            never()
+        }
+        async fn unpause(&self, _: &ContainerRecord) -> husk_core::Result<()> {
+            never()
+        }
+        async fn delete_container(&self, _: &ContainerRecord) -> husk_core::Result<()> {
+            never()
+        }
+        async fn wait(&self, _: &ContainerRecord) -> husk_core::Result<ExitStatus> {
+            never()
+        }
+        async fn observe(&self, _: &ContainerRecord) -> husk_core::Result<ObservedState> {
+            never()
+        }
+        async fn exec(
+            &self,
+            _: &ContainerRecord,
+            _: &ProcessConfig,
+        ) -> husk_core::Result<BoxStdio> {
+            never()
+        }
+        async fn attach(&self, _: &ContainerRecord, _: bool) -> husk_core::Result<BoxStdio> {
+            never()
+        }
+        async fn resize(&self, _: &ContainerRecord, _: u16, _: u16) -> husk_core::Result<()> {
+            never()
+        }
+        async fn logs(&self, _: &ContainerRecord, _: &LogOptions) -> husk_core::Result<LogStream> {
+            never()
+        }
+        async fn stats(&self, _: &ContainerRecord) -> husk_core::Result<Stats> {
+            never()
+        }
+        async fn top(&self, _: &ContainerRecord) -> husk_core::Result<Top> {
+            never()
+        }
+    }
+
+    fn engine(mode: Mode, caps: Capabilities, dir: &std::path::Path) -> husk_core::Result<Engine> {
+        let store = Arc::new(Store::open_in_memory()?);
+        let images = Arc::new(ImageStore::open(
+            dir.join("images"),
+            store.clone(),
+            husk_image::ImageConfig::default(),
+        )?);
+        let mut cni = husk_net::CniConfig::with_root(dir);
+        cni.conf_dir = dir.join("cni");
+        let networks = Arc::new(husk_net::Networks::open(cni)?);
+        Engine::new(
+            EngineConfig {
+                default_driver: "declared".into(),
+                default_mode: mode,
+                root: dir.into(),
+                run_root: dir.into(),
+            },
+            store,
+            images,
+            networks,
+            vec![Arc::new(DeclaredOnly(caps))],
+        )
+    }
+
+    #[test]
+    fn a_default_mode_the_driver_cannot_do_is_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let standalone_only = Capabilities {
+            standalone: true,
+            ..Default::default()
+        };
+        let e = engine(Mode::Sandbox, standalone_only.clone(), dir.path()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        assert!(
+            e.message.contains("declared") && e.message.contains("sandbox mode"),
+            "{}",
+            e.message
+        );
+        assert!(engine(Mode::Standalone, standalone_only, dir.path()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_request_for_a_mode_the_driver_lacks_is_refused_before_anything_happens() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(
+            Mode::Standalone,
+            Capabilities {
+                standalone: true,
+                ..Default::default()
+            },
+            dir.path(),
+        )
+        .unwrap();
+        let err = e
+            .create_sandbox(SandboxCreate {
+                name: Some("s".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            err.message
+                .contains("driver declared does not support sandbox mode"),
+            "{}",
+            err.message
+        );
+        assert!(e.list_sandboxes().unwrap().is_empty());
     }
 }

@@ -43,15 +43,16 @@ impl Engine {
                 .remove(rec.id());
             let exit = match exit {
                 Ok(exit) => exit,
-                Err(e) => {
-                    warn!(container = rec.id(), "lost track of the container: {e}");
-                    ExitStatus {
-                        code: 255,
-                        finished_at: husk_core::now_rfc3339(),
-                        reason: format!("lost track: {e}"),
-                        ..Default::default()
+                Err(e) => match engine.recheck(&rec).await {
+                    Some(exit) => {
+                        warn!(
+                            container = rec.id(),
+                            "the wait for the container broke ({e}); it has exited"
+                        );
+                        exit
                     }
-                }
+                    None => return,
+                },
             };
             engine.handle_exit(rec.id(), exit).await;
         });
@@ -100,6 +101,58 @@ impl Engine {
         }
     }
 
+    /// After a broken wait: asks the backend what became of the container. Returns its exit, or `None` when it
+    /// was handled here (watched again because it still runs, or marked dead because it is gone).
+    async fn recheck(&self, rec: &ContainerRecord) -> Option<ExitStatus> {
+        let lost = |why: String| ExitStatus {
+            code: 255,
+            finished_at: husk_core::now_rfc3339(),
+            reason: why,
+            ..Default::default()
+        };
+        let driver = match self.driver(&rec.driver) {
+            Ok(d) => d,
+            Err(e) => return Some(lost(format!("lost track: {e}"))),
+        };
+        match driver.observe(rec).await {
+            Ok(ObservedState::Exited(exit)) => Some(exit),
+            Ok(
+                ObservedState::Running { .. }
+                | ObservedState::Paused { .. }
+                | ObservedState::Created,
+            ) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.watch(rec);
+                None
+            }
+            Ok(ObservedState::Missing) => {
+                self.mark_dead(
+                    rec.id(),
+                    "the container was removed from the backend behind husk's back",
+                );
+                None
+            }
+            Err(e) => Some(lost(format!("lost track: {e}"))),
+        }
+    }
+
+    /// Marks a container the backend no longer has as dead (only removal remains possible).
+    fn mark_dead(&self, id: &str, why: &str) {
+        if let Ok(Some(mut rec)) = self.inner.store.get::<ContainerRecord>(id) {
+            if rec.status == ContainerStatus::Dead {
+                return;
+            }
+            rec.status = ContainerStatus::Dead;
+            rec.error = why.to_string();
+            rec.runtime.pid = 0;
+            let _ = self.inner.store.update(&rec);
+            self.emit(
+                id,
+                EventKind::Exited(rec.exit.as_ref().map(|e| e.code).unwrap_or(255)),
+            );
+        }
+    }
+
     fn schedule_restart(&self, id: String, restarts: u32) {
         let delay = FIRST_BACKOFF
             .saturating_mul(1u32 << restarts.min(10))
@@ -125,6 +178,73 @@ impl Engine {
                 }
             }
         });
+    }
+
+    /// Follows every driver's feed of changes made behind husk's back, for as long as the engine lives.
+    pub fn follow_backend_changes(&self) {
+        for driver in self.inner.drivers.values() {
+            if driver.changes().is_none() {
+                continue;
+            }
+            let engine = self.clone();
+            let driver = driver.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Some(mut changes) = driver.changes() else {
+                        return;
+                    };
+                    while let Some(change) = futures::StreamExt::next(&mut changes).await {
+                        match change {
+                            Ok(husk_core::BackendChange::ContainerRemoved { container_id }) => {
+                                let gone = engine
+                                    .inner
+                                    .store
+                                    .get::<ContainerRecord>(&container_id)
+                                    .ok()
+                                    .flatten();
+                                if gone.is_some_and(|r| {
+                                    !matches!(
+                                        r.status,
+                                        ContainerStatus::Removing | ContainerStatus::Creating
+                                    )
+                                }) {
+                                    engine.mark_dead(&container_id, "the container was removed from the backend behind husk's back");
+                                }
+                            }
+                            Err(e) => {
+                                warn!(driver = driver.name(), "backend change feed: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            });
+        }
+    }
+
+    /// Asks every driver to remove what it made that no record names (logged, never fatal).
+    async fn remove_orphans(&self) {
+        let (Ok(sandboxes), Ok(containers)) = (
+            self.inner.store.list::<SandboxRecord>(),
+            self.inner.store.list::<ContainerRecord>(),
+        ) else {
+            return;
+        };
+        let sandboxes: std::collections::HashSet<String> =
+            sandboxes.into_iter().map(|s| s.config.id).collect();
+        let containers: std::collections::HashSet<String> =
+            containers.into_iter().map(|c| c.config.id).collect();
+        for driver in self.inner.drivers.values() {
+            match driver.remove_orphans(&sandboxes, &containers).await {
+                Ok(removed) => {
+                    for what in removed {
+                        info!(driver = driver.name(), "removed orphan {what}");
+                    }
+                }
+                Err(e) => warn!(driver = driver.name(), "removing orphans: {e}"),
+            }
+        }
     }
 
     /// Brings the records in line with reality after the daemon (re)starts: finishes or rolls back interrupted
@@ -170,6 +290,10 @@ impl Engine {
                     }
                 }
                 "create_capsule" | "remove_capsule" => self.recover_capsule(&op.target).await?,
+                "commit_container" => {
+                    let paused = op.data["paused"].as_bool().unwrap_or(false);
+                    self.finish_interrupted_commit(&op.target, paused).await;
+                }
                 _ => warn!(kind = %op.kind, "unknown interrupted operation left as is"),
             }
             self.inner.store.finish_operation(op.id)?;
@@ -186,6 +310,7 @@ impl Engine {
                 self.inner.store.update(&sb)?;
             }
         }
+        self.remove_orphans().await;
         for mut rec in self.inner.store.list::<ContainerRecord>()? {
             let Ok(driver) = self.driver(&rec.driver) else {
                 warn!(container = rec.id(), driver = %rec.driver, "the container's driver is not configured; leaving it as is");

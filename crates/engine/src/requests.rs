@@ -70,6 +70,9 @@ pub struct ContainerCreate {
     pub stop_signal: Option<String>,
     /// Seconds to wait after the stop signal.
     pub stop_timeout: Option<u32>,
+    /// When to pull the image: `always`, `missing` (the default; Zun's and Kubernetes' `ifnotpresent`) or `never`.
+    #[serde(deserialize_with = "crate::images::pull_policy_text")]
+    pub pull: husk_image::PullPolicy,
     /// The project that will own it (default: [`crate::DEFAULT_PROJECT`]).
     pub project: Option<String>,
     /// Notes front ends keep with the container (creator, settings of their own API); never passed to drivers.

@@ -123,17 +123,33 @@ fn parse_security(req: &ContainerCreate) -> Result<SecurityConfig> {
 }
 
 /// The request's network, plus (with `publish_all`) every port the image exposes, on host ports husk picks.
-pub(crate) fn network_with_exposed(req: &ContainerCreate, image: &Image) -> Result<husk_core::NetworkConfig> {
+pub(crate) fn network_with_exposed(
+    req: &ContainerCreate,
+    image: &Image,
+) -> Result<husk_core::NetworkConfig> {
     let mut network = req.network.clone();
     if req.publish_all {
         for exposed in &image.config.exposed_ports {
             let (port, protocol) = exposed.split_once('/').unwrap_or((exposed.as_str(), "tcp"));
-            let container_port: u16 =
-                port.parse().map_err(|_| Error::invalid("publish_all", format!("the image exposes {exposed:?}, which is not a port")))?;
-            if network.ports.iter().any(|p| p.container_port == container_port && p.protocol == protocol) {
+            let container_port: u16 = port.parse().map_err(|_| {
+                Error::invalid(
+                    "publish_all",
+                    format!("the image exposes {exposed:?}, which is not a port"),
+                )
+            })?;
+            if network
+                .ports
+                .iter()
+                .any(|p| p.container_port == container_port && p.protocol == protocol)
+            {
                 continue;
             }
-            network.ports.push(husk_core::PortMapping { host_ip: String::new(), host_port: 0, container_port, protocol: protocol.to_string() });
+            network.ports.push(husk_core::PortMapping {
+                host_ip: String::new(),
+                host_port: 0,
+                container_port,
+                protocol: protocol.to_string(),
+            });
         }
     }
     Ok(network)

@@ -83,10 +83,10 @@ impl Client {
             .header(http::header::HOST, "husk")
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body)?;
-        Ok(sender
+        sender
             .send_request(request)
             .await
-            .context("request to the daemon")?)
+            .context("request to the daemon")
     }
 
     async fn check(response: hyper::Response<hyper::body::Incoming>) -> Result<Bytes> {
@@ -162,8 +162,47 @@ impl Client {
     }
 
     /// A GET whose answer streams JSON lines; calls `each` for every line.
-    pub async fn lines(&self, path: &str, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        let response = self.send(Method::GET, path, full(Bytes::new())).await?;
+    pub async fn lines(&self, path: &str, each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        self.stream_lines(Method::GET, path, each).await
+    }
+
+    /// A request without a body whose answer streams the archive it writes to `out`; fails if the stream breaks.
+    pub async fn download<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        out: &mut W,
+    ) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let response = self
+            .send(Method::POST, path, full(serde_json::to_vec(body)?))
+            .await?;
+        if !response.status().is_success() {
+            Self::check(response).await?;
+            return Err(anyhow!("the daemon sent no archive"));
+        }
+        let mut body = response.into_body();
+        let mut written = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.context("the archive stream broke off (the daemon's log says why)")?;
+            if let Some(data) = frame.data_ref() {
+                out.write_all(data).await.context("write the archive")?;
+                written += data.len() as u64;
+            }
+        }
+        out.flush().await.context("write the archive")?;
+        Ok(written)
+    }
+
+    /// A request without a body whose answer streams JSON lines; calls `each` for every line.
+    pub async fn stream_lines(
+        &self,
+        method: Method,
+        path: &str,
+        mut each: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let response = self.send(method, path, full(Bytes::new())).await?;
         if !response.status().is_success() {
             Self::check(response).await?;
             return Ok(());

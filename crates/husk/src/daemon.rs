@@ -38,10 +38,125 @@ pub struct DaemonConfig {
     pub network: NetworkSettings,
     /// The `docker` driver.
     pub docker: DockerSettings,
+    /// The image store: limits, devices in layers, registries.
+    pub images: ImageSettings,
     /// TCP address of Zun's REST API (and its identity service), e.g. `127.0.0.1:9517`; off when empty.
     pub listen: String,
     /// How TCP callers authenticate: `keystone` (tokens from husk's identity service) or `none`.
     pub auth: String,
+}
+
+/// `[images]` in the config file: the image store's settings (`husk_image::ImageConfig`), every key checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageSettings {
+    /// Create device nodes found in layers (off: a layer with a device node is refused).
+    pub allow_devices: bool,
+    /// `[images.limits]`: what one load or pull may write.
+    pub limits: ImageLimits,
+    /// `[images.registry]`: mirrors, insecure registries, credentials file, concurrency.
+    pub registry: RegistrySettings,
+}
+
+/// `[images.limits]` (bytes and counts).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageLimits {
+    /// Most bytes of one layer's uncompressed content.
+    pub max_layer_size: u64,
+    /// Most uncompressed bytes of all layers of one image.
+    pub max_image_size: u64,
+    /// Most entries in one layer.
+    pub max_layer_entries: u64,
+    /// Most bytes of an archive given to `load`.
+    pub max_archive_size: u64,
+    /// Most bytes of a manifest, index or image config.
+    pub max_json_size: u64,
+}
+
+/// `[images.registry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// Docker Hub mirrors, tried in order (`host[:port]` or `https://host`).
+    pub mirrors: Vec<String>,
+    /// Registries reached over plain HTTP (`host[:port]`, `host`, or a CIDR); loopback always is.
+    pub insecure_registries: Vec<String>,
+    /// The credentials file `husk login` writes (default: `<root>/images/auth.json`).
+    pub auth_file: Option<PathBuf>,
+    /// Layers downloaded at once per pull.
+    pub max_concurrent_downloads: usize,
+    /// Layers uploaded at once per push.
+    pub max_concurrent_uploads: usize,
+    /// Times a broken layer download is resumed before the pull fails.
+    pub download_retries: u32,
+}
+
+impl Default for ImageSettings {
+    fn default() -> Self {
+        ImageSettings::from(husk_image::ImageConfig::default())
+    }
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageSettings::default().limits
+    }
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        ImageSettings::default().registry
+    }
+}
+
+impl From<husk_image::ImageConfig> for ImageSettings {
+    fn from(c: husk_image::ImageConfig) -> Self {
+        let (l, r) = (c.limits, c.registry);
+        ImageSettings {
+            allow_devices: c.allow_devices,
+            limits: ImageLimits {
+                max_layer_size: l.max_layer_size,
+                max_image_size: l.max_image_size,
+                max_layer_entries: l.max_layer_entries,
+                max_archive_size: l.max_archive_size,
+                max_json_size: l.max_json_size,
+            },
+            registry: RegistrySettings {
+                mirrors: r.mirrors,
+                insecure_registries: r.insecure_registries,
+                auth_file: r.auth_file,
+                max_concurrent_downloads: r.max_concurrent_downloads,
+                max_concurrent_uploads: r.max_concurrent_uploads,
+                download_retries: r.download_retries,
+            },
+        }
+    }
+}
+
+impl ImageSettings {
+    /// The image store's config.
+    pub fn to_config(&self) -> husk_image::ImageConfig {
+        let (l, r) = (&self.limits, &self.registry);
+        husk_image::ImageConfig {
+            allow_devices: self.allow_devices,
+            limits: husk_image::Limits {
+                max_layer_size: l.max_layer_size,
+                max_image_size: l.max_image_size,
+                max_layer_entries: l.max_layer_entries,
+                max_archive_size: l.max_archive_size,
+                max_json_size: l.max_json_size,
+            },
+            registry: husk_image::RegistryConfig {
+                mirrors: r.mirrors.clone(),
+                insecure_registries: r.insecure_registries.clone(),
+                auth_file: r.auth_file.clone(),
+                max_concurrent_downloads: r.max_concurrent_downloads,
+                max_concurrent_uploads: r.max_concurrent_uploads,
+                download_retries: r.download_retries,
+            },
+        }
+    }
 }
 
 /// `[network]` in the config file.
@@ -87,7 +202,11 @@ pub struct DockerSettings {
 
 impl Default for DockerSettings {
     fn default() -> Self {
-        DockerSettings { host: husk_docker::DEFAULT_HOST.to_string(), instance: "husk".into(), pause_binary: None }
+        DockerSettings {
+            host: husk_docker::DEFAULT_HOST.to_string(),
+            instance: "husk".into(),
+            pause_binary: None,
+        }
     }
 }
 
@@ -106,6 +225,7 @@ impl Default for DaemonConfig {
             docker: DockerSettings::default(),
             listen: String::new(),
             auth: "keystone".into(),
+            images: ImageSettings::default(),
         }
     }
 }
@@ -210,7 +330,10 @@ struct StoreImages(Arc<husk_image::ImageStore>);
 
 #[async_trait::async_trait]
 impl husk_docker::ImageSource for StoreImages {
-    async fn export(&self, image: &husk_core::ImageRef) -> husk_core::Result<husk_docker::ImageArchive> {
+    async fn export(
+        &self,
+        image: &husk_core::ImageRef,
+    ) -> husk_core::Result<husk_docker::ImageArchive> {
         let (reader, writer) = tokio::io::duplex(256 * 1024);
         let store = self.0.clone();
         let reference = image.id.clone();
@@ -243,14 +366,19 @@ async fn make_drivers(
                 drivers.push(Arc::new(driver));
             }
             "docker" => {
-                let pause = config.docker.pause_binary.clone().unwrap_or_else(|| husk_binary.with_file_name("husk-pause"));
-                let driver = husk_docker::DockerDriver::connect(husk_docker::DockerDriverConfig::new(
-                    config.docker.host.clone(),
-                    config.docker.instance.clone(),
-                    pause,
-                    Arc::new(StoreImages(images.clone())),
-                ))
-                .await?;
+                let pause = config
+                    .docker
+                    .pause_binary
+                    .clone()
+                    .unwrap_or_else(|| husk_binary.with_file_name("husk-pause"));
+                let driver =
+                    husk_docker::DockerDriver::connect(husk_docker::DockerDriverConfig::new(
+                        config.docker.host.clone(),
+                        config.docker.instance.clone(),
+                        pause,
+                        Arc::new(StoreImages(images.clone())),
+                    ))
+                    .await?;
                 drivers.push(Arc::new(driver));
             }
             other => bail!("unknown driver {other:?}: this husk has linux and docker"),
@@ -286,7 +414,7 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
     let images = Arc::new(husk_image::ImageStore::open(
         config.root.join("images"),
         store.clone(),
-        husk_image::ImageConfig::default(),
+        config.images.to_config(),
     )?);
     let mut cni = husk_net::CniConfig::with_root(&config.root);
     cni.conf_dir = config.network.cni_conf_dir.clone();
@@ -294,7 +422,8 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
     cni.default_network = config.network.default_network.clone();
     cni.default_bridge = config.network.bridge.clone();
     cni.default_subnet = config.network.subnet.clone();
-    let networks = Arc::new(tokio::task::spawn_blocking(move || husk_net::Networks::open(cni)).await??);
+    let networks =
+        Arc::new(tokio::task::spawn_blocking(move || husk_net::Networks::open(cni)).await??);
     let drivers = make_drivers(&config, &networks, &images).await?;
     let engine = Engine::new(
         EngineConfig {
@@ -309,6 +438,7 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         drivers,
     )?;
     engine.recover().await?;
+    engine.follow_backend_changes();
     tracing::info!(socket = %config.socket.display(), driver = %config.driver, mode = %mode, "husk daemon ready");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -371,4 +501,52 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
     }
     let _ = std::fs::remove_file(&config.socket);
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_section_reaches_the_image_store() {
+        let text = r#"
+[images]
+allow_devices = true
+[images.limits]
+max_layer_size = 1048576
+[images.registry]
+mirrors = ["mirror.example:5000"]
+insecure_registries = ["10.0.0.0/8"]
+max_concurrent_downloads = 2
+"#;
+        let config: DaemonConfig = toml::from_str(text).unwrap();
+        let c = config.images.to_config();
+        assert!(c.allow_devices);
+        assert_eq!(c.limits.max_layer_size, 1 << 20);
+        let defaults = husk_image::ImageConfig::default();
+        assert_eq!(
+            c.limits.max_image_size, defaults.limits.max_image_size,
+            "unset keys keep their defaults"
+        );
+        assert_eq!(c.registry.mirrors, ["mirror.example:5000"]);
+        assert_eq!(c.registry.insecure_registries, ["10.0.0.0/8"]);
+        assert_eq!(c.registry.max_concurrent_downloads, 2);
+        assert_eq!(
+            c.registry.download_retries,
+            defaults.registry.download_retries
+        );
+        assert_eq!(DaemonConfig::default().images.to_config(), defaults);
+    }
+
+    #[test]
+    fn unknown_image_keys_are_refused() {
+        for text in [
+            "[images]\nallow_device = true\n",
+            "[images.limits]\nmax_layer = 1\n",
+            "[images.registry]\nmirror = []\n",
+        ] {
+            let e = toml::from_str::<DaemonConfig>(text).unwrap_err();
+            assert!(e.to_string().contains("unknown field"), "{text}: {e}");
+        }
+    }
 }

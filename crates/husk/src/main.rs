@@ -54,10 +54,13 @@ fn main() {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build();
-            match runtime
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(cli::run(&cli.host, command)))
-            {
+            // A thread may still be blocked reading our stdin for a container: do not wait for it on the way out.
+            let result = runtime.map_err(anyhow::Error::from).and_then(|rt| {
+                let r = rt.block_on(cli::run(&cli.host, command));
+                rt.shutdown_background();
+                r
+            });
+            match result {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("Error: {e:#}");

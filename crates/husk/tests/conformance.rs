@@ -91,12 +91,20 @@ pub fn sandbox_containers_share_network_ipc_uts(driver: &str) {
     ])
     .ok();
     for kind in ["net", "ipc"] {
-        assert_eq!(ns(&d, "web", kind), ns(&d, "side", kind), "{kind} namespace shared");
+        assert_eq!(
+            ns(&d, "web", kind),
+            ns(&d, "side", kind),
+            "{kind} namespace shared"
+        );
     }
     // Docker Engine cannot put two containers in one UTS namespace; its containers get the sandbox's hostname
     // (checked below) in namespaces of their own.
     if driver != "docker" {
-        assert_eq!(ns(&d, "web", "uts"), ns(&d, "side", "uts"), "uts namespace shared");
+        assert_eq!(
+            ns(&d, "web", "uts"),
+            ns(&d, "side", "uts"),
+            "uts namespace shared"
+        );
     }
     assert_ne!(
         ns(&d, "web", "mnt"),
@@ -349,6 +357,84 @@ pub fn stop_kill_wait_logs(driver: &str) {
     assert!(d.husk(&["logs", "usr"]).stdout.contains("got-usr1"));
 }
 
+/// `run -it` and `exec -it` through a real terminal (util-linux `script` gives the CLI a pty), `start -a`, and
+/// `logs -f` that follows until the container exits.
+pub fn terminals_attach_and_follow(driver: &str) {
+    let d = daemon(driver);
+    let host = format!("unix://{}", d.socket.display());
+    let husk = common::husk_bin();
+    let in_pty = |cmd: &str, input: &str| -> (i32, String) {
+        let mut child = std::process::Command::new("script")
+            .args(["-qefc", cmd, "/dev/null"])
+            .env("HUSK_HOST", &host)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        // Keep stdin open while the command runs, as a terminal would: the CLI must return on the container's
+        // exit, not on the end of its input.
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = in_pty(
+        &format!(
+            "{} run --rm -it {IMAGE} sh -c 'tty; read x; echo got $x; exit 4'",
+            husk.display()
+        ),
+        "hello\n",
+    );
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("/dev/pts/") && out.contains("got hello"),
+        "{out}"
+    );
+    d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])
+        .ok();
+    let (code, out) = in_pty(
+        &format!(
+            "{} exec -it c sh -c 'tty; stty size; exit 2'",
+            husk.display()
+        ),
+        "",
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+    // start -a attaches to a created container and returns its exit code.
+    d.husk(&[
+        "create",
+        "--name",
+        "later",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo attached; exit 6",
+    ])
+    .ok();
+    let r = d.husk(&["start", "-a", "later"]);
+    assert_eq!((r.code, r.stdout.as_str()), (6, "attached\n"));
+    // logs -f follows new output and ends with the container.
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        IMAGE,
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo tick $i; sleep 0.3; done",
+    ])
+    .ok();
+    let r = d.husk(&["logs", "-f", "ticker"]);
+    assert_eq!(r.ok(), "tick 1\ntick 2\ntick 3");
+}
+
 /// pause and unpause.
 pub fn pause_unpause(driver: &str) {
     let d = daemon(driver);
@@ -493,7 +579,10 @@ pub fn bad_input_is_refused_cleanly(driver: &str) {
     d.husk(&["run", "-d", "--name", "taken", IMAGE, "sleep", "1000"])
         .ok();
     let cases: &[(&[&str], &str)] = &[
-        (&["run", "--rm", "no/such:image", "true"], "no such image"),
+        (
+            &["run", "--rm", "--pull", "never", "no/such:image", "true"],
+            "no such image",
+        ),
         (
             &["run", "--rm", "--memory", "12q", IMAGE, "true"],
             "invalid memory size",
@@ -601,6 +690,42 @@ pub fn nothing_left_behind(driver: &str) {
     );
 }
 
+/// `commit` makes an image of a container's changes; a driver whose changes husk cannot read (docker) refuses it
+/// with a message naming the driver, and nothing changes (the container keeps running, no image appears).
+pub fn commit_or_a_clear_refusal(driver: &str) {
+    let d = daemon(driver);
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "w",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo hi > /made && sleep 1000",
+    ])
+    .ok();
+    assert!(Daemon::eventually(Duration::from_secs(10), || {
+        d.husk(&["exec", "w", "cat", "/made"]).stdout.trim() == "hi"
+    }));
+    let images = d.husk(&["image", "ls", "-q"]).ok();
+    let r = d.husk(&["commit", "w", "conf/committed:1"]);
+    if driver == "docker" {
+        assert_ne!(r.code, 0);
+        assert!(r.stderr.contains("driver docker"), "{}", r.stderr);
+        assert_eq!(d.husk(&["image", "ls", "-q"]).ok(), images, "no image made");
+    } else {
+        assert!(r.ok().starts_with("sha256:"));
+        let out = d.husk(&["run", "--rm", "conf/committed:1", "cat", "/made"]);
+        assert_eq!(out.ok(), "hi");
+    }
+    assert_eq!(
+        d.inspect("w")["State"]["Status"],
+        "running",
+        "not left paused"
+    );
+}
+
 macro_rules! conformance {
     ($($driver:ident),*) => {
         $(
@@ -613,10 +738,12 @@ macro_rules! conformance {
                 #[test] fn process_settings() { super::process_settings(stringify!($driver)) }
                 #[test] fn stop_kill_wait_logs() { super::stop_kill_wait_logs(stringify!($driver)) }
                 #[test] fn pause_unpause() { super::pause_unpause(stringify!($driver)) }
+                #[test] fn terminals_attach_and_follow() { super::terminals_attach_and_follow(stringify!($driver)) }
                 #[test] fn restart_policies() { super::restart_policies(stringify!($driver)) }
                 #[test] fn limits_are_reported() { super::limits_are_reported(stringify!($driver)) }
                 #[test] fn bad_input_is_refused_cleanly() { super::bad_input_is_refused_cleanly(stringify!($driver)) }
                 #[test] fn nothing_left_behind() { super::nothing_left_behind(stringify!($driver)) }
+                #[test] fn commit_or_a_clear_refusal() { super::commit_or_a_clear_refusal(stringify!($driver)) }
             }
         )*
     };

@@ -74,7 +74,11 @@ fn standalone_namespaces_are_all_private() {
     let (a, b) = (d.pid("a"), d.pid("b"));
     for kind in ["net", "ipc", "uts", "mnt", "pid"] {
         assert_ne!(ns_inode(a, kind), ns_inode(b, kind), "{kind}");
-        assert_ne!(ns_inode(a, kind), ns_inode(std::process::id() as i32, kind), "{kind}");
+        assert_ne!(
+            ns_inode(a, kind),
+            ns_inode(std::process::id() as i32, kind),
+            "{kind}"
+        );
     }
 }
 
@@ -122,7 +126,11 @@ fn shared_pid_sandbox_has_a_reaping_pause_process() {
         Daemon::eventually(Duration::from_secs(5), || !alive(pause)),
         "the pause process is gone with its sandbox"
     );
-    assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
+    assert!(
+        Daemon::eventually(Duration::from_secs(5), || d.leftovers().is_empty()),
+        "{:?}",
+        d.leftovers()
+    );
 }
 
 fn cgroup_file(d: &Daemon, controller: &str, id: &str, file: &str) -> String {
@@ -184,13 +192,35 @@ fn limits_are_applied_in_the_cgroup() {
         );
     }
     // The limit is real: a burst of 80 background processes stops at 50, and the kernel counts the refusals.
-    d.husk(&["exec", "-d", &id, "sh", "-c", "for i in $(seq 1 80); do sleep 3 & done 2>/dev/null; sleep 3"]).ok();
-    let pids_dir = if std::path::Path::new("/sys/fs/cgroup/pids").is_dir() { "pids" } else { "" };
-    assert!(Daemon::eventually(Duration::from_secs(5), || {
-        let events = cgroup_file(&d, pids_dir, &id, "pids.events");
-        events.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0
-    }), "forks were refused at the limit");
-    let current: u64 = cgroup_file(&d, pids_dir, &id, "pids.current").parse().unwrap();
+    d.husk(&[
+        "exec",
+        "-d",
+        &id,
+        "sh",
+        "-c",
+        "for i in $(seq 1 80); do sleep 3 & done 2>/dev/null; sleep 3",
+    ])
+    .ok();
+    let pids_dir = if std::path::Path::new("/sys/fs/cgroup/pids").is_dir() {
+        "pids"
+    } else {
+        ""
+    };
+    assert!(
+        Daemon::eventually(Duration::from_secs(5), || {
+            let events = cgroup_file(&d, pids_dir, &id, "pids.events");
+            events
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+                > 0
+        }),
+        "forks were refused at the limit"
+    );
+    let current: u64 = cgroup_file(&d, pids_dir, &id, "pids.current")
+        .parse()
+        .unwrap();
     assert!(current <= 50, "{current} processes");
 }
 
@@ -214,17 +244,33 @@ fn secure_defaults_and_privileged() {
     assert_eq!(status_field(&status, "Seccomp"), "2");
     // Masked and read-only paths.
     // Processes started by exec get the same confinement.
-    d.husk(&["run", "-d", "--name", "confined", IMAGE, "sleep", "1000"]).ok();
-    let status = d.husk(&["exec", "confined", "cat", "/proc/self/status"]).ok();
+    d.husk(&["run", "-d", "--name", "confined", IMAGE, "sleep", "1000"])
+        .ok();
+    let status = d
+        .husk(&["exec", "confined", "cat", "/proc/self/status"])
+        .ok();
     assert_eq!(status_field(&status, "Seccomp"), "2");
     assert_eq!(status_field(&status, "NoNewPrivs"), "1");
     assert_eq!(status_field(&status, "CapEff"), "00000000a80425fb");
-    assert_ne!(d.husk(&["exec", "confined", "unshare", "-n", "true"]).code, 0);
+    assert_ne!(
+        d.husk(&["exec", "confined", "unshare", "-n", "true"]).code,
+        0
+    );
     // Masked: each listed path that has content on the host reads empty in a container.
-    for path in ["/proc/timer_list", "/proc/keys", "/proc/interrupts", "/proc/kcore", "/proc/sched_debug"] {
+    for path in [
+        "/proc/timer_list",
+        "/proc/keys",
+        "/proc/interrupts",
+        "/proc/kcore",
+        "/proc/sched_debug",
+    ] {
         if std::fs::read(path).is_ok_and(|c| !c.is_empty()) {
             let script = format!("wc -c < {path}");
-            assert_eq!(d.husk(&["run", "--rm", IMAGE, "sh", "-c", &script]).ok(), "0", "{path}");
+            assert_eq!(
+                d.husk(&["run", "--rm", IMAGE, "sh", "-c", &script]).ok(),
+                "0",
+                "{path}"
+            );
         }
     }
     assert_ne!(

@@ -112,6 +112,7 @@ fn bad_input_is_refused_with_the_field_named_and_changes_nothing() {
         (json!({"image": IMAGE, "command": "sh"}), "command"),
         (json!({"name": "x1"}), "image"),
         (json!({"image": "no/such:image"}), "image"),
+        (json!({"image": "127.0.0.1:9/no/such:image"}), "image"),
     ] {
         let (status, v) = z.send("POST", "/v1/containers", &body);
         assert_eq!(status, 400, "{body}: {v}");
@@ -294,7 +295,7 @@ fn containers_over_http_states_and_pages() {
             204
         );
     }
-    assert!(z.d.leftovers().is_empty(), "{:?}", z.d.leftovers());
+    z.d.assert_no_leftovers();
 }
 
 #[test]

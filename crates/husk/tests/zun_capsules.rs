@@ -81,7 +81,7 @@ fn pod_manifest_through_the_cli() {
         !d.root.join("capsules").join(&capsule_id).exists(),
         "volumes go with the capsule"
     );
-    assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
+    d.assert_no_leftovers();
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn a_failing_init_container_stops_the_capsule() {
     assert!(r.stderr.contains("surprise"), "{}", r.stderr);
     d.husk(&["capsule", "rm", "broken"]).ok();
     assert!(d.husk(&["ps", "-aq"]).ok().is_empty());
-    assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
+    d.assert_no_leftovers();
 }
 
 const TEMPLATE: &str = r#"
@@ -257,5 +257,5 @@ fn openstack_capsule_commands() {
     );
     z.osc(&["capsule", "delete", "demo"]).ok();
     assert_eq!(z.get("/v1/capsules/demo").0, 404);
-    assert!(z.d.leftovers().is_empty(), "{:?}", z.d.leftovers());
+    z.d.assert_no_leftovers();
 }

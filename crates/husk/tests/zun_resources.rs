@@ -399,6 +399,75 @@ fn images_show_their_project_and_stay_while_used() {
             .0,
         400
     );
+    // Commit: a new image from a container's changes, owned by the container's project.
+    let (status, v) = z.send("POST", "/v1/containers?run=true", &json!({"image": IMAGE, "name": "maker", "command": ["sh", "-c", "echo made > /made; sleep 1000"]}));
+    assert_eq!(status, 202, "{v}");
+    assert!(common::Daemon::eventually(
+        std::time::Duration::from_secs(5),
+        || {
+            z.send(
+                "POST",
+                "/v1/containers/maker/execute?command=cat+/made",
+                &json!(null),
+            )
+            .1["output"]
+                == "made\n"
+        }
+    ));
+    assert_eq!(
+        z.send("POST", "/v1/containers/maker/commit", &json!(null))
+            .0,
+        400,
+        "a repository is required"
+    );
+    let (status, v) = z.send(
+        "POST",
+        "/v1/containers/maker/commit?repository=zun/made&tag=v1",
+        &json!(null),
+    );
+    assert_eq!(status, 202, "{v}");
+    let new_uuid = v["uuid"].as_str().unwrap().to_string();
+    let (status, img) = z.get(&format!("/v1/images/{new_uuid}"));
+    assert_eq!(status, 200, "{img}");
+    assert_eq!(img["tag"], "v1");
+    assert_eq!(img["project_id"], "default");
+    let (status, v) = z.send(
+        "POST",
+        "/v1/containers?run=true",
+        &json!({"image": "zun/made:v1", "name": "from-commit", "command": ["cat", "/made"]}),
+    );
+    assert_eq!(status, 202, "{v}");
+    assert!(common::Daemon::eventually(
+        std::time::Duration::from_secs(5),
+        || { z.get("/v1/containers/from-commit/logs").1 == json!("made\n") }
+    ));
+    let (_, actions) = z.get("/v1/containers/maker/container_actions");
+    assert!(
+        actions["containerActions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "commit"),
+        "{actions}"
+    );
+    let v12 = ["OpenStack-API-Version: container 1.12"];
+    for c in ["maker", "from-commit"] {
+        assert_eq!(
+            z.http(
+                "DELETE",
+                &format!("/v1/containers/{c}?force=True"),
+                &v12,
+                None
+            )
+            .0,
+            204
+        );
+    }
+    assert_eq!(
+        z.http("DELETE", &format!("/v1/images/{new_uuid}"), &[], None)
+            .0,
+        204
+    );
     assert_eq!(z.http("DELETE", "/v1/containers/user1", &[], None).0, 204);
     assert_eq!(
         z.http("DELETE", &format!("/v1/images/{uuid}"), &[], None).0,

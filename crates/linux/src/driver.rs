@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use husk_core::stdio::BoxStdio;
 use husk_core::{
     Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver, DriverInfo, Error,
-    ErrorKind, ExitStatus, LogOptions, LogStream, NetworkConfig, NetworkStatus, ObservedState, ProcessConfig, Result,
-    RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
+    ErrorKind, ExitStatus, LogOptions, LogStream, NetworkConfig, NetworkStatus, ObservedState,
+    ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
 };
 use nix::mount::{MntFlags, MsFlags};
 use serde_json::json;
@@ -57,7 +57,10 @@ pub struct LinuxDriver {
 
 impl std::fmt::Debug for LinuxDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinuxDriver").field("root", &self.config.root).field("run_root", &self.config.run_root).finish()
+        f.debug_struct("LinuxDriver")
+            .field("root", &self.config.root)
+            .field("run_root", &self.config.run_root)
+            .finish()
     }
 }
 
@@ -69,8 +72,31 @@ struct Identity {
     files: husk_net::SandboxFiles,
 }
 
+/// Disconnects the network of `owner` and unpins its namespaces in `ns_dir` (idempotent).
+async fn remove_identity_blocking(
+    networks: Arc<husk_net::Networks>,
+    owner: String,
+    ns_dir: PathBuf,
+) -> Result<()> {
+    let netns = ns_dir.join("net");
+    tokio::task::spawn_blocking(move || {
+        let ns = if namespaces::is_pinned(&netns) {
+            Some(netns.as_path())
+        } else {
+            None
+        };
+        networks.teardown(&owner, ns)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("network teardown task: {e}")))??;
+    namespaces::remove_pinned(&ns_dir)
+}
+
+/// Files bind-mounted over the image's: (path in the container, path on the host).
+type EtcMounts = Vec<(String, PathBuf)>;
+
 /// The bind mounts of a sandbox's name files.
-fn etc_mounts(files: &husk_net::SandboxFiles) -> Vec<(String, PathBuf)> {
+fn etc_mounts(files: &husk_net::SandboxFiles) -> EtcMounts {
     vec![
         ("/etc/hostname".to_string(), files.hostname.clone()),
         ("/etc/hosts".to_string(), files.hosts.clone()),
@@ -220,30 +246,45 @@ impl LinuxDriver {
 
     /// Pins namespaces for `owner` (a sandbox or a standalone container) in `ns_dir`, connects its network
     /// and writes its name files. On failure nothing is left.
-    async fn make_identity(&self, owner: &str, ns_dir: &Path, hostname: &str, network: &NetworkConfig) -> Result<Identity> {
+    async fn make_identity(
+        &self,
+        owner: &str,
+        ns_dir: &Path,
+        hostname: &str,
+        network: &NetworkConfig,
+    ) -> Result<Identity> {
         let networks = self.config.networks.clone();
         let host = networks.mode_of(network) == husk_net::Mode::Host;
         let pinned = namespaces::create_pinned(ns_dir, hostname, !host)?;
         let (owner_id, netns, net, host_name) = (
             owner.to_string(),
-            pinned.get("net").cloned().unwrap_or_else(|| PathBuf::from("/proc/self/ns/net")),
+            pinned
+                .get("net")
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from("/proc/self/ns/net")),
             network.clone(),
             hostname.to_string(),
         );
-        let made = tokio::task::spawn_blocking(move || -> Result<(NetworkStatus, husk_net::SandboxFiles)> {
-            let status = networks.setup(&owner_id, &netns, &net)?;
-            match networks.write_files(&owner_id, &host_name, &net, &status) {
-                Ok(files) => Ok((status, files)),
-                Err(e) => {
-                    let _ = networks.teardown(&owner_id, Some(&netns));
-                    Err(e)
+        let made = tokio::task::spawn_blocking(
+            move || -> Result<(NetworkStatus, husk_net::SandboxFiles)> {
+                let status = networks.setup(&owner_id, &netns, &net)?;
+                match networks.write_files(&owner_id, &host_name, &net, &status) {
+                    Ok(files) => Ok((status, files)),
+                    Err(e) => {
+                        let _ = networks.teardown(&owner_id, Some(&netns));
+                        Err(e)
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
         .map_err(|e| Error::internal(format!("network setup task: {e}")));
         match made {
-            Ok(Ok((status, files))) => Ok(Identity { pinned, status, files }),
+            Ok(Ok((status, files))) => Ok(Identity {
+                pinned,
+                status,
+                files,
+            }),
             Ok(Err(e)) | Err(e) => {
                 let _ = namespaces::remove_pinned(ns_dir);
                 Err(e)
@@ -253,35 +294,66 @@ impl LinuxDriver {
 
     /// Disconnects and unpins what [`Self::make_identity`] made (idempotent).
     async fn remove_identity(&self, owner: &str, ns_dir: &Path) -> Result<()> {
-        let networks = self.config.networks.clone();
-        let owner_id = owner.to_string();
-        let netns = ns_dir.join("net");
-        tokio::task::spawn_blocking(move || {
-            let ns = if namespaces::is_pinned(&netns) { Some(netns.as_path()) } else { None };
-            networks.teardown(&owner_id, ns)
-        })
+        remove_identity_blocking(
+            self.config.networks.clone(),
+            owner.to_string(),
+            ns_dir.to_path_buf(),
+        )
         .await
-        .map_err(|e| Error::internal(format!("network teardown task: {e}")))??;
-        namespaces::remove_pinned(ns_dir)
+    }
+
+    /// Finishes a removal in the background: disconnects the network (CNI DEL is the slow part, tens of
+    /// milliseconds per plugin), unpins the namespaces and removes `dirs`. The caller's records are already
+    /// gone; if the daemon stops first, [`Driver::remove_orphans`] finishes the job at the next start, since the
+    /// directories still name the owner. The address stays allocated until DEL has run, so it is never reused
+    /// early.
+    fn finish_removal_later(&self, owner: &str, ns_dir: PathBuf, dirs: Vec<PathBuf>) {
+        let networks = self.config.networks.clone();
+        let owner = owner.to_string();
+        tokio::spawn(async move {
+            let result = async {
+                remove_identity_blocking(networks, owner.clone(), ns_dir).await?;
+                for d in &dirs {
+                    remove_dir(d)?;
+                }
+                Ok::<_, Error>(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(owner = %owner, "finishing a removal: {e} (retried at the next daemon start)");
+            }
+        });
     }
 
     fn namespace_plan(
         &self,
         sandbox: &SandboxRecord,
-    ) -> Result<(NamespacePlan, Vec<(String, PathBuf)>, Option<PathBuf>)> {
+    ) -> Result<(NamespacePlan, EtcMounts, Option<PathBuf>)> {
         let ns = &sandbox.runtime.namespaces;
-        let host_network = self.config.networks.mode_of(&sandbox.config.network) == husk_net::Mode::Host;
+        let host_network =
+            self.config.networks.mode_of(&sandbox.config.network) == husk_net::Mode::Host;
         let need = |kind: &str| {
-            ns.get(kind)
-                .map(PathBuf::from)
-                .ok_or_else(|| Error::backend(format!("sandbox {} has no {kind} namespace", sandbox.config.name)))
+            ns.get(kind).map(PathBuf::from).ok_or_else(|| {
+                Error::backend(format!(
+                    "sandbox {} has no {kind} namespace",
+                    sandbox.config.name
+                ))
+            })
         };
         let plan = NamespacePlan {
-            net: if host_network { None } else { Some(need("net")?) },
+            net: if host_network {
+                None
+            } else {
+                Some(need("net")?)
+            },
             host_network,
             ipc: Some(need("ipc")?),
             uts: Some(need("uts")?),
-            pid: if sandbox.config.share_pid { Some(need("pid")?) } else { None },
+            pid: if sandbox.config.share_pid {
+                Some(need("pid")?)
+            } else {
+                None
+            },
         };
         let shm = self.sandbox_run_dir(&sandbox.config.id).join("shm");
         let files = self.config.networks.files(&sandbox.config.id)?;
@@ -338,7 +410,9 @@ impl LinuxDriver {
                 // A standalone container's namespaces are its own, pinned so they outlive a restart of the
                 // container (its address and hostname stay) and are removed with it.
                 let ns_dir = self.ctr_run_dir(id).join("ns");
-                let identity = self.make_identity(id, &ns_dir, &hostname_for(config), &config.network).await?;
+                let identity = self
+                    .make_identity(id, &ns_dir, &hostname_for(config), &config.network)
+                    .await?;
                 let host_network = !identity.pinned.contains_key("net");
                 let plan = NamespacePlan {
                     net: identity.pinned.get("net").cloned(),
@@ -347,7 +421,12 @@ impl LinuxDriver {
                     uts: identity.pinned.get("uts").cloned(),
                     pid: None,
                 };
-                (plan, etc_mounts(&identity.files), None, Some(identity.status))
+                (
+                    plan,
+                    etc_mounts(&identity.files),
+                    None,
+                    Some(identity.status),
+                )
             }
         };
         let t_ns = t0.elapsed();
@@ -392,7 +471,12 @@ impl LinuxDriver {
 
     /// Serves the default seccomp profile as a precompiled program (see [`crate::seccomp_bpf`]) when the
     /// container can take it that way: the spec then carries no filter and the bundle holds `seccomp.bpf`.
-    async fn precompile_seccomp(&self, config: &ContainerConfig, oci: &mut oci_spec::runtime::Spec, bundle: &Path) -> Result<()> {
+    async fn precompile_seccomp(
+        &self,
+        config: &ContainerConfig,
+        oci: &mut oci_spec::runtime::Spec,
+        bundle: &Path,
+    ) -> Result<()> {
         let program_path = bundle.join("seccomp.bpf");
         let sec = &config.security;
         let default_profile = matches!(sec.seccomp.as_deref(), None | Some("") | Some("default"));
@@ -411,15 +495,17 @@ impl LinuxDriver {
         let program = tokio::task::spawn_blocking(move || cache.default_program(&caps))
             .await
             .map_err(|e| Error::internal(format!("seccomp compile task: {e}")))??;
-        std::fs::write(&program_path, program.as_slice()).map_err(|e| Error::io(format!("write {}", program_path.display()), e))?;
+        std::fs::write(&program_path, program.as_slice())
+            .map_err(|e| Error::io(format!("write {}", program_path.display()), e))?;
         if let Some(linux) = oci.linux_mut() {
             linux.set_seccomp(None);
         }
         Ok(())
     }
 
-    /// Removes everything a container left on the host (idempotent).
-    async fn cleanup_container(&self, id: &str) -> Result<()> {
+    /// Removes everything a container left on the host (idempotent). With `background`, the network part
+    /// finishes after this returns (see [`Self::finish_removal_later`]).
+    async fn cleanup_container(&self, id: &str, background: bool) -> Result<()> {
         let shim = self.shim(id);
         if shim.call(&Request::Shutdown).await.is_ok() {
             // The shim answers `wait` when it has cleaned up libcontainer's state; it then exits.
@@ -427,7 +513,6 @@ impl LinuxDriver {
         }
         let run_dir = self.ctr_run_dir(id);
         husk_image::unmount_rootfs(&self.rootfs(id))?;
-        self.remove_identity(id, &run_dir.join("ns")).await?;
         // Whatever libcontainer could not remove (a shim killed with -9): its state and the cgroup.
         remove_dir(&self.config.run_root.join("lc").join(id))?;
         if let Ok(m) = cgroups::manager(&self.cgroup_path(id)) {
@@ -446,8 +531,14 @@ impl LinuxDriver {
                 }
             }
         }
-        remove_dir(&run_dir)?;
-        remove_dir(&self.ctr_dir(id))
+        remove_dir(&self.ctr_dir(id))?;
+        if background {
+            self.finish_removal_later(id, run_dir.join("ns"), vec![run_dir]);
+            Ok(())
+        } else {
+            self.remove_identity(id, &run_dir.join("ns")).await?;
+            remove_dir(&run_dir)
+        }
     }
 
     fn reap_pause_later(&self, sandbox_id: &str, pidfd: OwnedFd) {
@@ -532,10 +623,15 @@ impl Driver for LinuxDriver {
         let run_dir = self.sandbox_run_dir(&config.id);
         let ns_dir = run_dir.join("ns");
         let result: Result<SandboxRuntime> = async {
-            let identity = self.make_identity(&config.id, &ns_dir, &config.hostname, &config.network).await?;
+            let identity = self
+                .make_identity(&config.id, &ns_dir, &config.hostname, &config.network)
+                .await?;
             let pinned = identity.pinned;
             let mut runtime = SandboxRuntime {
-                namespaces: pinned.iter().map(|(k, v)| (k.clone(), v.display().to_string())).collect(),
+                namespaces: pinned
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.display().to_string()))
+                    .collect(),
                 network: Some(identity.status),
                 ..Default::default()
             };
@@ -615,9 +711,9 @@ impl Driver for LinuxDriver {
         }
         let run_dir = self.sandbox_run_dir(id);
         unmount(&run_dir.join("shm"))?;
-        self.remove_identity(id, &run_dir.join("ns")).await?;
-        remove_dir(&run_dir)?;
-        remove_dir(&self.sandbox_dir(id))
+        remove_dir(&self.sandbox_dir(id))?;
+        self.finish_removal_later(id, run_dir.join("ns"), vec![run_dir]);
+        Ok(())
     }
 
     async fn sandbox_alive(&self, sandbox: &SandboxRecord) -> Result<bool> {
@@ -634,7 +730,7 @@ impl Driver for LinuxDriver {
         match self.create_inner(config, sandbox, rootfs).await {
             Ok(rt) => Ok(rt),
             Err(e) => {
-                let _ = self.cleanup_container(&config.id).await;
+                let _ = self.cleanup_container(&config.id, false).await;
                 Err(e)
             }
         }
@@ -702,13 +798,15 @@ impl Driver for LinuxDriver {
     }
 
     async fn delete_container(&self, container: &ContainerRecord) -> Result<()> {
-        self.cleanup_container(container.id()).await
+        self.cleanup_container(container.id(), true).await
     }
 
     async fn wait(&self, container: &ContainerRecord) -> Result<ExitStatus> {
         let id = container.id();
         match self.shim(id).call(&Request::Wait).await {
-            Ok(r) => r.exit.ok_or_else(|| Error::internal("the shim's wait answer has no exit status")),
+            Ok(r) => r
+                .exit
+                .ok_or_else(|| Error::internal("the shim's wait answer has no exit status")),
             // The shim is gone or went away while we asked: it records the exit on disk before it stops serving.
             Err(_) => Ok(self.exit_after_shim(id).await),
         }
@@ -818,7 +916,63 @@ impl Driver for LinuxDriver {
         cgroups::stats(&self.cgroup_path(container.id()), container.runtime.pid)
     }
 
+    async fn remove_orphans(
+        &self,
+        sandboxes: &std::collections::HashSet<String>,
+        containers: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let ids = |dir: PathBuf| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .map(|e| {
+                    e.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut orphan_containers: Vec<String> = ids(self.config.run_root.join("c"));
+        orphan_containers.extend(ids(self.config.root.join("c")));
+        orphan_containers.sort();
+        orphan_containers.dedup();
+        for id in orphan_containers
+            .into_iter()
+            .filter(|id| !containers.contains(id))
+        {
+            self.cleanup_container(&id, false).await?;
+            removed.push(format!("container {id}"));
+        }
+        let mut orphan_sandboxes: Vec<String> = ids(self.config.run_root.join("s"));
+        orphan_sandboxes.extend(ids(self.config.root.join("s")));
+        orphan_sandboxes.sort();
+        orphan_sandboxes.dedup();
+        for id in orphan_sandboxes
+            .into_iter()
+            .filter(|id| !sandboxes.contains(id))
+        {
+            let record = SandboxRecord {
+                config: SandboxConfig {
+                    id: id.clone(),
+                    ..Default::default()
+                },
+                driver: self.name().into(),
+                status: "orphan".into(),
+                runtime: SandboxRuntime::default(),
+                created_at: String::new(),
+                owner_container: None,
+                project: String::new(),
+            };
+            self.delete_sandbox(&record).await?;
+            removed.push(format!("sandbox {id}"));
+        }
+        Ok(removed)
+    }
+
     async fn top(&self, container: &ContainerRecord) -> Result<Top> {
         cgroups::top(&self.cgroup_path(container.id()))
+    }
+
+    fn rootfs_changes(&self, container: &ContainerRecord) -> Option<PathBuf> {
+        Some(self.ctr_dir(container.id()).join("upper"))
     }
 }

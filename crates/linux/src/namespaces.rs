@@ -91,14 +91,18 @@ pub fn unpin(target: &Path) -> Result<()> {
 /// Whether `path` is a live pinned namespace (a mounted nsfs file).
 pub fn is_pinned(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == libc::NSFS_MAGIC as i64)
+        .map(|s| s.filesystem_type().0 == libc::NSFS_MAGIC)
         .unwrap_or(false)
 }
 
 /// Creates new IPC and UTS namespaces with `hostname` set (and, with `with_net`, a network namespace with
 /// loopback up), and pins them as `dir/ipc`, `dir/uts` (`dir/net`). Returns the paths by kind. On failure
 /// nothing stays pinned.
-pub fn create_pinned(dir: &Path, hostname: &str, with_net: bool) -> Result<BTreeMap<String, PathBuf>> {
+pub fn create_pinned(
+    dir: &Path,
+    hostname: &str,
+    with_net: bool,
+) -> Result<BTreeMap<String, PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     let dir = dir.to_path_buf();
     let hostname = hostname.to_string();

@@ -15,7 +15,9 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use husk_core::{Error, Result};
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
 use serde_json::Value;
 
 fn seccomp_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -25,8 +27,12 @@ fn seccomp_err(what: &str, e: impl std::fmt::Display) -> Error {
 fn action(rule: &Value) -> Result<ScmpAction> {
     match rule["action"].as_str() {
         Some("SCMP_ACT_ALLOW") => Ok(ScmpAction::Allow),
-        Some("SCMP_ACT_ERRNO") => Ok(ScmpAction::Errno(rule["errnoRet"].as_i64().unwrap_or(libc::EPERM as i64) as i32)),
-        other => Err(Error::internal(format!("seccomp: action {other:?} is not used by husk's profile"))),
+        Some("SCMP_ACT_ERRNO") => Ok(ScmpAction::Errno(
+            rule["errnoRet"].as_i64().unwrap_or(libc::EPERM as i64) as i32,
+        )),
+        other => Err(Error::internal(format!(
+            "seccomp: action {other:?} is not used by husk's profile"
+        ))),
     }
 }
 
@@ -37,7 +43,9 @@ fn arch(name: &str) -> Result<ScmpArch> {
         "SCMP_ARCH_X32" => Ok(ScmpArch::X32),
         "SCMP_ARCH_AARCH64" => Ok(ScmpArch::Aarch64),
         "SCMP_ARCH_ARM" => Ok(ScmpArch::Arm),
-        other => Err(Error::internal(format!("seccomp: unknown architecture {other}"))),
+        other => Err(Error::internal(format!(
+            "seccomp: unknown architecture {other}"
+        ))),
     }
 }
 
@@ -47,10 +55,18 @@ fn comparison(arg: &Value) -> Result<ScmpArgCompare> {
     let op = match arg["op"].as_str() {
         Some("SCMP_CMP_EQ") => ScmpCompareOp::Equal,
         Some("SCMP_CMP_MASKED_EQ") => ScmpCompareOp::MaskedEqual(value),
-        other => return Err(Error::internal(format!("seccomp: comparison {other:?} is not used by husk's profile"))),
+        other => {
+            return Err(Error::internal(format!(
+                "seccomp: comparison {other:?} is not used by husk's profile"
+            )));
+        }
     };
     // For MASKED_EQ the OCI form is (mask = value, datum = valueTwo).
-    let datum = if matches!(op, ScmpCompareOp::MaskedEqual(_)) { arg["valueTwo"].as_u64().unwrap_or(0) } else { value };
+    let datum = if matches!(op, ScmpCompareOp::MaskedEqual(_)) {
+        arg["valueTwo"].as_u64().unwrap_or(0)
+    } else {
+        value
+    };
     Ok(ScmpArgCompare::new(index, op, datum))
 }
 
@@ -58,13 +74,17 @@ fn comparison(arg: &Value) -> Result<ScmpArgCompare> {
 /// BPF program (an array of `struct sock_filter`). System calls unknown to libseccomp are skipped, as
 /// libcontainer does.
 pub fn compile(profile: &Value) -> Result<Vec<u8>> {
-    let default = action(&serde_json::json!({"action": profile["defaultAction"], "errnoRet": profile["defaultErrnoRet"]}))?;
+    let default = action(
+        &serde_json::json!({"action": profile["defaultAction"], "errnoRet": profile["defaultErrnoRet"]}),
+    )?;
     let mut ctx = ScmpFilterContext::new(default).map_err(|e| seccomp_err("new filter", e))?;
-    ctx.set_ctl_nnp(false).map_err(|e| seccomp_err("filter attribute", e))?;
+    ctx.set_ctl_nnp(false)
+        .map_err(|e| seccomp_err("filter attribute", e))?;
     for a in profile["architectures"].as_array().into_iter().flatten() {
         let a = arch(a.as_str().unwrap_or_default())?;
         if a != ScmpArch::native() {
-            ctx.add_arch(a).map_err(|e| seccomp_err("add architecture", e))?;
+            ctx.add_arch(a)
+                .map_err(|e| seccomp_err("add architecture", e))?;
         }
     }
     for rule in profile["syscalls"].as_array().into_iter().flatten() {
@@ -72,13 +92,27 @@ pub fn compile(profile: &Value) -> Result<Vec<u8>> {
         if act == default {
             continue;
         }
-        let conditions: Vec<ScmpArgCompare> = rule["args"].as_array().into_iter().flatten().map(comparison).collect::<Result<_>>()?;
-        for name in rule["names"].as_array().into_iter().flatten().filter_map(|n| n.as_str()) {
-            let Ok(call) = ScmpSyscall::from_name(name) else { continue };
+        let conditions: Vec<ScmpArgCompare> = rule["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(comparison)
+            .collect::<Result<_>>()?;
+        for name in rule["names"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str())
+        {
+            let Ok(call) = ScmpSyscall::from_name(name) else {
+                continue;
+            };
             if conditions.is_empty() {
-                ctx.add_rule(act, call).map_err(|e| seccomp_err(&format!("rule for {name}"), e))?;
+                ctx.add_rule(act, call)
+                    .map_err(|e| seccomp_err(&format!("rule for {name}"), e))?;
             } else {
-                ctx.add_rule_conditional(act, call, &conditions).map_err(|e| seccomp_err(&format!("rule for {name}"), e))?;
+                ctx.add_rule_conditional(act, call, &conditions)
+                    .map_err(|e| seccomp_err(&format!("rule for {name}"), e))?;
             }
         }
     }
@@ -86,16 +120,25 @@ pub fn compile(profile: &Value) -> Result<Vec<u8>> {
     // SAFETY: memfd_create with a static NUL-terminated name; the result is checked.
     let fd = unsafe { libc::memfd_create(c"husk-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
-        return Err(Error::io("seccomp: create a memory file", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "seccomp: create a memory file",
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: memfd_create returned a new descriptor that we own.
     let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    ctx.export_bpf(&file).map_err(|e| seccomp_err("export", e))?;
-    file.rewind().map_err(|e| Error::io("seccomp: read the program", e))?;
+    ctx.export_bpf(&file)
+        .map_err(|e| seccomp_err("export", e))?;
+    file.rewind()
+        .map_err(|e| Error::io("seccomp: read the program", e))?;
     let mut program = Vec::new();
-    file.read_to_end(&mut program).map_err(|e| Error::io("seccomp: read the program", e))?;
+    file.read_to_end(&mut program)
+        .map_err(|e| Error::io("seccomp: read the program", e))?;
     if program.is_empty() || program.len() % std::mem::size_of::<libc::sock_filter>() != 0 {
-        return Err(Error::internal(format!("seccomp: exported program of {} bytes is not a filter", program.len())));
+        return Err(Error::internal(format!(
+            "seccomp: exported program of {} bytes is not a filter",
+            program.len()
+        )));
     }
     Ok(program)
 }
@@ -108,8 +151,19 @@ pub fn install(program: &[u8]) -> std::io::Result<()> {
         filter: program.as_ptr() as *mut libc::sock_filter,
     };
     // SAFETY: `prog` points at `program`, a whole number of sock_filter entries that outlives the call.
-    let r = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog as *const libc::sock_fprog) };
-    if r != 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r != 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Compiled default profiles by the capability set they were widened for.
@@ -123,11 +177,19 @@ impl ProgramCache {
     pub fn default_program(&self, capabilities: &[String]) -> Result<Arc<Vec<u8>>> {
         let mut key = capabilities.to_vec();
         key.sort();
-        if let Some(p) = self.programs.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(p) = self
+            .programs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(p.clone());
         }
         let program = Arc::new(compile(&crate::security::default_seccomp_profile(&key))?);
-        self.programs.lock().unwrap_or_else(|p| p.into_inner()).insert(key, program.clone());
+        self.programs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, program.clone());
         Ok(program)
     }
 }
@@ -174,6 +236,10 @@ mod tests {
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert!(libc::WIFEXITED(status), "child died: {status}");
-        assert_eq!(libc::WEXITSTATUS(status), 0, "exit code tells which check failed");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "exit code tells which check failed"
+        );
     }
 }

@@ -13,6 +13,9 @@
 //! - **echo hi**: a fresh VM until a container running `echo hi` from a busybox root over 9p has printed `hi` and
 //!   exited (boot + create + start + output + exit), and the same in an already booted VM;
 //! - **memory**: QEMU's RSS and PSS (`/proc/PID/smaps_rollup`) with the guest idle after the run.
+//!
+//! The kernel is booted as the extracted PVH `vmlinux` unless `HUSK_BENCH_BZIMAGE` is set (then the bzImage
+//! decompresses itself in the guest).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -180,8 +183,9 @@ fn stats(name: &str, values: &mut [f64], unit: &str) {
 async fn main() {
     let args = parse_args();
     let cache = std::env::temp_dir().join("husk-vm-bench-cache");
-    let image = husk_vm::build_guest(&GuestConfig::new(&args.agent, &cache))
-        .expect("build the guest image");
+    let mut guest = GuestConfig::new(&args.agent, &cache);
+    guest.uncompressed_kernel = std::env::var_os("HUSK_BENCH_BZIMAGE").is_none();
+    let image = husk_vm::build_guest(&guest).expect("build the guest image");
     let decision = husk_vm::accel::detect(args.accel);
     println!(
         "kernel {} | initramfs {} ({} KiB) | accel {} ({})",
@@ -212,6 +216,11 @@ async fn main() {
             console.contains("bare boot done"),
             "bare console: {console}"
         );
+        let bare_line = console
+            .lines()
+            .find(|l| l.contains("bare boot done"))
+            .unwrap_or("")
+            .to_string();
         vm.quit(Duration::from_secs(1)).await.unwrap();
 
         // Agent boot, echo hi, memory.
@@ -256,6 +265,13 @@ async fn main() {
         let (r, p) = memory_kib(vm.pid);
         rss.push(r as f64 / 1024.0);
         pss.push(p as f64 / 1024.0);
+        let console = std::fs::read_to_string(vm.paths().console).unwrap_or_default();
+        let agent_line = console
+            .lines()
+            .find(|l| l.contains("modules loaded"))
+            .unwrap_or("")
+            .to_string();
+        eprintln!("  guest: [{bare_line}] vs [{agent_line}]");
         client.shutdown().await.unwrap();
         vm.wait_exit(Duration::from_secs(30)).await;
         vm.quit(Duration::from_secs(1)).await.unwrap();

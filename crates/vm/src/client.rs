@@ -388,6 +388,18 @@ impl AgentClient {
         .await
     }
 
+    /// The processes of a container (guest PIDs).
+    pub async fn top(&self, container_id: &str) -> Result<husk_core::Top> {
+        let req = self.request(proto::StatsRequest {
+            container_id: container_id.into(),
+        });
+        let r = self.call("top", self.raw.clone().top(req)).await?;
+        Ok(husk_core::Top {
+            titles: r.titles,
+            processes: r.rows.into_iter().map(|r| r.cells).collect(),
+        })
+    }
+
     /// Every container the agent knows.
     pub async fn list(&self) -> Result<Vec<proto::ContainerInfo>> {
         Ok(self

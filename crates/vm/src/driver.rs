@@ -154,6 +154,9 @@ impl VmDriver {
         }
         let mut cfg = GuestConfig::new(&self.config.agent, &self.config.cache_dir);
         cfg.kernel = self.config.kernel.clone();
+        // Under TCG the guest's own decompression of its kernel costs seconds, so boot the extracted vmlinux
+        // (QEMU then holds ~40 MiB more per VM); with KVM decompressing takes a fraction of a second.
+        cfg.uncompressed_kernel = self.accel.accel == crate::accel::Accel::Tcg;
         cfg.compression = Compression::None;
         let img = build_guest(&cfg)?;
         *lock(&self.image) = Some(img.clone());
@@ -174,6 +177,7 @@ impl VmDriver {
         vm_name: &str,
         resources: &husk_core::Resources,
         hostname: &str,
+        share_pid: bool,
     ) -> Result<Arc<VmHandle>> {
         let image = tokio::task::block_in_place(|| self.guest_image())?;
         let root = self.vm_root(vm_name);
@@ -184,6 +188,9 @@ impl VmDriver {
         if !hostname.is_empty() {
             husk_core::units::validate_hostname(hostname)?;
             cmdline_extra.push(format!("husk.hostname={hostname}"));
+        }
+        if share_pid {
+            cmdline_extra.push("husk.share_pid".into());
         }
         let config = VmConfig {
             dir: root.join("vm"),
@@ -240,8 +247,12 @@ impl VmDriver {
     /// The running VM `vm_name`: from this daemon's table, or found again on disk after a restart.
     async fn vm(&self, vm_name: &str) -> Result<Arc<VmHandle>> {
         let mut vms = self.vms.lock().await;
-        if let Some(h) = vms.get(vm_name) {
-            return Ok(h.clone());
+        if let Some(h) = vms.get(vm_name).cloned() {
+            if h.vm.lock().await.is_running() {
+                return Ok(h);
+            }
+            // QEMU ended (the guest powered off, crashed or was killed): forget it.
+            vms.remove(vm_name);
         }
         let dir = self.vm_root(vm_name).join("vm");
         let vm = Vm::find(&dir)
@@ -389,15 +400,56 @@ impl VmDriver {
     ) -> Result<ContainerRuntime> {
         let layers = self.share_layers(vm_name, &config.id, &rootfs.layers)?;
         let _ = std::fs::remove_file(self.ctr_dir(&config.id).join("exit.json"));
+        // The VM's hostname is the sandbox's (or the standalone container's): containers share the guest's UTS
+        // namespace instead of making their own.
+        let mut config = config.clone();
+        config.hostname.clear();
         handle
             .client
-            .create_container(config, SHARE_TAG, layers)
+            .create_container(&config, SHARE_TAG, layers)
             .await?;
         self.follow_logs(handle.client.clone(), &config.id);
         Ok(ContainerRuntime {
             pid: 0,
             driver_data: json!({ "vm": vm_name }),
             network: None,
+        })
+    }
+
+    async fn observe_once(&self, container: &ContainerRecord) -> Result<ObservedState> {
+        let client = match self.client_for(container).await {
+            Ok(c) => c,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return Ok(match self.read_exit(container.id()) {
+                    Some(exit) => ObservedState::Exited(exit),
+                    // Its VM is gone but this driver made it: it died with the VM.
+                    None if self.ctr_dir(container.id()).exists() => {
+                        ObservedState::Exited(ExitStatus {
+                            code: 255,
+                            finished_at: husk_core::now_rfc3339(),
+                            reason:
+                                "the VM stopped (crashed or was killed) while the container ran"
+                                    .into(),
+                            ..Default::default()
+                        })
+                    }
+                    None => ObservedState::Missing,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let list = client.list().await?;
+        let Some(c) = list.into_iter().find(|c| c.id == container.id()) else {
+            return Ok(ObservedState::Missing);
+        };
+        Ok(match c.status.as_str() {
+            "created" => ObservedState::Created,
+            "running" => ObservedState::Running { pid: 0 },
+            "paused" => ObservedState::Paused { pid: 0 },
+            _ => ObservedState::Exited(self.read_exit(container.id()).unwrap_or(ExitStatus {
+                code: c.exit_code,
+                ..Default::default()
+            })),
         })
     }
 }
@@ -507,13 +559,13 @@ impl Driver for VmDriver {
         Capabilities {
             sandbox: true,
             standalone: true,
-            pid_sharing: false,
+            pid_sharing: true,
             pause: true,
             exec: true,
             tty: true,
             attach: true,
             stats: true,
-            top: false,
+            top: true,
             limits: true,
             networking: false,
             bind_mounts: false,
@@ -553,7 +605,12 @@ impl Driver for VmDriver {
 
     async fn create_sandbox(&self, config: &SandboxConfig) -> Result<SandboxRuntime> {
         let h = self
-            .boot(&config.id, &config.resources, &config.hostname)
+            .boot(
+                &config.id,
+                &config.resources,
+                &config.hostname,
+                config.share_pid,
+            )
             .await?;
         let vm = h.vm.lock().await;
         Ok(SandboxRuntime {
@@ -586,7 +643,7 @@ impl Driver for VmDriver {
             }
             None => {
                 let h = self
-                    .boot(&config.id, &config.resources, &config.hostname)
+                    .boot(&config.id, &config.resources, &config.hostname, false)
                     .await?;
                 let r = self.create_in(&config.id, &h, config, rootfs).await;
                 if r.is_err() {
@@ -696,29 +753,16 @@ impl Driver for VmDriver {
     }
 
     async fn observe(&self, container: &ContainerRecord) -> Result<ObservedState> {
-        let client = match self.client_for(container).await {
-            Ok(c) => c,
-            Err(e) if e.kind == ErrorKind::NotFound => {
-                return Ok(match self.read_exit(container.id()) {
-                    Some(exit) => ObservedState::Exited(exit),
-                    None => ObservedState::Missing,
-                });
+        // A VM that is dying answers with a broken connection for a moment before QEMU is gone: look again.
+        for attempt in 0..3 {
+            match self.observe_once(container).await {
+                Err(e) if e.kind == ErrorKind::Backend && attempt < 2 => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                r => return r,
             }
-            Err(e) => return Err(e),
-        };
-        let list = client.list().await?;
-        let Some(c) = list.into_iter().find(|c| c.id == container.id()) else {
-            return Ok(ObservedState::Missing);
-        };
-        Ok(match c.status.as_str() {
-            "created" => ObservedState::Created,
-            "running" => ObservedState::Running { pid: 0 },
-            "paused" => ObservedState::Paused { pid: 0 },
-            _ => ObservedState::Exited(self.read_exit(container.id()).unwrap_or(ExitStatus {
-                code: c.exit_code,
-                ..Default::default()
-            })),
-        })
+        }
+        unreachable!("the last attempt returns")
     }
 
     async fn exec(&self, container: &ContainerRecord, process: &ProcessConfig) -> Result<BoxStdio> {
@@ -803,10 +847,7 @@ impl Driver for VmDriver {
     }
 
     async fn top(&self, container: &ContainerRecord) -> Result<Top> {
-        Err(Error::unsupported(format!(
-            "driver vm does not list the processes of container {} yet",
-            container.name()
-        )))
+        self.client_for(container).await?.top(container.id()).await
     }
 }
 

@@ -280,4 +280,23 @@ pub struct PauseRequest {
     pub frozen: bool,
 }
 
+/// One process of a container, as `ps` shows it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TopRow {
+    /// Cells, one per title.
+    #[prost(string, repeated, tag = "1")]
+    pub cells: Vec<String>,
+}
+
+/// The processes of a container.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TopResponse {
+    /// Column names.
+    #[prost(string, repeated, tag = "1")]
+    pub titles: Vec<String>,
+    /// One row per process.
+    #[prost(message, repeated, tag = "2")]
+    pub rows: Vec<TopRow>,
+}
+
 include!(concat!(env!("OUT_DIR"), "/husk.agent.v1.Agent.rs"));

@@ -182,9 +182,15 @@ impl VmConfig {
             let tags: Vec<&str> = self.shares.iter().map(|s| s.tag.as_str()).collect();
             words.push(format!("husk.shares={}", tags.join(",")));
         }
+        let mut groups = vec![match self.machine {
+            Machine::Microvm => "mmio",
+            Machine::Q35 => "pci",
+        }];
         if let Transport::Vsock { .. } = self.transport {
             words.push("husk.transport=vsock".into());
+            groups.push("vsock");
         }
+        words.push(format!("husk.modules={}", groups.join(",")));
         words.extend(self.cmdline_extra.iter().cloned());
         words.join(" ")
     }
@@ -740,6 +746,7 @@ mod tests {
             "husk.shares=husk0",
             "husk.debug=1",
             "panic=-1",
+            "husk.modules=mmio",
         ] {
             assert!(
                 append.split(' ').any(|x| x == w),
@@ -767,6 +774,7 @@ mod tests {
         );
         assert!(after(&a, "-chardev").is_empty());
         assert!(c.kernel_cmdline().contains("husk.transport=vsock"));
+        assert!(c.kernel_cmdline().contains("husk.modules=pci,vsock"));
     }
 
     #[test]
@@ -840,6 +848,12 @@ mod tests {
         };
         let v = q.execute("query-version", None).await.unwrap();
         assert!(v["qemu"]["major"].as_u64().unwrap() >= 7, "{v}");
+        q.execute("stop", None).await.unwrap();
+        let st = q.execute("query-status", None).await.unwrap();
+        assert_eq!(st["status"], "paused", "{st}");
+        q.execute("cont", None).await.unwrap();
+        let st = q.execute("query-status", None).await.unwrap();
+        assert_eq!(st["status"], "running", "{st}");
         let e = q.execute("no-such-command", None).await.unwrap_err();
         assert!(e.message.contains("no-such-command"), "{}", e.message);
         q.execute("quit", None).await.unwrap();

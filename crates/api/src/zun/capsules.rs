@@ -204,6 +204,15 @@ pub(crate) async fn create(
             .annotations
             .insert(view::keys::IMAGE.into(), c.spec.image.clone());
     }
+    for c in req
+        .containers
+        .iter_mut()
+        .chain(req.init_containers.iter_mut())
+    {
+        c.spec.pull =
+            super::create::ensure_image(&s.engine, &ctx.project_id, &c.spec.image, c.spec.pull)
+                .await?;
+    }
     let rec = s.engine.create_capsule(req).await?;
     let location = format!("{base}/v1/capsules/{}", rec.id);
     let mut response = (

@@ -44,6 +44,7 @@ pub fn routes() -> Router<ZunState> {
         .route("/v1/containers/{id}/stats", get(stats))
         .route("/v1/containers/{id}/network_list", get(network_list))
         .route("/v1/containers/{id}/attach", get(attach))
+        .route("/v1/containers/{id}/commit", post(commit))
         .route("/v1/containers/{id}/resize", post(resize))
         .route("/v1/containers/{id}/execute_resize", post(execute_resize))
 }
@@ -212,7 +213,9 @@ pub(crate) async fn create(
     params.only(&["run"])?;
     let run = params.flag("run", false)?;
     let body: CreateBody = body.parse()?;
-    let req = translate(&body, version, &ctx, &view::host_name())?;
+    let mut req = translate(&body, version, &ctx, &view::host_name())?;
+    req.pull =
+        super::create::ensure_image(&s.engine, &ctx.project_id, &req.image, req.pull).await?;
     let start = husk_core::now_rfc3339();
     let rec = s.engine.create_container(req).await?;
     s.engine
@@ -882,6 +885,54 @@ pub(crate) async fn execute_resize(
     let rec = for_action(&s, &ctx, &id, ZunAction::Running("execute_resize"))?;
     s.sessions.resize(rec.id(), exec_id, rows, cols)?;
     Ok(Json(Value::Null))
+}
+
+/// The answer of `commit`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommitResult {
+    /// The new image's UUID.
+    pub uuid: String,
+}
+
+/// `POST .../commit?repository=&tag=`: a new image from the container's changes (running containers are
+/// paused while they are read).
+#[utoipa::path(post, path = "/v1/containers/{id}/commit", tag = "containers", params(("id" = String, Path, description = "Name or UUID"), ("repository" = Option<String>, Query, description = "Repository of the new image"), ("tag" = Option<String>, Query, description = "Tag")), responses((status = 202, description = "Done", body = CommitResult), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+pub(crate) async fn commit(
+    State(s): State<ZunState>,
+    Extension(ctx): Extension<Context>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ZunResult<(StatusCode, Json<CommitResult>)> {
+    params.only(&["repository", "tag"])?;
+    let repository = params
+        .text("repository")
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ZunError::invalid("repository", "a repository is required"))?;
+    let reference = match params.text("tag").filter(|t| !t.is_empty()) {
+        Some(tag) => format!("{repository}:{tag}"),
+        None => repository.to_string(),
+    };
+    let rec = for_action(&s, &ctx, &id, ZunAction::Commit)?;
+    let req = husk_engine::CommitRequest {
+        repo: Some(reference.clone()),
+        ..Default::default()
+    };
+    let image = s
+        .engine
+        .track(
+            rec.id(),
+            "commit",
+            &ctx.user_id,
+            s.engine.commit_container(rec.id(), &req),
+        )
+        .await?;
+    s.engine.claim_image(&rec.project, &image.id, &reference)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CommitResult {
+            uuid: super::images::uuid_of(&image.id),
+        }),
+    ))
 }
 
 #[cfg(test)]

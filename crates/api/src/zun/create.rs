@@ -502,6 +502,11 @@ pub fn translate(
         }
         annotations.insert(keys::PULL_POLICY.into(), p);
     }
+    let pull = match annotations.get(keys::PULL_POLICY).map(String::as_str) {
+        Some("always") => husk_image::PullPolicy::Always,
+        Some("never") => husk_image::PullPolicy::Never,
+        _ => husk_image::PullPolicy::Missing,
+    };
     let driver = match &b.runtime {
         Some(r) => {
             ctx.require_admin("container:create:runtime")?;
@@ -609,8 +614,41 @@ pub fn translate(
         network,
         project: Some(ctx.project_id.clone()),
         annotations,
+        pull,
         ..Default::default()
     })
+}
+
+/// Pulls `image` for `project` when `policy` says so, before the engine needs it: a registry that cannot be
+/// reached or has no such image is the client's problem to fix (400 naming the image), and the image is
+/// recorded as the project's. Returns the policy left for the engine (nothing more to pull).
+pub async fn ensure_image(
+    engine: &husk_engine::Engine,
+    project: &str,
+    image: &str,
+    policy: husk_image::PullPolicy,
+) -> ZunResult<husk_image::PullPolicy> {
+    use husk_image::PullPolicy;
+    let present = engine.images().resolve(image).is_ok();
+    match policy {
+        PullPolicy::Never => return Ok(policy),
+        PullPolicy::Missing if present => return Ok(policy),
+        _ => {}
+    }
+    engine
+        .pull_image_for(project, image, false)
+        .await
+        .map_err(|e| match e.kind {
+            husk_core::ErrorKind::Backend
+            | husk_core::ErrorKind::NotFound
+            | husk_core::ErrorKind::Unauthorized
+            | husk_core::ErrorKind::Timeout => ZunError::invalid(
+                "image",
+                format!("{image} could not be pulled: {}", e.message),
+            ),
+            _ => e.into(),
+        })?;
+    Ok(PullPolicy::Missing)
 }
 
 #[cfg(test)]

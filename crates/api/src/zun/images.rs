@@ -59,7 +59,8 @@ pub struct PullBody {
     pub image_pull_policy: Option<String>,
 }
 
-fn uuid_of(image_id: &str) -> String {
+/// The UUID Zun shows for an image ID.
+pub fn uuid_of(image_id: &str) -> String {
     let h = image_id.trim_start_matches("sha256:");
     if h.len() < 32 {
         return h.to_string();

@@ -28,6 +28,8 @@ pub struct Cli {
 }
 
 /// Every command.
+// Parsed once per process: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the husk daemon in the foreground.
@@ -88,6 +90,21 @@ pub enum Command {
     Images(ImageLsArgs),
     /// Load images from an archive.
     Load(ImageLoadArgs),
+    /// Pull an image from a registry.
+    Pull(PullArgs),
+    /// Push an image to a registry.
+    Push(PushArgs),
+    /// Log in to a registry (the credentials are checked, then stored by the daemon).
+    Login(LoginArgs),
+    /// Forget the stored credentials of a registry.
+    Logout(LogoutArgs),
+    /// Save images to a `docker save` / OCI archive.
+    Save(ImageSaveArgs),
+    /// Make an image from a container's changes.
+    Commit(CommitArgs),
+    /// Daemon-wide information and maintenance.
+    #[command(subcommand)]
+    System(SystemCommand),
     /// Show daemon-wide information.
     Info(InfoArgs),
     /// Show versions.
@@ -258,6 +275,9 @@ pub struct RunArgs {
     /// Allocate a terminal.
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// Pull the image: always, missing (also ifnotpresent) or never.
+    #[arg(long, default_value = "missing")]
+    pub pull: String,
     /// The image.
     pub image: String,
     /// The command and its arguments.
@@ -431,6 +451,7 @@ pub struct RenameArgs {
 }
 
 /// `husk sandbox ...`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
     /// Create a sandbox.
@@ -526,6 +547,120 @@ pub enum ImageCommand {
     Rm(ImageRmArgs),
     /// Give an image another name.
     Tag(ImageTagArgs),
+    /// Pull an image from a registry.
+    Pull(PullArgs),
+    /// Push an image to a registry.
+    Push(PushArgs),
+    /// Save images to a `docker save` / OCI archive.
+    Save(ImageSaveArgs),
+    /// Remove images no container uses (nameless ones, or all with -a), and unused layers.
+    Prune(ImagePruneArgs),
+}
+
+/// `husk pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Platform of a multi-platform image (os/arch[/variant]; default: this host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print only the image's name when done (no progress).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Image reference (name[:tag] or name@sha256:...).
+    pub reference: String,
+}
+
+/// `husk push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Print only the pushed name@digest when done (no progress).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Image name (registry/repo[:tag]).
+    pub name: String,
+}
+
+/// `husk login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// User name.
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password (visible to other users of this host: prefer --password-stdin).
+    #[arg(short = 'p', long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long = "password-stdin")]
+    pub password_stdin: bool,
+    /// Registry (host[:port]).
+    #[arg(default_value = "docker.io")]
+    pub registry: String,
+}
+
+/// `husk logout`.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// Registry (host[:port]).
+    #[arg(default_value = "docker.io")]
+    pub registry: String,
+}
+
+/// `husk save` and `husk image save`.
+#[derive(Debug, Args)]
+pub struct ImageSaveArgs {
+    /// Write to this file (default: stdout).
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Images.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+/// `husk image prune`.
+#[derive(Debug, Args)]
+pub struct ImagePruneArgs {
+    /// Remove every image no container uses, not only nameless ones.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not ask for confirmation.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+/// `husk commit`.
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Author.
+    #[arg(short = 'a', long)]
+    pub author: Option<String>,
+    /// Commit message.
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// Freeze the container during the commit (--pause=false to not).
+    #[arg(short = 'p', long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub pause: bool,
+    /// Container.
+    pub container: String,
+    /// Name of the new image (repo[:tag]).
+    pub repository: Option<String>,
+}
+
+/// `husk system ...`.
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Show disk use of images and containers.
+    Df(SystemDfArgs),
+}
+
+/// `husk system df`.
+#[derive(Debug, Args)]
+pub struct SystemDfArgs {
+    /// Per image and per container.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Output format: table or json.
+    #[arg(long, default_value = "table")]
+    pub format: String,
 }
 
 /// `husk image load`.

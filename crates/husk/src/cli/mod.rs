@@ -4,6 +4,8 @@ pub mod args;
 mod capsule;
 mod format;
 mod identity;
+mod images;
+mod progress;
 mod stdio;
 
 use std::collections::BTreeMap;
@@ -115,6 +117,13 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
         Command::Project(cmd) => identity::project(&client, cmd).await,
         Command::User(cmd) => identity::user(&client, cmd).await,
         Command::Load(a) => image(&client, ImageCommand::Load(a)).await,
+        Command::Pull(a) => images::pull(&client, a).await,
+        Command::Push(a) => images::push(&client, a).await,
+        Command::Login(a) => images::login(&client, a).await,
+        Command::Logout(a) => images::logout(&client, a).await,
+        Command::Save(a) => images::save(&client, a).await,
+        Command::Commit(a) => images::commit(&client, a).await,
+        Command::System(cmd) => images::system(&client, cmd).await,
         Command::Info(a) => info(&client, a).await,
         Command::Version => {
             println!("Client: husk {}", env!("CARGO_PKG_VERSION"));
@@ -289,6 +298,7 @@ fn create_request(a: &RunArgs) -> Result<ContainerCreate> {
         publish_all: a.publish_all,
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
+        pull: a.pull.parse()?,
         ..Default::default()
     })
 }
@@ -297,7 +307,8 @@ async fn run_container(client: &Client, a: RunArgs, start: bool) -> Result<i32> 
     if a.rm && a.restart.as_deref().is_some_and(|r| r != "no") {
         bail!("conflicting options: --rm and --restart cannot be used together");
     }
-    let req = create_request(&a)?;
+    let mut req = create_request(&a)?;
+    req.pull = images::prepare_run_image(client, &a.image, &a.pull).await?;
     let view: ContainerView = client
         .json(Method::POST, "/husk/v1/containers", Some(&req))
         .await?;
@@ -902,6 +913,10 @@ async fn image(client: &Client, cmd: ImageCommand) -> Result<i32> {
             }
             Ok(if failed { 1 } else { 0 })
         }
+        ImageCommand::Pull(a) => images::pull(client, a).await,
+        ImageCommand::Push(a) => images::push(client, a).await,
+        ImageCommand::Save(a) => images::save(client, a).await,
+        ImageCommand::Prune(a) => images::prune(client, a).await,
         ImageCommand::Tag(a) => {
             client
                 .post(&format!(
@@ -926,41 +941,83 @@ async fn network(client: &Client, cmd: NetworkCommand) -> Result<i32> {
             } else if a.format == "json" {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                let text = |v: &serde_json::Value| v.as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default();
+                let text = |v: &serde_json::Value| {
+                    v.as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default()
+                };
                 let rows: Vec<Vec<String>> = list
                     .iter()
                     .map(|n| {
                         vec![
                             n["name"].as_str().unwrap_or_default().to_string(),
-                            if n["default"] == true { "yes".into() } else { String::new() },
+                            if n["default"] == true {
+                                "yes".into()
+                            } else {
+                                String::new()
+                            },
                             n["bridge"].as_str().unwrap_or_default().to_string(),
                             text(&n["subnets"]),
                             text(&n["plugins"]),
-                            n["attached"].as_array().map(|a| a.len()).unwrap_or(0).to_string(),
+                            n["attached"]
+                                .as_array()
+                                .map(|a| a.len())
+                                .unwrap_or(0)
+                                .to_string(),
                         ]
                     })
                     .collect();
-                print_table(&["NAME", "DEFAULT", "BRIDGE", "SUBNET", "PLUGINS", "SANDBOXES"], &rows);
+                print_table(
+                    &[
+                        "NAME",
+                        "DEFAULT",
+                        "BRIDGE",
+                        "SUBNET",
+                        "PLUGINS",
+                        "SANDBOXES",
+                    ],
+                    &rows,
+                );
             }
             Ok(0)
         }
         NetworkCommand::Inspect(a) => {
             let mut out = Vec::new();
             for n in &a.networks {
-                out.push(client.get::<serde_json::Value>(&format!("/husk/v1/networks/{n}")).await?);
+                out.push(
+                    client
+                        .get::<serde_json::Value>(&format!("/husk/v1/networks/{n}"))
+                        .await?,
+                );
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)
         }
         NetworkCommand::Create(a) => {
             let body = serde_json::json!({"name": a.name, "subnet": a.subnet, "gateway": a.gateway, "bridge": a.bridge});
-            let n: serde_json::Value = client.json(Method::POST, "/husk/v1/networks", Some(&body)).await?;
+            let n: serde_json::Value = client
+                .json(Method::POST, "/husk/v1/networks", Some(&body))
+                .await?;
             println!("{}", n["name"].as_str().unwrap_or_default());
             Ok(0)
         }
         NetworkCommand::Rm(a) => {
-            each(&a.networks, |n| async move { client.call(Method::DELETE, &format!("/husk/v1/networks/{n}"), None::<&()>).await.map(|_| ()) })
-                .await
+            each(&a.networks, |n| async move {
+                client
+                    .call(
+                        Method::DELETE,
+                        &format!("/husk/v1/networks/{n}"),
+                        None::<&()>,
+                    )
+                    .await
+                    .map(|_| ())
+            })
+            .await
         }
     }
 }

@@ -126,8 +126,22 @@ impl Daemon {
                 let host = std::env::var("HUSK_TEST_DOCKER_HOST").expect(
                     "HUSK_TEST_DOCKER_HOST is not set: start an engine with `crates/docker/scripts/test-dockerd start /tmp/hdk` and export its address",
                 );
-                let instance = format!("t{:x}{:x}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos());
-                let mut d = Daemon::start(&["--driver", "docker", "--docker-host", &host, "--docker-instance", &instance]);
+                let instance = format!(
+                    "t{:x}{:x}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .subsec_nanos()
+                );
+                let mut d = Daemon::start(&[
+                    "--driver",
+                    "docker",
+                    "--docker-host",
+                    &host,
+                    "--docker-instance",
+                    &instance,
+                ]);
                 d.docker = Some((host, instance));
                 d
             }
@@ -137,6 +151,12 @@ impl Daemon {
 
     /// Starts a daemon with `flags` (e.g. `--driver linux --mode standalone`) and loads the busybox image.
     pub fn start(flags: &[&str]) -> Daemon {
+        Daemon::start_with(flags, "", true)
+    }
+
+    /// Starts a daemon with `flags` and `config` as its config file's text; loads the busybox image if `busybox`
+    /// (else its image store starts empty).
+    pub fn start_with(flags: &[&str], config: &str, busybox: bool) -> Daemon {
         require_root();
         let dir = tempfile::Builder::new()
             .prefix("hk")
@@ -151,7 +171,11 @@ impl Daemon {
             .filter(|c| c.is_ascii_alphanumeric())
             .collect();
         // A bridge and subnet of our own, so daemons of parallel tests never share addresses.
-        let seed: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 ^ ((std::process::id() as u64) << 20);
+        let seed: u64 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64
+            ^ ((std::process::id() as u64) << 20);
         let mix = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let bridge = format!("hk{:08x}", (mix >> 32) as u32);
         let subnet = format!("10.{}.{}.0/24", 100 + (mix >> 8) % 150, mix % 256);
@@ -167,9 +191,12 @@ impl Daemon {
             dir,
             child: None,
         };
+        std::fs::write(d.dir.path().join("none.toml"), config).unwrap();
         d.spawn(&[]);
-        d.husk(&["image", "load", "-i", busybox_archive().to_str().unwrap()])
-            .ok();
+        if busybox {
+            d.husk(&["image", "load", "-i", busybox_archive().to_str().unwrap()])
+                .ok();
+        }
         d
     }
 
@@ -202,7 +229,9 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        std::fs::write(self.dir.path().join("none.toml"), "").unwrap();
+        if !self.dir.path().join("none.toml").exists() {
+            std::fs::write(self.dir.path().join("none.toml"), "").unwrap();
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -293,6 +322,13 @@ impl Daemon {
         f()
     }
 
+    /// Asserts that [`Self::leftovers`] becomes empty within 10 seconds (network teardown finishes in the
+    /// background after a removal returns).
+    pub fn assert_no_leftovers(&self) {
+        let clean = Daemon::eventually(Duration::from_secs(10), || self.leftovers().is_empty());
+        assert!(clean, "left behind: {:?}", self.leftovers());
+    }
+
     /// What this daemon still has on the host: mounts under its directories, cgroups under its parent,
     /// per-container and per-sandbox directories. Empty when everything was cleaned up.
     pub fn leftovers(&self) -> Vec<String> {
@@ -328,7 +364,14 @@ impl Daemon {
         // Engine objects of a docker-driver daemon.
         if let Some((host, instance)) = &self.docker {
             let out = Command::new("docker")
-                .args(["-H", host, "ps", "-aq", "--filter", &format!("label=io.husk.instance={instance}")])
+                .args([
+                    "-H",
+                    host,
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=io.husk.instance={instance}"),
+                ])
                 .output()
                 .expect("docker CLI");
             for id in String::from_utf8_lossy(&out.stdout).lines() {
@@ -336,7 +379,10 @@ impl Daemon {
             }
         }
         // Network: veths on our bridge, cached attachments, IP allocations.
-        if let Ok(out) = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output() {
+        if let Ok(out) = Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge])
+            .output()
+        {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 left.push(format!("veth {line}"));
             }
@@ -350,7 +396,11 @@ impl Daemon {
         }
         if let Ok(entries) = std::fs::read_dir(self.root.join("net").join("ipam")) {
             for net in entries.flatten() {
-                for e in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
+                for e in std::fs::read_dir(net.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
                     let name = e.file_name().to_string_lossy().to_string();
                     if name.parse::<std::net::IpAddr>().is_ok() {
                         left.push(format!("IP allocation {}", e.path().display()));
@@ -408,7 +458,10 @@ impl Drop for Daemon {
                 let _ = std::fs::remove_dir(&dir);
             }
         }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
         // Unmount anything left under our directory so the temp dir can go.
         let base = self.dir.path().to_string_lossy().to_string();
         let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")

@@ -31,7 +31,18 @@ impl ZunDaemon {
         let listen = format!("127.0.0.1:{port}");
         let mut flags = vec!["--listen", listen.as_str(), "--auth", auth];
         flags.extend_from_slice(extra);
-        let d = Daemon::start(&flags);
+        let mut d = Daemon::start(&flags);
+        // Registries are reached only through a proxy that is not there, so nothing a test sends (a random image
+        // name) can make the daemon look up or reach a host off this machine; loopback registries stay direct.
+        d.kill9();
+        let proxy = "http://127.0.0.1:9";
+        d.spawn(&[
+            ("HTTPS_PROXY", proxy),
+            ("HTTP_PROXY", proxy),
+            ("https_proxy", proxy),
+            ("http_proxy", proxy),
+            ("NO_PROXY", "127.0.0.1,localhost"),
+        ]);
         let url = format!("http://{listen}");
         let z = ZunDaemon { d, url };
         assert!(

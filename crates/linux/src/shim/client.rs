@@ -87,19 +87,29 @@ impl ShimClient {
     }
 
     async fn send(&self, request: &Request) -> Result<(Response, BufReader<UnixStream>)> {
-        let mut conn = UnixStream::connect(&self.socket).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                Error::new(ErrorKind::NotFound, "the container's shim is not running")
-            }
-            _ => Error::io(format!("connect to the shim at {}", self.socket.display()), e),
-        })?;
+        let mut conn = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    Error::new(ErrorKind::NotFound, "the container's shim is not running")
+                }
+                _ => Error::io(
+                    format!("connect to the shim at {}", self.socket.display()),
+                    e,
+                ),
+            })?;
         let mut line = serde_json::to_vec(request).map_err(|e| Error::internal(e.to_string()))?;
         line.push(b'\n');
-        conn.write_all(&line).await.map_err(|e| Error::io("send to the shim", e))?;
+        conn.write_all(&line)
+            .await
+            .map_err(|e| Error::io("send to the shim", e))?;
         // Frames may follow the answer at once (exec, attach): the reader keeps whatever it read past the line.
         let mut reader = BufReader::new(conn);
         let mut answer = String::new();
-        let n = reader.read_line(&mut answer).await.map_err(|e| Error::io("read from the shim", e))?;
+        let n = reader
+            .read_line(&mut answer)
+            .await
+            .map_err(|e| Error::io("read from the shim", e))?;
         if n == 0 {
             return Err(Error::new(
                 ErrorKind::NotFound,
@@ -109,7 +119,9 @@ impl ShimClient {
         let response: Response = serde_json::from_str(&answer)
             .map_err(|e| Error::internal(format!("bad shim answer: {e}")))?;
         if !response.ok {
-            return Err(response.error.unwrap_or_else(|| Error::backend("the shim failed without a message")));
+            return Err(response
+                .error
+                .unwrap_or_else(|| Error::backend("the shim failed without a message")));
         }
         Ok((response, reader))
     }

@@ -69,7 +69,8 @@ impl Executor for HuskExecutor {
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
         }
         if let Some(program) = &self.seccomp {
-            crate::seccomp_bpf::install(program).map_err(|e| ExecutorError::Other(format!("install the seccomp filter: {e}")))?;
+            crate::seccomp_bpf::install(program)
+                .map_err(|e| ExecutorError::Other(format!("install the seccomp filter: {e}")))?;
         }
         libcontainer::workload::default::get_executor().exec(spec)
     }
@@ -122,7 +123,9 @@ fn with_stdio<T>(
     let mut builder = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
         .with_root_path(&cfg.state_root)
         .map_err(|e| lc_err("libcontainer state root", e))?
-        .with_executor(HuskExecutor { seccomp: seccomp_program(cfg)? });
+        .with_executor(HuskExecutor {
+            seccomp: seccomp_program(cfg)?,
+        });
     if tty {
         let path = cfg.work_dir.join(console_name);
         let _ = std::fs::remove_file(&path);
@@ -566,7 +569,11 @@ async fn handle_connection(shim: &Rc<Shim>, conn: UnixStream) {
     let request: Request = match serde_json::from_str(&line) {
         Ok(r) => r,
         Err(e) => {
-            respond(&mut conn, &Response::err(Error::bad_request(format!("bad shim request: {e}")))).await;
+            respond(
+                &mut conn,
+                &Response::err(Error::bad_request(format!("bad shim request: {e}"))),
+            )
+            .await;
             return;
         }
     };
@@ -766,7 +773,13 @@ async fn attach(shim: &Rc<Shim>, reader: ConnReader, mut writer: OwnedWriteHalf,
     }
 }
 
-async fn exec(shim: &Rc<Shim>, reader: ConnReader, mut conn: OwnedWriteHalf, process: serde_json::Value, stdin: bool) {
+async fn exec(
+    shim: &Rc<Shim>,
+    reader: ConnReader,
+    mut conn: OwnedWriteHalf,
+    process: serde_json::Value,
+    stdin: bool,
+) {
     if shim.status.get() != ShimStatus::Running {
         respond(
             &mut conn,

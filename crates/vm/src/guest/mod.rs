@@ -7,6 +7,7 @@
 
 pub mod initramfs;
 pub mod modules;
+pub mod vmlinux;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -16,13 +17,13 @@ use husk_core::{Context, Error, Result};
 use sha2::{Digest, Sha256};
 
 pub use initramfs::{Compression, Entry};
-pub use modules::{ModuleDeps, OPTIONAL_MODULES, REQUIRED_MODULES};
+pub use modules::{GROUPS, ModuleDeps, ModuleGroup};
 
 /// Bumped when the initramfs layout changes, so old cache entries are not reused.
 const FORMAT: &str = "husk-initramfs-1";
 
-/// Where the agent finds its module load order inside the initramfs.
-pub const MODULE_ORDER_FILE: &str = "etc/husk/modules";
+/// Where the agent finds each module group's load order inside the initramfs (`<dir>/<group>`).
+pub const MODULE_GROUP_DIR: &str = "etc/husk/modules";
 
 /// What to build the guest from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -40,13 +41,17 @@ pub struct GuestConfig {
     /// Initramfs compression.
     #[serde(default)]
     pub compression: Compression,
-    /// Modules to load besides [`REQUIRED_MODULES`] and [`OPTIONAL_MODULES`] (with their dependencies).
+    /// Modules to load besides the [`GROUPS`] (with their dependencies), always (they join `base`).
     #[serde(default)]
     pub extra_modules: Vec<String>,
     /// Strip the agent's debug information (with binutils' `strip`, when installed) before packing it: a debug
     /// build is ~60 MB, ~7 MB without, and every byte is copied by an emulated CPU at each boot.
     #[serde(default = "yes")]
     pub strip_agent: bool,
+    /// Boot the kernel's uncompressed ELF image through its PVH entry (extracted once from the bzImage and
+    /// cached) instead of letting the guest decompress itself: see [`vmlinux`].
+    #[serde(default = "yes")]
+    pub uncompressed_kernel: bool,
 }
 
 fn yes() -> bool {
@@ -64,6 +69,7 @@ impl GuestConfig {
             compression: Compression::None,
             extra_modules: Vec::new(),
             strip_agent: true,
+            uncompressed_kernel: true,
         }
     }
 }
@@ -71,13 +77,14 @@ impl GuestConfig {
 /// A built guest image.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GuestImage {
-    /// Kernel image to pass to `-kernel`.
+    /// Kernel image to pass to `-kernel` (the extracted PVH `vmlinux` when there is one).
     pub kernel: PathBuf,
     /// Initramfs to pass to `-initrd`.
     pub initramfs: PathBuf,
     /// The kernel's release (`6.1.0-56-amd64`).
     pub kernel_release: String,
-    /// Module files inside the initramfs, in load order (relative to `/lib/modules/<release>`).
+    /// Module files inside the initramfs, group after group, each in load order (relative to
+    /// `/lib/modules/<release>`).
     pub modules: Vec<String>,
     /// The content hash naming the initramfs.
     pub key: String,
@@ -154,12 +161,12 @@ pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
         .clone()
         .unwrap_or_else(|| Path::new("/lib/modules").join(&release));
     let deps = ModuleDeps::load(&modules_dir)?;
-    let mut optional: Vec<&str> = OPTIONAL_MODULES.to_vec();
-    optional.extend(config.extra_modules.iter().map(String::as_str));
-    let mut required: Vec<&str> = REQUIRED_MODULES.to_vec();
-    required.extend(config.extra_modules.iter().map(String::as_str));
-    let modules = deps.resolve(&required, &optional)?;
-
+    let extra: Vec<&str> = config.extra_modules.iter().map(String::as_str).collect();
+    let groups = deps.resolve_groups(GROUPS, &extra)?;
+    let modules: Vec<String> = groups
+        .iter()
+        .flat_map(|(_, files)| files.iter().cloned())
+        .collect();
     let agent = std::fs::read(&config.agent)
         .context(format!("read the agent binary {}", config.agent.display()))?;
     let mut module_files = Vec::with_capacity(modules.len());
@@ -168,7 +175,16 @@ pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
         module_files
             .push(std::fs::read(&path).context(format!("read kernel module {}", path.display()))?);
     }
-    let key = content_key(config, &agent, &kernel, &release, &modules, &module_files)?;
+    let kernel_bytes =
+        std::fs::read(&kernel).context(format!("read kernel {}", kernel.display()))?;
+    let key = content_key(
+        config,
+        &agent,
+        &kernel_bytes,
+        &release,
+        &modules,
+        &module_files,
+    );
     let suffix = match config.compression {
         Compression::None => "cpio",
         Compression::Gzip => "cpio.gz",
@@ -182,11 +198,16 @@ pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
         } else {
             agent
         };
-        let entries = initramfs_entries(&release, agent, &modules, module_files);
+        let entries = initramfs_entries(&release, agent, &groups, &modules, module_files);
         write_atomically(&initramfs, |f| {
             initramfs::write_initramfs(f, &entries, config.compression)
         })?;
     }
+    let kernel = if config.uncompressed_kernel {
+        boot_kernel(&kernel, &kernel_bytes, &config.cache_dir)?
+    } else {
+        kernel
+    };
     Ok(GuestImage {
         kernel,
         initramfs,
@@ -194,6 +215,29 @@ pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
         modules,
         key,
     })
+}
+
+/// The kernel to boot: the cached PVH `vmlinux` extracted from `bzimage`, or `bzimage` itself when it has none.
+fn boot_kernel(bzimage: &Path, bytes: &[u8], cache: &Path) -> Result<PathBuf> {
+    let hash = hex::encode(Sha256::digest(bytes));
+    let vmlinux = cache.join(format!("vmlinux-{}", &hash[..16]));
+    let none = cache.join(format!("vmlinux-{}.none", &hash[..16]));
+    if vmlinux.exists() {
+        return Ok(vmlinux);
+    }
+    if none.exists() {
+        return Ok(bzimage.to_path_buf());
+    }
+    match vmlinux::extract_vmlinux(bytes) {
+        Some(elf) => {
+            write_atomically(&vmlinux, |f| f.write_all(&elf))?;
+            Ok(vmlinux)
+        }
+        None => {
+            write_atomically(&none, |_| Ok(()))?;
+            Ok(bzimage.to_path_buf())
+        }
+    }
 }
 
 /// The agent without debug information, or `None` when `strip` is not installed or fails.
@@ -216,11 +260,11 @@ fn strip(agent: &Path, scratch: &Path) -> Option<Vec<u8>> {
 fn content_key(
     config: &GuestConfig,
     agent: &[u8],
-    kernel: &Path,
+    kernel: &[u8],
     release: &str,
     modules: &[String],
     module_files: &[Vec<u8>],
-) -> Result<String> {
+) -> String {
     let mut h = Sha256::new();
     h.update(FORMAT);
     h.update(format!(
@@ -228,26 +272,35 @@ fn content_key(
         config.compression, config.strip_agent
     ));
     h.update(Sha256::digest(agent));
-    let kernel_bytes =
-        std::fs::read(kernel).context(format!("read kernel {}", kernel.display()))?;
-    h.update(Sha256::digest(&kernel_bytes));
+    h.update(Sha256::digest(kernel));
     for (name, data) in modules.iter().zip(module_files) {
         h.update(name.as_bytes());
         h.update([0]);
         h.update(Sha256::digest(data));
     }
-    Ok(hex::encode(h.finalize()))
+    hex::encode(h.finalize())
 }
 
 fn initramfs_entries(
     release: &str,
     agent: Vec<u8>,
+    groups: &[(String, Vec<String>)],
     modules: &[String],
     module_files: Vec<Vec<u8>>,
 ) -> Vec<Entry> {
     let mut entries = Vec::new();
     let mut seen = BTreeSet::new();
-    for dir in ["dev", "proc", "sys", "run", "tmp", "mnt", "etc", "etc/husk"] {
+    for dir in [
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+        "mnt",
+        "etc",
+        "etc/husk",
+        MODULE_GROUP_DIR,
+    ] {
         seen.insert(dir.to_string());
         entries.push(Entry::Dir {
             path: dir.into(),
@@ -271,12 +324,14 @@ fn initramfs_entries(
         mode: 0o755,
         data: agent,
     });
-    let order: String = modules.iter().map(|m| format!("{m}\n")).collect();
-    entries.push(Entry::File {
-        path: MODULE_ORDER_FILE.into(),
-        mode: 0o644,
-        data: order.into_bytes(),
-    });
+    for (group, files) in groups {
+        let order: String = files.iter().map(|m| format!("{m}\n")).collect();
+        entries.push(Entry::File {
+            path: format!("{MODULE_GROUP_DIR}/{group}"),
+            mode: 0o644,
+            data: order.into_bytes(),
+        });
+    }
     for (m, data) in modules.iter().zip(module_files) {
         let path = format!("lib/modules/{release}/{m}");
         initramfs::parents(&path, &mut seen, &mut entries);
@@ -354,9 +409,17 @@ mod tests {
 
     #[test]
     fn layout_has_init_console_and_module_order() {
+        let groups = vec![
+            (
+                "base".to_string(),
+                vec!["kernel/a.ko".to_string(), "kernel/x/b.ko".to_string()],
+            ),
+            ("net".to_string(), vec![]),
+        ];
         let entries = initramfs_entries(
             "6.1",
             b"AGENT".to_vec(),
+            &groups,
             &["kernel/a.ko".into(), "kernel/x/b.ko".into()],
             vec![b"A".to_vec(), b"B".to_vec()],
         );
@@ -370,7 +433,10 @@ mod tests {
             matches!(find("init"), Some(Entry::File { mode: 0o755, data, .. }) if data == b"AGENT")
         );
         assert!(
-            matches!(find(MODULE_ORDER_FILE), Some(Entry::File { data, .. }) if data == b"kernel/a.ko\nkernel/x/b.ko\n")
+            matches!(find("etc/husk/modules/base"), Some(Entry::File { data, .. }) if data == b"kernel/a.ko\nkernel/x/b.ko\n")
+        );
+        assert!(
+            matches!(find("etc/husk/modules/net"), Some(Entry::File { data, .. }) if data.is_empty())
         );
         assert!(find("lib/modules/6.1/kernel/x/b.ko").is_some());
         assert!(entries.iter().any(|e| matches!(e, Entry::CharDev { path, major: 5, minor: 1, .. } if path == "dev/console")));
@@ -394,6 +460,18 @@ mod tests {
         let cfg = GuestConfig::new(&agent, d.path().join("cache"));
         let a = build_guest(&cfg).unwrap();
         assert!(a.modules.iter().any(|m| m.ends_with("/9p.ko")));
+        let booted = std::fs::read(&a.kernel).unwrap();
+        let pvh = std::fs::read_to_string(format!("/boot/config-{release}"))
+            .is_ok_and(|c| c.lines().any(|l| l == "CONFIG_PVH=y"));
+        if pvh {
+            assert!(
+                booted.starts_with(b"\x7fELF") && vmlinux::has_pvh_note(&booted),
+                "no PVH vmlinux extracted"
+            );
+            assert_eq!(kernel_release_of(&kernel).unwrap(), release);
+        } else {
+            assert_eq!(a.kernel, kernel);
+        }
         let mtime = std::fs::metadata(&a.initramfs).unwrap().modified().unwrap();
         let b = build_guest(&cfg).unwrap();
         assert_eq!(a, b);
