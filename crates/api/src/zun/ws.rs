@@ -82,7 +82,19 @@ impl Sessions {
                 );
         }
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.retain(|_, p| p.expires > Instant::now());
+        let now = Instant::now();
+        let expired: Vec<String> = pending
+            .values()
+            .filter(|p| p.expires <= now)
+            .filter_map(|p| match &p.target {
+                Target::Exec { exec_id, .. } => Some(exec_id.clone()),
+                Target::Attach => None,
+            })
+            .collect();
+        pending.retain(|_, p| p.expires > now);
+        for e in &expired {
+            self.forget(e);
+        }
         pending.insert(
             token.clone(),
             Pending {
@@ -290,5 +302,43 @@ async fn splice(socket: WebSocket, stdio: BoxStdio, resizes: Option<Resizes>, cl
         _ = input => {
             let _ = tokio::time::timeout(Duration::from_secs(2), &mut output).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_single_use_and_bound_to_their_container() {
+        let s = Sessions::default();
+        let t = s.offer("c1", Target::Attach);
+        assert!(s.take(&t, "c2").is_none(), "another container's token");
+        let t = s.offer("c1", Target::Attach);
+        assert!(matches!(s.take(&t, "c1"), Some(Target::Attach)));
+        assert!(s.take(&t, "c1").is_none(), "used once");
+        assert!(s.take("nope", "c1").is_none());
+    }
+
+    #[test]
+    fn exec_sizes_wait_for_the_start_then_go_live() {
+        let s = Sessions::default();
+        let exec = Target::Exec {
+            exec_id: "e1".into(),
+            request: ExecCreate::default(),
+        };
+        s.offer("c1", exec);
+        assert!(
+            s.resize("c2", "e1", 1, 1).is_err(),
+            "another container's exec"
+        );
+        assert!(s.resize("c1", "nope", 1, 1).is_err());
+        s.resize("c1", "e1", 30, 100).unwrap();
+        let (mut rx, initial) = s.attach_resizer("e1");
+        assert_eq!(initial, Some((30, 100)));
+        s.resize("c1", "e1", 40, 120).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), (40, 120));
+        s.forget("e1");
+        assert!(s.resize("c1", "e1", 1, 1).is_err());
     }
 }
