@@ -468,8 +468,10 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
             let addr: std::net::SocketAddr = addr
                 .parse()
                 .map_err(|e| anyhow!("invalid listen address {addr:?}: {e} (use IP:PORT)"))?;
-            let auth: husk_api::zun::AuthMode =
-                config.auth.parse().map_err(|e: husk_core::Error| anyhow!(e.message))?;
+            let auth: husk_api::zun::AuthMode = config
+                .auth
+                .parse()
+                .map_err(|e: husk_core::Error| anyhow!(e.message))?;
             let router = husk_api::tcp_router(engine.clone(), auth);
             let listener = tokio::net::TcpListener::bind(addr)
                 .await

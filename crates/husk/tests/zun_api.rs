@@ -341,3 +341,28 @@ fn openstack_appcontainer_works_unchanged() {
     z.osc(&["appcontainer", "delete", "web"]).ok();
     assert_eq!(z.get("/v1/containers/web").0, 404);
 }
+
+#[test]
+fn the_listener_can_come_from_the_config_file_and_the_unix_socket_serves_zun_too() {
+    let port = zun::free_port();
+    let config = format!("listen = \"127.0.0.1:{port}\"\nauth = \"none\"\n");
+    let d = common::Daemon::start_with(&[], &config, true);
+    let url = format!("http://127.0.0.1:{port}");
+    assert!(common::Daemon::eventually(
+        std::time::Duration::from_secs(10),
+        || zun::http("GET", &format!("{url}/"), &[], None).0 == 200
+    ));
+    // Without --listen or `listen`, no TCP port is opened; the unix socket answers Zun's API for local root.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(&d.socket)
+        .args([
+            "-H",
+            "OpenStack-API-Version: container 1.40",
+            "http://husk/v1/containers",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["containers"].is_array(), "{v}");
+}
