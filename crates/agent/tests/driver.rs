@@ -120,7 +120,7 @@ fn record(
         started_at: String::new(),
         error: String::new(),
         project: String::new(),
-        annotations: Default::default(),
+        ..Default::default()
     }
 }
 

@@ -20,6 +20,8 @@ use husk_engine::{
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
+mod storage;
+
 /// An error as the local API sends it: the status from its kind, the error as JSON.
 #[derive(Debug)]
 pub struct ApiError(pub Error);
@@ -49,6 +51,7 @@ pub fn router(engine: Engine) -> Router {
             "/husk/v1/containers",
             get(list_containers).post(create_container),
         )
+        .route("/husk/v1/containers/run", post(run_container))
         .route(
             "/husk/v1/containers/{id}",
             get(inspect_container).delete(remove_container),
@@ -91,8 +94,12 @@ pub fn router(engine: Engine) -> Router {
         .route("/husk/v1/images/prune", post(crate::local_images::prune))
         .route("/husk/v1/auth/login", post(crate::local_images::login))
         .route("/husk/v1/auth/logout", post(crate::local_images::logout))
-        .route("/husk/v1/containers/{id}/commit", post(crate::local_images::commit))
+        .route(
+            "/husk/v1/containers/{id}/commit",
+            post(crate::local_images::commit),
+        )
         .route("/husk/v1/system/df", get(crate::local_images::system_df))
+        .merge(storage::routes())
         .with_state(engine)
 }
 
@@ -152,6 +159,44 @@ async fn create_container(
     ))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RunQuery {
+    detach: bool,
+    stdin: bool,
+}
+
+/// `husk run`: create, attach (unless detached) and start in one request. Detached, it answers with the
+/// container; attached, it upgrades to the stdio stream.
+async fn run_container(
+    State(engine): State<Engine>,
+    Query(q): Query<RunQuery>,
+    request: Request,
+) -> ApiResult<Response> {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 2 << 20)
+        .await
+        .map_err(|e| Error::bad_request(format!("read the request body: {e}")))?;
+    let req: ContainerCreate = parse_body(&bytes)?;
+    let (rec, stdio) = engine
+        .run_container(req, if q.detach { None } else { Some(q.stdin) })
+        .await?;
+    match stdio {
+        Some(stdio) => {
+            let mut response = upgrade(Request::from_parts(parts, Body::empty()), stdio);
+            if let Ok(v) = HeaderValue::from_str(rec.id()) {
+                response.headers_mut().insert("x-husk-container-id", v);
+            }
+            Ok(response)
+        }
+        None => Ok((
+            StatusCode::CREATED,
+            Json(engine.inspect_container(rec.id())?),
+        )
+            .into_response()),
+    }
+}
+
 async fn inspect_container(
     State(engine): State<Engine>,
     Path(id): Path<String>,
@@ -163,6 +208,8 @@ async fn inspect_container(
 #[serde(default)]
 struct ForceQuery {
     force: bool,
+    /// Also remove the container's anonymous volumes (`rm -v`).
+    volumes: bool,
 }
 
 async fn remove_container(
@@ -170,7 +217,9 @@ async fn remove_container(
     Path(id): Path<String>,
     Query(q): Query<ForceQuery>,
 ) -> ApiResult<StatusCode> {
-    engine.remove_container(&id, q.force).await?;
+    engine
+        .remove_container_with(&id, q.force, q.volumes)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -419,7 +468,9 @@ async fn list_sandboxes(State(engine): State<Engine>) -> ApiResult<Json<Vec<Sand
     let mut out = Vec::with_capacity(list.len());
     for sb in list {
         let containers = engine.sandbox_containers(&sb.config.id)?;
-        out.push(SandboxView::new(&sb, containers));
+        let mut view = SandboxView::new(&sb, containers);
+        view.volumes = engine.sandbox_volume_names(&sb.config.id)?;
+        out.push(view);
     }
     Ok(Json(out))
 }

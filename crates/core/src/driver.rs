@@ -17,6 +17,7 @@ use crate::model::{
     ContainerConfig, ContainerRecord, ContainerRuntime, ExitStatus, LogEntry, LogOptions, Mode,
     ObservedState, ProcessConfig, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
 };
+use crate::options::{ExtractOptions, PathStat};
 use crate::stdio::BoxStdio;
 
 /// What a driver can do. The engine refuses requests that need something a driver lacks, naming both.
@@ -50,6 +51,27 @@ pub struct Capabilities {
     pub volumes: bool,
     /// Privileged containers.
     pub privileged: bool,
+    /// tmpfs mounts.
+    #[serde(default)]
+    pub tmpfs: bool,
+    /// A read-only root filesystem.
+    #[serde(default)]
+    pub readonly_rootfs: bool,
+    /// Per-process resource limits (`--ulimit`).
+    #[serde(default)]
+    pub ulimits: bool,
+    /// husk's init as PID 1 (`--init`): a host binary bind-mounted into the container.
+    #[serde(default)]
+    pub init: bool,
+    /// Copying files in and out of containers (`cp`).
+    #[serde(default)]
+    pub copy: bool,
+    /// Supplementary groups (`--group-add`).
+    #[serde(default)]
+    pub group_add: bool,
+    /// Capabilities, seccomp profiles and no-new-privileges as asked (`--cap-add`, `--security-opt` ...).
+    #[serde(default)]
+    pub security_options: bool,
 }
 
 impl Capabilities {
@@ -121,6 +143,15 @@ pub struct RootfsLayers {
 
 /// A stream of log lines.
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogEntry>> + Send>>;
+
+/// A tar archive as a byte stream (`cp`). An archive that ends early ends with an error, never silently.
+pub type ArchiveReader = Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+fn no_copy(driver: &str) -> Error {
+    Error::unsupported(format!(
+        "driver {driver} does not support copying files (cp)"
+    ))
+}
 
 /// A change the backend made on its own, outside husk's requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +225,18 @@ pub trait Driver: Send + Sync + 'static {
     /// Runs another process in a running container; the stream carries its stdio and ends with its exit code.
     async fn exec(&self, container: &ContainerRecord, process: &ProcessConfig) -> Result<BoxStdio>;
 
+    /// Runs another process as [`Driver::exec`] does, and kills it if it still runs after `deadline` (health
+    /// checks: a probe that hangs must not pile up in the container). The default has no deadline.
+    async fn exec_with_deadline(
+        &self,
+        container: &ContainerRecord,
+        process: &ProcessConfig,
+        deadline: std::time::Duration,
+    ) -> Result<BoxStdio> {
+        let _ = deadline;
+        self.exec(container, process).await
+    }
+
     /// Connects to the main process's stdio (with stdin if `stdin`); the stream ends with its exit code.
     async fn attach(&self, container: &ContainerRecord, stdin: bool) -> Result<BoxStdio>;
 
@@ -209,12 +252,41 @@ pub trait Driver: Send + Sync + 'static {
     /// Processes of the container.
     async fn top(&self, container: &ContainerRecord) -> Result<Top>;
 
+    /// Describes `path` inside the container (running or not), as `lstat` would, with a symbolic link's
+    /// target resolved inside the container. A trailing `/` or `/.` follows a final symbolic link.
+    async fn stat_path(&self, container: &ContainerRecord, path: &str) -> Result<PathStat> {
+        let _ = (container, path);
+        Err(no_copy(self.name()))
+    }
+
+    /// A tar archive of `path` inside the container, its top entry named after the path's last component.
+    /// No symbolic link is ever followed out of the container's root (its volumes and binds count as inside).
+    async fn archive(&self, container: &ContainerRecord, path: &str) -> Result<ArchiveReader> {
+        let _ = (container, path);
+        Err(no_copy(self.name()))
+    }
+
+    /// Unpacks a tar archive into the directory `dir` inside the container, never writing outside its root.
+    async fn extract(
+        &self,
+        container: &ContainerRecord,
+        dir: &str,
+        archive: ArchiveReader,
+        options: &ExtractOptions,
+    ) -> Result<()> {
+        let _ = (container, dir, archive, options);
+        Err(no_copy(self.name()))
+    }
+
     /// The directory on this host holding the container's changes to its image's files (its overlayfs upper
     /// directory), for `commit`. None when the driver keeps them where husk cannot read them as a directory
     /// (the default): the engine then refuses to commit the driver's containers.
     fn rootfs_changes(&self, _container: &ContainerRecord) -> Option<PathBuf> {
         None
     }
+
+    /// The daemon is stopping: finish (briefly) what runs in the background, such as network teardown.
+    async fn shutdown(&self) {}
 
     /// A feed of changes the backend makes on its own, for backends others can change behind husk's back (a
     /// shared Docker Engine). `None` when there is no such feed: exits still arrive through [`Driver::wait`].

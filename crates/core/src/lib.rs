@@ -5,12 +5,17 @@
 
 pub mod driver;
 pub mod error;
+pub mod health;
 pub mod model;
+pub mod options;
 pub mod stdio;
 pub mod units;
 
 pub use driver::{
-    BackendChange, Capabilities, ChangeStream, Driver, DriverInfo, LogStream, RootfsLayers,
+    ArchiveReader, BackendChange, Capabilities, ChangeStream, Driver, DriverInfo, LogStream,
+    RootfsLayers,
 };
 pub use error::{Context, Error, ErrorKind, Result};
+pub use health::{HealthAction, HealthConfig, HealthResult, HealthState, HealthStatus};
 pub use model::*;
+pub use options::{ExtractOptions, PathStat, Ulimit};

@@ -52,10 +52,11 @@ impl std::str::FromStr for Mode {
 }
 
 /// The lifecycle status of a container, with Docker's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ContainerStatus {
     /// Being created: recorded, not yet made real by the driver.
+    #[default]
     Creating,
     /// Made real by the driver, never started (or restarted and waiting to start).
     Created,
@@ -419,7 +420,11 @@ pub struct ProcessConfig {
 }
 
 /// A filesystem mount into a container (bind, volume or tmpfs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Front ends fill `kind`, `source`, `destination`, `readonly` and `options` (see [`crate::options`] for the
+/// command-line syntaxes); the engine validates them, creates volumes and fills `host_path`, so a driver mounts
+/// `host_path` for binds and volumes alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountConfig {
     /// `bind`, `volume` or `tmpfs`.
     #[serde(rename = "type")]
@@ -435,6 +440,10 @@ pub struct MountConfig {
     /// Extra mount options (`size=64m`, `mode=1777`, propagation such as `rprivate`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
+    /// The host directory or file to mount, as the engine resolved it (a volume's data directory, or the
+    /// bind's source); empty for tmpfs and before the engine saw the mount.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host_path: String,
 }
 
 /// Security settings of a container.
@@ -458,6 +467,9 @@ pub struct SecurityConfig {
     /// Mount the root filesystem read-only.
     #[serde(default)]
     pub readonly_rootfs: bool,
+    /// Supplementary groups for every process (names resolved in the container's `/etc/group`, or numbers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -474,7 +486,7 @@ pub struct ImageRef {
 }
 
 /// Everything a driver needs to make a container real.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerConfig {
     /// 64 hex characters.
     pub id: String,
@@ -508,6 +520,9 @@ pub struct ContainerConfig {
     /// Seconds between the stop signal and SIGKILL (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u32>,
+    /// Per-process resource limits (`--ulimit`), never above the daemon's own hard limits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<crate::options::Ulimit>,
 }
 
 /// Everything a driver needs to make a sandbox real.
@@ -713,7 +728,7 @@ pub struct SandboxRecord {
 }
 
 /// A stored container.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerRecord {
     /// What was asked for, resolved.
     pub config: ContainerConfig,
@@ -759,6 +774,15 @@ pub struct ContainerRecord {
     /// see them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Runs under husk's init (`--init`): the config's first arguments are the init's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+    /// The health check the engine runs, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::health::HealthConfig>,
+    /// The health check's last results, while it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::HealthState>,
 }
 
 impl ContainerRecord {

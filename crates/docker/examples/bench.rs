@@ -166,6 +166,7 @@ impl Bench {
             labels: Default::default(),
             stop_signal: None,
             stop_timeout: None,
+            ..Default::default()
         }
     }
 
@@ -209,7 +210,7 @@ impl Bench {
             started_at: String::new(),
             error: String::new(),
             project: String::new(),
-            annotations: Default::default(),
+            ..Default::default()
         };
         self.driver.start_container(&record, Some(&sandbox)).await?;
         Ok((start.elapsed(), sandbox))

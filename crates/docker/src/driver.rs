@@ -154,7 +154,9 @@ impl DockerDriver {
             .map(str::to_string)
     }
 
-    /// What the driver can do.
+    /// What the driver can do with an engine on this machine. Binds, husk's volumes (its own directories,
+    /// bind-mounted) and husk's init (a host binary) need the engine to see this machine's files; see
+    /// [`DockerDriver::engine_capabilities`].
     pub fn driver_capabilities() -> Capabilities {
         Capabilities {
             sandbox: true,
@@ -171,7 +173,26 @@ impl DockerDriver {
             bind_mounts: true,
             volumes: true,
             privileged: true,
+            tmpfs: true,
+            readonly_rootfs: true,
+            ulimits: true,
+            init: true,
+            copy: true,
+            group_add: true,
+            security_options: true,
         }
+    }
+
+    /// What the driver can do with its engine: without a local engine (a unix socket) host paths mean nothing
+    /// to it, so binds, volumes and `--init` are refused.
+    pub fn engine_capabilities(&self) -> Capabilities {
+        let mut caps = Self::driver_capabilities();
+        if !client::is_local(&self.host) {
+            caps.bind_mounts = false;
+            caps.volumes = false;
+            caps.init = false;
+        }
+        caps
     }
 
     /// Every engine container (running or not) labelled as this daemon instance's, with the husk IDs from its

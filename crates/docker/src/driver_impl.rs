@@ -13,9 +13,10 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use husk_core::stdio::BoxStdio;
 use husk_core::{
-    Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver, DriverInfo, Error,
-    ErrorKind, ExitStatus, LogOptions, LogStream, ObservedState, ProcessConfig, Result,
-    RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
+    ArchiveReader, Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver,
+    DriverInfo, Error, ErrorKind, ExitStatus, ExtractOptions, LogOptions, LogStream, ObservedState,
+    PathStat, ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime,
+    Stats, Top,
 };
 
 use crate::client::{engine_error, is_local, status};
@@ -31,6 +32,80 @@ use crate::{hijack, logs, stats, stdio_bridge};
 const CAPABILITY_RETRIES: usize = 8;
 
 impl DockerDriver {
+    /// Starts `process` in the container; returns its stdio and the engine's exec ID.
+    async fn start_exec(
+        &self,
+        container: &ContainerRecord,
+        process: &ProcessConfig,
+    ) -> Result<(BoxStdio, String)> {
+        if process.args.is_empty() {
+            return Err(Error::invalid("command", "exec needs a command"));
+        }
+        let id = self.container_ref(container).await?;
+        let what = || format!("exec in container {}", container.name());
+        let config = ExecConfig {
+            attach_stdin: Some(process.stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(process.tty),
+            detach_keys: Some(DETACH_KEYS.to_string()),
+            env: if process.env.is_empty() {
+                None
+            } else {
+                Some(process.env.clone())
+            },
+            cmd: Some(process.args.clone()),
+            user: if process.user.is_empty() {
+                None
+            } else {
+                Some(process.user.clone())
+            },
+            working_dir: if process.cwd.is_empty() {
+                None
+            } else {
+                Some(process.cwd.clone())
+            },
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(&id, config)
+            .await
+            .map_err(|e| engine_error(what(), e))?;
+        let (output, input) = if process.tty {
+            let (path, body) = hijack::exec_start(&exec.id);
+            hijack::open(&self.host, &self.docker.client_version(), &path, body)
+                .await
+                .map_err(|e| e.context(what()))?
+        } else {
+            let options = StartExecOptions {
+                detach: false,
+                tty: false,
+                output_capacity: None,
+            };
+            let started = self
+                .docker
+                .start_exec(&exec.id, Some(options))
+                .await
+                .map_err(|e| engine_error(what(), e))?;
+            let StartExecResults::Attached { output, input } = started else {
+                return Err(Error::internal(format!(
+                    "{}: the engine started the exec detached",
+                    what()
+                )));
+            };
+            (output, input)
+        };
+        let session = Arc::new(ExecSession {
+            docker: self.docker.clone(),
+            exec_id: exec.id.clone(),
+        });
+        Ok((
+            stdio_bridge::bridge(output, input, process.stdin, session),
+            exec.id,
+        ))
+    }
+
     async fn create_infra(&self, config: &SandboxConfig) -> Result<(String, String)> {
         let name = labels::infra_name(&self.instance, &config.name);
         let owner = (labels::SANDBOX_ID, config.id.as_str());
@@ -137,7 +212,7 @@ impl Driver for DockerDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        DockerDriver::driver_capabilities()
+        self.engine_capabilities()
     }
 
     async fn info(&self) -> Result<DriverInfo> {
@@ -379,69 +454,26 @@ impl Driver for DockerDriver {
     }
 
     async fn exec(&self, container: &ContainerRecord, process: &ProcessConfig) -> Result<BoxStdio> {
-        if process.args.is_empty() {
-            return Err(Error::invalid("command", "exec needs a command"));
-        }
-        let id = self.container_ref(container).await?;
-        let what = || format!("exec in container {}", container.name());
-        let config = ExecConfig {
-            attach_stdin: Some(process.stdin),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(process.tty),
-            detach_keys: Some(DETACH_KEYS.to_string()),
-            env: if process.env.is_empty() {
-                None
-            } else {
-                Some(process.env.clone())
-            },
-            cmd: Some(process.args.clone()),
-            user: if process.user.is_empty() {
-                None
-            } else {
-                Some(process.user.clone())
-            },
-            working_dir: if process.cwd.is_empty() {
-                None
-            } else {
-                Some(process.cwd.clone())
-            },
-            ..Default::default()
-        };
-        let exec = self
-            .docker
-            .create_exec(&id, config)
+        self.start_exec(container, process)
             .await
-            .map_err(|e| engine_error(what(), e))?;
-        let (output, input) = if process.tty {
-            let (path, body) = hijack::exec_start(&exec.id);
-            hijack::open(&self.host, &self.docker.client_version(), &path, body)
-                .await
-                .map_err(|e| e.context(what()))?
-        } else {
-            let options = StartExecOptions {
-                detach: false,
-                tty: false,
-                output_capacity: None,
-            };
-            let started = self
-                .docker
-                .start_exec(&exec.id, Some(options))
-                .await
-                .map_err(|e| engine_error(what(), e))?;
-            let StartExecResults::Attached { output, input } = started else {
-                return Err(Error::internal(format!(
-                    "{}: the engine started the exec detached",
-                    what()
-                )));
-            };
-            (output, input)
-        };
-        let session = Arc::new(ExecSession {
-            docker: self.docker.clone(),
-            exec_id: exec.id,
-        });
-        Ok(stdio_bridge::bridge(output, input, process.stdin, session))
+            .map(|(stdio, _)| stdio)
+    }
+
+    async fn exec_with_deadline(
+        &self,
+        container: &ContainerRecord,
+        process: &ProcessConfig,
+        deadline: std::time::Duration,
+    ) -> Result<BoxStdio> {
+        let (stdio, exec_id) = self.start_exec(container, process).await?;
+        if is_local(&self.host) {
+            let docker = self.docker.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(deadline).await;
+                kill_exec(&docker, &exec_id).await;
+            });
+        }
+        Ok(stdio)
     }
 
     async fn attach(&self, container: &ContainerRecord, stdin: bool) -> Result<BoxStdio> {
@@ -619,5 +651,37 @@ impl Driver for DockerDriver {
             titles: top.titles.unwrap_or_default(),
             processes: top.processes.unwrap_or_default(),
         })
+    }
+
+    async fn stat_path(&self, container: &ContainerRecord, path: &str) -> Result<PathStat> {
+        let id = self.container_ref(container).await?;
+        crate::archive::stat(&self.docker, &id, path).await
+    }
+
+    async fn archive(&self, container: &ContainerRecord, path: &str) -> Result<ArchiveReader> {
+        let id = self.container_ref(container).await?;
+        Ok(crate::archive::download(&self.docker, &id, path))
+    }
+
+    async fn extract(
+        &self,
+        container: &ContainerRecord,
+        dir: &str,
+        archive: ArchiveReader,
+        options: &ExtractOptions,
+    ) -> Result<()> {
+        let id = self.container_ref(container).await?;
+        crate::archive::upload(&self.docker, &id, dir, archive, options).await
+    }
+}
+
+/// Kills an exec that still runs (its deadline passed): the engine reports its PID on this host.
+async fn kill_exec(docker: &bollard::Docker, exec_id: &str) {
+    if let Ok(inspect) = docker.inspect_exec(exec_id).await
+        && inspect.running == Some(true)
+        && let Some(pid) = inspect.pid.filter(|p| *p > 0)
+    {
+        // SAFETY: sending a signal to a process ID the engine just reported as its running exec.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
     }
 }

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod labels;
 
+mod archive;
 mod client;
 mod driver;
 mod driver_impl;

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, HostConfig, Mount, MountBindOptions,
-    MountBindOptionsPropagationEnum, MountType, MountVolumeOptions, PortBinding, PortMap,
+    ContainerCreateBody, DeviceMapping, HealthConfig, HostConfig, Mount, MountBindOptions,
+    MountBindOptionsPropagationEnum, MountType, PortBinding, PortMap, ResourcesUlimits,
     RestartPolicy, RestartPolicyNameEnum,
 };
 use husk_core::units::{parse_memory, signal_name};
@@ -129,7 +129,8 @@ fn unsupported_option(m: &MountConfig, option: &str) -> Error {
     )
 }
 
-/// A bind or volume mount as an engine mount.
+/// A bind or volume mount as an engine mount: both are binds of the host path the engine prepared (a volume is
+/// husk's own directory, so it is the same on every driver and filled from the image by husk).
 fn mount(m: &MountConfig) -> Result<Mount> {
     if !m.destination.starts_with('/') {
         return Err(Error::invalid(
@@ -140,61 +141,49 @@ fn mount(m: &MountConfig) -> Result<Mount> {
             ),
         ));
     }
+    if !matches!(m.kind.as_str(), "bind" | "volume") {
+        return Err(Error::invalid(
+            "mounts",
+            format!("unknown mount type {:?}: use bind, volume or tmpfs", m.kind),
+        ));
+    }
+    let source = if m.host_path.is_empty() {
+        m.source.clone()
+    } else {
+        m.host_path.clone()
+    };
+    if !source.starts_with('/') {
+        return Err(Error::invalid(
+            "mounts",
+            format!(
+                "the {} mount on {} has no host path: the engine did not prepare it",
+                m.kind, m.destination
+            ),
+        ));
+    }
     let mut read_only = m.readonly;
     let mut bind = MountBindOptions::default();
-    let mut volume = MountVolumeOptions::default();
-    let is_bind = m.kind == "bind";
     for option in &m.options {
         match option.as_str() {
             "ro" => read_only = true,
             "rw" => {}
-            "rbind" if is_bind => bind.non_recursive = Some(false),
-            "bind" if is_bind => bind.non_recursive = Some(true),
-            "nocopy" if !is_bind => volume.no_copy = Some(true),
+            "rbind" => bind.non_recursive = Some(false),
+            "bind" => bind.non_recursive = Some(true),
+            // No SELinux relabelling on this engine's hosts; copying into volumes is husk's job.
+            "z" | "Z" | "consistent" | "cached" | "delegated" | "nocopy" => {}
             other => match propagation(other) {
-                Some(p) if is_bind => bind.propagation = Some(p),
-                _ => return Err(unsupported_option(m, other)),
+                Some(p) => bind.propagation = Some(p),
+                None => return Err(unsupported_option(m, other)),
             },
         }
     }
-    let (typ, source) = match m.kind.as_str() {
-        "bind" => {
-            if !m.source.starts_with('/') {
-                return Err(Error::invalid(
-                    "mounts",
-                    format!("bind mount source {:?} is not an absolute path", m.source),
-                ));
-            }
-            (MountType::BIND, Some(m.source.clone()))
-        }
-        // An empty volume name asks the engine for an anonymous volume (removed with the container).
-        "volume" => (
-            MountType::VOLUME,
-            if m.source.is_empty() {
-                None
-            } else {
-                Some(m.source.clone())
-            },
-        ),
-        other => {
-            return Err(Error::invalid(
-                "mounts",
-                format!("unknown mount type {other:?}: use bind, volume or tmpfs"),
-            ));
-        }
-    };
     Ok(Mount {
         target: Some(m.destination.clone()),
-        source,
-        typ: Some(typ),
+        source: Some(source),
+        typ: Some(MountType::BIND),
         read_only: Some(read_only),
-        bind_options: if is_bind && bind != MountBindOptions::default() {
+        bind_options: if bind != MountBindOptions::default() {
             Some(bind)
-        } else {
-            None
-        },
-        volume_options: if !is_bind && volume != MountVolumeOptions::default() {
-            Some(volume)
         } else {
             None
         },
@@ -340,6 +329,22 @@ pub(crate) fn container_body(
         restart_policy: Some(no_restart()),
         auto_remove: Some(false),
         init: Some(false),
+        ulimits: if config.ulimits.is_empty() {
+            None
+        } else {
+            Some(
+                config
+                    .ulimits
+                    .iter()
+                    .map(|u| ResourcesUlimits {
+                        name: Some(u.name.clone()),
+                        soft: Some(u.soft),
+                        hard: Some(u.hard),
+                    })
+                    .collect(),
+            )
+        },
+        group_add: non_empty(&config.security.group_add),
         ..Default::default()
     };
     apply_security(&mut host, &config.security, privileges)?;
@@ -366,6 +371,11 @@ pub(crate) fn container_body(
         labels: Some(labels),
         stop_signal: config.stop_signal.map(signal_name),
         stop_timeout: config.stop_timeout.map(i64::from),
+        // Health checks are husk's engine's (for every driver): the image's own must not run twice.
+        healthcheck: Some(HealthConfig {
+            test: Some(vec!["NONE".to_string()]),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     match placement {
@@ -466,6 +476,7 @@ mod tests {
             labels: Default::default(),
             stop_signal: Some(2),
             stop_timeout: Some(3),
+            ulimits: Vec::new(),
         }
     }
 
@@ -577,27 +588,34 @@ mod tests {
                 source: "/srv".into(),
                 destination: "/data".into(),
                 readonly: true,
-                options: vec!["rslave".into()],
+                options: vec!["rslave".into(), "z".into()],
+                host_path: "/srv".into(),
             },
             MountConfig {
                 kind: "volume".into(),
                 source: "vol1".into(),
                 destination: "/v".into(),
-                readonly: false,
                 options: vec!["nocopy".into()],
+                host_path: "/var/lib/husk/volumes/vol1/_data".into(),
+                ..Default::default()
             },
             MountConfig {
                 kind: "tmpfs".into(),
-                source: String::new(),
                 destination: "/t".into(),
                 readonly: true,
                 options: vec!["size=64m".into(), "mode=1777".into()],
+                ..Default::default()
             },
         ];
-        let h = container_body(&c, Placement::Standalone, HashMap::new(), None)
-            .unwrap()
-            .host_config
-            .unwrap();
+        c.ulimits = vec![husk_core::Ulimit::parse("nofile=100:200").unwrap()];
+        c.security.group_add = vec!["audio".into()];
+        let b = container_body(&c, Placement::Standalone, HashMap::new(), None).unwrap();
+        assert_eq!(
+            b.healthcheck.unwrap().test,
+            Some(vec!["NONE".to_string()]),
+            "husk runs health checks"
+        );
+        let h = b.host_config.unwrap();
         let m = h.mounts.unwrap();
         assert_eq!(m[0].typ, Some(MountType::BIND));
         assert_eq!(m[0].read_only, Some(true));
@@ -605,24 +623,33 @@ mod tests {
             m[0].bind_options.as_ref().unwrap().propagation,
             Some(MountBindOptionsPropagationEnum::RSLAVE)
         );
-        assert_eq!(m[1].typ, Some(MountType::VOLUME));
-        assert_eq!(m[1].volume_options.as_ref().unwrap().no_copy, Some(true));
+        assert_eq!(m[1].typ, Some(MountType::BIND), "husk's volumes are binds");
+        assert_eq!(
+            m[1].source.as_deref(),
+            Some("/var/lib/husk/volumes/vol1/_data")
+        );
         assert_eq!(h.tmpfs.unwrap()["/t"], "size=64m,mode=1777,ro");
+        let u = &h.ulimits.unwrap()[0];
+        assert_eq!(
+            (u.name.as_deref(), u.soft, u.hard),
+            (Some("nofile"), Some(100), Some(200))
+        );
+        assert_eq!(h.group_add, Some(vec!["audio".to_string()]));
 
         c.mounts = vec![MountConfig {
-            kind: "bind".into(),
-            source: "rel".into(),
+            kind: "volume".into(),
+            source: "unprepared".into(),
             destination: "/d".into(),
-            readonly: false,
-            options: vec![],
+            ..Default::default()
         }];
         assert!(container_body(&c, Placement::Standalone, HashMap::new(), None).is_err());
         c.mounts = vec![MountConfig {
             kind: "bind".into(),
             source: "/a".into(),
             destination: "/d".into(),
-            readonly: false,
             options: vec!["nosuid".into()],
+            host_path: "/a".into(),
+            ..Default::default()
         }];
         assert!(
             container_body(&c, Placement::Standalone, HashMap::new(), None)
@@ -632,10 +659,9 @@ mod tests {
         );
         c.mounts = vec![MountConfig {
             kind: "tmpfs".into(),
-            source: String::new(),
             destination: "/d".into(),
-            readonly: false,
             options: vec!["size=lots".into()],
+            ..Default::default()
         }];
         assert!(container_body(&c, Placement::Standalone, HashMap::new(), None).is_err());
     }

@@ -784,6 +784,7 @@ async fn published_ports_mounts_and_security() {
             destination: "/srv".into(),
             readonly: true,
             options: vec![],
+            host_path: www.path().to_string_lossy().into(),
         },
         MountConfig {
             kind: "tmpfs".into(),
@@ -791,6 +792,7 @@ async fn published_ports_mounts_and_security() {
             destination: "/scratch".into(),
             readonly: false,
             options: vec!["size=8m".into()],
+            host_path: String::new(),
         },
     ];
     config.security.readonly_rootfs = true;

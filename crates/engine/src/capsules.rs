@@ -2,11 +2,9 @@
 //! that run to completion in order, then the containers, started together. Front ends translate Zun's
 //! template or a Kubernetes `Pod` into a [`CapsuleCreate`].
 //!
-//! Volumes are local directories under the capsule's state directory, bind-mounted into the containers that
-//! name them, and removed with the capsule.
+//! Volumes are the sandbox's own local volumes: its containers mount them by name, and they go with it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use husk_core::{
     ContainerStatus, Error, MountConfig, NetworkConfig, Resources, RestartPolicy, Result, units,
@@ -125,10 +123,6 @@ impl Object for CapsuleRecord {
 }
 
 impl Engine {
-    fn capsule_dir(&self, id: &str) -> PathBuf {
-        self.inner.config.root.join("capsules").join(id)
-    }
-
     /// Every capsule `scope` may see, newest first.
     pub fn list_capsules(&self, scope: &Scope) -> Result<Vec<CapsuleRecord>> {
         let mut list = self.inner.store.list::<CapsuleRecord>()?;
@@ -266,18 +260,13 @@ impl Engine {
                 resources: Resources::default(),
                 labels: req.labels.clone(),
                 project: Some(rec.project.clone()),
+                volumes: req.volumes.clone(),
             })
             .await?;
         rec.sandbox_id = sandbox.config.id.clone();
         self.inner.store.update(rec)?;
-        let volumes = self.capsule_dir(&rec.id).join("volumes");
-        for v in &req.volumes {
-            let dir = volumes.join(v);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::io(format!("create volume directory {}", dir.display()), e))?;
-        }
         for (i, c) in req.init_containers.iter().enumerate() {
-            let spec = self.capsule_member(rec, c, &volumes, "init-", RestartPolicy::No);
+            let spec = self.capsule_member(rec, c, "init-", RestartPolicy::No);
             let made = self.create_container(spec).await?;
             rec.init_containers.push(made.config.id.clone());
             self.inner.store.update(rec)?;
@@ -300,7 +289,7 @@ impl Engine {
         }
         let mut made = Vec::new();
         for c in &req.containers {
-            let spec = self.capsule_member(rec, c, &volumes, "", req.restart_policy);
+            let spec = self.capsule_member(rec, c, "", req.restart_policy);
             let m = self.create_container(spec).await?;
             rec.containers.push(m.config.id.clone());
             self.inner.store.update(rec)?;
@@ -318,7 +307,6 @@ impl Engine {
         &self,
         rec: &CapsuleRecord,
         c: &CapsuleContainer,
-        volumes: &std::path::Path,
         prefix: &str,
         restart: RestartPolicy,
     ) -> ContainerCreate {
@@ -332,11 +320,11 @@ impl Engine {
             .insert(CAPSULE_ANNOTATION.into(), rec.id.clone());
         for m in &c.mounts {
             spec.mounts.push(MountConfig {
-                kind: "bind".into(),
-                source: volumes.join(&m.volume).display().to_string(),
+                kind: "volume".into(),
+                source: m.volume.clone(),
                 destination: m.path.clone(),
                 readonly: m.readonly,
-                options: Vec::new(),
+                ..Default::default()
             });
         }
         spec
@@ -359,7 +347,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes whatever exists of a capsule (idempotent: used by removal, failed creation and recovery).
+    /// Removes whatever exists of a capsule (idempotent: used by removal, failed creation and recovery). The
+    /// sandbox takes its containers and volumes with it.
     pub(crate) async fn destroy_capsule(&self, rec: &CapsuleRecord) -> Result<()> {
         if !rec.sandbox_id.is_empty() {
             match self.remove_sandbox(&rec.sandbox_id, true).await {
@@ -367,11 +356,6 @@ impl Engine {
                 Err(e) if e.kind == husk_core::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
-        }
-        let dir = self.capsule_dir(&rec.id);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
         }
         self.inner.store.delete::<CapsuleRecord>(&rec.id)?;
         Ok(())

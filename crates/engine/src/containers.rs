@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use husk_core::stdio::BoxStdio;
 use husk_core::{
-    Action, ContainerRecord, ContainerStatus, Error, ExitStatus, LogOptions, LogStream, Mode,
-    Result, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top, units,
+    Action, Capabilities, ContainerConfig, ContainerRecord, ContainerStatus, Error, ExitStatus,
+    HealthState, LogOptions, LogStream, Mode, MountConfig, Result, SandboxConfig, SandboxRecord,
+    SandboxRuntime, Stats, Top, units,
 };
 use serde_json::json;
 
@@ -60,11 +61,10 @@ impl Engine {
             return Err(Error::invalid("image", "no image given"));
         }
         let image = self.image_for_create(&req.image, req.pull).await?;
-        // The quota check and the record that counts against it happen under one lock per project (taken before
-        // the image is held: nothing awaits while the image is held).
+        // The quota check and the record that counts against it happen under one lock per project.
         let quota_guard = self.lock(&format!("quota/{project}")).await;
-        // Held until the container is recorded, so no removal takes the image meanwhile (no await before then).
-        let (image, image_held) = self.hold_image(&image).await?;
+        self.check_service()?;
+        self.check_quota(&project, &req.resources)?;
         let sandbox = match &req.sandbox {
             // A container joins only a sandbox of its own project.
             Some(s) => Some(
@@ -146,9 +146,44 @@ impl Engine {
                 driver.name()
             )));
         }
+        check_options(&req, driver.name(), &caps)?;
         let id = husk_core::new_id();
-        let config = resolve::container_config(&req, &id, &name, &image)?;
+        let mut config = resolve::container_config(&req, &id, &name, &image)?;
+        let healthcheck = resolve::healthcheck(req.healthcheck.as_ref(), &image)?;
+        if healthcheck.is_some() {
+            caps.require(
+                driver.name(),
+                "health checks (they run through exec)",
+                caps.exec,
+            )?;
+        }
         let rootfs = self.inner.images.rootfs_layers(&image)?;
+        let mut prepared = self
+            .prepare_mounts(
+                &req.mounts,
+                &image,
+                &rootfs,
+                sandbox.as_ref(),
+                driver.name(),
+                &caps,
+            )
+            .await?;
+        config.mounts = std::mem::take(&mut prepared.mounts);
+        if req.init
+            && let Err(e) = self.add_init(&mut config)
+        {
+            self.discard_volumes(&prepared.created);
+            return Err(e);
+        }
+        // Held until the container is recorded, so no removal takes the image meanwhile (no await before then;
+        // the volumes above were filled from it before: a removal since then fails the create here).
+        let image_held = match self.hold_image(&image).await {
+            Ok((_, held)) => held,
+            Err(e) => {
+                self.discard_volumes(&prepared.created);
+                return Err(e);
+            }
+        };
 
         // The sandbox `run` makes for a container in sandbox mode: same name, goes with the container.
         let implicit = if mode == Mode::Sandbox && sandbox.is_none() {
@@ -192,22 +227,38 @@ impl Engine {
             error: String::new(),
             project,
             annotations: req.annotations.clone(),
+            init: req.init,
+            healthcheck,
+            health: None,
         };
-        self.check_service()?;
-        self.check_quota(&rec.project, &rec.config.resources)?;
-        let op = self.inner.store.begin_operation(
-            "create_container",
-            &id,
-            &json!({"implicit_sandbox": implicit.as_ref().map(|s| s.config.id.clone())}),
-        )?;
-        self.inner.store.transaction(|tx| {
-            if let Some(sb) = &implicit {
-                tx.insert(sb)?;
-            }
-            tx.insert(&rec)
-        })?;
+        let recorded = self
+            .inner
+            .store
+            .begin_operation(
+                "create_container",
+                &id,
+                &json!({"implicit_sandbox": implicit.as_ref().map(|s| s.config.id.clone())}),
+            )
+            .and_then(|op| {
+                self.inner.store.transaction(|tx| {
+                    if let Some(sb) = &implicit {
+                        tx.insert(sb)?;
+                    }
+                    tx.insert(&rec)
+                })?;
+                Ok(op)
+            });
+        // The record marks the image and the volumes used: nothing can remove them from here on.
         drop(image_held);
+        drop(std::mem::take(&mut prepared.guards));
         drop(quota_guard);
+        let op = match recorded {
+            Ok(op) => op,
+            Err(e) => {
+                self.discard_volumes(&prepared.created);
+                return Err(e);
+            }
+        };
         let made = async {
             let mut sb = match (implicit.clone(), sandbox.clone()) {
                 (Some(mut sb), _) => {
@@ -238,10 +289,41 @@ impl Engine {
             Err(e) => {
                 self.rollback_create(&rec, implicit.as_ref().map(|s| s.config.id.as_str()))
                     .await;
+                let _guards = self
+                    .lock_volumes(
+                        &prepared
+                            .created
+                            .iter()
+                            .map(|v| v.name.clone())
+                            .collect::<Vec<_>>(),
+                    )
+                    .await;
+                self.discard_volumes(&prepared.created);
                 self.inner.store.finish_operation(op)?;
                 Err(e)
             }
         }
+    }
+
+    /// Runs the container's command under husk's init: the init binary bind-mounted read-only at
+    /// [`crate::mounts::INIT_PATH`], its arguments first.
+    fn add_init(&self, config: &mut ContainerConfig) -> Result<()> {
+        let binary = self.inner.config.init_binary.as_ref().ok_or_else(|| {
+            Error::unsupported("--init is not available: this daemon has no init binary configured")
+        })?;
+        let path = binary.display().to_string();
+        config.mounts.push(MountConfig {
+            kind: "bind".into(),
+            source: path.clone(),
+            destination: crate::mounts::INIT_PATH.into(),
+            readonly: true,
+            options: Vec::new(),
+            host_path: path,
+        });
+        let mut args = vec![crate::mounts::INIT_PATH.to_string(), "--".to_string()];
+        args.append(&mut config.process.args);
+        config.process.args = args;
+        Ok(())
     }
 
     /// Undoes a create that failed or was interrupted: driver objects first, then records.
@@ -262,6 +344,32 @@ impl Engine {
         if let Some(sid) = implicit_sandbox {
             let _ = self.inner.store.delete::<SandboxRecord>(sid);
         }
+    }
+
+    /// Creates and starts a container in one call (`husk run`): with `attach`, connects to its stdio (with
+    /// stdin when `attach == Some(true)`) before it starts, so no output is missed. If the start fails, a
+    /// container created for `--rm` is removed again.
+    pub async fn run_container(
+        &self,
+        req: ContainerCreate,
+        attach: Option<bool>,
+    ) -> Result<(ContainerRecord, Option<BoxStdio>)> {
+        let auto_remove = req.auto_remove;
+        let rec = self.create_container(req).await?;
+        let id = rec.config.id.clone();
+        let started = async {
+            let stdio = match attach {
+                Some(stdin) => Some(self.attach(&id, stdin).await?),
+                None => None,
+            };
+            let rec = self.start_container(&id).await?;
+            Ok::<_, Error>((rec, stdio))
+        }
+        .await;
+        if started.is_err() && auto_remove {
+            let _ = self.remove_container(&id, true).await;
+        }
+        started
     }
 
     /// Starts a created or exited container.
@@ -298,9 +406,13 @@ impl Engine {
         if by_user {
             rec.restart_count = 0;
         }
+        if rec.healthcheck.is_some() {
+            rec.health = Some(HealthState::starting());
+        }
         self.inner.store.update(&rec)?;
         self.emit(rec.id(), EventKind::Started);
         self.watch(&rec);
+        self.start_health(&rec);
         Ok(rec)
     }
 
@@ -447,6 +559,12 @@ impl Engine {
 
     /// Removes a container (a running one only with `force`), and the sandbox `run` made for it.
     pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
+        self.remove_container_with(key, force, false).await
+    }
+
+    /// Removes a container as [`Engine::remove_container`] does, and with `volumes` the anonymous volumes only
+    /// it used (`rm -v`, `--rm`).
+    pub async fn remove_container_with(&self, key: &str, force: bool, volumes: bool) -> Result<()> {
         let id = self.container(key)?.config.id;
         let _guard = self.lock(&id).await;
         let mut rec = self.container(&id)?;
@@ -462,11 +580,15 @@ impl Engine {
         crate::failpoint("remove_container:marked");
         self.remove_locked(&rec).await?;
         self.inner.store.finish_operation(op)?;
+        if volumes {
+            self.remove_anonymous_volumes(&rec).await;
+        }
         Ok(())
     }
 
     /// Removes the container's driver objects, its record, and its implicit sandbox. Idempotent.
     pub(crate) async fn remove_locked(&self, rec: &ContainerRecord) -> Result<()> {
+        self.stop_health(rec.id());
         let driver = self.driver(&rec.driver)?;
         driver.delete_container(rec).await?;
         self.inner.store.delete::<ContainerRecord>(rec.id())?;
@@ -637,10 +759,111 @@ impl Engine {
     }
 
     /// Records an exit the driver reported (used by the monitor and by recovery).
+    ///
+    /// The health state stays as it was last seen (`ps` shows it for running containers only).
     pub(crate) fn record_exit(&self, rec: &mut ContainerRecord, exit: ExitStatus) -> Result<()> {
         rec.status = ContainerStatus::Exited;
         rec.runtime.pid = 0;
         rec.exit = Some(exit);
         self.inner.store.update(rec)
+    }
+}
+
+/// Refuses options the driver cannot honour, naming the driver and the option.
+fn check_options(req: &ContainerCreate, driver: &str, caps: &Capabilities) -> Result<()> {
+    if req.init {
+        caps.require(driver, "--init", caps.init)?;
+    }
+    if !req.ulimits.is_empty() {
+        caps.require(driver, "ulimits (--ulimit)", caps.ulimits)?;
+    }
+    if !req.group_add.is_empty() {
+        caps.require(driver, "supplementary groups (--group-add)", caps.group_add)?;
+    }
+    if req.read_only {
+        caps.require(
+            driver,
+            "a read-only root filesystem (--read-only)",
+            caps.readonly_rootfs,
+        )?;
+    }
+    if !req.cap_add.is_empty() || !req.cap_drop.is_empty() || !req.security_opt.is_empty() {
+        caps.require(
+            driver,
+            "capability and security options (--cap-add, --cap-drop, --security-opt)",
+            caps.security_options,
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_a_driver_lacks_are_refused_by_name() {
+        let none = Capabilities::default();
+        let cases: Vec<(ContainerCreate, &str)> = vec![
+            (
+                ContainerCreate {
+                    init: true,
+                    ..Default::default()
+                },
+                "--init",
+            ),
+            (
+                ContainerCreate {
+                    ulimits: vec![husk_core::Ulimit::parse("nofile=1").unwrap()],
+                    ..Default::default()
+                },
+                "ulimit",
+            ),
+            (
+                ContainerCreate {
+                    group_add: vec!["audio".into()],
+                    ..Default::default()
+                },
+                "--group-add",
+            ),
+            (
+                ContainerCreate {
+                    read_only: true,
+                    ..Default::default()
+                },
+                "--read-only",
+            ),
+            (
+                ContainerCreate {
+                    cap_add: vec!["NET_ADMIN".into()],
+                    ..Default::default()
+                },
+                "--cap-add",
+            ),
+        ];
+        for (req, option) in cases {
+            let e = check_options(&req, "vm", &none).unwrap_err();
+            assert_eq!(e.kind, husk_core::ErrorKind::Unsupported);
+            assert!(
+                e.message.contains("driver vm") && e.message.contains(option),
+                "{}",
+                e.message
+            );
+        }
+        let all = Capabilities {
+            init: true,
+            ulimits: true,
+            group_add: true,
+            readonly_rootfs: true,
+            security_options: true,
+            ..Default::default()
+        };
+        let req = ContainerCreate {
+            init: true,
+            read_only: true,
+            cap_drop: vec!["ALL".into()],
+            ..Default::default()
+        };
+        assert!(check_options(&req, "linux", &all).is_ok());
     }
 }

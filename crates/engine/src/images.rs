@@ -204,12 +204,14 @@ impl Engine {
             .ensure_image(reference, policy, &PullOptions::default())
             .await
             .map_err(|e| match (e.kind, policy) {
-                (ErrorKind::NotFound, PullPolicy::Never) => Error::invalid(
-                    "image",
-                    format!(
+                // NotFound (404), with the field, so a client can pull and try again.
+                (ErrorKind::NotFound, PullPolicy::Never) => Error {
+                    kind: ErrorKind::NotFound,
+                    field: Some("image".into()),
+                    message: format!(
                         "no such image: {reference} (the pull policy is never: load or pull it first)"
                     ),
-                ),
+                },
                 (ErrorKind::NotFound, _) => {
                     Error::invalid("image", format!("no such image: {reference}: {}", e.message))
                 }

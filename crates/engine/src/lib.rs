@@ -13,14 +13,18 @@ mod exec_output;
 pub mod host;
 pub mod identity;
 pub mod image_owners;
+mod copy;
+mod health;
 mod images;
 mod monitor;
+mod mounts;
 mod networks;
 pub mod quotas;
 pub mod requests;
 mod resolve;
 mod sandboxes;
 mod scope;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -35,6 +39,7 @@ pub use exec_output::ExecOutput;
 pub use images::{CommitRequest, ContainerUsage, LoginRequest, SystemDf};
 pub use requests::*;
 pub use scope::{DEFAULT_PROJECT, Scope};
+pub use volumes::{VolumeCreate, VolumePruneReport, VolumeRecord, VolumeView};
 
 /// Crash-testing hook: when the environment variable `HUSK_FAILPOINT` names this point, the daemon aborts here,
 /// as a power cut or `kill -9` would stop it. Tests use it to prove that every step of a multi-step operation
@@ -57,6 +62,9 @@ pub struct EngineConfig {
     pub root: PathBuf,
     /// Runtime root (for `info`).
     pub run_root: PathBuf,
+    /// The static binary bind-mounted as `/sbin/husk-init` for `--init` (the `husk` binary; `None` refuses
+    /// `--init`).
+    pub init_binary: Option<PathBuf>,
 }
 
 /// Something that happened to a container.
@@ -68,6 +76,8 @@ pub enum EventKind {
     Exited(i32),
     /// It was removed.
     Removed,
+    /// Its health check state changed.
+    HealthStatus(husk_core::HealthStatus),
 }
 
 /// An event about the container `id`.
@@ -89,6 +99,8 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<Event>,
     /// Containers with a task watching their main process.
     pub(crate) monitored: Mutex<std::collections::HashSet<String>>,
+    /// Health check tasks by container ID.
+    pub(crate) health_tasks: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// Creates read-hold it from resolving their image to recording their container; image removals write-hold it.
     pub(crate) image_users: std::sync::RwLock<()>,
 }
@@ -146,6 +158,7 @@ impl Engine {
                 locks: Mutex::new(HashMap::new()),
                 events,
                 monitored: Mutex::new(Default::default()),
+                health_tasks: Mutex::new(HashMap::new()),
                 image_users: std::sync::RwLock::new(()),
             }),
         })
@@ -233,6 +246,13 @@ impl Engine {
         }
     }
 
+    /// The daemon is stopping: lets every driver finish its background work (briefly). Containers keep running.
+    pub async fn shutdown(&self) {
+        for d in self.inner.drivers.values() {
+            d.shutdown().await;
+        }
+    }
+
     /// Daemon information.
     pub async fn info(&self) -> Result<Info> {
         let mut drivers = Vec::new();
@@ -259,7 +279,7 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use async_trait::async_trait;
     use husk_core::stdio::BoxStdio;
@@ -349,7 +369,11 @@ mod tests {
         }
     }
 
-    fn engine(mode: Mode, caps: Capabilities, dir: &std::path::Path) -> husk_core::Result<Engine> {
+    pub(crate) fn engine(
+        mode: Mode,
+        caps: Capabilities,
+        dir: &std::path::Path,
+    ) -> husk_core::Result<Engine> {
         let store = Arc::new(Store::open_in_memory()?);
         let images = Arc::new(ImageStore::open(
             dir.join("images"),
@@ -365,6 +389,7 @@ mod tests {
                 default_mode: mode,
                 root: dir.into(),
                 run_root: dir.into(),
+                init_binary: None,
             },
             store,
             images,

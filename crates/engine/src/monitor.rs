@@ -64,6 +64,7 @@ impl Engine {
     /// The read-modify-write below has no await in it, and the operations that change a running container's
     /// record (stop, kill) write theirs before the signal that causes the exit.
     async fn handle_exit(&self, id: &str, exit: ExitStatus) {
+        self.stop_health(id);
         let Ok(Some(mut rec)) = self.inner.store.get::<ContainerRecord>(id) else {
             return;
         };
@@ -91,7 +92,7 @@ impl Engine {
                 let engine = self.clone();
                 let id = id.to_string();
                 tokio::spawn(async move {
-                    if let Err(e) = engine.remove_container(&id, true).await
+                    if let Err(e) = engine.remove_container_with(&id, true, true).await
                         && e.kind != husk_core::ErrorKind::NotFound
                     {
                         warn!(container = %id, "auto-remove: {e}");
@@ -281,6 +282,7 @@ impl Engine {
                         if let Ok(d) = self.driver(&sb.driver) {
                             let _ = d.delete_sandbox(&sb).await;
                         }
+                        self.remove_sandbox_volumes(&op.target).await?;
                         self.inner.store.delete::<SandboxRecord>(&op.target)?;
                     }
                 }
@@ -341,6 +343,7 @@ impl Engine {
                     }
                     self.inner.store.update(&rec)?;
                     self.watch(&rec);
+                    self.start_health(&rec);
                 }
                 Ok(ObservedState::Created) => {
                     if rec.status != ContainerStatus::Created {
@@ -375,6 +378,7 @@ impl Engine {
                         self.schedule_restart(rec.id().to_string(), rec.restart_count);
                     } else if was_active && rec.auto_remove {
                         self.remove_locked(&rec).await?;
+                        self.remove_anonymous_volumes(&rec).await;
                     }
                 }
                 Ok(ObservedState::Missing) => {

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use husk_core::{
-    ContainerRecord, ContainerStatus, ExitStatus, Mode, MountConfig, NetworkConfig, NetworkStatus,
-    PortMapping, Resources, RestartPolicy, SandboxRecord,
+    ContainerRecord, ContainerStatus, ExitStatus, HealthConfig, HealthState, Mode, MountConfig,
+    NetworkConfig, NetworkStatus, PortMapping, Resources, RestartPolicy, SandboxRecord, Ulimit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +70,14 @@ pub struct ContainerCreate {
     pub stop_signal: Option<String>,
     /// Seconds to wait after the stop signal.
     pub stop_timeout: Option<u32>,
+    /// Run husk's tiny init as PID 1: it reaps zombies and forwards signals to the command.
+    pub init: bool,
+    /// Per-process resource limits.
+    pub ulimits: Vec<Ulimit>,
+    /// Supplementary groups (names from the container's `/etc/group`, or numbers).
+    pub group_add: Vec<String>,
+    /// Health check (`None` = the image's HEALTHCHECK, if any).
+    pub healthcheck: Option<HealthcheckRequest>,
     /// When to pull the image: `always`, `missing` (the default; Zun's and Kubernetes' `ifnotpresent`) or `never`.
     #[serde(deserialize_with = "crate::images::pull_policy_text")]
     pub pull: husk_image::PullPolicy,
@@ -77,6 +85,27 @@ pub struct ContainerCreate {
     pub project: Option<String>,
     /// Notes front ends keep with the container (creator, settings of their own API); never passed to drivers.
     pub annotations: BTreeMap<String, String>,
+}
+
+/// A health check as a request gives it; unset fields come from the image's HEALTHCHECK, then Docker's
+/// defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthcheckRequest {
+    /// `["CMD", args...]`, `["CMD-SHELL", command]`, `["NONE"]` (no check at all), or empty (the image's).
+    pub test: Vec<String>,
+    /// Time between checks (`30s`).
+    pub interval: Option<String>,
+    /// Time a check may take.
+    pub timeout: Option<String>,
+    /// Time after start during which failures do not count.
+    pub start_period: Option<String>,
+    /// Time between checks during the start period.
+    pub start_interval: Option<String>,
+    /// Failures in a row before unhealthy.
+    pub retries: Option<u32>,
+    /// What to do when unhealthy: `none` (default, as Docker), `kill`, `restart` or `stop`.
+    pub on_failure: Option<String>,
 }
 
 /// A request to create a sandbox.
@@ -99,6 +128,9 @@ pub struct SandboxCreate {
     pub labels: BTreeMap<String, String>,
     /// The project that will own it (default: [`crate::DEFAULT_PROJECT`]).
     pub project: Option<String>,
+    /// Volumes of the sandbox, shared by its containers (`-v NAME:/path` in a container of the sandbox); they
+    /// go when the sandbox goes.
+    pub volumes: Vec<String>,
 }
 
 /// A request to run another process in a container.
@@ -179,6 +211,138 @@ pub struct ContainerView {
     pub network_settings: Option<NetworkStatus>,
     /// Project that owns it.
     pub project: String,
+    /// Mounts, as Docker lists them.
+    pub mounts: Vec<MountView>,
+}
+
+/// One entry of a container view's `Mounts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MountView {
+    /// `bind`, `volume` or `tmpfs`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// The volume's name (volumes only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// The host path (a volume's data directory, a bind's source; empty for tmpfs).
+    pub source: String,
+    /// The path in the container.
+    pub destination: String,
+    /// Options as given (`ro`, `z`, `nocopy`, tmpfs options ...).
+    pub mode: String,
+    /// Writable.
+    #[serde(rename = "RW")]
+    pub rw: bool,
+    /// Propagation (binds).
+    pub propagation: String,
+}
+
+impl MountView {
+    /// The view of a mount.
+    pub fn new(m: &MountConfig) -> MountView {
+        let propagation = match m.kind.as_str() {
+            "bind" => m.propagation().unwrap_or("rprivate").to_string(),
+            _ => String::new(),
+        };
+        MountView {
+            kind: m.kind.clone(),
+            name: if m.kind == "volume" {
+                m.source.clone()
+            } else {
+                String::new()
+            },
+            source: m.host_path.clone(),
+            destination: m.destination.clone(),
+            mode: m.options.join(","),
+            rw: !m.readonly,
+            propagation,
+        }
+    }
+}
+
+/// `State.Health` of a container view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthView {
+    /// `starting`, `healthy` or `unhealthy`.
+    pub status: String,
+    /// Failures in a row.
+    pub failing_streak: u32,
+    /// The last results, oldest first.
+    pub log: Vec<HealthLogView>,
+}
+
+/// One result in `State.Health.Log`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthLogView {
+    /// RFC 3339.
+    pub start: String,
+    /// RFC 3339.
+    pub end: String,
+    /// Exit code (0 = passed).
+    pub exit_code: i32,
+    /// Output (truncated).
+    pub output: String,
+}
+
+impl HealthView {
+    /// The view of a health state.
+    pub fn new(h: &HealthState) -> HealthView {
+        HealthView {
+            status: h.status.as_str().to_string(),
+            failing_streak: h.failing_streak,
+            log: h
+                .log
+                .iter()
+                .map(|r| HealthLogView {
+                    start: r.start.clone(),
+                    end: r.end.clone(),
+                    exit_code: r.exit_code,
+                    output: r.output.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `Config.Healthcheck` of a container view (durations in nanoseconds, as Docker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthcheckView {
+    /// The test.
+    pub test: Vec<String>,
+    /// Between checks.
+    pub interval: i64,
+    /// Per check.
+    pub timeout: i64,
+    /// Grace period.
+    pub start_period: i64,
+    /// Between checks in the grace period.
+    pub start_interval: i64,
+    /// Failures before unhealthy.
+    pub retries: u32,
+    /// `none`, `kill`, `restart` or `stop`.
+    pub on_failure: String,
+}
+
+impl HealthcheckView {
+    /// The view of a health check.
+    pub fn new(c: &HealthConfig) -> HealthcheckView {
+        HealthcheckView {
+            test: c.test.clone(),
+            interval: c.interval_ns,
+            timeout: c.timeout_ns,
+            start_period: c.start_period_ns,
+            start_interval: c.start_interval_ns,
+            retries: c.retries,
+            on_failure: serde_json::to_value(c.on_failure)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// `State` of a container view.
@@ -206,6 +370,9 @@ pub struct StateView {
     pub started_at: String,
     /// RFC 3339 or empty.
     pub finished_at: String,
+    /// Health check state, for containers with a health check that ran or runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthView>,
 }
 
 /// `Config` of a container view.
@@ -232,6 +399,9 @@ pub struct ConfigView {
     pub stop_signal: Option<i32>,
     /// Stop timeout in seconds.
     pub stop_timeout: Option<u32>,
+    /// Health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthcheckView>,
 }
 
 /// `HostConfig` of a container view.
@@ -262,6 +432,14 @@ pub struct HostConfigView {
     pub port_bindings: Vec<PortMapping>,
     /// Mounts.
     pub mounts: Vec<MountConfig>,
+    /// Runs under husk's init.
+    pub init: bool,
+    /// Per-process limits.
+    pub ulimits: Vec<Ulimit>,
+    /// Supplementary groups.
+    pub group_add: Vec<String>,
+    /// tmpfs mounts: destination -> options.
+    pub tmpfs: BTreeMap<String, String>,
 }
 
 impl ContainerView {
@@ -301,6 +479,7 @@ impl ContainerView {
                 },
                 started_at: rec.started_at.clone(),
                 finished_at: exit.finished_at,
+                health: rec.health.as_ref().map(HealthView::new),
             },
             restart_count: rec.restart_count,
             config: ConfigView {
@@ -310,13 +489,19 @@ impl ContainerView {
                 },
                 user: c.process.user.clone(),
                 env: c.process.env.clone(),
-                cmd: c.process.args.clone(),
+                // Under husk's init the init's own arguments come first; users see their command.
+                cmd: if rec.init {
+                    c.process.args.iter().skip(2).cloned().collect()
+                } else {
+                    c.process.args.clone()
+                },
                 working_dir: c.process.cwd.clone(),
                 tty: c.process.tty,
                 open_stdin: c.process.stdin,
                 labels: c.labels.clone(),
                 stop_signal: c.stop_signal,
                 stop_timeout: c.stop_timeout,
+                healthcheck: rec.healthcheck.as_ref().map(HealthcheckView::new),
             },
             host_config: HostConfigView {
                 memory: c.resources.memory_bytes.unwrap_or(0),
@@ -339,9 +524,24 @@ impl ContainerView {
                     _ => c.network.ports.clone(),
                 },
                 mounts: c.mounts.clone(),
+                init: rec.init,
+                ulimits: c.ulimits.clone(),
+                group_add: c.security.group_add.clone(),
+                tmpfs: c
+                    .mounts
+                    .iter()
+                    .filter(|m| m.kind == "tmpfs")
+                    .map(|m| (m.destination.clone(), m.options.join(",")))
+                    .collect(),
             },
             network_settings: network,
             project: rec.project.clone(),
+            mounts: c
+                .mounts
+                .iter()
+                .filter(|m| !(rec.init && m.destination == crate::mounts::INIT_PATH))
+                .map(MountView::new)
+                .collect(),
         }
     }
 }
@@ -380,6 +580,9 @@ pub struct SandboxView {
     pub labels: BTreeMap<String, String>,
     /// Project.
     pub project: String,
+    /// The sandbox's own volumes, by the names its containers use.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 impl SandboxView {
@@ -401,6 +604,7 @@ impl SandboxView {
             owner_container: sb.owner_container.clone(),
             labels: sb.config.labels.clone(),
             project: sb.project.clone(),
+            volumes: Vec::new(),
         }
     }
 }

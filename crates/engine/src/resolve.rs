@@ -1,12 +1,16 @@
 //! Turning a request and an image into a complete container config: every validation rule lives here.
 
+use husk_core::health::{
+    DEFAULT_INTERVAL_NS, DEFAULT_RETRIES, DEFAULT_START_INTERVAL_NS, DEFAULT_TIMEOUT_NS,
+};
 use husk_core::units::{self, MIN_MEMORY_BYTES};
 use husk_core::{
-    ContainerConfig, Error, ImageRef, ProcessConfig, Resources, Result, SecurityConfig,
+    ContainerConfig, Error, HealthAction, HealthConfig, ImageRef, ProcessConfig, Resources, Result,
+    SecurityConfig, Ulimit,
 };
 use husk_image::Image;
 
-use crate::requests::{ContainerCreate, ExecCreate};
+use crate::requests::{ContainerCreate, ExecCreate, HealthcheckRequest};
 
 /// Merges `overrides` into `base` by variable name (later wins), keeping the order of first appearance.
 pub(crate) fn merge_env(base: &[String], overrides: &[String]) -> Result<Vec<String>> {
@@ -82,6 +86,7 @@ fn parse_security(req: &ContainerCreate) -> Result<SecurityConfig> {
         seccomp: None,
         no_new_privileges: true,
         readonly_rootfs: req.read_only,
+        group_add: check_groups(&req.group_add)?,
     };
     for opt in &req.security_opt {
         let (key, value) = opt.split_once(['=', ':']).unwrap_or((opt.as_str(), ""));
@@ -245,7 +250,158 @@ pub(crate) fn container_config(
         },
         stop_signal,
         stop_timeout: req.stop_timeout,
+        ulimits: check_ulimits(&req.ulimits)?,
     })
+}
+
+/// `--group-add` entries: group names or numbers.
+fn check_groups(groups: &[String]) -> Result<Vec<String>> {
+    for g in groups {
+        let ok = !g.is_empty()
+            && g.len() <= 256
+            && !g.contains([':', '\n', '/'])
+            && (g.parse::<u32>().is_ok() || !g.starts_with(|c: char| c.is_ascii_digit()));
+        if !ok {
+            return Err(Error::invalid(
+                "group_add",
+                format!("invalid group {g:?}: use a group name or a number"),
+            ));
+        }
+    }
+    Ok(groups.to_vec())
+}
+
+/// The daemon's own hard limit of the resource named `name` (`None` = unlimited).
+fn daemon_hard_limit(name: &str) -> Option<u64> {
+    use rustix::process::Resource as R;
+    let resource = match name {
+        "as" => R::As,
+        "core" => R::Core,
+        "cpu" => R::Cpu,
+        "data" => R::Data,
+        "fsize" => R::Fsize,
+        "locks" => R::Locks,
+        "memlock" => R::Memlock,
+        "msgqueue" => R::Msgqueue,
+        "nice" => R::Nice,
+        "nofile" => R::Nofile,
+        "nproc" => R::Nproc,
+        "rss" => R::Rss,
+        "rtprio" => R::Rtprio,
+        "rttime" => R::Rttime,
+        "sigpending" => R::Sigpending,
+        _ => R::Stack,
+    };
+    rustix::process::getrlimit(resource).maximum
+}
+
+/// Checks `--ulimit`s: known names, soft within hard, one per resource, and never above the daemon's own hard
+/// limit. A container's processes descend from the daemon: raising a hard limit needs CAP_SYS_RESOURCE, which
+/// husk does not rely on (hosts such as CI machines drop it from the bounding set), so such a request would
+/// only fail later, at start, with a less useful message.
+pub(crate) fn check_ulimits(ulimits: &[Ulimit]) -> Result<Vec<Ulimit>> {
+    let mut seen = std::collections::BTreeSet::new();
+    for u in ulimits {
+        u.check()?;
+        if !seen.insert(u.name.as_str()) {
+            return Err(Error::invalid(
+                "ulimits",
+                format!("ulimit {} is given twice", u.name),
+            ));
+        }
+        if let Some(max) = daemon_hard_limit(&u.name)
+            && Ulimit::as_u64(u.hard) > max
+        {
+            return Err(Error::invalid(
+                "ulimits",
+                format!(
+                    "ulimit {}: the hard limit {} is above the daemon's own hard limit {max}; husk cannot raise limits above its own, use at most {max}",
+                    u.name,
+                    Ulimit::show(u.hard)
+                ),
+            ));
+        }
+    }
+    Ok(ulimits.to_vec())
+}
+
+fn parse_duration_field(field: &str, value: &Option<String>) -> Result<Option<i64>> {
+    match value.as_deref() {
+        None | Some("") => Ok(None),
+        Some(text) => {
+            let ns = units::parse_duration(text).map_err(|e| Error::invalid(field, e.message))?;
+            if ns < 0 {
+                return Err(Error::invalid(field, format!("{field} cannot be negative")));
+            }
+            Ok(Some(ns))
+        }
+    }
+}
+
+/// The health check of a container: the request's fields over the image's HEALTHCHECK over Docker's defaults.
+/// `None` when neither has one, or the request says `NONE`.
+pub(crate) fn healthcheck(
+    req: Option<&HealthcheckRequest>,
+    image: &Image,
+) -> Result<Option<HealthConfig>> {
+    let from_image = image.config.healthcheck.as_ref();
+    let empty = HealthcheckRequest::default();
+    let r = req.unwrap_or(&empty);
+    let test = if r.test.is_empty() {
+        from_image.map(|h| h.test.clone()).unwrap_or_default()
+    } else {
+        r.test.clone()
+    };
+    let options_given = r.interval.is_some()
+        || r.timeout.is_some()
+        || r.start_period.is_some()
+        || r.retries.is_some()
+        || r.on_failure.is_some();
+    if test.is_empty() && options_given {
+        return Err(Error::invalid(
+            "healthcheck",
+            "health check options were given but no health check command (--health-cmd), and the image has none",
+        ));
+    }
+    if test.is_empty() || test.first().is_some_and(|t| t == "NONE") {
+        return Ok(None);
+    }
+    let pick = |ours: Option<i64>, image: Option<i64>, default: i64| {
+        ours.or(image.filter(|v| *v > 0)).unwrap_or(default)
+    };
+    let config = HealthConfig {
+        test,
+        interval_ns: pick(
+            parse_duration_field("health_interval", &r.interval)?,
+            from_image.map(|h| h.interval),
+            DEFAULT_INTERVAL_NS,
+        ),
+        timeout_ns: pick(
+            parse_duration_field("health_timeout", &r.timeout)?,
+            from_image.map(|h| h.timeout),
+            DEFAULT_TIMEOUT_NS,
+        ),
+        start_period_ns: pick(
+            parse_duration_field("health_start_period", &r.start_period)?,
+            from_image.map(|h| h.start_period),
+            0,
+        ),
+        start_interval_ns: pick(
+            parse_duration_field("health_start_interval", &r.start_interval)?,
+            from_image.map(|h| h.start_interval),
+            DEFAULT_START_INTERVAL_NS,
+        ),
+        retries: r
+            .retries
+            .or(from_image
+                .map(|h| h.retries)
+                .filter(|n| *n > 0)
+                .map(|n| n.min(u32::MAX as i64) as u32))
+            .unwrap_or(DEFAULT_RETRIES),
+        on_failure: HealthAction::parse(r.on_failure.as_deref().unwrap_or(""))?,
+    };
+    config.check()?;
+    Ok(Some(config))
 }
 
 /// The process of an exec in `container`.
@@ -435,5 +591,84 @@ mod tests {
                 .as_deref(),
             Some("stop_signal")
         );
+    }
+
+    #[test]
+    fn ulimits_are_checked_against_the_daemons_own() {
+        let ok = check_ulimits(&[Ulimit::parse("nofile=64:128").unwrap()]).unwrap();
+        assert_eq!(ok.len(), 1);
+        let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .maximum
+            .expect("a finite nofile hard limit");
+        let above = Ulimit {
+            name: "nofile".into(),
+            soft: 1,
+            hard: hard as i64 + 1,
+        };
+        let e = check_ulimits(&[above]).unwrap_err();
+        assert!(
+            e.message.contains("daemon's own hard limit"),
+            "{}",
+            e.message
+        );
+        let twice = [
+            Ulimit::parse("core=0").unwrap(),
+            Ulimit::parse("core=1").unwrap(),
+        ];
+        assert!(check_ulimits(&twice).is_err());
+    }
+
+    #[test]
+    fn health_checks_merge_the_request_over_the_image() {
+        let mut img = image(&[], &["sh"]);
+        assert_eq!(healthcheck(None, &img).unwrap(), None);
+        img.config.healthcheck = Some(husk_image::Healthcheck {
+            test: vec!["CMD-SHELL".into(), "check".into()],
+            interval: 2_000_000_000,
+            retries: 5,
+            ..Default::default()
+        });
+        let h = healthcheck(None, &img).unwrap().unwrap();
+        assert_eq!(
+            (h.interval_ns, h.retries, h.timeout_ns),
+            (2_000_000_000, 5, DEFAULT_TIMEOUT_NS)
+        );
+        let r = HealthcheckRequest {
+            test: vec!["CMD".into(), "true".into()],
+            interval: Some("250ms".into()),
+            on_failure: Some("kill".into()),
+            ..Default::default()
+        };
+        let h = healthcheck(Some(&r), &img).unwrap().unwrap();
+        assert_eq!(h.test, vec!["CMD", "true"]);
+        assert_eq!(
+            (h.interval_ns, h.retries),
+            (250_000_000, 5),
+            "unset fields keep the image's"
+        );
+        assert_eq!(h.on_failure, HealthAction::Kill);
+        let none = HealthcheckRequest {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        };
+        assert_eq!(healthcheck(Some(&none), &img).unwrap(), None);
+        let plain = image(&[], &["sh"]);
+        let orphan = HealthcheckRequest {
+            retries: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            healthcheck(Some(&orphan), &plain)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("healthcheck")
+        );
+        let bad = HealthcheckRequest {
+            test: vec!["CMD".into(), "true".into()],
+            interval: Some("soon".into()),
+            ..Default::default()
+        };
+        assert!(healthcheck(Some(&bad), &img).is_err());
     }
 }

@@ -32,7 +32,9 @@ impl Engine {
     pub fn inspect_sandbox(&self, key: &str) -> Result<SandboxView> {
         let sb = self.sandbox(key)?;
         let containers = self.sandbox_containers(&sb.config.id)?;
-        Ok(SandboxView::new(&sb, containers))
+        let mut view = SandboxView::new(&sb, containers);
+        view.volumes = self.sandbox_volume_names(&sb.config.id)?;
+        Ok(view)
     }
 
     /// Creates a sandbox.
@@ -63,6 +65,10 @@ impl Engine {
         if req.share_pid {
             caps.require(driver.name(), "a shared PID namespace", caps.pid_sharing)?;
         }
+        if !req.volumes.is_empty() {
+            caps.require(driver.name(), "volumes", caps.volumes)?;
+        }
+        let volumes = req.volumes.clone();
         let mut sb = SandboxRecord {
             config: SandboxConfig {
                 id: husk_core::new_id(),
@@ -85,7 +91,11 @@ impl Engine {
             .store
             .begin_operation("create_sandbox", &sb.config.id, &json!({}))?;
         self.inner.store.insert(&sb)?;
-        match driver.create_sandbox(&sb.config).await {
+        let made = match self.create_sandbox_volumes(&sb, &volumes).await {
+            Ok(()) => driver.create_sandbox(&sb.config).await,
+            Err(e) => Err(e),
+        };
+        match made {
             Ok(runtime) => {
                 sb.runtime = runtime;
                 sb.status = "ready".into();
@@ -95,6 +105,7 @@ impl Engine {
             }
             Err(e) => {
                 let _ = driver.delete_sandbox(&sb).await;
+                let _ = self.remove_sandbox_volumes(&sb.config.id).await;
                 self.inner.store.delete::<SandboxRecord>(&sb.config.id)?;
                 self.inner.store.finish_operation(op)?;
                 Err(e)
@@ -138,6 +149,7 @@ impl Engine {
 
     pub(crate) async fn remove_sandbox_locked(&self, sb: &SandboxRecord) -> Result<()> {
         self.driver(&sb.driver)?.delete_sandbox(sb).await?;
+        self.remove_sandbox_volumes(&sb.config.id).await?;
         self.inner.store.delete::<SandboxRecord>(&sb.config.id)?;
         self.forget_lock(&sb.config.id);
         Ok(())

@@ -155,10 +155,41 @@ impl Client {
         path: &str,
         reader: R,
     ) -> Result<Bytes> {
+        self.upload_with(Method::POST, path, reader).await
+    }
+
+    /// A request with `method` whose body is streamed from `reader` (a read error aborts the request).
+    pub async fn upload_with<R: tokio::io::AsyncRead + Send + Sync + 'static>(
+        &self,
+        method: Method,
+        path: &str,
+        reader: R,
+    ) -> Result<Bytes> {
         let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024)
             .map(|chunk| chunk.map(Frame::data));
         let body = BodyExt::boxed(StreamBody::new(stream));
-        Self::check(self.send(Method::POST, path, body).await?).await
+        Self::check(self.send(method, path, body).await?).await
+    }
+
+    /// A GET whose answer is a byte stream (archives); a stream the daemon ends with an error reads as an
+    /// error.
+    pub async fn get_stream(
+        &self,
+        path: &str,
+    ) -> Result<impl tokio::io::AsyncRead + Send + Unpin + use<>> {
+        let response = self.send(Method::GET, path, full(Bytes::new())).await?;
+        if !response.status().is_success() {
+            Self::check(response).await?;
+            return Err(anyhow!("the daemon sent no content"));
+        }
+        let stream =
+            http_body_util::BodyStream::new(response.into_body()).filter_map(|frame| async move {
+                match frame {
+                    Ok(f) => f.into_data().ok().map(Ok),
+                    Err(e) => Some(Err(std::io::Error::other(e))),
+                }
+            });
+        Ok(tokio_util::io::StreamReader::new(Box::pin(stream)))
     }
 
     /// A GET whose answer streams JSON lines; calls `each` for every line.
@@ -222,12 +253,29 @@ impl Client {
         Ok(())
     }
 
+    /// Like [`Client::upgrade`], also returning the container ID the daemon names in `X-Husk-Container-Id`.
+    pub async fn upgrade_with_id(
+        &self,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<(TokioIo<hyper::upgrade::Upgraded>, String)> {
+        self.upgrade_inner(path, body).await
+    }
+
     /// A request that upgrades the connection to a raw stdio stream.
     pub async fn upgrade(
         &self,
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+        self.upgrade_inner(path, body).await.map(|(s, _)| s)
+    }
+
+    async fn upgrade_inner(
+        &self,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<(TokioIo<hyper::upgrade::Upgraded>, String)> {
         let mut sender = self.connect().await?;
         let body = match body {
             Some(b) => full(serde_json::to_vec(b)?),
@@ -249,10 +297,16 @@ impl Client {
             Self::check(response).await?;
             return Err(anyhow!("the daemon did not switch to a stream"));
         }
+        let id = response
+            .headers()
+            .get("x-husk-container-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let upgraded = hyper::upgrade::on(response)
             .await
             .context("switch to the stdio stream")?;
-        Ok(TokioIo::new(upgraded))
+        Ok((TokioIo::new(upgraded), id))
     }
 }
 

@@ -431,6 +431,8 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
             default_mode: mode,
             root: config.root.clone(),
             run_root: config.run_root.clone(),
+            // The husk binary is static: bind-mounted as a container's /sbin/husk-init it runs in any image.
+            init_binary: std::env::current_exe().ok(),
         },
         store,
         images,
@@ -483,7 +485,7 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
             }))
         }
     };
-    let router = husk_api::unix_router(engine);
+    let router = husk_api::unix_router(engine.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         let _ = stop_rx.await;
@@ -502,6 +504,7 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         t.abort();
     }
     let _ = std::fs::remove_file(&config.socket);
+    engine.shutdown().await;
     Ok(0)
 }
 

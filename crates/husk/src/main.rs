@@ -21,7 +21,21 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
+/// Whether this process was started as `husk-init` (the `--init` bind mount's name in containers).
+fn started_as_init() -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n == "husk-init"))
+        .unwrap_or(false)
+}
+
 fn main() {
+    // As a container's init, before anything else: no argument parsing, no runtime, no threads.
+    if started_as_init() {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        std::process::exit(husk_pause::init::run(&args));
+    }
     let cli = Cli::parse();
     let code = match cli.command {
         // The shim and the pause process must stay single-threaded: no async runtime before their work starts.
@@ -30,6 +44,8 @@ fn main() {
             husk_linux::shim::run(&config)
         }
         Command::SandboxPause => husk_pause::run(),
+        // Joins or builds a container's mount namespace: must stay single-threaded.
+        Command::ContainerFs { request } => husk_linux::container_fs::run(&request),
         Command::Daemon(args) => {
             init_logging(args.log_level.as_deref().unwrap_or("info"));
             let runtime = tokio::runtime::Builder::new_multi_thread()

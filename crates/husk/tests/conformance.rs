@@ -726,6 +726,1005 @@ pub fn commit_or_a_clear_refusal(driver: &str) {
     );
 }
 
+/// A directory on the host for binds, removed at the end of the test.
+fn host_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("hkb")
+        .tempdir_in("/tmp")
+        .expect("temp dir")
+}
+
+/// A name no other test (or host file) uses.
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
+
+fn volumes(d: &Daemon) -> Vec<String> {
+    let mut v: Vec<String> = d
+        .husk(&["volume", "ls", "-q"])
+        .ok()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Data written to a named volume outlives the container and a daemon killed with SIGKILL.
+pub fn volume_data_survives_removal_and_daemon_restart(driver: &str) {
+    let mut d = daemon(driver);
+    d.husk(&[
+        "run",
+        "--rm",
+        "-v",
+        "keep:/data",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo persisted > /data/f",
+    ])
+    .ok();
+    assert_eq!(
+        volumes(&d),
+        vec!["keep"],
+        "the named volume stays after --rm"
+    );
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "writer",
+        "-v",
+        "keep:/data",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo more >> /data/f; sleep 1000",
+    ])
+    .ok();
+    assert!(Daemon::eventually(Duration::from_secs(5), || d
+        .husk(&["exec", "writer", "cat", "/data/f"])
+        .stdout
+        .contains("more")));
+    d.kill9();
+    d.spawn(&[]);
+    assert_eq!(
+        d.husk(&["exec", "writer", "cat", "/data/f"]).ok(),
+        "persisted\nmore",
+        "the running container still has its volume"
+    );
+    d.husk(&["rm", "-f", "writer"]).ok();
+    assert_eq!(
+        d.husk(&["run", "--rm", "-v", "keep:/data", IMAGE, "cat", "/data/f"])
+            .ok(),
+        "persisted\nmore"
+    );
+    let v = d.husk(&["volume", "inspect", "keep"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(v[0]["Driver"], "local");
+    let data = v[0]["Mountpoint"].as_str().unwrap();
+    assert!(data.ends_with("/volumes/keep/_data"), "{data}");
+    assert_eq!(
+        std::fs::read_to_string(format!("{data}/f")).unwrap(),
+        "persisted\nmore\n"
+    );
+}
+
+/// A read-only bind (`:ro` or `--mount ...,readonly`) refuses every write; a read-write one reaches the host.
+pub fn read_only_binds_refuse_writes(driver: &str) {
+    let d = daemon(driver);
+    let host = host_dir();
+    std::fs::write(host.path().join("in"), "from the host").unwrap();
+    let src = host.path().to_str().unwrap();
+    let script = "cat /b/in; echo; echo x > /b/new 2>/dev/null && echo WROTE; rm /b/in 2>/dev/null && echo REMOVED; mkdir /b/d 2>/dev/null && echo MADE; true";
+    let vflag = format!("{src}:/b:ro");
+    let mflag = format!("type=bind,src={src},dst=/b,readonly");
+    for args in [["-v", vflag.as_str()], ["--mount", mflag.as_str()]] {
+        let out = d
+            .husk(&["run", "--rm", args[0], args[1], IMAGE, "sh", "-c", script])
+            .ok();
+        assert_eq!(out, "from the host", "{args:?}");
+    }
+    assert!(host.path().join("in").exists());
+    assert!(!host.path().join("new").exists() && !host.path().join("d").exists());
+    let rw = format!("{src}:/b");
+    d.husk(&[
+        "run",
+        "--rm",
+        "-v",
+        &rw,
+        IMAGE,
+        "sh",
+        "-c",
+        "echo back > /b/new",
+    ])
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("new")).unwrap(),
+        "back\n"
+    );
+    let r = d.husk(&["run", "--rm", "-v", "/no/such/host/path:/b", IMAGE, "true"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("/no/such/host/path"), "{}", r.stderr);
+}
+
+/// A tree with file modes (set-ID bits included), owners, empty and sticky directories, relative and absolute
+/// symbolic links, a hard link and a long name.
+fn sample_tree(dir: &std::path::Path) {
+    use std::os::unix::fs::{PermissionsExt, lchown, symlink};
+    let set = |p: &str, mode: u32| {
+        std::fs::set_permissions(dir.join(p), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    std::fs::create_dir_all(dir.join("tree/sub/empty")).unwrap();
+    std::fs::create_dir_all(dir.join("tree/sticky")).unwrap();
+    std::fs::write(dir.join("tree/sub/file"), "file content\n").unwrap();
+    std::fs::write(dir.join("tree/run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(dir.join("tree").join("n".repeat(140)), "long").unwrap();
+    std::fs::hard_link(dir.join("tree/sub/file"), dir.join("tree/hard")).unwrap();
+    symlink("../sub/file", dir.join("tree/sub/rel")).unwrap();
+    symlink("sub/file", dir.join("tree/rel")).unwrap();
+    symlink("/etc/passwd", dir.join("tree/abs")).unwrap();
+    lchown(dir.join("tree/sub/file"), Some(1000), Some(2000)).unwrap();
+    lchown(dir.join("tree/abs"), Some(7), Some(8)).unwrap();
+    lchown(dir.join("tree/sub"), Some(33), Some(33)).unwrap();
+    set("tree/sub/file", 0o640);
+    set("tree/run.sh", 0o2755);
+    set("tree/sticky", 0o1777);
+    set("tree/sub/empty", 0o700);
+}
+
+/// `path mode uid gid [link target | content]` for everything under `root`.
+fn describe_tree(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().display().to_string();
+        let what = if m.file_type().is_symlink() {
+            format!("-> {}", std::fs::read_link(&p).unwrap().display())
+        } else if m.is_file() {
+            format!(
+                "{:?} links={}",
+                std::fs::read_to_string(&p).unwrap(),
+                m.nlink()
+            )
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "{rel} {:o} {}:{} {what}",
+            m.mode(),
+            m.uid(),
+            m.gid()
+        ));
+        if m.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `cp -a` into a container and back keeps contents, modes, owners, links and hard links; running or not.
+pub fn cp_round_trips_a_tree(driver: &str) {
+    let d = daemon(driver);
+    let local = host_dir();
+    sample_tree(local.path());
+    let src = local.path().join("tree");
+    d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])
+        .ok();
+    d.husk(&["cp", "-a", src.to_str().unwrap(), "c:/srv"]).ok();
+    assert_eq!(
+        d.husk(&[
+            "exec",
+            "c",
+            "stat",
+            "-c",
+            "%a %u:%g",
+            "/srv/sub/file",
+            "/srv/run.sh",
+            "/srv/sticky"
+        ])
+        .ok(),
+        "640 1000:2000\n2755 0:0\n1777 0:0"
+    );
+    assert_eq!(
+        d.husk(&["exec", "c", "readlink", "/srv/abs"]).ok(),
+        "/etc/passwd"
+    );
+    let back = host_dir();
+    let out = back.path().join("tree");
+    d.husk(&["cp", "-a", "c:/srv", out.to_str().unwrap()]).ok();
+    assert_eq!(
+        describe_tree(&src),
+        describe_tree(&out),
+        "running container"
+    );
+    // Without -a, files copied in belong to root.
+    d.husk(&["cp", src.join("sub/file").to_str().unwrap(), "c:/owned"])
+        .ok();
+    assert_eq!(
+        d.husk(&["exec", "c", "stat", "-c", "%u:%g %a", "/owned"])
+            .ok(),
+        "0:0 640"
+    );
+    // `DIR/.` copies the contents; a stopped container copies the same.
+    d.husk(&["exec", "c", "mkdir", "/contents"]).ok();
+    d.husk(&["cp", "-a", &format!("{}/.", src.display()), "c:/contents"])
+        .ok();
+    d.husk(&["stop", "-t", "1", "c"]).ok();
+    let stopped = back.path().join("stopped");
+    d.husk(&["cp", "-a", "c:/contents", stopped.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        describe_tree(&src)[1..],
+        describe_tree(&stopped)[1..],
+        "stopped container"
+    );
+    // Into a stopped container, then read back from the running one.
+    d.husk(&["cp", "-a", src.join("sub").to_str().unwrap(), "c:/later"])
+        .ok();
+    d.husk(&["start", "c"]).ok();
+    assert_eq!(
+        d.husk(&["exec", "c", "cat", "/later/file"]).ok(),
+        "file content"
+    );
+    // Tar streams on stdin and stdout.
+    let tar = d.husk(&["cp", "c:/later/file", "-"]);
+    assert_eq!(tar.code, 0, "{}", tar.stderr);
+    let r = d.husk(&["cp", "c:/no/such/file", "-"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("no such file"), "{}", r.stderr);
+}
+
+/// A tar archive of one file named `name` holding `content`.
+fn tar_of(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, name, content).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// A raw tar header naming `name` (any bytes, `..` included), as a hostile archive would.
+fn raw_entry(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_old();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_mode(0o644);
+    h.set_size(content.len() as u64);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(content);
+    out.resize(512 + content.len().div_ceil(512) * 512, 0);
+    out.extend_from_slice(&[0; 1024]);
+    out
+}
+
+fn tar_file_content(tar: &[u8]) -> String {
+    let mut a = tar::Archive::new(tar);
+    let mut e = a.entries().unwrap().next().expect("an entry").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+    text
+}
+
+/// `cp` resolves paths inside the container: a link to `/etc` (absolute, or `../../..` climbing past the root)
+/// reads and writes the container's `/etc`, never the host's; archives cannot climb out either.
+pub fn cp_never_follows_links_out_of_the_container(driver: &str) {
+    let d = daemon(driver);
+    d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])
+        .ok();
+    d.husk(&[
+        "exec",
+        "c",
+        "sh",
+        "-c",
+        "ln -s /etc /evil; mkdir -p /a/b; ln -s ../../../../../../etc /a/b/up",
+    ])
+    .ok();
+    let container_passwd = d.husk(&["exec", "c", "cat", "/etc/passwd"]).ok();
+    let host_passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    assert_ne!(container_passwd.trim(), host_passwd.trim());
+    let local = host_dir();
+    for stopped in [false, true] {
+        if stopped {
+            d.husk(&["stop", "-t", "1", "c"]).ok();
+        }
+        for path in ["c:/evil/passwd", "c:/a/b/up/passwd"] {
+            let out = std::process::Command::new(common::husk_bin())
+                .args(["cp", path, "-"])
+                .env("HUSK_HOST", format!("unix://{}", d.socket.display()))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                tar_file_content(&out.stdout).trim(),
+                container_passwd,
+                "{path} (stopped: {stopped})"
+            );
+        }
+        let marker = unique("husk-cp-escape");
+        let file = local.path().join(&marker);
+        std::fs::write(&file, "escaped?").unwrap();
+        for dest in ["c:/evil/", "c:/a/b/up/"] {
+            d.husk(&["cp", file.to_str().unwrap(), dest]).ok();
+        }
+        d.husk(&[
+            "cp",
+            file.to_str().unwrap(),
+            &format!("c:/a/b/up/{marker}.renamed"),
+        ])
+        .ok();
+        let r = d.husk_input(
+            &["cp", "-", "c:/evil"],
+            &tar_of(&format!("{marker}.streamed"), b"x"),
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let r = d.husk_input(
+            &["cp", "-", "c:/a/b"],
+            &raw_entry(&format!("../../../../etc/{marker}.climb"), b"x"),
+        );
+        assert_ne!(r.code, 0, "an archive entry with .. is refused");
+        for name in [
+            marker.clone(),
+            format!("{marker}.renamed"),
+            format!("{marker}.streamed"),
+            format!("{marker}.climb"),
+        ] {
+            assert!(
+                !std::path::Path::new("/etc").join(&name).exists(),
+                "/etc/{name} appeared on the host"
+            );
+        }
+        assert_eq!(std::fs::read_to_string("/etc/passwd").unwrap(), host_passwd);
+        if stopped {
+            d.husk(&["start", "c"]).ok();
+        }
+        let inside = d.husk(&["exec", "c", "ls", "/etc"]).ok();
+        for name in [
+            marker.clone(),
+            format!("{marker}.renamed"),
+            format!("{marker}.streamed"),
+        ] {
+            assert!(
+                inside.lines().any(|l| l == name),
+                "{name} in the container's /etc: {inside}"
+            );
+        }
+    }
+}
+
+/// Files copied into a running container's volume land in the volume.
+pub fn cp_into_a_running_containers_volume(driver: &str) {
+    let d = daemon(driver);
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "-v",
+        "vol:/data",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let local = host_dir();
+    std::fs::write(local.path().join("f"), "into the volume").unwrap();
+    d.husk(&["cp", local.path().join("f").to_str().unwrap(), "c:/data/f"])
+        .ok();
+    assert_eq!(
+        d.husk(&["exec", "c", "cat", "/data/f"]).ok(),
+        "into the volume"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&d.husk(&["volume", "inspect", "vol"]).ok()).unwrap();
+    let data = v[0]["Mountpoint"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("{data}/f")).unwrap(),
+        "into the volume"
+    );
+}
+
+fn health(d: &Daemon, name: &str) -> String {
+    d.inspect(name)["State"]["Health"]["Status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn ps_status(d: &Daemon, name: &str) -> String {
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&d.husk(&["ps", "-a", "--format", "json"]).ok()).unwrap();
+    assert!(list.iter().any(|c| c["Name"] == name));
+    d.husk(&["ps", "-a"])
+        .ok()
+        .lines()
+        .find(|l| l.ends_with(name))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The health state follows the check (starting, unhealthy, healthy, unhealthy), shows in `ps` and
+/// `inspect`, and with `--health-on-failure kill` an unhealthy container is restarted by its policy.
+pub fn health_states_follow_the_check(driver: &str) {
+    let d = daemon(driver);
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "h",
+        "--health-cmd",
+        "test -e /tmp/healthy",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    assert_eq!(health(&d, "h"), "starting");
+    assert!(
+        ps_status(&d, "h").contains("(health: starting)"),
+        "{}",
+        ps_status(&d, "h")
+    );
+    assert!(Daemon::eventually(Duration::from_secs(10), || health(
+        &d, "h"
+    ) == "unhealthy"));
+    assert!(
+        ps_status(&d, "h").contains("(unhealthy)"),
+        "{}",
+        ps_status(&d, "h")
+    );
+    d.husk(&["exec", "h", "touch", "/tmp/healthy"]).ok();
+    assert!(Daemon::eventually(Duration::from_secs(10), || health(
+        &d, "h"
+    ) == "healthy"));
+    assert!(
+        ps_status(&d, "h").contains("(healthy)"),
+        "{}",
+        ps_status(&d, "h")
+    );
+    let state = &d.inspect("h")["State"]["Health"];
+    assert_eq!(state["FailingStreak"], 0);
+    let log = state["Log"].as_array().unwrap();
+    assert!(!log.is_empty() && log.len() <= 5);
+    assert_eq!(log.last().unwrap()["ExitCode"], 0);
+    d.husk(&["exec", "h", "rm", "/tmp/healthy"]).ok();
+    assert!(Daemon::eventually(Duration::from_secs(10), || health(
+        &d, "h"
+    ) == "unhealthy"));
+    assert!(
+        d.inspect("h")["State"]["Health"]["FailingStreak"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+    assert_eq!(
+        d.inspect("h")["State"]["Status"],
+        "running",
+        "an unhealthy container keeps running, as with Docker"
+    );
+    // Asked for: kill it when unhealthy, and its restart policy restarts it.
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "k",
+        "--restart",
+        "on-failure",
+        "--health-cmd",
+        "false",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "1",
+        "--health-on-failure",
+        "kill",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    assert!(
+        Daemon::eventually(Duration::from_secs(15), || d.inspect("k")["RestartCount"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1),
+        "{}",
+        d.inspect("k")
+    );
+    // A check that outlives its timeout fails, and is killed rather than left behind.
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--health-cmd",
+        "sleep 100",
+        "--health-timeout",
+        "300ms",
+        "--health-interval",
+        "400ms",
+        "--health-retries",
+        "1",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    assert!(Daemon::eventually(Duration::from_secs(10), || health(
+        &d, "slow"
+    ) == "unhealthy"));
+    let log = d.inspect("slow")["State"]["Health"]["Log"].clone();
+    let last = log.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["ExitCode"], -1);
+    assert!(
+        last["Output"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded timeout"),
+        "{last}"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let probes = d
+        .husk(&["exec", "slow", "ps"])
+        .ok()
+        .lines()
+        .filter(|l| l.ends_with("sleep 100"))
+        .count();
+    assert!(probes <= 1, "timed-out probes are killed ({probes} left)");
+    // No check at all.
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "n",
+        "--no-healthcheck",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    assert!(d.inspect("n")["State"]["Health"].is_null());
+}
+
+fn zombies(d: &Daemon, name: &str) -> usize {
+    let out = d
+        .husk(&[
+            "exec",
+            name,
+            "sh",
+            "-c",
+            "cat /proc/[0-9]*/stat 2>/dev/null | awk '{print $3}'",
+        ])
+        .ok();
+    out.lines().filter(|l| *l == "Z").count()
+}
+
+/// `--init` runs husk's init as PID 1: orphans are reaped, SIGTERM reaches the command.
+pub fn init_reaps_zombies_and_forwards_signals(driver: &str) {
+    let d = daemon(driver);
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "i",
+        "--init",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.1; done",
+    ])
+    .ok();
+    d.husk(&["run", "-d", "--name", "plain", IMAGE, "sleep", "1000"])
+        .ok();
+    assert!(Daemon::eventually(Duration::from_secs(5), || d
+        .husk(&["logs", "i"])
+        .stdout
+        .contains("ready")));
+    assert!(
+        d.husk(&["exec", "i", "cat", "/proc/1/cmdline"])
+            .ok()
+            .contains("husk-init")
+    );
+    for c in ["i", "plain"] {
+        d.husk(&["exec", c, "sh", "-c", "sleep 0.2 & exit 0"]).ok();
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(
+        zombies(&d, "plain") >= 1,
+        "without an init the orphan stays a zombie (the check can fail)"
+    );
+    assert_eq!(zombies(&d, "i"), 0, "the init reaped the orphan");
+    assert_eq!(d.inspect("i")["HostConfig"]["Init"], true);
+    assert_eq!(
+        d.inspect("i")["Config"]["Cmd"][0],
+        "sh",
+        "users see their command"
+    );
+    let t = std::time::Instant::now();
+    d.husk(&["stop", "-t", "10", "i"]).ok();
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "SIGTERM was forwarded, no SIGKILL needed"
+    );
+    assert_eq!(d.inspect("i")["State"]["ExitCode"], 3);
+    assert!(d.husk(&["logs", "i"]).ok().contains("got-term"));
+}
+
+/// `--ulimit` applies; a hard limit above the daemon's own is refused, naming both.
+pub fn ulimits_apply_and_are_bounded(driver: &str) {
+    let d = daemon(driver);
+    let out = d.husk(&[
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=123:456",
+        IMAGE,
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn",
+    ]);
+    assert_eq!(out.ok(), "123\n456");
+    // The test daemon inherits this process's limits.
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let too_high = format!("nofile=1024:{}", hard + 1);
+    let r = d.husk(&["run", "--rm", "--ulimit", &too_high, IMAGE, "true"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("above the daemon's own hard limit"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    let r = d.husk(&["run", "--rm", "--ulimit", "nofile=10:5", IMAGE, "true"]);
+    assert!(r.stderr.contains("soft limit"), "{}", r.stderr);
+}
+
+/// A volume some container uses, running or not, cannot be removed.
+pub fn volume_in_use_cannot_be_removed(driver: &str) {
+    let d = daemon(driver);
+    d.husk(&["volume", "create", "busy"]).ok();
+    d.husk(&["create", "--name", "idle", "-v", "busy:/d", IMAGE, "true"])
+        .ok();
+    let r = d.husk(&["volume", "rm", "busy"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("in use") && r.stderr.contains("idle"),
+        "{}",
+        r.stderr
+    );
+    d.husk(&[
+        "run", "-d", "--name", "live", "-v", "busy:/d", IMAGE, "sleep", "1000",
+    ])
+    .ok();
+    d.husk(&["rm", "idle"]).ok();
+    assert!(d.husk(&["volume", "rm", "busy"]).stderr.contains("live"));
+    assert_ne!(d.husk(&["volume", "prune", "-a", "-f"]).code, 1);
+    assert_eq!(volumes(&d), vec!["busy"], "prune leaves used volumes");
+    d.husk(&["rm", "-f", "live"]).ok();
+    d.husk(&["volume", "rm", "busy"]).ok();
+    assert!(volumes(&d).is_empty());
+}
+
+/// `--rm` (and `rm -v`) removes anonymous volumes and keeps named ones; plain `rm` keeps both.
+pub fn rm_removes_anonymous_volumes_and_keeps_named(driver: &str) {
+    let d = daemon(driver);
+    d.husk(&[
+        "run",
+        "--rm",
+        "-v",
+        "named:/n",
+        "-v",
+        "/anon",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo > /n/x; echo > /anon/y",
+    ])
+    .ok();
+    assert_eq!(volumes(&d), vec!["named"]);
+    d.husk(&[
+        "run", "-d", "--name", "k", "-v", "/anon", IMAGE, "sleep", "1000",
+    ])
+    .ok();
+    assert_eq!(volumes(&d).len(), 2);
+    d.husk(&["rm", "-f", "k"]).ok();
+    assert_eq!(
+        volumes(&d).len(),
+        2,
+        "plain rm keeps the anonymous volume, as Docker does"
+    );
+    d.husk(&["volume", "prune", "-f"]).ok();
+    assert_eq!(
+        volumes(&d),
+        vec!["named"],
+        "prune removes unused anonymous volumes"
+    );
+    d.husk(&[
+        "run", "-d", "--name", "k", "-v", "/anon", IMAGE, "sleep", "1000",
+    ])
+    .ok();
+    d.husk(&["rm", "-f", "-v", "k"]).ok();
+    assert_eq!(volumes(&d), vec!["named"]);
+}
+
+/// `--tmpfs` and `--mount type=tmpfs` mounts get their size and mode.
+pub fn tmpfs_size_and_mode_apply(driver: &str) {
+    let d = daemon(driver);
+    let out = d
+        .husk(&[
+            "run", "--rm", "--tmpfs", "/t:size=2m,mode=1770", "--mount", "type=tmpfs,dst=/m,tmpfs-size=1m",
+            IMAGE, "sh", "-c",
+            "stat -c %a /t; df -k /t | tail -1 | awk '{print $2}'; df -k /m | tail -1 | awk '{print $2}'; dd if=/dev/zero of=/t/big bs=1k count=4096 2>/dev/null || echo full",
+        ])
+        .ok();
+    assert_eq!(out, "1770\n2048\n1024\nfull");
+}
+
+/// `--label` is recorded and `ps --filter label=` selects by it.
+pub fn labels_filter_ps(driver: &str) {
+    let d = daemon(driver);
+    let a = d
+        .husk(&[
+            "run", "-d", "--name", "a", "--label", "tier=web", "--label", "flag", IMAGE, "sleep",
+            "1000",
+        ])
+        .ok();
+    let b = d
+        .husk(&[
+            "run", "-d", "--name", "b", "--label", "tier=db", IMAGE, "sleep", "1000",
+        ])
+        .ok();
+    let ids = |filter: &str| {
+        let mut v: Vec<String> = d
+            .husk(&["ps", "-q", "--no-trunc", "--filter", filter])
+            .ok()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids("label=tier=web"), vec![a.clone()]);
+    assert_eq!(ids("label=flag"), vec![a.clone()]);
+    let mut both = vec![a.clone(), b.clone()];
+    both.sort();
+    assert_eq!(ids("label=tier"), both);
+    assert!(ids("label=tier=none").is_empty());
+    assert_eq!(d.inspect("a")["Config"]["Labels"]["tier"], "web");
+}
+
+fn status_field(d: &Daemon, args: &[&str], field: &str) -> String {
+    let mut all = vec!["run", "--rm"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[IMAGE, "sh", "-c", "cat /proc/self/status"]);
+    let out = d.husk(&all).ok();
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {out}"))
+        .trim()
+        .to_string()
+}
+
+/// `--cap-add`/`--cap-drop`, `--security-opt seccomp=unconfined|PROFILE` and `no-new-privileges`.
+pub fn security_options_apply(driver: &str) {
+    let d = daemon(driver);
+    let caps = |args: &[&str]| u64::from_str_radix(&status_field(&d, args, "CapEff"), 16).unwrap();
+    let (chown, net_admin) = (1u64 << 0, 1u64 << 12);
+    let default = caps(&[]);
+    assert!(default & chown != 0 && default & net_admin == 0);
+    assert_eq!(caps(&["--cap-drop", "CHOWN"]) & chown, 0);
+    assert_ne!(caps(&["--cap-add", "NET_ADMIN"]) & net_admin, 0);
+    let r = d.husk(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "CHOWN",
+        IMAGE,
+        "chown",
+        "65534",
+        "/tmp",
+    ]);
+    assert_ne!(r.code, 0, "chown without CAP_CHOWN fails");
+    assert_eq!(status_field(&d, &[], "Seccomp"), "2");
+    assert_eq!(
+        status_field(&d, &["--security-opt", "seccomp=unconfined"], "Seccomp"),
+        "0"
+    );
+    let dir = host_dir();
+    let profile = dir.path().join("deny-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let r = d.husk(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        &opt,
+        IMAGE,
+        "sh",
+        "-c",
+        "mkdir /tmp/x && echo made; touch /tmp/y && echo touched",
+    ]);
+    assert_eq!(r.ok(), "touched", "the profile denies mkdir only");
+    assert_eq!(
+        status_field(&d, &[], "NoNewPrivs"),
+        "1",
+        "husk sets no-new-privileges by default"
+    );
+    assert_eq!(
+        status_field(
+            &d,
+            &["--security-opt", "no-new-privileges=false"],
+            "NoNewPrivs"
+        ),
+        "0"
+    );
+}
+
+/// `--stop-signal` is what `stop` sends; `--stop-timeout` is how long it waits before SIGKILL.
+pub fn stop_signal_and_timeout_apply(driver: &str) {
+    let d = daemon(driver);
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "s",
+        "--stop-signal",
+        "USR1",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 4' USR1; echo ready; while true; do sleep 0.1; done",
+    ])
+    .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "t",
+        "--stop-timeout",
+        "1",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap '' TERM; echo ready; while true; do sleep 0.1; done",
+    ])
+    .ok();
+    for c in ["s", "t"] {
+        assert!(Daemon::eventually(Duration::from_secs(5), || d
+            .husk(&["logs", c])
+            .stdout
+            .contains("ready")));
+    }
+    d.husk(&["stop", "s"]).ok();
+    assert_eq!(d.inspect("s")["State"]["ExitCode"], 4);
+    let t = std::time::Instant::now();
+    d.husk(&["stop", "t"]).ok();
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    assert_eq!(d.inspect("t")["State"]["ExitCode"], 137);
+    assert_eq!(d.inspect("t")["Config"]["StopTimeout"], 1);
+}
+
+/// `--group-add` adds supplementary groups, by number or by the image's group name.
+pub fn group_add_applies(driver: &str) {
+    let d = daemon(driver);
+    let out = d.husk(&[
+        "run",
+        "--rm",
+        "--group-add",
+        "4242",
+        "--group-add",
+        "nogroup",
+        "-u",
+        "nobody",
+        IMAGE,
+        "id",
+        "-G",
+    ]);
+    let groups: Vec<String> = out.ok().split_whitespace().map(str::to_string).collect();
+    assert!(groups.contains(&"4242".to_string()), "{groups:?}");
+    let out = d
+        .husk(&["run", "--rm", "--group-add", "nogroup", IMAGE, "id", "-G"])
+        .ok();
+    assert!(out.split_whitespace().any(|g| g == "65534"), "{out}");
+    let r = d.husk(&["run", "--rm", "--group-add", "nosuchgroup", IMAGE, "true"]);
+    assert_ne!(r.code, 0);
+}
+
+/// `--read-only` makes the root file system read-only; a `--tmpfs /tmp` stays writable.
+pub fn read_only_rootfs(driver: &str) {
+    let d = daemon(driver);
+    let out = d
+        .husk(&[
+            "run",
+            "--rm",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            IMAGE,
+            "sh",
+            "-c",
+            "touch /x 2>/dev/null && echo root-writable; touch /tmp/x && echo tmp-writable",
+        ])
+        .ok();
+    assert_eq!(out, "tmp-writable");
+}
+
+/// A sandbox's volume is shared by its containers and goes with the sandbox; others cannot mount it.
+pub fn sandbox_volumes_are_shared(driver: &str) {
+    let d = daemon(driver);
+    d.husk(&["sandbox", "create", "--name", "pod", "--volume", "cache"])
+        .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "w",
+        "--sandbox",
+        "pod",
+        "-v",
+        "cache:/c",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo shared > /c/f; sleep 1000",
+    ])
+    .ok();
+    assert!(Daemon::eventually(Duration::from_secs(5), || d
+        .husk(&[
+            "run",
+            "--rm",
+            "--sandbox",
+            "pod",
+            "-v",
+            "cache:/other",
+            IMAGE,
+            "cat",
+            "/other/f"
+        ])
+        .stdout
+        .contains("shared")));
+    let r = d.husk(&["run", "--rm", "-v", "pod_cache:/c", IMAGE, "true"]);
+    assert_ne!(
+        r.code, 0,
+        "a container outside the sandbox cannot mount its volume"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&d.husk(&["sandbox", "inspect", "pod"]).ok()).unwrap();
+    assert_eq!(v[0]["Volumes"], serde_json::json!(["cache"]));
+    d.husk(&["sandbox", "rm", "-f", "pod"]).ok();
+    assert!(volumes(&d).is_empty(), "the sandbox's volume went with it");
+}
+
 macro_rules! conformance {
     ($($driver:ident),*) => {
         $(
@@ -744,6 +1743,23 @@ macro_rules! conformance {
                 #[test] fn bad_input_is_refused_cleanly() { super::bad_input_is_refused_cleanly(stringify!($driver)) }
                 #[test] fn nothing_left_behind() { super::nothing_left_behind(stringify!($driver)) }
                 #[test] fn commit_or_a_clear_refusal() { super::commit_or_a_clear_refusal(stringify!($driver)) }
+                #[test] fn volume_data_survives_removal_and_daemon_restart() { super::volume_data_survives_removal_and_daemon_restart(stringify!($driver)) }
+                #[test] fn read_only_binds_refuse_writes() { super::read_only_binds_refuse_writes(stringify!($driver)) }
+                #[test] fn cp_round_trips_a_tree() { super::cp_round_trips_a_tree(stringify!($driver)) }
+                #[test] fn cp_never_follows_links_out_of_the_container() { super::cp_never_follows_links_out_of_the_container(stringify!($driver)) }
+                #[test] fn cp_into_a_running_containers_volume() { super::cp_into_a_running_containers_volume(stringify!($driver)) }
+                #[test] fn health_states_follow_the_check() { super::health_states_follow_the_check(stringify!($driver)) }
+                #[test] fn init_reaps_zombies_and_forwards_signals() { super::init_reaps_zombies_and_forwards_signals(stringify!($driver)) }
+                #[test] fn ulimits_apply_and_are_bounded() { super::ulimits_apply_and_are_bounded(stringify!($driver)) }
+                #[test] fn volume_in_use_cannot_be_removed() { super::volume_in_use_cannot_be_removed(stringify!($driver)) }
+                #[test] fn rm_removes_anonymous_volumes_and_keeps_named() { super::rm_removes_anonymous_volumes_and_keeps_named(stringify!($driver)) }
+                #[test] fn tmpfs_size_and_mode_apply() { super::tmpfs_size_and_mode_apply(stringify!($driver)) }
+                #[test] fn labels_filter_ps() { super::labels_filter_ps(stringify!($driver)) }
+                #[test] fn security_options_apply() { super::security_options_apply(stringify!($driver)) }
+                #[test] fn stop_signal_and_timeout_apply() { super::stop_signal_and_timeout_apply(stringify!($driver)) }
+                #[test] fn group_add_applies() { super::group_add_applies(stringify!($driver)) }
+                #[test] fn read_only_rootfs() { super::read_only_rootfs(stringify!($driver)) }
+                #[test] fn sandbox_volumes_are_shared() { super::sandbox_volumes_are_shared(stringify!($driver)) }
             }
         )*
     };

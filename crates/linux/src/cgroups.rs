@@ -66,6 +66,37 @@ pub fn cgroup_dirs(cgroup_path: &str) -> Vec<PathBuf> {
     dirs
 }
 
+/// PIDs of the processes in the cgroup, read straight from `cgroup.procs` of one hierarchy (cheap: no cgroup
+/// manager, which parses the mount table once per controller).
+pub fn procs(cgroup_path: &str) -> Vec<i32> {
+    for dir in cgroup_dirs(cgroup_path) {
+        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            return text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        }
+    }
+    Vec::new()
+}
+
+/// Removes the cgroup's directory in every hierarchy, retrying while the kernel still tears exited processes
+/// down (`EBUSY`). A cgroup that is not there is not an error.
+pub fn remove(cgroup_path: &str) -> Result<()> {
+    for dir in cgroup_dirs(cgroup_path) {
+        let mut attempt = 0;
+        loop {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 200 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => return Err(Error::io(format!("remove cgroup {}", dir.display()), e)),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn host_cpu_ns() -> u64 {
     // The first line of /proc/stat is the total of all CPUs in USER_HZ ticks (100 per second on Linux).
     let Ok(text) = std::fs::read_to_string("/proc/stat") else {

@@ -18,13 +18,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use husk_core::stdio::BoxStdio;
 use husk_core::{
-    Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver, DriverInfo, Error,
-    ErrorKind, ExitStatus, LogOptions, LogStream, NetworkConfig, NetworkStatus, ObservedState,
-    ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
+    ArchiveReader, Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver,
+    DriverInfo, Error, ErrorKind, ExitStatus, ExtractOptions, LogOptions, LogStream, NetworkConfig,
+    NetworkStatus, ObservedState, PathStat, ProcessConfig, Result, RootfsLayers, SandboxConfig,
+    SandboxRecord, SandboxRuntime, Stats, Top,
 };
 use nix::mount::{MntFlags, MsFlags};
 use serde_json::json;
 
+use crate::container_fs::{FsOp, FsRequest, FsTarget};
 use crate::shim::{Request, ShimClient, ShimConfig, ShimStatus, spawn_shim};
 use crate::spec::{NamespacePlan, SpecInput};
 use crate::{cgroups, namespaces, security, spec, user};
@@ -53,6 +55,8 @@ pub struct LinuxDriver {
     pauses: Mutex<HashMap<String, Arc<OwnedFd>>>,
     /// The default seccomp profile, compiled once per capability set.
     seccomp_programs: Arc<crate::seccomp_bpf::ProgramCache>,
+    /// Removals finishing in the background (network teardown), awaited at shutdown.
+    removals: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for LinuxDriver {
@@ -169,6 +173,7 @@ impl LinuxDriver {
             config,
             pauses: Mutex::new(HashMap::new()),
             seccomp_programs: Default::default(),
+            removals: tokio_util::task::TaskTracker::new(),
         })
     }
 
@@ -310,7 +315,7 @@ impl LinuxDriver {
     fn finish_removal_later(&self, owner: &str, ns_dir: PathBuf, dirs: Vec<PathBuf>) {
         let networks = self.config.networks.clone();
         let owner = owner.to_string();
-        tokio::spawn(async move {
+        self.removals.spawn(async move {
             let result = async {
                 remove_identity_blocking(networks, owner.clone(), ns_dir).await?;
                 for d in &dirs {
@@ -400,7 +405,11 @@ impl LinuxDriver {
         mkdir(&self.ctr_run_dir(id))?;
         self.ensure_rootfs(id, rootfs)?;
         let t_rootfs = t0.elapsed();
-        let resolved_user = user::resolve_user(&self.rootfs(id), &config.process.user)?;
+        let resolved_user = user::resolve_user_with_groups(
+            &self.rootfs(id),
+            &config.process.user,
+            &config.security.group_add,
+        )?;
         let (plan, etc_files, shm, network) = match sandbox {
             Some(sb) => {
                 let (plan, files, shm) = self.namespace_plan(sb)?;
@@ -446,7 +455,6 @@ impl LinuxDriver {
             shm,
             daemon_capabilities: &self.daemon_capabilities,
             cgroup_v2: self.cgroup_v2,
-            volume_paths: &[],
         };
         let mut oci = spec::container_spec(&input)?;
         let bundle = self.ctr_dir(id);
@@ -461,6 +469,7 @@ impl LinuxDriver {
             .map_err(|e| Error::io("write shim.json", e))?;
         let t_spec = t0.elapsed();
         let pid = self.start_shim(id).await?;
+        self.apply_propagation(config, pid).await?;
         tracing::debug!(rootfs = ?t_rootfs, namespaces = ?t_ns, spec = ?t_spec, shim = ?t0.elapsed(), "container created");
         Ok(ContainerRuntime {
             pid,
@@ -515,21 +524,18 @@ impl LinuxDriver {
         husk_image::unmount_rootfs(&self.rootfs(id))?;
         // Whatever libcontainer could not remove (a shim killed with -9): its state and the cgroup.
         remove_dir(&self.config.run_root.join("lc").join(id))?;
-        if let Ok(m) = cgroups::manager(&self.cgroup_path(id)) {
-            use libcgroups::common::CgroupManager;
-            if !cgroups::cgroup_dirs(&self.cgroup_path(id)).is_empty() {
-                if let Ok(pids) = m.get_all_pids() {
-                    for pid in pids {
-                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                    }
-                }
-                for _ in 0..50 {
-                    if m.remove().is_ok() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+        let cgroup = self.cgroup_path(id);
+        if !cgroups::cgroup_dirs(&cgroup).is_empty() {
+            for pid in cgroups::procs(&cgroup) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
+            let c = cgroup.clone();
+            tokio::task::spawn_blocking(move || cgroups::remove(&c))
+                .await
+                .map_err(|e| Error::internal(format!("cgroup removal task: {e}")))??;
         }
         remove_dir(&self.ctr_dir(id))?;
         if background {
@@ -539,6 +545,146 @@ impl LinuxDriver {
             self.remove_identity(id, &run_dir.join("ns")).await?;
             remove_dir(&run_dir)
         }
+    }
+
+    /// Runs `process` in the container through its shim, killed after `deadline_ms` if given.
+    async fn exec_process(
+        &self,
+        container: &ContainerRecord,
+        process: &ProcessConfig,
+        deadline_ms: Option<u64>,
+    ) -> Result<BoxStdio> {
+        let id = container.id();
+        let resolved_user = user::resolve_user_with_groups(
+            &self.rootfs(id),
+            &process.user,
+            &container.config.security.group_add,
+        )?;
+        let input = SpecInput {
+            config: &container.config,
+            process,
+            rootfs: &self.rootfs(id),
+            namespaces: NamespacePlan::default(),
+            cgroup_path: self.cgroup_path(id),
+            user: resolved_user,
+            etc_files: vec![],
+            shm: None,
+            daemon_capabilities: &self.daemon_capabilities,
+            cgroup_v2: self.cgroup_v2,
+        };
+        let process_json = spec::process_json(&input)?;
+        let (_, conn) = self
+            .shim(id)
+            .stream(&Request::Exec {
+                process: process_json,
+                stdin: process.stdin,
+                deadline_ms,
+            })
+            .await
+            .map_err(|e| {
+                if e.kind == ErrorKind::NotFound {
+                    Error::conflict(format!("container {} is not running", container.name()))
+                } else {
+                    e
+                }
+            })?;
+        Ok(Box::new(conn))
+    }
+
+    /// Sets the propagation of the container's binds and volumes, when one asks for more than `rprivate`
+    /// (libcontainer mounts them without propagation; see [`spec::bind_propagations`]).
+    async fn apply_propagation(&self, config: &ContainerConfig, pid: i32) -> Result<()> {
+        let mounts = spec::bind_propagations(config);
+        if mounts.is_empty() {
+            return Ok(());
+        }
+        let pidfd = crate::fs_helper::pidfd(pid)?;
+        let req = FsRequest {
+            target: FsTarget::Process,
+            op: FsOp::Propagation { mounts },
+        };
+        let output =
+            crate::fs_helper::command(&self.config.husk_binary, &req, Some(&pidfd), false)?
+                .output()
+                .await
+                .map_err(|e| Error::io("run the container-fs helper", e))?;
+        if !output.status.success() {
+            return Err(
+                crate::container_fs::helper_error(&output.stderr, output.status)
+                    .context("set the propagation of the container's mounts"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Where a helper finds the container's files: inside its init process's mount namespace when there is
+    /// one (with a pidfd of it, confirmed by the shim after it was opened, so it cannot be another process that
+    /// took the PID), else a view of the stopped container.
+    async fn fs_target(&self, container: &ContainerRecord) -> Result<(FsTarget, Option<OwnedFd>)> {
+        let id = container.id();
+        let alive = |r: &crate::shim::Response| {
+            matches!(
+                r.status,
+                Some(ShimStatus::Created | ShimStatus::Running | ShimStatus::Paused)
+            )
+        };
+        if let Ok(r) = self.shim(id).call(&Request::State).await
+            && alive(&r)
+            && let Some(pid) = r.pid.filter(|p| *p > 0)
+            && let Ok(pidfd) = crate::fs_helper::pidfd(pid)
+            && let Ok(again) = self.shim(id).call(&Request::State).await
+            && alive(&again)
+            && again.pid == Some(pid)
+        {
+            return Ok((FsTarget::Process, Some(pidfd)));
+        }
+        let layers: RootfsLayers = serde_json::from_value(
+            container.runtime.driver_data["rootfs"].clone(),
+        )
+        .map_err(|e| Error::internal(format!("the container's record lacks its layers: {e}")))?;
+        self.ensure_rootfs(id, &layers)?;
+        Ok((
+            FsTarget::View {
+                rootfs: self.rootfs(id),
+                readonly_rootfs: container.config.security.readonly_rootfs,
+                mounts: container.config.mounts.clone(),
+            },
+            None,
+        ))
+    }
+
+    /// Starts a container-fs helper for `op` on `container`, its stdout piped.
+    async fn fs_helper(
+        &self,
+        container: &ContainerRecord,
+        op: FsOp,
+    ) -> Result<tokio::process::Child> {
+        let (target, pidfd) = self.fs_target(container).await?;
+        crate::fs_helper::command(
+            &self.config.husk_binary,
+            &FsRequest { target, op },
+            pidfd.as_ref(),
+            false,
+        )?
+        .spawn()
+        .map_err(|e| Error::io("start the container-fs helper", e))
+    }
+
+    /// Starts a container-fs helper for `op` on `container`, its stdin piped.
+    async fn fs_helper_with_stdin(
+        &self,
+        container: &ContainerRecord,
+        op: FsOp,
+    ) -> Result<tokio::process::Child> {
+        let (target, pidfd) = self.fs_target(container).await?;
+        crate::fs_helper::command(
+            &self.config.husk_binary,
+            &FsRequest { target, op },
+            pidfd.as_ref(),
+            true,
+        )?
+        .spawn()
+        .map_err(|e| Error::io("start the container-fs helper", e))
     }
 
     fn reap_pause_later(&self, sandbox_id: &str, pidfd: OwnedFd) {
@@ -580,6 +726,13 @@ impl Driver for LinuxDriver {
             bind_mounts: true,
             volumes: true,
             privileged: true,
+            tmpfs: true,
+            readonly_rootfs: true,
+            ulimits: true,
+            init: true,
+            copy: true,
+            group_add: true,
+            security_options: true,
         }
     }
 
@@ -759,7 +912,8 @@ impl Driver for LinuxDriver {
                     |e| Error::internal(format!("the container's record lacks its layers: {e}")),
                 )?;
             self.ensure_rootfs(id, &layers)?;
-            self.start_shim(id).await?;
+            let pid = self.start_shim(id).await?;
+            self.apply_propagation(&container.config, pid).await?;
         }
         let r = shim.call(&Request::Start).await?;
         Ok(ContainerRuntime {
@@ -848,37 +1002,17 @@ impl Driver for LinuxDriver {
     }
 
     async fn exec(&self, container: &ContainerRecord, process: &ProcessConfig) -> Result<BoxStdio> {
-        let id = container.id();
-        let resolved_user = user::resolve_user(&self.rootfs(id), &process.user)?;
-        let input = SpecInput {
-            config: &container.config,
-            process,
-            rootfs: &self.rootfs(id),
-            namespaces: NamespacePlan::default(),
-            cgroup_path: self.cgroup_path(id),
-            user: resolved_user,
-            etc_files: vec![],
-            shm: None,
-            daemon_capabilities: &self.daemon_capabilities,
-            cgroup_v2: self.cgroup_v2,
-            volume_paths: &[],
-        };
-        let process_json = spec::process_json(&input)?;
-        let (_, conn) = self
-            .shim(id)
-            .stream(&Request::Exec {
-                process: process_json,
-                stdin: process.stdin,
-            })
-            .await
-            .map_err(|e| {
-                if e.kind == ErrorKind::NotFound {
-                    Error::conflict(format!("container {} is not running", container.name()))
-                } else {
-                    e
-                }
-            })?;
-        Ok(Box::new(conn))
+        self.exec_process(container, process, None).await
+    }
+
+    async fn exec_with_deadline(
+        &self,
+        container: &ContainerRecord,
+        process: &ProcessConfig,
+        deadline: Duration,
+    ) -> Result<BoxStdio> {
+        let ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        self.exec_process(container, process, Some(ms)).await
     }
 
     async fn attach(&self, container: &ContainerRecord, stdin: bool) -> Result<BoxStdio> {
@@ -914,6 +1048,18 @@ impl Driver for LinuxDriver {
 
     async fn stats(&self, container: &ContainerRecord) -> Result<Stats> {
         cgroups::stats(&self.cgroup_path(container.id()), container.runtime.pid)
+    }
+
+    async fn shutdown(&self) {
+        self.removals.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.removals.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "network teardown still running at shutdown; the next start finishes it"
+            );
+        }
     }
 
     async fn remove_orphans(
@@ -970,6 +1116,56 @@ impl Driver for LinuxDriver {
 
     async fn top(&self, container: &ContainerRecord) -> Result<Top> {
         cgroups::top(&self.cgroup_path(container.id()))
+    }
+
+    async fn stat_path(&self, container: &ContainerRecord, path: &str) -> Result<PathStat> {
+        let output = self
+            .fs_helper(
+                container,
+                FsOp::Stat {
+                    path: path.to_string(),
+                },
+            )
+            .await?
+            .wait_with_output()
+            .await
+            .map_err(|e| Error::io("run the container-fs helper", e))?;
+        if !output.status.success() {
+            return Err(crate::container_fs::helper_error(
+                &output.stderr,
+                output.status,
+            ));
+        }
+        serde_json::from_slice(&output.stdout)
+            .map_err(|e| Error::internal(format!("the container-fs helper's answer: {e}")))
+    }
+
+    async fn archive(&self, container: &ContainerRecord, path: &str) -> Result<ArchiveReader> {
+        let child = self
+            .fs_helper(
+                container,
+                FsOp::Archive {
+                    path: path.to_string(),
+                },
+            )
+            .await?;
+        Ok(Box::pin(crate::fs_helper::HelperOutput::new(child)?))
+    }
+
+    async fn extract(
+        &self,
+        container: &ContainerRecord,
+        dir: &str,
+        archive: ArchiveReader,
+        options: &ExtractOptions,
+    ) -> Result<()> {
+        let op = FsOp::Extract {
+            dir: dir.to_string(),
+            copy_owners: options.copy_owners,
+            no_overwrite_dir_non_dir: options.no_overwrite_dir_non_dir,
+        };
+        let child = self.fs_helper_with_stdin(container, op).await?;
+        crate::fs_helper::feed(child, archive).await
     }
 
     fn rootfs_changes(&self, container: &ContainerRecord) -> Option<PathBuf> {

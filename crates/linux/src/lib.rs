@@ -5,7 +5,9 @@
 //! [`security`]). The daemon side is [`LinuxDriver`].
 
 pub mod cgroups;
+pub mod container_fs;
 pub mod driver;
+mod fs_helper;
 pub mod logs;
 pub mod namespaces;
 pub mod seccomp_bpf;

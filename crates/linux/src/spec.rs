@@ -78,8 +78,6 @@ pub struct SpecInput<'a> {
     pub daemon_capabilities: &'a [String],
     /// Whether the host uses the unified cgroup v2 hierarchy.
     pub cgroup_v2: bool,
-    /// Host paths for named volumes, by volume name (the engine resolves them).
-    pub volume_paths: &'a [(String, PathBuf)],
 }
 
 fn mount(dest: &str, kind: &str, source: &str, options: &[&str]) -> Value {
@@ -144,7 +142,13 @@ fn default_mounts(input: &SpecInput<'_>) -> Vec<Value> {
     mounts
 }
 
-fn user_mount(m: &MountConfig, volumes: &[(String, PathBuf)]) -> Result<Value> {
+/// A user mount (bind, volume or tmpfs, as the engine completed it) as an OCI mount.
+///
+/// Binds and volumes are recursive binds of `host_path`; a read-only one is read-only recursively (`rro`:
+/// `mount_setattr(AT_RECURSIVE)`), so mounts below the source are read-only in the container too. Their
+/// propagation is set after the container is created (see [`bind_propagations`]): libcontainer's
+/// `open_tree`/`move_mount` flow does not apply it.
+fn user_mount(m: &MountConfig) -> Result<Value> {
     if !m.destination.starts_with('/') {
         return Err(Error::invalid(
             "mounts",
@@ -154,37 +158,31 @@ fn user_mount(m: &MountConfig, volumes: &[(String, PathBuf)]) -> Result<Value> {
             ),
         ));
     }
-    let ro = if m.readonly { "ro" } else { "rw" };
-    let mut options: Vec<String> = vec![ro.to_string()];
+    let access = if m.readonly { "ro" } else { "rw" };
     match m.kind.as_str() {
         "bind" | "volume" => {
-            let source = if m.kind == "volume" {
-                volumes
-                    .iter()
-                    .find(|(name, _)| *name == m.source)
-                    .map(|(_, p)| p.clone())
-                    .ok_or_else(|| {
-                        Error::invalid("mounts", format!("volume {:?} is not prepared", m.source))
-                    })?
-            } else {
-                PathBuf::from(&m.source)
-            };
-            options.insert(0, "rbind".into());
-            let has_propagation = m
-                .options
-                .iter()
-                .any(|o| o.contains("private") || o.contains("shared") || o.contains("slave"));
-            options.extend(m.options.iter().cloned());
-            if !has_propagation {
-                options.push("rprivate".into());
+            if m.host_path.is_empty() {
+                return Err(Error::internal(format!(
+                    "the {} mount on {} has no host path: the engine did not prepare it",
+                    m.kind, m.destination
+                )));
+            }
+            let mut options = vec!["rbind".to_string(), access.to_string()];
+            if m.readonly {
+                options.push("rro".into());
             }
             Ok(
-                json!({"destination": m.destination, "type": "bind", "source": source, "options": options}),
+                json!({"destination": m.destination, "type": "bind", "source": m.host_path, "options": options}),
             )
         }
         "tmpfs" => {
-            options.extend(["nosuid".to_string(), "nodev".to_string()]);
-            options.extend(m.options.iter().cloned());
+            let mut options = vec![access.to_string()];
+            options.extend(
+                m.options
+                    .iter()
+                    .filter(|o| *o != "ro" && *o != "rw")
+                    .cloned(),
+            );
             Ok(
                 json!({"destination": m.destination, "type": "tmpfs", "source": "tmpfs", "options": options}),
             )
@@ -194,6 +192,58 @@ fn user_mount(m: &MountConfig, volumes: &[(String, PathBuf)]) -> Result<Value> {
             format!("unknown mount type {other:?}: use bind, volume or tmpfs"),
         )),
     }
+}
+
+/// The propagation each bind and volume mount must get, as `(destination, mode)`, when any of them asks for
+/// one other than the default (`rprivate`); empty otherwise (the default needs no change).
+pub fn bind_propagations(config: &ContainerConfig) -> Vec<(String, String)> {
+    let binds = || {
+        config
+            .mounts
+            .iter()
+            .filter(|m| m.kind == "bind" || m.kind == "volume")
+    };
+    let special = binds().any(|m| !matches!(m.propagation(), None | Some("private" | "rprivate")));
+    if !special {
+        return Vec::new();
+    }
+    binds()
+        .map(|m| {
+            (
+                m.destination.clone(),
+                m.propagation().unwrap_or("rprivate").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The propagation of the container's root mount: private unless a bind needs to receive (`slave`) or share
+/// (`shared`) mount events with the host.
+fn rootfs_propagation(config: &ContainerConfig) -> &'static str {
+    let modes: Vec<&str> = config
+        .mounts
+        .iter()
+        .filter_map(|m| m.propagation())
+        .collect();
+    if modes.iter().any(|p| p.ends_with("shared")) {
+        "shared"
+    } else if modes.iter().any(|p| p.ends_with("slave")) {
+        "slave"
+    } else {
+        "private"
+    }
+}
+
+/// `--ulimit`s as OCI rlimits.
+fn rlimits(config: &ContainerConfig) -> Vec<Value> {
+    config
+        .ulimits
+        .iter()
+        .filter_map(|u| {
+            let kind = u.kernel_name()?;
+            Some(json!({"type": kind, "soft": husk_core::Ulimit::as_u64(u.soft), "hard": husk_core::Ulimit::as_u64(u.hard)}))
+        })
+        .collect()
 }
 
 /// The process's environment: the given one, plus `PATH`, `HOSTNAME`, `HOME` and (with a terminal) `TERM` when
@@ -253,15 +303,24 @@ pub fn process_json(input: &SpecInput<'_>) -> Result<Value> {
     if !input.user.additional_gids.is_empty() {
         user["additionalGids"] = json!(input.user.additional_gids);
     }
-    Ok(json!({
+    let mut process = json!({
         "terminal": p.tty,
         "user": user,
         "args": p.args,
         "env": process_env(p, &input.config.hostname, &input.user.home),
         "cwd": cwd,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        "noNewPrivileges": sec.no_new_privileges && !sec.privileged,
-    }))
+    });
+    // Only `true` is written: libcontainer takes an explicit `false` like `true` when it orders seccomp after
+    // the capability drop, and then cannot load a filter without no-new-privileges.
+    if sec.no_new_privileges && !sec.privileged {
+        process["noNewPrivileges"] = json!(true);
+    }
+    let limits = rlimits(input.config);
+    if !limits.is_empty() {
+        process["rlimits"] = json!(limits);
+    }
+    Ok(process)
 }
 
 /// Docker's default device allowlist: `mknod` of anything, and use of the standard pseudo-devices.
@@ -346,12 +405,13 @@ pub fn container_spec(input: &SpecInput<'_>) -> Result<Spec> {
         .unwrap_or_default();
     let mut mounts = default_mounts(input);
     for m in &input.config.mounts {
-        mounts.push(user_mount(m, input.volume_paths)?);
+        mounts.push(user_mount(m)?);
     }
     let mut linux = json!({
         "namespaces": namespaces_json(&input.namespaces, input.cgroup_v2),
         "cgroupsPath": input.cgroup_path,
         "resources": resources_json(input.config),
+        "rootfsPropagation": rootfs_propagation(input.config),
     });
     if !sec.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
@@ -414,6 +474,7 @@ mod tests {
             labels: Default::default(),
             stop_signal: None,
             stop_timeout: None,
+            ..Default::default()
         }
     }
 
@@ -448,7 +509,6 @@ mod tests {
             shm: None,
             daemon_capabilities: caps,
             cgroup_v2: false,
-            volume_paths: &[],
         }
     }
 
@@ -520,7 +580,10 @@ mod tests {
         let s = as_json(&container_spec(&input(&c, &caps)).unwrap());
         assert!(s["linux"].get("seccomp").is_none());
         assert!(s["linux"].get("maskedPaths").is_none());
-        assert_eq!(s["process"]["noNewPrivileges"], false);
+        assert!(
+            s["process"].get("noNewPrivileges").is_none(),
+            "no-new-privileges off is left out, not false"
+        );
         assert_eq!(
             s["process"]["capabilities"]["bounding"]
                 .as_array()
@@ -589,8 +652,7 @@ mod tests {
             kind: "nfs".into(),
             source: "x".into(),
             destination: "/x".into(),
-            readonly: false,
-            options: vec![],
+            ..Default::default()
         });
         assert_eq!(
             container_spec(&input(&c, &caps))
@@ -598,6 +660,113 @@ mod tests {
                 .field
                 .as_deref(),
             Some("mounts")
+        );
+    }
+
+    fn mount_of<'a>(s: &'a Value, dest: &str) -> &'a Value {
+        s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == dest)
+            .unwrap_or_else(|| panic!("no mount on {dest}"))
+    }
+
+    #[test]
+    fn user_mounts_binds_volumes_and_tmpfs() {
+        let mut c = config();
+        c.mounts = vec![
+            MountConfig {
+                kind: "bind".into(),
+                source: "/srv".into(),
+                destination: "/data".into(),
+                readonly: true,
+                host_path: "/srv".into(),
+                ..Default::default()
+            },
+            MountConfig {
+                kind: "volume".into(),
+                source: "db".into(),
+                destination: "/db".into(),
+                host_path: "/var/lib/husk/volumes/db/_data".into(),
+                ..Default::default()
+            },
+            MountConfig {
+                kind: "tmpfs".into(),
+                destination: "/scratch".into(),
+                options: vec!["size=1048576".into(), "mode=1770".into(), "nosuid".into()],
+                ..Default::default()
+            },
+        ];
+        let caps = daemon_caps();
+        let s = as_json(&container_spec(&input(&c, &caps)).unwrap());
+        let bind = mount_of(&s, "/data");
+        assert_eq!(bind["source"], "/srv");
+        assert_eq!(
+            bind["options"],
+            json!(["rbind", "ro", "rro"]),
+            "read-only all the way down"
+        );
+        let vol = mount_of(&s, "/db");
+        assert_eq!(
+            (vol["type"].as_str(), vol["source"].as_str()),
+            (Some("bind"), Some("/var/lib/husk/volumes/db/_data"))
+        );
+        assert_eq!(vol["options"], json!(["rbind", "rw"]));
+        let t = mount_of(&s, "/scratch");
+        assert_eq!(
+            t["options"],
+            json!(["rw", "size=1048576", "mode=1770", "nosuid"])
+        );
+        assert_eq!(s["linux"]["rootfsPropagation"], "private");
+        assert!(
+            bind_propagations(&c).is_empty(),
+            "default propagation needs no fix-up"
+        );
+        c.mounts[1].host_path.clear();
+        assert!(
+            container_spec(&input(&c, &caps)).is_err(),
+            "an unprepared volume is refused"
+        );
+    }
+
+    #[test]
+    fn propagation_and_rlimits() {
+        let mut c = config();
+        c.mounts = vec![
+            MountConfig {
+                kind: "bind".into(),
+                source: "/a".into(),
+                destination: "/a".into(),
+                options: vec!["rslave".into()],
+                host_path: "/a".into(),
+                ..Default::default()
+            },
+            MountConfig {
+                kind: "bind".into(),
+                source: "/b".into(),
+                destination: "/b".into(),
+                host_path: "/b".into(),
+                ..Default::default()
+            },
+        ];
+        c.ulimits = vec![
+            husk_core::Ulimit::parse("nofile=100:200").unwrap(),
+            husk_core::Ulimit::parse("core=0:unlimited").unwrap(),
+        ];
+        let caps = daemon_caps();
+        let s = as_json(&container_spec(&input(&c, &caps)).unwrap());
+        assert_eq!(s["linux"]["rootfsPropagation"], "slave");
+        assert_eq!(
+            bind_propagations(&c),
+            vec![
+                ("/a".to_string(), "rslave".to_string()),
+                ("/b".to_string(), "rprivate".to_string())
+            ]
+        );
+        assert_eq!(
+            s["process"]["rlimits"],
+            json!([{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}, {"type": "RLIMIT_CORE", "soft": 0, "hard": u64::MAX}])
         );
     }
 }

@@ -152,6 +152,46 @@ pub fn resolve_user_from(spec: &str, passwd: &str, group: &str) -> Result<Resolv
     })
 }
 
+/// Resolves `--group-add` entries (group names or numbers) against the group file text, as Docker does.
+pub fn resolve_groups_from(groups: &[String], group: &str) -> Result<Vec<u32>> {
+    let entries = parse_group(group);
+    groups
+        .iter()
+        .map(|g| match g.parse::<u32>() {
+            Ok(gid) => Ok(gid),
+            Err(_) => entries
+                .iter()
+                .find(|e| e.name == *g)
+                .map(|e| e.gid)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "group_add",
+                        format!("unable to find group {g}: no matching entries in the image's /etc/group"),
+                    )
+                }),
+        })
+        .collect()
+}
+
+/// Resolves `user` and adds the supplementary `groups` (`--group-add`), from the files of `rootfs`.
+pub fn resolve_user_with_groups(
+    rootfs: &Path,
+    user: &str,
+    groups: &[String],
+) -> Result<ResolvedUser> {
+    let mut resolved = resolve_user(rootfs, user)?;
+    if groups.is_empty() {
+        return Ok(resolved);
+    }
+    let group = read_in_root(rootfs, "etc/group", 4 << 20)?.unwrap_or_default();
+    for gid in resolve_groups_from(groups, &group)? {
+        if gid != resolved.gid && !resolved.additional_gids.contains(&gid) {
+            resolved.additional_gids.push(gid);
+        }
+    }
+    Ok(resolved)
+}
+
 /// Resolves `spec` against the files of the root filesystem at `rootfs`.
 pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
     const LIMIT: u64 = 4 << 20;
@@ -191,6 +231,16 @@ mod tests {
             Some("user")
         );
         assert!(resolve_user_from("www:nogroup", PASSWD, GROUP).is_err());
+    }
+
+    #[test]
+    fn added_groups_by_name_or_number() {
+        assert_eq!(
+            resolve_groups_from(&["staff".into(), "1234".into()], GROUP).unwrap(),
+            vec![50, 1234]
+        );
+        let e = resolve_groups_from(&["nosuch".into()], GROUP).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("group_add"));
     }
 
     #[test]

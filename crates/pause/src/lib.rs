@@ -5,6 +5,10 @@
 //! inherits the orphans of every container in the sandbox), and otherwise sleeps. It allocates nothing after
 //! start and links only libc, so its resident cost is a few pages. The same code runs as `husk pause` (the
 //! `linux` driver) and as the standalone static `husk-pause` binary (the `docker` driver's infra image).
+//!
+//! [`init`] is its sibling for containers: the tiny init `--init` runs as PID 1.
+
+pub mod init;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

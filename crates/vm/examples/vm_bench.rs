@@ -113,6 +113,7 @@ async fn echo_hi(client: &AgentClient, id: &str) -> String {
         labels: Default::default(),
         stop_signal: None,
         stop_timeout: None,
+        ..Default::default()
     };
     c.process.cwd = "/".into();
     client
@@ -153,6 +154,7 @@ fn meminfo_container() -> husk_core::ContainerConfig {
         labels: Default::default(),
         stop_signal: None,
         stop_timeout: None,
+        ..Default::default()
     }
 }
 

@@ -571,6 +571,14 @@ impl Driver for VmDriver {
             bind_mounts: false,
             volumes: false,
             privileged: false,
+            tmpfs: false,
+            readonly_rootfs: true,
+            ulimits: false,
+            init: false,
+            copy: false,
+            group_add: false,
+            // The guest runs containers without capability sets or seccomp: the VM is the boundary.
+            security_options: false,
         }
     }
 

@@ -63,6 +63,7 @@ pub fn container(id: &str, args: &[&str]) -> ContainerConfig {
         labels: Default::default(),
         stop_signal: None,
         stop_timeout: None,
+        ..Default::default()
     }
 }
 

@@ -347,6 +347,7 @@ impl Harness {
             labels: BTreeMap::new(),
             stop_signal: None,
             stop_timeout: None,
+            ..Default::default()
         }
     }
 
@@ -441,7 +442,7 @@ pub fn container_record(
         started_at: String::new(),
         error: String::new(),
         project: String::new(),
-        annotations: Default::default(),
+        ..Default::default()
     }
 }
 

@@ -68,6 +68,11 @@ pub enum Command {
     Stats(StatsArgs),
     /// Rename a container.
     Rename(RenameArgs),
+    /// Copy files between a container and the local file system (tar streams with `-`).
+    Cp(CpArgs),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Manage sandboxes.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
@@ -118,6 +123,12 @@ pub enum Command {
     /// (internal) The pause process of a sandbox's shared PID namespace.
     #[command(hide = true, name = "sandbox-pause")]
     SandboxPause,
+    /// (internal) Works on a container's files from inside its mount namespace (cp, mount propagation).
+    #[command(hide = true, name = "container-fs")]
+    ContainerFs {
+        /// The request (JSON).
+        request: String,
+    },
 }
 
 /// `husk daemon`.
@@ -269,6 +280,49 @@ pub struct RunArgs {
     /// Seconds to wait before killing the container on stop.
     #[arg(long = "stop-timeout")]
     pub stop_timeout: Option<u32>,
+    /// Mount a bind (/host:/ctr), a named volume (NAME:/ctr) or an anonymous volume (/ctr), with
+    /// :ro, :rw, :z, :nocopy or a propagation mode.
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// Mount: type=bind|volume|tmpfs,source=,destination=[,readonly][,bind-propagation=][,tmpfs-size=]...
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
+    /// Mount a tmpfs: /path[:size=64m,mode=1777,...].
+    #[arg(long = "tmpfs")]
+    pub tmpfs: Vec<String>,
+    /// Per-process limit: NAME=SOFT[:HARD] (e.g. nofile=1024:2048).
+    #[arg(long = "ulimit")]
+    pub ulimits: Vec<String>,
+    /// Run a tiny init as PID 1 that reaps zombies and forwards signals.
+    #[arg(long)]
+    pub init: bool,
+    /// Add a supplementary group (name or number).
+    #[arg(long = "group-add")]
+    pub group_add: Vec<String>,
+    /// Health check command (run with /bin/sh -c).
+    #[arg(long = "health-cmd")]
+    pub health_cmd: Option<String>,
+    /// Time between health checks (e.g. 30s).
+    #[arg(long = "health-interval")]
+    pub health_interval: Option<String>,
+    /// Time a health check may take.
+    #[arg(long = "health-timeout")]
+    pub health_timeout: Option<String>,
+    /// Failures in a row before the container is unhealthy.
+    #[arg(long = "health-retries")]
+    pub health_retries: Option<u32>,
+    /// Time after start during which health check failures do not count.
+    #[arg(long = "health-start-period")]
+    pub health_start_period: Option<String>,
+    /// Time between health checks during the start period.
+    #[arg(long = "health-start-interval")]
+    pub health_start_interval: Option<String>,
+    /// Disable any health check, the image's included.
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
+    /// When unhealthy: none (default, as Docker), kill (then the restart policy decides), restart or stop.
+    #[arg(long = "health-on-failure")]
+    pub health_on_failure: Option<String>,
     /// Keep stdin open.
     #[arg(short = 'i', long)]
     pub interactive: bool,
@@ -335,6 +389,9 @@ pub struct RmArgs {
     /// Remove running containers too.
     #[arg(short = 'f', long)]
     pub force: bool,
+    /// Remove the anonymous volumes only these containers used.
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
     /// Containers.
     #[arg(required = true)]
     pub containers: Vec<String>,
@@ -501,6 +558,9 @@ pub struct SandboxCreateArgs {
     /// Label KEY=VALUE.
     #[arg(short = 'l', long = "label")]
     pub labels: Vec<String>,
+    /// A volume of the sandbox (its containers mount it with -v NAME:/path); removed with the sandbox.
+    #[arg(long = "volume")]
+    pub volumes: Vec<String>,
 }
 
 /// `husk sandbox ls`.
@@ -760,6 +820,97 @@ pub struct NetworkCreateArgs {
     pub bridge: Option<String>,
     /// Network name.
     pub name: String,
+}
+
+/// `husk cp`.
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Keep owners (uid and gid) from the source.
+    #[arg(short = 'a', long)]
+    pub archive: bool,
+    /// Follow a symbolic link given as the source.
+    #[arg(short = 'L', long = "follow-link")]
+    pub follow_link: bool,
+    /// CONTAINER:PATH, a local path, or - (a tar stream on stdin).
+    pub source: String,
+    /// CONTAINER:PATH, a local path, or - (a tar stream on stdout).
+    pub destination: String,
+}
+
+/// `husk volume ...`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume.
+    Create(VolumeCreateArgs),
+    /// List volumes.
+    #[command(alias = "list")]
+    Ls(VolumeLsArgs),
+    /// Show volumes in detail (JSON).
+    Inspect(VolumeNamesArgs),
+    /// Remove volumes (never one a container uses).
+    Rm(VolumeRmArgs),
+    /// Remove unused anonymous volumes (with --all, unused named ones too).
+    Prune(VolumePruneArgs),
+}
+
+/// `husk volume create`.
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    /// Driver (only local).
+    #[arg(short = 'd', long, default_value = "local")]
+    pub driver: String,
+    /// Label KEY=VALUE.
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Driver option KEY=VALUE (the local driver takes none).
+    #[arg(short = 'o', long = "opt")]
+    pub opts: Vec<String>,
+    /// Name (a random one when absent).
+    pub name: Option<String>,
+}
+
+/// `husk volume ls`.
+#[derive(Debug, Args)]
+pub struct VolumeLsArgs {
+    /// Only names.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Output format: table or json.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Filter: dangling=true|false, label=KEY[=VALUE], name=NAME, driver=DRIVER.
+    #[arg(short = 'f', long)]
+    pub filter: Vec<String>,
+}
+
+/// Volume names.
+#[derive(Debug, Args)]
+pub struct VolumeNamesArgs {
+    /// Volumes.
+    #[arg(required = true)]
+    pub volumes: Vec<String>,
+}
+
+/// `husk volume rm`.
+#[derive(Debug, Args)]
+pub struct VolumeRmArgs {
+    /// No error for volumes that do not exist.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Volumes.
+    #[arg(required = true)]
+    pub volumes: Vec<String>,
+}
+
+/// `husk volume prune`.
+#[derive(Debug, Args)]
+pub struct VolumePruneArgs {
+    /// Named volumes too.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not ask for confirmation.
+    #[arg(short = 'f', long)]
+    pub force: bool,
 }
 
 /// `husk info`.

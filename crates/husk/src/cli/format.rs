@@ -32,7 +32,11 @@ pub fn seconds_since(time: &str) -> i64 {
 pub fn status_text(c: &ContainerView) -> String {
     let s = &c.state;
     match s.status {
-        ContainerStatus::Running => format!("Up {}", human_duration(seconds_since(&s.started_at))),
+        ContainerStatus::Running => format!(
+            "Up {}{}",
+            human_duration(seconds_since(&s.started_at)),
+            health_suffix(c)
+        ),
         ContainerStatus::Paused => format!(
             "Up {} (Paused)",
             human_duration(seconds_since(&s.started_at))
@@ -51,6 +55,15 @@ pub fn status_text(c: &ContainerView) -> String {
         ContainerStatus::Creating => "Creating".into(),
         ContainerStatus::Removing => "Removal In Progress".into(),
         ContainerStatus::Dead => "Dead".into(),
+    }
+}
+
+/// ` (healthy)`, ` (unhealthy)`, ` (health: starting)`, or nothing without a health check.
+fn health_suffix(c: &ContainerView) -> String {
+    match c.state.health.as_ref().map(|h| h.status.as_str()) {
+        Some("starting") => " (health: starting)".into(),
+        Some(status) => format!(" ({status})"),
+        None => String::new(),
     }
 }
 

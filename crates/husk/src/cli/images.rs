@@ -117,13 +117,27 @@ pub async fn prepare_run_image(client: &Client, image: &str, policy: &str) -> Re
     if !pull {
         return Ok(policy);
     }
+    pull_for_run(client, image).await?;
+    Ok(PullPolicy::Missing)
+}
+
+/// Pulls `image` for `run`/`create`, with progress on stderr when it is a terminal.
+pub async fn pull_for_run(client: &Client, image: &str) -> Result<()> {
     let pulled = pull_with_progress(client, image, None, false, Screen::Stderr).await?;
     eprintln!("Digest: {}", pulled.digest);
     eprintln!(
         "Status: Downloaded image for {}",
         familiar(&pulled.reference)
     );
-    Ok(PullPolicy::Missing)
+    Ok(())
+}
+
+/// Whether the daemon refused because the image is not there (and may be pulled).
+pub fn is_missing_image(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::client::DaemonError>()
+        .is_some_and(|d| {
+            d.0.kind == husk_core::ErrorKind::NotFound && d.0.field.as_deref() == Some("image")
+        })
 }
 
 /// Whether the daemon has the image (a name it cannot parse counts as present: the create reports it).

@@ -2,11 +2,13 @@
 
 pub mod args;
 mod capsule;
+mod cp;
 mod format;
 mod identity;
 mod images;
 mod progress;
 mod stdio;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,11 +18,13 @@ use args::*;
 use http::Method;
 use husk_core::{MountConfig, NetworkConfig, PortMapping, Resources, RestartPolicy, units};
 use husk_engine::{
-    ContainerCreate, ContainerView, ExecCreate, SandboxCreate, SandboxView, WaitResult,
+    ContainerCreate, ContainerView, ExecCreate, HealthcheckRequest, SandboxCreate, SandboxView,
+    WaitResult,
 };
 
 use crate::client::{Client, encode};
 use format::{human_size, print_table, short, status_text};
+use husk_image::PullPolicy;
 
 /// Runs a client command; returns the process exit code.
 pub async fn run(host: &str, command: Command) -> Result<i32> {
@@ -72,7 +76,10 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
                 client
                     .call(
                         Method::DELETE,
-                        &format!("/husk/v1/containers/{c}?force={}", a.force),
+                        &format!(
+                            "/husk/v1/containers/{c}?force={}&volumes={}",
+                            a.force, a.volumes
+                        ),
                         None::<&()>,
                     )
                     .await
@@ -109,6 +116,8 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
                 .await?;
             Ok(0)
         }
+        Command::Cp(a) => cp::cp(&client, a).await,
+        Command::Volume(cmd) => volumes::volume(&client, cmd).await,
         Command::Sandbox(cmd) => sandbox(&client, cmd).await,
         Command::Image(cmd) => image(&client, cmd).await,
         Command::Images(a) => image(&client, ImageCommand::Ls(a)).await,
@@ -133,7 +142,10 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Daemon(_) | Command::Shim { .. } | Command::SandboxPause => {
+        Command::Daemon(_)
+        | Command::Shim { .. }
+        | Command::SandboxPause
+        | Command::ContainerFs { .. } => {
             unreachable!("handled in main")
         }
     }
@@ -150,7 +162,7 @@ fn t_query(t: Option<u32>) -> String {
 }
 
 /// Runs `f` for every name, printing each name that succeeded and each error; fails if any failed.
-async fn each<F, Fut>(names: &[String], f: F) -> Result<i32>
+pub(crate) async fn each<F, Fut>(names: &[String], f: F) -> Result<i32>
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
@@ -168,7 +180,7 @@ where
     Ok(if failed { 1 } else { 0 })
 }
 
-fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
+pub(crate) fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     labels
         .iter()
         .map(|l| match l.split_once('=') {
@@ -287,7 +299,7 @@ fn create_request(a: &RunArgs) -> Result<ContainerCreate> {
         security_opt: read_security_opts(&a.security_opt)?,
         read_only: a.read_only,
         labels: parse_labels(&a.labels)?,
-        mounts: Vec::<MountConfig>::new(),
+        mounts: mounts(a)?,
         network: network_config(
             a.network.clone(),
             &a.publish,
@@ -299,7 +311,73 @@ fn create_request(a: &RunArgs) -> Result<ContainerCreate> {
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
         pull: a.pull.parse()?,
+        init: a.init,
+        ulimits: a
+            .ulimits
+            .iter()
+            .map(|u| husk_core::Ulimit::parse(u))
+            .collect::<husk_core::Result<_>>()?,
+        group_add: a.group_add.clone(),
+        healthcheck: healthcheck(a)?,
         ..Default::default()
+    })
+}
+
+/// `-v`, `--mount` and `--tmpfs`, in that order; a relative bind source is made absolute here (it means a path
+/// of this shell's).
+fn mounts(a: &RunArgs) -> Result<Vec<MountConfig>> {
+    let mut out = Vec::new();
+    for v in &a.volumes {
+        out.push(MountConfig::parse_volume_flag(v)?);
+    }
+    for m in &a.mounts {
+        out.push(MountConfig::parse_mount_flag(m)?);
+    }
+    for t in &a.tmpfs {
+        out.push(MountConfig::parse_tmpfs_flag(t)?);
+    }
+    for m in out.iter_mut().filter(|m| m.kind == "bind") {
+        if m.source.starts_with('~') {
+            let home =
+                std::env::var("HOME").context("expand ~ in a bind source: HOME is not set")?;
+            m.source = m.source.replacen('~', &home, 1);
+        }
+        if !m.source.starts_with('/') {
+            let cwd = std::env::current_dir().context("find the current directory")?;
+            m.source = cwd.join(&m.source).display().to_string();
+        }
+    }
+    Ok(out)
+}
+
+/// The `--health-*` flags (`None` when none is given: the image's check applies).
+fn healthcheck(a: &RunArgs) -> Result<Option<HealthcheckRequest>> {
+    if a.no_healthcheck {
+        if a.health_cmd.is_some() {
+            bail!("conflicting options: --no-healthcheck and --health-cmd");
+        }
+        return Ok(Some(HealthcheckRequest {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        }));
+    }
+    let r = HealthcheckRequest {
+        test: a
+            .health_cmd
+            .as_ref()
+            .map(|c| vec!["CMD-SHELL".to_string(), c.clone()])
+            .unwrap_or_default(),
+        interval: a.health_interval.clone(),
+        timeout: a.health_timeout.clone(),
+        start_period: a.health_start_period.clone(),
+        start_interval: a.health_start_interval.clone(),
+        retries: a.health_retries,
+        on_failure: a.health_on_failure.clone(),
+    };
+    Ok(if r == HealthcheckRequest::default() {
+        None
+    } else {
+        Some(r)
     })
 }
 
@@ -308,57 +386,65 @@ async fn run_container(client: &Client, a: RunArgs, start: bool) -> Result<i32> 
         bail!("conflicting options: --rm and --restart cannot be used together");
     }
     let mut req = create_request(&a)?;
-    req.pull = images::prepare_run_image(client, &a.image, &a.pull).await?;
-    let view: ContainerView = client
-        .json(Method::POST, "/husk/v1/containers", Some(&req))
-        .await?;
     if !start {
-        println!("{}", view.id);
-        return Ok(0);
-    }
-    if a.detach {
-        client
-            .post(&format!("/husk/v1/containers/{}/start", view.id))
+        req.pull = images::prepare_run_image(client, &a.image, &a.pull).await?;
+        let view: ContainerView = client
+            .json(Method::POST, "/husk/v1/containers", Some(&req))
             .await?;
         println!("{}", view.id);
         return Ok(0);
     }
-    let stream = client
-        .upgrade(
-            &format!(
-                "/husk/v1/containers/{}/attach?stdin={}",
-                view.id, a.interactive
-            ),
-            None::<&()>,
-        )
-        .await?;
-    if let Err(e) = client
-        .post(&format!("/husk/v1/containers/{}/start", view.id))
-        .await
-    {
-        if a.rm {
-            let _ = client
-                .call(
-                    Method::DELETE,
-                    &format!("/husk/v1/containers/{}?force=true", view.id),
-                    None::<&()>,
-                )
-                .await;
+    // One request creates, attaches and starts. With the `missing` policy it first goes without pulling, and
+    // pulls (with progress on the terminal) only when the daemon says the image is not there.
+    let policy: PullPolicy = a
+        .pull
+        .parse()
+        .map_err(|e: husk_core::Error| anyhow!(e.message))?;
+    req.pull = match policy {
+        PullPolicy::Always => images::prepare_run_image(client, &a.image, &a.pull).await?,
+        _ => PullPolicy::Never,
+    };
+    let path = format!(
+        "/husk/v1/containers/run?detach={}&stdin={}",
+        a.detach, a.interactive
+    );
+    let mut pulled = false;
+    loop {
+        let attempt = if a.detach {
+            client
+                .json::<ContainerView>(Method::POST, &path, Some(&req))
+                .await
+                .map(|view| {
+                    println!("{}", view.id);
+                    None
+                })
+        } else {
+            client.upgrade_with_id(&path, Some(&req)).await.map(Some)
+        };
+        match attempt {
+            Ok(None) => return Ok(0),
+            Ok(Some((stream, id))) => {
+                let code = stdio::pump(stream, a.interactive, a.tty).await?;
+                if a.rm {
+                    // The daemon removes it; wait until it has, so the caller sees it gone.
+                    let _ = client
+                        .call(
+                            Method::POST,
+                            &format!("/husk/v1/containers/{id}/wait?condition=removed"),
+                            None::<&()>,
+                        )
+                        .await;
+                }
+                return Ok(code);
+            }
+            Err(e) if policy == PullPolicy::Missing && !pulled && images::is_missing_image(&e) => {
+                eprintln!("Unable to find image '{}' locally", a.image);
+                images::pull_for_run(client, &a.image).await?;
+                pulled = true;
+            }
+            Err(e) => return Err(e),
         }
-        return Err(e);
     }
-    let code = stdio::pump(stream, a.interactive, a.tty).await?;
-    if a.rm {
-        // The daemon removes it; wait until it has, so the caller sees it gone.
-        let _ = client
-            .call(
-                Method::POST,
-                &format!("/husk/v1/containers/{}/wait?condition=removed", view.id),
-                None::<&()>,
-            )
-            .await;
-    }
-    Ok(code)
 }
 
 async fn start(client: &Client, a: StartArgs) -> Result<i32> {
@@ -558,15 +644,18 @@ async fn inspect(client: &Client, a: InspectArgs) -> Result<i32> {
     let mut failed = false;
     for name in &a.names {
         let kinds: Vec<&str> = match a.kind.as_deref() {
-            Some(k @ ("container" | "sandbox" | "image")) => vec![k],
-            Some(other) => bail!("unknown --type {other:?}: use container, sandbox or image"),
-            None => vec!["container", "sandbox", "image"],
+            Some(k @ ("container" | "sandbox" | "image" | "volume")) => vec![k],
+            Some(other) => {
+                bail!("unknown --type {other:?}: use container, sandbox, image or volume")
+            }
+            None => vec!["container", "sandbox", "image", "volume"],
         };
         let mut found = None;
         for kind in kinds {
             let path = match kind {
                 "container" => format!("/husk/v1/containers/{name}"),
                 "sandbox" => format!("/husk/v1/sandboxes/{name}"),
+                "volume" => format!("/husk/v1/volumes/{name}"),
                 _ => format!("/husk/v1/images/inspect?name={}", encode(name)),
             };
             if let Ok(v) = client.get::<serde_json::Value>(&path).await {
@@ -709,6 +798,7 @@ async fn sandbox(client: &Client, cmd: SandboxCommand) -> Result<i32> {
                     pids_limit: None,
                 },
                 labels: parse_labels(&a.labels)?,
+                volumes: a.volumes,
                 ..Default::default()
             };
             let sb: SandboxView = client

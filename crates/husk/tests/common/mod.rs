@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The husk binary under test.
+/// The husk binary under test: `HUSK_TEST_BINARY` when set (a build of one's own when several worktrees share a
+/// target directory, whose `debug/husk` is whichever built last), else the one Cargo built for these tests.
 pub fn husk_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_husk"))
+    std::env::var_os("HUSK_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_husk")))
 }
 
 /// The repository's root.
@@ -441,8 +444,11 @@ impl Drop for Daemon {
                     let _ = self.husk(&["sandbox", "rm", "-f", id]);
                 }
             }
+            // Network teardown finishes in the background: let it, so no CNI rule outlives the test.
+            let _ = Daemon::eventually(Duration::from_secs(10), || self.leftovers().is_empty());
             self.kill9();
         }
+        remove_bridge_rules(&self.bridge);
         for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
             .flatten()
@@ -475,6 +481,52 @@ impl Drop for Daemon {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
     }
+}
+
+/// Deletes the iptables rules that name `bridge` (husk's localnet guard, left when a test deletes the bridge).
+pub fn remove_bridge_rules(bridge: &str) {
+    let Ok(out) = Command::new("iptables-save")
+        .args(["-t", "filter"])
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(rule) = line.strip_prefix("-A INPUT ")
+            && line.contains(&format!("-i {bridge} "))
+        {
+            let mut args = vec![
+                "-t".to_string(),
+                "filter".to_string(),
+                "-D".to_string(),
+                "INPUT".to_string(),
+            ];
+            args.extend(shell_words(rule));
+            let _ = Command::new("iptables").args(&args).status();
+        }
+    }
+}
+
+/// Splits an iptables-save rule into arguments (double-quoted words keep their spaces).
+fn shell_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !current.is_empty() {
+                    words.push(std::mem::take(&mut current));
+                }
+            }
+            _ => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
 }
 
 /// The inode of a process's namespace of `kind`.

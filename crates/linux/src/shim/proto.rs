@@ -69,6 +69,9 @@ pub enum Request {
         process: serde_json::Value,
         /// Keep the process's stdin open for the client's input.
         stdin: bool,
+        /// Kill the process (SIGKILL) if it still runs this many milliseconds after it started.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
     },
     /// Resize the main process's terminal.
     Resize {

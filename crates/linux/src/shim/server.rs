@@ -218,13 +218,8 @@ impl Shim {
             return nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.init_pid), sig)
                 .map_err(|e| lc_err("signal the main process", e));
         }
-        let manager = crate::cgroups::manager(&self.cfg.cgroup_path)?;
-        use libcgroups::common::CgroupManager;
-        let pids = manager
-            .get_all_pids()
-            .map_err(|e| lc_err("list the container's processes", e))?;
-        for pid in pids {
-            let _ = nix::sys::signal::kill(pid, sig);
+        for pid in crate::cgroups::procs(&self.cfg.cgroup_path) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
         }
         Ok(())
     }
@@ -530,16 +525,18 @@ async fn finish(
     }
 }
 
-/// Removes libcontainer's state and the container's cgroup (retrying while the kernel still tears processes down).
+/// Removes libcontainer's state and the container's cgroup. The container's processes are all gone, there are
+/// no hooks, so this is two plain removals: libcontainer's own `delete` would build a cgroup manager, which
+/// parses the mount table once per controller (tens of milliseconds on a v1 host, on every container's exit).
 fn delete_container_state(shim: &Shim) {
-    for attempt in 0..50 {
-        match shim.container.borrow_mut().delete(true) {
-            Ok(()) => return,
-            Err(e) if attempt == 49 => {
-                eprintln!("husk shim: delete container state: {}", describe(&e))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
+    if let Err(e) = crate::cgroups::remove(&shim.cfg.cgroup_path) {
+        eprintln!("husk shim: {e}");
+    }
+    let state = shim.cfg.state_root.join(&shim.cfg.id);
+    if let Err(e) = std::fs::remove_dir_all(&state)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!("husk shim: remove {}: {e}", state.display());
     }
 }
 
@@ -579,7 +576,11 @@ async fn handle_connection(shim: &Rc<Shim>, conn: UnixStream) {
     };
     match request {
         Request::Attach { stdin } => return attach(shim, reader, conn, stdin).await,
-        Request::Exec { process, stdin } => return exec(shim, reader, conn, process, stdin).await,
+        Request::Exec {
+            process,
+            stdin,
+            deadline_ms,
+        } => return exec(shim, reader, conn, process, stdin, deadline_ms).await,
         Request::Wait => {
             let exit = shim.exit.borrow().clone();
             let exit = match exit {
@@ -779,6 +780,7 @@ async fn exec(
     mut conn: OwnedWriteHalf,
     process: serde_json::Value,
     stdin: bool,
+    deadline_ms: Option<u64>,
 ) {
     if shim.status.get() != ShimStatus::Running {
         respond(
@@ -870,7 +872,18 @@ async fn exec(
     };
     drop(sink);
     let input = tokio::task::spawn_local(forward_input(reader, RefCell::new(stdin_fd), terminal));
-    let code = exit_rx.await.unwrap_or(255);
+    let mut exit_rx = exit_rx;
+    let code = match deadline_ms {
+        None => exit_rx.await.unwrap_or(255),
+        Some(ms) => tokio::select! {
+            code = &mut exit_rx => code.unwrap_or(255),
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => {
+                // Past its deadline: kill it (it is still ours to reap, so the PID is still this process).
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                exit_rx.await.unwrap_or(255)
+            }
+        },
+    };
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(pumps)).await;
     input.abort();
     let _ = tx.send(Frame::Exit(code));

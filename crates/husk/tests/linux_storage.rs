@@ -1,0 +1,405 @@
+//! Mount behaviour of the `linux` driver that goes beyond what every driver must do (the conformance suite
+//! covers that): read-only binds are read-only all the way down, bind propagation, image `VOLUME`s and
+//! `HEALTHCHECK`s, volume population, `cp` against a stopped container with a read-only root.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Daemon, IMAGE};
+
+fn daemon() -> Daemon {
+    Daemon::start(&["--driver", "linux"])
+}
+
+/// A host directory removed (and unmounted below) at the end of the test, even when it fails.
+struct HostDir {
+    dir: tempfile::TempDir,
+    mounts: Vec<PathBuf>,
+}
+
+impl HostDir {
+    fn new() -> HostDir {
+        HostDir {
+            dir: tempfile::Builder::new()
+                .prefix("hkls")
+                .tempdir_in("/tmp")
+                .unwrap(),
+            mounts: Vec::new(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn mount(&mut self, args: &[&str], target: &Path) {
+        let status = Command::new("mount")
+            .args(args)
+            .arg(target)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount {args:?} {}", target.display());
+        self.mounts.push(target.to_path_buf());
+    }
+}
+
+impl Drop for HostDir {
+    fn drop(&mut self) {
+        for m in self.mounts.iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+}
+
+/// A read-only bind is read-only below its source's own mounts too (`rro`); a read-write one is not.
+#[test]
+fn read_only_binds_are_read_only_below() {
+    let d = daemon();
+    let mut host = HostDir::new();
+    let sub = host.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    host.mount(&["-t", "tmpfs", "-o", "size=1m", "tmpfs"], &sub);
+    let src = host.path().to_str().unwrap().to_string();
+    let try_write = "echo x > /b/sub/new 2>/dev/null && echo wrote || echo refused";
+    for flag in [
+        format!("{src}:/b:ro"),
+        format!("type=bind,src={src},dst=/b,readonly"),
+    ] {
+        let kind = if flag.starts_with("type=") {
+            "--mount"
+        } else {
+            "-v"
+        };
+        let out = d
+            .husk(&["run", "--rm", kind, &flag, IMAGE, "sh", "-c", try_write])
+            .ok();
+        assert_eq!(out, "refused", "{flag}");
+    }
+    assert!(!sub.join("new").exists());
+    let rw = format!("{src}:/b");
+    assert_eq!(
+        d.husk(&["run", "--rm", "-v", &rw, IMAGE, "sh", "-c", try_write])
+            .ok(),
+        "wrote"
+    );
+    assert!(sub.join("new").exists(), "the submount is in the container");
+}
+
+/// `rslave` binds see mounts the host makes later below the source; default (`rprivate`) ones do not.
+#[test]
+fn bind_propagation_is_honoured() {
+    let d = daemon();
+    let mut host = HostDir::new();
+    let shared = host.path().join("shared");
+    std::fs::create_dir_all(shared.join("late")).unwrap();
+    host.mount(&["--bind", shared.to_str().unwrap()], &shared);
+    let status = Command::new("mount")
+        .arg("--make-shared")
+        .arg(&shared)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let src = shared.to_str().unwrap();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "slave",
+        "-v",
+        &format!("{src}:/b:rslave"),
+        // The same source again: only the rslave bind may receive, this one stays rprivate.
+        "-v",
+        &format!("{src}:/p"),
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "private",
+        "-v",
+        &format!("{src}:/b"),
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let v = d.inspect("slave");
+    assert_eq!(v["Mounts"][0]["Propagation"], "rslave");
+    host.mount(
+        &["-t", "tmpfs", "-o", "size=1m", "tmpfs"],
+        &shared.join("late"),
+    );
+    std::fs::write(shared.join("late/file"), "arrived").unwrap();
+    assert!(Daemon::eventually(Duration::from_secs(5), || d
+        .husk(&["exec", "slave", "cat", "/b/late/file"])
+        .stdout
+        == "arrived"));
+    assert_ne!(
+        d.husk(&["exec", "private", "cat", "/b/late/file"]).code,
+        0,
+        "a private bind does not receive the host's new mounts"
+    );
+    assert_ne!(
+        d.husk(&["exec", "slave", "cat", "/p/late/file"]).code,
+        0,
+        "nor does the private bind of a container that has a slave one"
+    );
+    let r = d.husk(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{src}:/b:ro,rshared"),
+        IMAGE,
+        "true",
+    ]);
+    assert!(
+        r.stderr.contains("rprivate"),
+        "read-only needs rprivate: {}",
+        r.stderr
+    );
+}
+
+/// An image with a `VOLUME /www` and a `HEALTHCHECK`, built once per test binary.
+fn volume_image(d: &Daemon) -> &'static str {
+    const NAME: &str = "test/busyvol:1";
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("husk-test-busyvol.{}.tar", std::process::id()));
+    if !path.exists() {
+        let out = Command::new(common::repo_root().join("scripts/make-busybox-image"))
+            .arg(&path)
+            .arg(NAME)
+            .args(["--volume", "/www", "--health-cmd", "test -e /tmp/healthy"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    d.husk(&["image", "load", "-i", path.to_str().unwrap()])
+        .ok();
+    NAME
+}
+
+fn mountpoint(d: &Daemon, volume: &str) -> PathBuf {
+    let v: serde_json::Value =
+        serde_json::from_str(&d.husk(&["volume", "inspect", volume]).ok()).unwrap();
+    PathBuf::from(v[0]["Mountpoint"].as_str().unwrap())
+}
+
+/// An image's `VOLUME` becomes an anonymous volume filled with the image's files; its `HEALTHCHECK` runs.
+#[test]
+fn image_volumes_and_health_checks() {
+    let d = daemon();
+    let image = volume_image(&d);
+    d.husk(&["run", "-d", "--name", "web", image, "sleep", "1000"])
+        .ok();
+    let v = d.inspect("web");
+    let m = &v["Mounts"][0];
+    assert_eq!(
+        (m["Type"].as_str(), m["Destination"].as_str()),
+        (Some("volume"), Some("/www"))
+    );
+    let name = m["Name"].as_str().unwrap().to_string();
+    assert_eq!(name.len(), 64, "anonymous volumes have IDs for names");
+    assert_eq!(
+        std::fs::read_to_string(mountpoint(&d, &name).join("index.html")).unwrap(),
+        "hello from husk\n",
+        "filled from the image"
+    );
+    assert_eq!(
+        v["Config"]["Healthcheck"]["Test"][1],
+        "test -e /tmp/healthy"
+    );
+    assert!(Daemon::eventually(Duration::from_secs(10), || d
+        .inspect("web")["State"]["Health"]["Status"]
+        == "unhealthy"));
+    d.husk(&["exec", "web", "touch", "/tmp/healthy"]).ok();
+    assert!(Daemon::eventually(Duration::from_secs(10), || d
+        .inspect("web")["State"]["Health"]["Status"]
+        == "healthy"));
+    d.husk(&["rm", "-f", "-v", "web"]).ok();
+    assert!(d.husk(&["volume", "ls", "-q"]).ok().is_empty());
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "plain",
+        "--no-healthcheck",
+        image,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(d.inspect("plain")["State"]["Health"].is_null());
+}
+
+/// A new named volume is filled from the image once (an empty volume is filled, a used one is not); `nocopy`
+/// leaves it empty.
+#[test]
+fn volumes_are_filled_from_the_image_when_empty() {
+    let d = daemon();
+    d.husk(&[
+        "run",
+        "--rm",
+        "-v",
+        "site:/www",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /www/index.html; echo mine > /www/extra",
+    ])
+    .ok();
+    assert_eq!(
+        d.husk(&["run", "--rm", "-v", "site:/www", IMAGE, "ls", "/www"])
+            .ok(),
+        "extra\nindex.html"
+    );
+    d.husk(&[
+        "run",
+        "--rm",
+        "-v",
+        "site:/www",
+        IMAGE,
+        "rm",
+        "/www/index.html",
+    ])
+    .ok();
+    assert_eq!(
+        d.husk(&["run", "--rm", "-v", "site:/www", IMAGE, "ls", "/www"])
+            .ok(),
+        "extra",
+        "a volume with data is not filled again"
+    );
+    assert_eq!(
+        d.husk(&["run", "--rm", "-v", "bare:/www:nocopy", IMAGE, "ls", "/www"])
+            .ok(),
+        ""
+    );
+    // The data directory takes the image directory's mode.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(mountpoint(&d, "site"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o7777, 0o755);
+    let tmp = d
+        .husk(&[
+            "run",
+            "--rm",
+            "-v",
+            "tmpvol:/tmp",
+            IMAGE,
+            "stat",
+            "-c",
+            "%a",
+            "/tmp",
+        ])
+        .ok();
+    assert_eq!(
+        tmp, "1777",
+        "the sticky /tmp of the image keeps its mode in the volume"
+    );
+}
+
+/// `cp` into a stopped container with a read-only root works into its volumes only.
+#[test]
+fn cp_into_a_stopped_read_only_container() {
+    let d = daemon();
+    d.husk(&[
+        "create",
+        "--name",
+        "ro",
+        "--read-only",
+        "-v",
+        "data:/data",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let host = HostDir::new();
+    let file = host.path().join("f");
+    std::fs::write(&file, "into the volume").unwrap();
+    d.husk(&["cp", file.to_str().unwrap(), "ro:/data/f"]).ok();
+    let r = d.husk(&["cp", file.to_str().unwrap(), "ro:/etc/f"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("read-only"), "{}", r.stderr);
+    d.husk(&["start", "ro"]).ok();
+    assert_eq!(
+        d.husk(&["exec", "ro", "cat", "/data/f"]).ok(),
+        "into the volume"
+    );
+    assert_ne!(d.husk(&["exec", "ro", "cat", "/etc/f"]).code, 0);
+}
+
+/// Health checks go on after the daemon is killed and started again.
+#[test]
+fn health_checks_resume_after_a_daemon_restart() {
+    let mut d = daemon();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "h",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "200ms",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    assert!(Daemon::eventually(Duration::from_secs(10), || d
+        .inspect("h")["State"]["Health"]["Status"]
+        == "healthy"));
+    d.kill9();
+    d.spawn(&[]);
+    let last = |d: &Daemon| {
+        d.inspect("h")["State"]["Health"]["Log"]
+            .as_array()
+            .and_then(|l| l.last())
+            .and_then(|r| r["End"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let before = last(&d);
+    assert!(
+        Daemon::eventually(Duration::from_secs(10), || last(&d) != before),
+        "new results after the restart"
+    );
+}
+
+/// Mounts are made parents first whatever order they are given in: a volume on `/a` does not hide a bind on
+/// `/a/b` given before it.
+#[test]
+fn nested_mounts_are_made_parents_first() {
+    let d = daemon();
+    let host = HostDir::new();
+    std::fs::write(host.path().join("inner"), "from the bind").unwrap();
+    let bind = format!("{}:/a/b", host.path().display());
+    let out = d
+        .husk(&[
+            "run",
+            "--rm",
+            "-v",
+            &bind,
+            "-v",
+            "outer:/a",
+            IMAGE,
+            "cat",
+            "/a/b/inner",
+        ])
+        .ok();
+    assert_eq!(out, "from the bind");
+}
