@@ -366,3 +366,80 @@ fn the_listener_can_come_from_the_config_file_and_the_unix_socket_serves_zun_too
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["containers"].is_array(), "{v}");
 }
+
+#[test]
+fn archives_go_in_and_out_as_zun_clients_send_them() {
+    let z = ZunDaemon::start("none", &[]);
+    let (status, v) = z.send(
+        "POST",
+        "/v1/containers?run=true",
+        &json!({"name": "box", "image": IMAGE, "command": ["sleep", "1000"]}),
+    );
+    assert_eq!(status, 202, "{v}");
+    // In: a tar made by tar(1), base64 in JSON (1.25 and later).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hello archive\n").unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["-C"])
+        .arg(dir.path())
+        .args(["-cf", "-", "hello.txt"])
+        .output()
+        .unwrap()
+        .stdout;
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD.encode(&tar);
+    let (status, v) = z.send(
+        "POST",
+        "/v1/containers/box/put_archive?path=/tmp",
+        &json!({"data": data}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (_, out) = z.send(
+        "POST",
+        "/v1/containers/box/execute?command=cat+/tmp/hello.txt",
+        &json!(null),
+    );
+    assert_eq!(out["output"], "hello archive\n");
+    // Out: the same file back, with its stat.
+    let (status, v) = z.get("/v1/containers/box/get_archive?path=/tmp/hello.txt");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["stat"]["name"], "hello.txt");
+    assert_eq!(v["stat"]["size"], 14);
+    let tar = base64::engine::general_purpose::STANDARD
+        .decode(v["data"].as_str().unwrap())
+        .unwrap();
+    let listing = dir.path().join("back.tar");
+    std::fs::write(&listing, &tar).unwrap();
+    let out = std::process::Command::new("tar")
+        .arg("-xOf")
+        .arg(&listing)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello archive\n");
+    // Bad input: not base64, a missing path, a path that is not there.
+    assert_eq!(
+        z.send(
+            "POST",
+            "/v1/containers/box/put_archive?path=/tmp",
+            &json!({"data": "%%%"})
+        )
+        .0,
+        400
+    );
+    assert_eq!(z.get("/v1/containers/box/get_archive").0, 400);
+    assert_eq!(z.get("/v1/containers/box/get_archive?path=/nope").0, 404);
+    // The real client: openstack appcontainer cp, both ways.
+    let local = dir.path().join("from-container");
+    let src = "box:/tmp/hello.txt".to_string();
+    z.osc(&["appcontainer", "cp", &src, local.to_str().unwrap()])
+        .ok();
+    let got = std::fs::read_to_string(&local)
+        .or_else(|_| std::fs::read_to_string(local.join("hello.txt")));
+    assert_eq!(got.unwrap(), "hello archive\n");
+    let v12 = ["OpenStack-API-Version: container 1.12"];
+    assert_eq!(
+        z.http("DELETE", "/v1/containers/box?force=True", &v12, None)
+            .0,
+        204
+    );
+}
