@@ -591,13 +591,22 @@ impl Engine {
         self.stop_health(rec.id());
         let driver = self.driver(&rec.driver)?;
         driver.delete_container(rec).await?;
-        self.inner.store.delete::<ContainerRecord>(rec.id())?;
-        if let Some(sb) = self.sandbox_of(rec)?
-            && sb.owner_container.as_deref() == Some(rec.id())
-        {
-            driver.delete_sandbox(&sb).await?;
-            self.inner.store.delete::<SandboxRecord>(&sb.config.id)?;
+        // The sandbox `run` made for it goes too. The records go last, together, so whoever sees the container
+        // gone sees its sandbox gone (a crash before this point is finished by the `remove_container`
+        // operation at the next start).
+        let implicit = self
+            .sandbox_of(rec)?
+            .filter(|sb| sb.owner_container.as_deref() == Some(rec.id()));
+        if let Some(sb) = &implicit {
+            driver.delete_sandbox(sb).await?;
         }
+        self.inner.store.transaction(|tx| {
+            tx.delete::<ContainerRecord>(rec.id())?;
+            if let Some(sb) = &implicit {
+                tx.delete::<SandboxRecord>(&sb.config.id)?;
+            }
+            Ok(())
+        })?;
         self.forget_actions(rec.id());
         self.emit(rec.id(), EventKind::Removed);
         self.forget_lock(rec.id());
