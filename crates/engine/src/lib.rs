@@ -9,12 +9,12 @@
 pub mod actions;
 pub mod capsules;
 mod containers;
+mod copy;
 mod exec_output;
+mod health;
 pub mod host;
 pub mod identity;
 pub mod image_owners;
-mod copy;
-mod health;
 mod images;
 mod monitor;
 mod mounts;
