@@ -1,8 +1,14 @@
 //! husk's front ends over the engine. Each is a thin translation between a wire format and
-//! [`husk_engine::Engine`] calls: [`local`] (the CLI's API); Zun's REST API and the CRI come next.
+//! [`husk_engine::Engine`] calls: [`local`] (the CLI's API), [`zun`] (OpenStack Zun's API) with
+//! [`keystone`] (the identity service Zun's clients authenticate with); the CRI comes next.
 
+pub mod keystone;
 pub mod local;
+pub mod local_capsules;
+pub mod local_identity;
 mod local_images;
+pub mod pod;
+pub mod zun;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -29,4 +35,32 @@ pub async fn serve_unix(
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| Error::io("serve the API", e))
+}
+
+/// Serves `router` on a bound TCP listener until `shutdown` resolves.
+pub async fn serve_tcp_listener(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::io("serve the API", e))
+}
+
+/// Everything the daemon's unix socket serves: husk's own API for the CLI and Zun's API, both for local root.
+pub fn unix_router(engine: husk_engine::Engine) -> axum::Router {
+    let router = local::router(engine.clone())
+        .merge(local_identity::router(engine.clone()))
+        .merge(local_capsules::router(engine.clone()))
+        .merge(keystone::router(engine.clone()))
+        .merge(zun::router(engine, zun::AuthMode::LocalRoot));
+    zun::accept_trailing_slashes(router)
+}
+
+/// What a TCP listener serves: Zun's API with authentication `auth`, and the identity service.
+pub fn tcp_router(engine: husk_engine::Engine, auth: zun::AuthMode) -> axum::Router {
+    let router = keystone::router(engine.clone()).merge(zun::router(engine, auth));
+    zun::accept_trailing_slashes(router)
 }

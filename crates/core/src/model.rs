@@ -770,6 +770,10 @@ pub struct ContainerRecord {
     /// The project that owns it.
     #[serde(default)]
     pub project: String,
+    /// Notes front ends keep with the container (the creating user, settings of their own API). Drivers never
+    /// see them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     /// Runs under husk's init (`--init`): the config's first arguments are the init's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,

@@ -39,6 +39,7 @@ impl Engine {
 
     /// Creates a container (and, in sandbox mode without a sandbox, one made for it).
     pub async fn create_container(&self, req: ContainerCreate) -> Result<ContainerRecord> {
+        let project = crate::scope::project_of(req.project.as_deref())?;
         let name = match req.name.as_deref() {
             Some(n) if !n.is_empty() => {
                 units::validate_name("name", n)?;
@@ -60,8 +61,17 @@ impl Engine {
             return Err(Error::invalid("image", "no image given"));
         }
         let image = self.image_for_create(&req.image, req.pull).await?;
+        // The quota check and the record that counts against it happen under one lock per project.
+        let quota_guard = self.lock(&format!("quota/{project}")).await;
+        self.check_service()?;
+        self.check_quota(&project, &req.resources)?;
         let sandbox = match &req.sandbox {
-            Some(s) => Some(self.sandbox(s)?),
+            // A container joins only a sandbox of its own project.
+            Some(s) => Some(
+                Some(self.sandbox(s)?)
+                    .filter(|sb| crate::Scope::Project(project.clone()).allows(&sb.project))
+                    .ok_or_else(|| Error::not_found(format!("sandbox: {s}")))?,
+            ),
             None => None,
         };
         let mode = match (&sandbox, req.mode) {
@@ -192,7 +202,7 @@ impl Engine {
                 runtime: SandboxRuntime::default(),
                 created_at: husk_core::now_rfc3339(),
                 owner_container: Some(id.clone()),
-                project: String::new(),
+                project: project.clone(),
             })
         } else {
             None
@@ -215,7 +225,8 @@ impl Engine {
             created_at: husk_core::now_rfc3339(),
             started_at: String::new(),
             error: String::new(),
-            project: String::new(),
+            project,
+            annotations: req.annotations.clone(),
             init: req.init,
             healthcheck,
             health: None,
@@ -240,6 +251,7 @@ impl Engine {
         // The record marks the image and the volumes used: nothing can remove them from here on.
         drop(image_held);
         drop(std::mem::take(&mut prepared.guards));
+        drop(quota_guard);
         let op = match recorded {
             Ok(op) => op,
             Err(e) => {
@@ -579,13 +591,23 @@ impl Engine {
         self.stop_health(rec.id());
         let driver = self.driver(&rec.driver)?;
         driver.delete_container(rec).await?;
-        self.inner.store.delete::<ContainerRecord>(rec.id())?;
-        if let Some(sb) = self.sandbox_of(rec)?
-            && sb.owner_container.as_deref() == Some(rec.id())
-        {
-            driver.delete_sandbox(&sb).await?;
-            self.inner.store.delete::<SandboxRecord>(&sb.config.id)?;
+        // The sandbox `run` made for it goes too. The records go last, together, so whoever sees the container
+        // gone sees its sandbox gone (a crash before this point is finished by the `remove_container`
+        // operation at the next start).
+        let implicit = self
+            .sandbox_of(rec)?
+            .filter(|sb| sb.owner_container.as_deref() == Some(rec.id()));
+        if let Some(sb) = &implicit {
+            driver.delete_sandbox(sb).await?;
         }
+        self.inner.store.transaction(|tx| {
+            tx.delete::<ContainerRecord>(rec.id())?;
+            if let Some(sb) = &implicit {
+                tx.delete::<SandboxRecord>(&sb.config.id)?;
+            }
+            Ok(())
+        })?;
+        self.forget_actions(rec.id());
         self.emit(rec.id(), EventKind::Removed);
         self.forget_lock(rec.id());
         Ok(())

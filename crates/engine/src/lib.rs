@@ -6,16 +6,24 @@
 //! reconciles its records with reality when the daemon starts. It knows nothing of HTTP, gRPC or any backend's
 //! API: drivers are reached through [`husk_core::Driver`] only.
 
+pub mod actions;
+pub mod capsules;
 mod containers;
 mod copy;
+mod exec_output;
 mod health;
+pub mod host;
+pub mod identity;
+pub mod image_owners;
 mod images;
 mod monitor;
 mod mounts;
 mod networks;
+pub mod quotas;
 pub mod requests;
 mod resolve;
 mod sandboxes;
+mod scope;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,8 +35,10 @@ use husk_image::ImageStore;
 use husk_store::Store;
 use tokio::sync::broadcast;
 
+pub use exec_output::ExecOutput;
 pub use images::{CommitRequest, ContainerUsage, LoginRequest, SystemDf};
 pub use requests::*;
+pub use scope::{DEFAULT_PROJECT, Scope};
 pub use volumes::{VolumeCreate, VolumePruneReport, VolumeRecord, VolumeView};
 
 /// Crash-testing hook: when the environment variable `HUSK_FAILPOINT` names this point, the daemon aborts here,

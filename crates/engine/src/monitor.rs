@@ -291,6 +291,7 @@ impl Engine {
                         self.remove_sandbox_locked(&sb).await?;
                     }
                 }
+                "create_capsule" | "remove_capsule" => self.recover_capsule(&op.target).await?,
                 "commit_container" => {
                     let paused = op.data["paused"].as_bool().unwrap_or(false);
                     self.finish_interrupted_commit(&op.target, paused).await;

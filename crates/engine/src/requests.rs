@@ -81,6 +81,10 @@ pub struct ContainerCreate {
     /// When to pull the image: `always`, `missing` (the default; Zun's and Kubernetes' `ifnotpresent`) or `never`.
     #[serde(deserialize_with = "crate::images::pull_policy_text")]
     pub pull: husk_image::PullPolicy,
+    /// The project that will own it (default: [`crate::DEFAULT_PROJECT`]).
+    pub project: Option<String>,
+    /// Notes front ends keep with the container (creator, settings of their own API); never passed to drivers.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A health check as a request gives it; unset fields come from the image's HEALTHCHECK, then Docker's
@@ -122,6 +126,8 @@ pub struct SandboxCreate {
     pub resources: Resources,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// The project that will own it (default: [`crate::DEFAULT_PROJECT`]).
+    pub project: Option<String>,
     /// Volumes of the sandbox, shared by its containers (`-v NAME:/path` in a container of the sandbox); they
     /// go when the sandbox goes.
     pub volumes: Vec<String>,

@@ -84,7 +84,7 @@ impl Engine {
             runtime: SandboxRuntime::default(),
             created_at: husk_core::now_rfc3339(),
             owner_container: None,
-            project: String::new(),
+            project: crate::scope::project_of(req.project.as_deref())?,
         };
         let op = self
             .inner

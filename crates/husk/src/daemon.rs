@@ -42,6 +42,10 @@ pub struct DaemonConfig {
     pub images: ImageSettings,
     /// The `vm` driver.
     pub vm: VmSettings,
+    /// TCP address of Zun's REST API (and its identity service), e.g. `127.0.0.1:9517`; off when empty.
+    pub listen: String,
+    /// How TCP callers authenticate: `keystone` (tokens from husk's identity service) or `none`.
+    pub auth: String,
 }
 
 /// `[vm]` in the config file: the `vm` driver's settings.
@@ -287,6 +291,8 @@ impl Default for DaemonConfig {
             log_level: "info".into(),
             network: NetworkSettings::default(),
             docker: DockerSettings::default(),
+            listen: String::new(),
+            auth: "keystone".into(),
             images: ImageSettings::default(),
             vm: VmSettings::default(),
         }
@@ -350,6 +356,12 @@ impl DaemonConfig {
         }
         if let Some(v) = &args.docker_instance {
             config.docker.instance = v.clone();
+        }
+        if let Some(v) = &args.listen {
+            config.listen = v.clone();
+        }
+        if let Some(v) = &args.auth {
+            config.auth = v.clone();
         }
         if !config.drivers.contains(&config.driver) {
             config.drivers.insert(0, config.driver.clone());
@@ -553,11 +565,42 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         }
         let _ = stop_tx.send(());
     });
-    let router = husk_api::local::router(engine.clone());
+    // The unix socket carries husk's own API (/husk/v1) and Zun's (/, /v1) for local root; a TCP listener, when
+    // configured, carries Zun's API and the identity service with the configured authentication.
+    let (stop_all, stopped) = tokio::sync::watch::channel(false);
+    let wait_stop = move || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let tcp = match config.listen.as_str() {
+        "" => None,
+        addr => {
+            let addr: std::net::SocketAddr = addr
+                .parse()
+                .map_err(|e| anyhow!("invalid listen address {addr:?}: {e} (use IP:PORT)"))?;
+            let auth: husk_api::zun::AuthMode = config
+                .auth
+                .parse()
+                .map_err(|e: husk_core::Error| anyhow!(e.message))?;
+            let router = husk_api::tcp_router(engine.clone(), auth);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen on {addr}"))?;
+            tracing::info!(%addr, auth = %config.auth, "Zun API listening");
+            let shutdown = wait_stop();
+            Some(tokio::spawn(async move {
+                husk_api::serve_tcp_listener(listener, router, shutdown).await
+            }))
+        }
+    };
+    let router = husk_api::unix_router(engine.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         let _ = stop_rx.await;
         tracing::info!("shutting down; containers keep running");
+        let _ = stop_all.send(true);
         let _ = drained_tx.send(());
     };
     let socket = config.socket.clone();
@@ -566,6 +609,9 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
     tokio::select! {
         r = server => { r.map_err(|e| anyhow!("API server task: {e}"))??; }
         _ = async { let _ = drained_rx.await; tokio::time::sleep(Duration::from_secs(2)).await; } => {}
+    }
+    if let Some(t) = tcp {
+        t.abort();
     }
     let _ = std::fs::remove_file(&config.socket);
     engine.shutdown().await;

@@ -82,6 +82,15 @@ pub enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Manage capsules (a sandbox with its containers, from a Kubernetes Pod or a Zun template).
+    #[command(subcommand)]
+    Capsule(super::capsule::CapsuleCommand),
+    /// Manage projects (owners of containers, capsules and images).
+    #[command(subcommand)]
+    Project(super::identity::ProjectCommand),
+    /// Manage users of the identity service.
+    #[command(subcommand)]
+    User(super::identity::UserCommand),
     /// List images.
     Images(ImageLsArgs),
     /// Load images from an archive.
@@ -189,6 +198,12 @@ pub struct DaemonArgs {
     /// This daemon's name on the Docker Engine.
     #[arg(long = "docker-instance")]
     pub docker_instance: Option<String>,
+    /// Serve Zun's REST API and the identity service on this TCP address (e.g. 127.0.0.1:9517).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Authentication on the TCP listener: keystone (default) or none (one default project).
+    #[arg(long)]
+    pub auth: Option<String>,
 }
 
 /// Options of `run` and `create`.

@@ -1,8 +1,10 @@
 //! The client commands: each translates its flags into one or a few local-API calls and prints the answer.
 
 pub mod args;
+mod capsule;
 mod cp;
 mod format;
+mod identity;
 mod images;
 mod progress;
 mod stdio;
@@ -120,6 +122,9 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
         Command::Image(cmd) => image(&client, cmd).await,
         Command::Images(a) => image(&client, ImageCommand::Ls(a)).await,
         Command::Network(cmd) => network(&client, cmd).await,
+        Command::Capsule(cmd) => capsule::run(&client, cmd).await,
+        Command::Project(cmd) => identity::project(&client, cmd).await,
+        Command::User(cmd) => identity::user(&client, cmd).await,
         Command::Load(a) => image(&client, ImageCommand::Load(a)).await,
         Command::Pull(a) => images::pull(&client, a).await,
         Command::Push(a) => images::push(&client, a).await,
@@ -315,6 +320,7 @@ fn create_request(a: &RunArgs) -> Result<ContainerCreate> {
             .collect::<husk_core::Result<_>>()?,
         group_add: a.group_add.clone(),
         healthcheck: healthcheck(a)?,
+        ..Default::default()
     })
 }
 
@@ -794,6 +800,7 @@ async fn sandbox(client: &Client, cmd: SandboxCommand) -> Result<i32> {
                 },
                 labels: parse_labels(&a.labels)?,
                 volumes: a.volumes,
+                ..Default::default()
             };
             let sb: SandboxView = client
                 .json(Method::POST, "/husk/v1/sandboxes", Some(&req))
