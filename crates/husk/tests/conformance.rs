@@ -988,11 +988,31 @@ fn describe_tree(root: &std::path::Path) -> Vec<String> {
 /// `cp -a` into a container and back keeps contents, modes, owners, links and hard links; running or not.
 pub fn cp_round_trips_a_tree(driver: &str) {
     let d = daemon(driver);
+    let local = host_dir();
     if !can(&d, driver, "copy") {
-        // The engine refuses cp for such a driver (capabilities.copy); showing it needs a container, a VM boot.
+        // Refused in both directions with one line naming the driver; nothing is written.
+        d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])
+            .ok();
+        std::fs::write(local.path().join("f"), "x").unwrap();
+        let into = local.path().join("f");
+        let out = local.path().join("out");
+        for args in [
+            ["cp", into.to_str().unwrap(), "c:/srv"],
+            ["cp", "c:/etc/hostname", out.to_str().unwrap()],
+        ] {
+            let r = d.husk(&args);
+            assert_ne!(r.code, 0, "{args:?} should be refused");
+            assert!(
+                r.stderr
+                    .contains(&format!("driver {driver} does not support")),
+                "{args:?}: {}",
+                r.stderr
+            );
+        }
+        assert!(!out.exists());
+        d.husk(&["rm", "-f", "c"]).ok();
         return;
     }
-    let local = host_dir();
     sample_tree(local.path());
     let src = local.path().join("tree");
     d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])

@@ -165,7 +165,13 @@ fn capsule_in_one_vm_talks_over_localhost_publishes_a_port_and_sees_no_host() {
     d.husk(&["rm", "-f", "web", "side"]).ok();
     d.husk(&["sandbox", "rm", "-f", "pod"]).ok();
     assert_eq!(qemu_processes(&run), 0);
-    assert!(!d.run_root.join("v").join(&sandbox_id).exists());
+    // Files and network go in the background after the removal returns.
+    let vm_dir = d.run_root.join("v").join(&sandbox_id);
+    assert!(
+        Daemon::eventually(Duration::from_secs(10), || !vm_dir.exists()),
+        "{} is still there",
+        vm_dir.display()
+    );
     d.assert_no_leftovers();
 }
 
