@@ -481,12 +481,24 @@ pub fn set_hostname(name: &str) {
 
 /// Ends every other process, flushes and powers the machine off. Never returns.
 pub fn power_off() -> ! {
-    // SAFETY: as PID 1, kill(-1) signals every other process; sync and reboot take no pointers.
-    unsafe {
-        libc::kill(-1, libc::SIGTERM);
+    // SAFETY: as PID 1, kill(-1) signals every other process (it fails when there is none).
+    let others = unsafe { libc::kill(-1, libc::SIGTERM) } == 0;
+    if others {
+        // Up to 100 ms for them to end; the zombies are ours to reap, or kill(-1, 0) would keep finding them.
+        let deadline = std::time::Instant::now() + Duration::from_millis(100);
+        while std::time::Instant::now() < deadline {
+            // SAFETY: waitpid without a status pointer; kill with signal 0 only checks.
+            let all_gone = unsafe {
+                while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+                libc::kill(-1, 0) != 0
+            };
+            if all_gone {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
-    std::thread::sleep(Duration::from_millis(100));
-    // SAFETY: as above.
+    // SAFETY: kill(-1) as above; sync and reboot take no pointers.
     unsafe {
         libc::kill(-1, libc::SIGKILL);
         libc::sync();
