@@ -29,13 +29,8 @@ pub async fn spawn_shim(exe: &Path, config: &Path, stderr_log: &Path) -> Result<
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .kill_on_drop(false);
-    // SAFETY: setsid is async-signal-safe; it detaches the shim from the daemon's session and terminal.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
+    // No pre_exec hook (the shim leaves our session itself): without one the child is made with posix_spawn
+    // (vfork-like) instead of a fork that copies the daemon's page tables, which cost more than the shim's exec.
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::io(format!("start {} shim", exe.display()), e))?;

@@ -233,6 +233,9 @@ impl Shim {
 
 /// Runs a shim from its config file; returns the process exit code.
 pub fn run(config_path: &Path) -> i32 {
+    // Out of the starter's session and terminal: the shim outlives the daemon. (EPERM when already a session
+    // leader is fine.)
+    let _ = nix::unistd::setsid();
     let cfg: ShimConfig = match std::fs::read(config_path)
         .map_err(|e| Error::io(format!("read {}", config_path.display()), e))
         .and_then(|b| {
