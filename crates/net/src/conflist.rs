@@ -234,7 +234,7 @@ pub struct BridgeSummary {
     pub ipam_data_dir: Option<PathBuf>,
 }
 
-/// A bridge network husk writes itself: bridge + host-local + portmap + firewall.
+/// A bridge network husk writes itself: bridge + host-local + portmap.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BridgeNetwork {
     /// Network name.
@@ -248,9 +248,10 @@ pub struct BridgeNetwork {
 }
 
 impl BridgeNetwork {
-    /// The configuration list: `bridge` (gateway, masquerade, hairpin) with `host-local` IPAM keeping its
-    /// allocations in `ipam_dir/<name>`, `portmap` for published ports, and `firewall` (iptables backend, so
-    /// no D-Bus probe for firewalld) so forwarded traffic is accepted even where the FORWARD policy is DROP.
+    /// The configuration list: `bridge` (gateway, hairpin) with `host-local` IPAM keeping its allocations in
+    /// `ipam_dir/<name>`, and `portmap` for published ports. Masquerade and acceptance in FORWARD are rules
+    /// husk keeps once per network (`iptables::ensure_network_rules`), not per sandbox: the `bridge` plugin's
+    /// `ipMasq` and the `firewall` plugin cost a dozen iptables commands per sandbox, on ADD and on DEL.
     pub fn conflist(&self, ipam_dir: &Path) -> Value {
         let default_route = if self.subnet.is_ipv4() {
             "0.0.0.0/0"
@@ -265,7 +266,7 @@ impl BridgeNetwork {
                     "type": "bridge",
                     "bridge": self.bridge,
                     "isGateway": true,
-                    "ipMasq": true,
+                    "ipMasq": false,
                     "hairpinMode": true,
                     "ipam": {
                         "type": "host-local",
@@ -274,8 +275,7 @@ impl BridgeNetwork {
                         "dataDir": ipam_dir.to_string_lossy(),
                     }
                 },
-                {"type": "portmap", "capabilities": {"portMappings": true}},
-                {"type": "firewall", "backend": "iptables"}
+                {"type": "portmap", "capabilities": {"portMappings": true}}
             ]
         })
     }
@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn generated_bridge_list_has_the_plugins_and_addressing() {
         let list = generated();
-        assert_eq!(list.plugin_types(), ["bridge", "portmap", "firewall"]);
+        assert_eq!(list.plugin_types(), ["bridge", "portmap"]);
         assert_eq!(list.cni_version, "1.0.0");
         assert!(list.has_capability("portMappings"));
         assert!(list.supports_check());

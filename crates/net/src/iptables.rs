@@ -10,11 +10,19 @@
 //!   portmap sets `net.ipv4.conf.<bridge>.route_localnet=1`, which would also let a sandbox holding
 //!   `CAP_NET_RAW` reach services bound to the host's 127.0.0.1 by sending packets to 127.0.0.1 across the
 //!   bridge (the CVE-2020-8558 pattern). husk drops such new connections with one rule per bridge.
+//! - keeps, for every bridge network it generated, three rules per network instead of the `bridge` plugin's
+//!   per-sandbox masquerade chain (`ipMasq`) and the `firewall` plugin's per-sandbox accept rules, as Docker
+//!   does for its bridges: masquerade of the subnet's traffic leaving the host, and acceptance in FORWARD of
+//!   what comes from the bridge and of replies and published ports going to it (so a FORWARD policy of DROP,
+//!   which Docker sets, does not cut sandboxes off). A sandbox's ADD then runs no iptables command unless it
+//!   publishes ports, which is most of what CNI setup used to cost.
 
 use std::net::IpAddr;
 use std::process::Command;
 
 use husk_core::{Error, Result};
+
+use crate::subnet::Subnet;
 
 /// A host port forwarded by a `portmap` DNAT rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,34 +207,146 @@ fn localnet_guard(bridge: &str) -> Vec<String> {
 
 /// Ensures the localnet guard rule for `bridge` is in the filter table's INPUT chain.
 pub(crate) fn ensure_localnet_guard(bridge: &str) -> Result<()> {
-    let rule = localnet_guard(bridge);
-    if iptables("-C", &rule).is_ok() {
-        return Ok(());
-    }
-    iptables("-I", &rule)
+    ensure(Family::V4, "filter", &localnet_guard(bridge))
         .map_err(|e| e.context(format!("add the localnet guard for bridge {bridge}")))
 }
 
 /// Removes the localnet guard rule for `bridge`; absent is fine.
 pub(crate) fn remove_localnet_guard(bridge: &str) -> Result<()> {
-    let rule = localnet_guard(bridge);
-    while iptables("-C", &rule).is_ok() {
-        iptables("-D", &rule)?;
+    remove(Family::V4, "filter", &localnet_guard(bridge))
+}
+
+/// The rules husk keeps for a bridge network it generated (see the module's documentation): (table, rule).
+fn network_rules(bridge: &str, subnet: &Subnet) -> Vec<(&'static str, Vec<String>)> {
+    let words = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let subnet = subnet.to_string();
+    let masquerade = format!("husk: masquerade {bridge}");
+    let from = format!("husk: forward from {bridge}");
+    let to = format!("husk: forward to {bridge}");
+    vec![
+        (
+            "nat",
+            words(&[
+                "POSTROUTING",
+                "-s",
+                &subnet,
+                "!",
+                "-o",
+                bridge,
+                "-m",
+                "comment",
+                "--comment",
+                &masquerade,
+                "-j",
+                "MASQUERADE",
+            ]),
+        ),
+        (
+            "filter",
+            words(&[
+                "FORWARD",
+                "-i",
+                bridge,
+                "-m",
+                "comment",
+                "--comment",
+                &from,
+                "-j",
+                "ACCEPT",
+            ]),
+        ),
+        (
+            "filter",
+            words(&[
+                "FORWARD",
+                "-o",
+                bridge,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED,DNAT",
+                "-m",
+                "comment",
+                "--comment",
+                &to,
+                "-j",
+                "ACCEPT",
+            ]),
+        ),
+    ]
+}
+
+/// Ensures the masquerade and forward rules of the bridge network on `bridge` with `subnet`.
+pub(crate) fn ensure_network_rules(bridge: &str, subnet: &Subnet) -> Result<()> {
+    let family = Family::of(subnet);
+    for (table, rule) in network_rules(bridge, subnet) {
+        ensure(family, table, &rule)
+            .map_err(|e| e.context(format!("add the forwarding rules of bridge {bridge}")))?;
     }
     Ok(())
 }
 
-fn iptables(op: &str, rule: &[String]) -> Result<()> {
-    let out = Command::new("iptables")
-        .args(["-w", "-t", "filter", op])
+/// Removes the masquerade and forward rules of the bridge network on `bridge` with `subnet`; absent is fine.
+pub(crate) fn remove_network_rules(bridge: &str, subnet: &Subnet) -> Result<()> {
+    let family = Family::of(subnet);
+    for (table, rule) in network_rules(bridge, subnet) {
+        remove(family, table, &rule)?;
+    }
+    Ok(())
+}
+
+/// Which of `iptables` and `ip6tables` a rule belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn of(subnet: &Subnet) -> Family {
+        if subnet.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    fn command(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+}
+
+/// Inserts `rule` (chain first) at the top of its chain unless it is there already.
+fn ensure(family: Family, table: &str, rule: &[String]) -> Result<()> {
+    if iptables(family, table, "-C", rule).is_ok() {
+        return Ok(());
+    }
+    iptables(family, table, "-I", rule)
+}
+
+/// Deletes every copy of `rule` (chain first).
+fn remove(family: Family, table: &str, rule: &[String]) -> Result<()> {
+    while iptables(family, table, "-C", rule).is_ok() {
+        iptables(family, table, "-D", rule)?;
+    }
+    Ok(())
+}
+
+fn iptables(family: Family, table: &str, op: &str, rule: &[String]) -> Result<()> {
+    let command = family.command();
+    let out = Command::new(command)
+        .args(["-w", "-t", table, op])
         .args(rule)
         .output()
-        .map_err(|e| Error::io("run iptables", e))?;
+        .map_err(|e| Error::io(format!("run {command}"), e))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(Error::backend(format!(
-            "iptables {op} {}: {}",
+            "{command} -t {table} {op} {}: {}",
             rule.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         )))

@@ -139,6 +139,7 @@ impl Networks {
         let lists: Vec<NetworkList> = networks.read_catalog().lists.values().cloned().collect();
         for list in &lists {
             guard_localnet(list);
+            networks.ensure_network_rules(list)?;
         }
         Ok(networks)
     }
@@ -398,6 +399,13 @@ impl Networks {
         let network = plan_network(request, &catalog)?;
         let list = self.write_network(&network)?;
         guard_localnet(&list);
+        if let Err(e) = self.ensure_network_rules(&list) {
+            let _ = self.remove_generated_parts(&list);
+            if let Some(file) = &list.source {
+                let _ = std::fs::remove_file(file);
+            }
+            return Err(e);
+        }
         catalog.lists.insert(list.name.clone(), list.clone());
         drop(catalog);
         Ok(self.info(&list, &[]))
@@ -519,14 +527,37 @@ impl Networks {
         NetworkList::load(&path)
     }
 
-    fn remove_generated_parts(&self, list: &NetworkList) -> Result<()> {
-        let summary = list.bridge_summary();
-        let generated = summary.ipam_data_dir.as_deref() == Some(self.config.ipam_dir().as_path());
-        if !generated {
+    /// Whether husk wrote `list` itself (its host-local data lives in husk's own directory).
+    fn generated(&self, list: &NetworkList) -> bool {
+        list.bridge_summary().ipam_data_dir.as_deref() == Some(self.config.ipam_dir().as_path())
+    }
+
+    /// Ensures the per-network masquerade and forward rules of a network husk generated (the lists it writes
+    /// leave those to husk, see `iptables`); other networks are their author's business.
+    fn ensure_network_rules(&self, list: &NetworkList) -> Result<()> {
+        if !self.generated(list) {
             return Ok(());
         }
+        let summary = list.bridge_summary();
+        if let Some(bridge) = &summary.bridge {
+            for subnet in &summary.subnets {
+                iptables::ensure_network_rules(bridge, subnet)
+                    .map_err(|e| e.context(format!("network {:?}", list.name)))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_generated_parts(&self, list: &NetworkList) -> Result<()> {
+        if !self.generated(list) {
+            return Ok(());
+        }
+        let summary = list.bridge_summary();
         if let Some(bridge) = &summary.bridge {
             iptables::remove_localnet_guard(bridge)?;
+            for subnet in &summary.subnets {
+                iptables::remove_network_rules(bridge, subnet)?;
+            }
             netns::delete_bridge(bridge)?;
         }
         let ipam = self.config.ipam_dir().join(&list.name);

@@ -515,26 +515,26 @@ impl Drop for Daemon {
     }
 }
 
-/// Deletes the iptables rules that name `bridge` (husk's localnet guard, left when a test deletes the bridge).
+/// Deletes the iptables rules (filter and nat) that name `bridge`: husk's localnet guard and its per-network
+/// masquerade and forward rules, left when a test deletes the bridge without removing its network.
 pub fn remove_bridge_rules(bridge: &str) {
-    let Ok(out) = Command::new("iptables-save")
-        .args(["-t", "filter"])
-        .output()
-    else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some(rule) = line.strip_prefix("-A INPUT ")
-            && line.contains(&format!("-i {bridge} "))
-        {
-            let mut args = vec![
-                "-t".to_string(),
-                "filter".to_string(),
-                "-D".to_string(),
-                "INPUT".to_string(),
-            ];
-            args.extend(shell_words(rule));
-            let _ = Command::new("iptables").args(&args).status();
+    for table in ["filter", "nat"] {
+        let Ok(out) = Command::new("iptables-save").args(["-t", table]).output() else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(rule) = line.strip_prefix("-A ")
+                && (line.contains(&format!(" {bridge} ")) || line.contains(&format!(" {bridge}\"")))
+            {
+                let mut args = vec![
+                    "-w".to_string(),
+                    "-t".to_string(),
+                    table.to_string(),
+                    "-D".to_string(),
+                ];
+                args.extend(shell_words(rule));
+                let _ = Command::new("iptables").args(&args).status();
+            }
         }
     }
 }
