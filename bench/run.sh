@@ -44,7 +44,8 @@ export HUSK_HOST="unix://$work/husk.sock"
 i=0; until "$husk" info > /dev/null 2>&1; do i=$((i + 1)); [ $i -lt 100 ] || { cat "$work/daemon.log"; exit 1; }; sleep 0.1; done
 "$husk" image load -q -i "$work/busybox.tar" > /dev/null
 
-# runc: the same image's root filesystem in a bundle whose process is `true`.
+# runc: the same image's root filesystem in a bundle whose process is `true` (its container name, hence its
+# cgroup /NAME, differs from the daemon's cgroup parent: runc removing that cgroup under husk failed a run).
 mkdir -p "$work/bundle/rootfs"
 tar -xf "$work/busybox.tar" -C "$work" --wildcards '*/layer.tar'
 for l in "$work"/*/layer.tar; do tar -xf "$l" -C "$work/bundle/rootfs"; done
@@ -58,7 +59,7 @@ hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/start.json" \
     -n "husk run --rm (sandbox, bridge)" "$husk run --rm bench/busybox:1 true" \
     -n "husk run --rm (sandbox, no network)" "$husk run --rm --network none bench/busybox:1 true" \
     -n "husk run --rm (standalone, no network)" "$husk run --rm --mode standalone --network none bench/busybox:1 true" \
-    -n "runc run" "runc run -b $work/bundle husk-bench" \
+    -n "runc run" "runc run -b $work/bundle runc-bench-$$" \
     -n "docker run --rm (bridge)" "docker -H $engine run --rm bench/busybox:1 true" \
     -n "docker run --rm (no network)" "docker -H $engine run --rm --network none bench/busybox:1 true" \
     > "$work/start.txt" 2>&1 || { cat "$work/start.txt"; exit 1; }

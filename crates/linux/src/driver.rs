@@ -120,6 +120,36 @@ fn remove_dir(path: &Path) -> Result<()> {
     }
 }
 
+/// What a container leaves on the host once its processes are gone.
+struct ContainerFiles {
+    rootfs: PathBuf,
+    libcontainer_state: PathBuf,
+    cgroup: String,
+    ctr_dir: PathBuf,
+}
+
+impl ContainerFiles {
+    /// Unmounts the root filesystem, then removes libcontainer's state, the cgroup (killing stragglers a
+    /// shim killed with -9 left) and the container's directory (upper and work dirs, logs).
+    async fn remove(self) -> Result<()> {
+        husk_image::unmount_rootfs(&self.rootfs)?;
+        remove_dir(&self.libcontainer_state)?;
+        if !cgroups::cgroup_dirs(&self.cgroup).is_empty() {
+            for pid in cgroups::procs(&self.cgroup) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let c = self.cgroup.clone();
+            tokio::task::spawn_blocking(move || cgroups::remove(&c))
+                .await
+                .map_err(|e| Error::internal(format!("cgroup removal task: {e}")))??;
+        }
+        remove_dir(&self.ctr_dir)
+    }
+}
+
 /// Unmounts `target` (lazily, so a busy mount cannot block deletion); a path that is not mounted is fine.
 fn unmount(target: &Path) -> Result<()> {
     match nix::mount::umount2(target, MntFlags::MNT_DETACH) {
@@ -520,28 +550,33 @@ impl LinuxDriver {
             // The shim answers `wait` when it has cleaned up libcontainer's state; it then exits.
             let _ = tokio::time::timeout(Duration::from_secs(10), shim.call(&Request::Wait)).await;
         }
+        // Nothing of the container runs any more; what is left are files, a mount and maybe a cgroup.
+        let files = ContainerFiles {
+            rootfs: self.rootfs(id),
+            libcontainer_state: self.config.run_root.join("lc").join(id),
+            cgroup: self.cgroup_path(id),
+            ctr_dir: self.ctr_dir(id),
+        };
         let run_dir = self.ctr_run_dir(id);
-        husk_image::unmount_rootfs(&self.rootfs(id))?;
-        // Whatever libcontainer could not remove (a shim killed with -9): its state and the cgroup.
-        remove_dir(&self.config.run_root.join("lc").join(id))?;
-        let cgroup = self.cgroup_path(id);
-        if !cgroups::cgroup_dirs(&cgroup).is_empty() {
-            for pid in cgroups::procs(&cgroup) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let c = cgroup.clone();
-            tokio::task::spawn_blocking(move || cgroups::remove(&c))
-                .await
-                .map_err(|e| Error::internal(format!("cgroup removal task: {e}")))??;
-        }
-        remove_dir(&self.ctr_dir(id))?;
         if background {
-            self.finish_removal_later(id, run_dir.join("ns"), vec![run_dir]);
+            // Off the caller's path (an `rm` or `run --rm` answers without waiting on unmounts and deletes):
+            // the run directory goes last, so until then it names the owner for `remove_orphans`.
+            let networks = self.config.networks.clone();
+            let owner = id.to_string();
+            self.removals.spawn(async move {
+                let result = async {
+                    files.remove().await?;
+                    remove_identity_blocking(networks, owner.clone(), run_dir.join("ns")).await?;
+                    remove_dir(&run_dir)
+                }
+                .await;
+                if let Err(e) = result {
+                    tracing::warn!(owner = %owner, "finishing a removal: {e} (retried at the next daemon start)");
+                }
+            });
             Ok(())
         } else {
+            files.remove().await?;
             self.remove_identity(id, &run_dir.join("ns")).await?;
             remove_dir(&run_dir)
         }
