@@ -158,7 +158,33 @@ fn unmount(target: &Path) -> Result<()> {
     }
 }
 
+/// Whether `path` is the root of a mount: one `statx` (its `STATX_ATTR_MOUNT_ROOT`, Linux 5.8) rather than
+/// reading the whole mount table, which grows with every container on the host; the table on older kernels.
 fn is_mountpoint(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut buf = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: a NUL-terminated path and a zeroed buffer of the type statx fills.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            0,
+            buf.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return false;
+    }
+    // SAFETY: statx succeeded, so it filled the buffer (which was zeroed before anyway).
+    let stx = unsafe { buf.assume_init() };
+    let mount_root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if stx.stx_attributes_mask & mount_root != 0 {
+        return stx.stx_attributes & mount_root != 0;
+    }
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
@@ -1205,5 +1231,33 @@ impl Driver for LinuxDriver {
 
     fn rootfs_changes(&self, container: &ContainerRecord) -> Option<PathBuf> {
         Some(self.ctr_dir(container.id()).join("upper"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_roots_are_told_from_plain_directories() {
+        assert!(is_mountpoint(Path::new("/proc")));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_mountpoint(dir.path()));
+        let sub = dir.path().join("m");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(!is_mountpoint(&sub));
+        if nix::unistd::geteuid().is_root() {
+            nix::mount::mount(
+                Some("tmpfs"),
+                &sub,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .unwrap();
+            assert!(is_mountpoint(&sub));
+            unmount(&sub).unwrap();
+            assert!(!is_mountpoint(&sub));
+        }
     }
 }
