@@ -12,6 +12,9 @@ use nix::mount::{MsFlags, mount};
 
 /// Where each module group's load order is in the initramfs (`<dir>/<group>`).
 const MODULE_GROUPS: &str = "/etc/husk/modules";
+/// The default seccomp program the host compiled into the guest image, and its capability set (one per line).
+const SECCOMP_PROGRAM: &str = "/etc/husk/seccomp.bpf";
+const SECCOMP_CAPABILITIES: &str = "/etc/husk/seccomp.caps";
 
 /// Prints a line on the guest console (the serial port, which the host keeps in `console.log`).
 #[macro_export]
@@ -183,6 +186,18 @@ fn load_module(path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The precompiled default seccomp program of the guest image with its capability set, if it has one.
+pub fn seccomp_seed() -> Option<(Vec<String>, Vec<u8>)> {
+    let program = std::fs::read(SECCOMP_PROGRAM).ok()?;
+    let capabilities = std::fs::read_to_string(SECCOMP_CAPABILITIES).ok()?;
+    let capabilities = capabilities
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    Some((capabilities, program))
 }
 
 /// Leaves the initramfs for a tmpfs root (as `switch_root` does): `pivot_root`, which containers need, refuses to

@@ -74,6 +74,8 @@ fn pid1() -> ! {
     let t0 = init::uptime_ms();
     let loaded = init::load_modules(&init::release(), &opts.module_groups);
     let t1 = init::uptime_ms();
+    // Read before leaving the initramfs, which deletes /etc/husk.
+    let seccomp_seed = init::seccomp_seed();
     if let Err(e) = init::leave_initramfs() {
         log!("{e}");
         init::power_off();
@@ -106,6 +108,7 @@ fn pid1() -> ! {
         shares,
         cgroup_root,
         share_pid: opts.share_pid,
+        seccomp_seed,
     };
     let rt = runtime();
     let r: Result<()> = rt.block_on(async move {
@@ -176,6 +179,7 @@ fn host_mode(args: Vec<String>) -> Result<()> {
         shares,
         cgroup_root,
         share_pid,
+        seccomp_seed: None,
     };
     runtime().block_on(async move {
         let (service, mut shutdown) = make_service(env)?;

@@ -35,6 +35,8 @@ pub struct AgentEnv {
     pub cgroup_root: Option<PathBuf>,
     /// Containers share one PID namespace (the sandbox was made with `share_pid`).
     pub share_pid: bool,
+    /// A default seccomp program compiled on the host for a capability set: (capabilities, program).
+    pub seccomp_seed: Option<(Vec<String>, Vec<u8>)>,
 }
 
 /// Output not yet read by anyone is kept up to this many bytes (older output is dropped).
@@ -265,9 +267,13 @@ impl AgentService {
         reaper: Arc<Reaper>,
         shutdown: mpsc::Sender<()>,
     ) -> Result<Self> {
+        let maker = Maker::new(&env.run_dir)?;
+        if let Some((capabilities, program)) = &env.seccomp_seed {
+            maker.seccomp.insert(capabilities, program.clone());
+        }
         Ok(AgentService {
             inner: Arc::new(Inner {
-                maker: Maker::new(&env.run_dir)?,
+                maker,
                 env,
                 runtime,
                 reaper,

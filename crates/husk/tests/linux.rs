@@ -256,6 +256,20 @@ fn secure_defaults_and_privileged() {
         d.husk(&["exec", "confined", "unshare", "-n", "true"]).code,
         0
     );
+    // An added capability widens the default seccomp profile as Docker's does: with CAP_SYS_ADMIN, unshare works.
+    let r = d.husk(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "SYS_ADMIN",
+        IMAGE,
+        "unshare",
+        "-m",
+        "echo",
+        "widened",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "widened");
     // Masked: each listed path that has content on the host reads empty in a container.
     for path in [
         "/proc/timer_list",

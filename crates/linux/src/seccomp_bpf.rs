@@ -175,8 +175,7 @@ pub struct ProgramCache {
 impl ProgramCache {
     /// The default profile's program for `capabilities`, compiled on first use.
     pub fn default_program(&self, capabilities: &[String]) -> Result<Arc<Vec<u8>>> {
-        let mut key = capabilities.to_vec();
-        key.sort();
+        let key = cache_key(capabilities);
         if let Some(p) = self
             .programs
             .lock()
@@ -192,6 +191,28 @@ impl ProgramCache {
             .insert(key, program.clone());
         Ok(program)
     }
+
+    /// Adds a program compiled elsewhere for `capabilities` (the VM guest image carries the default set's, built
+    /// on the host: compiling takes about 100 ms in an emulated guest).
+    pub fn insert(&self, capabilities: &[String], program: Vec<u8>) {
+        let key = cache_key(capabilities);
+        self.programs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, Arc::new(program));
+    }
+}
+
+/// Capabilities as `CAP_*` names, sorted: oci-spec prints them without the prefix (`SYS_ADMIN`), users and
+/// libcaps with it, and the profile must see the same names either way.
+fn cache_key(capabilities: &[String]) -> Vec<String> {
+    let mut key: Vec<String> = capabilities
+        .iter()
+        .map(|c| crate::security::capability_name(c))
+        .collect();
+    key.sort();
+    key.dedup();
+    key
 }
 
 #[cfg(test)]
@@ -207,6 +228,17 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         let admin = cache.default_program(&["CAP_SYS_ADMIN".into()]).unwrap();
         assert_ne!(*a, *admin, "capabilities widen the profile");
+        // oci-spec prints capabilities without the prefix: the same program either way.
+        let printed = oci_spec::runtime::Capability::SysAdmin.to_string();
+        assert_eq!(printed, "SYS_ADMIN");
+        let from_spec = cache.default_program(&[printed]).unwrap();
+        assert!(Arc::ptr_eq(&admin, &from_spec));
+        // A program made elsewhere serves the same key.
+        cache.insert(&["KILL".into()], vec![1, 2, 3]);
+        assert_eq!(
+            *cache.default_program(&["CAP_KILL".into()]).unwrap(),
+            vec![1, 2, 3]
+        );
     }
 
     #[test]

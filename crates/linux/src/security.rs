@@ -55,6 +55,15 @@ pub fn daemon_capabilities() -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// A capability as its `CAP_*` name, whether given with the prefix or without (as oci-spec prints them).
+pub fn capability_name(name: &str) -> String {
+    if name.starts_with("CAP_") {
+        name.to_string()
+    } else {
+        format!("CAP_{name}")
+    }
+}
+
 /// Normalises a capability name as users type it (`net_admin`, `NET_ADMIN`, `CAP_NET_ADMIN`) to `CAP_NET_ADMIN`.
 pub fn normalize_capability(name: &str) -> Result<String> {
     let upper = name.trim().to_ascii_uppercase();
@@ -575,7 +584,7 @@ const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0080;
 
 /// The default seccomp profile as an OCI `linux.seccomp` object, widened for the capabilities the container has.
 pub fn default_seccomp_profile(capabilities: &[String]) -> Value {
-    let has = |c: &str| capabilities.iter().any(|x| x == c);
+    let has = |c: &str| capabilities.iter().any(|x| capability_name(x) == c);
     let mut allowed: Vec<&str> = ALLOWED_SYSCALLS
         .iter()
         .copied()
