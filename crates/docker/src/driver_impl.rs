@@ -433,14 +433,29 @@ impl Driver for DockerDriver {
         let code = wait_exit_code(&self.docker, &id)
             .await
             .map_err(|e| e.context(format!("container {}", container.name())))?;
-        Ok(match self.inspect(&id).await? {
+        let mut status = match self.inspect(&id).await? {
             Some(inspect) => exit_status(&inspect, code),
-            None => ExitStatus {
-                code,
-                reason: "the engine container was removed".to_string(),
-                ..Default::default()
-            },
-        })
+            None => {
+                return Ok(ExitStatus {
+                    code,
+                    reason: "the engine container was removed".to_string(),
+                    ..Default::default()
+                });
+            }
+        };
+        // The engine learns of an OOM kill from an event that can come after the exit's (cgroup v1 notifies
+        // through an eventfd): a memory-limited container killed by SIGKILL is asked about again, briefly.
+        let limited = container.config.resources.memory_bytes.is_some();
+        for _ in 0..5 {
+            if status.oom_killed || code != 137 || !limited {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if let Some(inspect) = self.inspect(&id).await? {
+                status = exit_status(&inspect, code);
+            }
+        }
+        Ok(status)
     }
 
     async fn observe(&self, container: &ContainerRecord) -> Result<ObservedState> {
