@@ -765,7 +765,14 @@ async fn an_interrupted_create_is_rolled_forward() {
 #[tokio::test(flavor = "multi_thread")]
 async fn published_ports_mounts_and_security() {
     let h = harness("net").await;
-    let port = 20000 + rand::random::<u16>() % 30000;
+    // Below the kernel's ephemeral range (32768-60999), where outgoing connections of parallel tests take
+    // ports, and free when chosen.
+    let port = loop {
+        let p = 20000 + rand::random::<u16>() % 12000;
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            break p;
+        }
+    };
     let mut sandbox_config = h.sandbox_config("web", false);
     sandbox_config.network.ports =
         vec![PortMapping::parse(&format!("127.0.0.1:{port}:80")).unwrap()];
