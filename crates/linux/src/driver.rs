@@ -363,16 +363,25 @@ impl LinuxDriver {
         .await
     }
 
-    /// Finishes a removal in the background: disconnects the network (CNI DEL is the slow part, tens of
-    /// milliseconds per plugin), unpins the namespaces and removes `dirs`. The caller's records are already
-    /// gone; if the daemon stops first, [`Driver::remove_orphans`] finishes the job at the next start, since the
-    /// directories still name the owner. The address stays allocated until DEL has run, so it is never reused
-    /// early.
-    fn finish_removal_later(&self, owner: &str, ns_dir: PathBuf, dirs: Vec<PathBuf>) {
+    /// Finishes a removal in the background: removes a container's `files` (if given), disconnects the network
+    /// (CNI DEL is the slow part, tens of milliseconds per plugin), unpins the namespaces and removes `dirs`. The
+    /// caller's records are already gone; if the daemon stops first, [`Driver::remove_orphans`] finishes the job
+    /// at the next start, since the directories (removed last) still name the owner. The address stays
+    /// allocated until DEL has run, so it is never reused early.
+    fn finish_removal_later(
+        &self,
+        owner: &str,
+        files: Option<ContainerFiles>,
+        ns_dir: PathBuf,
+        dirs: Vec<PathBuf>,
+    ) {
         let networks = self.config.networks.clone();
         let owner = owner.to_string();
         self.removals.spawn(async move {
             let result = async {
+                if let Some(files) = files {
+                    files.remove().await?;
+                }
                 remove_identity_blocking(networks, owner.clone(), ns_dir).await?;
                 for d in &dirs {
                     remove_dir(d)?;
@@ -585,21 +594,8 @@ impl LinuxDriver {
         };
         let run_dir = self.ctr_run_dir(id);
         if background {
-            // Off the caller's path (an `rm` or `run --rm` answers without waiting on unmounts and deletes):
-            // the run directory goes last, so until then it names the owner for `remove_orphans`.
-            let networks = self.config.networks.clone();
-            let owner = id.to_string();
-            self.removals.spawn(async move {
-                let result = async {
-                    files.remove().await?;
-                    remove_identity_blocking(networks, owner.clone(), run_dir.join("ns")).await?;
-                    remove_dir(&run_dir)
-                }
-                .await;
-                if let Err(e) = result {
-                    tracing::warn!(owner = %owner, "finishing a removal: {e} (retried at the next daemon start)");
-                }
-            });
+            // Off the caller's path: an `rm` or `run --rm` answers without waiting on unmounts and deletes.
+            self.finish_removal_later(id, Some(files), run_dir.join("ns"), vec![run_dir]);
             Ok(())
         } else {
             files.remove().await?;
@@ -926,7 +922,7 @@ impl Driver for LinuxDriver {
         let run_dir = self.sandbox_run_dir(id);
         unmount(&run_dir.join("shm"))?;
         remove_dir(&self.sandbox_dir(id))?;
-        self.finish_removal_later(id, run_dir.join("ns"), vec![run_dir]);
+        self.finish_removal_later(id, None, run_dir.join("ns"), vec![run_dir]);
         Ok(())
     }
 
