@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use husk_core::{Context, Error, Result};
+use husk_vm::guest::{ALWAYS_LOADED, LATE_GROUPS, PORT_GROUPS};
 use nix::mount::{MsFlags, mount};
 
 /// Where each module group's load order is in the initramfs (`<dir>/<group>`).
@@ -33,7 +34,7 @@ pub struct BootOptions {
     pub bare: bool,
     /// The guest's hostname.
     pub hostname: Option<String>,
-    /// Module groups to load after `base` (`husk.modules=mmio,vsock`).
+    /// Module groups to load after `port` and `base` (`husk.modules=mmio,vsock`).
     pub module_groups: Vec<String>,
     /// The containers share one PID namespace.
     pub share_pid: bool,
@@ -139,53 +140,195 @@ pub fn early_mounts() -> Result<()> {
     Ok(())
 }
 
-/// Loads the kernel modules of group `base` and of `groups`, each in the order the initramfs lists them, with
-/// `finit_module`. A module that is already there is fine; any other failure is logged and the rest are still
-/// loaded (the agent reports what is missing when a feature needs it).
-pub fn load_modules(release: &str, groups: &[String]) -> usize {
-    let mut loaded = 0;
-    for group in std::iter::once("base").chain(groups.iter().map(String::as_str)) {
-        if group.contains('/') || group.starts_with('.') {
-            crate::log!("ignored module group {group:?}");
-            continue;
+/// The kernel modules this guest loads, split in two: those the agent's channel to the host needs, loaded
+/// before it serves ([`PORT_GROUPS`]), and the rest (9p, overlayfs, the network card ...), loaded by a boot
+/// thread while the agent already answers. The module directory is held open, so the rest can still be read
+/// after the agent has left the initramfs.
+pub struct ModulePlan {
+    dir: std::os::fd::OwnedFd,
+    /// Module files (relative to the directory), for the port, in load order.
+    pub first: Vec<String>,
+    /// The other module files the first container needs, in load order.
+    pub rest: Vec<String>,
+    /// Module files nothing waits for ([`LATE_GROUPS`]).
+    pub late: Vec<String>,
+}
+
+impl ModulePlan {
+    /// The plan for `release`: groups `port` and `base`, then `groups` (from the kernel command line), each in
+    /// the order the initramfs lists it.
+    pub fn new(release: &str, groups: &[String]) -> Result<ModulePlan> {
+        let path = format!("/lib/modules/{release}");
+        let dir = nix::fcntl::open(
+            path.as_str(),
+            nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::backend(format!("open {path}: {e}")))?;
+        // SAFETY: `open` just returned this descriptor, and nothing else owns it.
+        let dir = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dir) };
+        let (mut first, mut rest, mut late) = (Vec::new(), Vec::new(), Vec::new());
+        let named = groups.iter().map(String::as_str);
+        for group in ALWAYS_LOADED.iter().copied().chain(named) {
+            if group.contains('/') || group.starts_with('.') {
+                crate::log!("ignored module group {group:?}");
+                continue;
+            }
+            let order =
+                std::fs::read_to_string(format!("{MODULE_GROUPS}/{group}")).unwrap_or_default();
+            let files = order.lines().filter(|l| !l.is_empty()).map(str::to_string);
+            if PORT_GROUPS.contains(&group) {
+                first.extend(files);
+            } else if LATE_GROUPS.contains(&group) {
+                late.extend(files);
+            } else {
+                rest.extend(files);
+            }
         }
-        let order = std::fs::read_to_string(format!("{MODULE_GROUPS}/{group}")).unwrap_or_default();
-        for rel in order.lines().filter(|l| !l.is_empty()) {
-            let path = format!("/lib/modules/{release}/{rel}");
-            match load_module(Path::new(&path)) {
+        Ok(ModulePlan {
+            dir,
+            first,
+            rest,
+            late,
+        })
+    }
+
+    /// Loads `files` with `finit_module`, in order, and deletes each file from the initramfs (its memory goes
+    /// back to the guest, and through free page reporting to the host). A module that is already there is
+    /// fine; any other failure is logged and the rest are still loaded (the agent reports what is missing when
+    /// a feature needs it). Returns how many were loaded.
+    pub fn load(&self, files: &[String]) -> usize {
+        let mut loaded = 0;
+        for rel in files {
+            match self.load_one(rel) {
                 Ok(()) => loaded += 1,
                 Err(e) => crate::log!("{e}"),
             }
+            let _ = nix::unistd::unlinkat(
+                Some(self.dir.as_raw_fd()),
+                rel.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        loaded
+    }
+
+    /// Deletes the module files of the initramfs this plan does not load (the other transport's, devices this
+    /// VM lacks), so their memory goes back; call it before leaving the initramfs.
+    pub fn discard_others(&self, release: &str) {
+        let root = PathBuf::from(format!("/lib/modules/{release}"));
+        let keep: std::collections::HashSet<&str> = self
+            .first
+            .iter()
+            .chain(&self.rest)
+            .chain(&self.late)
+            .map(String::as_str)
+            .collect();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&root)
+                    && !rel.to_str().is_some_and(|r| keep.contains(r))
+                {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
         }
     }
-    loaded
+
+    fn load_one(&self, rel: &str) -> Result<()> {
+        let fd = nix::fcntl::openat(
+            Some(self.dir.as_raw_fd()),
+            rel,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::backend(format!("open module {rel}: {e}")))?;
+        // SAFETY: `openat` just returned this descriptor, and nothing else owns it.
+        let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let compressed = [".xz", ".zst", ".gz"].iter().any(|s| rel.ends_with(s));
+        let flags = if compressed { 4 } else { 0 }; // MODULE_INIT_COMPRESSED_FILE
+        // SAFETY: finit_module with an open descriptor, an empty NUL-terminated parameter string and flags.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_finit_module,
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                flags,
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(Error::backend(format!("load module {rel}: {e}")));
+            }
+        }
+        Ok(())
+    }
 }
 
-fn load_module(path: &Path) -> Result<()> {
-    let file = File::open(path).context(format!("open module {}", path.display()))?;
-    let compressed = [".xz", ".zst", ".gz"]
-        .iter()
-        .any(|s| path.to_string_lossy().ends_with(s));
-    let flags = if compressed { 4 } else { 0 }; // MODULE_INIT_COMPRESSED_FILE
-    // SAFETY: finit_module with an open descriptor, an empty NUL-terminated parameter string and flags.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_finit_module,
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-        )
-    };
-    if r < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(Error::backend(format!(
-                "load module {}: {e}",
-                path.display()
-            )));
+/// Runs the calling thread at idle priority (SCHED_IDLE): it gets the CPU only when nothing else wants it.
+pub fn idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on the calling thread (0) with a valid parameter block.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        crate::log!("idle priority: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// A value a boot thread is still making: the first reader waits for the thread, every reader gets the value.
+pub struct Pending<T> {
+    value: std::sync::OnceLock<T>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<T>>>,
+}
+
+impl<T: Default + Send + 'static> Pending<T> {
+    /// A value known now.
+    pub fn ready(value: T) -> Self {
+        Pending {
+            value: std::sync::OnceLock::from(value),
+            thread: std::sync::Mutex::new(None),
         }
     }
-    Ok(())
+
+    /// A value `make` computes on a thread of its own, started now.
+    pub fn spawn(name: &str, make: impl FnOnce() -> T + Send + 'static) -> Self {
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(make)
+            .map_err(|e| crate::log!("start the {name} thread: {e}"))
+            .ok();
+        Pending {
+            value: std::sync::OnceLock::new(),
+            thread: std::sync::Mutex::new(thread),
+        }
+    }
+
+    /// The value, waiting for its thread if it is still at work (blocking). A thread that panicked gives
+    /// `T::default()`.
+    pub fn get(&self) -> &T {
+        self.value.get_or_init(|| {
+            let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+            thread.and_then(|t| t.join().ok()).unwrap_or_default()
+        })
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.value.get() {
+            Some(v) => f.debug_tuple("Pending").field(v).finish(),
+            None => f.write_str("Pending(<still at work>)"),
+        }
+    }
 }
 
 /// The precompiled default seccomp program of the guest image with its capability set, if it has one.
@@ -204,9 +347,8 @@ pub fn seccomp_seed() -> Option<(Vec<String>, Vec<u8>)> {
 /// work when the current root is the initramfs. The initramfs's files are deleted first to give their memory
 /// back; the running agent keeps its own pages.
 pub fn leave_initramfs() -> Result<()> {
-    for gone in ["/lib", "/etc/husk"] {
-        let _ = std::fs::remove_dir_all(gone);
-    }
+    // /lib holds the modules still to load (see ModulePlan): each file goes once loaded.
+    let _ = std::fs::remove_dir_all("/etc/husk");
     let _ = std::fs::remove_file("/init");
     mount_fs(
         "rootfs",
@@ -525,13 +667,17 @@ pub fn power_off() -> ! {
     }
 }
 
-/// Time since the kernel booted, from /proc/uptime (0 when unreadable).
+/// Time since the kernel booted (CLOCK_BOOTTIME, the clock of /proc/uptime, which only shows 10 ms steps).
 pub fn uptime_ms() -> u64 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|s| (s * 1000.0) as u64)
-        .unwrap_or(0)
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) } != 0 {
+        return 0;
+    }
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
 }
 
 /// The kernel's release, for finding modules.

@@ -72,7 +72,19 @@ fn pid1() -> ! {
         init::power_off();
     }
     let t0 = init::uptime_ms();
-    let loaded = init::load_modules(&init::release(), &opts.module_groups);
+    let release = init::release();
+    let modules = match init::ModulePlan::new(&release, &opts.module_groups) {
+        Ok(plan) => Some(plan),
+        Err(e) => {
+            log!("{e}");
+            None
+        }
+    };
+    // The agent's own channel first; the rest once it serves.
+    let port_modules = modules.as_ref().map_or(0, |m| m.load(&m.first));
+    if let Some(m) = &modules {
+        m.discard_others(&release);
+    }
     let t1 = init::uptime_ms();
     // Read before leaving the initramfs, which deletes /etc/husk.
     let seccomp_seed = init::seccomp_seed();
@@ -90,22 +102,47 @@ fn pid1() -> ! {
     if let Err(e) = init::loopback_up() {
         log!("{e}");
     }
-    if let Some(nic) = &opts.nic
-        && let Err(e) = init::configure_nic(nic)
-    {
-        log!("{e}");
-    }
     init::set_hostname(opts.hostname.as_deref().unwrap_or("husk"));
-    let shares = init::mount_shares(&opts.shares);
     log!(
-        "started at {t0} ms; {loaded} modules loaded in {} ms; {} shares mounted; serving at {} ms",
+        "started at {t0} ms; {port_modules} modules for the port loaded in {} ms; serving at {} ms",
         t1 - t0,
-        shares.len(),
         init::uptime_ms()
     );
+    // The rest of the boot runs while the host connects: what needs it (a container's creation) waits for it.
+    let (nic, share_tags) = (opts.nic.clone(), opts.shares.clone());
+    let modules = modules.map(Arc::new);
+    let late_modules = modules.clone();
+    let shares = init::Pending::spawn("boot", move || {
+        let start = init::uptime_ms();
+        let loaded = modules.as_ref().map_or(0, |m| m.load(&m.rest));
+        if let Some(nic) = &nic
+            && let Err(e) = init::configure_nic(nic)
+        {
+            log!("{e}");
+        }
+        let shares = init::mount_shares(&share_tags);
+        log!(
+            "{loaded} more modules loaded, {} shares mounted, from {start} to {} ms",
+            shares.len(),
+            init::uptime_ms()
+        );
+        shares
+    });
+    if let Some(m) = late_modules {
+        let late = std::thread::Builder::new()
+            .name("late".into())
+            .spawn(move || {
+                init::idle_priority();
+                let loaded = m.load(&m.late);
+                log!("{loaded} late modules loaded at {} ms", init::uptime_ms());
+            });
+        if let Err(e) = late {
+            log!("start the late module thread: {e}");
+        }
+    }
     let env = AgentEnv {
         run_dir: PathBuf::from("/run/husk"),
-        shares,
+        shares: Arc::new(shares),
         cgroup_root,
         share_pid: opts.share_pid,
         seccomp_seed,
@@ -176,7 +213,7 @@ fn host_mode(args: Vec<String>) -> Result<()> {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let env = AgentEnv {
         run_dir,
-        shares,
+        shares: Arc::new(init::Pending::ready(shares)),
         cgroup_root,
         share_pid,
         seccomp_seed: None,

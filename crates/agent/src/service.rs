@@ -29,8 +29,8 @@ use crate::shim::{Bundle, Maker};
 pub struct AgentEnv {
     /// Per-container directories live under `<run_dir>/containers`.
     pub run_dir: PathBuf,
-    /// Mounted 9p shares by tag.
-    pub shares: HashMap<String, PathBuf>,
+    /// Mounted 9p shares by tag (mounted by a boot thread while the agent already serves).
+    pub shares: Arc<crate::init::Pending<HashMap<String, PathBuf>>>,
     /// The cgroup v2 root, when the guest has one.
     pub cgroup_root: Option<PathBuf>,
     /// Containers share one PID namespace (the sandbox was made with `share_pid`).
@@ -340,10 +340,13 @@ impl AgentService {
                 m.kind, m.destination
             )));
         }
-        let share =
-            self.inner.env.shares.get(&req.share_tag).ok_or_else(|| {
-                Error::not_found(format!("9p share {:?} in this VM", req.share_tag))
-            })?;
+        let share = self
+            .inner
+            .env
+            .shares
+            .get()
+            .get(&req.share_tag)
+            .ok_or_else(|| Error::not_found(format!("9p share {:?} in this VM", req.share_tag)))?;
         let mut lower = Vec::new();
         for l in &req.layers {
             let rel = std::path::Path::new(l);
@@ -406,11 +409,15 @@ impl AgentService {
 
     /// Starts the container's main process: a shim creates the container from the bundle, the agent attaches to
     /// its output before starting it (so no output is missed), and a watcher records the exit.
-    async fn launch_main(&self, c: &Arc<Container>, p: &Arc<Proc>) -> Result<i32> {
+    ///
+    /// `first` says the bundle written at create was never used; a restart writes it again.
+    async fn launch_main(&self, c: &Arc<Container>, p: &Arc<Proc>, first: bool) -> Result<i32> {
         let bundle = Bundle::of(&c.setup);
         let (this, c2, b2) = (self.clone(), c.clone(), bundle.clone());
         tokio::task::spawn_blocking(move || {
-            this.inner.maker.write_bundle(&c2.setup, &c2.config)?;
+            if !first {
+                this.inner.maker.write_bundle(&c2.setup, &c2.config)?;
+            }
             crate::shim::spawn(&this.inner.reaper, &b2)
         })
         .await
@@ -644,14 +651,15 @@ impl Agent for AgentService {
             ))));
         }
         // A restart gets a fresh process record; readers of the old one saw its exit.
-        let main = if old.pid() == 0 {
+        let first = old.pid() == 0;
+        let main = if first {
             old
         } else {
             Proc::new(c.config.process.tty)
         };
         *lock(&c.main) = main.clone();
         let pid = self
-            .launch_main(&c, &main)
+            .launch_main(&c, &main, first)
             .await
             .map_err(|e| st(missing_executable(e)))?;
         Ok(Response::new(proto::StartResponse { pid }))

@@ -161,8 +161,23 @@ fn capsule_in_one_vm_talks_over_localhost_publishes_a_port_and_sees_no_host() {
         procs.parse::<u32>().unwrap() < 20,
         "sees only its own few processes: {procs}"
     );
-    // Deleting the capsule leaves no QEMU, no file, no network state.
     d.husk(&["rm", "-f", "web", "side"]).ok();
+    // The VM outlives its containers: a new one from the same image, once every earlier one is gone (its image
+    // layers were once shared under paths of the removed containers, and it came up with an empty root).
+    assert_eq!(
+        d.husk(&[
+            "run",
+            "--rm",
+            "--sandbox",
+            "pod",
+            IMAGE,
+            "cat",
+            "/www/index.html"
+        ])
+        .ok(),
+        "hello from husk"
+    );
+    // Deleting the capsule leaves no QEMU, no file, no network state.
     d.husk(&["sandbox", "rm", "-f", "pod"]).ok();
     assert_eq!(qemu_processes(&run), 0);
     // Files and network go in the background after the removal returns.

@@ -4,7 +4,8 @@
 //! Files (under `run_root`, runtime; under `root`, persistent):
 //! ```text
 //! run_root/v/<vm>/vm/       QEMU's directory: qmp.sock, agent.sock, console.log, qemu.log, qemu.pid, vm.json
-//! run_root/v/<vm>/share/    the 9p export (read-only): <container>/<n> = bind mount of image layer n
+//! run_root/v/<vm>/share/    the 9p export (read-only): l/<layer> = bind mount of an image layer (one path per
+//!                           layer for the VM's whole life, shared by its containers), .etc/ = name files
 //! root/c/<container>/       ctr.log (JSON lines of husk_core::LogEntry), exit.json
 //! ```
 //! `<vm>` is the sandbox ID, or the container ID in standalone mode. After a daemon restart the driver finds a
@@ -33,6 +34,9 @@ use crate::client::{AgentAddr, AgentClient};
 use crate::guest::{Compression, GuestConfig, GuestImage, build_guest};
 use crate::network::Attached;
 use crate::qemu::{Machine, Share, Transport, Vm, VmConfig, host_tsc_khz, vm_size};
+
+/// The directory of a VM's share holding its image layers.
+const LAYERS_DIR: &str = "l";
 
 /// The 9p tag of a VM's layer share.
 const SHARE_TAG: &str = "husk0";
@@ -99,6 +103,8 @@ pub struct VmDriver {
     vms: tokio::sync::Mutex<HashMap<String, Arc<VmHandle>>>,
     /// Containers whose log reader runs in this daemon.
     logging: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Held while layers are bound into a VM's share (two creates in one VM may need the same layer).
+    layer_binds: Mutex<()>,
 }
 
 impl std::fmt::Debug for VmDriver {
@@ -142,6 +148,7 @@ impl VmDriver {
             image: Mutex::new(None),
             vms: tokio::sync::Mutex::new(HashMap::new()),
             logging: Mutex::new(HashMap::new()),
+            layer_binds: Mutex::new(()),
         })
     }
 
@@ -442,15 +449,40 @@ impl VmDriver {
         Ok(())
     }
 
-    /// Exposes `layers` to the VM as `share/<id>/<n>` (read-only bind mounts) and returns their share paths.
-    fn share_layers(&self, vm_name: &str, id: &str, layers: &[PathBuf]) -> Result<Vec<String>> {
-        let base = self.vm_root(vm_name).join("share").join(id);
+    /// Exposes `layers` to the VM as `share/l/<layer>` (read-only bind mounts) and returns their share paths.
+    ///
+    /// A layer keeps one path for the VM's whole life, whichever containers use it: QEMU's 9p server knows the
+    /// guest's open files by path, and the guest (`cache=loose`) keeps a directory's dentries under the first path
+    /// it met the directory by. With a path per container, a second container of the same image found the
+    /// cached layer under the first container's path, gone once that container was removed, and its root
+    /// filesystem came up empty. One path per layer also gives the containers of an image one page cache in the
+    /// guest. A bind whose source is no longer the layer's directory (the image was removed and pulled again)
+    /// is replaced.
+    fn share_layers(&self, vm_name: &str, layers: &[PathBuf]) -> Result<Vec<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let base = self.vm_root(vm_name).join("share").join(LAYERS_DIR);
+        let _held = lock(&self.layer_binds);
         let mut rel = Vec::new();
-        for (n, layer) in layers.iter().enumerate() {
-            let target = base.join(n.to_string());
-            std::fs::create_dir_all(&target).context(format!("create {}", target.display()))?;
-            bind_readonly(layer, &target)?;
-            rel.push(format!("{id}/{n}"));
+        for layer in layers {
+            let name = layer
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| !n.starts_with('.'))
+                .ok_or_else(|| {
+                    Error::internal(format!("image layer path {} has no name", layer.display()))
+                })?;
+            let target = base.join(name);
+            let source =
+                std::fs::metadata(layer).context(format!("image layer {}", layer.display()))?;
+            let bound = std::fs::metadata(&target)
+                .is_ok_and(|t| t.dev() == source.dev() && t.ino() == source.ino());
+            if !bound {
+                std::fs::create_dir_all(&target).context(format!("create {}", target.display()))?;
+                // An old bind of a removed layer directory, if any.
+                let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
+                bind_readonly(layer, &target)?;
+            }
+            rel.push(format!("{LAYERS_DIR}/{name}"));
         }
         Ok(rel)
     }
@@ -520,7 +552,7 @@ impl VmDriver {
         config: &ContainerConfig,
         rootfs: &RootfsLayers,
     ) -> Result<ContainerRuntime> {
-        let layers = self.share_layers(vm_name, &config.id, &rootfs.layers)?;
+        let layers = self.share_layers(vm_name, &rootfs.layers)?;
         let _ = std::fs::remove_file(self.ctr_dir(&config.id).join("exit.json"));
         // The VM's hostname is the sandbox's (or the standalone container's): containers share the guest's UTS
         // namespace instead of making their own.
@@ -916,9 +948,6 @@ impl Driver for VmDriver {
                 Err(e) if e.kind == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
-            let share = self.vm_root(&vm).join("share").join(container.id());
-            unmount_below(&share);
-            let _ = std::fs::remove_dir_all(&share);
         }
         match std::fs::remove_dir_all(self.ctr_dir(container.id())) {
             Ok(()) => Ok(()),

@@ -574,6 +574,10 @@ impl Vm {
 
     /// Waits up to `timeout` for QEMU to exit; true if it did.
     pub async fn wait_exit(&mut self, timeout: Duration) -> bool {
+        if let Some(child) = &mut self.child {
+            // Our own child: woken by its exit, not by polling.
+            return tokio::time::timeout(timeout, child.wait()).await.is_ok();
+        }
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if !self.is_running() {

@@ -17,10 +17,10 @@ use husk_core::{Context, Error, Result};
 use sha2::{Digest, Sha256};
 
 pub use initramfs::{Compression, Entry};
-pub use modules::{GROUPS, ModuleDeps, ModuleGroup};
+pub use modules::{ALWAYS_LOADED, GROUPS, LATE_GROUPS, ModuleDeps, ModuleGroup, PORT_GROUPS};
 
 /// Bumped when the initramfs layout changes, so old cache entries are not reused.
-const FORMAT: &str = "husk-initramfs-1";
+const FORMAT: &str = "husk-initramfs-2";
 
 /// Where the agent finds each module group's load order inside the initramfs (`<dir>/<group>`).
 pub const MODULE_GROUP_DIR: &str = "etc/husk/modules";

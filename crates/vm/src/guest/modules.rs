@@ -10,9 +10,10 @@ use std::path::Path;
 
 use husk_core::{Context, Error, Result};
 
-/// A set of modules loaded together. The initramfs holds every group; the agent always loads `base` and the
-/// groups the kernel command line names (`husk.modules=mmio,vsock`), so a VM loads only what its devices need
-/// (each module costs ~10-20 ms to load under TCG).
+/// A set of modules loaded together. The initramfs holds every group; the agent always loads `port` and `base`,
+/// and the groups the kernel command line names (`husk.modules=mmio,vsock`), so a VM loads only what its devices
+/// need (each module costs ~10-20 ms to load under TCG). The agent loads the groups its own channel needs
+/// ([`PORT_GROUPS`]) before it serves, and the others while it already answers the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModuleGroup {
     /// Group name.
@@ -23,21 +24,34 @@ pub struct ModuleGroup {
     pub optional: &'static [&'static str],
 }
 
-/// The groups: `base` (virtio core, the virtio-serial console driver for the agent port, 9p over virtio,
-/// overlayfs, the balloon for free page reporting), one per virtio transport (`mmio` for microvm, `pci` for
-/// q35), and `vsock`, `net`, `blk` for those devices. Dependencies come in through `modules.dep`.
+/// Groups loaded by every guest, first to last.
+pub const ALWAYS_LOADED: &[&str] = &["port", "base", "late"];
+
+/// Groups nothing waits for: the agent loads them when the guest's CPU has nothing else to do.
+pub const LATE_GROUPS: &[&str] = &["late"];
+
+/// Groups the agent's channel to the host needs (its virtio-serial port or vsock, over either transport): the
+/// agent loads these before it serves, the rest while it serves.
+pub const PORT_GROUPS: &[&str] = &["port", "mmio", "pci", "vsock"];
+
+/// The groups: `port` (virtio core and the virtio-serial console driver of the agent's port), `base` (9p over
+/// virtio, overlayfs), `late` (the balloon for free page reporting), one per virtio transport (`mmio` for microvm, `pci`
+/// for q35), and `vsock`, `net`, `blk` for those devices. Dependencies come in through `modules.dep`; a module
+/// of `port` or `base` is listed there only, not again in a later group.
 pub const GROUPS: &[ModuleGroup] = &[
     ModuleGroup {
+        name: "port",
+        required: &["virtio", "virtio_ring", "virtio_console"],
+        optional: &[],
+    },
+    ModuleGroup {
         name: "base",
-        required: &[
-            "virtio",
-            "virtio_ring",
-            "virtio_console",
-            "9pnet",
-            "9pnet_virtio",
-            "9p",
-            "overlay",
-        ],
+        required: &["9pnet", "9pnet_virtio", "9p", "overlay"],
+        optional: &[],
+    },
+    ModuleGroup {
+        name: "late",
+        required: &[],
         optional: &["virtio_balloon"],
     },
     ModuleGroup {
@@ -149,15 +163,15 @@ impl ModuleDeps {
         Ok(order)
     }
 
-    /// Each group's module files in load order, without the files of `base` (which is loaded first); `extra`
-    /// modules join `base`.
+    /// Each group's module files in load order, without the files of the groups every guest loads first
+    /// ([`ALWAYS_LOADED`]); `extra` modules join `base`.
     pub fn resolve_groups(
         &self,
         groups: &[ModuleGroup],
         extra: &[&str],
     ) -> Result<Vec<(String, Vec<String>)>> {
         let mut out: Vec<(String, Vec<String>)> = Vec::new();
-        let mut base: BTreeSet<String> = BTreeSet::new();
+        let mut always: BTreeSet<String> = BTreeSet::new();
         for g in groups {
             let mut required = g.required.to_vec();
             if g.name == "base" {
@@ -166,10 +180,10 @@ impl ModuleDeps {
             let files: Vec<String> = self
                 .resolve(&required, g.optional)?
                 .into_iter()
-                .filter(|f| !base.contains(f))
+                .filter(|f| !always.contains(f))
                 .collect();
-            if g.name == "base" {
-                base.extend(files.iter().cloned());
+            if ALWAYS_LOADED.contains(&g.name) {
+                always.extend(files.iter().cloned());
             }
             out.push((g.name.to_string(), files));
         }
@@ -280,9 +294,14 @@ kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko ker
                 .collect::<Vec<_>>()
         };
         assert_eq!(
+            group("port"),
+            ["virtio_ring", "virtio", "virtio_console"],
+            "the agent's port first"
+        );
+        assert_eq!(
             group("mmio"),
             ["virtio_mmio"],
-            "shared dependencies stay in base"
+            "shared dependencies stay in port"
         );
         assert_eq!(
             group("pci"),
@@ -295,7 +314,7 @@ kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko ker
         assert_eq!(group("net"), ["failover", "net_failover", "virtio_net"]);
         assert!(group("vsock").is_empty(), "the sample has no vsock modules");
         assert!(
-            group("base").contains(&"virtio_ring".to_string())
+            !group("base").contains(&"virtio_ring".to_string())
                 && group("base").contains(&"fscache".to_string())
         );
     }
