@@ -9,6 +9,7 @@
 //! protocol on a unix socket with no init duties, which tests use to exercise the service without a VM.
 
 mod fdio;
+mod files;
 mod init;
 mod reaper;
 mod runtime;
@@ -35,6 +36,11 @@ fn main() {
         // A container's monitor (the linux driver's shim), started by the agent: single-threaded until its own
         // event loop, so nothing else may run first.
         std::process::exit(husk_linux::shim::run(std::path::Path::new(&args[2])));
+    }
+    if args.len() == 3 && args[1] == "container-fs" {
+        // The linux driver's container-fs helper (cp), started by the agent: it joins or builds a container's
+        // mount namespace, so it must stay single-threaded.
+        std::process::exit(husk_linux::container_fs::run(&args[2]));
     }
     if std::process::id() == 1 {
         pid1();
@@ -96,7 +102,7 @@ fn pid1() -> ! {
         log!("{e}");
     }
     init::set_hostname(opts.hostname.as_deref().unwrap_or("husk"));
-    let shares = init::mount_shares(&opts.shares);
+    let shares = init::mount_shares(&opts.shares, &opts.writable);
     log!(
         "started at {t0} ms; {loaded} modules loaded in {} ms; {} shares mounted; serving at {} ms",
         t1 - t0,
