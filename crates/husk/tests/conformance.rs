@@ -690,12 +690,38 @@ pub fn bad_input_is_refused_cleanly(driver: &str) {
     assert_eq!(d.husk(&["sandbox", "ls", "-q"]).ok(), sandboxes);
 }
 
-/// Deleting sandboxes and containers leaves nothing behind.
+/// Deleting sandboxes and containers leaves nothing behind, also of their binds and volumes.
 pub fn nothing_left_behind(driver: &str) {
     let d = daemon(driver);
+    let host = host_dir();
+    std::fs::write(host.path().join("f"), "x").unwrap();
+    let mut mounts: Vec<String> = Vec::new();
+    if can(&d, driver, "bind_mounts") && can(&d, driver, "volumes") {
+        let src = host.path().display();
+        for m in [
+            format!("{src}:/b"),
+            format!("{src}/f:/f:ro"),
+            "vol:/v".into(),
+        ] {
+            mounts.extend(["-v".to_string(), m]);
+        }
+    }
+    let with_mounts = |args: &[&str]| -> Vec<String> {
+        let (flags, rest) = args.split_at(args.len() - 3);
+        flags
+            .iter()
+            .map(|s| s.to_string())
+            .chain(mounts.iter().cloned())
+            .chain(rest.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let husk = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        d.husk(&args).ok()
+    };
     d.husk(&["sandbox", "create", "--name", "pod", "--share-pid"])
         .ok();
-    d.husk(&[
+    husk(with_mounts(&[
         "run",
         "-d",
         "--name",
@@ -705,9 +731,8 @@ pub fn nothing_left_behind(driver: &str) {
         IMAGE,
         "sleep",
         "1000",
-    ])
-    .ok();
-    d.husk(&[
+    ]));
+    husk(with_mounts(&[
         "run",
         "-d",
         "--name",
@@ -717,8 +742,7 @@ pub fn nothing_left_behind(driver: &str) {
         IMAGE,
         "sleep",
         "1000",
-    ])
-    .ok();
+    ]));
     d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])
         .ok();
     d.husk(&["create", "--name", "never-started", IMAGE, "true"])
