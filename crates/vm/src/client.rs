@@ -47,8 +47,8 @@ pub struct AgentClient {
     raw: Raw<Channel>,
     channel: Channel,
     timeout: Duration,
-    /// The minor protocol version the agent answered with (0 until `version` was called).
-    minor: u32,
+    /// The minor protocol version the agent answered with (0 until `version` was called), shared by clones.
+    minor: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Maps a husk error to a gRPC status (agent side).
@@ -137,7 +137,7 @@ impl AgentClient {
             raw: Raw::new(channel.clone()),
             channel,
             timeout,
-            minor: 0,
+            minor: Default::default(),
         })
     }
 
@@ -156,11 +156,7 @@ impl AgentClient {
             let left = deadline.saturating_sub(start.elapsed());
             let client = AgentClient::with_connect_timeout(addr, left, left)?;
             match client.version().await {
-                Ok(v) => {
-                    let mut client = client.with_timeout(DEFAULT_CALL_TIMEOUT);
-                    client.minor = v.minor;
-                    return Ok((client, v));
-                }
+                Ok(v) => return Ok((client.with_timeout(DEFAULT_CALL_TIMEOUT), v)),
                 Err(e) if e.kind == ErrorKind::Unsupported => return Err(e),
                 Err(e) => last = e.message,
             }
@@ -178,20 +174,20 @@ impl AgentClient {
         self
     }
 
-    /// The minor protocol version of the agent (from the `version` answer when connecting).
+    /// The minor protocol version of the agent (from its last `version` answer; 0 before one).
     pub fn minor(&self) -> u32 {
-        self.minor
+        self.minor.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Fails with `Unsupported` (naming `what`) when the agent is older than protocol 1.`minor`: a VM started by
     /// an older husk keeps its agent until it is recreated.
     pub fn require_minor(&self, minor: u32, what: &str) -> Result<()> {
-        if self.minor >= minor {
+        if self.minor() >= minor {
             return Ok(());
         }
         Err(Error::unsupported(format!(
             "driver vm: this VM's guest agent speaks protocol {PROTOCOL_VERSION}.{} and {what} needs {PROTOCOL_VERSION}.{minor} (this host speaks {PROTOCOL_VERSION}.{PROTOCOL_MINOR}): recreate the sandbox or container to get a new VM",
-            self.minor
+            self.minor()
         )))
     }
 
@@ -233,6 +229,8 @@ impl AgentClient {
                 v.protocol
             )));
         }
+        self.minor
+            .store(v.minor, std::sync::atomic::Ordering::Relaxed);
         Ok(v)
     }
 
