@@ -214,7 +214,8 @@ fn mounts_below(dir: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-/// Binds reach a sandbox's VM through its mounts share: a file bind, host changes seen at once in the guest,
+/// Binds reach a sandbox's VM through its mounts share: a file bind, a propagation mode applied in the guest,
+/// host changes seen at once in the guest,
 /// a volume shared by two containers of the VM, and no host mount left by a create the daemon died in or by
 /// a share that no record names.
 #[test]
@@ -234,7 +235,7 @@ fn binds_and_volumes_in_a_sandbox_vm_and_a_crash_mid_create() {
     d.husk(&["sandbox", "create", "--name", "pod"]).ok();
     let sandbox_id = d.inspect("pod")["Id"].as_str().unwrap().to_string();
     let file_bind = format!("{}:/etc/motd:ro", file.display());
-    let dir_bind = format!("{}:/h", host.path().display());
+    let dir_bind = format!("{}:/h:rshared", host.path().display());
     d.husk(&[
         "run",
         "-d",
@@ -268,6 +269,23 @@ fn binds_and_volumes_in_a_sandbox_vm_and_a_crash_mid_create() {
     ])
     .ok();
     assert_eq!(d.husk(&["exec", "one", "cat", "/etc/motd"]).ok(), "first");
+    // The propagation asked for is applied in the guest: /h shared, the file bind private (the default).
+    let info = |path: &str| {
+        d.husk(&[
+            "exec",
+            "one",
+            "grep",
+            &format!(" {path} "),
+            "/proc/self/mountinfo",
+        ])
+        .ok()
+    };
+    assert!(info("/h").contains(" shared:"), "{}", info("/h"));
+    assert!(
+        !info("/etc/motd").contains(" shared:"),
+        "{}",
+        info("/etc/motd")
+    );
     let w = d.husk(&["exec", "one", "sh", "-c", "echo x > /etc/motd"]);
     assert_ne!(w.code, 0, "a read-only file bind refuses writes");
     // The host's changes are seen at once (no guest cache of file data on the mounts share).

@@ -607,7 +607,10 @@ impl VmDriver {
             Err(e) => Err(e),
         };
         if let Err(e) = made {
-            self.unshare_container(vm_name, &config.id);
+            // A conflict means the VM already has this container: its shares are in use.
+            if e.kind != ErrorKind::Conflict {
+                self.unshare_container(vm_name, &config.id);
+            }
             return Err(e);
         }
         let _ = std::fs::remove_file(self.ctr_dir(&config.id).join("exit.json"));
