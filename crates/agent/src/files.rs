@@ -89,13 +89,21 @@ impl Helper {
         })
     }
 
-    /// Waits for the helper to exit: `Ok` when it succeeded, else its error (the JSON line on its stderr).
-    pub async fn verdict(mut self) -> Result<()> {
-        drop(self.stdin.take());
-        let mut stderr = Vec::new();
-        let _ = self.stderr.read_to_end(&mut stderr).await;
-        let status = self
-            .exit
+    /// Waits for the helper to exit: `Ok` when it succeeded, else its error (the JSON line on its stderr). Its
+    /// stdin and stdout are closed first: a helper still writing an archive nobody reads (the host went away)
+    /// ends on the broken pipe instead of waiting forever.
+    pub async fn verdict(self) -> Result<()> {
+        let Helper {
+            stdin,
+            stdout,
+            mut stderr,
+            exit,
+        } = self;
+        drop((stdin, stdout));
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text).await;
+        let stderr = text;
+        let status = exit
             .await
             .map_err(|_| Error::internal("the container-fs helper's exit was lost"))?;
         let status = std::process::ExitStatus::from_raw(status);

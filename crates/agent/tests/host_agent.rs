@@ -365,6 +365,30 @@ async fn binds_from_the_mounts_share_and_cp_running_or_stopped() {
     let out = exec_output(&client, "c", &["sh", "-c", "cat /b/f; ln -s /etc /evil"]).await;
     assert_eq!(out, "from the share");
 
+    // An archive the host stops reading: the agent's helper ends (on its broken pipe) rather than hanging.
+    exec_output(
+        &client,
+        "c",
+        &["dd", "if=/dev/zero", "of=/big", "bs=1M", "count=8"],
+    )
+    .await;
+    let mut r = client.archive("c", "/big").await.unwrap();
+    let mut some = vec![0u8; 4096];
+    tokio::io::AsyncReadExt::read_exact(&mut r, &mut some)
+        .await
+        .unwrap();
+    let agent_pid = agent.child.id() as i32;
+    assert_eq!(helpers_of(agent_pid), 1, "the helper writes the archive");
+    drop(r);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while helpers_of(agent_pid) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the helper outlived its reader"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     let stat = client.stat_path("c", "/b/f").await.unwrap();
     assert_eq!((stat.name.as_str(), stat.size), ("f", 14));
     assert!(client.stat_path("c", "/evil").await.unwrap().is_symlink());
@@ -409,6 +433,24 @@ async fn binds_from_the_mounts_share_and_cp_running_or_stopped() {
         }
     }
     client.remove_container("c").await.unwrap();
+}
+
+/// Running container-fs helpers whose parent is `parent`.
+fn helpers_of(parent: i32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let mut fields = after.split_whitespace();
+            let (state, ppid) = (fields.next(), fields.next());
+            state != Some("Z")
+                && ppid == Some(parent.to_string().as_str())
+                && std::fs::read(p.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("container-fs"))
+        })
+        .count()
 }
 
 /// Runs `args` in container `id` and returns its output, checking it exited 0.

@@ -656,6 +656,28 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn an_agent_older_than_a_call_needs_is_refused_clearly() {
+        let c = AgentClient::new(
+            &AgentAddr::Unix("/nonexistent/agent.sock".into()),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(c.minor(), 0, "no version answer yet");
+        let e = c.require_minor(1, "cp").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        assert!(
+            e.message.contains("driver vm")
+                && e.message.contains("1.0")
+                && e.message.contains("recreate"),
+            "{e}"
+        );
+        c.minor
+            .store(PROTOCOL_MINOR, std::sync::atomic::Ordering::Relaxed);
+        assert!(c.require_minor(1, "cp").is_ok());
+        assert!(c.clone().require_minor(1, "cp").is_ok(), "clones share it");
+    }
+
     #[test]
     fn stdio_frames_decode() {
         assert_eq!(decode_frame(&Frame::Exit(3).encode()), Frame::Exit(3));
