@@ -54,6 +54,23 @@ const METHODS: &[(&str, &str, &str, &str, bool, bool)] = &[
     ("pause", "Pause", "PauseRequest", "Empty", false, false),
     ("shutdown", "Shutdown", "Empty", "Empty", false, false),
     ("top", "Top", "StatsRequest", "TopResponse", false, false),
+    (
+        "stat_path",
+        "StatPath",
+        "PathRequest",
+        "PathStatResponse",
+        false,
+        false,
+    ),
+    (
+        "archive",
+        "Archive",
+        "PathRequest",
+        "ArchiveChunk",
+        false,
+        true,
+    ),
+    ("extract", "Extract", "ExtractRequest", "Empty", true, false),
 ];
 
 fn main() {

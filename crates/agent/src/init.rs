@@ -28,6 +28,8 @@ macro_rules! log {
 pub struct BootOptions {
     /// 9p mount tags to mount under `/run/husk/shares/<tag>`.
     pub shares: Vec<String>,
+    /// The tags among `shares` to mount read-write (`TAG:rw` on the command line).
+    pub writable: Vec<String>,
     /// Listen on vsock instead of the virtio-serial port.
     pub vsock: bool,
     /// Print a line and power off at once (the bare-boot benchmark).
@@ -64,11 +66,15 @@ impl BootOptions {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
             match key {
                 "husk.shares" => {
-                    o.shares = value
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect()
+                    for item in value.split(',').filter(|s| !s.is_empty()) {
+                        match item.strip_suffix(":rw") {
+                            Some(tag) => {
+                                o.shares.push(tag.to_string());
+                                o.writable.push(tag.to_string());
+                            }
+                            None => o.shares.push(item.to_string()),
+                        }
+                    }
                 }
                 "husk.transport" => o.vsock = value == "vsock",
                 "husk.bare" => o.bare = true,
@@ -580,22 +586,30 @@ pub fn configure_nic(nic: &NicConfig) -> Result<()> {
     Ok(())
 }
 
-/// Mounts each 9p share read-only under `/run/husk/shares/<tag>`.
-pub fn mount_shares(tags: &[String]) -> HashMap<String, PathBuf> {
+/// Mounts each 9p share under `/run/husk/shares/<tag>`: read-only with the guest's page cache (image layers
+/// never change), or, for the tags in `writable`, read-write without caching file data (`cache=mmap`: the host
+/// and the other containers see each write at once, and a write is on the host before it returns, so
+/// nothing is lost when the VM is stopped).
+pub fn mount_shares(tags: &[String], writable: &[String]) -> HashMap<String, PathBuf> {
     let mut shares = HashMap::new();
     for tag in tags {
         let target = PathBuf::from("/run/husk/shares").join(tag);
+        let (flags, data) = if writable.contains(tag) {
+            (
+                MsFlags::MS_NODEV,
+                "trans=virtio,version=9p2000.L,msize=262144,cache=mmap",
+            )
+        } else {
+            (
+                MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+                "trans=virtio,version=9p2000.L,msize=262144,cache=loose",
+            )
+        };
         let r = std::fs::create_dir_all(&target)
             .map_err(|e| e.to_string())
             .and_then(|_| {
-                mount(
-                    Some(tag.as_str()),
-                    &target,
-                    Some("9p"),
-                    MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
-                    Some("trans=virtio,version=9p2000.L,msize=262144,cache=loose"),
-                )
-                .map_err(|e| e.to_string())
+                mount(Some(tag.as_str()), &target, Some("9p"), flags, Some(data))
+                    .map_err(|e| e.to_string())
             });
         match r {
             Ok(()) => {
@@ -694,9 +708,10 @@ mod tests {
     #[test]
     fn boot_options_parse() {
         let o = BootOptions::parse(
-            "console=ttyS0 quiet husk.shares=husk0,husk1 husk.transport=vsock husk.hostname=web panic=-1",
+            "console=ttyS0 quiet husk.shares=husk0,husk1:rw husk.transport=vsock husk.hostname=web panic=-1",
         );
         assert_eq!(o.shares, ["husk0", "husk1"]);
+        assert_eq!(o.writable, ["husk1"]);
         assert!(o.vsock && !o.bare);
         assert_eq!(o.hostname.as_deref(), Some("web"));
         assert!(o.module_groups.is_empty());

@@ -9,6 +9,7 @@
 //! protocol on a unix socket with no init duties, which tests use to exercise the service without a VM.
 
 mod fdio;
+mod files;
 mod init;
 mod reaper;
 mod runtime;
@@ -35,6 +36,11 @@ fn main() {
         // A container's monitor (the linux driver's shim), started by the agent: single-threaded until its own
         // event loop, so nothing else may run first.
         std::process::exit(husk_linux::shim::run(std::path::Path::new(&args[2])));
+    }
+    if args.len() == 3 && args[1] == "container-fs" {
+        // The linux driver's container-fs helper (cp), started by the agent: it joins or builds a container's
+        // mount namespace, so it must stay single-threaded.
+        std::process::exit(husk_linux::container_fs::run(&args[2]));
     }
     if std::process::id() == 1 {
         pid1();
@@ -109,7 +115,8 @@ fn pid1() -> ! {
         init::uptime_ms()
     );
     // The rest of the boot runs while the host connects: what needs it (a container's creation) waits for it.
-    let (nic, share_tags) = (opts.nic.clone(), opts.shares.clone());
+    let (nic, share_tags, writable) =
+        (opts.nic.clone(), opts.shares.clone(), opts.writable.clone());
     let modules = modules.map(Arc::new);
     let late_modules = modules.clone();
     let shares = init::Pending::spawn("boot", move || {
@@ -120,7 +127,7 @@ fn pid1() -> ! {
         {
             log!("{e}");
         }
-        let shares = init::mount_shares(&share_tags);
+        let shares = init::mount_shares(&share_tags, &writable);
         log!(
             "{loaded} more modules loaded, {} shares mounted, from {start} to {} ms",
             shares.len(),

@@ -4,6 +4,7 @@
 //! answered with a clear status; nothing a request carries can take the agent down.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,8 +19,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use husk_linux::container_fs::{FsOp, FsTarget};
 use husk_linux::shim::Request as ShimRequest;
 
+use crate::files::{self, Helper};
 use crate::reaper::Reaper;
 use crate::runtime::{ContainerSetup, Runtime};
 use crate::shim::{Bundle, Maker};
@@ -334,33 +337,12 @@ impl AgentService {
         if config.process.args.is_empty() {
             return Err(Error::invalid("args", "the container's command is empty"));
         }
-        if let Some(m) = config.mounts.iter().find(|m| m.kind != "tmpfs") {
-            return Err(Error::unsupported(format!(
-                "driver vm does not support {} mounts ({}): a VM sees no host paths; use tmpfs",
-                m.kind, m.destination
-            )));
-        }
-        let share = self
-            .inner
-            .env
-            .shares
-            .get()
-            .get(&req.share_tag)
-            .ok_or_else(|| Error::not_found(format!("9p share {:?} in this VM", req.share_tag)))?;
+        let mut config = config;
+        self.locate_mount_sources(&mut config, &req.mounts_tag)?;
+        let share = self.share(&req.share_tag)?;
         let mut lower = Vec::new();
         for l in &req.layers {
-            let rel = std::path::Path::new(l);
-            if rel.is_absolute()
-                || rel
-                    .components()
-                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
-            {
-                return Err(Error::invalid(
-                    "layers",
-                    format!("layer path {l:?} must be relative and stay inside the share"),
-                ));
-            }
-            lower.push(share.join(rel));
+            lower.push(share.join(inside_share("layers", l)?));
         }
         let setup = ContainerSetup {
             id: req.id.clone(),
@@ -407,6 +389,71 @@ impl AgentService {
         Ok(())
     }
 
+    fn share(&self, tag: &str) -> Result<&PathBuf> {
+        self.inner
+            .env
+            .shares
+            .get()
+            .get(tag)
+            .ok_or_else(|| Error::not_found(format!("9p share {tag:?} in this VM")))
+    }
+
+    /// Points the container's binds and volumes at their sources in the mounts share `tag`: the host bound
+    /// each source at `<container>/<n>` there, and sent that relative path as the mount's `host_path`.
+    fn locate_mount_sources(&self, config: &mut ContainerConfig, tag: &str) -> Result<()> {
+        for m in config
+            .mounts
+            .iter_mut()
+            .filter(|m| m.kind == "bind" || m.kind == "volume")
+        {
+            if tag.is_empty() {
+                return Err(Error::unsupported(format!(
+                    "driver vm: the {} mount on {} needs the VM's mounts share, and the host sent none",
+                    m.kind, m.destination
+                )));
+            }
+            let source = self.share(tag)?.join(inside_share("mounts", &m.host_path)?);
+            if std::fs::symlink_metadata(&source).is_err() {
+                return Err(Error::not_found(format!(
+                    "the source of the {} mount on {} in the VM's mounts share ({})",
+                    m.kind,
+                    m.destination,
+                    source.display()
+                )));
+            }
+            m.host_path = source.to_string_lossy().into_owned();
+        }
+        Ok(())
+    }
+
+    /// Where a container-fs helper finds the files of `c`: in its main process's mount namespace while it
+    /// runs (a pidfd of it, taken while the agent knows it to be running), else a view of its root
+    /// filesystem (kept mounted until the container is removed) with its binds and volumes.
+    fn fs_target(&self, c: &Container) -> (FsTarget, Option<OwnedFd>) {
+        let main = lock(&c.main).clone();
+        if main.running()
+            && let Ok(pidfd) = husk_linux::fs_helper::pidfd(main.pid())
+            && main.running()
+        {
+            return (FsTarget::Process, Some(pidfd));
+        }
+        (
+            FsTarget::View {
+                rootfs: c.setup.rootfs(),
+                readonly_rootfs: c.config.security.readonly_rootfs,
+                mounts: c.config.mounts.clone(),
+            },
+            None,
+        )
+    }
+
+    /// Starts a container-fs helper for `op` on container `id`.
+    fn fs_helper(&self, id: &str, op: FsOp, input: bool) -> Result<Helper> {
+        let c = self.container(id)?;
+        let (target, pidfd) = self.fs_target(&c);
+        Helper::start(&self.inner.reaper, target, op, pidfd.as_ref(), input)
+    }
+
     /// Starts the container's main process: a shim creates the container from the bundle, the agent attaches to
     /// its output before starting it (so no output is missed), and a watcher records the exit.
     ///
@@ -414,7 +461,7 @@ impl AgentService {
     async fn launch_main(&self, c: &Arc<Container>, p: &Arc<Proc>, first: bool) -> Result<i32> {
         let bundle = Bundle::of(&c.setup);
         let (this, c2, b2) = (self.clone(), c.clone(), bundle.clone());
-        tokio::task::spawn_blocking(move || {
+        let init_pid = tokio::task::spawn_blocking(move || {
             if !first {
                 this.inner.maker.write_bundle(&c2.setup, &c2.config)?;
             }
@@ -423,6 +470,10 @@ impl AgentService {
         .await
         .map_err(|e| Error::internal(format!("shim start task: {e}")))??;
         let client = bundle.client();
+        if let Err(e) = files::apply_propagation(&self.inner.reaper, &c.config, init_pid).await {
+            let _ = client.call(&ShimRequest::Shutdown).await;
+            return Err(e);
+        }
         let output = match client.stream(&ShimRequest::Attach { stdin: true }).await {
             Ok((_, conn)) => p.connect(conn),
             Err(e) => {
@@ -513,6 +564,23 @@ impl AgentService {
             }
         }
     }
+}
+
+/// `rel` (a path the host sent, relative to a share) as a relative path that stays inside the share.
+fn inside_share<'a>(field: &str, rel: &'a str) -> Result<&'a std::path::Path> {
+    let path = std::path::Path::new(rel);
+    if rel.is_empty()
+        || path.is_absolute()
+        || path
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("share path {rel:?} must be relative and stay inside the share"),
+        ));
+    }
+    Ok(path)
 }
 
 /// libcontainer's "executable not found" as a not-found error (it reports every failure as one kind).
@@ -609,6 +677,16 @@ fn kernel_release() -> String {
 
 type OutStream = Pin<Box<dyn Stream<Item = std::result::Result<proto::StdioOut, Status>> + Send>>;
 
+type ArchiveStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<proto::ArchiveChunk, Status>> + Send>>;
+
+/// Bytes per archive message.
+const ARCHIVE_CHUNK: usize = 64 * 1024;
+
+fn bytes_of(data: Vec<u8>) -> bytes::Bytes {
+    bytes::Bytes::from(data)
+}
+
 #[tonic::async_trait]
 impl Agent for AgentService {
     async fn version(
@@ -622,6 +700,7 @@ impl Agent for AgentService {
             uptime_ms: guest_uptime_ms()
                 .unwrap_or_else(|| self.inner.started.elapsed().as_millis() as u64),
             containers: lock(&self.inner.containers).len() as u32,
+            minor: proto::PROTOCOL_MINOR,
         }))
     }
 
@@ -978,6 +1057,99 @@ impl Agent for AgentService {
         Ok(Response::new(proto::TopResponse { titles, rows }))
     }
 
+    async fn stat_path(
+        &self,
+        req: Request<proto::PathRequest>,
+    ) -> std::result::Result<Response<proto::PathStatResponse>, Status> {
+        let req = req.into_inner();
+        let out = self
+            .fs_helper(&req.container_id, FsOp::Stat { path: req.path }, false)
+            .map_err(st)?
+            .output()
+            .await
+            .map_err(st)?;
+        let stat: husk_core::PathStat = serde_json::from_slice(&out).map_err(|e| {
+            st(Error::internal(format!(
+                "the container-fs helper's answer: {e}"
+            )))
+        })?;
+        Ok(Response::new(proto::PathStatResponse {
+            name: stat.name,
+            size: stat.size,
+            mode: stat.mode,
+            mtime: stat.mtime,
+            link_target: stat.link_target,
+        }))
+    }
+
+    type ArchiveStream = ArchiveStream;
+
+    async fn archive(
+        &self,
+        req: Request<proto::PathRequest>,
+    ) -> std::result::Result<Response<ArchiveStream>, Status> {
+        let req = req.into_inner();
+        let mut helper = self
+            .fs_helper(&req.container_id, FsOp::Archive { path: req.path }, false)
+            .map_err(st)?;
+        // A few chunks in flight: the helper waits on its pipe while the host reads slowly.
+        let (tx, rx) = mpsc::channel::<std::result::Result<proto::ArchiveChunk, Status>>(4);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; ARCHIVE_CHUNK];
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut helper.stdout, &mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let chunk = proto::ArchiveChunk {
+                            data: buf[..n].to_vec(),
+                        };
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            // The host went away: the helper ends on its broken pipe.
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(st(Error::io("read the archive from the helper", e))))
+                            .await;
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = helper.verdict().await {
+                let _ = tx.send(Err(st(e))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn extract(
+        &self,
+        req: Request<Streaming<proto::ExtractRequest>>,
+    ) -> std::result::Result<Response<proto::Empty>, Status> {
+        let mut input = req.into_inner();
+        let first = input.message().await?.ok_or_else(|| {
+            st(Error::bad_request(
+                "an extract stream must start with a message naming the container and directory",
+            ))
+        })?;
+        let op = FsOp::Extract {
+            dir: first.dir,
+            copy_owners: first.copy_owners,
+            no_overwrite_dir_non_dir: first.no_overwrite_dir_non_dir,
+        };
+        let helper = self.fs_helper(&first.container_id, op, true).map_err(st)?;
+        // The archive's bytes, as they arrive, as a reader for the helper's stdin.
+        let head = futures::stream::iter([Ok(bytes_of(first.data))]);
+        let rest = futures::StreamExt::map(input, |m| match m {
+            Ok(m) => Ok(bytes_of(m.data)),
+            Err(s) => Err(std::io::Error::other(s.message().to_string())),
+        });
+        let reader = tokio_util::io::StreamReader::new(futures::StreamExt::chain(head, rest));
+        helper.feed(reader).await.map_err(st)?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
     async fn shutdown(
         &self,
         _req: Request<proto::Empty>,
@@ -1013,6 +1185,17 @@ mod tests {
         }
         assert!(hub.buffered_bytes <= BUFFER_LIMIT);
         assert_eq!(hub.buffered.len(), 2);
+    }
+
+    #[test]
+    fn share_paths_stay_inside_the_share() {
+        assert_eq!(
+            inside_share("mounts", "c1/0").unwrap(),
+            std::path::Path::new("c1/0")
+        );
+        for bad in ["", "/etc", "../x", "c1/../../x", "./c1/0"] {
+            assert!(inside_share("mounts", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

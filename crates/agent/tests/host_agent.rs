@@ -285,3 +285,184 @@ async fn stdin_and_terminals_reach_the_process() {
         client.remove_container(id).await.unwrap();
     }
 }
+
+/// The entries of a tar archive as `path content` (content empty for non-files).
+fn tar_entries(bytes: &[u8]) -> Vec<String> {
+    let mut a = tar::Archive::new(bytes);
+    let mut out: Vec<String> = a
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+            format!("{path} {text}")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A tar archive of one file `name` holding `content`.
+fn tar_of(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, name, content).unwrap();
+    b.into_inner().unwrap()
+}
+
+async fn archive(
+    client: &husk_vm::AgentClient,
+    id: &str,
+    path: &str,
+) -> husk_core::Result<Vec<u8>> {
+    let mut r = client.archive(id, path).await?;
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut bytes)
+        .await
+        .map_err(|e| husk_core::Error::io("read the archive", e))?;
+    Ok(bytes)
+}
+
+/// Binds from the mounts share, and `cp` (stat, archive, extract) in a running and in a stopped container: the
+/// bind is part of the container's files either way, and a link to `/etc` leads to the container's `/etc`.
+#[tokio::test(flavor = "multi_thread")]
+async fn binds_from_the_mounts_share_and_cp_running_or_stopped() {
+    let agent = HostAgent::start();
+    let client = agent.client();
+    assert!(client.version().await.unwrap().minor >= 1);
+    busybox_rootfs(&agent.share.join("c/0"));
+    let bind = agent.share.join("m/c/0");
+    std::fs::create_dir_all(&bind).unwrap();
+    std::fs::write(bind.join("f"), "from the share").unwrap();
+    let mut config = container("c", &["sleep", "1000"]);
+    config.mounts.push(husk_core::MountConfig {
+        kind: "bind".into(),
+        source: "/somewhere/on/the/host".into(),
+        destination: "/b".into(),
+        host_path: "m/c/0".into(),
+        ..Default::default()
+    });
+    // A share path that climbs out is refused.
+    let mut bad = config.clone();
+    bad.mounts[0].host_path = "m/../../x".into();
+    let e = client
+        .create_container_with_mounts(&bad, "share0", vec!["c/0".into()], "share0")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    client
+        .create_container_with_mounts(&config, "share0", vec!["c/0".into()], "share0")
+        .await
+        .unwrap();
+    let never_started = archive(&client, "c", "/b").await.unwrap();
+    assert_eq!(tar_entries(&never_started), ["b/ ", "b/f from the share"]);
+    client.start("c").await.unwrap();
+    let out = exec_output(&client, "c", &["sh", "-c", "cat /b/f; ln -s /etc /evil"]).await;
+    assert_eq!(out, "from the share");
+
+    // An archive the host stops reading: the agent's helper ends (on its broken pipe) rather than hanging.
+    exec_output(
+        &client,
+        "c",
+        &["dd", "if=/dev/zero", "of=/big", "bs=1M", "count=8"],
+    )
+    .await;
+    let mut r = client.archive("c", "/big").await.unwrap();
+    let mut some = vec![0u8; 4096];
+    tokio::io::AsyncReadExt::read_exact(&mut r, &mut some)
+        .await
+        .unwrap();
+    let agent_pid = agent.child.id() as i32;
+    assert_eq!(helpers_of(agent_pid), 1, "the helper writes the archive");
+    drop(r);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while helpers_of(agent_pid) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the helper outlived its reader"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let stat = client.stat_path("c", "/b/f").await.unwrap();
+    assert_eq!((stat.name.as_str(), stat.size), ("f", 14));
+    assert!(client.stat_path("c", "/evil").await.unwrap().is_symlink());
+    let marker = format!("husk-agent-cp-{}", std::process::id());
+    for stopped in [false, true] {
+        let name = format!("{marker}-{stopped}");
+        client
+            .extract(
+                "c",
+                "/evil",
+                Box::pin(std::io::Cursor::new(tar_of(&name, b"inside"))),
+                &husk_core::ExtractOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            !std::path::Path::new("/etc").join(&name).exists(),
+            "/etc/{name} appeared on the host"
+        );
+        let back = archive(&client, "c", &format!("/evil/{name}"))
+            .await
+            .unwrap();
+        assert_eq!(tar_entries(&back), [format!("{name} inside")]);
+        client
+            .extract(
+                "c",
+                "/b",
+                Box::pin(std::io::Cursor::new(tar_of(&name, b"into the bind"))),
+                &husk_core::ExtractOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(bind.join(&name)).unwrap(),
+            "into the bind"
+        );
+        let e = archive(&client, "c", "/no/such").await.unwrap_err();
+        assert!(e.message.contains("no such"), "{e}");
+        if !stopped {
+            client.signal("c", "", 9, false).await.unwrap();
+            client.wait("c", "").await.unwrap();
+        }
+    }
+    client.remove_container("c").await.unwrap();
+}
+
+/// Running container-fs helpers whose parent is `parent`.
+fn helpers_of(parent: i32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let mut fields = after.split_whitespace();
+            let (state, ppid) = (fields.next(), fields.next());
+            state != Some("Z")
+                && ppid == Some(parent.to_string().as_str())
+                && std::fs::read(p.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("container-fs"))
+        })
+        .count()
+}
+
+/// Runs `args` in container `id` and returns its output, checking it exited 0.
+async fn exec_output(client: &husk_vm::AgentClient, id: &str, args: &[&str]) -> String {
+    let process = husk_core::ProcessConfig {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        cwd: "/".into(),
+        ..Default::default()
+    };
+    client.exec(id, "e", &process).await.unwrap();
+    let (_input, output) = client.stdio(id, "e").await.unwrap();
+    let out = collect(output, Duration::from_secs(20)).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    out.stdout.trim().to_string()
+}

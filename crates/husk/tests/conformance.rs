@@ -690,12 +690,38 @@ pub fn bad_input_is_refused_cleanly(driver: &str) {
     assert_eq!(d.husk(&["sandbox", "ls", "-q"]).ok(), sandboxes);
 }
 
-/// Deleting sandboxes and containers leaves nothing behind.
+/// Deleting sandboxes and containers leaves nothing behind, also of their binds and volumes.
 pub fn nothing_left_behind(driver: &str) {
     let d = daemon(driver);
+    let host = host_dir();
+    std::fs::write(host.path().join("f"), "x").unwrap();
+    let mut mounts: Vec<String> = Vec::new();
+    if can(&d, driver, "bind_mounts") && can(&d, driver, "volumes") {
+        let src = host.path().display();
+        for m in [
+            format!("{src}:/b"),
+            format!("{src}/f:/f:ro"),
+            "vol:/v".into(),
+        ] {
+            mounts.extend(["-v".to_string(), m]);
+        }
+    }
+    let with_mounts = |args: &[&str]| -> Vec<String> {
+        let (flags, rest) = args.split_at(args.len() - 3);
+        flags
+            .iter()
+            .map(|s| s.to_string())
+            .chain(mounts.iter().cloned())
+            .chain(rest.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let husk = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        d.husk(&args).ok()
+    };
     d.husk(&["sandbox", "create", "--name", "pod", "--share-pid"])
         .ok();
-    d.husk(&[
+    husk(with_mounts(&[
         "run",
         "-d",
         "--name",
@@ -705,9 +731,8 @@ pub fn nothing_left_behind(driver: &str) {
         IMAGE,
         "sleep",
         "1000",
-    ])
-    .ok();
-    d.husk(&[
+    ]));
+    husk(with_mounts(&[
         "run",
         "-d",
         "--name",
@@ -717,8 +742,7 @@ pub fn nothing_left_behind(driver: &str) {
         IMAGE,
         "sleep",
         "1000",
-    ])
-    .ok();
+    ]));
     d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])
         .ok();
     d.husk(&["create", "--name", "never-started", IMAGE, "true"])
@@ -895,31 +919,25 @@ pub fn read_only_binds_refuse_writes(driver: &str) {
     let host = host_dir();
     std::fs::write(host.path().join("in"), "from the host").unwrap();
     let src = host.path().to_str().unwrap();
-    let script = "cat /b/in; echo; echo x > /b/new 2>/dev/null && echo WROTE; rm /b/in 2>/dev/null && echo REMOVED; mkdir /b/d 2>/dev/null && echo MADE; true";
+    // One container (a VM boot on `vm`): the same directory read-only twice (`-v` at /b, `--mount` at /c), then
+    // read-write at /w.
+    let script = "for d in /b /c; do cat $d/in; echo; echo x > $d/new 2>/dev/null && echo WROTE; rm $d/in 2>/dev/null && echo REMOVED; mkdir $d/d 2>/dev/null && echo MADE; done; echo back > /w/back";
     let vflag = format!("{src}:/b:ro");
-    let mflag = format!("type=bind,src={src},dst=/b,readonly");
-    for args in [["-v", vflag.as_str()], ["--mount", mflag.as_str()]] {
-        let out = d
-            .husk(&["run", "--rm", args[0], args[1], IMAGE, "sh", "-c", script])
-            .ok();
-        assert_eq!(out, "from the host", "{args:?}");
-    }
+    let mflag = format!("type=bind,src={src},dst=/c,readonly");
+    let rw = format!("{src}:/w");
+    let out = d
+        .husk(&[
+            "run", "--rm", "-v", &vflag, "--mount", &mflag, "-v", &rw, IMAGE, "sh", "-c", script,
+        ])
+        .ok();
+    assert_eq!(
+        out, "from the host\nfrom the host",
+        "-v ...:ro and --mount ...,readonly"
+    );
     assert!(host.path().join("in").exists());
     assert!(!host.path().join("new").exists() && !host.path().join("d").exists());
-    let rw = format!("{src}:/b");
-    d.husk(&[
-        "run",
-        "--rm",
-        "-v",
-        &rw,
-        IMAGE,
-        "sh",
-        "-c",
-        "echo back > /b/new",
-    ])
-    .ok();
     assert_eq!(
-        std::fs::read_to_string(host.path().join("new")).unwrap(),
+        std::fs::read_to_string(host.path().join("back")).unwrap(),
         "back\n"
     );
     let r = d.husk(&["run", "--rm", "-v", "/no/such/host/path:/b", IMAGE, "true"]);

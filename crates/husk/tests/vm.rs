@@ -217,3 +217,169 @@ fn bad_requests_and_a_daemon_restart_leave_the_vm_serving() {
     d.husk(&["rm", "c"]).ok();
     d.assert_no_leftovers();
 }
+
+/// Mounts mounted on the host below `dir`.
+fn mounts_below(dir: &std::path::Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|p| p.starts_with(&prefix))
+        .collect()
+}
+
+/// Binds reach a sandbox's VM through its mounts share: a file bind, a propagation mode applied in the guest,
+/// host changes seen at once in the guest,
+/// a volume shared by two containers of the VM, and no host mount left by a create the daemon died in or by
+/// a share that no record names.
+#[test]
+fn binds_and_volumes_in_a_sandbox_vm_and_a_crash_mid_create() {
+    let mut d = vm_daemon();
+    let host = tempfile::Builder::new()
+        .prefix("hkb")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let file = host.path().join("motd");
+    std::fs::write(&file, "first\n").unwrap();
+    std::fs::set_permissions(
+        host.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    d.husk(&["sandbox", "create", "--name", "pod"]).ok();
+    let sandbox_id = d.inspect("pod")["Id"].as_str().unwrap().to_string();
+    let file_bind = format!("{}:/etc/motd:ro", file.display());
+    let dir_bind = format!("{}:/h:rshared", host.path().display());
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "one",
+        "--sandbox",
+        "pod",
+        "-v",
+        &file_bind,
+        "-v",
+        &dir_bind,
+        "-v",
+        "shared:/s",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "two",
+        "--sandbox",
+        "pod",
+        "-v",
+        "shared:/s",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    assert_eq!(d.husk(&["exec", "one", "cat", "/etc/motd"]).ok(), "first");
+    // The propagation asked for is applied in the guest: /h shared, the file bind private (the default).
+    let info = |path: &str| {
+        d.husk(&[
+            "exec",
+            "one",
+            "grep",
+            &format!(" {path} "),
+            "/proc/self/mountinfo",
+        ])
+        .ok()
+    };
+    assert!(info("/h").contains(" shared:"), "{}", info("/h"));
+    assert!(
+        !info("/etc/motd").contains(" shared:"),
+        "{}",
+        info("/etc/motd")
+    );
+    let w = d.husk(&["exec", "one", "sh", "-c", "echo x > /etc/motd"]);
+    assert_ne!(w.code, 0, "a read-only file bind refuses writes");
+    // The host's changes are seen at once (no guest cache of file data on the mounts share).
+    std::fs::write(&file, "second\n").unwrap();
+    std::fs::write(host.path().join("new"), "made on the host").unwrap();
+    assert_eq!(d.husk(&["exec", "one", "cat", "/etc/motd"]).ok(), "second");
+    assert_eq!(
+        d.husk(&["exec", "one", "cat", "/h/new"]).ok(),
+        "made on the host"
+    );
+    // A container's writes reach the host with the writer's owner, and the other container of the VM at once.
+    d.husk(&["exec", "one", "chmod", "1777", "/s"]).ok();
+    d.husk(&[
+        "exec",
+        "-u",
+        "1234:5678",
+        "one",
+        "sh",
+        "-c",
+        "echo from-one > /s/f; echo back > /h/back",
+    ])
+    .ok();
+    assert_eq!(d.husk(&["exec", "two", "cat", "/s/f"]).ok(), "from-one");
+    d.husk(&["exec", "two", "sh", "-c", "echo from-two >> /s/f"])
+        .ok();
+    assert_eq!(
+        d.husk(&["exec", "one", "cat", "/s/f"]).ok(),
+        "from-one\nfrom-two"
+    );
+    let back = host.path().join("back");
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "back\n");
+    let meta = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&back).unwrap());
+    assert_eq!(meta, 1234, "passthrough keeps the guest's owner");
+    // The daemon dies right after the VM made a third container: the restarted daemon rolls it back and no host
+    // mount of it stays.
+    let mounts_dir = d.run_root.join("v").join(&sandbox_id).join("mounts");
+    let before = mounts_below(&mounts_dir);
+    assert_eq!(before.len(), 4, "{before:?}");
+    d.kill9();
+    d.spawn(&[("HUSK_FAILPOINT", "create_container:driver_created")]);
+    let r = d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "half",
+        "--sandbox",
+        "pod",
+        "-v",
+        &dir_bind,
+        IMAGE,
+        "true",
+    ]);
+    assert_ne!(r.code, 0, "the daemon died mid-create");
+    assert_eq!(mounts_below(&mounts_dir).len(), 5);
+    d.kill9();
+    // And a share no record names at all (a crash between the bind and the record): the restart removes it.
+    let stray = mounts_dir.join("stray").join("0");
+    std::fs::create_dir_all(&stray).unwrap();
+    let bound = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(host.path())
+        .arg(&stray)
+        .status()
+        .unwrap();
+    assert!(bound.success());
+    d.spawn(&[]);
+    assert!(
+        Daemon::eventually(Duration::from_secs(10), || mounts_below(&mounts_dir)
+            == before),
+        "{:?}",
+        mounts_below(&mounts_dir)
+    );
+    assert_eq!(
+        d.husk(&["exec", "one", "cat", "/s/f"]).ok(),
+        "from-one\nfrom-two"
+    );
+    d.husk(&["rm", "-f", "one", "two"]).ok();
+    assert!(mounts_below(&mounts_dir).is_empty());
+    d.husk(&["sandbox", "rm", "-f", "pod"]).ok();
+    d.husk(&["volume", "rm", "shared"]).ok();
+    d.assert_no_leftovers();
+}

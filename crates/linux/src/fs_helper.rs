@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::container_fs::{FsRequest, PIDFD, helper_args, helper_error};
 
 /// A pidfd of process `pid`.
-pub(crate) fn pidfd(pid: i32) -> Result<OwnedFd> {
+pub fn pidfd(pid: i32) -> Result<OwnedFd> {
     let pid = rustix::process::Pid::from_raw(pid)
         .ok_or_else(|| Error::internal(format!("invalid process ID {pid}")))?;
     rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
@@ -32,12 +32,26 @@ pub(crate) fn command(
     pidfd: Option<&OwnedFd>,
     input: bool,
 ) -> Result<Command> {
-    let mut cmd = Command::new(husk);
+    let mut cmd = Command::from(std_command(husk, req, pidfd, input)?);
+    cmd.kill_on_drop(true);
+    Ok(cmd)
+}
+
+/// [`command`] as a standard library command, for a caller that reaps its children itself (the VM agent, which
+/// is PID 1 of its guest): `husk` is the executable that runs the helper (`husk container-fs` or
+/// `husk-agent container-fs`). The pidfd must stay open until the command is spawned.
+pub fn std_command(
+    husk: &Path,
+    req: &FsRequest,
+    pidfd: Option<&OwnedFd>,
+    input: bool,
+) -> Result<std::process::Command> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(husk);
     cmd.args(helper_args(req)?)
         .stdin(if input { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     if let Some(fd) = pidfd {
         let raw = fd.as_raw_fd();
         // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl) on a descriptor that the

@@ -7,7 +7,7 @@
 pub mod cgroups;
 pub mod container_fs;
 pub mod driver;
-mod fs_helper;
+pub mod fs_helper;
 pub mod logs;
 pub mod namespaces;
 pub mod seccomp_bpf;

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::proto::{self, PROTOCOL_VERSION, agent_client::AgentClient as Raw};
+use crate::proto::{self, PROTOCOL_MINOR, PROTOCOL_VERSION, agent_client::AgentClient as Raw};
 
 /// Where the agent listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,8 @@ pub struct AgentClient {
     raw: Raw<Channel>,
     channel: Channel,
     timeout: Duration,
+    /// The minor protocol version the agent answered with (0 until `version` was called), shared by clones.
+    minor: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Maps a husk error to a gRPC status (agent side).
@@ -135,6 +137,7 @@ impl AgentClient {
             raw: Raw::new(channel.clone()),
             channel,
             timeout,
+            minor: Default::default(),
         })
     }
 
@@ -169,6 +172,23 @@ impl AgentClient {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// The minor protocol version of the agent (from its last `version` answer; 0 before one).
+    pub fn minor(&self) -> u32 {
+        self.minor.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Fails with `Unsupported` (naming `what`) when the agent is older than protocol 1.`minor`: a VM started by
+    /// an older husk keeps its agent until it is recreated.
+    pub fn require_minor(&self, minor: u32, what: &str) -> Result<()> {
+        if self.minor() >= minor {
+            return Ok(());
+        }
+        Err(Error::unsupported(format!(
+            "driver vm: this VM's guest agent speaks protocol {PROTOCOL_VERSION}.{} and {what} needs {PROTOCOL_VERSION}.{minor} (this host speaks {PROTOCOL_VERSION}.{PROTOCOL_MINOR}): recreate the sandbox or container to get a new VM",
+            self.minor()
+        )))
     }
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
@@ -209,15 +229,31 @@ impl AgentClient {
                 v.protocol
             )));
         }
+        self.minor
+            .store(v.minor, std::sync::atomic::Ordering::Relaxed);
         Ok(v)
     }
 
-    /// Creates a container from its configuration and layers (relative to the 9p share `share_tag`).
+    /// Creates a container from its configuration and layers (relative to the 9p share `share_tag`), without
+    /// binds or volumes.
     pub async fn create_container(
         &self,
         config: &husk_core::ContainerConfig,
         share_tag: &str,
         layers: Vec<String>,
+    ) -> Result<()> {
+        self.create_container_with_mounts(config, share_tag, layers, "")
+            .await
+    }
+
+    /// Creates a container from its configuration and layers (relative to the 9p share `share_tag`). The
+    /// `host_path` of its binds and volumes is relative to the share `mounts_tag` (empty: it has none).
+    pub async fn create_container_with_mounts(
+        &self,
+        config: &husk_core::ContainerConfig,
+        share_tag: &str,
+        layers: Vec<String>,
+        mounts_tag: &str,
     ) -> Result<()> {
         let config_json = serde_json::to_string(config)
             .map_err(|e| Error::internal(format!("encode container config: {e}")))?;
@@ -226,6 +262,7 @@ impl AgentClient {
             config_json,
             share_tag: share_tag.into(),
             layers,
+            mounts_tag: mounts_tag.into(),
         };
         self.call(
             "create_container",
@@ -447,6 +484,114 @@ impl AgentClient {
         .map(drop)
     }
 
+    /// Describes `path` inside a container, as `lstat` would (a final symbolic link resolved inside it).
+    pub async fn stat_path(&self, container_id: &str, path: &str) -> Result<husk_core::PathStat> {
+        self.require_minor(1, "cp")?;
+        let req = self.request(proto::PathRequest {
+            container_id: container_id.into(),
+            path: path.into(),
+        });
+        let r = self
+            .call("stat_path", self.raw.clone().stat_path(req))
+            .await?;
+        Ok(husk_core::PathStat {
+            name: r.name,
+            size: r.size,
+            mode: r.mode,
+            mtime: r.mtime,
+            link_target: r.link_target,
+        })
+    }
+
+    /// A tar archive of `path` inside a container, streamed as the agent makes it (no deadline: it is as long
+    /// as the tree). An archive that fails midway ends with a read error carrying the agent's message.
+    pub async fn archive(
+        &self,
+        container_id: &str,
+        path: &str,
+    ) -> Result<husk_core::ArchiveReader> {
+        self.require_minor(1, "cp")?;
+        let req = tonic::Request::new(proto::PathRequest {
+            container_id: container_id.into(),
+            path: path.into(),
+        });
+        // The answer's headers come once the agent has checked the container and started the archive.
+        let stream = match tokio::time::timeout(self.timeout, self.raw.clone().archive(req)).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(s)) => return Err(error_from_status("archive", &s)),
+            Err(_) => {
+                return Err(Error::timeout(format!(
+                    "guest agent archive: no answer within {:?}",
+                    self.timeout
+                )));
+            }
+        };
+        let bytes = futures::StreamExt::map(stream, |r| match r {
+            Ok(chunk) => Ok(bytes::Bytes::from(chunk.data)),
+            Err(s) => Err(std::io::Error::other(
+                error_from_status("archive", &s).message,
+            )),
+        });
+        Ok(Box::pin(tokio_util::io::StreamReader::new(bytes)))
+    }
+
+    /// Unpacks the tar stream `archive` into the directory `dir` inside a container; returns once the agent
+    /// has unpacked it all (or failed: its error wins over a broken stream).
+    pub async fn extract(
+        &self,
+        container_id: &str,
+        dir: &str,
+        archive: husk_core::ArchiveReader,
+        options: &husk_core::ExtractOptions,
+    ) -> Result<()> {
+        self.require_minor(1, "cp")?;
+        let first = proto::ExtractRequest {
+            container_id: container_id.into(),
+            dir: dir.into(),
+            copy_owners: options.copy_owners,
+            no_overwrite_dir_non_dir: options.no_overwrite_dir_non_dir,
+            data: Vec::new(),
+        };
+        let (tx, rx) = mpsc::channel::<proto::ExtractRequest>(4);
+        tx.send(first)
+            .await
+            .map_err(|_| Error::internal("extract request channel closed"))?;
+        // The archive is read while the call runs, a chunk at a time: never whole in memory.
+        let (read_tx, read_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        tokio::spawn(async move {
+            let mut chunks = tokio_util::io::ReaderStream::with_capacity(archive, 64 * 1024);
+            let mut outcome = Ok(());
+            while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+                match chunk {
+                    Ok(data) => {
+                        let msg = proto::ExtractRequest {
+                            data: data.to_vec(),
+                            ..Default::default()
+                        };
+                        if tx.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            let _ = read_tx.send(outcome);
+        });
+        let r = self
+            .raw
+            .clone()
+            .extract(tonic::Request::new(ReceiverStream::new(rx)))
+            .await;
+        r.map_err(|s| error_from_status("extract", &s))?;
+        match read_rx.await {
+            Ok(Err(e)) => Err(Error::io("read the archive to copy into the container", e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Asks the agent to stop every container and power the VM off.
     pub async fn shutdown(&self) -> Result<()> {
         self.call(
@@ -509,6 +654,28 @@ mod tests {
                 back.message
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_agent_older_than_a_call_needs_is_refused_clearly() {
+        let c = AgentClient::new(
+            &AgentAddr::Unix("/nonexistent/agent.sock".into()),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(c.minor(), 0, "no version answer yet");
+        let e = c.require_minor(1, "cp").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        assert!(
+            e.message.contains("driver vm")
+                && e.message.contains("1.0")
+                && e.message.contains("recreate"),
+            "{e}"
+        );
+        c.minor
+            .store(PROTOCOL_MINOR, std::sync::atomic::Ordering::Relaxed);
+        assert!(c.require_minor(1, "cp").is_ok());
+        assert!(c.clone().require_minor(1, "cp").is_ok(), "clones share it");
     }
 
     #[test]

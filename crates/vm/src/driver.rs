@@ -6,6 +6,8 @@
 //! run_root/v/<vm>/vm/       QEMU's directory: qmp.sock, agent.sock, console.log, qemu.log, qemu.pid, vm.json
 //! run_root/v/<vm>/share/    the 9p export (read-only): l/<layer> = bind mount of an image layer (one path per
 //!                           layer for the VM's whole life, shared by its containers), .etc/ = name files
+//! run_root/v/<vm>/mounts/   the 9p export (read-write): <container>/<n> = bind mount of the source of the
+//!                           container's n-th mount (a bind's host path or a volume's data directory)
 //! root/c/<container>/       ctr.log (JSON lines of husk_core::LogEntry), exit.json
 //! ```
 //! `<vm>` is the sandbox ID, or the container ID in standalone mode. After a daemon restart the driver finds a
@@ -19,10 +21,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use husk_core::stdio::{BoxStdio, Frame, read_frame, write_frame};
+use husk_core::{ArchiveReader, ExtractOptions};
 use husk_core::{
     Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Context, Driver, DriverInfo,
     Error, ErrorKind, ExitStatus, LogEntry, LogOptions, LogStream, Mode, NetworkConfig,
-    ObservedState, ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord,
+    ObservedState, PathStat, ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord,
     SandboxRuntime, Stats, Top,
 };
 use serde_json::json;
@@ -35,11 +38,10 @@ use crate::guest::{Compression, GuestConfig, GuestImage, build_guest};
 use crate::network::Attached;
 use crate::qemu::{Machine, Share, Transport, Vm, VmConfig, host_tsc_khz, vm_size};
 
-/// The directory of a VM's share holding its image layers.
-const LAYERS_DIR: &str = "l";
+use crate::proto::{LAYERS_TAG as SHARE_TAG, MOUNTS_TAG};
 
-/// The 9p tag of a VM's layer share.
-const SHARE_TAG: &str = "husk0";
+/// The directory of a VM's layer share holding its image layers.
+const LAYERS_DIR: &str = "l";
 
 /// How the `vm` driver is set up.
 #[derive(Debug, Clone)]
@@ -258,7 +260,10 @@ impl VmDriver {
         let image = tokio::task::block_in_place(|| self.guest_image())?;
         let root = self.vm_root(vm_name);
         let share = root.join("share");
-        std::fs::create_dir_all(&share).context(format!("create {}", share.display()))?;
+        let mounts = root.join("mounts");
+        for dir in [&share, &mounts] {
+            std::fs::create_dir_all(dir).context(format!("create {}", dir.display()))?;
+        }
         if let Some(files) = &attached.files {
             publish_name_files(files, &share)?;
         }
@@ -289,11 +294,18 @@ impl VmDriver {
             kernel: image.kernel,
             initramfs: image.initramfs,
             cmdline_extra,
-            shares: vec![Share {
-                tag: SHARE_TAG.into(),
-                path: share,
-                readonly: true,
-            }],
+            shares: vec![
+                Share {
+                    tag: SHARE_TAG.into(),
+                    path: share,
+                    readonly: true,
+                },
+                Share {
+                    tag: MOUNTS_TAG.into(),
+                    path: mounts,
+                    readonly: false,
+                },
+            ],
             transport: Transport::detect(),
             tsc_khz: host_tsc_khz(),
             tb_size_mib: Some(64),
@@ -424,6 +436,7 @@ impl VmDriver {
         }
         let root = self.vm_root(vm_name);
         unmount_below(&root.join("share"));
+        unmount_below(&root.join("mounts"));
         let networks = self.config.networks.clone();
         let owner = vm_name.to_string();
         tokio::spawn(async move {
@@ -485,6 +498,58 @@ impl VmDriver {
             rel.push(format!("{LAYERS_DIR}/{name}"));
         }
         Ok(rel)
+    }
+
+    /// Exposes the sources of `config`'s binds and volumes to the VM as `mounts/<id>/<n>` in its mounts share
+    /// (recursive bind mounts, read-only ones also read-only on the host), and rewrites each such mount's
+    /// `host_path` to that path relative to the share, for the agent. On failure nothing is left mounted.
+    fn share_mounts(
+        &self,
+        vm: &VmConfig,
+        vm_name: &str,
+        config: &mut ContainerConfig,
+    ) -> Result<()> {
+        let wanted: Vec<usize> = (0..config.mounts.len())
+            .filter(|&i| matches!(config.mounts[i].kind.as_str(), "bind" | "volume"))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        if !vm.shares.iter().any(|s| s.tag == MOUNTS_TAG) {
+            let m = &config.mounts[wanted[0]];
+            return Err(Error::unsupported(format!(
+                "driver vm: the {} mount on {} needs a VM started with a share for mounts, and VM {vm_name} was started by an older husk: recreate its sandbox",
+                m.kind, m.destination
+            )));
+        }
+        let base = self.vm_root(vm_name).join("mounts").join(&config.id);
+        let bound = (|| -> Result<()> {
+            for (n, &i) in wanted.iter().enumerate() {
+                let m = &mut config.mounts[i];
+                let target = base.join(n.to_string());
+                bind_source(Path::new(&m.host_path), &target, m.readonly).map_err(|e| {
+                    e.context(format!("share the {} mount on {}", m.kind, m.destination))
+                })?;
+                m.host_path = format!("{}/{n}", config.id);
+            }
+            Ok(())
+        })();
+        if bound.is_err() {
+            unmount_below(&base);
+            let _ = std::fs::remove_dir_all(&base);
+        }
+        bound
+    }
+
+    /// Unmounts and removes what [`VmDriver::share_mounts`] made for container `id` in VM `vm_name`, and its
+    /// layers' directory `share/<id>` in a VM an older husk started. (Image layers stay shared for the VM's
+    /// life now: see [`VmDriver::share_layers`].)
+    fn unshare_container(&self, vm_name: &str, id: &str) {
+        for dir in ["mounts", "share"] {
+            let path = self.vm_root(vm_name).join(dir).join(id);
+            unmount_below(&path);
+            let _ = std::fs::remove_dir_all(&path);
+        }
     }
 
     /// Starts the log reader of container `id` (once per daemon): every output frame goes to `ctr.log`, the exit
@@ -552,16 +617,36 @@ impl VmDriver {
         config: &ContainerConfig,
         rootfs: &RootfsLayers,
     ) -> Result<ContainerRuntime> {
-        let layers = self.share_layers(vm_name, &rootfs.layers)?;
-        let _ = std::fs::remove_file(self.ctr_dir(&config.id).join("exit.json"));
         // The VM's hostname is the sandbox's (or the standalone container's): containers share the guest's UTS
         // namespace instead of making their own.
         let mut config = config.clone();
         config.hostname.clear();
-        handle
-            .client
-            .create_container(&config, SHARE_TAG, layers)
-            .await?;
+        let vm_config = handle.vm.lock().await.config.clone();
+        let shared = self
+            .share_mounts(&vm_config, vm_name, &mut config)
+            .and_then(|()| self.share_layers(vm_name, &rootfs.layers));
+        let made = match shared {
+            Ok(layers) => {
+                let mounts_tag = if vm_config.shares.iter().any(|s| s.tag == MOUNTS_TAG) {
+                    MOUNTS_TAG
+                } else {
+                    ""
+                };
+                handle
+                    .client
+                    .create_container_with_mounts(&config, SHARE_TAG, layers, mounts_tag)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = made {
+            // A conflict means the VM already has this container: its shares are in use.
+            if e.kind != ErrorKind::Conflict {
+                self.unshare_container(vm_name, &config.id);
+            }
+            return Err(e);
+        }
+        let _ = std::fs::remove_file(self.ctr_dir(&config.id).join("exit.json"));
         self.follow_logs(handle.client.clone(), &config.id);
         Ok(ContainerRuntime {
             pid: 0,
@@ -679,6 +764,47 @@ fn agent_addr(config: &VmConfig) -> AgentAddr {
     }
 }
 
+/// Bind-mounts `source` (a directory or any other file, and what is mounted below it) on `target`, made as an
+/// empty directory or file to match; read-only on the host too when `readonly`.
+fn bind_source(source: &Path, target: &Path, readonly: bool) -> Result<()> {
+    use nix::mount::{MsFlags, mount};
+    let meta = std::fs::metadata(source)
+        .map_err(|e| Error::not_found(format!("the mount's source {}: {e}", source.display())))?;
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).context(format!("create {}", parent.display()))?;
+    }
+    if meta.is_dir() {
+        std::fs::create_dir_all(target).context(format!("create {}", target.display()))?;
+    } else {
+        std::fs::write(target, b"").context(format!("create {}", target.display()))?;
+    }
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::backend(format!(
+            "bind {} to {}: {e}",
+            source.display(),
+            target.display()
+        ))
+    })?;
+    if readonly {
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| Error::backend(format!("make {} read-only: {e}", target.display())))?;
+    }
+    Ok(())
+}
+
 fn bind_readonly(source: &Path, target: &Path) -> Result<()> {
     use nix::mount::{MsFlags, mount};
     mount(
@@ -783,17 +909,19 @@ impl Driver for VmDriver {
             top: true,
             limits: true,
             networking: self.config.networks.is_some(),
-            bind_mounts: false,
-            volumes: false,
+            // Their sources reach the guest through the VM's read-write 9p share (see `share_mounts`).
+            bind_mounts: true,
+            volumes: true,
             privileged: false,
             // The guest's containers come from the linux driver's OCI spec and shim: what the spec carries
             // works in the guest as on a host (capability sets, seccomp and no-new-privileges included).
             tmpfs: true,
             readonly_rootfs: true,
             ulimits: true,
-            // Host files do not reach the guest (its only share holds image layers and name files).
-            init: false,
-            copy: false,
+            // husk's (static) binary is bound into the container like any other bind.
+            init: true,
+            // The agent runs the linux driver's container-fs helper in the guest.
+            copy: true,
             group_add: true,
             security_options: true,
         }
@@ -948,6 +1076,7 @@ impl Driver for VmDriver {
                 Err(e) if e.kind == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
+            self.unshare_container(&vm, container.id());
         }
         match std::fs::remove_dir_all(self.ctr_dir(container.id())) {
             Ok(()) => Ok(()),
@@ -1092,6 +1221,33 @@ impl Driver for VmDriver {
         self.client_for(container).await?.top(container.id()).await
     }
 
+    async fn stat_path(&self, container: &ContainerRecord, path: &str) -> Result<PathStat> {
+        self.client_for(container)
+            .await?
+            .stat_path(container.id(), path)
+            .await
+    }
+
+    async fn archive(&self, container: &ContainerRecord, path: &str) -> Result<ArchiveReader> {
+        self.client_for(container)
+            .await?
+            .archive(container.id(), path)
+            .await
+    }
+
+    async fn extract(
+        &self,
+        container: &ContainerRecord,
+        dir: &str,
+        archive: ArchiveReader,
+        options: &ExtractOptions,
+    ) -> Result<()> {
+        self.client_for(container)
+            .await?
+            .extract(container.id(), dir, archive, options)
+            .await
+    }
+
     async fn remove_orphans(
         &self,
         sandboxes: &std::collections::HashSet<String>,
@@ -1112,6 +1268,24 @@ impl Driver for VmDriver {
             if !sandboxes.contains(&vm) && !containers.contains(&vm) {
                 self.destroy_vm(&vm).await?;
                 removed.push(format!("VM {vm}"));
+                continue;
+            }
+            // A container of a live sandbox VM that no record names (a crash mid-create or mid-delete): what the
+            // host shares with the VM for it.
+            let root = self.vm_root(&vm);
+            let mut stale: Vec<String> = names(root.join("share"))
+                .into_iter()
+                .chain(names(root.join("mounts")))
+                .filter(|id| id != NAME_FILES_DIR && id != LAYERS_DIR && !containers.contains(id))
+                .collect();
+            stale.sort();
+            stale.dedup();
+            for id in stale {
+                if let Ok(h) = self.vm(&vm).await {
+                    let _ = h.client.remove_container(&id).await;
+                }
+                self.unshare_container(&vm, &id);
+                removed.push(format!("shares of container {id} in VM {vm}"));
             }
         }
         for id in names(self.config.root.join("c")) {

@@ -15,6 +15,18 @@
 /// The protocol version this build speaks. The host refuses an agent with a different major version.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The protocol's minor version: calls and fields added compatibly. 1 added the mounts share
+/// (`CreateContainerRequest.mounts_tag`) and the `cp` calls (`StatPath`, `Archive`, `Extract`). The host checks
+/// it before using what a minor version added, so an agent of an older VM gets a clear refusal.
+pub const PROTOCOL_MINOR: u32 = 1;
+
+/// The 9p mount tag of a VM's layer share (read-only: image layers and the sandbox's name files).
+pub const LAYERS_TAG: &str = "husk0";
+
+/// The 9p mount tag of a VM's mounts share (read-write: the host sources of binds and volumes, one bind mount
+/// per container mount at `<container>/<n>`).
+pub const MOUNTS_TAG: &str = "husk1";
+
 /// The virtio-serial port name the agent listens on.
 pub const AGENT_PORT_NAME: &str = "husk.agent.0";
 
@@ -51,6 +63,9 @@ pub struct VersionResponse {
     /// Number of containers the agent knows.
     #[prost(uint32, tag = "5")]
     pub containers: u32,
+    /// The minor protocol version the agent speaks (0 for agents before minor versions existed).
+    #[prost(uint32, tag = "6")]
+    pub minor: u32,
 }
 
 /// A process to run (main process or exec).
@@ -91,6 +106,10 @@ pub struct CreateContainerRequest {
     /// Layer directories relative to the share's root, bottom layer first.
     #[prost(string, repeated, tag = "4")]
     pub layers: Vec<String>,
+    /// 9p mount tag of the share holding the sources of the container's binds and volumes; each such mount's
+    /// `host_path` in `config_json` is then relative to that share's root (minor 1).
+    #[prost(string, tag = "5")]
+    pub mounts_tag: String,
 }
 
 /// Starts a created container's main process.
@@ -303,6 +322,66 @@ pub struct TopResponse {
     /// One row per process.
     #[prost(message, repeated, tag = "2")]
     pub rows: Vec<TopRow>,
+}
+
+/// Names a path in a container (`StatPath`, `Archive`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PathRequest {
+    /// Container ID.
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+    /// Absolute path inside the container.
+    #[prost(string, tag = "2")]
+    pub path: String,
+}
+
+/// A path in a container as `lstat` describes it (`husk_core::PathStat`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PathStatResponse {
+    /// The last component of the path.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Size in bytes.
+    #[prost(uint64, tag = "2")]
+    pub size: u64,
+    /// `st_mode`.
+    #[prost(uint32, tag = "3")]
+    pub mode: u32,
+    /// Modification time, RFC 3339.
+    #[prost(string, tag = "4")]
+    pub mtime: String,
+    /// For a symbolic link: where it resolves inside the container.
+    #[prost(string, tag = "5")]
+    pub link_target: String,
+}
+
+/// A piece of a tar stream (`Archive` answers with a stream of them; an error status ends a failed one).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ArchiveChunk {
+    /// Bytes of the archive, in order.
+    #[prost(bytes = "vec", tag = "1")]
+    pub data: Vec<u8>,
+}
+
+/// Host to agent on an `Extract` stream: the first message names the container, the directory and the options;
+/// every message may carry bytes of the tar archive, in order.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExtractRequest {
+    /// Container ID (first message).
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+    /// Directory inside the container to unpack into (first message).
+    #[prost(string, tag = "2")]
+    pub dir: String,
+    /// Keep the archive's owners (first message).
+    #[prost(bool, tag = "3")]
+    pub copy_owners: bool,
+    /// Refuse to replace a directory with a non-directory or the reverse (first message).
+    #[prost(bool, tag = "4")]
+    pub no_overwrite_dir_non_dir: bool,
+    /// Bytes of the archive.
+    #[prost(bytes = "vec", tag = "5")]
+    pub data: Vec<u8>,
 }
 
 include!(concat!(env!("OUT_DIR"), "/husk.agent.v1.Agent.rs"));

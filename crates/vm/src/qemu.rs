@@ -185,7 +185,18 @@ impl VmConfig {
             words.push(format!("tsc_early_khz={khz}"));
         }
         if !self.shares.is_empty() {
-            let tags: Vec<&str> = self.shares.iter().map(|s| s.tag.as_str()).collect();
+            // A writable share is `TAG:rw`: the agent mounts the others read-only.
+            let tags: Vec<String> = self
+                .shares
+                .iter()
+                .map(|s| {
+                    if s.readonly {
+                        s.tag.clone()
+                    } else {
+                        format!("{}:rw", s.tag)
+                    }
+                })
+                .collect();
             words.push(format!("husk.shares={}", tags.join(",")));
         }
         let mut groups = vec![match self.machine {
@@ -298,11 +309,18 @@ impl VmConfig {
             ]);
         }
         for (i, share) in self.shares.iter().enumerate() {
-            let ro = if share.readonly { ",readonly=on" } else { "" };
+            // A read-only share is exported as `none` (nothing is ever written); a writable one as
+            // `passthrough`: files the guest makes get the guest's owners and modes, and a failure to set them
+            // is an error rather than silently ignored.
+            let (model, ro) = if share.readonly {
+                ("none", ",readonly=on")
+            } else {
+                ("passthrough", "")
+            };
             push(&[
                 "-fsdev",
                 &format!(
-                    "local,id=fs{i},path={},security_model=none,multidevs=remap{ro}",
+                    "local,id=fs{i},path={},security_model={model},multidevs=remap{ro}",
                     path_arg(&share.path)
                 ),
             ]);
@@ -798,6 +816,26 @@ mod tests {
                 "{w} missing from {append}"
             );
         }
+    }
+
+    #[test]
+    fn a_writable_share_keeps_owners_and_is_marked_for_the_agent() {
+        let mut c = config(Machine::Microvm, Transport::Serial);
+        c.shares.push(Share {
+            tag: "husk1".into(),
+            path: "/run/husk/vm/abc/mounts".into(),
+            readonly: false,
+        });
+        let a = c.args();
+        assert_eq!(
+            after(&a, "-fsdev")[1],
+            "local,id=fs1,path=/run/husk/vm/abc/mounts,security_model=passthrough,multidevs=remap"
+        );
+        assert!(
+            after(&a, "-append")[0]
+                .split(' ')
+                .any(|w| w == "husk.shares=husk0,husk1:rw")
+        );
     }
 
     #[test]
