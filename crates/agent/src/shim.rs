@@ -114,7 +114,7 @@ impl Maker {
         let input = self.input(c, &config, &config.process, &rootfs)?;
         let mut spec = husk_linux::spec::container_spec(&input)?;
         keep_vm_namespaces(&mut spec);
-        let seccomp = self.precompile_seccomp(&config, &mut spec, &bundle.dir)?;
+        let seccomp = self.precompile_seccomp(&config, &spec, &bundle.dir)?;
         let spec_json =
             serde_json::to_vec_pretty(&spec).map_err(|e| Error::internal(e.to_string()))?;
         let path = bundle.dir.join("config.json");
@@ -157,12 +157,10 @@ impl Maker {
     fn precompile_seccomp(
         &self,
         config: &ContainerConfig,
-        spec: &mut oci_spec::runtime::Spec,
+        spec: &oci_spec::runtime::Spec,
         dir: &Path,
     ) -> Result<Option<PathBuf>> {
-        let sec = &config.security;
-        let default_profile = matches!(sec.seccomp.as_deref(), None | Some("") | Some("default"));
-        if sec.privileged || !sec.no_new_privileges || !default_profile {
+        if !husk_linux::spec::seccomp_precompiled(config) {
             return Ok(None);
         }
         let caps: Vec<String> = spec
@@ -175,9 +173,6 @@ impl Maker {
         let program = self.seccomp.default_program(&caps)?;
         let path = dir.join("seccomp.bpf");
         std::fs::write(&path, program.as_slice()).context(format!("write {}", path.display()))?;
-        if let Some(linux) = spec.linux_mut() {
-            linux.set_seccomp(None);
-        }
         Ok(Some(path))
     }
 }

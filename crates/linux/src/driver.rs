@@ -521,9 +521,9 @@ impl LinuxDriver {
             daemon_capabilities: &self.daemon_capabilities,
             cgroup_v2: self.cgroup_v2,
         };
-        let mut oci = spec::container_spec(&input)?;
+        let oci = spec::container_spec(&input)?;
         let bundle = self.ctr_dir(id);
-        self.precompile_seccomp(config, &mut oci, &bundle).await?;
+        self.precompile_seccomp(config, &oci, &bundle).await?;
         let spec_json =
             serde_json::to_vec_pretty(&oci).map_err(|e| Error::internal(e.to_string()))?;
         std::fs::write(bundle.join("config.json"), spec_json)
@@ -548,13 +548,11 @@ impl LinuxDriver {
     async fn precompile_seccomp(
         &self,
         config: &ContainerConfig,
-        oci: &mut oci_spec::runtime::Spec,
+        oci: &oci_spec::runtime::Spec,
         bundle: &Path,
     ) -> Result<()> {
         let program_path = bundle.join("seccomp.bpf");
-        let sec = &config.security;
-        let default_profile = matches!(sec.seccomp.as_deref(), None | Some("") | Some("default"));
-        if sec.privileged || !sec.no_new_privileges || !default_profile {
+        if !spec::seccomp_precompiled(config) {
             let _ = std::fs::remove_file(&program_path);
             return Ok(());
         }
@@ -571,9 +569,6 @@ impl LinuxDriver {
             .map_err(|e| Error::internal(format!("seccomp compile task: {e}")))??;
         std::fs::write(&program_path, program.as_slice())
             .map_err(|e| Error::io(format!("write {}", program_path.display()), e))?;
-        if let Some(linux) = oci.linux_mut() {
-            linux.set_seccomp(None);
-        }
         Ok(())
     }
 

@@ -80,6 +80,18 @@ pub struct SpecInput<'a> {
     pub cgroup_v2: bool,
 }
 
+/// Whether the container gets Docker's default seccomp profile as a program the caller compiles once and
+/// keeps (`crate::seccomp_bpf`; the shim installs it as the last step before `execve`, which needs
+/// no-new-privileges) instead of a profile in its spec: the default profile, not privileged, no new privileges.
+/// [`container_spec`] then leaves the profile out (building it and dropping it again cost more than the rest of
+/// the spec).
+pub fn seccomp_precompiled(config: &ContainerConfig) -> bool {
+    let sec = &config.security;
+    !sec.privileged
+        && sec.no_new_privileges
+        && matches!(sec.seccomp.as_deref(), None | Some("") | Some("default"))
+}
+
 fn mount(dest: &str, kind: &str, source: &str, options: &[&str]) -> Value {
     json!({"destination": dest, "type": kind, "source": source, "options": options})
 }
@@ -417,6 +429,8 @@ pub fn container_spec(input: &SpecInput<'_>) -> Result<Spec> {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
         match sec.seccomp.as_deref() {
+            // The caller installs the precompiled program.
+            _ if seccomp_precompiled(input.config) => {}
             None | Some("") | Some("default") => {
                 linux["seccomp"] = security::default_seccomp_profile(&caps)
             }
@@ -529,7 +543,17 @@ mod tests {
                 .len(),
             security::DEFAULT_CAPABILITIES.len()
         );
-        assert!(s["linux"]["seccomp"]["syscalls"].is_array());
+        assert!(seccomp_precompiled(&c));
+        assert!(
+            s["linux"].get("seccomp").is_none(),
+            "the caller installs the precompiled default program"
+        );
+        // Without no-new-privileges the program cannot be installed last: the spec carries the profile.
+        let mut c2 = config();
+        c2.security.no_new_privileges = false;
+        assert!(!seccomp_precompiled(&c2));
+        let s2 = as_json(&container_spec(&input(&c2, &caps)).unwrap());
+        assert!(s2["linux"]["seccomp"]["syscalls"].is_array());
         assert_eq!(
             s["linux"]["maskedPaths"].as_array().unwrap().len(),
             MASKED_PATHS.len()

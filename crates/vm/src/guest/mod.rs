@@ -48,6 +48,13 @@ pub struct GuestConfig {
     /// build is ~60 MB, ~7 MB without, and every byte is copied by an emulated CPU at each boot.
     #[serde(default = "yes")]
     pub strip_agent: bool,
+    /// Pack the kernel modules without their signatures, unless the kernel refuses unsigned modules
+    /// (`CONFIG_MODULE_SIG_FORCE`, or no `/boot/config-<release>` to tell). Checking a signature costs an
+    /// emulated CPU ~2-3 ms per module, on the way to the first container; what the guest loads is what husk
+    /// packed from the host's own module tree into an image only root can write. The guest kernel notes the
+    /// unsigned modules once ("module verification failed ... tainting kernel").
+    #[serde(default = "yes")]
+    pub strip_module_signatures: bool,
     /// Boot the kernel's uncompressed ELF image through its PVH entry (extracted once from the bzImage and
     /// cached) instead of letting the guest decompress itself: see [`vmlinux`].
     #[serde(default = "yes")]
@@ -69,6 +76,7 @@ impl GuestConfig {
             compression: Compression::None,
             extra_modules: Vec::new(),
             strip_agent: true,
+            strip_module_signatures: true,
             uncompressed_kernel: true,
         }
     }
@@ -150,6 +158,39 @@ fn bzimage_release(data: &[u8]) -> Option<String> {
     String::from_utf8(text[..end].to_vec()).ok()
 }
 
+/// How long an initramfs nobody built or used stays in the cache once another one is built.
+const UNUSED_IMAGE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes the cache's other initramfs files (made for other agents, kernels or module sets, ~17 MB each) that
+/// were neither built nor used in the last [`UNUSED_IMAGE_LIFETIME`]: a cache shared by daemons of several
+/// versions keeps what they use, and an upgraded host does not keep every old image.
+fn prune_old_images(cache_dir: &Path, current: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_image = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("initramfs-"));
+        let unused = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > UNUSED_IMAGE_LIFETIME);
+        if is_image && unused && path != current {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// The build configuration of kernel `release` (`/boot/config-<release>`), empty when there is none.
+fn kernel_config(release: &str) -> String {
+    std::fs::read_to_string(format!("/boot/config-{release}")).unwrap_or_default()
+}
+
 /// Builds (or finds in the cache) the guest image for `config`.
 pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
     let (kernel, release) = match &config.kernel {
@@ -169,11 +210,18 @@ pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
         .collect();
     let agent = std::fs::read(&config.agent)
         .context(format!("read the agent binary {}", config.agent.display()))?;
+    let strip_signatures =
+        config.strip_module_signatures && modules::unsigned_modules_load(&kernel_config(&release));
     let mut module_files = Vec::with_capacity(modules.len());
     for m in &modules {
         let path = modules_dir.join(m);
-        module_files
-            .push(std::fs::read(&path).context(format!("read kernel module {}", path.display()))?);
+        let data =
+            std::fs::read(&path).context(format!("read kernel module {}", path.display()))?;
+        module_files.push(if strip_signatures {
+            modules::without_signature(&data).to_vec()
+        } else {
+            data
+        });
     }
     let kernel_bytes =
         std::fs::read(&kernel).context(format!("read kernel {}", kernel.display()))?;
@@ -223,6 +271,10 @@ pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
         write_atomically(&initramfs, |f| {
             initramfs::write_initramfs(f, &entries, config.compression)
         })?;
+        prune_old_images(&config.cache_dir, &initramfs);
+    } else if let Ok(f) = std::fs::File::options().append(true).open(&initramfs) {
+        // Marks it as in use, for the pruning of other images.
+        let _ = f.set_modified(std::time::SystemTime::now());
     }
     let kernel = if config.uncompressed_kernel {
         boot_kernel(&kernel, &kernel_bytes, &config.cache_dir)?
@@ -413,6 +465,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn old_unused_images_are_pruned_recent_ones_and_other_files_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let file = |name: &str, age_hours: u64| {
+            let path = d.path().join(name);
+            std::fs::write(&path, b"x").unwrap();
+            let when =
+                std::time::SystemTime::now() - std::time::Duration::from_secs(age_hours * 3600);
+            std::fs::File::options()
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+            path
+        };
+        let current = file("initramfs-aaaa.cpio", 48);
+        let old = file("initramfs-bbbb.cpio", 48);
+        let recent = file("initramfs-cccc.cpio", 1);
+        let kernel = file("vmlinux-dddd", 48);
+        prune_old_images(d.path(), &current);
+        assert!(current.exists(), "the image in use stays");
+        assert!(!old.exists(), "an image unused for two days goes");
+        assert!(
+            recent.exists(),
+            "an image another daemon used an hour ago stays"
+        );
+        assert!(kernel.exists(), "only initramfs files are pruned");
+    }
+
+    #[test]
     fn newest_kernel_with_modules_wins() {
         let d = tempfile::tempdir().unwrap();
         let (boot, lib) = (d.path().join("boot"), d.path().join("modules"));
@@ -508,12 +590,14 @@ mod tests {
         } else {
             assert_eq!(a.kernel, kernel);
         }
-        let mtime = std::fs::metadata(&a.initramfs).unwrap().modified().unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(&a.initramfs).unwrap().ino();
         let b = build_guest(&cfg).unwrap();
         assert_eq!(a, b);
+        // A rewrite would be a new file (written aside, then renamed over).
         assert_eq!(
-            std::fs::metadata(&b.initramfs).unwrap().modified().unwrap(),
-            mtime,
+            std::fs::metadata(&b.initramfs).unwrap().ino(),
+            inode,
             "reused, not rewritten"
         );
         std::fs::write(&agent, b"a new agent").unwrap();

@@ -81,6 +81,36 @@ pub const GROUPS: &[ModuleGroup] = &[
     },
 ];
 
+/// What ends a signed module file (after the PKCS#7 signature and its 12-byte descriptor).
+const SIGNATURE_MAGIC: &[u8] = b"~Module signature appended~\n";
+
+/// The module file `data` without its appended signature (as `scripts/sign-file` appends it: the signature,
+/// a 12-byte `struct module_signature` whose last 4 bytes are the signature's length, big-endian, then the
+/// magic string); `data` itself when it carries none.
+pub fn without_signature(data: &[u8]) -> &[u8] {
+    let Some(rest) = data.strip_suffix(SIGNATURE_MAGIC) else {
+        return data;
+    };
+    let Some(descriptor_at) = rest.len().checked_sub(12) else {
+        return data;
+    };
+    let descriptor = &rest[descriptor_at..];
+    let sig_len =
+        u32::from_be_bytes([descriptor[8], descriptor[9], descriptor[10], descriptor[11]]);
+    match descriptor_at.checked_sub(sig_len as usize) {
+        Some(end) => &data[..end],
+        None => data,
+    }
+}
+
+/// Whether a kernel built with `config` (the text of its `/boot/config-*`) loads unsigned modules: it was
+/// built with module support and without `CONFIG_MODULE_SIG_FORCE`. An unknown configuration (empty) counts
+/// as no.
+pub fn unsigned_modules_load(config: &str) -> bool {
+    config.lines().any(|l| l == "CONFIG_MODULES=y")
+        && !config.lines().any(|l| l == "CONFIG_MODULE_SIG_FORCE=y")
+}
+
 /// The dependency graph of one kernel's modules.
 #[derive(Debug, Default, Clone)]
 pub struct ModuleDeps {
@@ -317,6 +347,37 @@ kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko ker
             !group("base").contains(&"virtio_ring".to_string())
                 && group("base").contains(&"fscache".to_string())
         );
+    }
+
+    #[test]
+    fn signatures_come_off_and_unsigned_files_stay() {
+        let body = b"\x7fELF module body".to_vec();
+        let signature = vec![0xAB; 300];
+        let mut signed = body.clone();
+        signed.extend_from_slice(&signature);
+        // algo, hash, id_type (PKCS#7 = 2), signer_len, key_id_len, 3 pad bytes, sig_len (big-endian)
+        signed.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 0]);
+        signed.extend_from_slice(&(signature.len() as u32).to_be_bytes());
+        signed.extend_from_slice(SIGNATURE_MAGIC);
+        assert_eq!(without_signature(&signed), &body[..]);
+        assert_eq!(without_signature(&body), &body[..]);
+        // A length that points before the file's start leaves it alone.
+        let mut bogus = b"x".to_vec();
+        bogus.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        bogus.extend_from_slice(SIGNATURE_MAGIC);
+        assert_eq!(without_signature(&bogus), &bogus[..]);
+        assert!(without_signature(SIGNATURE_MAGIC) == SIGNATURE_MAGIC);
+    }
+
+    #[test]
+    fn unsigned_modules_load_only_without_forced_signatures() {
+        assert!(unsigned_modules_load(
+            "CONFIG_MODULES=y\nCONFIG_MODULE_SIG=y\n# CONFIG_MODULE_SIG_FORCE is not set\n"
+        ));
+        assert!(!unsigned_modules_load(
+            "CONFIG_MODULES=y\nCONFIG_MODULE_SIG_FORCE=y\n"
+        ));
+        assert!(!unsigned_modules_load(""));
     }
 
     #[test]
