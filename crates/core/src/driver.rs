@@ -216,6 +216,18 @@ pub trait Driver: Send + Sync + 'static {
     /// half-made container and when called twice.
     async fn delete_container(&self, container: &ContainerRecord) -> Result<()>;
 
+    /// Removes a container and the sandbox made for it alone (`run` in sandbox mode without `--sandbox`), with
+    /// the guarantees of [`Driver::delete_container`] and [`Driver::delete_sandbox`]. The default does one
+    /// after the other; a driver whose sandbox takes its containers with it (a VM) skips the first.
+    async fn delete_container_and_sandbox(
+        &self,
+        container: &ContainerRecord,
+        sandbox: &SandboxRecord,
+    ) -> Result<()> {
+        self.delete_container(container).await?;
+        self.delete_sandbox(sandbox).await
+    }
+
     /// Resolves when the current run of the main process ends (at once if it already has).
     async fn wait(&self, container: &ContainerRecord) -> Result<ExitStatus>;
 

@@ -590,15 +590,15 @@ impl Engine {
     pub(crate) async fn remove_locked(&self, rec: &ContainerRecord) -> Result<()> {
         self.stop_health(rec.id());
         let driver = self.driver(&rec.driver)?;
-        driver.delete_container(rec).await?;
         // The sandbox `run` made for it goes too. The records go last, together, so whoever sees the container
         // gone sees its sandbox gone (a crash before this point is finished by the `remove_container`
         // operation at the next start).
         let implicit = self
             .sandbox_of(rec)?
             .filter(|sb| sb.owner_container.as_deref() == Some(rec.id()));
-        if let Some(sb) = &implicit {
-            driver.delete_sandbox(sb).await?;
+        match &implicit {
+            Some(sb) => driver.delete_container_and_sandbox(rec, sb).await?,
+            None => driver.delete_container(rec).await?,
         }
         self.inner.store.transaction(|tx| {
             tx.delete::<ContainerRecord>(rec.id())?;

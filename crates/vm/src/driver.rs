@@ -420,27 +420,36 @@ impl VmDriver {
         Ok(self.vm(&Self::vm_of(container)?).await?.client.clone())
     }
 
-    /// Removes a VM: QEMU is stopped at once (QMP `quit`, SIGKILL after a grace period; nothing in a guest
-    /// outlives its containers, so there is nothing to flush), its shares are unmounted, and its network and
-    /// directory are removed in the background (CNI DEL is the slow part). If the daemon stops first,
+    /// Removes a VM: QEMU is killed at once (nothing in a guest outlives its containers, so there is nothing to
+    /// flush); its exit (the kernel freeing the guest's memory), the shares' unmounting, and the removal of its
+    /// network and directory (CNI DEL is the slow part) finish in the background. If the daemon stops first,
     /// [`Driver::remove_orphans`] finishes the job at the next start: the directory still names the VM.
     async fn destroy_vm(&self, vm_name: &str) -> Result<()> {
+        const EXIT_GRACE: Duration = Duration::from_secs(5);
         let handle = self.vms.lock().await.remove(vm_name);
-        match handle {
-            Some(h) => h.vm.lock().await.quit(Duration::from_secs(2)).await?,
-            None => {
-                if let Some(mut vm) = Vm::find(&self.vm_root(vm_name).join("vm")).await? {
-                    vm.quit(Duration::from_secs(2)).await?;
-                }
+        let mut found = match &handle {
+            Some(h) => {
+                h.vm.lock().await.kill();
+                None
             }
+            None => Vm::find(&self.vm_root(vm_name).join("vm")).await?,
+        };
+        if let Some(vm) = &mut found {
+            vm.kill();
         }
         let root = self.vm_root(vm_name);
-        unmount_below(&root.join("share"));
-        unmount_below(&root.join("mounts"));
         let networks = self.config.networks.clone();
         let owner = vm_name.to_string();
         tokio::spawn(async move {
+            if let Some(h) = handle {
+                h.vm.lock().await.wait_gone(EXIT_GRACE).await;
+            }
+            if let Some(mut vm) = found {
+                vm.wait_gone(EXIT_GRACE).await;
+            }
             let finished = tokio::task::spawn_blocking(move || -> Result<()> {
+                unmount_below(&root.join("share"));
+                unmount_below(&root.join("mounts"));
                 if let Some(networks) = networks {
                     crate::network::detach(&networks, &owner, &root.join("ns"))?;
                 }
@@ -604,6 +613,15 @@ impl VmDriver {
             }
         });
         logging.insert(id.to_string(), task);
+    }
+
+    /// Removes container `id`'s directory of logs and exit record.
+    fn remove_logs(&self, id: &str) -> Result<()> {
+        match std::fs::remove_dir_all(self.ctr_dir(id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove the container's logs", e)),
+        }
     }
 
     fn read_exit(&self, id: &str) -> Option<ExitStatus> {
@@ -1078,11 +1096,20 @@ impl Driver for VmDriver {
             }
             self.unshare_container(&vm, container.id());
         }
-        match std::fs::remove_dir_all(self.ctr_dir(container.id())) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove the container's logs", e)),
+        self.remove_logs(container.id())
+    }
+
+    async fn delete_container_and_sandbox(
+        &self,
+        container: &ContainerRecord,
+        sandbox: &SandboxRecord,
+    ) -> Result<()> {
+        // The container goes with its VM: no removal inside a guest about to be stopped.
+        if let Some(task) = lock(&self.logging).remove(container.id()) {
+            task.abort();
         }
+        self.destroy_vm(&sandbox.config.id).await?;
+        self.remove_logs(container.id())
     }
 
     async fn wait(&self, container: &ContainerRecord) -> Result<ExitStatus> {
