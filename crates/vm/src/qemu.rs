@@ -614,22 +614,23 @@ impl Vm {
         Ok(())
     }
 
-    /// Stops the guest at once: SIGKILL to QEMU. Nothing is lost: nothing in a guest outlives its containers,
-    /// and a guest's write to a 9p share is on the host once the guest sees it done. (QMP `quit` took QEMU
-    /// ~20 ms to answer under TCG before it even began to exit.)
+    /// Stops the guest at once: SIGKILL to QEMU, and its pid file goes (so [`Vm::find`] no longer finds the VM
+    /// while the kernel finishes QEMU's exit). Nothing is lost: nothing in a guest outlives its containers, and
+    /// a guest's write to a 9p share is on the host once the guest sees it done. (QMP `quit` took QEMU ~20 ms
+    /// to answer under TCG before it even began to exit.)
     pub fn kill(&mut self) {
-        if !self.is_running() {
-            return;
-        }
-        match &mut self.child {
-            Some(child) => {
-                let _ = child.start_kill();
+        if self.is_running() {
+            match &mut self.child {
+                Some(child) => {
+                    let _ = child.start_kill();
+                }
+                // SAFETY: plain kill(2); `pid` was checked to be our QEMU by is_running just above.
+                None => unsafe {
+                    libc::kill(self.pid, libc::SIGKILL);
+                },
             }
-            // SAFETY: plain kill(2); `pid` was checked to be our QEMU by is_running just above.
-            None => unsafe {
-                libc::kill(self.pid, libc::SIGKILL);
-            },
         }
+        let _ = std::fs::remove_file(self.paths().pid);
     }
 
     /// Waits up to `grace` for QEMU's exit (after [`Vm::kill`]: the kernel frees the guest's memory, ~20-40 ms
