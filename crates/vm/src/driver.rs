@@ -499,10 +499,9 @@ impl VmDriver {
             let bound = std::fs::metadata(&target)
                 .is_ok_and(|t| t.dev() == source.dev() && t.ino() == source.ino());
             if !bound {
-                std::fs::create_dir_all(&target).context(format!("create {}", target.display()))?;
                 // An old bind of a removed layer directory, if any.
                 let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
-                bind_readonly(layer, &target)?;
+                bind_source(layer, &target, true)?;
             }
             rel.push(format!("{LAYERS_DIR}/{name}"));
         }
@@ -821,32 +820,6 @@ fn bind_source(source: &Path, target: &Path, readonly: bool) -> Result<()> {
         .map_err(|e| Error::backend(format!("make {} read-only: {e}", target.display())))?;
     }
     Ok(())
-}
-
-fn bind_readonly(source: &Path, target: &Path) -> Result<()> {
-    use nix::mount::{MsFlags, mount};
-    mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| {
-        Error::backend(format!(
-            "bind {} to {}: {e}",
-            source.display(),
-            target.display()
-        ))
-    })?;
-    mount(
-        None::<&str>,
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-        None::<&str>,
-    )
-    .map_err(|e| Error::backend(format!("make {} read-only: {e}", target.display())))
 }
 
 /// Unmounts every mount at or below `dir` (deepest first).
