@@ -32,6 +32,7 @@ cleanup() {
     [ -n "$husk_pid" ] && stop "$husk_pid"
     [ -n "$dockerd_pid" ] && stop "$dockerd_pid"
     grep -E " ($work|$husk_run)/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+    [ -n "${tag:-}" ] && "$here/scripts/remove-bridge" "hkb$tag"
     rm -rf "$work" "$husk_run"
 }
 trap 'status=$?; cleanup; exit $status' EXIT

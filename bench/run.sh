@@ -28,7 +28,7 @@ engine=""
 cleanup() {
     [ -n "$daemon" ] && { "$husk" -H "unix://$work/husk.sock" sandbox ls -q 2>/dev/null | xargs -r "$husk" -H "unix://$work/husk.sock" sandbox rm -f > /dev/null 2>&1 || true; kill "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; }
     [ -n "$engine" ] && crates/docker/scripts/test-dockerd stop "$work/e" > /dev/null 2>&1 || true
-    ip link del "$bridge" 2>/dev/null || true
+    scripts/remove-bridge "$bridge"
     grep "$work" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
     rm -rf "$work"
 }

@@ -31,6 +31,7 @@ cleanup() {
         for _ in $(seq 100); do kill -0 "$husk_pid" 2>/dev/null || break; sleep 0.1; done
     fi
     grep -E " ($work|$run)/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+    "$here/scripts/remove-bridge" "hvb$$"
     rm -rf "$work" "$run"
 }
 trap 'status=$?; cleanup; exit $status' EXIT

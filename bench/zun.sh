@@ -33,6 +33,7 @@ cleanup() {
         [ -d "$d" ] && find "$d" -mindepth 1 -depth -type d -exec rmdir {} \; 2> /dev/null
         rmdir "$d" 2> /dev/null || true
     done
+    "$here/scripts/remove-bridge" "hkz$$"
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -44,6 +45,7 @@ husk="${CARGO_TARGET_DIR:-$here/target}/x86_64-unknown-linux-gnu/release/husk"
 "$here/scripts/make-busybox-image" "$work/busybox.tar" bench/busybox:1 > /dev/null
 "$husk" daemon --root "$work/root" --run-root "$work/run" --socket "$work/husk.sock" --config /dev/null \
     --cgroup-parent "$cgroup" --cni-conf-dir "$work/cni" --mode standalone \
+    --bridge "hkz$$" --subnet "10.232.$(( $$ % 200 )).0/24" \
     --listen "127.0.0.1:$port" --auth none > "$work/daemon.log" 2>&1 &
 daemon=$!
 i=0
