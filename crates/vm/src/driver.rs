@@ -40,6 +40,9 @@ use crate::qemu::{Machine, Share, Transport, Vm, VmConfig, host_tsc_khz, vm_size
 
 use crate::proto::{LAYERS_TAG as SHARE_TAG, MOUNTS_TAG};
 
+/// How long a removal that kills a VM waits for a client attached to the container to get its output's end.
+const STREAM_SETTLE: Duration = Duration::from_secs(1);
+
 /// The directory of a VM's layer share holding its image layers.
 const LAYERS_DIR: &str = "l";
 
@@ -107,6 +110,51 @@ pub struct VmDriver {
     logging: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// Held while layers are bound into a VM's share (two creates in one VM may need the same layer).
     layer_binds: Mutex<()>,
+    /// Main-process output streams being forwarded to clients (`attach`), by container.
+    attached: Arc<AttachedStreams>,
+}
+
+/// Counts the output streams forwarded per container, so a removal that kills a VM lets a client that is
+/// attached to an exited container get the rest of its output and its exit first (`run --rm` in the foreground:
+/// the exit reaches the engine by `wait`, on another stream than the output's end).
+#[derive(Debug, Default)]
+struct AttachedStreams {
+    counts: Mutex<HashMap<String, usize>>,
+    changed: tokio::sync::Notify,
+}
+
+impl AttachedStreams {
+    fn begin(&self, id: &str) {
+        *lock(&self.counts).entry(id.to_string()).or_default() += 1;
+    }
+
+    fn end(&self, id: &str) {
+        let mut counts = lock(&self.counts);
+        if let Some(n) = counts.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(id);
+            }
+        }
+        drop(counts);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until no output stream of container `id` is being forwarded, for at most `limit`.
+    async fn settle(&self, id: &str, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !lock(&self.counts).contains_key(id) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for VmDriver {
@@ -151,6 +199,7 @@ impl VmDriver {
             vms: tokio::sync::Mutex::new(HashMap::new()),
             logging: Mutex::new(HashMap::new()),
             layer_binds: Mutex::new(()),
+            attached: Arc::default(),
         })
     }
 
@@ -686,7 +735,7 @@ impl VmDriver {
             .exec_with_deadline(container.id(), &exec_id, process, deadline)
             .await?;
         let (tx, rx) = client.stdio(container.id(), &exec_id).await?;
-        Ok(bridge(tx, rx))
+        Ok(bridge(tx, rx, || {}))
     }
 
     async fn observe_once(&self, container: &ContainerRecord) -> Result<ObservedState> {
@@ -840,7 +889,11 @@ fn unmount_below(dir: &Path) {
 }
 
 /// A [`BoxStdio`] over an agent stdio stream: frames written to it go to the process, its output comes out.
-fn bridge(to_process: mpsc::Sender<Frame>, mut from_process: mpsc::Receiver<Frame>) -> BoxStdio {
+fn bridge(
+    to_process: mpsc::Sender<Frame>,
+    mut from_process: mpsc::Receiver<Frame>,
+    on_end: impl FnOnce() + Send + 'static,
+) -> BoxStdio {
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     let (mut r, mut w) = tokio::io::split(ours);
     tokio::spawn(async move {
@@ -851,6 +904,7 @@ fn bridge(to_process: mpsc::Sender<Frame>, mut from_process: mpsc::Receiver<Fram
             }
         }
         let _ = w.shutdown().await;
+        on_end();
     });
     tokio::spawn(async move {
         while let Ok(Some(f)) = read_frame(&mut r).await {
@@ -1056,6 +1110,7 @@ impl Driver for VmDriver {
             task.abort();
         }
         if container.mode == Mode::Standalone && container.sandbox_id.is_none() {
+            self.attached.settle(container.id(), STREAM_SETTLE).await;
             self.destroy_vm(&vm).await?;
         } else {
             match self.vm(&vm).await {
@@ -1077,7 +1132,9 @@ impl Driver for VmDriver {
         container: &ContainerRecord,
         sandbox: &SandboxRecord,
     ) -> Result<()> {
-        // The container goes with its VM: no removal inside a guest about to be stopped.
+        // The container goes with its VM: no removal inside a guest about to be stopped. A client attached to it
+        // gets the end of its output first.
+        self.attached.settle(container.id(), STREAM_SETTLE).await;
         if let Some(task) = lock(&self.logging).remove(container.id()) {
             task.abort();
         }
@@ -1146,7 +1203,9 @@ impl Driver for VmDriver {
     async fn attach(&self, container: &ContainerRecord, _stdin: bool) -> Result<BoxStdio> {
         let client = self.client_for(container).await?;
         let (tx, rx) = client.stdio(container.id(), "").await?;
-        Ok(bridge(tx, rx))
+        let (attached, id) = (self.attached.clone(), container.id().to_string());
+        attached.begin(&id);
+        Ok(bridge(tx, rx, move || attached.end(&id)))
     }
 
     async fn resize(&self, container: &ContainerRecord, rows: u16, cols: u16) -> Result<()> {
