@@ -225,7 +225,7 @@ async fn main() {
             .find(|l| l.contains("bare boot done"))
             .unwrap_or("")
             .to_string();
-        vm.quit(Duration::from_secs(1)).await.unwrap();
+        vm.quit(Duration::from_secs(1)).await;
 
         // Agent boot, echo hi, memory.
         let dir = tempfile::tempdir().unwrap();
@@ -278,7 +278,7 @@ async fn main() {
         eprintln!("  guest: [{bare_line}] vs [{agent_line}]");
         client.shutdown().await.unwrap();
         vm.wait_exit(Duration::from_secs(30)).await;
-        vm.quit(Duration::from_secs(1)).await.unwrap();
+        vm.quit(Duration::from_secs(1)).await;
         eprintln!(
             "run {run}: bare {:.2}s health {:.2}s echo {:.2}s warm {:.0}ms rss {r} KiB pss {p} KiB",
             bare[run], health[run], echo_cold[run], echo_warm[run]

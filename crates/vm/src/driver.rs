@@ -373,7 +373,7 @@ impl VmDriver {
                     .map_err(|e| Error::internal(format!("tap setup task: {e}")))
                     .and_then(|r| r);
             if let Err(e) = joined {
-                let _ = vm.quit(Duration::from_secs(1)).await;
+                vm.quit(Duration::from_secs(1)).await;
                 return Err(e.context(format!("connect VM {vm_name} to its network")));
             }
         }
@@ -409,7 +409,7 @@ impl VmDriver {
             }
             Err(e) => {
                 let console = std::fs::read_to_string(vm.paths().console).unwrap_or_default();
-                let _ = vm.quit(Duration::from_secs(1)).await;
+                vm.quit(Duration::from_secs(1)).await;
                 Err(e.context(format!(
                     "boot VM {vm_name} (console: {})",
                     console_tail(&console)
@@ -497,8 +497,7 @@ impl VmDriver {
                 vm.wait_gone(EXIT_GRACE).await;
             }
             let finished = tokio::task::spawn_blocking(move || -> Result<()> {
-                unmount_below(&root.join("share"));
-                unmount_below(&root.join("mounts"));
+                unmount_below(&[&root.join("share"), &root.join("mounts")]);
                 if let Some(networks) = networks {
                     crate::network::detach(&networks, &owner, &root.join("ns"))?;
                 }
@@ -592,7 +591,7 @@ impl VmDriver {
             Ok(())
         })();
         if bound.is_err() {
-            unmount_below(&base);
+            unmount_below(&[&base]);
             let _ = std::fs::remove_dir_all(&base);
         }
         bound
@@ -602,10 +601,11 @@ impl VmDriver {
     /// layers' directory `share/<id>` in a VM an older husk started. (Image layers stay shared for the VM's
     /// life now: see [`VmDriver::share_layers`].)
     fn unshare_container(&self, vm_name: &str, id: &str) {
-        for dir in ["mounts", "share"] {
-            let path = self.vm_root(vm_name).join(dir).join(id);
-            unmount_below(&path);
-            let _ = std::fs::remove_dir_all(&path);
+        let root = self.vm_root(vm_name);
+        let (mounts, layers) = (root.join("mounts").join(id), root.join("share").join(id));
+        unmount_below(&[&mounts, &layers]);
+        for dir in [mounts, layers] {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 
@@ -871,20 +871,28 @@ fn bind_source(source: &Path, target: &Path, readonly: bool) -> Result<()> {
     Ok(())
 }
 
-/// Unmounts every mount at or below `dir` (deepest first).
-fn unmount_below(dir: &Path) {
+/// Unmounts every mount at or below each of `dirs` (deepest first), reading the mount table once.
+fn unmount_below(dirs: &[&Path]) {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };
-    let prefix = dir.to_string_lossy().into_owned();
-    let mut points: Vec<String> = text
+    let prefixes: Vec<String> = dirs
+        .iter()
+        .map(|d| d.to_string_lossy().into_owned())
+        .collect();
+    let mut points: Vec<&str> = text
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
-        .filter(|p| p == &prefix || p.starts_with(&format!("{prefix}/")))
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|p| {
+            prefixes.iter().any(|prefix| {
+                p.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+        })
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {
-        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

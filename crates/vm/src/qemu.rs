@@ -608,10 +608,9 @@ impl Vm {
 
     /// Stops QEMU at once with SIGKILL and waits up to `grace` for its exit: [`Vm::kill`], then
     /// [`Vm::wait_gone`].
-    pub async fn quit(&mut self, grace: Duration) -> Result<()> {
+    pub async fn quit(&mut self, grace: Duration) {
         self.kill();
         self.wait_gone(grace).await;
-        Ok(())
     }
 
     /// Stops the guest at once: SIGKILL to QEMU, and its pid file goes (so [`Vm::find`] no longer finds the VM
