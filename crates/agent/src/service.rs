@@ -583,15 +583,6 @@ fn inside_share<'a>(field: &str, rel: &'a str) -> Result<&'a std::path::Path> {
     Ok(path)
 }
 
-/// libcontainer's "executable not found" as a not-found error (it reports every failure as one kind).
-fn missing_executable(e: Error) -> Error {
-    if e.message.contains("not found in $PATH") || e.message.contains("executable file not found") {
-        Error::new(husk_core::ErrorKind::NotFound, e.message)
-    } else {
-        e
-    }
-}
-
 fn resize(p: &Proc, rows: u16, cols: u16) -> Result<()> {
     if !p.tty {
         return Err(Error::conflict("the process has no terminal"));
@@ -737,10 +728,7 @@ impl Agent for AgentService {
             Proc::new(c.config.process.tty)
         };
         *lock(&c.main) = main.clone();
-        let pid = self
-            .launch_main(&c, &main, first)
-            .await
-            .map_err(|e| st(missing_executable(e)))?;
+        let pid = self.launch_main(&c, &main, first).await.map_err(st)?;
         Ok(Response::new(proto::StartResponse { pid }))
     }
 
@@ -792,7 +780,6 @@ impl Agent for AgentService {
         match self
             .launch_exec(&c, &proc_, &process, req.deadline_ms)
             .await
-            .map_err(missing_executable)
         {
             Ok(pid) => Ok(Response::new(proto::StartResponse { pid })),
             Err(e) => {

@@ -113,8 +113,12 @@ async fn bad_requests_get_clear_errors_and_the_agent_keeps_serving() {
         .await
         .unwrap();
     let e = client.start("c1").await.unwrap_err();
-    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
-    assert!(e.message.contains("/no/such/program"), "{e}");
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    assert_eq!(
+        e.message,
+        "exec: \"/no/such/program\": stat /no/such/program: no such file or directory"
+    );
+    assert_eq!(e.command_exit_code(), Some(127), "{e}");
     client.remove_container("c1").await.unwrap();
 
     let v = client.version().await.unwrap();

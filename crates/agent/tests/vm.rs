@@ -199,7 +199,9 @@ async fn agent_in_the_vm_survives_bad_requests() {
         .await
         .unwrap();
     let e = client.start("c1").await.unwrap_err();
-    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    assert_eq!(e.field.as_deref(), Some("command"), "{e}");
+    assert_eq!(e.command_exit_code(), Some(127), "{e}");
     let e = client.resize("c1", "", 10, 10).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
     // A body that is not protobuf: the call fails, the agent stays.

@@ -62,6 +62,12 @@ impl ErrorKind {
     }
 }
 
+/// The request field holding a container's or an exec's command.
+pub const COMMAND_FIELD: &str = "command";
+
+/// How a runtime's message about a command that cannot be run begins (runc's words, which husk's shim uses too).
+pub const EXEC_FAILURE_PREFIX: &str = "exec: \"";
+
 /// A husk error: a kind, an optional field it is about, and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Error {
@@ -128,6 +134,31 @@ impl Error {
         Self::new(ErrorKind::Timeout, message)
     }
 
+    /// The error a runtime reports in `text` when a container's (or exec's) command cannot be run, if it is
+    /// one: a bad value of the request's `command`, in the words runc and husk's shim both use, from
+    /// `exec: "NAME": ...` on (`exec: "x": executable file not found in $PATH`, `exec: "/etc": is a
+    /// directory`). The front ends turn it into the shell's codes (see [`Error::command_exit_code`]).
+    pub fn from_exec_failure(text: &str) -> Option<Error> {
+        let at = text.find(EXEC_FAILURE_PREFIX)?;
+        let words = text[at..]
+            .trim_end()
+            .trim_end_matches(": unknown")
+            .trim_end_matches(['.', ' ']);
+        Some(Error::invalid(COMMAND_FIELD, words))
+    }
+
+    /// For an error about a command that cannot be run, the code a shell (and Docker) exits with: 127 when
+    /// it does not exist, 126 when it exists but cannot be executed. `None` for any other error.
+    pub fn command_exit_code(&self) -> Option<i32> {
+        if self.field.as_deref() != Some(COMMAND_FIELD)
+            || !self.message.contains(EXEC_FAILURE_PREFIX)
+        {
+            return None;
+        }
+        let missing = self.message.contains("not found") || self.message.contains("no such file");
+        Some(if missing { 127 } else { 126 })
+    }
+
     /// Adds context in front of the message, keeping kind and field.
     pub fn context(mut self, context: impl fmt::Display) -> Self {
         self.message = format!("{context}: {}", self.message);
@@ -174,6 +205,50 @@ impl<T> Context<T> for Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_that_cannot_run_become_bad_input_with_the_shells_codes() {
+        // runc's words through Docker Engine, and husk's shim's through libcontainer's wrapping.
+        let docker = "failed to create task for container: failed to create shim task: OCI runtime create \
+                      failed: runc create failed: unable to start container process: exec: \"nope\": \
+                      executable file not found in $PATH: unknown";
+        let e = Error::from_exec_failure(docker).unwrap();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert_eq!(e.field.as_deref(), Some(COMMAND_FIELD));
+        assert_eq!(
+            e.message,
+            "exec: \"nope\": executable file not found in $PATH"
+        );
+        assert_eq!(e.command_exit_code(), Some(127));
+        let shim = "failed to create container: exec process failed with error error in executing process : \
+                    exec: \"/nope\": stat /nope: no such file or directory";
+        assert_eq!(
+            Error::from_exec_failure(shim).unwrap().command_exit_code(),
+            Some(127)
+        );
+        for not_runnable in [
+            "exec: \"/etc/passwd\": permission denied",
+            "exec: \"/etc\": is a directory",
+        ] {
+            let e = Error::from_exec_failure(not_runnable).unwrap();
+            assert_eq!(e.message, not_runnable);
+            assert_eq!(e.command_exit_code(), Some(126), "{not_runnable}");
+            // Context in front keeps it recognisable.
+            assert_eq!(
+                e.context("start container web").command_exit_code(),
+                Some(126)
+            );
+        }
+        assert!(Error::from_exec_failure("exec: failed to create container: no cgroup").is_none());
+        assert_eq!(
+            Error::invalid("memory", "exec: \"x\": bad").command_exit_code(),
+            None
+        );
+        assert_eq!(
+            Error::backend("exec: \"x\": not found").command_exit_code(),
+            None
+        );
+    }
 
     #[test]
     fn kinds_map_to_http_statuses_and_back() {

@@ -184,6 +184,10 @@ pub(crate) fn engine_error(what: impl fmt::Display, e: BollardError) -> Error {
         BollardError::DockerResponseServerError { message, .. } => message,
         other => other.to_string(),
     };
+    // runc could not run the container's (or exec's) command: the user's input, in runc's words.
+    if let Some(command) = Error::from_exec_failure(&detail) {
+        return command;
+    }
     Error::new(kind, format!("{what}: Docker Engine: {detail}"))
 }
 
@@ -286,6 +290,21 @@ mod tests {
         assert_eq!(
             engine_error("x", BollardError::RequestTimeoutError).kind,
             ErrorKind::Timeout
+        );
+        let e = engine_error(
+            "start container web",
+            BollardError::DockerResponseServerError {
+                status_code: 400,
+                message: "failed to create task for container: failed to create shim task: OCI runtime \
+                          create failed: runc create failed: unable to start container process: exec: \
+                          \"nope\": executable file not found in $PATH: unknown"
+                    .into(),
+            },
+        );
+        assert_eq!(e.field.as_deref(), Some("command"));
+        assert_eq!(
+            e.message,
+            "exec: \"nope\": executable file not found in $PATH"
         );
     }
 }

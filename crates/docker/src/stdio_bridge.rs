@@ -66,7 +66,9 @@ async fn run<S>(
     let (from_caller, mut to_caller) = tokio::io::split(ours);
     let inbound = tokio::spawn(forward_input(from_caller, input, stdin, session.clone()));
     let last = match forward_output(&mut to_caller, output).await {
-        Ok(()) => match session.exit_code().await {
+        Ok(unrunnable) => match session.exit_code().await {
+            // The engine reports every exec that could not start as 126.
+            Ok(ENGINE_EXEC_FAILED) => Frame::Exit(unrunnable.unwrap_or(ENGINE_EXEC_FAILED)),
             Ok(code) => Frame::Exit(code),
             Err(e) => Frame::Error(e.message),
         },
@@ -84,24 +86,44 @@ async fn run<S>(
     }
 }
 
+/// The exit code Docker Engine gives an exec that could not start.
+const ENGINE_EXEC_FAILED: i32 = 126;
+
+/// Copies the engine's output to the caller. An exec whose command cannot run gets, from the engine, one line
+/// of runc's words on its stdout (`OCI runtime exec failed: ... exec: "x": executable file not found in $PATH:
+/// unknown`) and exit code 126 whatever the reason: that line goes out on stderr in the words every driver uses,
+/// and the shell's code for it (127 or 126) is returned.
 async fn forward_output<W: AsyncWrite + Unpin>(
     to_caller: &mut W,
     mut output: EngineOutput,
-) -> std::result::Result<(), Stop> {
+) -> std::result::Result<Option<i32>, Stop> {
+    let mut first = true;
+    let mut unrunnable = None;
     while let Some(item) = output.next().await {
         let frame = match item {
             Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                Frame::Stdout(message.to_vec())
+                let engine_words = std::str::from_utf8(&message)
+                    .ok()
+                    .filter(|text| first && text.starts_with("OCI runtime exec failed"))
+                    .and_then(husk_core::Error::from_exec_failure);
+                match engine_words {
+                    Some(e) => {
+                        unrunnable = e.command_exit_code();
+                        Frame::Stderr(format!("{}\n", e.message).into_bytes())
+                    }
+                    None => Frame::Stdout(message.to_vec()),
+                }
             }
             Ok(LogOutput::StdErr { message }) => Frame::Stderr(message.to_vec()),
             Ok(LogOutput::StdIn { .. }) => continue,
             Err(e) => return Err(Stop::Engine(e.to_string())),
         };
+        first = false;
         write_frame(to_caller, &frame)
             .await
             .map_err(|_| Stop::Caller)?;
     }
-    Ok(())
+    Ok(unrunnable)
 }
 
 async fn forward_input<R: AsyncRead + Unpin>(
@@ -227,6 +249,61 @@ mod tests {
             ]
         );
         assert_eq!(*session.sizes.lock().unwrap(), vec![(30, 100)]);
+    }
+
+    /// The frames the caller gets for `output`, with the engine reporting exit `code`.
+    async fn frames_of(output: Vec<LogOutput>, code: i32) -> Vec<Frame> {
+        let (engine_in, _keep) = tokio::io::duplex(16);
+        let session = Arc::new(Recorder {
+            sizes: Mutex::new(vec![]),
+            code,
+        });
+        let output = futures::stream::iter(output.into_iter().map(Ok));
+        let mut caller = bridge(Box::pin(output), Box::pin(engine_in), false, session);
+        let mut frames = Vec::new();
+        while let Some(f) = read_frame(&mut caller).await.unwrap() {
+            frames.push(f);
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn an_exec_the_engine_could_not_start_ends_as_on_every_driver() {
+        let engine_line = |what: &str| LogOutput::StdOut {
+            message: Bytes::from(format!(
+                "OCI runtime exec failed: exec failed: unable to start container process: {what}: unknown\r\n"
+            )),
+        };
+        assert_eq!(
+            frames_of(
+                vec![engine_line(
+                    "exec: \"nope\": executable file not found in $PATH"
+                )],
+                126
+            )
+            .await,
+            vec![
+                Frame::Stderr(b"exec: \"nope\": executable file not found in $PATH\n".to_vec()),
+                Frame::Exit(127)
+            ]
+        );
+        assert_eq!(
+            frames_of(vec![engine_line("exec: \"/etc\": permission denied")], 126).await,
+            vec![
+                Frame::Stderr(b"exec: \"/etc\": permission denied\n".to_vec()),
+                Frame::Exit(126)
+            ]
+        );
+        // A process that prints the same words after other output is only a process: untouched.
+        let printed = vec![
+            LogOutput::StdOut {
+                message: Bytes::from_static(b"hi\n"),
+            },
+            engine_line("exec: \"nope\": executable file not found in $PATH"),
+        ];
+        let frames = frames_of(printed, 126).await;
+        assert!(matches!(frames[1], Frame::Stdout(_)), "{frames:?}");
+        assert_eq!(frames[2], Frame::Exit(126));
     }
 
     #[tokio::test]

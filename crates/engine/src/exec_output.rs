@@ -42,23 +42,21 @@ impl Engine {
         }
         let mut stream = match self.exec(key, req).await {
             Ok(s) => s,
-            // The runtime could not start the process (no such executable, not executable): as with Docker, that
-            // is the process's failure, reported with the shell's codes and the runtime's words as output.
-            Err(e) if e.kind == husk_core::ErrorKind::Backend => {
+            // The command cannot run (no such executable, not executable): as with Docker, that is the process's
+            // failure, reported with the shell's codes and the runtime's words as output.
+            Err(e) => {
+                let Some(exit_code) = e.command_exit_code() else {
+                    return Err(e);
+                };
                 let text = format!("{}\n", e.message).into_bytes();
                 return Ok(ExecOutput {
-                    exit_code: if e.message.contains("not found") {
-                        127
-                    } else {
-                        126
-                    },
+                    exit_code,
                     stdout: Vec::new(),
                     combined: text.clone(),
                     stderr: text,
                     truncated: false,
                 });
             }
-            Err(e) => return Err(e),
         };
         let collect = async {
             let mut out = ExecOutput::default();

@@ -77,6 +77,8 @@ fn main() {
                 Command::Run(_) | Command::Create(_) | Command::Exec(_) | Command::Start(_) => 125,
                 _ => 1,
             };
+            // As with Docker: a command that cannot run makes `run` and `exec` exit as a shell would.
+            let runs_a_command = matches!(command, Command::Run(_) | Command::Exec(_));
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build();
@@ -90,7 +92,10 @@ fn main() {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("Error: {e:#}");
-                    failure_code
+                    e.downcast_ref::<client::DaemonError>()
+                        .and_then(|d| d.0.command_exit_code())
+                        .filter(|_| runs_a_command)
+                        .unwrap_or(failure_code)
                 }
             }
         }

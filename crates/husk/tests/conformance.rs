@@ -80,6 +80,43 @@ pub fn run_streams_output_and_exit_code(driver: &str) {
     );
 }
 
+/// A command the image lacks (127) or cannot execute (126): `run` and `exec` exit as a shell (and Docker) would,
+/// with runc's words, and a failed `run --rm` leaves nothing.
+pub fn commands_that_cannot_run_exit_as_a_shell_would(driver: &str) {
+    let d = daemon(driver);
+    let cases = [
+        (
+            "nonexist",
+            127,
+            "exec: \"nonexist\": executable file not found in $PATH",
+        ),
+        (
+            "/etc/passwd",
+            126,
+            "exec: \"/etc/passwd\": permission denied",
+        ),
+    ];
+    for (command, code, words) in cases {
+        let r = d.husk(&["run", "--rm", IMAGE, command]);
+        assert_eq!(r.code, code, "run {command}: {}", r.stderr);
+        assert!(r.stderr.contains(words), "run {command}: {}", r.stderr);
+    }
+    assert_eq!(d.husk(&["ps", "-aq"]).ok(), "", "nothing left by run --rm");
+    assert_eq!(d.husk(&["sandbox", "ls", "-q"]).ok(), "");
+    d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "60"])
+        .ok();
+    for (command, code, words) in cases {
+        let r = d.husk(&["exec", "c", command]);
+        assert_eq!(r.code, code, "exec {command}: {}", r.stderr);
+        assert!(r.stderr.contains(words), "exec {command}: {}", r.stderr);
+    }
+    assert_eq!(
+        d.husk(&["exec", "c", "true"]).code,
+        0,
+        "the container runs on"
+    );
+}
+
 /// Two containers in one sandbox share network, IPC and UTS, not the mount namespace, and talk over localhost.
 pub fn sandbox_containers_share_network_ipc_uts(driver: &str) {
     let d = daemon(driver);
@@ -1893,6 +1930,7 @@ macro_rules! conformance {
         $(
             mod $driver {
                 #[test] fn run_streams_output_and_exit_code() { super::run_streams_output_and_exit_code(stringify!($driver)) }
+                #[test] fn commands_that_cannot_run_exit_as_a_shell_would() { super::commands_that_cannot_run_exit_as_a_shell_would(stringify!($driver)) }
                 #[test] fn sandbox_containers_share_network_ipc_uts() { super::sandbox_containers_share_network_ipc_uts(stringify!($driver)) }
                 #[test] fn standalone_containers_share_nothing() { super::standalone_containers_share_nothing(stringify!($driver)) }
                 #[test] fn shared_pid_namespace() { super::shared_pid_namespace(stringify!($driver)) }

@@ -212,6 +212,18 @@ fn containers_over_http_states_and_pages() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["output"], "hi\n");
     assert_eq!(v["exit_code"], 3);
+    // A command the container lacks is the command's failure, with the shell's code, as Zun reports it.
+    let (status, v) = z.send(
+        "POST",
+        "/v1/containers/web/execute?command=nonexist",
+        &json!(null),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["exit_code"], 127, "{v}");
+    assert_eq!(
+        v["output"],
+        "exec: \"nonexist\": executable file not found in $PATH\n"
+    );
     let (status, top) = z.get("/v1/containers/web/top");
     assert_eq!(status, 200);
     assert!(

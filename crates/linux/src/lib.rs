@@ -5,6 +5,7 @@
 //! [`security`]). The daemon side is [`LinuxDriver`].
 
 pub mod cgroups;
+pub mod command;
 pub mod container_fs;
 pub mod driver;
 pub mod fs_helper;

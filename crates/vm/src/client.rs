@@ -66,10 +66,20 @@ pub fn status_from_error(e: &Error) -> tonic::Status {
         ErrorKind::Backend => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
     };
-    tonic::Status::new(code, e.message.clone())
+    let mut status = tonic::Status::new(code, e.message.clone());
+    if let Some(field) = &e.field
+        && let Ok(value) = field.parse()
+    {
+        status.metadata_mut().insert(FIELD_METADATA, value);
+    }
+    status
 }
 
-/// Maps a gRPC status from the agent to a husk error naming the call.
+/// The gRPC metadata key carrying [`Error::field`] from the agent.
+const FIELD_METADATA: &str = "husk-field";
+
+/// Maps a gRPC status from the agent to a husk error naming the call. An error about a request field (bad input,
+/// such as a command the image lacks) keeps its field and the agent's words as they are.
 pub fn error_from_status(call: &str, s: &tonic::Status) -> Error {
     use tonic::Code;
     let kind = match s.code() {
@@ -84,7 +94,18 @@ pub fn error_from_status(call: &str, s: &tonic::Status) -> Error {
         Code::Unavailable | Code::Unknown => ErrorKind::Backend,
         _ => ErrorKind::Internal,
     };
-    Error::new(kind, format!("guest agent {call}: {}", s.message()))
+    match s
+        .metadata()
+        .get(FIELD_METADATA)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(field) => Error {
+            kind,
+            field: Some(field.to_string()),
+            message: s.message().to_string(),
+        },
+        None => Error::new(kind, format!("guest agent {call}: {}", s.message())),
+    }
 }
 
 fn channel(addr: &AgentAddr, connect_timeout: Duration) -> Result<Channel> {
@@ -654,6 +675,14 @@ mod tests {
                 back.message
             );
         }
+        // Bad input keeps its field and its words: the command's exit code depends on them.
+        let e = Error::invalid(
+            "command",
+            "exec: \"nope\": executable file not found in $PATH",
+        );
+        let back = error_from_status("start", &status_from_error(&e));
+        assert_eq!(back, e);
+        assert_eq!(back.command_exit_code(), Some(127));
     }
 
     #[tokio::test]

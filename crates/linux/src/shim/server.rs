@@ -75,11 +75,23 @@ impl Executor for HuskExecutor {
         libcontainer::workload::default::get_executor().exec(spec)
     }
 
+    /// Runs in the container, as the process's user, in its working directory, before it waits for `start`:
+    /// a command that cannot run fails the create, in runc's words (see [`crate::command`]).
     fn validate(
         &self,
         spec: &oci_spec::runtime::Spec,
     ) -> std::result::Result<(), ExecutorValidationError> {
-        libcontainer::workload::default::get_executor().validate(spec)
+        let process = spec.process().as_ref();
+        let program = process
+            .and_then(|p| p.args().as_ref())
+            .and_then(|a| a.first())
+            .ok_or_else(|| ExecutorValidationError::ArgValidationError("no command".into()))?;
+        let path_var = process
+            .and_then(|p| p.env().as_ref())
+            .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")));
+        crate::command::find_executable(program, path_var, std::path::Path::new("/"))
+            .map(|_| ())
+            .map_err(ExecutorValidationError::ArgValidationError)
     }
 }
 
@@ -303,7 +315,7 @@ fn prepare(cfg: &ShimConfig) -> Result<(Container, Stdio, StdUnixListener)> {
             .with_systemd(false)
             .with_detach(true)
             .build()
-            .map_err(|e| Error::backend(format!("create the container: {}", describe(&e))))
+            .map_err(|e| build_error("create the container", &e))
     })?;
     let _ = std::fs::remove_file(&cfg.socket);
     let listener = StdUnixListener::bind(&cfg.socket)
@@ -312,6 +324,13 @@ fn prepare(cfg: &ShimConfig) -> Result<(Container, Stdio, StdUnixListener)> {
         .set_nonblocking(true)
         .map_err(|e| Error::io("configure the control socket", e))?;
     Ok((container, stdio, listener))
+}
+
+/// A failed libcontainer build (`what`): bad input when the command cannot run (libcontainer passes our
+/// executor's words on), else a backend failure with libcontainer's chain of causes.
+fn build_error(what: &str, e: &dyn std::error::Error) -> Error {
+    let text = describe(e);
+    Error::from_exec_failure(&text).unwrap_or_else(|| Error::backend(format!("{what}: {text}")))
 }
 
 /// A libcontainer error with its chain of causes.
@@ -811,7 +830,7 @@ async fn exec(
                         .with_process(Some(&process_file))
                         .with_detach(true)
                         .build()
-                        .map_err(|e| Error::backend(format!("exec: {}", describe(&e))))
+                        .map_err(|e| build_error("exec", &e))
                 },
             )
         });
