@@ -537,3 +537,71 @@ fn names_and_id_prefixes_resolve() {
     d.husk(&["rename", "named", "renamed"]).ok();
     assert_eq!(d.inspect(&id)["Name"], "renamed");
 }
+
+/// `--format` takes table, json or a Go template over Docker's fields, as Docker's does; anything else is refused.
+#[test]
+fn format_templates_print_dockers_fields() {
+    let d = Daemon::start(&[]);
+    let id = d
+        .husk(&[
+            "run", "-d", "--name", "fmt", "--label", "tier=web", IMAGE, "sleep", "1000",
+        ])
+        .ok();
+    let pid = d.inspect("fmt")["State"]["Pid"].as_i64().unwrap();
+    assert_eq!(
+        d.husk(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.Pid}} {{.Config.Cmd}}",
+            "fmt"
+        ])
+        .ok(),
+        format!("running {pid} [sleep 1000]")
+    );
+    assert_eq!(
+        d.husk(&["inspect", "--format", "{{json .Config.Labels}}", "fmt"])
+            .ok(),
+        r#"{"tier":"web"}"#
+    );
+    assert_eq!(
+        d.husk(&["ps", "--format", "{{.Names}}\\t{{.State}}\\t{{.Labels}}"])
+            .ok(),
+        "fmt\trunning\ttier=web"
+    );
+    let table = d
+        .husk(&["ps", "--format", "table {{.ID}}\\t{{.Names}}"])
+        .ok();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(
+        lines[0].starts_with("CONTAINER ID") && lines[0].ends_with("NAMES"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with(&id[..12]) && lines[1].ends_with("fmt"),
+        "{table}"
+    );
+    let images = d
+        .husk(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .ok();
+    assert!(images.lines().any(|l| l == IMAGE), "{images} names {IMAGE}");
+    for (args, words) in [
+        (
+            vec!["ps", "--format", "yaml"],
+            "neither table, json nor a Go template",
+        ),
+        (vec!["ps", "--format", "{{.ID"], "bad template"),
+        (
+            vec!["stats", "--no-stream", "--format", "{{.ID}}"],
+            "use table or json",
+        ),
+    ] {
+        let r = d.husk(&args);
+        assert_eq!(r.code, 2, "{args:?}");
+        assert!(r.stderr.contains(words), "{args:?}: {}", r.stderr);
+    }
+    // A template that fails on an object says so and exits non-zero.
+    let r = d.husk(&["inspect", "-f", "{{.State.Status.Nope}}", "fmt"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("template"), "{}", r.stderr);
+}

@@ -478,9 +478,9 @@ pub struct PsArgs {
     /// Only IDs.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Output format: table or json.
+    /// Output format: table, json, or a Go template (`{{.Field}}`; `table {{.A}}\t{{.B}}` for a table).
     #[arg(long, default_value = "table")]
-    pub format: String,
+    pub format: crate::cli::template::OutputFormat,
     /// Filter: label=KEY[=VALUE], name=NAME, status=STATUS, sandbox=ID.
     #[arg(long)]
     pub filter: Vec<String>,
@@ -495,6 +495,9 @@ pub struct InspectArgs {
     /// What to inspect when the name is ambiguous: container, sandbox or image.
     #[arg(long = "type")]
     pub kind: Option<String>,
+    /// A Go template run over each object (`{{.State.Pid}}`, `{{json .Config}}`) instead of the JSON list.
+    #[arg(short = 'f', long)]
+    pub format: Option<crate::cli::template::OutputFormat>,
     /// Names or IDs.
     #[arg(required = true)]
     pub names: Vec<String>,
@@ -515,7 +518,7 @@ pub struct StatsArgs {
     pub no_stream: bool,
     /// Output format: table or json.
     #[arg(long, default_value = "table")]
-    pub format: String,
+    pub format: crate::cli::template::TableOrJson,
     /// Containers (default: every running one).
     pub containers: Vec<String>,
 }
@@ -591,9 +594,9 @@ pub struct SandboxLsArgs {
     /// Only IDs.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Output format: table or json.
+    /// Output format: table, json, or a Go template (`{{.Field}}`; `table {{.A}}\t{{.B}}` for a table).
     #[arg(long, default_value = "table")]
-    pub format: String,
+    pub format: crate::cli::template::OutputFormat,
 }
 
 /// Sandbox names.
@@ -742,7 +745,7 @@ pub struct SystemDfArgs {
     pub verbose: bool,
     /// Output format: table or json.
     #[arg(long, default_value = "table")]
-    pub format: String,
+    pub format: crate::cli::template::TableOrJson,
 }
 
 /// `husk image load`.
@@ -762,9 +765,9 @@ pub struct ImageLsArgs {
     /// Only IDs.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Output format: table or json.
+    /// Output format: table, json, or a Go template (`{{.Field}}`; `table {{.A}}\t{{.B}}` for a table).
     #[arg(long, default_value = "table")]
-    pub format: String,
+    pub format: crate::cli::template::OutputFormat,
 }
 
 /// Image names.
@@ -815,9 +818,9 @@ pub struct NetworkLsArgs {
     /// Only names.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Output format: table or json.
+    /// Output format: table, json, or a Go template (`{{.Field}}`; `table {{.A}}\t{{.B}}` for a table).
     #[arg(long, default_value = "table")]
-    pub format: String,
+    pub format: crate::cli::template::OutputFormat,
 }
 
 /// Network names.
@@ -897,9 +900,9 @@ pub struct VolumeLsArgs {
     /// Only names.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Output format: table or json.
+    /// Output format: table, json, or a Go template (`{{.Field}}`; `table {{.A}}\t{{.B}}` for a table).
     #[arg(long, default_value = "table")]
-    pub format: String,
+    pub format: crate::cli::template::OutputFormat,
     /// Filter: dangling=true|false, label=KEY[=VALUE], name=NAME, driver=DRIVER.
     #[arg(short = 'f', long)]
     pub filter: Vec<String>,
@@ -938,7 +941,7 @@ pub struct VolumePruneArgs {
 /// `husk info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Output format: text or json.
+    /// Output format: text, json, or a Go template (`{{.Driver}}`).
     #[arg(long, default_value = "text")]
-    pub format: String,
+    pub format: crate::cli::template::OutputFormat,
 }

@@ -39,7 +39,7 @@ pub struct LsArgs {
     pub quiet: bool,
     /// `table` or `json`.
     #[arg(long, default_value = "table")]
-    pub format: String,
+    pub format: crate::cli::template::TableOrJson,
 }
 
 /// Capsule names or IDs.
@@ -79,7 +79,7 @@ pub async fn run(client: &Client, cmd: CapsuleCommand) -> Result<i32> {
             let list: Vec<CapsuleView> = client.get("/husk/v1/capsules").await?;
             if a.quiet {
                 list.iter().for_each(|c| println!("{}", c.name));
-            } else if a.format == "json" {
+            } else if a.format == crate::cli::template::TableOrJson::Json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 let rows: Vec<Vec<String>> = list

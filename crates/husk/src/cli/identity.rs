@@ -63,7 +63,7 @@ pub struct ListArgs {
     pub quiet: bool,
     /// `table` or `json`.
     #[arg(long, default_value = "table")]
-    pub format: String,
+    pub format: crate::cli::template::TableOrJson,
 }
 
 /// `husk project ...`.
@@ -83,7 +83,7 @@ pub async fn project(client: &Client, cmd: ProjectCommand) -> Result<i32> {
             let list: Vec<ProjectView> = client.get("/husk/v1/projects").await?;
             if a.quiet {
                 list.iter().for_each(|p| println!("{}", p.name));
-            } else if a.format == "json" {
+            } else if a.format == crate::cli::template::TableOrJson::Json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 let rows: Vec<Vec<String>> = list
@@ -116,7 +116,7 @@ pub async fn user(client: &Client, cmd: UserCommand) -> Result<i32> {
             let list: Vec<UserView> = client.get("/husk/v1/users").await?;
             if a.quiet {
                 list.iter().for_each(|u| println!("{}", u.name));
-            } else if a.format == "json" {
+            } else if a.format == crate::cli::template::TableOrJson::Json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 let rows: Vec<Vec<String>> = list

@@ -417,7 +417,7 @@ fn df_rows(df: &SystemDf) -> Vec<Vec<String>> {
 
 async fn system_df(client: &Client, a: SystemDfArgs) -> Result<i32> {
     let df: SystemDf = client.get("/husk/v1/system/df").await?;
-    if a.format == "json" {
+    if a.format == crate::cli::template::TableOrJson::Json {
         println!("{}", serde_json::to_string_pretty(&df)?);
         return Ok(0);
     }

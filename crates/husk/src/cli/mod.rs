@@ -8,6 +8,7 @@ mod identity;
 mod images;
 mod progress;
 mod stdio;
+pub mod template;
 mod volumes;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use husk_engine::{
 use crate::client::{Client, encode};
 use format::{human_size, print_table, short, status_text};
 use husk_image::PullPolicy;
+use template::OutputFormat;
 
 /// Runs a client command; returns the process exit code.
 pub async fn run(host: &str, command: Command) -> Result<i32> {
@@ -587,57 +589,119 @@ async fn ps(client: &Client, a: PsArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    if a.format == "json" {
-        println!("{}", serde_json::to_string_pretty(&list)?);
-        return Ok(0);
-    }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|c| {
-            let mut cmd = c.config.cmd.join(" ");
-            if !a.no_trunc && cmd.chars().count() > 20 {
-                cmd = cmd.chars().take(19).collect::<String>() + "…";
-            }
-            let ports = c
-                .host_config
-                .port_bindings
+    match &a.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+        OutputFormat::Template { text, table } => {
+            let items: Vec<serde_json::Value> =
+                list.iter().map(|c| ps_fields(c, a.no_trunc)).collect();
+            template::print_items(text, *table, Some(ps_headers()), &items)?;
+        }
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = list
                 .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
-            vec![
-                if a.no_trunc {
-                    c.id.clone()
-                } else {
-                    short(&c.id)
-                },
-                husk_image::familiar(&c.image),
-                format!("\"{cmd}\""),
-                format!(
-                    "{} ago",
-                    format::human_duration(format::seconds_since(&c.created))
-                ),
-                status_text(c),
-                ports,
-                c.mode.to_string(),
-                c.name.clone(),
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "CONTAINER ID",
-            "IMAGE",
-            "COMMAND",
-            "CREATED",
-            "STATUS",
-            "PORTS",
-            "MODE",
-            "NAMES",
-        ],
-        &rows,
-    );
+                .map(|c| {
+                    let f = ps_fields(c, a.no_trunc);
+                    [
+                        "ID",
+                        "Image",
+                        "Command",
+                        "RunningFor",
+                        "Status",
+                        "Ports",
+                        "Mode",
+                        "Names",
+                    ]
+                    .iter()
+                    .map(|k| f[*k].as_str().unwrap_or_default().to_string())
+                    .collect()
+                })
+                .collect();
+            print_table(
+                &[
+                    "CONTAINER ID",
+                    "IMAGE",
+                    "COMMAND",
+                    "CREATED",
+                    "STATUS",
+                    "PORTS",
+                    "MODE",
+                    "NAMES",
+                ],
+                &rows,
+            );
+        }
+    }
     Ok(0)
+}
+
+/// A container as `ps` shows it: Docker's `ps --format` fields (`.ID`, `.Names`, `.Status` ...), husk's
+/// `.Mode` and `.Sandbox`; every value a string.
+fn ps_fields(c: &ContainerView, no_trunc: bool) -> serde_json::Value {
+    let mut cmd = c.config.cmd.join(" ");
+    if !no_trunc && cmd.chars().count() > 20 {
+        cmd = cmd.chars().take(19).collect::<String>() + "…";
+    }
+    let id = |id: &str| if no_trunc { id.to_string() } else { short(id) };
+    let join = |items: Vec<String>| items.join(",");
+    serde_json::json!({
+        "ID": id(&c.id),
+        "Image": husk_image::familiar(&c.image),
+        "Command": format!("\"{cmd}\""),
+        "CreatedAt": chrono::DateTime::parse_from_rfc3339(&c.created)
+            .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S %z UTC").to_string())
+            .unwrap_or_default(),
+        "RunningFor": format!("{} ago", format::human_duration(format::seconds_since(&c.created))),
+        "Ports": join(c.host_config.port_bindings.iter().map(|p| p.to_string()).collect()),
+        "State": c.state.status.to_string(),
+        "Status": status_text(c),
+        "Names": c.name,
+        "Labels": join(c.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        "Mounts": join(c.mounts.iter().map(|m| if m.name.is_empty() { m.source.clone() } else { m.name.clone() }).collect()),
+        "Networks": c.host_config.network_mode,
+        "Mode": c.mode.to_string(),
+        "Sandbox": c.sandbox_id.as_deref().map(id).unwrap_or_default(),
+    })
+}
+
+/// An image as `images` shows it, one item per name: Docker's `images --format` fields (`.Repository`, `.Tag`,
+/// `.ID`, `.Digest`, `.CreatedSince`, `.CreatedAt`, `.Size`); every value a string.
+fn image_fields(i: &husk_image::Image) -> Vec<serde_json::Value> {
+    let created = i.created.as_deref().unwrap_or_default();
+    let names: Vec<String> = if i.repo_tags.is_empty() {
+        vec!["<none>:<none>".into()]
+    } else {
+        i.repo_tags.clone()
+    };
+    names
+        .iter()
+        .map(|n| {
+            let familiar = husk_image::familiar(n);
+            let (repo, tag) = match familiar.rsplit_once(':') {
+                Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
+                _ => (familiar.clone(), "<none>".into()),
+            };
+            serde_json::json!({
+                "ID": short(&i.id),
+                "Repository": repo,
+                "Tag": tag,
+                "Digest": i.repo_digests.first().and_then(|d| d.rsplit_once('@')).map(|(_, d)| d).unwrap_or("<none>"),
+                "CreatedSince": if created.is_empty() { String::new() } else {
+                    format!("{} ago", format::human_duration(format::seconds_since(created)))
+                },
+                "CreatedAt": created,
+                "Size": human_size(i.size, false),
+            })
+        })
+        .collect()
+}
+
+/// `ps`'s column names for a `table` template.
+fn ps_headers() -> serde_json::Value {
+    serde_json::json!({
+        "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+        "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS", "Names": "NAMES",
+        "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS", "Mode": "MODE", "Sandbox": "SANDBOX",
+    })
 }
 
 async fn inspect(client: &Client, a: InspectArgs) -> Result<i32> {
@@ -672,7 +736,15 @@ async fn inspect(client: &Client, a: InspectArgs) -> Result<i32> {
             }
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    match &a.format {
+        Some(OutputFormat::Template { text, .. }) => {
+            let template = template::compile(text).map_err(|e| anyhow!("bad template: {e}"))?;
+            for v in &out {
+                println!("{}", template::run(&template, v)?);
+            }
+        }
+        _ => println!("{}", serde_json::to_string_pretty(&out)?),
+    }
     Ok(if failed { 1 } else { 0 })
 }
 
@@ -745,7 +817,7 @@ async fn stats(client: &Client, a: StatsArgs) -> Result<i32> {
                 s.pids.to_string(),
             ]);
         }
-        if a.format == "json" {
+        if a.format == template::TableOrJson::Json {
             println!("{}", serde_json::to_string_pretty(&json)?);
         } else {
             print_table(
@@ -814,7 +886,9 @@ async fn sandbox(client: &Client, cmd: SandboxCommand) -> Result<i32> {
                 for s in &list {
                     println!("{}", short(&s.id));
                 }
-            } else if a.format == "json" {
+            } else if let OutputFormat::Template { text, table } = &a.format {
+                template::print_items(text, *table, None, &list)?;
+            } else if a.format == OutputFormat::Json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 let rows: Vec<Vec<String>> = list
@@ -920,39 +994,32 @@ async fn image(client: &Client, cmd: ImageCommand) -> Result<i32> {
                 for i in &list {
                     println!("{}", short(&i.id));
                 }
-            } else if a.format == "json" {
+            } else if a.format == OutputFormat::Json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                let mut rows = Vec::new();
-                for i in &list {
-                    let created = i
-                        .created
-                        .as_deref()
-                        .map(|c| {
-                            format!("{} ago", format::human_duration(format::seconds_since(c)))
-                        })
-                        .unwrap_or_default();
-                    let names: Vec<String> = if i.repo_tags.is_empty() {
-                        vec!["<none>:<none>".into()]
-                    } else {
-                        i.repo_tags.clone()
-                    };
-                    for n in names {
-                        let familiar = husk_image::familiar(&n);
-                        let (repo, tag) = match familiar.rsplit_once(':') {
-                            Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
-                            _ => (familiar.clone(), "<none>".into()),
-                        };
-                        rows.push(vec![
-                            repo,
-                            tag,
-                            short(&i.id),
-                            created.clone(),
-                            human_size(i.size, false),
-                        ]);
+                // One row per name, as Docker lists them.
+                let items: Vec<serde_json::Value> = list.iter().flat_map(image_fields).collect();
+                match &a.format {
+                    OutputFormat::Template { text, table } => {
+                        let headers = serde_json::json!({
+                            "ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
+                            "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE",
+                        });
+                        template::print_items(text, *table, Some(headers), &items)?;
+                    }
+                    _ => {
+                        let rows: Vec<Vec<String>> = items
+                            .iter()
+                            .map(|f| {
+                                ["Repository", "Tag", "ID", "CreatedSince", "Size"]
+                                    .iter()
+                                    .map(|k| f[*k].as_str().unwrap_or_default().to_string())
+                                    .collect()
+                            })
+                            .collect();
+                        print_table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
                     }
                 }
-                print_table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
             }
             Ok(0)
         }
@@ -1029,7 +1096,9 @@ async fn network(client: &Client, cmd: NetworkCommand) -> Result<i32> {
                 for n in &list {
                     println!("{}", n["name"].as_str().unwrap_or_default());
                 }
-            } else if a.format == "json" {
+            } else if let OutputFormat::Template { text, table } = &a.format {
+                template::print_items(text, *table, None, &list)?;
+            } else if a.format == OutputFormat::Json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 let text = |v: &serde_json::Value| {
@@ -1115,9 +1184,16 @@ async fn network(client: &Client, cmd: NetworkCommand) -> Result<i32> {
 
 async fn info(client: &Client, a: InfoArgs) -> Result<i32> {
     let info: husk_engine::Info = client.get("/husk/v1/info").await?;
-    if a.format == "json" {
-        println!("{}", serde_json::to_string_pretty(&info)?);
-        return Ok(0);
+    match &a.format {
+        OutputFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            return Ok(0);
+        }
+        OutputFormat::Template { text, table } => {
+            template::print_items(text, *table, None, std::slice::from_ref(&info))?;
+            return Ok(0);
+        }
+        OutputFormat::Table => {}
     }
     println!("Server Version: {}", info.version);
     println!(

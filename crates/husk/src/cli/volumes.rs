@@ -8,6 +8,7 @@ use husk_engine::{VolumeCreate, VolumePruneReport, VolumeView};
 
 use super::args::{VolumeCommand, VolumeLsArgs};
 use super::format::{human_size, print_table};
+use super::template::{self, OutputFormat};
 use super::{each, parse_labels};
 use crate::client::Client;
 
@@ -143,7 +144,9 @@ async fn ls(client: &Client, a: VolumeLsArgs) -> Result<i32> {
         for v in &list {
             println!("{}", v.name);
         }
-    } else if a.format == "json" {
+    } else if let OutputFormat::Template { text, table } = &a.format {
+        template::print_items(text, *table, None, &list)?;
+    } else if a.format == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         let rows: Vec<Vec<String>> = list
