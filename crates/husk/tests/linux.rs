@@ -605,3 +605,81 @@ fn format_templates_print_dockers_fields() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("template"), "{}", r.stderr);
 }
+
+/// Docker's `attach`, `port`, `tag` and `rmi`.
+#[test]
+fn attach_port_tag_and_rmi() {
+    let d = Daemon::start(&[]);
+    // attach: the rest of the output and the exit code; input when the container has it open.
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "late",
+        IMAGE,
+        "sh",
+        "-c",
+        "sleep 2; echo hello; exit 4",
+    ])
+    .ok();
+    let r = d.husk(&["attach", "late"]);
+    assert_eq!((r.code, r.stdout.as_str()), (4, "hello\n"), "{}", r.stderr);
+    let r = d.husk(&["attach", "late"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("stopped container"), "{}", r.stderr);
+    d.husk(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "reader",
+        IMAGE,
+        "sh",
+        "-c",
+        "read x; echo got $x",
+    ])
+    .ok();
+    let r = d.husk_input(&["attach", "reader"], b"abc\n");
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "got abc\n"),
+        "{}",
+        r.stderr
+    );
+
+    // port: every published port, or where one is.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    d.husk(&[
+        "run", "-d", "--name", "web", "-p", &publish, IMAGE, "sleep", "1000",
+    ])
+    .ok();
+    assert_eq!(
+        d.husk(&["port", "web"]).ok(),
+        format!("8080/tcp -> 127.0.0.1:{port}")
+    );
+    assert_eq!(
+        d.husk(&["port", "web", "8080"]).ok(),
+        format!("127.0.0.1:{port}")
+    );
+    let r = d.husk(&["port", "web", "9/udp"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no public port '9/udp'"), "{}", r.stderr);
+
+    // tag and rmi, as `image tag` and `image rm`.
+    d.husk(&["tag", IMAGE, "other/name:2"]).ok();
+    assert!(d.husk(&["images", "-q"]).ok().lines().count() == 1);
+    let listed = d
+        .husk(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .ok();
+    assert!(listed.lines().any(|l| l == "other/name:2"), "{listed}");
+    d.husk(&["rmi", "other/name:2"]).ok();
+    let listed = d
+        .husk(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .ok();
+    assert!(!listed.contains("other/name"), "{listed}");
+}

@@ -56,6 +56,10 @@ pub enum Command {
     Wait(NamesArgs),
     /// Show a container's output.
     Logs(LogsArgs),
+    /// Attach to a running container's output (and input, when it was started with -i) until it exits.
+    Attach(AttachArgs),
+    /// List a container's published ports, or where one of its ports is published.
+    Port(PortArgs),
     /// Run a command in a running container.
     Exec(ExecArgs),
     /// List containers.
@@ -95,6 +99,10 @@ pub enum Command {
     Images(ImageLsArgs),
     /// Load images from an archive.
     Load(ImageLoadArgs),
+    /// Remove images.
+    Rmi(ImageRmArgs),
+    /// Give an image another name.
+    Tag(ImageTagArgs),
     /// Pull an image from a registry.
     Pull(PullArgs),
     /// Push an image to a registry.
@@ -501,6 +509,25 @@ pub struct InspectArgs {
     /// Names or IDs.
     #[arg(required = true)]
     pub names: Vec<String>,
+}
+
+/// `husk attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Do not attach the container's input.
+    #[arg(long = "no-stdin")]
+    pub no_stdin: bool,
+    /// Container.
+    pub container: String,
+}
+
+/// `husk port`.
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// Container.
+    pub container: String,
+    /// A port of the container: `PORT` or `PORT/PROTOCOL` (tcp unless said).
+    pub port: Option<String>,
 }
 
 /// `husk top`.

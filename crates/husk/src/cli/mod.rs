@@ -103,6 +103,8 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Logs(a) => logs(&client, a).await,
+        Command::Attach(a) => attach(&client, a).await,
+        Command::Port(a) => port(&client, a).await,
         Command::Exec(a) => exec(&client, a).await,
         Command::Ps(a) => ps(&client, a).await,
         Command::Inspect(a) => inspect(&client, a).await,
@@ -128,6 +130,8 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
         Command::Project(cmd) => identity::project(&client, cmd).await,
         Command::User(cmd) => identity::user(&client, cmd).await,
         Command::Load(a) => image(&client, ImageCommand::Load(a)).await,
+        Command::Rmi(a) => image(&client, ImageCommand::Rm(a)).await,
+        Command::Tag(a) => image(&client, ImageCommand::Tag(a)).await,
         Command::Pull(a) => images::pull(&client, a).await,
         Command::Push(a) => images::push(&client, a).await,
         Command::Login(a) => images::login(&client, a).await,
@@ -475,6 +479,63 @@ async fn start(client: &Client, a: StartArgs) -> Result<i32> {
         .post(&format!("/husk/v1/containers/{}/start", view.id))
         .await?;
     stdio::pump(stream, a.interactive, view.config.tty).await
+}
+
+async fn attach(client: &Client, a: AttachArgs) -> Result<i32> {
+    let view: ContainerView = client
+        .get(&format!("/husk/v1/containers/{}", a.container))
+        .await?;
+    if !view.state.running {
+        bail!("you cannot attach to a stopped container, start it first");
+    }
+    let stdin = view.config.open_stdin && !a.no_stdin;
+    let stream = client
+        .upgrade(
+            &format!("/husk/v1/containers/{}/attach?stdin={stdin}", view.id),
+            None::<&()>,
+        )
+        .await?;
+    stdio::pump(stream, stdin, view.config.tty).await
+}
+
+async fn port(client: &Client, a: PortArgs) -> Result<i32> {
+    let view: ContainerView = client
+        .get(&format!("/husk/v1/containers/{}", a.container))
+        .await?;
+    let wanted = match &a.port {
+        None => None,
+        Some(p) => {
+            let (number, protocol) = p.split_once('/').unwrap_or((p, "tcp"));
+            let number: u16 = number
+                .parse()
+                .map_err(|_| anyhow!("invalid port {p:?}: use PORT or PORT/PROTOCOL"))?;
+            Some((number, protocol.to_string()))
+        }
+    };
+    let mut found = false;
+    for m in &view.host_config.port_bindings {
+        let host = format!(
+            "{}:{}",
+            if m.host_ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                &m.host_ip
+            },
+            m.host_port
+        );
+        match &wanted {
+            None => println!("{}/{} -> {host}", m.container_port, m.protocol),
+            Some((number, protocol)) if *number == m.container_port && *protocol == m.protocol => {
+                println!("{host}")
+            }
+            Some(_) => continue,
+        }
+        found = true;
+    }
+    match (&a.port, found) {
+        (Some(p), false) => bail!("no public port '{p}' published for {}", view.name),
+        _ => Ok(0),
+    }
 }
 
 async fn exec(client: &Client, a: ExecArgs) -> Result<i32> {
