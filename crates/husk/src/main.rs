@@ -21,6 +21,36 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
+/// The exit code of a process killed by SIGPIPE, as the shell reports it.
+const SIGPIPE_EXIT: i32 = 128 + libc::SIGPIPE;
+
+/// Whether the reader of our stdout or stderr went away (`husk ps | head -1`): a pipe whose reading end is closed
+/// reports POLLERR on its writing end. Other writes (to the daemon's socket) fail with a message, as in Go,
+/// where only stdout and stderr die quietly of a broken pipe.
+fn output_is_gone() -> bool {
+    [1, 2].into_iter().any(|fd| {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLERR != 0 }
+    })
+}
+
+/// For client commands: a print to a closed pipe ends the process quietly, with the shell's code for SIGPIPE,
+/// instead of a panic (`println!`) or an error message about it.
+fn quiet_on_broken_output() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if output_is_gone() {
+            std::process::exit(SIGPIPE_EXIT);
+        }
+        default(info);
+    }));
+}
+
 /// Whether this process was started as `husk-init` (the `--init` bind mount's name in containers).
 fn started_as_init() -> bool {
     std::env::args_os()
@@ -79,6 +109,7 @@ fn main() {
             };
             // As with Docker: a command that cannot run makes `run` and `exec` exit as a shell would.
             let runs_a_command = matches!(command, Command::Run(_) | Command::Exec(_));
+            quiet_on_broken_output();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build();
@@ -90,6 +121,7 @@ fn main() {
             });
             match result {
                 Ok(code) => code,
+                Err(_) if output_is_gone() => SIGPIPE_EXIT,
                 Err(e) => {
                     eprintln!("Error: {e:#}");
                     e.downcast_ref::<client::DaemonError>()

@@ -600,6 +600,20 @@ fn format_templates_print_dockers_fields() {
         assert_eq!(r.code, 2, "{args:?}");
         assert!(r.stderr.contains(words), "{args:?}: {}", r.stderr);
     }
+    // A reader that goes away ends the CLI quietly, as it ends Docker's: SIGPIPE's code, no panic, no message.
+    for args in [vec!["ps", "-a"], vec!["images"], vec!["inspect", "fmt"]] {
+        let mut child = std::process::Command::new(common::husk_bin())
+            .args(&args)
+            .env("HUSK_HOST", format!("unix://{}", d.socket.display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(141), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+    }
     // A template that fails on an object says so and exits non-zero.
     let r = d.husk(&["inspect", "-f", "{{.State.Status.Nope}}", "fmt"]);
     assert_ne!(r.code, 0);
