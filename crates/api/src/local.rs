@@ -52,6 +52,7 @@ pub fn router(engine: Engine) -> Router {
             get(list_containers).post(create_container),
         )
         .route("/husk/v1/containers/run", post(run_container))
+        .route("/husk/v1/containers/prune", post(prune_containers))
         .route(
             "/husk/v1/containers/{id}",
             get(inspect_container).delete(remove_container),
@@ -139,6 +140,12 @@ async fn list_containers(
 ) -> ApiResult<Json<Vec<ContainerView>>> {
     let recs = engine.list_containers(q.all)?;
     Ok(Json(views(&engine, recs)?))
+}
+
+async fn prune_containers(
+    State(engine): State<Engine>,
+) -> ApiResult<Json<husk_engine::ContainerPruneReport>> {
+    Ok(Json(engine.prune_containers().await?))
 }
 
 /// Parses a JSON body with a clear error (axum's own rejection text is not ours).

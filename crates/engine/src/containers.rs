@@ -10,7 +10,9 @@ use husk_core::{
 };
 use serde_json::json;
 
-use crate::requests::{ContainerCreate, ContainerView, ExecCreate, WaitCondition, WaitResult};
+use crate::requests::{
+    ContainerCreate, ContainerPruneReport, ContainerView, ExecCreate, WaitCondition, WaitResult,
+};
 use crate::{Engine, EventKind, resolve};
 
 /// Default seconds between the stop signal and SIGKILL.
@@ -555,6 +557,50 @@ impl Engine {
         self.driver(&rec.driver)?.unpause(&rec).await?;
         rec.status = ContainerStatus::Running;
         self.inner.store.update(&rec)
+    }
+
+    /// Removes every stopped container (created, exited or dead), as `docker container prune` does, with the
+    /// sandboxes `run` made for them; a capsule's containers stay (they go with their capsule), and so does one
+    /// that started meanwhile.
+    pub async fn prune_containers(&self) -> Result<ContainerPruneReport> {
+        let mut report = ContainerPruneReport::default();
+        for rec in self.list_containers(true)? {
+            let stopped = matches!(
+                rec.status,
+                ContainerStatus::Created | ContainerStatus::Exited | ContainerStatus::Dead
+            );
+            if !stopped
+                || rec
+                    .annotations
+                    .contains_key(crate::capsules::CAPSULE_ANNOTATION)
+            {
+                continue;
+            }
+            let changes = self
+                .driver(&rec.driver)
+                .ok()
+                .and_then(|d| d.rootfs_changes(&rec));
+            let size = match changes {
+                Some(dir) => tokio::task::spawn_blocking(move || crate::images::dir_size(&dir))
+                    .await
+                    .unwrap_or(0),
+                None => 0,
+            };
+            match self.remove_container(rec.id(), false).await {
+                Ok(()) => {
+                    report.containers_deleted.push(rec.config.id.clone());
+                    report.space_reclaimed += size;
+                }
+                // Started, or removed, since the listing.
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        husk_core::ErrorKind::Conflict | husk_core::ErrorKind::NotFound
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
     }
 
     /// Removes a container (a running one only with `force`), and the sandbox `run` made for it.

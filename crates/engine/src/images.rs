@@ -424,7 +424,7 @@ fn parse_platform(text: Option<&str>) -> Result<Option<Platform>> {
 }
 
 /// Bytes of the regular files under `dir` (links not followed; a file listed twice by hard links counted once).
-fn dir_size(dir: &Path) -> u64 {
+pub(crate) fn dir_size(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
     let mut seen = HashSet::new();

@@ -644,3 +644,13 @@ pub struct Info {
     /// Runtime root.
     pub run_root: String,
 }
+
+/// What `container prune` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerPruneReport {
+    /// IDs of the containers removed.
+    pub containers_deleted: Vec<String>,
+    /// Bytes freed (their writable layers, where the driver keeps them on this host).
+    pub space_reclaimed: u64,
+}

@@ -67,7 +67,11 @@ fn main() {
         std::process::exit(husk_pause::init::run(&args));
     }
     let cli = Cli::parse();
-    let code = match cli.command {
+    let command = match cli.command {
+        Command::Container(c) => c.into_command(),
+        other => other,
+    };
+    let code = match command {
         // The shim and the pause process must stay single-threaded: no async runtime before their work starts.
         Command::Shim { config } => {
             init_logging("warn");

@@ -697,3 +697,44 @@ fn attach_port_tag_and_rmi() {
         .ok();
     assert!(!listed.contains("other/name"), "{listed}");
 }
+
+/// `husk container ...` is Docker's management form of the container commands; `container prune` removes the
+/// stopped containers (and the sandboxes made for them), asking first.
+#[test]
+fn container_commands_and_prune() {
+    let d = Daemon::start(&[]);
+    let done = d.husk(&["container", "run", "-d", IMAGE, "true"]).ok();
+    let created = d.husk(&["container", "create", IMAGE, "true"]).ok();
+    let running = d
+        .husk(&["run", "-d", "--name", "keep", IMAGE, "sleep", "1000"])
+        .ok();
+    assert_eq!(d.husk(&["container", "wait", &done]).ok(), "0");
+    let listed = d.husk(&["container", "ls", "-aq", "--no-trunc"]).ok();
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    assert_eq!(
+        d.husk(&["container", "ps", "-q", "--no-trunc"]).ok(),
+        running
+    );
+
+    let r = d.husk(&["container", "prune"]);
+    assert_ne!(r.code, 0, "no terminal, no -f: nothing is removed");
+    assert!(r.stderr.contains("confirm with -f"), "{}", r.stderr);
+    assert_eq!(d.husk(&["ps", "-aq"]).ok().lines().count(), 3);
+
+    let out = d.husk(&["container", "prune", "-f"]).ok();
+    assert!(out.starts_with("Deleted Containers:"), "{out}");
+    assert!(out.contains(&done) && out.contains(&created), "{out}");
+    assert!(!out.contains(&running), "{out}");
+    assert!(out.contains("Total reclaimed space:"), "{out}");
+    assert_eq!(d.husk(&["ps", "-aq", "--no-trunc"]).ok(), running);
+    assert_eq!(
+        d.husk(&["sandbox", "ls", "-q"]).ok().lines().count(),
+        1,
+        "the sandboxes made for the pruned containers went with them"
+    );
+    // Nothing left to prune.
+    assert_eq!(
+        d.husk(&["container", "prune", "-f"]).ok(),
+        "Total reclaimed space: 0B"
+    );
+}

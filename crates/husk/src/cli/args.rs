@@ -74,6 +74,9 @@ pub enum Command {
     Rename(RenameArgs),
     /// Copy files between a container and the local file system (tar streams with `-`).
     Cp(CpArgs),
+    /// Manage containers (Docker's `container ls`, `container rm` ... and `container prune`).
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
@@ -125,6 +128,9 @@ pub enum Command {
     /// The vm driver's guest image.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// (internal) `container prune`, reached through `husk container prune`.
+    #[command(hide = true, name = "container-prune")]
+    ContainerPrune(ContainerPruneArgs),
     /// (internal) The per-container monitor, started by the daemon.
     #[command(hide = true)]
     Shim {
@@ -952,6 +958,94 @@ pub struct VolumeRmArgs {
     /// Volumes.
     #[arg(required = true)]
     pub volumes: Vec<String>,
+}
+
+/// `husk container ...`: the container commands under Docker's management command.
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// List containers.
+    #[command(visible_aliases = ["ps", "list"])]
+    Ls(PsArgs),
+    /// Create and start a container.
+    Run(RunArgs),
+    /// Create a container.
+    Create(RunArgs),
+    /// Start containers.
+    Start(StartArgs),
+    /// Stop containers.
+    Stop(StopArgs),
+    /// Restart containers.
+    Restart(StopArgs),
+    /// Send a signal to containers.
+    Kill(KillArgs),
+    /// Freeze containers.
+    Pause(NamesArgs),
+    /// Thaw containers.
+    Unpause(NamesArgs),
+    /// Remove containers.
+    Rm(RmArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(NamesArgs),
+    /// Show a container's output.
+    Logs(LogsArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// Show low-level information on containers.
+    Inspect(InspectArgs),
+    /// Show a container's processes.
+    Top(TopArgs),
+    /// Show containers' resource usage.
+    Stats(StatsArgs),
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// Copy files between a container and the local file system.
+    Cp(CpArgs),
+    /// Attach to a running container.
+    Attach(AttachArgs),
+    /// List a container's published ports.
+    Port(PortArgs),
+    /// Make an image from a container's changes.
+    Commit(CommitArgs),
+    /// Remove every stopped container.
+    Prune(ContainerPruneArgs),
+}
+
+impl ContainerCommand {
+    /// The top-level command doing the same.
+    pub fn into_command(self) -> Command {
+        match self {
+            ContainerCommand::Ls(a) => Command::Ps(a),
+            ContainerCommand::Run(a) => Command::Run(a),
+            ContainerCommand::Create(a) => Command::Create(a),
+            ContainerCommand::Start(a) => Command::Start(a),
+            ContainerCommand::Stop(a) => Command::Stop(a),
+            ContainerCommand::Restart(a) => Command::Restart(a),
+            ContainerCommand::Kill(a) => Command::Kill(a),
+            ContainerCommand::Pause(a) => Command::Pause(a),
+            ContainerCommand::Unpause(a) => Command::Unpause(a),
+            ContainerCommand::Rm(a) => Command::Rm(a),
+            ContainerCommand::Wait(a) => Command::Wait(a),
+            ContainerCommand::Logs(a) => Command::Logs(a),
+            ContainerCommand::Exec(a) => Command::Exec(a),
+            ContainerCommand::Inspect(a) => Command::Inspect(a),
+            ContainerCommand::Top(a) => Command::Top(a),
+            ContainerCommand::Stats(a) => Command::Stats(a),
+            ContainerCommand::Rename(a) => Command::Rename(a),
+            ContainerCommand::Cp(a) => Command::Cp(a),
+            ContainerCommand::Attach(a) => Command::Attach(a),
+            ContainerCommand::Port(a) => Command::Port(a),
+            ContainerCommand::Commit(a) => Command::Commit(a),
+            ContainerCommand::Prune(a) => Command::ContainerPrune(a),
+        }
+    }
+}
+
+/// `husk container prune`.
+#[derive(Debug, Args)]
+pub struct ContainerPruneArgs {
+    /// Do not ask for confirmation.
+    #[arg(short = 'f', long)]
+    pub force: bool,
 }
 
 /// `husk volume prune`.

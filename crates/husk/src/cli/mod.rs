@@ -138,6 +138,9 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
         Command::Logout(a) => images::logout(&client, a).await,
         Command::Save(a) => images::save(&client, a).await,
         Command::Commit(a) => images::commit(&client, a).await,
+        Command::ContainerPrune(a) => container_prune(&client, a).await,
+        // main turns `container X` into X.
+        Command::Container(c) => Box::pin(run(host, c.into_command())).await,
         Command::System(cmd) => images::system(&client, cmd).await,
         Command::Info(a) => info(&client, a).await,
         Command::Version => {
@@ -479,6 +482,27 @@ async fn start(client: &Client, a: StartArgs) -> Result<i32> {
         .post(&format!("/husk/v1/containers/{}/start", view.id))
         .await?;
     stdio::pump(stream, a.interactive, view.config.tty).await
+}
+
+async fn container_prune(client: &Client, a: ContainerPruneArgs) -> Result<i32> {
+    if !a.force && !volumes::confirm("all stopped containers")? {
+        return Ok(0);
+    }
+    let report: husk_engine::ContainerPruneReport = client
+        .json(Method::POST, "/husk/v1/containers/prune", None::<&()>)
+        .await?;
+    if !report.containers_deleted.is_empty() {
+        println!("Deleted Containers:");
+        for id in &report.containers_deleted {
+            println!("{id}");
+        }
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size(report.space_reclaimed, false)
+    );
+    Ok(0)
 }
 
 async fn attach(client: &Client, a: AttachArgs) -> Result<i32> {

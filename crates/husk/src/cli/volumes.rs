@@ -68,7 +68,12 @@ pub async fn volume(client: &Client, cmd: VolumeCommand) -> Result<i32> {
             .await
         }
         VolumeCommand::Prune(a) => {
-            if !a.force && !confirm(a.all)? {
+            let what = if a.all {
+                "all volumes not used by at least one container"
+            } else {
+                "all anonymous volumes not used by at least one container"
+            };
+            if !a.force && !confirm(what)? {
                 return Ok(0);
             }
             let report: VolumePruneReport = client
@@ -94,15 +99,10 @@ pub async fn volume(client: &Client, cmd: VolumeCommand) -> Result<i32> {
     }
 }
 
-/// Asks before pruning, as Docker does; no terminal and no `-f` means no.
-fn confirm(all: bool) -> Result<bool> {
-    let what = if all {
-        "all volumes not used by at least one container"
-    } else {
-        "all anonymous volumes not used by at least one container"
-    };
+/// Asks before a prune removes `what`, as Docker does; no terminal and no `-f` means no.
+pub(super) fn confirm(what: &str) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
-        bail!("volume prune removes {what}: confirm with -f");
+        bail!("prune removes {what}: confirm with -f");
     }
     print!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
     std::io::stdout().flush()?;
