@@ -3,6 +3,7 @@
 //! This crate does no I/O of its own (the stdio framing works on any async stream it is given); every other
 //! husk crate builds on it.
 
+pub mod attached;
 pub mod driver;
 pub mod error;
 pub mod health;

@@ -47,6 +47,8 @@ pub struct DockerDriver {
     daemon_capabilities: Vec<String>,
     /// Capabilities the engine said it does not know (older engines know fewer than the kernel).
     refused_capabilities: Mutex<BTreeSet<String>>,
+    /// Clients attached to a container's main process: its removal lets them read its exit code first.
+    pub(crate) attached: Arc<husk_core::attached::AttachedStreams>,
 }
 
 /// An engine container carrying this daemon instance's labels, as [`DockerDriver::list_owned`] finds it.
@@ -108,6 +110,7 @@ impl DockerDriver {
             load_lock: tokio::sync::Mutex::new(()),
             daemon_capabilities,
             refused_capabilities: Mutex::new(BTreeSet::new()),
+            attached: Default::default(),
         })
     }
 

@@ -412,6 +412,11 @@ impl Driver for DockerDriver {
     }
 
     async fn delete_container(&self, container: &ContainerRecord) -> Result<()> {
+        // `run --rm`: the engine removes the container when it sees the exit, maybe before the attached client's
+        // stream has asked the engine for the exit code.
+        self.attached
+            .settle(container.id(), husk_core::attached::SETTLE_LIMIT)
+            .await;
         if let Some(id) = DockerDriver::engine_id(container) {
             self.remove(&id).await?;
         }
@@ -524,6 +529,7 @@ impl Driver for DockerDriver {
         let session = Arc::new(AttachSession {
             docker: self.docker.clone(),
             engine_id: id,
+            _attached: self.attached.guard(container.id()),
         });
         Ok(stdio_bridge::bridge(
             output,

@@ -69,6 +69,8 @@ impl Session for ExecSession {
 pub(crate) struct AttachSession {
     pub docker: Docker,
     pub engine_id: String,
+    /// Counts this client among the container's attached ones until the session ends.
+    pub _attached: husk_core::attached::AttachedGuard,
 }
 
 #[async_trait]

@@ -39,9 +39,7 @@ use crate::network::Attached;
 use crate::qemu::{Machine, Share, Transport, Vm, VmConfig, host_tsc_khz, vm_size};
 
 use crate::proto::{LAYERS_TAG as SHARE_TAG, MOUNTS_TAG};
-
-/// How long a removal that kills a VM waits for a client attached to the container to get its output's end.
-const STREAM_SETTLE: Duration = Duration::from_secs(1);
+use husk_core::attached::{AttachedStreams, SETTLE_LIMIT};
 
 /// The directory of a VM's layer share holding its image layers.
 const LAYERS_DIR: &str = "l";
@@ -112,49 +110,6 @@ pub struct VmDriver {
     layer_binds: Mutex<()>,
     /// Main-process output streams being forwarded to clients (`attach`), by container.
     attached: Arc<AttachedStreams>,
-}
-
-/// Counts the output streams forwarded per container, so a removal that kills a VM lets a client that is
-/// attached to an exited container get the rest of its output and its exit first (`run --rm` in the foreground:
-/// the exit reaches the engine by `wait`, on another stream than the output's end).
-#[derive(Debug, Default)]
-struct AttachedStreams {
-    counts: Mutex<HashMap<String, usize>>,
-    changed: tokio::sync::Notify,
-}
-
-impl AttachedStreams {
-    fn begin(&self, id: &str) {
-        *lock(&self.counts).entry(id.to_string()).or_default() += 1;
-    }
-
-    fn end(&self, id: &str) {
-        let mut counts = lock(&self.counts);
-        if let Some(n) = counts.get_mut(id) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(id);
-            }
-        }
-        drop(counts);
-        self.changed.notify_waiters();
-    }
-
-    /// Waits until no output stream of container `id` is being forwarded, for at most `limit`.
-    async fn settle(&self, id: &str, limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if !lock(&self.counts).contains_key(id) {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return;
-            }
-        }
-    }
 }
 
 impl std::fmt::Debug for VmDriver {
@@ -1118,7 +1073,7 @@ impl Driver for VmDriver {
             task.abort();
         }
         if container.mode == Mode::Standalone && container.sandbox_id.is_none() {
-            self.attached.settle(container.id(), STREAM_SETTLE).await;
+            self.attached.settle(container.id(), SETTLE_LIMIT).await;
             self.destroy_vm(&vm).await?;
         } else {
             match self.vm(&vm).await {
@@ -1142,7 +1097,7 @@ impl Driver for VmDriver {
     ) -> Result<()> {
         // The container goes with its VM: no removal inside a guest about to be stopped. A client attached to it
         // gets the end of its output first.
-        self.attached.settle(container.id(), STREAM_SETTLE).await;
+        self.attached.settle(container.id(), SETTLE_LIMIT).await;
         if let Some(task) = lock(&self.logging).remove(container.id()) {
             task.abort();
         }
