@@ -716,10 +716,16 @@ fn container_commands_and_prune() {
         running
     );
 
-    let r = d.husk(&["container", "prune"]);
-    assert_ne!(r.code, 0, "no terminal, no -f: nothing is removed");
-    assert!(r.stderr.contains("confirm with -f"), "{}", r.stderr);
-    assert_eq!(d.husk(&["ps", "-aq"]).ok().lines().count(), 3);
+    let asked = d.husk(&["container", "prune"]).ok();
+    assert!(
+        asked.starts_with("WARNING! This will remove:\n  - all stopped containers"),
+        "{asked}"
+    );
+    assert_eq!(
+        d.husk(&["ps", "-aq"]).ok().lines().count(),
+        3,
+        "no answer is no"
+    );
 
     let out = d.husk(&["container", "prune", "-f"]).ok();
     assert!(out.starts_with("Deleted Containers:"), "{out}");
@@ -736,5 +742,29 @@ fn container_commands_and_prune() {
     assert_eq!(
         d.husk(&["container", "prune", "-f"]).ok(),
         "Total reclaimed space: 0B"
+    );
+
+    // system prune: stopped containers, nameless images and, with --volumes, unused anonymous volumes.
+    let stopped = d.husk(&["run", "-d", "-v", "/data", IMAGE, "true"]).ok();
+    assert_eq!(d.husk(&["wait", &stopped]).ok(), "0");
+    let volume = d.inspect(&stopped)["Mounts"][0]["Name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let asked = d.husk_input(&["system", "prune", "--volumes"], b"n\n").ok();
+    assert!(
+        asked.contains("all stopped containers")
+            && asked.contains("all nameless images")
+            && asked.contains("anonymous volumes"),
+        "{asked}"
+    );
+    assert!(d.husk(&["ps", "-aq"]).ok().contains(&stopped[..12]));
+    let out = d.husk_input(&["system", "prune", "--volumes"], b"y\n").ok();
+    assert!(out.contains(&stopped) && out.contains(&volume), "{out}");
+    assert_eq!(d.husk(&["ps", "-aq", "--no-trunc"]).ok(), running);
+    assert_eq!(d.husk(&["volume", "ls", "-q"]).ok(), "");
+    assert!(
+        d.husk(&["images", "-q"]).ok().lines().count() == 1,
+        "a named image stays"
     );
 }

@@ -768,6 +768,23 @@ pub struct CommitArgs {
 pub enum SystemCommand {
     /// Show disk use of images and containers.
     Df(SystemDfArgs),
+    /// Remove stopped containers and nameless images (with -a every unused image, with --volumes unused
+    /// anonymous volumes).
+    Prune(SystemPruneArgs),
+}
+
+/// `husk system prune`.
+#[derive(Debug, Args)]
+pub struct SystemPruneArgs {
+    /// Every image no container uses, not only nameless ones.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Unused anonymous volumes too.
+    #[arg(long)]
+    pub volumes: bool,
+    /// Do not ask for confirmation.
+    #[arg(short = 'f', long)]
+    pub force: bool,
 }
 
 /// `husk system df`.

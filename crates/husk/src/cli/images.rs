@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::args::{
     CommitArgs, ImagePruneArgs, ImageSaveArgs, LoginArgs, LogoutArgs, PullArgs, PushArgs,
-    SystemCommand, SystemDfArgs,
+    SystemCommand, SystemDfArgs, SystemPruneArgs,
 };
 use super::format::{human_size, print_table, short};
 use super::progress::{Bars, Direction, Screen};
@@ -306,23 +306,31 @@ async fn save_to_file(client: &Client, body: &serde_json::Value, path: &Path) ->
 
 /// `husk image prune`.
 pub async fn prune(client: &Client, a: ImagePruneArgs) -> Result<i32> {
-    if !a.force {
-        let what = if a.all {
-            "all images without at least one container associated to them"
-        } else {
-            "all nameless images"
-        };
-        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(0);
-        }
+    if !a.force && !super::confirm_prune(&[images_to_prune(a.all)])? {
+        return Ok(0);
     }
+    let report = prune_images(client, a.all).await?;
+    println!(
+        "Total reclaimed space: {}",
+        human_size(report.space_reclaimed, false)
+    );
+    Ok(0)
+}
+
+fn images_to_prune(all: bool) -> &'static str {
+    if all {
+        "all images without at least one container associated to them"
+    } else {
+        "all nameless images"
+    }
+}
+
+/// Prunes images and prints what went (not the total).
+async fn prune_images(client: &Client, all: bool) -> Result<PruneReport> {
     let report: PruneReport = client
         .json(
             Method::POST,
-            &format!("/husk/v1/images/prune?all={}", a.all),
+            &format!("/husk/v1/images/prune?all={all}"),
             None::<&()>,
         )
         .await?;
@@ -336,10 +344,24 @@ pub async fn prune(client: &Client, a: ImagePruneArgs) -> Result<i32> {
     if report.deferred {
         println!("A pull or load is running: unused layers go when it ends (prune again later).");
     }
-    println!(
-        "Total reclaimed space: {}",
-        human_size(report.space_reclaimed, false)
-    );
+    Ok(report)
+}
+
+/// `husk system prune`: `container prune`, `image prune` and with `--volumes` `volume prune`, asked once.
+async fn system_prune(client: &Client, a: SystemPruneArgs) -> Result<i32> {
+    let mut what = vec!["all stopped containers", images_to_prune(a.all)];
+    if a.volumes {
+        what.push("all anonymous volumes not used by at least one container");
+    }
+    if !a.force && !super::confirm_prune(&what)? {
+        return Ok(0);
+    }
+    let mut total = super::prune_containers(client).await?.space_reclaimed;
+    if a.volumes {
+        total += super::volumes::prune(client, false).await?.space_reclaimed;
+    }
+    total += prune_images(client, a.all).await?.space_reclaimed;
+    println!("Total reclaimed space: {}", human_size(total, false));
     Ok(0)
 }
 
@@ -366,6 +388,7 @@ pub async fn commit(client: &Client, a: CommitArgs) -> Result<i32> {
 pub async fn system(client: &Client, cmd: SystemCommand) -> Result<i32> {
     match cmd {
         SystemCommand::Df(a) => system_df(client, a).await,
+        SystemCommand::Prune(a) => system_prune(client, a).await,
     }
 }
 

@@ -485,9 +485,19 @@ async fn start(client: &Client, a: StartArgs) -> Result<i32> {
 }
 
 async fn container_prune(client: &Client, a: ContainerPruneArgs) -> Result<i32> {
-    if !a.force && !volumes::confirm("all stopped containers")? {
+    if !a.force && !confirm_prune(&["all stopped containers"])? {
         return Ok(0);
     }
+    let report = prune_containers(client).await?;
+    println!(
+        "Total reclaimed space: {}",
+        human_size(report.space_reclaimed, false)
+    );
+    Ok(0)
+}
+
+/// Prunes containers and prints what went (not the total).
+async fn prune_containers(client: &Client) -> Result<husk_engine::ContainerPruneReport> {
     let report: husk_engine::ContainerPruneReport = client
         .json(Method::POST, "/husk/v1/containers/prune", None::<&()>)
         .await?;
@@ -498,11 +508,22 @@ async fn container_prune(client: &Client, a: ContainerPruneArgs) -> Result<i32> 
         }
         println!();
     }
-    println!(
-        "Total reclaimed space: {}",
-        human_size(report.space_reclaimed, false)
-    );
-    Ok(0)
+    Ok(report)
+}
+
+/// Asks before a prune removes each of `what`, as Docker does: the answer is a line of stdin (`echo y | husk
+/// system prune` works); anything but yes, or no line at all, means no.
+fn confirm_prune(what: &[&str]) -> Result<bool> {
+    use std::io::BufRead;
+    println!("WARNING! This will remove:");
+    for w in what {
+        println!("  - {w}");
+    }
+    print!("Are you sure you want to continue? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
 async fn attach(client: &Client, a: AttachArgs) -> Result<i32> {

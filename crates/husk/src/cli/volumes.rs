@@ -1,7 +1,5 @@
 //! `husk volume ...`.
 
-use std::io::{BufRead, IsTerminal, Write};
-
 use anyhow::{Result, anyhow, bail};
 use http::Method;
 use husk_engine::{VolumeCreate, VolumePruneReport, VolumeView};
@@ -73,23 +71,10 @@ pub async fn volume(client: &Client, cmd: VolumeCommand) -> Result<i32> {
             } else {
                 "all anonymous volumes not used by at least one container"
             };
-            if !a.force && !confirm(what)? {
+            if !a.force && !super::confirm_prune(&[what])? {
                 return Ok(0);
             }
-            let report: VolumePruneReport = client
-                .json(
-                    Method::POST,
-                    &format!("/husk/v1/volumes/prune?all={}", a.all),
-                    None::<&()>,
-                )
-                .await?;
-            if !report.volumes_deleted.is_empty() {
-                println!("Deleted Volumes:");
-                for v in &report.volumes_deleted {
-                    println!("{v}");
-                }
-                println!();
-            }
+            let report = prune(client, a.all).await?;
             println!(
                 "Total reclaimed space: {}",
                 human_size(report.space_reclaimed, false)
@@ -99,16 +84,23 @@ pub async fn volume(client: &Client, cmd: VolumeCommand) -> Result<i32> {
     }
 }
 
-/// Asks before a prune removes `what`, as Docker does; no terminal and no `-f` means no.
-pub(super) fn confirm(what: &str) -> Result<bool> {
-    if !std::io::stdin().is_terminal() {
-        bail!("prune removes {what}: confirm with -f");
+/// Prunes volumes and prints what went (not the total).
+pub(super) async fn prune(client: &Client, all: bool) -> Result<VolumePruneReport> {
+    let report: VolumePruneReport = client
+        .json(
+            Method::POST,
+            &format!("/husk/v1/volumes/prune?all={all}"),
+            None::<&()>,
+        )
+        .await?;
+    if !report.volumes_deleted.is_empty() {
+        println!("Deleted Volumes:");
+        for v in &report.volumes_deleted {
+            println!("{v}");
+        }
+        println!();
     }
-    print!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-    std::io::stdout().flush()?;
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+    Ok(report)
 }
 
 fn matches(v: &VolumeView, filters: &[(String, String)]) -> bool {
