@@ -294,14 +294,14 @@ pub struct PortMapping {
 }
 
 impl PortMapping {
-    /// Parses Docker's `-p [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]` (also `CONTAINERPORT` alone, meaning the same
-    /// port on the host).
+    /// Parses Docker's `-p [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]`. Without a host port (`80`, `127.0.0.1::80`)
+    /// the host port is 0: one is picked when the port is published, as Docker does.
     pub fn parse(text: &str) -> Result<Self> {
         let bad = |why: &str| {
             Error::invalid(
                 "ports",
                 format!(
-                    "invalid port mapping {text:?}: {why}; use [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]"
+                    "invalid port mapping {text:?}: {why}; use [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]"
                 ),
             )
         };
@@ -336,11 +336,9 @@ impl PortMapping {
             return Err(bad("the host address is not an IP address"));
         }
         let (host_port, container_port) = match rest.split_once(':') {
+            Some(("", c)) => (0, port(c)?),
             Some((h, c)) => (port(h)?, port(c)?),
-            None => {
-                let p = port(&rest)?;
-                (p, p)
-            }
+            None => (0, port(&rest)?),
         };
         Ok(PortMapping {
             host_ip,
@@ -879,7 +877,14 @@ mod tests {
         );
         let p = PortMapping::parse("[::1]:8080:80").unwrap();
         assert_eq!(p.host_ip, "::1");
-        assert_eq!(PortMapping::parse("80").unwrap().host_port, 80);
+        // No host port: one is picked when the port is published.
+        let p = PortMapping::parse("80").unwrap();
+        assert_eq!((p.host_port, p.container_port), (0, 80));
+        let p = PortMapping::parse("127.0.0.1::80/udp").unwrap();
+        assert_eq!(
+            (p.host_ip.as_str(), p.host_port, p.container_port),
+            ("127.0.0.1", 0, 80)
+        );
         for bad in [
             "0:80",
             "x:80",

@@ -181,6 +181,34 @@ fn published_ports_answer_on_the_host() {
         host_port
     )
     .is_some()));
+    // -p without a host port picks one too, as Docker's does; `port` says which.
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "picked",
+        "-p",
+        "127.0.0.1::8080",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/www",
+    ])
+    .ok();
+    let published = d.husk(&["port", "picked", "8080"]).ok();
+    let (ip, picked) = published.rsplit_once(':').unwrap();
+    let picked: u16 = picked.parse().unwrap();
+    assert!(
+        ip == "127.0.0.1" && picked >= 32768 && picked != host_port,
+        "{published}"
+    );
+    assert!(Daemon::eventually(Duration::from_secs(5), || http_get(
+        picked
+    )
+    .is_some()));
 }
 
 #[test]

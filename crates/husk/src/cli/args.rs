@@ -295,7 +295,7 @@ pub struct RunArgs {
     /// Network: bridge, host, none or a network's name.
     #[arg(long = "network", alias = "net")]
     pub network: Option<String>,
-    /// Publish a port: [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp].
+    /// Publish a port: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp] (no host port: one is picked, see `husk port`).
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
     /// Publish every port the image exposes on a free host port.
