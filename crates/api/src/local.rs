@@ -64,6 +64,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/husk/v1/containers/{id}/pause", post(pause_container))
         .route("/husk/v1/containers/{id}/unpause", post(unpause_container))
         .route("/husk/v1/containers/{id}/rename", post(rename_container))
+        .route("/husk/v1/containers/{id}/update", post(update_container))
         .route("/husk/v1/containers/{id}/wait", post(wait_container))
         .route("/husk/v1/containers/{id}/logs", get(logs))
         .route("/husk/v1/containers/{id}/top", get(top))
@@ -297,6 +298,16 @@ async fn unpause_container(
 #[serde(default)]
 struct RenameQuery {
     name: String,
+}
+
+async fn update_container(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    body: bytes::Bytes,
+) -> ApiResult<Json<ContainerView>> {
+    let req: husk_engine::ContainerUpdate = parse_body(&body)?;
+    let rec = engine.update_container(&id, &req).await?;
+    Ok(Json(engine.inspect_container(rec.id())?))
 }
 
 async fn rename_container(

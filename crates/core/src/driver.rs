@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::{
     ContainerConfig, ContainerRecord, ContainerRuntime, ExitStatus, LogEntry, LogOptions, Mode,
-    ObservedState, ProcessConfig, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
+    ObservedState, ProcessConfig, Resources, SandboxConfig, SandboxRecord, SandboxRuntime, Stats,
+    Top,
 };
 use crate::options::{ExtractOptions, PathStat};
 use crate::stdio::BoxStdio;
@@ -72,6 +73,9 @@ pub struct Capabilities {
     /// Capabilities, seccomp profiles and no-new-privileges as asked (`--cap-add`, `--security-opt` ...).
     #[serde(default)]
     pub security_options: bool,
+    /// Changing an existing container's memory, CPU and PIDs limits (`update`).
+    #[serde(default)]
+    pub update_limits: bool,
 }
 
 impl Capabilities {
@@ -288,6 +292,17 @@ pub trait Driver: Send + Sync + 'static {
     ) -> Result<()> {
         let _ = (container, dir, archive, options);
         Err(no_copy(self.name()))
+    }
+
+    /// Gives the existing container these limits (its record still has the old ones): now if it runs, and at
+    /// its next start. Drivers that declare `update_limits` implement it.
+    async fn update_limits(&self, container: &ContainerRecord, limits: &Resources) -> Result<()> {
+        let _ = limits;
+        Err(Error::unsupported(format!(
+            "driver {} does not support changing the limits of container {}",
+            self.name(),
+            container.name()
+        )))
     }
 
     /// The directory on this host holding the container's changes to its image's files (its overlayfs upper

@@ -183,6 +183,7 @@ impl DockerDriver {
             copy: true,
             group_add: true,
             security_options: true,
+            update_limits: true,
         }
     }
 

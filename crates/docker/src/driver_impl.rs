@@ -411,6 +411,26 @@ impl Driver for DockerDriver {
             .map_err(|e| engine_error(format!("unpause container {}", container.name()), e))
     }
 
+    async fn update_limits(
+        &self,
+        container: &ContainerRecord,
+        limits: &husk_core::Resources,
+    ) -> Result<()> {
+        let id = self.container_ref(container).await?;
+        let body = bollard::models::ContainerUpdateBody {
+            memory: limits.memory_bytes,
+            // As at create, where the engine sets swap to twice the memory: a larger memory alone is refused.
+            memory_swap: limits.memory_bytes.map(|m| m.saturating_mul(2)),
+            nano_cpus: limits.nano_cpus,
+            pids_limit: limits.pids_limit,
+            ..Default::default()
+        };
+        self.docker
+            .update_container(&id, body)
+            .await
+            .map_err(|e| engine_error(format!("update container {}", container.name()), e))
+    }
+
     async fn delete_container(&self, container: &ContainerRecord) -> Result<()> {
         // `run --rm`: the engine removes the container when it sees the exit, maybe before the attached client's
         // stream has asked the engine for the exit code.

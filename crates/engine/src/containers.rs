@@ -5,13 +5,14 @@ use std::time::Duration;
 use husk_core::stdio::BoxStdio;
 use husk_core::{
     Action, Capabilities, ContainerConfig, ContainerRecord, ContainerStatus, Error, ExitStatus,
-    HealthState, LogOptions, LogStream, Mode, MountConfig, Result, SandboxConfig, SandboxRecord,
-    SandboxRuntime, Stats, Top, units,
+    HealthState, LogOptions, LogStream, Mode, MountConfig, Resources, RestartPolicy, Result,
+    SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top, units,
 };
 use serde_json::json;
 
 use crate::requests::{
-    ContainerCreate, ContainerPruneReport, ContainerView, ExecCreate, WaitCondition, WaitResult,
+    ContainerCreate, ContainerPruneReport, ContainerUpdate, ContainerView, ExecCreate,
+    WaitCondition, WaitResult,
 };
 use crate::{Engine, EventKind, resolve};
 
@@ -557,6 +558,84 @@ impl Engine {
         self.driver(&rec.driver)?.unpause(&rec).await?;
         rec.status = ContainerStatus::Running;
         self.inner.store.update(&rec)
+    }
+
+    /// Changes a container's limits (its driver applies them now if it runs, and at its next start) and its
+    /// restart policy, as `docker update` does; what `req` leaves out stays. Returns the updated record.
+    pub async fn update_container(
+        &self,
+        key: &str,
+        req: &ContainerUpdate,
+    ) -> Result<ContainerRecord> {
+        let id = self.container(key)?.config.id;
+        let _guard = self.lock(&id).await;
+        let mut rec = self.container(&id)?;
+        let new = &req.resources;
+        let changes_limits =
+            new.memory_bytes.is_some() || new.nano_cpus.is_some() || new.pids_limit.is_some();
+        if !changes_limits && req.restart_policy.is_none() {
+            return Err(Error::bad_request(
+                "nothing to update: give a memory, CPU or PIDs limit, or a restart policy",
+            ));
+        }
+        if matches!(
+            rec.status,
+            ContainerStatus::Creating | ContainerStatus::Removing
+        ) {
+            return Err(Error::conflict(format!(
+                "cannot update container {}: it is {}",
+                rec.name(),
+                rec.status
+            )));
+        }
+        if let Some(policy) = &req.restart_policy
+            && rec.auto_remove
+            && *policy != RestartPolicy::No
+        {
+            return Err(Error::invalid(
+                "restart_policy",
+                format!(
+                    "container {} is removed when it exits (--rm): it cannot have a restart policy",
+                    rec.name()
+                ),
+            ));
+        }
+        if changes_limits {
+            resolve::validate_resources(new)?;
+            let driver = self.driver(&rec.driver)?;
+            let caps = driver.capabilities();
+            caps.require(
+                driver.name(),
+                "changing a container's limits (update)",
+                caps.update_limits,
+            )?;
+            let old = rec.config.resources.clone();
+            let merged = Resources {
+                memory_bytes: new.memory_bytes.or(old.memory_bytes),
+                nano_cpus: new.nano_cpus.or(old.nano_cpus),
+                pids_limit: new.pids_limit.or(old.pids_limit),
+            };
+            // Only what grows counts against the project's quota.
+            let growth = Resources {
+                memory_bytes: Some(
+                    (merged.memory_bytes.unwrap_or(0) - old.memory_bytes.unwrap_or(0)).max(0),
+                ),
+                nano_cpus: Some(
+                    (merged.nano_cpus.unwrap_or(0) - old.nano_cpus.unwrap_or(0)).max(0),
+                ),
+                pids_limit: None,
+            };
+            let _quota = self.lock(&format!("quota/{}", rec.project)).await;
+            self.check_quota_growth(&rec.project, 0, &growth)?;
+            driver.update_limits(&rec, &merged).await?;
+            rec.config.resources = merged;
+            self.inner.store.update(&rec)?;
+        }
+        if let Some(policy) = &req.restart_policy {
+            rec.restart_policy = *policy;
+            self.inner.store.update(&rec)?;
+        }
+        Ok(rec)
     }
 
     /// Removes every stopped container (created, exited or dead), as `docker container prune` does, with the

@@ -187,13 +187,24 @@ impl Engine {
 
     /// Refuses a new container with `resources` that would take `project` over a limit.
     pub(crate) fn check_quota(&self, project: &str, resources: &Resources) -> Result<()> {
+        self.check_quota_growth(project, 1, resources)
+    }
+
+    /// Refuses `containers` more containers and `resources` more CPU and memory that would take `project` over a
+    /// limit.
+    pub(crate) fn check_quota_growth(
+        &self,
+        project: &str,
+        containers: u32,
+        resources: &Resources,
+    ) -> Result<()> {
         let limits = self.quota(project)?;
         if limits.values().all(|v| *v == -1) {
             return Ok(());
         }
         let used = self.quota_usage(project)?;
         let wanted = [
-            ("containers", 1.0),
+            ("containers", f64::from(containers)),
             ("cpu", resources.nano_cpus.unwrap_or(0) as f64 / 1e9),
             ("memory", (resources.memory_bytes.unwrap_or(0) >> 20) as f64),
             ("disk", 0.0),

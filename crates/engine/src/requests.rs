@@ -654,3 +654,13 @@ pub struct ContainerPruneReport {
     /// Bytes freed (their writable layers, where the driver keeps them on this host).
     pub space_reclaimed: u64,
 }
+
+/// Changes to an existing container (`update`): what is given changes, the rest stays.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainerUpdate {
+    /// New limits; a limit left out stays as it is.
+    pub resources: Resources,
+    /// New restart policy.
+    pub restart_policy: Option<RestartPolicy>,
+}

@@ -654,6 +654,72 @@ pub fn limits_are_reported(driver: &str) {
     assert!(top.contains("sleep 1000"), "{top}");
 }
 
+/// `update` changes a running container's limits (for its next start too) and its restart policy; a driver that
+/// cannot change limits says so and changes nothing.
+pub fn update_changes_limits_and_restart_policy(driver: &str) {
+    let d = daemon(driver);
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "50",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let limits = |d: &common::Daemon| {
+        let stats: serde_json::Value = serde_json::from_str(
+            &d.husk(&["stats", "--no-stream", "--format", "json", "c"])
+                .ok(),
+        )
+        .unwrap();
+        (
+            stats[0]["stats"]["memory_limit_bytes"].as_u64(),
+            stats[0]["stats"]["pids_limit"].as_u64(),
+        )
+    };
+    if can(&d, driver, "update_limits") {
+        assert_eq!(
+            d.husk(&["update", "--memory", "128m", "--pids-limit", "60", "c"])
+                .ok(),
+            "c"
+        );
+        assert_eq!(limits(&d), (Some(128 << 20), Some(60)));
+        let v = d.inspect("c");
+        assert_eq!(v["HostConfig"]["Memory"], 128 << 20);
+        assert_eq!(v["HostConfig"]["PidsLimit"], 60);
+        d.husk(&["restart", "-t", "0", "c"]).ok();
+        assert_eq!(
+            limits(&d),
+            (Some(128 << 20), Some(60)),
+            "after a restart too"
+        );
+    } else {
+        let r = d.husk(&["update", "--memory", "128m", "c"]);
+        assert_ne!(r.code, 0);
+        assert!(
+            r.stderr
+                .contains(&format!("driver {driver} does not support changing")),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(d.inspect("c")["HostConfig"]["Memory"], 64 << 20);
+    }
+    d.husk(&["update", "--restart", "on-failure:3", "c"]).ok();
+    assert_eq!(
+        d.inspect("c")["HostConfig"]["RestartPolicy"],
+        "on-failure:3"
+    );
+    let r = d.husk(&["update", "--memory", "1m", "c"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("minimum memory"), "{}", r.stderr);
+}
+
 /// Bad input: one clear error line, a non-zero exit, nothing changed.
 pub fn bad_input_is_refused_cleanly(driver: &str) {
     let d = daemon(driver);
@@ -1941,6 +2007,7 @@ macro_rules! conformance {
                 #[test] fn terminals_attach_and_follow() { super::terminals_attach_and_follow(stringify!($driver)) }
                 #[test] fn restart_policies() { super::restart_policies(stringify!($driver)) }
                 #[test] fn limits_are_reported() { super::limits_are_reported(stringify!($driver)) }
+                #[test] fn update_changes_limits_and_restart_policy() { super::update_changes_limits_and_restart_policy(stringify!($driver)) }
                 #[test] fn bad_input_is_refused_cleanly() { super::bad_input_is_refused_cleanly(stringify!($driver)) }
                 #[test] fn nothing_left_behind() { super::nothing_left_behind(stringify!($driver)) }
                 #[test] fn commit_or_a_clear_refusal() { super::commit_or_a_clear_refusal(stringify!($driver)) }

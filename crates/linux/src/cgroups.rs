@@ -15,6 +15,21 @@ pub fn manager(cgroup_path: &str) -> Result<AnyCgroupManager> {
     .map_err(|e| Error::backend(format!("open cgroup {cgroup_path}: {e}")))
 }
 
+/// Sets the memory, CPU and PIDs limits in `resources` (an OCI `linux.resources` object without device rules)
+/// on the existing cgroup `cgroup_path`. Blocking.
+pub fn set_limits(cgroup_path: &str, resources: &serde_json::Value) -> Result<()> {
+    let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(resources.clone())
+        .map_err(|e| Error::internal(format!("limits for cgroup {cgroup_path}: {e}")))?;
+    manager(cgroup_path)?
+        .apply(&libcgroups::common::ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| Error::backend(format!("set the limits of cgroup {cgroup_path}: {e}")))
+}
+
 /// The host's cgroup layout (`legacy`, `hybrid` or `unified`).
 pub fn setup() -> Result<CgroupSetup> {
     libcgroups::common::get_cgroup_setup()

@@ -785,6 +785,7 @@ impl Driver for LinuxDriver {
             copy: true,
             group_add: true,
             security_options: true,
+            update_limits: true,
         }
     }
 
@@ -973,6 +974,39 @@ impl Driver for LinuxDriver {
             driver_data: container.runtime.driver_data.clone(),
             network: container.runtime.network.clone(),
         })
+    }
+
+    async fn update_limits(
+        &self,
+        container: &ContainerRecord,
+        limits: &husk_core::Resources,
+    ) -> Result<()> {
+        let limits = crate::spec::limits_json(limits);
+        let bundle = self.ctr_dir(container.id()).join("config.json");
+        let cgroup = self.cgroup_path(container.id());
+        tokio::task::spawn_blocking(move || {
+            // The running processes first: a limit the kernel refuses (memory below what is in use) changes
+            // nothing.
+            if !cgroups::procs(&cgroup).is_empty() {
+                cgroups::set_limits(&cgroup, &limits)?;
+            }
+            // The bundle's spec, which the next start uses.
+            let text = std::fs::read(&bundle)
+                .map_err(|e| Error::io(format!("read {}", bundle.display()), e))?;
+            let mut spec: serde_json::Value = serde_json::from_slice(&text)
+                .map_err(|e| Error::internal(format!("parse {}: {e}", bundle.display())))?;
+            if let Some(set) = limits.as_object() {
+                for (kind, value) in set {
+                    spec["linux"]["resources"][kind] = value.clone();
+                }
+            }
+            let tmp = bundle.with_extension("json.new");
+            std::fs::write(&tmp, spec.to_string())
+                .and_then(|()| std::fs::rename(&tmp, &bundle))
+                .map_err(|e| Error::io(format!("write {}", bundle.display()), e))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("update task: {e}")))?
     }
 
     async fn kill(&self, container: &ContainerRecord, signal: i32, all: bool) -> Result<()> {

@@ -367,17 +367,24 @@ fn device_rules(privileged: bool) -> Value {
 }
 
 fn resources_json(config: &ContainerConfig) -> Value {
-    let r = &config.resources;
-    let mut res = json!({"devices": device_rules(config.security.privileged)});
-    if let Some(m) = r.memory_bytes {
+    let mut res = limits_json(&config.resources);
+    res["devices"] = device_rules(config.security.privileged);
+    res
+}
+
+/// The OCI `linux.resources` object of `limits` alone (memory, CPU, PIDs; no device rules): the spec's, and what
+/// `update` applies to a running container's cgroup.
+pub fn limits_json(limits: &husk_core::Resources) -> Value {
+    let mut res = json!({});
+    if let Some(m) = limits.memory_bytes {
         res["memory"] = json!({"limit": m});
     }
-    if let Some(n) = r.nano_cpus {
+    if let Some(n) = limits.nano_cpus {
         let period: u64 = 100_000;
         let quota = (n as i128 * period as i128 / 1_000_000_000) as i64;
         res["cpu"] = json!({"quota": quota.max(1000), "period": period});
     }
-    if let Some(p) = r.pids_limit {
+    if let Some(p) = limits.pids_limit {
         res["pids"] = json!({"limit": p});
     }
     res

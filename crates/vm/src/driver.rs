@@ -932,6 +932,8 @@ impl Driver for VmDriver {
             copy: true,
             group_add: true,
             security_options: true,
+            // A running guest container's cgroup would need a call to the agent: not there yet.
+            update_limits: false,
         }
     }
 

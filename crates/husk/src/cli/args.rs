@@ -72,6 +72,8 @@ pub enum Command {
     Stats(StatsArgs),
     /// Rename a container.
     Rename(RenameArgs),
+    /// Change containers' limits (now, and for their next starts) or restart policy.
+    Update(UpdateArgs),
     /// Copy files between a container and the local file system (tar streams with `-`).
     Cp(CpArgs),
     /// Manage containers (Docker's `container ls`, `container rm` ... and `container prune`).
@@ -515,6 +517,26 @@ pub struct InspectArgs {
     /// Names or IDs.
     #[arg(required = true)]
     pub names: Vec<String>,
+}
+
+/// `husk update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// CPU limit (e.g. 0.5).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Most processes at once (-1: no limit).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped.
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
 }
 
 /// `husk attach`.
@@ -1015,6 +1037,8 @@ pub enum ContainerCommand {
     Stats(StatsArgs),
     /// Rename a container.
     Rename(RenameArgs),
+    /// Change containers' limits or restart policy.
+    Update(UpdateArgs),
     /// Copy files between a container and the local file system.
     Cp(CpArgs),
     /// Attach to a running container.
@@ -1048,6 +1072,7 @@ impl ContainerCommand {
             ContainerCommand::Top(a) => Command::Top(a),
             ContainerCommand::Stats(a) => Command::Stats(a),
             ContainerCommand::Rename(a) => Command::Rename(a),
+            ContainerCommand::Update(a) => Command::Update(a),
             ContainerCommand::Cp(a) => Command::Cp(a),
             ContainerCommand::Attach(a) => Command::Attach(a),
             ContainerCommand::Port(a) => Command::Port(a),

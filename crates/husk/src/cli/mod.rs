@@ -104,6 +104,7 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
         }
         Command::Logs(a) => logs(&client, a).await,
         Command::Attach(a) => attach(&client, a).await,
+        Command::Update(a) => update(&client, a).await,
         Command::Port(a) => port(&client, a).await,
         Command::Exec(a) => exec(&client, a).await,
         Command::Ps(a) => ps(&client, a).await,
@@ -524,6 +525,35 @@ fn confirm_prune(what: &[&str]) -> Result<bool> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+async fn update(client: &Client, a: UpdateArgs) -> Result<i32> {
+    let req = husk_engine::ContainerUpdate {
+        resources: Resources {
+            memory_bytes: a
+                .memory
+                .as_deref()
+                .map(|m| units::parse_memory("memory", m))
+                .transpose()?,
+            nano_cpus: a.cpus.as_deref().map(units::parse_cpus).transpose()?,
+            pids_limit: a.pids_limit,
+        },
+        restart_policy: a.restart.as_deref().map(RestartPolicy::parse).transpose()?,
+    };
+    each(&a.containers, |c| {
+        let req = req.clone();
+        async move {
+            client
+                .json::<ContainerView>(
+                    Method::POST,
+                    &format!("/husk/v1/containers/{c}/update"),
+                    Some(&req),
+                )
+                .await
+                .map(|_| ())
+        }
+    })
+    .await
 }
 
 async fn attach(client: &Client, a: AttachArgs) -> Result<i32> {
