@@ -655,16 +655,7 @@ impl Engine {
             {
                 continue;
             }
-            let changes = self
-                .driver(&rec.driver)
-                .ok()
-                .and_then(|d| d.rootfs_changes(&rec));
-            let size = match changes {
-                Some(dir) => tokio::task::spawn_blocking(move || crate::images::dir_size(&dir))
-                    .await
-                    .unwrap_or(0),
-                None => 0,
-            };
+            let size = self.changes_size(&rec).await.unwrap_or(0);
             match self.remove_container(rec.id(), false).await {
                 Ok(()) => {
                     report.containers_deleted.push(rec.config.id.clone());

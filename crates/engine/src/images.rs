@@ -304,16 +304,7 @@ impl Engine {
                 .map_err(|e| Error::internal(format!("disk usage task: {e}")))??;
         let mut containers = Vec::new();
         for rec in self.inner.store.list::<ContainerRecord>()? {
-            let dir = self
-                .driver(&rec.driver)
-                .ok()
-                .and_then(|d| d.rootfs_changes(&rec));
-            let size = match dir {
-                Some(dir) => tokio::task::spawn_blocking(move || dir_size(&dir))
-                    .await
-                    .ok(),
-                None => None,
-            };
+            let size = self.changes_size(&rec).await;
             containers.push(ContainerUsage {
                 id: rec.config.id.clone(),
                 name: rec.config.name.clone(),
@@ -329,6 +320,14 @@ impl Engine {
             images: image_usage,
             containers,
         })
+    }
+
+    /// The bytes of the container's changes to its image's files, when its driver keeps them on this host.
+    pub(crate) async fn changes_size(&self, rec: &ContainerRecord) -> Option<u64> {
+        let dir = self.driver(&rec.driver).ok()?.rootfs_changes(rec)?;
+        tokio::task::spawn_blocking(move || dir_size(&dir))
+            .await
+            .ok()
     }
 
     /// Makes a new image from a container: its image plus its changes as one more layer. A running container is
@@ -424,7 +423,7 @@ fn parse_platform(text: Option<&str>) -> Result<Option<Platform>> {
 }
 
 /// Bytes of the regular files under `dir` (links not followed; a file listed twice by hard links counted once).
-pub(crate) fn dir_size(dir: &Path) -> u64 {
+fn dir_size(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
     let mut seen = HashSet::new();

@@ -284,15 +284,7 @@ fn create_request(a: &RunArgs) -> Result<ContainerCreate> {
         hostname: a.hostname.clone(),
         tty: a.tty,
         stdin: a.interactive,
-        resources: Resources {
-            memory_bytes: a
-                .memory
-                .as_deref()
-                .map(|m| units::parse_memory("memory", m))
-                .transpose()?,
-            nano_cpus: a.cpus.as_deref().map(units::parse_cpus).transpose()?,
-            pids_limit: a.pids_limit,
-        },
+        resources: limits(a.memory.as_deref(), a.cpus.as_deref(), a.pids_limit)?,
         restart_policy: a
             .restart
             .as_deref()
@@ -527,17 +519,20 @@ fn confirm_prune(what: &[&str]) -> Result<bool> {
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
+/// Limits from the command line's `--memory`, `--cpus` and `--pids-limit`.
+fn limits(memory: Option<&str>, cpus: Option<&str>, pids_limit: Option<i64>) -> Result<Resources> {
+    Ok(Resources {
+        memory_bytes: memory
+            .map(|m| units::parse_memory("memory", m))
+            .transpose()?,
+        nano_cpus: cpus.map(units::parse_cpus).transpose()?,
+        pids_limit,
+    })
+}
+
 async fn update(client: &Client, a: UpdateArgs) -> Result<i32> {
     let req = husk_engine::ContainerUpdate {
-        resources: Resources {
-            memory_bytes: a
-                .memory
-                .as_deref()
-                .map(|m| units::parse_memory("memory", m))
-                .transpose()?,
-            nano_cpus: a.cpus.as_deref().map(units::parse_cpus).transpose()?,
-            pids_limit: a.pids_limit,
-        },
+        resources: limits(a.memory.as_deref(), a.cpus.as_deref(), a.pids_limit)?,
         restart_policy: a.restart.as_deref().map(RestartPolicy::parse).transpose()?,
     };
     each(&a.containers, |c| {
@@ -997,15 +992,7 @@ async fn sandbox(client: &Client, cmd: SandboxCommand) -> Result<i32> {
                 share_pid: a.share_pid,
                 driver: a.driver,
                 network: network_config(a.network, &a.publish, &a.dns, &[], &a.add_host)?,
-                resources: Resources {
-                    memory_bytes: a
-                        .memory
-                        .as_deref()
-                        .map(|m| units::parse_memory("memory", m))
-                        .transpose()?,
-                    nano_cpus: a.cpus.as_deref().map(units::parse_cpus).transpose()?,
-                    pids_limit: None,
-                },
+                resources: limits(a.memory.as_deref(), a.cpus.as_deref(), None)?,
                 labels: parse_labels(&a.labels)?,
                 volumes: a.volumes,
                 ..Default::default()
