@@ -53,6 +53,7 @@ pub fn router(engine: Engine) -> Router {
         )
         .route("/husk/v1/containers/run", post(run_container))
         .route("/husk/v1/containers/prune", post(prune_containers))
+        .route("/husk/v1/events", get(events))
         .route(
             "/husk/v1/containers/{id}",
             get(inspect_container).delete(remove_container),
@@ -394,6 +395,32 @@ async fn logs(
         HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(response)
+}
+
+/// Container events as they happen, one JSON object per line (Docker's shape), until the client goes. A client
+/// too slow for the daemon's buffer (1024 events) misses the oldest.
+async fn events(State(engine): State<Engine>) -> Response {
+    let receiver = engine.subscribe();
+    let body = futures::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(event) => {
+                    let mut line = serde_json::to_vec(&husk_engine::EventView::from(&event))
+                        .unwrap_or_default();
+                    line.push(b'\n');
+                    return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(line)), receiver));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
 }
 
 async fn top(

@@ -287,6 +287,7 @@ impl Engine {
         match made {
             Ok(_) => {
                 self.inner.store.finish_operation(op)?;
+                self.emit_record(&rec, EventKind::Created);
                 Ok(rec)
             }
             Err(e) => {
@@ -546,7 +547,9 @@ impl Engine {
             .require(driver.name(), "pause", driver.capabilities().pause)?;
         driver.pause(&rec).await?;
         rec.status = ContainerStatus::Paused;
-        self.inner.store.update(&rec)
+        self.inner.store.update(&rec)?;
+        self.emit_record(&rec, EventKind::Paused);
+        Ok(())
     }
 
     /// Thaws a container.
@@ -557,7 +560,9 @@ impl Engine {
         Action::Unpause.check(rec.name(), rec.status)?;
         self.driver(&rec.driver)?.unpause(&rec).await?;
         rec.status = ContainerStatus::Running;
-        self.inner.store.update(&rec)
+        self.inner.store.update(&rec)?;
+        self.emit_record(&rec, EventKind::Unpaused);
+        Ok(())
     }
 
     /// Changes a container's limits (its driver applies them now if it runs, and at its next start) and its
@@ -691,9 +696,17 @@ impl Engine {
             .inner
             .store
             .begin_operation("remove_container", &id, &json!({}))?;
+        let was_running = matches!(
+            rec.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        );
         rec.status = ContainerStatus::Removing;
         self.inner.store.update(&rec)?;
         crate::failpoint("remove_container:marked");
+        if was_running {
+            // Killed by the removal, as Docker reports it (its exit is not watched once the record goes).
+            self.emit_record(&rec, EventKind::Exited(128 + 9));
+        }
         self.remove_locked(&rec).await?;
         self.inner.store.finish_operation(op)?;
         if volumes {
@@ -724,7 +737,7 @@ impl Engine {
             Ok(())
         })?;
         self.forget_actions(rec.id());
-        self.emit(rec.id(), EventKind::Removed);
+        self.emit_record(rec, EventKind::Removed);
         self.forget_lock(rec.id());
         Ok(())
     }

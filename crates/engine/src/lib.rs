@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use husk_core::{ContainerRecord, ContainerStatus, Driver, Error, Mode, Result, SandboxRecord};
 use husk_image::ImageStore;
 use husk_store::Store;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 pub use exec_output::ExecOutput;
@@ -70,14 +71,35 @@ pub struct EngineConfig {
 /// Something that happened to a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
+    /// It was created.
+    Created,
     /// Its main process started.
     Started,
     /// Its main process exited with this code.
     Exited(i32),
+    /// It was frozen.
+    Paused,
+    /// It was thawed.
+    Unpaused,
     /// It was removed.
     Removed,
     /// Its health check state changed.
     HealthStatus(husk_core::HealthStatus),
+}
+
+impl EventKind {
+    /// Docker's name for it (`create`, `start`, `die`, `pause`, `unpause`, `destroy`, `health_status: healthy`).
+    pub fn action(&self) -> String {
+        match self {
+            EventKind::Created => "create".into(),
+            EventKind::Started => "start".into(),
+            EventKind::Exited(_) => "die".into(),
+            EventKind::Paused => "pause".into(),
+            EventKind::Unpaused => "unpause".into(),
+            EventKind::Removed => "destroy".into(),
+            EventKind::HealthStatus(h) => format!("health_status: {h}"),
+        }
+    }
 }
 
 /// An event about the container `id`.
@@ -87,6 +109,55 @@ pub struct Event {
     pub id: String,
     /// What happened.
     pub kind: EventKind,
+    /// When, in nanoseconds since the Unix epoch.
+    pub time_nano: i64,
+    /// The container's name and image when it happened (and `exitCode` for an exit).
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// An event as the events API sends it, in Docker's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    /// What the event is about: `container`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// What happened (`create`, `start`, `die` ...).
+    #[serde(rename = "Action")]
+    pub action: String,
+    /// The object.
+    #[serde(rename = "Actor")]
+    pub actor: EventActor,
+    /// When, in seconds since the Unix epoch.
+    pub time: i64,
+    /// When, in nanoseconds since the Unix epoch.
+    #[serde(rename = "timeNano")]
+    pub time_nano: i64,
+}
+
+/// The object an event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventActor {
+    /// Its ID.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Its name, image and what else the event says (`exitCode`).
+    #[serde(rename = "Attributes")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl From<&Event> for EventView {
+    fn from(e: &Event) -> EventView {
+        EventView {
+            kind: "container".into(),
+            action: e.kind.action(),
+            actor: EventActor {
+                id: e.id.clone(),
+                attributes: e.attributes.clone(),
+            },
+            time: e.time_nano / 1_000_000_000,
+            time_nano: e.time_nano,
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -179,10 +250,39 @@ impl Engine {
         self.inner.events.subscribe()
     }
 
+    /// Tells subscribers that `kind` happened to container `id` (named and imaged by its record, if any).
     pub(crate) fn emit(&self, id: &str, kind: EventKind) {
+        match self.inner.store.get::<ContainerRecord>(id) {
+            Ok(Some(rec)) => self.emit_record(&rec, kind),
+            _ => self.send_event(id, kind, BTreeMap::new()),
+        }
+    }
+
+    /// Tells subscribers that `kind` happened to the container of `rec` (also once the record is gone).
+    pub(crate) fn emit_record(&self, rec: &ContainerRecord, kind: EventKind) {
+        let mut attributes = BTreeMap::from([
+            ("name".to_string(), rec.config.name.clone()),
+            (
+                "image".to_string(),
+                husk_image::familiar(&rec.config.image.name),
+            ),
+        ]);
+        if let EventKind::Exited(code) = kind {
+            attributes.insert("exitCode".into(), code.to_string());
+        }
+        self.send_event(rec.id(), kind, attributes);
+    }
+
+    fn send_event(&self, id: &str, kind: EventKind, attributes: BTreeMap<String, String>) {
+        let time_nano = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
         let _ = self.inner.events.send(Event {
             id: id.to_string(),
             kind,
+            time_nano,
+            attributes,
         });
     }
 

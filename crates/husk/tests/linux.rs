@@ -768,3 +768,78 @@ fn container_commands_and_prune() {
         "a named image stays"
     );
 }
+
+/// `husk events` streams what happens to containers as Docker names it, with name, image and exit code.
+#[test]
+fn events_stream_what_happens_to_containers() {
+    let d = Daemon::start(&[]);
+    let mut child = std::process::Command::new(common::husk_bin())
+        .args(["events", "--format", "json"])
+        .env("HUSK_HOST", format!("unix://{}", d.socket.display()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    // The stream is live only: wait until it sees a probe container.
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        d.husk(&["create", "--name", "probe", IMAGE, "true"]).ok();
+        d.husk(&["rm", "probe"]).ok();
+        if let Ok(e) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(e);
+            break;
+        }
+    }
+    assert!(!seen.is_empty(), "the event stream never started");
+    let r = d.husk(&["run", "--rm", "--name", "ev", IMAGE, "sh", "-c", "exit 3"]);
+    assert_eq!(r.code, 3);
+    d.husk(&["run", "-d", "--name", "ev2", IMAGE, "sleep", "100"])
+        .ok();
+    d.husk(&["pause", "ev2"]).ok();
+    d.husk(&["unpause", "ev2"]).ok();
+    d.husk(&["rm", "-f", "ev2"]).ok();
+    let mut got: Vec<String> = Vec::new();
+    while let Ok(e) = rx.recv_timeout(Duration::from_secs(5)) {
+        assert_eq!(e["Type"], "container");
+        let attributes = &e["Actor"]["Attributes"];
+        assert_eq!(attributes["image"], IMAGE, "{e}");
+        let name = attributes["name"].as_str().unwrap().to_string();
+        if name == "probe" {
+            continue;
+        }
+        let action = e["Action"].as_str().unwrap().to_string();
+        got.push(match attributes["exitCode"].as_str() {
+            Some(code) => format!("{name} {action} {code}"),
+            None => format!("{name} {action}"),
+        });
+        if got.last().is_some_and(|l| l == "ev2 destroy") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    assert_eq!(
+        got,
+        [
+            "ev create",
+            "ev start",
+            "ev die 3",
+            "ev destroy",
+            "ev2 create",
+            "ev2 start",
+            "ev2 pause",
+            "ev2 unpause",
+            "ev2 die 137",
+            "ev2 destroy",
+        ],
+    );
+}

@@ -70,6 +70,8 @@ pub enum Command {
     Top(TopArgs),
     /// Show containers' resource usage.
     Stats(StatsArgs),
+    /// Show container events as they happen (create, start, die, pause, unpause, destroy, health).
+    Events(EventsArgs),
     /// Rename a container.
     Rename(RenameArgs),
     /// Change containers' limits (now, and for their next starts) or restart policy.
@@ -517,6 +519,18 @@ pub struct InspectArgs {
     /// Names or IDs.
     #[arg(required = true)]
     pub names: Vec<String>,
+}
+
+/// `husk events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only some events: container=NAME|ID, event=ACTION (start, die ...), image=IMAGE; repeat a key for
+    /// either value.
+    #[arg(short = 'f', long)]
+    pub filter: Vec<String>,
+    /// Output format: Docker's lines (table), json, or a Go template (`{{.Action}} {{.Actor.ID}}`).
+    #[arg(long, default_value = "table")]
+    pub format: crate::cli::template::OutputFormat,
 }
 
 /// `husk update`.

@@ -105,6 +105,7 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
         Command::Logs(a) => logs(&client, a).await,
         Command::Attach(a) => attach(&client, a).await,
         Command::Update(a) => update(&client, a).await,
+        Command::Events(a) => events(&client, a).await,
         Command::Port(a) => port(&client, a).await,
         Command::Exec(a) => exec(&client, a).await,
         Command::Ps(a) => ps(&client, a).await,
@@ -517,6 +518,90 @@ fn confirm_prune(what: &[&str]) -> Result<bool> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+async fn events(client: &Client, a: EventsArgs) -> Result<i32> {
+    let mut filters: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for f in &a.filter {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow!("invalid filter {f:?}: use KEY=VALUE"))?;
+        if !["container", "event", "image"].contains(&k) {
+            bail!("invalid filter {k:?}: use container, event or image");
+        }
+        filters
+            .entry(k.to_string())
+            .or_default()
+            .push(v.to_string());
+    }
+    let template = match &a.format {
+        OutputFormat::Template { text, .. } => {
+            Some(template::compile(text).map_err(|e| anyhow!("bad template: {e}"))?)
+        }
+        _ => None,
+    };
+    let mut stdout = std::io::stdout();
+    client
+        .lines("/husk/v1/events", |line| {
+            let e: husk_engine::EventView = serde_json::from_slice(line)?;
+            if !event_matches(&e, &filters) {
+                return Ok(());
+            }
+            match (&a.format, &template) {
+                (OutputFormat::Json, _) => {
+                    stdout.write_all(line)?;
+                    stdout.write_all(b"\n")?;
+                }
+                (_, Some(t)) => {
+                    writeln!(stdout, "{}", template::run(t, &serde_json::to_value(&e)?)?)?
+                }
+                _ => {
+                    let time = chrono::DateTime::from_timestamp(
+                        e.time_nano.div_euclid(1_000_000_000),
+                        e.time_nano.rem_euclid(1_000_000_000) as u32,
+                    )
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+                    .unwrap_or_default();
+                    let attributes: Vec<String> = e
+                        .actor
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    writeln!(
+                        stdout,
+                        "{time} {} {} {} ({})",
+                        e.kind,
+                        e.action,
+                        e.actor.id,
+                        attributes.join(", ")
+                    )?;
+                }
+            }
+            stdout.flush()?;
+            Ok(())
+        })
+        .await?;
+    Ok(0)
+}
+
+/// Whether event `e` passes `filters` (every key must match one of its values).
+fn event_matches(e: &husk_engine::EventView, filters: &BTreeMap<String, Vec<String>>) -> bool {
+    let attribute = |k: &str| {
+        e.actor
+            .attributes
+            .get(k)
+            .map(String::as_str)
+            .unwrap_or_default()
+    };
+    filters.iter().all(|(k, values)| {
+        values.iter().any(|v| match k.as_str() {
+            "container" => e.actor.id.starts_with(v.as_str()) || attribute("name") == v,
+            "event" => e.action == *v || e.action.split(':').next() == Some(v.as_str()),
+            "image" => attribute("image") == v || husk_image::familiar(v) == attribute("image"),
+            _ => false,
+        })
+    })
 }
 
 /// Limits from the command line's `--memory`, `--cpus` and `--pids-limit`.
