@@ -454,15 +454,37 @@ async fn resize(
 }
 
 /// Answers 101 and splices the upgraded connection with the process's stdio stream.
+/// Copies between a client and a process's stdio stream until the process's side ends. Input that can no longer
+/// be delivered (the process is gone: a late `CloseStdin` meets a closed stream) is dropped, never the rest of
+/// the output: `copy_bidirectional` gave up both directions on the first error, and a client could lose the exit
+/// frame that was already on its way.
+async fn relay<C>(client: C, stdio: BoxStdio)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut from_client, mut to_client) = tokio::io::split(client);
+    let (mut from_process, mut to_process) = tokio::io::split(stdio);
+    let input = async {
+        let _ = tokio::io::copy(&mut from_client, &mut to_process).await;
+        let _ = to_process.shutdown().await;
+    };
+    let output = async {
+        let _ = tokio::io::copy(&mut from_process, &mut to_client).await;
+        let _ = to_client.shutdown().await;
+    };
+    tokio::pin!(input, output);
+    tokio::select! {
+        _ = &mut input => output.await,
+        _ = &mut output => {}
+    }
+}
+
 fn upgrade(mut request: Request, stdio: BoxStdio) -> Response {
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => {
-                let mut client = TokioIo::new(upgraded);
-                let mut stdio = stdio;
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut stdio).await;
-            }
+            Ok(upgraded) => relay(TokioIo::new(upgraded), stdio).await,
             Err(e) => tracing::warn!("stream upgrade failed: {e}"),
         }
     });
@@ -658,4 +680,26 @@ async fn remove_network(
 ) -> ApiResult<StatusCode> {
     engine.remove_network(&name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_output_outlives_input_the_process_can_no_longer_take() {
+        let (client, mut client_far) = tokio::io::duplex(64);
+        let (process, mut process_far) = tokio::io::duplex(64);
+        // The process writes its last output and goes before the client's last input arrives.
+        process_far.write_all(b"exit frame").await.unwrap();
+        drop(process_far);
+        let relayed = tokio::spawn(relay(client, Box::new(process)));
+        client_far.write_all(b"late input").await.unwrap();
+        let mut got = Vec::new();
+        client_far.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"exit frame");
+        relayed.await.unwrap();
+    }
 }

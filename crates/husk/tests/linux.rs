@@ -827,6 +827,7 @@ fn events_stream_what_happens_to_containers() {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     assert_eq!(
         got,
         [
