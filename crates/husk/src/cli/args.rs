@@ -132,9 +132,6 @@ pub enum Command {
     /// The vm driver's guest image.
     #[command(subcommand)]
     Vm(VmCommand),
-    /// (internal) `container prune`, reached through `husk container prune`.
-    #[command(hide = true, name = "container-prune")]
-    ContainerPrune(ContainerPruneArgs),
     /// (internal) The per-container monitor, started by the daemon.
     #[command(hide = true)]
     Shim {
@@ -1066,7 +1063,7 @@ pub enum ContainerCommand {
 }
 
 impl ContainerCommand {
-    /// The top-level command doing the same.
+    /// The top-level command doing the same (`container prune`, which has none, stays itself).
     pub fn into_command(self) -> Command {
         match self {
             ContainerCommand::Ls(a) => Command::Ps(a),
@@ -1091,7 +1088,7 @@ impl ContainerCommand {
             ContainerCommand::Attach(a) => Command::Attach(a),
             ContainerCommand::Port(a) => Command::Port(a),
             ContainerCommand::Commit(a) => Command::Commit(a),
-            ContainerCommand::Prune(a) => Command::ContainerPrune(a),
+            ContainerCommand::Prune(a) => Command::Container(ContainerCommand::Prune(a)),
         }
     }
 }

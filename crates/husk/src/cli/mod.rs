@@ -140,8 +140,8 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
         Command::Logout(a) => images::logout(&client, a).await,
         Command::Save(a) => images::save(&client, a).await,
         Command::Commit(a) => images::commit(&client, a).await,
-        Command::ContainerPrune(a) => container_prune(&client, a).await,
-        // main turns `container X` into X.
+        Command::Container(ContainerCommand::Prune(a)) => container_prune(&client, a).await,
+        // main turns every other `container X` into X.
         Command::Container(c) => Box::pin(run(host, c.into_command())).await,
         Command::System(cmd) => images::system(&client, cmd).await,
         Command::Info(a) => info(&client, a).await,
