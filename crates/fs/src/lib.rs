@@ -48,6 +48,27 @@ pub struct Tree {
 }
 
 /// The error of an I/O call on `what`, with a kind and a message users can act on.
+/// `openat2` with `resolve`, tried again when it fails with `EAGAIN`: with `RESOLVE_IN_ROOT` or
+/// `RESOLVE_BENEATH` the kernel refuses a path with `..` when a rename or a mount anywhere on the system races with
+/// the walk (it cannot then prove that `..` stayed inside), and tells the caller to retry.
+pub fn openat2_retrying(
+    dir: BorrowedFd<'_>,
+    path: &str,
+    flags: OFlags,
+    resolve: ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
+    let mut attempts = 0;
+    loop {
+        match rustix::fs::openat2(dir, path, flags, Mode::empty(), resolve) {
+            Err(Errno::AGAIN) if attempts < OPENAT2_ATTEMPTS => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+/// How many times [`openat2_retrying`] tries again (each try is one path walk; races are rare and short).
+const OPENAT2_ATTEMPTS: u32 = 128;
+
 pub(crate) fn io_error(what: impl std::fmt::Display, e: Errno) -> Error {
     let message = match e {
         Errno::NOENT => format!("{what}: no such file or directory"),
@@ -161,11 +182,10 @@ impl Tree {
     /// Opens `path` in the tree with `flags` (`O_CLOEXEC` is added); the final component is followed unless
     /// `flags` has `O_NOFOLLOW`.
     pub(crate) fn open(&self, path: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {
-        rustix::fs::openat2(
-            &self.anchor,
+        openat2_retrying(
+            self.anchor.as_fd(),
             relative(path),
             flags | OFlags::CLOEXEC,
-            Mode::empty(),
             self.resolve_flags(),
         )
     }

@@ -205,11 +205,10 @@ fn mount_setattr(fd: BorrowedFd<'_>, recursive: bool, attr: &MountAttr) -> std::
 }
 
 fn open_in_root(root: BorrowedFd<'_>, path: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat2(
+    husk_fs::openat2_retrying(
         root,
         path.trim_start_matches('/'),
         flags | OFlags::CLOEXEC,
-        Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )
 }

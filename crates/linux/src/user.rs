@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 
 use husk_core::{Error, Result};
@@ -26,20 +25,18 @@ pub struct ResolvedUser {
 /// Reads a file inside `root` without following any symlink out of it; `Ok(None)` if it does not exist.
 pub fn read_in_root(root: &Path, path: &str, limit: u64) -> Result<Option<String>> {
     let root_fd = File::open(root).map_err(|e| Error::io(format!("open {}", root.display()), e))?;
-    let how = nix::fcntl::OpenHow::new()
-        .flags(nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC)
-        .resolve(
-            nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
-                | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        );
-    use std::os::fd::AsRawFd;
-    let fd = match nix::fcntl::openat2(root_fd.as_raw_fd(), path.trim_start_matches('/'), how) {
+    use std::os::fd::AsFd;
+    let fd = match husk_fs::openat2_retrying(
+        root_fd.as_fd(),
+        path.trim_start_matches('/'),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+    ) {
         Ok(fd) => fd,
-        Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => return Ok(None),
+        Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => return Ok(None),
         Err(e) => return Err(Error::backend(format!("open {path} in the container: {e}"))),
     };
-    // SAFETY: openat2 returned a new descriptor that nothing else owns.
-    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let file = File::from(fd);
     let mut text = String::new();
     file.take(limit)
         .read_to_string(&mut text)
