@@ -346,6 +346,7 @@ fn container(
             .map(|v| parse_memory("resources.memory", &v, dialect))
             .transpose()?,
         pids_limit: None,
+        shm_size_bytes: None,
     };
     for p in &c.ports {
         let container_port = port_number("ports.containerPort", &p.container_port)?;

@@ -76,6 +76,9 @@ pub struct Capabilities {
     /// Changing an existing container's memory, CPU and PIDs limits (`update`).
     #[serde(default)]
     pub update_limits: bool,
+    /// A `/dev/shm` of the size asked (`--shm-size`).
+    #[serde(default)]
+    pub shm_size: bool,
 }
 
 impl Capabilities {

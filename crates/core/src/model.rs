@@ -277,6 +277,10 @@ pub struct Resources {
     /// Most processes/threads at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_limit: Option<i64>,
+    /// Size of `/dev/shm` in bytes (Docker's `--shm-size`; 64 MiB without it). A sandbox's containers share
+    /// the sandbox's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size_bytes: Option<i64>,
 }
 
 /// A published port: traffic to `host_ip:host_port` reaches the sandbox's `container_port`.

@@ -184,6 +184,7 @@ impl DockerDriver {
             group_add: true,
             security_options: true,
             update_limits: true,
+            shm_size: true,
         }
     }
 

@@ -324,6 +324,7 @@ pub(crate) fn container_body(
         memory: config.resources.memory_bytes,
         nano_cpus: config.resources.nano_cpus,
         pids_limit: config.resources.pids_limit,
+        shm_size: config.resources.shm_size_bytes,
         mounts: engine_mounts,
         tmpfs,
         restart_policy: Some(no_restart()),
@@ -386,6 +387,8 @@ pub(crate) fn container_body(
             let joined = format!("container:{infra_id}");
             host.network_mode = Some(joined.clone());
             host.ipc_mode = Some(joined.clone());
+            // /dev/shm is the infra container's, sized when the sandbox was made.
+            host.shm_size = None;
             if share_pid {
                 host.pid_mode = Some(joined);
             }
@@ -417,6 +420,7 @@ pub(crate) fn infra_body(
     let net = network_parts(&config.network)?;
     let host = HostConfig {
         ipc_mode: Some("shareable".to_string()),
+        shm_size: config.resources.shm_size_bytes,
         network_mode: Some(net.mode.clone()),
         port_bindings: net.port_bindings,
         dns: net.dns,

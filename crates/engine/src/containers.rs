@@ -150,6 +150,17 @@ impl Engine {
             )));
         }
         check_options(&req, driver.name(), &caps)?;
+        if let Some(sb) = &sandbox
+            && req.resources.shm_size_bytes.is_some()
+        {
+            return Err(Error::invalid(
+                "shm_size",
+                format!(
+                    "the containers of sandbox {} share its /dev/shm: give its size to the sandbox (sandbox create --shm-size)",
+                    sb.config.name
+                ),
+            ));
+        }
         let id = husk_core::new_id();
         let mut config = resolve::container_config(&req, &id, &name, &image)?;
         let healthcheck = resolve::healthcheck(req.healthcheck.as_ref(), &image)?;
@@ -578,6 +589,12 @@ impl Engine {
         let new = &req.resources;
         let changes_limits =
             new.memory_bytes.is_some() || new.nano_cpus.is_some() || new.pids_limit.is_some();
+        if new.shm_size_bytes.is_some() {
+            return Err(Error::invalid(
+                "shm_size",
+                "the size of /dev/shm cannot change while the container exists",
+            ));
+        }
         if !changes_limits && req.restart_policy.is_none() {
             return Err(Error::bad_request(
                 "nothing to update: give a memory, CPU or PIDs limit, or a restart policy",
@@ -619,6 +636,7 @@ impl Engine {
                 memory_bytes: new.memory_bytes.or(old.memory_bytes),
                 nano_cpus: new.nano_cpus.or(old.nano_cpus),
                 pids_limit: new.pids_limit.or(old.pids_limit),
+                shm_size_bytes: old.shm_size_bytes,
             };
             // Only what grows counts against the project's quota.
             let growth = Resources {
@@ -629,6 +647,7 @@ impl Engine {
                     (merged.nano_cpus.unwrap_or(0) - old.nano_cpus.unwrap_or(0)).max(0),
                 ),
                 pids_limit: None,
+                shm_size_bytes: None,
             };
             let _quota = self.lock(&format!("quota/{}", rec.project)).await;
             self.check_quota_growth(&rec.project, 0, &growth)?;
@@ -924,6 +943,9 @@ fn check_options(req: &ContainerCreate, driver: &str, caps: &Capabilities) -> Re
             "a read-only root filesystem (--read-only)",
             caps.readonly_rootfs,
         )?;
+    }
+    if req.resources.shm_size_bytes.is_some() {
+        caps.require(driver, "a /dev/shm size (--shm-size)", caps.shm_size)?;
     }
     if !req.cap_add.is_empty() || !req.cap_drop.is_empty() || !req.security_opt.is_empty() {
         caps.require(

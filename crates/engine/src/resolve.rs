@@ -75,6 +75,14 @@ pub(crate) fn validate_resources(r: &Resources) -> Result<()> {
             "pids limit must be positive, or -1 for unlimited",
         ));
     }
+    if let Some(s) = r.shm_size_bytes
+        && s <= 0
+    {
+        return Err(Error::invalid(
+            "shm_size",
+            format!("the size of /dev/shm must be positive (got {s} bytes)"),
+        ));
+    }
     Ok(())
 }
 
@@ -556,10 +564,17 @@ mod tests {
             validate_resources(&Resources {
                 memory_bytes: Some(64 << 20),
                 nano_cpus: Some(500_000_000),
-                pids_limit: Some(-1)
+                pids_limit: Some(-1),
+                shm_size_bytes: Some(128 << 20),
             })
             .is_ok()
         );
+        let e = validate_resources(&Resources {
+            shm_size_bytes: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("shm_size"));
     }
 
     #[test]

@@ -68,6 +68,9 @@ impl Engine {
         if !req.volumes.is_empty() {
             caps.require(driver.name(), "volumes", caps.volumes)?;
         }
+        if req.resources.shm_size_bytes.is_some() {
+            caps.require(driver.name(), "a /dev/shm size (--shm-size)", caps.shm_size)?;
+        }
         let volumes = req.volumes.clone();
         let mut sb = SandboxRecord {
             config: SandboxConfig {

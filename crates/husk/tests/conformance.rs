@@ -720,6 +720,70 @@ pub fn update_changes_limits_and_restart_policy(driver: &str) {
     assert!(r.stderr.contains("minimum memory"), "{}", r.stderr);
 }
 
+/// `--shm-size` sizes a container's /dev/shm, or a sandbox's, which its containers share; a driver without it
+/// refuses it with its name.
+pub fn shm_size_applies(driver: &str) {
+    let d = daemon(driver);
+    if refused_without(
+        &d,
+        driver,
+        "shm_size",
+        "a /dev/shm size (--shm-size)",
+        &["run", "--rm", "--shm-size", "96m", IMAGE, "true"],
+    ) {
+        return;
+    }
+    let size_kib = |out: String| -> String {
+        out.lines()
+            .last()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let run = d
+        .husk(&[
+            "run",
+            "--rm",
+            "--shm-size",
+            "96m",
+            IMAGE,
+            "df",
+            "-k",
+            "/dev/shm",
+        ])
+        .ok();
+    assert_eq!(size_kib(run), "98304");
+    let default = d.husk(&["run", "--rm", IMAGE, "df", "-k", "/dev/shm"]).ok();
+    assert_eq!(size_kib(default), "65536", "Docker's 64 MiB without it");
+    d.husk(&["sandbox", "create", "--name", "pod", "--shm-size", "80m"])
+        .ok();
+    let shared = d
+        .husk(&[
+            "run",
+            "--rm",
+            "--sandbox",
+            "pod",
+            IMAGE,
+            "df",
+            "-k",
+            "/dev/shm",
+        ])
+        .ok();
+    assert_eq!(size_kib(shared), "81920");
+    let r = d.husk(&[
+        "run",
+        "--rm",
+        "--sandbox",
+        "pod",
+        "--shm-size",
+        "10m",
+        IMAGE,
+        "true",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("share its /dev/shm"), "{}", r.stderr);
+}
+
 /// Bad input: one clear error line, a non-zero exit, nothing changed.
 pub fn bad_input_is_refused_cleanly(driver: &str) {
     let d = daemon(driver);
@@ -2007,6 +2071,7 @@ macro_rules! conformance {
                 #[test] fn terminals_attach_and_follow() { super::terminals_attach_and_follow(stringify!($driver)) }
                 #[test] fn restart_policies() { super::restart_policies(stringify!($driver)) }
                 #[test] fn limits_are_reported() { super::limits_are_reported(stringify!($driver)) }
+                #[test] fn shm_size_applies() { super::shm_size_applies(stringify!($driver)) }
                 #[test] fn update_changes_limits_and_restart_policy() { super::update_changes_limits_and_restart_policy(stringify!($driver)) }
                 #[test] fn bad_input_is_refused_cleanly() { super::bad_input_is_refused_cleanly(stringify!($driver)) }
                 #[test] fn nothing_left_behind() { super::nothing_left_behind(stringify!($driver)) }

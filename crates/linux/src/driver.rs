@@ -786,6 +786,7 @@ impl Driver for LinuxDriver {
             group_add: true,
             security_options: true,
             update_limits: true,
+            shm_size: true,
         }
     }
 
@@ -848,7 +849,13 @@ impl Driver for LinuxDriver {
                 &shm,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some("mode=1777,size=65536k"),
+                Some(
+                    format!(
+                        "mode=1777,size={}",
+                        crate::spec::shm_size_bytes(&config.resources)
+                    )
+                    .as_str(),
+                ),
             )
             .map_err(|e| Error::backend(format!("mount the sandbox's /dev/shm: {e}")))?;
             if config.share_pid {

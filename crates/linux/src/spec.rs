@@ -128,7 +128,10 @@ fn default_mounts(input: &SpecInput<'_>) -> Vec<Value> {
     ];
     match &input.shm {
         Some(path) => mounts.push(json!({"destination": "/dev/shm", "type": "bind", "source": path, "options": ["rbind", "nosuid", "noexec", "nodev"]})),
-        None => mounts.push(mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])),
+        None => {
+            let size = format!("size={}", shm_size_bytes(&input.config.resources));
+            mounts.push(mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", &size]))
+        }
     }
     let sys_ro = if privileged { "rw" } else { "ro" };
     if input.namespaces.host_network {
@@ -372,6 +375,11 @@ fn resources_json(config: &ContainerConfig) -> Value {
     res
 }
 
+/// The size of a container's or sandbox's `/dev/shm`: as asked, else Docker's 64 MiB.
+pub fn shm_size_bytes(resources: &husk_core::Resources) -> i64 {
+    resources.shm_size_bytes.unwrap_or(64 << 20)
+}
+
 /// The OCI `linux.resources` object of `limits` alone (memory, CPU, PIDs; no device rules): the spec's, and what
 /// `update` applies to a running container's cgroup.
 pub fn limits_json(limits: &husk_core::Resources) -> Value {
@@ -485,6 +493,7 @@ mod tests {
                 memory_bytes: Some(64 << 20),
                 nano_cpus: Some(500_000_000),
                 pids_limit: Some(100),
+                shm_size_bytes: Some(128 << 20),
             },
             security: SecurityConfig {
                 no_new_privileges: true,

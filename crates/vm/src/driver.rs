@@ -934,6 +934,8 @@ impl Driver for VmDriver {
             security_options: true,
             // A running guest container's cgroup would need a call to the agent: not there yet.
             update_limits: false,
+            // The guest's /dev/shm is the VM's own tmpfs, sized by its memory.
+            shm_size: false,
         }
     }
 

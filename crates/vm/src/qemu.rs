@@ -905,6 +905,7 @@ mod tests {
             memory_bytes: Some(128 << 20),
             nano_cpus: Some(1_500_000_000),
             pids_limit: None,
+            shm_size_bytes: None,
         };
         assert_eq!(vm_size(&r, 8), (128 + GUEST_OVERHEAD_MIB, 2));
         assert_eq!(

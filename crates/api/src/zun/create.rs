@@ -605,6 +605,7 @@ pub fn translate(
             memory_bytes: Some(memory << 20),
             nano_cpus: Some((cpu * 1e9).round() as i64),
             pids_limit: None,
+            shm_size_bytes: None,
         },
         restart_policy: restart,
         auto_remove,

@@ -269,6 +269,9 @@ pub struct RunArgs {
     /// Most processes at once (-1 = unlimited).
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
+    /// Size of /dev/shm (e.g. 256m; 64m without it). In a sandbox, give it to the sandbox.
+    #[arg(long = "shm-size")]
+    pub shm_size: Option<String>,
     /// Restart policy: no, on-failure[:N], always, unless-stopped.
     #[arg(long)]
     pub restart: Option<String>,
@@ -646,6 +649,9 @@ pub struct SandboxCreateArgs {
     /// CPUs for the whole sandbox.
     #[arg(long)]
     pub cpus: Option<String>,
+    /// Size of the /dev/shm its containers share (e.g. 256m; 64m without it).
+    #[arg(long = "shm-size")]
+    pub shm_size: Option<String>,
     /// Label KEY=VALUE.
     #[arg(short = 'l', long = "label")]
     pub labels: Vec<String>,

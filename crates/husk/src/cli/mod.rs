@@ -285,7 +285,14 @@ fn create_request(a: &RunArgs) -> Result<ContainerCreate> {
         hostname: a.hostname.clone(),
         tty: a.tty,
         stdin: a.interactive,
-        resources: limits(a.memory.as_deref(), a.cpus.as_deref(), a.pids_limit)?,
+        resources: Resources {
+            shm_size_bytes: a
+                .shm_size
+                .as_deref()
+                .map(|s| units::parse_memory("shm_size", s))
+                .transpose()?,
+            ..limits(a.memory.as_deref(), a.cpus.as_deref(), a.pids_limit)?
+        },
         restart_policy: a
             .restart
             .as_deref()
@@ -612,6 +619,7 @@ fn limits(memory: Option<&str>, cpus: Option<&str>, pids_limit: Option<i64>) -> 
             .transpose()?,
         nano_cpus: cpus.map(units::parse_cpus).transpose()?,
         pids_limit,
+        shm_size_bytes: None,
     })
 }
 
@@ -1077,7 +1085,14 @@ async fn sandbox(client: &Client, cmd: SandboxCommand) -> Result<i32> {
                 share_pid: a.share_pid,
                 driver: a.driver,
                 network: network_config(a.network, &a.publish, &a.dns, &[], &a.add_host)?,
-                resources: limits(a.memory.as_deref(), a.cpus.as_deref(), None)?,
+                resources: Resources {
+                    shm_size_bytes: a
+                        .shm_size
+                        .as_deref()
+                        .map(|s| units::parse_memory("shm_size", s))
+                        .transpose()?,
+                    ..limits(a.memory.as_deref(), a.cpus.as_deref(), None)?
+                },
                 labels: parse_labels(&a.labels)?,
                 volumes: a.volumes,
                 ..Default::default()
