@@ -423,11 +423,18 @@ async fn events(State(engine): State<Engine>) -> Response {
     response
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TopQuery {
+    ps_args: Option<String>,
+}
+
 async fn top(
     State(engine): State<Engine>,
     Path(id): Path<String>,
+    Query(q): Query<TopQuery>,
 ) -> ApiResult<Json<husk_core::Top>> {
-    Ok(Json(engine.top(&id).await?))
+    Ok(Json(engine.top_with(&id, q.ps_args.as_deref()).await?))
 }
 
 async fn stats(

@@ -271,6 +271,19 @@ pub trait Driver: Send + Sync + 'static {
     /// Processes of the container.
     async fn top(&self, container: &ContainerRecord) -> Result<Top>;
 
+    /// The container's processes as the host's `ps` shows them with `ps_args` (Docker's `top CONTAINER [ps
+    /// OPTIONS]`); without them, [`Driver::top`]. Drivers whose processes the host's `ps` cannot see refuse
+    /// options (the default).
+    async fn top_with(&self, container: &ContainerRecord, ps_args: Option<&str>) -> Result<Top> {
+        match ps_args {
+            None => self.top(container).await,
+            Some(args) => Err(Error::unsupported(format!(
+                "driver {} lists a container's processes only as 'ps -ef' does: no ps options ({args:?})",
+                self.name()
+            ))),
+        }
+    }
+
     /// Describes `path` inside the container (running or not), as `lstat` would, with a symbolic link's
     /// target resolved inside the container. A trailing `/` or `/.` follows a final symbolic link.
     async fn stat_path(&self, container: &ContainerRecord, path: &str) -> Result<PathStat> {

@@ -674,9 +674,13 @@ impl Driver for DockerDriver {
     }
 
     async fn top(&self, container: &ContainerRecord) -> Result<Top> {
+        self.top_with(container, None).await
+    }
+
+    async fn top_with(&self, container: &ContainerRecord, ps_args: Option<&str>) -> Result<Top> {
         let id = self.container_ref(container).await?;
         let options = TopOptions {
-            ps_args: "-ef".to_string(),
+            ps_args: ps_args.unwrap_or("-ef").to_string(),
         };
         let top = self
             .docker

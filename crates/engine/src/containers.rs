@@ -900,9 +900,15 @@ impl Engine {
 
     /// The container's processes.
     pub async fn top(&self, key: &str) -> Result<Top> {
+        self.top_with(key, None).await
+    }
+
+    /// The container's processes, as the host's `ps` shows them with `ps_args` when given.
+    pub async fn top_with(&self, key: &str, ps_args: Option<&str>) -> Result<Top> {
         let rec = self.container(key)?;
         Action::Top.check(rec.name(), rec.status)?;
-        self.driver(&rec.driver)?.top(&rec).await
+        let ps_args = ps_args.map(str::trim).filter(|a| !a.is_empty());
+        self.driver(&rec.driver)?.top_with(&rec, ps_args).await
     }
 
     /// Renames a container.

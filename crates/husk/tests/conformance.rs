@@ -720,6 +720,34 @@ pub fn update_changes_limits_and_restart_policy(driver: &str) {
     assert!(r.stderr.contains("minimum memory"), "{}", r.stderr);
 }
 
+/// `top CONTAINER [ps OPTIONS]`: the host's `ps` with those options, only the container's processes; a driver
+/// whose processes the host's `ps` cannot see (vm) refuses options and still lists them as `ps -ef` does.
+pub fn top_takes_ps_options(driver: &str) {
+    let d = daemon(driver);
+    d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])
+        .ok();
+    let plain = d.husk(&["top", "c"]).ok();
+    assert!(plain.contains("sleep 1000"), "{plain}");
+    let r = d.husk(&["top", "c", "-o", "pid,comm"]);
+    if driver == "vm" {
+        assert_ne!(r.code, 0);
+        assert!(
+            r.stderr.contains("driver vm") && r.stderr.contains("no ps options"),
+            "{}",
+            r.stderr
+        );
+        return;
+    }
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["PID", "COMMAND"]
+    );
+    assert_eq!(lines.len(), 2, "only the container's process: {}", r.stdout);
+    assert!(lines[1].ends_with("sleep"), "{}", r.stdout);
+}
+
 /// `--shm-size` sizes a container's /dev/shm, or a sandbox's, which its containers share; a driver without it
 /// refuses it with its name.
 pub fn shm_size_applies(driver: &str) {
@@ -2072,6 +2100,7 @@ macro_rules! conformance {
                 #[test] fn restart_policies() { super::restart_policies(stringify!($driver)) }
                 #[test] fn limits_are_reported() { super::limits_are_reported(stringify!($driver)) }
                 #[test] fn shm_size_applies() { super::shm_size_applies(stringify!($driver)) }
+                #[test] fn top_takes_ps_options() { super::top_takes_ps_options(stringify!($driver)) }
                 #[test] fn update_changes_limits_and_restart_policy() { super::update_changes_limits_and_restart_policy(stringify!($driver)) }
                 #[test] fn bad_input_is_refused_cleanly() { super::bad_input_is_refused_cleanly(stringify!($driver)) }
                 #[test] fn nothing_left_behind() { super::nothing_left_behind(stringify!($driver)) }

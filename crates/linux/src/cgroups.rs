@@ -197,6 +197,41 @@ pub fn stats(cgroup_path: &str, pid: i32) -> Result<Stats> {
     })
 }
 
+/// The rows of the host's `ps` output `text` whose PID is one of `pids`, as Docker's `top` shows them: the
+/// header's words are the titles, the last column keeps its spaces. The output must have a PID column.
+pub fn top_of_ps(text: &str, pids: &[i32]) -> Result<Top> {
+    let mut lines = text.lines();
+    let titles: Vec<String> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let pid_column = titles.iter().position(|t| t == "PID").ok_or_else(|| {
+        Error::invalid(
+            "ps_args",
+            "the ps options leave out the PID column, which tells the container's processes",
+        )
+    })?;
+    let mut processes = Vec::new();
+    for line in lines {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(pid) = words.get(pid_column).and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if !pids.contains(&pid) || words.len() < titles.len() {
+            continue;
+        }
+        let mut row: Vec<String> = words[..titles.len() - 1]
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        row.push(words[titles.len() - 1..].join(" "));
+        processes.push(row);
+    }
+    Ok(Top { titles, processes })
+}
+
 /// The container's processes, as `ps -ef` would show them.
 pub fn top(cgroup_path: &str) -> Result<Top> {
     let m = manager(cgroup_path)?;
@@ -274,4 +309,22 @@ fn boot_time() -> u64 {
                 .and_then(|l| l[6..].trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ps_output_is_filtered_by_pid_and_keeps_the_last_columns_spaces() {
+        let text = "  PID USER     COMMAND\n    1 root     /sbin/init splash\n   42 app      sleep 1000\n   43 app      sh -c echo hi\n";
+        let top = top_of_ps(text, &[42, 43]).unwrap();
+        assert_eq!(top.titles, ["PID", "USER", "COMMAND"]);
+        assert_eq!(
+            top.processes,
+            [["42", "app", "sleep 1000"], ["43", "app", "sh -c echo hi"]]
+        );
+        let e = top_of_ps("USER COMMAND\nroot init\n", &[1]).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("ps_args"));
+    }
 }

@@ -1211,6 +1211,31 @@ impl Driver for LinuxDriver {
         cgroups::top(&self.cgroup_path(container.id()))
     }
 
+    async fn top_with(&self, container: &ContainerRecord, ps_args: Option<&str>) -> Result<Top> {
+        let Some(args) = ps_args else {
+            return self.top(container).await;
+        };
+        // Split on spaces, as Docker Engine does.
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let out = tokio::process::Command::new("ps")
+            .args(&args)
+            .output()
+            .await
+            .map_err(|e| Error::io("run ps", e))?;
+        if !out.status.success() {
+            return Err(Error::invalid(
+                "ps_args",
+                format!(
+                    "ps {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
+        let pids = cgroups::procs(&self.cgroup_path(container.id()));
+        cgroups::top_of_ps(&String::from_utf8_lossy(&out.stdout), &pids)
+    }
+
     async fn stat_path(&self, container: &ContainerRecord, path: &str) -> Result<PathStat> {
         let output = self
             .fs_helper(

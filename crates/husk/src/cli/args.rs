@@ -577,6 +577,9 @@ pub struct PortArgs {
 pub struct TopArgs {
     /// Container.
     pub container: String,
+    /// Options for the host's `ps` (`aux`, `-o pid,comm`; default: as `ps -ef`), as Docker's `top` takes them.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
 }
 
 /// `husk stats`.

@@ -973,9 +973,12 @@ async fn inspect(client: &Client, a: InspectArgs) -> Result<i32> {
 }
 
 async fn top(client: &Client, a: TopArgs) -> Result<i32> {
-    let t: husk_core::Top = client
-        .get(&format!("/husk/v1/containers/{}/top", a.container))
-        .await?;
+    let mut path = format!("/husk/v1/containers/{}/top", a.container);
+    if !a.ps_args.is_empty() {
+        // Words joined by spaces, as Docker sends them (the engine splits them on spaces).
+        path.push_str(&format!("?ps_args={}", encode(&a.ps_args.join(" "))));
+    }
+    let t: husk_core::Top = client.get(&path).await?;
     let headers: Vec<&str> = t.titles.iter().map(String::as_str).collect();
     print_table(&headers, &t.processes);
     Ok(0)
