@@ -389,12 +389,20 @@ async fn logs(
             Ok(bytes::Bytes::from(line))
         },
     );
-    let mut response = Response::new(Body::from_stream(body));
+    Ok(ndjson(body))
+}
+
+/// A streamed answer of JSON lines (`application/x-ndjson`).
+pub(crate) fn ndjson<S>(lines: S) -> Response
+where
+    S: futures::Stream<Item = std::result::Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+{
+    let mut response = Response::new(Body::from_stream(lines));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
-    Ok(response)
+    response
 }
 
 /// Container events as they happen, one JSON object per line (Docker's shape), until the client goes. A client
@@ -415,12 +423,7 @@ async fn events(State(engine): State<Engine>) -> Response {
             }
         }
     });
-    let mut response = Response::new(Body::from_stream(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    response
+    ndjson(body)
 }
 
 #[derive(Deserialize, Default)]

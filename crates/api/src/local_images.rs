@@ -60,12 +60,7 @@ where
     let body = events
         .chain(last)
         .map(|line| Ok::<_, std::io::Error>(bytes::Bytes::from(line)));
-    let mut response = Response::new(Body::from_stream(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    response
+    crate::local::ndjson(body)
 }
 
 #[derive(Deserialize, Default)]

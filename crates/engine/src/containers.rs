@@ -425,7 +425,7 @@ impl Engine {
             rec.health = Some(HealthState::starting());
         }
         self.inner.store.update(&rec)?;
-        self.emit(rec.id(), EventKind::Started);
+        self.emit_record(&rec, EventKind::Started);
         self.watch(&rec);
         self.start_health(&rec);
         Ok(rec)
@@ -653,12 +653,11 @@ impl Engine {
             self.check_quota_growth(&rec.project, 0, &growth)?;
             driver.update_limits(&rec, &merged).await?;
             rec.config.resources = merged;
-            self.inner.store.update(&rec)?;
         }
         if let Some(policy) = &req.restart_policy {
             rec.restart_policy = *policy;
-            self.inner.store.update(&rec)?;
         }
+        self.inner.store.update(&rec)?;
         Ok(rec)
     }
 

@@ -250,7 +250,8 @@ impl Engine {
         self.inner.events.subscribe()
     }
 
-    /// Tells subscribers that `kind` happened to container `id` (named and imaged by its record, if any).
+    /// Tells subscribers that `kind` happened to container `id` (named and imaged by its record, read here, if
+    /// any). Callers holding the record use [`Engine::emit_record`]: no read on the start and exit paths.
     pub(crate) fn emit(&self, id: &str, kind: EventKind) {
         match self.inner.store.get::<ContainerRecord>(id) {
             Ok(Some(rec)) => self.emit_record(&rec, kind),

@@ -84,10 +84,10 @@ impl Engine {
         {
             rec.status = ContainerStatus::Restarting;
             let _ = self.inner.store.update(&rec);
-            self.emit(id, EventKind::Exited(code));
+            self.emit_record(&rec, EventKind::Exited(code));
             self.schedule_restart(id.to_string(), rec.restart_count);
         } else {
-            self.emit(id, EventKind::Exited(code));
+            self.emit_record(&rec, EventKind::Exited(code));
             if rec.auto_remove {
                 let engine = self.clone();
                 let id = id.to_string();
@@ -147,8 +147,8 @@ impl Engine {
             rec.error = why.to_string();
             rec.runtime.pid = 0;
             let _ = self.inner.store.update(&rec);
-            self.emit(
-                id,
+            self.emit_record(
+                &rec,
                 EventKind::Exited(rec.exit.as_ref().map(|e| e.code).unwrap_or(255)),
             );
         }
@@ -356,7 +356,7 @@ impl Engine {
                     if was_active {
                         let code = exit.code;
                         self.record_exit(&mut rec, exit)?;
-                        self.emit(rec.id(), EventKind::Exited(code));
+                        self.emit_record(&rec, EventKind::Exited(code));
                     }
                     let restart = match rec.restart_policy {
                         // Docker restarts `always` containers when the daemon starts, even after a manual stop.
