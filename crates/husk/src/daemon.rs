@@ -32,6 +32,9 @@ pub struct DaemonConfig {
     pub mode: String,
     /// Parent cgroup.
     pub cgroup_parent: String,
+    /// Turn the kernel's cgroup `favordynmods` on (the `linux` driver's starts stop waiting for an RCU grace
+    /// period when they move a process into its cgroup). Global to the host and kept after the daemon stops.
+    pub cgroup_favordynmods: bool,
     /// Log level.
     pub log_level: String,
     /// Networking (CNI).
@@ -288,6 +291,7 @@ impl Default for DaemonConfig {
             drivers: Vec::new(),
             mode: "sandbox".into(),
             cgroup_parent: "husk".into(),
+            cgroup_favordynmods: true,
             log_level: "info".into(),
             network: NetworkSettings::default(),
             docker: DockerSettings::default(),
@@ -431,6 +435,7 @@ async fn make_drivers(
                     husk_binary: husk_binary.clone(),
                     cgroup_parent: config.cgroup_parent.clone(),
                     networks: networks.clone(),
+                    favor_dynamic_cgroup_changes: config.cgroup_favordynmods,
                 })?;
                 drivers.push(Arc::new(driver));
             }

@@ -112,6 +112,164 @@ pub fn remove(cgroup_path: &str) -> Result<()> {
     Ok(())
 }
 
+/// Where the host's cgroups stand on `favordynmods`, the kernel's switch between fast forks/exits and fast moves
+/// of processes between cgroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DynamicChanges {
+    /// The switch was already on (set by the host or by an earlier daemon).
+    AlreadyFavored,
+    /// This daemon turned it on by remounting the cgroup2 file system at this path.
+    Favored(PathBuf),
+    /// Left as it is, and why.
+    Unchanged(String),
+}
+
+impl std::fmt::Display for DynamicChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DynamicChanges::AlreadyFavored => write!(f, "on"),
+            DynamicChanges::Favored(at) => write!(f, "on (set by husk on {})", at.display()),
+            DynamicChanges::Unchanged(why) => write!(f, "off ({why})"),
+        }
+    }
+}
+
+/// A cgroup2 mount as `/proc/self/mountinfo` gives it, and what remounting it with `favordynmods` takes.
+#[derive(Debug, PartialEq, Eq)]
+struct Cgroup2Mount {
+    target: PathBuf,
+    /// Per-mount flags to keep (`MS_NOSUID`, `MS_RDONLY`, ...), as a remount replaces them.
+    mount_flags: nix::mount::MsFlags,
+    /// The file system's own options (`nsdelegate`, `memory_recursiveprot`, ...), as a remount replaces them.
+    fs_options: Vec<String>,
+}
+
+impl Cgroup2Mount {
+    /// The first cgroup2 mount of a mount table in `/proc/self/mountinfo` form.
+    fn find(mountinfo: &str) -> Option<Cgroup2Mount> {
+        use nix::mount::MsFlags;
+        mountinfo.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            if fields.get(dash + 1) != Some(&"cgroup2") {
+                return None;
+            }
+            let mut mount_flags = MsFlags::empty();
+            for option in fields.get(5)?.split(',') {
+                mount_flags |= match option {
+                    "ro" => MsFlags::MS_RDONLY,
+                    "nosuid" => MsFlags::MS_NOSUID,
+                    "nodev" => MsFlags::MS_NODEV,
+                    "noexec" => MsFlags::MS_NOEXEC,
+                    "noatime" => MsFlags::MS_NOATIME,
+                    "nodiratime" => MsFlags::MS_NODIRATIME,
+                    "relatime" => MsFlags::MS_RELATIME,
+                    "strictatime" => MsFlags::MS_STRICTATIME,
+                    _ => MsFlags::empty(),
+                };
+            }
+            let fs_options = fields
+                .get(dash + 3)?
+                .split(',')
+                .filter(|o| !matches!(*o, "rw" | "ro"))
+                .map(str::to_string)
+                .collect();
+            Some(Cgroup2Mount {
+                target: PathBuf::from(unescape_mount_path(fields.get(4)?)),
+                mount_flags,
+                fs_options,
+            })
+        })
+    }
+
+    fn favors_dynamic_changes(&self) -> bool {
+        self.fs_options.iter().any(|o| o == "favordynmods")
+    }
+}
+
+/// Undoes the octal escapes (`\040` for a space) the kernel writes into mount paths.
+fn unescape_mount_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            out.push(
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0'),
+            );
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Turns on the kernel's `favordynmods` for cgroups, unless it is on already.
+///
+/// Every container start moves a process into its cgroup (a write to `cgroup.procs`). By default the kernel
+/// makes such a move wait for an RCU grace period (the lock that guards moves is tuned for forks and exits):
+/// 3 to 11 ms on this host, half of a whole `run --rm IMAGE true`. `favordynmods` (Linux 6.0) keeps that lock in
+/// its slow-reader mode instead: moves stop waiting, forks and exits take a shared counter more. The switch is
+/// global (one lock for every hierarchy) and only the cgroup2 file system may change it on a remount, so husk
+/// remounts the host's cgroup2 mount (on a hybrid host the one holding no controller) with the options it has
+/// plus `favordynmods`. The kernel keeps it after the daemon stops, as Docker leaves `ip_forward` on. A host
+/// without a cgroup2 mount, or a kernel that refuses the option, is left as it is.
+pub fn favor_dynamic_changes() -> DynamicChanges {
+    let mountinfo = match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(text) => text,
+        Err(e) => return DynamicChanges::Unchanged(format!("read the mount table: {e}")),
+    };
+    let Some(mount) = Cgroup2Mount::find(&mountinfo) else {
+        return DynamicChanges::Unchanged("the host has no cgroup2 mount".into());
+    };
+    if mount.favors_dynamic_changes() {
+        return DynamicChanges::AlreadyFavored;
+    }
+    let mut options = mount.fs_options.clone();
+    options.push("favordynmods".into());
+    let options = options.join(",");
+    if let Err(e) = nix::mount::mount(
+        None::<&str>,
+        &mount.target,
+        None::<&str>,
+        nix::mount::MsFlags::MS_REMOUNT | mount.mount_flags,
+        Some(options.as_str()),
+    ) {
+        return DynamicChanges::Unchanged(format!(
+            "remount {} with {options}: {e}",
+            mount.target.display()
+        ));
+    }
+    // The kernel applies what a remount names and clears the rest: check that nothing else changed.
+    let after = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|t| Cgroup2Mount::find(&t));
+    match after {
+        Some(a) if a.favors_dynamic_changes() => {
+            let mut expected = mount.fs_options.clone();
+            expected.push("favordynmods".into());
+            expected.sort();
+            let mut got = a.fs_options.clone();
+            got.sort();
+            if got != expected {
+                tracing::warn!(before = ?mount.fs_options, after = ?a.fs_options, "cgroup2 options changed on remount");
+            }
+            DynamicChanges::Favored(mount.target)
+        }
+        _ => DynamicChanges::Unchanged(format!(
+            "the kernel took the remount of {} but did not keep favordynmods",
+            mount.target.display()
+        )),
+    }
+}
+
 fn host_cpu_ns() -> u64 {
     // The first line of /proc/stat is the total of all CPUs in USER_HZ ticks (100 per second on Linux).
     let Ok(text) = std::fs::read_to_string("/proc/stat") else {
@@ -314,6 +472,61 @@ fn boot_time() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cgroup2_mount_is_found_with_the_options_a_remount_must_repeat() {
+        let table = "\
+25 30 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+35 25 0:30 / /sys/fs/cgroup/cpu rw,relatime shared:10 - cgroup cgroup rw,cpu
+44 25 0:39 / /sys/fs/cgroup/my\\040unified rw,nosuid,nodev,noexec,relatime shared:19 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+";
+        let mount = Cgroup2Mount::find(table).unwrap();
+        use nix::mount::MsFlags;
+        assert_eq!(
+            mount,
+            Cgroup2Mount {
+                target: PathBuf::from("/sys/fs/cgroup/my unified"),
+                mount_flags: MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC
+                    | MsFlags::MS_RELATIME,
+                fs_options: vec!["nsdelegate".into(), "memory_recursiveprot".into()],
+            }
+        );
+        assert!(!mount.favors_dynamic_changes());
+        let on = table.replace("memory_recursiveprot", "memory_recursiveprot,favordynmods");
+        assert!(Cgroup2Mount::find(&on).unwrap().favors_dynamic_changes());
+        assert_eq!(
+            Cgroup2Mount::find(&table.lines().take(2).collect::<Vec<_>>().join("\n")),
+            None
+        );
+    }
+
+    #[test]
+    fn dynamic_changes_are_favored_on_the_hosts_cgroup2_mount() {
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        let state = favor_dynamic_changes();
+        let mount = std::fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|t| Cgroup2Mount::find(&t));
+        match mount {
+            // Every test host here has a cgroup2 mount and a kernel that knows the option.
+            Some(m) => {
+                assert!(m.favors_dynamic_changes(), "{state}");
+                assert!(
+                    matches!(
+                        state,
+                        DynamicChanges::AlreadyFavored | DynamicChanges::Favored(_)
+                    ),
+                    "{state}"
+                );
+                assert_eq!(favor_dynamic_changes(), DynamicChanges::AlreadyFavored);
+            }
+            None => assert!(matches!(state, DynamicChanges::Unchanged(_))),
+        }
+    }
 
     #[test]
     fn ps_output_is_filtered_by_pid_and_keeps_the_last_columns_spaces() {

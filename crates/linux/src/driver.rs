@@ -44,6 +44,8 @@ pub struct LinuxDriverConfig {
     pub cgroup_parent: String,
     /// CNI networks for sandboxes and standalone containers.
     pub networks: Arc<husk_net::Networks>,
+    /// Turn the kernel's cgroup `favordynmods` on at start (see [`cgroups::favor_dynamic_changes`]).
+    pub favor_dynamic_cgroup_changes: bool,
 }
 
 /// The built-in driver.
@@ -51,6 +53,8 @@ pub struct LinuxDriver {
     config: LinuxDriverConfig,
     daemon_capabilities: Vec<String>,
     cgroup_v2: bool,
+    /// Where the host's cgroups stand on `favordynmods` (shown by `husk info`).
+    dynamic_cgroup_changes: cgroups::DynamicChanges,
     /// Pidfds of the pause processes this daemon started (so it can reap them).
     pauses: Mutex<HashMap<String, Arc<OwnedFd>>>,
     /// The default seccomp profile, compiled once per capability set.
@@ -223,9 +227,16 @@ impl LinuxDriver {
                 ),
             ));
         }
+        let dynamic_cgroup_changes = if config.favor_dynamic_cgroup_changes {
+            cgroups::favor_dynamic_changes()
+        } else {
+            cgroups::DynamicChanges::Unchanged("cgroup_favordynmods = false in the config".into())
+        };
+        tracing::info!(favordynmods = %dynamic_cgroup_changes, "cgroup moves");
         Ok(LinuxDriver {
             daemon_capabilities: security::daemon_capabilities()?,
             cgroup_v2: cgroups::is_v2(),
+            dynamic_cgroup_changes,
             config,
             pauses: Mutex::new(HashMap::new()),
             seccomp_programs: Default::default(),
@@ -803,6 +814,10 @@ impl Driver for LinuxDriver {
             } else {
                 "1".into()
             },
+        );
+        details.insert(
+            "cgroup_favordynmods".into(),
+            self.dynamic_cgroup_changes.to_string(),
         );
         details.insert(
             "runtime".into(),
