@@ -437,12 +437,12 @@ async fn run_container(client: &Client, a: RunArgs, start: bool) -> Result<i32> 
             Ok(Some((stream, id))) => {
                 let code = stdio::pump(stream, a.interactive, a.tty).await?;
                 if a.rm {
-                    // The daemon removes it; wait until it has, so the caller sees it gone.
+                    // The daemon removes it; wait until it has, so the caller sees it gone (a not-found
+                    // answer: it is gone already).
                     let _ = client
-                        .call(
+                        .status(
                             Method::POST,
                             &format!("/husk/v1/containers/{id}/wait?condition=removed"),
-                            None::<&()>,
                         )
                         .await;
                 }
