@@ -421,14 +421,12 @@ pub fn late_mounts() -> Result<Option<PathBuf>> {
         let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
     }
     let cg = "/sys/fs/cgroup";
-    if mount_fs(
-        "cgroup2",
-        cg,
-        "cgroup2",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None,
-    )
-    .is_err()
+    // `favordynmods` (Linux 6.0): moving a process into a cgroup, which every container start does, and turning
+    // controllers on stop waiting for an RCU grace period (long under TCG, even with one vCPU: the guest kernel
+    // is preemptible). An older kernel refuses the option: mount without it.
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if mount_fs("cgroup2", cg, "cgroup2", flags, Some("favordynmods")).is_err()
+        && mount_fs("cgroup2", cg, "cgroup2", flags, None).is_err()
     {
         crate::log!("no cgroup v2 in this kernel: no limits, statistics or pause");
         return Ok(None);
