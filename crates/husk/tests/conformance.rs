@@ -726,8 +726,14 @@ pub fn top_takes_ps_options(driver: &str) {
     let d = daemon(driver);
     d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])
         .ok();
-    let plain = d.husk(&["top", "c"]).ok();
-    assert!(plain.contains("sleep 1000"), "{plain}");
+    // `run -d` returns once the container is started; its process may still be in its `execve` (under TCG for
+    // a while), when /proc shows no command line yet.
+    let mut plain = String::new();
+    let shown = Daemon::eventually(Duration::from_secs(10), || {
+        plain = d.husk(&["top", "c"]).ok();
+        plain.contains("sleep 1000")
+    });
+    assert!(shown, "{plain}");
     let r = d.husk(&["top", "c", "-o", "pid,comm"]);
     if driver == "vm" {
         assert_ne!(r.code, 0);
