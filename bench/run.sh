@@ -69,7 +69,11 @@ hyperfine --warmup 3 --runs "$runs" --export-json "$work/sandbox.json" \
     -n "husk sandbox create + rm (no network)" "$husk sandbox rm \$($husk sandbox create --network none)" \
     > "$work/sandbox.txt" 2>&1 || { cat "$work/sandbox.txt"; exit 1; }
 
-python3 - "$work/start.json" "$work/sandbox.json" "$markdown" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+# The daemon turned the kernel's cgroup favordynmods on (unless the host had it): runc and docker run under the
+# same setting, so every line below pays the same for moving a process into a cgroup.
+favordynmods=$("$husk" info --format json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(next((v["details"].get("cgroup_favordynmods","?") for v in d.get("Drivers",[]) if v.get("name")=="linux"), "?"))' 2>/dev/null || echo "?")
+
+python3 - "$work/start.json" "$work/sandbox.json" "$markdown" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$favordynmods" <<'PY'
 import json, sys
 start = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
 sandbox = {r["command"]: r for r in json.load(open(sys.argv[2]))["results"]}
@@ -81,7 +85,7 @@ runc = start["runc run"]
 dock = start["docker run --rm (bridge)"]
 dock_none = start["docker run --rm (no network)"]
 if md:
-    print(f"Machine: {sys.argv[4]} CPUs, load average {sys.argv[5]} at the start.\n")
+    print(f"Machine: {sys.argv[4]} CPUs, load average {sys.argv[5]} at the start, cgroup favordynmods {sys.argv[6]}.\n")
     print("| work | mean | σ | ratio |\n| --- | --- | --- | --- |")
 for name, r in start.items():
     ratio = ""

@@ -523,6 +523,15 @@ fn info_reports_driver_modes_and_cgroups() {
     assert_eq!(linux["capabilities"]["standalone"], true);
     let v = linux["details"]["cgroup_version"].as_str().unwrap();
     assert!(v == "1" || v == "2");
+    // The daemon turned favordynmods on (or found it on): the host's cgroup2 mount says so.
+    let favored = linux["details"]["cgroup_favordynmods"].as_str().unwrap();
+    assert!(favored.starts_with("on"), "{favored}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cgroup2 = mounts
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .expect("the test hosts have a cgroup2 mount");
+    assert!(cgroup2.contains("favordynmods"), "{cgroup2}");
     assert!(d.husk(&["version"]).ok().contains("Server: husk"));
 }
 
