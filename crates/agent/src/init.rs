@@ -434,7 +434,7 @@ pub fn late_mounts() -> Result<Option<PathBuf>> {
     let available = std::fs::read_to_string(format!("{cg}/cgroup.controllers")).unwrap_or_default();
     let enable: Vec<String> = available
         .split_whitespace()
-        .filter(|c| ["cpu", "memory", "pids"].contains(c))
+        .filter(|c| ["cpu", "memory", "pids", "io"].contains(c))
         .map(|c| format!("+{c}"))
         .collect();
     if let Err(e) = std::fs::write(format!("{cg}/cgroup.subtree_control"), enable.join(" ")) {

@@ -593,6 +593,15 @@ fn resize(p: &Proc, rows: u16, cols: u16) -> Result<()> {
     Ok(())
 }
 
+/// The sum over every device of one `io.stat` counter (`rbytes=` or `wbytes=`).
+fn io_stat_bytes(io_stat: &str, key: &str) -> u64 {
+    io_stat
+        .split_whitespace()
+        .filter_map(|field| field.strip_prefix(key))
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum()
+}
+
 fn read_u64(path: PathBuf) -> u64 {
     std::fs::read_to_string(path)
         .ok()
@@ -901,6 +910,7 @@ impl Agent for AgentService {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
         let max = std::fs::read_to_string(cg.join("memory.max")).unwrap_or_default();
+        let io_stat = std::fs::read_to_string(cg.join("io.stat")).unwrap_or_default();
         let system_cpu_ns = std::fs::read_to_string("/proc/stat")
             .ok()
             .and_then(|s| {
@@ -923,6 +933,8 @@ impl Agent for AgentService {
             memory_limit_bytes: max.trim().parse().unwrap_or(0),
             pids: read_u64(cg.join("pids.current")),
             pids_limit: read_u64(cg.join("pids.max")),
+            block_read_bytes: io_stat_bytes(&io_stat, "rbytes="),
+            block_write_bytes: io_stat_bytes(&io_stat, "wbytes="),
         }))
     }
 
@@ -1149,6 +1161,15 @@ impl Agent for AgentService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_stat_bytes_add_up_every_device() {
+        let io_stat = "254:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n\
+                       254:16 rbytes=1 wbytes=2 rios=1 wios=1 dbytes=0 dios=0\n";
+        assert_eq!(io_stat_bytes(io_stat, "rbytes="), 4097);
+        assert_eq!(io_stat_bytes(io_stat, "wbytes="), 8194);
+        assert_eq!(io_stat_bytes("", "rbytes="), 0);
+    }
 
     #[test]
     fn hub_buffers_until_a_reader_comes_and_keeps_the_exit() {

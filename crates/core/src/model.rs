@@ -668,6 +668,12 @@ pub struct Stats {
     /// Bytes sent over the network.
     #[serde(default)]
     pub net_tx_bytes: u64,
+    /// Bytes read from block devices (the cgroup's block I/O accounting; 0 where nothing is on a block device).
+    #[serde(default)]
+    pub block_read_bytes: u64,
+    /// Bytes written to block devices.
+    #[serde(default)]
+    pub block_write_bytes: u64,
 }
 
 /// The processes of a container, as `ps` shows them.

@@ -53,7 +53,22 @@ pub(crate) fn map(s: &ContainerStatsResponse, memory_limited: bool) -> Stats {
         },
         net_rx_bytes: rx,
         net_tx_bytes: tx,
+        block_read_bytes: block_bytes(s, "read"),
+        block_write_bytes: block_bytes(s, "write"),
     }
+}
+
+/// The engine's block I/O bytes of one direction over every device (`Read`/`Write` on cgroup v1, `read`/`write`
+/// on v2), summed as `docker stats` does.
+fn block_bytes(s: &ContainerStatsResponse, op: &str) -> u64 {
+    s.blkio_stats
+        .as_ref()
+        .and_then(|b| b.io_service_bytes_recursive.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|e| e.op.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(op)))
+        .filter_map(|e| e.value)
+        .sum()
 }
 
 #[cfg(test)]
@@ -61,8 +76,8 @@ mod tests {
     use std::collections::HashMap;
 
     use bollard::models::{
-        ContainerCpuStats, ContainerCpuUsage, ContainerMemoryStats, ContainerNetworkStats,
-        ContainerPidsStats,
+        ContainerBlkioStatEntry, ContainerBlkioStats, ContainerCpuStats, ContainerCpuUsage,
+        ContainerMemoryStats, ContainerNetworkStats, ContainerPidsStats,
     };
 
     use super::*;
@@ -108,9 +123,30 @@ mod tests {
                     },
                 ),
             ])),
+            blkio_stats: Some(ContainerBlkioStats {
+                io_service_bytes_recursive: Some(
+                    [
+                        ("Read", 100),
+                        ("Write", 7),
+                        ("read", 1),
+                        ("write", 3),
+                        ("Total", 111),
+                    ]
+                    .into_iter()
+                    .map(|(op, value)| ContainerBlkioStatEntry {
+                        major: Some(8),
+                        minor: Some(0),
+                        op: Some(op.into()),
+                        value: Some(value),
+                    })
+                    .collect(),
+                ),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let m = map(&s, true);
+        assert_eq!((m.block_read_bytes, m.block_write_bytes), (101, 10));
         assert_eq!(
             (m.cpu_usage_ns, m.system_cpu_ns, m.online_cpus),
             (5_000, 9_000_000, 2)

@@ -455,3 +455,34 @@ fn archives_go_in_and_out_as_zun_clients_send_them() {
         204
     );
 }
+
+#[test]
+fn stats_report_usage_block_and_network_io() {
+    let z = ZunDaemon::start("none", &[]);
+    let (status, _, body) = z.http(
+        "POST",
+        "/v1/containers?run=True",
+        &["OpenStack-API-Version: container 1.40", "Content-Type: application/json"],
+        Some(&json!({"name": "io", "image": IMAGE, "memory": 64,
+                      "command": ["sh", "-c", "dd if=/dev/zero of=/written bs=1M count=2 oflag=direct 2>/dev/null; sleep 1000"]})
+            .to_string()),
+    );
+    assert_eq!(status, 202, "{body}");
+    // Zun's shape: "BLOCK I/O(B)" and "NET I/O(B)" as "read/written" byte counts.
+    let mut stats = json!(null);
+    let written = common::Daemon::eventually(std::time::Duration::from_secs(15), || {
+        let (status, v) = z.get("/v1/containers/io/stats");
+        assert_eq!(status, 200, "{v}");
+        stats = v;
+        stats["BLOCK I/O(B)"]
+            .as_str()
+            .and_then(|b| b.split_once('/'))
+            .and_then(|(_, w)| w.parse::<u64>().ok())
+            .is_some_and(|w| w >= 2 << 20)
+    });
+    assert!(written, "{stats}");
+    assert_eq!(stats["CONTAINER"], "io");
+    assert_eq!(stats["MEM LIMIT(MiB)"], 64.0);
+    let net = stats["NET I/O(B)"].as_str().unwrap();
+    assert!(net.split('/').all(|n| n.parse::<u64>().is_ok()), "{stats}");
+}

@@ -1239,6 +1239,8 @@ impl Driver for VmDriver {
             memory_limit_bytes: s.memory_limit_bytes,
             pids: s.pids,
             pids_limit: s.pids_limit,
+            block_read_bytes: s.block_read_bytes,
+            block_write_bytes: s.block_write_bytes,
             ..Default::default()
         })
     }

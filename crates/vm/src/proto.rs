@@ -259,6 +259,12 @@ pub struct StatsResponse {
     /// PIDs limit (0 = none).
     #[prost(uint64, tag = "7")]
     pub pids_limit: u64,
+    /// Bytes read from the guest's block devices.
+    #[prost(uint64, tag = "8")]
+    pub block_read_bytes: u64,
+    /// Bytes written to the guest's block devices.
+    #[prost(uint64, tag = "9")]
+    pub block_write_bytes: u64,
 }
 
 /// One container as the agent knows it.

@@ -772,7 +772,7 @@ pub(crate) async fn stats(
         "MEM USAGE(MiB)": (mib(second.memory_usage_bytes) * 100.0).round() / 100.0,
         "MEM LIMIT(MiB)": (mib(second.memory_limit_bytes) * 100.0).round() / 100.0,
         "MEM %": (mem_percent * 100.0).round() / 100.0,
-        "BLOCK I/O(B)": "0/0",
+        "BLOCK I/O(B)": format!("{}/{}", second.block_read_bytes, second.block_write_bytes),
         "NET I/O(B)": format!("{}/{}", second.net_rx_bytes, second.net_tx_bytes),
     })))
 }

@@ -1041,6 +1041,11 @@ async fn stats(client: &Client, a: StatsArgs) -> Result<i32> {
                     human_size(s.net_rx_bytes, false),
                     human_size(s.net_tx_bytes, false)
                 ),
+                format!(
+                    "{} / {}",
+                    human_size(s.block_read_bytes, false),
+                    human_size(s.block_write_bytes, false)
+                ),
                 s.pids.to_string(),
             ]);
         }
@@ -1055,6 +1060,7 @@ async fn stats(client: &Client, a: StatsArgs) -> Result<i32> {
                     "MEM USAGE / LIMIT",
                     "MEM %",
                     "NET I/O",
+                    "BLOCK I/O",
                     "PIDS",
                 ],
                 &rows,
