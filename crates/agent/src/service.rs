@@ -911,6 +911,12 @@ impl Agent for AgentService {
             .unwrap_or(0);
         let max = std::fs::read_to_string(cg.join("memory.max")).unwrap_or_default();
         let io_stat = std::fs::read_to_string(cg.join("io.stat")).unwrap_or_default();
+        let main = lock(&c.main).clone();
+        let (net_rx_bytes, net_tx_bytes) = if main.running() {
+            husk_linux::cgroups::interface_bytes(main.pid())
+        } else {
+            (0, 0)
+        };
         let system_cpu_ns = std::fs::read_to_string("/proc/stat")
             .ok()
             .and_then(|s| {
@@ -935,6 +941,8 @@ impl Agent for AgentService {
             pids_limit: read_u64(cg.join("pids.max")),
             block_read_bytes: io_stat_bytes(&io_stat, "rbytes="),
             block_write_bytes: io_stat_bytes(&io_stat, "wbytes="),
+            net_rx_bytes,
+            net_tx_bytes,
         }))
     }
 

@@ -659,11 +659,11 @@ pub fn limits_are_reported(driver: &str) {
     assert!(shown, "{top}");
 }
 
-/// `stats` counts a container's block I/O (`BLOCK I/O`, Zun's `BLOCK I/O(B)`). On `linux`, direct writes to its
+/// `stats` counts a container's network I/O and block I/O (`BLOCK I/O`, Zun's `BLOCK I/O(B)`). On `linux`, direct writes to its
 /// root filesystem count (from the cgroup, or from its processes where the host's cgroup v1 counters count
 /// nothing, as here). `docker` reports the engine's numbers, which on such a host stay 0 (as `docker stats`
 /// shows); a `vm` guest's writable layer is in its memory, so its block devices see nothing.
-pub fn stats_count_block_io(driver: &str) {
+pub fn stats_count_network_and_block_io(driver: &str) {
     let d = daemon(driver);
     d.husk(&[
         "run",
@@ -673,7 +673,8 @@ pub fn stats_count_block_io(driver: &str) {
         IMAGE,
         "sh",
         "-c",
-        "dd if=/dev/zero of=/written bs=1M count=4 oflag=direct 2>/dev/null; sleep 1000",
+        "gw=$(ip route | awk '/^default/ {print $3}'); ping -c 2 -W 1 \"$gw\" > /dev/null 2>&1; \
+         dd if=/dev/zero of=/written bs=1M count=4 oflag=direct 2>/dev/null; sleep 1000",
     ])
     .ok();
     let reading = || -> serde_json::Value {
@@ -684,8 +685,15 @@ pub fn stats_count_block_io(driver: &str) {
         .unwrap();
         all[0]["stats"].clone()
     };
+    // The pings to the sandbox's gateway (the test's own bridge) went out through its network namespace.
+    let mut first = serde_json::Value::Null;
+    let sent = Daemon::eventually(Duration::from_secs(10), || {
+        first = reading();
+        first["net_tx_bytes"].as_u64().unwrap_or(0) > 0
+    });
+    assert!(sent, "{first}");
     if driver != "linux" {
-        assert!(reading()["block_write_bytes"].is_u64(), "{}", reading());
+        assert!(first["block_write_bytes"].is_u64(), "{first}");
     } else {
         let mut last = serde_json::Value::Null;
         let counted = Daemon::eventually(Duration::from_secs(15), || {
@@ -2158,7 +2166,7 @@ macro_rules! conformance {
                 #[test] fn terminals_attach_and_follow() { super::terminals_attach_and_follow(stringify!($driver)) }
                 #[test] fn restart_policies() { super::restart_policies(stringify!($driver)) }
                 #[test] fn limits_are_reported() { super::limits_are_reported(stringify!($driver)) }
-                #[test] fn stats_count_block_io() { super::stats_count_block_io(stringify!($driver)) }
+                #[test] fn stats_count_network_and_block_io() { super::stats_count_network_and_block_io(stringify!($driver)) }
                 #[test] fn shm_size_applies() { super::shm_size_applies(stringify!($driver)) }
                 #[test] fn top_takes_ps_options() { super::top_takes_ps_options(stringify!($driver)) }
                 #[test] fn update_changes_limits_and_restart_policy() { super::update_changes_limits_and_restart_policy(stringify!($driver)) }

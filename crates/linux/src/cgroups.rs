@@ -287,7 +287,9 @@ fn host_cpu_ns() -> u64 {
     ticks * 10_000_000
 }
 
-fn interface_bytes(pid: i32) -> (u64, u64) {
+/// Bytes received and sent by the network interfaces (all but `lo`) of `pid`'s network namespace; (0, 0) when
+/// the process is gone.
+pub fn interface_bytes(pid: i32) -> (u64, u64) {
     // /proc/<pid>/net/dev shows the counters of the process's network namespace.
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/dev")) else {
         return (0, 0);

@@ -1241,7 +1241,8 @@ impl Driver for VmDriver {
             pids_limit: s.pids_limit,
             block_read_bytes: s.block_read_bytes,
             block_write_bytes: s.block_write_bytes,
-            ..Default::default()
+            net_rx_bytes: s.net_rx_bytes,
+            net_tx_bytes: s.net_tx_bytes,
         })
     }
 

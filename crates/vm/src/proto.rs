@@ -265,6 +265,12 @@ pub struct StatsResponse {
     /// Bytes written to the guest's block devices.
     #[prost(uint64, tag = "9")]
     pub block_write_bytes: u64,
+    /// Bytes received by the container's network interfaces (its network namespace's, `lo` left out).
+    #[prost(uint64, tag = "10")]
+    pub net_rx_bytes: u64,
+    /// Bytes sent by them.
+    #[prost(uint64, tag = "11")]
+    pub net_tx_bytes: u64,
 }
 
 /// One container as the agent knows it.
