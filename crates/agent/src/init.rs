@@ -40,6 +40,9 @@ pub struct BootOptions {
     pub module_groups: Vec<String>,
     /// The containers share one PID namespace.
     pub share_pid: bool,
+    /// Size of the guest's `/dev/shm`, which its containers share (`husk.shm_size=BYTES`; the kernel's default
+    /// without it).
+    pub shm_size: Option<u64>,
     /// The network interface's configuration, when the VM has one.
     pub nic: Option<NicConfig>,
 }
@@ -87,6 +90,7 @@ impl BootOptions {
                         .collect()
                 }
                 "husk.hostname" if !value.is_empty() => o.hostname = Some(value.to_string()),
+                "husk.shm_size" => o.shm_size = value.parse().ok().filter(|n| *n > 0),
                 "husk.ip" => {
                     let (ip, prefix) = value.split_once('/').unwrap_or((value, "32"));
                     if let (Ok(address), Ok(prefix)) = (ip.parse(), prefix.parse::<u8>()) {
@@ -387,8 +391,9 @@ pub fn leave_initramfs() -> Result<()> {
     Ok(())
 }
 
-/// Mounts made in the final root: /run, /tmp, /dev/pts, /dev/shm and cgroup2; returns the cgroup root if any.
-pub fn late_mounts() -> Result<Option<PathBuf>> {
+/// Mounts made in the final root: /run, /tmp, /dev/pts, /dev/shm (of `shm_size` bytes when given) and cgroup2;
+/// returns the cgroup root if any.
+pub fn late_mounts(shm_size: Option<u64>) -> Result<Option<PathBuf>> {
     mount_fs(
         "run",
         "/run",
@@ -410,12 +415,16 @@ pub fn late_mounts() -> Result<Option<PathBuf>> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("ptmxmode=0666,mode=0620"),
     )?;
+    let shm_options = match shm_size {
+        Some(bytes) => format!("mode=1777,size={bytes}"),
+        None => "mode=1777".to_string(),
+    };
     mount_fs(
         "shm",
         "/dev/shm",
         "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
+        Some(&shm_options),
     )?;
     if !Path::new("/dev/ptmx").exists() {
         let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
@@ -716,6 +725,12 @@ mod tests {
         let o = BootOptions::parse("husk.bare husk.shares= husk.modules=mmio,vsock");
         assert_eq!(o.module_groups, ["mmio", "vsock"]);
         assert!(!o.share_pid && BootOptions::parse("husk.share_pid").share_pid);
+        assert_eq!(o.shm_size, None);
+        assert_eq!(
+            BootOptions::parse("husk.shm_size=100663296").shm_size,
+            Some(96 << 20)
+        );
+        assert_eq!(BootOptions::parse("husk.shm_size=x").shm_size, None);
         assert!(o.bare && o.shares.is_empty() && !o.vsock);
         assert!(o.nic.is_none());
         let o = BootOptions::parse("husk.ip=10.88.0.5/16 husk.gw=10.88.0.1 husk.mtu=1400");

@@ -98,7 +98,7 @@ fn pid1() -> ! {
         log!("{e}");
         init::power_off();
     }
-    let cgroup_root = match init::late_mounts() {
+    let cgroup_root = match init::late_mounts(opts.shm_size) {
         Ok(cg) => cg,
         Err(e) => {
             log!("{e}");

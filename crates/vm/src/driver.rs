@@ -285,6 +285,12 @@ impl VmDriver {
         if share_pid {
             cmdline_extra.push("husk.share_pid".into());
         }
+        // The guest's /dev/shm is what its containers share (they share its IPC namespace): Docker's 64 MiB unless
+        // asked, as on `linux`.
+        cmdline_extra.push(format!(
+            "husk.shm_size={}",
+            husk_linux::spec::shm_size_bytes(resources)
+        ));
         if let Some(nic) = &attached.nic {
             cmdline_extra.extend(nic.cmdline());
         }
@@ -935,7 +941,7 @@ impl Driver for VmDriver {
             // A running guest container's cgroup would need a call to the agent: not there yet.
             update_limits: false,
             // The guest's /dev/shm is the VM's own tmpfs, sized by its memory.
-            shm_size: false,
+            shm_size: true,
         }
     }
 
