@@ -35,6 +35,14 @@ const METHODS: &[(&str, &str, &str, &str, bool, bool)] = &[
     ("stdio", "Stdio", "StdioIn", "StdioOut", true, true),
     ("resize", "Resize", "ResizeRequest", "Empty", false, false),
     (
+        "update_limits",
+        "UpdateLimits",
+        "UpdateLimitsRequest",
+        "Empty",
+        false,
+        false,
+    ),
+    (
         "stats",
         "Stats",
         "StatsRequest",

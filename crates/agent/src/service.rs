@@ -204,6 +204,8 @@ impl Proc {
 struct Container {
     setup: ContainerSetup,
     config: ContainerConfig,
+    /// Its memory, CPU and PIDs limits: the configuration's until an `update_limits` changes them.
+    limits: Mutex<husk_core::Resources>,
     main: Mutex<Arc<Proc>>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
     paused: Mutex<bool>,
@@ -380,6 +382,7 @@ impl AgentService {
             req.id,
             Arc::new(Container {
                 setup,
+                limits: Mutex::new(config.resources.clone()),
                 config,
                 main: Mutex::new(main),
                 execs: Mutex::new(HashMap::new()),
@@ -463,7 +466,10 @@ impl AgentService {
         let (this, c2, b2) = (self.clone(), c.clone(), bundle.clone());
         let init_pid = tokio::task::spawn_blocking(move || {
             if !first {
-                this.inner.maker.write_bundle(&c2.setup, &c2.config)?;
+                // A restart: the limits an update set since create count.
+                let mut config = c2.config.clone();
+                config.resources = lock(&c2.limits).clone();
+                this.inner.maker.write_bundle(&c2.setup, &config)?;
             }
             crate::shim::spawn(&this.inner.reaper, &b2)
         })
@@ -874,6 +880,26 @@ impl Agent for AgentService {
         let out = ReceiverStream::new(frames);
         let out = futures::StreamExt::map(out, |f| Ok(proto::StdioOut { frame: f.encode() }));
         Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn update_limits(
+        &self,
+        req: Request<proto::UpdateLimitsRequest>,
+    ) -> std::result::Result<Response<proto::Empty>, Status> {
+        let req = req.into_inner();
+        let c = self.container(&req.container_id).map_err(st)?;
+        let limits: husk_core::Resources = serde_json::from_str(&req.resources_json)
+            .map_err(|e| st(Error::invalid("resources_json", format!("not limits: {e}"))))?;
+        if lock(&c.main).running() {
+            let path = crate::shim::cgroup_path(&c.setup.id);
+            let json = husk_linux::spec::limits_json(&limits);
+            tokio::task::spawn_blocking(move || husk_linux::cgroups::set_limits(&path, &json))
+                .await
+                .map_err(|e| st(Error::internal(format!("limits task: {e}"))))?
+                .map_err(st)?;
+        }
+        *lock(&c.limits) = limits;
+        Ok(Response::new(proto::Empty {}))
     }
 
     async fn resize(

@@ -430,6 +430,25 @@ impl AgentClient {
         Ok((in_tx, out_rx))
     }
 
+    /// Changes a container's limits (memory, CPU, PIDs), now and for its next start.
+    pub async fn update_limits(
+        &self,
+        container_id: &str,
+        resources: &husk_core::Resources,
+    ) -> Result<()> {
+        let req = proto::UpdateLimitsRequest {
+            container_id: container_id.into(),
+            resources_json: serde_json::to_string(resources)
+                .map_err(|e| Error::internal(format!("limits as JSON: {e}")))?,
+        };
+        self.call(
+            "update_limits",
+            self.raw.clone().update_limits(self.request(req)),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Resizes a process's terminal.
     pub async fn resize(
         &self,

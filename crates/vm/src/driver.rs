@@ -939,7 +939,7 @@ impl Driver for VmDriver {
             group_add: true,
             security_options: true,
             // A running guest container's cgroup would need a call to the agent: not there yet.
-            update_limits: false,
+            update_limits: true,
             // The guest's /dev/shm is the VM's own tmpfs, sized by its memory.
             shm_size: true,
         }
@@ -1228,6 +1228,19 @@ impl Driver for VmDriver {
             }
         });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    /// The guest cgroup's limits, now and for the container's next start. The VM itself keeps the memory and
+    /// CPUs it booted with: a limit above them is the cgroup's alone.
+    async fn update_limits(
+        &self,
+        container: &ContainerRecord,
+        limits: &husk_core::Resources,
+    ) -> Result<()> {
+        self.client_for(container)
+            .await?
+            .update_limits(container.id(), limits)
+            .await
     }
 
     async fn stats(&self, container: &ContainerRecord) -> Result<Stats> {

@@ -227,6 +227,17 @@ pub struct ResizeRequest {
     pub cols: u32,
 }
 
+/// Changes a container's memory, CPU and PIDs limits: in its guest cgroup now, and for its next start.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UpdateLimitsRequest {
+    /// Container ID.
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+    /// The new limits, a `husk_core::Resources` as JSON (all of them, not only the changed ones).
+    #[prost(string, tag = "2")]
+    pub resources_json: String,
+}
+
 /// Asks for a container's resource usage.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StatsRequest {
