@@ -44,6 +44,28 @@ fn refused_without(d: &Daemon, driver: &str, feature: &str, what: &str, args: &[
     true
 }
 
+/// One `stats --no-stream` reading of `container` (the `stats` object of its JSON).
+fn stats_of(d: &Daemon, container: &str) -> serde_json::Value {
+    let all: serde_json::Value = serde_json::from_str(
+        &d.husk(&["stats", "--no-stream", "--format", "json", container])
+            .ok(),
+    )
+    .unwrap();
+    all[0]["stats"].clone()
+}
+
+/// `top` of `container` once it shows `command`: `run -d` returns when the container is started, and its
+/// process may still be in its `execve` (under TCG for a while), when /proc shows no command line yet.
+fn top_showing(d: &Daemon, container: &str, command: &str) -> String {
+    let mut top = String::new();
+    let shown = Daemon::eventually(Duration::from_secs(10), || {
+        top = d.husk(&["top", container]).ok();
+        top.contains(command)
+    });
+    assert!(shown, "{top}");
+    top
+}
+
 fn ns(d: &Daemon, container: &str, kind: &str) -> String {
     d.husk(&[
         "exec",
@@ -642,21 +664,11 @@ pub fn limits_are_reported(driver: &str) {
     assert_eq!(v["HostConfig"]["Memory"], 64 << 20);
     assert_eq!(v["HostConfig"]["NanoCpus"], 500_000_000);
     assert_eq!(v["HostConfig"]["PidsLimit"], 50);
-    let stats: serde_json::Value = serde_json::from_str(
-        &d.husk(&["stats", "--no-stream", "--format", "json", "c"])
-            .ok(),
-    )
-    .unwrap();
-    assert_eq!(stats[0]["stats"]["memory_limit_bytes"], 64 << 20);
-    assert_eq!(stats[0]["stats"]["pids_limit"], 50);
-    assert!(stats[0]["stats"]["pids"].as_u64().unwrap() >= 1);
-    // As in `top_takes_ps_options`: the process may still be in its execve when `run -d` returns.
-    let mut top = String::new();
-    let shown = Daemon::eventually(Duration::from_secs(10), || {
-        top = d.husk(&["top", "c"]).ok();
-        top.contains("sleep 1000")
-    });
-    assert!(shown, "{top}");
+    let stats = stats_of(&d, "c");
+    assert_eq!(stats["memory_limit_bytes"], 64 << 20);
+    assert_eq!(stats["pids_limit"], 50);
+    assert!(stats["pids"].as_u64().unwrap() >= 1);
+    top_showing(&d, "c", "sleep 1000");
 }
 
 /// `stats` counts a container's network I/O and block I/O (`BLOCK I/O`, Zun's `BLOCK I/O(B)`). On `linux`, direct writes to its
@@ -677,14 +689,7 @@ pub fn stats_count_network_and_block_io(driver: &str) {
          dd if=/dev/zero of=/written bs=1M count=4 oflag=direct 2>/dev/null; sleep 1000",
     ])
     .ok();
-    let reading = || -> serde_json::Value {
-        let all: serde_json::Value = serde_json::from_str(
-            &d.husk(&["stats", "--no-stream", "--format", "json", "c"])
-                .ok(),
-        )
-        .unwrap();
-        all[0]["stats"].clone()
-    };
+    let reading = || stats_of(&d, "c");
     // The pings to the sandbox's gateway (the test's own bridge) went out through its network namespace.
     let mut first = serde_json::Value::Null;
     let sent = Daemon::eventually(Duration::from_secs(10), || {
@@ -734,14 +739,10 @@ pub fn update_changes_limits_and_restart_policy(driver: &str) {
     ])
     .ok();
     let limits = |d: &common::Daemon| {
-        let stats: serde_json::Value = serde_json::from_str(
-            &d.husk(&["stats", "--no-stream", "--format", "json", "c"])
-                .ok(),
-        )
-        .unwrap();
+        let stats = stats_of(d, "c");
         (
-            stats[0]["stats"]["memory_limit_bytes"].as_u64(),
-            stats[0]["stats"]["pids_limit"].as_u64(),
+            stats["memory_limit_bytes"].as_u64(),
+            stats["pids_limit"].as_u64(),
         )
     };
     if can(&d, driver, "update_limits") {
@@ -787,14 +788,7 @@ pub fn top_takes_ps_options(driver: &str) {
     let d = daemon(driver);
     d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])
         .ok();
-    // `run -d` returns once the container is started; its process may still be in its `execve` (under TCG for
-    // a while), when /proc shows no command line yet.
-    let mut plain = String::new();
-    let shown = Daemon::eventually(Duration::from_secs(10), || {
-        plain = d.husk(&["top", "c"]).ok();
-        plain.contains("sleep 1000")
-    });
-    assert!(shown, "{plain}");
+    top_showing(&d, "c", "sleep 1000");
     let r = d.husk(&["top", "c", "-o", "pid,comm"]);
     if driver == "vm" {
         assert_ne!(r.code, 0);
