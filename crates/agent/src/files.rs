@@ -13,7 +13,6 @@
 
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 
 use husk_core::{Error, Result};
 use husk_linux::container_fs::{FsOp, FsRequest, FsTarget, helper_error};
@@ -22,9 +21,6 @@ use tokio::sync::oneshot;
 
 use crate::fdio::FdStream;
 use crate::reaper::Reaper;
-
-/// The executable that runs the helper: this very binary.
-const SELF: &str = "/proc/self/exe";
 
 /// A running container-fs helper.
 pub struct Helper {
@@ -57,7 +53,7 @@ impl Helper {
         input: bool,
     ) -> Result<Helper> {
         let req = FsRequest { target, op };
-        let mut cmd = husk_linux::fs_helper::std_command(Path::new(SELF), &req, pidfd, input)?;
+        let mut cmd = husk_linux::fs_helper::std_command(&crate::exe::path()?, &req, pidfd, input)?;
         let mut child = None;
         let (_, exit) = reaper.spawn(|| -> Result<i32> {
             let c = cmd

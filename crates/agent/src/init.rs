@@ -359,7 +359,6 @@ pub fn seccomp_seed() -> Option<(Vec<String>, Vec<u8>)> {
 pub fn leave_initramfs() -> Result<()> {
     // /lib holds the modules still to load (see ModulePlan): each file goes once loaded.
     let _ = std::fs::remove_dir_all("/etc/husk");
-    let _ = std::fs::remove_file("/init");
     mount_fs(
         "rootfs",
         "/newroot",
@@ -367,6 +366,8 @@ pub fn leave_initramfs() -> Result<()> {
         MsFlags::empty(),
         Some("mode=0755"),
     )?;
+    // /init stays (under the new root, out of sight): removed, the binding would show as "(deleted)".
+    bind_agent_read_only("/newroot")?;
     for dir in ["dev", "proc", "sys"] {
         let target = format!("/newroot/{dir}");
         std::fs::create_dir_all(&target).context(format!("create {target}"))?;
@@ -389,6 +390,37 @@ pub fn leave_initramfs() -> Result<()> {
         std::fs::create_dir_all(format!("/{dir}")).context(format!("create /{dir}"))?;
     }
     Ok(())
+}
+
+/// Binds the agent's own file read-only at [`crate::exe::GUEST_AGENT`] under `root`: the processes that enter
+/// containers start from there, so a container that opens their `/proc/PID/exe` gets a descriptor it cannot
+/// write through (EROFS), and no container process has the capability to remount it.
+fn bind_agent_read_only(root: &str) -> Result<()> {
+    let target = format!("{root}{}", crate::exe::GUEST_AGENT);
+    if let Some(dir) = Path::new(&target).parent() {
+        std::fs::create_dir_all(dir).context(format!("create {}", dir.display()))?;
+    }
+    File::create(&target).context(format!("create {target}"))?;
+    mount(
+        Some("/proc/self/exe"),
+        target.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| Error::backend(format!("bind the agent at {target}: {e}")))?;
+    mount(
+        None::<&str>,
+        target.as_str(),
+        None::<&str>,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(|e| Error::backend(format!("make {target} read-only: {e}")))
 }
 
 /// Mounts made in the final root: /run, /tmp, /dev/pts, /dev/shm (of `shm_size` bytes when given) and cgroup2;

@@ -8,6 +8,7 @@
 //! Run by hand on a host (`husk-agent --listen SOCKET --run-dir DIR [--share TAG=DIR]...`) it serves the same
 //! protocol on a unix socket with no init duties, which tests use to exercise the service without a VM.
 
+mod exe;
 mod fdio;
 mod files;
 mod init;
@@ -31,6 +32,7 @@ use crate::runtime::NamespaceRuntime;
 use crate::service::{AgentEnv, AgentService};
 
 fn main() {
+    husk_linux::sealed_exe::name_started_process("husk-agent");
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 3 && args[1] == "shim" {
         // A container's monitor (the linux driver's shim), started by the agent: single-threaded until its own
@@ -98,6 +100,7 @@ fn pid1() -> ! {
         log!("{e}");
         init::power_off();
     }
+    exe::use_guest_binding();
     let cgroup_root = match init::late_mounts(opts.shm_size) {
         Ok(cg) => cg,
         Err(e) => {

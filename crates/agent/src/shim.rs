@@ -11,6 +11,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -216,8 +217,10 @@ pub fn spawn(reaper: &Reaper, bundle: &Bundle) -> Result<i32> {
     let log = File::create(&log_path).context(format!("create {}", log_path.display()))?;
     let mut stdout = None;
     let _ = std::fs::remove_file(bundle.dir.join("exit.json"));
+    let exe = crate::exe::path()?;
     reaper.spawn(|| -> Result<i32> {
-        let mut child = Command::new("/proc/self/exe")
+        let mut child = Command::new(&exe)
+            .arg0("husk-agent")
             .arg("shim")
             .arg(bundle.dir.join("shim.json"))
             .current_dir(&bundle.dir)

@@ -502,6 +502,42 @@ pub fn build_guest(args: &crate::cli::args::VmBuildArgs) -> Result<()> {
     Ok(())
 }
 
+/// The file bind-mounted read-only as a container's `/sbin/husk-init` for `--init`: a copy, made at every start
+/// under the daemon's root, of the small static `husk-pause` beside this binary (it acts as the init when started
+/// under that name), or of this binary when there is none (it too is static and runs in any image). Never the
+/// installed file itself: a container must not hold a descriptor to a binary the host runs as root
+/// (docs/security.md). `None` (with a warning) when the copy cannot be made: `--init` is then refused.
+async fn prepare_init_binary(root: &Path) -> Option<PathBuf> {
+    let husk = std::env::current_exe().ok()?;
+    let pause = husk.with_file_name("husk-pause");
+    let source = if pause.is_file() { pause } else { husk };
+    let dir = root.join("init");
+    let made = tokio::task::spawn_blocking(move || -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&dir)?;
+        let target = dir.join("husk-init");
+        let partial = dir.join(".husk-init.partial");
+        let _ = std::fs::remove_file(&partial);
+        std::fs::copy(&source, &partial)?;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o555))?;
+        // A new file, never rewritten in place: running containers keep the copy they were started with.
+        std::fs::rename(&partial, &target)?;
+        Ok(target)
+    })
+    .await;
+    match made {
+        Ok(Ok(path)) => Some(path),
+        Ok(Err(e)) => {
+            tracing::warn!("no init binary for --init: {e}");
+            None
+        }
+        Err(e) => {
+            tracing::warn!("no init binary for --init: {e}");
+            None
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: DaemonArgs) -> Result<i32> {
     let config = DaemonConfig::load(&args)?;
@@ -546,8 +582,7 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
             default_mode: mode,
             root: config.root.clone(),
             run_root: config.run_root.clone(),
-            // The husk binary is static: bind-mounted as a container's /sbin/husk-init it runs in any image.
-            init_binary: std::env::current_exe().ok(),
+            init_binary: prepare_init_binary(&config.root).await,
         },
         store,
         images,

@@ -61,6 +61,7 @@ fn started_as_init() -> bool {
 }
 
 fn main() {
+    husk_linux::sealed_exe::name_started_process("husk");
     // As a container's init, before anything else: no argument parsing, no runtime, no threads.
     if started_as_init() {
         let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();

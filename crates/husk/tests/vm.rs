@@ -387,3 +387,61 @@ fn binds_and_volumes_in_a_sandbox_vm_and_a_crash_mid_create() {
     d.husk(&["volume", "rm", "shared"]).ok();
     d.assert_no_leftovers();
 }
+
+/// CVE-2019-5736's class in a guest: a process of a container that runs the agent itself (`/proc/self/exe`
+/// executed by an exec'd process, which the agent's shim made) reaches only the agent's read-only binding
+/// (`/.husk/agent`), never a writable file, and its writes fail.
+#[test]
+fn a_guest_container_reaches_only_a_read_only_agent() {
+    let d = vm_daemon();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    // The agent's host mode serves until killed: a husk process that stays in the container.
+    d.husk(&[
+        "exec",
+        "-d",
+        "c",
+        "/proc/self/exe",
+        "--listen",
+        "/tmp/agent.sock",
+        "--run-dir",
+        "/tmp/agent",
+    ])
+    .ok();
+    assert!(
+        Daemon::eventually(Duration::from_secs(60), || {
+            d.husk(&["exec", "c", "test", "-S", "/tmp/agent.sock"]).code == 0
+        }),
+        "the agent did not start serving in the container"
+    );
+    let out = d
+        .husk(&[
+            "exec",
+            "c",
+            "sh",
+            "-c",
+            "for p in /proc/[0-9]*; do [ -S /tmp/agent.sock ] && readlink $p/exe; done | sort -u; \
+             for p in /proc/[0-9]*; do if (printf x >> $p/exe) 2>/dev/null; then echo wrote $p; fi; done",
+        ])
+        .ok();
+    assert!(
+        out.lines().any(|l| l == "/.husk/agent"),
+        "no agent process seen: {out}"
+    );
+    for line in out.lines() {
+        assert!(
+            line == "/.husk/agent" || line == "/bin/busybox",
+            "a descriptor outside the container: {out}"
+        );
+    }
+}

@@ -27,6 +27,7 @@ use nix::mount::{MntFlags, MsFlags};
 use serde_json::json;
 
 use crate::container_fs::{FsOp, FsRequest, FsTarget};
+use crate::sealed_exe::SealedExe;
 use crate::shim::{Request, ShimClient, ShimConfig, ShimStatus, spawn_shim};
 use crate::spec::{NamespacePlan, SpecInput};
 use crate::{cgroups, namespaces, security, spec, user};
@@ -38,7 +39,9 @@ pub struct LinuxDriverConfig {
     pub root: PathBuf,
     /// Runtime state (mounts, sockets, pinned namespaces).
     pub run_root: PathBuf,
-    /// The `husk` binary, exec'd as `husk shim` and `husk sandbox-pause`.
+    /// The `husk` binary. The driver runs `husk shim`, `husk sandbox-pause` and `husk container-fs` from a
+    /// sealed copy of it made once ([`crate::sealed_exe`]), never from this file: those processes enter
+    /// containers.
     pub husk_binary: PathBuf,
     /// Parent of every container's cgroup (`husk` = `/husk/<id>` in each hierarchy).
     pub cgroup_parent: String,
@@ -50,6 +53,8 @@ pub struct LinuxDriverConfig {
 
 /// The built-in driver.
 pub struct LinuxDriver {
+    /// What every process that enters a container runs from.
+    sealed_exe: SealedExe,
     config: LinuxDriverConfig,
     daemon_capabilities: Vec<String>,
     cgroup_v2: bool,
@@ -233,7 +238,15 @@ impl LinuxDriver {
             cgroups::DynamicChanges::Unchanged("cgroup_favordynmods = false in the config".into())
         };
         tracing::info!(favordynmods = %dynamic_cgroup_changes, "cgroup moves");
+        let started = std::time::Instant::now();
+        let sealed_exe = SealedExe::copy_of(&config.husk_binary)?;
+        tracing::info!(
+            bytes = sealed_exe.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "sealed copy of the husk binary for processes that enter containers"
+        );
         Ok(LinuxDriver {
+            sealed_exe,
             daemon_capabilities: security::daemon_capabilities()?,
             cgroup_v2: cgroups::is_v2(),
             dynamic_cgroup_changes,
@@ -462,7 +475,7 @@ impl LinuxDriver {
         let dir = self.ctr_dir(id);
         let _ = std::fs::remove_file(self.exit_path(id));
         spawn_shim(
-            &self.config.husk_binary,
+            &self.sealed_exe.path(),
             &dir.join("shim.json"),
             &dir.join("shim.log"),
         )
@@ -666,11 +679,10 @@ impl LinuxDriver {
             target: FsTarget::Process,
             op: FsOp::Propagation { mounts },
         };
-        let output =
-            crate::fs_helper::command(&self.config.husk_binary, &req, Some(&pidfd), false)?
-                .output()
-                .await
-                .map_err(|e| Error::io("run the container-fs helper", e))?;
+        let output = crate::fs_helper::command(&self.sealed_exe.path(), &req, Some(&pidfd), false)?
+            .output()
+            .await
+            .map_err(|e| Error::io("run the container-fs helper", e))?;
         if !output.status.success() {
             return Err(
                 crate::container_fs::helper_error(&output.stderr, output.status)
@@ -724,7 +736,7 @@ impl LinuxDriver {
     ) -> Result<tokio::process::Child> {
         let (target, pidfd) = self.fs_target(container).await?;
         crate::fs_helper::command(
-            &self.config.husk_binary,
+            &self.sealed_exe.path(),
             &FsRequest { target, op },
             pidfd.as_ref(),
             false,
@@ -741,7 +753,7 @@ impl LinuxDriver {
     ) -> Result<tokio::process::Child> {
         let (target, pidfd) = self.fs_target(container).await?;
         crate::fs_helper::command(
-            &self.config.husk_binary,
+            &self.sealed_exe.path(),
             &FsRequest { target, op },
             pidfd.as_ref(),
             true,
@@ -879,7 +891,7 @@ impl Driver for LinuxDriver {
                     .map(|k| pinned[*k].clone())
                     .collect();
                 let pause =
-                    namespaces::spawn_pause(&self.config.husk_binary, &join, &ns_dir.join("pid"))?;
+                    namespaces::spawn_pause(&self.sealed_exe.path(), &join, &ns_dir.join("pid"))?;
                 runtime.pid = Some(pause.pid);
                 runtime
                     .namespaces

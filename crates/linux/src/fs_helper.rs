@@ -48,7 +48,8 @@ pub fn std_command(
 ) -> Result<std::process::Command> {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(husk);
-    cmd.args(helper_args(req)?)
+    cmd.arg0("husk")
+        .args(helper_args(req)?)
         .stdin(if input { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

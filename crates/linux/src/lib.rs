@@ -11,6 +11,7 @@ pub mod driver;
 pub mod fs_helper;
 pub mod logs;
 pub mod namespaces;
+pub mod sealed_exe;
 pub mod seccomp_bpf;
 pub mod security;
 pub mod shim;

@@ -23,7 +23,8 @@ pub async fn spawn_shim(exe: &Path, config: &Path, stderr_log: &Path) -> Result<
         .open(stderr_log)
         .map_err(|e| Error::io(format!("open {}", stderr_log.display()), e))?;
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("shim")
+    cmd.arg0("husk")
+        .arg("shim")
         .arg(config)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,0 +1,259 @@
+//! Attacks from inside a container on the host's husk binary (CVE-2019-5736's class), run as an attacker would,
+//! against the real daemon of the `linux` driver. docs/security.md lists each attack and the test that tries it.
+//!
+//! The attacker's tools: a script whose interpreter is `#!/proc/self/exe` (the kernel resolves it in the process
+//! that executes the script: for `husk exec` and for a container's entrypoint that is husk code that entered
+//! the container), a symbolic link to `/proc/self/exe` named `husk-init` (husk then runs as the container's init
+//! and stays, holding the race window open), and a racer that opens every `/proc/*/exe` and
+//! `/proc/*/map_files/*` it can see, over and over, and writes to whatever it got that is not one of the
+//! container's own files. The tests fail if the racer ever holds a descriptor to a file outside the container's
+//! root that is not the sealed in-memory copy, if any write goes through, or if the host's binary changes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, IMAGE, husk_bin};
+
+/// The racer: for `$1` seconds, opens every `/proc/*/exe` and `/proc/*/map_files/*` it can; for each descriptor
+/// that is not a file of the container's own (its path, seen from inside, is not the same inode), it records
+/// `what|link|dev:inode|wrote` in /tmp/seen, where `wrote` says whether a one-byte append went through. It
+/// touches /tmp/racer-done when it ends. Every open and write is in a subshell, so a refusal never stops it.
+const RACER: &str = r#"
+end=$(( $(date +%s) + $1 ))
+: > /tmp/seen
+probe() {
+    ( exec 3<"$1" || exit 0
+      link=$(readlink /proc/self/fd/3)
+      id=$(stat -L -c %d:%i /proc/self/fd/3)
+      here=$(stat -L -c %d:%i "$link" 2>/dev/null)
+      [ "$id" = "$here" ] && exit 0
+      wrote=no
+      (printf x >> /proc/self/fd/3) 2>/dev/null && wrote=yes
+      echo "$1|$link|$id|$wrote" >> /tmp/seen
+    ) 2>/dev/null
+}
+while [ "$(date +%s)" -lt "$end" ]; do
+    for f in /proc/[0-9]*/exe /proc/[0-9]*/map_files/*; do probe "$f"; done
+done
+touch /tmp/racer-done
+"#;
+
+/// Plants the attacker's files in container `c`: /bin/evil (`#!/proc/self/exe`) and /bin/husk-init (a link to
+/// /proc/self/exe).
+fn plant(d: &Daemon, c: &str) {
+    d.husk(&[
+        "exec",
+        c,
+        "sh",
+        "-c",
+        "printf '#!/proc/self/exe\\n' > /bin/evil && chmod +x /bin/evil && ln -s /proc/self/exe /bin/husk-init",
+    ])
+    .ok();
+}
+
+/// Starts the racer in container `c` for `seconds`.
+fn start_racer(d: &Daemon, c: &str, seconds: u32) {
+    d.husk(&[
+        "exec",
+        "-d",
+        c,
+        "sh",
+        "-c",
+        RACER,
+        "racer",
+        &seconds.to_string(),
+    ])
+    .ok();
+}
+
+/// Waits for the racer in `c` and returns what it obtained: one `what|link|dev:inode|wrote` line per descriptor
+/// to a file that is not the container's own.
+fn racer_findings(d: &Daemon, c: &str) -> Vec<String> {
+    assert!(
+        Daemon::eventually(Duration::from_secs(60), || {
+            d.husk(&["exec", c, "test", "-e", "/tmp/racer-done"]).code == 0
+        }),
+        "the racer did not finish"
+    );
+    d.husk(&["exec", c, "cat", "/tmp/seen"])
+        .ok()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Asserts that every descriptor the racer got to a file outside the container is the sealed copy (an anonymous,
+/// sealed memfd) and that no write went through; returns how many it got (the race was won that often).
+fn assert_only_sealed_copies(findings: &[String]) -> usize {
+    for line in findings {
+        let fields: Vec<&str> = line.split('|').collect();
+        assert_eq!(fields.len(), 4, "racer line {line:?}");
+        assert!(
+            fields[1].starts_with("/memfd:husk"),
+            "a container obtained a descriptor to a file outside its root: {line}\nall: {findings:#?}"
+        );
+        assert_eq!(fields[3], "no", "a write went through: {line}");
+    }
+    findings.len()
+}
+
+fn binary_contents() -> Vec<u8> {
+    std::fs::read(husk_bin()).expect("read the husk binary")
+}
+
+#[test]
+fn exec_of_a_proc_self_exe_script_reaches_only_a_sealed_copy() {
+    let before = binary_contents();
+    let d = Daemon::start(&[]);
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    plant(&d, "c");
+    start_racer(&d, "c", 6);
+
+    // The first half of the attack: husk code runs in the container. It is the sealed copy that runs.
+    for _ in 0..10 {
+        let r = d.husk(&["exec", "c", "/bin/evil"]);
+        assert_eq!(r.code, 2, "husk's usage error: {}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("Usage"), "{}", r.stderr);
+    }
+    // And stays, as the init of `husk-init sleep 3`, while the racer looks at it.
+    d.husk(&["exec", "c", "/bin/husk-init", "sleep", "3"]).ok();
+
+    let won = assert_only_sealed_copies(&racer_findings(&d, "c"));
+    assert!(
+        won > 0,
+        "the racer never caught a husk process: the test proves nothing"
+    );
+    assert!(
+        binary_contents() == before,
+        "the host's husk binary changed"
+    );
+}
+
+#[test]
+fn an_entrypoint_that_runs_proc_self_exe_reaches_only_a_sealed_copy() {
+    let before = binary_contents();
+    let d = Daemon::start(&[]);
+    let attack = d.dir.path().join("attack");
+    std::fs::create_dir(&attack).unwrap();
+    std::fs::write(attack.join("evil"), "#!/proc/self/exe\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(attack.join("evil"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    std::os::unix::fs::symlink("/proc/self/exe", attack.join("husk-init")).unwrap();
+    let volume = format!("{}:/x:ro", attack.display());
+
+    // The script as the entrypoint: the container's init (husk code until its exec) runs husk's usage.
+    let r = d.husk(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &volume,
+        IMAGE,
+        "/x/evil",
+    ]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("Usage"), "{}", r.stderr);
+
+    // husk as the container's PID 1 for its whole life, in a sandbox whose PID 1 is the pause process (also
+    // husk code): the racer sees both.
+    d.husk(&["sandbox", "create", "--name", "pod", "--share-pid"])
+        .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--sandbox",
+        "pod",
+        "-v",
+        &volume,
+        IMAGE,
+        "/x/husk-init",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let init = d.pid("c");
+    let exe = std::fs::read_link(format!("/proc/{init}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:husk"),
+        "the container's husk runs from {}",
+        exe.display()
+    );
+    start_racer(&d, "c", 3);
+    // The pause process (PID 1) keeps every capability, so the container's root may not open its exe at all
+    // (ptrace access rules); the container's husk-init dropped to the container's set, so the racer opens it.
+    let won = assert_only_sealed_copies(&racer_findings(&d, "c"));
+    assert!(won > 0, "the racer never caught the container's husk");
+    assert!(
+        binary_contents() == before,
+        "the host's husk binary changed"
+    );
+}
+
+#[test]
+fn the_init_of_run_init_is_a_copy_the_host_never_runs() {
+    let d = Daemon::start(&[]);
+    d.husk(&[
+        "run",
+        "-d",
+        "--init",
+        "--name",
+        "c",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    use std::os::unix::fs::MetadataExt;
+    let init = d.pid("c");
+    let identity = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let running = identity(std::fs::metadata(format!("/proc/{init}/exe")).unwrap());
+    let copy = identity(std::fs::metadata(d.root.join("init/husk-init")).unwrap());
+    assert_eq!(running, copy, "the init runs from the daemon's copy");
+    for installed in [husk_bin(), husk_bin().with_file_name("husk-pause")] {
+        if let Ok(m) = std::fs::metadata(&installed) {
+            assert_ne!(running, identity(m), "{} itself", installed.display());
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{init}/comm"))
+            .unwrap()
+            .trim(),
+        "husk-init"
+    );
+    // Bind-mounted read-only: even the container's root cannot write its own init.
+    let mounts = d.husk(&["exec", "c", "cat", "/proc/self/mountinfo"]).ok();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/sbin/husk-init"))
+        .expect("the init's mount");
+    assert!(
+        line.split(' ')
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro"),
+        "{line}"
+    );
+    let r = d.husk(&["exec", "c", "sh", "-c", "printf x >> /sbin/husk-init"]);
+    assert_ne!(r.code, 0, "the init binary is writable in the container");
+}
