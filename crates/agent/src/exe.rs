@@ -5,14 +5,14 @@
 //! - In a guest, the boot binds the agent's file read-only at [`GUEST_AGENT`] ([`crate::init`]): free, and
 //!   enough there, because husk owns the guest's whole mount table and no container process may remount. (A
 //!   sealed in-memory copy, as the `linux` driver uses on hosts, cost 320 ms of the boot under TCG.)
-//! - Run by hand on a host (tests), a sealed in-memory copy ([`husk_linux::sealed_exe`]), made on first use.
+//! - Run by hand on a host (tests), a sealed in-memory copy ([`husk_container::sealed_exe`]), made on first use.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use husk_container::sealed_exe::SealedExe;
 use husk_core::{Error, Result};
-use husk_linux::sealed_exe::SealedExe;
 
 /// Where the guest's boot binds the agent's file read-only.
 pub const GUEST_AGENT: &str = "/.husk/agent";

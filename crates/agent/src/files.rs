@@ -1,5 +1,5 @@
 //! A container's files from the agent: `cp` (stat, archive, extract) and the propagation of bind mounts, done by
-//! the `linux` driver's container-fs helper ([`husk_linux::container_fs`]) run as `husk-agent container-fs
+//! the `linux` driver's container-fs helper ([`husk_container::container_fs`]) run as `husk-agent container-fs
 //! REQUEST`, exactly as the `linux` driver runs `husk container-fs` on a host. So the path-safe code is the same
 //! on both drivers: every path is resolved inside the container's root (`RESOLVE_IN_ROOT`), never following a
 //! symbolic link out of it.
@@ -14,8 +14,8 @@
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 
+use husk_container::container_fs::{FsOp, FsRequest, FsTarget, helper_error};
 use husk_core::{Error, Result};
-use husk_linux::container_fs::{FsOp, FsRequest, FsTarget, helper_error};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
@@ -53,7 +53,8 @@ impl Helper {
         input: bool,
     ) -> Result<Helper> {
         let req = FsRequest { target, op };
-        let mut cmd = husk_linux::fs_helper::std_command(&crate::exe::path()?, &req, pidfd, input)?;
+        let mut cmd =
+            husk_container::fs_helper::std_command(&crate::exe::path()?, &req, pidfd, input)?;
         let mut child = None;
         let (_, exit) = reaper.spawn(|| -> Result<i32> {
             let c = cmd
@@ -142,11 +143,11 @@ pub async fn apply_propagation(
     config: &husk_core::ContainerConfig,
     init_pid: i32,
 ) -> Result<()> {
-    let mounts = husk_linux::spec::bind_propagations(config);
+    let mounts = husk_container::spec::bind_propagations(config);
     if mounts.is_empty() {
         return Ok(());
     }
-    let pidfd = husk_linux::fs_helper::pidfd(init_pid)?;
+    let pidfd = husk_container::fs_helper::pidfd(init_pid)?;
     Helper::start(
         reaper,
         FsTarget::Process,

@@ -7,8 +7,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use husk_agent_protocol::boot::{ALWAYS_LOADED, LATE_GROUPS, PORT_GROUPS};
 use husk_core::{Context, Error, Result};
-use husk_vm::guest::{ALWAYS_LOADED, LATE_GROUPS, PORT_GROUPS};
 use nix::mount::{MsFlags, mount};
 
 /// Where each module group's load order is in the initramfs (`<dir>/<group>`).

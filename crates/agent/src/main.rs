@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use husk_agent_protocol::proto::{AGENT_PORT_NAME, AGENT_VSOCK_PORT};
 use husk_core::{Error, Result};
-use husk_vm::proto::{AGENT_PORT_NAME, AGENT_VSOCK_PORT};
 
 use crate::init::BootOptions;
 use crate::reaper::Reaper;
@@ -32,17 +32,17 @@ use crate::runtime::NamespaceRuntime;
 use crate::service::{AgentEnv, AgentService};
 
 fn main() {
-    husk_linux::sealed_exe::name_started_process("husk-agent");
+    husk_container::sealed_exe::name_started_process("husk-agent");
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 3 && args[1] == "shim" {
         // A container's monitor (the linux driver's shim), started by the agent: single-threaded until its own
         // event loop, so nothing else may run first.
-        std::process::exit(husk_linux::shim::run(std::path::Path::new(&args[2])));
+        std::process::exit(husk_container::shim::run(std::path::Path::new(&args[2])));
     }
     if args.len() == 3 && args[1] == "container-fs" {
         // The linux driver's container-fs helper (cp), started by the agent: it joins or builds a container's
         // mount namespace, so it must stay single-threaded.
-        std::process::exit(husk_linux::container_fs::run(&args[2]));
+        std::process::exit(husk_container::container_fs::run(&args[2]));
     }
     if std::process::id() == 1 {
         pid1();

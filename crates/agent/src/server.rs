@@ -9,8 +9,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
+use husk_agent_protocol::proto::agent_server::AgentServer;
 use husk_core::{Context, Result};
-use husk_vm::proto::agent_server::AgentServer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -46,7 +46,7 @@ fn host_connected(fd: &OwnedFd) -> bool {
 }
 
 /// Serves on the virtio-serial port at `dev` forever, one host connection after another. Each starts with the
-/// handshake of `husk_vm::handshake`, which also skips what is left of an earlier connection.
+/// handshake of `husk_agent_protocol::handshake`, which also skips what is left of an earlier connection.
 pub async fn serve_port(service: AgentService, dev: &Path) -> Result<()> {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -60,7 +60,10 @@ pub async fn serve_port(service: AgentService, dev: &Path) -> Result<()> {
         }
         let conn = fd.try_clone().context("duplicate the port descriptor")?;
         let mut stream = FdStream::new(conn).context("watch the port")?;
-        if husk_vm::handshake::agent(&mut stream).await.is_err() {
+        if husk_agent_protocol::handshake::agent(&mut stream)
+            .await
+            .is_err()
+        {
             // The host went away before finishing the handshake (reads give end of file until one is back).
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;

@@ -11,16 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::Stream;
+use husk_agent_protocol::proto::{self, agent_server::Agent};
+use husk_agent_protocol::status::status_from_error;
 use husk_core::stdio::{Frame, read_frame, write_frame};
 use husk_core::{ContainerConfig, Error, Result};
-use husk_vm::client::status_from_error;
-use husk_vm::proto::{self, agent_server::Agent};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use husk_linux::container_fs::{FsOp, FsTarget};
-use husk_linux::shim::Request as ShimRequest;
+use husk_container::container_fs::{FsOp, FsTarget};
+use husk_container::shim::Request as ShimRequest;
 
 use crate::files::{self, Helper};
 use crate::reaper::Reaper;
@@ -435,7 +435,7 @@ impl AgentService {
     fn fs_target(&self, c: &Container) -> (FsTarget, Option<OwnedFd>) {
         let main = lock(&c.main).clone();
         if main.running()
-            && let Ok(pidfd) = husk_linux::fs_helper::pidfd(main.pid())
+            && let Ok(pidfd) = husk_container::fs_helper::pidfd(main.pid())
             && main.running()
         {
             return (FsTarget::Process, Some(pidfd));
@@ -892,8 +892,8 @@ impl Agent for AgentService {
             .map_err(|e| st(Error::invalid("resources_json", format!("not limits: {e}"))))?;
         if lock(&c.main).running() {
             let path = crate::shim::cgroup_path(&c.setup.id);
-            let json = husk_linux::spec::limits_json(&limits);
-            tokio::task::spawn_blocking(move || husk_linux::cgroups::set_limits(&path, &json))
+            let json = husk_container::spec::limits_json(&limits);
+            tokio::task::spawn_blocking(move || husk_container::cgroups::set_limits(&path, &json))
                 .await
                 .map_err(|e| st(Error::internal(format!("limits task: {e}"))))?
                 .map_err(st)?;
@@ -939,7 +939,7 @@ impl Agent for AgentService {
         let io_stat = std::fs::read_to_string(cg.join("io.stat")).unwrap_or_default();
         let main = lock(&c.main).clone();
         let (net_rx_bytes, net_tx_bytes) = if main.running() {
-            husk_linux::cgroups::interface_bytes(main.pid())
+            husk_container::cgroups::interface_bytes(main.pid())
         } else {
             (0, 0)
         };

@@ -1,6 +1,6 @@
-//! Containers made inside the guest with the `linux` driver's own container code: `husk_linux::spec` writes the
+//! Containers made inside the guest with the `linux` driver's own container code: `husk_container::spec` writes the
 //! OCI `config.json` (capabilities, the default seccomp profile, masked paths, device rules, limits), and the
-//! `linux` driver's per-container monitor (`husk_linux::shim`, run as `husk-agent shim CONFIG`) creates the
+//! `linux` driver's per-container monitor (`husk_container::shim`, run as `husk-agent shim CONFIG`) creates the
 //! container with libcontainer in a fresh single-threaded process, owns its stdio, serves its control socket and
 //! records its exit. The agent is the shim's client, exactly as the `linux` driver's daemon is on a host.
 //!
@@ -15,9 +15,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use husk_container::shim::{Response, ShimClient, ShimConfig};
+use husk_container::spec::{NamespacePlan, SpecInput};
 use husk_core::{ContainerConfig, Context, Error, ProcessConfig, Result};
-use husk_linux::shim::{Response, ShimClient, ShimConfig};
-use husk_linux::spec::{NamespacePlan, SpecInput};
 use oci_spec::runtime::LinuxNamespaceType;
 
 use crate::reaper::Reaper;
@@ -60,7 +60,7 @@ pub struct Maker {
     /// The capabilities the agent holds (the set privileged containers get).
     pub capabilities: Vec<String>,
     /// The default seccomp profile, compiled once per capability set.
-    pub seccomp: husk_linux::seccomp_bpf::ProgramCache,
+    pub seccomp: husk_container::seccomp_bpf::ProgramCache,
     /// Whether cgroup v2 is mounted (always in a guest; the host's layout when the agent runs on a host).
     pub cgroup_v2: bool,
 }
@@ -70,9 +70,9 @@ impl Maker {
     pub fn new(run_dir: &Path) -> Result<Maker> {
         Ok(Maker {
             state_root: run_dir.join("lc"),
-            capabilities: husk_linux::security::daemon_capabilities()?,
+            capabilities: husk_container::security::daemon_capabilities()?,
             seccomp: Default::default(),
-            cgroup_v2: husk_linux::cgroups::is_v2(),
+            cgroup_v2: husk_container::cgroups::is_v2(),
         })
     }
 
@@ -94,7 +94,7 @@ impl Maker {
                 ..Default::default()
             },
             cgroup_path: cgroup_path(&c.id),
-            user: husk_linux::user::resolve_user_with_groups(
+            user: husk_container::user::resolve_user_with_groups(
                 rootfs,
                 &process.user,
                 &config.security.group_add,
@@ -113,7 +113,7 @@ impl Maker {
         let rootfs = c.rootfs();
         let config = with_vm_hostname(config);
         let input = self.input(c, &config, &config.process, &rootfs)?;
-        let mut spec = husk_linux::spec::container_spec(&input)?;
+        let mut spec = husk_container::spec::container_spec(&input)?;
         keep_vm_namespaces(&mut spec);
         let seccomp = self.precompile_seccomp(&config, &spec, &bundle.dir)?;
         let spec_json =
@@ -150,7 +150,7 @@ impl Maker {
         let rootfs = c.rootfs();
         let config = with_vm_hostname(config);
         let input = self.input(c, &config, process, &rootfs)?;
-        husk_linux::spec::process_json(&input)
+        husk_container::spec::process_json(&input)
     }
 
     /// Serves the default seccomp profile as a program compiled once per VM (as the `linux` driver does per
@@ -161,7 +161,7 @@ impl Maker {
         spec: &oci_spec::runtime::Spec,
         dir: &Path,
     ) -> Result<Option<PathBuf>> {
-        if !husk_linux::spec::seccomp_precompiled(config) {
+        if !husk_container::spec::seccomp_precompiled(config) {
             return Ok(None);
         }
         let caps: Vec<String> = spec

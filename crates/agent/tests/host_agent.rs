@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{HostAgent, busybox_rootfs, collect, container, run};
 use husk_core::ErrorKind;
-use husk_vm::proto;
+use husk_agent_protocol::proto;
 
 /// Sends `body` to `method` of the agent service and returns the status code.
 pub async fn raw_call(

@@ -473,12 +473,12 @@ fn copy_from_image(layers: &RootfsLayers, path: &str, data: &Path, scratch: &Pat
     for d in [&upper, &work, &view] {
         mkdir(d, 0o700)?;
     }
-    let copied = husk_image::mount_overlay(
+    let copied = husk_fs::mount_overlay(
         &layers.layers,
         &upper,
         &work,
         &view,
-        husk_image::MountMethod::Auto,
+        husk_fs::MountMethod::Auto,
     )
     .and_then(|()| {
         let image = husk_fs::Tree::in_root(&view)?;
@@ -492,7 +492,7 @@ fn copy_from_image(layers: &RootfsLayers, path: &str, data: &Path, scratch: &Pat
             Err(e) => Err(e),
         };
         drop(image);
-        let unmounted = husk_image::unmount_rootfs(&view);
+        let unmounted = husk_fs::unmount_rootfs(&view);
         result.and(unmounted)
     });
     let _ = std::fs::remove_dir_all(scratch);

@@ -61,7 +61,7 @@ fn started_as_init() -> bool {
 }
 
 fn main() {
-    husk_linux::sealed_exe::name_started_process("husk");
+    husk_container::sealed_exe::name_started_process("husk");
     // As a container's init, before anything else: no argument parsing, no runtime, no threads.
     if started_as_init() {
         let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -76,7 +76,7 @@ fn main() {
         // The shim and the pause process must stay single-threaded: no async runtime before their work starts.
         Command::Shim { config } => {
             init_logging("warn");
-            husk_linux::shim::run(&config)
+            husk_container::shim::run(&config)
         }
         Command::SandboxPause => husk_pause::run(),
         Command::Vm(cli::args::VmCommand::BuildGuest(args)) => {
@@ -90,7 +90,7 @@ fn main() {
             }
         }
         // Joins or builds a container's mount namespace: must stay single-threaded.
-        Command::ContainerFs { request } => husk_linux::container_fs::run(&request),
+        Command::ContainerFs { request } => husk_container::container_fs::run(&request),
         Command::Daemon(args) => {
             init_logging(args.log_level.as_deref().unwrap_or("info"));
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -9,7 +9,7 @@
 //!   removal rules, tags.
 //! - Registries ([`ImageStore::pull`], [`ImageStore::push`], [`ImageStore::login`]) through `oci-client`, with
 //!   per-layer [`Progress`]; [`ImageStore::save`], [`ImageStore::commit`], [`PullPolicy`], prune and disk usage.
-//! - Root filesystems: [`mount_rootfs`] and [`unmount_rootfs`].
+//! - Root filesystems are mounted by `husk_fs::mount_rootfs` over the layers unpacked here.
 //!
 //! The crate's README.md has the whole API in one table, Docker's removal rules, the on-disk layout and the
 //! benchmark.
@@ -25,7 +25,6 @@ pub mod config;
 pub mod digest;
 pub mod export;
 pub mod image;
-pub mod overlay;
 pub mod policy;
 pub mod progress;
 pub mod pull;
@@ -40,7 +39,6 @@ pub use config::{ImageConfig, Limits, RegistryConfig};
 pub use digest::Digest;
 pub use export::{PushOptions, PushedImage};
 pub use image::{BlobRef, Healthcheck, Image, ImageLayer, LayerRecord, Platform, RunConfig};
-pub use overlay::{MountMethod, mount_overlay, mount_rootfs, unmount_rootfs};
 pub use policy::PullPolicy;
 pub use progress::{LayerState, Progress, ProgressSink};
 pub use pull::{PullOptions, PulledImage};

@@ -107,7 +107,7 @@ impl Drop for Dockerd {
                 .collect();
             targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
             for t in targets {
-                let _ = husk_image::unmount_rootfs(Path::new(t));
+                let _ = husk_fs::unmount_rootfs(Path::new(t));
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);

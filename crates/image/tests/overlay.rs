@@ -6,7 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{Layer, Tar, TestStore, docker_archive};
-use husk_image::{ImageConfig, MountMethod, mount_overlay, mount_rootfs, unmount_rootfs};
+use husk_fs::{MountMethod, mount_overlay, mount_rootfs, unmount_rootfs};
+use husk_image::ImageConfig;
 
 /// Unmounts on drop, so a failing assertion leaves no mount behind.
 struct Mounted(PathBuf);

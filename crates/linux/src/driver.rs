@@ -26,11 +26,11 @@ use husk_core::{
 use nix::mount::{MntFlags, MsFlags};
 use serde_json::json;
 
-use crate::container_fs::{FsOp, FsRequest, FsTarget};
-use crate::sealed_exe::SealedExe;
-use crate::shim::{Request, ShimClient, ShimConfig, ShimStatus, spawn_shim};
-use crate::spec::{NamespacePlan, SpecInput};
-use crate::{cgroups, namespaces, security, spec, user};
+use husk_container::container_fs::{FsOp, FsRequest, FsTarget};
+use husk_container::sealed_exe::SealedExe;
+use husk_container::shim::{Request, ShimClient, ShimConfig, ShimStatus, spawn_shim};
+use husk_container::spec::{NamespacePlan, SpecInput};
+use husk_container::{cgroups, namespaces, security, spec, user};
 
 /// How the `linux` driver is set up.
 #[derive(Clone)]
@@ -40,7 +40,7 @@ pub struct LinuxDriverConfig {
     /// Runtime state (mounts, sockets, pinned namespaces).
     pub run_root: PathBuf,
     /// The `husk` binary. The driver runs `husk shim`, `husk sandbox-pause` and `husk container-fs` from a
-    /// sealed copy of it made once ([`crate::sealed_exe`]), never from this file: those processes enter
+    /// sealed copy of it made once ([`husk_container::sealed_exe`]), never from this file: those processes enter
     /// containers.
     pub husk_binary: PathBuf,
     /// Parent of every container's cgroup (`husk` = `/husk/<id>` in each hierarchy).
@@ -63,7 +63,7 @@ pub struct LinuxDriver {
     /// Pidfds of the pause processes this daemon started (so it can reap them).
     pauses: Mutex<HashMap<String, Arc<OwnedFd>>>,
     /// The default seccomp profile, compiled once per capability set.
-    seccomp_programs: Arc<crate::seccomp_bpf::ProgramCache>,
+    seccomp_programs: Arc<husk_container::seccomp_bpf::ProgramCache>,
     /// Removals finishing in the background (network teardown), awaited at shutdown.
     removals: tokio_util::task::TaskTracker,
 }
@@ -141,7 +141,7 @@ impl ContainerFiles {
     /// Unmounts the root filesystem, then removes libcontainer's state, the cgroup (killing stragglers a
     /// shim killed with -9 left) and the container's directory (upper and work dirs, logs).
     async fn remove(self) -> Result<()> {
-        husk_image::unmount_rootfs(&self.rootfs)?;
+        husk_fs::unmount_rootfs(&self.rootfs)?;
         remove_dir(&self.libcontainer_state)?;
         if !cgroups::cgroup_dirs(&self.cgroup).is_empty() {
             for pid in cgroups::procs(&self.cgroup) {
@@ -326,7 +326,7 @@ impl LinuxDriver {
         for d in [dir.join("upper"), dir.join("work"), target.clone()] {
             mkdir(&d)?;
         }
-        husk_image::mount_rootfs(layers, &dir.join("upper"), &dir.join("work"), &target)
+        husk_fs::mount_rootfs(layers, &dir.join("upper"), &dir.join("work"), &target)
     }
 
     /// Pins namespaces for `owner` (a sandbox or a standalone container) in `ns_dir`, connects its network
@@ -567,7 +567,7 @@ impl LinuxDriver {
         })
     }
 
-    /// Serves the default seccomp profile as a precompiled program (see [`crate::seccomp_bpf`]) when the
+    /// Serves the default seccomp profile as a precompiled program (see [`husk_container::seccomp_bpf`]) when the
     /// container can take it that way: the spec then carries no filter and the bundle holds `seccomp.bpf`.
     async fn precompile_seccomp(
         &self,
@@ -674,18 +674,19 @@ impl LinuxDriver {
         if mounts.is_empty() {
             return Ok(());
         }
-        let pidfd = crate::fs_helper::pidfd(pid)?;
+        let pidfd = husk_container::fs_helper::pidfd(pid)?;
         let req = FsRequest {
             target: FsTarget::Process,
             op: FsOp::Propagation { mounts },
         };
-        let output = crate::fs_helper::command(&self.sealed_exe.path(), &req, Some(&pidfd), false)?
-            .output()
-            .await
-            .map_err(|e| Error::io("run the container-fs helper", e))?;
+        let output =
+            husk_container::fs_helper::command(&self.sealed_exe.path(), &req, Some(&pidfd), false)?
+                .output()
+                .await
+                .map_err(|e| Error::io("run the container-fs helper", e))?;
         if !output.status.success() {
             return Err(
-                crate::container_fs::helper_error(&output.stderr, output.status)
+                husk_container::container_fs::helper_error(&output.stderr, output.status)
                     .context("set the propagation of the container's mounts"),
             );
         }
@@ -697,7 +698,7 @@ impl LinuxDriver {
     /// took the PID), else a view of the stopped container.
     async fn fs_target(&self, container: &ContainerRecord) -> Result<(FsTarget, Option<OwnedFd>)> {
         let id = container.id();
-        let alive = |r: &crate::shim::Response| {
+        let alive = |r: &husk_container::shim::Response| {
             matches!(
                 r.status,
                 Some(ShimStatus::Created | ShimStatus::Running | ShimStatus::Paused)
@@ -706,7 +707,7 @@ impl LinuxDriver {
         if let Ok(r) = self.shim(id).call(&Request::State).await
             && alive(&r)
             && let Some(pid) = r.pid.filter(|p| *p > 0)
-            && let Ok(pidfd) = crate::fs_helper::pidfd(pid)
+            && let Ok(pidfd) = husk_container::fs_helper::pidfd(pid)
             && let Ok(again) = self.shim(id).call(&Request::State).await
             && alive(&again)
             && again.pid == Some(pid)
@@ -735,7 +736,7 @@ impl LinuxDriver {
         op: FsOp,
     ) -> Result<tokio::process::Child> {
         let (target, pidfd) = self.fs_target(container).await?;
-        crate::fs_helper::command(
+        husk_container::fs_helper::command(
             &self.sealed_exe.path(),
             &FsRequest { target, op },
             pidfd.as_ref(),
@@ -752,7 +753,7 @@ impl LinuxDriver {
         op: FsOp,
     ) -> Result<tokio::process::Child> {
         let (target, pidfd) = self.fs_target(container).await?;
-        crate::fs_helper::command(
+        husk_container::fs_helper::command(
             &self.sealed_exe.path(),
             &FsRequest { target, op },
             pidfd.as_ref(),
@@ -879,7 +880,7 @@ impl Driver for LinuxDriver {
                 Some(
                     format!(
                         "mode=1777,size={}",
-                        crate::spec::shm_size_bytes(&config.resources)
+                        husk_container::spec::shm_size_bytes(&config.resources)
                     )
                     .as_str(),
                 ),
@@ -1015,7 +1016,7 @@ impl Driver for LinuxDriver {
         container: &ContainerRecord,
         limits: &husk_core::Resources,
     ) -> Result<()> {
-        let limits = crate::spec::limits_json(limits);
+        let limits = husk_container::spec::limits_json(limits);
         let bundle = self.ctr_dir(container.id()).join("config.json");
         let cgroup = self.cgroup_path(container.id());
         tokio::task::spawn_blocking(move || {
@@ -1159,7 +1160,7 @@ impl Driver for LinuxDriver {
 
     async fn logs(&self, container: &ContainerRecord, options: &LogOptions) -> Result<LogStream> {
         let socket = self.ctr_run_dir(container.id()).join("sock");
-        Ok(crate::logs::stream(
+        Ok(husk_container::logs::stream(
             self.log_path(container.id()),
             options.clone(),
             move || socket.exists(),
@@ -1276,7 +1277,7 @@ impl Driver for LinuxDriver {
             .await
             .map_err(|e| Error::io("run the container-fs helper", e))?;
         if !output.status.success() {
-            return Err(crate::container_fs::helper_error(
+            return Err(husk_container::container_fs::helper_error(
                 &output.stderr,
                 output.status,
             ));
@@ -1294,7 +1295,9 @@ impl Driver for LinuxDriver {
                 },
             )
             .await?;
-        Ok(Box::pin(crate::fs_helper::HelperOutput::new(child)?))
+        Ok(Box::pin(husk_container::fs_helper::HelperOutput::new(
+            child,
+        )?))
     }
 
     async fn extract(
@@ -1310,7 +1313,7 @@ impl Driver for LinuxDriver {
             no_overwrite_dir_non_dir: options.no_overwrite_dir_non_dir,
         };
         let child = self.fs_helper_with_stdin(container, op).await?;
-        crate::fs_helper::feed(child, archive).await
+        husk_container::fs_helper::feed(child, archive).await
     }
 
     fn rootfs_changes(&self, container: &ContainerRecord) -> Option<PathBuf> {

@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+use husk_agent_protocol::status::error_from_status;
+
 use crate::proto::{self, PROTOCOL_MINOR, PROTOCOL_VERSION, agent_client::AgentClient as Raw};
 
 /// Where the agent listens.
@@ -49,63 +51,6 @@ pub struct AgentClient {
     timeout: Duration,
     /// The minor protocol version the agent answered with (0 until `version` was called), shared by clones.
     minor: std::sync::Arc<std::sync::atomic::AtomicU32>,
-}
-
-/// Maps a husk error to a gRPC status (agent side).
-pub fn status_from_error(e: &Error) -> tonic::Status {
-    use tonic::Code;
-    let code = match e.kind {
-        ErrorKind::InvalidArgument => Code::InvalidArgument,
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::Conflict => Code::FailedPrecondition,
-        ErrorKind::Unsupported => Code::Unimplemented,
-        ErrorKind::Forbidden => Code::PermissionDenied,
-        ErrorKind::Unauthorized => Code::Unauthenticated,
-        ErrorKind::LimitExceeded => Code::ResourceExhausted,
-        ErrorKind::Timeout => Code::DeadlineExceeded,
-        ErrorKind::Backend => Code::Unavailable,
-        ErrorKind::Internal => Code::Internal,
-    };
-    let mut status = tonic::Status::new(code, e.message.clone());
-    if let Some(field) = &e.field
-        && let Ok(value) = field.parse()
-    {
-        status.metadata_mut().insert(FIELD_METADATA, value);
-    }
-    status
-}
-
-/// The gRPC metadata key carrying [`Error::field`] from the agent.
-const FIELD_METADATA: &str = "husk-field";
-
-/// Maps a gRPC status from the agent to a husk error naming the call. An error about a request field (bad input,
-/// such as a command the image lacks) keeps its field and the agent's words as they are.
-pub fn error_from_status(call: &str, s: &tonic::Status) -> Error {
-    use tonic::Code;
-    let kind = match s.code() {
-        Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
-        Code::NotFound => ErrorKind::NotFound,
-        Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => ErrorKind::Conflict,
-        Code::Unimplemented => ErrorKind::Unsupported,
-        Code::PermissionDenied => ErrorKind::Forbidden,
-        Code::Unauthenticated => ErrorKind::Unauthorized,
-        Code::ResourceExhausted => ErrorKind::LimitExceeded,
-        Code::DeadlineExceeded | Code::Cancelled => ErrorKind::Timeout,
-        Code::Unavailable | Code::Unknown => ErrorKind::Backend,
-        _ => ErrorKind::Internal,
-    };
-    match s
-        .metadata()
-        .get(FIELD_METADATA)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(field) => Error {
-            kind,
-            field: Some(field.to_string()),
-            message: s.message().to_string(),
-        },
-        None => Error::new(kind, format!("guest agent {call}: {}", s.message())),
-    }
 }
 
 fn channel(addr: &AgentAddr, connect_timeout: Duration) -> Result<Channel> {
@@ -676,33 +621,6 @@ pub fn process_to_proto(p: &husk_core::ProcessConfig) -> proto::Process {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn errors_survive_the_round_trip_through_grpc() {
-        for e in [
-            Error::not_found("container \"x\""),
-            Error::bad_request("args must not be empty"),
-            Error::conflict("already started"),
-            Error::unsupported("no tty"),
-            Error::timeout("slow"),
-        ] {
-            let back = error_from_status("start", &status_from_error(&e));
-            assert_eq!(back.kind, e.kind, "{e:?}");
-            assert!(
-                back.message.contains(&e.message) && back.message.starts_with("guest agent start"),
-                "{}",
-                back.message
-            );
-        }
-        // Bad input keeps its field and its words: the command's exit code depends on them.
-        let e = Error::invalid(
-            "command",
-            "exec: \"nope\": executable file not found in $PATH",
-        );
-        let back = error_from_status("start", &status_from_error(&e));
-        assert_eq!(back, e);
-        assert_eq!(back.command_exit_code(), Some(127));
-    }
 
     #[tokio::test]
     async fn an_agent_older_than_a_call_needs_is_refused_clearly() {

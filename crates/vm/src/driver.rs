@@ -289,7 +289,7 @@ impl VmDriver {
         // asked, as on `linux`.
         cmdline_extra.push(format!(
             "husk.shm_size={}",
-            husk_linux::spec::shm_size_bytes(resources)
+            husk_container::spec::shm_size_bytes(resources)
         ));
         if let Some(nic) = &attached.nic {
             cmdline_extra.extend(nic.cmdline());

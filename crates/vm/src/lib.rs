@@ -4,7 +4,7 @@
 //!   `/init` and the kernel modules it loads, in dependency order from `modules.dep`);
 //! - [`accel`]: picks KVM or TCG without hanging on a `/dev/kvm` whose vCPUs never run;
 //! - [`qemu`]: starts QEMU (`microvm` by default), controls it over QMP and finds it again after a restart;
-//! - [`proto`] and [`client`]: the gRPC protocol between the host and the agent, over virtio-serial or vsock;
+//! - [`client`]: the host side of the agent protocol ([`husk_agent_protocol`]), over virtio-serial or vsock;
 //! - [`driver`]: [`VmDriver`], the `husk_core::Driver` of the `vm` driver (a sandbox is a VM; a standalone
 //!   container gets one of its own).
 
@@ -12,10 +12,10 @@ pub mod accel;
 pub mod client;
 pub mod driver;
 pub mod guest;
-pub mod handshake;
 pub mod network;
-pub mod proto;
 pub mod qemu;
+
+pub use husk_agent_protocol::{handshake, proto};
 
 pub use accel::{Accel, AccelChoice, AccelDecision};
 pub use client::{AgentAddr, AgentClient};

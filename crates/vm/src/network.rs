@@ -92,7 +92,7 @@ pub fn attach(
         }
         husk_net::Mode::Cni(_) => {}
     }
-    let pinned = husk_linux::namespaces::create_pinned(ns_dir, hostname, true)?;
+    let pinned = husk_container::namespaces::create_pinned(ns_dir, hostname, true)?;
     let netns = pinned
         .get("net")
         .cloned()
@@ -120,9 +120,9 @@ pub fn attach(
 /// Undoes [`attach`] (idempotent; works from the files alone after a restart).
 pub fn detach(networks: &husk_net::Networks, owner: &str, ns_dir: &Path) -> Result<()> {
     let netns = ns_dir.join("net");
-    let ns = husk_linux::namespaces::is_pinned(&netns).then_some(netns.as_path());
+    let ns = husk_container::namespaces::is_pinned(&netns).then_some(netns.as_path());
     networks.teardown(owner, ns)?;
-    husk_linux::namespaces::remove_pinned(ns_dir)
+    husk_container::namespaces::remove_pinned(ns_dir)
 }
 
 fn guest_nic(netns: &Path, status: &NetworkStatus) -> Result<GuestNic> {

@@ -295,13 +295,13 @@ pub fn build_guest(config: &GuestConfig) -> Result<GuestImage> {
 /// its program. Compiling it in the guest costs ~100 ms under TCG at every VM's first container; other sets are
 /// still compiled there.
 fn default_seccomp_seed() -> Result<(Vec<String>, Vec<u8>)> {
-    let mut capabilities: Vec<String> = husk_linux::security::DEFAULT_CAPABILITIES
+    let mut capabilities: Vec<String> = husk_container::security::DEFAULT_CAPABILITIES
         .iter()
         .map(|c| c.to_string())
         .collect();
     capabilities.sort();
-    let profile = husk_linux::security::default_seccomp_profile(&capabilities);
-    let program = husk_linux::seccomp_bpf::compile(&profile)?;
+    let profile = husk_container::security::default_seccomp_profile(&capabilities);
+    let program = husk_container::seccomp_bpf::compile(&profile)?;
     Ok((capabilities, program))
 }
 

@@ -24,15 +24,7 @@ pub struct ModuleGroup {
     pub optional: &'static [&'static str],
 }
 
-/// Groups loaded by every guest, first to last.
-pub const ALWAYS_LOADED: &[&str] = &["port", "base", "late"];
-
-/// Groups nothing waits for: the agent loads them when the guest's CPU has nothing else to do.
-pub const LATE_GROUPS: &[&str] = &["late"];
-
-/// Groups the agent's channel to the host needs (its virtio-serial port or vsock, over either transport): the
-/// agent loads these before it serves, the rest while it serves.
-pub const PORT_GROUPS: &[&str] = &["port", "mmio", "pci", "vsock"];
+pub use husk_agent_protocol::boot::{ALWAYS_LOADED, LATE_GROUPS, PORT_GROUPS};
 
 /// The groups: `port` (virtio core and the virtio-serial console driver of the agent's port), `base` (9p over
 /// virtio, overlayfs), `late` (the balloon for free page reporting), one per virtio transport (`mmio` for microvm, `pci`

@@ -26,7 +26,7 @@ pub fn pidfd(pid: i32) -> Result<OwnedFd> {
 
 /// The helper's command: `husk container-fs REQUEST`, stdout and stderr piped, stdin piped when `input`, and the
 /// pidfd (if any) as descriptor [`PIDFD`].
-pub(crate) fn command(
+pub fn command(
     husk: &Path,
     req: &FsRequest,
     pidfd: Option<&OwnedFd>,
@@ -91,14 +91,14 @@ async fn verdict(mut child: Child) -> Result<()> {
 }
 
 /// The helper's stdout as an archive stream whose end carries the helper's verdict.
-pub(crate) struct HelperOutput {
+pub struct HelperOutput {
     stdout: ChildStdout,
     verdict: Option<oneshot::Receiver<Result<()>>>,
 }
 
 impl HelperOutput {
     /// Takes the child's stdout; a task waits for the child.
-    pub(crate) fn new(mut child: Child) -> Result<HelperOutput> {
+    pub fn new(mut child: Child) -> Result<HelperOutput> {
         let stdout = child
             .stdout
             .take()
@@ -139,7 +139,7 @@ impl AsyncRead for HelperOutput {
 }
 
 /// Feeds `archive` to the helper's stdin and returns its verdict (its own error wins over a broken pipe).
-pub(crate) async fn feed(mut child: Child, mut archive: ArchiveReader) -> Result<()> {
+pub async fn feed(mut child: Child, mut archive: ArchiveReader) -> Result<()> {
     let copied = match child.stdin.take() {
         Some(mut stdin) => {
             let r = tokio::io::copy(&mut archive, &mut stdin).await;
