@@ -1,12 +1,4 @@
-//! `husk-agent`: PID 1 of a husk VM guest.
-//!
-//! As PID 1 (the initramfs's `/init`) it mounts the basic file systems, loads the kernel modules the image
-//! lists, leaves the initramfs for a tmpfs root, mounts cgroups and the 9p shares, and serves the agent protocol
-//! on the virtio-serial port `husk.agent.0` (or vsock). It reaps every orphan and powers the machine off when
-//! the host asks it to shut down.
-//!
-//! Run by hand on a host (`husk-agent --listen SOCKET --run-dir DIR [--share TAG=DIR]...`) it serves the same
-//! protocol on a unix socket with no init duties, which tests use to exercise the service without a VM.
+#![doc = include_str!("../README.md")]
 
 mod exe;
 mod fdio;

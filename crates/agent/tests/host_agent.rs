@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{HostAgent, busybox_rootfs, collect, container, run};
-use husk_core::ErrorKind;
 use husk_agent_protocol::proto;
+use husk_core::ErrorKind;
 
 /// Sends `body` to `method` of the agent service and returns the status code.
 pub async fn raw_call(

@@ -1,6 +1,4 @@
-//! husk's front ends over the engine. Each is a thin translation between a wire format and
-//! [`husk_engine::Engine`] calls: [`local`] (the CLI's API), [`zun`] (OpenStack Zun's API) with
-//! [`keystone`] (the identity service Zun's clients authenticate with); the CRI comes next.
+#![doc = include_str!("../README.md")]
 
 pub mod keystone;
 pub mod local;

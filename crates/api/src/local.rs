@@ -12,11 +12,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
+use husk_api_types::{
+    ContainerCreate, ContainerView, ExecCreate, SandboxCreate, SandboxView, WaitCondition,
+};
 use husk_core::stdio::BoxStdio;
 use husk_core::{Error, LogOptions, Result};
-use husk_engine::{
-    ContainerCreate, ContainerView, Engine, ExecCreate, SandboxCreate, SandboxView, WaitCondition,
-};
+use husk_engine::Engine;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
@@ -112,7 +113,7 @@ async fn version() -> Json<serde_json::Value> {
     )
 }
 
-async fn info(State(engine): State<Engine>) -> ApiResult<Json<husk_engine::Info>> {
+async fn info(State(engine): State<Engine>) -> ApiResult<Json<husk_api_types::Info>> {
     Ok(Json(engine.info().await?))
 }
 
@@ -146,7 +147,7 @@ async fn list_containers(
 
 async fn prune_containers(
     State(engine): State<Engine>,
-) -> ApiResult<Json<husk_engine::ContainerPruneReport>> {
+) -> ApiResult<Json<husk_api_types::ContainerPruneReport>> {
     Ok(Json(engine.prune_containers().await?))
 }
 
@@ -306,7 +307,7 @@ async fn update_container(
     Path(id): Path<String>,
     body: bytes::Bytes,
 ) -> ApiResult<Json<ContainerView>> {
-    let req: husk_engine::ContainerUpdate = parse_body(&body)?;
+    let req: husk_api_types::ContainerUpdate = parse_body(&body)?;
     let rec = engine.update_container(&id, &req).await?;
     Ok(Json(engine.inspect_container(rec.id())?))
 }
@@ -330,7 +331,7 @@ async fn wait_container(
     State(engine): State<Engine>,
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
-) -> ApiResult<Json<husk_engine::WaitResult>> {
+) -> ApiResult<Json<husk_api_types::WaitResult>> {
     let condition = WaitCondition::from_str(&q.condition)?;
     Ok(Json(engine.wait_container(&id, condition).await?))
 }
@@ -413,7 +414,7 @@ async fn events(State(engine): State<Engine>) -> Response {
         loop {
             match receiver.recv().await {
                 Ok(event) => {
-                    let mut line = serde_json::to_vec(&husk_engine::EventView::from(&event))
+                    let mut line = serde_json::to_vec(&husk_api_types::EventView::from(&event))
                         .unwrap_or_default();
                     line.push(b'\n');
                     return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(line)), receiver));
@@ -580,7 +581,9 @@ async fn remove_sandbox(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_images(State(engine): State<Engine>) -> ApiResult<Json<Vec<husk_image::Image>>> {
+async fn list_images(
+    State(engine): State<Engine>,
+) -> ApiResult<Json<Vec<husk_api_types::ImageView>>> {
     Ok(Json(engine.list_images()?))
 }
 
@@ -594,16 +597,12 @@ async fn load_images(
     State(engine): State<Engine>,
     Query(q): Query<LoadQuery>,
     body: Body,
-) -> ApiResult<Json<Vec<husk_image::LoadedImage>>> {
+) -> ApiResult<Json<Vec<husk_api_types::LoadedImage>>> {
     let stream = body
         .into_data_stream()
         .map(|r| r.map_err(std::io::Error::other));
     let reader = tokio_util::io::StreamReader::new(stream);
-    let options = husk_image::LoadOptions {
-        name: q.name,
-        ..Default::default()
-    };
-    Ok(Json(engine.load_images(reader, &options).await?))
+    Ok(Json(engine.load_images(reader, q.name).await?))
 }
 
 #[derive(Deserialize, Default)]
@@ -616,14 +615,14 @@ struct NameQuery {
 async fn inspect_image(
     State(engine): State<Engine>,
     Query(q): Query<NameQuery>,
-) -> ApiResult<Json<husk_image::Image>> {
+) -> ApiResult<Json<husk_api_types::ImageView>> {
     Ok(Json(engine.inspect_image(&q.name)?))
 }
 
 async fn remove_image(
     State(engine): State<Engine>,
     Query(q): Query<NameQuery>,
-) -> ApiResult<Json<Vec<husk_image::Removed>>> {
+) -> ApiResult<Json<Vec<husk_api_types::Removed>>> {
     Ok(Json(engine.remove_image(&q.name, q.force)?))
 }
 
@@ -644,14 +643,14 @@ async fn tag_image(
 
 async fn list_networks(
     State(engine): State<Engine>,
-) -> ApiResult<Json<Vec<husk_net::NetworkInfo>>> {
+) -> ApiResult<Json<Vec<husk_api_types::NetworkInfo>>> {
     Ok(Json(engine.list_networks().await?))
 }
 
 async fn inspect_network(
     State(engine): State<Engine>,
     Path(name): Path<String>,
-) -> ApiResult<Json<husk_net::NetworkInfo>> {
+) -> ApiResult<Json<husk_api_types::NetworkInfo>> {
     Ok(Json(engine.inspect_network(&name).await?))
 }
 
@@ -671,10 +670,10 @@ struct NetworkCreateBody {
 async fn create_network(
     State(engine): State<Engine>,
     body: bytes::Bytes,
-) -> ApiResult<(StatusCode, Json<husk_net::NetworkInfo>)> {
+) -> ApiResult<(StatusCode, Json<husk_api_types::NetworkInfo>)> {
     let b: NetworkCreateBody = parse_body(&body)?;
     let info = engine
-        .create_network(husk_net::NewNetwork {
+        .create_network(husk_api_types::NewNetwork {
             name: b.name,
             subnet: b.subnet,
             gateway: b.gateway,

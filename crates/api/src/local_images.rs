@@ -1,7 +1,7 @@
 //! The image routes of the local API: pull and push (answered with JSON lines of progress, then one result
 //! line, like Docker's `/images/create`), save (a tar stream), prune, login/logout, commit and `system df`.
 //!
-//! A progress answer is `application/x-ndjson`: each line is a `husk_image::Progress` (`{"type": "layer", ...}`),
+//! A progress answer is `application/x-ndjson`: each line is a `husk_api_types::Progress` (`{"type": "layer", ...}`),
 //! and the last line is `{"type": "result", "result": ...}` or `{"type": "error", "error": {kind, message, ...}}`.
 //! The HTTP status is 200 once the stream starts, so a failure of the operation itself arrives as that last line.
 
@@ -13,9 +13,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use futures::StreamExt;
+use husk_api_types::{CommitRequest, LoginRequest, SystemDf};
+use husk_api_types::{Progress, ProgressSink};
 use husk_core::{Error, Result};
-use husk_engine::{CommitRequest, Engine, LoginRequest, SystemDf};
-use husk_image::{Progress, ProgressSink};
+use husk_engine::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::local::{ApiResult, parse_body};
@@ -131,7 +132,7 @@ pub(crate) struct PruneQuery {
 pub(crate) async fn prune(
     State(engine): State<Engine>,
     Query(q): Query<PruneQuery>,
-) -> ApiResult<Json<husk_image::PruneReport>> {
+) -> ApiResult<Json<husk_api_types::PruneReport>> {
     Ok(Json(engine.prune_images(q.all).await?))
 }
 
@@ -162,7 +163,7 @@ pub(crate) async fn commit(
     State(engine): State<Engine>,
     Path(id): Path<String>,
     body: bytes::Bytes,
-) -> ApiResult<Json<husk_image::Image>> {
+) -> ApiResult<Json<husk_api_types::ImageView>> {
     let req: CommitRequest = if body.is_empty() {
         CommitRequest::default()
     } else {

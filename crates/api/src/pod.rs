@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use husk_api_types::ContainerCreate;
 use husk_core::{Error, NetworkConfig, PortMapping, Resources, RestartPolicy, Result};
-use husk_engine::ContainerCreate;
 use husk_engine::capsules::{CapsuleContainer, CapsuleCreate, CapsuleMount};
 use serde::Deserialize;
 use serde_json::Value;
@@ -377,7 +377,7 @@ fn container(
         }
     }
     let mut annotations = BTreeMap::new();
-    let mut pull = husk_image::PullPolicy::Missing;
+    let mut pull = husk_api_types::PullPolicy::Missing;
     if let Some(p) = &c.image_pull_policy {
         let policy = pull_policy(p)?;
         annotations.insert("zun.image_pull_policy".to_string(), policy.to_string());

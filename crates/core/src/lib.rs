@@ -1,7 +1,4 @@
-//! husk's domain: sandboxes, containers, their lifecycle, the driver contract and the error type.
-//!
-//! This crate does no I/O of its own (the stdio framing works on any async stream it is given); every other
-//! husk crate builds on it.
+#![doc = include_str!("../README.md")]
 
 pub mod attached;
 pub mod driver;

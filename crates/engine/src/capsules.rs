@@ -13,8 +13,8 @@ use husk_store::Object;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::requests::{ContainerCreate, SandboxCreate};
 use crate::{Engine, Scope, WaitCondition};
+use husk_api_types::containers::{ContainerCreate, SandboxCreate};
 
 /// The annotation naming the capsule (by ID) a container belongs to.
 pub const CAPSULE_ANNOTATION: &str = "capsule";

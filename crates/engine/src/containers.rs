@@ -10,11 +10,11 @@ use husk_core::{
 };
 use serde_json::json;
 
-use crate::requests::{
+use crate::{Engine, EventKind, resolve};
+use husk_api_types::containers::{
     ContainerCreate, ContainerPruneReport, ContainerUpdate, ContainerView, ExecCreate,
     WaitCondition, WaitResult,
 };
-use crate::{Engine, EventKind, resolve};
 
 /// Default seconds between the stop signal and SIGKILL.
 const DEFAULT_STOP_TIMEOUT: u32 = 10;

@@ -7,7 +7,7 @@ use husk_core::stdio::{Frame, read_frame};
 use husk_core::{Error, Result};
 
 use crate::Engine;
-use crate::requests::ExecCreate;
+use husk_api_types::containers::ExecCreate;
 
 /// What a finished process printed and how it ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

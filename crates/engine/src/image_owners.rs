@@ -2,8 +2,9 @@
 //! who pulled an image is per project. Images that arrived without a project (loaded by local root) belong to
 //! the default project.
 
+use husk_api_types::images::ImageView;
 use husk_core::{ErrorKind, Result};
-use husk_image::{Image, PullOptions};
+use husk_image::PullOptions;
 use husk_store::Object;
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +39,7 @@ impl Object for ImageOwner {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedImage {
     /// The image.
-    pub image: Image,
+    pub image: ImageView,
     /// Projects that pulled it (the default one when none did).
     pub projects: Vec<String>,
 }
@@ -58,7 +59,10 @@ impl Engine {
                 projects.push(DEFAULT_PROJECT.into());
             }
             if projects.iter().any(|p| scope.allows(p)) {
-                out.push(OwnedImage { image, projects });
+                out.push(OwnedImage {
+                    image: image.view(),
+                    projects,
+                });
             }
         }
         Ok(out)
@@ -71,7 +75,7 @@ impl Engine {
         project: &str,
         reference: &str,
         only_if_missing: bool,
-    ) -> Result<Image> {
+    ) -> Result<ImageView> {
         let project = crate::scope::project_of(Some(project))?;
         let image = match self.inner.images.resolve(reference) {
             Ok(i) if only_if_missing => i,
@@ -86,7 +90,7 @@ impl Engine {
             }
         };
         self.claim_image(&project, &image.id, reference)?;
-        Ok(image)
+        Ok(image.view())
     }
 
     /// Records that `project` holds image `image_id` (pulled or committed as `reference`).

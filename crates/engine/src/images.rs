@@ -4,105 +4,45 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use husk_api_types::images::{CommitRequest, ImageView, LoginRequest};
+use husk_api_types::system::{ContainerUsage, SystemDf};
 use husk_core::{ContainerRecord, ContainerStatus, Error, ErrorKind, Result};
 use husk_image::{
-    CommitOptions, Credentials, DiskUsage, Image, LoadOptions, LoadedImage, Platform, ProgressSink,
+    CommitOptions, Credentials, Image, LoadOptions, LoadedImage, Platform, ProgressSink,
     PruneReport, PullOptions, PullPolicy, PulledImage, PushOptions, PushedImage, Removed,
 };
-use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Engine;
-
-/// A request to make an image from a container (`husk commit`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CommitRequest {
-    /// Name of the new image (`repo[:tag]`); none leaves it nameless.
-    pub repo: Option<String>,
-    /// Author recorded in the image.
-    pub author: Option<String>,
-    /// Comment recorded in the image's history.
-    pub comment: Option<String>,
-    /// Freeze a running container while its changes are read (Docker's default), so the layer is consistent.
-    pub pause: bool,
-}
-
-impl Default for CommitRequest {
-    fn default() -> Self {
-        CommitRequest {
-            repo: None,
-            author: None,
-            comment: None,
-            pause: true,
-        }
-    }
-}
-
-/// A request to log in to a registry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginRequest {
-    /// Registry host (`127.0.0.1:5000`, `docker.io`).
-    pub registry: String,
-    /// User name.
-    pub username: String,
-    /// Password or token.
-    pub password: String,
-}
-
-/// One container's share of the disk, for `system df`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContainerUsage {
-    /// Container ID.
-    pub id: String,
-    /// Name.
-    pub name: String,
-    /// Image ID.
-    pub image_id: String,
-    /// Running or paused.
-    pub active: bool,
-    /// Bytes of its changes to the image's files (its writable layer), when its driver keeps them here.
-    pub size: Option<u64>,
-}
-
-/// Disk use of images and containers (`husk system df`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SystemDf {
-    /// The image store.
-    pub images: DiskUsage,
-    /// Every container.
-    pub containers: Vec<ContainerUsage>,
-}
-
-/// Reads a pull policy from its text (`always`, `missing`, `ifnotpresent`, `never`, any case).
-pub(crate) fn pull_policy_text<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> std::result::Result<PullPolicy, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    text.parse()
-        .map_err(|e: Error| serde::de::Error::custom(e.message))
-}
 
 impl Engine {
     /// Loads a `docker save` or OCI-layout archive.
     pub async fn load_images<R: AsyncRead + Send + Unpin + 'static>(
         &self,
         reader: R,
-        options: &LoadOptions,
+        name: Option<String>,
     ) -> Result<Vec<LoadedImage>> {
-        self.inner.images.load(reader, options).await
+        let options = LoadOptions {
+            name,
+            ..Default::default()
+        };
+        self.inner.images.load(reader, &options).await
     }
 
     /// Every image.
-    pub fn list_images(&self) -> Result<Vec<Image>> {
-        self.inner.images.list()
+    pub fn list_images(&self) -> Result<Vec<ImageView>> {
+        Ok(self.inner.images.list()?.iter().map(Image::view).collect())
+    }
+
+    /// Whether an image that `reference` names is here.
+    pub fn has_image(&self, reference: &str) -> bool {
+        self.inner.images.resolve(reference).is_ok()
     }
 
     /// One image by name, ID or digest.
-    pub fn inspect_image(&self, reference: &str) -> Result<Image> {
-        self.inner.images.inspect(reference)
+    pub fn inspect_image(&self, reference: &str) -> Result<ImageView> {
+        Ok(self.inner.images.inspect(reference)?.view())
     }
 
     /// Keeps creates from taking an image until dropped (removals hold it, so the image a create has resolved
@@ -332,7 +272,7 @@ impl Engine {
 
     /// Makes a new image from a container: its image plus its changes as one more layer. A running container is
     /// frozen meanwhile (with `pause`, the default) and thawed after, also when the commit fails.
-    pub async fn commit_container(&self, key: &str, req: &CommitRequest) -> Result<Image> {
+    pub async fn commit_container(&self, key: &str, req: &CommitRequest) -> Result<ImageView> {
         let id = self.container(key)?.config.id;
         let _guard = self.lock(&id).await;
         let rec = self.container(&id)?;
@@ -372,7 +312,7 @@ impl Engine {
             tracing::warn!(container = rec.name(), error = %e.message, "thawing after commit failed");
         }
         self.inner.store.finish_operation(op)?;
-        committed
+        committed.map(|i| i.view())
     }
 
     async fn commit_changes(

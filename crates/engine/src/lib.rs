@@ -1,10 +1,4 @@
-//! husk's service layer.
-//!
-//! The [`Engine`] is what every front end calls. It validates requests (one place for every rule), records the
-//! intent of multi-step operations in the store before acting so a crash can be finished or rolled back, picks
-//! the driver for each sandbox and container, watches running containers and applies restart policies, and
-//! reconciles its records with reality when the daemon starts. It knows nothing of HTTP, gRPC or any backend's
-//! API: drivers are reached through [`husk_core::Driver`] only.
+#![doc = include_str!("../README.md")]
 
 pub mod actions;
 pub mod capsules;
@@ -20,7 +14,6 @@ mod monitor;
 mod mounts;
 mod networks;
 pub mod quotas;
-pub mod requests;
 mod resolve;
 mod sandboxes;
 mod scope;
@@ -33,14 +26,14 @@ use std::sync::{Arc, Mutex};
 use husk_core::{ContainerRecord, ContainerStatus, Driver, Error, Mode, Result, SandboxRecord};
 use husk_image::ImageStore;
 use husk_store::Store;
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 pub use exec_output::ExecOutput;
-pub use images::{CommitRequest, ContainerUsage, LoginRequest, SystemDf};
-pub use requests::*;
+pub(crate) use husk_api_types::containers::*;
+pub(crate) use husk_api_types::events::{EventActor, EventView};
+pub(crate) use husk_api_types::volumes::{VolumeCreate, VolumePruneReport, VolumeView};
 pub use scope::{DEFAULT_PROJECT, Scope};
-pub use volumes::{VolumeCreate, VolumePruneReport, VolumeRecord, VolumeView};
+pub use volumes::VolumeRecord;
 
 /// Crash-testing hook: when the environment variable `HUSK_FAILPOINT` names this point, the daemon aborts here,
 /// as a power cut or `kill -9` would stop it. Tests use it to prove that every step of a multi-step operation
@@ -112,36 +105,6 @@ pub struct Event {
     /// When, in nanoseconds since the Unix epoch.
     pub time_nano: i64,
     /// The container's name and image when it happened (and `exitCode` for an exit).
-    pub attributes: BTreeMap<String, String>,
-}
-
-/// An event as the events API sends it, in Docker's shape.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventView {
-    /// What the event is about: `container`.
-    #[serde(rename = "Type")]
-    pub kind: String,
-    /// What happened (`create`, `start`, `die` ...).
-    #[serde(rename = "Action")]
-    pub action: String,
-    /// The object.
-    #[serde(rename = "Actor")]
-    pub actor: EventActor,
-    /// When, in seconds since the Unix epoch.
-    pub time: i64,
-    /// When, in nanoseconds since the Unix epoch.
-    #[serde(rename = "timeNano")]
-    pub time_nano: i64,
-}
-
-/// The object an event is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventActor {
-    /// Its ID.
-    #[serde(rename = "ID")]
-    pub id: String,
-    /// Its name, image and what else the event says (`exitCode`).
-    #[serde(rename = "Attributes")]
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -233,16 +196,6 @@ impl Engine {
                 image_users: std::sync::RwLock::new(()),
             }),
         })
-    }
-
-    /// The store.
-    pub fn store(&self) -> &Arc<Store> {
-        &self.inner.store
-    }
-
-    /// The image store.
-    pub fn images(&self) -> &Arc<ImageStore> {
-        &self.inner.images
     }
 
     /// Subscribes to container events.

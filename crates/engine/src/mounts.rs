@@ -13,8 +13,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::Engine;
 use crate::volumes::VolumeRecord;
 
-/// Where husk's init is mounted in a container (`--init`).
-pub(crate) const INIT_PATH: &str = "/sbin/husk-init";
+pub(crate) use husk_api_types::containers::INIT_PATH;
 
 /// A container's mounts, ready for the driver, and what was made for them.
 pub(crate) struct PreparedMounts {

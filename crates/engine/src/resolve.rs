@@ -10,7 +10,7 @@ use husk_core::{
 };
 use husk_image::Image;
 
-use crate::requests::{ContainerCreate, ExecCreate, HealthcheckRequest};
+use husk_api_types::containers::{ContainerCreate, ExecCreate, HealthcheckRequest};
 
 /// Merges `overrides` into `base` by variable name (later wins), keeping the order of first appearance.
 pub(crate) fn merge_env(base: &[String], overrides: &[String]) -> Result<Vec<String>> {

@@ -6,7 +6,7 @@ use husk_core::{
 use serde_json::json;
 
 use crate::Engine;
-use crate::requests::{SandboxCreate, SandboxView};
+use husk_api_types::containers::{SandboxCreate, SandboxView};
 
 impl Engine {
     /// Every sandbox.

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::Engine;
+use crate::{VolumeCreate, VolumePruneReport, VolumeView};
 
 /// The only volume driver husk has.
 pub const LOCAL_DRIVER: &str = "local";
@@ -54,56 +55,6 @@ impl husk_store::Object for VolumeRecord {
     fn name(&self) -> Option<&str> {
         Some(&self.name)
     }
-}
-
-/// A request to create a volume.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VolumeCreate {
-    /// Name (a random one when empty).
-    pub name: Option<String>,
-    /// Driver: only `local`.
-    pub driver: Option<String>,
-    /// Driver options: the local driver takes none.
-    pub driver_opts: BTreeMap<String, String>,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-}
-
-/// A volume as `volume inspect` shows it (Docker's field names).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct VolumeView {
-    /// Name.
-    pub name: String,
-    /// Driver.
-    pub driver: String,
-    /// Host directory of the data.
-    pub mountpoint: String,
-    /// RFC 3339.
-    pub created_at: String,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-    /// Always `local`.
-    pub scope: String,
-    /// Made for one container.
-    pub anonymous: bool,
-    /// Owning sandbox ID, if any.
-    pub sandbox: Option<String>,
-    /// Name inside the owning sandbox.
-    pub alias: Option<String>,
-    /// Names of the containers that use it.
-    pub used_by: Vec<String>,
-}
-
-/// What `volume prune` removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct VolumePruneReport {
-    /// Names of the volumes removed.
-    pub volumes_deleted: Vec<String>,
-    /// Bytes freed.
-    pub space_reclaimed: u64,
 }
 
 /// Whether `rec` mounts the volume `name`.

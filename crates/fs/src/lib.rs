@@ -1,20 +1,4 @@
-//! Safe file-tree operations: describe a path, write a tar archive of a subtree, unpack one, copy a tree —
-//! all confined to one directory tree that may be hostile (a container's root filesystem, an image).
-//!
-//! A [`Tree`] is a directory file descriptor plus a rule for resolving paths in it:
-//! - [`Scope::InRoot`]: the directory is `/` for every path (`openat2(RESOLVE_IN_ROOT)`), so absolute symbolic
-//!   links and `..` stay inside, as they would for a process chrooted there. Used for containers and images.
-//! - [`Scope::Beneath`]: a path that would leave the directory, through `..` or a symbolic link, is refused
-//!   (`RESOLVE_BENEATH`). Used to unpack an untrusted archive into a directory of the user's.
-//!
-//! Every object is pinned by an `O_PATH` descriptor before anything is decided about it, and its type comes from
-//! `fstat` of that descriptor; files are read by re-opening the descriptor through `/proc/self/fd` (never by
-//! name), and created with `O_EXCL | O_NOFOLLOW` in a pinned parent. Magic links (`/proc/*/root`) are never
-//! followed. So a tree that changes while it is walked (a running container) can only make an operation fail or
-//! see the new content, never reach outside the tree.
-//!
-//! The `/proc` used to re-open descriptors is opened when the tree is, so a process that then enters another
-//! mount namespace (husk's `cp` helper does) keeps using its own.
+#![doc = include_str!("../README.md")]
 
 mod archive;
 mod extract;

@@ -1,4 +1,4 @@
-//! `husk`: the daemon, the CLI and the per-container shim in one executable.
+#![doc = include_str!("../README.md")]
 
 mod cli;
 mod client;

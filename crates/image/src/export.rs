@@ -3,6 +3,7 @@
 //! Both send the blobs exactly as stored, so digests survive the trip. An image that came without a manifest (from
 //! a legacy `docker save` archive, or `commit`) gets an OCI manifest built from its layers.
 
+pub use husk_api_types::images::PushedImage;
 use std::collections::BTreeSet;
 use std::io::Write;
 
@@ -27,17 +28,6 @@ pub struct PushOptions {
     pub credentials: Option<Credentials>,
     /// Where progress goes.
     pub progress: ProgressSink,
-}
-
-/// What a push sent.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PushedImage {
-    /// The normalised name pushed.
-    pub reference: String,
-    /// Digest of the manifest in the registry.
-    pub digest: String,
-    /// Size of the manifest.
-    pub size: u64,
 }
 
 /// A manifest for an image: bytes and media type.

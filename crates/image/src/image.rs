@@ -1,13 +1,14 @@
 //! Image and layer records (as kept in the store and returned by `inspect`), the image config parsed for the
 //! engine, and platforms.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use husk_core::{Error, Result};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+pub use husk_api_types::images::{BlobRef, Healthcheck, ImageLayer, RunConfig};
+use husk_api_types::images::{ImageView, null_default};
 
 /// An image, as `inspect` shows it (Docker's field names).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +55,26 @@ pub struct Image {
 }
 
 impl Image {
+    /// What the API shows of this record: the fields of [`ImageView`], copied one by one, so a new field of
+    /// the record stays out of the API until it is added there on purpose.
+    pub fn view(&self) -> ImageView {
+        ImageView {
+            id: self.id.clone(),
+            repo_tags: self.repo_tags.clone(),
+            repo_digests: self.repo_digests.clone(),
+            created: self.created.clone(),
+            architecture: self.architecture.clone(),
+            os: self.os.clone(),
+            variant: self.variant.clone(),
+            author: self.author.clone(),
+            config: self.config.clone(),
+            layers: self.layers.clone(),
+            size: self.size,
+            manifest: self.manifest.clone(),
+            loaded_at: self.loaded_at.clone(),
+        }
+    }
+
     /// The ID as a digest.
     pub fn digest(&self) -> Result<Digest> {
         Digest::parse(&self.id, "image ID")
@@ -80,28 +101,6 @@ impl husk_store::Object for Image {
     }
 }
 
-/// A layer of an image: its uncompressed identity and the blob it came as.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ImageLayer {
-    /// `sha256:` of the uncompressed tar (names the unpacked directory).
-    pub diff_id: String,
-    /// The blob (possibly compressed) kept in the content store.
-    pub blob: BlobRef,
-}
-
-/// A blob in the content store, as a manifest describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct BlobRef {
-    /// `sha256:...`
-    pub digest: String,
-    /// Bytes.
-    pub size: u64,
-    /// OCI or Docker media type.
-    pub media_type: String,
-}
-
 /// An unpacked layer, shared by every image that has it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerRecord {
@@ -122,107 +121,6 @@ impl husk_store::Object for LayerRecord {
     fn id(&self) -> &str {
         &self.diff_id
     }
-}
-
-/// What an image says to run, from its config (Docker's `config` object; OCI's is the same without Healthcheck).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct RunConfig {
-    /// ENTRYPOINT (empty = none).
-    #[serde(deserialize_with = "string_or_list")]
-    pub entrypoint: Vec<String>,
-    /// CMD (empty = none).
-    #[serde(deserialize_with = "string_or_list")]
-    pub cmd: Vec<String>,
-    /// `KEY=VALUE` pairs.
-    #[serde(deserialize_with = "null_default")]
-    pub env: Vec<String>,
-    /// WORKDIR (empty = `/`).
-    #[serde(deserialize_with = "null_default")]
-    pub working_dir: String,
-    /// USER (empty = root).
-    #[serde(deserialize_with = "null_default")]
-    pub user: String,
-    /// Ports as `80/tcp`.
-    #[serde(deserialize_with = "set_keys", serialize_with = "as_set")]
-    pub exposed_ports: Vec<String>,
-    /// Volume paths.
-    #[serde(deserialize_with = "set_keys", serialize_with = "as_set")]
-    pub volumes: Vec<String>,
-    /// LABELs.
-    #[serde(deserialize_with = "null_default")]
-    pub labels: BTreeMap<String, String>,
-    /// STOPSIGNAL (`SIGQUIT`, `9` ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stop_signal: Option<String>,
-    /// HEALTHCHECK.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub healthcheck: Option<Healthcheck>,
-}
-
-/// A HEALTHCHECK as Docker records it (durations in nanoseconds, 0 = the default).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct Healthcheck {
-    /// `["NONE"]`, `["CMD", args...]` or `["CMD-SHELL", command]`.
-    #[serde(deserialize_with = "null_default")]
-    pub test: Vec<String>,
-    /// Time between checks.
-    pub interval: i64,
-    /// Time before a check counts as failed.
-    pub timeout: i64,
-    /// Grace period after start.
-    pub start_period: i64,
-    /// Time between checks during the start period.
-    pub start_interval: i64,
-    /// Failures in a row before unhealthy.
-    pub retries: i64,
-}
-
-fn null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
-    d: D,
-) -> std::result::Result<T, D::Error> {
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-/// ENTRYPOINT and CMD are lists, but old images have plain strings (Docker reads both).
-fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match Option::<Either>::deserialize(d)? {
-        None => Vec::new(),
-        Some(Either::One(s)) => vec![s],
-        Some(Either::Many(v)) => v,
-    })
-}
-
-/// `{"80/tcp": {}}` (Docker's set) becomes `["80/tcp"]`; a plain list is read too.
-fn set_keys<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        Set(BTreeMap<String, serde_json::Value>),
-        List(Vec<String>),
-    }
-    Ok(match Option::<Either>::deserialize(d)? {
-        None => Vec::new(),
-        Some(Either::Set(m)) => m.into_keys().collect(),
-        Some(Either::List(v)) => v,
-    })
-}
-
-/// Writes a list as Docker's set: `{"80/tcp": {}}`.
-fn as_set<S: serde::Serializer>(items: &[String], s: S) -> std::result::Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut map = s.serialize_map(Some(items.len()))?;
-    for item in items {
-        map.serialize_entry(item, &serde_json::json!({}))?;
-    }
-    map.end()
 }
 
 /// An image config file (the blob the image ID is the digest of), the parts husk reads.

@@ -1,52 +1,12 @@
 //! Pull policies: when `run`/`create` (and Zun's `image_pull_policy`, and the CRI) fetch an image.
 
-use std::fmt;
-use std::str::FromStr;
-
 use husk_core::{Error, ErrorKind, Result};
-use serde::{Deserialize, Serialize};
+
+pub use husk_api_types::images::PullPolicy;
 
 use crate::image::Image;
 use crate::pull::PullOptions;
 use crate::store::ImageStore;
-
-/// When to pull.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PullPolicy {
-    /// Pull every time (the registry's image wins).
-    Always,
-    /// Pull only when the image is not here (Docker's `missing`, Zun's and Kubernetes' `ifnotpresent`).
-    #[default]
-    Missing,
-    /// Never pull: the image must be here.
-    Never,
-}
-
-impl FromStr for PullPolicy {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "always" => Ok(PullPolicy::Always),
-            "missing" | "ifnotpresent" | "if-not-present" => Ok(PullPolicy::Missing),
-            "never" => Ok(PullPolicy::Never),
-            _ => Err(Error::invalid(
-                "pull",
-                format!("invalid pull policy {s:?}: use always, missing (ifnotpresent) or never"),
-            )),
-        }
-    }
-}
-
-impl fmt::Display for PullPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PullPolicy::Always => "always",
-            PullPolicy::Missing => "missing",
-            PullPolicy::Never => "never",
-        })
-    }
-}
 
 impl ImageStore {
     /// The image `reference` names, pulled first if `policy` says so.

@@ -7,6 +7,7 @@
 //! with an HTTP range request. Layers and blobs already here are not fetched again, and a layer two pulls want at
 //! once is fetched once (the second waits and finds it).
 
+pub use husk_api_types::images::PulledImage;
 use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,17 +41,6 @@ pub struct PullOptions {
     pub credentials: Option<Credentials>,
     /// Where progress goes.
     pub progress: ProgressSink,
-}
-
-/// What a pull stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PulledImage {
-    /// Image ID.
-    pub id: String,
-    /// The normalised reference pulled.
-    pub reference: String,
-    /// Digest of what the reference named (an index for multi-platform images).
-    pub digest: String,
 }
 
 /// Manifest media types asked for, best first.

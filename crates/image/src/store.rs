@@ -19,7 +19,6 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use husk_core::{Context as _, Error, ErrorKind, Result, RootfsLayers};
 use husk_store::Store;
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncRead;
 
 use crate::archive::{self, ImageSource, ReadOptions, StagedArchive};
@@ -27,6 +26,8 @@ use crate::auth::CredentialStore;
 use crate::blobs::{BlobStore, RemoveOnDrop, remove_any};
 use crate::config::ImageConfig;
 use crate::digest::Digest;
+pub use husk_api_types::images::{DiskUsage, ImageUsage, LoadedImage, PruneReport, Removed};
+
 use crate::image::{BlobRef, ConfigFile, Image, ImageLayer, LayerRecord, Platform, short_id};
 use crate::reference::{self, ImageName};
 use crate::registry::Registries;
@@ -40,24 +41,6 @@ pub struct LoadOptions {
     pub name: Option<String>,
     /// The platform to pick from multi-platform OCI layouts (default: the host's).
     pub platform: Option<Platform>,
-}
-
-/// An image that `load` stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoadedImage {
-    /// Image ID.
-    pub id: String,
-    /// Names it now has from this load (normalised).
-    pub names: Vec<String>,
-}
-
-/// One step of a removal, as Docker reports them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Removed {
-    /// A name was taken off an image.
-    Untagged(String),
-    /// An image was deleted (its ID).
-    Deleted(String),
 }
 
 /// The image store. Cheap to clone; every clone is the same store.
@@ -946,49 +929,6 @@ impl Drop for SweepGuard {
         self.gate.lock().sweeping = false;
         self.gate.changed.notify_all();
     }
-}
-
-/// Disk use of the image store, as `system df` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DiskUsage {
-    /// Per image.
-    pub images: Vec<ImageUsage>,
-    /// Bytes of unpacked layer content.
-    pub layers_size: u64,
-    /// Bytes of blobs (compressed layers, configs, manifests).
-    pub blobs_size: u64,
-    /// Bytes `prune(true, in_use)` would free: layers and blobs only unused images (or nothing) refer to.
-    pub reclaimable: u64,
-}
-
-/// One image's share of the disk.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageUsage {
-    /// Image ID.
-    pub id: String,
-    /// Its names.
-    pub names: Vec<String>,
-    /// Content bytes of all its layers.
-    pub size: u64,
-    /// Of which in layers other images share.
-    pub shared_size: u64,
-    /// Of which in layers only this image has.
-    pub unique_size: u64,
-    /// Whether a container uses it.
-    pub in_use: bool,
-}
-
-/// What `prune` removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PruneReport {
-    /// IDs of deleted images.
-    pub images_deleted: Vec<String>,
-    /// Bytes freed (layer content and blobs).
-    pub space_reclaimed: u64,
-    /// A load or pull was running: the sweep of leftovers was skipped (the deleted images' own layers and blobs
-    /// go when it ends).
-    #[serde(default)]
-    pub deferred: bool,
 }
 
 /// What a removal will do.

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use husk_core::{Context, Error, ErrorKind, NetworkConfig, NetworkStatus, PortMapping, Result};
-use serde::Serialize;
 use serde_json::{Map, Value};
+
+pub use husk_api_types::networks::{AttachedSandbox, NetworkInfo, NewNetwork};
 
 use crate::cache::{Attachment, Cache};
 use crate::config::{CniConfig, validate_bridge_name};
@@ -30,59 +31,6 @@ pub enum Mode {
     None,
     /// Attached to the named CNI network (`bridge` means the default network).
     Cni(String),
-}
-
-/// A network as `network ls` and `network inspect` show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NetworkInfo {
-    /// Network name.
-    pub name: String,
-    /// Whether this is the network of mode `bridge`.
-    pub default: bool,
-    /// The list's CNI version.
-    pub cni_version: String,
-    /// Plugin types, in order.
-    pub plugins: Vec<String>,
-    /// The Linux bridge, for bridge networks.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bridge: Option<String>,
-    /// Subnets of its IPAM ranges.
-    pub subnets: Vec<String>,
-    /// Gateways of its IPAM ranges.
-    pub gateways: Vec<String>,
-    /// The configuration file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<PathBuf>,
-    /// The configuration list.
-    pub config: Value,
-    /// Sandboxes attached to it now.
-    pub attached: Vec<AttachedSandbox>,
-}
-
-/// A sandbox attached to a network.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AttachedSandbox {
-    /// Sandbox ID.
-    pub sandbox_id: String,
-    /// Its addresses (empty while an ADD is under way or after one failed half-way).
-    pub addresses: Vec<String>,
-    /// Its MAC address.
-    pub mac: String,
-    /// Its published ports.
-    pub ports: Vec<PortMapping>,
-}
-
-/// What `network create` asks for. Unset fields are chosen by husk.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NewNetwork {
-    /// Network name.
-    pub name: String,
-    /// Subnet in CIDR notation (default: the first free `10.89.N.0/24`).
-    pub subnet: Option<String>,
-    /// Gateway (default: the first address of the subnet).
-    pub gateway: Option<String>,
-    /// Linux bridge (default: the first free `huskN`).
-    pub bridge: Option<String>,
 }
 
 #[derive(Debug, Default)]

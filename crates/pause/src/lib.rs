@@ -1,12 +1,4 @@
-//! The pause process that holds a sandbox's shared PID namespace (and, for the `docker` driver, the infra
-//! container's namespaces).
-//!
-//! It does three things: exits 0 on SIGTERM or SIGINT, reaps every child that exits (as PID 1 of the namespace it
-//! inherits the orphans of every container in the sandbox), and otherwise sleeps. It allocates nothing after
-//! start and links only libc, so its resident cost is a few pages. The same code runs as `husk pause` (the
-//! `linux` driver) and as the standalone static `husk-pause` binary (the `docker` driver's infra image).
-//!
-//! [`init`] is its sibling for containers: the tiny init `--init` runs as PID 1.
+#![doc = include_str!("../README.md")]
 
 pub mod init;
 

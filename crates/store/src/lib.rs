@@ -1,12 +1,4 @@
-//! Persistence of everything the husk daemon knows: sandboxes, containers, images, volumes, networks,
-//! projects ... and the intent of every multi-step operation, in one SQLite database.
-//!
-//! Objects are stored as JSON documents keyed by `(kind, id)`, with their name and project as indexed columns
-//! (names are unique per kind). Any crate can store its own kind of object by implementing [`Object`]. Schema
-//! changes are versioned migrations, applied in order at open and recorded in SQLite's `user_version`.
-//!
-//! An *operation* record is written before a multi-step change starts and removed when it is done; the daemon
-//! reads the ones left over after a crash and finishes or rolls them back.
+#![doc = include_str!("../README.md")]
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};

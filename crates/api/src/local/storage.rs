@@ -12,8 +12,9 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
+use husk_api_types::{VolumeCreate, VolumePruneReport, VolumeView};
 use husk_core::{Error, ExtractOptions, PathStat};
-use husk_engine::{Engine, VolumeCreate, VolumePruneReport, VolumeView};
+use husk_engine::Engine;
 use serde::Deserialize;
 
 use super::{ApiError, parse_body};

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures::StreamExt;
+use husk_api_types::ExecCreate;
 use husk_core::{ContainerRecord, ErrorKind, LogOptions, SandboxRecord};
-use husk_engine::ExecCreate;
 use husk_engine::capsules::CAPSULE_ANNOTATION;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -915,7 +915,7 @@ pub(crate) async fn commit(
         None => repository.to_string(),
     };
     let rec = for_action(&s, &ctx, &id, ZunAction::Commit)?;
-    let req = husk_engine::CommitRequest {
+    let req = husk_api_types::CommitRequest {
         repo: Some(reference.clone()),
         ..Default::default()
     };

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use husk_api_types::ContainerCreate;
 use husk_core::{PortMapping, Resources, RestartPolicy};
-use husk_engine::ContainerCreate;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -503,9 +503,9 @@ pub fn translate(
         annotations.insert(keys::PULL_POLICY.into(), p);
     }
     let pull = match annotations.get(keys::PULL_POLICY).map(String::as_str) {
-        Some("always") => husk_image::PullPolicy::Always,
-        Some("never") => husk_image::PullPolicy::Never,
-        _ => husk_image::PullPolicy::Missing,
+        Some("always") => husk_api_types::PullPolicy::Always,
+        Some("never") => husk_api_types::PullPolicy::Never,
+        _ => husk_api_types::PullPolicy::Missing,
     };
     let driver = match &b.runtime {
         Some(r) => {
@@ -627,10 +627,10 @@ pub async fn ensure_image(
     engine: &husk_engine::Engine,
     project: &str,
     image: &str,
-    policy: husk_image::PullPolicy,
-) -> ZunResult<husk_image::PullPolicy> {
-    use husk_image::PullPolicy;
-    let present = engine.images().resolve(image).is_ok();
+    policy: husk_api_types::PullPolicy,
+) -> ZunResult<husk_api_types::PullPolicy> {
+    use husk_api_types::PullPolicy;
+    let present = engine.has_image(image);
     match policy {
         PullPolicy::Never => return Ok(policy),
         PullPolicy::Missing if present => return Ok(policy),

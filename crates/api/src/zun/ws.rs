@@ -13,8 +13,8 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
+use husk_api_types::ExecCreate;
 use husk_core::stdio::{BoxStdio, Frame, read_frame, write_frame};
-use husk_engine::ExecCreate;
 use tokio::sync::mpsc;
 
 use super::ZunState;

@@ -1,7 +1,7 @@
 //! Tables and human-readable times and sizes, as Docker prints them.
 
+use husk_api_types::ContainerView;
 use husk_core::ContainerStatus;
-use husk_engine::ContainerView;
 
 /// Docker's human duration (`5 seconds`, `About a minute`, `3 hours` ...).
 pub fn human_duration(secs: i64) -> String {

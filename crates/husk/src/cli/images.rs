@@ -6,9 +6,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use http::Method;
+use husk_api_types::ImageView;
+use husk_api_types::{CommitRequest, LoginRequest, SystemDf};
+use husk_api_types::{PruneReport, PullPolicy, PulledImage, PushedImage};
 use husk_core::ErrorKind;
-use husk_engine::{CommitRequest, LoginRequest, SystemDf};
-use husk_image::{Image, PruneReport, PullPolicy, PulledImage, PushedImage, familiar};
+use husk_image::familiar;
 use serde::de::DeserializeOwned;
 
 use super::args::{
@@ -373,7 +375,7 @@ pub async fn commit(client: &Client, a: CommitArgs) -> Result<i32> {
         comment: a.message,
         pause: a.pause,
     };
-    let image: Image = client
+    let image: ImageView = client
         .json(
             Method::POST,
             &format!("/husk/v1/containers/{}/commit", encode(&a.container)),
@@ -507,8 +509,8 @@ async fn system_df(client: &Client, a: SystemDfArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use husk_engine::ContainerUsage;
-    use husk_image::{DiskUsage, ImageUsage};
+    use husk_api_types::ContainerUsage;
+    use husk_api_types::{DiskUsage, ImageUsage};
 
     #[test]
     fn df_summary() {

@@ -17,15 +17,15 @@ use std::io::Write;
 use anyhow::{Context, Result, anyhow, bail};
 use args::*;
 use http::Method;
-use husk_core::{MountConfig, NetworkConfig, PortMapping, Resources, RestartPolicy, units};
-use husk_engine::{
+use husk_api_types::{
     ContainerCreate, ContainerView, ExecCreate, HealthcheckRequest, SandboxCreate, SandboxView,
     WaitResult,
 };
+use husk_core::{MountConfig, NetworkConfig, PortMapping, Resources, RestartPolicy, units};
 
 use crate::client::{Client, encode};
 use format::{human_size, print_table, short, status_text};
-use husk_image::PullPolicy;
+use husk_api_types::PullPolicy;
 use template::OutputFormat;
 
 /// Runs a client command; returns the process exit code.
@@ -498,8 +498,8 @@ async fn container_prune(client: &Client, a: ContainerPruneArgs) -> Result<i32> 
 }
 
 /// Prunes containers and prints what went (not the total).
-async fn prune_containers(client: &Client) -> Result<husk_engine::ContainerPruneReport> {
-    let report: husk_engine::ContainerPruneReport = client
+async fn prune_containers(client: &Client) -> Result<husk_api_types::ContainerPruneReport> {
+    let report: husk_api_types::ContainerPruneReport = client
         .json(Method::POST, "/husk/v1/containers/prune", None::<&()>)
         .await?;
     if !report.containers_deleted.is_empty() {
@@ -550,7 +550,7 @@ async fn events(client: &Client, a: EventsArgs) -> Result<i32> {
     let mut stdout = std::io::stdout();
     client
         .lines("/husk/v1/events", |line| {
-            let e: husk_engine::EventView = serde_json::from_slice(line)?;
+            let e: husk_api_types::EventView = serde_json::from_slice(line)?;
             if !event_matches(&e, &filters) {
                 return Ok(());
             }
@@ -593,7 +593,7 @@ async fn events(client: &Client, a: EventsArgs) -> Result<i32> {
 }
 
 /// Whether event `e` passes `filters` (every key must match one of its values).
-fn event_matches(e: &husk_engine::EventView, filters: &BTreeMap<String, Vec<String>>) -> bool {
+fn event_matches(e: &husk_api_types::EventView, filters: &BTreeMap<String, Vec<String>>) -> bool {
     let attribute = |k: &str| {
         e.actor
             .attributes
@@ -624,7 +624,7 @@ fn limits(memory: Option<&str>, cpus: Option<&str>, pids_limit: Option<i64>) -> 
 }
 
 async fn update(client: &Client, a: UpdateArgs) -> Result<i32> {
-    let req = husk_engine::ContainerUpdate {
+    let req = husk_api_types::ContainerUpdate {
         resources: limits(a.memory.as_deref(), a.cpus.as_deref(), a.pids_limit)?,
         restart_policy: a.restart.as_deref().map(RestartPolicy::parse).transpose()?,
     };
@@ -889,7 +889,7 @@ fn ps_fields(c: &ContainerView, no_trunc: bool) -> serde_json::Value {
 
 /// An image as `images` shows it, one item per name: Docker's `images --format` fields (`.Repository`, `.Tag`,
 /// `.ID`, `.Digest`, `.CreatedSince`, `.CreatedAt`, `.Size`); every value a string.
-fn image_fields(i: &husk_image::Image) -> Vec<serde_json::Value> {
+fn image_fields(i: &husk_api_types::ImageView) -> Vec<serde_json::Value> {
     let created = i.created.as_deref().unwrap_or_default();
     let names: Vec<String> = if i.repo_tags.is_empty() {
         vec!["<none>:<none>".into()]
@@ -1208,7 +1208,7 @@ async fn image(client: &Client, cmd: ImageCommand) -> Result<i32> {
                         .await?
                 }
             };
-            let loaded: Vec<husk_image::LoadedImage> = serde_json::from_slice(&loaded)?;
+            let loaded: Vec<husk_api_types::LoadedImage> = serde_json::from_slice(&loaded)?;
             for img in loaded {
                 if a.quiet || img.names.is_empty() {
                     println!("Loaded image ID: {}", img.id);
@@ -1221,7 +1221,7 @@ async fn image(client: &Client, cmd: ImageCommand) -> Result<i32> {
             Ok(0)
         }
         ImageCommand::Ls(a) => {
-            let list: Vec<husk_image::Image> = client.get("/husk/v1/images").await?;
+            let list: Vec<husk_api_types::ImageView> = client.get("/husk/v1/images").await?;
             if a.quiet {
                 for i in &list {
                     println!("{}", short(&i.id));
@@ -1274,7 +1274,7 @@ async fn image(client: &Client, cmd: ImageCommand) -> Result<i32> {
             let mut failed = false;
             for i in &a.images {
                 match client
-                    .json::<Vec<husk_image::Removed>>(
+                    .json::<Vec<husk_api_types::Removed>>(
                         Method::POST,
                         &format!(
                             "/husk/v1/images/remove?name={}&force={}",
@@ -1288,10 +1288,10 @@ async fn image(client: &Client, cmd: ImageCommand) -> Result<i32> {
                     Ok(removed) => {
                         for r in removed {
                             match r {
-                                husk_image::Removed::Untagged(n) => {
+                                husk_api_types::Removed::Untagged(n) => {
                                     println!("Untagged: {}", husk_image::familiar(&n))
                                 }
-                                husk_image::Removed::Deleted(id) => println!("Deleted: {id}"),
+                                husk_api_types::Removed::Deleted(id) => println!("Deleted: {id}"),
                             }
                         }
                     }
@@ -1415,7 +1415,7 @@ async fn network(client: &Client, cmd: NetworkCommand) -> Result<i32> {
 }
 
 async fn info(client: &Client, a: InfoArgs) -> Result<i32> {
-    let info: husk_engine::Info = client.get("/husk/v1/info").await?;
+    let info: husk_api_types::Info = client.get("/husk/v1/info").await?;
     match &a.format {
         OutputFormat::Json => {
             println!("{}", serde_json::to_string_pretty(&info)?);

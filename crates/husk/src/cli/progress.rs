@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 
-use husk_image::{LayerState, Progress};
+use husk_api_types::{LayerState, Progress};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Which way the bytes go (the words differ).

@@ -2,7 +2,7 @@
 
 use anyhow::{Result, anyhow, bail};
 use http::Method;
-use husk_engine::{VolumeCreate, VolumePruneReport, VolumeView};
+use husk_api_types::{VolumeCreate, VolumePruneReport, VolumeView};
 
 use super::args::{VolumeCommand, VolumeLsArgs};
 use super::format::{human_size, print_table};

@@ -10,6 +10,9 @@ use husk_core::{
 };
 use serde::{Deserialize, Serialize};
 
+/// Where husk's init is mounted in a container (`--init`).
+pub const INIT_PATH: &str = "/sbin/husk-init";
+
 /// A request to create a container.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -80,7 +83,7 @@ pub struct ContainerCreate {
     pub healthcheck: Option<HealthcheckRequest>,
     /// When to pull the image: `always`, `missing` (the default; Zun's and Kubernetes' `ifnotpresent`) or `never`.
     #[serde(deserialize_with = "crate::images::pull_policy_text")]
-    pub pull: husk_image::PullPolicy,
+    pub pull: crate::images::PullPolicy,
     /// The project that will own it (default: [`crate::DEFAULT_PROJECT`]).
     pub project: Option<String>,
     /// Notes front ends keep with the container (creator, settings of their own API); never passed to drivers.
@@ -539,7 +542,7 @@ impl ContainerView {
             mounts: c
                 .mounts
                 .iter()
-                .filter(|m| !(rec.init && m.destination == crate::mounts::INIT_PATH))
+                .filter(|m| !(rec.init && m.destination == INIT_PATH))
                 .map(MountView::new)
                 .collect(),
         }
