@@ -129,6 +129,8 @@ pub struct SandboxCreate {
     pub resources: Resources,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Annotations, kept as given (front ends keep their own data here).
+    pub annotations: BTreeMap<String, String>,
     /// The project that will own it (default: [`crate::DEFAULT_PROJECT`]).
     pub project: Option<String>,
     /// Volumes of the sandbox, shared by its containers (`-v NAME:/path` in a container of the sandbox); they

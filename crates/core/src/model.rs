@@ -548,6 +548,10 @@ pub struct SandboxConfig {
     /// User labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Annotations: free-form data for the front end that made it (the CRI keeps a pod's here), never
+    /// interpreted by husk.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// What a driver reports about a sandbox it made.

@@ -259,6 +259,7 @@ impl Engine {
                 network: req.network.clone(),
                 resources: Resources::default(),
                 labels: req.labels.clone(),
+                annotations: Default::default(),
                 project: Some(rec.project.clone()),
                 volumes: req.volumes.clone(),
             })

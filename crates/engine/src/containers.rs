@@ -210,6 +210,7 @@ impl Engine {
                     network: config.network.clone(),
                     resources: req.resources.clone(),
                     labels: Default::default(),
+                    annotations: Default::default(),
                 },
                 driver: driver_name.clone(),
                 status: "creating".into(),
@@ -840,6 +841,16 @@ impl Engine {
 
     /// Runs another process in a running container.
     pub async fn exec(&self, key: &str, req: &ExecCreate) -> Result<BoxStdio> {
+        self.exec_until(key, req, None).await
+    }
+
+    /// [`Engine::exec`], the process killed if it still runs after `deadline` (where the driver can).
+    pub async fn exec_until(
+        &self,
+        key: &str,
+        req: &ExecCreate,
+        deadline: Option<std::time::Duration>,
+    ) -> Result<BoxStdio> {
         let rec = self.container(key)?;
         Action::Exec.check(rec.name(), rec.status)?;
         let driver = self.driver(&rec.driver)?;
@@ -849,7 +860,10 @@ impl Engine {
             caps.require(driver.name(), "terminals", caps.tty)?;
         }
         let process = resolve::exec_process(&rec.config, req)?;
-        driver.exec(&rec, &process).await
+        match deadline {
+            Some(d) => driver.exec_with_deadline(&rec, &process, d).await,
+            None => driver.exec(&rec, &process).await,
+        }
     }
 
     /// Connects to the main process's stdio.

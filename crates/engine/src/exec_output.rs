@@ -40,7 +40,8 @@ impl Engine {
                 "a process whose output is collected gets no input",
             ));
         }
-        let mut stream = match self.exec(key, req).await {
+        // The process is killed at the deadline too, not only left behind by this call.
+        let mut stream = match self.exec_until(key, req, Some(timeout)).await {
             Ok(s) => s,
             // The command cannot run (no such executable, not executable): as with Docker, that is the process's
             // failure, reported with the shell's codes and the runtime's words as output.

@@ -1,7 +1,8 @@
 //! Sandbox lifecycle.
 
 use husk_core::{
-    ContainerRecord, Error, Result, SandboxConfig, SandboxRecord, SandboxRuntime, units,
+    ContainerRecord, ContainerStatus, Error, Result, SandboxConfig, SandboxRecord, SandboxRuntime,
+    units,
 };
 use serde_json::json;
 
@@ -81,6 +82,7 @@ impl Engine {
                 network: req.network,
                 resources: req.resources,
                 labels: req.labels,
+                annotations: req.annotations,
             },
             driver: driver_name,
             status: "creating".into(),
@@ -114,6 +116,40 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Stops a sandbox: stops every container in it (each with `timeout` seconds before SIGKILL, or its own stop
+    /// timeout) and marks it `notready`; it keeps its namespaces and network until it is removed. Stopping a
+    /// stopped sandbox does nothing.
+    pub async fn stop_sandbox(&self, key: &str, timeout: Option<u32>) -> Result<()> {
+        let sb = self.sandbox(key)?;
+        for id in self.sandbox_containers(&sb.config.id)? {
+            let running = match self.container(&id) {
+                Ok(rec) => matches!(
+                    rec.status,
+                    ContainerStatus::Running
+                        | ContainerStatus::Paused
+                        | ContainerStatus::Restarting
+                ),
+                Err(e) if e.kind == husk_core::ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            if running {
+                match self.stop_container(&id, timeout).await {
+                    Ok(_) => {}
+                    Err(e) if e.kind == husk_core::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let _guard = self.lock(&sb.config.id).await;
+        if let Some(mut sb) = self.inner.store.get::<SandboxRecord>(&sb.config.id)?
+            && sb.status != "notready"
+        {
+            sb.status = "notready".into();
+            self.inner.store.update(&sb)?;
+        }
+        Ok(())
     }
 
     /// Removes a sandbox; with `force`, its containers first, else only when it has none.

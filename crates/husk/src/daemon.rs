@@ -49,6 +49,47 @@ pub struct DaemonConfig {
     pub listen: String,
     /// How TCP callers authenticate: `keystone` (tokens from husk's identity service) or `none`.
     pub auth: String,
+    /// The Kubernetes CRI socket (default: `cri.sock` in the run root, `/run/husk/cri.sock`); `""` turns the
+    /// CRI off.
+    pub cri_socket: Option<PathBuf>,
+    /// `[cri]`: the CRI's registry mirrors.
+    pub cri: CriSettings,
+}
+
+/// `[cri]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CriSettings {
+    /// `[cri.registry]`.
+    pub registry: CriRegistrySettings,
+}
+
+/// `[cri.registry]`: where images of each registry are fetched from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CriRegistrySettings {
+    /// `[cri.registry.mirrors."registry.k8s.io"] endpoints = ["http://127.0.0.1:5000"]`: mirrors tried in order
+    /// before the registry; images keep their upstream names.
+    pub mirrors: std::collections::BTreeMap<String, MirrorEndpoints>,
+}
+
+/// One registry's mirrors.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MirrorEndpoints {
+    /// `host[:port]` or `http(s)://host[:port]`, in order.
+    pub endpoints: Vec<String>,
+}
+
+impl DaemonConfig {
+    /// Where the CRI listens, if it does.
+    pub fn cri_socket(&self) -> Option<PathBuf> {
+        match &self.cri_socket {
+            None => Some(self.run_root.join("cri.sock")),
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+        }
+    }
 }
 
 /// `[vm]` in the config file: the `vm` driver's settings.
@@ -220,6 +261,7 @@ impl ImageSettings {
             },
             registry: husk_image::RegistryConfig {
                 mirrors: r.mirrors.clone(),
+                host_mirrors: Default::default(),
                 insecure_registries: r.insecure_registries.clone(),
                 auth_file: r.auth_file.clone(),
                 max_concurrent_downloads: r.max_concurrent_downloads,
@@ -296,6 +338,8 @@ impl Default for DaemonConfig {
             network: NetworkSettings::default(),
             docker: DockerSettings::default(),
             listen: String::new(),
+            cri_socket: None,
+            cri: CriSettings::default(),
             auth: "keystone".into(),
             images: ImageSettings::default(),
             vm: VmSettings::default(),
@@ -363,6 +407,9 @@ impl DaemonConfig {
         }
         if let Some(v) = &args.listen {
             config.listen = v.clone();
+        }
+        if let Some(v) = &args.cri_socket {
+            config.cri_socket = Some(v.clone());
         }
         if let Some(v) = &args.auth {
             config.auth = v.clone();
@@ -562,10 +609,18 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         );
     }
     let store = Arc::new(husk_store::Store::open(&config.root.join("husk.db"))?);
+    let mut image_config = config.images.to_config();
+    image_config.registry.host_mirrors = config
+        .cri
+        .registry
+        .mirrors
+        .iter()
+        .map(|(host, m)| (host.clone(), m.endpoints.clone()))
+        .collect();
     let images = Arc::new(husk_image::ImageStore::open(
         config.root.join("images"),
         store.clone(),
-        config.images.to_config(),
+        image_config,
     )?);
     let mut cni = husk_net::CniConfig::with_root(&config.root);
     cni.conf_dir = config.network.cni_conf_dir.clone();
@@ -635,6 +690,20 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
             }))
         }
     };
+    let cri = match config.cri_socket() {
+        None => None,
+        Some(socket) => {
+            let shutdown = wait_stop();
+            let engine = engine.clone();
+            tracing::info!(socket = %socket.display(), "CRI listening");
+            Some(tokio::spawn(async move {
+                if let Err(e) = husk_cri::serve(engine, &socket, shutdown).await {
+                    tracing::error!("{}", e.message);
+                }
+                let _ = std::fs::remove_file(&socket);
+            }))
+        }
+    };
     let router = husk_api::unix_router(engine.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -652,6 +721,9 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
     }
     if let Some(t) = tcp {
         t.abort();
+    }
+    if let Some(c) = cri {
+        let _ = tokio::time::timeout(Duration::from_secs(2), c).await;
     }
     let _ = std::fs::remove_file(&config.socket);
     engine.shutdown().await;

@@ -54,6 +54,11 @@ pub struct ImageConfig {
 pub struct RegistryConfig {
     /// Mirrors for Docker Hub (`docker.io`), tried in order before it (`host[:port]` or `http(s)://host[:port]`).
     pub mirrors: Vec<String>,
+    /// Where images of a registry are fetched, by the registry's host (`registry.k8s.io` →
+    /// `["http://127.0.0.1:5000"]`), in order and instead of the registry (list it too to fall back to it), as
+    /// containerd's `hosts.toml`. Images fetched from a mirror keep their upstream names.
+    #[serde(default)]
+    pub host_mirrors: std::collections::BTreeMap<String, Vec<String>>,
     /// Registries reached over plain HTTP: `host[:port]`, `host` (any port) or a CIDR (`10.0.0.0/8`). Loopback
     /// (`127.0.0.0/8`, `::1`, `localhost`) always is, as in Docker.
     pub insecure_registries: Vec<String>,
@@ -72,6 +77,7 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             mirrors: Vec::new(),
+            host_mirrors: Default::default(),
             insecure_registries: Vec::new(),
             auth_file: None,
             max_concurrent_downloads: 4,

@@ -90,15 +90,27 @@ impl Registries {
         })
     }
 
-    /// Where to fetch `name` from, in order: Docker Hub mirrors (for `docker.io` names), then the registry.
+    /// Where to fetch `name` from, in order: the mirrors of its registry (Docker Hub's `mirrors` for `docker.io`
+    /// names, then `host_mirrors` of its host), then the registry, unless `host_mirrors` names its endpoints.
     pub fn endpoints(
         &self,
         name: &ImageName,
         explicit: Option<&Credentials>,
     ) -> Result<Vec<Endpoint>> {
         let mut out = Vec::new();
-        if name.registry() == "docker.io" {
-            for mirror in &self.config.mirrors {
+        let hub: &[String] = if name.registry() == "docker.io" {
+            &self.config.mirrors
+        } else {
+            &[]
+        };
+        let by_host = self
+            .config
+            .host_mirrors
+            .get(name.registry())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        {
+            for mirror in hub.iter().chain(by_host) {
                 let host = mirror_host(mirror);
                 let mut reference = name.reference().clone();
                 reference.set_mirror_registry(host.clone());
@@ -109,6 +121,11 @@ impl Registries {
                     host,
                 });
             }
+        }
+        // A registry with mirrors of its own is reached only through them (list the registry itself among its
+        // endpoints to fall back to it): a host cut off from the registry never tries it.
+        if !by_host.is_empty() {
+            return Ok(out);
         }
         let reference = name.reference().clone();
         let host = reference.resolve_registry().to_string();
@@ -404,6 +421,34 @@ mod tests {
         for host in ["docker.io", "reg.lan:5001", "10.2.0.1:5000", "quay.io"] {
             assert!(!is_plain_http(host, &insecure), "{host}");
         }
+    }
+
+    #[test]
+    fn a_mirrored_registry_is_reached_only_through_its_mirrors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = RegistryConfig {
+            mirrors: vec!["hub-mirror:5000".into()],
+            ..Default::default()
+        };
+        config.host_mirrors.insert(
+            "registry.k8s.io".into(),
+            vec!["http://127.0.0.1:5000/".into(), "127.0.0.2:5000".into()],
+        );
+        let r = Registries::new(config, CredentialStore::new(dir.path().join("auth.json")));
+        let hosts = |name: &str| -> Vec<String> {
+            r.endpoints(&ImageName::parse(name).unwrap(), None)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.host)
+                .collect()
+        };
+        assert_eq!(
+            hosts("registry.k8s.io/pause:3.9"),
+            ["127.0.0.1:5000", "127.0.0.2:5000"],
+            "never the registry itself"
+        );
+        assert_eq!(hosts("busybox"), ["hub-mirror:5000", "index.docker.io"]);
+        assert_eq!(hosts("quay.io/x/y:1"), ["quay.io"]);
     }
 
     #[test]

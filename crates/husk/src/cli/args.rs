@@ -216,6 +216,9 @@ pub struct DaemonArgs {
     /// Serve Zun's REST API and the identity service on this TCP address (e.g. 127.0.0.1:9517).
     #[arg(long)]
     pub listen: Option<String>,
+    /// Unix socket of the Kubernetes CRI (default: cri.sock in the run root; "" turns it off).
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<PathBuf>,
     /// Authentication on the TCP listener: keystone (default) or none (one default project).
     #[arg(long)]
     pub auth: Option<String>,

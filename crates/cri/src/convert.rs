@@ -1,0 +1,283 @@
+//! How CRI objects are kept in husk's records and read back: pod and container metadata in reserved
+//! annotations, names that are unique per pod and attempt, times as nanoseconds, and husk's statuses as CRI
+//! states. Pure functions, unit-tested.
+
+use std::collections::{BTreeMap, HashMap};
+
+use husk_core::{ContainerRecord, ContainerStatus, Error, SandboxRecord};
+use k8s_cri::v1::{ContainerMetadata, ContainerState, PodSandboxMetadata, PodSandboxState};
+
+/// Annotations whose keys start with this are husk's own record of CRI data, never shown to CRI clients.
+pub const RESERVED: &str = "io.husk.cri.";
+const POD_NAME: &str = "io.husk.cri.pod.name";
+const POD_UID: &str = "io.husk.cri.pod.uid";
+const POD_NAMESPACE: &str = "io.husk.cri.pod.namespace";
+const POD_ATTEMPT: &str = "io.husk.cri.pod.attempt";
+const HANDLER: &str = "io.husk.cri.runtime-handler";
+const CONTAINER_NAME: &str = "io.husk.cri.container.name";
+const CONTAINER_ATTEMPT: &str = "io.husk.cri.container.attempt";
+
+/// A CRI field that must be set, or an InvalidArgument naming it.
+pub fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Error> {
+    if value.is_empty() {
+        Err(Error::invalid(field, format!("{field} is required")))
+    } else {
+        Ok(value)
+    }
+}
+
+/// The unique husk name of a pod: `k8s_POD_<name>_<namespace>_<uid>_<attempt>`.
+pub fn pod_name(m: &PodSandboxMetadata) -> Result<String, Error> {
+    required(&m.name, "metadata.name")?;
+    required(&m.namespace, "metadata.namespace")?;
+    required(&m.uid, "metadata.uid")?;
+    Ok(format!(
+        "k8s_POD_{}_{}_{}_{}",
+        m.name, m.namespace, m.uid, m.attempt
+    ))
+}
+
+/// The unique husk name of a container of `pod`: `k8s_<name>_<pod name>_<namespace>_<uid>_<attempt>`.
+pub fn container_name(m: &ContainerMetadata, pod: &PodSandboxMetadata) -> Result<String, Error> {
+    required(&m.name, "config.metadata.name")?;
+    Ok(format!(
+        "k8s_{}_{}_{}_{}_{}",
+        m.name, pod.name, pod.namespace, pod.uid, m.attempt
+    ))
+}
+
+/// The annotations a pod is stored with: the client's, plus its metadata and runtime handler.
+pub fn pod_annotations(
+    m: &PodSandboxMetadata,
+    handler: &str,
+    annotations: &HashMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = annotations
+        .iter()
+        .filter(|(k, _)| !k.starts_with(RESERVED))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.insert(POD_NAME.into(), m.name.clone());
+    out.insert(POD_UID.into(), m.uid.clone());
+    out.insert(POD_NAMESPACE.into(), m.namespace.clone());
+    out.insert(POD_ATTEMPT.into(), m.attempt.to_string());
+    out.insert(HANDLER.into(), handler.into());
+    out
+}
+
+/// The annotations a container is stored with: the client's, plus its metadata.
+pub fn container_annotations(
+    m: &ContainerMetadata,
+    annotations: &HashMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = annotations
+        .iter()
+        .filter(|(k, _)| !k.starts_with(RESERVED))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.insert(CONTAINER_NAME.into(), m.name.clone());
+    out.insert(CONTAINER_ATTEMPT.into(), m.attempt.to_string());
+    out
+}
+
+/// Whether the CRI made this sandbox (others, made with the CLI or Zun's API, are not kubelet's to see).
+pub fn is_pod(sb: &SandboxRecord) -> bool {
+    sb.config.annotations.contains_key(POD_UID)
+}
+
+/// Whether the CRI made this container.
+pub fn is_cri_container(rec: &ContainerRecord) -> bool {
+    rec.annotations.contains_key(CONTAINER_NAME)
+}
+
+/// A pod's metadata, as it was given.
+pub fn pod_metadata(sb: &SandboxRecord) -> PodSandboxMetadata {
+    let a = &sb.config.annotations;
+    let get = |k: &str| a.get(k).cloned().unwrap_or_default();
+    PodSandboxMetadata {
+        name: get(POD_NAME),
+        uid: get(POD_UID),
+        namespace: get(POD_NAMESPACE),
+        attempt: get(POD_ATTEMPT).parse().unwrap_or(0),
+    }
+}
+
+/// The runtime handler a pod was run with.
+pub fn pod_handler(sb: &SandboxRecord) -> String {
+    sb.config
+        .annotations
+        .get(HANDLER)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A container's metadata, as it was given.
+pub fn container_metadata(rec: &ContainerRecord) -> ContainerMetadata {
+    ContainerMetadata {
+        name: rec
+            .annotations
+            .get(CONTAINER_NAME)
+            .cloned()
+            .unwrap_or_default(),
+        attempt: rec
+            .annotations
+            .get(CONTAINER_ATTEMPT)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0),
+    }
+}
+
+/// Labels or annotations as the CRI shows them: without husk's reserved keys.
+pub fn visible(map: &BTreeMap<String, String>) -> HashMap<String, String> {
+    map.iter()
+        .filter(|(k, _)| !k.starts_with(RESERVED))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Whether `labels` has every pair of `selector`.
+pub fn matches(labels: &BTreeMap<String, String>, selector: &HashMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// An RFC 3339 time as nanoseconds since the Unix epoch (0 when empty or unreadable).
+pub fn nanos(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or(0)
+}
+
+/// A pod's CRI state.
+pub fn pod_state(sb: &SandboxRecord) -> PodSandboxState {
+    if sb.status == "ready" {
+        PodSandboxState::SandboxReady
+    } else {
+        PodSandboxState::SandboxNotready
+    }
+}
+
+/// A container's CRI state.
+pub fn container_state(status: ContainerStatus) -> ContainerState {
+    match status {
+        ContainerStatus::Created => ContainerState::ContainerCreated,
+        ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Restarting => {
+            ContainerState::ContainerRunning
+        }
+        ContainerStatus::Exited | ContainerStatus::Dead => ContainerState::ContainerExited,
+        ContainerStatus::Creating | ContainerStatus::Removing => ContainerState::ContainerUnknown,
+    }
+}
+
+/// Why an exited container exited, in kubelet's words.
+pub fn exit_reason(rec: &ContainerRecord) -> String {
+    match (&rec.exit, rec.status) {
+        (Some(exit), ContainerStatus::Exited | ContainerStatus::Dead) => {
+            if exit.oom_killed {
+                "OOMKilled".into()
+            } else if exit.code == 0 {
+                "Completed".into()
+            } else {
+                "Error".into()
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// The first address of a pod's network, without its prefix length.
+pub fn pod_ip(sb: &SandboxRecord) -> String {
+    sb.runtime
+        .network
+        .as_ref()
+        .and_then(|n| n.addresses.first())
+        .map(|a| a.split('/').next().unwrap_or(a).to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> PodSandboxMetadata {
+        PodSandboxMetadata {
+            name: "web".into(),
+            uid: "1f3c".into(),
+            namespace: "default".into(),
+            attempt: 2,
+        }
+    }
+
+    #[test]
+    fn names_are_unique_per_pod_and_attempt() {
+        assert_eq!(pod_name(&meta()).unwrap(), "k8s_POD_web_default_1f3c_2");
+        let c = ContainerMetadata {
+            name: "nginx".into(),
+            attempt: 1,
+        };
+        assert_eq!(
+            container_name(&c, &meta()).unwrap(),
+            "k8s_nginx_web_default_1f3c_1"
+        );
+        let mut m = meta();
+        m.uid.clear();
+        let e = pod_name(&m).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("metadata.uid"));
+    }
+
+    #[test]
+    fn metadata_survives_the_record_and_reserved_keys_stay_hidden() {
+        let mut given = HashMap::new();
+        given.insert("a".to_string(), "1".to_string());
+        given.insert("io.husk.cri.pod.uid".to_string(), "forged".to_string());
+        let stored = pod_annotations(&meta(), "vm", &given);
+        let sb = SandboxRecord {
+            config: husk_core::SandboxConfig {
+                annotations: stored.clone(),
+                ..Default::default()
+            },
+            driver: "vm".into(),
+            status: "ready".into(),
+            runtime: Default::default(),
+            created_at: String::new(),
+            owner_container: None,
+            project: String::new(),
+        };
+        assert!(is_pod(&sb));
+        assert_eq!(pod_metadata(&sb), meta());
+        assert_eq!(pod_handler(&sb), "vm");
+        let shown = visible(&stored);
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        assert_eq!(shown["a"], "1");
+    }
+
+    #[test]
+    fn states_times_and_reasons() {
+        assert_eq!(nanos("1970-01-01T00:00:01.5Z"), 1_500_000_000);
+        assert_eq!(nanos(""), 0);
+        assert_eq!(
+            container_state(ContainerStatus::Paused),
+            ContainerState::ContainerRunning
+        );
+        let mut rec = ContainerRecord {
+            status: ContainerStatus::Exited,
+            exit: Some(husk_core::ExitStatus {
+                code: 137,
+                oom_killed: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(exit_reason(&rec), "OOMKilled");
+        rec.exit = Some(husk_core::ExitStatus::default());
+        assert_eq!(exit_reason(&rec), "Completed");
+        rec.status = ContainerStatus::Running;
+        assert_eq!(exit_reason(&rec), "");
+        let mut labels = BTreeMap::new();
+        labels.insert("app".to_string(), "web".to_string());
+        let mut selector = HashMap::new();
+        assert!(matches(&labels, &selector));
+        selector.insert("app".to_string(), "db".to_string());
+        assert!(!matches(&labels, &selector));
+    }
+}

@@ -1,0 +1,204 @@
+//! The CRI ImageService over the engine's image store.
+
+use husk_api_types::{ImageView, ProgressSink, Removed};
+use husk_core::ErrorKind;
+use husk_engine::Engine;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_server::ImageService;
+use tonic::{Request, Response, Status};
+
+use crate::status_of;
+
+/// The ImageService.
+#[derive(Debug, Clone)]
+pub struct Images {
+    engine: Engine,
+}
+
+impl Images {
+    /// An ImageService over `engine`.
+    pub fn new(engine: Engine) -> Images {
+        Images { engine }
+    }
+}
+
+/// The image a request names, or InvalidArgument.
+fn reference(spec: Option<&cri::ImageSpec>) -> Result<String, Status> {
+    match spec.map(|s| s.image.trim()) {
+        Some(r) if !r.is_empty() => Ok(r.to_string()),
+        _ => Err(Status::invalid_argument("image.image is required")),
+    }
+}
+
+/// An image as the CRI shows it: the user of its config as `uid` when numeric, `username` otherwise.
+pub fn cri_image(i: &ImageView) -> cri::Image {
+    let user = i.config.user.split(':').next().unwrap_or_default();
+    let (uid, username) = match user.parse::<i64>() {
+        Ok(n) => (Some(cri::Int64Value { value: n }), String::new()),
+        Err(_) if user.is_empty() => (None, String::new()),
+        Err(_) => (None, user.to_string()),
+    };
+    cri::Image {
+        id: i.id.clone(),
+        repo_tags: i.repo_tags.clone(),
+        repo_digests: i.repo_digests.clone(),
+        size: i.size,
+        uid,
+        username,
+        spec: Some(cri::ImageSpec {
+            image: i.id.clone(),
+            ..Default::default()
+        }),
+        pinned: false,
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for Images {
+    async fn list_images(
+        &self,
+        request: Request<cri::ListImagesRequest>,
+    ) -> Result<Response<cri::ListImagesResponse>, Status> {
+        let filter = request
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|s| s.image)
+            .filter(|s| !s.is_empty());
+        let images = match filter {
+            Some(r) => match self.engine.inspect_image(&r) {
+                Ok(i) => vec![cri_image(&i)],
+                Err(e) if e.kind == ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(status_of(&e)),
+            },
+            None => self
+                .engine
+                .list_images()
+                .map_err(|e| status_of(&e))?
+                .iter()
+                .map(cri_image)
+                .collect(),
+        };
+        Ok(Response::new(cri::ListImagesResponse { images }))
+    }
+
+    async fn image_status(
+        &self,
+        request: Request<cri::ImageStatusRequest>,
+    ) -> Result<Response<cri::ImageStatusResponse>, Status> {
+        let req = request.into_inner();
+        let r = reference(req.image.as_ref())?;
+        let image = match self.engine.inspect_image(&r) {
+            Ok(i) => Some(i),
+            Err(e) if e.kind == ErrorKind::NotFound => None,
+            Err(e) => return Err(status_of(&e)),
+        };
+        let mut info = std::collections::HashMap::new();
+        if req.verbose
+            && let Some(i) = &image
+        {
+            info.insert(
+                "info".to_string(),
+                serde_json::json!({"config": i.config, "layers": i.layers.len(), "loaded_at": i.loaded_at})
+                    .to_string(),
+            );
+        }
+        Ok(Response::new(cri::ImageStatusResponse {
+            image: image.as_ref().map(cri_image),
+            info,
+        }))
+    }
+
+    async fn pull_image(
+        &self,
+        request: Request<cri::PullImageRequest>,
+    ) -> Result<Response<cri::PullImageResponse>, Status> {
+        let req = request.into_inner();
+        let r = reference(req.image.as_ref())?;
+        let pulled = self
+            .engine
+            .pull_image(&r, None, ProgressSink::default())
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(cri::PullImageResponse {
+            image_ref: pulled.id,
+        }))
+    }
+
+    async fn remove_image(
+        &self,
+        request: Request<cri::RemoveImageRequest>,
+    ) -> Result<Response<cri::RemoveImageResponse>, Status> {
+        let r = reference(request.into_inner().image.as_ref())?;
+        // The CRI removes the image, with every name it has: by its ID.
+        let id = match self.engine.inspect_image(&r) {
+            Ok(i) => i.id,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return Ok(Response::new(cri::RemoveImageResponse {}));
+            }
+            Err(e) => return Err(status_of(&e)),
+        };
+        match self.engine.remove_image(&id, true) {
+            Ok(steps) => {
+                tracing::debug!(
+                    removed = steps
+                        .iter()
+                        .filter(|s| matches!(s, Removed::Deleted(_)))
+                        .count(),
+                    "CRI image removal"
+                );
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            Err(e) => return Err(status_of(&e)),
+        }
+        Ok(Response::new(cri::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _request: Request<cri::ImageFsInfoRequest>,
+    ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
+        let df = self.engine.system_df().await.map_err(|e| status_of(&e))?;
+        let info = self.engine.info().await.map_err(|e| status_of(&e))?;
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let usage = |mountpoint: String, bytes: u64| cri::FilesystemUsage {
+            timestamp: now,
+            fs_id: Some(cri::FilesystemIdentifier { mountpoint }),
+            used_bytes: Some(cri::UInt64Value { value: bytes }),
+            inodes_used: Some(cri::UInt64Value { value: 0 }),
+        };
+        let containers: u64 = df.containers.iter().filter_map(|c| c.size).sum();
+        Ok(Response::new(cri::ImageFsInfoResponse {
+            image_filesystems: vec![usage(
+                format!("{}/images", info.root),
+                df.images.layers_size + df.images.blobs_size,
+            )],
+            container_filesystems: vec![usage(info.root.clone(), containers)],
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(user: &str) -> ImageView {
+        serde_json::from_value(serde_json::json!({
+            "Id": "sha256:abc", "RepoTags": ["r/x:1"], "Size": 7, "Config": {"User": user}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn users_become_uid_or_username() {
+        let i = cri_image(&image("1002:1004"));
+        assert_eq!(i.uid, Some(cri::Int64Value { value: 1002 }));
+        assert_eq!(i.username, "");
+        let i = cri_image(&image("www-data"));
+        assert_eq!((i.uid, i.username.as_str()), (None, "www-data"));
+        let i = cri_image(&image(""));
+        assert_eq!((i.uid, i.username.as_str()), (None, ""));
+        assert_eq!(i.repo_tags, ["r/x:1"]);
+        assert_eq!(i.size, 7);
+    }
+}

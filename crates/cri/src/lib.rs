@@ -1,0 +1,78 @@
+#![doc = include_str!("../README.md")]
+
+pub mod convert;
+pub mod images;
+pub mod runtime;
+
+use std::future::Future;
+use std::path::Path;
+
+use husk_core::{Error, ErrorKind};
+use husk_engine::Engine;
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+
+pub use images::Images;
+pub use runtime::Runtime;
+
+/// The largest request or answer the CRI server takes or gives (kubelet's own limit is 16 MiB).
+pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
+
+/// A husk error as a gRPC status: its kind decides the code, its message (naming the field for bad input) is
+/// kept.
+pub fn status_of(e: &Error) -> tonic::Status {
+    use tonic::Code;
+    let code = match e.kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::Conflict => Code::FailedPrecondition,
+        ErrorKind::Unsupported => Code::Unimplemented,
+        ErrorKind::Forbidden => Code::PermissionDenied,
+        ErrorKind::Unauthorized => Code::Unauthenticated,
+        ErrorKind::LimitExceeded => Code::ResourceExhausted,
+        ErrorKind::Timeout => Code::DeadlineExceeded,
+        ErrorKind::Backend => Code::Unavailable,
+        ErrorKind::Internal => Code::Internal,
+    };
+    let message = match &e.field {
+        Some(field) if !e.message.contains(field.as_str()) => format!("{field}: {}", e.message),
+        _ => e.message.clone(),
+    };
+    tonic::Status::new(code, message)
+}
+
+/// Serves the CRI's RuntimeService and ImageService on the unix socket `socket` (replacing a stale socket file,
+/// mode 0660) until `shutdown` completes.
+pub async fn serve(
+    engine: Engine,
+    socket: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> husk_core::Result<()> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    }
+    let _ = std::fs::remove_file(socket);
+    let listener = tokio::net::UnixListener::bind(socket)
+        .map_err(|e| Error::io(format!("listen on {}", socket.display()), e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+            .map_err(|e| Error::io(format!("chmod {}", socket.display()), e))?;
+    }
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(
+            RuntimeServiceServer::new(Runtime::new(engine.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
+        .add_service(
+            ImageServiceServer::new(Images::new(engine))
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| Error::backend(format!("CRI server on {}: {e}", socket.display())))
+}
