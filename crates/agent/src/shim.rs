@@ -132,6 +132,8 @@ impl Maker {
             stdin: config.process.stdin,
             cgroup_path: cgroup_path(&c.id),
             seccomp_program: seccomp,
+            // The CRI's log file is a host path: in a guest there is none to write (docs/cri.md).
+            cri_log: None,
         };
         let shim_json =
             serde_json::to_vec_pretty(&shim).map_err(|e| Error::internal(e.to_string()))?;

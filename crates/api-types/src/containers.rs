@@ -88,6 +88,9 @@ pub struct ContainerCreate {
     pub project: Option<String>,
     /// Notes front ends keep with the container (creator, settings of their own API); never passed to drivers.
     pub annotations: BTreeMap<String, String>,
+    /// An absolute host path to write the container's output to in the CRI log format too (the CRI's
+    /// `log_directory/log_path`).
+    pub cri_log_path: Option<String>,
 }
 
 /// A health check as a request gives it; unset fields come from the image's HEALTHCHECK, then Docker's

@@ -18,11 +18,64 @@ pub const MAX_ENTRY: usize = 16 * 1024;
 /// How often a follower looks for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(50);
 
-/// Appends entries to a container's log file.
+/// Appends entries to a container's log file (and to a [`CriLog`] when kubelet asked for one).
 #[derive(Debug)]
 pub struct LogWriter {
     file: File,
     partial: [Vec<u8>; 2],
+    cri: Option<CriLog>,
+}
+
+/// A log in the format kubelet reads (the CRI's): one line per entry, `<time> <stream> <tag> <text>`, the time
+/// in RFC 3339 with nanoseconds, the tag `F` for a full line and `P` for part of one (a line longer than
+/// [`MAX_ENTRY`], or a last line without its newline), the text without its newline.
+#[derive(Debug)]
+pub struct CriLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl CriLog {
+    /// Opens (creating it and its directory) the CRI log at `path` for appending.
+    pub fn open(path: &Path) -> Result<CriLog> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("open CRI log {}", path.display()), e))?;
+        Ok(CriLog {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Opens the file again by its path (kubelet renamed it to rotate it: the next lines go to a new file).
+    pub fn reopen(&mut self) -> Result<()> {
+        *self = CriLog::open(&self.path)?;
+        Ok(())
+    }
+
+    /// The line for one entry of `stream` whose text is `bytes` (a trailing newline makes it a full line).
+    pub fn line(time: &str, stream: &str, bytes: &[u8]) -> Vec<u8> {
+        let (text, tag) = match bytes.strip_suffix(b"\n") {
+            Some(text) => (text, "F"),
+            None => (bytes, "P"),
+        };
+        let mut line = format!("{time} {stream} {tag} ").into_bytes();
+        line.extend_from_slice(text);
+        line.push(b'\n');
+        line
+    }
+
+    fn write(&mut self, stream: &str, bytes: &[u8]) {
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        // As with husk's own log: a full disk must not stop the container.
+        let _ = self.file.write_all(&CriLog::line(&time, stream, bytes));
+    }
 }
 
 fn stream_name(index: usize) -> &'static str {
@@ -40,10 +93,28 @@ impl LogWriter {
         Ok(LogWriter {
             file,
             partial: [Vec::new(), Vec::new()],
+            cri: None,
         })
     }
 
+    /// Writes every entry to the CRI log at `path` too.
+    pub fn also_cri(&mut self, path: &Path) -> Result<()> {
+        self.cri = Some(CriLog::open(path)?);
+        Ok(())
+    }
+
+    /// Reopens the CRI log (kubelet's ReopenContainerLog); nothing without one.
+    pub fn reopen_cri(&mut self) -> Result<()> {
+        match &mut self.cri {
+            Some(cri) => cri.reopen(),
+            None => Ok(()),
+        }
+    }
+
     fn emit(&mut self, stream: usize, bytes: &[u8]) {
+        if let Some(cri) = &mut self.cri {
+            cri.write(stream_name(stream), bytes);
+        }
         let entry = LogEntry {
             time: husk_core::now_rfc3339(),
             stream: stream_name(stream).into(),
@@ -231,6 +302,45 @@ pub fn stream(
 mod tests {
     use super::*;
     use futures::StreamExt;
+
+    #[test]
+    fn the_cri_log_has_kubelets_format_and_reopens_after_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let cri = dir.path().join("pod/c.log");
+        let mut w = LogWriter::open(&dir.path().join("log")).unwrap();
+        w.also_cri(&cri).unwrap();
+        w.write(0, b"hello\nhal");
+        w.write(1, b"oops\n");
+        w.flush_stream(0);
+        let text = std::fs::read_to_string(&cri).unwrap();
+        let lines: Vec<(&str, &str, &str)> = text
+            .lines()
+            .map(|l| {
+                let mut f = l.splitn(4, ' ');
+                let time = f.next().unwrap();
+                assert!(
+                    chrono::DateTime::parse_from_rfc3339(time).is_ok() && time.ends_with('Z'),
+                    "{time}"
+                );
+                (f.next().unwrap(), f.next().unwrap(), f.next().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("stdout", "F", "hello"),
+                ("stderr", "F", "oops"),
+                ("stdout", "P", "hal")
+            ]
+        );
+        // kubelet renames the file and asks for a reopen: new lines go to a new file.
+        std::fs::rename(&cri, dir.path().join("pod/c.log.1")).unwrap();
+        w.reopen_cri().unwrap();
+        w.write(0, b"after\n");
+        let text = std::fs::read_to_string(&cri).unwrap();
+        assert!(text.ends_with(" stdout F after\n"), "{text}");
+        assert_eq!(text.lines().count(), 1);
+    }
 
     #[test]
     fn lines_partial_lines_and_long_lines() {

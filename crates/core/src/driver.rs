@@ -265,6 +265,16 @@ pub trait Driver: Send + Sync + 'static {
     /// The container's output, as recorded.
     async fn logs(&self, container: &ContainerRecord, options: &LogOptions) -> Result<LogStream>;
 
+    /// Opens the container's CRI log file ([`crate::ContainerConfig::cri_log_path`]) again, after kubelet
+    /// renamed it to rotate it. The default: the driver writes no CRI log.
+    async fn reopen_log(&self, container: &ContainerRecord) -> Result<()> {
+        Err(crate::Error::unsupported(format!(
+            "driver {} writes no CRI log for container {}",
+            self.name(),
+            container.name()
+        )))
+    }
+
     /// Resource usage now.
     async fn stats(&self, container: &ContainerRecord) -> Result<Stats>;
 

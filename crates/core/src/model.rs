@@ -383,6 +383,9 @@ pub struct NetworkConfig {
     /// DNS search domains.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_search: Vec<String>,
+    /// Resolver options (`ndots:5`) for `/etc/resolv.conf` (empty = the host's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
     /// Extra `/etc/hosts` lines as `NAME:IP`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_hosts: Vec<String>,
@@ -525,6 +528,10 @@ pub struct ContainerConfig {
     /// Per-process resource limits (`--ulimit`), never above the daemon's own hard limits.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ulimits: Vec<crate::options::Ulimit>,
+    /// A host file the container's output is also written to, in the Kubernetes CRI log format
+    /// (`<RFC 3339 nanoseconds> <stdout|stderr> <F|P> <text>`), for kubelet to read (the CRI's `log_path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cri_log_path: Option<String>,
 }
 
 /// Everything a driver needs to make a sandbox real.

@@ -15,6 +15,7 @@ const POD_NAMESPACE: &str = "io.husk.cri.pod.namespace";
 const POD_ATTEMPT: &str = "io.husk.cri.pod.attempt";
 const HANDLER: &str = "io.husk.cri.runtime-handler";
 const CONTAINER_NAME: &str = "io.husk.cri.container.name";
+const LOG_DIRECTORY: &str = "io.husk.cri.pod.log-directory";
 const CONTAINER_ATTEMPT: &str = "io.husk.cri.container.attempt";
 
 /// A CRI field that must be set, or an InvalidArgument naming it.
@@ -26,23 +27,53 @@ pub fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Error> {
     }
 }
 
-/// The unique husk name of a pod: `k8s_POD_<name>_<namespace>_<uid>_<attempt>`.
+/// Longest readable part of a husk name made from CRI metadata (husk names take 255 characters; Kubernetes
+/// names and UIDs together can take more).
+const READABLE: usize = 100;
+
+/// `readable` (cut to [`READABLE`] characters, anything husk names may not hold made `-`), then `_` and 16 hex
+/// digits of the SHA-256 of `identity`: unique for each identity, and still telling which pod it is.
+fn bounded_name(readable: &str, identity: &str) -> String {
+    use sha2::Digest;
+    let mut name: String = readable
+        .chars()
+        .take(READABLE)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let digest = sha2::Sha256::digest(identity.as_bytes());
+    name.push('_');
+    name.push_str(&hex::encode(&digest[..8]));
+    name
+}
+
+/// The unique husk name of a pod: `k8s_POD_<name>_<namespace>_<hash of name, namespace, uid, attempt>`.
 pub fn pod_name(m: &PodSandboxMetadata) -> Result<String, Error> {
     required(&m.name, "metadata.name")?;
     required(&m.namespace, "metadata.namespace")?;
     required(&m.uid, "metadata.uid")?;
-    Ok(format!(
-        "k8s_POD_{}_{}_{}_{}",
-        m.name, m.namespace, m.uid, m.attempt
+    Ok(bounded_name(
+        &format!("k8s_POD_{}_{}", m.name, m.namespace),
+        &format!("{}\0{}\0{}\0{}", m.name, m.namespace, m.uid, m.attempt),
     ))
 }
 
-/// The unique husk name of a container of `pod`: `k8s_<name>_<pod name>_<namespace>_<uid>_<attempt>`.
-pub fn container_name(m: &ContainerMetadata, pod: &PodSandboxMetadata) -> Result<String, Error> {
+/// The unique husk name of a container of pod `pod_id`: `k8s_<name>_<pod name>_<hash of the pod, name and
+/// attempt>`.
+pub fn container_name(
+    m: &ContainerMetadata,
+    pod: &PodSandboxMetadata,
+    pod_id: &str,
+) -> Result<String, Error> {
     required(&m.name, "config.metadata.name")?;
-    Ok(format!(
-        "k8s_{}_{}_{}_{}_{}",
-        m.name, pod.name, pod.namespace, pod.uid, m.attempt
+    Ok(bounded_name(
+        &format!("k8s_{}_{}", m.name, pod.name),
+        &format!("{pod_id}\0{}\0{}", m.name, m.attempt),
     ))
 }
 
@@ -63,6 +94,28 @@ pub fn pod_annotations(
     out.insert(POD_ATTEMPT.into(), m.attempt.to_string());
     out.insert(HANDLER.into(), handler.into());
     out
+}
+
+/// Remembers where a pod's container logs go (the CRI's `log_directory`).
+pub fn set_log_directory(annotations: &mut BTreeMap<String, String>, dir: &str) {
+    if !dir.is_empty() {
+        annotations.insert(LOG_DIRECTORY.into(), dir.into());
+    }
+}
+
+/// Where a container of `pod` writes its CRI log: the pod's `log_directory` joined with the container's
+/// `log_path`, when both are given.
+pub fn cri_log_path(pod: &SandboxRecord, log_path: &str) -> Option<String> {
+    let dir = pod.config.annotations.get(LOG_DIRECTORY)?;
+    if log_path.is_empty() {
+        return None;
+    }
+    Some(
+        std::path::Path::new(dir)
+            .join(log_path)
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 /// The annotations a container is stored with: the client's, plus its metadata.
@@ -209,16 +262,32 @@ mod tests {
     }
 
     #[test]
-    fn names_are_unique_per_pod_and_attempt() {
-        assert_eq!(pod_name(&meta()).unwrap(), "k8s_POD_web_default_1f3c_2");
+    fn names_are_unique_per_pod_and_attempt_and_always_valid() {
+        let name = pod_name(&meta()).unwrap();
+        assert!(name.starts_with("k8s_POD_web_default_"), "{name}");
+        let mut other = meta();
+        other.attempt = 3;
+        assert_ne!(pod_name(&other).unwrap(), name);
         let c = ContainerMetadata {
             name: "nginx".into(),
             attempt: 1,
         };
-        assert_eq!(
-            container_name(&c, &meta()).unwrap(),
-            "k8s_nginx_web_default_1f3c_1"
-        );
+        let cname = container_name(&c, &meta(), "abc").unwrap();
+        assert!(cname.starts_with("k8s_nginx_web_"), "{cname}");
+        assert_ne!(container_name(&c, &meta(), "abd").unwrap(), cname);
+        // Kubernetes names and UIDs that together pass husk's 255 characters still make a valid name.
+        let long = PodSandboxMetadata {
+            name: "p".repeat(200),
+            uid: "u".repeat(200),
+            namespace: "n".repeat(60),
+            attempt: 0,
+        };
+        for n in [
+            pod_name(&long).unwrap(),
+            container_name(&c, &long, "id").unwrap(),
+        ] {
+            husk_core::units::validate_name("name", &n).unwrap();
+        }
         let mut m = meta();
         m.uid.clear();
         let e = pod_name(&m).unwrap_err();

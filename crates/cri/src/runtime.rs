@@ -114,6 +114,7 @@ impl Runtime {
             },
             labels: convert::visible(&rec.config.labels),
             annotations: convert::visible(&rec.annotations),
+            log_path: rec.config.cri_log_path.clone().unwrap_or_default(),
             mounts: rec
                 .config
                 .mounts
@@ -123,11 +124,75 @@ impl Runtime {
                     container_path: m.destination.clone(),
                     host_path: m.source.clone(),
                     readonly: m.readonly,
+                    propagation: if m.options.iter().any(|o| o == "rshared" || o == "shared") {
+                        cri::MountPropagation::PropagationBidirectional as i32
+                    } else if m.options.iter().any(|o| o == "rslave" || o == "slave") {
+                        cri::MountPropagation::PropagationHostToContainer as i32
+                    } else {
+                        cri::MountPropagation::PropagationPrivate as i32
+                    },
                     ..Default::default()
                 })
                 .collect(),
             ..Default::default()
         }
+    }
+
+    /// A container's stats: read from its cgroup while it runs, zero otherwise (a created or exited container
+    /// uses nothing).
+    async fn stats_of(&self, rec: &ContainerRecord) -> Result<cri::ContainerStats, Status> {
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let running = convert::container_state(rec.status) == cri::ContainerState::ContainerRunning;
+        let stats = if running {
+            match self.engine.stats(&rec.config.id).await {
+                Ok(s) => s,
+                // It stopped between the list and the read.
+                Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Conflict) => {
+                    husk_core::Stats::default()
+                }
+                Err(e) => return Err(status_of(&e)),
+            }
+        } else {
+            husk_core::Stats::default()
+        };
+        let value = |v: u64| Some(cri::UInt64Value { value: v });
+        let timestamp = match convert::nanos(&stats.read_at) {
+            0 => now,
+            t => t,
+        };
+        Ok(cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: rec.config.id.clone(),
+                metadata: Some(convert::container_metadata(rec)),
+                labels: convert::visible(&rec.config.labels),
+                annotations: convert::visible(&rec.annotations),
+            }),
+            cpu: Some(cri::CpuUsage {
+                timestamp,
+                usage_core_nano_seconds: value(stats.cpu_usage_ns),
+                usage_nano_cores: None,
+            }),
+            memory: Some(cri::MemoryUsage {
+                timestamp,
+                working_set_bytes: value(stats.memory_usage_bytes),
+                usage_bytes: value(stats.memory_usage_bytes),
+                available_bytes: (stats.memory_limit_bytes > 0)
+                    .then(|| {
+                        stats
+                            .memory_limit_bytes
+                            .saturating_sub(stats.memory_usage_bytes)
+                    })
+                    .and_then(value),
+                ..Default::default()
+            }),
+            writable_layer: Some(cri::FilesystemUsage {
+                timestamp,
+                fs_id: None,
+                used_bytes: value(0),
+                inodes_used: value(0),
+            }),
+            swap: None,
+        })
     }
 
     fn container_summary(&self, rec: &ContainerRecord) -> cri::Container {
@@ -173,10 +238,12 @@ fn pod_network(config: &cri::PodSandboxConfig) -> Result<NetworkConfig, Status> 
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default();
     let mut network = NetworkConfig::default();
-    if options.network == cri::NamespaceMode::Node as i32 {
+    let host = options.network == cri::NamespaceMode::Node as i32;
+    if host {
         network.mode = "host".into();
     }
-    for p in &config.port_mappings {
+    // A pod on the host's network has the host's ports already: its hostPorts need no mapping.
+    for p in config.port_mappings.iter().filter(|_| !host) {
         let port = |v: i32, field: &str| {
             u16::try_from(v).map_err(|_| {
                 Status::invalid_argument(format!("port_mappings: {field} {v} is not a port"))
@@ -196,6 +263,7 @@ fn pod_network(config: &cri::PodSandboxConfig) -> Result<NetworkConfig, Status> 
     if let Some(dns) = &config.dns_config {
         network.dns = dns.servers.clone();
         network.dns_search = dns.searches.clone();
+        network.dns_options = dns.options.clone();
     }
     Ok(network)
 }
@@ -218,6 +286,30 @@ fn shares_pid(config: &cri::PodSandboxConfig) -> Result<bool, Status> {
     Ok(options.pid == cri::NamespaceMode::Pod as i32)
 }
 
+/// The seccomp option of a container: the CRI's `seccomp` profile, where no profile means unconfined, as the
+/// CRI defines it (the deprecated `seccomp_profile_path` is not read); a localhost profile's JSON is read here.
+fn seccomp_option(security: &cri::LinuxContainerSecurityContext) -> Result<Option<String>, Status> {
+    use cri::security_profile::ProfileType;
+    let localhost = |path: &str| -> Result<Option<String>, Status> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Status::invalid_argument(format!("seccomp localhost profile {path:?}: {e}"))
+        })?;
+        Ok(Some(format!("seccomp={text}")))
+    };
+    match &security.seccomp {
+        Some(p) => match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => Ok(None),
+            Ok(ProfileType::Unconfined) => Ok(Some("seccomp=unconfined".into())),
+            Ok(ProfileType::Localhost) => localhost(&p.localhost_ref),
+            Err(_) => Err(Status::invalid_argument(format!(
+                "seccomp.profile_type {} is not a profile type",
+                p.profile_type
+            ))),
+        },
+        None => Ok(Some("seccomp=unconfined".into())),
+    }
+}
+
 /// husk's create request for a CRI container of pod `pod`.
 fn container_request(
     pod: &SandboxRecord,
@@ -234,12 +326,21 @@ fn container_request(
         .map(|i| i.image.clone())
         .unwrap_or_default();
     convert::required(&image, "config.image.image").map_err(invalid)?;
-    let name = convert::container_name(&metadata, &convert::pod_metadata(pod)).map_err(invalid)?;
+    let name = convert::container_name(&metadata, &convert::pod_metadata(pod), &pod.config.id)
+        .map_err(invalid)?;
     let security = config
         .linux
         .as_ref()
         .and_then(|l| l.security_context.clone())
         .unwrap_or_default();
+    if security.run_as_group.is_some()
+        && security.run_as_user.is_none()
+        && security.run_as_username.is_empty()
+    {
+        return Err(Status::invalid_argument(
+            "linux.security_context.run_as_group needs run_as_user or run_as_username",
+        ));
+    }
     let user = match (&security.run_as_user, security.run_as_username.as_str()) {
         (Some(uid), _) => Some(match &security.run_as_group {
             Some(gid) => format!("{}:{}", uid.value, gid.value),
@@ -256,15 +357,35 @@ fn container_request(
         }
         convert::required(&m.container_path, "mounts.container_path").map_err(invalid)?;
         convert::required(&m.host_path, "mounts.host_path").map_err(invalid)?;
+        let options = match cri::MountPropagation::try_from(m.propagation) {
+            Ok(cri::MountPropagation::PropagationHostToContainer) => vec!["rslave".to_string()],
+            Ok(cri::MountPropagation::PropagationBidirectional) => vec!["rshared".to_string()],
+            _ => Vec::new(),
+        };
         mounts.push(MountConfig {
             kind: "bind".into(),
             source: m.host_path.clone(),
             destination: m.container_path.clone(),
             readonly: m.readonly,
-            options: Vec::new(),
+            options,
             host_path: m.host_path.clone(),
         });
     }
+    let mut security_opt = vec![format!("no-new-privileges={}", security.no_new_privs)];
+    if let Some(seccomp) = seccomp_option(&security)? {
+        security_opt.push(seccomp);
+    }
+    let limits = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.resources.clone())
+        .unwrap_or_default();
+    let resources = husk_core::Resources {
+        memory_bytes: (limits.memory_limit_in_bytes > 0).then_some(limits.memory_limit_in_bytes),
+        nano_cpus: (limits.cpu_quota > 0 && limits.cpu_period > 0)
+            .then(|| limits.cpu_quota * 1_000_000_000 / limits.cpu_period),
+        ..Default::default()
+    };
     Ok(ContainerCreate {
         name: Some(name),
         image,
@@ -284,6 +405,13 @@ fn container_request(
         read_only: security.readonly_rootfs,
         cap_add: capabilities.add_capabilities,
         cap_drop: capabilities.drop_capabilities,
+        security_opt,
+        group_add: security
+            .supplemental_groups
+            .iter()
+            .map(|g| g.to_string())
+            .collect(),
+        resources,
         labels: config
             .labels
             .iter()
@@ -291,6 +419,7 @@ fn container_request(
             .collect(),
         annotations: convert::container_annotations(&metadata, &config.annotations),
         mounts,
+        cri_log_path: convert::cri_log_path(pod, &config.log_path),
         // kubelet pulls before it creates: a missing image is an error, never a pull.
         pull: husk_api_types::PullPolicy::Never,
         ..Default::default()
@@ -324,6 +453,9 @@ impl RuntimeService for Runtime {
             .clone()
             .ok_or_else(|| Status::invalid_argument("config.metadata is required"))?;
         let name = convert::pod_name(&metadata).map_err(|e| status_of(&e))?;
+        let mut annotations =
+            convert::pod_annotations(&metadata, &req.runtime_handler, &config.annotations);
+        convert::set_log_directory(&mut annotations, &config.log_directory);
         let sandbox = SandboxCreate {
             name: Some(name),
             hostname: (!config.hostname.is_empty()).then(|| config.hostname.clone()),
@@ -335,11 +467,7 @@ impl RuntimeService for Runtime {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            annotations: convert::pod_annotations(
-                &metadata,
-                &req.runtime_handler,
-                &config.annotations,
-            ),
+            annotations,
             ..Default::default()
         };
         let sb = self
@@ -549,9 +677,14 @@ impl RuntimeService for Runtime {
 
     async fn reopen_container_log(
         &self,
-        _request: Request<cri::ReopenContainerLogRequest>,
+        request: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        Err(not_yet("ReopenContainerLog"))
+        let rec = self.container(&request.into_inner().container_id)?;
+        self.engine
+            .reopen_container_log(&rec.config.id)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(
@@ -607,16 +740,37 @@ impl RuntimeService for Runtime {
 
     async fn container_stats(
         &self,
-        _request: Request<cri::ContainerStatsRequest>,
+        request: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        Err(not_yet("ContainerStats"))
+        let rec = self.container(&request.into_inner().container_id)?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(self.stats_of(&rec).await?),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _request: Request<cri::ListContainerStatsRequest>,
+        request: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        Err(not_yet("ListContainerStats"))
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let containers: Vec<ContainerRecord> = self
+            .engine
+            .list_containers(true)
+            .map_err(|e| status_of(&e))?
+            .into_iter()
+            .filter(convert::is_cri_container)
+            .filter(|c| filter.id.is_empty() || c.config.id == filter.id)
+            .filter(|c| {
+                filter.pod_sandbox_id.is_empty()
+                    || c.sandbox_id.as_deref() == Some(filter.pod_sandbox_id.as_str())
+            })
+            .filter(|c| convert::matches(&c.config.labels, &filter.label_selector))
+            .collect();
+        let mut stats = Vec::with_capacity(containers.len());
+        for c in &containers {
+            stats.push(self.stats_of(c).await?);
+        }
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(

@@ -481,6 +481,7 @@ mod tests {
             stop_signal: Some(2),
             stop_timeout: Some(3),
             ulimits: Vec::new(),
+            cri_log_path: None,
         }
     }
 

@@ -898,6 +898,28 @@ impl Engine {
         self.driver(&rec.driver)?.resize(&rec, rows, cols).await
     }
 
+    /// Opens a running container's CRI log file again (kubelet rotated it); nothing for a container that is not
+    /// running (its log is closed) or has no CRI log.
+    pub async fn reopen_container_log(&self, key: &str) -> Result<()> {
+        let rec = self.container(key)?;
+        if rec.config.cri_log_path.is_none() {
+            return Err(Error::conflict(format!(
+                "container {} has no CRI log to reopen",
+                rec.name()
+            )));
+        }
+        if !matches!(
+            rec.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        ) {
+            return Err(Error::conflict(format!(
+                "container {} is not running",
+                rec.name()
+            )));
+        }
+        self.driver(&rec.driver)?.reopen_log(&rec).await
+    }
+
     /// The container's output.
     pub async fn logs(&self, key: &str, options: &LogOptions) -> Result<LogStream> {
         let rec = self.container(key)?;

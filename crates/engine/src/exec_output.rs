@@ -41,6 +41,7 @@ impl Engine {
             ));
         }
         // The process is killed at the deadline too, not only left behind by this call.
+        let started = std::time::Instant::now();
         let mut stream = match self.exec_until(key, req, Some(timeout)).await {
             Ok(s) => s,
             // The command cannot run (no such executable, not executable): as with Docker, that is the process's
@@ -88,12 +89,20 @@ impl Engine {
                     .extend_from_slice(&data[..data.len().min(room)]);
             }
         };
-        tokio::time::timeout(timeout, collect).await.map_err(|_| {
+        let timed_out = || {
             Error::timeout(format!(
                 "the process {:?} did not finish within {} s",
                 req.command.join(" "),
                 timeout.as_secs()
             ))
-        })?
+        };
+        let out = tokio::time::timeout(timeout, collect)
+            .await
+            .map_err(|_| timed_out())??;
+        // Killed at the deadline by the driver (just before this call's own timer fired): still a timeout.
+        if out.exit_code == 128 + 9 && started.elapsed() >= timeout {
+            return Err(timed_out());
+        }
+        Ok(out)
     }
 }

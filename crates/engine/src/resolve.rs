@@ -259,6 +259,15 @@ pub(crate) fn container_config(
         stop_signal,
         stop_timeout: req.stop_timeout,
         ulimits: check_ulimits(&req.ulimits)?,
+        cri_log_path: match &req.cri_log_path {
+            Some(p) if !p.starts_with('/') => {
+                return Err(Error::invalid(
+                    "cri_log_path",
+                    format!("the CRI log path {p:?} is not absolute"),
+                ));
+            }
+            other => other.clone(),
+        },
     })
 }
 

@@ -135,9 +135,12 @@ async fn a_pod_of_two_containers_lives_and_goes_through_the_cri() {
     );
 
     // The pod and its two containers.
+    let logs = d.dir.path().join("pod-logs");
+    let mut web = pod_config("web");
+    web.log_directory = logs.display().to_string();
     let pod = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config("web")),
+            config: Some(web),
             runtime_handler: String::new(),
         })
         .await
@@ -157,10 +160,21 @@ async fn a_pod_of_two_containers_lives_and_goes_through_the_cri() {
         .unwrap()
         .into_inner()
         .container_id;
+    // The client's output goes to a CRI log under the pod's log directory; it says "said" whenever
+    // /tmp/say appears.
+    let mut client_config = container_config(
+        "client",
+        &[
+            "sh",
+            "-c",
+            "echo client up; echo warming >&2; while sleep 0.1; do [ -e /tmp/say ] && { echo said; rm /tmp/say; }; done",
+        ],
+    );
+    client_config.log_path = "client/0.log".into();
     let client = rt
         .create_container(cri::CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
-            config: Some(container_config("client", &["sleep", "1000"])),
+            config: Some(client_config),
             sandbox_config: Some(pod_config("web")),
         })
         .await
@@ -214,6 +228,59 @@ async fn a_pod_of_two_containers_lives_and_goes_through_the_cri() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(page.trim(), "hello from the pod");
+
+    // The CRI log, in kubelet's format; after a rotation (rename + ReopenContainerLog) new lines go to a new file.
+    let log = logs.join("client/0.log");
+    let read_log = |want: &str| {
+        let mut text = String::new();
+        let found = Daemon::eventually(Duration::from_secs(10), || {
+            text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.lines().any(|l| l.ends_with(want))
+        });
+        assert!(
+            found,
+            "no line ending {want:?} in {}: {text:?}",
+            log.display()
+        );
+        text
+    };
+    let text = read_log(" stdout F client up");
+    read_log(" stderr F warming");
+    let first = text.lines().next().unwrap();
+    let time = first.split(' ').next().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(time).is_ok(),
+        "{first}"
+    );
+    let status = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: client.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.log_path, log.display().to_string());
+    std::fs::rename(&log, logs.join("client/0.log.1")).unwrap();
+    rt.reopen_container_log(cri::ReopenContainerLogRequest {
+        container_id: client.clone(),
+    })
+    .await
+    .unwrap();
+    rt.exec_sync(cri::ExecSyncRequest {
+        container_id: client.clone(),
+        cmd: vec!["touch".into(), "/tmp/say".into()],
+        timeout: 10,
+    })
+    .await
+    .unwrap();
+    let rotated = read_log(" stdout F said");
+    assert!(
+        !rotated.contains("client up"),
+        "the new file is new: {rotated}"
+    );
 
     // ExecSync's exit code and stderr; its timeout ends the call and the process.
     let r = rt

@@ -257,3 +257,71 @@ fn the_init_of_run_init_is_a_copy_the_host_never_runs() {
     let r = d.husk(&["exec", "c", "sh", "-c", "printf x >> /sbin/husk-init"]);
     assert_ne!(r.code, 0, "the init binary is writable in the container");
 }
+
+/// An exec'd process is confined by the container's seccomp profile whatever the container's settings: with
+/// no_new_privileges off (Kubernetes' default) and with a profile of the user's. libcontainer dropped the
+/// profile for exec'd processes (third_party/libcontainer/HUSK.md).
+#[test]
+fn an_exec_is_confined_by_the_containers_seccomp_profile() {
+    let d = Daemon::start(&[]);
+    let seccomp_of = |c: &str| {
+        d.husk(&["exec", c, "grep", "Seccomp:", "/proc/self/status"])
+            .ok()
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "nnp-off",
+        "--network",
+        "none",
+        "--security-opt",
+        "no-new-privileges=false",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    assert_eq!(
+        seccomp_of("nnp-off"),
+        "2",
+        "the default profile filters exec'd processes"
+    );
+
+    let profile = d.dir.path().join("no-chmod.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["chmod", "fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    for nnp in ["true", "false"] {
+        let name = format!("own-{nnp}");
+        d.husk(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            "--security-opt",
+            &format!("seccomp={}", profile.display()),
+            "--security-opt",
+            &format!("no-new-privileges={nnp}"),
+            IMAGE,
+            "sleep",
+            "1000",
+        ])
+        .ok();
+        assert_eq!(seccomp_of(&name), "2", "{name}");
+        let r = d.husk(&["exec", &name, "chmod", "400", "/tmp"]);
+        assert_ne!(
+            r.code, 0,
+            "{name}: chmod went through the profile: {}",
+            r.stdout
+        );
+    }
+}

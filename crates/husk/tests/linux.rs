@@ -82,6 +82,45 @@ fn standalone_namespaces_are_all_private() {
     }
 }
 
+/// A sandbox on the host's network with a shared PID namespace: its pause joins only the namespaces it pinned
+/// (there is no network namespace of its own). It used to panic the daemon's request task.
+#[test]
+fn host_network_sandbox_can_share_its_pid_namespace() {
+    let d = Daemon::start(&[]);
+    d.husk(&[
+        "sandbox",
+        "create",
+        "--name",
+        "hostpod",
+        "--network",
+        "host",
+        "--share-pid",
+    ])
+    .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--sandbox",
+        "hostpod",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let me = std::process::id() as i32;
+    assert_eq!(
+        ns_inode(d.pid("a"), "net"),
+        ns_inode(me, "net"),
+        "the host's network"
+    );
+    let pause = d.inspect("hostpod")["Pid"].as_i64().expect("pause pid") as i32;
+    assert_eq!(ns_inode(d.pid("a"), "pid"), ns_inode(pause, "pid"));
+    d.husk(&["sandbox", "rm", "-f", "hostpod"]).ok();
+    d.assert_no_leftovers();
+}
+
 #[test]
 fn shared_pid_sandbox_has_a_reaping_pause_process() {
     let d = Daemon::start(&[]);

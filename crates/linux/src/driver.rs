@@ -468,6 +468,7 @@ impl LinuxDriver {
             stdin: config.process.stdin,
             cgroup_path: self.cgroup_path(id),
             seccomp_program: Some(self.ctr_dir(id).join("seccomp.bpf")),
+            cri_log: config.cri_log_path.as_ref().map(PathBuf::from),
         }
     }
 
@@ -887,9 +888,10 @@ impl Driver for LinuxDriver {
             )
             .map_err(|e| Error::backend(format!("mount the sandbox's /dev/shm: {e}")))?;
             if config.share_pid {
+                // A sandbox on the host's network pins no network namespace: the pause stays in the host's.
                 let join: Vec<PathBuf> = ["net", "ipc", "uts"]
                     .iter()
-                    .map(|k| pinned[*k].clone())
+                    .filter_map(|k| pinned.get(*k).cloned())
                     .collect();
                 let pause =
                     namespaces::spawn_pause(&self.sealed_exe.path(), &join, &ns_dir.join("pid"))?;
@@ -1154,6 +1156,13 @@ impl Driver for LinuxDriver {
     async fn resize(&self, container: &ContainerRecord, rows: u16, cols: u16) -> Result<()> {
         self.shim(container.id())
             .call(&Request::Resize { rows, cols })
+            .await
+            .map(|_| ())
+    }
+
+    async fn reopen_log(&self, container: &ContainerRecord) -> Result<()> {
+        self.shim(container.id())
+            .call(&Request::ReopenLog)
             .await
             .map(|_| ())
     }

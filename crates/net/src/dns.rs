@@ -104,6 +104,14 @@ pub(crate) fn validate(net: &NetworkConfig) -> Result<()> {
             ));
         }
     }
+    for option in &net.dns_options {
+        if option.is_empty() || option.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::invalid(
+                "dns_options",
+                format!("invalid resolver option {option:?}"),
+            ));
+        }
+    }
     parse_extra_hosts(&net.extra_hosts, Some(IpAddr::from([0, 0, 0, 0]))).map(|_| ())
 }
 
@@ -214,8 +222,13 @@ pub(crate) fn resolv_conf_content(
     if !search.is_empty() {
         out.push_str(&format!("search {}\n", search.join(" ")));
     }
-    if !host.options.is_empty() {
-        out.push_str(&format!("options {}\n", host.options.join(" ")));
+    let options = if net.dns_options.is_empty() {
+        &host.options
+    } else {
+        &net.dns_options
+    };
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
     }
     out
 }
@@ -374,6 +387,26 @@ mod tests {
         assert_eq!(
             text,
             "nameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch svc.example\n"
+        );
+    }
+
+    #[test]
+    fn resolv_options_of_the_request_replace_the_hosts() {
+        let host = Resolv::parse("nameserver 10.255.255.53\noptions edns0\n");
+        let net = NetworkConfig {
+            dns: vec!["192.0.2.53".into()],
+            dns_options: vec!["ndots:8".into(), "timeout:2".into()],
+            ..NetworkConfig::default()
+        };
+        let text = resolv_conf_content(&bridge_ctx(), &net, &host);
+        assert_eq!(text, "nameserver 192.0.2.53\noptions ndots:8 timeout:2\n");
+        let bad = NetworkConfig {
+            dns_options: vec!["ndots:1\nnameserver 6.6.6.6".into()],
+            ..NetworkConfig::default()
+        };
+        assert_eq!(
+            validate(&bad).unwrap_err().field.as_deref(),
+            Some("dns_options")
         );
     }
 

@@ -35,6 +35,9 @@ pub struct ShimConfig {
     /// A precompiled seccomp program the container's processes install before `execve`, if the file exists.
     #[serde(default)]
     pub seccomp_program: Option<PathBuf>,
+    /// A second log in the Kubernetes CRI format, for kubelet ([`crate::logs::CriLog`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cri_log: Option<PathBuf>,
 }
 
 /// A request to the shim.
@@ -80,6 +83,8 @@ pub enum Request {
         /// Columns.
         cols: u16,
     },
+    /// Open the CRI log file again (kubelet rotated it).
+    ReopenLog,
     /// Kill everything and exit.
     Shutdown,
 }

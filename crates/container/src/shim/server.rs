@@ -362,7 +362,10 @@ fn serve(
     local.block_on(&runtime, async move {
         let mut children = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
             .map_err(|e| Error::io("watch SIGCHLD", e))?;
-        let log = LogWriter::open(&cfg.log)?;
+        let mut log = LogWriter::open(&cfg.log)?;
+        if let Some(path) = &cfg.cri_log {
+            log.also_cri(path)?;
+        }
         let init_pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
         let shim = Rc::new(Shim {
             cfg,
@@ -692,6 +695,10 @@ fn control(shim: &Rc<Shim>, request: Request) -> Result<Response> {
             let fd = terminal.ok_or_else(|| Error::conflict("the container has no terminal"))?;
             fdio::set_window_size(fd.raw(), rows, cols)
                 .map_err(|e| Error::io("resize the terminal", e))?;
+            Ok(Response::ok())
+        }
+        Request::ReopenLog => {
+            shim.log.borrow_mut().reopen_cri()?;
             Ok(Response::ok())
         }
         Request::Shutdown => {

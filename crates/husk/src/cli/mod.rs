@@ -245,6 +245,7 @@ fn network_config(
             .collect::<husk_core::Result<_>>()?,
         dns: dns.to_vec(),
         dns_search: dns_search.to_vec(),
+        dns_options: Vec::new(),
         extra_hosts: add_host.to_vec(),
     })
 }
