@@ -91,6 +91,13 @@ pub struct ContainerCreate {
     /// An absolute host path to write the container's output to in the CRI log format too (the CRI's
     /// `log_directory/log_path`).
     pub cri_log_path: Option<String>,
+    /// Namespaced kernel parameters (`--sysctl`): `net.*` (not with the host's network), `kernel.shm*`,
+    /// `kernel.msg*`, `kernel.sem`, `fs.mqueue.*`.
+    pub sysctls: BTreeMap<String, String>,
+    /// Paths to mask instead of the default list (`None`: the defaults; ignored when privileged).
+    pub masked_paths: Option<Vec<String>>,
+    /// Paths to make read-only instead of the default list (`None`: the defaults; ignored when privileged).
+    pub readonly_paths: Option<Vec<String>>,
 }
 
 /// A health check as a request gives it; unset fields come from the image's HEALTHCHECK, then Docker's

@@ -160,7 +160,8 @@ fn default_mounts(input: &SpecInput<'_>) -> Vec<Value> {
 /// A user mount (bind, volume or tmpfs, as the engine completed it) as an OCI mount.
 ///
 /// Binds and volumes are recursive binds of `host_path`; a read-only one is read-only recursively (`rro`:
-/// `mount_setattr(AT_RECURSIVE)`), so mounts below the source are read-only in the container too. Their
+/// `mount_setattr(AT_RECURSIVE)`), so mounts below the source are read-only in the container too, unless it
+/// asks to keep them writable ([`husk_core::options::BIND_WRITABLE_SUBMOUNTS`]). Their
 /// propagation is set after the container is created (see [`bind_propagations`]): libcontainer's
 /// `open_tree`/`move_mount` flow does not apply it.
 fn user_mount(m: &MountConfig) -> Result<Value> {
@@ -183,7 +184,11 @@ fn user_mount(m: &MountConfig) -> Result<Value> {
                 )));
             }
             let mut options = vec!["rbind".to_string(), access.to_string()];
-            if m.readonly {
+            let writable_submounts = m
+                .options
+                .iter()
+                .any(|o| o == husk_core::options::BIND_WRITABLE_SUBMOUNTS);
+            if m.readonly && !writable_submounts {
                 options.push("rro".into());
             }
             Ok(
@@ -440,9 +445,18 @@ pub fn container_spec(input: &SpecInput<'_>) -> Result<Spec> {
         "resources": resources_json(input.config),
         "rootfsPropagation": rootfs_propagation(input.config),
     });
+    if !sec.sysctls.is_empty() {
+        linux["sysctl"] = json!(sec.sysctls);
+    }
     if !sec.privileged {
-        linux["maskedPaths"] = json!(MASKED_PATHS);
-        linux["readonlyPaths"] = json!(READONLY_PATHS);
+        linux["maskedPaths"] = match &sec.masked_paths {
+            Some(paths) => json!(paths),
+            None => json!(MASKED_PATHS),
+        };
+        linux["readonlyPaths"] = match &sec.readonly_paths {
+            Some(paths) => json!(paths),
+            None => json!(READONLY_PATHS),
+        };
         match sec.seccomp.as_deref() {
             // The caller installs the precompiled program.
             _ if seccomp_precompiled(input.config) => {}

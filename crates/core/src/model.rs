@@ -475,6 +475,16 @@ pub struct SecurityConfig {
     /// Supplementary groups for every process (names resolved in the container's `/etc/group`, or numbers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub group_add: Vec<String>,
+    /// Paths masked in the container instead of husk's default list (`None`: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masked_paths: Option<Vec<String>>,
+    /// Paths made read-only in the container instead of husk's default list (`None`: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly_paths: Option<Vec<String>>,
+    /// Namespaced kernel parameters set in the container's namespaces (`net.*` of its network namespace,
+    /// `kernel.shm*`, `kernel.msg*`, `kernel.sem`, `fs.mqueue.*` of its IPC namespace).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
 }
 
 fn default_true() -> bool {

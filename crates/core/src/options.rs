@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::MountConfig;
 
+/// The bind option that keeps a read-only bind's submounts writable (Docker's `bind-recursive=writable`): only
+/// the bind itself is read-only. Without it a read-only bind is read-only recursively.
+pub const BIND_WRITABLE_SUBMOUNTS: &str = "bind-recursive=writable";
+
 /// Mount propagation modes a bind may ask for.
 pub const PROPAGATIONS: &[&str] = &[
     "private", "rprivate", "shared", "rshared", "slave", "rslave",

@@ -16,6 +16,7 @@ const POD_ATTEMPT: &str = "io.husk.cri.pod.attempt";
 const HANDLER: &str = "io.husk.cri.runtime-handler";
 const CONTAINER_NAME: &str = "io.husk.cri.container.name";
 const LOG_DIRECTORY: &str = "io.husk.cri.pod.log-directory";
+const SYSCTLS: &str = "io.husk.cri.pod.sysctls";
 const CONTAINER_ATTEMPT: &str = "io.husk.cri.container.attempt";
 
 /// A CRI field that must be set, or an InvalidArgument naming it.
@@ -101,6 +102,25 @@ pub fn set_log_directory(annotations: &mut BTreeMap<String, String>, dir: &str) 
     if !dir.is_empty() {
         annotations.insert(LOG_DIRECTORY.into(), dir.into());
     }
+}
+
+/// Remembers a pod's sysctls (set in each of its containers, whose namespaces they are).
+pub fn set_sysctls(annotations: &mut BTreeMap<String, String>, sysctls: &HashMap<String, String>) {
+    if !sysctls.is_empty() {
+        let sorted: BTreeMap<&String, &String> = sysctls.iter().collect();
+        if let Ok(text) = serde_json::to_string(&sorted) {
+            annotations.insert(SYSCTLS.into(), text);
+        }
+    }
+}
+
+/// A pod's sysctls.
+pub fn pod_sysctls(pod: &SandboxRecord) -> BTreeMap<String, String> {
+    pod.config
+        .annotations
+        .get(SYSCTLS)
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
 }
 
 /// Where a container of `pod` writes its CRI log: the pod's `log_directory` joined with the container's

@@ -124,6 +124,11 @@ impl Runtime {
                     container_path: m.destination.clone(),
                     host_path: m.source.clone(),
                     readonly: m.readonly,
+                    recursive_read_only: m.readonly
+                        && !m
+                            .options
+                            .iter()
+                            .any(|o| o == husk_core::options::BIND_WRITABLE_SUBMOUNTS),
                     propagation: if m.options.iter().any(|o| o == "rshared" || o == "shared") {
                         cri::MountPropagation::PropagationBidirectional as i32
                     } else if m.options.iter().any(|o| o == "rslave" || o == "slave") {
@@ -357,11 +362,25 @@ fn container_request(
         }
         convert::required(&m.container_path, "mounts.container_path").map_err(invalid)?;
         convert::required(&m.host_path, "mounts.host_path").map_err(invalid)?;
-        let options = match cri::MountPropagation::try_from(m.propagation) {
-            Ok(cri::MountPropagation::PropagationHostToContainer) => vec!["rslave".to_string()],
-            Ok(cri::MountPropagation::PropagationBidirectional) => vec!["rshared".to_string()],
-            _ => Vec::new(),
+        let propagation = cri::MountPropagation::try_from(m.propagation)
+            .unwrap_or(cri::MountPropagation::PropagationPrivate);
+        if m.recursive_read_only
+            && (!m.readonly || propagation != cri::MountPropagation::PropagationPrivate)
+        {
+            return Err(Status::invalid_argument(format!(
+                "mounts {}: recursive_read_only needs readonly and PROPAGATION_PRIVATE",
+                m.container_path
+            )));
+        }
+        let mut options = match propagation {
+            cri::MountPropagation::PropagationHostToContainer => vec!["rslave".to_string()],
+            cri::MountPropagation::PropagationBidirectional => vec!["rshared".to_string()],
+            cri::MountPropagation::PropagationPrivate => Vec::new(),
         };
+        // The CRI's readonly is the bind alone; recursive_read_only asks for the submounts too.
+        if m.readonly && !m.recursive_read_only {
+            options.push(husk_core::options::BIND_WRITABLE_SUBMOUNTS.to_string());
+        }
         mounts.push(MountConfig {
             kind: "bind".into(),
             source: m.host_path.clone(),
@@ -420,6 +439,10 @@ fn container_request(
         annotations: convert::container_annotations(&metadata, &config.annotations),
         mounts,
         cri_log_path: convert::cri_log_path(pod, &config.log_path),
+        sysctls: convert::pod_sysctls(pod),
+        masked_paths: (!security.masked_paths.is_empty()).then(|| security.masked_paths.clone()),
+        readonly_paths: (!security.readonly_paths.is_empty())
+            .then(|| security.readonly_paths.clone()),
         // kubelet pulls before it creates: a missing image is an error, never a pull.
         pull: husk_api_types::PullPolicy::Never,
         ..Default::default()
@@ -456,6 +479,9 @@ impl RuntimeService for Runtime {
         let mut annotations =
             convert::pod_annotations(&metadata, &req.runtime_handler, &config.annotations);
         convert::set_log_directory(&mut annotations, &config.log_directory);
+        if let Some(linux) = &config.linux {
+            convert::set_sysctls(&mut annotations, &linux.sysctls);
+        }
         let sandbox = SandboxCreate {
             name: Some(name),
             hostname: (!config.hostname.is_empty()).then(|| config.hostname.clone()),
@@ -807,19 +833,21 @@ impl RuntimeService for Runtime {
             reason: String::new(),
             message: String::new(),
         };
-        let features = || {
+        // Read-only binds are recursive (mount_setattr) where husk's own container code makes them: on the
+        // linux driver and in vm guests; the docker driver leaves them to the engine.
+        let features = |driver: &str| {
             Some(cri::RuntimeHandlerFeatures {
-                recursive_read_only_mounts: false,
+                recursive_read_only_mounts: driver != "docker",
                 user_namespaces: false,
             })
         };
         let mut runtime_handlers = vec![cri::RuntimeHandler {
             name: String::new(),
-            features: features(),
+            features: features(&info.default_driver),
         }];
         runtime_handlers.extend(info.drivers.iter().map(|d| cri::RuntimeHandler {
             name: d.name.clone(),
-            features: features(),
+            features: features(&d.name),
         }));
         let mut extra = HashMap::new();
         if verbose {

@@ -171,6 +171,9 @@ fn mount(m: &MountConfig) -> Result<Mount> {
             "bind" => bind.non_recursive = Some(true),
             // No SELinux relabelling on this engine's hosts; copying into volumes is husk's job.
             "z" | "Z" | "consistent" | "cached" | "delegated" | "nocopy" => {}
+            husk_core::options::BIND_WRITABLE_SUBMOUNTS => {
+                bind.read_only_non_recursive = Some(true)
+            }
             other => match propagation(other) {
                 Some(p) => bind.propagation = Some(p),
                 None => return Err(unsupported_option(m, other)),

@@ -163,6 +163,22 @@ impl Engine {
         }
         let id = husk_core::new_id();
         let mut config = resolve::container_config(&req, &id, &name, &image)?;
+        if let Some(sb) = &sandbox
+            && sb.config.network.mode() == "host"
+            && let Some(key) = config
+                .security
+                .sysctls
+                .keys()
+                .find(|k| k.starts_with("net."))
+        {
+            return Err(Error::invalid(
+                "sysctls",
+                format!(
+                    "sysctl {key:?} would change the host's network: sandbox {} uses the host's",
+                    sb.config.name
+                ),
+            ));
+        }
         let healthcheck = resolve::healthcheck(req.healthcheck.as_ref(), &image)?;
         if healthcheck.is_some() {
             caps.require(

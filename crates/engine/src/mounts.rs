@@ -77,6 +77,7 @@ fn check_bind(m: &mut MountConfig) -> Result<()> {
     for o in &m.options {
         match o.as_str() {
             "z" | "Z" | "consistent" | "cached" | "delegated" => {}
+            husk_core::options::BIND_WRITABLE_SUBMOUNTS => {}
             p if PROPAGATIONS.contains(&p) => {
                 if propagation.replace(p).is_some() {
                     return Err(invalid(format!(
@@ -93,7 +94,14 @@ fn check_bind(m: &mut MountConfig) -> Result<()> {
             }
         }
     }
-    if m.readonly && matches!(propagation, Some("shared" | "rshared" | "slave" | "rslave")) {
+    let recursive = !m
+        .options
+        .iter()
+        .any(|o| o == husk_core::options::BIND_WRITABLE_SUBMOUNTS);
+    if m.readonly
+        && recursive
+        && matches!(propagation, Some("shared" | "rshared" | "slave" | "rslave"))
+    {
         return Err(invalid(format!(
             "the read-only bind mount on {} cannot have propagation {}: mounts arriving later would be writable; use rprivate",
             m.destination,

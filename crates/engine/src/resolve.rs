@@ -95,6 +95,9 @@ fn parse_security(req: &ContainerCreate) -> Result<SecurityConfig> {
         no_new_privileges: true,
         readonly_rootfs: req.read_only,
         group_add: check_groups(&req.group_add)?,
+        masked_paths: check_paths("masked_paths", &req.masked_paths)?,
+        readonly_paths: check_paths("readonly_paths", &req.readonly_paths)?,
+        sysctls: check_sysctls(&req.sysctls, req.network.mode() == "host")?,
     };
     for opt in &req.security_opt {
         let (key, value) = opt.split_once(['=', ':']).unwrap_or((opt.as_str(), ""));
@@ -316,6 +319,61 @@ fn daemon_hard_limit(name: &str) -> Option<u64> {
 /// limit. A container's processes descend from the daemon: raising a hard limit needs CAP_SYS_RESOURCE, which
 /// husk does not rely on (hosts such as CI machines drop it from the bounding set), so such a request would
 /// only fail later, at start, with a less useful message.
+/// Absolute paths without `..`, for masked and read-only path lists.
+fn check_paths(field: &str, paths: &Option<Vec<String>>) -> Result<Option<Vec<String>>> {
+    if let Some(list) = paths {
+        for p in list {
+            if !p.starts_with('/') || p.split('/').any(|c| c == "..") || p.contains('\0') {
+                return Err(Error::invalid(
+                    field,
+                    format!("{p:?} is not an absolute path inside the container"),
+                ));
+            }
+        }
+    }
+    Ok(paths.clone())
+}
+
+/// Kernel parameters a container may set: those its own namespaces scope (as runc and Docker allow), never
+/// `net.*` on the host's network.
+fn check_sysctls(
+    sysctls: &std::collections::BTreeMap<String, String>,
+    host_network: bool,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    for (key, value) in sysctls {
+        let ipc = matches!(
+            key.as_str(),
+            "kernel.sem" | "kernel.shmall" | "kernel.shmmax"
+        ) || key.starts_with("kernel.shm")
+            || key.starts_with("kernel.msg")
+            || key.starts_with("fs.mqueue.");
+        let net = key.starts_with("net.");
+        if !(ipc || net) || key.contains('/') || key.contains("..") {
+            return Err(Error::invalid(
+                "sysctls",
+                format!(
+                    "sysctl {key:?} is not namespaced: only net.*, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* can be set for a container"
+                ),
+            ));
+        }
+        if net && host_network {
+            return Err(Error::invalid(
+                "sysctls",
+                format!(
+                    "sysctl {key:?} would change the host's network: not with network mode host"
+                ),
+            ));
+        }
+        if value.contains(['\n', '\0']) {
+            return Err(Error::invalid(
+                "sysctls",
+                format!("sysctl {key:?} has an invalid value"),
+            ));
+        }
+    }
+    Ok(sysctls.clone())
+}
+
 pub(crate) fn check_ulimits(ulimits: &[Ulimit]) -> Result<Vec<Ulimit>> {
     let mut seen = std::collections::BTreeSet::new();
     for u in ulimits {
