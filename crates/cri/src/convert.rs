@@ -84,11 +84,7 @@ pub fn pod_annotations(
     handler: &str,
     annotations: &HashMap<String, String>,
 ) -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, String> = annotations
-        .iter()
-        .filter(|(k, _)| !k.starts_with(RESERVED))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut out: BTreeMap<String, String> = visible_pairs(annotations.iter()).collect();
     out.insert(POD_NAME.into(), m.name.clone());
     out.insert(POD_UID.into(), m.uid.clone());
     out.insert(POD_NAMESPACE.into(), m.namespace.clone());
@@ -143,11 +139,7 @@ pub fn container_annotations(
     m: &ContainerMetadata,
     annotations: &HashMap<String, String>,
 ) -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, String> = annotations
-        .iter()
-        .filter(|(k, _)| !k.starts_with(RESERVED))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut out: BTreeMap<String, String> = visible_pairs(annotations.iter()).collect();
     out.insert(CONTAINER_NAME.into(), m.name.clone());
     out.insert(CONTAINER_ATTEMPT.into(), m.attempt.to_string());
     out
@@ -202,10 +194,16 @@ pub fn container_metadata(rec: &ContainerRecord) -> ContainerMetadata {
 
 /// Labels or annotations as the CRI shows them: without husk's reserved keys.
 pub fn visible(map: &BTreeMap<String, String>) -> HashMap<String, String> {
-    map.iter()
+    visible_pairs(map.iter()).collect()
+}
+
+/// The pairs whose keys are not husk's reserved ones (a client cannot forge them, nor see them).
+fn visible_pairs<'a>(
+    pairs: impl Iterator<Item = (&'a String, &'a String)>,
+) -> impl Iterator<Item = (String, String)> {
+    pairs
         .filter(|(k, _)| !k.starts_with(RESERVED))
         .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 /// Whether `labels` has every pair of `selector`.
