@@ -280,7 +280,11 @@ impl Mount {
         // get process cgroups
         let ppid = std::os::unix::process::parent_id();
         // The non-zero ppid means that the PID Namespace is not separated.
-        let ppid = if ppid == 0 { std::process::id() } else { ppid };
+        // husk patch: a zero ppid means the parent is outside our PID namespace, and then our own pid is not
+        // one the (still the host's) /proc knows: in a new namespace it is 1, the host's init, which is what is
+        // meant; in a namespace we joined (a pod's shared one) it is some pid of the pod, and the host's process
+        // of that number (or none) was read. The host's init is meant in both cases.
+        let ppid = if ppid == 0 { 1 } else { ppid };
         let root_cgroups = Process::new(ppid as i32)?.cgroups()?.0;
         let process_cgroups: HashMap<String, String> =
             ProcessCGroups::from_read(ProcfsHandle::new()?.open(
