@@ -98,6 +98,7 @@ impl Maker {
                 rootfs,
                 &process.user,
                 &config.security.group_add,
+                config.security.groups_policy,
             )?,
             etc_files: c.etc_files.clone(),
             // The VM's /dev/shm, so the containers of a sandbox share it as they share its IPC namespace.

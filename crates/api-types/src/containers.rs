@@ -79,6 +79,8 @@ pub struct ContainerCreate {
     pub ulimits: Vec<Ulimit>,
     /// Supplementary groups (names from the container's `/etc/group`, or numbers).
     pub group_add: Vec<String>,
+    /// Whether processes also get the image's groups of the user (`merge`, the default) or never (`strict`).
+    pub groups_policy: husk_core::GroupsPolicy,
     /// Health check (`None` = the image's HEALTHCHECK, if any).
     pub healthcheck: Option<HealthcheckRequest>,
     /// When to pull the image: `always`, `missing` (the default; Zun's and Kubernetes' `ifnotpresent`) or `never`.
@@ -131,6 +133,10 @@ pub struct SandboxCreate {
     pub hostname: Option<String>,
     /// Containers share one PID namespace.
     pub share_pid: bool,
+    /// Containers run in the host's PID namespace.
+    pub host_pid: bool,
+    /// Containers run in the host's IPC namespace.
+    pub host_ipc: bool,
     /// Driver (default: the daemon's).
     pub driver: Option<String>,
     /// Network.
@@ -579,6 +585,12 @@ pub struct SandboxView {
     pub created: String,
     /// Containers share a PID namespace.
     pub share_pid: bool,
+    /// Containers run in the host's PID namespace.
+    #[serde(default)]
+    pub host_pid: bool,
+    /// Containers run in the host's IPC namespace.
+    #[serde(default)]
+    pub host_ipc: bool,
     /// Namespace files by type.
     pub namespaces: BTreeMap<String, String>,
     /// PID of the holding process, if any.
@@ -611,6 +623,8 @@ impl SandboxView {
             status: sb.status.clone(),
             created: sb.created_at.clone(),
             share_pid: sb.config.share_pid,
+            host_pid: sb.config.host_pid,
+            host_ipc: sb.config.host_ipc,
             namespaces: sb.runtime.namespaces.clone(),
             pid: sb.runtime.pid,
             network_mode: sb.config.network.mode().to_string(),

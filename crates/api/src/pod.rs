@@ -345,8 +345,7 @@ fn container(
         memory_bytes: pick(|s| &s.memory)
             .map(|v| parse_memory("resources.memory", &v, dialect))
             .transpose()?,
-        pids_limit: None,
-        shm_size_bytes: None,
+        ..Default::default()
     };
     for p in &c.ports {
         let container_port = port_number("ports.containerPort", &p.container_port)?;

@@ -95,31 +95,49 @@ pub fn is_pinned(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Creates new IPC and UTS namespaces with `hostname` set (and, with `with_net`, a network namespace with
-/// loopback up), and pins them as `dir/ipc`, `dir/uts` (`dir/net`). Returns the paths by kind. On failure
-/// nothing stays pinned.
+/// Creates a new namespace of each of `kinds` (of [`PINNED_KINDS`]; a network namespace gets its loopback up,
+/// a UTS namespace `hostname`), and pins them as `dir/KIND`. Returns the paths by kind. On failure nothing
+/// stays pinned.
 pub fn create_pinned(
     dir: &Path,
     hostname: &str,
-    with_net: bool,
+    kinds: &[&str],
 ) -> Result<BTreeMap<String, PathBuf>> {
+    if let Some(k) = kinds.iter().find(|k| !PINNED_KINDS.contains(k)) {
+        return Err(Error::internal(format!(
+            "no pinned namespace of kind {k:?}"
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     let dir = dir.to_path_buf();
     let hostname = hostname.to_string();
+    let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
     let worker = std::thread::Builder::new()
         .name("husk-netns".into())
         .spawn(move || -> Result<BTreeMap<String, PathBuf>> {
-            nix::sched::unshare(
-                CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
-            )
-            .map_err(|e| sys("create namespaces", e))?;
-            nix::unistd::sethostname(&hostname)
-                .map_err(|e| sys(format!("set hostname {hostname:?}"), e))?;
-            loopback_up()?;
+            let has = |kind: &str| kinds.iter().any(|k| k == kind);
+            let mut flags = CloneFlags::empty();
+            for (kind, flag) in [
+                ("net", CloneFlags::CLONE_NEWNET),
+                ("ipc", CloneFlags::CLONE_NEWIPC),
+                ("uts", CloneFlags::CLONE_NEWUTS),
+            ] {
+                if has(kind) {
+                    flags |= flag;
+                }
+            }
+            nix::sched::unshare(flags).map_err(|e| sys("create namespaces", e))?;
+            if has("uts") {
+                nix::unistd::sethostname(&hostname)
+                    .map_err(|e| sys(format!("set hostname {hostname:?}"), e))?;
+            }
+            if has("net") {
+                loopback_up()?;
+            }
             // SAFETY: gettid has no preconditions.
             let tid = unsafe { libc::gettid() };
             let mut pinned: BTreeMap<String, PathBuf> = BTreeMap::new();
-            for kind in PINNED_KINDS.iter().filter(|k| with_net || **k != "net") {
+            for kind in &kinds {
                 let target = dir.join(kind);
                 let source = PathBuf::from(format!("/proc/self/task/{tid}/ns/{kind}"));
                 if let Err(e) = pin(&source, &target) {
@@ -289,7 +307,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ns_dir = dir.path().join("ns");
         let before = ns_inode(Path::new("/proc/thread-self/ns/net"));
-        let pinned = create_pinned(&ns_dir, "sbx-host", true).unwrap();
+        let pinned = create_pinned(&ns_dir, "sbx-host", PINNED_KINDS).unwrap();
         assert_eq!(
             ns_inode(Path::new("/proc/thread-self/ns/net")),
             before,
@@ -299,6 +317,22 @@ mod tests {
         assert!(pinned.values().all(|p| is_pinned(p)));
         remove_pinned(&ns_dir).unwrap();
         assert!(!ns_dir.exists());
+        remove_pinned(&ns_dir).unwrap();
+    }
+
+    #[test]
+    fn pins_only_the_kinds_asked_for() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ns_dir = dir.path().join("ns");
+        let pinned = create_pinned(&ns_dir, "sbx-host", &["uts"]).unwrap();
+        assert_eq!(pinned.keys().collect::<Vec<_>>(), ["uts"]);
+        assert!(!ns_dir.join("ipc").exists() && !ns_dir.join("net").exists());
+        remove_pinned(&ns_dir).unwrap();
+        assert!(create_pinned(&ns_dir, "sbx-host", &["pid"]).is_err());
         remove_pinned(&ns_dir).unwrap();
     }
 }

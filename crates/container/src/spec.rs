@@ -53,6 +53,10 @@ pub struct NamespacePlan {
     pub uts: Option<PathBuf>,
     /// PID namespace (a sandbox's shared one).
     pub pid: Option<PathBuf>,
+    /// Stay in the host's PID namespace (`pid` is then ignored).
+    pub host_pid: bool,
+    /// Stay in the host's IPC namespace (`ipc` is then ignored).
+    pub host_ipc: bool,
 }
 
 /// Everything the spec depends on.
@@ -392,10 +396,24 @@ pub fn limits_json(limits: &husk_core::Resources) -> Value {
     if let Some(m) = limits.memory_bytes {
         res["memory"] = json!({"limit": m});
     }
+    let mut cpu = serde_json::Map::new();
     if let Some(n) = limits.nano_cpus {
         let period: u64 = 100_000;
         let quota = (n as i128 * period as i128 / 1_000_000_000) as i64;
-        res["cpu"] = json!({"quota": quota.max(1000), "period": period});
+        cpu.insert("quota".into(), json!(quota.max(1000)));
+        cpu.insert("period".into(), json!(period));
+    }
+    if let Some(shares) = limits.cpu_shares {
+        cpu.insert("shares".into(), json!(shares));
+    }
+    if let Some(cpus) = &limits.cpuset_cpus {
+        cpu.insert("cpus".into(), json!(cpus));
+    }
+    if let Some(mems) = &limits.cpuset_mems {
+        cpu.insert("mems".into(), json!(mems));
+    }
+    if !cpu.is_empty() {
+        res["cpu"] = Value::Object(cpu);
     }
     if let Some(p) = limits.pids_limit {
         res["pids"] = json!({"limit": p});
@@ -408,12 +426,15 @@ fn namespaces_json(plan: &NamespacePlan, cgroup_v2: bool) -> Value {
         Some(p) => json!({"type": kind, "path": p}),
         None => json!({"type": kind}),
     };
-    let mut list = vec![
-        json!({"type": "mount"}),
-        ns("pid", &plan.pid),
-        ns("ipc", &plan.ipc),
-        ns("uts", &plan.uts),
-    ];
+    // A namespace type left out of the list is the runtime's own: the host's.
+    let mut list = vec![json!({"type": "mount"})];
+    if !plan.host_pid {
+        list.push(ns("pid", &plan.pid));
+    }
+    if !plan.host_ipc {
+        list.push(ns("ipc", &plan.ipc));
+    }
+    list.push(ns("uts", &plan.uts));
     if !plan.host_network {
         list.push(ns("network", &plan.net));
     }
@@ -508,6 +529,9 @@ mod tests {
                 nano_cpus: Some(500_000_000),
                 pids_limit: Some(100),
                 shm_size_bytes: Some(128 << 20),
+                cpu_shares: Some(512),
+                cpuset_cpus: Some("0".into()),
+                cpuset_mems: None,
             },
             security: SecurityConfig {
                 no_new_privileges: true,
@@ -590,6 +614,9 @@ mod tests {
         );
         assert_eq!(s["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(s["linux"]["resources"]["cpu"]["quota"], 50_000);
+        assert_eq!(s["linux"]["resources"]["cpu"]["shares"], 512);
+        assert_eq!(s["linux"]["resources"]["cpu"]["cpus"], "0");
+        assert!(s["linux"]["resources"]["cpu"].get("mems").is_none());
         assert_eq!(s["linux"]["resources"]["pids"]["limit"], 100);
         assert!(
             s["process"].get("rlimits").is_none(),
@@ -669,6 +696,30 @@ mod tests {
                 .iter()
                 .any(|m| m["destination"] == "/sys" && m["type"] == "bind")
         );
+    }
+
+    #[test]
+    fn host_pid_and_ipc_leave_their_namespaces_out() {
+        let c = config();
+        let caps = daemon_caps();
+        let kinds = |i: &SpecInput<'_>| -> Vec<String> {
+            as_json(&container_spec(i).unwrap())["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["type"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let mut i = input(&c, &caps);
+        i.namespaces.pid = Some("/run/husk/ns/s/pid".into());
+        assert!(kinds(&i).contains(&"pid".to_string()));
+        assert!(kinds(&i).contains(&"ipc".to_string()));
+        i.namespaces.host_pid = true;
+        i.namespaces.host_ipc = true;
+        let k = kinds(&i);
+        assert!(!k.contains(&"pid".to_string()), "{k:?}");
+        assert!(!k.contains(&"ipc".to_string()), "{k:?}");
+        assert!(k.contains(&"uts".to_string()) && k.contains(&"mount".to_string()));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use husk_core::{Error, Result};
+use husk_core::{Error, GroupsPolicy, Result};
 
 /// Numeric identity of a container process.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -16,7 +16,8 @@ pub struct ResolvedUser {
     pub uid: u32,
     /// Primary group ID.
     pub gid: u32,
-    /// Supplementary groups (from `/etc/group` membership).
+    /// Supplementary groups: the primary group first, then the image's (`/etc/group` membership) and the
+    /// added ones.
     pub additional_gids: Vec<u32>,
     /// Home directory, for `HOME` when the image does not set it.
     pub home: String,
@@ -99,8 +100,14 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
 
 /// Resolves `spec` (`""`, `name`, `uid`, `name:group`, `uid:gid` ...) against the passwd and group texts, as
 /// Docker does: numeric IDs need no entry; names must exist; without a group the user's primary group is used
-/// and supplementary groups come from membership lists.
-pub fn resolve_user_from(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser> {
+/// and, with [`GroupsPolicy::Merge`], supplementary groups come from membership lists. The primary group is
+/// always a supplementary group too, as Docker and containerd make it (`id -G` lists it).
+pub fn resolve_user_from(
+    spec: &str,
+    passwd: &str,
+    group: &str,
+    policy: GroupsPolicy,
+) -> Result<ResolvedUser> {
     let users = parse_passwd(passwd);
     let groups = parse_group(group);
     let (user_part, group_part) = match spec.split_once(':') {
@@ -130,17 +137,19 @@ pub fn resolve_user_from(spec: &str, passwd: &str, group: &str) -> Result<Resolv
                 .ok_or_else(|| Error::invalid("user", format!("unable to find group {g}: no matching entries in the image's /etc/group")))?,
         };
     }
-    let mut additional_gids: Vec<u32> = match (&name, group_part) {
-        (Some(n), None) => groups
+    let mut from_image: Vec<u32> = match (&name, group_part, policy) {
+        (Some(n), None, GroupsPolicy::Merge) => groups
             .iter()
             .filter(|g| g.members.iter().any(|m| m == n))
             .map(|g| g.gid)
             .collect(),
         _ => Vec::new(),
     };
-    additional_gids.retain(|g| *g != gid);
-    additional_gids.sort_unstable();
-    additional_gids.dedup();
+    from_image.retain(|g| *g != gid);
+    from_image.sort_unstable();
+    from_image.dedup();
+    let mut additional_gids = vec![gid];
+    additional_gids.extend(from_image);
     Ok(ResolvedUser {
         uid,
         gid,
@@ -170,19 +179,21 @@ pub fn resolve_groups_from(groups: &[String], group: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// Resolves `user` and adds the supplementary `groups` (`--group-add`), from the files of `rootfs`.
+/// Resolves `user` and adds the supplementary `groups` (`--group-add`), from the files of `rootfs`; `policy`
+/// says whether the image's groups of the user are added too.
 pub fn resolve_user_with_groups(
     rootfs: &Path,
     user: &str,
     groups: &[String],
+    policy: GroupsPolicy,
 ) -> Result<ResolvedUser> {
-    let mut resolved = resolve_user(rootfs, user)?;
+    let mut resolved = resolve_user(rootfs, user, policy)?;
     if groups.is_empty() {
         return Ok(resolved);
     }
     let group = read_in_root(rootfs, "etc/group", 4 << 20)?.unwrap_or_default();
     for gid in resolve_groups_from(groups, &group)? {
-        if gid != resolved.gid && !resolved.additional_gids.contains(&gid) {
+        if !resolved.additional_gids.contains(&gid) {
             resolved.additional_gids.push(gid);
         }
     }
@@ -190,11 +201,11 @@ pub fn resolve_user_with_groups(
 }
 
 /// Resolves `spec` against the files of the root filesystem at `rootfs`.
-pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
+pub fn resolve_user(rootfs: &Path, spec: &str, policy: GroupsPolicy) -> Result<ResolvedUser> {
     const LIMIT: u64 = 4 << 20;
     let passwd = read_in_root(rootfs, "etc/passwd", LIMIT)?.unwrap_or_default();
     let group = read_in_root(rootfs, "etc/group", LIMIT)?.unwrap_or_default();
-    resolve_user_from(spec, &passwd, &group)
+    resolve_user_from(spec, &passwd, &group, policy)
 }
 
 #[cfg(test)]
@@ -205,29 +216,53 @@ mod tests {
         "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/var/www:/bin/false\n# comment\nbroken\n";
     const GROUP: &str = "root:x:0:\nwww:x:33:\nstaff:x:50:www,other\nadm:x:4:www\n";
 
+    fn merged(spec: &str) -> Result<ResolvedUser> {
+        resolve_user_from(spec, PASSWD, GROUP, GroupsPolicy::Merge)
+    }
+
     #[test]
     fn resolves_like_docker() {
-        let r = resolve_user_from("", PASSWD, GROUP).unwrap();
+        let r = merged("").unwrap();
         assert_eq!((r.uid, r.gid, r.home.as_str()), (0, 0, "/root"));
-        let r = resolve_user_from("www", PASSWD, GROUP).unwrap();
+        assert_eq!(r.additional_gids, vec![0]);
+        let r = merged("www").unwrap();
         assert_eq!(
             (r.uid, r.gid, r.additional_gids.clone()),
-            (33, 33, vec![4, 50])
+            (33, 33, vec![33, 4, 50])
         );
-        let r = resolve_user_from("www:staff", PASSWD, GROUP).unwrap();
-        assert_eq!((r.uid, r.gid, r.additional_gids.len()), (33, 50, 0));
-        let r = resolve_user_from("1234:5678", PASSWD, GROUP).unwrap();
+        let r = merged("www:staff").unwrap();
+        assert_eq!((r.uid, r.gid, r.additional_gids), (33, 50, vec![50]));
+        let r = merged("1234:5678").unwrap();
         assert_eq!((r.uid, r.gid), (1234, 5678));
-        let r = resolve_user_from("33", PASSWD, GROUP).unwrap();
+        let r = merged("33").unwrap();
         assert_eq!(r.gid, 33);
-        assert_eq!(
-            resolve_user_from("nobody", PASSWD, GROUP)
-                .unwrap_err()
-                .field
-                .as_deref(),
-            Some("user")
-        );
-        assert!(resolve_user_from("www:nogroup", PASSWD, GROUP).is_err());
+        assert_eq!(merged("nobody").unwrap_err().field.as_deref(), Some("user"));
+        assert!(merged("www:nogroup").is_err());
+    }
+
+    #[test]
+    fn strict_policy_never_takes_the_images_groups() {
+        for spec in ["www", "33"] {
+            let r = resolve_user_from(spec, PASSWD, GROUP, GroupsPolicy::Strict).unwrap();
+            assert_eq!(
+                (r.uid, r.gid, r.additional_gids),
+                (33, 33, vec![33]),
+                "{spec}"
+            );
+        }
+    }
+
+    #[test]
+    fn added_groups_follow_the_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), PASSWD).unwrap();
+        std::fs::write(dir.path().join("etc/group"), GROUP).unwrap();
+        let added = ["1234".to_string(), "33".to_string(), "staff".to_string()];
+        let r = resolve_user_with_groups(dir.path(), "33", &added, GroupsPolicy::Merge).unwrap();
+        assert_eq!(r.additional_gids, vec![33, 4, 50, 1234]);
+        let r = resolve_user_with_groups(dir.path(), "33", &added, GroupsPolicy::Strict).unwrap();
+        assert_eq!(r.additional_gids, vec![33, 1234, 50]);
     }
 
     #[test]

@@ -21,6 +21,18 @@ use crate::model::{
 use crate::options::{ExtractOptions, PathStat};
 use crate::stdio::BoxStdio;
 
+/// Where a sandbox's port is connected to from the host ([`Driver::port_forward_target`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortForwardTarget {
+    /// `127.0.0.1` (then `::1`) inside this network namespace file, or on the host's when `None`.
+    Loopback {
+        /// The sandbox's network namespace file.
+        netns: Option<PathBuf>,
+    },
+    /// This address, from the host's network namespace (a VM guest: only the guest sees its own loopback).
+    Address(std::net::IpAddr),
+}
+
 /// What a driver can do. The engine refuses requests that need something a driver lacks, naming both.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
@@ -258,6 +270,15 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Connects to the main process's stdio (with stdin if `stdin`); the stream ends with its exit code.
     async fn attach(&self, container: &ContainerRecord, stdin: bool) -> Result<BoxStdio>;
+
+    /// Where the sandbox's ports are reached from the host, for port forwarding (the CRI's PortForward). The
+    /// default: the pod's loopback inside its `net` namespace file, as kubelet expects (`localhost` of the pod),
+    /// or the host's loopback for a sandbox on the host's network.
+    fn port_forward_target(&self, sandbox: &SandboxRecord) -> Result<PortForwardTarget> {
+        Ok(PortForwardTarget::Loopback {
+            netns: sandbox.runtime.namespaces.get("net").map(PathBuf::from),
+        })
+    }
 
     /// Resizes the main process's terminal.
     async fn resize(&self, container: &ContainerRecord, rows: u16, cols: u16) -> Result<()>;

@@ -11,7 +11,7 @@ pub mod units;
 
 pub use driver::{
     ArchiveReader, BackendChange, Capabilities, ChangeStream, Driver, DriverInfo, LogStream,
-    RootfsLayers,
+    PortForwardTarget, RootfsLayers,
 };
 pub use error::{Context, Error, ErrorKind, Result};
 pub use health::{HealthAction, HealthConfig, HealthResult, HealthState, HealthStatus};

@@ -277,6 +277,15 @@ pub struct Resources {
     /// Most processes/threads at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_limit: Option<i64>,
+    /// Relative CPU weight against other containers (cgroup v1 `cpu.shares`, Docker's `--cpu-shares`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
+    /// CPUs the container may run on (`0-3,6`; Docker's `--cpuset-cpus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use (`0-1`; Docker's `--cpuset-mems`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_mems: Option<String>,
     /// Size of `/dev/shm` in bytes (Docker's `--shm-size`; 64 MiB without it). A sandbox's containers share
     /// the sandbox's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -475,6 +484,9 @@ pub struct SecurityConfig {
     /// Supplementary groups for every process (names resolved in the container's `/etc/group`, or numbers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub group_add: Vec<String>,
+    /// Whether processes also get the groups the image's `/etc/group` puts the user in.
+    #[serde(default, skip_serializing_if = "GroupsPolicy::is_merge")]
+    pub groups_policy: GroupsPolicy,
     /// Paths masked in the container instead of husk's default list (`None`: the defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masked_paths: Option<Vec<String>>,
@@ -489,6 +501,37 @@ pub struct SecurityConfig {
 
 fn default_true() -> bool {
     true
+}
+
+/// Which supplementary groups a container's processes get besides their primary group and `group_add` (the
+/// CRI's `supplemental_groups_policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupsPolicy {
+    /// Also every group the image's `/etc/group` lists the user in, as Docker does.
+    #[default]
+    Merge,
+    /// Never a group from the image: only the primary group and `group_add`.
+    Strict,
+}
+
+impl GroupsPolicy {
+    /// Whether this is the default, [`GroupsPolicy::Merge`].
+    pub fn is_merge(&self) -> bool {
+        *self == GroupsPolicy::Merge
+    }
+}
+
+/// The identity a container's main process was started with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessUser {
+    /// User ID.
+    pub uid: u32,
+    /// Primary group ID.
+    pub gid: u32,
+    /// Supplementary group IDs (the primary group among them).
+    #[serde(default)]
+    pub groups: Vec<u32>,
 }
 
 /// The image a container runs, as the engine resolved it.
@@ -556,6 +599,12 @@ pub struct SandboxConfig {
     /// Whether the sandbox's containers share one PID namespace.
     #[serde(default)]
     pub share_pid: bool,
+    /// Whether the sandbox's containers run in the host's PID namespace (then `share_pid` is moot).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_pid: bool,
+    /// Whether the sandbox's containers run in the host's IPC namespace (and see the host's `/dev/shm`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_ipc: bool,
     /// Network.
     #[serde(default)]
     pub network: NetworkConfig,
@@ -619,6 +668,9 @@ pub struct ContainerRuntime {
     /// The network identity of a standalone container (in sandbox mode it is the sandbox's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkStatus>,
+    /// The identity the main process starts with, where the driver resolves it on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<ProcessUser>,
     /// The driver's own data (shim socket, engine container ID ...), opaque to everyone else.
     #[serde(default)]
     pub driver_data: serde_json::Value,

@@ -18,6 +18,7 @@ const CONTAINER_NAME: &str = "io.husk.cri.container.name";
 const LOG_DIRECTORY: &str = "io.husk.cri.pod.log-directory";
 const SYSCTLS: &str = "io.husk.cri.pod.sysctls";
 const CONTAINER_ATTEMPT: &str = "io.husk.cri.container.attempt";
+const STDIN_ONCE: &str = "io.husk.cri.container.stdin-once";
 
 /// A CRI field that must be set, or an InvalidArgument naming it.
 pub fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Error> {
@@ -138,11 +139,20 @@ pub fn cri_log_path(pod: &SandboxRecord, log_path: &str) -> Option<String> {
 pub fn container_annotations(
     m: &ContainerMetadata,
     annotations: &HashMap<String, String>,
+    stdin_once: bool,
 ) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = visible_pairs(annotations.iter()).collect();
     out.insert(CONTAINER_NAME.into(), m.name.clone());
     out.insert(CONTAINER_ATTEMPT.into(), m.attempt.to_string());
+    if stdin_once {
+        out.insert(STDIN_ONCE.into(), "true".into());
+    }
     out
+}
+
+/// Whether the container's stdin closes when the first attached client ends its input (`stdin_once`).
+pub fn stdin_once(rec: &ContainerRecord) -> bool {
+    rec.annotations.get(STDIN_ONCE).is_some_and(|v| v == "true")
 }
 
 /// Whether the CRI made this sandbox (others, made with the CLI or Zun's API, are not kubelet's to see).

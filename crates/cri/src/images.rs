@@ -115,9 +115,10 @@ impl ImageService for Images {
     ) -> Result<Response<cri::PullImageResponse>, Status> {
         let req = request.into_inner();
         let r = reference(req.image.as_ref())?;
+        let credentials = req.auth.as_ref().map(credentials_of).transpose()?.flatten();
         let pulled = self
             .engine
-            .pull_image(&r, None, ProgressSink::default())
+            .pull_image_as(&r, credentials, ProgressSink::default())
             .await
             .map_err(|e| status_of(&e))?;
         Ok(Response::new(cri::PullImageResponse {
@@ -178,9 +179,71 @@ impl ImageService for Images {
     }
 }
 
+/// The user name and password of a PullImage's `auth`: given apart, or as `auth` (base64 of `user:password`,
+/// as in Docker's config file). `None` when it names no user (the stored credentials are used).
+fn credentials_of(auth: &cri::AuthConfig) -> Result<Option<(String, String)>, Status> {
+    if !auth.identity_token.is_empty() || !auth.registry_token.is_empty() {
+        return Err(Status::unimplemented(
+            "auth.identity_token and auth.registry_token: husk pulls with a user name and password only",
+        ));
+    }
+    if !auth.username.is_empty() {
+        return Ok(Some((auth.username.clone(), auth.password.clone())));
+    }
+    if auth.auth.is_empty() {
+        return Ok(None);
+    }
+    use base64::Engine as _;
+    let bad = || Status::invalid_argument("auth.auth is not base64 of user:password");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth.auth.trim())
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (user, password) = text.split_once(':').ok_or_else(bad)?;
+    Ok(Some((user.to_string(), password.to_string())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pull_credentials_come_apart_or_encoded() {
+        let apart = cri::AuthConfig {
+            username: "u".into(),
+            password: "p".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            credentials_of(&apart).unwrap(),
+            Some(("u".into(), "p".into()))
+        );
+        let encoded = cri::AuthConfig {
+            auth: "dTpwOnE=".into(), // u:p:q
+            ..Default::default()
+        };
+        assert_eq!(
+            credentials_of(&encoded).unwrap(),
+            Some(("u".into(), "p:q".into()))
+        );
+        assert_eq!(credentials_of(&cri::AuthConfig::default()).unwrap(), None);
+        let garbage = cri::AuthConfig {
+            auth: "!!".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            credentials_of(&garbage).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let token = cri::AuthConfig {
+            registry_token: "t".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            credentials_of(&token).unwrap_err().code(),
+            tonic::Code::Unimplemented
+        );
+    }
 
     fn image(user: &str) -> ImageView {
         serde_json::from_value(serde_json::json!({

@@ -2,10 +2,12 @@
 
 pub mod convert;
 pub mod images;
+pub mod metrics;
 pub mod runtime;
+pub mod spdy;
+pub mod streaming;
 
 use std::future::Future;
-use std::path::Path;
 
 use husk_core::{Error, ErrorKind};
 use husk_engine::Engine;
@@ -41,17 +43,34 @@ pub fn status_of(e: &Error) -> tonic::Status {
     tonic::Status::new(code, message)
 }
 
-/// Serves the CRI's RuntimeService and ImageService on the unix socket `socket` (replacing a stale socket file,
-/// mode 0660) until `shutdown` completes.
+/// How the CRI server is set up.
+#[derive(Debug, Clone)]
+pub struct CriOptions {
+    /// The unix socket of the gRPC services.
+    pub socket: std::path::PathBuf,
+    /// `HOST:PORT` of the streaming server (Exec, Attach, PortForward); port 0 picks a free one.
+    pub stream_address: String,
+    /// Runtime handlers (RuntimeClass handler names) and the driver each runs its pods on.
+    pub handlers: std::collections::BTreeMap<String, String>,
+}
+
+/// The streaming server's address unless configured: loopback, a free port (kubelet connects from the node).
+pub const DEFAULT_STREAM_ADDRESS: &str = "127.0.0.1:0";
+
+/// Serves the CRI's RuntimeService and ImageService on the unix socket (replacing a stale socket file, mode
+/// 0660), and the streaming server, until `shutdown` completes.
 pub async fn serve(
     engine: Engine,
-    socket: &Path,
+    options: &CriOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> husk_core::Result<()> {
+    let socket = options.socket.as_path();
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     }
+    let (streaming, stream_listener) =
+        streaming::Streaming::bind(engine.clone(), &options.stream_address).await?;
     let _ = std::fs::remove_file(socket);
     let listener = tokio::net::UnixListener::bind(socket)
         .map_err(|e| Error::io(format!("listen on {}", socket.display()), e))?;
@@ -60,19 +79,37 @@ pub async fn serve(
         std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
             .map_err(|e| Error::io(format!("chmod {}", socket.display()), e))?;
     }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let streams = tokio::spawn(streaming.clone().serve(stream_listener, stopped()));
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let grpc = tonic::transport::Server::builder()
         .add_service(
-            RuntimeServiceServer::new(Runtime::new(engine.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+            RuntimeServiceServer::new(Runtime::new(
+                engine.clone(),
+                streaming,
+                options.handlers.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
         .add_service(
             ImageServiceServer::new(Images::new(engine))
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, stopped())
         .await
-        .map_err(|e| Error::backend(format!("CRI server on {}: {e}", socket.display())))
+        .map_err(|e| Error::backend(format!("CRI server on {}: {e}", socket.display())));
+    streams.abort();
+    grpc
 }

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::status_of;
+use crate::streaming::Streaming;
 
 /// The most output ExecSync keeps of each stream (kubelet's probes read little; this bounds memory).
 const EXEC_SYNC_LIMIT: usize = 16 << 20;
@@ -20,12 +21,56 @@ const EXEC_SYNC_LIMIT: usize = 16 << 20;
 #[derive(Debug, Clone)]
 pub struct Runtime {
     engine: Engine,
+    streaming: Streaming,
+    handlers: std::sync::Arc<std::collections::BTreeMap<String, String>>,
 }
 
 impl Runtime {
-    /// A RuntimeService over `engine`.
-    pub fn new(engine: Engine) -> Runtime {
-        Runtime { engine }
+    /// A RuntimeService over `engine`, its streaming sessions served by `streaming`; `handlers` maps the
+    /// configured runtime handlers (`[cri.runtimes.NAME]`) to drivers.
+    pub fn new(
+        engine: Engine,
+        streaming: Streaming,
+        handlers: std::collections::BTreeMap<String, String>,
+    ) -> Runtime {
+        Runtime {
+            engine,
+            streaming,
+            handlers: std::sync::Arc::new(handlers),
+        }
+    }
+
+    /// The driver of a runtime handler: none (the daemon's default) for the empty name, the configured one for a
+    /// `[cri.runtimes.NAME]`, else a driver of that name.
+    fn driver_of_handler(&self, handler: &str) -> Result<Option<String>, Status> {
+        if handler.is_empty() {
+            return Ok(None);
+        }
+        if let Some(driver) = self.handlers.get(handler) {
+            return Ok(Some(driver.clone()));
+        }
+        let drivers = self.engine.driver_names();
+        if drivers.iter().any(|d| d == handler) {
+            return Ok(Some(handler.to_string()));
+        }
+        let mut known: Vec<String> = self.handlers.keys().cloned().collect();
+        known.extend(drivers);
+        Err(Status::invalid_argument(format!(
+            "runtime_handler {handler:?} is not configured here (known: {})",
+            known.join(", ")
+        )))
+    }
+
+    /// The container of a streaming request, which must be running.
+    fn running_container(&self, id: &str) -> Result<ContainerRecord, Status> {
+        let rec = self.container(id)?;
+        if rec.status != husk_core::ContainerStatus::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {id} is not running (it is {})",
+                rec.status
+            )));
+        }
+        Ok(rec)
     }
 
     fn pod(&self, id: &str) -> Result<SandboxRecord, Status> {
@@ -69,12 +114,18 @@ impl Runtime {
                         } else {
                             cri::NamespaceMode::Pod as i32
                         },
-                        pid: if sb.config.share_pid {
+                        pid: if sb.config.host_pid {
+                            cri::NamespaceMode::Node as i32
+                        } else if sb.config.share_pid {
                             cri::NamespaceMode::Pod as i32
                         } else {
                             cri::NamespaceMode::Container as i32
                         },
-                        ipc: cri::NamespaceMode::Pod as i32,
+                        ipc: if sb.config.host_ipc {
+                            cri::NamespaceMode::Node as i32
+                        } else {
+                            cri::NamespaceMode::Pod as i32
+                        },
                         ..Default::default()
                     }),
                 }),
@@ -139,65 +190,153 @@ impl Runtime {
                     ..Default::default()
                 })
                 .collect(),
-            ..Default::default()
+            // The identity the container's first process started with, where the driver resolved it.
+            resources: Some(cri::ContainerResources {
+                linux: Some(cri_resources(&rec.config.resources)),
+                windows: None,
+            }),
+            user: rec.runtime.user.as_ref().map(|u| cri::ContainerUser {
+                linux: Some(cri::LinuxContainerUser {
+                    uid: u.uid.into(),
+                    gid: u.gid.into(),
+                    supplemental_groups: u.groups.iter().map(|&g| g.into()).collect(),
+                }),
+            }),
         }
     }
 
     /// A container's stats: read from its cgroup while it runs, zero otherwise (a created or exited container
     /// uses nothing).
     async fn stats_of(&self, rec: &ContainerRecord) -> Result<cri::ContainerStats, Status> {
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        Ok(cri_stats(rec, &self.husk_stats(rec).await?))
+    }
+
+    /// What the engine reads of a running container; zero for others.
+    async fn husk_stats(&self, rec: &ContainerRecord) -> Result<husk_core::Stats, Status> {
         let running = convert::container_state(rec.status) == cri::ContainerState::ContainerRunning;
-        let stats = if running {
-            match self.engine.stats(&rec.config.id).await {
-                Ok(s) => s,
-                // It stopped between the list and the read.
-                Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Conflict) => {
-                    husk_core::Stats::default()
-                }
-                Err(e) => return Err(status_of(&e)),
+        if !running {
+            return Ok(husk_core::Stats::default());
+        }
+        match self.engine.stats(&rec.config.id).await {
+            Ok(s) => Ok(s),
+            // It stopped between the list and the read.
+            Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Conflict) => {
+                Ok(husk_core::Stats::default())
             }
-        } else {
-            husk_core::Stats::default()
-        };
+            Err(e) => Err(status_of(&e)),
+        }
+    }
+
+    /// A pod's stats: the sum of its containers' CPU, memory and processes, and the traffic of the network
+    /// namespace they share.
+    async fn pod_stats_of(&self, sb: &SandboxRecord) -> Result<cri::PodSandboxStats, Status> {
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let value = |v: u64| Some(cri::UInt64Value { value: v });
-        let timestamp = match convert::nanos(&stats.read_at) {
-            0 => now,
-            t => t,
+        let mut containers = Vec::new();
+        let (mut cpu, mut memory, mut pids, mut rx, mut tx) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        for rec in self.pod_containers(&sb.config.id)? {
+            let stats = self.husk_stats(&rec).await?;
+            cpu += stats.cpu_usage_ns;
+            memory += stats.memory_usage_bytes;
+            pids += stats.pids;
+            // Every container of the pod sees the same interfaces: count them once.
+            rx = rx.max(stats.net_rx_bytes);
+            tx = tx.max(stats.net_tx_bytes);
+            containers.push(cri_stats(&rec, &stats));
+        }
+        let interface = cri::NetworkInterfaceUsage {
+            name: "eth0".into(),
+            rx_bytes: value(rx),
+            rx_errors: value(0),
+            tx_bytes: value(tx),
+            tx_errors: value(0),
         };
-        Ok(cri::ContainerStats {
-            attributes: Some(cri::ContainerAttributes {
-                id: rec.config.id.clone(),
-                metadata: Some(convert::container_metadata(rec)),
-                labels: convert::visible(&rec.config.labels),
-                annotations: convert::visible(&rec.annotations),
+        Ok(cri::PodSandboxStats {
+            attributes: Some(cri::PodSandboxAttributes {
+                id: sb.config.id.clone(),
+                metadata: Some(convert::pod_metadata(sb)),
+                labels: convert::visible(&sb.config.labels),
+                annotations: convert::visible(&sb.config.annotations),
             }),
-            cpu: Some(cri::CpuUsage {
-                timestamp,
-                usage_core_nano_seconds: value(stats.cpu_usage_ns),
-                usage_nano_cores: None,
+            linux: Some(cri::LinuxPodSandboxStats {
+                cpu: Some(cri::CpuUsage {
+                    timestamp: now,
+                    usage_core_nano_seconds: value(cpu),
+                    usage_nano_cores: None,
+                }),
+                memory: Some(cri::MemoryUsage {
+                    timestamp: now,
+                    working_set_bytes: value(memory),
+                    usage_bytes: value(memory),
+                    ..Default::default()
+                }),
+                network: Some(cri::NetworkUsage {
+                    timestamp: now,
+                    default_interface: Some(interface.clone()),
+                    interfaces: vec![interface],
+                }),
+                process: Some(cri::ProcessUsage {
+                    timestamp: now,
+                    process_count: value(pids),
+                }),
+                containers,
             }),
-            memory: Some(cri::MemoryUsage {
-                timestamp,
-                working_set_bytes: value(stats.memory_usage_bytes),
-                usage_bytes: value(stats.memory_usage_bytes),
-                available_bytes: (stats.memory_limit_bytes > 0)
-                    .then(|| {
-                        stats
-                            .memory_limit_bytes
-                            .saturating_sub(stats.memory_usage_bytes)
-                    })
-                    .and_then(value),
-                ..Default::default()
-            }),
-            writable_layer: Some(cri::FilesystemUsage {
-                timestamp,
-                fs_id: None,
-                used_bytes: value(0),
-                inodes_used: value(0),
-            }),
-            swap: None,
+            windows: None,
         })
+    }
+
+    /// A container's life event as kubelet's evented PLEG reads it: the container, its pod's status and the
+    /// statuses of the pod's containers. `pods` maps CRI containers to their pods (kept up to date here).
+    fn container_event(
+        &self,
+        event: &husk_engine::Event,
+        pods: &mut HashMap<String, String>,
+    ) -> Option<cri::ContainerEventResponse> {
+        use husk_engine::EventKind;
+        let kind = match event.kind {
+            EventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
+            EventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
+            EventKind::Exited(_) => cri::ContainerEventType::ContainerStoppedEvent,
+            EventKind::Removed => cri::ContainerEventType::ContainerDeletedEvent,
+            _ => return None,
+        };
+        let pod = match self.engine.container(&event.id) {
+            Ok(rec) if convert::is_cri_container(&rec) => {
+                let pod = rec.sandbox_id.clone()?;
+                pods.insert(rec.config.id.clone(), pod.clone());
+                pod
+            }
+            Ok(_) => return None,
+            Err(_) => pods.get(&event.id)?.clone(),
+        };
+        if kind == cri::ContainerEventType::ContainerDeletedEvent {
+            pods.remove(&event.id);
+        }
+        let sandbox = self.pod(&pod).ok();
+        let containers_statuses = self
+            .pod_containers(&pod)
+            .unwrap_or_default()
+            .iter()
+            .map(|c| self.container_status(c))
+            .collect();
+        Some(cri::ContainerEventResponse {
+            container_id: event.id.clone(),
+            container_event_type: kind as i32,
+            created_at: event.time_nano,
+            pod_sandbox_status: sandbox.map(|sb| self.pod_status(&sb)),
+            containers_statuses,
+        })
+    }
+
+    /// The CRI containers of a pod.
+    fn pod_containers(&self, pod: &str) -> Result<Vec<ContainerRecord>, Status> {
+        Ok(self
+            .engine
+            .list_containers(true)
+            .map_err(|e| status_of(&e))?
+            .into_iter()
+            .filter(|c| convert::is_cri_container(c) && c.sandbox_id.as_deref() == Some(pod))
+            .collect())
     }
 
     fn container_summary(&self, rec: &ContainerRecord) -> cri::Container {
@@ -216,6 +355,102 @@ impl Runtime {
             labels: convert::visible(&rec.config.labels),
             annotations: convert::visible(&rec.annotations),
         }
+    }
+}
+
+/// A container's stats as the CRI reports them.
+fn cri_stats(rec: &ContainerRecord, stats: &husk_core::Stats) -> cri::ContainerStats {
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let value = |v: u64| Some(cri::UInt64Value { value: v });
+    let timestamp = match convert::nanos(&stats.read_at) {
+        0 => now,
+        t => t,
+    };
+    cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: rec.config.id.clone(),
+            metadata: Some(convert::container_metadata(rec)),
+            labels: convert::visible(&rec.config.labels),
+            annotations: convert::visible(&rec.annotations),
+        }),
+        cpu: Some(cri::CpuUsage {
+            timestamp,
+            usage_core_nano_seconds: value(stats.cpu_usage_ns),
+            usage_nano_cores: None,
+        }),
+        memory: Some(cri::MemoryUsage {
+            timestamp,
+            working_set_bytes: value(stats.memory_usage_bytes),
+            usage_bytes: value(stats.memory_usage_bytes),
+            available_bytes: (stats.memory_limit_bytes > 0)
+                .then(|| {
+                    stats
+                        .memory_limit_bytes
+                        .saturating_sub(stats.memory_usage_bytes)
+                })
+                .and_then(value),
+            ..Default::default()
+        }),
+        writable_layer: Some(cri::FilesystemUsage {
+            timestamp,
+            fs_id: None,
+            used_bytes: value(0),
+            inodes_used: value(0),
+        }),
+        swap: None,
+    }
+}
+
+/// The limits of a container as husk keeps them: memory, CPU quota (as a share of CPUs), CPU weight and sets.
+/// Zero and empty mean "not set", as in the CRI.
+fn resources_of(limits: &cri::LinuxContainerResources) -> husk_core::Resources {
+    husk_core::Resources {
+        memory_bytes: (limits.memory_limit_in_bytes > 0).then_some(limits.memory_limit_in_bytes),
+        nano_cpus: (limits.cpu_quota > 0 && limits.cpu_period > 0)
+            .then(|| limits.cpu_quota * 1_000_000_000 / limits.cpu_period),
+        cpu_shares: u64::try_from(limits.cpu_shares).ok().filter(|s| *s > 0),
+        cpuset_cpus: (!limits.cpuset_cpus.is_empty()).then(|| limits.cpuset_cpus.clone()),
+        cpuset_mems: (!limits.cpuset_mems.is_empty()).then(|| limits.cpuset_mems.clone()),
+        ..Default::default()
+    }
+}
+
+/// A container's limits as the CRI reports them (zero where unset).
+fn cri_resources(r: &husk_core::Resources) -> cri::LinuxContainerResources {
+    let period = 100_000;
+    cri::LinuxContainerResources {
+        cpu_period: if r.nano_cpus.is_some() { period } else { 0 },
+        cpu_quota: r.nano_cpus.map_or(0, |n| n * period / 1_000_000_000),
+        cpu_shares: r.cpu_shares.map_or(0, |s| s as i64),
+        memory_limit_in_bytes: r.memory_bytes.unwrap_or(0),
+        cpuset_cpus: r.cpuset_cpus.clone().unwrap_or_default(),
+        cpuset_mems: r.cpuset_mems.clone().unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// Why CheckpointContainer cannot be served here: CRIU is missing, or cannot run on this host, or husk does
+/// not drive it.
+async fn checkpoint_refusal() -> Status {
+    let check = tokio::process::Command::new("criu")
+        .arg("check")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    match check {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Status::failed_precondition(
+            "checkpointing needs CRIU, and no `criu` is installed on this node",
+        ),
+        Err(e) => {
+            Status::failed_precondition(format!("checkpointing needs CRIU: run `criu check`: {e}"))
+        }
+        Ok(out) if !out.status.success() => Status::failed_precondition(format!(
+            "checkpointing needs CRIU, and `criu check` fails on this node: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Ok(_) => Status::unimplemented(
+            "husk does not checkpoint containers: CRIU works on this node, but husk does not drive it yet",
+        ),
     }
 }
 
@@ -273,22 +508,30 @@ fn pod_network(config: &cri::PodSandboxConfig) -> Result<NetworkConfig, Status> 
     Ok(network)
 }
 
-/// The PID namespace a pod's containers share (POD) or have each (CONTAINER); the host's is not offered yet.
-fn shares_pid(config: &cri::PodSandboxConfig) -> Result<bool, Status> {
+/// Sets the PID and IPC namespaces of a pod's containers in `sandbox`: PID shared by the pod (POD), one each
+/// (CONTAINER) or the host's (NODE); IPC the pod's or the host's (NODE).
+fn set_pod_namespaces(
+    config: &cri::PodSandboxConfig,
+    sandbox: &mut SandboxCreate,
+) -> Result<(), Status> {
     let options = config
         .linux
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default();
-    for (mode, what) in [(options.pid, "pid"), (options.ipc, "ipc")] {
-        if mode == cri::NamespaceMode::Node as i32 {
-            return Err(not_yet(&format!(
-                "pods in the host's {what} namespace (namespace_options.{what} = NODE)"
-            )));
-        }
-    }
-    Ok(options.pid == cri::NamespaceMode::Pod as i32)
+    let mode = |value: i32, field: &str| {
+        cri::NamespaceMode::try_from(value).map_err(|_| {
+            Status::invalid_argument(format!(
+                "namespace_options.{field}: {value} is not a namespace mode"
+            ))
+        })
+    };
+    let (pid, ipc) = (mode(options.pid, "pid")?, mode(options.ipc, "ipc")?);
+    sandbox.share_pid = pid == cri::NamespaceMode::Pod;
+    sandbox.host_pid = pid == cri::NamespaceMode::Node;
+    sandbox.host_ipc = ipc == cri::NamespaceMode::Node;
+    Ok(())
 }
 
 /// The seccomp option of a container: the CRI's `seccomp` profile, where no profile means unconfined, as the
@@ -354,6 +597,17 @@ fn container_request(
         (None, "") => None,
         (None, name) => Some(name.to_string()),
     };
+    let groups_policy =
+        match cri::SupplementalGroupsPolicy::try_from(security.supplemental_groups_policy) {
+            Ok(cri::SupplementalGroupsPolicy::Merge) => husk_core::GroupsPolicy::Merge,
+            Ok(cri::SupplementalGroupsPolicy::Strict) => husk_core::GroupsPolicy::Strict,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "linux.security_context.supplemental_groups_policy {} is not a policy",
+                    security.supplemental_groups_policy
+                )));
+            }
+        };
     let capabilities = security.capabilities.clone().unwrap_or_default();
     let mut mounts = Vec::new();
     for m in &config.mounts {
@@ -399,12 +653,7 @@ fn container_request(
         .as_ref()
         .and_then(|l| l.resources.clone())
         .unwrap_or_default();
-    let resources = husk_core::Resources {
-        memory_bytes: (limits.memory_limit_in_bytes > 0).then_some(limits.memory_limit_in_bytes),
-        nano_cpus: (limits.cpu_quota > 0 && limits.cpu_period > 0)
-            .then(|| limits.cpu_quota * 1_000_000_000 / limits.cpu_period),
-        ..Default::default()
-    };
+    let resources = resources_of(&limits);
     Ok(ContainerCreate {
         name: Some(name),
         image,
@@ -430,13 +679,18 @@ fn container_request(
             .iter()
             .map(|g| g.to_string())
             .collect(),
+        groups_policy,
         resources,
         labels: config
             .labels
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        annotations: convert::container_annotations(&metadata, &config.annotations),
+        annotations: convert::container_annotations(
+            &metadata,
+            &config.annotations,
+            config.stdin_once,
+        ),
         mounts,
         cri_log_path: convert::cri_log_path(pod, &config.log_path),
         sysctls: convert::pod_sysctls(pod),
@@ -482,11 +736,10 @@ impl RuntimeService for Runtime {
         if let Some(linux) = &config.linux {
             convert::set_sysctls(&mut annotations, &linux.sysctls);
         }
-        let sandbox = SandboxCreate {
+        let mut sandbox = SandboxCreate {
             name: Some(name),
             hostname: (!config.hostname.is_empty()).then(|| config.hostname.clone()),
-            share_pid: shares_pid(&config)?,
-            driver: (!req.runtime_handler.is_empty()).then(|| req.runtime_handler.clone()),
+            driver: self.driver_of_handler(&req.runtime_handler)?,
             network: pod_network(&config)?,
             labels: config
                 .labels
@@ -496,6 +749,7 @@ impl RuntimeService for Runtime {
             annotations,
             ..Default::default()
         };
+        set_pod_namespaces(&config, &mut sandbox)?;
         let sb = self
             .engine
             .create_sandbox(sandbox)
@@ -696,9 +950,23 @@ impl RuntimeService for Runtime {
 
     async fn update_container_resources(
         &self,
-        _request: Request<cri::UpdateContainerResourcesRequest>,
+        request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        Err(not_yet("UpdateContainerResources"))
+        let req = request.into_inner();
+        let rec = self.container(&req.container_id)?;
+        let Some(limits) = req.linux else {
+            // Nothing for Linux to change (a Windows-only request).
+            return Ok(Response::new(cri::UpdateContainerResourcesResponse {}));
+        };
+        let update = husk_api_types::ContainerUpdate {
+            resources: resources_of(&limits),
+            ..Default::default()
+        };
+        self.engine
+            .update_container(&rec.config.id, &update)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
@@ -745,23 +1013,68 @@ impl RuntimeService for Runtime {
 
     async fn exec(
         &self,
-        _request: Request<cri::ExecRequest>,
+        request: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        Err(not_yet("Exec (streaming)"))
+        let req = request.into_inner();
+        self.running_container(&req.container_id)?;
+        if req.cmd.is_empty() {
+            return Err(Status::invalid_argument("cmd is required"));
+        }
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout and stderr must be set",
+            ));
+        }
+        if req.tty && req.stderr {
+            return Err(Status::invalid_argument(
+                "tty and stderr cannot both be set: a terminal has one output stream",
+            ));
+        }
+        Ok(Response::new(cri::ExecResponse {
+            url: self.streaming.exec_url(req),
+        }))
     }
 
     async fn attach(
         &self,
-        _request: Request<cri::AttachRequest>,
+        request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(not_yet("Attach (streaming)"))
+        let req = request.into_inner();
+        let rec = self.running_container(&req.container_id)?;
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout and stderr must be set",
+            ));
+        }
+        if req.stdin && !rec.config.process.stdin {
+            return Err(Status::invalid_argument(format!(
+                "stdin: container {} was not created with stdin open",
+                req.container_id
+            )));
+        }
+        Ok(Response::new(cri::AttachResponse {
+            url: self.streaming.attach_url(req),
+        }))
     }
 
     async fn port_forward(
         &self,
-        _request: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        Err(not_yet("PortForward (streaming)"))
+        let req = request.into_inner();
+        let pod = self.pod(&req.pod_sandbox_id)?;
+        if convert::pod_state(&pod) != cri::PodSandboxState::SandboxReady {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} is not ready",
+                req.pod_sandbox_id
+            )));
+        }
+        if let Some(p) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Status::invalid_argument(format!("port: {p} is not a port")));
+        }
+        Ok(Response::new(cri::PortForwardResponse {
+            url: self.streaming.port_forward_url(req),
+        }))
     }
 
     async fn container_stats(
@@ -801,16 +1114,33 @@ impl RuntimeService for Runtime {
 
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        Err(not_yet("PodSandboxStats"))
+        let sb = self.pod(&request.into_inner().pod_sandbox_id)?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(self.pod_stats_of(&sb).await?),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        Err(not_yet("ListPodSandboxStats"))
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let pods: Vec<SandboxRecord> = self
+            .engine
+            .list_sandboxes()
+            .map_err(|e| status_of(&e))?
+            .into_iter()
+            .filter(convert::is_pod)
+            .filter(|sb| filter.id.is_empty() || sb.config.id == filter.id)
+            .filter(|sb| convert::matches(&sb.config.labels, &filter.label_selector))
+            .collect();
+        let mut stats = Vec::with_capacity(pods.len());
+        for sb in &pods {
+            stats.push(self.pod_stats_of(sb).await?);
+        }
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(
@@ -845,10 +1175,23 @@ impl RuntimeService for Runtime {
             name: String::new(),
             features: features(&info.default_driver),
         }];
-        runtime_handlers.extend(info.drivers.iter().map(|d| cri::RuntimeHandler {
-            name: d.name.clone(),
-            features: features(&d.name),
-        }));
+        runtime_handlers.extend(
+            self.handlers
+                .iter()
+                .map(|(name, driver)| cri::RuntimeHandler {
+                    name: name.clone(),
+                    features: features(driver),
+                }),
+        );
+        runtime_handlers.extend(
+            info.drivers
+                .iter()
+                .filter(|d| !self.handlers.contains_key(&d.name))
+                .map(|d| cri::RuntimeHandler {
+                    name: d.name.clone(),
+                    features: features(&d.name),
+                }),
+        );
         let mut extra = HashMap::new();
         if verbose {
             extra.insert(
@@ -863,17 +1206,21 @@ impl RuntimeService for Runtime {
             }),
             info: extra,
             runtime_handlers,
+            // Strict groups and the ContainerStatus user come from husk's own container code (the docker
+            // driver refuses Strict: the engine always adds the image's groups).
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
             }),
         }))
     }
 
     async fn checkpoint_container(
         &self,
-        _request: Request<cri::CheckpointContainerRequest>,
+        request: Request<cri::CheckpointContainerRequest>,
     ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
-        Err(not_yet("CheckpointContainer"))
+        let req = request.into_inner();
+        self.running_container(&req.container_id)?;
+        Err(checkpoint_refusal().await)
     }
 
     type GetContainerEventsStream = std::pin::Pin<
@@ -888,21 +1235,92 @@ impl RuntimeService for Runtime {
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(not_yet("GetContainerEvents"))
+        let mut events = self.engine.subscribe();
+        let this = self.clone();
+        // The pod of every CRI container, to report a removal after the container's record is gone.
+        let mut pods: HashMap<String, String> = self
+            .engine
+            .list_containers(true)
+            .map_err(|e| status_of(&e))?
+            .into_iter()
+            .filter(convert::is_cri_container)
+            .filter_map(|c| Some((c.config.id.clone(), c.sandbox_id.clone()?)))
+            .collect();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("CRI container events: a slow client missed {n} events");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let Some(response) = this.container_event(&event, &mut pods) else {
+                    continue;
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn list_metric_descriptors(
         &self,
         _request: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
-        Err(not_yet("ListMetricDescriptors"))
+        let descriptors = crate::metrics::DESCRIPTORS
+            .iter()
+            .map(|d| cri::MetricDescriptor {
+                name: d.name.into(),
+                help: d.help.into(),
+                label_keys: crate::metrics::LABEL_KEYS
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors,
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _request: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        Err(not_yet("ListPodSandboxMetrics"))
+        let pods: Vec<SandboxRecord> = self
+            .engine
+            .list_sandboxes()
+            .map_err(|e| status_of(&e))?
+            .into_iter()
+            .filter(convert::is_pod)
+            .collect();
+        let mut pod_metrics = Vec::with_capacity(pods.len());
+        for sb in &pods {
+            let meta = convert::pod_metadata(sb);
+            let mut container_metrics = Vec::new();
+            for rec in self.pod_containers(&sb.config.id)? {
+                let stats = self.husk_stats(&rec).await?;
+                container_metrics.push(cri::ContainerMetrics {
+                    container_id: rec.config.id.clone(),
+                    metrics: crate::metrics::container_metrics(&meta, &rec, &stats),
+                });
+            }
+            pod_metrics.push(cri::PodSandboxMetrics {
+                pod_sandbox_id: sb.config.id.clone(),
+                metrics: Vec::new(),
+                container_metrics,
+            });
+        }
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics,
+        }))
     }
 
     async fn runtime_config(
@@ -914,5 +1332,96 @@ impl RuntimeService for Runtime {
                 cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
             }),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod_with(pid: cri::NamespaceMode, ipc: cri::NamespaceMode) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        pid: pid as i32,
+                        ipc: ipc as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pod_namespaces_follow_the_namespace_options() {
+        use cri::NamespaceMode::{Container, Node, Pod};
+        let flags = |pid, ipc| {
+            let mut sb = SandboxCreate::default();
+            set_pod_namespaces(&pod_with(pid, ipc), &mut sb).unwrap();
+            (sb.share_pid, sb.host_pid, sb.host_ipc)
+        };
+        assert_eq!(flags(Pod, Pod), (true, false, false));
+        assert_eq!(flags(Container, Pod), (false, false, false));
+        assert_eq!(flags(Node, Pod), (false, true, false));
+        assert_eq!(flags(Pod, Node), (true, false, true));
+        let mut bad = pod_with(Pod, Pod);
+        if let Some(ns) = bad
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+        {
+            ns.ipc = 42;
+        }
+        let e = set_pod_namespaces(&bad, &mut SandboxCreate::default()).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn supplemental_groups_policy_becomes_the_groups_policy() {
+        let pod = SandboxRecord {
+            config: husk_core::SandboxConfig {
+                id: "p".repeat(64),
+                ..Default::default()
+            },
+            driver: "linux".into(),
+            status: "ready".into(),
+            runtime: Default::default(),
+            created_at: String::new(),
+            owner_container: None,
+            project: String::new(),
+        };
+        let config = |policy: i32| cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "c".into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    supplemental_groups: vec![1234],
+                    supplemental_groups_policy: policy,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let req =
+            container_request(&pod, &config(cri::SupplementalGroupsPolicy::Strict as i32)).unwrap();
+        assert_eq!(req.groups_policy, husk_core::GroupsPolicy::Strict);
+        assert_eq!(req.group_add, vec!["1234".to_string()]);
+        let req =
+            container_request(&pod, &config(cri::SupplementalGroupsPolicy::Merge as i32)).unwrap();
+        assert_eq!(req.groups_policy, husk_core::GroupsPolicy::Merge);
+        let e = container_request(&pod, &config(7)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }
 }

@@ -242,8 +242,11 @@ impl Driver for DockerDriver {
         let mut namespaces = BTreeMap::new();
         if is_local(&self.host) && pid > 0 {
             // Not "uts": the engine cannot share it; each container gets its own, named like the sandbox.
-            let mut kinds = vec!["net", "ipc"];
-            if config.share_pid {
+            let mut kinds = vec!["net"];
+            if !config.host_ipc {
+                kinds.push("ipc");
+            }
+            if config.share_pid && !config.host_pid {
                 kinds.push("pid");
             }
             for kind in kinds {
@@ -316,6 +319,8 @@ impl Driver for DockerDriver {
             (Some(id), Some(s)) => Placement::Sandbox {
                 infra_id: id,
                 share_pid: s.config.share_pid,
+                host_pid: s.config.host_pid,
+                host_ipc: s.config.host_ipc,
             },
             _ => Placement::Standalone,
         };
@@ -330,6 +335,7 @@ impl Driver for DockerDriver {
             pid: 0,
             driver_data: container_data(&id, &name),
             network: None,
+            user: None,
         })
     }
 
@@ -369,6 +375,7 @@ impl Driver for DockerDriver {
             pid,
             driver_data: container_data(&id, &name),
             network: None,
+            user: None,
         })
     }
 
@@ -423,6 +430,9 @@ impl Driver for DockerDriver {
             memory_swap: limits.memory_bytes.map(|m| m.saturating_mul(2)),
             nano_cpus: limits.nano_cpus,
             pids_limit: limits.pids_limit,
+            cpu_shares: limits.cpu_shares.map(|s| s as i64),
+            cpuset_cpus: limits.cpuset_cpus.clone(),
+            cpuset_mems: limits.cpuset_mems.clone(),
             ..Default::default()
         };
         self.docker

@@ -9,7 +9,8 @@ use bollard::models::{
 };
 use husk_core::units::{parse_memory, signal_name};
 use husk_core::{
-    ContainerConfig, Error, MountConfig, NetworkConfig, Result, SandboxConfig, SecurityConfig,
+    ContainerConfig, Error, GroupsPolicy, MountConfig, NetworkConfig, Result, SandboxConfig,
+    SecurityConfig,
 };
 
 use crate::privileged::ALLOW_ALL_DEVICES;
@@ -28,12 +29,17 @@ pub(crate) struct Privileges {
 pub(crate) enum Placement<'a> {
     /// Its own network, IPC, UTS and PID namespaces.
     Standalone,
-    /// The infra container's network, IPC and UTS namespaces, and its PID namespace when `share_pid`.
+    /// The infra container's network, IPC and UTS namespaces, and its PID namespace when `share_pid`; the
+    /// host's PID or IPC namespace with `host_pid` or `host_ipc`.
     Sandbox {
         /// Engine ID of the infra container.
         infra_id: &'a str,
         /// Join the infra container's PID namespace too.
         share_pid: bool,
+        /// Run in the host's PID namespace.
+        host_pid: bool,
+        /// Run in the host's IPC namespace.
+        host_ipc: bool,
     },
 }
 
@@ -322,11 +328,20 @@ pub(crate) fn container_body(
             format!("container {} has no command to run", config.name),
         ));
     };
+    if config.security.groups_policy == GroupsPolicy::Strict {
+        return Err(Error::unsupported(format!(
+            "container {}: groups_policy strict: the docker engine always adds the image's groups of the user",
+            config.name
+        )));
+    }
     let (engine_mounts, tmpfs) = mounts(&config.mounts)?;
     let mut host = HostConfig {
         memory: config.resources.memory_bytes,
         nano_cpus: config.resources.nano_cpus,
         pids_limit: config.resources.pids_limit,
+        cpu_shares: config.resources.cpu_shares.map(|s| s as i64),
+        cpuset_cpus: config.resources.cpuset_cpus.clone(),
+        cpuset_mems: config.resources.cpuset_mems.clone(),
         shm_size: config.resources.shm_size_bytes,
         mounts: engine_mounts,
         tmpfs,
@@ -386,13 +401,21 @@ pub(crate) fn container_body(
         Placement::Sandbox {
             infra_id,
             share_pid,
+            host_pid,
+            host_ipc,
         } => {
             let joined = format!("container:{infra_id}");
             host.network_mode = Some(joined.clone());
-            host.ipc_mode = Some(joined.clone());
-            // /dev/shm is the infra container's, sized when the sandbox was made.
+            // /dev/shm is the infra container's, sized when the sandbox was made (the host's with its IPC).
+            host.ipc_mode = Some(if host_ipc {
+                "host".to_string()
+            } else {
+                joined.clone()
+            });
             host.shm_size = None;
-            if share_pid {
+            if host_pid {
+                host.pid_mode = Some("host".to_string());
+            } else if share_pid {
                 host.pid_mode = Some(joined);
             }
         }
@@ -422,7 +445,8 @@ pub(crate) fn infra_body(
 ) -> Result<ContainerCreateBody> {
     let net = network_parts(&config.network)?;
     let host = HostConfig {
-        ipc_mode: Some("shareable".to_string()),
+        ipc_mode: Some(if config.host_ipc { "host" } else { "shareable" }.to_string()),
+        pid_mode: config.host_pid.then(|| "host".to_string()),
         shm_size: config.resources.shm_size_bytes,
         network_mode: Some(net.mode.clone()),
         port_bindings: net.port_bindings,
@@ -513,6 +537,8 @@ mod tests {
             Placement::Sandbox {
                 infra_id: "inf",
                 share_pid: true,
+                host_pid: false,
+                host_ipc: false,
             },
             HashMap::new(),
             None,
@@ -528,12 +554,56 @@ mod tests {
             Placement::Sandbox {
                 infra_id: "inf",
                 share_pid: false,
+                host_pid: false,
+                host_ipc: false,
             },
             HashMap::new(),
             None,
         )
         .unwrap();
         assert_eq!(b.host_config.unwrap().pid_mode, None);
+    }
+
+    #[test]
+    fn host_pid_and_ipc_sandboxes_use_the_hosts_namespaces() {
+        let b = container_body(
+            &config(),
+            Placement::Sandbox {
+                infra_id: "inf",
+                share_pid: true,
+                host_pid: true,
+                host_ipc: true,
+            },
+            HashMap::new(),
+            None,
+        )
+        .unwrap();
+        let h = b.host_config.unwrap();
+        assert_eq!(h.network_mode.as_deref(), Some("container:inf"));
+        assert_eq!(h.ipc_mode.as_deref(), Some("host"));
+        assert_eq!(h.pid_mode.as_deref(), Some("host"));
+        let s = SandboxConfig {
+            id: "s".repeat(64),
+            name: "pod".into(),
+            host_pid: true,
+            host_ipc: true,
+            ..Default::default()
+        };
+        let h = infra_body(&s, "sha256:p", HashMap::new())
+            .unwrap()
+            .host_config
+            .unwrap();
+        assert_eq!(h.ipc_mode.as_deref(), Some("host"));
+        assert_eq!(h.pid_mode.as_deref(), Some("host"));
+    }
+
+    #[test]
+    fn strict_groups_are_refused() {
+        let mut c = config();
+        c.security.groups_policy = GroupsPolicy::Strict;
+        let e = container_body(&c, Placement::Standalone, HashMap::new(), None).unwrap_err();
+        assert_eq!(e.kind, husk_core::ErrorKind::Unsupported, "{}", e.message);
+        assert!(e.message.contains("groups_policy"), "{}", e.message);
     }
 
     #[test]

@@ -262,6 +262,7 @@ impl Engine {
                 annotations: Default::default(),
                 project: Some(rec.project.clone()),
                 volumes: req.volumes.clone(),
+                ..Default::default()
             })
             .await?;
         rec.sandbox_id = sandbox.config.id.clone();

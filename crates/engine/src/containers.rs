@@ -227,6 +227,7 @@ impl Engine {
                     resources: req.resources.clone(),
                     labels: Default::default(),
                     annotations: Default::default(),
+                    ..Default::default()
                 },
                 driver: driver_name.clone(),
                 status: "creating".into(),
@@ -604,8 +605,12 @@ impl Engine {
         let _guard = self.lock(&id).await;
         let mut rec = self.container(&id)?;
         let new = &req.resources;
-        let changes_limits =
-            new.memory_bytes.is_some() || new.nano_cpus.is_some() || new.pids_limit.is_some();
+        let changes_limits = new.memory_bytes.is_some()
+            || new.nano_cpus.is_some()
+            || new.pids_limit.is_some()
+            || new.cpu_shares.is_some()
+            || new.cpuset_cpus.is_some()
+            || new.cpuset_mems.is_some();
         if new.shm_size_bytes.is_some() {
             return Err(Error::invalid(
                 "shm_size",
@@ -654,6 +659,9 @@ impl Engine {
                 nano_cpus: new.nano_cpus.or(old.nano_cpus),
                 pids_limit: new.pids_limit.or(old.pids_limit),
                 shm_size_bytes: old.shm_size_bytes,
+                cpu_shares: new.cpu_shares.or(old.cpu_shares),
+                cpuset_cpus: new.cpuset_cpus.clone().or(old.cpuset_cpus.clone()),
+                cpuset_mems: new.cpuset_mems.clone().or(old.cpuset_mems.clone()),
             };
             // Only what grows counts against the project's quota.
             let growth = Resources {
@@ -663,8 +671,7 @@ impl Engine {
                 nano_cpus: Some(
                     (merged.nano_cpus.unwrap_or(0) - old.nano_cpus.unwrap_or(0)).max(0),
                 ),
-                pids_limit: None,
-                shm_size_bytes: None,
+                ..Default::default()
             };
             let _quota = self.lock(&format!("quota/{}", rec.project)).await;
             self.check_quota_growth(&rec.project, 0, &growth)?;

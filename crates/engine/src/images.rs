@@ -132,6 +132,26 @@ impl Engine {
         self.inner.images.pull(reference, &options).await
     }
 
+    /// Pulls `reference` with `credentials` (user name and password) for this pull alone, instead of the stored
+    /// ones (the CRI's PullImage carries them in the request).
+    pub async fn pull_image_as(
+        &self,
+        reference: &str,
+        credentials: Option<(String, String)>,
+        progress: ProgressSink,
+    ) -> Result<PulledImage> {
+        if reference.trim().is_empty() {
+            return Err(Error::invalid("reference", "no image given to pull"));
+        }
+        let options = PullOptions {
+            platform: None,
+            credentials: credentials
+                .map(|(username, password)| husk_image::Credentials { username, password }),
+            progress,
+        };
+        self.inner.images.pull(reference, &options).await
+    }
+
     /// The image a new container of `reference` uses, pulled first as `policy` says. Not-found errors name the
     /// image and the policy.
     pub(crate) async fn image_for_create(

@@ -240,6 +240,11 @@ impl Engine {
         });
     }
 
+    /// The names of the drivers this daemon runs.
+    pub fn driver_names(&self) -> Vec<String> {
+        self.inner.drivers.keys().cloned().collect()
+    }
+
     pub(crate) fn driver(&self, name: &str) -> Result<Arc<dyn Driver>> {
         self.inner.drivers.get(name).cloned().ok_or_else(|| {
             Error::invalid(

@@ -36,6 +36,18 @@ pub(crate) fn merge_env(base: &[String], overrides: &[String]) -> Result<Vec<Str
     Ok(out)
 }
 
+/// Whether `s` is a kernel CPU or memory-node list: numbers and `a-b` ranges, comma-separated.
+fn is_cpu_list(s: &str) -> bool {
+    let number = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    !s.is_empty()
+        && s.split(',').all(|part| match part.split_once('-') {
+            Some((a, b)) => {
+                number(a) && number(b) && a.parse::<u32>().ok() <= b.parse::<u32>().ok()
+            }
+            None => number(part),
+        })
+}
+
 /// Checks limits as Docker does (memory at least 6 MiB, CPUs within what the host has, PIDs positive or -1).
 pub(crate) fn validate_resources(r: &Resources) -> Result<()> {
     if let Some(m) = r.memory_bytes
@@ -56,6 +68,27 @@ pub(crate) fn validate_resources(r: &Resources) -> Result<()> {
                 format!(
                     "range of CPUs is from 0.01 to {host}.00, as there are only {host} CPUs available"
                 ),
+            ));
+        }
+    }
+    if let Some(s) = r.cpu_shares
+        && !(2..=262_144).contains(&s)
+    {
+        return Err(Error::invalid(
+            "cpu_shares",
+            format!("CPU shares must be between 2 and 262144 (got {s})"),
+        ));
+    }
+    for (field, set) in [
+        ("cpuset_cpus", &r.cpuset_cpus),
+        ("cpuset_mems", &r.cpuset_mems),
+    ] {
+        if let Some(set) = set
+            && !is_cpu_list(set)
+        {
+            return Err(Error::invalid(
+                field,
+                format!("{set:?} is not a list of numbers and ranges like 0-3,6"),
             ));
         }
     }
@@ -95,6 +128,7 @@ fn parse_security(req: &ContainerCreate) -> Result<SecurityConfig> {
         no_new_privileges: true,
         readonly_rootfs: req.read_only,
         group_add: check_groups(&req.group_add)?,
+        groups_policy: req.groups_policy,
         masked_paths: check_paths("masked_paths", &req.masked_paths)?,
         readonly_paths: check_paths("readonly_paths", &req.readonly_paths)?,
         sysctls: check_sysctls(&req.sysctls, req.network.mode() == "host")?,
@@ -534,6 +568,39 @@ mod tests {
     }
 
     #[test]
+    fn cpu_weights_and_sets_are_checked() {
+        let ok = Resources {
+            cpu_shares: Some(512),
+            cpuset_cpus: Some("0-1,3".into()),
+            cpuset_mems: Some("0".into()),
+            ..Default::default()
+        };
+        assert!(validate_resources(&ok).is_ok());
+        let bad_shares = Resources {
+            cpu_shares: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            validate_resources(&bad_shares)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("cpu_shares")
+        );
+        for set in ["", "0-", "3-1", "a", "0,,1"] {
+            let r = Resources {
+                cpuset_cpus: Some(set.into()),
+                ..Default::default()
+            };
+            assert_eq!(
+                validate_resources(&r).unwrap_err().field.as_deref(),
+                Some("cpuset_cpus"),
+                "{set:?}"
+            );
+        }
+    }
+
+    #[test]
     fn entrypoint_and_cmd_like_docker() {
         let img = image(&["/entry"], &["default"]);
         let c = container_config(&req("x"), "id", "n", &img).unwrap();
@@ -633,6 +700,7 @@ mod tests {
                 nano_cpus: Some(500_000_000),
                 pids_limit: Some(-1),
                 shm_size_bytes: Some(128 << 20),
+                ..Default::default()
             })
             .is_ok()
         );

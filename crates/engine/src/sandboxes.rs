@@ -63,7 +63,9 @@ impl Engine {
         let driver = self.driver(&driver_name)?;
         let caps = driver.capabilities();
         caps.require_mode(driver.name(), husk_core::Mode::Sandbox)?;
-        if req.share_pid {
+        // In the host's PID namespace the containers share that one.
+        let share_pid = req.share_pid && !req.host_pid;
+        if share_pid {
             caps.require(driver.name(), "a shared PID namespace", caps.pid_sharing)?;
         }
         if !req.volumes.is_empty() {
@@ -78,7 +80,9 @@ impl Engine {
                 id: husk_core::new_id(),
                 name,
                 hostname,
-                share_pid: req.share_pid,
+                share_pid,
+                host_pid: req.host_pid,
+                host_ipc: req.host_ipc,
                 network: req.network,
                 resources: req.resources,
                 labels: req.labels,
@@ -150,6 +154,50 @@ impl Engine {
             self.inner.store.update(&sb)?;
         }
         Ok(())
+    }
+
+    /// Connects to TCP `port` of a ready sandbox (the CRI's PortForward): the pod's localhost where its driver
+    /// keeps one in a network namespace the host can enter, else its address.
+    pub async fn connect_sandbox_port(
+        &self,
+        key: &str,
+        port: u16,
+    ) -> Result<tokio::net::TcpStream> {
+        let sb = self.sandbox(key)?;
+        if sb.status != "ready" {
+            return Err(husk_core::Error::conflict(format!(
+                "sandbox {} is {}, not ready: its ports cannot be reached",
+                sb.config.id, sb.status
+            )));
+        }
+        let target = self.driver(&sb.driver)?.port_forward_target(&sb)?;
+        let timeout = std::time::Duration::from_secs(10);
+        match target {
+            husk_core::PortForwardTarget::Loopback { netns } => {
+                let stream = tokio::task::spawn_blocking(move || {
+                    husk_net::netns::connect_loopback(netns.as_deref(), port, timeout)
+                })
+                .await
+                .map_err(|e| husk_core::Error::internal(format!("port connection task: {e}")))??;
+                stream
+                    .set_nonblocking(true)
+                    .map_err(|e| husk_core::Error::io("make a socket non-blocking", e))?;
+                tokio::net::TcpStream::from_std(stream)
+                    .map_err(|e| husk_core::Error::io("register a connected socket", e))
+            }
+            husk_core::PortForwardTarget::Address(ip) => {
+                let addr = std::net::SocketAddr::new(ip, port);
+                tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| {
+                        husk_core::Error::timeout(format!(
+                            "connect to {addr} of sandbox {}",
+                            sb.config.id
+                        ))
+                    })?
+                    .map_err(|e| husk_core::Error::io(format!("connect to {addr}"), e))
+            }
+        }
     }
 
     /// Removes a sandbox; with `force`, its containers first, else only when it has none.

@@ -52,6 +52,9 @@ pub struct DaemonConfig {
     /// The Kubernetes CRI socket (default: `cri.sock` in the run root, `/run/husk/cri.sock`); `""` turns the
     /// CRI off.
     pub cri_socket: Option<PathBuf>,
+    /// `HOST:PORT` of the CRI's streaming server (Exec, Attach, PortForward URLs); default `127.0.0.1:0`,
+    /// loopback on a free port.
+    pub cri_stream_address: String,
     /// `[cri]`: the CRI's registry mirrors.
     pub cri: CriSettings,
 }
@@ -62,6 +65,16 @@ pub struct DaemonConfig {
 pub struct CriSettings {
     /// `[cri.registry]`.
     pub registry: CriRegistrySettings,
+    /// `[cri.runtimes.NAME] driver = "vm"`: runtime handlers (a RuntimeClass's `handler`) and their drivers.
+    pub runtimes: std::collections::BTreeMap<String, CriRuntime>,
+}
+
+/// One runtime handler.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriRuntime {
+    /// The driver its pods run on: `linux`, `vm` or `docker`.
+    pub driver: String,
 }
 
 /// `[cri.registry]`: where images of each registry are fetched from.
@@ -339,6 +352,7 @@ impl Default for DaemonConfig {
             docker: DockerSettings::default(),
             listen: String::new(),
             cri_socket: None,
+            cri_stream_address: husk_cri::DEFAULT_STREAM_ADDRESS.into(),
             cri: CriSettings::default(),
             auth: "keystone".into(),
             images: ImageSettings::default(),
@@ -416,6 +430,20 @@ impl DaemonConfig {
         }
         if !config.drivers.contains(&config.driver) {
             config.drivers.insert(0, config.driver.clone());
+        }
+        for (name, runtime) in &config.cri.runtimes {
+            if name.is_empty() {
+                bail!(
+                    "[cri.runtimes.\"\"]: the empty handler is the default driver's (set `driver`)"
+                );
+            }
+            if !config.drivers.contains(&runtime.driver) {
+                bail!(
+                    "[cri.runtimes.{name}] driver = {:?}: this daemon runs {} (add it to `drivers`)",
+                    runtime.driver,
+                    config.drivers.join(", ")
+                );
+            }
         }
         Ok(config)
     }
@@ -696,8 +724,18 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
             let shutdown = wait_stop();
             let engine = engine.clone();
             tracing::info!(socket = %socket.display(), "CRI listening");
+            let options = husk_cri::CriOptions {
+                socket: socket.clone(),
+                stream_address: config.cri_stream_address.clone(),
+                handlers: config
+                    .cri
+                    .runtimes
+                    .iter()
+                    .map(|(name, r)| (name.clone(), r.driver.clone()))
+                    .collect(),
+            };
             Some(tokio::spawn(async move {
-                if let Err(e) = husk_cri::serve(engine, &socket, shutdown).await {
+                if let Err(e) = husk_cri::serve(engine, &options, shutdown).await {
                     tracing::error!("{}", e.message);
                 }
                 let _ = std::fs::remove_file(&socket);

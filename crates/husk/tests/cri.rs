@@ -536,3 +536,317 @@ async fn bad_requests_get_clear_statuses_and_change_nothing() {
     .unwrap();
     d.assert_no_leftovers();
 }
+
+/// Runs `cmd` in `container` through ExecSync; returns its stdout, failing on a non-zero exit.
+async fn exec_ok(rt: &mut RuntimeServiceClient<Channel>, container: &str, cmd: &[&str]) -> String {
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: container.into(),
+            cmd: cmd.iter().map(|a| a.to_string()).collect(),
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.exit_code,
+        0,
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    String::from_utf8_lossy(&r.stdout).into_owned()
+}
+
+/// Creates and starts a container of `pod`.
+async fn started(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    config: cri::ContainerConfig,
+) -> String {
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    id
+}
+
+async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, config: cri::PodSandboxConfig) -> String {
+    rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .pod_sandbox_id
+}
+
+/// A segment of System V shared memory on the host, removed on drop.
+struct HostShm(i32);
+
+impl HostShm {
+    fn new() -> HostShm {
+        // SAFETY: shmget with IPC_PRIVATE makes a new segment; no memory is touched.
+        let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
+        assert!(id >= 0, "shmget: {}", std::io::Error::last_os_error());
+        HostShm(id)
+    }
+}
+
+impl Drop for HostShm {
+    fn drop(&mut self) {
+        // SAFETY: IPC_RMID on the segment we made; a null buffer is allowed for IPC_RMID.
+        unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
+}
+
+/// Whether the System V shared memory segment `id` is listed in `/proc/sysvipc/shm` text.
+fn lists_segment(text: &str, id: i32) -> bool {
+    text.lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(&id.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_in_the_hosts_pid_and_ipc_namespaces_sees_the_hosts_processes_and_ipc() {
+    let d = Daemon::start(&[]);
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let mut host_sleep = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .expect("start sleep on the host");
+    let segment = HostShm::new();
+    let shm_file = format!("/dev/shm/husk-cri-test-{}", std::process::id());
+    std::fs::write(&shm_file, "from the host").unwrap();
+
+    let mut config = pod_config("hostns");
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Node as i32,
+                ipc: cri::NamespaceMode::Node as i32,
+                network: cri::NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = run_pod(&mut rt, config).await;
+    let options = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .linux
+        .unwrap()
+        .namespaces
+        .unwrap()
+        .options
+        .unwrap();
+    assert_eq!(
+        (options.pid, options.ipc, options.network),
+        (
+            cri::NamespaceMode::Node as i32,
+            cri::NamespaceMode::Node as i32,
+            cri::NamespaceMode::Pod as i32
+        )
+    );
+    let c = started(&mut rt, &pod, container_config("c", &["sleep", "1000"])).await;
+
+    // The host's namespaces, by their files' targets; the pod's own network.
+    let host_ns = |kind: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    for kind in ["pid", "ipc"] {
+        let inside = exec_ok(&mut rt, &c, &["readlink", &format!("/proc/self/ns/{kind}")]).await;
+        assert_eq!(inside.trim(), host_ns(kind), "{kind}");
+    }
+    let net = exec_ok(&mut rt, &c, &["readlink", "/proc/self/ns/net"]).await;
+    assert_ne!(net.trim(), host_ns("net"));
+    // A process the test started, by its host PID; the host's shared memory, both System V and POSIX.
+    let cmdline = exec_ok(
+        &mut rt,
+        &c,
+        &["cat", &format!("/proc/{}/cmdline", host_sleep.id())],
+    )
+    .await;
+    assert_eq!(cmdline, "sleep\u{0}1000\u{0}");
+    let shm = exec_ok(&mut rt, &c, &["cat", "/proc/sysvipc/shm"]).await;
+    assert!(lists_segment(&shm, segment.0), "{shm}");
+    let file = exec_ok(&mut rt, &c, &["cat", &shm_file]).await;
+    assert_eq!(file, "from the host");
+
+    // A pod of its own namespaces sees none of it.
+    let own = run_pod(&mut rt, pod_config("ownns")).await;
+    let o = started(&mut rt, &own, container_config("o", &["sleep", "1000"])).await;
+    for kind in ["pid", "ipc"] {
+        let inside = exec_ok(&mut rt, &o, &["readlink", &format!("/proc/self/ns/{kind}")]).await;
+        assert_ne!(inside.trim(), host_ns(kind), "{kind}");
+    }
+    let shm = exec_ok(&mut rt, &o, &["cat", "/proc/sysvipc/shm"]).await;
+    assert!(!lists_segment(&shm, segment.0), "{shm}");
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: o.clone(),
+            cmd: vec!["cat".into(), shm_file.clone()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(r.exit_code, 0, "the pod's /dev/shm is its own");
+
+    for p in [&pod, &own] {
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: p.to_string(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: p.to_string(),
+        })
+        .await
+        .unwrap();
+    }
+    // The host's process and files are untouched by the pod's end.
+    assert!(
+        host_sleep.try_wait().unwrap().is_none(),
+        "the host's sleep was killed"
+    );
+    assert_eq!(std::fs::read_to_string(&shm_file).unwrap(), "from the host");
+    let _ = host_sleep.kill();
+    let _ = host_sleep.wait();
+    let _ = std::fs::remove_file(&shm_file);
+    d.assert_no_leftovers();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supplemental_groups_policy_strict_leaves_out_the_images_groups() {
+    let d = Daemon::start(&[]);
+    // An image whose user 1000 belongs to group 50000 in its /etc/group.
+    d.husk(&[
+        "run",
+        "--name",
+        "groups",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo app:x:1000:1000::/:/bin/sh >> /etc/passwd && \
+         printf 'app:x:1000:\\nextra:x:50000:app\\n' >> /etc/group",
+    ])
+    .ok();
+    d.husk(&["commit", "groups", "test/groups:1"]).ok();
+    d.husk(&["rm", "groups"]).ok();
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let status = rt
+        .status(cri::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.features.unwrap().supplemental_groups_policy);
+
+    // Each container in its own PID namespace, where its first process is PID 1.
+    let mut config = pod_config("groups");
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Container as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = run_pod(&mut rt, config).await;
+    for (policy, want) in [
+        (
+            cri::SupplementalGroupsPolicy::Merge,
+            vec![1000, 1234, 50000],
+        ),
+        (cri::SupplementalGroupsPolicy::Strict, vec![1000, 1234]),
+    ] {
+        let mut config =
+            container_config(&format!("{policy:?}").to_lowercase(), &["sleep", "1000"]);
+        config.image = Some(cri::ImageSpec {
+            image: "test/groups:1".into(),
+            ..Default::default()
+        });
+        config.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                run_as_user: Some(cri::Int64Value { value: 1000 }),
+                supplemental_groups: vec![1234],
+                supplemental_groups_policy: policy as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let c = started(&mut rt, &pod, config).await;
+        let text = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(" ");
+        // What the first process runs with, and an exec.
+        let proc_status = exec_ok(&mut rt, &c, &["cat", "/proc/1/status"]).await;
+        let line = |key: &str| {
+            proc_status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        assert_eq!(line("Groups:"), text(&want), "{policy:?}");
+        assert_eq!(line("Uid:"), "1000 1000 1000 1000", "{policy:?}");
+        assert_eq!(line("Gid:"), "1000 1000 1000 1000", "{policy:?}");
+        let id = exec_ok(&mut rt, &c, &["id", "-G"]).await;
+        assert_eq!(id.trim(), text(&want), "{policy:?}");
+        // The status tells the same.
+        let user = rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: c.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+            .user
+            .and_then(|u| u.linux)
+            .expect("the status has the user");
+        let mut groups = user.supplemental_groups.clone();
+        groups.sort_unstable();
+        assert_eq!(
+            (user.uid, user.gid, groups),
+            (1000, 1000, want),
+            "{policy:?}"
+        );
+    }
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    d.assert_no_leftovers();
+}

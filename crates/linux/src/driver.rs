@@ -20,8 +20,8 @@ use husk_core::stdio::BoxStdio;
 use husk_core::{
     ArchiveReader, Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver,
     DriverInfo, Error, ErrorKind, ExitStatus, ExtractOptions, LogOptions, LogStream, NetworkConfig,
-    NetworkStatus, ObservedState, PathStat, ProcessConfig, Result, RootfsLayers, SandboxConfig,
-    SandboxRecord, SandboxRuntime, Stats, Top,
+    NetworkStatus, ObservedState, PathStat, ProcessConfig, ProcessUser, Result, RootfsLayers,
+    SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
 };
 use nix::mount::{MntFlags, MsFlags};
 use serde_json::json;
@@ -329,18 +329,27 @@ impl LinuxDriver {
         husk_fs::mount_rootfs(layers, &dir.join("upper"), &dir.join("work"), &target)
     }
 
-    /// Pins namespaces for `owner` (a sandbox or a standalone container) in `ns_dir`, connects its network
-    /// and writes its name files. On failure nothing is left.
+    /// Pins namespaces for `owner` (a sandbox or a standalone container) in `ns_dir` (no IPC namespace with
+    /// `host_ipc`: the host's is used), connects its network and writes its name files. On failure nothing is
+    /// left.
     async fn make_identity(
         &self,
         owner: &str,
         ns_dir: &Path,
         hostname: &str,
         network: &NetworkConfig,
+        host_ipc: bool,
     ) -> Result<Identity> {
         let networks = self.config.networks.clone();
         let host = networks.mode_of(network) == husk_net::Mode::Host;
-        let pinned = namespaces::create_pinned(ns_dir, hostname, !host)?;
+        let mut kinds = vec!["uts"];
+        if !host {
+            kinds.push("net");
+        }
+        if !host_ipc {
+            kinds.push("ipc");
+        }
+        let pinned = namespaces::create_pinned(ns_dir, hostname, &kinds)?;
         let (owner_id, netns, net, host_name) = (
             owner.to_string(),
             pinned
@@ -434,6 +443,7 @@ impl LinuxDriver {
                 ))
             })
         };
+        let (host_pid, host_ipc) = (sandbox.config.host_pid, sandbox.config.host_ipc);
         let plan = NamespacePlan {
             net: if host_network {
                 None
@@ -441,15 +451,22 @@ impl LinuxDriver {
                 Some(need("net")?)
             },
             host_network,
-            ipc: Some(need("ipc")?),
+            ipc: if host_ipc { None } else { Some(need("ipc")?) },
             uts: Some(need("uts")?),
-            pid: if sandbox.config.share_pid {
+            pid: if sandbox.config.share_pid && !host_pid {
                 Some(need("pid")?)
             } else {
                 None
             },
+            host_pid,
+            host_ipc,
         };
-        let shm = self.sandbox_run_dir(&sandbox.config.id).join("shm");
+        // POSIX shared memory goes with the IPC namespace: the host's /dev/shm with the host's.
+        let shm = if host_ipc {
+            PathBuf::from("/dev/shm")
+        } else {
+            self.sandbox_run_dir(&sandbox.config.id).join("shm")
+        };
         let files = self.config.networks.files(&sandbox.config.id)?;
         Ok((plan, etc_mounts(&files), Some(shm)))
     }
@@ -499,7 +516,13 @@ impl LinuxDriver {
             &self.rootfs(id),
             &config.process.user,
             &config.security.group_add,
+            config.security.groups_policy,
         )?;
+        let process_user = ProcessUser {
+            uid: resolved_user.uid,
+            gid: resolved_user.gid,
+            groups: resolved_user.additional_gids.clone(),
+        };
         let (plan, etc_files, shm, network) = match sandbox {
             Some(sb) => {
                 let (plan, files, shm) = self.namespace_plan(sb)?;
@@ -510,7 +533,7 @@ impl LinuxDriver {
                 // container (its address and hostname stay) and are removed with it.
                 let ns_dir = self.ctr_run_dir(id).join("ns");
                 let identity = self
-                    .make_identity(id, &ns_dir, &hostname_for(config), &config.network)
+                    .make_identity(id, &ns_dir, &hostname_for(config), &config.network, false)
                     .await?;
                 let host_network = !identity.pinned.contains_key("net");
                 let plan = NamespacePlan {
@@ -518,7 +541,7 @@ impl LinuxDriver {
                     host_network,
                     ipc: identity.pinned.get("ipc").cloned(),
                     uts: identity.pinned.get("uts").cloned(),
-                    pid: None,
+                    ..Default::default()
                 };
                 (
                     plan,
@@ -565,6 +588,7 @@ impl LinuxDriver {
             pid,
             driver_data: json!({"cgroup": self.cgroup_path(id), "rootfs": rootfs}),
             network,
+            user: Some(process_user),
         })
     }
 
@@ -636,6 +660,7 @@ impl LinuxDriver {
             &self.rootfs(id),
             &process.user,
             &container.config.security.group_add,
+            container.config.security.groups_policy,
         )?;
         let input = SpecInput {
             config: &container.config,
@@ -860,7 +885,13 @@ impl Driver for LinuxDriver {
         let ns_dir = run_dir.join("ns");
         let result: Result<SandboxRuntime> = async {
             let identity = self
-                .make_identity(&config.id, &ns_dir, &config.hostname, &config.network)
+                .make_identity(
+                    &config.id,
+                    &ns_dir,
+                    &config.hostname,
+                    &config.network,
+                    config.host_ipc,
+                )
                 .await?;
             let pinned = identity.pinned;
             let mut runtime = SandboxRuntime {
@@ -873,21 +904,24 @@ impl Driver for LinuxDriver {
             };
             let shm = run_dir.join("shm");
             mkdir(&shm)?;
-            nix::mount::mount(
-                Some("shm"),
-                &shm,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some(
-                    format!(
-                        "mode=1777,size={}",
-                        husk_container::spec::shm_size_bytes(&config.resources)
-                    )
-                    .as_str(),
-                ),
-            )
-            .map_err(|e| Error::backend(format!("mount the sandbox's /dev/shm: {e}")))?;
-            if config.share_pid {
+            // In the host's IPC namespace the containers bind the host's /dev/shm instead.
+            if !config.host_ipc {
+                nix::mount::mount(
+                    Some("shm"),
+                    &shm,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    Some(
+                        format!(
+                            "mode=1777,size={}",
+                            husk_container::spec::shm_size_bytes(&config.resources)
+                        )
+                        .as_str(),
+                    ),
+                )
+                .map_err(|e| Error::backend(format!("mount the sandbox's /dev/shm: {e}")))?;
+            }
+            if config.share_pid && !config.host_pid {
                 // A sandbox on the host's network pins no network namespace: the pause stays in the host's.
                 let join: Vec<PathBuf> = ["net", "ipc", "uts"]
                     .iter()
@@ -961,7 +995,10 @@ impl Driver for LinuxDriver {
 
     async fn sandbox_alive(&self, sandbox: &SandboxRecord) -> Result<bool> {
         let ns = self.sandbox_run_dir(&sandbox.config.id).join("ns");
-        Ok(namespaces::is_pinned(&ns.join("ipc")) && namespaces::is_pinned(&ns.join("uts")))
+        Ok(
+            (sandbox.config.host_ipc || namespaces::is_pinned(&ns.join("ipc")))
+                && namespaces::is_pinned(&ns.join("uts")),
+        )
     }
 
     async fn create_container(
@@ -1010,6 +1047,7 @@ impl Driver for LinuxDriver {
             pid: r.pid.unwrap_or(0),
             driver_data: container.runtime.driver_data.clone(),
             network: container.runtime.network.clone(),
+            user: container.runtime.user.clone(),
         })
     }
 

@@ -1,6 +1,6 @@
 //! The few kernel calls husk makes itself: bringing `lo` up inside a sandbox's network namespace (cheaper than
-//! starting the `loopback` plugin, a ~3 ms process, for a single interface flag), and deleting a bridge when its
-//! network is removed.
+//! starting the `loopback` plugin, a ~3 ms process, for a single interface flag), deleting a bridge when its
+//! network is removed, and connecting to a port on a sandbox's loopback (port forwarding).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -29,6 +29,44 @@ pub fn loopback_up(netns: &Path) -> Result<()> {
     })
     .join()
     .map_err(|_| Error::internal("the thread bringing lo up panicked"))?
+}
+
+/// Connects to TCP `port` on the loopback (`127.0.0.1`, then `::1`) of the network namespace at `netns`, or of
+/// the host when `None`, giving up after `timeout` per address.
+///
+/// A socket belongs to the namespace it was made in, so the connection is made on a short-lived thread that
+/// entered the namespace and exits afterwards; the connected socket then serves the caller from any thread.
+pub fn connect_loopback(
+    netns: Option<&Path>,
+    port: u16,
+    timeout: std::time::Duration,
+) -> Result<std::net::TcpStream> {
+    let ns = match netns {
+        Some(p) => Some(
+            File::open(p)
+                .map_err(|e| Error::io(format!("open network namespace {}", p.display()), e))?,
+        ),
+        None => None,
+    };
+    let shown = netns.map_or_else(|| "the host".to_string(), |p| p.display().to_string());
+    std::thread::spawn(move || -> Result<std::net::TcpStream> {
+        if let Some(ns) = &ns {
+            // SAFETY: setns with a descriptor we own for a network namespace file; it only affects this thread.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(Error::io(
+                    format!("enter network namespace {shown}"),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+        std::net::TcpStream::connect_timeout(&v4, timeout)
+            .or_else(|first| std::net::TcpStream::connect_timeout(&v6, timeout).map_err(|_| first))
+            .map_err(|e| Error::io(format!("connect to port {port} on localhost in {shown}"), e))
+    })
+    .join()
+    .map_err(|_| Error::internal("the thread connecting to a sandbox's port panicked"))?
 }
 
 /// Deletes the Linux bridge `name` from the host's namespace; absent is fine.

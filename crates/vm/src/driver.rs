@@ -679,6 +679,7 @@ impl VmDriver {
             pid: 0,
             driver_data: json!({ "vm": vm_name }),
             network: None,
+            user: None,
         })
     }
 
@@ -752,6 +753,23 @@ fn publish_name_files(files: &husk_net::SandboxFiles, share: &Path) -> Result<()
     ] {
         std::fs::copy(src, dir.join(name))
             .context(format!("copy {} into the VM's share", src.display()))?;
+    }
+    Ok(())
+}
+
+/// A VM has its own kernel: its containers cannot run in the host's PID or IPC namespace.
+fn refuse_host_namespaces(config: &SandboxConfig) -> Result<()> {
+    for (asked, field, what) in [
+        (config.host_pid, "host_pid", "PID"),
+        (config.host_ipc, "host_ipc", "IPC"),
+    ] {
+        if asked {
+            return Err(Error::unsupported(format!(
+                "{field}: driver vm runs sandbox {} in a VM with its own kernel, so its containers cannot use the \
+                 host's {what} namespace; use the linux driver for such a sandbox",
+                config.name
+            )));
+        }
     }
     Ok(())
 }
@@ -975,6 +993,7 @@ impl Driver for VmDriver {
     }
 
     async fn create_sandbox(&self, config: &SandboxConfig) -> Result<SandboxRuntime> {
+        refuse_host_namespaces(config)?;
         let (h, attached) = self
             .boot(
                 &config.id,
@@ -1053,6 +1072,7 @@ impl Driver for VmDriver {
             pid: 0,
             driver_data: json!({ "vm": vm, "guest_pid": pid }),
             network: None,
+            user: None,
         })
     }
 
@@ -1179,6 +1199,23 @@ impl Driver for VmDriver {
         let (attached, id) = (self.attached.clone(), container.id().to_string());
         attached.begin(&id);
         Ok(bridge(tx, rx, move || attached.end(&id)))
+    }
+
+    /// The guest's own loopback is out of the host's reach: ports are reached at the guest's address.
+    fn port_forward_target(&self, sandbox: &SandboxRecord) -> Result<husk_core::PortForwardTarget> {
+        let address = sandbox
+            .runtime
+            .network
+            .as_ref()
+            .and_then(|n| n.addresses.first())
+            .and_then(|a| a.split('/').next()?.parse().ok())
+            .ok_or_else(|| {
+                Error::unsupported(format!(
+                    "sandbox {} is a VM without a network address: its ports cannot be reached",
+                    sandbox.config.id
+                ))
+            })?;
+        Ok(husk_core::PortForwardTarget::Address(address))
     }
 
     async fn resize(&self, container: &ContainerRecord, rows: u16, cols: u16) -> Result<()> {
@@ -1350,6 +1387,22 @@ impl Driver for VmDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_namespaces_are_refused_by_name() {
+        let mut config = SandboxConfig {
+            name: "pod".into(),
+            ..Default::default()
+        };
+        assert!(refuse_host_namespaces(&config).is_ok());
+        config.host_ipc = true;
+        let e = refuse_host_namespaces(&config).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        assert!(e.message.starts_with("host_ipc:"), "{}", e.message);
+        config.host_pid = true;
+        let e = refuse_host_namespaces(&config).unwrap_err();
+        assert!(e.message.starts_with("host_pid:"), "{}", e.message);
+    }
 
     #[test]
     fn log_filters() {

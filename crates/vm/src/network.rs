@@ -92,7 +92,11 @@ pub fn attach(
         }
         husk_net::Mode::Cni(_) => {}
     }
-    let pinned = husk_container::namespaces::create_pinned(ns_dir, hostname, true)?;
+    let pinned = husk_container::namespaces::create_pinned(
+        ns_dir,
+        hostname,
+        husk_container::namespaces::PINNED_KINDS,
+    )?;
     let netns = pinned
         .get("net")
         .cloned()

@@ -904,8 +904,7 @@ mod tests {
         let r = husk_core::Resources {
             memory_bytes: Some(128 << 20),
             nano_cpus: Some(1_500_000_000),
-            pids_limit: None,
-            shm_size_bytes: None,
+            ..Default::default()
         };
         assert_eq!(vm_size(&r, 8), (128 + GUEST_OVERHEAD_MIB, 2));
         assert_eq!(

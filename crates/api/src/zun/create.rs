@@ -604,8 +604,7 @@ pub fn translate(
         resources: Resources {
             memory_bytes: Some(memory << 20),
             nano_cpus: Some((cpu * 1e9).round() as i64),
-            pids_limit: None,
-            shm_size_bytes: None,
+            ..Default::default()
         },
         restart_policy: restart,
         auto_remove,

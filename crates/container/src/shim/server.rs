@@ -738,11 +738,13 @@ fn spawn_writer(
     })
 }
 
-/// Forwards the client's frames to a process: stdin bytes, end of input, terminal size.
+/// Forwards the client's frames to a process: stdin bytes, end of input, terminal size. With `shared`, the
+/// end of input also closes that shared stdin (an attach to a main process without a terminal).
 async fn forward_input(
     mut reader: ConnReader,
     stdin: RefCell<Option<Rc<Fd>>>,
     terminal: Option<Rc<Fd>>,
+    shared: Option<Rc<Shim>>,
 ) {
     while let Ok(Some(frame)) = read_frame(&mut reader).await {
         match frame {
@@ -756,6 +758,9 @@ async fn forward_input(
             }
             Frame::CloseStdin => {
                 *stdin.borrow_mut() = None;
+                if let Some(shim) = &shared {
+                    *shim.stdin.borrow_mut() = None;
+                }
             }
             Frame::Resize { rows, cols } => {
                 if let Some(t) = &terminal {
@@ -785,8 +790,9 @@ async fn attach(shim: &Rc<Shim>, reader: ConnReader, mut writer: OwnedWriteHalf,
         let terminal = shim.terminal.borrow().clone();
         let shim2 = shim.clone();
         let input = RefCell::new(shared);
+        let closer = terminal.is_none().then(|| shim.clone());
         let forward = async move {
-            forward_input(reader, input, terminal).await;
+            forward_input(reader, input, terminal, closer).await;
         };
         tokio::select! {
             _ = forward => {
@@ -900,7 +906,12 @@ async fn exec(
         },
     };
     drop(sink);
-    let input = tokio::task::spawn_local(forward_input(reader, RefCell::new(stdin_fd), terminal));
+    let input = tokio::task::spawn_local(forward_input(
+        reader,
+        RefCell::new(stdin_fd),
+        terminal,
+        None,
+    ));
     let mut exit_rx = exit_rx;
     let code = match deadline_ms {
         None => exit_rx.await.unwrap_or(255),

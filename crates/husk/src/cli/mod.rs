@@ -620,7 +620,7 @@ fn limits(memory: Option<&str>, cpus: Option<&str>, pids_limit: Option<i64>) -> 
             .transpose()?,
         nano_cpus: cpus.map(units::parse_cpus).transpose()?,
         pids_limit,
-        shm_size_bytes: None,
+        ..Default::default()
     })
 }
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cri;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -456,6 +458,15 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // A failed test shows what the daemon said (its directory goes with it).
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- last lines of the daemon's log ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         // Remove everything this daemon made even when the test failed: containers, sandboxes, then the daemon.
         if self.child.is_some() {
             if let Ok(list) = std::process::Command::new(husk_bin())

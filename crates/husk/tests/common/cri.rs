@@ -1,0 +1,98 @@
+//! What the CRI tests share: a tonic channel to a daemon's CRI socket, pod and container configs as kubelet
+//! sends them, and a pod with one running container.
+
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{Daemon, IMAGE};
+
+/// A channel to the daemon's CRI socket (waiting for it to appear).
+pub async fn channel(d: &Daemon) -> Channel {
+    let socket = d.run_root.join("cri.sock");
+    assert!(
+        Daemon::eventually(Duration::from_secs(10), || socket.exists()),
+        "no CRI socket at {}",
+        socket.display()
+    );
+    Endpoint::from_static("http://husk-cri")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to the CRI socket")
+}
+
+/// A pod's config with metadata, hostname, a label and an annotation.
+pub fn pod_config(name: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        labels: [("app".to_string(), name.to_string())].into(),
+        annotations: [("note".to_string(), "kept".to_string())].into(),
+        ..Default::default()
+    }
+}
+
+/// A container's config running `args` from the test image.
+pub fn container_config(name: &str, args: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: IMAGE.into(),
+            ..Default::default()
+        }),
+        command: args.iter().map(|a| a.to_string()).collect(),
+        labels: [("role".to_string(), name.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+/// Runs a pod `pod` and starts one container made from `config` in it; returns (pod id, container id).
+pub async fn run_pod_with(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    config: cri::ContainerConfig,
+) -> (String, String) {
+    let pod_id = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config(pod)),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod_config(pod)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    (pod_id, id)
+}

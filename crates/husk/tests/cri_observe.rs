@@ -1,0 +1,438 @@
+//! What kubelet reads and sets on a node's pods through the CRI: pod stats, metrics, the container event
+//! stream, limits and their updates, pulls with a pull secret, runtime handlers from the config, and the clear
+//! refusal of checkpoints where CRIU cannot run.
+
+mod common;
+#[path = "common/registry.rs"]
+#[allow(dead_code)] // shared with images.rs, which uses all of it
+mod registry;
+
+use std::time::Duration;
+
+use common::Daemon;
+use common::cri::{channel, container_config, run_pod_with};
+use futures::StreamExt;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_stats_metrics_and_events_follow_the_pods_life() {
+    let d = Daemon::start(&[]);
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    // The event stream is open before anything happens.
+    let mut events = rt
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A container that burns a little CPU and keeps some processes.
+    let (pod, busy) = run_pod_with(
+        &mut rt,
+        "observed",
+        container_config(
+            "busy",
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 600",
+            ],
+        ),
+    )
+    .await;
+
+    let mut seen = Vec::new();
+    let wanted = [
+        cri::ContainerEventType::ContainerCreatedEvent as i32,
+        cri::ContainerEventType::ContainerStartedEvent as i32,
+    ];
+    let collect = async {
+        while !wanted.iter().all(|w| seen.contains(w)) {
+            let e = events.next().await.expect("events go on").unwrap();
+            assert_eq!(e.container_id, busy);
+            assert!(e.created_at > 0);
+            assert_eq!(
+                e.pod_sandbox_status.as_ref().map(|s| s.id.as_str()),
+                Some(pod.as_str())
+            );
+            assert!(e.containers_statuses.iter().any(|s| s.id == busy));
+            seen.push(e.container_event_type);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), collect)
+        .await
+        .expect("created and started events came");
+
+    // Pod stats: the container's CPU time grows; processes are counted; the pod's attributes are kept.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let attributes = stats.attributes.unwrap();
+    assert_eq!(attributes.metadata.unwrap().name, "observed");
+    assert_eq!(attributes.labels["app"], "observed");
+    let linux = stats.linux.unwrap();
+    assert!(linux.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    assert!(linux.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    assert!(linux.process.unwrap().process_count.unwrap().value >= 1);
+    assert_eq!(linux.containers.len(), 1);
+    assert_eq!(linux.containers[0].attributes.as_ref().unwrap().id, busy);
+
+    let listed = rt
+        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+            filter: Some(cri::PodSandboxStatsFilter {
+                label_selector: [("app".to_string(), "observed".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
+    let none = rt
+        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+            filter: Some(cri::PodSandboxStatsFilter {
+                label_selector: [("app".to_string(), "other".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert!(none.is_empty());
+    let missing = rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    // Metrics: every descriptor's labels fit every metric, and the container is there.
+    let descriptors = rt
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .descriptors;
+    assert!(
+        descriptors
+            .iter()
+            .any(|d| d.name == "container_cpu_usage_seconds_total")
+    );
+    let metrics = rt
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    let ours = metrics.iter().find(|m| m.pod_sandbox_id == pod).unwrap();
+    let container = &ours.container_metrics[0];
+    assert_eq!(container.container_id, busy);
+    for m in &container.metrics {
+        let d = descriptors.iter().find(|d| d.name == m.name).unwrap();
+        assert_eq!(m.label_values.len(), d.label_keys.len(), "{}", m.name);
+    }
+    let memory = container
+        .metrics
+        .iter()
+        .find(|m| m.name == "container_memory_working_set_bytes")
+        .unwrap();
+    assert!(memory.value.unwrap().value > 0);
+
+    // A checkpoint is refused, saying why (no CRIU here, or CRIU that cannot run, or none driven by husk).
+    let refused = rt
+        .checkpoint_container(cri::CheckpointContainerRequest {
+            container_id: busy.clone(),
+            location: "/tmp/never.tar".into(),
+            timeout: 10,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused.code(),
+            tonic::Code::FailedPrecondition | tonic::Code::Unimplemented
+        ),
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("CRIU"), "{}", refused.message());
+    assert!(!std::path::Path::new("/tmp/never.tar").exists());
+
+    // Stopped and removed: the stream says so.
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: busy.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: busy.clone(),
+    })
+    .await
+    .unwrap();
+    let wanted = [
+        cri::ContainerEventType::ContainerStoppedEvent as i32,
+        cri::ContainerEventType::ContainerDeletedEvent as i32,
+    ];
+    let collect = async {
+        while !wanted.iter().all(|w| seen.contains(w)) {
+            let e = events.next().await.expect("events go on").unwrap();
+            assert_eq!(e.container_id, busy);
+            seen.push(e.container_event_type);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), collect)
+        .await
+        .expect("stopped and deleted events came");
+
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_limits_are_set_and_changed_through_the_cri() {
+    let d = Daemon::start(&[]);
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let mut config = container_config("limited", &["sleep", "600"]);
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            cpu_shares: 512,
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            memory_limit_in_bytes: 128 << 20,
+            cpuset_cpus: "0".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let (pod, id) = run_pod_with(&mut rt, "limits", config).await;
+    // The container's own cgroup is what it sees under /sys/fs/cgroup (v1 here; v2 names differ).
+    let reader = rt.clone();
+    let read = |file: &'static str| {
+        let mut rt = reader.clone();
+        let id = id.clone();
+        async move {
+            let cmd = format!(
+                "cat /sys/fs/cgroup/cpu/{file} /sys/fs/cgroup/cpuset/{file} /sys/fs/cgroup/memory/{file} 2>/dev/null"
+            );
+            let out = rt
+                .exec_sync(cri::ExecSyncRequest {
+                    container_id: id,
+                    cmd: vec!["sh".into(), "-c".into(), cmd],
+                    timeout: 10,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    };
+    if !std::path::Path::new("/sys/fs/cgroup/cpu").exists() {
+        eprintln!("cgroup v2 host: the v1 files this test reads are not there");
+        return;
+    }
+    assert_eq!(read("cpu.shares").await, "512");
+    assert_eq!(read("cpu.cfs_quota_us").await, "50000");
+    assert_eq!(read("cpuset.cpus").await, "0");
+    assert_eq!(
+        read("memory.limit_in_bytes").await,
+        (128u64 << 20).to_string()
+    );
+
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            cpu_shares: 256,
+            cpu_period: 100_000,
+            cpu_quota: 100_000,
+            memory_limit_in_bytes: 256 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(read("cpu.shares").await, "256");
+    assert_eq!(read("cpu.cfs_quota_us").await, "100000");
+    assert_eq!(
+        read("memory.limit_in_bytes").await,
+        (256u64 << 20).to_string()
+    );
+    let status = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let reported = status.resources.unwrap().linux.unwrap();
+    assert_eq!(
+        (
+            reported.cpu_shares,
+            reported.cpu_quota,
+            reported.memory_limit_in_bytes
+        ),
+        (256, 100_000, 256 << 20)
+    );
+    assert_eq!(reported.cpuset_cpus, "0", "what was not changed stays");
+
+    // A bad value changes nothing and names the field.
+    let bad = rt
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                cpuset_cpus: "zero".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("cpuset_cpus"), "{}", bad.message());
+    assert_eq!(read("cpu.shares").await, "256");
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_image_uses_the_requests_credentials() {
+    let registry = registry::Registry::start(Some(("cri-user", "s3cret")));
+    registry.push_archive(&common::busybox_archive(), "demo/private:1");
+    let reference = registry.reference("demo/private:1");
+    let d = Daemon::start_with(&[], "", false);
+    let mut img = k8s_cri::v1::image_service_client::ImageServiceClient::new(channel(&d).await);
+    let pull = |auth: Option<cri::AuthConfig>| cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: reference.clone(),
+            ..Default::default()
+        }),
+        auth,
+        sandbox_config: None,
+    };
+    let anonymous = img.pull_image(pull(None)).await.unwrap_err();
+    assert_ne!(anonymous.code(), tonic::Code::Ok);
+    let wrong = img
+        .pull_image(pull(Some(cri::AuthConfig {
+            username: "cri-user".into(),
+            password: "nope".into(),
+            ..Default::default()
+        })))
+        .await
+        .unwrap_err();
+    assert_ne!(wrong.code(), tonic::Code::Ok);
+    // kubelet sends an image pull secret as `auth`, base64 of user:password.
+    let pulled = img
+        .pull_image(pull(Some(cri::AuthConfig {
+            auth: "Y3JpLXVzZXI6czNjcmV0".into(),
+            ..Default::default()
+        })))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = img
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: reference.clone(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap();
+    assert_eq!(status.id, pulled.image_ref);
+    // Nothing was stored: the credentials were for that pull alone.
+    assert!(!d.root.join("images").join("auth.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_runtime_handlers_pick_the_driver() {
+    let d = Daemon::start_with(&[], "[cri.runtimes.fast]\ndriver = \"linux\"\n", true);
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let status = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = status
+        .runtime_handlers
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert!(names.contains(&"fast") && names.contains(&""), "{names:?}");
+
+    let mut config = common::cri::pod_config("handled");
+    config.metadata.as_mut().unwrap().uid = "uid-handled".into();
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "fast".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let status = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.runtime_handler, "fast");
+    let driver = d.husk(&["sandbox", "inspect", &pod]).ok();
+    assert!(driver.contains("\"linux\""), "{driver}");
+
+    config.metadata.as_mut().unwrap().uid = "uid-unknown".into();
+    let unknown = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
+    assert!(unknown.message().contains("nope"), "{}", unknown.message());
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1, "the refused pod left nothing");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+}
