@@ -328,15 +328,26 @@ impl Runtime {
         })
     }
 
-    /// The CRI containers of a pod.
-    fn pod_containers(&self, pod: &str) -> Result<Vec<ContainerRecord>, Status> {
-        Ok(self
+    /// Every pod the CRI made (sandboxes made by the CLI or Zun's API are not kubelet's).
+    fn cri_pods(&self) -> Result<Vec<SandboxRecord>, Status> {
+        let all = self.engine.list_sandboxes().map_err(|e| status_of(&e))?;
+        Ok(all.into_iter().filter(convert::is_pod).collect())
+    }
+
+    /// Every container the CRI made.
+    fn cri_containers(&self) -> Result<Vec<ContainerRecord>, Status> {
+        let all = self
             .engine
             .list_containers(true)
-            .map_err(|e| status_of(&e))?
-            .into_iter()
-            .filter(|c| convert::is_cri_container(c) && c.sandbox_id.as_deref() == Some(pod))
-            .collect())
+            .map_err(|e| status_of(&e))?;
+        Ok(all.into_iter().filter(convert::is_cri_container).collect())
+    }
+
+    /// The CRI containers of a pod.
+    fn pod_containers(&self, pod: &str) -> Result<Vec<ContainerRecord>, Status> {
+        let mut all = self.cri_containers()?;
+        all.retain(|c| c.sandbox_id.as_deref() == Some(pod));
+        Ok(all)
     }
 
     fn container_summary(&self, rec: &ContainerRecord) -> cri::Container {
@@ -813,11 +824,8 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
         let filter = request.into_inner().filter.unwrap_or_default();
         let items = self
-            .engine
-            .list_sandboxes()
-            .map_err(|e| status_of(&e))?
+            .cri_pods()?
             .into_iter()
-            .filter(convert::is_pod)
             .filter(|sb| filter.id.is_empty() || sb.config.id == filter.id)
             .filter(|sb| {
                 filter
@@ -915,11 +923,8 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
         let filter = request.into_inner().filter.unwrap_or_default();
         let containers = self
-            .engine
-            .list_containers(true)
-            .map_err(|e| status_of(&e))?
+            .cri_containers()?
             .into_iter()
-            .filter(convert::is_cri_container)
             .filter(|c| filter.id.is_empty() || c.config.id == filter.id)
             .filter(|c| {
                 filter.pod_sandbox_id.is_empty()
@@ -1093,11 +1098,8 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
         let filter = request.into_inner().filter.unwrap_or_default();
         let containers: Vec<ContainerRecord> = self
-            .engine
-            .list_containers(true)
-            .map_err(|e| status_of(&e))?
+            .cri_containers()?
             .into_iter()
-            .filter(convert::is_cri_container)
             .filter(|c| filter.id.is_empty() || c.config.id == filter.id)
             .filter(|c| {
                 filter.pod_sandbox_id.is_empty()
@@ -1128,11 +1130,8 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
         let filter = request.into_inner().filter.unwrap_or_default();
         let pods: Vec<SandboxRecord> = self
-            .engine
-            .list_sandboxes()
-            .map_err(|e| status_of(&e))?
+            .cri_pods()?
             .into_iter()
-            .filter(convert::is_pod)
             .filter(|sb| filter.id.is_empty() || sb.config.id == filter.id)
             .filter(|sb| convert::matches(&sb.config.labels, &filter.label_selector))
             .collect();
@@ -1239,11 +1238,8 @@ impl RuntimeService for Runtime {
         let this = self.clone();
         // The pod of every CRI container, to report a removal after the container's record is gone.
         let mut pods: HashMap<String, String> = self
-            .engine
-            .list_containers(true)
-            .map_err(|e| status_of(&e))?
+            .cri_containers()?
             .into_iter()
-            .filter(convert::is_cri_container)
             .filter_map(|c| Some((c.config.id.clone(), c.sandbox_id.clone()?)))
             .collect();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -1294,13 +1290,7 @@ impl RuntimeService for Runtime {
         &self,
         _request: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        let pods: Vec<SandboxRecord> = self
-            .engine
-            .list_sandboxes()
-            .map_err(|e| status_of(&e))?
-            .into_iter()
-            .filter(convert::is_pod)
-            .collect();
+        let pods = self.cri_pods()?;
         let mut pod_metrics = Vec::with_capacity(pods.len());
         for sb in &pods {
             let meta = convert::pod_metadata(sb);

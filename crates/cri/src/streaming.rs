@@ -872,6 +872,30 @@ async fn websocket(server: Streaming, pending: Pending, request: Request) -> Res
     }
 }
 
+type WsSource = futures::stream::SplitStream<WebSocket>;
+
+/// The next binary message; `None` when the client closed or left. Other messages are skipped.
+async fn next_binary(source: &mut WsSource) -> Option<axum::body::Bytes> {
+    while let Some(Ok(message)) = source.next().await {
+        match message {
+            Message::Binary(data) => return Some(data),
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The next message of the channel protocol: its channel and payload (empty messages are skipped).
+async fn next_channel_message(source: &mut WsSource) -> Option<(u8, axum::body::Bytes)> {
+    loop {
+        let data = next_binary(source).await?;
+        if let Some(&channel) = data.first() {
+            return Some((channel, data.slice(1..)));
+        }
+    }
+}
+
 /// The WebSocket subprotocol of SPDY port forwarding tunnelled through WebSocket messages (client-go's
 /// WebSocket port forwarding, kubectl's default since Kubernetes 1.31).
 const SPDY_OVER_WEBSOCKET: &str = "SPDY/3.1+portforward.k8s.io";
@@ -894,12 +918,7 @@ fn websocket_bytes(socket: WebSocket) -> tokio::io::DuplexStream {
     let (mut sink, mut source) = socket.split();
     tokio::spawn(async move {
         let inbound = async {
-            while let Some(Ok(message)) = source.next().await {
-                let data = match message {
-                    Message::Binary(data) => data,
-                    Message::Close(_) => break,
-                    _ => continue,
-                };
+            while let Some(data) = next_binary(&mut source).await {
                 if to_bytes.write_all(&data).await.is_err() {
                     break;
                 }
@@ -961,14 +980,18 @@ struct WsOutput {
 
 impl WsOutput {
     async fn send(&mut self, channel: u8, data: &[u8]) -> std::io::Result<()> {
-        let mut message = Vec::with_capacity(data.len() + 1);
-        message.push(channel);
-        message.extend_from_slice(data);
-        self.sink
-            .send(Message::Binary(message.into()))
-            .await
-            .map_err(std::io::Error::other)
+        send_on_channel(&mut self.sink, channel, data).await
     }
+}
+
+/// Sends `data` on `channel`: one binary message, the channel number first.
+async fn send_on_channel(sink: &mut WsSink, channel: u8, data: &[u8]) -> std::io::Result<()> {
+    let mut message = Vec::with_capacity(data.len() + 1);
+    message.push(channel);
+    message.extend_from_slice(data);
+    sink.send(Message::Binary(message.into()))
+        .await
+        .map_err(std::io::Error::other)
 }
 
 impl Output for WsOutput {
@@ -1021,18 +1044,10 @@ async fn ws_remote_command(
     let (gone_tx, gone_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let mut resize = ResizeDecoder::default();
-        while let Some(Ok(message)) = source.next().await {
-            let data = match message {
-                Message::Binary(data) => data,
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            let Some((&ch, payload)) = data.split_first() else {
-                continue;
-            };
+        while let Some((ch, payload)) = next_channel_message(&mut source).await {
             let frames = match ch {
                 channel::STDIN => vec![Frame::Stdin(payload.to_vec())],
-                channel::RESIZE => resize.push(payload).unwrap_or_default(),
+                channel::RESIZE => resize.push(&payload).unwrap_or_default(),
                 channel::CLOSE
                     if version >= Version::V5 && payload.first() == Some(&channel::STDIN) =>
                 {
@@ -1067,12 +1082,7 @@ async fn ws_port_forward(engine: Engine, pod: String, ports: Vec<u16>, socket: W
     let (sink, mut source) = socket.split();
     let sink = Arc::new(tokio::sync::Mutex::new(sink));
     let send = |sink: Arc<tokio::sync::Mutex<WsSink>>, channel: u8, data: Vec<u8>| async move {
-        let mut message = Vec::with_capacity(data.len() + 1);
-        message.push(channel);
-        message.extend_from_slice(&data);
-        sink.lock()
-            .await
-            .send(Message::Binary(message.into()))
+        send_on_channel(&mut *sink.lock().await, channel, &data)
             .await
             .is_ok()
     };
@@ -1107,20 +1117,12 @@ async fn ws_port_forward(engine: Engine, pod: String, ports: Vec<u16>, socket: W
             }
         }
     }
-    while let Some(Ok(message)) = source.next().await {
-        let data = match message {
-            Message::Binary(data) => data,
-            Message::Close(_) => break,
-            _ => continue,
-        };
-        let Some((&ch, payload)) = data.split_first() else {
-            continue;
-        };
+    while let Some((ch, payload)) = next_channel_message(&mut source).await {
         if ch % 2 != 0 {
             continue;
         }
         if let Some(Some(w)) = writers.get_mut(usize::from(ch / 2))
-            && w.write_all(payload).await.is_err()
+            && w.write_all(&payload).await.is_err()
         {
             writers[usize::from(ch / 2)] = None;
         }

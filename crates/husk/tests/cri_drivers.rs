@@ -7,10 +7,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Daemon;
-use common::cri::{channel, container_config, pod_config};
+use common::cri::{
+    channel, container_config, container_status, pod_config, read_all, spdy_connect,
+};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 async fn pod_lifecycle(d: &Daemon, handler: &str) {
     let mut rt = RuntimeServiceClient::new(channel(d).await);
@@ -125,16 +127,7 @@ async fn pod_lifecycle(d: &Daemon, handler: &str) {
         .unwrap();
     }
     for id in &ids {
-        let s = rt
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
+        let s = container_status(&mut rt, id).await;
         assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
     }
     for _ in 0..2 {
@@ -156,26 +149,7 @@ async fn pod_lifecycle(d: &Daemon, handler: &str) {
 
 /// GET / through a SPDY port-forward session to `port`.
 async fn forward_get(url: &str, port: u16) -> String {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut tcp = tokio::net::TcpStream::connect(host).await.unwrap();
-    tcp.write_all(
-        format!(
-            "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
-             X-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        assert_eq!(tcp.read(&mut b).await.unwrap(), 1);
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    let (session, _) = husk_cri::spdy::Session::client(tcp);
+    let (session, _) = spdy_connect(url, "portforward.k8s.io").await;
     let port = port.to_string();
     let headers = |kind| {
         [
@@ -189,13 +163,9 @@ async fn forward_get(url: &str, port: u16) -> String {
     error.shutdown().await.unwrap();
     data.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
     data.shutdown().await.unwrap();
-    let mut page = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), data.read_to_end(&mut page))
-        .await
-        .expect("the page came")
-        .unwrap();
+    let page = read_all(&mut data).await;
     session.close().await;
-    String::from_utf8_lossy(&page).into_owned()
+    page
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::Daemon;
-use common::cri::{channel, container_config, run_pod_with};
+use common::cri::{channel, container_config, container_status, run_pod_with};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 
@@ -38,27 +38,14 @@ async fn pods_survive_a_daemon_restart_and_stay_manageable() {
     })
     .await
     .unwrap();
-    let state = |rt: &mut RuntimeServiceClient<_>, id: String| {
-        let mut rt = rt.clone();
-        async move {
-            rt.container_status(cri::ContainerStatusRequest {
-                container_id: id,
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap()
-        }
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while state(&mut rt, exited.clone()).await.state != cri::ContainerState::ContainerExited as i32
+    while container_status(&mut rt, &exited).await.state
+        != cri::ContainerState::ContainerExited as i32
     {
         assert!(std::time::Instant::now() < deadline, "quick never exited");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let before = state(&mut rt, id.clone()).await;
+    let before = container_status(&mut rt, &id).await;
 
     d.kill9();
     d.spawn(&[]);
@@ -73,13 +60,13 @@ async fn pods_survive_a_daemon_restart_and_stay_manageable() {
     assert_eq!(pods.len(), 1);
     assert_eq!(pods[0].id, pod);
     assert_eq!(pods[0].state, cri::PodSandboxState::SandboxReady as i32);
-    let after = state(&mut rt, id.clone()).await;
+    let after = container_status(&mut rt, &id).await;
     assert_eq!(after.state, cri::ContainerState::ContainerRunning as i32);
     assert_eq!(
         after.started_at, before.started_at,
         "the same process, not a new one"
     );
-    let quick = state(&mut rt, exited.clone()).await;
+    let quick = container_status(&mut rt, &exited).await;
     assert_eq!(quick.state, cri::ContainerState::ContainerExited as i32);
     assert_eq!((quick.exit_code, quick.reason.as_str()), (0, "Completed"));
 
@@ -116,7 +103,7 @@ async fn pods_survive_a_daemon_restart_and_stay_manageable() {
     .await
     .unwrap();
     assert_eq!(
-        state(&mut rt, id.clone()).await.state,
+        container_status(&mut rt, &id).await.state,
         cri::ContainerState::ContainerExited as i32
     );
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {

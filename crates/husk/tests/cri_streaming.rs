@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::Daemon;
-use common::cri::{channel, container_config, run_pod_with};
+use common::cri::{channel, container_config, read_all, run_pod_with, spdy_connect};
 use futures::{SinkExt, StreamExt};
 use husk_cri::spdy;
 use k8s_cri::v1 as cri;
@@ -15,51 +15,6 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-/// Upgrades a connection to `url` to SPDY/3.1 offering `protocol`; returns the session and what the server
-/// chose.
-async fn spdy_connect(url: &str, protocol: &str) -> (spdy::Session, String) {
-    let rest = url.strip_prefix("http://").expect("an http URL");
-    let (host, path) = rest.split_once('/').expect("a path");
-    let mut tcp = tokio::net::TcpStream::connect(host).await.unwrap();
-    let request = format!(
-        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
-         X-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    // Read the answer's head byte by byte: nothing of the session may be consumed.
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        assert_eq!(
-            tcp.read(&mut b).await.unwrap(),
-            1,
-            "the server closed: {head:?}"
-        );
-        head.push(b[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let chosen = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("x-stream-protocol-version")
-                .then(|| v.trim().to_string())
-        })
-        .expect("a chosen protocol");
-    let (session, _incoming) = spdy::Session::client(tcp);
-    (session, chosen)
-}
-
-async fn read_all(mut s: impl tokio::io::AsyncRead + Unpin) -> String {
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
-        .await
-        .expect("the stream ended in time")
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_attach_and_port_forward_stream_over_spdy_and_websocket() {

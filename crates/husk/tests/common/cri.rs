@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -64,6 +66,22 @@ pub fn container_config(name: &str, args: &[&str]) -> cri::ContainerConfig {
     }
 }
 
+/// A container's status.
+pub async fn container_status(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> cri::ContainerStatus {
+    rt.container_status(cri::ContainerStatusRequest {
+        container_id: id.to_string(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
 /// Runs a pod `pod` and starts one container made from `config` in it; returns (pod id, container id).
 pub async fn run_pod_with(
     rt: &mut RuntimeServiceClient<Channel>,
@@ -95,4 +113,49 @@ pub async fn run_pod_with(
     .await
     .unwrap();
     (pod_id, id)
+}
+
+/// Upgrades a connection to `url` to SPDY/3.1 offering `protocol`; returns the session and what the server
+/// chose.
+pub async fn spdy_connect(url: &str, protocol: &str) -> (husk_cri::spdy::Session, String) {
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').expect("a path");
+    let mut tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!(
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+         X-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    // Read the answer's head byte by byte: nothing of the session may be consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(
+            tcp.read(&mut b).await.unwrap(),
+            1,
+            "the server closed: {head:?}"
+        );
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let chosen = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-stream-protocol-version")
+                .then(|| v.trim().to_string())
+        })
+        .expect("a chosen protocol");
+    let (session, _incoming) = husk_cri::spdy::Session::client(tcp);
+    (session, chosen)
+}
+
+pub async fn read_all(mut s: impl tokio::io::AsyncRead + Unpin) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
+        .await
+        .expect("the stream ended in time")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
 }
