@@ -673,6 +673,7 @@ fn format_templates_print_dockers_fields() {
 fn attach_port_tag_and_rmi() {
     let d = Daemon::start(&[]);
     // attach: the rest of the output and the exit code; input when the container has it open.
+    // It ends only once told to (a busy machine can take seconds to get to the attach).
     d.husk(&[
         "run",
         "-d",
@@ -681,10 +682,16 @@ fn attach_port_tag_and_rmi() {
         IMAGE,
         "sh",
         "-c",
-        "sleep 2; echo hello; exit 4",
+        "until [ -e /tmp/go ]; do sleep 0.1; done; echo hello; exit 4",
     ])
     .ok();
-    let r = d.husk(&["attach", "late"]);
+    let r = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            d.husk(&["exec", "late", "touch", "/tmp/go"]).ok();
+        });
+        d.husk(&["attach", "late"])
+    });
     assert_eq!((r.code, r.stdout.as_str()), (4, "hello\n"), "{}", r.stderr);
     let r = d.husk(&["attach", "late"]);
     assert_eq!(r.code, 1);
