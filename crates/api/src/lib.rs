@@ -2,9 +2,6 @@
 
 pub mod keystone;
 pub mod local;
-pub mod local_capsules;
-pub mod local_identity;
-mod local_images;
 pub mod pod;
 pub mod zun;
 
@@ -50,8 +47,6 @@ pub async fn serve_tcp_listener(
 /// Everything the daemon's unix socket serves: husk's own API for the CLI and Zun's API, both for local root.
 pub fn unix_router(engine: husk_engine::Engine) -> axum::Router {
     let router = local::router(engine.clone())
-        .merge(local_identity::router(engine.clone()))
-        .merge(local_capsules::router(engine.clone()))
         .merge(keystone::router(engine.clone()))
         .merge(zun::router(engine, zun::AuthMode::LocalRoot));
     zun::accept_trailing_slashes(router)

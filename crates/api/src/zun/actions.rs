@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::ZunState;
 use super::context::Context;
-use super::error::{ErrorBody, ZunError, ZunResult};
+use super::error::{ZunError, ZunErrors, ZunResult};
 use super::params::Params;
 use super::version::Version;
 
@@ -49,7 +49,7 @@ fn action_view(a: &ActionRecord, version: Version) -> Value {
     v
 }
 
-#[utoipa::path(get, path = "/v1/containers/{id}/container_actions", tag = "container actions", params(("id" = String, Path, description = "Name or UUID")), responses((status = 200, description = "Done", body = ActionList), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/containers/{id}/container_actions", tag = "container actions", params(("id" = String, Path, description = "Name or UUID")), responses((status = 200, description = "Done", body = ActionList), ZunErrors))]
 pub(crate) async fn list(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -66,7 +66,7 @@ pub(crate) async fn list(
 }
 
 /// One action; its events for administrators only (Zun's policy).
-#[utoipa::path(get, path = "/v1/containers/{id}/container_actions/{request_id}", tag = "container actions", params(("id" = String, Path, description = "Name or UUID"), ("request_id" = String, Path, description = "req-...")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/containers/{id}/container_actions/{request_id}", tag = "container actions", params(("id" = String, Path, description = "Name or UUID"), ("request_id" = String, Path, description = "req-...")), responses((status = 200, description = "Done", body = serde_json::Value), ZunErrors))]
 pub(crate) async fn show(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,

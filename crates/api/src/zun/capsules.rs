@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use husk_core::{ContainerRecord, ErrorKind};
@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::context::Context;
 use super::create::AVAILABILITY_ZONE;
-use super::error::{ErrorBody, ZunError, ZunResult};
+use super::error::{ZunError, ZunErrors, ZunResult};
 use super::params::{JsonBody, Page, Params, SortValue};
 use super::view::{self, Address, Link, ZunContainer, ZunRestartPolicy};
 use super::{BaseUrl, ZunState};
@@ -163,7 +163,7 @@ impl ZunState {
 }
 
 /// `POST /v1/capsules`: 202 with the capsule (made, its init containers done and its containers started).
-#[utoipa::path(post, path = "/v1/capsules", tag = "capsules", request_body(content = CapsuleBody, content_type = "application/json"), responses((status = 202, description = "Done", body = ZunCapsule), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/capsules", tag = "capsules", request_body(content = CapsuleBody, content_type = "application/json"), responses((status = 202, description = "Done", body = ZunCapsule), ZunErrors))]
 pub(crate) async fn create(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -215,21 +215,16 @@ pub(crate) async fn create(
     }
     let rec = s.engine.create_capsule(req).await?;
     let location = format!("{base}/v1/capsules/{}", rec.id);
-    let mut response = (
-        StatusCode::ACCEPTED,
-        Json(s.capsule_view(&rec, &ctx, &base)),
-    )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    Ok(super::accepted(
+        &location,
+        s.capsule_view(&rec, &ctx, &base),
+    ))
 }
 
 const SORT_KEYS: &[&str] = &["id", "uuid", "name", "created_at", "status", "project_id"];
 
 /// `GET /v1/capsules`.
-#[utoipa::path(get, path = "/v1/capsules", tag = "capsules", params(("limit" = Option<u32>, Query, description = ""), ("marker" = Option<String>, Query, description = ""), ("sort_key" = Option<String>, Query, description = ""), ("sort_dir" = Option<String>, Query, description = ""), ("all_projects" = Option<String>, Query, description = "True or False")), responses((status = 200, description = "Done", body = CapsuleList), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/capsules", tag = "capsules", params(("limit" = Option<u32>, Query, description = ""), ("marker" = Option<String>, Query, description = ""), ("sort_key" = Option<String>, Query, description = ""), ("sort_dir" = Option<String>, Query, description = ""), ("all_projects" = Option<String>, Query, description = "True or False")), responses((status = 200, description = "Done", body = CapsuleList), ZunErrors))]
 pub(crate) async fn list(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -265,7 +260,7 @@ pub(crate) async fn list(
 }
 
 /// `GET /v1/capsules/{id}`.
-#[utoipa::path(get, path = "/v1/capsules/{id}", tag = "capsules", params(("id" = String, Path, description = "Name or UUID"), ("all_projects" = Option<String>, Query, description = "True or False")), responses((status = 200, description = "Done", body = ZunCapsule), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/capsules/{id}", tag = "capsules", params(("id" = String, Path, description = "Name or UUID"), ("all_projects" = Option<String>, Query, description = "True or False")), responses((status = 200, description = "Done", body = ZunCapsule), ZunErrors))]
 pub(crate) async fn show(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -273,21 +268,19 @@ pub(crate) async fn show(
     Path(id): Path<String>,
     params: Params,
 ) -> ZunResult<Json<ZunCapsule>> {
-    params.only(&["all_projects"])?;
-    let c = s.capsule(&ctx, &id, params.flag("all_projects", false)?)?;
+    let c = s.capsule(&ctx, &id, params.only_all_projects()?)?;
     Ok(Json(s.capsule_view(&c, &ctx, &base)))
 }
 
 /// `DELETE /v1/capsules/{id}`: 204.
-#[utoipa::path(delete, path = "/v1/capsules/{id}", tag = "capsules", params(("id" = String, Path, description = "Name or UUID"), ("all_projects" = Option<String>, Query, description = "True or False")), responses((status = 204, description = "Done"), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/capsules/{id}", tag = "capsules", params(("id" = String, Path, description = "Name or UUID"), ("all_projects" = Option<String>, Query, description = "True or False")), responses((status = 204, description = "Done"), ZunErrors))]
 pub(crate) async fn delete(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
     Path(id): Path<String>,
     params: Params,
 ) -> ZunResult<StatusCode> {
-    params.only(&["all_projects"])?;
-    let c = s.capsule(&ctx, &id, params.flag("all_projects", false)?)?;
+    let c = s.capsule(&ctx, &id, params.only_all_projects()?)?;
     s.engine.remove_capsule(&c.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

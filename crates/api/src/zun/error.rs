@@ -51,6 +51,45 @@ pub struct ErrorBody {
     pub errors: Vec<ErrorEntry>,
 }
 
+/// The error answers of Zun's routes in the OpenAPI document: `responses(..., ZunErrors)` in a
+/// `#[utoipa::path]` lists them all, each with an [`ErrorBody`]. Each variant's doc comment is its description.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum ZunErrors {
+    /// Bad input (the field is named)
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No valid token
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Forbidden by policy or over quota
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Not found
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// Microversion not supported
+    #[response(status = 406)]
+    NotAcceptable(ErrorBody),
+    /// Invalid state
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+}
+
+/// The error answers documented for `commit`, `get_archive` and `put_archive`: the request's own errors (400,
+/// 404, 409) of [`ZunErrors`].
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum RequestErrors {
+    /// Bad input (the field is named)
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Not found
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// Invalid state
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+}
+
 impl ZunError {
     /// An error with this status, code suffix and message.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ZunError {

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::context::Context;
 use super::create::AVAILABILITY_ZONE;
-use super::error::{ErrorBody, ZunError, ZunResult};
+use super::error::{ZunError, ZunErrors, ZunResult};
 use super::params::{Page, Params, SortValue, read_limited};
 use super::version::{MAX_VERSION, Version};
 use super::view::{Link, links, runtime_of_driver};
@@ -97,7 +97,7 @@ fn host_view(h: HostInfo, base: &str, version: Version) -> ZunHost {
     }
 }
 
-#[utoipa::path(get, path = "/v1/hosts", tag = "hosts and services", params(("limit" = Option<u32>, Query, description = ""), ("marker" = Option<String>, Query, description = ""), ("sort_key" = Option<String>, Query, description = ""), ("sort_dir" = Option<String>, Query, description = "")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/hosts", tag = "hosts and services", params(("limit" = Option<u32>, Query, description = ""), ("marker" = Option<String>, Query, description = ""), ("sort_key" = Option<String>, Query, description = ""), ("sort_dir" = Option<String>, Query, description = "")), responses((status = 200, description = "Done", body = serde_json::Value), ZunErrors))]
 pub(crate) async fn list_hosts(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -118,7 +118,7 @@ pub(crate) async fn list_hosts(
     Ok(Json(json!({"hosts": hosts, "next": null})))
 }
 
-#[utoipa::path(get, path = "/v1/hosts/{ident}", tag = "hosts and services", params(("ident" = String, Path, description = "UUID or host name")), responses((status = 200, description = "Done", body = ZunHost), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/hosts/{ident}", tag = "hosts and services", params(("ident" = String, Path, description = "UUID or host name")), responses((status = 200, description = "Done", body = ZunHost), ZunErrors))]
 pub(crate) async fn show_host(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -157,7 +157,7 @@ fn service_view(svc: &ServiceRecord) -> Value {
     })
 }
 
-#[utoipa::path(get, path = "/v1/services", tag = "hosts and services", responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/services", tag = "hosts and services", responses((status = 200, description = "Done", body = serde_json::Value), ZunErrors))]
 pub(crate) async fn list_services(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -237,7 +237,7 @@ async fn change(
     Ok(Json(json!({ "service": out })))
 }
 
-#[utoipa::path(put, path = "/v1/services/enable", tag = "hosts and services", params(("host" = Option<String>, Query, description = ""), ("binary" = Option<String>, Query, description = "")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/services/enable", tag = "hosts and services", params(("host" = Option<String>, Query, description = ""), ("binary" = Option<String>, Query, description = "")), responses((status = 200, description = "Done", body = serde_json::Value), ZunErrors))]
 pub(crate) async fn enable(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -250,7 +250,7 @@ pub(crate) async fn enable(
     .await
 }
 
-#[utoipa::path(put, path = "/v1/services/disable", tag = "hosts and services", params(("host" = Option<String>, Query, description = ""), ("binary" = Option<String>, Query, description = ""), ("disabled_reason" = Option<String>, Query, description = "")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/services/disable", tag = "hosts and services", params(("host" = Option<String>, Query, description = ""), ("binary" = Option<String>, Query, description = ""), ("disabled_reason" = Option<String>, Query, description = "")), responses((status = 200, description = "Done", body = serde_json::Value), ZunErrors))]
 pub(crate) async fn disable(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -263,7 +263,7 @@ pub(crate) async fn disable(
     .await
 }
 
-#[utoipa::path(put, path = "/v1/services/force_down", tag = "hosts and services", params(("host" = Option<String>, Query, description = ""), ("binary" = Option<String>, Query, description = ""), ("forced_down" = Option<String>, Query, description = "True or False")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/services/force_down", tag = "hosts and services", params(("host" = Option<String>, Query, description = ""), ("binary" = Option<String>, Query, description = ""), ("forced_down" = Option<String>, Query, description = "True or False")), responses((status = 200, description = "Done", body = serde_json::Value), ZunErrors))]
 pub(crate) async fn force_down(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -293,7 +293,7 @@ pub(crate) async fn force_down(
     .await
 }
 
-#[utoipa::path(delete, path = "/v1/services", tag = "hosts and services", params(("host" = Option<String>, Query, description = ""), ("binary" = Option<String>, Query, description = "")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/services", tag = "hosts and services", params(("host" = Option<String>, Query, description = ""), ("binary" = Option<String>, Query, description = "")), responses((status = 200, description = "Done", body = serde_json::Value), ZunErrors))]
 pub(crate) async fn delete_service(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -311,7 +311,7 @@ pub(crate) async fn delete_service(
     Ok(Json(json!({})))
 }
 
-#[utoipa::path(get, path = "/v1/availability_zones", tag = "hosts and services", params(("limit" = Option<u32>, Query, description = ""), ("marker" = Option<String>, Query, description = ""), ("sort_key" = Option<String>, Query, description = ""), ("sort_dir" = Option<String>, Query, description = "")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/availability_zones", tag = "hosts and services", params(("limit" = Option<u32>, Query, description = ""), ("marker" = Option<String>, Query, description = ""), ("sort_key" = Option<String>, Query, description = ""), ("sort_dir" = Option<String>, Query, description = "")), responses((status = 200, description = "Done", body = serde_json::Value), ZunErrors))]
 pub(crate) async fn zones(
     Extension(_ctx): Extension<Context>,
     params: Params,

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::context::Context;
-use super::error::{ErrorBody, ZunError, ZunResult};
+use super::error::{ZunError, ZunErrors, ZunResult};
 use super::params::{JsonBody, Page, Params, SortValue};
 use super::view::{Link, host_name, links};
 use super::{BaseUrl, ZunState};
@@ -111,7 +111,7 @@ fn find(s: &ZunState, ident: &str) -> ZunResult<OwnedImage> {
         .ok_or_else(|| ZunError::not_found(format!("Image {ident} could not be found.")))
 }
 
-#[utoipa::path(get, path = "/v1/images", tag = "images", params(("limit" = Option<u32>, Query, description = ""), ("marker" = Option<String>, Query, description = ""), ("sort_key" = Option<String>, Query, description = ""), ("sort_dir" = Option<String>, Query, description = "")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/images", tag = "images", params(("limit" = Option<u32>, Query, description = ""), ("marker" = Option<String>, Query, description = ""), ("sort_key" = Option<String>, Query, description = ""), ("sort_dir" = Option<String>, Query, description = "")), responses((status = 200, description = "Done", body = serde_json::Value), ZunErrors))]
 pub(crate) async fn list(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -143,7 +143,7 @@ pub(crate) async fn list(
     Ok(Json(json!({"images": images, "next": next})))
 }
 
-#[utoipa::path(get, path = "/v1/images/{id}", tag = "images", params(("id" = String, Path, description = "UUID, ID or name")), responses((status = 200, description = "Done", body = ZunImage), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/images/{id}", tag = "images", params(("id" = String, Path, description = "UUID, ID or name")), responses((status = 200, description = "Done", body = ZunImage), ZunErrors))]
 pub(crate) async fn show(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -157,7 +157,7 @@ pub(crate) async fn show(
 }
 
 /// `POST /v1/images`: pulls the image onto this host for the caller's project; 202 with the image.
-#[utoipa::path(post, path = "/v1/images", tag = "images", request_body(content = PullBody, content_type = "application/json"), responses((status = 202, description = "Done", body = ZunImage), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/images", tag = "images", request_body(content = PullBody, content_type = "application/json"), responses((status = 202, description = "Done", body = ZunImage), ZunErrors))]
 pub(crate) async fn pull(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -215,7 +215,7 @@ pub(crate) async fn pull(
     Ok((StatusCode::ACCEPTED, Json(image_view(&owned, &base))))
 }
 
-#[utoipa::path(delete, path = "/v1/images/{id}", tag = "images", params(("id" = String, Path, description = "UUID, ID or name")), responses((status = 204, description = "Done"), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/images/{id}", tag = "images", params(("id" = String, Path, description = "UUID, ID or name")), responses((status = 204, description = "Done"), ZunErrors))]
 pub(crate) async fn delete(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,

@@ -2,9 +2,10 @@
 //! python-zunclient library work against husk unchanged.
 //!
 //! Layout: [`version`] negotiates microversions, [`context`] establishes the caller (token, project, admin),
-//! [`params`] reads query strings and bodies, [`error`] writes Zun's error body, [`view`] shows containers
-//! with Zun's field and status names, [`create`] translates the create body, and [`containers`] holds the
-//! handlers. Every handler is a translation: decisions belong to the engine.
+//! [`params`] reads query strings and bodies, [`error`] writes Zun's error body (and declares the error
+//! answers of the OpenAPI document once), [`view`] shows containers with Zun's field and status names,
+//! [`create`] translates the create body, and [`containers`] holds the container handlers, one module a
+//! concern. Every handler is a translation: decisions belong to the engine.
 
 pub mod actions;
 pub mod capsules;
@@ -23,10 +24,12 @@ pub mod ws;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::response::IntoResponse;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use husk_engine::Engine;
+use serde::Serialize;
 use serde_json::json;
 
 pub use context::{AuthMode, Context};
@@ -64,6 +67,15 @@ impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
             .unwrap_or("localhost");
         Ok(BaseUrl(format!("http://{host}")))
     }
+}
+
+/// Zun's answer to a create: 202 with `body`, and `Location` naming the new resource.
+pub(crate) fn accepted(location: &str, body: impl Serialize) -> Response {
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
 }
 
 fn version_entry(base: &str) -> serde_json::Value {

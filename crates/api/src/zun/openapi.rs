@@ -4,6 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
+use super::containers::{archive, commit, crud, io, lifecycle};
 use super::{actions, capsules, containers, create, error, hosts, images, quotas, view};
 
 /// The document.
@@ -18,11 +19,11 @@ use super::{actions, capsules, containers, create, error, hosts, images, quotas,
         version = "1.40"
     ),
     paths(
-        containers::list, containers::create, containers::show, containers::update, containers::delete,
-        containers::start, containers::stop, containers::reboot, containers::pause, containers::unpause,
-        containers::kill, containers::rename, containers::logs, containers::execute, containers::top,
-        containers::stats, containers::network_list, containers::attach, containers::resize,
-        containers::execute_resize, containers::commit, containers::get_archive, containers::put_archive,
+        crud::list, crud::create, crud::show, crud::update, crud::delete,
+        lifecycle::start, lifecycle::stop, lifecycle::reboot, lifecycle::pause, lifecycle::unpause,
+        lifecycle::kill, crud::rename, io::logs, io::execute, io::top,
+        io::stats, crud::network_list, io::attach, io::resize,
+        io::execute_resize, commit::commit, archive::get_archive, archive::put_archive,
         capsules::create, capsules::list, capsules::show, capsules::delete,
         actions::list, actions::show,
         quotas::show, quotas::defaults, quotas::update, quotas::reset, quotas::show_class, quotas::update_class,
@@ -77,6 +78,13 @@ mod tests {
         }
         let create = &json["paths"]["/v1/containers"]["post"];
         assert!(create["requestBody"].is_object());
+        // The common errors (`ZunErrors`) are on every route, with Zun's error body.
+        let conflict = &json["paths"]["/v1/containers/{id}/start"]["post"]["responses"]["409"];
+        assert_eq!(conflict["description"], "Invalid state");
+        assert_eq!(
+            conflict["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody"
+        );
         let schema = &json["components"]["schemas"]["CreateBody"];
         assert_eq!(schema["required"][0], "image");
         assert_eq!(json["openapi"].as_str().unwrap().chars().next(), Some('3'));

@@ -63,6 +63,11 @@ impl Params {
         self.0.get(key).map(String::as_str).filter(|v| *v != "None")
     }
 
+    /// `all_projects` (an administrator's view across projects) of a request that takes no other parameter.
+    pub fn only_all_projects(&self) -> Result<bool, ZunError> {
+        self.only(&["all_projects"])?.flag("all_projects", false)
+    }
+
     /// A boolean in any of oslo's spellings (`True`, `yes`, `1`, `off` ...).
     pub fn flag(&self, key: &str, default: bool) -> Result<bool, ZunError> {
         match self.text(key) {

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::ZunState;
 use super::context::Context;
 use super::create::zun_int;
-use super::error::{ErrorBody, ZunError, ZunResult};
+use super::error::{ZunError, ZunErrors, ZunResult};
 use super::params::{JsonBody, Params};
 
 /// The routes.
@@ -89,7 +89,7 @@ fn as_json(limits: &Limits) -> Value {
     json!(limits)
 }
 
-#[utoipa::path(get, path = "/v1/quotas/{project_id}", tag = "quotas", params(("project_id" = String, Path, description = "Project ID or name"), ("usages" = Option<String>, Query, description = "True or False")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/quotas/{project_id}", tag = "quotas", params(("project_id" = String, Path, description = "Project ID or name"), ("usages" = Option<String>, Query, description = "True or False")), responses((status = 200, description = "Done", body = serde_json::Value), ZunErrors))]
 pub(crate) async fn show(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -116,7 +116,7 @@ pub(crate) async fn show(
     Ok(Json(json!(out)))
 }
 
-#[utoipa::path(get, path = "/v1/quotas/{project_id}/defaults", tag = "quotas", params(("project_id" = String, Path, description = "Project ID or name")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/quotas/{project_id}/defaults", tag = "quotas", params(("project_id" = String, Path, description = "Project ID or name")), responses((status = 200, description = "Done", body = serde_json::Value), ZunErrors))]
 pub(crate) async fn defaults(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -128,7 +128,7 @@ pub(crate) async fn defaults(
     Ok(Json(as_json(&s.engine.quota_class("default")?)))
 }
 
-#[utoipa::path(put, path = "/v1/quotas/{project_id}", tag = "quotas", params(("project_id" = String, Path, description = "Project ID or name")), request_body(content = QuotaBody, content_type = "application/json"), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/quotas/{project_id}", tag = "quotas", params(("project_id" = String, Path, description = "Project ID or name")), request_body(content = QuotaBody, content_type = "application/json"), responses((status = 200, description = "Done", body = serde_json::Value), ZunErrors))]
 pub(crate) async fn update(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -143,7 +143,7 @@ pub(crate) async fn update(
     Ok(Json(as_json(&s.engine.set_quota(&id, &b.limits()?)?)))
 }
 
-#[utoipa::path(delete, path = "/v1/quotas/{project_id}", tag = "quotas", params(("project_id" = String, Path, description = "Project ID or name")), responses((status = 204, description = "Done"), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/quotas/{project_id}", tag = "quotas", params(("project_id" = String, Path, description = "Project ID or name")), responses((status = 204, description = "Done"), ZunErrors))]
 pub(crate) async fn reset(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -161,7 +161,7 @@ fn class_name(name: &str) -> ZunResult<()> {
     husk_core::units::validate_name("name", name).map_err(|e| ZunError::invalid("name", e.message))
 }
 
-#[utoipa::path(get, path = "/v1/quota_classes/{name}", tag = "quotas", params(("name" = String, Path, description = "Class (default)")), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/quota_classes/{name}", tag = "quotas", params(("name" = String, Path, description = "Class (default)")), responses((status = 200, description = "Done", body = serde_json::Value), ZunErrors))]
 pub(crate) async fn show_class(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,
@@ -174,7 +174,7 @@ pub(crate) async fn show_class(
     Ok(Json(as_json(&s.engine.quota_class(&name)?)))
 }
 
-#[utoipa::path(put, path = "/v1/quota_classes/{name}", tag = "quotas", params(("name" = String, Path, description = "Class (default)")), request_body(content = QuotaBody, content_type = "application/json"), responses((status = 200, description = "Done", body = serde_json::Value), (status = 400, description = "Bad input (the field is named)", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Forbidden by policy or over quota", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 406, description = "Microversion not supported", body = ErrorBody), (status = 409, description = "Invalid state", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/quota_classes/{name}", tag = "quotas", params(("name" = String, Path, description = "Class (default)")), request_body(content = QuotaBody, content_type = "application/json"), responses((status = 200, description = "Done", body = serde_json::Value), ZunErrors))]
 pub(crate) async fn update_class(
     State(s): State<ZunState>,
     Extension(ctx): Extension<Context>,

@@ -215,9 +215,10 @@ pub fn task_state(rec: &ContainerRecord) -> Option<&'static str> {
     }
 }
 
-/// The actions of Zun's allowed-state table.
+/// The lifecycle actions, `POST /v1/containers/{id}/ACTION`: one handler serves them all
+/// (`containers::lifecycle`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ZunAction {
+pub enum Lifecycle {
     /// start
     Start,
     /// stop
@@ -230,6 +231,27 @@ pub enum ZunAction {
     Unpause,
     /// kill
     Kill,
+}
+
+impl Lifecycle {
+    /// The action's name: in its URL, its action record and its errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lifecycle::Start => "start",
+            Lifecycle::Stop => "stop",
+            Lifecycle::Reboot => "reboot",
+            Lifecycle::Pause => "pause",
+            Lifecycle::Unpause => "unpause",
+            Lifecycle::Kill => "kill",
+        }
+    }
+}
+
+/// The actions of Zun's allowed-state table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZunAction {
+    /// start, stop, reboot, pause, unpause, kill
+    Lifecycle(Lifecycle),
     /// execute, execute_resize, attach, resize, top, stats
     Running(&'static str),
     /// update
@@ -250,12 +272,7 @@ pub enum ZunAction {
 impl ZunAction {
     fn name(self) -> &'static str {
         match self {
-            ZunAction::Start => "start",
-            ZunAction::Stop => "stop",
-            ZunAction::Reboot => "reboot",
-            ZunAction::Pause => "pause",
-            ZunAction::Unpause => "unpause",
-            ZunAction::Kill => "kill",
+            ZunAction::Lifecycle(l) => l.name(),
             ZunAction::Running(a) | ZunAction::Archive(a) => a,
             ZunAction::Update => "update",
             ZunAction::Logs => "logs",
@@ -267,12 +284,11 @@ impl ZunAction {
     /// The Zun statuses the action is allowed from.
     pub fn allowed(self) -> &'static [&'static str] {
         match self {
-            ZunAction::Start => &["Created", "Stopped", "Error"],
-            ZunAction::Stop | ZunAction::Pause | ZunAction::Kill | ZunAction::Running(_) => {
-                &["Running"]
-            }
-            ZunAction::Reboot => &["Created", "Running", "Stopped", "Error"],
-            ZunAction::Unpause => &["Paused"],
+            ZunAction::Lifecycle(Lifecycle::Start) => &["Created", "Stopped", "Error"],
+            ZunAction::Lifecycle(Lifecycle::Stop | Lifecycle::Pause | Lifecycle::Kill)
+            | ZunAction::Running(_) => &["Running"],
+            ZunAction::Lifecycle(Lifecycle::Reboot) => &["Created", "Running", "Stopped", "Error"],
+            ZunAction::Lifecycle(Lifecycle::Unpause) => &["Paused"],
             ZunAction::Update => &["Created", "Running", "Stopped", "Paused"],
             ZunAction::Archive(_) => &["Created", "Paused", "Running", "Stopped"],
             ZunAction::Logs => &[
@@ -511,8 +527,16 @@ mod tests {
 
     #[test]
     fn allowed_state_table() {
-        assert!(ZunAction::Start.allowed().contains(&"Stopped"));
-        assert!(!ZunAction::Stop.allowed().contains(&"Stopped"));
+        assert!(
+            ZunAction::Lifecycle(Lifecycle::Start)
+                .allowed()
+                .contains(&"Stopped")
+        );
+        assert!(
+            !ZunAction::Lifecycle(Lifecycle::Stop)
+                .allowed()
+                .contains(&"Stopped")
+        );
         assert!(
             ZunAction::Delete { stop: true }
                 .allowed()

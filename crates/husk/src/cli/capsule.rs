@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use http::Method;
-use husk_api::local_capsules::CapsuleView;
+use husk_api::local::capsules::CapsuleView;
 
 use super::format::print_table;
 use crate::client::Client;

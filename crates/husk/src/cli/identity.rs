@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use http::Method;
-use husk_api::local_identity::{ProjectCreate, ProjectView, UserView};
+use husk_api::local::identity::{ProjectCreate, ProjectView, UserView};
 use husk_engine::identity::UserCreate;
 
 use super::format::print_table;

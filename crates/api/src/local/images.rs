@@ -1,5 +1,6 @@
-//! The image routes of the local API: pull and push (answered with JSON lines of progress, then one result
-//! line, like Docker's `/images/create`), save (a tar stream), prune, login/logout, commit and `system df`.
+//! Images in the local API: list, inspect, tag, remove, load and save (tar streams), prune; pull and push
+//! (answered with JSON lines of progress, then one result line, like Docker's `/images/create`); registry
+//! login and logout; and commit, which makes an image of a container.
 //!
 //! A progress answer is `application/x-ndjson`: each line is a `husk_api_types::Progress` (`{"type": "layer", ...}`),
 //! and the last line is `{"type": "result", "result": ...}` or `{"type": "error", "error": {kind, message, ...}}`.
@@ -7,29 +8,106 @@
 
 use std::future::Future;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, header};
+use axum::http::StatusCode;
 use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use futures::StreamExt;
-use husk_api_types::{CommitRequest, LoginRequest, SystemDf};
-use husk_api_types::{Progress, ProgressSink};
+use husk_api_types::{CommitRequest, LoginRequest, Progress, ProgressSink};
 use husk_core::{Error, Result};
 use husk_engine::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::local::{ApiResult, parse_body};
+use super::{AllQuery, ApiResult, ndjson, parse_body, tar};
+
+/// The routes under `/husk/v1/images` and `/husk/v1/auth`, and a container's `commit`.
+pub(super) fn routes() -> Router<Engine> {
+    Router::new()
+        .route("/husk/v1/images", get(list_images))
+        .route("/husk/v1/images/load", post(load_images))
+        .route("/husk/v1/images/tag", post(tag_image))
+        .route("/husk/v1/images/inspect", get(inspect_image))
+        .route("/husk/v1/images/remove", post(remove_image))
+        .route("/husk/v1/images/pull", post(pull))
+        .route("/husk/v1/images/push", post(push))
+        .route("/husk/v1/images/save", post(save))
+        .route("/husk/v1/images/prune", post(prune))
+        .route("/husk/v1/auth/login", post(login))
+        .route("/husk/v1/auth/logout", post(logout))
+        .route("/husk/v1/containers/{id}/commit", post(commit))
+}
+
+async fn list_images(
+    State(engine): State<Engine>,
+) -> ApiResult<Json<Vec<husk_api_types::ImageView>>> {
+    Ok(Json(engine.list_images()?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LoadQuery {
+    name: Option<String>,
+}
+
+async fn load_images(
+    State(engine): State<Engine>,
+    Query(q): Query<LoadQuery>,
+    body: Body,
+) -> ApiResult<Json<Vec<husk_api_types::LoadedImage>>> {
+    let stream = body
+        .into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other));
+    let reader = tokio_util::io::StreamReader::new(stream);
+    Ok(Json(engine.load_images(reader, q.name).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct NameQuery {
+    name: String,
+    force: bool,
+}
+
+async fn inspect_image(
+    State(engine): State<Engine>,
+    Query(q): Query<NameQuery>,
+) -> ApiResult<Json<husk_api_types::ImageView>> {
+    Ok(Json(engine.inspect_image(&q.name)?))
+}
+
+async fn remove_image(
+    State(engine): State<Engine>,
+    Query(q): Query<NameQuery>,
+) -> ApiResult<Json<Vec<husk_api_types::Removed>>> {
+    Ok(Json(engine.remove_image(&q.name, q.force)?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TagQuery {
+    source: String,
+    target: String,
+}
+
+async fn tag_image(
+    State(engine): State<Engine>,
+    Query(q): Query<TagQuery>,
+) -> ApiResult<StatusCode> {
+    engine.tag_image(&q.source, &q.target)?;
+    Ok(StatusCode::NO_CONTENT)
+}
 
 /// One line of a progress answer: a progress event, or the final result or error.
-pub fn progress_line(progress: &Progress) -> Vec<u8> {
+fn progress_line(progress: &Progress) -> Vec<u8> {
     let mut line = serde_json::to_vec(progress).unwrap_or_default();
     line.push(b'\n');
     line
 }
 
 /// The last line of a progress answer.
-pub fn final_line<T: Serialize>(result: &Result<T>) -> Vec<u8> {
+fn final_line<T: Serialize>(result: &Result<T>) -> Vec<u8> {
     let value = match result {
         Ok(v) => serde_json::json!({"type": "result", "result": v}),
         Err(e) => serde_json::json!({"type": "error", "error": e}),
@@ -61,17 +139,17 @@ where
     let body = events
         .chain(last)
         .map(|line| Ok::<_, std::io::Error>(bytes::Bytes::from(line)));
-    crate::local::ndjson(body)
+    ndjson(body)
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-pub(crate) struct PullQuery {
+struct PullQuery {
     reference: String,
     platform: Option<String>,
 }
 
-pub(crate) async fn pull(State(engine): State<Engine>, Query(q): Query<PullQuery>) -> Response {
+async fn pull(State(engine): State<Engine>, Query(q): Query<PullQuery>) -> Response {
     progress_answer(move |progress| async move {
         engine
             .pull_image(&q.reference, q.platform.as_deref(), progress)
@@ -81,11 +159,11 @@ pub(crate) async fn pull(State(engine): State<Engine>, Query(q): Query<PullQuery
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-pub(crate) struct PushQuery {
+struct PushQuery {
     name: String,
 }
 
-pub(crate) async fn push(State(engine): State<Engine>, Query(q): Query<PushQuery>) -> Response {
+async fn push(State(engine): State<Engine>, Query(q): Query<PushQuery>) -> Response {
     progress_answer(move |progress| async move { engine.push_image(&q.name, progress).await })
 }
 
@@ -99,7 +177,7 @@ struct SaveBody {
 /// Answers with the archive as it is written. Unknown names fail before the first byte; a failure while
 /// writing ends the stream with an error (the client sees a broken transfer, never a short archive that looks
 /// complete).
-pub(crate) async fn save(State(engine): State<Engine>, body: bytes::Bytes) -> ApiResult<Response> {
+async fn save(State(engine): State<Engine>, body: bytes::Bytes) -> ApiResult<Response> {
     let req: SaveBody = parse_body(&body)?;
     engine.check_save(&req.names)?;
     let (reader, writer) = tokio::io::duplex(256 * 1024);
@@ -115,28 +193,17 @@ pub(crate) async fn save(State(engine): State<Engine>, body: bytes::Bytes) -> Ap
     })
     .filter_map(|item| async move { item });
     let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).chain(end);
-    let mut response = Response::new(Body::from_stream(stream));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-tar"),
-    );
-    Ok(response)
+    Ok(tar(Body::from_stream(stream)))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub(crate) struct PruneQuery {
-    all: bool,
-}
-
-pub(crate) async fn prune(
+async fn prune(
     State(engine): State<Engine>,
-    Query(q): Query<PruneQuery>,
+    Query(q): Query<AllQuery>,
 ) -> ApiResult<Json<husk_api_types::PruneReport>> {
     Ok(Json(engine.prune_images(q.all).await?))
 }
 
-pub(crate) async fn login(
+async fn login(
     State(engine): State<Engine>,
     body: bytes::Bytes,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -147,11 +214,11 @@ pub(crate) async fn login(
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-pub(crate) struct LogoutQuery {
+struct LogoutQuery {
     registry: String,
 }
 
-pub(crate) async fn logout(
+async fn logout(
     State(engine): State<Engine>,
     Query(q): Query<LogoutQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -159,7 +226,7 @@ pub(crate) async fn logout(
     Ok(Json(serde_json::json!({"Removed": removed})))
 }
 
-pub(crate) async fn commit(
+async fn commit(
     State(engine): State<Engine>,
     Path(id): Path<String>,
     body: bytes::Bytes,
@@ -170,10 +237,6 @@ pub(crate) async fn commit(
         parse_body(&body)?
     };
     Ok(Json(engine.commit_container(&id, &req).await?))
-}
-
-pub(crate) async fn system_df(State(engine): State<Engine>) -> ApiResult<Json<SystemDf>> {
-    Ok(Json(engine.system_df().await?))
 }
 
 #[cfg(test)]

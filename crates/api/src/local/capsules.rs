@@ -10,7 +10,7 @@ use husk_engine::capsules::CapsuleRecord;
 use husk_engine::{Engine, Scope};
 use serde::{Deserialize, Serialize};
 
-use crate::local::ApiError;
+use super::ApiResult;
 
 /// One member of a capsule.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,15 +80,14 @@ pub fn view(engine: &Engine, c: &CapsuleRecord) -> CapsuleView {
     }
 }
 
-/// The routes.
-pub fn router(engine: Engine) -> Router {
+/// The routes under `/husk/v1/capsules`.
+pub(super) fn routes() -> Router<Engine> {
     Router::new()
         .route("/husk/v1/capsules", get(list).post(create))
         .route("/husk/v1/capsules/{id}", get(inspect).delete(remove))
-        .with_state(engine)
 }
 
-async fn list(State(engine): State<Engine>) -> Result<Json<Vec<CapsuleView>>, ApiError> {
+async fn list(State(engine): State<Engine>) -> ApiResult<Json<Vec<CapsuleView>>> {
     let list = engine.list_capsules(&Scope::All)?;
     Ok(Json(list.iter().map(|c| view(&engine, c)).collect()))
 }
@@ -97,7 +96,7 @@ async fn list(State(engine): State<Engine>) -> Result<Json<Vec<CapsuleView>>, Ap
 async fn create(
     State(engine): State<Engine>,
     body: bytes::Bytes,
-) -> Result<(StatusCode, Json<CapsuleView>), ApiError> {
+) -> ApiResult<(StatusCode, Json<CapsuleView>)> {
     let manifest: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| Error::bad_request(format!("the manifest is not valid JSON: {e}")))?;
     let (req, _) = crate::pod::translate(&manifest)?;
@@ -108,15 +107,12 @@ async fn create(
 async fn inspect(
     State(engine): State<Engine>,
     Path(id): Path<String>,
-) -> Result<Json<CapsuleView>, ApiError> {
+) -> ApiResult<Json<CapsuleView>> {
     let c = engine.capsule_in(&Scope::All, &id)?;
     Ok(Json(view(&engine, &c)))
 }
 
-async fn remove(
-    State(engine): State<Engine>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+async fn remove(State(engine): State<Engine>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let c = engine.capsule_in(&Scope::All, &id)?;
     engine.remove_capsule(&c.id).await?;
     Ok(StatusCode::NO_CONTENT)

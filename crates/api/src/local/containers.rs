@@ -1,7 +1,11 @@
-//! husk's own HTTP API, used by the `husk` CLI over the daemon's unix socket (JSON, under `/husk/v1`).
+//! Containers in the local API: create, run, inspect and remove; the lifecycle actions; logs, top, stats and
+//! events; `attach` and `exec`, which upgrade the connection to the process's stdio stream; and copying files in
+//! and out.
 //!
-//! Streams: `logs` answers with JSON lines; `attach` and `exec` upgrade the connection (`Upgrade: tcp`, as
-//! Docker does) to a raw byte stream carrying husk's stdio frames in both directions.
+//! `GET /husk/v1/containers/{id}/archive?path=` answers with a tar stream (`application/x-tar`) whose top entry
+//! is the path's last component; `PUT` with the same path unpacks the request's tar stream into that directory;
+//! `GET .../archive/stat?path=` describes the path. An archive that fails half-way ends the response with an
+//! error instead of a clean end, so a client never mistakes a truncated archive for a whole one.
 
 use std::str::FromStr;
 
@@ -12,42 +16,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use husk_api_types::{
-    ContainerCreate, ContainerView, ExecCreate, SandboxCreate, SandboxView, WaitCondition,
-};
+use husk_api_types::{ContainerCreate, ContainerView, ExecCreate, WaitCondition};
 use husk_core::stdio::BoxStdio;
-use husk_core::{Error, LogOptions, Result};
+use husk_core::{Error, ExtractOptions, LogOptions, PathStat, Result};
 use husk_engine::Engine;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
-mod storage;
+use super::{AllQuery, ApiResult, ForceQuery, ndjson, parse_body, tar};
 
-/// An error as the local API sends it: the status from its kind, the error as JSON.
-#[derive(Debug)]
-pub struct ApiError(pub Error);
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        ApiError(e)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.kind.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self.0)).into_response()
-    }
-}
-
-pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
-
-/// The router of the local API.
-pub fn router(engine: Engine) -> Router {
+/// The routes under `/husk/v1/containers`, and `/husk/v1/events`.
+pub(super) fn routes() -> Router<Engine> {
     Router::new()
-        .route("/husk/v1/version", get(version))
-        .route("/husk/v1/info", get(info))
         .route(
             "/husk/v1/containers",
             get(list_containers).post(create_container),
@@ -59,12 +39,30 @@ pub fn router(engine: Engine) -> Router {
             "/husk/v1/containers/{id}",
             get(inspect_container).delete(remove_container),
         )
-        .route("/husk/v1/containers/{id}/start", post(start_container))
-        .route("/husk/v1/containers/{id}/stop", post(stop_container))
-        .route("/husk/v1/containers/{id}/restart", post(restart_container))
-        .route("/husk/v1/containers/{id}/kill", post(kill_container))
-        .route("/husk/v1/containers/{id}/pause", post(pause_container))
-        .route("/husk/v1/containers/{id}/unpause", post(unpause_container))
+        .route(
+            "/husk/v1/containers/{id}/start",
+            post(|e, id| lifecycle(e, id, Lifecycle::Start)),
+        )
+        .route(
+            "/husk/v1/containers/{id}/stop",
+            post(|e, id, Query(q): Query<TimeoutQuery>| lifecycle(e, id, Lifecycle::Stop(q.t))),
+        )
+        .route(
+            "/husk/v1/containers/{id}/restart",
+            post(|e, id, Query(q): Query<TimeoutQuery>| lifecycle(e, id, Lifecycle::Restart(q.t))),
+        )
+        .route(
+            "/husk/v1/containers/{id}/kill",
+            post(|e, id, Query(q): Query<SignalQuery>| lifecycle(e, id, Lifecycle::Kill(q.signal))),
+        )
+        .route(
+            "/husk/v1/containers/{id}/pause",
+            post(|e, id| lifecycle(e, id, Lifecycle::Pause)),
+        )
+        .route(
+            "/husk/v1/containers/{id}/unpause",
+            post(|e, id| lifecycle(e, id, Lifecycle::Unpause)),
+        )
         .route("/husk/v1/containers/{id}/rename", post(rename_container))
         .route("/husk/v1/containers/{id}/update", post(update_container))
         .route("/husk/v1/containers/{id}/wait", post(wait_container))
@@ -75,52 +73,10 @@ pub fn router(engine: Engine) -> Router {
         .route("/husk/v1/containers/{id}/attach", post(attach))
         .route("/husk/v1/containers/{id}/exec", post(exec))
         .route(
-            "/husk/v1/sandboxes",
-            get(list_sandboxes).post(create_sandbox),
+            "/husk/v1/containers/{id}/archive",
+            get(get_archive).put(put_archive),
         )
-        .route(
-            "/husk/v1/sandboxes/{id}",
-            get(inspect_sandbox).delete(remove_sandbox),
-        )
-        .route("/husk/v1/networks", get(list_networks).post(create_network))
-        .route(
-            "/husk/v1/networks/{name}",
-            get(inspect_network).delete(remove_network),
-        )
-        .route("/husk/v1/images", get(list_images))
-        .route("/husk/v1/images/load", post(load_images))
-        .route("/husk/v1/images/tag", post(tag_image))
-        .route("/husk/v1/images/inspect", get(inspect_image))
-        .route("/husk/v1/images/remove", post(remove_image))
-        .route("/husk/v1/images/pull", post(crate::local_images::pull))
-        .route("/husk/v1/images/push", post(crate::local_images::push))
-        .route("/husk/v1/images/save", post(crate::local_images::save))
-        .route("/husk/v1/images/prune", post(crate::local_images::prune))
-        .route("/husk/v1/auth/login", post(crate::local_images::login))
-        .route("/husk/v1/auth/logout", post(crate::local_images::logout))
-        .route(
-            "/husk/v1/containers/{id}/commit",
-            post(crate::local_images::commit),
-        )
-        .route("/husk/v1/system/df", get(crate::local_images::system_df))
-        .merge(storage::routes())
-        .with_state(engine)
-}
-
-async fn version() -> Json<serde_json::Value> {
-    Json(
-        serde_json::json!({"Version": env!("CARGO_PKG_VERSION"), "ApiVersion": "1", "Os": "linux", "Arch": std::env::consts::ARCH}),
-    )
-}
-
-async fn info(State(engine): State<Engine>) -> ApiResult<Json<husk_api_types::Info>> {
-    Ok(Json(engine.info().await?))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ListQuery {
-    all: bool,
+        .route("/husk/v1/containers/{id}/archive/stat", get(stat_path))
 }
 
 fn views(engine: &Engine, recs: Vec<husk_core::ContainerRecord>) -> Result<Vec<ContainerView>> {
@@ -139,7 +95,7 @@ fn views(engine: &Engine, recs: Vec<husk_core::ContainerRecord>) -> Result<Vec<C
 
 async fn list_containers(
     State(engine): State<Engine>,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<AllQuery>,
 ) -> ApiResult<Json<Vec<ContainerView>>> {
     let recs = engine.list_containers(q.all)?;
     Ok(Json(views(&engine, recs)?))
@@ -149,12 +105,6 @@ async fn prune_containers(
     State(engine): State<Engine>,
 ) -> ApiResult<Json<husk_api_types::ContainerPruneReport>> {
     Ok(Json(engine.prune_containers().await?))
-}
-
-/// Parses a JSON body with a clear error (axum's own rejection text is not ours).
-pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
-    serde_json::from_slice(body)
-        .map_err(|e| Error::bad_request(format!("invalid request body: {e}")))
 }
 
 async fn create_container(
@@ -167,6 +117,15 @@ async fn create_container(
         StatusCode::CREATED,
         Json(engine.inspect_container(rec.id())?),
     ))
+}
+
+/// Reads a small JSON body of at most `limit` bytes, for the handlers that keep the request's parts: the
+/// upgrade handle stays in their extensions.
+async fn read_body<T: serde::de::DeserializeOwned>(body: Body, limit: usize) -> Result<T> {
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| Error::bad_request(format!("read the request body: {e}")))?;
+    parse_body(&bytes)
 }
 
 #[derive(Deserialize, Default)]
@@ -184,10 +143,7 @@ async fn run_container(
     request: Request,
 ) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, 2 << 20)
-        .await
-        .map_err(|e| Error::bad_request(format!("read the request body: {e}")))?;
-    let req: ContainerCreate = parse_body(&bytes)?;
+    let req: ContainerCreate = read_body(body, 2 << 20).await?;
     let (rec, stdio) = engine
         .run_container(req, if q.detach { None } else { Some(q.stdin) })
         .await?;
@@ -214,14 +170,6 @@ async fn inspect_container(
     Ok(Json(engine.inspect_container(&id)?))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ForceQuery {
-    force: bool,
-    /// Also remove the container's anonymous volumes (`rm -v`).
-    volumes: bool,
-}
-
 async fn remove_container(
     State(engine): State<Engine>,
     Path(id): Path<String>,
@@ -233,12 +181,15 @@ async fn remove_container(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn start_container(
-    State(engine): State<Engine>,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    engine.start_container(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
+/// The actions of `POST /husk/v1/containers/{id}/ACTION` that answer 204 No Content once done, with their
+/// options: `stop` and `restart` take `?t=` (seconds before SIGKILL), `kill` takes `?signal=`.
+enum Lifecycle {
+    Start,
+    Stop(Option<u32>),
+    Restart(Option<u32>),
+    Kill(String),
+    Pause,
+    Unpause,
 }
 
 #[derive(Deserialize, Default)]
@@ -247,52 +198,26 @@ struct TimeoutQuery {
     t: Option<u32>,
 }
 
-async fn stop_container(
-    State(engine): State<Engine>,
-    Path(id): Path<String>,
-    Query(q): Query<TimeoutQuery>,
-) -> ApiResult<StatusCode> {
-    engine.stop_container(&id, q.t).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn restart_container(
-    State(engine): State<Engine>,
-    Path(id): Path<String>,
-    Query(q): Query<TimeoutQuery>,
-) -> ApiResult<StatusCode> {
-    engine.restart_container(&id, q.t).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct SignalQuery {
     signal: String,
 }
 
-async fn kill_container(
+/// Runs `action` on the container `id`.
+async fn lifecycle(
     State(engine): State<Engine>,
     Path(id): Path<String>,
-    Query(q): Query<SignalQuery>,
+    action: Lifecycle,
 ) -> ApiResult<StatusCode> {
-    engine.kill_container(&id, &q.signal).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn pause_container(
-    State(engine): State<Engine>,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    engine.pause_container(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn unpause_container(
-    State(engine): State<Engine>,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    engine.unpause_container(&id).await?;
+    match action {
+        Lifecycle::Start => engine.start_container(&id).await.map(drop),
+        Lifecycle::Stop(t) => engine.stop_container(&id, t).await.map(drop),
+        Lifecycle::Restart(t) => engine.restart_container(&id, t).await.map(drop),
+        Lifecycle::Kill(signal) => engine.kill_container(&id, &signal).await,
+        Lifecycle::Pause => engine.pause_container(&id).await,
+        Lifecycle::Unpause => engine.unpause_container(&id).await,
+    }?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -391,19 +316,6 @@ async fn logs(
         },
     );
     Ok(ndjson(body))
-}
-
-/// A streamed answer of JSON lines (`application/x-ndjson`).
-pub(crate) fn ndjson<S>(lines: S) -> Response
-where
-    S: futures::Stream<Item = std::result::Result<bytes::Bytes, std::io::Error>> + Send + 'static,
-{
-    let mut response = Response::new(Body::from_stream(lines));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    response
 }
 
 /// Container events as they happen, one JSON object per line (Docker's shape), until the client goes. A client
@@ -532,162 +444,56 @@ async fn exec(
     request: Request,
 ) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
-    // The body is small JSON; read it while keeping the upgrade handle in the parts' extensions.
-    let bytes = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .map_err(|e| Error::bad_request(format!("read the request body: {e}")))?;
-    let req: ExecCreate = parse_body(&bytes)?;
+    let req: ExecCreate = read_body(body, 1 << 20).await?;
     let stdio = engine.exec(&id, &req).await?;
     Ok(upgrade(Request::from_parts(parts, Body::empty()), stdio))
 }
 
-async fn list_sandboxes(State(engine): State<Engine>) -> ApiResult<Json<Vec<SandboxView>>> {
-    let list = engine.list_sandboxes()?;
-    let mut out = Vec::with_capacity(list.len());
-    for sb in list {
-        let containers = engine.sandbox_containers(&sb.config.id)?;
-        let mut view = SandboxView::new(&sb, containers);
-        view.volumes = engine.sandbox_volume_names(&sb.config.id)?;
-        out.push(view);
-    }
-    Ok(Json(out))
-}
-
-async fn create_sandbox(
-    State(engine): State<Engine>,
-    body: bytes::Bytes,
-) -> ApiResult<(StatusCode, Json<SandboxView>)> {
-    let req: SandboxCreate = parse_body(&body)?;
-    let sb = engine.create_sandbox(req).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(engine.inspect_sandbox(&sb.config.id)?),
-    ))
-}
-
-async fn inspect_sandbox(
-    State(engine): State<Engine>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<SandboxView>> {
-    Ok(Json(engine.inspect_sandbox(&id)?))
-}
-
-async fn remove_sandbox(
-    State(engine): State<Engine>,
-    Path(id): Path<String>,
-    Query(q): Query<ForceQuery>,
-) -> ApiResult<StatusCode> {
-    engine.remove_sandbox(&id, q.force).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn list_images(
-    State(engine): State<Engine>,
-) -> ApiResult<Json<Vec<husk_api_types::ImageView>>> {
-    Ok(Json(engine.list_images()?))
-}
-
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct LoadQuery {
-    name: Option<String>,
+struct PathQuery {
+    path: String,
+    copy_uid_gid: bool,
 }
 
-async fn load_images(
+async fn stat_path(
     State(engine): State<Engine>,
-    Query(q): Query<LoadQuery>,
+    Path(id): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> ApiResult<Json<PathStat>> {
+    Ok(Json(engine.stat_path(&id, &q.path).await?))
+}
+
+async fn get_archive(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> ApiResult<Response> {
+    let (_, archive) = engine.archive_path(&id, &q.path).await?;
+    let body = tokio_util::io::ReaderStream::with_capacity(archive, 256 * 1024);
+    Ok(tar(Body::from_stream(body)))
+}
+
+async fn put_archive(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    Query(q): Query<PathQuery>,
     body: Body,
-) -> ApiResult<Json<Vec<husk_api_types::LoadedImage>>> {
+) -> ApiResult<StatusCode> {
+    if q.path.is_empty() {
+        return Err(Error::invalid("path", "no destination directory given").into());
+    }
     let stream = body
         .into_data_stream()
         .map(|r| r.map_err(std::io::Error::other));
     let reader = tokio_util::io::StreamReader::new(stream);
-    Ok(Json(engine.load_images(reader, q.name).await?))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct NameQuery {
-    name: String,
-    force: bool,
-}
-
-async fn inspect_image(
-    State(engine): State<Engine>,
-    Query(q): Query<NameQuery>,
-) -> ApiResult<Json<husk_api_types::ImageView>> {
-    Ok(Json(engine.inspect_image(&q.name)?))
-}
-
-async fn remove_image(
-    State(engine): State<Engine>,
-    Query(q): Query<NameQuery>,
-) -> ApiResult<Json<Vec<husk_api_types::Removed>>> {
-    Ok(Json(engine.remove_image(&q.name, q.force)?))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct TagQuery {
-    source: String,
-    target: String,
-}
-
-async fn tag_image(
-    State(engine): State<Engine>,
-    Query(q): Query<TagQuery>,
-) -> ApiResult<StatusCode> {
-    engine.tag_image(&q.source, &q.target)?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn list_networks(
-    State(engine): State<Engine>,
-) -> ApiResult<Json<Vec<husk_api_types::NetworkInfo>>> {
-    Ok(Json(engine.list_networks().await?))
-}
-
-async fn inspect_network(
-    State(engine): State<Engine>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<husk_api_types::NetworkInfo>> {
-    Ok(Json(engine.inspect_network(&name).await?))
-}
-
-/// The body of `POST /husk/v1/networks`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NetworkCreateBody {
-    name: String,
-    #[serde(default)]
-    subnet: Option<String>,
-    #[serde(default)]
-    gateway: Option<String>,
-    #[serde(default)]
-    bridge: Option<String>,
-}
-
-async fn create_network(
-    State(engine): State<Engine>,
-    body: bytes::Bytes,
-) -> ApiResult<(StatusCode, Json<husk_api_types::NetworkInfo>)> {
-    let b: NetworkCreateBody = parse_body(&body)?;
-    let info = engine
-        .create_network(husk_api_types::NewNetwork {
-            name: b.name,
-            subnet: b.subnet,
-            gateway: b.gateway,
-            bridge: b.bridge,
-        })
+    let options = ExtractOptions {
+        copy_owners: q.copy_uid_gid,
+        no_overwrite_dir_non_dir: true,
+    };
+    engine
+        .extract_archive(&id, &q.path, Box::pin(reader), &options)
         .await?;
-    Ok((StatusCode::CREATED, Json(info)))
-}
-
-async fn remove_network(
-    State(engine): State<Engine>,
-    Path(name): Path<String>,
-) -> ApiResult<StatusCode> {
-    engine.remove_network(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -8,7 +8,7 @@ use husk_engine::Engine;
 use husk_engine::identity::{ProjectRecord, UserCreate, UserRecord};
 use serde::{Deserialize, Serialize};
 
-use crate::local::ApiError;
+use super::{ApiResult, parse_body};
 
 /// A project as the CLI shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,23 +73,14 @@ pub struct ProjectCreate {
     pub description: String,
 }
 
-/// The routes.
-pub fn router(engine: Engine) -> Router {
+/// The routes under `/husk/v1/projects` and `/husk/v1/users`.
+pub(super) fn routes() -> Router<Engine> {
     Router::new()
         .route("/husk/v1/projects", get(list_projects).post(create_project))
         .route("/husk/v1/users", get(list_users).post(create_user))
-        .with_state(engine)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError(husk_core::Error::bad_request(format!(
-            "invalid request body: {e}"
-        )))
-    })
-}
-
-async fn list_projects(State(engine): State<Engine>) -> Result<Json<Vec<ProjectView>>, ApiError> {
+async fn list_projects(State(engine): State<Engine>) -> ApiResult<Json<Vec<ProjectView>>> {
     Ok(Json(
         engine
             .list_projects()?
@@ -102,13 +93,13 @@ async fn list_projects(State(engine): State<Engine>) -> Result<Json<Vec<ProjectV
 async fn create_project(
     State(engine): State<Engine>,
     body: bytes::Bytes,
-) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
-    let req: ProjectCreate = parse(&body)?;
+) -> ApiResult<(StatusCode, Json<ProjectView>)> {
+    let req: ProjectCreate = parse_body(&body)?;
     let p = engine.create_project(&req.name, &req.description)?;
     Ok((StatusCode::CREATED, Json(p.into())))
 }
 
-async fn list_users(State(engine): State<Engine>) -> Result<Json<Vec<UserView>>, ApiError> {
+async fn list_users(State(engine): State<Engine>) -> ApiResult<Json<Vec<UserView>>> {
     Ok(Json(
         engine.list_users()?.into_iter().map(Into::into).collect(),
     ))
@@ -117,8 +108,8 @@ async fn list_users(State(engine): State<Engine>) -> Result<Json<Vec<UserView>>,
 async fn create_user(
     State(engine): State<Engine>,
     body: bytes::Bytes,
-) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let req: UserCreate = parse(&body)?;
+) -> ApiResult<(StatusCode, Json<UserView>)> {
+    let req: UserCreate = parse_body(&body)?;
     let u = engine.create_user(req).await?;
     Ok((StatusCode::CREATED, Json(u.into())))
 }
