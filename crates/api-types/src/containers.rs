@@ -137,6 +137,9 @@ pub struct SandboxCreate {
     pub host_pid: bool,
     /// Containers run in the host's IPC namespace.
     pub host_ipc: bool,
+    /// A user namespace of the sandbox's own with these mappings, joined by all its containers (default: the
+    /// host's).
+    pub user_namespace: Option<husk_core::UserNamespaceConfig>,
     /// Driver (default: the daemon's).
     pub driver: Option<String>,
     /// Network.

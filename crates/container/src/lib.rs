@@ -4,6 +4,7 @@ pub mod cgroups;
 pub mod command;
 pub mod container_fs;
 pub mod fs_helper;
+pub mod idmap;
 pub mod logs;
 pub mod namespaces;
 pub mod sealed_exe;

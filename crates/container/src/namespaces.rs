@@ -157,9 +157,191 @@ pub fn create_pinned(
         .map_err(|_| Error::internal("the namespace thread panicked"))?
 }
 
+/// Sets the hostname of the UTS namespace pinned at `uts` and brings up the loopback of the network namespace
+/// pinned at `net`, from a fresh thread that enters them (and exits after).
+fn configure_pinned(uts: Option<PathBuf>, net: Option<PathBuf>, hostname: &str) -> Result<()> {
+    let hostname = hostname.to_string();
+    std::thread::Builder::new()
+        .name("husk-netns".into())
+        .spawn(move || -> Result<()> {
+            if let Some(uts) = uts {
+                let f = File::open(&uts)
+                    .map_err(|e| Error::io(format!("open {}", uts.display()), e))?;
+                nix::sched::setns(&f, CloneFlags::CLONE_NEWUTS)
+                    .map_err(|e| sys(format!("enter {}", uts.display()), e))?;
+                nix::unistd::sethostname(&hostname)
+                    .map_err(|e| sys(format!("set hostname {hostname:?}"), e))?;
+            }
+            if let Some(net) = net {
+                let f = File::open(&net)
+                    .map_err(|e| Error::io(format!("open {}", net.display()), e))?;
+                nix::sched::setns(&f, CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| sys(format!("enter {}", net.display()), e))?;
+                loopback_up()?;
+            }
+            Ok(())
+        })
+        .map_err(|e| Error::io("start the namespace thread", e))?
+        .join()
+        .map_err(|_| Error::internal("the namespace thread panicked"))?
+}
+
+/// Writes `maps` to `/proc/PID/FILE` (`uid_map` or `gid_map`).
+fn write_id_map(pid: i32, file: &str, maps: &[husk_core::IdMapping]) -> Result<()> {
+    let text: String = maps.iter().map(|m| m.map_line()).collect();
+    let path = format!("/proc/{pid}/{file}");
+    std::fs::write(&path, text.as_bytes()).map_err(|e| Error::io(format!("write {path}"), e))
+}
+
+/// Creates a user namespace with `userns`'s mappings and, owned by it, a new namespace of each of `kinds` (of
+/// [`PINNED_KINDS`]; the UTS one gets `hostname`, the network one its loopback up), and pins them all as
+/// `dir/user` and `dir/KIND`. Namespaces made by a process in the user namespace belong to it, so the root of a
+/// container that joins them may mount `/proc`, `/sys` and `mqueue` for them; the daemon cannot enter a user
+/// namespace itself (it is multithreaded), so a child made with `clone3(CLONE_NEWUSER | ...)` holds them while
+/// they are pinned. With `pause` (`(husk binary, where to pin its PID namespace)`) that child gets a new PID
+/// namespace too (owned by the user namespace) and becomes the sandbox's pause process, root of the user
+/// namespace; otherwise it exits once they are pinned. On failure nothing stays pinned or running.
+pub fn create_pinned_in_userns(
+    dir: &Path,
+    hostname: &str,
+    kinds: &[&str],
+    userns: &husk_core::UserNamespaceConfig,
+    pause: Option<(&Path, &Path)>,
+) -> Result<(BTreeMap<String, PathBuf>, Option<PauseProcess>)> {
+    if let Some(k) = kinds.iter().find(|k| !PINNED_KINDS.contains(k)) {
+        return Err(Error::internal(format!(
+            "no pinned namespace of kind {k:?}"
+        )));
+    }
+    userns.validate("user_namespace")?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    let exec = match pause {
+        Some((exe, _)) => Some(
+            CString::new(exe.as_os_str().as_encoded_bytes())
+                .map_err(|_| Error::internal("husk binary path has a NUL"))?,
+        ),
+        None => None,
+    };
+    let arg0 = CString::new("husk").map_err(|_| Error::internal("arg"))?;
+    let arg1 = CString::new("sandbox-pause").map_err(|_| Error::internal("arg"))?;
+    let argv = [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    let exec_ptr = exec.as_ref().map(|c| c.as_ptr());
+    let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| sys("create a pipe for the user namespace", e))?;
+    let (go_read_fd, go_write_fd) = (go_read.as_raw_fd(), go_write.as_raw_fd());
+    let mut flags = libc::CLONE_NEWUSER | libc::CLONE_PIDFD;
+    for (kind, flag) in [
+        ("net", libc::CLONE_NEWNET),
+        ("ipc", libc::CLONE_NEWIPC),
+        ("uts", libc::CLONE_NEWUTS),
+    ] {
+        if kinds.contains(&kind) {
+            flags |= flag;
+        }
+    }
+    if pause.is_some() {
+        flags |= libc::CLONE_NEWPID;
+    }
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: clone_args is plain data; zeroed is the documented default for unused fields.
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.flags = flags as u64;
+    args.pidfd = &mut pidfd as *mut libc::c_int as u64;
+    args.exit_signal = libc::SIGCHLD as u64;
+    // SAFETY: clone3 with a valid clone_args and its size. The child (return 0) only calls close, read, syscall
+    // (setgroups/setresgid/setresuid, raw: libc's wrappers would signal threads the child does not have), execve
+    // and _exit, which are async-signal-safe and touch no locks or allocator state; every pointer they use was
+    // prepared before the clone.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    if ret == 0 {
+        // SAFETY: see above; the child never returns into Rust code.
+        unsafe {
+            libc::close(go_write_fd);
+            let mut byte = 0u8;
+            // The parent writes one byte once the mappings are written and the namespaces pinned, or closes the
+            // pipe on failure.
+            if libc::read(go_read_fd, &mut byte as *mut u8 as *mut libc::c_void, 1) != 1 {
+                libc::_exit(0);
+            }
+            match exec_ptr {
+                Some(path) => {
+                    // Become the namespace's root (host root is not mapped in it).
+                    if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+                        || libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
+                        || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
+                    {
+                        libc::_exit(126);
+                    }
+                    libc::execve(path, argv.as_ptr(), envp.as_ptr());
+                    libc::_exit(127);
+                }
+                None => libc::_exit(0),
+            }
+        }
+    }
+    if ret < 0 {
+        return Err(Error::io(
+            "create the sandbox's user namespace",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    drop(go_read);
+    let pid = ret as i32;
+    // SAFETY: CLONE_PIDFD stored a new descriptor we now own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let child = PauseProcess { pid, pidfd };
+    let mut pinned: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let made = (|| -> Result<()> {
+        write_id_map(pid, "uid_map", &userns.uid_mappings)?;
+        write_id_map(pid, "gid_map", &userns.gid_mappings)?;
+        for kind in std::iter::once(&"user").chain(kinds.iter()) {
+            let target = dir.join(kind);
+            pin(Path::new(&format!("/proc/{pid}/ns/{kind}")), &target)?;
+            pinned.insert(kind.to_string(), target);
+        }
+        if let Some((_, pin_at)) = pause {
+            pin(Path::new(&format!("/proc/{pid}/ns/pid")), pin_at)?;
+            pinned.insert("pid".into(), pin_at.to_path_buf());
+        }
+        configure_pinned(
+            pinned.get("uts").cloned(),
+            pinned.get("net").cloned(),
+            hostname,
+        )
+    })();
+    if let Err(e) = made {
+        stop_pause(&child);
+        for p in pinned.values() {
+            let _ = unpin(p);
+        }
+        return Err(e);
+    }
+    nix::unistd::write(&go_write, &[1u8]).map_err(|e| {
+        stop_pause(&child);
+        for p in pinned.values() {
+            let _ = unpin(p);
+        }
+        sys("start the user namespace's holder", e)
+    })?;
+    drop(go_write);
+    if pause.is_some() {
+        Ok((pinned, Some(child)))
+    } else {
+        reap(&child.pidfd);
+        Ok((pinned, None))
+    }
+}
+
 /// Unpins every namespace file in `dir` and removes the directory if it is then empty.
 pub fn remove_pinned(dir: &Path) -> Result<()> {
-    for kind in PINNED_KINDS.iter().chain(std::iter::once(&"pid")) {
+    for kind in PINNED_KINDS.iter().chain(["pid", "user"].iter()) {
         unpin(&dir.join(kind))?;
     }
     match std::fs::remove_dir(dir) {
@@ -317,6 +499,52 @@ mod tests {
         assert!(pinned.values().all(|p| is_pinned(p)));
         remove_pinned(&ns_dir).unwrap();
         assert!(!ns_dir.exists());
+        remove_pinned(&ns_dir).unwrap();
+    }
+
+    #[test]
+    fn a_user_namespace_owns_the_namespaces_made_with_it() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ns_dir = dir.path().join("ns");
+        let map = vec![husk_core::IdMapping {
+            container_id: 0,
+            host_id: 1000,
+            size: 100_000,
+        }];
+        let userns = husk_core::UserNamespaceConfig {
+            uid_mappings: map.clone(),
+            gid_mappings: map,
+        };
+        let (pinned, pause) =
+            create_pinned_in_userns(&ns_dir, "sbx-host", PINNED_KINDS, &userns, None).unwrap();
+        assert!(pause.is_none());
+        assert_eq!(
+            pinned.keys().collect::<Vec<_>>(),
+            ["ipc", "net", "user", "uts"]
+        );
+        assert!(pinned.values().all(|p| is_pinned(p)));
+        for kind in PINNED_KINDS {
+            let f = File::open(&pinned[*kind]).unwrap();
+            // SAFETY: NS_GET_USERNS on a namespace file we opened; it returns a new descriptor or -1.
+            let owner = unsafe { libc::ioctl(f.as_raw_fd(), 0xb701) };
+            assert!(owner >= 0, "{kind}: {}", std::io::Error::last_os_error());
+            // SAFETY: the ioctl returned a new descriptor we own.
+            let owner = File::from(unsafe { OwnedFd::from_raw_fd(owner) });
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(
+                owner.metadata().unwrap().ino(),
+                ns_inode(&pinned["user"]),
+                "{kind} belongs to the sandbox's user namespace"
+            );
+        }
+        remove_pinned(&ns_dir).unwrap();
+        assert!(!ns_dir.exists());
+        let bad = husk_core::UserNamespaceConfig::default();
+        assert!(create_pinned_in_userns(&ns_dir, "h", &["net"], &bad, None).is_err());
         remove_pinned(&ns_dir).unwrap();
     }
 

@@ -57,6 +57,8 @@ pub struct NamespacePlan {
     pub host_pid: bool,
     /// Stay in the host's IPC namespace (`ipc` is then ignored).
     pub host_ipc: bool,
+    /// A sandbox's user namespace to join (its pinned file) and its mappings; `None` = the host's.
+    pub user: Option<(PathBuf, husk_core::UserNamespaceConfig)>,
 }
 
 /// Everything the spec depends on.
@@ -428,6 +430,9 @@ fn namespaces_json(plan: &NamespacePlan, cgroup_v2: bool) -> Value {
     };
     // A namespace type left out of the list is the runtime's own: the host's.
     let mut list = vec![json!({"type": "mount"})];
+    if let Some((path, _)) = &plan.user {
+        list.push(json!({"type": "user", "path": path}));
+    }
     if !plan.host_pid {
         list.push(ns("pid", &plan.pid));
     }
@@ -468,6 +473,18 @@ pub fn container_spec(input: &SpecInput<'_>) -> Result<Spec> {
     });
     if !sec.sysctls.is_empty() {
         linux["sysctl"] = json!(sec.sysctls);
+    }
+    if let Some((_, userns)) = &input.namespaces.user {
+        // The namespace exists already (the runtime joins it); its mappings are stated as the OCI spec asks.
+        let ids = |maps: &[husk_core::IdMapping]| {
+            maps.iter()
+                .map(
+                    |m| json!({"containerID": m.container_id, "hostID": m.host_id, "size": m.size}),
+                )
+                .collect::<Vec<_>>()
+        };
+        linux["uidMappings"] = json!(ids(&userns.uid_mappings));
+        linux["gidMappings"] = json!(ids(&userns.gid_mappings));
     }
     if !sec.privileged {
         linux["maskedPaths"] = match &sec.masked_paths {
@@ -651,6 +668,47 @@ mod tests {
         assert!(find("mount").unwrap().get("path").is_none());
         assert!(find("pid").unwrap().get("path").is_none());
         assert!(find("cgroup").is_none(), "no cgroup namespace on v1");
+    }
+
+    #[test]
+    fn a_sandbox_user_namespace_is_joined_with_its_mappings() {
+        let c = config();
+        let caps = daemon_caps();
+        let s = as_json(&container_spec(&input(&c, &caps)).unwrap());
+        assert!(s["linux"].get("uidMappings").is_none());
+        let ns = s["linux"]["namespaces"].as_array().unwrap();
+        assert!(
+            !ns.iter().any(|n| n["type"] == "user"),
+            "the host's by default"
+        );
+        let mut i = input(&c, &caps);
+        let map = |host_id| {
+            vec![husk_core::IdMapping {
+                container_id: 0,
+                host_id,
+                size: 65536,
+            }]
+        };
+        let userns = husk_core::UserNamespaceConfig {
+            uid_mappings: map(100_000),
+            gid_mappings: map(200_000),
+        };
+        i.namespaces.user = Some(("/run/husk/s/x/ns/user".into(), userns));
+        let s = as_json(&container_spec(&i).unwrap());
+        let ns = s["linux"]["namespaces"].as_array().unwrap();
+        let user: Vec<&Value> = ns.iter().filter(|n| n["type"] == "user").collect();
+        assert_eq!(
+            user,
+            [&json!({"type": "user", "path": "/run/husk/s/x/ns/user"})]
+        );
+        assert_eq!(
+            s["linux"]["uidMappings"],
+            json!([{"containerID": 0, "hostID": 100_000, "size": 65536}])
+        );
+        assert_eq!(
+            s["linux"]["gidMappings"],
+            json!([{"containerID": 0, "hostID": 200_000, "size": 65536}])
+        );
     }
 
     #[test]

@@ -605,6 +605,9 @@ pub struct SandboxConfig {
     /// Whether the sandbox's containers run in the host's IPC namespace (and see the host's `/dev/shm`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_ipc: bool,
+    /// A user namespace of the sandbox's own, which every container of it joins; `None` = the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<UserNamespaceConfig>,
     /// Network.
     #[serde(default)]
     pub network: NetworkConfig,
@@ -618,6 +621,92 @@ pub struct SandboxConfig {
     /// interpreted by husk.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// `size` consecutive IDs: `container_id` and on inside a user namespace are `host_id` and on outside it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapping {
+    /// The first ID inside the namespace.
+    pub container_id: u32,
+    /// The ID it is on the host.
+    pub host_id: u32,
+    /// How many IDs the range holds.
+    pub size: u32,
+}
+
+impl IdMapping {
+    /// The host ID of `id` inside the namespace, if this range maps it.
+    pub fn host_of(&self, id: u32) -> Option<u32> {
+        let offset = id.checked_sub(self.container_id)?;
+        (offset < self.size).then(|| self.host_id + offset)
+    }
+
+    /// The line of `/proc/PID/uid_map` (or `gid_map`) for this range.
+    pub fn map_line(&self) -> String {
+        format!("{} {} {}\n", self.container_id, self.host_id, self.size)
+    }
+}
+
+/// A sandbox's own user namespace: the containers' root is an unprivileged ID on the host.
+///
+/// One range for user IDs and one for group IDs, each mapping the namespace's ID 0 (as Kubernetes asks for a
+/// pod with `hostUsers: false`); see [`UserNamespaceConfig::validate`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNamespaceConfig {
+    /// User ID ranges (exactly one).
+    pub uid_mappings: Vec<IdMapping>,
+    /// Group ID ranges (exactly one).
+    pub gid_mappings: Vec<IdMapping>,
+}
+
+impl UserNamespaceConfig {
+    /// Checks the mappings: exactly one range each for users and groups, not empty, not wrapping around, and
+    /// mapping ID 0 inside (the containers' root must be someone). `field` names the request field in errors.
+    pub fn validate(&self, field: &str) -> Result<()> {
+        for (kind, maps) in [("uids", &self.uid_mappings), ("gids", &self.gid_mappings)] {
+            let [m] = maps.as_slice() else {
+                return Err(Error::invalid(
+                    format!("{field}.{kind}"),
+                    format!(
+                        "{field}.{kind}: a pod's user namespace takes exactly one {kind} mapping, not {}",
+                        maps.len()
+                    ),
+                ));
+            };
+            if m.size == 0
+                || m.container_id.checked_add(m.size - 1).is_none()
+                || m.host_id.checked_add(m.size - 1).is_none()
+            {
+                return Err(Error::invalid(
+                    format!("{field}.{kind}"),
+                    format!(
+                        "{field}.{kind}: the mapping {} {} {} is empty or goes past the largest ID",
+                        m.container_id, m.host_id, m.size
+                    ),
+                ));
+            }
+            if m.host_of(0).is_none() {
+                return Err(Error::invalid(
+                    format!("{field}.{kind}"),
+                    format!(
+                        "{field}.{kind}: the mapping {} {} {} does not map the container's ID 0",
+                        m.container_id, m.host_id, m.size
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The host user ID of the namespace's root.
+    pub fn host_root_uid(&self) -> Option<u32> {
+        self.uid_mappings.iter().find_map(|m| m.host_of(0))
+    }
+
+    /// The host group ID of the namespace's root.
+    pub fn host_root_gid(&self) -> Option<u32> {
+        self.gid_mappings.iter().find_map(|m| m.host_of(0))
+    }
 }
 
 /// What a driver reports about a sandbox it made.
@@ -986,6 +1075,67 @@ mod tests {
         assert_eq!(id.len(), 64);
         assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
         assert!(crate::units::validate_name("name", &random_name()).is_ok());
+    }
+
+    #[test]
+    fn user_namespace_mappings_are_checked() {
+        let one = |container_id, host_id, size| {
+            vec![IdMapping {
+                container_id,
+                host_id,
+                size,
+            }]
+        };
+        let userns = |uids: Vec<IdMapping>, gids: Vec<IdMapping>| UserNamespaceConfig {
+            uid_mappings: uids,
+            gid_mappings: gids,
+        };
+        let good = userns(one(0, 1000, 100_000), one(0, 1000, 100_000));
+        good.validate("userns_options").unwrap();
+        assert_eq!(good.host_root_uid(), Some(1000));
+        assert_eq!(good.uid_mappings[0].map_line(), "0 1000 100000\n");
+        assert_eq!(good.uid_mappings[0].host_of(99_999), Some(100_999));
+        assert_eq!(good.uid_mappings[0].host_of(100_000), None);
+        let mut two = one(0, 1000, 100_000);
+        two.extend(one(0, 2000, 100_000));
+        let cases = [
+            (
+                userns(two.clone(), two),
+                "userns_options.uids",
+                "exactly one",
+            ),
+            (userns(vec![], one(0, 1, 1)), "userns_options.uids", "not 0"),
+            (
+                userns(one(0, 1, 1), one(1, 1000, 10)),
+                "userns_options.gids",
+                "ID 0",
+            ),
+            (
+                userns(one(1, 1000, 100_000), one(0, 1, 1)),
+                "userns_options.uids",
+                "ID 0",
+            ),
+            (
+                userns(one(0, 1, 0), one(0, 1, 1)),
+                "userns_options.uids",
+                "empty",
+            ),
+            (
+                userns(one(0, u32::MAX, 2), one(0, 1, 1)),
+                "userns_options.uids",
+                "largest",
+            ),
+        ];
+        for (config, field, words) in cases {
+            let e = config.validate("userns_options").unwrap_err();
+            assert_eq!(e.kind, crate::ErrorKind::InvalidArgument);
+            assert_eq!(e.field.as_deref(), Some(field), "{}", e.message);
+            assert!(
+                e.message.starts_with(field) && e.message.contains(words),
+                "{}",
+                e.message
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use husk_core::{ContainerRecord, ContainerStatus, Error, SandboxRecord};
-use k8s_cri::v1::{ContainerMetadata, ContainerState, PodSandboxMetadata, PodSandboxState};
+use k8s_cri::v1::{
+    ContainerMetadata, ContainerState, NamespaceMode, PodSandboxMetadata, PodSandboxState,
+    UserNamespace,
+};
 
 /// Annotations whose keys start with this are husk's own record of CRI data, never shown to CRI clients.
 pub const RESERVED: &str = "io.husk.cri.";
@@ -26,6 +29,46 @@ pub fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Error> {
         Err(Error::invalid(field, format!("{field} is required")))
     } else {
         Ok(value)
+    }
+}
+
+/// The pod's own user namespace from `linux.security_context.namespace_options.userns_options`: `None` for the
+/// host's (no options, or mode NODE); the mappings for mode POD, which must be one for users and one for groups,
+/// each mapping the container's ID 0. CONTAINER and TARGET are refused: a pod's containers share its user
+/// namespace, as kubelet asks.
+pub fn pod_user_namespace(
+    options: Option<&UserNamespace>,
+) -> Result<Option<husk_core::UserNamespaceConfig>, Error> {
+    const FIELD: &str = "linux.security_context.namespace_options.userns_options";
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    let mapping = |m: &k8s_cri::v1::IdMapping| husk_core::IdMapping {
+        container_id: m.container_id,
+        host_id: m.host_id,
+        size: m.length,
+    };
+    match NamespaceMode::try_from(options.mode) {
+        Ok(NamespaceMode::Node) => Ok(None),
+        Ok(NamespaceMode::Pod) => {
+            let userns = husk_core::UserNamespaceConfig {
+                uid_mappings: options.uids.iter().map(mapping).collect(),
+                gid_mappings: options.gids.iter().map(mapping).collect(),
+            };
+            userns.validate(FIELD)?;
+            Ok(Some(userns))
+        }
+        Ok(mode @ (NamespaceMode::Container | NamespaceMode::Target)) => Err(Error::invalid(
+            format!("{FIELD}.mode"),
+            format!(
+                "{FIELD}.mode: {} is not supported for a pod's user namespace: use NODE (the host's) or POD",
+                mode.as_str_name()
+            ),
+        )),
+        Err(_) => Err(Error::invalid(
+            format!("{FIELD}.mode"),
+            format!("{FIELD}.mode: {} is not a namespace mode", options.mode),
+        )),
     }
 }
 
@@ -376,5 +419,56 @@ mod tests {
         assert!(matches(&labels, &selector));
         selector.insert("app".to_string(), "db".to_string());
         assert!(!matches(&labels, &selector));
+    }
+
+    #[test]
+    fn pod_user_namespaces() {
+        let mapping = |container_id, host_id, length| k8s_cri::v1::IdMapping {
+            container_id,
+            host_id,
+            length,
+        };
+        let options = |mode: NamespaceMode, ids: Vec<k8s_cri::v1::IdMapping>| UserNamespace {
+            mode: mode as i32,
+            uids: ids.clone(),
+            gids: ids,
+        };
+        assert_eq!(pod_user_namespace(None).unwrap(), None);
+        assert_eq!(
+            pod_user_namespace(Some(&options(NamespaceMode::Node, vec![]))).unwrap(),
+            None
+        );
+        let pod = pod_user_namespace(Some(&options(
+            NamespaceMode::Pod,
+            vec![mapping(0, 1000, 100_000)],
+        )))
+        .unwrap()
+        .unwrap();
+        assert_eq!(pod.uid_mappings, pod.gid_mappings);
+        assert_eq!(pod.uid_mappings[0].map_line(), "0 1000 100000\n");
+        let refused = [
+            options(
+                NamespaceMode::Pod,
+                vec![mapping(0, 1000, 100_000), mapping(0, 2000, 100_000)],
+            ),
+            options(NamespaceMode::Pod, vec![mapping(1, 1000, 100_000)]),
+            options(NamespaceMode::Pod, vec![]),
+            options(NamespaceMode::Container, vec![]),
+            options(NamespaceMode::Target, vec![]),
+            UserNamespace {
+                mode: 42,
+                ..Default::default()
+            },
+        ];
+        for o in refused {
+            let e = pod_user_namespace(Some(&o)).unwrap_err();
+            assert_eq!(e.kind, husk_core::ErrorKind::InvalidArgument);
+            assert!(
+                e.message
+                    .starts_with("linux.security_context.namespace_options.userns_options"),
+                "{}",
+                e.message
+            );
+        }
     }
 }

@@ -126,6 +126,7 @@ impl Runtime {
                         } else {
                             cri::NamespaceMode::Pod as i32
                         },
+                        userns_options: Some(user_namespace_status(sb)),
                         ..Default::default()
                     }),
                 }),
@@ -480,6 +481,30 @@ fn not_yet(what: &str) -> Status {
     ))
 }
 
+/// The user namespace of a pod as the CRI shows it: POD with its mappings, or NODE.
+fn user_namespace_status(sb: &SandboxRecord) -> cri::UserNamespace {
+    let ids = |maps: &[husk_core::IdMapping]| {
+        maps.iter()
+            .map(|m| cri::IdMapping {
+                host_id: m.host_id,
+                container_id: m.container_id,
+                length: m.size,
+            })
+            .collect()
+    };
+    match &sb.config.user_namespace {
+        Some(userns) => cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: ids(&userns.uid_mappings),
+            gids: ids(&userns.gid_mappings),
+        },
+        None => cri::UserNamespace {
+            mode: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        },
+    }
+}
+
 /// The husk network of a pod: the host's for NODE, else the default network with its ports and DNS.
 fn pod_network(config: &cri::PodSandboxConfig) -> Result<NetworkConfig, Status> {
     let options = config
@@ -542,6 +567,17 @@ fn set_pod_namespaces(
     sandbox.share_pid = pid == cri::NamespaceMode::Pod;
     sandbox.host_pid = pid == cri::NamespaceMode::Node;
     sandbox.host_ipc = ipc == cri::NamespaceMode::Node;
+    sandbox.user_namespace =
+        convert::pod_user_namespace(options.userns_options.as_ref()).map_err(|e| status_of(&e))?;
+    // The host's namespaces belong to the host's user namespace: root of the pod's could not mount /proc or /sys
+    // for them (Kubernetes refuses hostUsers: false with hostNetwork, hostPID and hostIPC too).
+    let host_network = options.network == cri::NamespaceMode::Node as i32;
+    if sandbox.user_namespace.is_some() && (host_network || sandbox.host_pid || sandbox.host_ipc) {
+        return Err(Status::invalid_argument(
+            "linux.security_context.namespace_options.userns_options: a pod with a user namespace of its own \
+             (mode POD) cannot use the host's network, PID or IPC namespace (mode NODE)",
+        ));
+    }
     Ok(())
 }
 
@@ -1167,7 +1203,8 @@ impl RuntimeService for Runtime {
         let features = |driver: &str| {
             Some(cri::RuntimeHandlerFeatures {
                 recursive_read_only_mounts: driver != "docker",
-                user_namespaces: false,
+                // Pods with a user namespace of their own (userns_options mode POD): the linux driver's alone.
+                user_namespaces: driver == "linux",
             })
         };
         let mut runtime_handlers = vec![cri::RuntimeHandler {

@@ -224,6 +224,13 @@ impl Driver for DockerDriver {
     }
 
     async fn create_sandbox(&self, config: &SandboxConfig) -> Result<SandboxRuntime> {
+        if config.user_namespace.is_some() {
+            return Err(Error::unsupported(format!(
+                "user_namespace: driver docker does not give sandbox {} a user namespace of its own (the engine's \
+                 user namespace remapping is daemon-wide); use the linux driver for such a sandbox",
+                config.name
+            )));
+        }
         let (id, name) = self.create_infra(config).await?;
         if let Err(e) = self.docker.start_container(&id, None).await {
             let _ = self.remove(&id).await;

@@ -9,6 +9,33 @@ use serde_json::json;
 use crate::Engine;
 use husk_api_types::containers::{SandboxCreate, SandboxView};
 
+/// Checks a sandbox's own user namespace: valid mappings, and none of the host's namespaces, which belong to the
+/// host's user namespace (root of the sandbox's could not mount `/proc` for the host's PID namespace, nor `/sys`
+/// for the host's network; Kubernetes refuses `hostUsers: false` with any of them too).
+fn validate_user_namespace(
+    userns: &husk_core::UserNamespaceConfig,
+    req: &SandboxCreate,
+) -> Result<()> {
+    userns.validate("user_namespace")?;
+    let host_network = req.network.mode() == "host";
+    for (asked, what) in [
+        (host_network, "network"),
+        (req.host_pid, "PID"),
+        (req.host_ipc, "IPC"),
+    ] {
+        if asked {
+            return Err(Error::invalid(
+                "user_namespace",
+                format!(
+                    "user_namespace: a sandbox with a user namespace of its own cannot use the host's {what} \
+                     namespace, which belongs to the host's user namespace"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Every sandbox.
     pub fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>> {
@@ -74,6 +101,9 @@ impl Engine {
         if req.resources.shm_size_bytes.is_some() {
             caps.require(driver.name(), "a /dev/shm size (--shm-size)", caps.shm_size)?;
         }
+        if let Some(userns) = &req.user_namespace {
+            validate_user_namespace(userns, &req)?;
+        }
         let volumes = req.volumes.clone();
         let mut sb = SandboxRecord {
             config: SandboxConfig {
@@ -83,6 +113,7 @@ impl Engine {
                 share_pid,
                 host_pid: req.host_pid,
                 host_ipc: req.host_ipc,
+                user_namespace: req.user_namespace,
                 network: req.network,
                 resources: req.resources,
                 labels: req.labels,

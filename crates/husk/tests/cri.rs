@@ -6,63 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cri::{channel, container_config, pod_config};
 use common::{Daemon, IMAGE};
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::{Channel, Endpoint};
-
-async fn channel(d: &Daemon) -> Channel {
-    let socket = d.run_root.join("cri.sock");
-    assert!(
-        Daemon::eventually(Duration::from_secs(10), || socket.exists()),
-        "no CRI socket at {}",
-        socket.display()
-    );
-    Endpoint::from_static("http://husk-cri")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("connect to the CRI socket")
-}
-
-fn pod_config(name: &str) -> cri::PodSandboxConfig {
-    cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: format!("{name}-host"),
-        labels: [("app".to_string(), name.to_string())].into(),
-        annotations: [("note".to_string(), "kept".to_string())].into(),
-        ..Default::default()
-    }
-}
-
-fn container_config(name: &str, args: &[&str]) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(cri::ImageSpec {
-            image: IMAGE.into(),
-            ..Default::default()
-        }),
-        command: args.iter().map(|a| a.to_string()).collect(),
-        labels: [("role".to_string(), name.to_string())].into(),
-        ..Default::default()
-    }
-}
+use tonic::transport::Channel;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_of_two_containers_lives_and_goes_through_the_cri() {
@@ -848,5 +797,302 @@ async fn supplemental_groups_policy_strict_leaves_out_the_images_groups() {
     })
     .await
     .unwrap();
+    d.assert_no_leftovers();
+}
+
+/// Pod namespace options with `userns_options` (and the pod's own network, IPC and shared PID namespace).
+fn userns_pod(name: &str, userns: cri::UserNamespace) -> cri::PodSandboxConfig {
+    let mut config = pod_config(name);
+    config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                userns_options: Some(userns),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
+fn id_mappings(list: &[(u32, u32, u32)]) -> Vec<cri::IdMapping> {
+    list.iter()
+        .map(|&(container_id, host_id, length)| cri::IdMapping {
+            container_id,
+            host_id,
+            length,
+        })
+        .collect()
+}
+
+/// The fields of each line of a `uid_map`, without its column padding.
+fn map_fields(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .filter(|f: &Vec<String>| !f.is_empty())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_with_its_own_user_namespace_maps_its_root_and_shares_a_volume() {
+    let d = Daemon::start(&[]);
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let handlers = rt
+        .status(cri::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .runtime_handlers;
+    let linux = handlers.iter().find(|h| h.name == "linux").unwrap();
+    assert!(
+        linux.features.as_ref().unwrap().user_namespaces,
+        "{handlers:?}"
+    );
+
+    let ids = id_mappings(&[(0, 1000, 100_000)]);
+    let config = userns_pod(
+        "userns",
+        cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: ids.clone(),
+            gids: ids,
+        },
+    );
+    let pod = run_pod(&mut rt, config).await;
+    let options = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .linux
+        .unwrap()
+        .namespaces
+        .unwrap()
+        .options
+        .unwrap();
+    let userns = options.userns_options.unwrap();
+    assert_eq!(userns.mode, cri::NamespaceMode::Pod as i32);
+    assert_eq!(userns.uids, id_mappings(&[(0, 1000, 100_000)]));
+
+    // An emptyDir: a directory of host root's, bound into both containers.
+    let volume = tempfile::tempdir().unwrap();
+    let with_volume = |name: &str| {
+        let mut c = container_config(name, &["sleep", "1000"]);
+        c.mounts = vec![cri::Mount {
+            container_path: "/shared".into(),
+            host_path: volume.path().display().to_string(),
+            ..Default::default()
+        }];
+        c
+    };
+    let a = started(&mut rt, &pod, with_volume("a")).await;
+    let b = started(&mut rt, &pod, with_volume("b")).await;
+    for c in [&a, &b] {
+        for file in ["/proc/self/uid_map", "/proc/self/gid_map"] {
+            let map = exec_ok(&mut rt, c, &["cat", file]).await;
+            assert_eq!(map_fields(&map), [["0", "1000", "100000"]], "{file}: {map}");
+        }
+    }
+    let user_ns = exec_ok(&mut rt, &a, &["readlink", "/proc/self/ns/user"]).await;
+    assert_eq!(
+        user_ns,
+        exec_ok(&mut rt, &b, &["readlink", "/proc/self/ns/user"]).await,
+        "the containers share the pod's user namespace"
+    );
+    assert_ne!(
+        user_ns.trim(),
+        std::fs::read_link("/proc/self/ns/user")
+            .unwrap()
+            .display()
+            .to_string()
+    );
+    // The image's files are root's inside (id-mapped layers); the root filesystem is writable.
+    let ls = exec_ok(&mut rt, &a, &["ls", "-ln", "/bin/sh"]).await;
+    assert_eq!(ls.split_whitespace().nth(2), Some("0"), "{ls}");
+    exec_ok(&mut rt, &a, &["touch", "/made-in-the-pod"]).await;
+    // What one container writes to the volume the other reads, and on the host it is host root's file.
+    exec_ok(&mut rt, &a, &["sh", "-c", "echo from-a > /shared/note"]).await;
+    assert_eq!(
+        exec_ok(&mut rt, &b, &["cat", "/shared/note"]).await,
+        "from-a\n"
+    );
+    let ls = exec_ok(&mut rt, &b, &["ls", "-ln", "/shared/note"]).await;
+    assert_eq!(ls.split_whitespace().nth(2), Some("0"), "{ls}");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(volume.path().join("note")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    // Root of the pod is not root of the host: the host's root-only files stay closed.
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: a.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo x > /proc/sys/kernel/hostname".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(r.exit_code, 0, "wrote the host's hostname");
+
+    // A container that prints its map and exits, read back from its CRI log.
+    let logs = tempfile::tempdir().unwrap();
+    let mut config = userns_pod(
+        "userns-log",
+        cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: id_mappings(&[(0, 200_000, 65536)]),
+            gids: id_mappings(&[(0, 300_000, 65536)]),
+        },
+    );
+    config.log_directory = logs.path().display().to_string();
+    if let Some(ns) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.pid = cri::NamespaceMode::Container as i32;
+    }
+    let logged = run_pod(&mut rt, config).await;
+    let mut cat = container_config("cat", &["cat", "/proc/self/uid_map", "/proc/self/gid_map"]);
+    cat.log_path = "cat.log".into();
+    let c = started(&mut rt, &logged, cat).await;
+    let done = Daemon::eventually(Duration::from_secs(20), || {
+        std::fs::read_to_string(logs.path().join("cat.log"))
+            .map(|t| t.lines().count() >= 2)
+            .unwrap_or(false)
+    });
+    let log = std::fs::read_to_string(logs.path().join("cat.log")).unwrap_or_default();
+    assert!(done, "{log}");
+    let printed: Vec<Vec<String>> = log
+        .lines()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default().to_string())
+        .flat_map(|t| map_fields(&t))
+        .collect();
+    assert_eq!(
+        printed,
+        [["0", "200000", "65536"], ["0", "300000", "65536"]],
+        "{log}"
+    );
+    let _ = c;
+
+    for p in [&pod, &logged] {
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: p.to_string(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: p.to_string(),
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(volume.path().join("note")).unwrap(),
+        "from-a\n",
+        "the volume outlives the pod"
+    );
+    d.assert_no_leftovers();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_in_the_hosts_user_namespace_and_refused_user_namespaces() {
+    let d = Daemon::start(&[]);
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let node = userns_pod(
+        "userns-node",
+        cri::UserNamespace {
+            mode: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        },
+    );
+    let pod = run_pod(&mut rt, node).await;
+    let c = started(&mut rt, &pod, container_config("c", &["sleep", "1000"])).await;
+    let map = exec_ok(&mut rt, &c, &["cat", "/proc/self/uid_map"]).await;
+    assert_eq!(
+        map_fields(&map),
+        map_fields(&std::fs::read_to_string("/proc/self/uid_map").unwrap())
+    );
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+
+    let pod_mode = |uids: &[(u32, u32, u32)]| cri::UserNamespace {
+        mode: cri::NamespaceMode::Pod as i32,
+        uids: id_mappings(uids),
+        gids: id_mappings(uids),
+    };
+    let mut host_network = userns_pod("userns-hostnet", pod_mode(&[(0, 1000, 100_000)]));
+    if let Some(ns) = host_network
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.network = cri::NamespaceMode::Node as i32;
+    }
+    let refused = [
+        userns_pod(
+            "userns-two",
+            pod_mode(&[(0, 1000, 100_000), (0, 2000, 100_000)]),
+        ),
+        userns_pod("userns-no-root", pod_mode(&[(1, 1000, 100_000)])),
+        userns_pod(
+            "userns-container",
+            cri::UserNamespace {
+                mode: cri::NamespaceMode::Container as i32,
+                ..Default::default()
+            },
+        ),
+        userns_pod(
+            "userns-target",
+            cri::UserNamespace {
+                mode: cri::NamespaceMode::Target as i32,
+                ..Default::default()
+            },
+        ),
+        host_network,
+    ];
+    for config in refused {
+        let name = config.metadata.as_ref().unwrap().name.clone();
+        let e = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            tonic::Code::InvalidArgument,
+            "{name}: {}",
+            e.message()
+        );
+        assert!(
+            e.message()
+                .starts_with("linux.security_context.namespace_options.userns_options"),
+            "{name}: {}",
+            e.message()
+        );
+    }
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
     d.assert_no_leftovers();
 }

@@ -83,6 +83,53 @@ struct Identity {
     pinned: BTreeMap<String, PathBuf>,
     status: NetworkStatus,
     files: husk_net::SandboxFiles,
+    /// The pause process made with a sandbox's own user namespace (it holds the PID namespace).
+    pause: Option<namespaces::PauseProcess>,
+}
+
+/// A sandbox's own user namespace as a container of it uses it: the pinned namespace (to join, and to id-map
+/// mounts through) and the host IDs of its root (who owns the container's writable layer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ContainerUserns {
+    path: PathBuf,
+    root_uid: u32,
+    root_gid: u32,
+}
+
+impl ContainerUserns {
+    /// As kept in a container's driver data (`userns`).
+    fn to_json(&self) -> serde_json::Value {
+        json!({"path": self.path, "root_uid": self.root_uid, "root_gid": self.root_gid})
+    }
+
+    /// The user namespace a container's driver data names, if any.
+    fn of(container: &ContainerRecord) -> Result<Option<ContainerUserns>> {
+        let Some(v) = container.runtime.driver_data.get("userns") else {
+            return Ok(None);
+        };
+        let id = |key: &str| {
+            v[key]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    Error::internal(format!(
+                        "the record of container {} has a bad user namespace",
+                        container.config.name
+                    ))
+                })
+        };
+        let path = v["path"].as_str().ok_or_else(|| {
+            Error::internal(format!(
+                "the record of container {} has a bad user namespace",
+                container.config.name
+            ))
+        })?;
+        Ok(Some(ContainerUserns {
+            path: PathBuf::from(path),
+            root_uid: id("root_uid")?,
+            root_gid: id("root_gid")?,
+        }))
+    }
 }
 
 /// Disconnects the network of `owner` and unpins its namespaces in `ns_dir` (idempotent).
@@ -132,6 +179,8 @@ fn remove_dir(path: &Path) -> Result<()> {
 /// What a container leaves on the host once its processes are gone.
 struct ContainerFiles {
     rootfs: PathBuf,
+    /// Id-mapped copies of the image's layers and of bind mounts (a container in a user namespace).
+    idmapped: PathBuf,
     libcontainer_state: PathBuf,
     cgroup: String,
     ctr_dir: PathBuf,
@@ -142,6 +191,7 @@ impl ContainerFiles {
     /// shim killed with -9 left) and the container's directory (upper and work dirs, logs).
     async fn remove(self) -> Result<()> {
         husk_fs::unmount_rootfs(&self.rootfs)?;
+        husk_container::idmap::remove_idmapped(&self.idmapped)?;
         remove_dir(&self.libcontainer_state)?;
         if !cgroups::cgroup_dirs(&self.cgroup).is_empty() {
             for pid in cgroups::procs(&self.cgroup) {
@@ -285,6 +335,11 @@ impl LinuxDriver {
         self.ctr_run_dir(id).join("rootfs")
     }
 
+    /// Where a container in a user namespace gets the id-mapped copies of its layers (`lN`) and binds (`mN`).
+    fn idmapped_dir(&self, id: &str) -> PathBuf {
+        self.ctr_run_dir(id).join("idmap")
+    }
+
     fn log_path(&self, id: &str) -> PathBuf {
         self.ctr_dir(id).join("ctr.log")
     }
@@ -317,7 +372,12 @@ impl LinuxDriver {
     }
 
     /// Mounts the container's root filesystem if it is not mounted (a reboot unmounts it).
-    fn ensure_rootfs(&self, id: &str, layers: &RootfsLayers) -> Result<()> {
+    fn ensure_rootfs(
+        &self,
+        id: &str,
+        layers: &RootfsLayers,
+        userns: Option<&ContainerUserns>,
+    ) -> Result<()> {
         let target = self.rootfs(id);
         if is_mountpoint(&target) {
             return Ok(());
@@ -326,12 +386,71 @@ impl LinuxDriver {
         for d in [dir.join("upper"), dir.join("work"), target.clone()] {
             mkdir(&d)?;
         }
-        husk_fs::mount_rootfs(layers, &dir.join("upper"), &dir.join("work"), &target)
+        let Some(userns) = userns else {
+            return husk_fs::mount_rootfs(layers, &dir.join("upper"), &dir.join("work"), &target);
+        };
+        // In a user namespace the image's files (owned by host root on disk) must be the namespace root's:
+        // overlayfs cannot be id-mapped as a whole, so it is made of id-mapped copies of the layers, and the
+        // writable layer belongs to the namespace's root on the host.
+        let staging = self.idmapped_dir(id);
+        let mut lowers = Vec::with_capacity(layers.layers.len());
+        for (i, layer) in layers.layers.iter().enumerate() {
+            let copy = staging.join(format!("l{i}"));
+            if !is_mountpoint(&copy) {
+                mkdir(&copy)?;
+                husk_container::idmap::mount_idmapped(layer, &copy, &userns.path)?;
+            }
+            lowers.push(copy);
+        }
+        for d in [dir.join("upper"), dir.join("work")] {
+            std::os::unix::fs::chown(&d, Some(userns.root_uid), Some(userns.root_gid))
+                .map_err(|e| Error::io(format!("chown {}", d.display()), e))?;
+        }
+        husk_fs::mount_overlay(
+            &lowers,
+            &dir.join("upper"),
+            &dir.join("work"),
+            &target,
+            husk_fs::MountMethod::Auto,
+        )
+        .map_err(|e| {
+            e.context(format!(
+                "mount the id-mapped root filesystem of image {}",
+                layers.image_name
+            ))
+        })
+    }
+
+    /// The user namespace of `sandbox`, if it has its own, as its containers use it.
+    fn container_userns(&self, sandbox: Option<&SandboxRecord>) -> Result<Option<ContainerUserns>> {
+        let Some(sb) = sandbox else {
+            return Ok(None);
+        };
+        let Some(config) = &sb.config.user_namespace else {
+            return Ok(None);
+        };
+        let path = sb.runtime.namespaces.get("user").ok_or_else(|| {
+            Error::backend(format!("sandbox {} has no user namespace", sb.config.name))
+        })?;
+        match (config.host_root_uid(), config.host_root_gid()) {
+            (Some(root_uid), Some(root_gid)) => Ok(Some(ContainerUserns {
+                path: PathBuf::from(path),
+                root_uid,
+                root_gid,
+            })),
+            _ => Err(Error::internal(format!(
+                "the user namespace of sandbox {} does not map root",
+                sb.config.name
+            ))),
+        }
     }
 
     /// Pins namespaces for `owner` (a sandbox or a standalone container) in `ns_dir` (no IPC namespace with
     /// `host_ipc`: the host's is used), connects its network and writes its name files. On failure nothing is
     /// left.
+    ///
+    /// With `userns` (a sandbox's own user namespace, and whether the sandbox shares a PID namespace) the
+    /// namespaces are made inside that user namespace, and so is the pause process holding the PID namespace.
     async fn make_identity(
         &self,
         owner: &str,
@@ -339,6 +458,7 @@ impl LinuxDriver {
         hostname: &str,
         network: &NetworkConfig,
         host_ipc: bool,
+        userns: Option<(&husk_core::UserNamespaceConfig, bool)>,
     ) -> Result<Identity> {
         let networks = self.config.networks.clone();
         let host = networks.mode_of(network) == husk_net::Mode::Host;
@@ -349,7 +469,20 @@ impl LinuxDriver {
         if !host_ipc {
             kinds.push("ipc");
         }
-        let pinned = namespaces::create_pinned(ns_dir, hostname, &kinds)?;
+        let (pinned, pause) = match userns {
+            None => (namespaces::create_pinned(ns_dir, hostname, &kinds)?, None),
+            Some((config, share_pid)) => {
+                let exe = self.sealed_exe.path();
+                let pid_pin = ns_dir.join("pid");
+                namespaces::create_pinned_in_userns(
+                    ns_dir,
+                    hostname,
+                    &kinds,
+                    config,
+                    share_pid.then_some((exe.as_path(), pid_pin.as_path())),
+                )?
+            }
+        };
         let (owner_id, netns, net, host_name) = (
             owner.to_string(),
             pinned
@@ -378,8 +511,12 @@ impl LinuxDriver {
                 pinned,
                 status,
                 files,
+                pause,
             }),
             Ok(Err(e)) | Err(e) => {
+                if let Some(p) = &pause {
+                    namespaces::stop_pause(p);
+                }
                 let _ = namespaces::remove_pinned(ns_dir);
                 Err(e)
             }
@@ -460,6 +597,10 @@ impl LinuxDriver {
             },
             host_pid,
             host_ipc,
+            user: match &sandbox.config.user_namespace {
+                Some(userns) => Some((need("user")?, userns.clone())),
+                None => None,
+            },
         };
         // POSIX shared memory goes with the IPC namespace: the host's /dev/shm with the host's.
         let shm = if host_ipc {
@@ -510,7 +651,8 @@ impl LinuxDriver {
         let t0 = std::time::Instant::now();
         mkdir(&self.ctr_dir(id))?;
         mkdir(&self.ctr_run_dir(id))?;
-        self.ensure_rootfs(id, rootfs)?;
+        let userns = self.container_userns(sandbox)?;
+        self.ensure_rootfs(id, rootfs, userns.as_ref())?;
         let t_rootfs = t0.elapsed();
         let resolved_user = user::resolve_user_with_groups(
             &self.rootfs(id),
@@ -533,7 +675,14 @@ impl LinuxDriver {
                 // container (its address and hostname stay) and are removed with it.
                 let ns_dir = self.ctr_run_dir(id).join("ns");
                 let identity = self
-                    .make_identity(id, &ns_dir, &hostname_for(config), &config.network, false)
+                    .make_identity(
+                        id,
+                        &ns_dir,
+                        &hostname_for(config),
+                        &config.network,
+                        false,
+                        None,
+                    )
                     .await?;
                 let host_network = !identity.pinned.contains_key("net");
                 let plan = NamespacePlan {
@@ -557,6 +706,9 @@ impl LinuxDriver {
             Some(sb) => sb.config.hostname.clone(),
             None => hostname_for(config),
         };
+        if let Some(userns) = &userns {
+            self.idmap_binds(id, &mut config_with_host, userns)?;
+        }
         let input = SpecInput {
             config: &config_with_host,
             process: &config.process,
@@ -584,12 +736,48 @@ impl LinuxDriver {
         let pid = self.start_shim(id).await?;
         self.apply_propagation(config, pid).await?;
         tracing::debug!(rootfs = ?t_rootfs, namespaces = ?t_ns, spec = ?t_spec, shim = ?t0.elapsed(), "container created");
+        let mut driver_data = json!({"cgroup": self.cgroup_path(id), "rootfs": rootfs});
+        if let Some(userns) = &userns {
+            driver_data["userns"] = userns.to_json();
+        }
         Ok(ContainerRuntime {
             pid,
-            driver_data: json!({"cgroup": self.cgroup_path(id), "rootfs": rootfs}),
+            driver_data,
             network,
             user: Some(process_user),
         })
+    }
+
+    /// Points the bind and volume mounts of `config` at id-mapped copies of their sources (see
+    /// [`husk_container::idmap`]): in the sandbox's user namespace, what host root owns on disk is the
+    /// namespace root's, so the containers of a pod can write to the directories they share (an emptyDir).
+    fn idmap_binds(
+        &self,
+        id: &str,
+        config: &mut ContainerConfig,
+        userns: &ContainerUserns,
+    ) -> Result<()> {
+        let staging = self.idmapped_dir(id);
+        for (i, m) in config.mounts.iter_mut().enumerate() {
+            if !matches!(m.kind.as_str(), "bind" | "volume") || m.host_path.is_empty() {
+                continue;
+            }
+            let source = PathBuf::from(&m.host_path);
+            let copy = staging.join(format!("m{i}"));
+            if !is_mountpoint(&copy) {
+                if source.is_dir() {
+                    mkdir(&copy)?;
+                } else {
+                    mkdir(&staging)?;
+                    std::fs::File::create(&copy)
+                        .map_err(|e| Error::io(format!("create {}", copy.display()), e))?;
+                }
+                husk_container::idmap::mount_idmapped(&source, &copy, &userns.path)
+                    .map_err(|e| e.context(format!("the mount on {}", m.destination)))?;
+            }
+            m.host_path = copy.display().to_string();
+        }
+        Ok(())
     }
 
     /// Serves the default seccomp profile as a precompiled program (see [`husk_container::seccomp_bpf`]) when the
@@ -632,6 +820,7 @@ impl LinuxDriver {
         // Nothing of the container runs any more; what is left are files, a mount and maybe a cgroup.
         let files = ContainerFiles {
             rootfs: self.rootfs(id),
+            idmapped: self.idmapped_dir(id),
             libcontainer_state: self.config.run_root.join("lc").join(id),
             cgroup: self.cgroup_path(id),
             ctr_dir: self.ctr_dir(id),
@@ -744,7 +933,7 @@ impl LinuxDriver {
             container.runtime.driver_data["rootfs"].clone(),
         )
         .map_err(|e| Error::internal(format!("the container's record lacks its layers: {e}")))?;
-        self.ensure_rootfs(id, &layers)?;
+        self.ensure_rootfs(id, &layers, ContainerUserns::of(container)?.as_ref())?;
         Ok((
             FsTarget::View {
                 rootfs: self.rootfs(id),
@@ -884,6 +1073,7 @@ impl Driver for LinuxDriver {
         let run_dir = self.sandbox_run_dir(&config.id);
         let ns_dir = run_dir.join("ns");
         let result: Result<SandboxRuntime> = async {
+            let share_pid = config.share_pid && !config.host_pid;
             let identity = self
                 .make_identity(
                     &config.id,
@@ -891,9 +1081,11 @@ impl Driver for LinuxDriver {
                     &config.hostname,
                     &config.network,
                     config.host_ipc,
+                    config.user_namespace.as_ref().map(|u| (u, share_pid)),
                 )
                 .await?;
             let pinned = identity.pinned;
+            let userns_pause = identity.pause;
             let mut runtime = SandboxRuntime {
                 namespaces: pinned
                     .iter()
@@ -921,7 +1113,11 @@ impl Driver for LinuxDriver {
                 )
                 .map_err(|e| Error::backend(format!("mount the sandbox's /dev/shm: {e}")))?;
             }
-            if config.share_pid && !config.host_pid {
+            if let Some(pause) = userns_pause {
+                // Made with the user namespace, as PID 1 of a PID namespace that belongs to it.
+                runtime.pid = Some(pause.pid);
+                self.reap_pause_later(&config.id, pause.pidfd);
+            } else if share_pid {
                 // A sandbox on the host's network pins no network namespace: the pause stays in the host's.
                 let join: Vec<PathBuf> = ["net", "ipc", "uts"]
                     .iter()
@@ -1038,7 +1234,8 @@ impl Driver for LinuxDriver {
                 serde_json::from_value(container.runtime.driver_data["rootfs"].clone()).map_err(
                     |e| Error::internal(format!("the container's record lacks its layers: {e}")),
                 )?;
-            self.ensure_rootfs(id, &layers)?;
+            let userns = ContainerUserns::of(container)?;
+            self.ensure_rootfs(id, &layers, userns.as_ref())?;
             let pid = self.start_shim(id).await?;
             self.apply_propagation(&container.config, pid).await?;
         }

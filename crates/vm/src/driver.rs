@@ -771,6 +771,13 @@ fn refuse_host_namespaces(config: &SandboxConfig) -> Result<()> {
             )));
         }
     }
+    if config.user_namespace.is_some() {
+        return Err(Error::unsupported(format!(
+            "user_namespace: driver vm does not give sandbox {} a user namespace of its own (its VM already \
+             keeps its root off the host); use the linux driver for such a sandbox",
+            config.name
+        )));
+    }
     Ok(())
 }
 
@@ -1402,6 +1409,14 @@ mod tests {
         config.host_pid = true;
         let e = refuse_host_namespaces(&config).unwrap_err();
         assert!(e.message.starts_with("host_pid:"), "{}", e.message);
+        let config = SandboxConfig {
+            name: "pod".into(),
+            user_namespace: Some(husk_core::UserNamespaceConfig::default()),
+            ..Default::default()
+        };
+        let e = refuse_host_namespaces(&config).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        assert!(e.message.starts_with("user_namespace:"), "{}", e.message);
     }
 
     #[test]
