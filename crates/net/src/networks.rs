@@ -207,6 +207,9 @@ impl Networks {
             .iter()
             .any(IpAddr::is_ipv6);
         for index in 0..list.plugins.len() {
+            if list.plugin_idle(index, &caps) {
+                continue;
+            }
             let ty = list.plugin_type(index);
             let stdin = list.plugin_stdin(index, record.result.as_ref(), &caps);
             match self.runner.run(&list.name, ty, &call, &stdin) {
@@ -642,6 +645,10 @@ impl Networks {
             ifname: SANDBOX_IFNAME,
         };
         for index in 0..list.plugins.len() {
+            if list.plugin_idle(index, &caps) {
+                record.plugins_added = index + 1;
+                continue;
+            }
             let stdin = list.plugin_stdin(index, record.result.as_ref(), &caps);
             let step = self
                 .runner
@@ -701,6 +708,9 @@ impl Networks {
         };
         let mut errors: Vec<Error> = Vec::new();
         for index in (0..ran).rev() {
+            if list.plugin_idle(index, &caps) {
+                continue;
+            }
             let unfinished = !record.complete && index == record.plugins_added;
             if unfinished
                 && self

@@ -666,10 +666,13 @@ fn errors_name_the_network_and_plugin_and_leave_nothing() {
     );
     assert_no_trace(&net, &networks, &id);
 
-    // Plugins gone after the ADD: teardown fails naming the plugin and keeps the cache for a retry.
-    let status = networks
-        .setup(&id, &ns.path, &NetworkConfig::default())
-        .unwrap();
+    // Plugins gone after the ADD: teardown fails naming the plugin and keeps the cache for a retry. (With a
+    // published port, so portmap has work to do and runs.)
+    let published = NetworkConfig {
+        ports: vec![PortMapping::parse(&format!("127.0.0.1:{}:80", free_port())).unwrap()],
+        ..NetworkConfig::default()
+    };
+    let status = networks.setup(&id, &ns.path, &published).unwrap();
     let mut without_plugins = net.config.clone();
     without_plugins.plugin_dirs = vec![net.dir.path().join("no-plugins")];
     let crippled = Networks::open(without_plugins).unwrap();
@@ -683,6 +686,41 @@ fn errors_name_the_network_and_plugin_and_leave_nothing() {
     let sandbox = attached(&net, &id, &status);
     networks.teardown(&id, Some(&ns.path)).unwrap();
     assert_nothing_left(&net, &networks, &sandbox);
+}
+
+#[test]
+fn portmap_runs_only_for_published_ports() {
+    // A plugin directory without portmap: a sandbox without ports never needs it, one with ports does.
+    let net = TestNet::new();
+    let plugins = net.dir.path().join("plugins-without-portmap");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for ty in ["bridge", "host-local"] {
+        std::os::unix::fs::symlink(format!("/usr/lib/cni/{ty}"), plugins.join(ty)).unwrap();
+    }
+    let mut config = net.config.clone();
+    config.plugin_dirs = vec![plugins];
+    let networks = Networks::open(config).unwrap();
+    let ns = Netns::new();
+    let id = sandbox_id();
+    let status = networks
+        .setup(&id, &ns.path, &NetworkConfig::default())
+        .unwrap();
+    networks.check(&id, &ns.path).unwrap();
+    let sandbox = attached(&net, &id, &status);
+    networks.teardown(&id, Some(&ns.path)).unwrap();
+    assert_nothing_left(&net, &networks, &sandbox);
+
+    let published = NetworkConfig {
+        ports: vec![PortMapping::parse(&format!("127.0.0.1:{}:80", free_port())).unwrap()],
+        ..NetworkConfig::default()
+    };
+    let err = networks.setup(&id, &ns.path, &published).unwrap_err();
+    assert!(
+        err.message.contains("\"portmap\" not found"),
+        "{}",
+        err.message
+    );
+    assert_no_trace(&net, &networks, &id);
 }
 
 #[test]
