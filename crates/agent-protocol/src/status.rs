@@ -11,6 +11,7 @@ pub fn status_from_error(e: &Error) -> tonic::Status {
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::Conflict => Code::FailedPrecondition,
         ErrorKind::Unsupported => Code::Unimplemented,
+        ErrorKind::Precondition => Code::FailedPrecondition,
         ErrorKind::Forbidden => Code::PermissionDenied,
         ErrorKind::Unauthorized => Code::Unauthenticated,
         ErrorKind::LimitExceeded => Code::ResourceExhausted,

@@ -100,6 +100,9 @@ pub struct ContainerCreate {
     pub masked_paths: Option<Vec<String>>,
     /// Paths to make read-only instead of the default list (`None`: the defaults; ignored when privileged).
     pub readonly_paths: Option<Vec<String>>,
+    /// Host devices the container gets (`--device HOST[:CONTAINER[:PERMISSIONS]]`); the engine checks each is a
+    /// character or block device.
+    pub devices: Vec<husk_core::DeviceMapping>,
 }
 
 /// A health check as a request gives it; unset fields come from the image's HEALTHCHECK, then Docker's
@@ -146,6 +149,9 @@ pub struct SandboxCreate {
     pub network: NetworkConfig,
     /// Sandbox-wide limits (the VM's size for the `vm` driver).
     pub resources: Resources,
+    /// The cgroupfs path its containers' cgroups are made under (`/kubepods/besteffort/pod<uid>`; default: the
+    /// driver's own parent).
+    pub cgroup_parent: Option<String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// Annotations, kept as given (front ends keep their own data here).

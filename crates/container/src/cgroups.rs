@@ -516,6 +516,71 @@ fn boot_time() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether huge page limits can be kept on this host (`v2`: the host runs the unified hierarchy), or why not.
+pub fn hugetlb_available(v2: bool) -> std::result::Result<(), String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
+    hugetlb_home(&mountinfo, v2, |mount| {
+        std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default()
+    })
+}
+
+/// Where the hugetlb controller is, from a mount table in `/proc/self/mountinfo` form and a reader of a cgroup2
+/// mount's `cgroup.controllers`: fine on a v1 hierarchy of its own, or on the unified hierarchy of a v2 host; a
+/// hybrid host's cgroup2 mount holds it out of reach of the v1 manager libcgroups picks there.
+fn hugetlb_home(
+    mountinfo: &str,
+    v2: bool,
+    controllers: impl Fn(&Path) -> String,
+) -> std::result::Result<(), String> {
+    let mut cgroup2 = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(target), Some(fs), Some(options)) =
+            (fields.get(4), fields.get(dash + 1), fields.get(dash + 3))
+        else {
+            continue;
+        };
+        match *fs {
+            "cgroup" if !v2 && options.split(',').any(|o| o == "hugetlb") => return Ok(()),
+            "cgroup2" if cgroup2.is_none() => {
+                cgroup2 = Some(PathBuf::from(unescape_mount_path(target)))
+            }
+            _ => {}
+        }
+    }
+    let on_cgroup2 = cgroup2
+        .as_deref()
+        .filter(|m| controllers(m).split_whitespace().any(|c| c == "hugetlb"));
+    match (v2, on_cgroup2) {
+        (true, Some(_)) => Ok(()),
+        (true, None) => Err("this host's cgroup v2 hierarchy has no hugetlb controller".into()),
+        (false, Some(m)) => Err(format!(
+            "this host's hugetlb controller is on the cgroup2 mount {} of a hybrid cgroup layout, which husk's \
+             cgroup v1 manager does not drive (it drives v1 hierarchies only)",
+            m.display()
+        )),
+        (false, None) => Err("this host has no hugetlb cgroup controller".into()),
+    }
+}
+
+/// Whether the kernel can hand out no huge pages of the size whose sysfs directory is `dir`
+/// (`/sys/kernel/mm/hugepages/hugepages-2048kB`): none reserved and none to overcommit.
+pub fn hugepage_pool_is_empty(dir: &Path) -> bool {
+    ["nr_hugepages", "nr_overcommit_hugepages"]
+        .iter()
+        .all(|f| std::fs::read_to_string(dir.join(f)).is_ok_and(|t| t.trim() == "0"))
+}
+
+/// Whether a cgroup v1 host accounts swap (`memory.memsw.limit_in_bytes`: the kernel's `swapaccount`), so a
+/// memory plus swap limit can be kept.
+pub fn swap_accounted_v1() -> bool {
+    Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,5 +677,35 @@ mod tests {
         );
         let e = top_of_ps("USER COMMAND\nroot init\n", &[1]).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("ps_args"));
+    }
+
+    #[test]
+    fn hugetlb_is_found_where_the_cgroup_manager_reaches() {
+        let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+            35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+            41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,favordynmods\n";
+        let hugetlb = |_: &Path| "hugetlb".to_string();
+        let none = |_: &Path| String::new();
+        let e = hugetlb_home(hybrid, false, hugetlb).unwrap_err();
+        assert!(
+            e.contains("/sys/fs/cgroup/unified") && e.contains("hybrid"),
+            "{e}"
+        );
+        assert!(
+            hugetlb_home(hybrid, false, none)
+                .unwrap_err()
+                .contains("no hugetlb")
+        );
+        let v1 = format!(
+            "{hybrid}42 31 0:39 / /sys/fs/cgroup/hugetlb rw,relatime - cgroup cgroup rw,hugetlb\n"
+        );
+        hugetlb_home(&v1, false, none).unwrap();
+        let v2 = "30 23 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        hugetlb_home(v2, true, |m: &Path| {
+            assert_eq!(m, Path::new("/sys/fs/cgroup"));
+            "cpu memory hugetlb pids".to_string()
+        })
+        .unwrap();
+        assert!(hugetlb_home(v2, true, none).is_err());
     }
 }

@@ -346,11 +346,36 @@ pub fn process_json(input: &SpecInput<'_>) -> Result<Value> {
     if !limits.is_empty() {
         process["rlimits"] = json!(limits);
     }
+    // Written by the runtime into its own process before the container's starts, so every process of the
+    // container (execs too) has it; the engine never asks for less than the daemon's own.
+    if let Some(adj) = input.config.resources.oom_score_adj {
+        process["oomScoreAdj"] = json!(adj);
+    }
     Ok(process)
 }
 
-/// Docker's default device allowlist: `mknod` of anything, and use of the standard pseudo-devices.
-fn device_rules(privileged: bool) -> Value {
+/// The container's `--device`s as OCI `linux.devices`: nodes made in its `/dev` with the host's numbers and mode
+/// (bind-mounted from the host in a user namespace), owned by the container's root.
+fn devices_json(devices: &[husk_core::DeviceMapping]) -> Value {
+    json!(
+        devices
+            .iter()
+            .map(|d| json!({
+                "path": d.path_in_container(),
+                "type": d.kind,
+                "major": d.major,
+                "minor": d.minor,
+                "fileMode": d.file_mode,
+                "uid": 0,
+                "gid": 0,
+            }))
+            .collect::<Vec<_>>()
+    )
+}
+
+/// Docker's default device allowlist: `mknod` of anything, and use of the standard pseudo-devices; then the
+/// container's `--device`s with the access they ask for.
+fn device_rules(privileged: bool, devices: &[husk_core::DeviceMapping]) -> Value {
     if privileged {
         return json!([{"allow": true, "access": "rwm"}]);
     }
@@ -364,7 +389,7 @@ fn device_rules(privileged: bool) -> Value {
         }
         r
     };
-    json!([
+    let mut rules = json!([
         {"allow": false, "access": "rwm"},
         rule("c", None, None, "m"),
         rule("b", None, None, "m"),
@@ -377,12 +402,18 @@ fn device_rules(privileged: bool) -> Value {
         rule("c", Some(5), Some(2), "rwm"),   // ptmx
         rule("c", Some(136), None, "rwm"),    // pts/*
         rule("c", Some(10), Some(200), "rwm"), // net/tun
-    ])
+    ]);
+    if let Some(list) = rules.as_array_mut() {
+        for d in devices {
+            list.push(rule(&d.kind, Some(d.major), Some(d.minor), d.access()));
+        }
+    }
+    rules
 }
 
 fn resources_json(config: &ContainerConfig) -> Value {
     let mut res = limits_json(&config.resources);
-    res["devices"] = device_rules(config.security.privileged);
+    res["devices"] = device_rules(config.security.privileged, &config.devices);
     res
 }
 
@@ -391,12 +422,29 @@ pub fn shm_size_bytes(resources: &husk_core::Resources) -> i64 {
     resources.shm_size_bytes.unwrap_or(64 << 20)
 }
 
-/// The OCI `linux.resources` object of `limits` alone (memory, CPU, PIDs; no device rules): the spec's, and what
-/// `update` applies to a running container's cgroup.
+/// The OCI `linux.resources` object of `limits` alone (memory and swap, CPU, PIDs, huge pages, cgroup v2 files;
+/// no device rules): the spec's, and what `update` applies to a running container's cgroup. The driver has
+/// fitted `limits` to its host before (what the host cannot enforce is refused or, when it asks for nothing,
+/// left out).
 pub fn limits_json(limits: &husk_core::Resources) -> Value {
     let mut res = json!({});
     if let Some(m) = limits.memory_bytes {
         res["memory"] = json!({"limit": m});
+        if let Some(swap) = limits.memory_swap_bytes {
+            res["memory"]["swap"] = json!(swap);
+        }
+    }
+    if !limits.hugepage_limits.is_empty() {
+        res["hugepageLimits"] = json!(
+            limits
+                .hugepage_limits
+                .iter()
+                .map(|(size, limit)| json!({"pageSize": size, "limit": limit}))
+                .collect::<Vec<_>>()
+        );
+    }
+    if !limits.unified.is_empty() {
+        res["unified"] = json!(limits.unified);
     }
     let mut cpu = serde_json::Map::new();
     if let Some(n) = limits.nano_cpus {
@@ -474,6 +522,9 @@ pub fn container_spec(input: &SpecInput<'_>) -> Result<Spec> {
     if !sec.sysctls.is_empty() {
         linux["sysctl"] = json!(sec.sysctls);
     }
+    if !input.config.devices.is_empty() {
+        linux["devices"] = devices_json(&input.config.devices);
+    }
     if let Some((_, userns)) = &input.namespaces.user {
         // The namespace exists already (the runtime joins it); its mappings are stated as the OCI spec asks.
         let ids = |maps: &[husk_core::IdMapping]| {
@@ -549,6 +600,7 @@ mod tests {
                 cpu_shares: Some(512),
                 cpuset_cpus: Some("0".into()),
                 cpuset_mems: None,
+                ..Default::default()
             },
             security: SecurityConfig {
                 no_new_privileges: true,
@@ -931,5 +983,64 @@ mod tests {
             s["process"]["rlimits"],
             json!([{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}, {"type": "RLIMIT_CORE", "soft": 0, "hard": u64::MAX}])
         );
+    }
+
+    #[test]
+    fn devices_oom_score_and_limits_reach_the_spec() {
+        let mut c = config();
+        c.devices = vec![husk_core::DeviceMapping {
+            host_path: "/dev/fuse".into(),
+            container_path: "/dev/f".into(),
+            permissions: "rw".into(),
+            kind: "c".into(),
+            major: 10,
+            minor: 229,
+            file_mode: 0o666,
+        }];
+        c.resources.oom_score_adj = Some(500);
+        c.resources.memory_swap_bytes = Some(128 << 20);
+        c.resources.hugepage_limits = [("2MB".to_string(), 4u64 << 20)].into();
+        c.resources.unified = [("memory.high".to_string(), "max".to_string())].into();
+        let caps = daemon_caps();
+        let s = as_json(&container_spec(&input(&c, &caps)).unwrap());
+        assert_eq!(s["process"]["oomScoreAdj"], 500);
+        let dev = &s["linux"]["devices"][0];
+        assert_eq!(
+            (&dev["path"], &dev["type"], &dev["major"], &dev["minor"]),
+            (&json!("/dev/f"), &json!("c"), &json!(10), &json!(229))
+        );
+        assert_eq!(dev["fileMode"], 0o666);
+        let rules = s["linux"]["resources"]["devices"].as_array().unwrap();
+        let last = rules.last().unwrap();
+        assert_eq!(
+            (
+                &last["allow"],
+                &last["type"],
+                &last["major"],
+                &last["minor"],
+                &last["access"]
+            ),
+            (
+                &json!(true),
+                &json!("c"),
+                &json!(10),
+                &json!(229),
+                &json!("rw")
+            )
+        );
+        assert_eq!(rules[0]["allow"], false, "everything else stays denied");
+        let res = &s["linux"]["resources"];
+        assert_eq!(res["memory"]["swap"], 128 << 20);
+        assert_eq!(res["hugepageLimits"][0]["pageSize"], "2MB");
+        assert_eq!(res["hugepageLimits"][0]["limit"], 4 << 20);
+        assert_eq!(res["unified"]["memory.high"], "max");
+        // A privileged container may use every device already; its own still appear as nodes.
+        c.security.privileged = true;
+        let s = as_json(&container_spec(&input(&c, &caps)).unwrap());
+        assert_eq!(
+            s["linux"]["resources"]["devices"].as_array().unwrap().len(),
+            1
+        );
+        assert_eq!(s["linux"]["devices"][0]["path"], "/dev/f");
     }
 }

@@ -20,6 +20,9 @@ pub enum ErrorKind {
     Conflict,
     /// The driver or daemon cannot do what was asked (HTTP 400 with a clear message).
     Unsupported,
+    /// The request is valid, but this host lacks what it needs (a cgroup controller where husk drives it, a
+    /// security module); another host may serve it (HTTP 400; the CRI's FAILED_PRECONDITION).
+    Precondition,
     /// The caller may not do this (HTTP 403).
     Forbidden,
     /// The caller is not authenticated (HTTP 401).
@@ -38,7 +41,7 @@ impl ErrorKind {
     /// The HTTP status code that best represents this kind.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorKind::InvalidArgument | ErrorKind::Unsupported => 400,
+            ErrorKind::InvalidArgument | ErrorKind::Unsupported | ErrorKind::Precondition => 400,
             ErrorKind::Unauthorized => 401,
             ErrorKind::Forbidden | ErrorKind::LimitExceeded => 403,
             ErrorKind::NotFound => 404,
@@ -117,6 +120,15 @@ impl Error {
     /// The driver or daemon cannot do this.
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unsupported, message)
+    }
+
+    /// The host lacks what the request field `field` needs (see [`ErrorKind::Precondition`]).
+    pub fn precondition(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error {
+            kind: ErrorKind::Precondition,
+            field: Some(field.into()),
+            message: message.into(),
+        }
     }
 
     /// A backend (kernel, engine, VM) failed.
@@ -261,6 +273,7 @@ mod tests {
             assert_eq!(ErrorKind::from_http_status(kind.http_status()), kind);
         }
         assert_eq!(ErrorKind::Unsupported.http_status(), 400);
+        assert_eq!(ErrorKind::Precondition.http_status(), 400);
     }
 
     #[test]

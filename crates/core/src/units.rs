@@ -257,6 +257,78 @@ pub fn parse_duration(text: &str) -> Result<i64> {
     Ok(total as i64)
 }
 
+/// The lowest and highest `oom_score_adj` the kernel takes.
+pub const OOM_SCORE_ADJ_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
+
+/// The `oom_score_adj` a container gets when it asks for `requested` and the daemon runs with `own`: never
+/// below the daemon's own (as containerd does), so no container is harder for the OOM killer to pick than the
+/// daemon that manages it, and an unprivileged daemon is never refused (lowering needs `CAP_SYS_RESOURCE`).
+pub fn restrict_oom_score_adj(requested: i32, own: i32) -> i32 {
+    requested.max(own)
+}
+
+/// The daemon's own `oom_score_adj` (`/proc/self/oom_score_adj`; 0 when unreadable, the kernel's default).
+pub fn daemon_oom_score_adj() -> i32 {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Checks a cgroup parent given in request field `field` and returns it normalised (`/a/b`): an absolute
+/// cgroupfs path of plain names. A systemd slice (`kubepods-besteffort.slice`) is refused: husk makes cgroups
+/// with the cgroupfs driver (the CRI's RuntimeConfig says so), and PID 1 here need not be systemd.
+pub fn validate_cgroup_parent(field: &str, text: &str) -> Result<String> {
+    let bad = |why: &str| Error::invalid(field, format!("{field}: {text:?} {why}"));
+    if text.ends_with(".slice") || text.split('/').any(|c| c.ends_with(".slice")) {
+        return Err(bad(
+            "is a systemd slice, but husk's cgroup driver is cgroupfs: give a cgroupfs path such as \
+             /kubepods/besteffort/pod<uid> (and set kubelet's cgroupDriver to cgroupfs)",
+        ));
+    }
+    if !text.starts_with('/') {
+        return Err(bad(
+            "is not an absolute cgroup path such as /kubepods/pod<uid>",
+        ));
+    }
+    let parts: Vec<&str> = text.split('/').filter(|c| !c.is_empty()).collect();
+    if parts.is_empty() {
+        return Err(bad("names no cgroup below the root"));
+    }
+    if parts.iter().any(|c| *c == "." || *c == "..") {
+        return Err(bad("may not hold . or .. components"));
+    }
+    if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad("may not hold spaces or control characters"));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+/// The size in bytes of a huge page size as the kernel names them in cgroup files (`64KB`, `2MB`, `1GB`).
+pub fn parse_hugepage_size(field: &str, text: &str) -> Result<u64> {
+    let bad = || {
+        Error::invalid(
+            field,
+            format!("{field}: {text:?} is not a huge page size such as 2MB or 1GB"),
+        )
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let shift = match unit {
+        "KB" => 10,
+        "MB" => 20,
+        "GB" => 30,
+        _ => return Err(bad()),
+    };
+    if n == 0 || !n.is_power_of_two() {
+        return Err(bad());
+    }
+    n.checked_shl(shift)
+        .filter(|b| b >> shift == n)
+        .ok_or_else(bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,5 +395,50 @@ mod tests {
         );
         assert!(parse_since("yesterday", now).is_err());
         assert_eq!(parse_since("2999-01-01T00:00:00Z", now).unwrap(), i64::MAX);
+    }
+
+    #[test]
+    fn oom_score_adj_is_never_below_the_daemons() {
+        assert_eq!(restrict_oom_score_adj(-998, 0), 0);
+        assert_eq!(restrict_oom_score_adj(1000, 0), 1000);
+        assert_eq!(restrict_oom_score_adj(-500, -999), -500);
+        assert_eq!(restrict_oom_score_adj(100, 300), 300);
+        assert!(OOM_SCORE_ADJ_RANGE.contains(&daemon_oom_score_adj()));
+    }
+
+    #[test]
+    fn cgroup_parents_are_cgroupfs_paths() {
+        assert_eq!(
+            validate_cgroup_parent("cgroup_parent", "/kubepods/besteffort/pod1-2").unwrap(),
+            "/kubepods/besteffort/pod1-2"
+        );
+        assert_eq!(
+            validate_cgroup_parent("cgroup_parent", "//kubepods//x/").unwrap(),
+            "/kubepods/x"
+        );
+        for bad in [
+            "kubepods-besteffort.slice",
+            "/kubepods.slice/kubepods-besteffort.slice",
+            "kubepods/x",
+            "/",
+            "/a/../b",
+            "/a b",
+        ] {
+            let e = validate_cgroup_parent("cgroup_parent", bad).unwrap_err();
+            assert_eq!(e.kind, crate::ErrorKind::InvalidArgument, "{bad}");
+            assert!(e.message.starts_with("cgroup_parent: "), "{}", e.message);
+        }
+        let e = validate_cgroup_parent("cgroup_parent", "kubepods-besteffort.slice").unwrap_err();
+        assert!(e.message.contains("cgroupfs"), "{}", e.message);
+    }
+
+    #[test]
+    fn hugepage_sizes() {
+        assert_eq!(parse_hugepage_size("h", "2MB").unwrap(), 2 << 20);
+        assert_eq!(parse_hugepage_size("h", "1GB").unwrap(), 1 << 30);
+        assert_eq!(parse_hugepage_size("h", "64KB").unwrap(), 64 << 10);
+        for bad in ["2M", "MB", "3MB", "0GB", "2mb", "", "99999999999GB"] {
+            assert!(parse_hugepage_size("h", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -29,6 +29,7 @@ pub fn status_of(e: &Error) -> tonic::Status {
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::Conflict => Code::FailedPrecondition,
         ErrorKind::Unsupported => Code::Unimplemented,
+        ErrorKind::Precondition => Code::FailedPrecondition,
         ErrorKind::Forbidden => Code::PermissionDenied,
         ErrorKind::Unauthorized => Code::Unauthenticated,
         ErrorKind::LimitExceeded => Code::ResourceExhausted,

@@ -314,6 +314,26 @@ fn apply_security(
     Ok(())
 }
 
+/// Refuses what the docker engine's API cannot carry: huge page limits and cgroup v2 files (`unified`).
+fn refuse_cgroup_v2_limits(config: &ContainerConfig) -> Result<()> {
+    for (field, asked) in [
+        (
+            "hugepage_limits",
+            !config.resources.hugepage_limits.is_empty(),
+        ),
+        ("unified", !config.resources.unified.is_empty()),
+    ] {
+        if asked {
+            return Err(Error::unsupported(format!(
+                "{field}: driver docker cannot set them for container {} (the docker engine's API has no such \
+                 setting); use the linux driver",
+                config.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The create request for a container.
 pub(crate) fn container_body(
     config: &ContainerConfig,
@@ -334,9 +354,13 @@ pub(crate) fn container_body(
             config.name
         )));
     }
+    refuse_cgroup_v2_limits(config)?;
     let (engine_mounts, tmpfs) = mounts(&config.mounts)?;
     let mut host = HostConfig {
         memory: config.resources.memory_bytes,
+        memory_swap: config.resources.memory_swap_bytes,
+        oom_score_adj: config.resources.oom_score_adj.map(i64::from),
+        cgroup_parent: config.cgroup_parent.clone(),
         nano_cpus: config.resources.nano_cpus,
         pids_limit: config.resources.pids_limit,
         cpu_shares: config.resources.cpu_shares.map(|s| s as i64),
@@ -367,6 +391,14 @@ pub(crate) fn container_body(
         ..Default::default()
     };
     apply_security(&mut host, &config.security, privileges)?;
+    if !config.devices.is_empty() {
+        let devices = host.devices.get_or_insert_with(Vec::new);
+        devices.extend(config.devices.iter().map(|d| DeviceMapping {
+            path_on_host: Some(d.host_path.clone()),
+            path_in_container: Some(d.path_in_container().to_string()),
+            cgroup_permissions: Some(d.access().to_string()),
+        }));
+    }
     let mut body = ContainerCreateBody {
         image: Some(config.image.id.clone()),
         entrypoint: Some(vec![program.clone()]),
@@ -448,6 +480,7 @@ pub(crate) fn infra_body(
         ipc_mode: Some(if config.host_ipc { "host" } else { "shareable" }.to_string()),
         pid_mode: config.host_pid.then(|| "host".to_string()),
         shm_size: config.resources.shm_size_bytes,
+        cgroup_parent: config.cgroup_parent.clone(),
         network_mode: Some(net.mode.clone()),
         port_bindings: net.port_bindings,
         dns: net.dns,
@@ -509,6 +542,8 @@ mod tests {
             stop_timeout: Some(3),
             ulimits: Vec::new(),
             cri_log_path: None,
+            devices: Vec::new(),
+            cgroup_parent: None,
         }
     }
 
@@ -742,6 +777,52 @@ mod tests {
             ..Default::default()
         }];
         assert!(container_body(&c, Placement::Standalone, HashMap::new(), None).is_err());
+    }
+
+    #[test]
+    fn devices_oom_score_swap_and_cgroup_parent_reach_the_engine() {
+        let mut c = config();
+        c.devices = vec![husk_core::DeviceMapping {
+            host_path: "/dev/fuse".into(),
+            container_path: "/dev/f".into(),
+            permissions: "r".into(),
+            kind: "c".into(),
+            major: 10,
+            minor: 229,
+            file_mode: 0o666,
+        }];
+        c.resources.memory_bytes = Some(64 << 20);
+        c.resources.memory_swap_bytes = Some(128 << 20);
+        c.resources.oom_score_adj = Some(800);
+        c.cgroup_parent = Some("/kubepods/pod1".into());
+        let h = container_body(&c, Placement::Standalone, HashMap::new(), None)
+            .unwrap()
+            .host_config
+            .unwrap();
+        let d = &h.devices.unwrap()[0];
+        assert_eq!(
+            (
+                d.path_on_host.as_deref(),
+                d.path_in_container.as_deref(),
+                d.cgroup_permissions.as_deref()
+            ),
+            (Some("/dev/fuse"), Some("/dev/f"), Some("r"))
+        );
+        assert_eq!(
+            (h.memory_swap, h.oom_score_adj),
+            (Some(128 << 20), Some(800))
+        );
+        assert_eq!(h.cgroup_parent.as_deref(), Some("/kubepods/pod1"));
+        for field in ["hugepage_limits", "unified"] {
+            let mut c = config();
+            if field == "unified" {
+                c.resources.unified = [("memory.high".to_string(), "1".to_string())].into();
+            } else {
+                c.resources.hugepage_limits = [("2MB".to_string(), 1 << 21)].into();
+            }
+            let e = container_body(&c, Placement::Standalone, HashMap::new(), None).unwrap_err();
+            assert!(e.message.starts_with(field), "{}", e.message);
+        }
     }
 
     #[test]

@@ -163,6 +163,9 @@ impl Engine {
         }
         let id = husk_core::new_id();
         let mut config = resolve::container_config(&req, &id, &name, &image)?;
+        config.cgroup_parent = sandbox
+            .as_ref()
+            .and_then(|sb| sb.config.cgroup_parent.clone());
         if let Some(sb) = &sandbox
             && sb.config.network.mode() == "host"
             && let Some(key) = config
@@ -644,6 +647,8 @@ impl Engine {
                 ),
             ));
         }
+        let old = rec.config.resources.clone();
+        unchanged_on_update(new, &old)?;
         if changes_limits {
             resolve::validate_resources(new)?;
             let driver = self.driver(&rec.driver)?;
@@ -653,16 +658,16 @@ impl Engine {
                 "changing a container's limits (update)",
                 caps.update_limits,
             )?;
-            let old = rec.config.resources.clone();
             let merged = Resources {
                 memory_bytes: new.memory_bytes.or(old.memory_bytes),
                 nano_cpus: new.nano_cpus.or(old.nano_cpus),
                 pids_limit: new.pids_limit.or(old.pids_limit),
-                shm_size_bytes: old.shm_size_bytes,
                 cpu_shares: new.cpu_shares.or(old.cpu_shares),
                 cpuset_cpus: new.cpuset_cpus.clone().or(old.cpuset_cpus.clone()),
                 cpuset_mems: new.cpuset_mems.clone().or(old.cpuset_mems.clone()),
+                ..old.clone()
             };
+            resolve::validate_resources(&merged)?;
             // Only what grows counts against the project's quota.
             let growth = Resources {
                 memory_bytes: Some(
@@ -991,6 +996,37 @@ impl Engine {
 }
 
 /// Refuses options the driver cannot honour, naming the driver and the option.
+/// Refuses an update that would change what is fixed when a container is created: its `oom_score_adj`
+/// (compared as the engine restricted it), memory plus swap, huge page and cgroup v2 limits. The same values
+/// again are fine (the CRI's UpdateContainerResources repeats them all).
+fn unchanged_on_update(new: &Resources, old: &Resources) -> Result<()> {
+    let oom = new.oom_score_adj.map(|o| {
+        husk_core::units::restrict_oom_score_adj(o, husk_core::units::daemon_oom_score_adj())
+    });
+    let fixed = [
+        ("oom_score_adj", oom.is_some() && oom != old.oom_score_adj),
+        (
+            "memory_swap",
+            new.memory_swap_bytes.is_some() && new.memory_swap_bytes != old.memory_swap_bytes,
+        ),
+        (
+            "hugepage_limits",
+            !new.hugepage_limits.is_empty() && new.hugepage_limits != old.hugepage_limits,
+        ),
+        (
+            "unified",
+            !new.unified.is_empty() && new.unified != old.unified,
+        ),
+    ];
+    match fixed.iter().find(|(_, changed)| *changed) {
+        Some((field, _)) => Err(Error::invalid(
+            *field,
+            format!("{field} is set when a container is created and cannot change while it exists"),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn check_options(req: &ContainerCreate, driver: &str, caps: &Capabilities) -> Result<()> {
     if req.init {
         caps.require(driver, "--init", caps.init)?;
@@ -1024,6 +1060,52 @@ fn check_options(req: &ContainerCreate, driver: &str, caps: &Capabilities) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_is_fixed_at_create_may_be_repeated_but_not_changed() {
+        let old = Resources {
+            memory_bytes: Some(1 << 30),
+            memory_swap_bytes: Some(1 << 30),
+            oom_score_adj: Some(1000),
+            hugepage_limits: [("2MB".to_string(), 1 << 21)].into(),
+            ..Default::default()
+        };
+        unchanged_on_update(&old, &old).unwrap();
+        unchanged_on_update(&Resources::default(), &old).unwrap();
+        for (new, field) in [
+            (
+                Resources {
+                    oom_score_adj: Some(999),
+                    ..old.clone()
+                },
+                "oom_score_adj",
+            ),
+            (
+                Resources {
+                    memory_swap_bytes: Some(-1),
+                    ..old.clone()
+                },
+                "memory_swap",
+            ),
+            (
+                Resources {
+                    hugepage_limits: [("1GB".to_string(), 1 << 30)].into(),
+                    ..old.clone()
+                },
+                "hugepage_limits",
+            ),
+            (
+                Resources {
+                    unified: [("memory.high".to_string(), "1".to_string())].into(),
+                    ..old.clone()
+                },
+                "unified",
+            ),
+        ] {
+            let e = unchanged_on_update(&new, &old).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field));
+        }
+    }
 
     #[test]
     fn options_a_driver_lacks_are_refused_by_name() {

@@ -5,8 +5,8 @@ use husk_core::health::{
 };
 use husk_core::units::{self, MIN_MEMORY_BYTES};
 use husk_core::{
-    ContainerConfig, Error, HealthAction, HealthConfig, ImageRef, ProcessConfig, Resources, Result,
-    SecurityConfig, Ulimit,
+    ContainerConfig, DeviceMapping, Error, HealthAction, HealthConfig, ImageRef, ProcessConfig,
+    Resources, Result, SecurityConfig, Ulimit,
 };
 use husk_image::Image;
 
@@ -116,7 +116,98 @@ pub(crate) fn validate_resources(r: &Resources) -> Result<()> {
             format!("the size of /dev/shm must be positive (got {s} bytes)"),
         ));
     }
+    if let Some(o) = r.oom_score_adj
+        && !units::OOM_SCORE_ADJ_RANGE.contains(&o)
+    {
+        return Err(Error::invalid(
+            "oom_score_adj",
+            format!("oom_score_adj must be between -1000 and 1000 (got {o})"),
+        ));
+    }
+    if let Some(swap) = r.memory_swap_bytes {
+        let Some(memory) = r.memory_bytes else {
+            return Err(Error::invalid(
+                "memory_swap",
+                "a memory plus swap limit needs a memory limit too",
+            ));
+        };
+        if swap != -1 && swap < memory {
+            return Err(Error::invalid(
+                "memory_swap",
+                format!(
+                    "the memory plus swap limit ({swap} bytes) is below the memory limit ({memory} bytes): \
+                     give at least the memory limit, or -1 for unlimited swap"
+                ),
+            ));
+        }
+    }
+    for size in r.hugepage_limits.keys() {
+        units::parse_hugepage_size("hugepage_limits", size)?;
+    }
+    for (key, value) in &r.unified {
+        let file_name = !key.is_empty()
+            && key != "."
+            && key != ".."
+            && !key.contains(['/', '\0', '\n'])
+            && !key.chars().any(char::is_whitespace);
+        if !file_name || value.contains(['\0', '\n']) {
+            return Err(Error::invalid(
+                "unified",
+                format!(
+                    "unified: {key:?} = {value:?} is not a cgroup file name and a one-line value"
+                ),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// Checks `--device`s: absolute paths, permissions from `rwm`, each container path once, and a host path that
+/// is a character or block device, whose type, numbers and mode are filled in. Nothing is created.
+pub(crate) fn check_devices(devices: &[DeviceMapping]) -> Result<Vec<DeviceMapping>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::with_capacity(devices.len());
+    for d in devices {
+        d.check_syntax()?;
+        if !seen.insert(d.path_in_container().to_string()) {
+            return Err(Error::invalid(
+                "devices",
+                format!(
+                    "devices: {} is given twice in the container",
+                    d.path_in_container()
+                ),
+            ));
+        }
+        let meta = std::fs::metadata(&d.host_path).map_err(|e| {
+            Error::invalid(
+                "devices",
+                format!("devices: the host path {}: {e}", d.host_path),
+            )
+        })?;
+        let kind = if meta.file_type().is_char_device() {
+            "c"
+        } else if meta.file_type().is_block_device() {
+            "b"
+        } else {
+            return Err(Error::invalid(
+                "devices",
+                format!(
+                    "devices: the host path {} is not a character or block device",
+                    d.host_path
+                ),
+            ));
+        };
+        let rdev = meta.rdev();
+        out.push(DeviceMapping {
+            kind: kind.into(),
+            major: rustix::fs::major(rdev).into(),
+            minor: rustix::fs::minor(rdev).into(),
+            file_mode: meta.mode() & 0o7777,
+            ..d.clone()
+        });
+    }
+    Ok(out)
 }
 
 fn parse_security(req: &ContainerCreate) -> Result<SecurityConfig> {
@@ -284,7 +375,13 @@ pub(crate) fn container_config(
             stdin: req.stdin,
         },
         hostname: req.hostname.clone().unwrap_or_default(),
-        resources: req.resources.clone(),
+        resources: Resources {
+            oom_score_adj: req
+                .resources
+                .oom_score_adj
+                .map(|o| units::restrict_oom_score_adj(o, units::daemon_oom_score_adj())),
+            ..req.resources.clone()
+        },
         security: parse_security(req)?,
         mounts: req.mounts.clone(),
         network: network_with_exposed(req, image)?,
@@ -305,6 +402,9 @@ pub(crate) fn container_config(
             }
             other => other.clone(),
         },
+        devices: check_devices(&req.devices)?,
+        // The sandbox's, set by the engine once it knows the sandbox.
+        cgroup_parent: None,
     })
 }
 
@@ -710,6 +810,110 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("shm_size"));
+    }
+
+    #[test]
+    fn new_limits_are_checked() {
+        let field = |r: Resources| validate_resources(&r).unwrap_err().field;
+        assert_eq!(
+            field(Resources {
+                oom_score_adj: Some(1001),
+                ..Default::default()
+            })
+            .as_deref(),
+            Some("oom_score_adj")
+        );
+        assert_eq!(
+            field(Resources {
+                memory_swap_bytes: Some(1 << 30),
+                ..Default::default()
+            })
+            .as_deref(),
+            Some("memory_swap")
+        );
+        assert_eq!(
+            field(Resources {
+                memory_bytes: Some(1 << 30),
+                memory_swap_bytes: Some(1 << 29),
+                ..Default::default()
+            })
+            .as_deref(),
+            Some("memory_swap")
+        );
+        assert_eq!(
+            field(Resources {
+                hugepage_limits: [("2M".to_string(), 1 << 21)].into(),
+                ..Default::default()
+            })
+            .as_deref(),
+            Some("hugepage_limits")
+        );
+        assert_eq!(
+            field(Resources {
+                unified: [("../memory.max".to_string(), "1".to_string())].into(),
+                ..Default::default()
+            })
+            .as_deref(),
+            Some("unified")
+        );
+        validate_resources(&Resources {
+            memory_bytes: Some(1 << 30),
+            memory_swap_bytes: Some(-1),
+            oom_score_adj: Some(-1000),
+            hugepage_limits: [("2MB".to_string(), 1 << 21)].into(),
+            unified: [("memory.high".to_string(), "max".to_string())].into(),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn oom_score_adj_is_restricted_to_the_daemons() {
+        let img = image(&[], &["sh"]);
+        let mut r = req("x");
+        r.resources.oom_score_adj = Some(-1000);
+        let own = units::daemon_oom_score_adj();
+        let c = container_config(&r, "id", "n", &img).unwrap();
+        assert_eq!(c.resources.oom_score_adj, Some(own.max(-1000)));
+        r.resources.oom_score_adj = Some(1000);
+        let c = container_config(&r, "id", "n", &img).unwrap();
+        assert_eq!(c.resources.oom_score_adj, Some(1000));
+    }
+
+    #[test]
+    fn devices_must_be_device_nodes() {
+        let null = |container: &str, permissions: &str| DeviceMapping {
+            host_path: "/dev/null".into(),
+            container_path: container.into(),
+            permissions: permissions.into(),
+            ..Default::default()
+        };
+        let found = check_devices(&[null("/dev/n", "rw")]).unwrap();
+        assert_eq!(
+            (found[0].kind.as_str(), found[0].major, found[0].minor),
+            ("c", 1, 3)
+        );
+        assert_eq!(found[0].file_mode & 0o666, 0o666);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let bad = [
+            vec![DeviceMapping {
+                host_path: file.display().to_string(),
+                ..Default::default()
+            }],
+            vec![DeviceMapping {
+                host_path: dir.path().join("missing").display().to_string(),
+                ..Default::default()
+            }],
+            vec![null("/dev/n", "rx")],
+            vec![null("/dev/n", ""), null("/dev/n", "r")],
+        ];
+        for devices in bad {
+            let e = check_devices(&devices).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("devices"), "{}", e.message);
+            assert!(e.message.starts_with("devices: "), "{}", e.message);
+        }
     }
 
     #[test]

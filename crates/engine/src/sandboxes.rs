@@ -104,6 +104,10 @@ impl Engine {
         if let Some(userns) = &req.user_namespace {
             validate_user_namespace(userns, &req)?;
         }
+        let cgroup_parent = match req.cgroup_parent.as_deref() {
+            None | Some("") => None,
+            Some(p) => Some(units::validate_cgroup_parent("cgroup_parent", p)?),
+        };
         let volumes = req.volumes.clone();
         let mut sb = SandboxRecord {
             config: SandboxConfig {
@@ -116,6 +120,7 @@ impl Engine {
                 user_namespace: req.user_namespace,
                 network: req.network,
                 resources: req.resources,
+                cgroup_parent,
                 labels: req.labels,
                 annotations: req.annotations,
             },

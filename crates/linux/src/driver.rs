@@ -327,8 +327,82 @@ impl LinuxDriver {
         ShimClient::new(self.ctr_run_dir(id).join("sock"))
     }
 
-    fn cgroup_path(&self, id: &str) -> String {
-        format!("/{}/{}", self.config.cgroup_parent.trim_matches('/'), id)
+    /// The container's cgroup: under its sandbox's parent when it has one, else under the driver's.
+    fn cgroup_path(&self, config: &ContainerConfig) -> String {
+        let parent = config
+            .cgroup_parent
+            .as_deref()
+            .unwrap_or(&self.config.cgroup_parent);
+        format!("/{}/{}", parent.trim_matches('/'), config.id)
+    }
+
+    /// The cgroup a container of which only the ID is known was made with (an orphan): the one its bundle's
+    /// `shim.json` names, else the driver's parent.
+    fn recorded_cgroup(&self, id: &str) -> String {
+        std::fs::read(self.ctr_dir(id).join("shim.json"))
+            .ok()
+            .and_then(|text| serde_json::from_slice::<ShimConfig>(&text).ok())
+            .map(|shim| shim.cgroup_path)
+            .unwrap_or_else(|| format!("/{}/{}", self.config.cgroup_parent.trim_matches('/'), id))
+    }
+
+    /// `resources` as this host can enforce them, or why not: huge page limits need a hugetlb controller that
+    /// libcgroups drives (a v1 hierarchy, or the unified one on a v2 host; not the cgroup2 mount of a hybrid
+    /// host) and page sizes the kernel has; `unified` needs cgroup v2; swap beyond the memory limit needs swap
+    /// accounting (`memory.memsw.*` on v1). A memory plus swap limit equal to the memory limit asks for no swap:
+    /// without swap accounting it is left out.
+    fn host_resources(&self, resources: &husk_core::Resources) -> Result<husk_core::Resources> {
+        let mut fitted = resources.clone();
+        if !resources.unified.is_empty() && !self.cgroup_v2 {
+            return Err(Error::precondition(
+                "unified",
+                "unified: cgroup v2 files can only be set on a cgroup v2 host, and this host's controllers are \
+                 on cgroup v1",
+            ));
+        }
+        if !resources.hugepage_limits.is_empty() {
+            let controller = cgroups::hugetlb_available(self.cgroup_v2);
+            for (size, limit) in &resources.hugepage_limits {
+                let bytes = husk_core::units::parse_hugepage_size("hugepage_limits", size)?;
+                let dir = PathBuf::from(format!(
+                    "/sys/kernel/mm/hugepages/hugepages-{}kB",
+                    bytes >> 10
+                ));
+                if !dir.is_dir() {
+                    return Err(Error::precondition(
+                        "hugepage_limits",
+                        format!(
+                            "hugepage_limits: this host's kernel has no {size} huge pages (no {})",
+                            dir.display()
+                        ),
+                    ));
+                }
+                if let Err(why) = &controller {
+                    // kubelet asks for a limit of 0 for every page size of the node: where the host has no such
+                    // pages to give, that limit keeps itself.
+                    if *limit == 0 && cgroups::hugepage_pool_is_empty(&dir) {
+                        fitted.hugepage_limits.remove(size);
+                        continue;
+                    }
+                    return Err(Error::precondition(
+                        "hugepage_limits",
+                        format!("hugepage_limits: {why}"),
+                    ));
+                }
+            }
+        }
+        if resources.memory_swap_bytes.is_some() && !self.cgroup_v2 && !cgroups::swap_accounted_v1()
+        {
+            if resources.asks_for_swap() {
+                return Err(Error::precondition(
+                    "memory_swap",
+                    "memory_swap: this host's kernel does not account swap (no memory.memsw.limit_in_bytes; \
+                     boot it with swapaccount=1), so a limit on memory plus swap cannot be kept",
+                ));
+            }
+            fitted.memory_swap_bytes = None;
+        }
+        Ok(fitted)
     }
 
     fn rootfs(&self, id: &str) -> PathBuf {
@@ -624,7 +698,7 @@ impl LinuxDriver {
             work_dir: self.ctr_run_dir(id),
             tty: config.process.tty,
             stdin: config.process.stdin,
-            cgroup_path: self.cgroup_path(id),
+            cgroup_path: self.cgroup_path(config),
             seccomp_program: Some(self.ctr_dir(id).join("seccomp.bpf")),
             cri_log: config.cri_log_path.as_ref().map(PathBuf::from),
         }
@@ -644,6 +718,7 @@ impl LinuxDriver {
     async fn create_inner(
         &self,
         config: &ContainerConfig,
+        resources: husk_core::Resources,
         sandbox: Option<&SandboxRecord>,
         rootfs: &RootfsLayers,
     ) -> Result<ContainerRuntime> {
@@ -702,6 +777,7 @@ impl LinuxDriver {
         };
         let t_ns = t0.elapsed();
         let mut config_with_host = config.clone();
+        config_with_host.resources = resources;
         config_with_host.hostname = match sandbox {
             Some(sb) => sb.config.hostname.clone(),
             None => hostname_for(config),
@@ -714,7 +790,7 @@ impl LinuxDriver {
             process: &config.process,
             rootfs: &self.rootfs(id),
             namespaces: plan,
-            cgroup_path: self.cgroup_path(id),
+            cgroup_path: self.cgroup_path(config),
             user: resolved_user,
             etc_files,
             shm,
@@ -736,7 +812,7 @@ impl LinuxDriver {
         let pid = self.start_shim(id).await?;
         self.apply_propagation(config, pid).await?;
         tracing::debug!(rootfs = ?t_rootfs, namespaces = ?t_ns, spec = ?t_spec, shim = ?t0.elapsed(), "container created");
-        let mut driver_data = json!({"cgroup": self.cgroup_path(id), "rootfs": rootfs});
+        let mut driver_data = json!({"cgroup": self.cgroup_path(config), "rootfs": rootfs});
         if let Some(userns) = &userns {
             driver_data["userns"] = userns.to_json();
         }
@@ -822,7 +898,7 @@ impl LinuxDriver {
             rootfs: self.rootfs(id),
             idmapped: self.idmapped_dir(id),
             libcontainer_state: self.config.run_root.join("lc").join(id),
-            cgroup: self.cgroup_path(id),
+            cgroup: self.recorded_cgroup(id),
             ctr_dir: self.ctr_dir(id),
         };
         let run_dir = self.ctr_run_dir(id);
@@ -856,7 +932,7 @@ impl LinuxDriver {
             process,
             rootfs: &self.rootfs(id),
             namespaces: NamespacePlan::default(),
-            cgroup_path: self.cgroup_path(id),
+            cgroup_path: self.cgroup_path(&container.config),
             user: resolved_user,
             etc_files: vec![],
             shm: None,
@@ -1203,7 +1279,9 @@ impl Driver for LinuxDriver {
         sandbox: Option<&SandboxRecord>,
         rootfs: &RootfsLayers,
     ) -> Result<ContainerRuntime> {
-        match self.create_inner(config, sandbox, rootfs).await {
+        // What the host cannot enforce is refused before anything is made.
+        let resources = self.host_resources(&config.resources)?;
+        match self.create_inner(config, resources, sandbox, rootfs).await {
             Ok(rt) => Ok(rt),
             Err(e) => {
                 let _ = self.cleanup_container(&config.id, false).await;
@@ -1253,9 +1331,9 @@ impl Driver for LinuxDriver {
         container: &ContainerRecord,
         limits: &husk_core::Resources,
     ) -> Result<()> {
-        let limits = husk_container::spec::limits_json(limits);
+        let limits = husk_container::spec::limits_json(&self.host_resources(limits)?);
         let bundle = self.ctr_dir(container.id()).join("config.json");
-        let cgroup = self.cgroup_path(container.id());
+        let cgroup = self.cgroup_path(&container.config);
         tokio::task::spawn_blocking(move || {
             // The running processes first: a limit the kernel refuses (memory below what is in use) changes
             // nothing.
@@ -1412,7 +1490,7 @@ impl Driver for LinuxDriver {
     }
 
     async fn stats(&self, container: &ContainerRecord) -> Result<Stats> {
-        cgroups::stats(&self.cgroup_path(container.id()), container.runtime.pid)
+        cgroups::stats(&self.cgroup_path(&container.config), container.runtime.pid)
     }
 
     async fn shutdown(&self) {
@@ -1480,7 +1558,7 @@ impl Driver for LinuxDriver {
     }
 
     async fn top(&self, container: &ContainerRecord) -> Result<Top> {
-        cgroups::top(&self.cgroup_path(container.id()))
+        cgroups::top(&self.cgroup_path(&container.config))
     }
 
     async fn top_with(&self, container: &ContainerRecord, ps_args: Option<&str>) -> Result<Top> {
@@ -1504,7 +1582,7 @@ impl Driver for LinuxDriver {
                 ),
             ));
         }
-        let pids = cgroups::procs(&self.cgroup_path(container.id()));
+        let pids = cgroups::procs(&self.cgroup_path(&container.config));
         cgroups::top_of_ps(&String::from_utf8_lossy(&out.stdout), &pids)
     }
 

@@ -778,6 +778,35 @@ fn refuse_host_namespaces(config: &SandboxConfig) -> Result<()> {
             config.name
         )));
     }
+    if config.cgroup_parent.is_some() {
+        return Err(Error::unsupported(format!(
+            "cgroup_parent: driver vm does not place sandbox {} under a cgroup parent (its containers' cgroups \
+             are the guest kernel's); use the linux or docker driver for such a sandbox",
+            config.name
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses what a container in a VM cannot have: the host's devices (the guest has its own kernel and
+/// devices), huge page and cgroup v2 limits and swap (the guest's cgroups are husk's agent's, which sets none of
+/// them). Its `oom_score_adj` is served: the agent's runtime writes it in the guest.
+fn refuse_host_resources(config: &ContainerConfig) -> Result<()> {
+    let r = &config.resources;
+    for (field, asked) in [
+        ("devices", !config.devices.is_empty()),
+        ("hugepage_limits", !r.hugepage_limits.is_empty()),
+        ("unified", !r.unified.is_empty()),
+        ("memory_swap", r.asks_for_swap()),
+    ] {
+        if asked {
+            return Err(Error::unsupported(format!(
+                "{field}: driver vm cannot give container {} what it asks here (its VM has its own kernel); use \
+                 the linux driver",
+                config.name
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -1035,6 +1064,7 @@ impl Driver for VmDriver {
         sandbox: Option<&SandboxRecord>,
         rootfs: &RootfsLayers,
     ) -> Result<ContainerRuntime> {
+        refuse_host_resources(config)?;
         match sandbox {
             Some(s) => {
                 let h = self.vm(&s.config.id).await?;
@@ -1417,6 +1447,49 @@ mod tests {
         let e = refuse_host_namespaces(&config).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unsupported);
         assert!(e.message.starts_with("user_namespace:"), "{}", e.message);
+    }
+
+    #[test]
+    fn what_a_vm_cannot_give_is_refused_by_name() {
+        let config = SandboxConfig {
+            name: "pod".into(),
+            cgroup_parent: Some("/kubepods/pod1".into()),
+            ..Default::default()
+        };
+        let e = refuse_host_namespaces(&config).unwrap_err();
+        assert!(e.message.starts_with("cgroup_parent:"), "{}", e.message);
+        let base = ContainerConfig {
+            name: "c".into(),
+            resources: husk_core::Resources {
+                memory_bytes: Some(64 << 20),
+                memory_swap_bytes: Some(64 << 20),
+                oom_score_adj: Some(500),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        refuse_host_resources(&base).unwrap();
+        let mut devices = base.clone();
+        devices.devices = vec![husk_core::DeviceMapping {
+            host_path: "/dev/fuse".into(),
+            ..Default::default()
+        }];
+        let mut swap = base.clone();
+        swap.resources.memory_swap_bytes = Some(-1);
+        let mut hugepages = base.clone();
+        hugepages.resources.hugepage_limits = [("2MB".to_string(), 1 << 21)].into();
+        let mut unified = base.clone();
+        unified.resources.unified = [("memory.high".to_string(), "1".to_string())].into();
+        for (config, field) in [
+            (devices, "devices:"),
+            (swap, "memory_swap:"),
+            (hugepages, "hugepage_limits:"),
+            (unified, "unified:"),
+        ] {
+            let e = refuse_host_resources(&config).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Unsupported);
+            assert!(e.message.starts_with(field), "{}", e.message);
+        }
     }
 
     #[test]

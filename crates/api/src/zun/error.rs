@@ -182,6 +182,7 @@ impl From<Error> for ZunError {
         let code = match e.kind {
             ErrorKind::InvalidArgument => "validation-error",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Precondition => "precondition-failed",
             ErrorKind::NotFound => "not-found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Forbidden => "policy-not-authorized",

@@ -275,12 +275,18 @@ pub struct RunArgs {
     /// Size of /dev/shm (e.g. 256m; 64m without it). In a sandbox, give it to the sandbox.
     #[arg(long = "shm-size")]
     pub shm_size: Option<String>,
+    /// The container's oom_score_adj, -1000 to 1000 (never below the daemon's own: raised to it).
+    #[arg(long = "oom-score-adj", allow_hyphen_values = true)]
+    pub oom_score_adj: Option<i32>,
     /// Restart policy: no, on-failure[:N], always, unless-stopped.
     #[arg(long)]
     pub restart: Option<String>,
     /// Give every capability the daemon has and lift confinement.
     #[arg(long)]
     pub privileged: bool,
+    /// Give the container a host device: HOST[:CONTAINER[:PERMISSIONS]] (permissions: some of r, w, m).
+    #[arg(long = "device")]
+    pub devices: Vec<String>,
     /// Add a capability.
     #[arg(long = "cap-add")]
     pub cap_add: Vec<String>,

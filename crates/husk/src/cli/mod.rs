@@ -292,8 +292,14 @@ fn create_request(a: &RunArgs) -> Result<ContainerCreate> {
                 .as_deref()
                 .map(|s| units::parse_memory("shm_size", s))
                 .transpose()?,
+            oom_score_adj: a.oom_score_adj,
             ..limits(a.memory.as_deref(), a.cpus.as_deref(), a.pids_limit)?
         },
+        devices: a
+            .devices
+            .iter()
+            .map(|d| husk_core::DeviceMapping::parse(d))
+            .collect::<husk_core::Result<_>>()?,
         restart_policy: a
             .restart
             .as_deref()
@@ -1448,4 +1454,43 @@ async fn info(client: &Client, a: InfoArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn request(argv: &[&str]) -> Result<ContainerCreate> {
+        let cli = args::Cli::try_parse_from(argv).expect("the arguments parse");
+        match cli.command {
+            args::Command::Run(a) | args::Command::Create(a) => create_request(&a),
+            other => panic!("not run or create: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn devices_and_oom_score_adj_reach_the_request() {
+        let req = request(&[
+            "husk",
+            "create",
+            "--device",
+            "/dev/fuse:/dev/f:r",
+            "--device",
+            "/dev/null",
+            "--oom-score-adj",
+            "-500",
+            "busybox",
+        ])
+        .unwrap();
+        assert_eq!(req.resources.oom_score_adj, Some(-500));
+        assert_eq!(req.devices.len(), 2);
+        assert_eq!(
+            (req.devices[0].path_in_container(), req.devices[0].access()),
+            ("/dev/f", "r")
+        );
+        assert_eq!(req.devices[1].path_in_container(), "/dev/null");
+        let e = request(&["husk", "run", "--device", "dev/fuse", "busybox"]).unwrap_err();
+        assert!(e.to_string().contains("devices"), "{e}");
+    }
 }
