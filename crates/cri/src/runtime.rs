@@ -413,18 +413,53 @@ fn cri_stats(rec: &ContainerRecord, stats: &husk_core::Stats) -> cri::ContainerS
     }
 }
 
-/// The limits of a container as husk keeps them: memory, CPU quota (as a share of CPUs), CPU weight and sets.
-/// Zero and empty mean "not set", as in the CRI.
-fn resources_of(limits: &cri::LinuxContainerResources) -> husk_core::Resources {
-    husk_core::Resources {
+/// The limits of a container as husk keeps them: memory and swap, CPU quota (as a share of CPUs), CPU weight
+/// and sets, `oom_score_adj`, huge pages and cgroup v2 files. Zero and empty mean "not set", as in the CRI,
+/// except for `oom_score_adj`, where 0 is a score (containerd sets it always too; the engine raises it to the
+/// daemon's own): `oom_score_adj_set` says whether to read it.
+fn resources_of(
+    limits: &cri::LinuxContainerResources,
+    oom_score_adj_set: bool,
+) -> Result<husk_core::Resources, Status> {
+    let oom_score_adj = match oom_score_adj_set {
+        false => None,
+        true => Some(i32::try_from(limits.oom_score_adj).map_err(|_| {
+            Status::invalid_argument(format!(
+                "oom_score_adj: {} is not between -1000 and 1000",
+                limits.oom_score_adj
+            ))
+        })?),
+    };
+    let mut hugepage_limits = std::collections::BTreeMap::new();
+    for h in &limits.hugepage_limits {
+        if hugepage_limits
+            .insert(h.page_size.clone(), h.limit)
+            .is_some()
+        {
+            return Err(Status::invalid_argument(format!(
+                "hugepage_limits: page size {:?} is given twice",
+                h.page_size
+            )));
+        }
+    }
+    Ok(husk_core::Resources {
         memory_bytes: (limits.memory_limit_in_bytes > 0).then_some(limits.memory_limit_in_bytes),
         nano_cpus: (limits.cpu_quota > 0 && limits.cpu_period > 0)
             .then(|| limits.cpu_quota * 1_000_000_000 / limits.cpu_period),
         cpu_shares: u64::try_from(limits.cpu_shares).ok().filter(|s| *s > 0),
         cpuset_cpus: (!limits.cpuset_cpus.is_empty()).then(|| limits.cpuset_cpus.clone()),
         cpuset_mems: (!limits.cpuset_mems.is_empty()).then(|| limits.cpuset_mems.clone()),
+        oom_score_adj,
+        memory_swap_bytes: (limits.memory_swap_limit_in_bytes != 0)
+            .then_some(limits.memory_swap_limit_in_bytes),
+        hugepage_limits,
+        unified: limits
+            .unified
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         ..Default::default()
-    }
+    })
 }
 
 /// A container's limits as the CRI reports them (zero where unset).
@@ -437,8 +472,71 @@ fn cri_resources(r: &husk_core::Resources) -> cri::LinuxContainerResources {
         memory_limit_in_bytes: r.memory_bytes.unwrap_or(0),
         cpuset_cpus: r.cpuset_cpus.clone().unwrap_or_default(),
         cpuset_mems: r.cpuset_mems.clone().unwrap_or_default(),
-        ..Default::default()
+        oom_score_adj: r.oom_score_adj.map_or(0, i64::from),
+        memory_swap_limit_in_bytes: r.memory_swap_bytes.unwrap_or(0),
+        hugepage_limits: r
+            .hugepage_limits
+            .iter()
+            .map(|(size, limit)| cri::HugepageLimit {
+                page_size: size.clone(),
+                limit: *limit,
+            })
+            .collect(),
+        unified: r
+            .unified
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
+}
+
+/// Refuses an AppArmor profile husk cannot apply: a Localhost profile (or the deprecated `localhost/NAME`), as
+/// containerd does where AppArmor is off; where it is on too, as husk loads no AppArmor profiles. RuntimeDefault
+/// and Unconfined are what husk's containers run with anyway (no profile). `field` names the request field.
+fn check_apparmor(
+    profile: Option<&cri::SecurityProfile>,
+    deprecated: &str,
+    field: &str,
+) -> Result<(), Status> {
+    use cri::security_profile::ProfileType;
+    let localhost = match profile {
+        Some(p) => match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault | ProfileType::Unconfined) => None,
+            Ok(ProfileType::Localhost) => Some(p.localhost_ref.clone()),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "{field}.profile_type {} is not a profile type",
+                    p.profile_type
+                )));
+            }
+        },
+        None => match deprecated {
+            "" | "runtime/default" | "unconfined" => None,
+            other => Some(
+                other
+                    .strip_prefix("localhost/")
+                    .unwrap_or(other)
+                    .to_string(),
+            ),
+        },
+    };
+    let Some(name) = localhost else {
+        return Ok(());
+    };
+    Err(Status::failed_precondition(if apparmor_enabled() {
+        format!(
+            "{field}: AppArmor profile {name:?}: husk does not load AppArmor profiles; use RuntimeDefault or \
+             Unconfined"
+        )
+    } else {
+        format!("{field}: AppArmor profile {name:?}: AppArmor is not enabled on this host")
+    }))
+}
+
+/// Whether this host's kernel runs AppArmor (`/sys/module/apparmor/parameters/enabled` is `Y`).
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|t| t.trim() == "Y")
 }
 
 /// Why CheckpointContainer cannot be served here: CRIU is missing, or cannot run on this host, or husk does
@@ -655,6 +753,12 @@ fn container_request(
                 )));
             }
         };
+    #[allow(deprecated)]
+    check_apparmor(
+        security.apparmor.as_ref(),
+        &security.apparmor_profile,
+        "linux.security_context.apparmor",
+    )?;
     let capabilities = security.capabilities.clone().unwrap_or_default();
     let mut mounts = Vec::new();
     for m in &config.mounts {
@@ -700,7 +804,25 @@ fn container_request(
         .as_ref()
         .and_then(|l| l.resources.clone())
         .unwrap_or_default();
-    let resources = resources_of(&limits);
+    let resources = resources_of(
+        &limits,
+        config.linux.as_ref().is_some_and(|l| l.resources.is_some()),
+    )?;
+    let devices = config
+        .devices
+        .iter()
+        .map(|d| {
+            convert::required(&d.host_path, "devices.host_path")
+                .and_then(|_| convert::required(&d.container_path, "devices.container_path"))
+                .map_err(invalid)?;
+            Ok(husk_core::DeviceMapping {
+                host_path: d.host_path.clone(),
+                container_path: d.container_path.clone(),
+                permissions: d.permissions.clone(),
+                ..Default::default()
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
     Ok(ContainerCreate {
         name: Some(name),
         image,
@@ -744,6 +866,7 @@ fn container_request(
         masked_paths: (!security.masked_paths.is_empty()).then(|| security.masked_paths.clone()),
         readonly_paths: (!security.readonly_paths.is_empty())
             .then(|| security.readonly_paths.clone()),
+        devices,
         // kubelet pulls before it creates: a missing image is an error, never a pull.
         pull: husk_api_types::PullPolicy::Never,
         ..Default::default()
@@ -782,8 +905,21 @@ impl RuntimeService for Runtime {
         convert::set_log_directory(&mut annotations, &config.log_directory);
         if let Some(linux) = &config.linux {
             convert::set_sysctls(&mut annotations, &linux.sysctls);
+            if let Some(security) = &linux.security_context {
+                check_apparmor(
+                    security.apparmor.as_ref(),
+                    "",
+                    "linux.security_context.apparmor",
+                )?;
+            }
         }
+        let cgroup_parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .filter(|p| !p.is_empty());
         let mut sandbox = SandboxCreate {
+            cgroup_parent,
             name: Some(name),
             hostname: (!config.hostname.is_empty()).then(|| config.hostname.clone()),
             driver: self.driver_of_handler(&req.runtime_handler)?,
@@ -999,8 +1135,9 @@ impl RuntimeService for Runtime {
             // Nothing for Linux to change (a Windows-only request).
             return Ok(Response::new(cri::UpdateContainerResourcesResponse {}));
         };
+        // A score of 0 here is "not given": the update may only repeat the one the container was created with.
         let update = husk_api_types::ContainerUpdate {
-            resources: resources_of(&limits),
+            resources: resources_of(&limits, limits.oom_score_adj != 0)?,
             ..Default::default()
         };
         self.engine
@@ -1450,5 +1587,77 @@ mod tests {
         assert_eq!(req.groups_policy, husk_core::GroupsPolicy::Merge);
         let e = container_request(&pod, &config(7)).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn apparmor_localhost_profiles_are_refused_and_the_others_pass() {
+        use cri::security_profile::ProfileType;
+        let profile = |t: ProfileType, name: &str| cri::SecurityProfile {
+            profile_type: t as i32,
+            localhost_ref: name.into(),
+        };
+        for ok in [
+            profile(ProfileType::RuntimeDefault, ""),
+            profile(ProfileType::Unconfined, ""),
+        ] {
+            check_apparmor(Some(&ok), "", "apparmor").unwrap();
+        }
+        for deprecated in ["", "runtime/default", "unconfined"] {
+            check_apparmor(None, deprecated, "apparmor").unwrap();
+        }
+        let refused = [
+            check_apparmor(
+                Some(&profile(ProfileType::Localhost, "mine")),
+                "",
+                "apparmor",
+            ),
+            check_apparmor(None, "localhost/mine", "apparmor"),
+        ];
+        for e in refused {
+            let e = e.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+            assert!(e.message().starts_with("apparmor: "), "{}", e.message());
+            assert!(e.message().contains("\"mine\""), "{}", e.message());
+            if !apparmor_enabled() {
+                assert!(e.message().contains("AppArmor is not enabled on this host"));
+            }
+        }
+    }
+
+    #[test]
+    fn linux_resources_round_trip_through_husks_limits() {
+        let limits = cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            memory_swap_limit_in_bytes: 64 << 20,
+            oom_score_adj: 0,
+            hugepage_limits: vec![cri::HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 0,
+            }],
+            unified: [("memory.high".to_string(), "max".to_string())].into(),
+            ..Default::default()
+        };
+        let r = resources_of(&limits, true).unwrap();
+        assert_eq!(
+            r.oom_score_adj,
+            Some(0),
+            "0 is a score when resources are given"
+        );
+        assert_eq!(r.memory_swap_bytes, Some(64 << 20));
+        assert_eq!(r.hugepage_limits["2MB"], 0);
+        assert_eq!(cri_resources(&r), limits);
+        assert_eq!(resources_of(&limits, false).unwrap().oom_score_adj, None);
+        let mut twice = limits.clone();
+        twice.hugepage_limits.push(twice.hugepage_limits[0].clone());
+        assert_eq!(
+            resources_of(&twice, true).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let far = cri::LinuxContainerResources {
+            oom_score_adj: 1 << 40,
+            ..Default::default()
+        };
+        let e = resources_of(&far, true).unwrap_err();
+        assert!(e.message().starts_with("oom_score_adj"), "{}", e.message());
     }
 }

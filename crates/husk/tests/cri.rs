@@ -1096,3 +1096,319 @@ async fn a_pod_in_the_hosts_user_namespace_and_refused_user_namespaces() {
     assert!(pods.is_empty(), "{pods:?}");
     d.assert_no_leftovers();
 }
+
+/// Sets this process's `oom_score_adj` (daemons started meanwhile inherit it); the old value comes back on drop.
+struct OwnOomScore(String);
+
+impl OwnOomScore {
+    fn set(value: i32) -> OwnOomScore {
+        let old = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+        std::fs::write("/proc/self/oom_score_adj", value.to_string()).unwrap();
+        OwnOomScore(old.trim().to_string())
+    }
+}
+
+impl Drop for OwnOomScore {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/self/oom_score_adj", &self.0);
+    }
+}
+
+/// Removes a cgroup parent (deepest first) from every hierarchy on drop.
+struct CgroupParent(String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        let parts: Vec<&str> = self.0.trim_matches('/').split('/').collect();
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            for depth in (1..=parts.len()).rev() {
+                let _ = std::fs::remove_dir(hierarchy.path().join(parts[..depth].join("/")));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_oom_score_swap_and_cgroup_parent_reach_the_container() {
+    // The daemon runs with oom_score_adj 100: a container asking for less gets 100.
+    let d = {
+        let _own = OwnOomScore::set(100);
+        Daemon::start(&[])
+    };
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let parent = format!("/{}-kubepods/besteffort/pod-uid-1", d.cgroup_parent);
+    let _parent_cleanup = CgroupParent(parent.clone());
+    let mut pod = pod_config("limits");
+    pod.linux = Some(cri::LinuxPodSandboxConfig {
+        cgroup_parent: parent.clone(),
+        ..Default::default()
+    });
+    let pod_id = run_pod(&mut rt, pod).await;
+
+    // A made-up character device 240:17 (a major for local use), and /dev/fuse readable only.
+    let nodes = tempfile::tempdir().unwrap();
+    let made_up = nodes.path().join("madeup");
+    nix::sys::stat::mknod(
+        &made_up,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+        nix::sys::stat::makedev(240, 17),
+    )
+    .unwrap();
+    let fuse = std::path::Path::new("/dev/fuse").exists();
+    let mut devices = vec![cri::Device {
+        host_path: made_up.display().to_string(),
+        container_path: "/dev/madeup".into(),
+        permissions: "rwm".into(),
+    }];
+    if fuse {
+        devices.push(cri::Device {
+            host_path: "/dev/fuse".into(),
+            container_path: "/dev/fuse".into(),
+            permissions: "r".into(),
+        });
+    }
+    let limits = |oom_score_adj| cri::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        memory_swap_limit_in_bytes: 128 << 20,
+        oom_score_adj,
+        ..Default::default()
+    };
+    let mut config = container_config("c", &["sleep", "600"]);
+    config.devices = devices;
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(limits(-998)),
+        ..Default::default()
+    });
+    let id = started(&mut rt, &pod_id, config).await;
+
+    assert_eq!(
+        exec_ok(&mut rt, &id, &["cat", "/proc/self/oom_score_adj"])
+            .await
+            .trim(),
+        "100",
+        "-998 is raised to the daemon's own"
+    );
+    let status = common::cri::container_status(&mut rt, &id).await;
+    let reported = status.resources.unwrap().linux.unwrap();
+    assert_eq!(reported.oom_score_adj, 100);
+    assert_eq!(reported.memory_swap_limit_in_bytes, 128 << 20);
+    assert_eq!(
+        exec_ok(&mut rt, &id, &["stat", "-c", "%t:%T %F %a", "/dev/madeup"])
+            .await
+            .trim(),
+        "f0:11 character special file 640"
+    );
+    if fuse {
+        exec_ok(&mut rt, &id, &["sh", "-c", "exec 3</dev/fuse"]).await;
+        let write = rt
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.clone(),
+                cmd: vec!["sh".into(), "-c".into(), "exec 3>/dev/fuse".into()],
+                timeout: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(write.exit_code, 0, "the device cgroup allows reading only");
+    }
+    // The container's cgroup is under the pod's parent, in every hierarchy it joined.
+    let cgroups = exec_ok(&mut rt, &id, &["cat", "/proc/self/cgroup"]).await;
+    let memory = cgroups
+        .lines()
+        .find(|l| l.split(':').nth(1) == Some("memory"))
+        .unwrap_or_else(|| cgroups.lines().next().unwrap());
+    let path = memory.splitn(3, ':').nth(2).unwrap();
+    assert_eq!(path, format!("{parent}/{id}"), "{cgroups}");
+    let memsw = std::path::Path::new("/sys/fs/cgroup/memory")
+        .join(path.trim_start_matches('/'))
+        .join("memory.memsw.limit_in_bytes");
+    if memsw.exists() {
+        assert_eq!(
+            std::fs::read_to_string(&memsw).unwrap().trim(),
+            (128u64 << 20).to_string()
+        );
+    }
+
+    // A score above the daemon's is kept as asked.
+    let mut config = container_config("high", &["sleep", "600"]);
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(limits(500)),
+        ..Default::default()
+    });
+    let high = started(&mut rt, &pod_id, config).await;
+    assert_eq!(
+        exec_ok(&mut rt, &high, &["cat", "/proc/self/oom_score_adj"])
+            .await
+            .trim(),
+        "500"
+    );
+
+    for c in [&id, &high] {
+        rt.stop_container(cri::StopContainerRequest {
+            container_id: c.to_string(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    }
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap();
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let dir = hierarchy
+            .path()
+            .join(format!("{}/{id}", parent.trim_start_matches('/')));
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
+    d.assert_no_leftovers();
+}
+
+/// The resources of a container config made with some.
+fn limits_of(c: &mut cri::ContainerConfig) -> &mut cri::LinuxContainerResources {
+    c.linux
+        .as_mut()
+        .and_then(|l| l.resources.as_mut())
+        .expect("a config with resources")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unservable_linux_fields_are_refused_by_name_and_leave_nothing() {
+    let d = Daemon::start(&[]);
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+
+    let mut slice = pod_config("slice");
+    slice.linux = Some(cri::LinuxPodSandboxConfig {
+        cgroup_parent: "kubepods-besteffort-pod1.slice".into(),
+        ..Default::default()
+    });
+    let e = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(slice),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+    assert!(
+        e.message().starts_with("cgroup_parent:") && e.message().contains("cgroupfs"),
+        "{}",
+        e.message()
+    );
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+
+    let pod_id = run_pod(&mut rt, pod_config("refused")).await;
+    let not_a_device = d.dir.path().join("plain-file");
+    std::fs::write(&not_a_device, "").unwrap();
+    let cgroup_v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let v1_hugetlb = std::path::Path::new("/sys/fs/cgroup/hugetlb").exists();
+    let with = |edit: &dyn Fn(&mut cri::ContainerConfig)| {
+        let mut c = container_config("bad", &["true"]);
+        c.linux = Some(cri::LinuxContainerConfig {
+            resources: Some(cri::LinuxContainerResources::default()),
+            security_context: Some(cri::LinuxContainerSecurityContext::default()),
+        });
+        edit(&mut c);
+        c
+    };
+    let mut cases: Vec<(cri::ContainerConfig, tonic::Code, &str)> = vec![
+        (
+            with(&|c| {
+                c.devices = vec![cri::Device {
+                    host_path: not_a_device.display().to_string(),
+                    container_path: "/dev/x".into(),
+                    permissions: "rw".into(),
+                }]
+            }),
+            tonic::Code::InvalidArgument,
+            "devices",
+        ),
+        (
+            with(&|c| {
+                let r = limits_of(c);
+                r.oom_score_adj = 1001;
+            }),
+            tonic::Code::InvalidArgument,
+            "oom_score_adj",
+        ),
+        (
+            with(&|c| {
+                let r = limits_of(c);
+                r.memory_limit_in_bytes = 64 << 20;
+                r.memory_swap_limit_in_bytes = 32 << 20;
+            }),
+            tonic::Code::InvalidArgument,
+            "memory_swap",
+        ),
+    ];
+    if !std::path::Path::new("/sys/module/apparmor").exists() {
+        cases.push((
+            with(&|c| {
+                if let Some(s) = c.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+                    s.apparmor = Some(cri::SecurityProfile {
+                        profile_type: cri::security_profile::ProfileType::Localhost as i32,
+                        localhost_ref: "my-profile".into(),
+                    });
+                }
+            }),
+            tonic::Code::FailedPrecondition,
+            "AppArmor is not enabled on this host",
+        ));
+    }
+    if !cgroup_v2 {
+        cases.push((
+            with(&|c| {
+                let r = limits_of(c);
+                r.unified = [("memory.high".to_string(), "max".to_string())].into();
+            }),
+            tonic::Code::FailedPrecondition,
+            "unified",
+        ));
+        if !v1_hugetlb {
+            cases.push((
+                with(&|c| {
+                    let r = limits_of(c);
+                    r.hugepage_limits = vec![cri::HugepageLimit {
+                        page_size: "2MB".into(),
+                        limit: 4 << 20,
+                    }];
+                }),
+                tonic::Code::FailedPrecondition,
+                "hugepage_limits",
+            ));
+        }
+    }
+    for (config, code, words) in cases {
+        let e = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(config),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{words}: {}", e.message());
+        assert!(e.message().contains(words), "{words}: {}", e.message());
+        let left = rt
+            .list_containers(cri::ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert!(left.is_empty(), "{words}: a refused create left {left:?}");
+    }
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap();
+    d.assert_no_leftovers();
+}
