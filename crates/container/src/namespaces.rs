@@ -75,6 +75,11 @@ fn pin(source: &Path, target: &Path) -> Result<()> {
     })
 }
 
+/// Pins the namespace pinned at `pinned` a second time, at `target` (a new file); `pinned` stays pinned.
+pub fn pin_again(pinned: &Path, target: &Path) -> Result<()> {
+    pin(pinned, target)
+}
+
 /// Unmounts and removes a pinned namespace file; a file that is not there is not an error.
 pub fn unpin(target: &Path) -> Result<()> {
     match nix::mount::umount2(target, MntFlags::MNT_DETACH) {

@@ -35,6 +35,9 @@ pub struct DaemonConfig {
     /// Turn the kernel's cgroup `favordynmods` on (the `linux` driver's starts stop waiting for an RCU grace
     /// period when they move a process into its cgroup). Global to the host and kept after the daemon stops.
     pub cgroup_favordynmods: bool,
+    /// How many network namespaces the `linux` driver keeps attached to the default network ahead of time, so
+    /// a sandbox on that network without published ports starts without waiting for the CNI plugins (0: none).
+    pub sandbox_pool: usize,
     /// Log level.
     pub log_level: String,
     /// Networking (CNI).
@@ -347,6 +350,7 @@ impl Default for DaemonConfig {
             mode: "sandbox".into(),
             cgroup_parent: "husk".into(),
             cgroup_favordynmods: true,
+            sandbox_pool: 0,
             log_level: "info".into(),
             network: NetworkSettings::default(),
             docker: DockerSettings::default(),
@@ -511,6 +515,7 @@ async fn make_drivers(
                     cgroup_parent: config.cgroup_parent.clone(),
                     networks: networks.clone(),
                     favor_dynamic_cgroup_changes: config.cgroup_favordynmods,
+                    sandbox_pool: config.sandbox_pool,
                 })?;
                 drivers.push(Arc::new(driver));
             }

@@ -430,3 +430,174 @@ fn deleting_releases_addresses_veths_and_rules_even_across_a_restart() {
         assert!(!rules.contains(needle), "no rule mentions {needle}");
     }
 }
+
+/// The pool entries (`RUN_ROOT/pool/pool-*`) of a daemon.
+fn pool_entries(d: &Daemon) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(d.run_root.join("pool"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Who host-local gave `ip` to (its allocation file holds the CNI container ID).
+fn ip_owner(d: &Daemon, ip: &str) -> String {
+    let ipam = d.root.join("net").join("ipam");
+    for net in std::fs::read_dir(&ipam).unwrap().flatten() {
+        if let Ok(owner) = std::fs::read_to_string(net.path().join(ip)) {
+            return owner.lines().next().unwrap_or_default().to_string();
+        }
+    }
+    panic!("no allocation of {ip} under {}", ipam.display());
+}
+
+#[test]
+fn a_sandbox_pool_serves_the_default_network_and_leaves_nothing_behind() {
+    let mut d = Daemon::start_with(&[], "sandbox_pool = 2\n", true);
+    assert!(
+        Daemon::eventually(Duration::from_secs(20), || pool_entries(&d).len() == 2),
+        "the pool fills: {:?}\n{}",
+        pool_entries(&d),
+        d.log()
+    );
+    let ready = pool_entries(&d);
+
+    // A sandbox on the default network takes a ready namespace: its address is the one made for that entry.
+    d.husk(&["sandbox", "create", "--name", "a"]).ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--sandbox",
+        "a",
+        "--name",
+        "web",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/www",
+    ])
+    .ok();
+    let web_ip = ip_of(&d, "web");
+    let owner = ip_owner(&d, &web_ip);
+    assert!(
+        ready.contains(&owner),
+        "{web_ip} was made for pool entry {owner}, one of {ready:?}"
+    );
+    assert!(
+        !pool_entries(&d).contains(&owner),
+        "a taken entry leaves the pool"
+    );
+    assert!(
+        Daemon::eventually(Duration::from_secs(20), || pool_entries(&d).len() == 2),
+        "the pool refills: {:?}",
+        pool_entries(&d)
+    );
+
+    // It is a working network: another sandbox (also from the pool) reaches it over the bridge.
+    d.husk(&["sandbox", "create", "--name", "b"]).ok();
+    let page = d.husk(&[
+        "run",
+        "--rm",
+        "--sandbox",
+        "b",
+        IMAGE,
+        "wget",
+        "-qO-",
+        &format!("http://{web_ip}:8080/"),
+    ]);
+    assert_eq!(page.ok(), "hello from husk");
+
+    // Published ports need their own ADD (portmap): such a sandbox never takes from the pool.
+    let port = free_port();
+    d.husk(&[
+        "sandbox",
+        "create",
+        "--name",
+        "p",
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+    ])
+    .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--sandbox",
+        "p",
+        "--name",
+        "pweb",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/www",
+    ])
+    .ok();
+    let p_id = d.inspect("p")["Id"].as_str().unwrap().to_string();
+    assert_eq!(ip_owner(&d, &ip_of(&d, "pweb")), p_id);
+    assert!(Daemon::eventually(Duration::from_secs(5), || http_get(
+        port
+    )
+    .is_some()));
+
+    // Removing a pooled sandbox releases the address it adopted.
+    d.husk(&["sandbox", "rm", "-f", "a"]).ok();
+    let released = |ip: &str| {
+        std::fs::read_dir(d.root.join("net").join("ipam"))
+            .unwrap()
+            .flatten()
+            .all(|net| !net.path().join(ip).exists())
+    };
+    assert!(Daemon::eventually(Duration::from_secs(5), || released(
+        &web_ip
+    )));
+
+    // A crash leaves ready entries behind; the next start removes them and fills the pool afresh.
+    let pweb_ip = ip_of(&d, "pweb");
+    let before_crash = pool_entries(&d);
+    assert_eq!(before_crash.len(), 2, "{before_crash:?}");
+    d.kill9();
+    d.spawn(&[]);
+    assert!(
+        Daemon::eventually(Duration::from_secs(20), || {
+            let now = pool_entries(&d);
+            now.len() == 2 && now.iter().all(|id| !before_crash.contains(id))
+        }),
+        "old entries replaced: {:?} then {:?}",
+        before_crash,
+        pool_entries(&d)
+    );
+    for id in &before_crash {
+        let ipam = d.root.join("net").join("ipam");
+        for net in std::fs::read_dir(&ipam).unwrap().flatten() {
+            for e in std::fs::read_dir(net.path()).unwrap().flatten() {
+                let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
+                assert!(
+                    !owner.starts_with(id.as_str()),
+                    "{} still allocated to {id}",
+                    e.path().display()
+                );
+            }
+        }
+    }
+    assert_eq!(
+        ip_of(&d, "pweb"),
+        pweb_ip,
+        "the other sandboxes keep their addresses"
+    );
+    assert_eq!(ip_owner(&d, &pweb_ip), p_id);
+
+    // A clean stop empties the pool: nothing of it is left on the host.
+    d.husk(&["sandbox", "rm", "-f", "b"]).ok();
+    d.husk(&["sandbox", "rm", "-f", "p"]).ok();
+    d.terminate();
+    assert!(pool_entries(&d).is_empty(), "{:?}", pool_entries(&d));
+    assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
+}

@@ -49,6 +49,9 @@ pub struct LinuxDriverConfig {
     pub networks: Arc<husk_net::Networks>,
     /// Turn the kernel's cgroup `favordynmods` on at start (see [`cgroups::favor_dynamic_changes`]).
     pub favor_dynamic_cgroup_changes: bool,
+    /// Network namespaces kept attached to the default network ahead of time (`sandbox_pool`; 0 = none). See
+    /// [`crate::pool`].
+    pub sandbox_pool: usize,
 }
 
 /// The built-in driver.
@@ -66,6 +69,8 @@ pub struct LinuxDriver {
     seccomp_programs: Arc<husk_container::seccomp_bpf::ProgramCache>,
     /// Removals finishing in the background (network teardown), awaited at shutdown.
     removals: tokio_util::task::TaskTracker,
+    /// Ready network namespaces on the default network.
+    pool: Arc<crate::pool::NetnsPool>,
 }
 
 impl std::fmt::Debug for LinuxDriver {
@@ -295,7 +300,13 @@ impl LinuxDriver {
             ms = started.elapsed().as_millis() as u64,
             "sealed copy of the husk binary for processes that enter containers"
         );
+        let pool = Arc::new(crate::pool::NetnsPool::new(
+            config.run_root.join("pool"),
+            config.sandbox_pool,
+            config.networks.clone(),
+        ));
         Ok(LinuxDriver {
+            pool,
             sealed_exe,
             daemon_capabilities: security::daemon_capabilities()?,
             cgroup_v2: cgroups::is_v2(),
@@ -543,6 +554,13 @@ impl LinuxDriver {
         if !host_ipc {
             kinds.push("ipc");
         }
+        if userns.is_none()
+            && !host
+            && let Some(identity) =
+                self.identity_from_pool(owner, ns_dir, hostname, network, &kinds)?
+        {
+            return Ok(identity);
+        }
         let (pinned, pause) = match userns {
             None => (namespaces::create_pinned(ns_dir, hostname, &kinds)?, None),
             Some((config, share_pid)) => {
@@ -594,6 +612,59 @@ impl LinuxDriver {
                 let _ = namespaces::remove_pinned(ns_dir);
                 Err(e)
             }
+        }
+    }
+
+    /// A network identity whose network namespace comes from the pool ([`crate::pool`]), or `None` when the pool
+    /// cannot serve `network` (off, empty, another network, published ports). Blocking, but short: pins and a
+    /// cache record, no plugin runs. The pool refills in the background.
+    fn identity_from_pool(
+        &self,
+        owner: &str,
+        ns_dir: &Path,
+        hostname: &str,
+        network: &NetworkConfig,
+        kinds: &[&str],
+    ) -> Result<Option<Identity>> {
+        if !self.pool.serves(network) {
+            return Ok(None);
+        }
+        mkdir(ns_dir)?;
+        let netns = ns_dir.join("net");
+        let status = self.pool.take(owner, network, &netns);
+        self.refill_pool();
+        let Some(status) = status else {
+            return Ok(None);
+        };
+        let networks = &self.config.networks;
+        let others: Vec<&str> = kinds.iter().copied().filter(|k| *k != "net").collect();
+        let made = namespaces::create_pinned(ns_dir, hostname, &others).and_then(|pinned| {
+            let files = networks.write_files(owner, hostname, network, &status)?;
+            Ok((pinned, files))
+        });
+        match made {
+            Ok((mut pinned, files)) => {
+                pinned.insert("net".into(), netns);
+                Ok(Some(Identity {
+                    pinned,
+                    status,
+                    files,
+                    pause: None,
+                }))
+            }
+            Err(e) => {
+                let _ = networks.teardown(owner, Some(&netns));
+                let _ = namespaces::remove_pinned(ns_dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Tops the pool up in the background (one filler at a time).
+    fn refill_pool(&self) {
+        if self.pool.enabled() {
+            let pool = self.pool.clone();
+            self.removals.spawn_blocking(move || pool.fill());
         }
     }
 
@@ -1494,6 +1565,15 @@ impl Driver for LinuxDriver {
     }
 
     async fn shutdown(&self) {
+        if self.pool.enabled() {
+            let pool = self.pool.clone();
+            // After any fill in flight: the tracker runs it; draining first could miss what it adds.
+            self.removals.close();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.removals.wait()).await;
+            if let Err(e) = tokio::task::spawn_blocking(move || pool.drain()).await {
+                tracing::warn!("sandbox pool: drain: {e}");
+            }
+        }
         self.removals.close();
         if tokio::time::timeout(Duration::from_secs(5), self.removals.wait())
             .await
@@ -1554,6 +1634,13 @@ impl Driver for LinuxDriver {
             self.delete_sandbox(&record).await?;
             removed.push(format!("sandbox {id}"));
         }
+        // Every pool entry is left over from an earlier run here; then the pool fills for this one.
+        let pool = self.pool.clone();
+        let left = tokio::task::spawn_blocking(move || pool.remove_leftovers())
+            .await
+            .map_err(|e| Error::internal(format!("sandbox pool task: {e}")))??;
+        removed.extend(left.into_iter().map(|id| format!("pool entry {id}")));
+        self.refill_pool();
         Ok(removed)
     }
 

@@ -22,8 +22,13 @@ const FORMAT: u32 = 1;
 pub struct Attachment {
     /// Record format.
     pub format: u32,
-    /// Sandbox ID (`CNI_CONTAINERID`).
+    /// Sandbox ID (also `CNI_CONTAINERID`, unless `container_id` says otherwise).
     pub sandbox_id: String,
+    /// `CNI_CONTAINERID` of the ADD when it is not the sandbox ID: an attachment made ahead of time for a pool
+    /// entry and handed to a sandbox later ([`Networks::adopt`](crate::Networks::adopt)) keeps the ID the
+    /// plugins saw (host-local's allocation and any iptables rule carry it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub container_id: String,
     /// Network name.
     pub network: String,
     /// Interface inside the sandbox (`CNI_IFNAME`).
@@ -58,6 +63,7 @@ impl Attachment {
         Attachment {
             format: FORMAT,
             sandbox_id: sandbox_id.to_string(),
+            container_id: String::new(),
             network: list.name.clone(),
             ifname: ifname.to_string(),
             netns: netns.to_path_buf(),
@@ -66,6 +72,15 @@ impl Attachment {
             result: None,
             plugins_added: 0,
             complete: false,
+        }
+    }
+
+    /// The `CNI_CONTAINERID` the plugins know this attachment by.
+    pub fn cni_container_id(&self) -> &str {
+        if self.container_id.is_empty() {
+            &self.sandbox_id
+        } else {
+            &self.container_id
         }
     }
 

@@ -198,7 +198,7 @@ impl Networks {
         let caps = capability_args(&record.ports);
         let call = Invocation {
             command: CniCommand::Check,
-            container_id: sandbox_id,
+            container_id: record.cni_container_id(),
             netns: Some(netns),
             ifname: &record.ifname,
         };
@@ -237,6 +237,62 @@ impl Networks {
             self.cache.remove(sandbox_id)?;
         }
         self.remove_files(sandbox_id)
+    }
+
+    /// Hands the finished attachment of `from_id` (made ahead of time, for a pool of ready network namespaces)
+    /// to sandbox `to_id`, whose network namespace (the same one) is now pinned at `netns`, and returns its
+    /// status. Only when `net` asks for what the attachment has: the same network, configured as it was at ADD
+    /// (an edited or recreated network is never served from an older attachment), and no published ports.
+    /// Otherwise returns `None` and changes nothing. The plugins keep knowing the attachment by `from_id`
+    /// (`CNI_CONTAINERID`), which CHECK and DEL go on using.
+    pub fn adopt(
+        &self,
+        from_id: &str,
+        to_id: &str,
+        netns: &Path,
+        net: &NetworkConfig,
+    ) -> Result<Option<NetworkStatus>> {
+        validate_sandbox_id(from_id)?;
+        validate_sandbox_id(to_id)?;
+        dns::validate(net)?;
+        let Mode::Cni(name) = self.mode_of(net) else {
+            return Ok(None);
+        };
+        let Some(record) = self.cache.get(from_id)?.filter(|r| r.complete) else {
+            return Ok(None);
+        };
+        if !net.ports.is_empty() || !record.ports.is_empty() || record.network != name {
+            return Ok(None);
+        }
+        let list = match self.network(&name) {
+            Ok(list) => list,
+            Err(e) if e.kind == husk_core::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if list.to_json() != record.config {
+            return Ok(None);
+        }
+        let status = parse_result(&record, &list)?.to_status(&record.network, &record.ifname, &[]);
+        let adopted = Attachment {
+            container_id: record.cni_container_id().to_string(),
+            sandbox_id: to_id.to_string(),
+            netns: netns.to_path_buf(),
+            ..record
+        };
+        self.cache.put(&adopted)?;
+        self.cache.remove(from_id)?;
+        Ok(Some(status))
+    }
+
+    /// The `CNI_CONTAINERID`s that attachments of other sandboxes took over with [`adopt`](Self::adopt).
+    pub fn adopted_container_ids(&self) -> Result<std::collections::HashSet<String>> {
+        Ok(self
+            .cache
+            .all()?
+            .into_iter()
+            .filter(|r| !r.container_id.is_empty() && r.container_id != r.sandbox_id)
+            .map(|r| r.container_id)
+            .collect())
     }
 
     /// Forgets a sandbox's attachment without running any plugin: removes its cache entry and name files. The
@@ -697,7 +753,7 @@ impl Networks {
             .or_else(|| Some(record.netns.as_path()).filter(|p| p.exists()));
         let call = Invocation {
             command: CniCommand::Del,
-            container_id: &record.sandbox_id,
+            container_id: record.cni_container_id(),
             netns,
             ifname: &record.ifname,
         };
@@ -729,7 +785,7 @@ impl Networks {
             }
         }
         if netns.is_none() && list.plugin_types().iter().any(|t| t == "bridge") {
-            match iptables::remove_masquerade_rules(&list.name, &record.sandbox_id) {
+            match iptables::remove_masquerade_rules(&list.name, record.cni_container_id()) {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::debug!(sandbox = %record.sandbox_id, rules = n, "removed masquerade rules the bridge plugin left")
