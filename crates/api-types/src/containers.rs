@@ -249,13 +249,13 @@ pub struct ContainerView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct MountView {
-    /// `bind`, `volume` or `tmpfs`.
+    /// `bind`, `volume`, `tmpfs` or `image`.
     #[serde(rename = "Type")]
     pub kind: String,
     /// The volume's name (volumes only).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
-    /// The host path (a volume's data directory, a bind's source; empty for tmpfs).
+    /// The host path (a volume's data directory, a bind's source; empty for tmpfs), or an image mount's image.
     pub source: String,
     /// The path in the container.
     pub destination: String,
@@ -282,7 +282,11 @@ impl MountView {
             } else {
                 String::new()
             },
-            source: m.host_path.clone(),
+            source: if m.kind == "image" {
+                m.source.clone()
+            } else {
+                m.host_path.clone()
+            },
             destination: m.destination.clone(),
             mode: m.options.join(","),
             rw: !m.readonly,

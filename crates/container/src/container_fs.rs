@@ -294,7 +294,9 @@ fn enter_view(rootfs: &std::path::Path, readonly: bool, mounts: &[MountConfig]) 
     .map_err(|e| sys("open the root filesystem", e))?;
     let mut binds: Vec<&MountConfig> = mounts
         .iter()
-        .filter(|m| (m.kind == "bind" || m.kind == "volume") && !m.host_path.is_empty())
+        .filter(|m| {
+            matches!(m.kind.as_str(), "bind" | "volume" | "image") && !m.host_path.is_empty()
+        })
         .collect();
     binds.sort_by_key(|m| m.destination.matches('/').count());
     for m in binds {
@@ -315,7 +317,7 @@ fn enter_view(rootfs: &std::path::Path, readonly: bool, mounts: &[MountConfig]) 
     std::env::set_current_dir("/").map_err(|e| Error::io("enter the container's root", e))
 }
 
-/// Attaches a bind or volume at its destination inside `root`.
+/// Attaches a bind, volume or image mount at its destination inside `root`.
 fn attach(root: BorrowedFd<'_>, m: &MountConfig) -> Result<()> {
     let source_dir = std::fs::metadata(&m.host_path)
         .map(|md| md.is_dir())

@@ -163,7 +163,8 @@ fn default_mounts(input: &SpecInput<'_>) -> Vec<Value> {
     mounts
 }
 
-/// A user mount (bind, volume or tmpfs, as the engine completed it) as an OCI mount.
+/// A user mount (bind, volume, tmpfs or image, as the engine completed it and the driver placed it) as an OCI
+/// mount.
 ///
 /// Binds and volumes are recursive binds of `host_path`; a read-only one is read-only recursively (`rro`:
 /// `mount_setattr(AT_RECURSIVE)`), so mounts below the source are read-only in the container too, unless it
@@ -201,6 +202,18 @@ fn user_mount(m: &MountConfig) -> Result<Value> {
                 json!({"destination": m.destination, "type": "bind", "source": m.host_path, "options": options}),
             )
         }
+        // The image's layers, mounted read-only on the host by the driver: bound read-only, nosuid and nodev.
+        "image" => {
+            if m.host_path.is_empty() {
+                return Err(Error::internal(format!(
+                    "the image mount on {} has no host path: the driver did not mount it",
+                    m.destination
+                )));
+            }
+            Ok(
+                json!({"destination": m.destination, "type": "bind", "source": m.host_path, "options": ["rbind", "ro", "rro", "nosuid", "nodev"]}),
+            )
+        }
         "tmpfs" => {
             let mut options = vec![access.to_string()];
             options.extend(
@@ -215,7 +228,7 @@ fn user_mount(m: &MountConfig) -> Result<Value> {
         }
         other => Err(Error::invalid(
             "mounts",
-            format!("unknown mount type {other:?}: use bind, volume or tmpfs"),
+            format!("unknown mount type {other:?}: use bind, volume, tmpfs or image"),
         )),
     }
 }
@@ -943,6 +956,34 @@ mod tests {
             container_spec(&input(&c, &caps)).is_err(),
             "an unprepared volume is refused"
         );
+    }
+
+    #[test]
+    fn image_mounts_are_read_only_binds_without_suid_or_devices() {
+        let mut c = config();
+        c.mounts = vec![MountConfig {
+            kind: "image".into(),
+            source: "data:1".into(),
+            destination: "/data".into(),
+            readonly: true,
+            host_path: "/run/husk/c/x/images/m0".into(),
+            ..Default::default()
+        }];
+        let caps = daemon_caps();
+        let s = as_json(&container_spec(&input(&c, &caps)).unwrap());
+        let m = mount_of(&s, "/data");
+        assert_eq!(
+            (m["type"].as_str(), m["source"].as_str()),
+            (Some("bind"), Some("/run/husk/c/x/images/m0"))
+        );
+        assert_eq!(
+            m["options"],
+            json!(["rbind", "ro", "rro", "nosuid", "nodev"])
+        );
+        assert!(bind_propagations(&c).is_empty());
+        c.mounts[0].host_path.clear();
+        let e = container_spec(&input(&c, &caps)).unwrap_err();
+        assert!(e.message.contains("did not mount it"), "{}", e.message);
     }
 
     #[test]

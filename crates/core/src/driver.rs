@@ -91,6 +91,9 @@ pub struct Capabilities {
     /// A `/dev/shm` of the size asked (`--shm-size`).
     #[serde(default)]
     pub shm_size: bool,
+    /// Images mounted read-only as volumes (`image` mounts: the CRI's `mounts[].image`, `--mount type=image`).
+    #[serde(default)]
+    pub image_mounts: bool,
 }
 
 impl Capabilities {

@@ -579,31 +579,41 @@ pub struct ProcessConfig {
     pub stdin: bool,
 }
 
-/// A filesystem mount into a container (bind, volume or tmpfs).
+/// A filesystem mount into a container (bind, volume, tmpfs or image).
 ///
 /// Front ends fill `kind`, `source`, `destination`, `readonly` and `options` (see [`crate::options`] for the
 /// command-line syntaxes); the engine validates them, creates volumes and fills `host_path`, so a driver mounts
 /// `host_path` for binds and volumes alike.
+///
+/// An `image` mount shows a stored image's files read-only at `destination` (Kubernetes' `image` volume
+/// source, Docker's `--mount type=image`): `source` names the image, which must already be here; the engine
+/// resolves it into `image` (its ID and unpacked layers), and the driver mounts those layers read-only, `nosuid`
+/// and `nodev`, without any writable layer. A container's image mounts keep their images in use as its own
+/// image is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountConfig {
-    /// `bind`, `volume` or `tmpfs`.
+    /// `bind`, `volume`, `tmpfs` or `image`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Host path (bind), volume name (volume) or empty (tmpfs).
+    /// Host path (bind), volume name (volume), image reference (image) or empty (tmpfs).
     #[serde(default)]
     pub source: String,
     /// Absolute path inside the container.
     pub destination: String,
-    /// Mount read-only.
+    /// Mount read-only (always, for an image).
     #[serde(default)]
     pub readonly: bool,
     /// Extra mount options (`size=64m`, `mode=1777`, propagation such as `rprivate`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
     /// The host directory or file to mount, as the engine resolved it (a volume's data directory, or the
-    /// bind's source); empty for tmpfs and before the engine saw the mount.
+    /// bind's source); empty for tmpfs and image mounts and before the engine saw the mount.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host_path: String,
+    /// The image of an `image` mount as the engine resolved it; `None` for other kinds and before the engine
+    /// saw the mount (the engine replaces whatever a request carries here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::driver::RootfsLayers>,
 }
 
 /// Security settings of a container.

@@ -70,8 +70,9 @@ impl MountConfig {
         Ok(m)
     }
 
-    /// Parses Docker's `--mount` syntax: `type=bind|volume|tmpfs,source=...,destination=...` with `readonly`,
-    /// `bind-propagation=`, `volume-nocopy`, `tmpfs-size=` and `tmpfs-mode=`.
+    /// Parses Docker's `--mount` syntax: `type=bind|volume|tmpfs|image,source=...,destination=...` with
+    /// `readonly`, `bind-propagation=`, `volume-nocopy`, `tmpfs-size=` and `tmpfs-mode=`. An image mount
+    /// (`type=image,source=IMAGE`, as Docker 28 has it) is always read-only.
     pub fn parse_mount_flag(text: &str) -> Result<MountConfig> {
         let bad = |why: String| bad_mount("mount", text, why);
         let mut m = MountConfig {
@@ -79,6 +80,8 @@ impl MountConfig {
             ..Default::default()
         };
         let mut tmpfs_opts = Vec::new();
+        // `readonly=false` given (an image mount cannot be).
+        let mut writable = false;
         for field in text.split(',').filter(|f| !f.is_empty()) {
             let (key, value) = match field.split_once('=') {
                 Some((k, v)) => (k.trim(), Some(v.trim())),
@@ -98,7 +101,10 @@ impl MountConfig {
                 "type" => m.kind = need(value)?,
                 "source" | "src" => m.source = need(value)?,
                 "destination" | "dst" | "target" => m.destination = need(value)?,
-                "readonly" | "ro" => m.readonly = flag(value)?,
+                "readonly" | "ro" => {
+                    m.readonly = flag(value)?;
+                    writable = !m.readonly;
+                }
                 "bind-propagation" => {
                     let p = need(value)?;
                     if !PROPAGATIONS.contains(&p.as_str()) {
@@ -125,12 +131,18 @@ impl MountConfig {
                     }
                 }
                 "consistency" => {}
+                "image-subpath" => {
+                    return Err(bad(
+                        "image-subpath is not supported: an image mount shows the whole image"
+                            .into(),
+                    ));
+                }
                 other => return Err(bad(format!("unknown field {other:?}"))),
             }
         }
-        if !matches!(m.kind.as_str(), "bind" | "volume" | "tmpfs") {
+        if !matches!(m.kind.as_str(), "bind" | "volume" | "tmpfs" | "image") {
             return Err(bad(format!(
-                "unknown type {:?}: use bind, volume or tmpfs",
+                "unknown type {:?}: use bind, volume, tmpfs or image",
                 m.kind
             )));
         }
@@ -141,6 +153,13 @@ impl MountConfig {
         }
         match m.kind.as_str() {
             "bind" if m.source.is_empty() => return Err(bad("a bind mount needs a source".into())),
+            "image" if m.source.is_empty() => {
+                return Err(bad("an image mount needs a source (the image)".into()));
+            }
+            "image" if writable => {
+                return Err(bad("an image mount is read-only".into()));
+            }
+            "image" => m.readonly = true,
             "tmpfs" if !m.source.is_empty() => {
                 return Err(bad("a tmpfs mount takes no source".into()));
             }
@@ -439,6 +458,28 @@ mod tests {
         assert_eq!(m.options, vec!["size=64m", "mode=1770"]);
         let m = MountConfig::parse_mount_flag("dst=/anon").unwrap();
         assert_eq!((m.kind.as_str(), m.source.as_str()), ("volume", ""));
+        let m = MountConfig::parse_mount_flag("type=image,source=busybox:1,target=/img").unwrap();
+        assert_eq!(
+            (m.kind.as_str(), m.source.as_str(), m.destination.as_str()),
+            ("image", "busybox:1", "/img")
+        );
+        assert!(m.readonly, "an image mount is read-only without asking");
+        for (bad, why) in [
+            ("type=image,target=/img", "needs a source"),
+            ("type=image,src=b,dst=/img,readonly=false", "read-only"),
+            (
+                "type=image,src=b,dst=/img,image-subpath=etc",
+                "image-subpath",
+            ),
+            (
+                "type=image,src=b,dst=/img,bind-propagation=shared",
+                "bind-propagation",
+            ),
+            ("type=image,src=b,dst=/img,volume-nocopy", "volume-nocopy"),
+        ] {
+            let e = MountConfig::parse_mount_flag(bad).unwrap_err();
+            assert!(e.message.contains(why), "{bad}: {}", e.message);
+        }
         for bad in [
             "type=nfs,dst=/x",
             "type=bind,dst=/x",

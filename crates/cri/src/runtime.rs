@@ -167,30 +167,7 @@ impl Runtime {
             labels: convert::visible(&rec.config.labels),
             annotations: convert::visible(&rec.annotations),
             log_path: rec.config.cri_log_path.clone().unwrap_or_default(),
-            mounts: rec
-                .config
-                .mounts
-                .iter()
-                .filter(|m| m.kind == "bind")
-                .map(|m| cri::Mount {
-                    container_path: m.destination.clone(),
-                    host_path: m.source.clone(),
-                    readonly: m.readonly,
-                    recursive_read_only: m.readonly
-                        && !m
-                            .options
-                            .iter()
-                            .any(|o| o == husk_core::options::BIND_WRITABLE_SUBMOUNTS),
-                    propagation: if m.options.iter().any(|o| o == "rshared" || o == "shared") {
-                        cri::MountPropagation::PropagationBidirectional as i32
-                    } else if m.options.iter().any(|o| o == "rslave" || o == "slave") {
-                        cri::MountPropagation::PropagationHostToContainer as i32
-                    } else {
-                        cri::MountPropagation::PropagationPrivate as i32
-                    },
-                    ..Default::default()
-                })
-                .collect(),
+            mounts: rec.config.mounts.iter().filter_map(mount_status).collect(),
             // The identity the container's first process started with, where the driver resolved it.
             resources: Some(cri::ContainerResources {
                 linux: Some(cri_resources(&rec.config.resources)),
@@ -573,10 +550,78 @@ fn idempotent(r: husk_core::Result<()>) -> Result<(), Status> {
     }
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "husk's CRI does not serve {what} yet (docs/cri.md lists what it serves)"
-    ))
+/// A container's mount as its CRI status shows it: binds with their propagation, image volumes as kubelet asked
+/// for them (the image, read-only); other kinds (volumes, tmpfs) are husk's own and not shown.
+fn mount_status(m: &MountConfig) -> Option<cri::Mount> {
+    match m.kind.as_str() {
+        "bind" => Some(cri::Mount {
+            container_path: m.destination.clone(),
+            host_path: m.source.clone(),
+            readonly: m.readonly,
+            recursive_read_only: m.readonly
+                && !m
+                    .options
+                    .iter()
+                    .any(|o| o == husk_core::options::BIND_WRITABLE_SUBMOUNTS),
+            propagation: if m.options.iter().any(|o| o == "rshared" || o == "shared") {
+                cri::MountPropagation::PropagationBidirectional as i32
+            } else if m.options.iter().any(|o| o == "rslave" || o == "slave") {
+                cri::MountPropagation::PropagationHostToContainer as i32
+            } else {
+                cri::MountPropagation::PropagationPrivate as i32
+            },
+            ..Default::default()
+        }),
+        "image" => Some(cri::Mount {
+            container_path: m.destination.clone(),
+            readonly: true,
+            image: Some(cri::ImageSpec {
+                image: m.source.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        _ => None,
+    }
+}
+
+/// An image volume (`mounts[].image`, KEP-4639) as husk's `image` mount. It is read-only whatever `readonly`
+/// says, and private: an image's files have no mounts to propagate.
+fn image_mount(m: &cri::Mount) -> Result<MountConfig, Status> {
+    let image = m.image.clone().unwrap_or_default();
+    if !m.host_path.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "mounts[].image on {}: host_path and image exclude each other",
+            m.container_path
+        )));
+    }
+    if image.image.trim().is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "mounts[].image on {}: image.image names no image",
+            m.container_path
+        )));
+    }
+    Ok(MountConfig {
+        kind: "image".into(),
+        source: image.image.trim().to_string(),
+        destination: m.container_path.clone(),
+        readonly: true,
+        ..Default::default()
+    })
+}
+
+/// Fails with NOT_FOUND naming `mounts[].image` when an image volume's image is not here: kubelet pulls it
+/// before it creates the container.
+fn check_image_volumes(engine: &Engine, create: &ContainerCreate) -> Result<(), Status> {
+    for m in create.mounts.iter().filter(|m| m.kind == "image") {
+        if !engine.has_image(&m.source) {
+            return Err(Status::not_found(format!(
+                "mounts[].image: no such image {} (the image volume on {}): pull it first",
+                m.source, m.destination
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The user namespace of a pod as the CRI shows it: POD with its mappings, or NODE.
@@ -762,10 +807,11 @@ fn container_request(
     let capabilities = security.capabilities.clone().unwrap_or_default();
     let mut mounts = Vec::new();
     for m in &config.mounts {
-        if m.image.is_some() {
-            return Err(not_yet("image volumes (mounts[].image)"));
-        }
         convert::required(&m.container_path, "mounts.container_path").map_err(invalid)?;
+        if m.image.is_some() {
+            mounts.push(image_mount(m)?);
+            continue;
+        }
         convert::required(&m.host_path, "mounts.host_path").map_err(invalid)?;
         let propagation = cri::MountPropagation::try_from(m.propagation)
             .unwrap_or(cri::MountPropagation::PropagationPrivate);
@@ -793,6 +839,7 @@ fn container_request(
             readonly: m.readonly,
             options,
             host_path: m.host_path.clone(),
+            image: None,
         });
     }
     let mut security_opt = vec![format!("no-new-privileges={}", security.no_new_privs)];
@@ -1029,6 +1076,7 @@ impl RuntimeService for Runtime {
             .config
             .ok_or_else(|| Status::invalid_argument("config is required"))?;
         let create = container_request(&pod, &config)?;
+        check_image_volumes(&self.engine, &create)?;
         let rec = self
             .engine
             .create_container(create)
@@ -1659,5 +1707,45 @@ mod tests {
         };
         let e = resources_of(&far, true).unwrap_err();
         assert!(e.message().starts_with("oom_score_adj"), "{}", e.message());
+    }
+
+    #[test]
+    fn image_volumes_become_image_mounts_and_show_in_the_status() {
+        let image_volume = |host_path: &str, image: &str| cri::Mount {
+            container_path: "/data".into(),
+            host_path: host_path.into(),
+            readonly: false,
+            propagation: cri::MountPropagation::PropagationHostToContainer as i32,
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = image_mount(&image_volume("", " sha256:abc ")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (m.kind.as_str(), m.source.as_str(), m.destination.as_str()),
+            ("image", "sha256:abc", "/data")
+        );
+        assert!(m.readonly && m.options.is_empty(), "{m:?}");
+        let status = mount_status(&m).expect("image mounts are reported");
+        assert_eq!(status.container_path, "/data");
+        assert!(status.readonly && status.host_path.is_empty());
+        assert_eq!(status.image.unwrap().image, "sha256:abc");
+        for (host_path, image, why) in [("/srv", "x", "host_path"), ("", " ", "names no image")] {
+            let e = image_mount(&image_volume(host_path, image)).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(
+                e.message().contains("mounts[].image") && e.message().contains(why),
+                "{}",
+                e.message()
+            );
+        }
+        let tmpfs = MountConfig {
+            kind: "tmpfs".into(),
+            destination: "/t".into(),
+            ..Default::default()
+        };
+        assert!(mount_status(&tmpfs).is_none());
     }
 }

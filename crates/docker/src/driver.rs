@@ -185,6 +185,9 @@ impl DockerDriver {
             security_options: true,
             update_limits: true,
             shm_size: true,
+            // Docker Engine mounts images only from version 28 (`--mount type=image`); the engines husk
+            // drives are older: image volumes are served by the linux driver only.
+            image_mounts: false,
         }
     }
 

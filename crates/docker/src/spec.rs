@@ -147,6 +147,12 @@ fn mount(m: &MountConfig) -> Result<Mount> {
             ),
         ));
     }
+    if m.kind == "image" {
+        return Err(Error::unsupported(format!(
+            "the image mount on {}: image volumes are served by the linux driver only (Docker Engine mounts images from version 28)",
+            m.destination
+        )));
+    }
     if !matches!(m.kind.as_str(), "bind" | "volume") {
         return Err(Error::invalid(
             "mounts",
@@ -703,6 +709,7 @@ mod tests {
                 readonly: true,
                 options: vec!["rslave".into(), "z".into()],
                 host_path: "/srv".into(),
+                ..Default::default()
             },
             MountConfig {
                 kind: "volume".into(),
@@ -777,6 +784,16 @@ mod tests {
             ..Default::default()
         }];
         assert!(container_body(&c, Placement::Standalone, HashMap::new(), None).is_err());
+        c.mounts = vec![MountConfig {
+            kind: "image".into(),
+            source: "data:1".into(),
+            destination: "/d".into(),
+            readonly: true,
+            ..Default::default()
+        }];
+        let e = container_body(&c, Placement::Standalone, HashMap::new(), None).unwrap_err();
+        assert_eq!(e.kind, husk_core::ErrorKind::Unsupported);
+        assert!(e.message.contains("linux driver only"), "{}", e.message);
     }
 
     #[test]

@@ -208,10 +208,18 @@ impl Engine {
             self.discard_volumes(&prepared.created);
             return Err(e);
         }
-        // Held until the container is recorded, so no removal takes the image meanwhile (no await before then;
-        // the volumes above were filled from it before: a removal since then fails the create here).
+        // Held until the container is recorded, so no removal takes the image (or an image mount's) meanwhile (no
+        // await before then; the volumes above were filled from it before: a removal since then fails the create
+        // here).
         let image_held = match self.hold_image(&image).await {
-            Ok((_, held)) => held,
+            Ok((_, held)) => match self.check_image_mounts_held(&config.mounts) {
+                Ok(()) => held,
+                Err(e) => {
+                    drop(held);
+                    self.discard_volumes(&prepared.created);
+                    return Err(e);
+                }
+            },
             Err(e) => {
                 self.discard_volumes(&prepared.created);
                 return Err(e);
@@ -355,6 +363,7 @@ impl Engine {
             readonly: true,
             options: Vec::new(),
             host_path: path,
+            image: None,
         });
         let mut args = vec![crate::mounts::INIT_PATH.to_string(), "--".to_string()];
         args.append(&mut config.process.args);

@@ -88,14 +88,14 @@ impl Engine {
         Ok((image, guard))
     }
 
-    /// IDs of images some container uses.
+    /// IDs of images some container uses: as its root filesystem or through an image mount.
     fn images_in_use(&self) -> Result<HashSet<String>> {
         Ok(self
             .inner
             .store
             .list::<ContainerRecord>()?
-            .into_iter()
-            .map(|c| c.config.image.id)
+            .iter()
+            .flat_map(images_of)
             .collect())
     }
 
@@ -373,6 +373,18 @@ impl Engine {
     }
 }
 
+/// The IDs of the images `rec` uses: its own and those its image mounts show.
+fn images_of(rec: &ContainerRecord) -> Vec<String> {
+    let mounted = rec
+        .config
+        .mounts
+        .iter()
+        .filter_map(|m| m.image.as_ref().map(|i| i.image_id.clone()));
+    std::iter::once(rec.config.image.id.clone())
+        .chain(mounted)
+        .collect()
+}
+
 fn parse_platform(text: Option<&str>) -> Result<Option<Platform>> {
     match text.map(str::trim).filter(|t| !t.is_empty()) {
         Some(t) => Platform::parse(t)
@@ -439,6 +451,39 @@ mod tests {
         let req: CommitRequest = serde_json::from_str(r#"{"repo": "x:1"}"#).unwrap();
         assert!(req.pause);
         assert!(serde_json::from_str::<CommitRequest>(r#"{"tag": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn image_mounts_count_as_images_in_use() {
+        let mut rec = ContainerRecord {
+            config: husk_core::ContainerConfig {
+                image: husk_core::ImageRef {
+                    name: "app".into(),
+                    id: "sha256:app".into(),
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(images_of(&rec), vec!["sha256:app"]);
+        rec.config.mounts = vec![
+            husk_core::MountConfig {
+                kind: "image".into(),
+                source: "data:1".into(),
+                destination: "/data".into(),
+                image: Some(husk_core::RootfsLayers {
+                    image_id: "sha256:data".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            husk_core::MountConfig {
+                kind: "tmpfs".into(),
+                destination: "/t".into(),
+                ..Default::default()
+            },
+        ];
+        assert_eq!(images_of(&rec), vec!["sha256:app", "sha256:data"]);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Checking and completing a container's mounts: binds must name an existing host path, tmpfs options are
-//! normalised, volumes are found or made (and filled from the image on first use), the image's `VOLUME`s get
-//! anonymous volumes, and no two mounts share a destination.
+//! normalised, volumes are found or made (and filled from the image on first use), image mounts are resolved to
+//! stored images, the image's `VOLUME`s get anonymous volumes, and no two mounts share a destination.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use husk_core::options::PROPAGATIONS;
-use husk_core::{Capabilities, Error, MountConfig, Result, RootfsLayers, SandboxRecord, units};
+use husk_core::{
+    Capabilities, Error, ErrorKind, MountConfig, Result, RootfsLayers, SandboxRecord, units,
+};
 use husk_image::Image;
 use tokio::sync::OwnedMutexGuard;
 
@@ -180,6 +182,32 @@ fn check_tmpfs(m: &mut MountConfig) -> Result<()> {
     Ok(())
 }
 
+/// An image mount's options: none but the no-op SELinux flags and a private propagation (what the CRI may send);
+/// the mount is read-only whatever was asked.
+fn check_image_options(m: &mut MountConfig) -> Result<()> {
+    if m.source.trim().is_empty() {
+        return Err(invalid(format!(
+            "the image mount on {} names no image (source)",
+            m.destination
+        )));
+    }
+    for o in &m.options {
+        match o.as_str() {
+            "z" | "Z" | "ro" | "private" | "rprivate" => {}
+            other => {
+                return Err(invalid(format!(
+                    "unknown option {other:?} for the image mount on {}: an image mount is read-only and private",
+                    m.destination
+                )));
+            }
+        }
+    }
+    m.options.clear();
+    m.readonly = true;
+    m.host_path.clear();
+    Ok(())
+}
+
 fn check_volume_options(m: &MountConfig) -> Result<bool> {
     let mut nocopy = false;
     for o in &m.options {
@@ -204,9 +232,13 @@ fn check_capabilities(mounts: &[MountConfig], driver: &str, caps: &Capabilities)
             "bind" => (caps.bind_mounts, "bind mounts"),
             "volume" => (caps.volumes, "volumes"),
             "tmpfs" => (caps.tmpfs, "tmpfs mounts"),
+            "image" => (
+                caps.image_mounts,
+                "image volumes (mounts of type image; the linux driver serves them)",
+            ),
             other => {
                 return Err(invalid(format!(
-                    "unknown mount type {other:?}: use bind, volume or tmpfs"
+                    "unknown mount type {other:?}: use bind, volume, tmpfs or image"
                 )));
             }
         };
@@ -232,6 +264,8 @@ impl Engine {
         let mut mounts: Vec<MountConfig> = Vec::with_capacity(requested.len());
         for m in requested {
             let mut m = m.clone();
+            // Only the engine says which image an image mount shows.
+            m.image = None;
             m.destination = clean_destination(&m.destination)?;
             if m.destination == "/" {
                 return Err(invalid("cannot mount over the container's root (/)".into()));
@@ -245,6 +279,10 @@ impl Engine {
             match m.kind.as_str() {
                 "bind" => check_bind(&mut m)?,
                 "tmpfs" => check_tmpfs(&mut m)?,
+                "image" => {
+                    check_image_options(&mut m)?;
+                    m.image = Some(self.image_mount_layers(&m)?);
+                }
                 _ => {
                     check_volume_options(&m)?;
                 }
@@ -360,6 +398,52 @@ impl Engine {
         Ok(())
     }
 
+    /// The stored image an image mount names, as its layers. It must be here already (kubelet pulls it first; a
+    /// user pulls it): a missing image is NotFound, naming the mount.
+    fn image_mount_layers(&self, m: &MountConfig) -> Result<RootfsLayers> {
+        let image = self
+            .inner
+            .images
+            .resolve(&m.source)
+            .map_err(|e| match e.kind {
+                ErrorKind::NotFound => Error {
+                    kind: ErrorKind::NotFound,
+                    field: Some("mounts".into()),
+                    message: format!(
+                        "no such image {} for the image mount on {}: pull it first",
+                        m.source.trim(),
+                        m.destination
+                    ),
+                },
+                _ => Error::invalid(
+                    "mounts",
+                    format!("the image mount on {}: {}", m.destination, e.message),
+                ),
+            })?;
+        self.inner.images.rootfs_layers(&image)
+    }
+
+    /// Fails if an image the image mounts of `mounts` show was removed since [`Self::prepare_mounts`] resolved it.
+    /// The caller holds the guard of [`Self::hold_image`], so none can go from here until the record is stored.
+    pub(crate) fn check_image_mounts_held(&self, mounts: &[MountConfig]) -> Result<()> {
+        for m in mounts {
+            let Some(image) = &m.image else {
+                continue;
+            };
+            self.inner
+                .images
+                .resolve(&image.image_id)
+                .map_err(|e| match e.kind {
+                    ErrorKind::NotFound => Error::conflict(format!(
+                        "image {} of the image mount on {} was removed while the container was being created: try again",
+                        image.image_name, m.destination
+                    )),
+                    _ => e,
+                })?;
+        }
+        Ok(())
+    }
+
     /// Removes volumes made for a container whose create failed.
     pub(crate) fn discard_volumes(&self, created: &[VolumeRecord]) {
         for v in created {
@@ -430,6 +514,81 @@ mod tests {
             e.message.contains("vm") && e.message.contains("tmpfs"),
             "{}",
             e.message
+        );
+    }
+
+    #[test]
+    fn image_mounts_are_read_only_private_and_name_an_image() {
+        let mut m = MountConfig {
+            kind: "image".into(),
+            source: "data:1".into(),
+            destination: "/data".into(),
+            options: vec!["z".into(), "rprivate".into()],
+            host_path: "/somewhere/else".into(),
+            ..Default::default()
+        };
+        check_image_options(&mut m).unwrap();
+        assert!(
+            m.readonly && m.options.is_empty() && m.host_path.is_empty(),
+            "{m:?}"
+        );
+        m.options = vec!["rshared".into()];
+        let e = check_image_options(&mut m).unwrap_err();
+        assert!(
+            e.message.contains("rshared") && e.message.contains("/data"),
+            "{}",
+            e.message
+        );
+        m.options.clear();
+        m.source = " ".into();
+        let e = check_image_options(&mut m).unwrap_err();
+        assert!(e.message.contains("names no image"), "{}", e.message);
+    }
+
+    #[test]
+    fn drivers_without_image_mounts_refuse_them() {
+        let image = vec![MountConfig {
+            kind: "image".into(),
+            source: "data:1".into(),
+            destination: "/data".into(),
+            ..Default::default()
+        }];
+        let e = check_capabilities(&image, "docker", &Capabilities::default()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        assert!(
+            e.message.contains("docker") && e.message.contains("image volumes"),
+            "{}",
+            e.message
+        );
+        let caps = Capabilities {
+            image_mounts: true,
+            ..Default::default()
+        };
+        check_capabilities(&image, "linux", &caps).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_image_mount_of_a_missing_image_is_not_found_naming_the_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let caps = Capabilities {
+            standalone: true,
+            image_mounts: true,
+            ..Default::default()
+        };
+        let e = crate::tests::engine(husk_core::Mode::Standalone, caps, dir.path()).unwrap();
+        let m = MountConfig {
+            kind: "image".into(),
+            source: "nothing/here:1".into(),
+            destination: "/data".into(),
+            ..Default::default()
+        };
+        let err = e.image_mount_layers(&m).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert_eq!(err.field.as_deref(), Some("mounts"));
+        assert!(
+            err.message.contains("nothing/here:1") && err.message.contains("/data"),
+            "{}",
+            err.message
         );
     }
 }

@@ -4,7 +4,9 @@ mod archive;
 mod extract;
 pub mod overlay;
 
-pub use overlay::{MountMethod, mount_overlay, mount_rootfs, unmount_rootfs};
+pub use overlay::{
+    MountMethod, mount_image_readonly, mount_overlay, mount_rootfs, unmount_all_in, unmount_rootfs,
+};
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};

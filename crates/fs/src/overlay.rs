@@ -1,4 +1,5 @@
-//! Container root filesystems: overlayfs over an image's unpacked layers plus a per-container upper dir.
+//! Container root filesystems: overlayfs over an image's unpacked layers plus a per-container upper dir; and
+//! images mounted read-only as volumes (an overlay of the layers alone, or a bind of a single layer).
 //!
 //! Many layers make a long `lowerdir` list, and `mount(2)` passes all options in one page (4096 bytes). Two ways
 //! around it, tried in order:
@@ -72,13 +73,92 @@ pub fn mount_overlay(
     target: &Path,
     method: MountMethod,
 ) -> Result<()> {
+    mount_overlay_with(lowers, Some((upper_dir, work_dir)), target, method)
+}
+
+/// Mounts an image's `layers` (bottom first) read-only, `nosuid` and `nodev` at `target`, with no writable
+/// layer: an overlay of the layers alone, or a read-only bind of the one layer of a single-layer image (overlayfs
+/// wants two lower directories when it has no upper one). Nothing written through `target` can reach the layers.
+pub fn mount_image_readonly(layers: &[PathBuf], target: &Path) -> Result<()> {
+    match layers {
+        [] => Err(Error::bad_request(
+            "an image mount needs at least one layer",
+        )),
+        [layer] => bind_readonly(layer, target),
+        _ => mount_overlay_with(layers, None, target, MountMethod::Auto),
+    }
+}
+
+/// Binds `source` at `target`, then makes the bind read-only, `nosuid` and `nodev` (a bind takes those flags
+/// only on a remount). A failed remount leaves nothing mounted.
+fn bind_readonly(source: &Path, target: &Path) -> Result<()> {
+    rustix::mount::mount_bind(source, target).map_err(|e| {
+        Error::io(
+            format!("bind {} at {}", source.display(), target.display()),
+            e.into(),
+        )
+    })?;
+    let flags = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
+    if let Err(e) = rustix::mount::mount_remount(target, MountFlags::BIND | flags, "") {
+        let _ = rustix::mount::unmount(target, UnmountFlags::DETACH);
+        return Err(Error::io(
+            format!("make {} read-only", target.display()),
+            e.into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Unmounts every mount point directly in `dir` (each detached, so a busy one cannot block), removes them and
+/// then `dir`. A missing `dir` is fine. Removal never follows into a mount: one that stayed fails it instead.
+pub fn unmount_all_in(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match rustix::mount::unmount(&path, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH) {
+            Ok(()) | Err(Errno::INVAL) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(Error::io(format!("unmount {}", path.display()), e.into())),
+        }
+        let removed = if path.is_dir() {
+            std::fs::remove_dir(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("remove {}", path.display()), e)),
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("remove {}", dir.display()), e)),
+    }
+}
+
+/// An upper and a work directory.
+type Writable<'a> = Option<(&'a Path, &'a Path)>;
+
+/// Mounts an overlay of `lowers` at `target`: writable through `upper` (upper and work directories), or
+/// read-only, `nosuid` and `nodev` without one.
+fn mount_overlay_with(
+    lowers: &[PathBuf],
+    upper: Writable<'_>,
+    target: &Path,
+    method: MountMethod,
+) -> Result<()> {
     if lowers.is_empty() {
         return Err(Error::bad_request(
             "an overlay needs at least one lower directory",
         ));
     }
     if method == MountMethod::Auto && kernel_has_lowerdir_plus() {
-        match mount_new_api(lowers, upper_dir, work_dir, target) {
+        match mount_new_api(lowers, upper, target) {
             Ok(()) => return Ok(()),
             Err(NewApi::Unsupported(why)) => {
                 tracing::debug!(why, "overlay: new mount API unusable, using mount(2)")
@@ -86,13 +166,13 @@ pub fn mount_overlay(
             // Before Linux 6.5 overlayfs took fsconfig parameters through the legacy adapter, which accepts any key
             // and fails only at creation: whatever failed, mount(2) gets its chance, and its error is the one shown.
             Err(NewApi::Failed(e)) => {
-                return mount_legacy(lowers, upper_dir, work_dir, target).map_err(|legacy| {
+                return mount_legacy(lowers, upper, target).map_err(|legacy| {
                     legacy.context(format!("(the new mount API failed too: {})", e.message))
                 });
             }
         }
     }
-    mount_legacy(lowers, upper_dir, work_dir, target)
+    mount_legacy(lowers, upper, target)
 }
 
 /// Whether the running kernel is 6.8 or later (overlayfs's `lowerdir+`).
@@ -122,8 +202,7 @@ enum NewApi {
 
 fn mount_new_api(
     lowers: &[PathBuf],
-    upper_dir: &Path,
-    work_dir: &Path,
+    upper: Writable<'_>,
     target: &Path,
 ) -> std::result::Result<(), NewApi> {
     let fs =
@@ -153,15 +232,25 @@ fn mount_new_api(
             ))
         })
     };
-    set("upperdir", upper_dir)?;
-    set("workdir", work_dir)?;
+    let attributes = match upper {
+        Some((upper_dir, work_dir)) => {
+            set("upperdir", upper_dir)?;
+            set("workdir", work_dir)?;
+            MountAttrFlags::empty()
+        }
+        None => {
+            MountAttrFlags::MOUNT_ATTR_RDONLY
+                | MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NODEV
+        }
+    };
     rustix::mount::fsconfig_create(&fs).map_err(|e| {
         NewApi::Failed(Error::io(
             format!("create overlay ({})", kernel_messages(&fs)),
             e.into(),
         ))
     })?;
-    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attributes)
         .map_err(|e| NewApi::Failed(Error::io("overlay fsmount", e.into())))?;
     rustix::mount::move_mount(
         &mnt,
@@ -201,22 +290,26 @@ fn needs_escape(p: &Path) -> bool {
         .any(|b| matches!(b, b':' | b',' | b'\\'))
 }
 
-fn mount_legacy(
-    lowers: &[PathBuf],
-    upper_dir: &Path,
-    work_dir: &Path,
-    target: &Path,
-) -> Result<()> {
-    let tail = format!(
-        ",upperdir={},workdir={}",
-        upper_dir.display(),
-        work_dir.display()
-    );
-    if needs_escape(upper_dir) || needs_escape(work_dir) {
-        return Err(Error::bad_request(format!(
-            "overlay upper and work directories cannot contain ':', ',' or '\\': {tail}"
-        )));
-    }
+fn mount_legacy(lowers: &[PathBuf], upper: Writable<'_>, target: &Path) -> Result<()> {
+    let (tail, flags) = match upper {
+        Some((upper_dir, work_dir)) => {
+            let tail = format!(
+                ",upperdir={},workdir={}",
+                upper_dir.display(),
+                work_dir.display()
+            );
+            if needs_escape(upper_dir) || needs_escape(work_dir) {
+                return Err(Error::bad_request(format!(
+                    "overlay upper and work directories cannot contain ':', ',' or '\\': {tail}"
+                )));
+            }
+            (tail, MountFlags::empty())
+        }
+        None => (
+            String::new(),
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+        ),
+    };
     let plain: Vec<String> = lowers
         .iter()
         .rev()
@@ -224,7 +317,7 @@ fn mount_legacy(
         .collect();
     let plain_data = format!("lowerdir={}{tail}", plain.join(":"));
     if plain_data.len() <= MOUNT_DATA_MAX && !lowers.iter().any(|p| needs_escape(p)) {
-        return mount_data(&plain_data, target);
+        return mount_data(&plain_data, target, flags);
     }
     // Too long (or awkward characters): name each layer by a descriptor this process holds.
     let mut fds = Vec::with_capacity(lowers.len());
@@ -248,22 +341,16 @@ fn mount_legacy(
             lowers.len()
         )));
     }
-    let result = mount_data(&data, target);
+    let result = mount_data(&data, target, flags);
     drop(fds);
     result
 }
 
-fn mount_data(data: &str, target: &Path) -> Result<()> {
+fn mount_data(data: &str, target: &Path, flags: MountFlags) -> Result<()> {
     let data =
         CString::new(data).map_err(|_| Error::bad_request("overlay options contain a NUL byte"))?;
-    rustix::mount::mount(
-        "overlay",
-        target,
-        "overlay",
-        MountFlags::empty(),
-        data.as_c_str(),
-    )
-    .map_err(|e| Error::io(format!("mount overlay at {}", target.display()), e.into()))
+    rustix::mount::mount("overlay", target, "overlay", flags, data.as_c_str())
+        .map_err(|e| Error::io(format!("mount overlay at {}", target.display()), e.into()))
 }
 
 #[cfg(test)]
@@ -277,5 +364,67 @@ mod tests {
         assert!(!kernel_at_least("6.1.0-56-amd64", 6, 8));
         assert!(!kernel_at_least("5.15.0", 6, 8));
         assert!(!kernel_at_least("garbage", 6, 8));
+    }
+
+    /// Images of one and of two layers mount read-only (the upper layer wins, nothing can be written or made
+    /// there) and `unmount_all_in` leaves no mount and no directory.
+    #[test]
+    fn images_mount_read_only_and_go_away() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (bottom, top) = (dir.path().join("l0"), dir.path().join("l1"));
+        for (layer, text) in [(&bottom, "bottom"), (&top, "top")] {
+            std::fs::create_dir_all(layer.join("data")).unwrap();
+            std::fs::write(layer.join("data/which"), text).unwrap();
+        }
+        std::fs::write(bottom.join("data/only-bottom"), "b").unwrap();
+        let mounts = dir.path().join("images");
+        let (one, two) = (mounts.join("one"), mounts.join("two"));
+        for m in [&one, &two] {
+            std::fs::create_dir_all(m).unwrap();
+        }
+        mount_image_readonly(std::slice::from_ref(&bottom), &one).unwrap();
+        mount_image_readonly(&[bottom.clone(), top.clone()], &two).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(one.join("data/which")).unwrap(),
+            "bottom"
+        );
+        assert_eq!(
+            std::fs::read_to_string(two.join("data/which")).unwrap(),
+            "top"
+        );
+        assert!(two.join("data/only-bottom").exists());
+        for m in [&one, &two] {
+            let write = std::fs::write(m.join("data/which"), "changed").unwrap_err();
+            assert_eq!(write.raw_os_error(), Some(libc_erofs()), "{write}");
+            let make = std::fs::write(m.join("new"), "x").unwrap_err();
+            assert_eq!(make.raw_os_error(), Some(libc_erofs()), "{make}");
+            let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            let line = info
+                .lines()
+                .find(|l| l.split_whitespace().nth(4) == Some(m.to_str().unwrap()))
+                .expect("mounted");
+            let options = line.split_whitespace().nth(5).unwrap();
+            for want in ["ro", "nosuid", "nodev"] {
+                assert!(options.split(',').any(|o| o == want), "{want} in {line}");
+            }
+        }
+        assert_eq!(
+            std::fs::read_to_string(bottom.join("data/which")).unwrap(),
+            "bottom"
+        );
+        assert!(mount_image_readonly(&[], &one).is_err());
+        unmount_all_in(&mounts).unwrap();
+        assert!(!mounts.exists());
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!info.contains(mounts.to_str().unwrap()), "{info}");
+        unmount_all_in(&mounts).unwrap();
+    }
+
+    fn libc_erofs() -> i32 {
+        Errno::ROFS.raw_os_error()
     }
 }

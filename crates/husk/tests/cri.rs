@@ -1,8 +1,11 @@
 //! The Kubernetes CRI front end, driven as kubelet drives it: a tonic client on the daemon's CRI socket takes a
 //! pod of two containers sharing localhost through its whole life on the `linux` driver, with ExecSync, lists
-//! with filters, statuses, idempotent stop and remove, bad requests, and nothing left behind.
+//! with filters, statuses, idempotent stop and remove, bad requests, image volumes, and nothing left behind.
 
 mod common;
+#[path = "common/registry.rs"]
+#[allow(dead_code)]
+mod registry;
 
 use std::time::{Duration, Instant};
 
@@ -1407,6 +1410,289 @@ async fn unservable_linux_fields_are_refused_by_name_and_leave_nothing() {
     }
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap();
+    d.assert_no_leftovers();
+}
+
+/// Pulls `reference` through the CRI; returns its `image_ref`, as kubelet then passes it on.
+async fn pull(img: &mut ImageServiceClient<Channel>, reference: &str) -> String {
+    img.pull_image(cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: reference.into(),
+            ..Default::default()
+        }),
+        auth: None,
+        sandbox_config: None,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .image_ref
+}
+
+/// Whether the image `reference` names is here.
+async fn image_here(img: &mut ImageServiceClient<Channel>, reference: &str) -> bool {
+    img.image_status(cri::ImageStatusRequest {
+        image: Some(cri::ImageSpec {
+            image: reference.into(),
+            ..Default::default()
+        }),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .image
+    .is_some()
+}
+
+/// An image volume (`mounts[].image`) as kubelet sends it.
+fn image_volume(path: &str, image_ref: &str) -> cri::Mount {
+    cri::Mount {
+        container_path: path.into(),
+        readonly: true,
+        image: Some(cri::ImageSpec {
+            image: image_ref.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The host's mount points under `dir`.
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|mp| mp.starts_with(&dir))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_volumes_show_another_image_read_only_and_keep_it_in_use() {
+    // Two images in a registry: the app (one layer) and the data (two layers, so its mount is an overlay).
+    let registry = registry::Registry::start(None);
+    registry.push_archive(&common::busybox_archive(), "demo/app:1");
+    let scratch = tempfile::tempdir().unwrap();
+    let data_archive = scratch.path().join("data.tar");
+    let made = std::process::Command::new(common::repo_root().join("scripts/make-busybox-image"))
+        .arg(&data_archive)
+        .arg("test/data:1")
+        .args(["--layers", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    registry.push_archive(&data_archive, "demo/data:1");
+    let d = Daemon::start_with(&[], "", false);
+    let ch = channel(&d).await;
+    let mut rt = RuntimeServiceClient::new(ch.clone());
+    let mut img = ImageServiceClient::new(ch);
+    let app_ref = pull(&mut img, &registry.reference("demo/app:1")).await;
+    let data_reference = registry.reference("demo/data:1");
+    let data_ref = pull(&mut img, &data_reference).await;
+    assert_ne!(app_ref, data_ref, "two different images");
+
+    // A container of the app with the data image at /data and the app's own image (one layer: a bind) at /app.
+    let mut config = container_config("reader", &["sleep", "3600"]);
+    config.image = Some(cri::ImageSpec {
+        image: app_ref.clone(),
+        ..Default::default()
+    });
+    config.mounts = vec![
+        image_volume("/data", &data_ref),
+        image_volume("/app", &app_ref),
+    ];
+    let (pod, id) = common::cri::run_pod_with(&mut rt, "imgvol", config.clone()).await;
+    assert_eq!(
+        exec_ok(&mut rt, &id, &["cat", "/data/www/index.html"])
+            .await
+            .trim(),
+        "hello from husk"
+    );
+    assert!(
+        exec_ok(&mut rt, &id, &["ls", "/data/bin"])
+            .await
+            .contains("wget"),
+        "both layers"
+    );
+    exec_ok(&mut rt, &id, &["/app/bin/busybox", "true"]).await;
+    for (cmd, what) in [
+        ("echo changed > /data/www/index.html", "an image's file"),
+        ("touch /data/new", "a new file"),
+        ("rm /app/etc/passwd", "a removal"),
+        ("mkdir /app/dir", "a directory"),
+    ] {
+        let r = rt
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.clone(),
+                cmd: vec!["sh".into(), "-c".into(), cmd.into()],
+                timeout: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(r.exit_code, 0, "{what} was written: {cmd}");
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(err.contains("Read-only file system"), "{cmd}: {err}");
+    }
+    let mounts = exec_ok(&mut rt, &id, &["cat", "/proc/self/mounts"]).await;
+    for path in ["/data", "/app"] {
+        let line = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(path))
+            .unwrap_or_else(|| panic!("no mount on {path}: {mounts}"));
+        let options: Vec<&str> = line.split(' ').nth(3).unwrap().split(',').collect();
+        for want in ["ro", "nosuid", "nodev"] {
+            assert!(options.contains(&want), "{want} on {path}: {line}");
+        }
+    }
+    assert_eq!(
+        exec_ok(&mut rt, &id, &["cat", "/data/www/index.html"])
+            .await
+            .trim(),
+        "hello from husk",
+        "the file is as it was"
+    );
+    let status = common::cri::container_status(&mut rt, &id).await;
+    let reported: Vec<(String, String, bool)> = status
+        .mounts
+        .iter()
+        .map(|m| {
+            (
+                m.container_path.clone(),
+                m.image
+                    .as_ref()
+                    .map(|i| i.image.clone())
+                    .unwrap_or_default(),
+                m.readonly,
+            )
+        })
+        .collect();
+    assert!(
+        reported.contains(&("/data".into(), data_ref.clone(), true)),
+        "{reported:?}"
+    );
+    assert!(
+        reported.contains(&("/app".into(), app_ref.clone(), true)),
+        "{reported:?}"
+    );
+    let state_dir = d.run_root.join("c").join(&id);
+    assert_eq!(
+        mounts_under(&state_dir.join("images")).len(),
+        2,
+        "{:?}",
+        mounts_under(&state_dir)
+    );
+
+    // The data image is in use: RemoveImage untags it and keeps its content while the container exists.
+    img.remove_image(cri::RemoveImageRequest {
+        image: Some(cri::ImageSpec {
+            image: data_reference.clone(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    assert!(!image_here(&mut img, &data_reference).await, "untagged");
+    assert!(
+        image_here(&mut img, &data_ref).await,
+        "kept while the container uses it"
+    );
+    assert_eq!(
+        exec_ok(&mut rt, &id, &["cat", "/data/www/index.html"])
+            .await
+            .trim(),
+        "hello from husk"
+    );
+    let rmi = d.husk(&["rmi", &data_ref]);
+    assert_ne!(rmi.code, 0, "husk rmi of an image a container mounts");
+    assert!(rmi.stderr.contains("a container uses it"), "{}", rmi.stderr);
+
+    // A missing image is NOT_FOUND naming the field, and makes nothing.
+    let mut bad = config.clone();
+    bad.metadata.as_mut().unwrap().name = "bad".into();
+    bad.mounts = vec![image_volume("/data", "nothing/here:1")];
+    let e = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(bad.clone()),
+            sandbox_config: Some(pod_config("imgvol")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(
+        e.message().contains("mounts[].image") && e.message().contains("nothing/here:1"),
+        "{}",
+        e.message()
+    );
+    bad.mounts = vec![image_volume("/data", "")];
+    let e = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(bad),
+            sandbox_config: Some(pod_config("imgvol")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("mounts[].image"), "{}", e.message());
+    let listed = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(
+        listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        vec![id.as_str()],
+        "no container left by the refused creates"
+    );
+
+    // Removing the container unmounts its image volumes; the data image can go then.
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let gone = Daemon::eventually(Duration::from_secs(10), || {
+        mounts_under(&state_dir).is_empty()
+    });
+    assert!(gone, "left mounted: {:?}", mounts_under(&state_dir));
+    img.remove_image(cri::RemoveImageRequest {
+        image: Some(cri::ImageSpec {
+            image: data_ref.clone(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    assert!(
+        !image_here(&mut img, &data_ref).await,
+        "removed once unused"
+    );
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
     })
     .await
     .unwrap();

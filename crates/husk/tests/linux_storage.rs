@@ -1,6 +1,6 @@
 //! Mount behaviour of the `linux` driver that goes beyond what every driver must do (the conformance suite
 //! covers that): read-only binds are read-only all the way down, bind propagation, image `VOLUME`s and
-//! `HEALTHCHECK`s, volume population, `cp` against a stopped container with a read-only root.
+//! `HEALTHCHECK`s, volume population, `cp` against a stopped container with a read-only root, image mounts.
 
 mod common;
 
@@ -340,6 +340,76 @@ fn cp_into_a_stopped_read_only_container() {
         "into the volume"
     );
     assert_ne!(d.husk(&["exec", "ro", "cat", "/etc/f"]).code, 0);
+}
+
+/// `--mount type=image` shows an image read-only; `cp` reads and refuses writes through it in a stopped container
+/// (the mount is made again for the view); a missing image makes nothing; removal leaves no mount.
+#[test]
+fn image_mounts_from_the_cli() {
+    let d = daemon();
+    let mount = format!("type=image,source={IMAGE},target=/img");
+    assert_eq!(
+        d.husk(&[
+            "run",
+            "--rm",
+            "--mount",
+            &mount,
+            IMAGE,
+            "cat",
+            "/img/www/index.html"
+        ])
+        .ok(),
+        "hello from husk"
+    );
+    let r = d.husk(&["run", "--rm", "--mount", &mount, IMAGE, "touch", "/img/x"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stdout.contains("Read-only") || r.stderr.contains("Read-only"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+    d.husk(&[
+        "create", "--name", "viewer", "--mount", &mount, IMAGE, "true",
+    ])
+    .ok();
+    let host = HostDir::new();
+    d.husk(&[
+        "cp",
+        "viewer:/img/www/index.html",
+        host.path().to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("index.html")).unwrap(),
+        "hello from husk\n"
+    );
+    let r = d.husk(&[
+        "cp",
+        host.path().join("index.html").to_str().unwrap(),
+        "viewer:/img/www/new",
+    ]);
+    assert_ne!(r.code, 0, "cp wrote into an image mount");
+    let missing = d.husk(&[
+        "create",
+        "--name",
+        "missing",
+        "--mount",
+        "type=image,source=nothing/here:1,target=/img",
+        IMAGE,
+        "true",
+    ]);
+    assert_ne!(missing.code, 0);
+    assert!(
+        missing
+            .stderr
+            .contains("no such image nothing/here:1 for the image mount on /img"),
+        "{}",
+        missing.stderr
+    );
+    assert_ne!(d.husk(&["inspect", "missing"]).code, 0, "nothing made");
+    d.husk(&["rm", "viewer"]).ok();
+    d.assert_no_leftovers();
 }
 
 /// Health checks go on after the daemon is killed and started again.

@@ -4,7 +4,8 @@
 //! ```text
 //! root/c/<id>/        bundle: config.json, shim.json; ctr.log, exit.json, shim.log; upper/, work/; etc/ (standalone)
 //! root/s/<id>/        a sandbox's hostname, hosts, resolv.conf
-//! run/c/<id>/         rootfs/ (overlay mount point), sock (the shim's control socket), console sockets, ns/ (standalone)
+//! run/c/<id>/         rootfs/ (overlay mount point), images/m<N> (read-only image mounts), sock (the shim's control
+//!                     socket), console sockets, ns/ (standalone)
 //! run/s/<id>/         ns/{net,ipc,uts,pid} pinned namespaces, shm/ (tmpfs shared as /dev/shm)
 //! run/lc/             libcontainer's state
 //! ```
@@ -184,6 +185,8 @@ fn remove_dir(path: &Path) -> Result<()> {
 /// What a container leaves on the host once its processes are gone.
 struct ContainerFiles {
     rootfs: PathBuf,
+    /// Where the container's image mounts are mounted on the host.
+    images: PathBuf,
     /// Id-mapped copies of the image's layers and of bind mounts (a container in a user namespace).
     idmapped: PathBuf,
     libcontainer_state: PathBuf,
@@ -196,6 +199,7 @@ impl ContainerFiles {
     /// shim killed with -9 left) and the container's directory (upper and work dirs, logs).
     async fn remove(self) -> Result<()> {
         husk_fs::unmount_rootfs(&self.rootfs)?;
+        husk_fs::unmount_all_in(&self.images)?;
         husk_container::idmap::remove_idmapped(&self.idmapped)?;
         remove_dir(&self.libcontainer_state)?;
         if !cgroups::cgroup_dirs(&self.cgroup).is_empty() {
@@ -420,7 +424,14 @@ impl LinuxDriver {
         self.ctr_run_dir(id).join("rootfs")
     }
 
-    /// Where a container in a user namespace gets the id-mapped copies of its layers (`lN`) and binds (`mN`).
+    /// Where the image mounts of a container are mounted on the host (`mN`, N its place in the mount list), to be
+    /// bound into the container.
+    fn images_dir(&self, id: &str) -> PathBuf {
+        self.ctr_run_dir(id).join("images")
+    }
+
+    /// Where a container in a user namespace gets the id-mapped copies of its layers (`lN`), binds (`mN`) and
+    /// image mounts' layers (`iNlM`).
     fn idmapped_dir(&self, id: &str) -> PathBuf {
         self.ctr_run_dir(id).join("idmap")
     }
@@ -504,6 +515,69 @@ impl LinuxDriver {
                 layers.image_name
             ))
         })
+    }
+
+    /// Mounts the container's image mounts that are not mounted (a reboot unmounts them): each image's layers
+    /// read-only, `nosuid` and `nodev`, without a writable layer, at `images/mN`. In a user namespace the layers
+    /// are id-mapped copies first, as for the root filesystem.
+    fn ensure_image_mounts(
+        &self,
+        id: &str,
+        mounts: &[husk_core::MountConfig],
+        userns: Option<&ContainerUserns>,
+    ) -> Result<()> {
+        for (i, m) in mounts.iter().enumerate() {
+            if m.kind != "image" {
+                continue;
+            }
+            let image = m.image.as_ref().ok_or_else(|| {
+                Error::internal(format!(
+                    "the image mount on {} has no image: the engine did not prepare it",
+                    m.destination
+                ))
+            })?;
+            let target = self.images_dir(id).join(format!("m{i}"));
+            if is_mountpoint(&target) {
+                continue;
+            }
+            mkdir(&target)?;
+            let lowers = match userns {
+                None => image.layers.clone(),
+                Some(userns) => {
+                    let staging = self.idmapped_dir(id);
+                    let mut lowers = Vec::with_capacity(image.layers.len());
+                    for (j, layer) in image.layers.iter().enumerate() {
+                        let copy = staging.join(format!("i{i}l{j}"));
+                        if !is_mountpoint(&copy) {
+                            mkdir(&copy)?;
+                            husk_container::idmap::mount_idmapped(layer, &copy, &userns.path)?;
+                        }
+                        lowers.push(copy);
+                    }
+                    lowers
+                }
+            };
+            husk_fs::mount_image_readonly(&lowers, &target).map_err(|e| {
+                e.context(format!(
+                    "mount image {} on {}",
+                    image.image_name, m.destination
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Points the image mounts of `mounts` at where [`Self::ensure_image_mounts`] mounted them.
+    fn image_mount_paths(&self, id: &str, mounts: &mut [husk_core::MountConfig]) {
+        for (i, m) in mounts.iter_mut().enumerate() {
+            if m.kind == "image" {
+                m.host_path = self
+                    .images_dir(id)
+                    .join(format!("m{i}"))
+                    .display()
+                    .to_string();
+            }
+        }
     }
 
     /// The user namespace of `sandbox`, if it has its own, as its containers use it.
@@ -799,6 +873,7 @@ impl LinuxDriver {
         mkdir(&self.ctr_run_dir(id))?;
         let userns = self.container_userns(sandbox)?;
         self.ensure_rootfs(id, rootfs, userns.as_ref())?;
+        self.ensure_image_mounts(id, &config.mounts, userns.as_ref())?;
         let t_rootfs = t0.elapsed();
         let resolved_user = user::resolve_user_with_groups(
             &self.rootfs(id),
@@ -856,6 +931,7 @@ impl LinuxDriver {
         if let Some(userns) = &userns {
             self.idmap_binds(id, &mut config_with_host, userns)?;
         }
+        self.image_mount_paths(id, &mut config_with_host.mounts);
         let input = SpecInput {
             config: &config_with_host,
             process: &config.process,
@@ -967,6 +1043,7 @@ impl LinuxDriver {
         // Nothing of the container runs any more; what is left are files, a mount and maybe a cgroup.
         let files = ContainerFiles {
             rootfs: self.rootfs(id),
+            images: self.images_dir(id),
             idmapped: self.idmapped_dir(id),
             libcontainer_state: self.config.run_root.join("lc").join(id),
             cgroup: self.recorded_cgroup(id),
@@ -1080,12 +1157,16 @@ impl LinuxDriver {
             container.runtime.driver_data["rootfs"].clone(),
         )
         .map_err(|e| Error::internal(format!("the container's record lacks its layers: {e}")))?;
-        self.ensure_rootfs(id, &layers, ContainerUserns::of(container)?.as_ref())?;
+        let userns = ContainerUserns::of(container)?;
+        self.ensure_rootfs(id, &layers, userns.as_ref())?;
+        self.ensure_image_mounts(id, &container.config.mounts, userns.as_ref())?;
+        let mut mounts = container.config.mounts.clone();
+        self.image_mount_paths(id, &mut mounts);
         Ok((
             FsTarget::View {
                 rootfs: self.rootfs(id),
                 readonly_rootfs: container.config.security.readonly_rootfs,
-                mounts: container.config.mounts.clone(),
+                mounts,
             },
             None,
         ))
@@ -1173,6 +1254,7 @@ impl Driver for LinuxDriver {
             security_options: true,
             update_limits: true,
             shm_size: true,
+            image_mounts: true,
         }
     }
 
@@ -1385,6 +1467,7 @@ impl Driver for LinuxDriver {
                 )?;
             let userns = ContainerUserns::of(container)?;
             self.ensure_rootfs(id, &layers, userns.as_ref())?;
+            self.ensure_image_mounts(id, &container.config.mounts, userns.as_ref())?;
             let pid = self.start_shim(id).await?;
             self.apply_propagation(&container.config, pid).await?;
         }

@@ -996,6 +996,9 @@ impl Driver for VmDriver {
             update_limits: true,
             // The guest's /dev/shm is the VM's own tmpfs, sized by its memory.
             shm_size: true,
+            // The guest sees the layers through the read-only 9p share, but nothing mounts an image's layers
+            // as a volume there yet: image volumes are served by the linux driver only.
+            image_mounts: false,
         }
     }
 

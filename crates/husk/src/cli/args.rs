@@ -333,7 +333,7 @@ pub struct RunArgs {
     /// :ro, :rw, :z, :nocopy or a propagation mode.
     #[arg(short = 'v', long = "volume")]
     pub volumes: Vec<String>,
-    /// Mount: type=bind|volume|tmpfs,source=,destination=[,readonly][,bind-propagation=][,tmpfs-size=]...
+    /// Mount: type=bind|volume|tmpfs|image,source=,destination=[,readonly][,bind-propagation=][,tmpfs-size=]...
     #[arg(long = "mount")]
     pub mounts: Vec<String>,
     /// Mount a tmpfs: /path[:size=64m,mode=1777,...].
