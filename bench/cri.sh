@@ -10,8 +10,10 @@
 # Prints a markdown table of medians (p90) in ms with the ratios, and checks the targets of issue 17:
 # RunPodSandbox <= 15 ms, StartContainer <= 20 ms, StopPodSandbox <= 15 ms.
 #
-#   bench/cri.sh [--count N] [--no-build]
+#   bench/cri.sh [--count N] [--sandbox-pool N] [--no-build]
 #
+# --sandbox-pool N runs husk with `sandbox_pool = N` (N network namespaces kept ready on the default network;
+# docs/operations.md), so RunPodSandbox takes a prepared one instead of running CNI ADD; off (0) by default.
 # --no-build uses the release husk and cri_bench already in target/ (for when the tree does not build).
 #
 # Run as root. Needs containerd, runc, docker-registry, skopeo and the CNI plugins (Debian packages containerd,
@@ -61,12 +63,14 @@ fi
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 count=40
+sandbox_pool=0
 build=yes
 while [ $# -gt 0 ]; do
     case "$1" in
         --count) count=$2; shift 2 ;;
+        --sandbox-pool) sandbox_pool=$2; shift 2 ;;
         --no-build) build=no; shift ;;
-        *) echo "usage: bench/cri.sh [--count N] [--no-build]" >&2; exit 2 ;;
+        *) echo "usage: bench/cri.sh [--count N] [--sandbox-pool N] [--no-build]" >&2; exit 2 ;;
     esac
 done
 
@@ -197,9 +201,12 @@ else
 fi
 
 # ---- husk --------------------------------------------------------------------------------------------------------
-for h in registry.k8s.io k8s.gcr.io gcr.io docker.io; do
-    printf '[cri.registry.mirrors."%s"]\nendpoints = ["http://%s"]\n' "$h" "$addr"
-done > "$out/husk/husk.toml"
+{
+    printf 'sandbox_pool = %d\n' "$sandbox_pool"
+    for h in registry.k8s.io k8s.gcr.io gcr.io docker.io; do
+        printf '[cri.registry.mirrors."%s"]\nendpoints = ["http://%s"]\n' "$h" "$addr"
+    done
+} > "$out/husk/husk.toml"
 setsid "$husk" daemon --root "$root" --run-root "$run" --socket "$run/husk.sock" --config "$out/husk/husk.toml" \
     --cni-conf-dir "$root/cni" --bridge "$husk_bridge" --subnet "$husk_subnet" --cgroup-parent hbench \
     > "$out/husk/daemon.log" 2>&1 < /dev/null &
@@ -244,6 +251,7 @@ done
 machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), kernel $(uname -r)"
 machine="$machine, load average $load_start at the start and $load_end at the end"
 versions="husk $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates Cargo.lock 2> /dev/null || echo ' with uncommitted changes')"
+versions="$versions, sandbox_pool = $sandbox_pool"
 versions="$versions, containerd $(containerd --version | awk '{print $3}') + runc $(runc --version | awk 'NR==1 {print $3}')"
 python3 - "$out" "$count" "$machine" "$versions" <<'PY' | tee "$out/table.md"
 import json, re, sys
