@@ -614,6 +614,11 @@ pub struct MountConfig {
     /// saw the mount (the engine replaces whatever a request carries here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<crate::driver::RootfsLayers>,
+    /// A directory or file inside the image of an `image` mount to show instead of the image's root (Docker's
+    /// `image-subpath`, the CRI's `image_sub_path`). It is resolved inside the image, as if the image were the
+    /// root: `..` and symbolic links never lead out of it. Only image mounts take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subpath: Option<String>,
 }
 
 /// Security settings of a container.

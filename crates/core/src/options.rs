@@ -71,8 +71,8 @@ impl MountConfig {
     }
 
     /// Parses Docker's `--mount` syntax: `type=bind|volume|tmpfs|image,source=...,destination=...` with
-    /// `readonly`, `bind-propagation=`, `volume-nocopy`, `tmpfs-size=` and `tmpfs-mode=`. An image mount
-    /// (`type=image,source=IMAGE`, as Docker 28 has it) is always read-only.
+    /// `readonly`, `bind-propagation=`, `volume-nocopy`, `tmpfs-size=`, `tmpfs-mode=` and `image-subpath=`. An
+    /// image mount (`type=image,source=IMAGE`, as Docker 28 has it) is always read-only.
     pub fn parse_mount_flag(text: &str) -> Result<MountConfig> {
         let bad = |why: String| bad_mount("mount", text, why);
         let mut m = MountConfig {
@@ -131,12 +131,7 @@ impl MountConfig {
                     }
                 }
                 "consistency" => {}
-                "image-subpath" => {
-                    return Err(bad(
-                        "image-subpath is not supported: an image mount shows the whole image"
-                            .into(),
-                    ));
-                }
+                "image-subpath" => m.subpath = Some(need(value)?),
                 other => return Err(bad(format!("unknown field {other:?}"))),
             }
         }
@@ -164,6 +159,9 @@ impl MountConfig {
                 return Err(bad("a tmpfs mount takes no source".into()));
             }
             _ => {}
+        }
+        if m.subpath.is_some() && m.kind != "image" {
+            return Err(bad("image-subpath applies to type=image only".into()));
         }
         if !tmpfs_opts.is_empty() && m.kind != "tmpfs" {
             return Err(bad(
@@ -464,12 +462,17 @@ mod tests {
             ("image", "busybox:1", "/img")
         );
         assert!(m.readonly, "an image mount is read-only without asking");
+        assert_eq!(m.subpath, None);
+        let m = MountConfig::parse_mount_flag("type=image,src=b,dst=/img,image-subpath=usr/share")
+            .unwrap();
+        assert_eq!(m.subpath.as_deref(), Some("usr/share"));
         for (bad, why) in [
             ("type=image,target=/img", "needs a source"),
             ("type=image,src=b,dst=/img,readonly=false", "read-only"),
+            ("type=image,src=b,dst=/img,image-subpath=", "needs a value"),
             (
-                "type=image,src=b,dst=/img,image-subpath=etc",
-                "image-subpath",
+                "type=bind,src=/a,dst=/img,image-subpath=etc",
+                "type=image only",
             ),
             (
                 "type=image,src=b,dst=/img,bind-propagation=shared",

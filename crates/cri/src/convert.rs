@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use husk_core::{ContainerRecord, ContainerStatus, Error, SandboxRecord};
-use k8s_cri::v1::{
-    ContainerMetadata, ContainerState, NamespaceMode, PodSandboxMetadata, PodSandboxState,
+use husk_cri_api::v1::{
+    ContainerMetadata, ContainerState, NamespaceMode, PodSandboxMetadata, PodSandboxState, Signal,
     UserNamespace,
 };
 
@@ -43,7 +43,7 @@ pub fn pod_user_namespace(
     let Some(options) = options else {
         return Ok(None);
     };
-    let mapping = |m: &k8s_cri::v1::IdMapping| husk_core::IdMapping {
+    let mapping = |m: &husk_cri_api::v1::IdMapping| husk_core::IdMapping {
         container_id: m.container_id,
         host_id: m.host_id,
         size: m.length,
@@ -319,9 +319,73 @@ pub fn pod_ip(sb: &SandboxRecord) -> String {
         .unwrap_or_default()
 }
 
+/// The name husk's stop signal takes (`SIGTERM`, `SIGRTMIN+3`, `SIGRTMAX-2`) of the CRI's `stop_signal`; `None`
+/// for RUNTIME_DEFAULT (the image's `StopSignal`, else SIGTERM).
+pub fn stop_signal_name(signal: i32) -> Result<Option<String>, Error> {
+    let signal = Signal::try_from(signal).map_err(|_| {
+        Error::invalid(
+            "stop_signal",
+            format!("stop_signal {signal} is not a signal of the CRI's Signal enum"),
+        )
+    })?;
+    if signal == Signal::RuntimeDefault {
+        return Ok(None);
+    }
+    let name = signal.as_str_name();
+    Ok(Some(if let Some(n) = name.strip_prefix("SIGRTMINPLUS") {
+        format!("SIGRTMIN+{n}")
+    } else if let Some(n) = name.strip_prefix("SIGRTMAXMINUS") {
+        format!("SIGRTMAX-{n}")
+    } else {
+        name.to_string()
+    }))
+}
+
+/// The CRI's `Signal` of signal number `n` (glibc's numbering: SIGRTMIN is 34, SIGRTMAX 64).
+pub fn cri_signal(n: i32) -> Signal {
+    let name = match n {
+        34 => "SIGRTMIN".to_string(),
+        35..=49 => format!("SIGRTMINPLUS{}", n - 34),
+        50..=63 => format!("SIGRTMAXMINUS{}", 64 - n),
+        64 => "SIGRTMAX".to_string(),
+        _ => husk_core::units::signal_name(n),
+    };
+    Signal::from_str_name(&name).unwrap_or(Signal::RuntimeDefault)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_signals_round_trip_between_the_cri_and_husk() {
+        assert_eq!(
+            stop_signal_name(Signal::RuntimeDefault as i32).unwrap(),
+            None
+        );
+        assert_eq!(
+            stop_signal_name(999).unwrap_err().field.as_deref(),
+            Some("stop_signal")
+        );
+        for n in 1..=64 {
+            let signal = cri_signal(n);
+            if n == 32 || n == 33 {
+                // glibc keeps these two for itself: no name, no CRI signal.
+                assert_eq!(signal, Signal::RuntimeDefault, "{n}");
+                continue;
+            }
+            assert_ne!(signal, Signal::RuntimeDefault, "{n}");
+            let name = stop_signal_name(signal as i32).unwrap().unwrap();
+            assert_eq!(husk_core::units::parse_signal(&name).unwrap(), n, "{name}");
+        }
+        assert_eq!(cri_signal(15), Signal::Sigterm);
+        assert_eq!(
+            stop_signal_name(Signal::Sigrtminplus3 as i32)
+                .unwrap()
+                .as_deref(),
+            Some("SIGRTMIN+3")
+        );
+    }
 
     fn meta() -> PodSandboxMetadata {
         PodSandboxMetadata {
@@ -423,12 +487,12 @@ mod tests {
 
     #[test]
     fn pod_user_namespaces() {
-        let mapping = |container_id, host_id, length| k8s_cri::v1::IdMapping {
+        let mapping = |container_id, host_id, length| husk_cri_api::v1::IdMapping {
             container_id,
             host_id,
             length,
         };
-        let options = |mode: NamespaceMode, ids: Vec<k8s_cri::v1::IdMapping>| UserNamespace {
+        let options = |mode: NamespaceMode, ids: Vec<husk_cri_api::v1::IdMapping>| UserNamespace {
             mode: mode as i32,
             uids: ids.clone(),
             gids: ids,

@@ -2,9 +2,9 @@
 
 use husk_api_types::{ImageView, ProgressSink, Removed};
 use husk_core::ErrorKind;
+use husk_cri_api::v1 as cri;
+use husk_cri_api::v1::image_service_server::ImageService;
 use husk_engine::Engine;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
 use crate::status_of;
@@ -19,6 +19,28 @@ impl Images {
     /// An ImageService over `engine`.
     pub fn new(engine: Engine) -> Images {
         Images { engine }
+    }
+
+    /// The images `filter` matches (ListImages, StreamImages): the one it names, or all.
+    fn images_matching(&self, filter: Option<cri::ImageFilter>) -> Result<Vec<cri::Image>, Status> {
+        let filter = filter
+            .and_then(|f| f.image)
+            .map(|s| s.image)
+            .filter(|s| !s.is_empty());
+        Ok(match filter {
+            Some(r) => match self.engine.inspect_image(&r) {
+                Ok(i) => vec![cri_image(&i)],
+                Err(e) if e.kind == ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(status_of(&e)),
+            },
+            None => self
+                .engine
+                .list_images()
+                .map_err(|e| status_of(&e))?
+                .iter()
+                .map(cri_image)
+                .collect(),
+        })
     }
 }
 
@@ -59,27 +81,20 @@ impl ImageService for Images {
         &self,
         request: Request<cri::ListImagesRequest>,
     ) -> Result<Response<cri::ListImagesResponse>, Status> {
-        let filter = request
-            .into_inner()
-            .filter
-            .and_then(|f| f.image)
-            .map(|s| s.image)
-            .filter(|s| !s.is_empty());
-        let images = match filter {
-            Some(r) => match self.engine.inspect_image(&r) {
-                Ok(i) => vec![cri_image(&i)],
-                Err(e) if e.kind == ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(status_of(&e)),
-            },
-            None => self
-                .engine
-                .list_images()
-                .map_err(|e| status_of(&e))?
-                .iter()
-                .map(cri_image)
-                .collect(),
-        };
+        let images = self.images_matching(request.into_inner().filter)?;
         Ok(Response::new(cri::ListImagesResponse { images }))
+    }
+
+    type StreamImagesStream = crate::runtime::Pages<cri::StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        request: Request<cri::StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        let images = self.images_matching(request.into_inner().filter)?;
+        Ok(crate::runtime::pages(images, |images| {
+            cri::StreamImagesResponse { images }
+        }))
     }
 
     async fn image_status(

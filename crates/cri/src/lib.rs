@@ -10,9 +10,9 @@ pub mod streaming;
 use std::future::Future;
 
 use husk_core::{Error, ErrorKind};
+use husk_cri_api::v1::image_service_server::ImageServiceServer;
+use husk_cri_api::v1::runtime_service_server::RuntimeServiceServer;
 use husk_engine::Engine;
-use k8s_cri::v1::image_service_server::ImageServiceServer;
-use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 
 pub use images::Images;
 pub use runtime::Runtime;

@@ -3,7 +3,7 @@
 //! the runtime.
 
 use husk_core::{ContainerRecord, Stats};
-use k8s_cri::v1 as cri;
+use husk_cri_api::v1 as cri;
 
 /// The labels of every metric, in the order of `Metric::label_values`.
 pub const LABEL_KEYS: [&str; 5] = ["id", "name", "image", "pod", "namespace"];

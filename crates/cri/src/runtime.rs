@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use husk_api_types::{ContainerCreate, ExecCreate, SandboxCreate};
 use husk_core::{ContainerRecord, ErrorKind, MountConfig, NetworkConfig, SandboxRecord};
+use husk_cri_api::v1 as cri;
+use husk_cri_api::v1::runtime_service_server::RuntimeService;
 use husk_engine::Engine;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
@@ -16,6 +16,32 @@ use crate::streaming::Streaming;
 
 /// The most output ExecSync keeps of each stream (kubelet's probes read little; this bounds memory).
 const EXEC_SYNC_LIMIT: usize = 16 << 20;
+
+/// The most items one message of a Stream* list RPC carries (CRIListStreaming, KEP-5825): a few hundred KiB
+/// at most, far under gRPC's 4 MiB default message size, whatever the node runs.
+const STREAM_PAGE: usize = 100;
+
+/// The stream a Stream* list RPC answers with.
+pub(crate) type Pages<T> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// `items` as a stream of messages of at most [`STREAM_PAGE`] items each, every item in exactly one, then the
+/// end (no message at all when there are no items).
+pub(crate) fn pages<I, T: Send + 'static>(
+    items: Vec<I>,
+    message: impl Fn(Vec<I>) -> T,
+) -> Response<Pages<T>> {
+    let mut items = items.into_iter();
+    let mut messages = Vec::new();
+    loop {
+        let page: Vec<I> = items.by_ref().take(STREAM_PAGE).collect();
+        if page.is_empty() {
+            break;
+        }
+        messages.push(Ok(message(page)));
+    }
+    Response::new(Box::pin(futures::stream::iter(messages)))
+}
 
 /// The RuntimeService.
 #[derive(Debug, Clone)]
@@ -173,6 +199,8 @@ impl Runtime {
                 linux: Some(cri_resources(&rec.config.resources)),
                 windows: None,
             }),
+            // The signal StopContainer sends: the one asked for, the image's, else SIGTERM (15).
+            stop_signal: convert::cri_signal(rec.config.stop_signal.unwrap_or(15)) as i32,
             user: rec.runtime.user.as_ref().map(|u| cri::ContainerUser {
                 linux: Some(cri::LinuxContainerUser {
                     uid: u.uid.into(),
@@ -181,6 +209,120 @@ impl Runtime {
                 }),
             }),
         }
+    }
+
+    /// The CRI pods `filter` matches (ListPodSandbox, StreamPodSandboxes).
+    fn pods_matching(&self, filter: cri::PodSandboxFilter) -> Result<Vec<cri::PodSandbox>, Status> {
+        let items = self
+            .cri_pods()?
+            .into_iter()
+            .filter(|sb| filter.id.is_empty() || sb.config.id == filter.id)
+            .filter(|sb| {
+                filter
+                    .state
+                    .as_ref()
+                    .is_none_or(|s| convert::pod_state(sb) as i32 == s.state)
+            })
+            .filter(|sb| convert::matches(&sb.config.labels, &filter.label_selector))
+            .map(|sb| cri::PodSandbox {
+                id: sb.config.id.clone(),
+                metadata: Some(convert::pod_metadata(&sb)),
+                state: convert::pod_state(&sb) as i32,
+                created_at: convert::nanos(&sb.created_at),
+                labels: convert::visible(&sb.config.labels),
+                annotations: convert::visible(&sb.config.annotations),
+                runtime_handler: convert::pod_handler(&sb),
+            })
+            .collect();
+        Ok(items)
+    }
+
+    /// The CRI containers `filter` matches (ListContainers, StreamContainers).
+    fn containers_matching(
+        &self,
+        filter: cri::ContainerFilter,
+    ) -> Result<Vec<cri::Container>, Status> {
+        let containers = self
+            .cri_containers()?
+            .into_iter()
+            .filter(|c| filter.id.is_empty() || c.config.id == filter.id)
+            .filter(|c| {
+                filter.pod_sandbox_id.is_empty()
+                    || c.sandbox_id.as_deref() == Some(filter.pod_sandbox_id.as_str())
+            })
+            .filter(|c| {
+                filter
+                    .state
+                    .as_ref()
+                    .is_none_or(|s| convert::container_state(c.status) as i32 == s.state)
+            })
+            .filter(|c| convert::matches(&c.config.labels, &filter.label_selector))
+            .map(|c| self.container_summary(&c))
+            .collect();
+        Ok(containers)
+    }
+
+    /// The stats of the CRI containers `filter` matches (ListContainerStats, StreamContainerStats).
+    async fn container_stats_matching(
+        &self,
+        filter: cri::ContainerStatsFilter,
+    ) -> Result<Vec<cri::ContainerStats>, Status> {
+        let containers: Vec<ContainerRecord> = self
+            .cri_containers()?
+            .into_iter()
+            .filter(|c| filter.id.is_empty() || c.config.id == filter.id)
+            .filter(|c| {
+                filter.pod_sandbox_id.is_empty()
+                    || c.sandbox_id.as_deref() == Some(filter.pod_sandbox_id.as_str())
+            })
+            .filter(|c| convert::matches(&c.config.labels, &filter.label_selector))
+            .collect();
+        let mut stats = Vec::with_capacity(containers.len());
+        for c in &containers {
+            stats.push(self.stats_of(c).await?);
+        }
+        Ok(stats)
+    }
+
+    /// The stats of the CRI pods `filter` matches (ListPodSandboxStats, StreamPodSandboxStats).
+    async fn pod_stats_matching(
+        &self,
+        filter: cri::PodSandboxStatsFilter,
+    ) -> Result<Vec<cri::PodSandboxStats>, Status> {
+        let pods: Vec<SandboxRecord> = self
+            .cri_pods()?
+            .into_iter()
+            .filter(|sb| filter.id.is_empty() || sb.config.id == filter.id)
+            .filter(|sb| convert::matches(&sb.config.labels, &filter.label_selector))
+            .collect();
+        let mut stats = Vec::with_capacity(pods.len());
+        for sb in &pods {
+            stats.push(self.pod_stats_of(sb).await?);
+        }
+        Ok(stats)
+    }
+
+    /// Every pod's metrics, by container (ListPodSandboxMetrics, StreamPodSandboxMetrics).
+    async fn pod_metrics(&self) -> Result<Vec<cri::PodSandboxMetrics>, Status> {
+        let pods = self.cri_pods()?;
+        let mut pod_metrics = Vec::with_capacity(pods.len());
+        for sb in &pods {
+            let meta = convert::pod_metadata(sb);
+            let mut container_metrics = Vec::new();
+            for rec in self.pod_containers(&sb.config.id)? {
+                let stats = self.husk_stats(&rec).await?;
+                container_metrics.push(cri::ContainerMetrics {
+                    container_id: rec.config.id.clone(),
+                    metrics: crate::metrics::container_metrics(&meta, &rec, &stats),
+                });
+            }
+            pod_metrics.push(cri::PodSandboxMetrics {
+                pod_sandbox_id: sb.config.id.clone(),
+                metrics: Vec::new(),
+                container_metrics,
+            });
+        }
+        Ok(pod_metrics)
     }
 
     /// A container's stats: read from its cgroup while it runs, zero otherwise (a created or exited container
@@ -241,6 +383,8 @@ impl Runtime {
                     timestamp: now,
                     usage_core_nano_seconds: value(cpu),
                     usage_nano_cores: None,
+                    // Pressure stall information is per cgroup on cgroup v2 only.
+                    psi: None,
                 }),
                 memory: Some(cri::MemoryUsage {
                     timestamp: now,
@@ -258,6 +402,8 @@ impl Runtime {
                     process_count: value(pids),
                 }),
                 containers,
+                // Block I/O pressure: cgroup v2 only, like the CPU's.
+                io: None,
             }),
             windows: None,
         })
@@ -366,6 +512,8 @@ fn cri_stats(rec: &ContainerRecord, stats: &husk_core::Stats) -> cri::ContainerS
             timestamp,
             usage_core_nano_seconds: value(stats.cpu_usage_ns),
             usage_nano_cores: None,
+            // Pressure stall information is per cgroup on cgroup v2 only.
+            psi: None,
         }),
         memory: Some(cri::MemoryUsage {
             timestamp,
@@ -387,6 +535,8 @@ fn cri_stats(rec: &ContainerRecord, stats: &husk_core::Stats) -> cri::ContainerS
             inodes_used: value(0),
         }),
         swap: None,
+        // Block I/O pressure: cgroup v2 only.
+        io: None,
     }
 }
 
@@ -579,6 +729,7 @@ fn mount_status(m: &MountConfig) -> Option<cri::Mount> {
                 image: m.source.clone(),
                 ..Default::default()
             }),
+            image_sub_path: m.subpath.clone().unwrap_or_default(),
             ..Default::default()
         }),
         _ => None,
@@ -606,6 +757,7 @@ fn image_mount(m: &cri::Mount) -> Result<MountConfig, Status> {
         source: image.image.trim().to_string(),
         destination: m.container_path.clone(),
         readonly: true,
+        subpath: (!m.image_sub_path.is_empty()).then(|| m.image_sub_path.clone()),
         ..Default::default()
     })
 }
@@ -812,6 +964,12 @@ fn container_request(
             mounts.push(image_mount(m)?);
             continue;
         }
+        if !m.image_sub_path.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "mounts[].image_sub_path on {}: only an image volume (mounts[].image) takes a sub path",
+                m.container_path
+            )));
+        }
         convert::required(&m.host_path, "mounts.host_path").map_err(invalid)?;
         let propagation = cri::MountPropagation::try_from(m.propagation)
             .unwrap_or(cri::MountPropagation::PropagationPrivate);
@@ -839,7 +997,7 @@ fn container_request(
             readonly: m.readonly,
             options,
             host_path: m.host_path.clone(),
-            image: None,
+            ..Default::default()
         });
     }
     let mut security_opt = vec![format!("no-new-privileges={}", security.no_new_privs)];
@@ -914,6 +1072,7 @@ fn container_request(
         readonly_paths: (!security.readonly_paths.is_empty())
             .then(|| security.readonly_paths.clone()),
         devices,
+        stop_signal: convert::stop_signal_name(config.stop_signal).map_err(invalid)?,
         // kubelet pulls before it creates: a missing image is an error, never a pull.
         pull: husk_api_types::PullPolicy::Never,
         ..Default::default()
@@ -1041,29 +1200,20 @@ impl RuntimeService for Runtime {
         &self,
         request: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
-        let filter = request.into_inner().filter.unwrap_or_default();
-        let items = self
-            .cri_pods()?
-            .into_iter()
-            .filter(|sb| filter.id.is_empty() || sb.config.id == filter.id)
-            .filter(|sb| {
-                filter
-                    .state
-                    .as_ref()
-                    .is_none_or(|s| convert::pod_state(sb) as i32 == s.state)
-            })
-            .filter(|sb| convert::matches(&sb.config.labels, &filter.label_selector))
-            .map(|sb| cri::PodSandbox {
-                id: sb.config.id.clone(),
-                metadata: Some(convert::pod_metadata(&sb)),
-                state: convert::pod_state(&sb) as i32,
-                created_at: convert::nanos(&sb.created_at),
-                labels: convert::visible(&sb.config.labels),
-                annotations: convert::visible(&sb.config.annotations),
-                runtime_handler: convert::pod_handler(&sb),
-            })
-            .collect();
+        let items = self.pods_matching(request.into_inner().filter.unwrap_or_default())?;
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
+    type StreamPodSandboxesStream = Pages<cri::StreamPodSandboxesResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        request: Request<cri::StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        let items = self.pods_matching(request.into_inner().filter.unwrap_or_default())?;
+        Ok(pages(items, |pod_sandboxes| {
+            cri::StreamPodSandboxesResponse { pod_sandboxes }
+        }))
     }
 
     async fn create_container(
@@ -1141,25 +1291,21 @@ impl RuntimeService for Runtime {
         &self,
         request: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
-        let filter = request.into_inner().filter.unwrap_or_default();
-        let containers = self
-            .cri_containers()?
-            .into_iter()
-            .filter(|c| filter.id.is_empty() || c.config.id == filter.id)
-            .filter(|c| {
-                filter.pod_sandbox_id.is_empty()
-                    || c.sandbox_id.as_deref() == Some(filter.pod_sandbox_id.as_str())
-            })
-            .filter(|c| {
-                filter
-                    .state
-                    .as_ref()
-                    .is_none_or(|s| convert::container_state(c.status) as i32 == s.state)
-            })
-            .filter(|c| convert::matches(&c.config.labels, &filter.label_selector))
-            .map(|c| self.container_summary(&c))
-            .collect();
+        let containers =
+            self.containers_matching(request.into_inner().filter.unwrap_or_default())?;
         Ok(Response::new(cri::ListContainersResponse { containers }))
+    }
+
+    type StreamContainersStream = Pages<cri::StreamContainersResponse>;
+
+    async fn stream_containers(
+        &self,
+        request: Request<cri::StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        let items = self.containers_matching(request.into_inner().filter.unwrap_or_default())?;
+        Ok(pages(items, |containers| cri::StreamContainersResponse {
+            containers,
+        }))
     }
 
     async fn container_status(
@@ -1318,21 +1464,21 @@ impl RuntimeService for Runtime {
         request: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
         let filter = request.into_inner().filter.unwrap_or_default();
-        let containers: Vec<ContainerRecord> = self
-            .cri_containers()?
-            .into_iter()
-            .filter(|c| filter.id.is_empty() || c.config.id == filter.id)
-            .filter(|c| {
-                filter.pod_sandbox_id.is_empty()
-                    || c.sandbox_id.as_deref() == Some(filter.pod_sandbox_id.as_str())
-            })
-            .filter(|c| convert::matches(&c.config.labels, &filter.label_selector))
-            .collect();
-        let mut stats = Vec::with_capacity(containers.len());
-        for c in &containers {
-            stats.push(self.stats_of(c).await?);
-        }
+        let stats = self.container_stats_matching(filter).await?;
         Ok(Response::new(cri::ListContainerStatsResponse { stats }))
+    }
+
+    type StreamContainerStatsStream = Pages<cri::StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        request: Request<cri::StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let items = self.container_stats_matching(filter).await?;
+        Ok(pages(items, |container_stats| {
+            cri::StreamContainerStatsResponse { container_stats }
+        }))
     }
 
     async fn pod_sandbox_stats(
@@ -1350,17 +1496,21 @@ impl RuntimeService for Runtime {
         request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
         let filter = request.into_inner().filter.unwrap_or_default();
-        let pods: Vec<SandboxRecord> = self
-            .cri_pods()?
-            .into_iter()
-            .filter(|sb| filter.id.is_empty() || sb.config.id == filter.id)
-            .filter(|sb| convert::matches(&sb.config.labels, &filter.label_selector))
-            .collect();
-        let mut stats = Vec::with_capacity(pods.len());
-        for sb in &pods {
-            stats.push(self.pod_stats_of(sb).await?);
-        }
+        let stats = self.pod_stats_matching(filter).await?;
         Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
+    }
+
+    type StreamPodSandboxStatsStream = Pages<cri::StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        request: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let items = self.pod_stats_matching(filter).await?;
+        Ok(pages(items, |pod_sandbox_stats| {
+            cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }
+        }))
     }
 
     async fn update_runtime_config(
@@ -1431,6 +1581,8 @@ impl RuntimeService for Runtime {
             // driver refuses Strict: the engine always adds the image's groups).
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: true,
+                // A pod with its own user namespace has its own network namespace too (refused otherwise).
+                user_namespaces_host_network: false,
             }),
         }))
     }
@@ -1512,27 +1664,47 @@ impl RuntimeService for Runtime {
         &self,
         _request: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        let pods = self.cri_pods()?;
-        let mut pod_metrics = Vec::with_capacity(pods.len());
-        for sb in &pods {
-            let meta = convert::pod_metadata(sb);
-            let mut container_metrics = Vec::new();
-            for rec in self.pod_containers(&sb.config.id)? {
-                let stats = self.husk_stats(&rec).await?;
-                container_metrics.push(cri::ContainerMetrics {
-                    container_id: rec.config.id.clone(),
-                    metrics: crate::metrics::container_metrics(&meta, &rec, &stats),
-                });
-            }
-            pod_metrics.push(cri::PodSandboxMetrics {
-                pod_sandbox_id: sb.config.id.clone(),
-                metrics: Vec::new(),
-                container_metrics,
-            });
-        }
         Ok(Response::new(cri::ListPodSandboxMetricsResponse {
-            pod_metrics,
+            pod_metrics: self.pod_metrics().await?,
         }))
+    }
+
+    type StreamPodSandboxMetricsStream = Pages<cri::StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _request: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        let items = self.pod_metrics().await?;
+        Ok(pages(items, |pod_sandbox_metrics| {
+            cri::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            }
+        }))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        request: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
+        let req = request.into_inner();
+        let sb = self.pod(&req.pod_sandbox_id)?;
+        for (field, limits) in [("overhead", &req.overhead), ("resources", &req.resources)] {
+            if let Some(limits) = limits {
+                resources_of(limits, true)
+                    .map_err(|e| Status::new(e.code(), format!("{field}: {}", e.message())))?;
+            }
+        }
+        // kubelet resizes the pod's cgroup (the containers' cgroup_parent) before this call, and each
+        // container's own limits through UpdateContainerResources: on linux and docker nothing of the pod is
+        // outside those. A VM's memory and vCPUs are fixed when it boots.
+        if sb.driver == "vm" && (req.overhead.is_some() || req.resources.is_some()) {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {}: the vm driver cannot resize a running VM (its memory and vCPUs are fixed at boot)",
+                sb.config.id
+            )));
+        }
+        Ok(Response::new(cri::UpdatePodSandboxResourcesResponse {}))
     }
 
     async fn runtime_config(
@@ -1707,6 +1879,28 @@ mod tests {
         };
         let e = resources_of(&far, true).unwrap_err();
         assert!(e.message().starts_with("oom_score_adj"), "{}", e.message());
+    }
+
+    #[tokio::test]
+    async fn pages_carry_every_item_once_in_order() {
+        use futures::StreamExt;
+        for (n, want) in [
+            (0, vec![]),
+            (1, vec![1]),
+            (250, vec![100, 100, 50]),
+            (200, vec![100, 100]),
+        ] {
+            let items: Vec<usize> = (0..n).collect();
+            let messages: Vec<Vec<usize>> = pages(items, |page| page)
+                .into_inner()
+                .map(|m| m.unwrap())
+                .collect()
+                .await;
+            let sizes: Vec<usize> = messages.iter().map(Vec::len).collect();
+            assert_eq!(sizes, want, "{n} items");
+            let all: Vec<usize> = messages.into_iter().flatten().collect();
+            assert_eq!(all, (0..n).collect::<Vec<_>>());
+        }
     }
 
     #[test]

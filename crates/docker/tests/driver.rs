@@ -792,7 +792,7 @@ async fn published_ports_mounts_and_security() {
             readonly: true,
             options: vec![],
             host_path: www.path().to_string_lossy().into(),
-            image: None,
+            ..Default::default()
         },
         MountConfig {
             kind: "tmpfs".into(),
@@ -801,7 +801,7 @@ async fn published_ports_mounts_and_security() {
             readonly: false,
             options: vec!["size=8m".into()],
             host_path: String::new(),
-            image: None,
+            ..Default::default()
         },
     ];
     config.security.readonly_rootfs = true;

@@ -363,7 +363,7 @@ impl Engine {
             readonly: true,
             options: Vec::new(),
             host_path: path,
-            image: None,
+            ..Default::default()
         });
         let mut args = vec![crate::mounts::INIT_PATH.to_string(), "--".to_string()];
         args.append(&mut config.process.args);

@@ -205,6 +205,20 @@ fn check_image_options(m: &mut MountConfig) -> Result<()> {
     m.options.clear();
     m.readonly = true;
     m.host_path.clear();
+    if let Some(sub) = &m.subpath {
+        if sub.contains('\0') {
+            return Err(Error::invalid(
+                "image-subpath",
+                format!(
+                    "the image mount on {}: a path with a NUL byte",
+                    m.destination
+                ),
+            ));
+        }
+        // An empty sub path is the image's root, as kubelet means it.
+        let sub = sub.trim();
+        m.subpath = (!sub.is_empty() && sub != "/" && sub != ".").then(|| sub.to_string());
+    }
     Ok(())
 }
 
@@ -275,6 +289,15 @@ impl Engine {
             }
             if mounts.iter().any(|o| o.destination == m.destination) {
                 return Err(invalid(format!("duplicate mount point: {}", m.destination)));
+            }
+            if m.subpath.is_some() && m.kind != "image" {
+                return Err(Error::invalid(
+                    "image-subpath",
+                    format!(
+                        "the {} mount on {}: only image mounts take a sub path",
+                        m.kind, m.destination
+                    ),
+                ));
             }
             match m.kind.as_str() {
                 "bind" => check_bind(&mut m)?,
@@ -540,6 +563,15 @@ mod tests {
             e.message
         );
         m.options.clear();
+        for (given, kept) in [(" usr/share ", Some("usr/share")), ("", None), ("/", None)] {
+            m.subpath = Some(given.into());
+            check_image_options(&mut m).unwrap();
+            assert_eq!(m.subpath.as_deref(), kept, "{given:?}");
+        }
+        m.subpath = Some("a\0b".into());
+        let e = check_image_options(&mut m).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("image-subpath"), "{e:?}");
+        m.subpath = None;
         m.source = " ".into();
         let e = check_image_options(&mut m).unwrap_err();
         assert!(e.message.contains("names no image"), "{}", e.message);

@@ -11,7 +11,7 @@ pub use overlay::{
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use husk_core::{Error, ErrorKind, PathStat, Result};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
@@ -265,6 +265,17 @@ impl Tree {
             _ => "",
         };
         format!("{parent}/{text}")
+    }
+
+    /// Where `path` leads in the tree, every symbolic link on the way followed inside it: the object's absolute
+    /// path as this process sees it. With [`Scope::InRoot`] neither `..` nor a link (even an absolute one) can
+    /// lead out of the tree. A path that does not exist is an error.
+    pub fn resolve(&self, path: &str) -> Result<PathBuf> {
+        let fd = self
+            .open(path, OFlags::PATH)
+            .map_err(|e| io_error(path, e))?;
+        let found = self.path_of(fd.as_fd()).map_err(|e| io_error(path, e))?;
+        Ok(PathBuf::from(found))
     }
 
     /// Writes a tar archive of `path` to `out`; its top entry is named `top_name`, or after the path's last

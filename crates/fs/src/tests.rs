@@ -290,3 +290,26 @@ fn paths_are_trimmed_like_dockers() {
     assert!(!follows_final("/a"));
     assert_eq!(relative("/"), ".");
 }
+
+#[test]
+fn resolve_follows_links_without_leaving_the_root() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("etc/ssl")).unwrap();
+    std::fs::write(root.path().join("etc/passwd"), b"inside").unwrap();
+    symlink("/etc", root.path().join("abs")).unwrap();
+    symlink("../../../../etc/ssl", root.path().join("up")).unwrap();
+    let real = root.path().canonicalize().unwrap();
+    let tree = Tree::in_root(root.path()).unwrap();
+    for (path, want) in [
+        ("etc", "etc"),
+        ("/abs/passwd", "etc/passwd"),
+        ("up", "etc/ssl"),
+        ("../../abs/ssl/..", "etc"),
+        ("/", ""),
+    ] {
+        let got = tree.resolve(path).unwrap();
+        assert_eq!(got, real.join(want), "{path}");
+    }
+    let e = tree.resolve("abs/shadow").unwrap_err();
+    assert_eq!(e.kind, husk_core::ErrorKind::NotFound, "{}", e.message);
+}

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::cri::{channel, container_config, pod_config};
 use common::{Daemon, IMAGE};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use husk_cri_api::v1 as cri;
+use husk_cri_api::v1::image_service_client::ImageServiceClient;
+use husk_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1507,9 +1507,17 @@ async fn image_volumes_show_another_image_read_only_and_keep_it_in_use() {
         image: app_ref.clone(),
         ..Default::default()
     });
+    // Two parts of the data image through image_sub_path: a directory, and one that tries to climb out of the
+    // image (it is resolved inside the image, as if the image were the root).
+    let mut www = image_volume("/www", &data_ref);
+    www.image_sub_path = "www".into();
+    let mut climber = image_volume("/image-etc", &data_ref);
+    climber.image_sub_path = "../../../../etc".into();
     config.mounts = vec![
         image_volume("/data", &data_ref),
         image_volume("/app", &app_ref),
+        www,
+        climber,
     ];
     let (pod, id) = common::cri::run_pod_with(&mut rt, "imgvol", config.clone()).await;
     assert_eq!(
@@ -1525,6 +1533,24 @@ async fn image_volumes_show_another_image_read_only_and_keep_it_in_use() {
         "both layers"
     );
     exec_ok(&mut rt, &id, &["/app/bin/busybox", "true"]).await;
+    assert_eq!(
+        exec_ok(&mut rt, &id, &["cat", "/www/index.html"])
+            .await
+            .trim(),
+        "hello from husk",
+        "the sub path is the mount's root"
+    );
+    let image_passwd = exec_ok(&mut rt, &id, &["cat", "/image-etc/passwd"]).await;
+    assert_eq!(
+        image_passwd,
+        exec_ok(&mut rt, &id, &["cat", "/data/etc/passwd"]).await,
+        "the image's /etc"
+    );
+    assert_ne!(
+        image_passwd,
+        std::fs::read_to_string("/etc/passwd").unwrap(),
+        "never the host's"
+    );
     for (cmd, what) in [
         ("echo changed > /data/www/index.html", "an image's file"),
         ("touch /data/new", "a new file"),
@@ -1585,10 +1611,17 @@ async fn image_volumes_show_another_image_read_only_and_keep_it_in_use() {
         reported.contains(&("/app".into(), app_ref.clone(), true)),
         "{reported:?}"
     );
+    let sub_paths: Vec<(&str, &str)> = status
+        .mounts
+        .iter()
+        .map(|m| (m.container_path.as_str(), m.image_sub_path.as_str()))
+        .collect();
+    assert!(sub_paths.contains(&("/www", "www")), "{sub_paths:?}");
+    assert!(sub_paths.contains(&("/data", "")), "{sub_paths:?}");
     let state_dir = d.run_root.join("c").join(&id);
     assert_eq!(
         mounts_under(&state_dir.join("images")).len(),
-        2,
+        4,
         "{:?}",
         mounts_under(&state_dir)
     );
@@ -1646,6 +1679,26 @@ async fn image_volumes_show_another_image_read_only_and_keep_it_in_use() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("mounts[].image"), "{}", e.message());
+    // A sub path the image does not have fails the create (KEP-4639), naming it.
+    let mut missing = image_volume("/data", &data_ref);
+    missing.image_sub_path = "no/such/dir".into();
+    let mut bad = config.clone();
+    bad.metadata.as_mut().unwrap().name = "bad-sub-path".into();
+    bad.mounts = vec![missing];
+    let e = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(bad),
+            sandbox_config: Some(pod_config("imgvol")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("image-subpath") && e.message().contains("no/such/dir"),
+        "{}",
+        e.message()
+    );
     let listed = rt
         .list_containers(cri::ListContainersRequest::default())
         .await

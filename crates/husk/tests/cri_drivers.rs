@@ -10,8 +10,8 @@ use common::Daemon;
 use common::cri::{
     channel, container_config, container_status, pod_config, read_all, spdy_connect,
 };
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use husk_cri_api::v1 as cri;
+use husk_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use tokio::io::AsyncWriteExt;
 
 async fn pod_lifecycle(d: &Daemon, handler: &str) {

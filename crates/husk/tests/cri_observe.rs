@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::Daemon;
 use common::cri::{channel, container_config, run_pod_with};
 use futures::StreamExt;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use husk_cri_api::v1 as cri;
+use husk_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_stats_metrics_and_events_follow_the_pods_life() {
@@ -325,7 +325,8 @@ async fn pull_image_uses_the_requests_credentials() {
     registry.push_archive(&common::busybox_archive(), "demo/private:1");
     let reference = registry.reference("demo/private:1");
     let d = Daemon::start_with(&[], "", false);
-    let mut img = k8s_cri::v1::image_service_client::ImageServiceClient::new(channel(&d).await);
+    let mut img =
+        husk_cri_api::v1::image_service_client::ImageServiceClient::new(channel(&d).await);
     let pull = |auth: Option<cri::AuthConfig>| cri::PullImageRequest {
         image: Some(cri::ImageSpec {
             image: reference.clone(),
@@ -435,4 +436,211 @@ async fn configured_runtime_handlers_pick_the_driver() {
     })
     .await
     .unwrap();
+}
+
+/// Collects a Stream* list RPC's messages.
+async fn collect<T>(stream: tonic::Streaming<T>) -> Vec<T> {
+    stream
+        .map(|m| m.expect("a stream message"))
+        .collect::<Vec<T>>()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_lists_pod_resources_and_stop_signals() {
+    let d = Daemon::start(&[]);
+    let ch = channel(&d).await;
+    let mut rt = RuntimeServiceClient::new(ch.clone());
+    let mut img = husk_cri_api::v1::image_service_client::ImageServiceClient::new(ch);
+    // A container that leaves with 42 when it gets SIGUSR1, its stop signal.
+    let mut trapper = container_config(
+        "trapper",
+        &["sh", "-c", "trap 'exit 42' USR1; while :; do sleep 1; done"],
+    );
+    trapper.stop_signal = cri::Signal::Sigusr1 as i32;
+    let (pod, id) = run_pod_with(&mut rt, "streamed", trapper).await;
+    let (other_pod, plain) = run_pod_with(
+        &mut rt,
+        "streamed-2",
+        container_config("plain", &["sleep", "600"]),
+    )
+    .await;
+
+    // Every Stream* RPC carries what its List RPC returns, each item once.
+    let mut listed: Vec<String> = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    let mut streamed: Vec<String> = collect(
+        rt.stream_pod_sandboxes(cri::StreamPodSandboxesRequest::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .into_iter()
+    .flat_map(|m| m.pod_sandboxes)
+    .map(|p| p.id)
+    .collect();
+    listed.sort();
+    streamed.sort();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(streamed, listed);
+    let filtered = collect(
+        rt.stream_containers(cri::StreamContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                pod_sandbox_id: other_pod.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    )
+    .await;
+    let ids: Vec<String> = filtered
+        .into_iter()
+        .flat_map(|m| m.containers)
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, vec![plain.clone()], "the filter applies");
+    let stats = collect(
+        rt.stream_container_stats(cri::StreamContainerStatsRequest::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    let mut ids: Vec<String> = stats
+        .into_iter()
+        .flat_map(|m| m.container_stats)
+        .map(|s| s.attributes.unwrap().id)
+        .collect();
+    ids.sort();
+    let mut want = vec![id.clone(), plain.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    let pod_stats = collect(
+        rt.stream_pod_sandbox_stats(cri::StreamPodSandboxStatsRequest {
+            filter: Some(cri::PodSandboxStatsFilter {
+                id: pod.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    )
+    .await;
+    let pod_stats: Vec<cri::PodSandboxStats> = pod_stats
+        .into_iter()
+        .flat_map(|m| m.pod_sandbox_stats)
+        .collect();
+    assert_eq!(pod_stats.len(), 1);
+    assert_eq!(pod_stats[0].attributes.as_ref().unwrap().id, pod);
+    let metrics = collect(
+        rt.stream_pod_sandbox_metrics(cri::StreamPodSandboxMetricsRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(
+        metrics.iter().flat_map(|m| &m.pod_sandbox_metrics).count(),
+        2
+    );
+    let listed_images = img
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    let streamed_images: Vec<cri::Image> = collect(
+        img.stream_images(cri::StreamImagesRequest::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .into_iter()
+    .flat_map(|m| m.images)
+    .collect();
+    assert!(!listed_images.is_empty());
+    assert_eq!(streamed_images, listed_images);
+
+    // UpdatePodSandboxResources: accepted for a pod (kubelet resized its cgroup), checked, and NOT_FOUND for
+    // no pod.
+    let limits = cri::LinuxContainerResources {
+        cpu_shares: 512,
+        memory_limit_in_bytes: 256 << 20,
+        ..Default::default()
+    };
+    rt.update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: pod.clone(),
+        overhead: None,
+        resources: Some(limits.clone()),
+    })
+    .await
+    .unwrap();
+    let e = rt
+        .update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: "no-such-pod".into(),
+            overhead: None,
+            resources: Some(limits.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let mut twice = limits.clone();
+    twice.hugepage_limits = vec![
+        cri::HugepageLimit {
+            page_size: "2MB".into(),
+            limit: 0,
+        };
+        2
+    ];
+    let e = rt
+        .update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: pod.clone(),
+            overhead: Some(twice),
+            resources: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().starts_with("overhead: "), "{}", e.message());
+
+    // The stop signal: reported in the status (SIGTERM where none was asked for) and sent by StopContainer.
+    let status = common::cri::container_status(&mut rt, &id).await;
+    assert_eq!(status.stop_signal, cri::Signal::Sigusr1 as i32);
+    let status = common::cri::container_status(&mut rt, &plain).await;
+    assert_eq!(status.stop_signal, cri::Signal::Sigterm as i32);
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 30,
+    })
+    .await
+    .unwrap();
+    let status = common::cri::container_status(&mut rt, &id).await;
+    assert_eq!(
+        (status.state, status.exit_code),
+        (cri::ContainerState::ContainerExited as i32, 42),
+        "SIGUSR1 reached the trap: {status:?}"
+    );
+    for p in [pod, other_pod] {
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: p.clone(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: p })
+            .await
+            .unwrap();
+    }
+    d.assert_no_leftovers();
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::Daemon;
 use common::cri::{channel, container_config, container_status, run_pod_with};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use husk_cri_api::v1 as cri;
+use husk_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_survive_a_daemon_restart_and_stay_manageable() {

@@ -567,17 +567,32 @@ impl LinuxDriver {
         Ok(())
     }
 
-    /// Points the image mounts of `mounts` at where [`Self::ensure_image_mounts`] mounted them.
-    fn image_mount_paths(&self, id: &str, mounts: &mut [husk_core::MountConfig]) {
+    /// Points the image mounts of `mounts` at where [`Self::ensure_image_mounts`] mounted them: the image's root,
+    /// or the object its `subpath` leads to, resolved inside the image (a link in the image cannot lead to the
+    /// host's files).
+    fn image_mount_paths(&self, id: &str, mounts: &mut [husk_core::MountConfig]) -> Result<()> {
         for (i, m) in mounts.iter_mut().enumerate() {
-            if m.kind == "image" {
-                m.host_path = self
-                    .images_dir(id)
-                    .join(format!("m{i}"))
-                    .display()
-                    .to_string();
+            if m.kind != "image" {
+                continue;
             }
+            let root = self.images_dir(id).join(format!("m{i}"));
+            let path = match m.subpath.as_deref() {
+                None => root,
+                Some(sub) => husk_fs::Tree::in_root(&root)
+                    .and_then(|tree| tree.resolve(sub))
+                    .map_err(|e| {
+                        Error::invalid(
+                            "image-subpath",
+                            format!(
+                                "{sub:?} is not in image {} (the image mount on {}): {}",
+                                m.source, m.destination, e.message
+                            ),
+                        )
+                    })?,
+            };
+            m.host_path = path.display().to_string();
         }
+        Ok(())
     }
 
     /// The user namespace of `sandbox`, if it has its own, as its containers use it.
@@ -931,7 +946,7 @@ impl LinuxDriver {
         if let Some(userns) = &userns {
             self.idmap_binds(id, &mut config_with_host, userns)?;
         }
-        self.image_mount_paths(id, &mut config_with_host.mounts);
+        self.image_mount_paths(id, &mut config_with_host.mounts)?;
         let input = SpecInput {
             config: &config_with_host,
             process: &config.process,
@@ -1161,7 +1176,7 @@ impl LinuxDriver {
         self.ensure_rootfs(id, &layers, userns.as_ref())?;
         self.ensure_image_mounts(id, &container.config.mounts, userns.as_ref())?;
         let mut mounts = container.config.mounts.clone();
-        self.image_mount_paths(id, &mut mounts);
+        self.image_mount_paths(id, &mut mounts)?;
         Ok((
             FsTarget::View {
                 rootfs: self.rootfs(id),

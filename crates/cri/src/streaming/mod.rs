@@ -31,8 +31,8 @@ use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use husk_core::{Error, Result};
+use husk_cri_api::v1 as cri;
 use husk_engine::Engine;
-use k8s_cri::v1 as cri;
 
 use over_spdy::spdy_upgrade;
 use over_websocket::websocket;
