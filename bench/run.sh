@@ -3,18 +3,23 @@
 # and `docker run --rm` of the same image on a private Docker Engine, plus sandbox create + remove with and without
 # bridge networking. Prints a table of means and ratios; `--markdown` prints it for docs/benchmarks.md.
 #
-#   bench/run.sh [--runs N] [--markdown]
+#   bench/run.sh [--runs N] [--sandbox-pool N] [--markdown]
+#
+# --sandbox-pool N starts husk's daemon with `sandbox_pool = N` (network namespaces made ready on the bridge
+# ahead of time; docs/operations.md).
 #
 # Needs root, hyperfine, runc, docker.io (scripts/deps test installs them) and a release build (made here).
 set -eu
 cd "$(dirname "$0")/.."
 runs=20
+sandbox_pool=0
 markdown=no
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=$2; shift 2 ;;
+        --sandbox-pool) sandbox_pool=$2; shift 2 ;;
         --markdown) markdown=yes; shift ;;
-        *) echo "usage: bench/run.sh [--runs N] [--markdown]" >&2; exit 2 ;;
+        *) echo "usage: bench/run.sh [--runs N] [--sandbox-pool N] [--markdown]" >&2; exit 2 ;;
     esac
 done
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -37,7 +42,8 @@ trap cleanup EXIT INT TERM
 scripts/make-busybox-image "$work/busybox.tar" bench/busybox:1 > /dev/null
 
 # husk, on a bridge of its own.
-"$husk" daemon --root "$work/root" --run-root "$work/run" --socket "$work/husk.sock" --config /dev/null \
+printf 'sandbox_pool = %d\n' "$sandbox_pool" > "$work/husk.toml"
+"$husk" daemon --root "$work/root" --run-root "$work/run" --socket "$work/husk.sock" --config "$work/husk.toml" \
     --cni-conf-dir "$work/cni" --bridge "$bridge" --subnet 10.250.250.0/24 --cgroup-parent husk-bench > "$work/daemon.log" 2>&1 &
 daemon=$!
 export HUSK_HOST="unix://$work/husk.sock"
@@ -73,7 +79,7 @@ hyperfine --warmup 3 --runs "$runs" --export-json "$work/sandbox.json" \
 # same setting, so every line below pays the same for moving a process into a cgroup.
 favordynmods=$("$husk" info --format json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(next((v["details"].get("cgroup_favordynmods","?") for v in d.get("Drivers",[]) if v.get("name")=="linux"), "?"))' 2>/dev/null || echo "?")
 
-python3 - "$work/start.json" "$work/sandbox.json" "$markdown" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$favordynmods" <<'PY'
+python3 - "$work/start.json" "$work/sandbox.json" "$markdown" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$favordynmods" "$sandbox_pool" <<'PY'
 import json, sys
 start = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
 sandbox = {r["command"]: r for r in json.load(open(sys.argv[2]))["results"]}
@@ -85,7 +91,7 @@ runc = start["runc run"]
 dock = start["docker run --rm (bridge)"]
 dock_none = start["docker run --rm (no network)"]
 if md:
-    print(f"Machine: {sys.argv[4]} CPUs, load average {sys.argv[5]} at the start, cgroup favordynmods {sys.argv[6]}.\n")
+    print(f"Machine: {sys.argv[4]} CPUs, load average {sys.argv[5]} at the start, cgroup favordynmods {sys.argv[6]}, husk's sandbox_pool {sys.argv[7]}.\n")
     print("| work | mean | σ | ratio |\n| --- | --- | --- | --- |")
 for name, r in start.items():
     ratio = ""

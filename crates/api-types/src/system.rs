@@ -19,6 +19,15 @@ pub struct ContainerUsage {
     pub size: Option<u64>,
 }
 
+/// What a container's writable layer (its changes to its image's files) uses on the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerUsage {
+    /// Bytes of its regular files (a file with several hard links counted once).
+    pub bytes: u64,
+    /// Its files, directories, links and other inodes.
+    pub inodes: u64,
+}
+
 /// Disk use of images and containers (`husk system df`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SystemDf {

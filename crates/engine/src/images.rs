@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use husk_api_types::images::{CommitRequest, ImageView, LoginRequest};
-use husk_api_types::system::{ContainerUsage, SystemDf};
+use husk_api_types::system::{ContainerUsage, LayerUsage, SystemDf};
 use husk_core::{ContainerRecord, ContainerStatus, Error, ErrorKind, Result};
 use husk_image::{
     CommitOptions, Credentials, Image, LoadOptions, LoadedImage, Platform, ProgressSink,
@@ -284,8 +284,14 @@ impl Engine {
 
     /// The bytes of the container's changes to its image's files, when its driver keeps them on this host.
     pub(crate) async fn changes_size(&self, rec: &ContainerRecord) -> Option<u64> {
+        Some(self.writable_layer_usage(rec).await?.bytes)
+    }
+
+    /// What the container's writable layer (its changes to its image's files) uses, when its driver keeps it on
+    /// this host; `None` where it does not (the docker and vm drivers). The layer is walked on every call.
+    pub async fn writable_layer_usage(&self, rec: &ContainerRecord) -> Option<LayerUsage> {
         let dir = self.driver(&rec.driver).ok()?.rootfs_changes(rec)?;
-        tokio::task::spawn_blocking(move || dir_size(&dir))
+        tokio::task::spawn_blocking(move || tree_usage(&dir))
             .await
             .ok()
     }
@@ -394,10 +400,11 @@ fn parse_platform(text: Option<&str>) -> Result<Option<Platform>> {
     }
 }
 
-/// Bytes of the regular files under `dir` (links not followed; a file listed twice by hard links counted once).
-fn dir_size(dir: &Path) -> u64 {
+/// What is under `dir`: the bytes of its regular files and the inodes of everything below it (links not
+/// followed; an inode reached twice through hard links counted once).
+fn tree_usage(dir: &Path) -> LayerUsage {
     use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
+    let mut usage = LayerUsage::default();
     let mut seen = HashSet::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -408,15 +415,18 @@ fn dir_size(dir: &Path) -> u64 {
             let Ok(meta) = entry.path().symlink_metadata() else {
                 continue;
             };
+            if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            usage.inodes += 1;
             if meta.is_dir() {
                 stack.push(entry.path());
-            } else if meta.is_file() && (meta.nlink() == 1 || seen.insert((meta.dev(), meta.ino())))
-            {
-                total += meta.len();
+            } else if meta.is_file() {
+                usage.bytes += meta.len();
             }
         }
     }
-    total
+    usage
 }
 
 #[cfg(test)]
@@ -499,13 +509,20 @@ mod tests {
     }
 
     #[test]
-    fn dir_size_counts_files_once() {
+    fn tree_usage_counts_files_once() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), vec![0u8; 1000]).unwrap();
         std::fs::create_dir(dir.path().join("d")).unwrap();
         std::fs::write(dir.path().join("d/b"), vec![0u8; 24]).unwrap();
         std::fs::hard_link(dir.path().join("a"), dir.path().join("d/a2")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("l")).unwrap();
-        assert_eq!(dir_size(dir.path()), 1024);
+        assert_eq!(
+            tree_usage(dir.path()),
+            LayerUsage {
+                bytes: 1024,
+                inodes: 4
+            },
+            "a, d, d/b, l; a2 is a"
+        );
     }
 }

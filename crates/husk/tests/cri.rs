@@ -1751,3 +1751,61 @@ async fn image_volumes_show_another_image_read_only_and_keep_it_in_use() {
     .unwrap();
     d.assert_no_leftovers();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_paths_cannot_be_run_or_read() {
+    // critest's MaskedPaths spec runs `sh -c ls`, which this image's shell answers with its own applet: run the
+    // masked file by its path instead, and read it.
+    let d = Daemon::start(&[]);
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let mut config = container_config("masked", &["sleep", "600"]);
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            masked_paths: vec!["/bin/ls".into()],
+            readonly_paths: vec!["/tmp".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let (pod, id) = common::cri::run_pod_with(&mut rt, "masked", config).await;
+    let run = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["/bin/sh".into(), "-c".into(), "/bin/ls /".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(run.exit_code, 0, "the masked /bin/ls ran");
+    assert_eq!(
+        String::from_utf8_lossy(&run.stderr),
+        "/bin/sh: /bin/ls: Permission denied\n"
+    );
+    assert_eq!(
+        exec_ok(&mut rt, &id, &["cat", "/bin/ls"]).await,
+        "",
+        "reads as empty"
+    );
+    let write = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["touch".into(), "/tmp/x".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(write.exit_code, 0, "a read-only path was written");
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    d.assert_no_leftovers();
+}

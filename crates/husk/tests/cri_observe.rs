@@ -615,6 +615,44 @@ async fn streamed_lists_pod_resources_and_stop_signals() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(e.message().starts_with("overhead: "), "{}", e.message());
 
+    // The writable layer's usage: what the container wrote to its root filesystem.
+    let wrote = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "mkdir /scratch && head -c 100000 /dev/zero > /scratch/zeros".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        wrote.exit_code,
+        0,
+        "{}",
+        String::from_utf8_lossy(&wrote.stderr)
+    );
+    let layer = rt
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap()
+        .writable_layer
+        .expect("the linux driver keeps the layer here");
+    let bytes = layer.used_bytes.unwrap().value;
+    assert!(
+        (100_000..200_000).contains(&bytes),
+        "the file and little else: {bytes}"
+    );
+    assert!(layer.inodes_used.unwrap().value >= 2, "{layer:?}");
+
     // The stop signal: reported in the status (SIGTERM where none was asked for) and sent by StopContainer.
     let status = common::cri::container_status(&mut rt, &id).await;
     assert_eq!(status.stop_signal, cri::Signal::Sigusr1 as i32);
