@@ -133,7 +133,7 @@ impl Maker {
             stdin: config.process.stdin,
             cgroup_path: cgroup_path(&c.id),
             seccomp_program: seccomp,
-            // The CRI's log file is a host path: in a guest there is none to write (docs/cri.md).
+            // The CRI's log file is a host path: the host's daemon writes it from the output this agent sends.
             cri_log: None,
         };
         let shim_json =

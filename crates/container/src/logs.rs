@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use husk_core::{Error, LogEntry, LogOptions, Result};
 
+/// The CRI log writer (kubelet's format), shared with the drivers that write CRI logs from the daemon.
+pub use husk_core::cri_log::CriLog;
+
 /// The longest text of one entry; longer lines are split into several entries (as Docker does at 16 KiB).
 pub const MAX_ENTRY: usize = 16 * 1024;
 
@@ -24,58 +27,6 @@ pub struct LogWriter {
     file: File,
     partial: [Vec<u8>; 2],
     cri: Option<CriLog>,
-}
-
-/// A log in the format kubelet reads (the CRI's): one line per entry, `<time> <stream> <tag> <text>`, the time
-/// in RFC 3339 with nanoseconds, the tag `F` for a full line and `P` for part of one (a line longer than
-/// [`MAX_ENTRY`], or a last line without its newline), the text without its newline.
-#[derive(Debug)]
-pub struct CriLog {
-    path: PathBuf,
-    file: File,
-}
-
-impl CriLog {
-    /// Opens (creating it and its directory) the CRI log at `path` for appending.
-    pub fn open(path: &Path) -> Result<CriLog> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::io(format!("open CRI log {}", path.display()), e))?;
-        Ok(CriLog {
-            path: path.to_path_buf(),
-            file,
-        })
-    }
-
-    /// Opens the file again by its path (kubelet renamed it to rotate it: the next lines go to a new file).
-    pub fn reopen(&mut self) -> Result<()> {
-        *self = CriLog::open(&self.path)?;
-        Ok(())
-    }
-
-    /// The line for one entry of `stream` whose text is `bytes` (a trailing newline makes it a full line).
-    pub fn line(time: &str, stream: &str, bytes: &[u8]) -> Vec<u8> {
-        let (text, tag) = match bytes.strip_suffix(b"\n") {
-            Some(text) => (text, "F"),
-            None => (bytes, "P"),
-        };
-        let mut line = format!("{time} {stream} {tag} ").into_bytes();
-        line.extend_from_slice(text);
-        line.push(b'\n');
-        line
-    }
-
-    fn write(&mut self, stream: &str, bytes: &[u8]) {
-        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-        // As with husk's own log: a full disk must not stop the container.
-        let _ = self.file.write_all(&CriLog::line(&time, stream, bytes));
-    }
 }
 
 fn stream_name(index: usize) -> &'static str {
@@ -101,6 +52,11 @@ impl LogWriter {
     pub fn also_cri(&mut self, path: &Path) -> Result<()> {
         self.cri = Some(CriLog::open(path)?);
         Ok(())
+    }
+
+    /// Whether entries go to a CRI log too.
+    pub fn has_cri(&self) -> bool {
+        self.cri.is_some()
     }
 
     /// Reopens the CRI log (kubelet's ReopenContainerLog); nothing without one.

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod attached;
+pub mod cri_log;
 pub mod driver;
 pub mod error;
 pub mod health;

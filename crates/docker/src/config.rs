@@ -39,10 +39,14 @@ pub struct DockerDriverConfig {
     pub images: Arc<dyn ImageSource>,
     /// How long a request may wait for the engine's answer (image loads get an hour).
     pub request_timeout: Duration,
+    /// Where the driver keeps what must outlive the daemon: where each container's CRI log ended when kubelet
+    /// last rotated it, so that a follower re-attached after a restart neither repeats nor skips lines. `None`
+    /// keeps nothing (a re-attached follower then resumes after the last line of the current CRI log file).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl DockerDriverConfig {
-    /// A configuration with the default request timeout (2 minutes).
+    /// A configuration with the default request timeout (2 minutes) and no state directory.
     pub fn new(
         host: impl Into<String>,
         instance: impl Into<String>,
@@ -55,6 +59,7 @@ impl DockerDriverConfig {
             pause_binary: pause_binary.into(),
             images,
             request_timeout: Duration::from_secs(120),
+            state_dir: None,
         }
     }
 
@@ -84,6 +89,7 @@ impl fmt::Debug for DockerDriverConfig {
             .field("instance", &self.instance)
             .field("pause_binary", &self.pause_binary)
             .field("request_timeout", &self.request_timeout)
+            .field("state_dir", &self.state_dir)
             .finish_non_exhaustive()
     }
 }

@@ -25,6 +25,7 @@ use tokio_util::io::ReaderStream;
 
 use crate::client::{self, engine_error, status};
 use crate::config::{DockerDriverConfig, ImageSource};
+use crate::cri_log::CriLogs;
 use crate::labels::{self, Role};
 use crate::pause_image::{self, PauseImage};
 use crate::privileged;
@@ -49,6 +50,8 @@ pub struct DockerDriver {
     refused_capabilities: Mutex<BTreeSet<String>>,
     /// Clients attached to a container's main process: its removal lets them read its exit code first.
     pub(crate) attached: Arc<husk_core::attached::AttachedStreams>,
+    /// The followers writing containers' CRI logs.
+    pub(crate) cri_logs: CriLogs,
 }
 
 /// An engine container carrying this daemon instance's labels, as [`DockerDriver::list_owned`] finds it.
@@ -111,6 +114,7 @@ impl DockerDriver {
             daemon_capabilities,
             refused_capabilities: Mutex::new(BTreeSet::new()),
             attached: Default::default(),
+            cri_logs: CriLogs::new(config.state_dir),
         })
     }
 

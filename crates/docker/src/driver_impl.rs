@@ -1,6 +1,7 @@
 //! [`Driver`] for [`DockerDriver`]: each operation of the contract as engine API calls.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -334,6 +335,10 @@ impl Driver for DockerDriver {
         self.ensure_image(&config.image)
             .await
             .map_err(|e| e.context(format!("container {}", config.name)))?;
+        if let Some(path) = &config.cri_log_path {
+            // Made at create, as the linux driver's shim makes it; written from the start on.
+            husk_core::cri_log::CriLog::open(Path::new(path))?;
+        }
         let sandbox_id = sandbox.map(|s| s.config.id.as_str());
         let (id, name) = self
             .create_engine_container(config, placement, sandbox_id)
@@ -364,6 +369,16 @@ impl Driver for DockerDriver {
             } else {
                 err
             });
+        }
+        if let Some(path) = &container.config.cri_log_path
+            && let Err(e) =
+                self.cri_logs
+                    .follow(&self.docker, container.id(), &id, Path::new(path), true)
+        {
+            tracing::warn!(
+                container = container.id(),
+                "the CRI log will not be written: {e}"
+            );
         }
         let pid = self
             .inspect(&id)
@@ -454,6 +469,7 @@ impl Driver for DockerDriver {
         self.attached
             .settle(container.id(), husk_core::attached::SETTLE_LIMIT)
             .await;
+        self.cri_logs.forget(container.id());
         if let Some(id) = DockerDriver::engine_id(container) {
             self.remove(&id).await?;
         }
@@ -504,10 +520,26 @@ impl Driver for DockerDriver {
         let Some(id) = self.find_container(container).await? else {
             return Ok(ObservedState::Missing);
         };
-        Ok(match self.inspect(&id).await? {
+        let state = match self.inspect(&id).await? {
             Some(inspect) => observed(&inspect),
             None => ObservedState::Missing,
-        })
+        };
+        // A container this daemon found (after a restart) has its CRI log written from where it ends: the rest
+        // of a running container's output, or what an exited one printed while no daemon ran. Not when kubelet
+        // removed the file.
+        if let Some(path) = &container.config.cri_log_path
+            && !matches!(state, ObservedState::Created | ObservedState::Missing)
+            && Path::new(path).exists()
+            && let Err(e) =
+                self.cri_logs
+                    .follow(&self.docker, container.id(), &id, Path::new(path), false)
+        {
+            tracing::warn!(
+                container = container.id(),
+                "the CRI log will not be written: {e}"
+            );
+        }
+        Ok(state)
     }
 
     async fn exec(&self, container: &ContainerRecord, process: &ProcessConfig) -> Result<BoxStdio> {
@@ -591,6 +623,20 @@ impl Driver for DockerDriver {
                     e,
                 )
             })
+    }
+
+    /// Reopens the CRI log its follower writes (starting the follower when this daemon has none yet).
+    async fn reopen_log(&self, container: &ContainerRecord) -> Result<()> {
+        let Some(path) = &container.config.cri_log_path else {
+            return Err(Error::conflict(format!(
+                "container {} has no CRI log to reopen",
+                container.name()
+            )));
+        };
+        let id = self.container_ref(container).await?;
+        self.cri_logs
+            .follow(&self.docker, container.id(), &id, Path::new(path), false)?;
+        self.cri_logs.reopen(container.id())
     }
 
     async fn logs(&self, container: &ContainerRecord, options: &LogOptions) -> Result<LogStream> {

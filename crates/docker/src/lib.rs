@@ -5,6 +5,7 @@ pub mod labels;
 
 mod archive;
 mod client;
+mod cri_log;
 mod driver;
 mod driver_impl;
 mod hijack;

@@ -35,34 +35,60 @@ pub(crate) fn query(options: &LogOptions) -> LogsOptions {
     }
 }
 
-/// One chunk of the engine's log stream as an entry with its time in nanoseconds; `None` for stdin echoes.
-pub(crate) fn entry(output: LogOutput) -> Option<(i64, LogEntry)> {
+/// One chunk of the engine's log stream, split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stamped {
+    /// `stdout` or `stderr` (a terminal's output is `stdout`).
+    pub stream: &'static str,
+    /// When the engine read it, in Unix nanoseconds (0 when it was not stamped).
+    pub nanos: i64,
+    /// The same time in RFC 3339 with nanoseconds, in UTC (empty when it was not stamped).
+    pub time: String,
+    /// The output itself, with its newline if it had one.
+    pub bytes: bytes::Bytes,
+}
+
+/// Splits a chunk of the engine's (timestamped) log stream; `None` for stdin echoes.
+pub(crate) fn stamped(output: LogOutput) -> Option<Stamped> {
     let stream = match &output {
         LogOutput::StdErr { .. } => "stderr",
         LogOutput::StdOut { .. } | LogOutput::Console { .. } => "stdout",
         LogOutput::StdIn { .. } => return None,
     };
     let bytes = output.into_bytes();
-    let text = String::from_utf8_lossy(&bytes);
-    let (stamp, rest) = text.split_once(' ').unwrap_or((&text, ""));
-    let (nanos, time, text) = match DateTime::parse_from_rfc3339(stamp) {
-        Ok(t) => {
+    let space = bytes.iter().position(|b| *b == b' ');
+    let stamp = space
+        .and_then(|i| std::str::from_utf8(&bytes[..i]).ok())
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+    Some(match (stamp, space) {
+        (Some(t), Some(i)) => {
             let t = t.with_timezone(&Utc);
-            (
-                t.timestamp_nanos_opt().unwrap_or(0),
-                t.to_rfc3339_opts(SecondsFormat::Nanos, true),
-                rest.to_string(),
-            )
+            Stamped {
+                stream,
+                nanos: t.timestamp_nanos_opt().unwrap_or(0),
+                time: t.to_rfc3339_opts(SecondsFormat::Nanos, true),
+                bytes: bytes.slice(i + 1..),
+            }
         }
         // Not stamped (should not happen when asking for timestamps): keep the line, timeless.
-        Err(_) => (0, String::new(), text.into_owned()),
-    };
+        _ => Stamped {
+            stream,
+            nanos: 0,
+            time: String::new(),
+            bytes,
+        },
+    })
+}
+
+/// One chunk of the engine's log stream as an entry with its time in nanoseconds; `None` for stdin echoes.
+pub(crate) fn entry(output: LogOutput) -> Option<(i64, LogEntry)> {
+    let s = stamped(output)?;
     Some((
-        nanos,
+        s.nanos,
         LogEntry {
-            time,
-            stream: stream.to_string(),
-            text,
+            time: s.time,
+            stream: s.stream.to_string(),
+            text: String::from_utf8_lossy(&s.bytes).into_owned(),
         },
     ))
 }
@@ -116,6 +142,23 @@ mod tests {
                 message: Bytes::new()
             })
             .is_none()
+        );
+        // Bytes stay bytes (no lossy text), and a last line keeps the absence of its newline.
+        let s = stamped(LogOutput::StdOut {
+            message: Bytes::from_static(b"2024-05-01T10:00:00.5+00:00 \xffhal"),
+        })
+        .unwrap();
+        assert_eq!(
+            (s.stream, s.time.as_str(), &s.bytes[..]),
+            ("stdout", "2024-05-01T10:00:00.500000000Z", &b"\xffhal"[..])
+        );
+        let s = stamped(LogOutput::StdOut {
+            message: Bytes::from_static(b"no stamp"),
+        })
+        .unwrap();
+        assert_eq!(
+            (s.nanos, s.time.as_str(), &s.bytes[..]),
+            (0, "", &b"no stamp"[..])
         );
     }
 

@@ -525,14 +525,14 @@ async fn make_drivers(
                     .pause_binary
                     .clone()
                     .unwrap_or_else(|| husk_binary.with_file_name("husk-pause"));
-                let driver =
-                    husk_docker::DockerDriver::connect(husk_docker::DockerDriverConfig::new(
-                        config.docker.host.clone(),
-                        config.docker.instance.clone(),
-                        pause,
-                        Arc::new(StoreImages(images.clone())),
-                    ))
-                    .await?;
+                let mut docker = husk_docker::DockerDriverConfig::new(
+                    config.docker.host.clone(),
+                    config.docker.instance.clone(),
+                    pause,
+                    Arc::new(StoreImages(images.clone())),
+                );
+                docker.state_dir = Some(config.root.join("docker"));
+                let driver = husk_docker::DockerDriver::connect(docker).await?;
                 drivers.push(Arc::new(driver));
             }
             "vm" => {

@@ -120,3 +120,163 @@ async fn pods_survive_a_daemon_restart_and_stay_manageable() {
     assert!(pods.is_empty());
     d.assert_no_leftovers();
 }
+
+/// The stdout lines of CRI log files, in order, each checked to be `<RFC 3339 time> stdout F|P <text>`.
+fn stdout_lines(files: &[&std::path::Path]) -> Vec<(String, String)> {
+    let mut lines = Vec::new();
+    for path in files {
+        for l in std::fs::read_to_string(path).unwrap_or_default().lines() {
+            let f: Vec<&str> = l.splitn(4, ' ').collect();
+            assert!(
+                f.len() == 4
+                    && chrono::DateTime::parse_from_rfc3339(f[0]).is_ok()
+                    && f[1] == "stdout"
+                    && (f[2] == "F" || f[2] == "P"),
+                "not a CRI stdout line: {l:?}"
+            );
+            lines.push((f[2].to_string(), f[3].to_string()));
+        }
+    }
+    lines
+}
+
+/// A container's CRI log through a rotation and a daemon restart (SIGKILL) on `handler`: the file is appended
+/// to, never truncated, and no line is written twice. With `lossless`, no line is missing either (the output
+/// while no daemon ran is kept outside the daemon: by the shim on `linux`, in the engine's log on `docker`; the
+/// `vm` agent buffers it, but what it sent to the dying daemon's connection is gone with it).
+async fn the_cri_log_survives_a_restart(mut d: Daemon, handler: &str, lossless: bool) {
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let logs = d.dir.path().join("pod-logs");
+    let mut pod_config = common::cri::pod_config("ticking");
+    pod_config.log_directory = logs.display().to_string();
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .into_inner()
+        .pod_sandbox_id;
+    let mut config = container_config(
+        "ticker",
+        &[
+            "sh",
+            "-c",
+            "i=0; while :; do echo tick $i; i=$((i+1)); [ -e /tmp/stop ] && break; sleep 0.1; done; printf end",
+        ],
+    );
+    config.log_path = "ticker/0.log".into();
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod_config),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let log = logs.join("ticker/0.log");
+    let rotated = logs.join("ticker/0.log.1");
+    let has = |path: &std::path::Path, want: &str| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.ends_with(want))
+    };
+    assert!(
+        Daemon::eventually(Duration::from_secs(120), || has(&log, " F tick 3")),
+        "{:?}",
+        std::fs::read_to_string(&log)
+    );
+    std::fs::rename(&log, &rotated).unwrap();
+    rt.reopen_container_log(cri::ReopenContainerLogRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let first = stdout_lines(&[&rotated]);
+
+    d.kill9();
+    tokio::time::sleep(Duration::from_secs(1)).await; // it ticks on with no daemon
+    d.spawn(&[]);
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["touch".into(), "/tmp/stop".into()],
+            timeout: 30,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .into_inner();
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    assert!(
+        Daemon::eventually(Duration::from_secs(60), || has(&log, " P end")),
+        "{:?}",
+        std::fs::read_to_string(&log)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await; // a line written twice would come late
+    let lines = stdout_lines(&[&rotated, &log]);
+    assert_eq!(
+        lines[..first.len()],
+        first[..],
+        "the renamed file was not rewritten"
+    );
+    let (last, ticks) = lines.split_last().unwrap();
+    assert_eq!(last, &("P".to_string(), "end".to_string()));
+    let numbers: Vec<u32> = ticks
+        .iter()
+        .map(|(tag, text)| {
+            assert_eq!(tag, "F", "{text}");
+            text.strip_prefix("tick ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("not a tick: {text:?}"))
+        })
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "in order, none twice: {numbers:?}"
+    );
+    assert!(numbers.len() >= 4, "{numbers:?}");
+    if lossless {
+        assert_eq!(
+            numbers,
+            (0..numbers.len() as u32).collect::<Vec<_>>(),
+            "none missing"
+        );
+    }
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    d.assert_no_leftovers();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cri_log_survives_a_restart_on_linux() {
+    the_cri_log_survives_a_restart(Daemon::start(&[]), "linux", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cri_log_survives_a_restart_on_docker() {
+    the_cri_log_survives_a_restart(Daemon::start_driver("docker"), "docker", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cri_log_survives_a_restart_in_a_vm() {
+    the_cri_log_survives_a_restart(Daemon::start_driver("vm"), "vm", false).await;
+}

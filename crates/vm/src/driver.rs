@@ -8,11 +8,13 @@
 //!                           layer for the VM's whole life, shared by its containers), .etc/ = name files
 //! run_root/v/<vm>/mounts/   the 9p export (read-write): <container>/<n> = bind mount of the source of the
 //!                           container's n-th mount (a bind's host path or a volume's data directory)
-//! root/c/<container>/       ctr.log (JSON lines of husk_core::LogEntry), exit.json
+//! root/c/<container>/       ctr.log (JSON lines of husk_core::LogEntry), exit.json, cri-log (the path of the
+//!                           container's CRI log, when kubelet asked for one)
 //! ```
 //! `<vm>` is the sandbox ID, or the container ID in standalone mode. After a daemon restart the driver finds a
 //! VM again from its directory (pid file + QMP), reconnects to its agent, and re-attaches the log readers; the
-//! agent keeps output that nobody read in the meantime (up to 1 MiB per process).
+//! agent keeps output that nobody read in the meantime (up to 1 MiB per process). The readers write husk's log
+//! and the CRI log (`ContainerConfig::cri_log_path`) on the host, line by line as the `linux` driver's shim does.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use husk_container::logs::LogWriter;
 use husk_core::stdio::{BoxStdio, Frame, read_frame, write_frame};
 use husk_core::{ArchiveReader, ExtractOptions};
 use husk_core::{
@@ -98,6 +101,26 @@ struct VmHandle {
     client: AgentClient,
 }
 
+/// The file in a container's directory naming its CRI log.
+const CRI_LOG_FILE: &str = "cri-log";
+
+/// A container's log reader in this daemon and the writer it owns.
+struct Follower {
+    task: tokio::task::JoinHandle<()>,
+    /// `ctr.log` and the CRI log; shared so that `reopen_log` reaches the CRI log the reader writes.
+    log: Arc<Mutex<LogWriter>>,
+}
+
+impl Follower {
+    /// Stops the reader and writes what it holds of a partial line.
+    fn stop(self) {
+        self.task.abort();
+        let mut log = lock(&self.log);
+        log.flush_stream(0);
+        log.flush_stream(1);
+    }
+}
+
 /// The `vm` driver.
 pub struct VmDriver {
     config: VmDriverConfig,
@@ -105,7 +128,7 @@ pub struct VmDriver {
     image: Mutex<Option<GuestImage>>,
     vms: tokio::sync::Mutex<HashMap<String, Arc<VmHandle>>>,
     /// Containers whose log reader runs in this daemon.
-    logging: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    logging: Mutex<HashMap<String, Follower>>,
     /// Held while layers are bound into a VM's share (two creates in one VM may need the same layer).
     layer_binds: Mutex<()>,
     /// Main-process output streams being forwarded to clients (`attach`), by container.
@@ -124,8 +147,8 @@ impl std::fmt::Debug for VmDriver {
 impl Drop for VmDriver {
     fn drop(&mut self) {
         // The VMs live on; this daemon's readers of their agents stop (their connections close).
-        for (_, task) in lock(&self.logging).drain() {
-            task.abort();
+        for (_, follower) in lock(&self.logging).drain() {
+            follower.stop();
         }
     }
 }
@@ -570,58 +593,109 @@ impl VmDriver {
         }
     }
 
-    /// Starts the log reader of container `id` (once per daemon): every output frame goes to `ctr.log`, the exit
-    /// to `exit.json`.
+    /// Records where the container's CRI log goes (or that it has none) and makes the file, as the `linux`
+    /// driver's shim does when the container is created.
+    fn prepare_cri_log(&self, config: &ContainerConfig) -> Result<()> {
+        let dir = self.ctr_dir(&config.id);
+        let record = dir.join(CRI_LOG_FILE);
+        match &config.cri_log_path {
+            Some(path) => {
+                husk_container::logs::CriLog::open(Path::new(path))?;
+                std::fs::create_dir_all(&dir).context(format!("create {}", dir.display()))?;
+                std::fs::write(&record, path).context(format!("write {}", record.display()))
+            }
+            None => match std::fs::remove_file(&record) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io(format!("remove {}", record.display()), e)),
+            },
+        }
+    }
+
+    /// Opens container `id`'s log for its reader: `ctr.log`, and its CRI log when the file `cri-log` in the
+    /// container's directory names one (written at create, so a daemon that re-attaches to the container after a
+    /// restart finds it). Both are appended to, never truncated.
+    fn open_log(&self, id: &str) -> Result<LogWriter> {
+        let dir = self.ctr_dir(id);
+        std::fs::create_dir_all(&dir).context(format!("create {}", dir.display()))?;
+        let mut log = LogWriter::open(&dir.join("ctr.log"))?;
+        match std::fs::read_to_string(dir.join(CRI_LOG_FILE)) {
+            Ok(path) if !path.is_empty() => log.also_cri(Path::new(&path))?,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("read {}", dir.join(CRI_LOG_FILE).display()),
+                    e,
+                ));
+            }
+        }
+        Ok(log)
+    }
+
+    /// Starts the log reader of container `id` (once per daemon): every output frame goes, split into lines,
+    /// to `ctr.log` (and to the container's CRI log), the exit to `exit.json`. The agent sends each frame to
+    /// one reader connection only once (it keeps only what nobody read), so a reader re-attached after a daemon
+    /// restart writes no line twice.
     fn follow_logs(&self, client: AgentClient, id: &str) {
         let mut logging = lock(&self.logging);
-        if logging.get(id).is_some_and(|h| !h.is_finished()) {
+        if logging.get(id).is_some_and(|f| !f.task.is_finished()) {
             return;
         }
+        let log = match self.open_log(id) {
+            Ok(log) => Arc::new(Mutex::new(log)),
+            Err(e) => {
+                tracing::warn!(container = id, "cannot keep the container's logs: {e}");
+                return;
+            }
+        };
         let dir = self.ctr_dir(id);
         let id2 = id.to_string();
+        let writer = log.clone();
         let task = tokio::spawn(async move {
             let Ok((_in, mut out)) = client.stdio(&id2, "").await else {
                 return;
             };
-            let _ = std::fs::create_dir_all(&dir);
-            let Ok(mut log) = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("ctr.log"))
-                .await
-            else {
-                return;
-            };
+            let mut exit = None;
             while let Some(frame) = out.recv().await {
                 let (stream, data) = match frame {
-                    Frame::Stdout(d) => ("stdout", d),
-                    Frame::Stderr(d) => ("stderr", d),
+                    Frame::Stdout(d) => (0, d),
+                    Frame::Stderr(d) => (1, d),
                     Frame::Exit(code) => {
-                        let exit = ExitStatus {
-                            code,
-                            finished_at: husk_core::now_rfc3339(),
-                            ..Default::default()
-                        };
-                        let _ = std::fs::write(
-                            dir.join("exit.json"),
-                            serde_json::to_vec(&exit).unwrap_or_default(),
-                        );
+                        exit = Some(code);
                         break;
                     }
                     _ => break,
                 };
-                let entry = LogEntry {
-                    time: husk_core::now_rfc3339(),
-                    stream: stream.into(),
-                    text: String::from_utf8_lossy(&data).into_owned(),
+                lock(&writer).write(stream, &data);
+            }
+            // A last line without its newline is written now (as a partial line in the CRI log): the process is
+            // gone, or this reader is (the next one continues after it).
+            {
+                let mut log = lock(&writer);
+                log.flush_stream(0);
+                log.flush_stream(1);
+            }
+            if let Some(code) = exit {
+                let exit = ExitStatus {
+                    code,
+                    finished_at: husk_core::now_rfc3339(),
+                    ..Default::default()
                 };
-                if let Ok(mut line) = serde_json::to_vec(&entry) {
-                    line.push(b'\n');
-                    let _ = log.write_all(&line).await;
-                }
+                let _ = std::fs::write(
+                    dir.join("exit.json"),
+                    serde_json::to_vec(&exit).unwrap_or_default(),
+                );
             }
         });
-        logging.insert(id.to_string(), task);
+        logging.insert(id.to_string(), Follower { task, log });
+    }
+
+    /// Stops this daemon's log reader of container `id`, keeping what it read.
+    fn stop_logs(&self, id: &str) {
+        if let Some(f) = lock(&self.logging).remove(id) {
+            f.stop();
+        }
     }
 
     /// Removes container `id`'s directory of logs and exit record.
@@ -649,6 +723,7 @@ impl VmDriver {
         let mut config = config.clone();
         config.hostname.clear();
         let vm_config = handle.vm.lock().await.config.clone();
+        self.prepare_cri_log(&config)?;
         let shared = self
             .share_mounts(&vm_config, vm_name, &mut config)
             .and_then(|()| self.share_layers(vm_name, &rootfs.layers));
@@ -667,9 +742,10 @@ impl VmDriver {
             Err(e) => Err(e),
         };
         if let Err(e) = made {
-            // A conflict means the VM already has this container: its shares are in use.
+            // A conflict means the VM already has this container: its shares and logs are in use.
             if e.kind != ErrorKind::Conflict {
                 self.unshare_container(vm_name, &config.id);
+                let _ = self.remove_logs(&config.id);
             }
             return Err(e);
         }
@@ -1139,9 +1215,7 @@ impl Driver for VmDriver {
 
     async fn delete_container(&self, container: &ContainerRecord) -> Result<()> {
         let vm = Self::vm_of(container)?;
-        if let Some(task) = lock(&self.logging).remove(container.id()) {
-            task.abort();
-        }
+        self.stop_logs(container.id());
         if container.mode == Mode::Standalone && container.sandbox_id.is_none() {
             self.attached.settle(container.id(), SETTLE_LIMIT).await;
             self.destroy_vm(&vm).await?;
@@ -1168,9 +1242,7 @@ impl Driver for VmDriver {
         // The container goes with its VM: no removal inside a guest about to be stopped. A client attached to it
         // gets the end of its output first.
         self.attached.settle(container.id(), SETTLE_LIMIT).await;
-        if let Some(task) = lock(&self.logging).remove(container.id()) {
-            task.abort();
-        }
+        self.stop_logs(container.id());
         self.destroy_vm(&sandbox.config.id).await?;
         self.remove_logs(container.id())
     }
@@ -1263,6 +1335,30 @@ impl Driver for VmDriver {
             .await?
             .resize(container.id(), "", rows, cols)
             .await
+    }
+
+    /// Reopens the CRI log the container's log reader writes (starting the reader first when this daemon has
+    /// none yet, as after a restart).
+    async fn reopen_log(&self, container: &ContainerRecord) -> Result<()> {
+        let client = self.client_for(container).await?;
+        self.follow_logs(client, container.id());
+        let log = lock(&self.logging)
+            .get(container.id())
+            .map(|f| f.log.clone())
+            .ok_or_else(|| {
+                Error::backend(format!(
+                    "container {} has no log reader in this daemon (see the daemon's log)",
+                    container.name()
+                ))
+            })?;
+        let mut log = lock(&log);
+        if !log.has_cri() {
+            return Err(Error::conflict(format!(
+                "container {} writes no CRI log (it was created without one, or by an older husk)",
+                container.name()
+            )));
+        }
+        log.reopen_cri()
     }
 
     async fn logs(&self, container: &ContainerRecord, options: &LogOptions) -> Result<LogStream> {
@@ -1525,6 +1621,69 @@ mod tests {
             },
         );
         assert_eq!(since.len(), 2);
+    }
+
+    #[test]
+    fn the_log_reader_writes_husks_log_and_the_cri_log_and_appends_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vm = VmDriverConfig::new(
+            dir.path().join("root"),
+            dir.path().join("run"),
+            "/nonexistent/husk-agent",
+        );
+        vm.accel = AccelChoice::Tcg; // no KVM probe
+        let driver = VmDriver::new(vm).unwrap();
+        let cri = dir.path().join("pods/c/0.log");
+        let mut config: ContainerConfig = serde_json::from_value(json!({
+            "id": "c1", "name": "n", "image": { "name": "i", "id": "x" }, "process": { "args": ["sh"] }
+        }))
+        .unwrap();
+        config.cri_log_path = Some(cri.display().to_string());
+        driver.prepare_cri_log(&config).unwrap();
+        assert_eq!(std::fs::read(&cri).unwrap(), b"", "made at create, empty");
+        let mut log = driver.open_log("c1").unwrap();
+        log.write(0, b"one\ntw");
+        log.write(1, b"err\n");
+        log.write(0, b"o\n");
+        log.flush_stream(0);
+        drop(log);
+        // The daemon restarted: the next reader appends to both files.
+        let mut log = driver.open_log("c1").unwrap();
+        log.write(0, b"three");
+        log.flush_stream(0);
+        let cri_lines: Vec<String> = std::fs::read_to_string(&cri)
+            .unwrap()
+            .lines()
+            .map(|l| l.splitn(2, ' ').nth(1).unwrap().to_string())
+            .collect();
+        assert_eq!(
+            cri_lines,
+            [
+                "stdout F one",
+                "stderr F err",
+                "stdout F two",
+                "stdout P three"
+            ]
+        );
+        let text = std::fs::read_to_string(driver.ctr_dir("c1").join("ctr.log")).unwrap();
+        let entries: Vec<(String, String)> = filter_logs(&text, &LogOptions::default())
+            .into_iter()
+            .map(|e| (e.stream, e.text))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("stdout".into(), "one\n".into()),
+                ("stderr".into(), "err\n".into()),
+                ("stdout".into(), "two\n".into()),
+                ("stdout".into(), "three".into())
+            ]
+        );
+        assert!(log.has_cri());
+        // Without a CRI log: none is written, and an old record of one is gone.
+        config.cri_log_path = None;
+        driver.prepare_cri_log(&config).unwrap();
+        assert!(!driver.open_log("c1").unwrap().has_cri());
     }
 
     #[test]

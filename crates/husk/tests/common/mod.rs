@@ -431,6 +431,7 @@ impl Daemon {
             self.root.join("linux/c"),
             self.root.join("linux/s"),
             self.root.join("vm/c"),
+            self.root.join("docker/cri-logs"),
         ] {
             if let Ok(entries) = std::fs::read_dir(dir) {
                 for e in entries.flatten() {
