@@ -1654,7 +1654,7 @@ mod tests {
         let cri_lines: Vec<String> = std::fs::read_to_string(&cri)
             .unwrap()
             .lines()
-            .map(|l| l.splitn(2, ' ').nth(1).unwrap().to_string())
+            .map(|l| l.split_once(' ').unwrap().1.to_string())
             .collect();
         assert_eq!(
             cri_lines,
