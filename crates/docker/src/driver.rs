@@ -266,6 +266,30 @@ impl DockerDriver {
 
     // ---- helpers for the trait implementation ----
 
+    /// Whether the engine's event log holds an `oom` event for engine container `id` from `since` (an RFC 3339
+    /// time, the start of its last run) until now.
+    pub(crate) async fn oom_event_since(&self, id: &str, since: &str) -> Result<bool> {
+        let until = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() + 1)
+            .unwrap_or_default();
+        let mut filters = std::collections::HashMap::new();
+        filters.insert("container".to_string(), vec![id.to_string()]);
+        filters.insert("event".to_string(), vec!["oom".to_string()]);
+        let options = EventsOptions {
+            since: Some(since.to_string()),
+            until: Some(until.to_string()),
+            filters: Some(filters),
+        };
+        let found = self
+            .docker
+            .events(Some(options))
+            .try_any(|m| async move { m.action.as_deref() == Some("oom") })
+            .await
+            .map_err(|e| engine_error("read the engine's event log", e))?;
+        Ok(found)
+    }
+
     /// Lists engine containers (running or not) matching every label pair.
     pub(crate) async fn list_labelled(
         &self,

@@ -502,10 +502,21 @@ impl Driver for DockerDriver {
             }
         };
         // The engine learns of an OOM kill from an event that can come after the exit's (cgroup v1 notifies
-        // through an eventfd): a memory-limited container killed by SIGKILL is asked about again, briefly.
+        // through an eventfd), and its record of the kill may miss it; its event log does not. A
+        // memory-limited container killed by SIGKILL is asked about again, for up to two seconds.
         let limited = container.config.resources.memory_bytes.is_some();
-        for _ in 0..5 {
+        let started_at = self
+            .inspect(&id)
+            .await?
+            .and_then(|i| i.state.and_then(|s| s.started_at));
+        for _ in 0..20 {
             if status.oom_killed || code != 137 || !limited {
+                break;
+            }
+            if let Some(since) = &started_at
+                && self.oom_event_since(&id, since).await?
+            {
+                status.oom_killed = true;
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;

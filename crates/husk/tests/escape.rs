@@ -226,8 +226,12 @@ fn the_init_of_run_init_is_a_copy_the_host_never_runs() {
     use std::os::unix::fs::MetadataExt;
     let init = d.pid("c");
     let identity = |m: std::fs::Metadata| (m.dev(), m.ino());
-    let running = identity(std::fs::metadata(format!("/proc/{init}/exe")).unwrap());
     let copy = identity(std::fs::metadata(d.root.join("init/husk-init")).unwrap());
+    // `run -d` answers once the container is released; its first process may still be the sealed husk copy
+    // that execs the init (a memfd) for a moment after that.
+    let exe = || identity(std::fs::metadata(format!("/proc/{init}/exe")).unwrap());
+    Daemon::eventually(std::time::Duration::from_secs(10), || exe() == copy);
+    let running = exe();
     assert_eq!(running, copy, "the init runs from the daemon's copy");
     for installed in [husk_bin(), husk_bin().with_file_name("husk-pause")] {
         if let Ok(m) = std::fs::metadata(&installed) {
