@@ -182,11 +182,11 @@ impl Drop for CriLogs {
     }
 }
 
-/// The engine's query for a follower resuming after `after`.
-fn query(after: Option<Stamp>) -> LogsOptions {
+/// The engine's query for a follower resuming after `after` (`follow`: and waiting for more).
+fn query(after: Option<Stamp>, follow: bool) -> LogsOptions {
     let since = after.map_or(0, |s| s.nanos.div_euclid(NANOS));
     LogsOptions {
-        follow: true,
+        follow,
         stdout: true,
         stderr: true,
         since: since.clamp(0, i64::from(i32::MAX)) as i32,
@@ -210,27 +210,18 @@ async fn follow(
         previous.abort();
     }
     loop {
-        let after = lock(&sink).resume_point();
-        let mut resume = Resume::new(after);
-        let mut stream = Box::pin(docker.logs(&engine_id, Some(query(after))));
-        let mut broken = None;
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(output) => {
-                    let Some(line) = logs::stamped(output) else {
-                        continue;
-                    };
-                    if !resume.skip(line.nanos) {
-                        lock(&sink).write(&line);
-                    }
-                }
-                Err(e) => {
-                    broken = Some(e);
-                    break;
-                }
+        let Err(e) = copy(&docker, &engine_id, &sink, true).await else {
+            // The engine ends a follow when the container stops, and may end it before its last line when
+            // that line has no newline (the engine writes it at the exit): what the log holds now is read
+            // once more, without following.
+            if let Err(e) = copy(&docker, &engine_id, &sink, false).await
+                && status(&e) != Some(404)
+            {
+                tracing::warn!(
+                    engine_id = %engine_id,
+                    "reading the engine's log after the container stopped: {e}; the CRI log may miss its last line"
+                );
             }
-        }
-        let Some(e) = broken else {
             return;
         };
         if status(&e) == Some(404) {
@@ -253,6 +244,28 @@ async fn follow(
             "the engine's log stream broke ({e}); following it again"
         );
     }
+}
+
+/// Copies the lines of the engine's log of `engine_id` after the sink's resume point into the sink, until the
+/// engine ends the stream (`follow`: the container stopped; else: the log's end now).
+async fn copy(
+    docker: &Docker,
+    engine_id: &str,
+    sink: &Mutex<Sink>,
+    follow: bool,
+) -> std::result::Result<(), bollard::errors::Error> {
+    let after = lock(sink).resume_point();
+    let mut resume = Resume::new(after);
+    let mut stream = Box::pin(docker.logs(engine_id, Some(query(after, follow))));
+    while let Some(item) = stream.next().await {
+        let Some(line) = logs::stamped(item?) else {
+            continue;
+        };
+        if !resume.skip(line.nanos) {
+            lock(sink).write(&line);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -322,12 +335,16 @@ mod tests {
 
     #[test]
     fn the_query_asks_from_the_second_of_the_resume_point() {
-        let q = query(Some(Stamp {
-            nanos: 12 * NANOS + 999,
-            count: 1,
-        }));
+        let q = query(
+            Some(Stamp {
+                nanos: 12 * NANOS + 999,
+                count: 1,
+            }),
+            true,
+        );
         assert_eq!(q.since, 12);
         assert!(q.follow && q.timestamps && q.stdout && q.stderr && q.tail == "all");
-        assert_eq!(query(None).since, 0);
+        assert_eq!(query(None, false).since, 0);
+        assert!(!query(None, false).follow);
     }
 }
