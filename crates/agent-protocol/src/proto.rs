@@ -282,6 +282,12 @@ pub struct StatsResponse {
     /// Bytes sent by them.
     #[prost(uint64, tag = "11")]
     pub net_tx_bytes: u64,
+    /// Receive errors of those interfaces.
+    #[prost(uint64, tag = "12")]
+    pub net_rx_errors: u64,
+    /// Transmit errors of those interfaces.
+    #[prost(uint64, tag = "13")]
+    pub net_tx_errors: u64,
 }
 
 /// One container as the agent knows it.

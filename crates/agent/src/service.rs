@@ -938,10 +938,10 @@ impl Agent for AgentService {
         let max = std::fs::read_to_string(cg.join("memory.max")).unwrap_or_default();
         let io_stat = std::fs::read_to_string(cg.join("io.stat")).unwrap_or_default();
         let main = lock(&c.main).clone();
-        let (net_rx_bytes, net_tx_bytes) = if main.running() {
-            husk_container::cgroups::interface_bytes(main.pid())
+        let net = if main.running() {
+            husk_container::cgroups::interface_counters(main.pid())
         } else {
-            (0, 0)
+            Default::default()
         };
         let system_cpu_ns = std::fs::read_to_string("/proc/stat")
             .ok()
@@ -967,8 +967,10 @@ impl Agent for AgentService {
             pids_limit: read_u64(cg.join("pids.max")),
             block_read_bytes: io_stat_bytes(&io_stat, "rbytes="),
             block_write_bytes: io_stat_bytes(&io_stat, "wbytes="),
-            net_rx_bytes,
-            net_tx_bytes,
+            net_rx_bytes: net.rx_bytes,
+            net_tx_bytes: net.tx_bytes,
+            net_rx_errors: net.rx_errors,
+            net_tx_errors: net.tx_errors,
         }))
     }
 

@@ -287,15 +287,32 @@ fn host_cpu_ns() -> u64 {
     ticks * 10_000_000
 }
 
-/// Bytes received and sent by the network interfaces (all but `lo`) of `pid`'s network namespace; (0, 0) when
-/// the process is gone.
-pub fn interface_bytes(pid: i32) -> (u64, u64) {
+/// What the network interfaces of a network namespace counted (`lo` left out).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InterfaceCounters {
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Transmit errors.
+    pub tx_errors: u64,
+}
+
+/// The counters of the network namespace of process `pid`, summed over its interfaces but `lo` (all zero
+/// when the process is gone).
+pub fn interface_counters(pid: i32) -> InterfaceCounters {
     // /proc/<pid>/net/dev shows the counters of the process's network namespace.
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/dev")) else {
-        return (0, 0);
-    };
-    let mut rx = 0;
-    let mut tx = 0;
+    std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
+        .map(|text| parse_net_dev(&text))
+        .unwrap_or_default()
+}
+
+/// Sums the counters of `/proc/net/dev`'s text over its interfaces but `lo`: after the interface's name, the
+/// receive columns (bytes, packets, errs, ...: 8 of them) then the transmit ones (bytes, packets, errs, ...).
+fn parse_net_dev(text: &str) -> InterfaceCounters {
+    let mut sum = InterfaceCounters::default();
     for line in text.lines().skip(2) {
         let Some((name, rest)) = line.split_once(':') else {
             continue;
@@ -307,12 +324,14 @@ pub fn interface_bytes(pid: i32) -> (u64, u64) {
             .split_whitespace()
             .filter_map(|v| v.parse().ok())
             .collect();
-        if f.len() >= 9 {
-            rx += f[0];
-            tx += f[8];
+        if f.len() >= 16 {
+            sum.rx_bytes += f[0];
+            sum.rx_errors += f[2];
+            sum.tx_bytes += f[8];
+            sum.tx_errors += f[10];
         }
     }
-    (rx, tx)
+    sum
 }
 
 /// Resource usage of the cgroup now; `pid` (the main process) is used for network counters.
@@ -321,7 +340,7 @@ pub fn stats(cgroup_path: &str, pid: i32) -> Result<Stats> {
     let s = m
         .stats()
         .map_err(|e| Error::backend(format!("read cgroup {cgroup_path}: {e}")))?;
-    let (net_rx_bytes, net_tx_bytes) = interface_bytes(pid);
+    let net = interface_counters(pid);
     // The cgroup's own counters, as `docker stats` reads them; where they count nothing (see
     // `process_io_bytes`), what the container's processes did.
     let (block_read_bytes, block_write_bytes) = match (
@@ -361,8 +380,10 @@ pub fn stats(cgroup_path: &str, pid: i32) -> Result<Stats> {
         } else {
             s.pids.limit
         },
-        net_rx_bytes,
-        net_tx_bytes,
+        net_rx_bytes: net.rx_bytes,
+        net_tx_bytes: net.tx_bytes,
+        net_rx_errors: net.rx_errors,
+        net_tx_errors: net.tx_errors,
         block_read_bytes,
         block_write_bytes,
     })
@@ -584,6 +605,27 @@ pub fn swap_accounted_v1() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn net_dev_counters_are_summed_without_lo() {
+        let text = "\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    9000      90    0    0    0     0          0         0     9000      90    0    0    0     0       0          0
+  eth0:    1500      12    3    0    0     0          0         0      700       7    1    0    0     0       0          0
+  eth1:     500       2    1    0    0     0          0         0      300       3    0    0    0     0       0          0
+";
+        assert_eq!(
+            parse_net_dev(text),
+            InterfaceCounters {
+                rx_bytes: 2000,
+                rx_errors: 4,
+                tx_bytes: 1000,
+                tx_errors: 1,
+            }
+        );
+        assert_eq!(interface_counters(-1), InterfaceCounters::default());
+    }
 
     #[test]
     fn the_cgroup2_mount_is_found_with_the_options_a_remount_must_repeat() {

@@ -1003,6 +1003,12 @@ pub struct Stats {
     /// Bytes sent over the network.
     #[serde(default)]
     pub net_tx_bytes: u64,
+    /// Receive errors of the network interfaces (the kernel's `rx_errors`).
+    #[serde(default)]
+    pub net_rx_errors: u64,
+    /// Transmit errors of the network interfaces (the kernel's `tx_errors`).
+    #[serde(default)]
+    pub net_tx_errors: u64,
     /// Bytes read from block devices (the cgroup's block I/O accounting; 0 where nothing is on a block device).
     #[serde(default)]
     pub block_read_bytes: u64,

@@ -1,5 +1,6 @@
 //! The CRI ImageService over the engine's image store.
 
+use husk_api_types::system::LayerUsage;
 use husk_api_types::{ImageView, ProgressSink, Removed};
 use husk_core::ErrorKind;
 use husk_cri_api::v1 as cri;
@@ -174,22 +175,34 @@ impl ImageService for Images {
         &self,
         _request: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
-        let df = self.engine.system_df().await.map_err(|e| status_of(&e))?;
         let info = self.engine.info().await.map_err(|e| status_of(&e))?;
+        let images = self
+            .engine
+            .image_store_usage()
+            .await
+            .map_err(|e| status_of(&e))?;
+        // The containers' writable layers, where their driver keeps them on this host's disk.
+        let mut layers = LayerUsage::default();
+        for rec in self
+            .engine
+            .list_containers(true)
+            .map_err(|e| status_of(&e))?
+        {
+            if let Some(u) = self.engine.writable_layer_usage(&rec).await {
+                layers.bytes += u.bytes;
+                layers.inodes += u.inodes;
+            }
+        }
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-        let usage = |mountpoint: String, bytes: u64| cri::FilesystemUsage {
+        let usage = |mountpoint: String, used: LayerUsage| cri::FilesystemUsage {
             timestamp: now,
             fs_id: Some(cri::FilesystemIdentifier { mountpoint }),
-            used_bytes: Some(cri::UInt64Value { value: bytes }),
-            inodes_used: Some(cri::UInt64Value { value: 0 }),
+            used_bytes: Some(cri::UInt64Value { value: used.bytes }),
+            inodes_used: Some(cri::UInt64Value { value: used.inodes }),
         };
-        let containers: u64 = df.containers.iter().filter_map(|c| c.size).sum();
         Ok(Response::new(cri::ImageFsInfoResponse {
-            image_filesystems: vec![usage(
-                format!("{}/images", info.root),
-                df.images.layers_size + df.images.blobs_size,
-            )],
-            container_filesystems: vec![usage(info.root.clone(), containers)],
+            image_filesystems: vec![usage(format!("{}/images", info.root), images)],
+            container_filesystems: vec![usage(info.root.clone(), layers)],
         }))
     }
 }

@@ -23,13 +23,10 @@ pub(crate) fn map(s: &ContainerStatsResponse, memory_limited: bool) -> Stats {
         .and_then(|m| m.stats.as_ref())
         .map(reclaimable)
         .unwrap_or(0);
-    let (rx, tx) = s
-        .networks
-        .iter()
-        .flat_map(|n| n.values())
-        .fold((0, 0), |(rx, tx), n| {
-            (rx + n.rx_bytes.unwrap_or(0), tx + n.tx_bytes.unwrap_or(0))
-        });
+    let networks = || s.networks.iter().flat_map(|n| n.values());
+    let sum = |field: fn(&bollard::models::ContainerNetworkStats) -> Option<u64>| {
+        networks().map(|n| field(n).unwrap_or(0)).sum::<u64>()
+    };
     let pids_limit = s.pids_stats.as_ref().and_then(|p| p.limit).unwrap_or(0);
     Stats {
         read_at: s.read.clone().unwrap_or_default(),
@@ -51,8 +48,10 @@ pub(crate) fn map(s: &ContainerStatsResponse, memory_limited: bool) -> Stats {
         } else {
             pids_limit
         },
-        net_rx_bytes: rx,
-        net_tx_bytes: tx,
+        net_rx_bytes: sum(|n| n.rx_bytes),
+        net_tx_bytes: sum(|n| n.tx_bytes),
+        net_rx_errors: sum(|n| n.rx_errors),
+        net_tx_errors: sum(|n| n.tx_errors),
         block_read_bytes: block_bytes(s, "read"),
         block_write_bytes: block_bytes(s, "write"),
     }
@@ -111,6 +110,7 @@ mod tests {
                     ContainerNetworkStats {
                         rx_bytes: Some(10),
                         tx_bytes: Some(20),
+                        rx_errors: Some(4),
                         ..Default::default()
                     },
                 ),
@@ -119,6 +119,8 @@ mod tests {
                     ContainerNetworkStats {
                         rx_bytes: Some(1),
                         tx_bytes: Some(2),
+                        rx_errors: Some(1),
+                        tx_errors: Some(3),
                         ..Default::default()
                     },
                 ),
@@ -159,6 +161,7 @@ mod tests {
             (m.pids, m.pids_limit, m.net_rx_bytes, m.net_tx_bytes),
             (3, 50, 11, 22)
         );
+        assert_eq!((m.net_rx_errors, m.net_tx_errors), (5, 3));
         assert_eq!(map(&s, false).memory_limit_bytes, 0);
         assert_eq!(
             map(&ContainerStatsResponse::default(), false),

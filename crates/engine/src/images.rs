@@ -296,6 +296,14 @@ impl Engine {
             .ok()
     }
 
+    /// What the image store (layers, blobs and its database) uses on the disk, walked now.
+    pub async fn image_store_usage(&self) -> Result<LayerUsage> {
+        let root = self.inner.images.root().to_path_buf();
+        tokio::task::spawn_blocking(move || tree_usage(&root))
+            .await
+            .map_err(|e| Error::internal(format!("image store usage task: {e}")))
+    }
+
     /// Makes a new image from a container: its image plus its changes as one more layer. A running container is
     /// frozen meanwhile (with `pause`, the default) and thawed after, also when the commit fails.
     pub async fn commit_container(&self, key: &str, req: &CommitRequest) -> Result<ImageView> {

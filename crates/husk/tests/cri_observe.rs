@@ -652,6 +652,17 @@ async fn streamed_lists_pod_resources_and_stop_signals() {
         "the file and little else: {bytes}"
     );
     assert!(layer.inodes_used.unwrap().value >= 2, "{layer:?}");
+    // ImageFsInfo: the image store as walked, and the containers' writable layers (this file among them).
+    let fs = img
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let (images, layers) = (&fs.image_filesystems[0], &fs.container_filesystems[0]);
+    assert!(images.used_bytes.unwrap().value > 100_000, "{images:?}");
+    assert!(images.inodes_used.unwrap().value > 10, "{images:?}");
+    assert!(layers.used_bytes.unwrap().value >= bytes, "{layers:?}");
+    assert!(layers.inodes_used.unwrap().value >= 2, "{layers:?}");
 
     // The stop signal: reported in the status (SIGTERM where none was asked for) and sent by StopContainer.
     let status = common::cri::container_status(&mut rt, &id).await;

@@ -1435,6 +1435,8 @@ impl Driver for VmDriver {
             block_write_bytes: s.block_write_bytes,
             net_rx_bytes: s.net_rx_bytes,
             net_tx_bytes: s.net_tx_bytes,
+            net_rx_errors: s.net_rx_errors,
+            net_tx_errors: s.net_tx_errors,
         })
     }
 

@@ -111,24 +111,27 @@ impl Runtime {
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let value = |v: u64| Some(cri::UInt64Value { value: v });
         let mut containers = Vec::new();
-        let (mut cpu, mut memory, mut pids, mut rx, mut tx) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        let (mut cpu, mut memory, mut pids) = (0u64, 0u64, 0u64);
+        let mut net = husk_core::Stats::default();
         for rec in self.pod_containers(&sb.config.id)? {
             let stats = self.husk_stats(&rec).await?;
             cpu += stats.cpu_usage_ns;
             memory += stats.memory_usage_bytes;
             pids += stats.pids;
             // Every container of the pod sees the same interfaces: count them once.
-            rx = rx.max(stats.net_rx_bytes);
-            tx = tx.max(stats.net_tx_bytes);
+            net.net_rx_bytes = net.net_rx_bytes.max(stats.net_rx_bytes);
+            net.net_tx_bytes = net.net_tx_bytes.max(stats.net_tx_bytes);
+            net.net_rx_errors = net.net_rx_errors.max(stats.net_rx_errors);
+            net.net_tx_errors = net.net_tx_errors.max(stats.net_tx_errors);
             let layer = self.engine.writable_layer_usage(&rec).await;
             containers.push(cri_stats(&rec, &stats, layer));
         }
         let interface = cri::NetworkInterfaceUsage {
             name: "eth0".into(),
-            rx_bytes: value(rx),
-            rx_errors: value(0),
-            tx_bytes: value(tx),
-            tx_errors: value(0),
+            rx_bytes: value(net.net_rx_bytes),
+            rx_errors: value(net.net_rx_errors),
+            tx_bytes: value(net.net_tx_bytes),
+            tx_errors: value(net.net_tx_errors),
         };
         Ok(cri::PodSandboxStats {
             attributes: Some(cri::PodSandboxAttributes {
