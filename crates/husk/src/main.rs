@@ -9,16 +9,44 @@ use cli::args::{Cli, Command};
 
 /// Logs to stderr at `level` (or `HUSK_LOG`); the libraries' own chatter (libcontainer, libcgroups) only from warnings up.
 fn init_logging(level: &str) {
+    let ansi = nix::unistd::isatty(2).unwrap_or(false);
+    let _ = subscriber(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+/// Logs like [`init_logging`], to the file that is stderr now, wherever fd 2 points later: the shim's processes
+/// move a container's stderr onto fd 2 before they exec its process, and what they log meanwhile (libcontainer
+/// at `HUSK_LOG=debug`) belongs in the shim's log, not in the container's output.
+fn init_logging_to_this_stderr(level: &str) {
+    use std::os::fd::AsFd;
+    // A copy closed at exec, so a container's process never gets it.
+    match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => {
+            let file = std::sync::Mutex::new(std::fs::File::from(fd));
+            let _ = subscriber(level)
+                .with_writer(file)
+                .with_ansi(false)
+                .try_init();
+        }
+        Err(_) => init_logging(level),
+    }
+}
+
+fn subscriber(
+    level: &str,
+) -> tracing_subscriber::fmt::SubscriberBuilder<
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    tracing_subscriber::EnvFilter,
+> {
     let default = format!("{level},libcontainer=error,libcgroups=error");
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUSK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let ansi = nix::unistd::isatty(2).unwrap_or(false);
-    let _ = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(ansi)
-        .try_init();
 }
 
 /// The exit code of a process killed by SIGPIPE, as the shell reports it.
@@ -75,7 +103,7 @@ fn main() {
     let code = match command {
         // The shim and the pause process must stay single-threaded: no async runtime before their work starts.
         Command::Shim { config } => {
-            init_logging("warn");
+            init_logging_to_this_stderr("warn");
             husk_container::shim::run(&config)
         }
         Command::SandboxPause => husk_pause::run(),

@@ -899,3 +899,26 @@ fn events_stream_what_happens_to_containers() {
         ],
     );
 }
+
+#[test]
+fn the_daemons_debug_log_stays_out_of_container_output() {
+    let mut d = Daemon::start(&[]);
+    d.kill9();
+    d.spawn(&[("HUSK_LOG", "debug")]);
+    let run = d.husk(&["run", "--rm", IMAGE, "sh", "-c", "echo out; echo err >&2"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        (run.stdout.as_str(), run.stderr.as_str()),
+        ("out\n", "err\n")
+    );
+    d.husk(&["run", "-d", "--name", "quiet", IMAGE, "sleep", "1000"])
+        .ok();
+    let exec = d.husk(&["exec", "quiet", "sh", "-c", "echo out; echo err >&2"]);
+    assert_eq!(exec.code, 0, "{}", exec.stderr);
+    assert_eq!(
+        (exec.stdout.as_str(), exec.stderr.as_str()),
+        ("out\n", "err\n")
+    );
+    d.husk(&["rm", "-f", "quiet"]).ok();
+    d.assert_no_leftovers();
+}
