@@ -922,3 +922,36 @@ fn the_daemons_debug_log_stays_out_of_container_output() {
     d.husk(&["rm", "-f", "quiet"]).ok();
     d.assert_no_leftovers();
 }
+
+#[test]
+fn cpu_shares_and_cpusets_from_the_command_line() {
+    if !std::path::Path::new("/sys/fs/cgroup/cpu").is_dir() {
+        return; // cgroup v1 files are read below; the CRI tests cover cgroup v2 weights
+    }
+    let d = Daemon::start(&[]);
+    let id = d
+        .husk(&[
+            "run",
+            "-d",
+            "--cpu-shares",
+            "512",
+            "--cpuset-cpus",
+            "0",
+            "--cpuset-mems",
+            "0",
+            IMAGE,
+            "sleep",
+            "1000",
+        ])
+        .ok();
+    assert_eq!(cgroup_file(&d, "cpu", &id, "cpu.shares"), "512");
+    assert_eq!(cgroup_file(&d, "cpuset", &id, "cpuset.cpus"), "0");
+    assert_eq!(cgroup_file(&d, "cpuset", &id, "cpuset.mems"), "0");
+    d.husk(&["update", "--cpu-shares", "256", &id]).ok();
+    assert_eq!(cgroup_file(&d, "cpu", &id, "cpu.shares"), "256");
+    let bad = d.husk(&["run", "--rm", "--cpu-shares", "1", IMAGE, "true"]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("CPU shares"), "{}", bad.stderr);
+    d.husk(&["rm", "-f", &id]).ok();
+    d.assert_no_leftovers();
+}

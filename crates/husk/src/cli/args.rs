@@ -269,6 +269,8 @@ pub struct RunArgs {
     /// CPU limit (e.g. 0.5).
     #[arg(long, allow_hyphen_values = true)]
     pub cpus: Option<String>,
+    #[command(flatten)]
+    pub cpu_placement: CpuPlacementArgs,
     /// Most processes at once (-1 = unlimited).
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
@@ -542,6 +544,20 @@ pub struct EventsArgs {
     pub format: crate::cli::template::OutputFormat,
 }
 
+/// CPU weight and placement, for `run`, `create` and `update` (Docker's flags).
+#[derive(Debug, Clone, Default, Args)]
+pub struct CpuPlacementArgs {
+    /// Relative CPU weight against other containers (2 to 262144; 1024 is the default's).
+    #[arg(long = "cpu-shares")]
+    pub cpu_shares: Option<u64>,
+    /// CPUs the container may run on (e.g. 0-2,4).
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use (e.g. 0).
+    #[arg(long = "cpuset-mems")]
+    pub cpuset_mems: Option<String>,
+}
+
 /// `husk update`.
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
@@ -551,6 +567,8 @@ pub struct UpdateArgs {
     /// CPU limit (e.g. 0.5).
     #[arg(long)]
     pub cpus: Option<String>,
+    #[command(flatten)]
+    pub cpu_placement: CpuPlacementArgs,
     /// Most processes at once (-1: no limit).
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,

@@ -293,7 +293,10 @@ fn create_request(a: &RunArgs) -> Result<ContainerCreate> {
                 .map(|s| units::parse_memory("shm_size", s))
                 .transpose()?,
             oom_score_adj: a.oom_score_adj,
-            ..limits(a.memory.as_deref(), a.cpus.as_deref(), a.pids_limit)?
+            ..with_cpu_placement(
+                limits(a.memory.as_deref(), a.cpus.as_deref(), a.pids_limit)?,
+                &a.cpu_placement,
+            )
         },
         devices: a
             .devices
@@ -630,9 +633,22 @@ fn limits(memory: Option<&str>, cpus: Option<&str>, pids_limit: Option<i64>) -> 
     })
 }
 
+/// `limits` with the command line's `--cpu-shares`, `--cpuset-cpus` and `--cpuset-mems` (the daemon checks them).
+fn with_cpu_placement(limits: Resources, a: &args::CpuPlacementArgs) -> Resources {
+    Resources {
+        cpu_shares: a.cpu_shares,
+        cpuset_cpus: a.cpuset_cpus.clone(),
+        cpuset_mems: a.cpuset_mems.clone(),
+        ..limits
+    }
+}
+
 async fn update(client: &Client, a: UpdateArgs) -> Result<i32> {
     let req = husk_api_types::ContainerUpdate {
-        resources: limits(a.memory.as_deref(), a.cpus.as_deref(), a.pids_limit)?,
+        resources: with_cpu_placement(
+            limits(a.memory.as_deref(), a.cpus.as_deref(), a.pids_limit)?,
+            &a.cpu_placement,
+        ),
         restart_policy: a.restart.as_deref().map(RestartPolicy::parse).transpose()?,
     };
     each(&a.containers, |c| {
