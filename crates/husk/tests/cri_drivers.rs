@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::Daemon;
 use common::cri::{
-    channel, container_config, container_status, pod_config, read_all, spdy_connect,
+    channel, container_config, container_status, log_has_line_ending, read_all, run_logged_pod,
+    spdy_connect,
 };
 use husk_cri_api::v1 as cri;
 use husk_cri_api::v1::runtime_service_client::RuntimeServiceClient;
@@ -16,18 +17,7 @@ use tokio::io::AsyncWriteExt;
 
 async fn pod_lifecycle(d: &Daemon, handler: &str) {
     let mut rt = RuntimeServiceClient::new(channel(d).await);
-    let logs = d.dir.path().join("pod-logs");
-    let mut config = pod_config("drivers");
-    config.log_directory = logs.display().to_string();
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: handler.into(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod, config, logs) = run_logged_pod(&mut rt, d, "drivers", handler).await;
     let mut ids = Vec::new();
     for (name, args) in [
         (
@@ -241,12 +231,7 @@ async fn cri_logs(
 
     // Rotation: kubelet renames the file, then asks for a reopen; the next lines go to a new file.
     let log = logs.join("client/0.log");
-    let has = |path: &std::path::Path, want: &str| {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.ends_with(want))
-    };
+    let has = log_has_line_ending;
     assert!(
         Daemon::eventually(Duration::from_secs(30), || has(&log, " stdout F client up")),
         "{:?}",

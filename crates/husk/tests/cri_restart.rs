@@ -146,18 +146,8 @@ fn stdout_lines(files: &[&std::path::Path]) -> Vec<(String, String)> {
 /// `vm` agent buffers it, but what it sent to the dying daemon's connection is gone with it).
 async fn the_cri_log_survives_a_restart(mut d: Daemon, handler: &str, lossless: bool) {
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
-    let logs = d.dir.path().join("pod-logs");
-    let mut pod_config = common::cri::pod_config("ticking");
-    pod_config.log_directory = logs.display().to_string();
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config.clone()),
-            runtime_handler: handler.into(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod, pod_config, logs) =
+        common::cri::run_logged_pod(&mut rt, &d, "ticking", handler).await;
     let mut config = container_config(
         "ticker",
         &[
@@ -184,12 +174,7 @@ async fn the_cri_log_survives_a_restart(mut d: Daemon, handler: &str, lossless: 
     .unwrap_or_else(|e| panic!("{e:?}"));
     let log = logs.join("ticker/0.log");
     let rotated = logs.join("ticker/0.log.1");
-    let has = |path: &std::path::Path, want: &str| {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.ends_with(want))
-    };
+    let has = common::cri::log_has_line_ending;
     assert!(
         Daemon::eventually(Duration::from_secs(120), || has(&log, " F tick 3")),
         "{:?}",

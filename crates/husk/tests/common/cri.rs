@@ -82,6 +82,37 @@ pub async fn container_status(
     .unwrap()
 }
 
+/// Runs a pod `name` on `handler` whose containers' CRI logs go under `<daemon dir>/pod-logs`; returns its id,
+/// its config (for CreateContainer) and that directory.
+pub async fn run_logged_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+    d: &Daemon,
+    name: &str,
+    handler: &str,
+) -> (String, cri::PodSandboxConfig, std::path::PathBuf) {
+    let logs = d.dir.path().join("pod-logs");
+    let mut config = pod_config(name);
+    config.log_directory = logs.display().to_string();
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .into_inner()
+        .pod_sandbox_id;
+    (pod, config, logs)
+}
+
+/// Whether the CRI log at `path` has a line ending in `want` (a missing file has none).
+pub fn log_has_line_ending(path: &std::path::Path, want: &str) -> bool {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.ends_with(want))
+}
+
 /// Runs a pod `pod` and starts one container made from `config` in it; returns (pod id, container id).
 pub async fn run_pod_with(
     rt: &mut RuntimeServiceClient<Channel>,
