@@ -31,6 +31,11 @@ const MIGRATIONS: &[&str] = &[
         data TEXT NOT NULL,
         started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
     );",
+    // 2: the object an object belongs to (a container's sandbox), indexed, so a sandbox's containers are found
+    // without reading every container.
+    "ALTER TABLE objects ADD COLUMN parent TEXT;
+    UPDATE objects SET parent = json_extract(data, '$.sandbox_id') WHERE kind = 'container';
+    CREATE INDEX objects_by_parent ON objects(kind, parent) WHERE parent IS NOT NULL;",
 ];
 
 /// A document the store can keep. `KIND` names its collection; names, when present, are unique per kind.
@@ -47,6 +52,10 @@ pub trait Object: Serialize + DeserializeOwned {
     fn project(&self) -> &str {
         ""
     }
+    /// The ID of the object this one belongs to (a container's sandbox), if any: see [`Store::children`].
+    fn parent(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl Object for ContainerRecord {
@@ -59,6 +68,9 @@ impl Object for ContainerRecord {
     }
     fn project(&self) -> &str {
         &self.project
+    }
+    fn parent(&self) -> Option<&str> {
+        self.sandbox_id.as_deref()
     }
 }
 
@@ -205,6 +217,11 @@ impl Store {
         Tx { conn: &self.lock() }.list()
     }
 
+    /// The objects of the kind whose [`Object::parent`] is `parent`, oldest first (an index lookup).
+    pub fn children<T: Object>(&self, parent: &str) -> Result<Vec<T>> {
+        Tx { conn: &self.lock() }.children(parent)
+    }
+
     /// Removes the object; returns whether it existed.
     pub fn delete<T: Object>(&self, id: &str) -> Result<bool> {
         Tx { conn: &self.lock() }.delete::<T>(id)
@@ -303,8 +320,8 @@ impl Tx<'_> {
         let data = serde_json::to_string(obj).map_err(|e| json_err("encode", e))?;
         self.conn
             .execute(
-                "INSERT INTO objects (kind, id, name, project, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![T::KIND, obj.id(), obj.name(), obj.project(), data],
+                "INSERT INTO objects (kind, id, name, project, data, parent) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![T::KIND, obj.id(), obj.name(), obj.project(), data, obj.parent()],
             )
             .map_err(|e| Self::map_write_err(obj, e))?;
         Ok(())
@@ -316,9 +333,17 @@ impl Tx<'_> {
         let n = self
             .conn
             .execute(
-                "UPDATE objects SET name = ?3, project = ?4, data = ?5, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+                "UPDATE objects SET name = ?3, project = ?4, data = ?5, parent = ?6,
+                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
                  WHERE kind = ?1 AND id = ?2",
-                params![T::KIND, obj.id(), obj.name(), obj.project(), data],
+                params![
+                    T::KIND,
+                    obj.id(),
+                    obj.name(),
+                    obj.project(),
+                    data,
+                    obj.parent()
+                ],
             )
             .map_err(|e| Self::map_write_err(obj, e))?;
         if n == 0 {
@@ -332,10 +357,10 @@ impl Tx<'_> {
         let data = serde_json::to_string(obj).map_err(|e| json_err("encode", e))?;
         self.conn
             .execute(
-                "INSERT INTO objects (kind, id, name, project, data) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO objects (kind, id, name, project, data, parent) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(kind, id) DO UPDATE SET name = excluded.name, project = excluded.project, data = excluded.data,
-                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
-                params![T::KIND, obj.id(), obj.name(), obj.project(), data],
+                 parent = excluded.parent, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+                params![T::KIND, obj.id(), obj.name(), obj.project(), data, obj.parent()],
             )
             .map_err(|e| Self::map_write_err(obj, e))?;
         Ok(())
@@ -411,6 +436,21 @@ impl Tx<'_> {
             .map_err(|e| db_err(&format!("list {}", T::KIND), e))?;
         let rows: Vec<String> = stmt
             .query_map(params![T::KIND], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| db_err(&format!("list {}", T::KIND), e))?;
+        rows.iter().map(|d| Self::decode(d)).collect()
+    }
+
+    /// See [`Store::children`].
+    pub fn children<T: Object>(&self, parent: &str) -> Result<Vec<T>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT data FROM objects WHERE kind = ?1 AND parent = ?2 ORDER BY rowid",
+            )
+            .map_err(|e| db_err(&format!("list {}", T::KIND), e))?;
+        let rows: Vec<String> = stmt
+            .query_map(params![T::KIND, parent], |r| r.get(0))
             .and_then(|rows| rows.collect())
             .map_err(|e| db_err(&format!("list {}", T::KIND), e))?;
         rows.iter().map(|d| Self::decode(d)).collect()
@@ -535,6 +575,58 @@ mod tests {
         s.finish_operation(id).unwrap();
         assert!(s.pending_operations().unwrap().is_empty());
         assert_eq!(s.get::<Thing>("k").unwrap().unwrap().value, 7);
+    }
+
+    fn container(id: &str, sandbox: Option<&str>) -> ContainerRecord {
+        let mut c = ContainerRecord::default();
+        c.config.id = id.into();
+        c.config.name = format!("n-{id}");
+        c.sandbox_id = sandbox.map(String::from);
+        c
+    }
+
+    #[test]
+    fn a_sandboxs_containers_are_found_by_the_index_also_after_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("husk.db");
+        // A store of schema version 1 (before the parent column) with two containers of sandbox s1.
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            for c in [
+                container("c1", Some("s1")),
+                container("c2", Some("s1")),
+                container("c3", None),
+            ] {
+                conn.execute(
+                    "INSERT INTO objects (kind, id, name, data) VALUES ('container', ?1, ?2, ?3)",
+                    params![
+                        c.config.id,
+                        c.config.name,
+                        serde_json::to_string(&c).unwrap()
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let s = Store::open(&path).unwrap();
+        let ids = |s: &Store, parent: &str| -> Vec<String> {
+            s.children::<ContainerRecord>(parent)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.config.id)
+                .collect()
+        };
+        assert_eq!(ids(&s, "s1"), ["c1", "c2"]);
+        s.insert(&container("c4", Some("s2"))).unwrap();
+        s.upsert(&container("c3", Some("s2"))).unwrap();
+        s.update(&container("c1", Some("s2"))).unwrap();
+        assert_eq!(ids(&s, "s1"), ["c2"]);
+        assert_eq!(ids(&s, "s2"), ["c1", "c3", "c4"]);
+        s.delete::<ContainerRecord>("c3").unwrap();
+        assert_eq!(ids(&s, "s2"), ["c1", "c4"]);
+        assert!(ids(&s, "nothing").is_empty());
     }
 
     #[test]

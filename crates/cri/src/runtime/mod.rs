@@ -151,9 +151,12 @@ impl Runtime {
 
     /// The CRI containers of a pod.
     fn pod_containers(&self, pod: &str) -> Result<Vec<ContainerRecord>, Status> {
-        let mut all = self.cri_containers()?;
-        all.retain(|c| c.sandbox_id.as_deref() == Some(pod));
-        Ok(all)
+        let mut containers = self
+            .engine
+            .sandbox_container_records(pod)
+            .map_err(|e| status_of(&e))?;
+        containers.retain(convert::is_cri_container);
+        Ok(containers)
     }
 }
 
