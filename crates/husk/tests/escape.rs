@@ -329,3 +329,160 @@ fn an_exec_is_confined_by_the_containers_seccomp_profile() {
         );
     }
 }
+
+/// The (device, inode) of `path` as the host sees it, following links.
+fn inode_of(path: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.dev(), m.ino())
+}
+
+/// Whether process `pid`'s working directory is inside its root: walking up from it (`..`, as the host
+/// resolves it) meets the process's root before the host's.
+fn cwd_inside_root(pid: &str) -> bool {
+    let root = inode_of(&std::path::PathBuf::from(format!("/proc/{pid}/root")));
+    let host_root = inode_of(std::path::Path::new("/"));
+    let mut dir = std::path::PathBuf::from(format!("/proc/{pid}/cwd"));
+    for _ in 0..256 {
+        let here = inode_of(&dir);
+        if here == root {
+            return true;
+        }
+        if here == host_root {
+            return false;
+        }
+        dir.push("..");
+    }
+    false
+}
+
+/// The descriptors process `pid` holds, as `(fd, target)` seen from the host.
+fn open_fds(pid: &str) -> Vec<(String, String)> {
+    let mut fds: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let target = std::fs::read_link(e.path())
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), target)
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// Asserts that `pid` holds its stdio and nothing else (pipes, sockets, /dev/null or a terminal).
+fn holds_only_stdio(pid: &str, who: &str) {
+    let fds = open_fds(pid);
+    let numbers: Vec<&str> = fds.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        numbers,
+        ["0", "1", "2"],
+        "{who} holds more than its stdio: {fds:?}"
+    );
+    for (_, target) in &fds {
+        assert!(
+            target.starts_with("pipe:")
+                || target.starts_with("socket:")
+                || target == "/dev/null"
+                || target.starts_with("/dev/pts/"),
+            "{who}'s stdio is {target}"
+        );
+    }
+}
+
+/// The container's processes other than `init`, from its pids cgroup.
+fn other_processes(d: &Daemon, c: &str, init: &str) -> Vec<String> {
+    std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/pids/{}/{c}/cgroup.procs",
+        d.cgroup_parent
+    ))
+    .unwrap_or_default()
+    .lines()
+    .filter(|p| *p != init)
+    .map(String::from)
+    .collect()
+}
+
+/// CVE-2024-21626's class: a descriptor of the runtime (a cgroup directory, the daemon's socket, a store file)
+/// left open into the container, or a working directory outside its root (`--workdir /proc/self/fd/N`), gives a
+/// container the host's filesystem. The init and an exec'd process hold only their stdio, and their working
+/// directories are inside their root, also when the working directory asked for names a descriptor.
+#[test]
+fn no_host_descriptor_or_directory_reaches_a_container() {
+    if !std::path::Path::new("/sys/fs/cgroup/pids").is_dir() {
+        return; // the exec'd process is found through the v1 pids cgroup
+    }
+    let d = Daemon::start(&[]);
+    let run_d = |workdir: &str| {
+        d.husk(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--workdir",
+            workdir,
+            IMAGE,
+            "sleep",
+            "1000",
+        ])
+    };
+    let c = run_d("/tmp").ok();
+    let init = d.husk(&["inspect", "-f", "{{.State.Pid}}", &c]).ok();
+    holds_only_stdio(&init, "the init");
+    assert!(cwd_inside_root(&init));
+    assert_eq!(
+        inode_of(&std::path::PathBuf::from(format!("/proc/{init}/cwd"))),
+        inode_of(&std::path::PathBuf::from(format!("/proc/{init}/root/tmp"))),
+        "the init works in its /tmp"
+    );
+
+    d.husk(&["exec", "-d", &c, "sleep", "1000"]).ok();
+    let mut exec = Vec::new();
+    assert!(
+        Daemon::eventually(Duration::from_secs(10), || {
+            exec = other_processes(&d, &c, &init);
+            !exec.is_empty()
+        }),
+        "the exec'd process runs"
+    );
+    holds_only_stdio(&exec[0], "an exec'd process");
+    assert!(cwd_inside_root(&exec[0]), "the exec'd process works inside");
+
+    // A working directory that names a descriptor of the process that enters the container: wherever it
+    // resolves, or if it is refused, never outside the root.
+    for n in 3..12 {
+        let workdir = format!("/proc/self/fd/{n}");
+        let r = run_d(&workdir);
+        if r.code == 0 {
+            let id = r.stdout.trim();
+            let pid = d.husk(&["inspect", "-f", "{{.State.Pid}}", id]).ok();
+            assert!(
+                cwd_inside_root(&pid),
+                "run --workdir {workdir}: outside its root"
+            );
+            d.husk(&["rm", "-f", id]).ok();
+        }
+        let before = other_processes(&d, &c, &init);
+        if d.husk(&["exec", "-d", "--workdir", &workdir, &c, "sleep", "1000"])
+            .code
+            == 0
+        {
+            let mut new = Vec::new();
+            Daemon::eventually(Duration::from_secs(5), || {
+                new = other_processes(&d, &c, &init);
+                new.retain(|p| !before.contains(p));
+                !new.is_empty()
+            });
+            for pid in &new {
+                assert!(
+                    cwd_inside_root(pid),
+                    "exec --workdir {workdir}: outside its root"
+                );
+            }
+        }
+    }
+    d.husk(&["rm", "-f", &c]).ok();
+    d.assert_no_leftovers();
+}
