@@ -6,7 +6,7 @@ use std::path::Path;
 
 use husk_api_types::images::{CommitRequest, ImageView, LoginRequest};
 use husk_api_types::system::{ContainerUsage, LayerUsage, SystemDf};
-use husk_core::{ContainerRecord, ContainerStatus, Error, ErrorKind, Result};
+use husk_core::{ContainerRecord, ContainerStatus, Error, ErrorKind, ObservedState, Result};
 use husk_image::{
     CommitOptions, Credentials, Image, LoadOptions, LoadedImage, Platform, ProgressSink,
     PruneReport, PullOptions, PullPolicy, PulledImage, PushOptions, PushedImage, Removed,
@@ -327,7 +327,7 @@ impl Engine {
                 rec.status.as_str()
             )));
         }
-        let freeze =
+        let mut freeze =
             req.pause && rec.status == ContainerStatus::Running && driver.capabilities().pause;
         let op = self.inner.store.begin_operation(
             "commit_container",
@@ -336,10 +336,19 @@ impl Engine {
         )?;
         if freeze {
             if let Err(e) = driver.pause(&rec).await {
-                self.inner.store.finish_operation(op)?;
-                return Err(e.context(format!("pause container {} for the commit", rec.name())));
+                // It may have ended an instant ago, before its record says so: then there is nothing to freeze.
+                if matches!(
+                    driver.observe(&rec).await,
+                    Ok(ObservedState::Exited(_) | ObservedState::Missing)
+                ) {
+                    freeze = false;
+                } else {
+                    self.inner.store.finish_operation(op)?;
+                    return Err(e.context(format!("pause container {} for the commit", rec.name())));
+                }
+            } else {
+                crate::failpoint("commit_container:paused");
             }
-            crate::failpoint("commit_container:paused");
         }
         let committed = self.commit_changes(&rec, &upper, req).await;
         if freeze && let Err(e) = driver.unpause(&rec).await {

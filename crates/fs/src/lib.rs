@@ -278,6 +278,82 @@ impl Tree {
         Ok(PathBuf::from(found))
     }
 
+    /// Where `path` leads in the tree, as a path of the tree's own (from its top, `/`): every symbolic link on
+    /// the way followed inside the tree (as [`Tree::resolve`], and also a link whose target does not exist yet),
+    /// and the parts that do not exist kept as given. For a mount destination that the runtime creates: what is
+    /// left has no link to follow, and a link that pointed out of the tree now names the place inside it. A `..`
+    /// in the part that does not exist is refused, and so are more than 40 links.
+    pub fn resolve_in_tree(&self, path: &str) -> Result<String> {
+        let top = self
+            .path_of(self.anchor.as_fd())
+            .map_err(|e| io_error(path, e))?;
+        let top = top.trim_end_matches('/').to_string();
+        let mut wanted = path.to_string();
+        for _ in 0..40 {
+            let parts: Vec<String> = wanted
+                .split('/')
+                .filter(|p| !p.is_empty() && *p != ".")
+                .map(String::from)
+                .collect();
+            // The longest part that exists, resolved.
+            let mut keep = parts.len();
+            let base = loop {
+                match self.resolve(&format!("/{}", parts[..keep].join("/"))) {
+                    Ok(found) => break found.to_string_lossy().into_owned(),
+                    Err(e) if e.kind == husk_core::ErrorKind::NotFound && keep > 0 => keep -= 1,
+                    Err(e) => return Err(e),
+                }
+            };
+            let mut inside = match base.strip_prefix(top.as_str()) {
+                Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_string(),
+                _ => {
+                    return Err(Error::internal(format!(
+                        "{path}: resolved to {base}, outside the tree {top}"
+                    )));
+                }
+            };
+            let rest = &parts[keep..];
+            // The first part that does not exist may be a link to what does not exist: follow it, in the tree.
+            if let Some(next) = rest.first() {
+                let name = format!("{inside}/{next}");
+                if let Ok(fd) = self.open(&name, OFlags::PATH | OFlags::NOFOLLOW)
+                    && let Ok(target) = rustix::fs::readlinkat(&fd, "", Vec::new())
+                {
+                    let target = target.to_string_lossy().into_owned();
+                    let from = if target.starts_with('/') {
+                        target
+                    } else {
+                        format!("{inside}/{target}")
+                    };
+                    wanted = std::iter::once(from)
+                        .chain(rest[1..].iter().cloned())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    continue;
+                }
+            }
+            for part in rest {
+                if part == ".." {
+                    return Err(Error::invalid(
+                        "path",
+                        format!("{path}: `..` after a part that does not exist"),
+                    ));
+                }
+                inside.push('/');
+                inside.push_str(part);
+            }
+            return Ok(if inside.is_empty() {
+                "/".into()
+            } else {
+                inside
+            });
+        }
+        Err(Error::invalid(
+            "path",
+            format!("{path}: too many symbolic links"),
+        ))
+    }
+
     /// Writes a tar archive of `path` to `out`; its top entry is named `top_name`, or after the path's last
     /// component. Directories are walked without following any symbolic link.
     pub fn archive<W: std::io::Write>(

@@ -313,3 +313,32 @@ fn resolve_follows_links_without_leaving_the_root() {
     let e = tree.resolve("abs/shadow").unwrap_err();
     assert_eq!(e.kind, husk_core::ErrorKind::NotFound, "{}", e.message);
 }
+
+#[test]
+fn paths_for_new_mounts_resolve_inside_the_tree() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("etc/ssl")).unwrap();
+    std::fs::write(root.path().join("etc/passwd"), b"inside").unwrap();
+    symlink("/etc", root.path().join("abs")).unwrap();
+    symlink("../../../../../../tmp/outside", root.path().join("up")).unwrap();
+    symlink("/", root.path().join("top")).unwrap();
+    let tree = Tree::in_root(root.path()).unwrap();
+    for (path, want) in [
+        ("/", "/"),
+        ("/etc/ssl", "/etc/ssl"),
+        ("/abs/ssl/new/deeper", "/etc/ssl/new/deeper"),
+        ("/up/inside", "/tmp/outside/inside"),
+        ("/top/abs", "/etc"),
+        ("/missing/x", "/missing/x"),
+        ("abs/./new", "/etc/new"),
+    ] {
+        assert_eq!(tree.resolve_in_tree(path).unwrap(), want, "{path}");
+    }
+    symlink("loop", root.path().join("loop")).unwrap();
+    assert!(tree.resolve_in_tree("/loop/x").is_err(), "a loop ends");
+    assert!(tree.resolve_in_tree("/missing/../etc").is_err());
+    assert!(
+        tree.resolve_in_tree("/etc/passwd/x").is_err(),
+        "a file is no directory"
+    );
+}

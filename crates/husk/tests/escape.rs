@@ -486,3 +486,57 @@ fn no_host_descriptor_or_directory_reaches_a_container() {
     d.husk(&["rm", "-f", &c]).ok();
     d.assert_no_leftovers();
 }
+
+/// A mount target that is a symbolic link out of the root (CVE-2021-30465's and runc's mount-target class): an
+/// image whose `/evil` links to a directory of the host, and a bind mount onto `/evil/inside`. The link is
+/// followed inside the container's root, never on the host: the host directory gets no mount and no file.
+#[test]
+fn a_mount_target_linking_out_of_the_root_stays_inside() {
+    let d = Daemon::start(&[]);
+    let host_dir = d.dir.path().join("host-side");
+    std::fs::create_dir_all(host_dir.join("inside")).unwrap();
+    let source = d.dir.path().join("volume");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("marker"), "from the volume").unwrap();
+    for (name, link) in [
+        ("absolute", host_dir.display().to_string()),
+        (
+            "climbing",
+            format!("../../../../../../..{}", host_dir.display()),
+        ),
+    ] {
+        let maker = format!("mk-{name}");
+        d.husk(&["run", "--name", &maker, IMAGE, "ln", "-s", &link, "/evil"])
+            .ok();
+        let image = format!("husk.local/evil-{name}:1");
+        d.husk(&["commit", &maker, &image]).ok();
+        d.husk(&["rm", &maker]).ok();
+        let r = d.husk(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &format!("{}:/evil/inside", source.display()),
+            &image,
+            "cat",
+            "/evil/inside/marker",
+        ]);
+        // As with runc: the link resolves inside the root (to a new directory there), and the volume is there.
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        assert_eq!(r.stdout, "from the volume", "{name}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(&host_dir.display().to_string()),
+            "{name}: a mount landed on the host's {}",
+            host_dir.display()
+        );
+        assert_eq!(
+            std::fs::read_dir(host_dir.join("inside")).unwrap().count(),
+            0,
+            "{name}: the host directory was written"
+        );
+        d.husk(&["rmi", &image]).ok();
+    }
+    d.assert_no_leftovers();
+}

@@ -567,6 +567,27 @@ impl LinuxDriver {
         Ok(())
     }
 
+    /// Resolves each mount's destination inside the container's root filesystem, as runc does: a symbolic link on
+    /// the way (`/data -> /`, or `-> ../../../etc`) is followed inside the root, never on the host, so the mount
+    /// lands where the container sees the path. The runtime then makes the missing directories without following
+    /// any link, and refuses one that appears meanwhile.
+    fn resolve_mount_destinations(
+        &self,
+        id: &str,
+        mounts: &mut [husk_core::MountConfig],
+    ) -> Result<()> {
+        if mounts.is_empty() {
+            return Ok(());
+        }
+        let tree = husk_fs::Tree::in_root(&self.rootfs(id))?;
+        for m in mounts.iter_mut() {
+            m.destination = tree
+                .resolve_in_tree(&m.destination)
+                .map_err(|e| e.context(format!("mount destination {}", m.destination)))?;
+        }
+        Ok(())
+    }
+
     /// Points the image mounts of `mounts` at where [`Self::ensure_image_mounts`] mounted them: the image's root,
     /// or the object its `subpath` leads to, resolved inside the image (a link in the image cannot lead to the
     /// host's files).
@@ -947,6 +968,7 @@ impl LinuxDriver {
             self.idmap_binds(id, &mut config_with_host, userns)?;
         }
         self.image_mount_paths(id, &mut config_with_host.mounts)?;
+        self.resolve_mount_destinations(id, &mut config_with_host.mounts)?;
         let input = SpecInput {
             config: &config_with_host,
             process: &config.process,
