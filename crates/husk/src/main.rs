@@ -3,6 +3,7 @@
 mod cli;
 mod client;
 mod daemon;
+mod manuals;
 
 use clap::Parser;
 use cli::args::{Cli, Command};
@@ -89,6 +90,23 @@ fn main() {
                 }
             }
         }
+        Command::Completion(args) => {
+            quiet_on_broken_output();
+            manuals::completion(args.shell, &mut std::io::stdout());
+            0
+        }
+        Command::Man(args) => match manuals::write_man_pages(&args.dir) {
+            Ok(pages) => {
+                for page in pages {
+                    println!("{}", page.display());
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                1
+            }
+        },
         // Joins or builds a container's mount namespace: must stay single-threaded.
         Command::ContainerFs { request } => husk_container::container_fs::run(&request),
         Command::Daemon(args) => {
