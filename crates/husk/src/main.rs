@@ -2,6 +2,7 @@
 
 mod cli;
 mod client;
+mod config;
 mod daemon;
 mod manuals;
 
@@ -109,8 +110,13 @@ fn main() {
         },
         // Joins or builds a container's mount namespace: must stay single-threaded.
         Command::ContainerFs { request } => husk_container::container_fs::run(&request),
+        Command::Daemon(args) if args.check_config => config::check(&args),
         Command::Daemon(args) => {
-            init_logging(args.log_level.as_deref().unwrap_or("info"));
+            // The file's level unless the flag says otherwise; a file that cannot be read is reported by `run`.
+            let level = config::DaemonConfig::load(&args)
+                .map(|c| c.log_level)
+                .unwrap_or_else(|_| args.log_level.clone().unwrap_or_else(|| "info".into()));
+            init_logging(&level);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build();

@@ -242,6 +242,10 @@ pub struct DaemonArgs {
     /// Authentication on the TCP listener: keystone (default) or none (one default project).
     #[arg(long)]
     pub auth: Option<String>,
+    /// Check the configuration file (with these flags over it) and exit: 0 when the daemon would take it, else
+    /// 1 with the key that is wrong and why. Starts nothing and needs no root.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
 }
 
 /// Options of `run` and `create`.
