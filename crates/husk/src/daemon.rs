@@ -13,6 +13,7 @@ use husk_engine::{Engine, EngineConfig};
 
 use crate::cli::args::DaemonArgs;
 use crate::config::DaemonConfig;
+use crate::systemd::Activation;
 
 /// Holds `root/husk.lock` for the daemon's lifetime so a second daemon on the same root refuses to start.
 fn lock_root(root: &Path) -> Result<File> {
@@ -179,8 +180,9 @@ async fn prepare_init_binary(root: &Path) -> Option<PathBuf> {
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(args: DaemonArgs) -> Result<i32> {
+/// Runs the daemon until SIGTERM or SIGINT, on the API socket systemd passed in `activation` if it did, and
+/// telling systemd when it is ready and when it stops if it asked to be told.
+pub async fn run(args: DaemonArgs, activation: Activation) -> Result<i32> {
     let config = DaemonConfig::load(&args)?;
     let mode: Mode = config
         .mode
@@ -193,9 +195,11 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     let _lock = lock_root(&config.root)?;
-    if tokio::net::UnixStream::connect(&config.socket)
-        .await
-        .is_ok()
+    // A socket systemd passed answers to us; one we are to bind must not answer anyone yet.
+    if activation.listener.is_none()
+        && tokio::net::UnixStream::connect(&config.socket)
+            .await
+            .is_ok()
     {
         bail!(
             "another husk daemon is already listening on {}",
@@ -310,14 +314,57 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
     };
     let router = husk_api::unix_router(engine.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let notifier = activation.notifier.map(Arc::new);
+    let stopping = notifier.clone();
     let shutdown = async move {
         let _ = stop_rx.await;
         tracing::info!("shutting down; containers keep running");
+        if let Some(n) = &stopping {
+            let _ = n.notify("STOPPING=1");
+        }
         let _ = stop_all.send(true);
         let _ = drained_tx.send(());
     };
-    let socket = config.socket.clone();
-    let server = tokio::spawn(async move { husk_api::serve_unix(&socket, router, shutdown).await });
+    // The socket systemd passed (husk.socket), else our own at `socket`, which we then remove at the end.
+    let (listener, socket, own_socket) = match activation.listener {
+        Some(passed) => {
+            passed.set_nonblocking(true)?;
+            let path = passed
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+            tracing::info!(socket = ?path, "serving the API on the socket systemd passed");
+            (tokio::net::UnixListener::from_std(passed)?, path, false)
+        }
+        None => (
+            husk_api::bind_unix(&config.socket)?,
+            Some(config.socket.clone()),
+            true,
+        ),
+    };
+    let server =
+        tokio::spawn(
+            async move { husk_api::serve_unix_listener(listener, router, shutdown).await },
+        );
+    if let Some(n) = &notifier {
+        match &socket {
+            Some(path) if !answers(path, Duration::from_secs(30)).await => {
+                tracing::warn!(socket = %path.display(), "the API socket does not answer: not telling systemd we are ready");
+            }
+            _ => {
+                let status = format!(
+                    "READY=1\nSTATUS=serving on {}",
+                    socket
+                        .as_deref()
+                        .unwrap_or(Path::new("the socket systemd passed"))
+                        .display()
+                );
+                if let Err(e) = n.notify(&status) {
+                    tracing::warn!("tell systemd we are ready: {e}");
+                }
+            }
+        }
+    }
     // Give open streams (attach, logs -f) a moment after the signal, then leave.
     tokio::select! {
         r = server => { r.map_err(|e| anyhow!("API server task: {e}"))??; }
@@ -329,7 +376,26 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
     if let Some(c) = cri {
         let _ = tokio::time::timeout(Duration::from_secs(2), c).await;
     }
-    let _ = std::fs::remove_file(&config.socket);
+    if own_socket {
+        let _ = std::fs::remove_file(&config.socket);
+    }
     engine.shutdown().await;
     Ok(0)
+}
+
+/// Whether husk's API answers on the unix socket at `path` within `patience` (asked as the CLI asks).
+async fn answers(path: &Path, patience: Duration) -> bool {
+    let Ok(client) = crate::client::Client::new(&format!("unix://{}", path.display())) else {
+        return false;
+    };
+    let deadline = tokio::time::Instant::now() + patience;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(status) = client.status(http::Method::GET, "/husk/v1/version").await
+            && status.is_success()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }

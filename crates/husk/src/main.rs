@@ -5,6 +5,7 @@ mod client;
 mod config;
 mod daemon;
 mod manuals;
+mod systemd;
 
 use clap::Parser;
 use cli::args::{Cli, Command};
@@ -117,12 +118,14 @@ fn main() {
                 .map(|c| c.log_level)
                 .unwrap_or_else(|_| args.log_level.clone().unwrap_or_else(|| "info".into()));
             init_logging(&level);
+            // Before the runtime starts threads: this takes systemd's variables out of the environment.
+            let activation = systemd::Activation::take_from_environment();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build();
             match runtime
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(daemon::run(args)))
+                .and_then(|rt| rt.block_on(daemon::run(args, activation)))
             {
                 Ok(code) => code,
                 Err(e) => {
