@@ -756,6 +756,36 @@ max_concurrent_downloads = 2
     }
 
     #[test]
+    fn the_packaged_config_file_shows_the_defaults() {
+        // contrib/husk.toml (the package's /etc/husk/husk.toml) shows keys commented out at their defaults:
+        // uncommented, it must parse and change nothing.
+        let text = include_str!("../../../contrib/husk.toml");
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| {
+                l.starts_with('[') || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(uncommented.lines().count() > 20, "{uncommented}");
+        let shown: toml::Value = toml::from_str(&uncommented).unwrap();
+        DaemonConfig::parse(&uncommented).unwrap();
+        let defaults = toml::Value::try_from(DaemonConfig::default()).unwrap();
+        for (table, values) in shown.as_table().unwrap() {
+            match values.as_table() {
+                Some(keys) => {
+                    for (key, value) in keys {
+                        assert_eq!(Some(value), defaults[table].get(key), "[{table}] {key}");
+                    }
+                }
+                None => assert_eq!(Some(values), defaults.get(table), "{table}"),
+            }
+        }
+        DaemonConfig::parse(text).unwrap();
+    }
+
+    #[test]
     fn unknown_image_keys_are_refused() {
         for text in [
             "[images]\nallow_device = true\n",
