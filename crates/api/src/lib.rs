@@ -17,6 +17,12 @@ pub async fn serve_unix(
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    serve_unix_listener(bind_unix(path)?, router, shutdown).await
+}
+
+/// A listening unix socket at `path` (a stale socket file there is replaced), mode 0660, its directory made if
+/// missing.
+pub fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
@@ -26,6 +32,16 @@ pub async fn serve_unix(
         .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| Error::io("set the socket's mode", e))?;
+    Ok(listener)
+}
+
+/// Serves `router` on a listening unix socket (one bound by `bind_unix`, or handed over by systemd) until
+/// `shutdown` resolves.
+pub async fn serve_unix_listener(
+    listener: tokio::net::UnixListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -1,4 +1,4 @@
-//! `husk daemon`: configuration, the single-daemon-per-root lock, wiring drivers into the engine, recovery, and
+//! `husk daemon`: the single-daemon-per-root lock, wiring drivers into the engine, recovery, and
 //! serving the API until SIGTERM (containers keep running after the daemon exits).
 
 use std::fs::File;
@@ -10,448 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use husk_core::{Driver, Mode};
 use husk_engine::{Engine, EngineConfig};
-use serde::Deserialize;
 
 use crate::cli::args::DaemonArgs;
-
-/// The daemon's settings: the config file's, overridden by flags.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DaemonConfig {
-    /// State directory.
-    pub root: PathBuf,
-    /// Runtime directory.
-    pub run_root: PathBuf,
-    /// API socket.
-    pub socket: PathBuf,
-    /// Default driver.
-    pub driver: String,
-    /// Drivers to run (the default one is always included).
-    pub drivers: Vec<String>,
-    /// Default mode.
-    pub mode: String,
-    /// Parent cgroup.
-    pub cgroup_parent: String,
-    /// Turn the kernel's cgroup `favordynmods` on (the `linux` driver's starts stop waiting for an RCU grace
-    /// period when they move a process into its cgroup). Global to the host and kept after the daemon stops.
-    pub cgroup_favordynmods: bool,
-    /// How many network namespaces the `linux` driver keeps attached to the default network ahead of time, so
-    /// a sandbox on that network without published ports starts without waiting for the CNI plugins (0: none).
-    pub sandbox_pool: usize,
-    /// Log level.
-    pub log_level: String,
-    /// Networking (CNI).
-    pub network: NetworkSettings,
-    /// The `docker` driver.
-    pub docker: DockerSettings,
-    /// The image store: limits, devices in layers, registries.
-    pub images: ImageSettings,
-    /// The `vm` driver.
-    pub vm: VmSettings,
-    /// TCP address of Zun's REST API (and its identity service), e.g. `127.0.0.1:9517`; off when empty.
-    pub listen: String,
-    /// How TCP callers authenticate: `keystone` (tokens from husk's identity service) or `none`.
-    pub auth: String,
-    /// The Kubernetes CRI socket (default: `cri.sock` in the run root, `/run/husk/cri.sock`); `""` turns the
-    /// CRI off.
-    pub cri_socket: Option<PathBuf>,
-    /// `HOST:PORT` of the CRI's streaming server (Exec, Attach, PortForward URLs); default `127.0.0.1:0`,
-    /// loopback on a free port.
-    pub cri_stream_address: String,
-    /// `[cri]`: the CRI's registry mirrors.
-    pub cri: CriSettings,
-}
-
-/// `[cri]` in the config file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CriSettings {
-    /// `[cri.registry]`.
-    pub registry: CriRegistrySettings,
-    /// `[cri.runtimes.NAME] driver = "vm"`: runtime handlers (a RuntimeClass's `handler`) and their drivers.
-    pub runtimes: std::collections::BTreeMap<String, CriRuntime>,
-}
-
-/// One runtime handler.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CriRuntime {
-    /// The driver its pods run on: `linux`, `vm` or `docker`.
-    pub driver: String,
-}
-
-/// `[cri.registry]`: where images of each registry are fetched from.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CriRegistrySettings {
-    /// `[cri.registry.mirrors."registry.k8s.io"] endpoints = ["http://127.0.0.1:5000"]`: mirrors tried in order
-    /// before the registry; images keep their upstream names.
-    pub mirrors: std::collections::BTreeMap<String, MirrorEndpoints>,
-}
-
-/// One registry's mirrors.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MirrorEndpoints {
-    /// `host[:port]` or `http(s)://host[:port]`, in order.
-    pub endpoints: Vec<String>,
-}
-
-impl DaemonConfig {
-    /// Where the CRI listens, if it does.
-    pub fn cri_socket(&self) -> Option<PathBuf> {
-        match &self.cri_socket {
-            None => Some(self.run_root.join("cri.sock")),
-            Some(p) if p.as_os_str().is_empty() => None,
-            Some(p) => Some(p.clone()),
-        }
-    }
-}
-
-/// `[vm]` in the config file: the `vm` driver's settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VmSettings {
-    /// `auto` (KVM when a vCPU really runs, else TCG), `kvm` or `tcg`.
-    pub accel: String,
-    /// QEMU machine type: `microvm` or `q35`.
-    pub machine: String,
-    /// Guest kernel (default: the newest `/boot/vmlinuz-*` with modules in `/lib/modules`).
-    pub kernel: Option<PathBuf>,
-    /// The static `husk-agent` binary (default: next to `husk`).
-    pub agent: Option<PathBuf>,
-    /// The QEMU binary.
-    pub qemu: PathBuf,
-    /// Where built guest images are cached (default: `<root>/vm/vm-cache`).
-    pub cache_dir: Option<PathBuf>,
-    /// Seconds a VM may take to boot to its agent's first answer.
-    pub boot_timeout: u64,
-}
-
-impl Default for VmSettings {
-    fn default() -> Self {
-        VmSettings {
-            accel: "auto".into(),
-            machine: "microvm".into(),
-            kernel: None,
-            agent: None,
-            qemu: PathBuf::from("qemu-system-x86_64"),
-            cache_dir: None,
-            boot_timeout: 120,
-        }
-    }
-}
-
-impl VmSettings {
-    /// The driver's config for a daemon with `root` and `run_root`, `husk_binary` being this executable.
-    pub fn to_config(
-        &self,
-        root: &Path,
-        run_root: &Path,
-        husk_binary: &Path,
-    ) -> Result<husk_vm::VmDriverConfig> {
-        let agent = self
-            .agent
-            .clone()
-            .unwrap_or_else(|| husk_binary.with_file_name("husk-agent"));
-        let mut c = husk_vm::VmDriverConfig::new(root.join("vm"), run_root, agent);
-        c.accel = self
-            .accel
-            .parse()
-            .map_err(|e: husk_core::Error| anyhow!("[vm] accel: {}", e.message))?;
-        c.machine = match self.machine.as_str() {
-            "microvm" => husk_vm::Machine::Microvm,
-            "q35" => husk_vm::Machine::Q35,
-            other => bail!("[vm] machine: unknown machine type {other:?}: use microvm or q35"),
-        };
-        c.kernel = self.kernel.clone();
-        c.qemu = self.qemu.clone();
-        if let Some(dir) = &self.cache_dir {
-            c.cache_dir = dir.clone();
-        }
-        c.boot_timeout = Duration::from_secs(self.boot_timeout.max(1));
-        Ok(c)
-    }
-}
-
-/// `[images]` in the config file: the image store's settings (`husk_image::ImageConfig`), every key checked.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ImageSettings {
-    /// Create device nodes found in layers (off: a layer with a device node is refused).
-    pub allow_devices: bool,
-    /// `[images.limits]`: what one load or pull may write.
-    pub limits: ImageLimits,
-    /// `[images.registry]`: mirrors, insecure registries, credentials file, concurrency.
-    pub registry: RegistrySettings,
-}
-
-/// `[images.limits]` (bytes and counts).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ImageLimits {
-    /// Most bytes of one layer's uncompressed content.
-    pub max_layer_size: u64,
-    /// Most uncompressed bytes of all layers of one image.
-    pub max_image_size: u64,
-    /// Most entries in one layer.
-    pub max_layer_entries: u64,
-    /// Most bytes of an archive given to `load`.
-    pub max_archive_size: u64,
-    /// Most bytes of a manifest, index or image config.
-    pub max_json_size: u64,
-}
-
-/// `[images.registry]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RegistrySettings {
-    /// Docker Hub mirrors, tried in order (`host[:port]` or `https://host`).
-    pub mirrors: Vec<String>,
-    /// Registries reached over plain HTTP (`host[:port]`, `host`, or a CIDR); loopback always is.
-    pub insecure_registries: Vec<String>,
-    /// The credentials file `husk login` writes (default: `<root>/images/auth.json`).
-    pub auth_file: Option<PathBuf>,
-    /// Layers downloaded at once per pull.
-    pub max_concurrent_downloads: usize,
-    /// Layers uploaded at once per push.
-    pub max_concurrent_uploads: usize,
-    /// Times a broken layer download is resumed before the pull fails.
-    pub download_retries: u32,
-}
-
-impl Default for ImageSettings {
-    fn default() -> Self {
-        ImageSettings::from(husk_image::ImageConfig::default())
-    }
-}
-
-impl Default for ImageLimits {
-    fn default() -> Self {
-        ImageSettings::default().limits
-    }
-}
-
-impl Default for RegistrySettings {
-    fn default() -> Self {
-        ImageSettings::default().registry
-    }
-}
-
-impl From<husk_image::ImageConfig> for ImageSettings {
-    fn from(c: husk_image::ImageConfig) -> Self {
-        let (l, r) = (c.limits, c.registry);
-        ImageSettings {
-            allow_devices: c.allow_devices,
-            limits: ImageLimits {
-                max_layer_size: l.max_layer_size,
-                max_image_size: l.max_image_size,
-                max_layer_entries: l.max_layer_entries,
-                max_archive_size: l.max_archive_size,
-                max_json_size: l.max_json_size,
-            },
-            registry: RegistrySettings {
-                mirrors: r.mirrors,
-                insecure_registries: r.insecure_registries,
-                auth_file: r.auth_file,
-                max_concurrent_downloads: r.max_concurrent_downloads,
-                max_concurrent_uploads: r.max_concurrent_uploads,
-                download_retries: r.download_retries,
-            },
-        }
-    }
-}
-
-impl ImageSettings {
-    /// The image store's config.
-    pub fn to_config(&self) -> husk_image::ImageConfig {
-        let (l, r) = (&self.limits, &self.registry);
-        husk_image::ImageConfig {
-            allow_devices: self.allow_devices,
-            limits: husk_image::Limits {
-                max_layer_size: l.max_layer_size,
-                max_image_size: l.max_image_size,
-                max_layer_entries: l.max_layer_entries,
-                max_archive_size: l.max_archive_size,
-                max_json_size: l.max_json_size,
-            },
-            registry: husk_image::RegistryConfig {
-                mirrors: r.mirrors.clone(),
-                host_mirrors: Default::default(),
-                insecure_registries: r.insecure_registries.clone(),
-                auth_file: r.auth_file.clone(),
-                max_concurrent_downloads: r.max_concurrent_downloads,
-                max_concurrent_uploads: r.max_concurrent_uploads,
-                download_retries: r.download_retries,
-            },
-        }
-    }
-}
-
-/// `[network]` in the config file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NetworkSettings {
-    /// Directory of CNI configuration lists.
-    pub cni_conf_dir: PathBuf,
-    /// Directories of CNI plugins.
-    pub cni_plugin_dirs: Vec<PathBuf>,
-    /// Name of the default (bridge) network.
-    pub default_network: String,
-    /// Bridge of the default network.
-    pub bridge: String,
-    /// Subnet of the default network.
-    pub subnet: String,
-}
-
-impl Default for NetworkSettings {
-    fn default() -> Self {
-        let d = husk_net::CniConfig::with_root("/");
-        NetworkSettings {
-            cni_conf_dir: d.conf_dir,
-            cni_plugin_dirs: d.plugin_dirs,
-            default_network: d.default_network,
-            bridge: d.default_bridge,
-            subnet: d.default_subnet,
-        }
-    }
-}
-
-/// `[docker]` in the config file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DockerSettings {
-    /// The engine's address.
-    pub host: String,
-    /// This daemon's name on the engine (labels, object names).
-    pub instance: String,
-    /// The static `husk-pause` binary for infra containers (default: next to `husk`).
-    pub pause_binary: Option<PathBuf>,
-}
-
-impl Default for DockerSettings {
-    fn default() -> Self {
-        DockerSettings {
-            host: husk_docker::DEFAULT_HOST.to_string(),
-            instance: "husk".into(),
-            pause_binary: None,
-        }
-    }
-}
-
-impl Default for DaemonConfig {
-    fn default() -> Self {
-        DaemonConfig {
-            root: PathBuf::from("/var/lib/husk"),
-            run_root: PathBuf::from("/run/husk"),
-            socket: PathBuf::from("/run/husk/husk.sock"),
-            driver: "linux".into(),
-            drivers: Vec::new(),
-            mode: "sandbox".into(),
-            cgroup_parent: "husk".into(),
-            cgroup_favordynmods: true,
-            sandbox_pool: 0,
-            log_level: "info".into(),
-            network: NetworkSettings::default(),
-            docker: DockerSettings::default(),
-            listen: String::new(),
-            cri_socket: None,
-            cri_stream_address: husk_cri::DEFAULT_STREAM_ADDRESS.into(),
-            cri: CriSettings::default(),
-            auth: "keystone".into(),
-            images: ImageSettings::default(),
-            vm: VmSettings::default(),
-        }
-    }
-}
-
-impl DaemonConfig {
-    /// Reads the config file (a missing default file is fine) and applies the flags.
-    pub fn load(args: &DaemonArgs) -> Result<DaemonConfig> {
-        let mut config = match std::fs::read_to_string(&args.config) {
-            Ok(text) => toml::from_str(&text)
-                .with_context(|| format!("invalid config file {}", args.config.display()))?,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    && args.config == Path::new("/etc/husk/husk.toml") =>
-            {
-                DaemonConfig::default()
-            }
-            Err(e) => {
-                return Err(anyhow!(
-                    "cannot read config file {}: {e}",
-                    args.config.display()
-                ));
-            }
-        };
-        if let Some(v) = &args.root {
-            config.root = v.clone();
-        }
-        if let Some(v) = &args.run_root {
-            config.run_root = v.clone();
-        }
-        if let Some(v) = &args.socket {
-            config.socket = v.clone();
-        }
-        if let Some(v) = &args.driver {
-            config.driver = v.clone();
-        }
-        if let Some(v) = &args.mode {
-            config.mode = v.clone();
-        }
-        if let Some(v) = &args.cgroup_parent {
-            config.cgroup_parent = v.clone();
-        }
-        if let Some(v) = &args.log_level {
-            config.log_level = v.clone();
-        }
-        if let Some(v) = &args.cni_conf_dir {
-            config.network.cni_conf_dir = v.clone();
-        }
-        if let Some(v) = &args.bridge {
-            config.network.bridge = v.clone();
-        }
-        if let Some(v) = &args.subnet {
-            config.network.subnet = v.clone();
-        }
-        if let Some(v) = &args.default_network {
-            config.network.default_network = v.clone();
-        }
-        if let Some(v) = &args.docker_host {
-            config.docker.host = v.clone();
-        }
-        if let Some(v) = &args.docker_instance {
-            config.docker.instance = v.clone();
-        }
-        if let Some(v) = &args.listen {
-            config.listen = v.clone();
-        }
-        if let Some(v) = &args.cri_socket {
-            config.cri_socket = Some(v.clone());
-        }
-        if let Some(v) = &args.auth {
-            config.auth = v.clone();
-        }
-        if !config.drivers.contains(&config.driver) {
-            config.drivers.insert(0, config.driver.clone());
-        }
-        for (name, runtime) in &config.cri.runtimes {
-            if name.is_empty() {
-                bail!(
-                    "[cri.runtimes.\"\"]: the empty handler is the default driver's (set `driver`)"
-                );
-            }
-            if !config.drivers.contains(&runtime.driver) {
-                bail!(
-                    "[cri.runtimes.{name}] driver = {:?}: this daemon runs {} (add it to `drivers`)",
-                    runtime.driver,
-                    config.drivers.join(", ")
-                );
-            }
-        }
-        Ok(config)
-    }
-}
+use crate::config::DaemonConfig;
+use crate::systemd::Activation;
 
 /// Holds `root/husk.lock` for the daemon's lifetime so a second daemon on the same root refuses to start.
 fn lock_root(root: &Path) -> Result<File> {
@@ -618,8 +180,9 @@ async fn prepare_init_binary(root: &Path) -> Option<PathBuf> {
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(args: DaemonArgs) -> Result<i32> {
+/// Runs the daemon until SIGTERM or SIGINT, on the API socket systemd passed in `activation` if it did, and
+/// telling systemd when it is ready and when it stops if it asked to be told.
+pub async fn run(args: DaemonArgs, activation: Activation) -> Result<i32> {
     let config = DaemonConfig::load(&args)?;
     let mode: Mode = config
         .mode
@@ -632,9 +195,11 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     let _lock = lock_root(&config.root)?;
-    if tokio::net::UnixStream::connect(&config.socket)
-        .await
-        .is_ok()
+    // A socket systemd passed answers to us; one we are to bind must not answer anyone yet.
+    if activation.listener.is_none()
+        && tokio::net::UnixStream::connect(&config.socket)
+            .await
+            .is_ok()
     {
         bail!(
             "another husk daemon is already listening on {}",
@@ -749,14 +314,57 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
     };
     let router = husk_api::unix_router(engine.clone());
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let notifier = activation.notifier.map(Arc::new);
+    let stopping = notifier.clone();
     let shutdown = async move {
         let _ = stop_rx.await;
         tracing::info!("shutting down; containers keep running");
+        if let Some(n) = &stopping {
+            let _ = n.notify("STOPPING=1");
+        }
         let _ = stop_all.send(true);
         let _ = drained_tx.send(());
     };
-    let socket = config.socket.clone();
-    let server = tokio::spawn(async move { husk_api::serve_unix(&socket, router, shutdown).await });
+    // The socket systemd passed (husk.socket), else our own at `socket`, which we then remove at the end.
+    let (listener, socket, own_socket) = match activation.listener {
+        Some(passed) => {
+            passed.set_nonblocking(true)?;
+            let path = passed
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+            tracing::info!(socket = ?path, "serving the API on the socket systemd passed");
+            (tokio::net::UnixListener::from_std(passed)?, path, false)
+        }
+        None => (
+            husk_api::bind_unix(&config.socket)?,
+            Some(config.socket.clone()),
+            true,
+        ),
+    };
+    let server =
+        tokio::spawn(
+            async move { husk_api::serve_unix_listener(listener, router, shutdown).await },
+        );
+    if let Some(n) = &notifier {
+        match &socket {
+            Some(path) if !answers(path, Duration::from_secs(30)).await => {
+                tracing::warn!(socket = %path.display(), "the API socket does not answer: not telling systemd we are ready");
+            }
+            _ => {
+                let status = format!(
+                    "READY=1\nSTATUS=serving on {}",
+                    socket
+                        .as_deref()
+                        .unwrap_or(Path::new("the socket systemd passed"))
+                        .display()
+                );
+                if let Err(e) = n.notify(&status) {
+                    tracing::warn!("tell systemd we are ready: {e}");
+                }
+            }
+        }
+    }
     // Give open streams (attach, logs -f) a moment after the signal, then leave.
     tokio::select! {
         r = server => { r.map_err(|e| anyhow!("API server task: {e}"))??; }
@@ -768,83 +376,26 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
     if let Some(c) = cri {
         let _ = tokio::time::timeout(Duration::from_secs(2), c).await;
     }
-    let _ = std::fs::remove_file(&config.socket);
+    if own_socket {
+        let _ = std::fs::remove_file(&config.socket);
+    }
     engine.shutdown().await;
     Ok(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn images_section_reaches_the_image_store() {
-        let text = r#"
-[images]
-allow_devices = true
-[images.limits]
-max_layer_size = 1048576
-[images.registry]
-mirrors = ["mirror.example:5000"]
-insecure_registries = ["10.0.0.0/8"]
-max_concurrent_downloads = 2
-"#;
-        let config: DaemonConfig = toml::from_str(text).unwrap();
-        let c = config.images.to_config();
-        assert!(c.allow_devices);
-        assert_eq!(c.limits.max_layer_size, 1 << 20);
-        let defaults = husk_image::ImageConfig::default();
-        assert_eq!(
-            c.limits.max_image_size, defaults.limits.max_image_size,
-            "unset keys keep their defaults"
-        );
-        assert_eq!(c.registry.mirrors, ["mirror.example:5000"]);
-        assert_eq!(c.registry.insecure_registries, ["10.0.0.0/8"]);
-        assert_eq!(c.registry.max_concurrent_downloads, 2);
-        assert_eq!(
-            c.registry.download_retries,
-            defaults.registry.download_retries
-        );
-        assert_eq!(DaemonConfig::default().images.to_config(), defaults);
-    }
-
-    #[test]
-    fn vm_section_reaches_the_vm_driver() {
-        let text =
-            "[vm]\naccel = \"tcg\"\nmachine = \"q35\"\ncache_dir = \"/c\"\nboot_timeout = 7\n";
-        let config: DaemonConfig = toml::from_str(text).unwrap();
-        let c = config
-            .vm
-            .to_config(Path::new("/r"), Path::new("/run/x"), Path::new("/bin/husk"))
-            .unwrap();
-        assert_eq!(c.accel, husk_vm::AccelChoice::Tcg);
-        assert_eq!(c.machine, husk_vm::Machine::Q35);
-        assert_eq!(c.cache_dir, Path::new("/c"));
-        assert_eq!(
-            c.agent,
-            Path::new("/bin/husk-agent"),
-            "the agent is next to husk"
-        );
-        assert_eq!(c.root, Path::new("/r/vm"));
-        assert_eq!(c.boot_timeout, Duration::from_secs(7));
-        let bad: DaemonConfig = toml::from_str("[vm]\naccel = \"fast\"\n").unwrap();
-        let e = bad
-            .vm
-            .to_config(Path::new("/r"), Path::new("/run/x"), Path::new("/bin/husk"))
-            .unwrap_err();
-        assert!(e.to_string().contains("auto, kvm or tcg"), "{e}");
-        assert!(toml::from_str::<DaemonConfig>("[vm]\nacel = \"tcg\"\n").is_err());
-    }
-
-    #[test]
-    fn unknown_image_keys_are_refused() {
-        for text in [
-            "[images]\nallow_device = true\n",
-            "[images.limits]\nmax_layer = 1\n",
-            "[images.registry]\nmirror = []\n",
-        ] {
-            let e = toml::from_str::<DaemonConfig>(text).unwrap_err();
-            assert!(e.to_string().contains("unknown field"), "{text}: {e}");
+/// Whether husk's API answers on the unix socket at `path` within `patience` (asked as the CLI asks).
+async fn answers(path: &Path, patience: Duration) -> bool {
+    let Ok(client) = crate::client::Client::new(&format!("unix://{}", path.display())) else {
+        return false;
+    };
+    let deadline = tokio::time::Instant::now() + patience;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(status) = client.status(http::Method::GET, "/husk/v1/version").await
+            && status.is_success()
+        {
+            return true;
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    false
 }

@@ -2,7 +2,10 @@
 
 mod cli;
 mod client;
+mod config;
 mod daemon;
+mod manuals;
+mod systemd;
 
 use clap::Parser;
 use cli::args::{Cli, Command};
@@ -117,16 +120,40 @@ fn main() {
                 }
             }
         }
+        Command::Completion(args) => {
+            quiet_on_broken_output();
+            manuals::completion(args.shell, &mut std::io::stdout());
+            0
+        }
+        Command::Man(args) => match manuals::write_man_pages(&args.dir) {
+            Ok(pages) => {
+                for page in pages {
+                    println!("{}", page.display());
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                1
+            }
+        },
         // Joins or builds a container's mount namespace: must stay single-threaded.
         Command::ContainerFs { request } => husk_container::container_fs::run(&request),
+        Command::Daemon(args) if args.check_config => config::check(&args),
         Command::Daemon(args) => {
-            init_logging(args.log_level.as_deref().unwrap_or("info"));
+            // The file's level unless the flag says otherwise; a file that cannot be read is reported by `run`.
+            let level = config::DaemonConfig::load(&args)
+                .map(|c| c.log_level)
+                .unwrap_or_else(|_| args.log_level.clone().unwrap_or_else(|| "info".into()));
+            init_logging(&level);
+            // Before the runtime starts threads: this takes systemd's variables out of the environment.
+            let activation = systemd::Activation::take_from_environment();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build();
             match runtime
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(daemon::run(args)))
+                .and_then(|rt| rt.block_on(daemon::run(args, activation)))
             {
                 Ok(code) => code,
                 Err(e) => {

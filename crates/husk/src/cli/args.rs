@@ -132,6 +132,10 @@ pub enum Command {
     /// The vm driver's guest image.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Print the shell completion script for husk (bash, zsh, fish, elvish or powershell).
+    Completion(CompletionArgs),
+    /// Write husk's manual pages (husk.1 and one husk-COMMAND.1 per command) into a directory.
+    Man(ManArgs),
     /// (internal) The per-container monitor, started by the daemon.
     #[command(hide = true)]
     Shim {
@@ -147,6 +151,22 @@ pub enum Command {
         /// The request (JSON).
         request: String,
     },
+}
+
+/// `husk completion`.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell the script is for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `husk man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (made if missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `husk vm ...`: run on this host, without a daemon.
@@ -222,6 +242,10 @@ pub struct DaemonArgs {
     /// Authentication on the TCP listener: keystone (default) or none (one default project).
     #[arg(long)]
     pub auth: Option<String>,
+    /// Check the configuration file (with these flags over it) and exit: 0 when the daemon would take it, else
+    /// 1 with the key that is wrong and why. Starts nothing and needs no root.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
 }
 
 /// Options of `run` and `create`.

@@ -157,7 +157,9 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
         | Command::Shim { .. }
         | Command::SandboxPause
         | Command::ContainerFs { .. }
-        | Command::Vm(_) => {
+        | Command::Vm(_)
+        | Command::Completion(_)
+        | Command::Man(_) => {
             unreachable!("handled in main")
         }
     }

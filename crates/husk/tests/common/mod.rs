@@ -176,6 +176,18 @@ impl Daemon {
     /// Starts a daemon with `flags` and `config` as its config file's text; loads the busybox image if `busybox`
     /// (else its image store starts empty).
     pub fn start_with(flags: &[&str], config: &str, busybox: bool) -> Daemon {
+        let mut d = Daemon::stopped(flags, config);
+        d.spawn(&[]);
+        if busybox {
+            d.husk(&["image", "load", "-i", busybox_archive().to_str().unwrap()])
+                .ok();
+        }
+        d
+    }
+
+    /// A daemon's directories and settings (`flags`, `config` as its config file's text), not started yet:
+    /// `spawn` starts it, or a test starts `command()` its own way and hands the process to `adopt`.
+    pub fn stopped(flags: &[&str], config: &str) -> Daemon {
         require_root();
         let dir = tempfile::Builder::new()
             .prefix("hk")
@@ -198,7 +210,7 @@ impl Daemon {
         let mix = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let bridge = format!("hk{:08x}", (mix >> 32) as u32);
         let subnet = format!("10.{}.{}.0/24", 100 + (mix >> 8) % 150, mix % 256);
-        let mut d = Daemon {
+        let d = Daemon {
             bridge,
             subnet,
             docker: None,
@@ -211,16 +223,32 @@ impl Daemon {
             child: None,
         };
         std::fs::write(d.dir.path().join("none.toml"), config).unwrap();
-        d.spawn(&[]);
-        if busybox {
-            d.husk(&["image", "load", "-i", busybox_archive().to_str().unwrap()])
-                .ok();
-        }
         d
     }
 
     /// Starts the daemon process with extra environment; waits until it answers.
     pub fn spawn(&mut self, env: &[(&str, &str)]) {
+        let mut cmd = self.command();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.adopt(cmd.spawn().expect("start husk daemon"));
+        self.wait_until_up();
+    }
+
+    /// Takes `child`, a daemon started from `command()`, as this daemon's process (stopped and cleaned up
+    /// after as any other).
+    pub fn adopt(&mut self, child: Child) {
+        self.child = Some(child);
+    }
+
+    /// The daemon's process ID.
+    pub fn daemon_pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// `husk daemon` with this daemon's directories, flags and config file, its output going to its log.
+    pub fn command(&self) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -251,10 +279,11 @@ impl Daemon {
         if !self.dir.path().join("none.toml").exists() {
             std::fs::write(self.dir.path().join("none.toml"), "").unwrap();
         }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        self.child = Some(cmd.spawn().expect("start husk daemon"));
+        cmd
+    }
+
+    /// Waits until the started daemon answers (panics with its log if it exits or takes too long).
+    pub fn wait_until_up(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.husk(&["version"]).stdout.contains("Server: husk") {

@@ -1,0 +1,212 @@
+//! husk as a service: `--check-config`, completion scripts and manual pages from the binary, and (as root) the
+//! daemon's systemd readiness notification and socket activation.
+
+mod common;
+
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Daemon, husk_bin};
+
+fn husk(args: &[&str]) -> common::Run {
+    Command::new(husk_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run husk")
+        .into()
+}
+
+#[test]
+fn check_config_accepts_a_good_file_and_names_the_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("husk.toml");
+    let path = file.to_str().unwrap();
+    std::fs::write(
+        &file,
+        "root = \"/var/lib/h\"\ndrivers = [\"linux\", \"vm\"]\n[vm]\naccel = \"tcg\"\n",
+    )
+    .unwrap();
+    let ok = husk(&["daemon", "--check-config", "--config", path]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(ok.stdout.contains(": ok"), "{}", ok.stdout);
+
+    std::fs::write(&file, "root = \"/var/lib/h\"\n\n[vm]\nacel = \"tcg\"\n").unwrap();
+    let bad = husk(&["daemon", "--check-config", "--config", path]);
+    assert_eq!(bad.code, 1);
+    assert_eq!(
+        bad.stderr.trim(),
+        format!("{path}: line 4: vm.acel: unknown key; did you mean `vm.accel`?")
+    );
+
+    // Flags are checked as the daemon would take them.
+    std::fs::write(&file, "").unwrap();
+    let flag = husk(&[
+        "daemon",
+        "--check-config",
+        "--config",
+        path,
+        "--mode",
+        "box",
+    ]);
+    assert_eq!(flag.code, 1);
+    assert!(
+        flag.stderr.contains("mode: unknown mode \"box\""),
+        "{}",
+        flag.stderr
+    );
+
+    let missing = husk(&[
+        "daemon",
+        "--check-config",
+        "--config",
+        "/nonexistent/husk.toml",
+    ]);
+    assert_eq!(missing.code, 1);
+}
+
+#[test]
+fn completion_scripts_and_man_pages_come_from_the_binary() {
+    let bash = husk(&["completion", "bash"]);
+    assert_eq!(bash.code, 0, "{}", bash.stderr);
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), &bash.stdout).unwrap();
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(script.path())
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "the bash script does not parse");
+    assert!(bash.stdout.contains("--check-config"));
+    let fish = husk(&["completion", "fish"]);
+    assert!(fish.stdout.contains("-l check-config"), "{}", fish.stdout);
+    assert_ne!(husk(&["completion", "tcsh"]).code, 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = husk(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let listed: Vec<&str> = out.stdout.lines().collect();
+    assert!(listed.len() > 60, "{listed:?}");
+    for page in ["husk.1", "husk-run.1", "husk-image-ls.1", "husk-daemon.1"] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: {text}"
+        );
+    }
+    assert!(
+        !dir.path().join("husk-shim.1").exists(),
+        "no page for internal commands"
+    );
+}
+
+/// The next datagram on `socket`, as text.
+fn next_message(socket: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let len = socket
+        .recv(&mut buf)
+        .expect("a notification within the timeout");
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+#[test]
+fn the_daemon_tells_systemd_it_is_ready_once_its_socket_answers() {
+    common::require_root();
+    let mut d = Daemon::stopped(&[], "");
+    let notify = d.dir.path().join("notify");
+    let receiver = UnixDatagram::bind(&notify).unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut cmd = d.command();
+    cmd.env("NOTIFY_SOCKET", &notify);
+    d.adopt(cmd.spawn().expect("start husk daemon"));
+
+    let ready = next_message(&receiver);
+    // Asked right when READY=1 arrives: the API must already answer.
+    let version = d.husk(&["version"]);
+    assert!(
+        ready.lines().any(|l| l == "READY=1"),
+        "{ready:?}\n{}",
+        d.log()
+    );
+    assert!(
+        version.stdout.contains("Server: husk"),
+        "READY=1 came before the socket answered: {}",
+        version.stdout
+    );
+    assert!(ready.contains("STATUS=serving on "), "{ready:?}");
+
+    assert!(d.terminate().success());
+    let stopping = next_message(&receiver);
+    assert_eq!(stopping, "STOPPING=1");
+}
+
+#[test]
+fn the_daemon_serves_the_socket_systemd_passes() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    common::require_root();
+    let mut d = Daemon::stopped(&[], "");
+    // systemd's part: bind and listen before the service exists.
+    let listener = UnixListener::bind(&d.socket).unwrap();
+    let fd = listener.as_raw_fd();
+    // A client that comes before the daemon waits in the socket's queue and is answered once it starts.
+    let early = {
+        let host = format!("unix://{}", d.socket.display());
+        std::thread::spawn(move || {
+            Command::new(husk_bin())
+                .arg("version")
+                .env("HUSK_HOST", host)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+
+    let daemon = d.command();
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.dir.path().join("daemon.log"))
+        .unwrap();
+    let mut cmd = Command::new("/bin/sh");
+    // LISTEN_PID must be the daemon's own: the shell's, which exec keeps.
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+        .arg(daemon.get_program())
+        .args(daemon.get_args())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    // SAFETY: only dup2 and fcntl, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    d.adopt(cmd.spawn().expect("start husk daemon"));
+    d.wait_until_up();
+    let early = early.join().unwrap();
+    assert!(
+        String::from_utf8_lossy(&early.stdout).contains("Server: husk"),
+        "{}",
+        String::from_utf8_lossy(&early.stdout)
+    );
+    assert!(d.log().contains("the socket systemd passed"), "{}", d.log());
+    assert!(d.terminate().success());
+    assert!(
+        d.socket.exists(),
+        "the daemon removed the socket systemd owns"
+    );
+    drop(listener);
+}
