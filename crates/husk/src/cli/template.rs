@@ -146,6 +146,7 @@ pub fn run(template: &Template, item: &serde_json::Value) -> Result<String> {
 
 /// The template `text`, parsed, with Docker's functions.
 pub fn compile(text: &str) -> std::result::Result<Template, String> {
+    check_lexable(text)?;
     let mut template = Template::default();
     let funcs: [(&str, Func); 7] = [
         (GO_PRINT, go_print),
@@ -161,6 +162,56 @@ pub fn compile(text: &str) -> std::result::Result<Template, String> {
         .parse(print_fields_as_go(text))
         .map_err(|e| e.to_string())?;
     Ok(template)
+}
+
+/// Refuses what gtmpl 0.7's lexer mishandles, before it sees it: its `backup` steps back one byte whatever it read
+/// last, so a template that ends inside an action can make it loop forever (`{{,--`), and a non-ASCII character in an
+/// action outside a quoted string makes it slice inside that character and panic (`{{é}}`). Actions are found as
+/// the lexer finds them: from `{{` (a comment `{{/* */}}` skipped whole) to the first `}}` outside quotes.
+fn check_lexable(text: &str) -> std::result::Result<(), String> {
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let action = &rest[open + 2..];
+        let action = action.strip_prefix("- ").unwrap_or(action);
+        let action = match action.strip_prefix("/*") {
+            Some(comment) => match comment.find("*/") {
+                Some(end) => &comment[end + 2..],
+                None => return Err("unclosed comment".into()),
+            },
+            None => action,
+        };
+        rest = after_action(action)?;
+    }
+    Ok(())
+}
+
+/// What follows the `}}` that ends the action `action` starts (the text after its `{{`).
+fn after_action(action: &str) -> std::result::Result<&str, String> {
+    let mut chars = action.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '}' if action[i..].starts_with("}}") => return Ok(&action[i + 2..]),
+            '"' | '\'' | '`' => {
+                // As the lexer reads quotes: a backslash escapes the next quote (raw strings have no escapes).
+                let mut escaped = false;
+                loop {
+                    match chars.next() {
+                        None => return Err("unclosed quote in an action".into()),
+                        Some((_, q)) if q == c && !escaped => break,
+                        Some((_, '\\')) if c != '`' => escaped = true,
+                        Some(_) => escaped = false,
+                    }
+                }
+            }
+            c if !c.is_ascii() => {
+                return Err(format!(
+                    "{c:?} in an action: quote text that is not ASCII"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Err("unclosed action".into())
 }
 
 /// The function that prints a value as Go's `%v` does (`[a b]`, `map[k:v]`, `<nil>`).
@@ -421,5 +472,24 @@ mod tests {
             "sh|-c|true|"
         );
         assert_eq!(render("{{len (split \"a,b\" \",\")}}", json!({})), "2");
+        assert_eq!(render("{{/* {{ */}}{{\"é}}\"}} é", json!({})), "é}} é");
+    }
+
+    #[test]
+    fn templates_the_template_engine_would_hang_or_panic_on_are_refused() {
+        // The fuzz target format_template found the first three: gtmpl 0.7's lexer looped forever on `{{,--` and
+        // panicked on the others (`backup` stepped back one byte past the end of the input, or into a two-byte
+        // character). The rest end inside an action in other ways.
+        for (format, error) in [
+            ("{{,--", "unclosed action"),
+            ("{{1", "unclosed action"),
+            ("{{é}}", "in an action"),
+            ("{{1é}}", "in an action"),
+            ("{{.ID}} {{\"}}", "unclosed quote"),
+            ("{{/* x", "unclosed comment"),
+        ] {
+            let e = format.parse::<OutputFormat>().unwrap_err();
+            assert!(e.contains(error), "{format}: {e}");
+        }
     }
 }
