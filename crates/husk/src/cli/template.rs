@@ -204,9 +204,7 @@ fn after_action(action: &str) -> std::result::Result<&str, String> {
                 }
             }
             c if !c.is_ascii() => {
-                return Err(format!(
-                    "{c:?} in an action: quote text that is not ASCII"
-                ));
+                return Err(format!("{c:?} in an action: quote text that is not ASCII"));
             }
             _ => {}
         }
@@ -247,8 +245,10 @@ fn print_fields_as_go(text: &str) -> String {
 /// An action's inside split into its left trim marker (`- `), body and right trim marker (` -`).
 fn trim_markers(inner: &str) -> (&str, &str, &str) {
     let left = if inner.starts_with("- ") { "- " } else { "" };
-    let right = if inner.ends_with(" -") { " -" } else { "" };
-    let body = inner[left.len()..inner.len() - right.len()].trim();
+    // The right marker is looked for after the left one: in `{{- -}}` they would overlap.
+    let rest = &inner[left.len()..];
+    let right = if rest.ends_with(" -") { " -" } else { "" };
+    let body = rest[..rest.len() - right.len()].trim();
     (left, body, right)
 }
 
@@ -491,5 +491,14 @@ mod tests {
             let e = format.parse::<OutputFormat>().unwrap_err();
             assert!(e.contains(error), "{format}: {e}");
         }
+    }
+
+    #[test]
+    fn trim_markers_that_touch_are_not_taken_twice() {
+        // Found by the fuzz target format_template: `{{- -}}` sliced inner[2..1] and panicked.
+        assert_eq!(trim_markers("- -"), ("- ", "-", ""));
+        assert_eq!(trim_markers("-  -"), ("- ", "", " -"));
+        assert_eq!(trim_markers("- .Name -"), ("- ", ".Name", " -"));
+        let _ = "{{- -}}".parse::<OutputFormat>();
     }
 }
