@@ -35,7 +35,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn handshake(data: &[u8]) {
     let mut reader = data;
     if let Ok((kind, nonce)) = now(read_marker(&mut reader)) {
-        assert!(contains(data, &marker(kind, &nonce)), "read_marker returned a marker that is not in the stream");
+        assert!(
+            contains(data, &marker(kind, &nonce)),
+            "read_marker returned a marker that is not in the stream"
+        );
     }
     // Bytes without MAGIC's first byte cannot start a marker: the marker after them is the one found.
     let mut nonce = [0u8; NONCE_LEN];
@@ -47,7 +50,11 @@ fn handshake(data: &[u8]) {
     stream.extend_from_slice(&marker(kind, &nonce));
     stream.extend_from_slice(data);
     let mut reader = &stream[..];
-    assert_eq!(now(read_marker(&mut reader)).ok(), Some((kind, nonce)), "the marker after the noise was missed");
+    assert_eq!(
+        now(read_marker(&mut reader)).ok(),
+        Some((kind, nonce)),
+        "the marker after the noise was missed"
+    );
 }
 
 fn round_trip<M: Message + Default>(data: &[u8]) -> Option<M> {
@@ -55,15 +62,28 @@ fn round_trip<M: Message + Default>(data: &[u8]) -> Option<M> {
     let bytes = message.encode_to_vec();
     let again = M::decode(bytes.as_slice()).expect("a re-encoded message decodes");
     // Compared as bytes: a float field may hold a NaN, which equals nothing.
-    assert_eq!(again.encode_to_vec(), bytes, "a message changed when encoded and decoded again");
+    assert_eq!(
+        again.encode_to_vec(),
+        bytes,
+        "a message changed when encoded and decoded again"
+    );
     Some(message)
 }
 
-fn json_round_trip<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(text: &str) {
-    let Ok(value) = serde_json::from_str::<T>(text) else { return };
+fn json_round_trip<
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+>(
+    text: &str,
+) {
+    let Ok(value) = serde_json::from_str::<T>(text) else {
+        return;
+    };
     let written = serde_json::to_string(&value).expect("serialises");
     let again: T = serde_json::from_str(&written).expect("what was written reads back");
-    assert_eq!(again, value, "a JSON document changed when written and read again");
+    assert_eq!(
+        again, value,
+        "a JSON document changed when written and read again"
+    );
 }
 
 fn messages(data: &[u8]) {
@@ -101,7 +121,9 @@ fn messages(data: &[u8]) {
 }
 
 fn status(data: &[u8]) {
-    let Some((&code, rest)) = data.split_first() else { return };
+    let Some((&code, rest)) = data.split_first() else {
+        return;
+    };
     let text = String::from_utf8_lossy(rest);
     let (field, message) = text.split_once('\n').unwrap_or(("", &text));
     let mut s = tonic::Status::new(tonic::Code::from(i32::from(code) % 20), message);

@@ -19,7 +19,9 @@ mod cli {
 use cli::template::{OutputFormat, compile, run};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let (format, item) = text.split_once('\n').unwrap_or((text, ""));
     let item: serde_json::Value = serde_json::from_str(item).unwrap_or_else(|_| {
         serde_json::json!({
@@ -36,7 +38,10 @@ fuzz_target!(|data: &[u8]| {
         let template = compile(&text).expect("a format accepted as a template compiles again");
         let _ = run(&template, &item);
         if table {
-            let _ = run(&template, &serde_json::json!({"ID": "ID", "Names": "NAMES"}));
+            let _ = run(
+                &template,
+                &serde_json::json!({"ID": "ID", "Names": "NAMES"}),
+            );
         }
     }
     if let Ok(template) = compile(format) {

@@ -40,7 +40,9 @@ fuzz_target!(|data: &[u8]| {
             },
         ];
         for options in &options {
-            let Ok(found) = images(&staged, options, &limits) else { continue };
+            let Ok(found) = images(&staged, options, &limits) else {
+                continue;
+            };
             for image in found {
                 if let Ok((_, diff_ids)) = ConfigFile::parse(&image.config, "fuzz config") {
                     // store_image refuses a mismatch; here it only must not matter for what was found.
@@ -58,7 +60,10 @@ fuzz_target!(|data: &[u8]| {
     }
 
     assert!(
-        fs::read_dir(&blobs_dir).expect("list blobs").next().is_none(),
+        fs::read_dir(&blobs_dir)
+            .expect("list blobs")
+            .next()
+            .is_none(),
         "reading an archive wrote to the blob store"
     );
     assert!(
@@ -70,5 +75,9 @@ fuzz_target!(|data: &[u8]| {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["blobs", "tmp"], "something was written next to the store");
+    assert_eq!(
+        names,
+        ["blobs", "tmp"],
+        "something was written next to the store"
+    );
 });

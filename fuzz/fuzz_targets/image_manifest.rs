@@ -33,15 +33,24 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(config.rootfs.kind, "layers");
         assert_eq!(diff_ids.len(), config.rootfs.diff_ids.len());
         for (id, text) in diff_ids.iter().zip(&config.rootfs.diff_ids) {
-            assert_eq!(&id.to_string(), text, "a diff ID does not print back as it was written");
+            assert_eq!(
+                &id.to_string(),
+                text,
+                "a diff ID does not print back as it was written"
+            );
         }
     }
 
     // The small strings inside them.
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(digest) = Digest::parse(text, "fuzz") {
         assert_eq!(digest.to_string(), text);
-        assert_eq!(Digest::parse(&digest.to_string(), "again").ok(), Some(digest));
+        assert_eq!(
+            Digest::parse(&digest.to_string(), "again").ok(),
+            Some(digest)
+        );
     }
     if let Ok(platform) = Platform::parse(text) {
         assert_eq!(platform.to_string(), text);

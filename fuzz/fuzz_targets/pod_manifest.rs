@@ -11,8 +11,12 @@ use husk_api::pod::translate;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(manifest) = serde_yaml::from_str::<serde_json::Value>(text) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(manifest) = serde_yaml::from_str::<serde_json::Value>(text) else {
+        return;
+    };
     let sent = serde_json::to_string(&manifest).expect("a JSON value serialises");
     let received: serde_json::Value =
         serde_json::from_str(&sent).expect("JSON written by serde_json reads back");
@@ -20,5 +24,9 @@ fuzz_target!(|data: &[u8]| {
     // compared are the outcomes, not the values.
     let first = translate(&manifest);
     let again = translate(&received);
-    assert_eq!(first.is_ok(), again.is_ok(), "the manifest translates differently after its trip as JSON");
+    assert_eq!(
+        first.is_ok(),
+        again.is_ok(),
+        "the manifest translates differently after its trip as JSON"
+    );
 });

@@ -39,18 +39,44 @@ fuzz_target!(|data: &[u8]| {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["rootfs", "sentinel", "victim"], "something was written next to the layer");
+    assert_eq!(
+        names,
+        ["rootfs", "sentinel", "victim"],
+        "something was written next to the layer"
+    );
     assert!(
-        fs::read_dir(&sentinel).expect("list sentinel").next().is_none(),
+        fs::read_dir(&sentinel)
+            .expect("list sentinel")
+            .next()
+            .is_none(),
         "something was written into the sibling directory"
     );
     let after = fs::symlink_metadata(&victim).expect("victim");
     assert!(after.is_file(), "the sibling file was replaced");
-    assert_eq!(fs::read(&victim).expect("victim"), VICTIM, "the sibling file was written");
-    assert_eq!(after.mode(), before.mode(), "the sibling file's mode changed");
-    assert_eq!(after.uid(), before.uid(), "the sibling file's owner changed");
-    assert_eq!(after.nlink(), 1, "the sibling file was hard-linked into the layer");
-    assert!(fs::symlink_metadata(&root).expect("rootfs").is_dir(), "the layer root was replaced");
+    assert_eq!(
+        fs::read(&victim).expect("victim"),
+        VICTIM,
+        "the sibling file was written"
+    );
+    assert_eq!(
+        after.mode(),
+        before.mode(),
+        "the sibling file's mode changed"
+    );
+    assert_eq!(
+        after.uid(),
+        before.uid(),
+        "the sibling file's owner changed"
+    );
+    assert_eq!(
+        after.nlink(),
+        1,
+        "the sibling file was hard-linked into the layer"
+    );
+    assert!(
+        fs::symlink_metadata(&root).expect("rootfs").is_dir(),
+        "the layer root was replaced"
+    );
 
     remove_tree(&root);
 });
