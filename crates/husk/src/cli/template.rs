@@ -166,13 +166,23 @@ pub fn compile(text: &str) -> std::result::Result<Template, String> {
 
 /// Refuses what gtmpl 0.7's lexer mishandles, before it sees it: its `backup` steps back one byte whatever it read
 /// last, so a template that ends inside an action can make it loop forever (`{{,--`), and a non-ASCII character in an
-/// action outside a quoted string makes it slice inside that character and panic (`{{é}}`). Actions are found as
-/// the lexer finds them: from `{{` (a comment `{{/* */}}` skipped whole) to the first `}}` outside quotes.
+/// action outside a quoted string makes it slice inside that character and panic (`{{é}}`), as does a trim marker
+/// `{{- ` after text whose last character (spaces aside) is not ASCII (`é {{- .ID}}`). Actions are found as the
+/// lexer finds them: from `{{` (a comment `{{/* */}}` skipped whole) to the first `}}` outside quotes.
 fn check_lexable(text: &str) -> std::result::Result<(), String> {
     let mut rest = text;
     while let Some(open) = rest.find("{{") {
         let action = &rest[open + 2..];
-        let action = action.strip_prefix("- ").unwrap_or(action);
+        let trimmed = action.strip_prefix("- ");
+        if trimmed.is_some()
+            && let Some(c) = rest[..open].trim_end().chars().last()
+            && !c.is_ascii()
+        {
+            return Err(format!(
+                "{c:?} before \"{{{{- \": the template engine trims only after an ASCII character"
+            ));
+        }
+        let action = trimmed.unwrap_or(action);
         let action = match action.strip_prefix("/*") {
             Some(comment) => match comment.find("*/") {
                 Some(end) => &comment[end + 2..],
@@ -477,9 +487,9 @@ mod tests {
 
     #[test]
     fn templates_the_template_engine_would_hang_or_panic_on_are_refused() {
-        // The fuzz target format_template found the first three: gtmpl 0.7's lexer looped forever on `{{,--` and
-        // panicked on the others (`backup` stepped back one byte past the end of the input, or into a two-byte
-        // character). The rest end inside an action in other ways.
+        // The fuzz target format_template found `{{,--`, `{{é}}` and `ԕ{{- .Name`: gtmpl 0.7's lexer looped forever
+        // on the first (`backup` stepped back past the end of the input) and panicked on the others (`backup`, and
+        // the trim before `{{- `, stepped back one byte into a two-byte character). The rest are variants.
         for (format, error) in [
             ("{{,--", "unclosed action"),
             ("{{1", "unclosed action"),
@@ -487,6 +497,11 @@ mod tests {
             ("{{1é}}", "in an action"),
             ("{{.ID}} {{\"}}", "unclosed quote"),
             ("{{/* x", "unclosed comment"),
+            ("é {{- .ID}}", "trims only after an ASCII character"),
+            (
+                "{{.ID}}ԕ{{- .Name -}}",
+                "trims only after an ASCII character",
+            ),
         ] {
             let e = format.parse::<OutputFormat>().unwrap_err();
             assert!(e.contains(error), "{format}: {e}");
