@@ -649,7 +649,7 @@ async fn fetch_manifest(
 }
 
 /// The media type a manifest or index says it is (Docker's lists and manifests always say; OCI may not).
-fn media_type_of(bytes: &[u8]) -> Result<String> {
+pub fn media_type_of(bytes: &[u8]) -> Result<String> {
     #[derive(serde::Deserialize)]
     struct Head {
         #[serde(rename = "schemaVersion", default)]
@@ -681,7 +681,7 @@ fn media_type_of(bytes: &[u8]) -> Result<String> {
 }
 
 /// The digest of the index entry for `platform` (attestations skipped).
-fn choose_platform(index_bytes: &[u8], platform: &Platform, shown: &str) -> Result<String> {
+pub fn choose_platform(index_bytes: &[u8], platform: &Platform, shown: &str) -> Result<String> {
     let index: ImageIndex = serde_json::from_slice(index_bytes)
         .map_err(|e| Error::backend(format!("{shown}: the index is not valid: {e}")))?;
     let mut available = Vec::new();

@@ -146,6 +146,7 @@ pub fn run(template: &Template, item: &serde_json::Value) -> Result<String> {
 
 /// The template `text`, parsed, with Docker's functions.
 pub fn compile(text: &str) -> std::result::Result<Template, String> {
+    check_lexable(text)?;
     let mut template = Template::default();
     let funcs: [(&str, Func); 7] = [
         (GO_PRINT, go_print),
@@ -161,6 +162,64 @@ pub fn compile(text: &str) -> std::result::Result<Template, String> {
         .parse(print_fields_as_go(text))
         .map_err(|e| e.to_string())?;
     Ok(template)
+}
+
+/// Refuses what gtmpl 0.7's lexer mishandles, before it sees it: its `backup` steps back one byte whatever it read
+/// last, so a template that ends inside an action can make it loop forever (`{{,--`), and a non-ASCII character in an
+/// action outside a quoted string makes it slice inside that character and panic (`{{é}}`), as does a trim marker
+/// `{{- ` after text whose last character (spaces aside) is not ASCII (`é {{- .ID}}`). Actions are found as the
+/// lexer finds them: from `{{` (a comment `{{/* */}}` skipped whole) to the first `}}` outside quotes.
+fn check_lexable(text: &str) -> std::result::Result<(), String> {
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let action = &rest[open + 2..];
+        let trimmed = action.strip_prefix("- ");
+        if trimmed.is_some()
+            && let Some(c) = rest[..open].trim_end().chars().last()
+            && !c.is_ascii()
+        {
+            return Err(format!(
+                "{c:?} before \"{{{{- \": the template engine trims only after an ASCII character"
+            ));
+        }
+        let action = trimmed.unwrap_or(action);
+        let action = match action.strip_prefix("/*") {
+            Some(comment) => match comment.find("*/") {
+                Some(end) => &comment[end + 2..],
+                None => return Err("unclosed comment".into()),
+            },
+            None => action,
+        };
+        rest = after_action(action)?;
+    }
+    Ok(())
+}
+
+/// What follows the `}}` that ends the action `action` starts (the text after its `{{`).
+fn after_action(action: &str) -> std::result::Result<&str, String> {
+    let mut chars = action.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '}' if action[i..].starts_with("}}") => return Ok(&action[i + 2..]),
+            '"' | '\'' | '`' => {
+                // As the lexer reads quotes: a backslash escapes the next quote (raw strings have no escapes).
+                let mut escaped = false;
+                loop {
+                    match chars.next() {
+                        None => return Err("unclosed quote in an action".into()),
+                        Some((_, q)) if q == c && !escaped => break,
+                        Some((_, '\\')) if c != '`' => escaped = true,
+                        Some(_) => escaped = false,
+                    }
+                }
+            }
+            c if !c.is_ascii() => {
+                return Err(format!("{c:?} in an action: quote text that is not ASCII"));
+            }
+            _ => {}
+        }
+    }
+    Err("unclosed action".into())
 }
 
 /// The function that prints a value as Go's `%v` does (`[a b]`, `map[k:v]`, `<nil>`).
@@ -196,8 +255,10 @@ fn print_fields_as_go(text: &str) -> String {
 /// An action's inside split into its left trim marker (`- `), body and right trim marker (` -`).
 fn trim_markers(inner: &str) -> (&str, &str, &str) {
     let left = if inner.starts_with("- ") { "- " } else { "" };
-    let right = if inner.ends_with(" -") { " -" } else { "" };
-    let body = inner[left.len()..inner.len() - right.len()].trim();
+    // The right marker is looked for after the left one: in `{{- -}}` they would overlap.
+    let rest = &inner[left.len()..];
+    let right = if rest.ends_with(" -") { " -" } else { "" };
+    let body = rest[..rest.len() - right.len()].trim();
     (left, body, right)
 }
 
@@ -421,5 +482,38 @@ mod tests {
             "sh|-c|true|"
         );
         assert_eq!(render("{{len (split \"a,b\" \",\")}}", json!({})), "2");
+        assert_eq!(render("{{/* {{ */}}{{\"é}}\"}} é", json!({})), "é}} é");
+    }
+
+    #[test]
+    fn templates_the_template_engine_would_hang_or_panic_on_are_refused() {
+        // The fuzz target format_template found `{{,--`, `{{é}}` and `ԕ{{- .Name`: gtmpl 0.7's lexer looped forever
+        // on the first (`backup` stepped back past the end of the input) and panicked on the others (`backup`, and
+        // the trim before `{{- `, stepped back one byte into a two-byte character). The rest are variants.
+        for (format, error) in [
+            ("{{,--", "unclosed action"),
+            ("{{1", "unclosed action"),
+            ("{{é}}", "in an action"),
+            ("{{1é}}", "in an action"),
+            ("{{.ID}} {{\"}}", "unclosed quote"),
+            ("{{/* x", "unclosed comment"),
+            ("é {{- .ID}}", "trims only after an ASCII character"),
+            (
+                "{{.ID}}ԕ{{- .Name -}}",
+                "trims only after an ASCII character",
+            ),
+        ] {
+            let e = format.parse::<OutputFormat>().unwrap_err();
+            assert!(e.contains(error), "{format}: {e}");
+        }
+    }
+
+    #[test]
+    fn trim_markers_that_touch_are_not_taken_twice() {
+        // Found by the fuzz target format_template: `{{- -}}` sliced inner[2..1] and panicked.
+        assert_eq!(trim_markers("- -"), ("- ", "-", ""));
+        assert_eq!(trim_markers("-  -"), ("- ", "", " -"));
+        assert_eq!(trim_markers("- .Name -"), ("- ", ".Name", " -"));
+        let _ = "{{- -}}".parse::<OutputFormat>();
     }
 }
