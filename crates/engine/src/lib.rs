@@ -17,6 +17,8 @@ pub mod quotas;
 mod resolve;
 mod sandboxes;
 mod scope;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
