@@ -5,6 +5,8 @@ pub mod capsules;
 mod containers;
 mod copy;
 mod exec_output;
+#[cfg(test)]
+mod fake_tests;
 mod health;
 pub mod host;
 pub mod identity;
