@@ -323,6 +323,40 @@ async fn no_policy_never_restarts() {
     assert_eq!(fake.runs(rec.config.id.as_str()), 1);
 }
 
+#[tokio::test]
+async fn a_restart_the_driver_refuses_leaves_the_container_exited_with_the_reason() {
+    let (_dir, fake, engine) = setup(all_capabilities()).await;
+    let rec = engine
+        .create_container(with_policy("c", RestartPolicy::Always))
+        .await
+        .unwrap();
+    engine.start_container(rec.id()).await.unwrap();
+    fake.fail_next("start_container", Error::internal("no pids left"));
+    assert!(fake.exit(rec.id(), 0));
+    let rec = until(&engine, rec.id(), "exited with the reason", |r| {
+        r.status == ContainerStatus::Exited && !r.error.is_empty()
+    })
+    .await;
+    assert!(rec.error.contains("no pids left"), "{}", rec.error);
+    assert_eq!(fake.count("start_container"), 2);
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(fake.runs(rec.id()), 1, "tried again after the refusal");
+}
+
+#[tokio::test]
+async fn a_container_the_backend_loses_while_watched_is_marked_dead() {
+    let (_dir, fake, engine) = setup(all_capabilities()).await;
+    let rec = engine.create_container(request("c")).await.unwrap();
+    engine.start_container(rec.id()).await.unwrap();
+    assert!(fake.lose(rec.id()));
+    let rec = until(&engine, rec.id(), "dead", |r| {
+        r.status == ContainerStatus::Dead
+    })
+    .await;
+    assert!(rec.error.contains("behind husk's back"), "{}", rec.error);
+    assert_eq!(rec.runtime.pid, 0);
+}
+
 // ---- recovery at start ----
 
 /// Runs `f` as the first daemon would, in a runtime that is dropped at the end: its background tasks (watches,
