@@ -5,6 +5,8 @@ pub mod capsules;
 mod containers;
 mod copy;
 mod exec_output;
+#[cfg(test)]
+mod fake_tests;
 mod health;
 pub mod host;
 pub mod identity;
@@ -17,6 +19,8 @@ pub mod quotas;
 mod resolve;
 mod sandboxes;
 mod scope;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};

@@ -2144,6 +2144,96 @@ pub fn sandbox_volumes_are_shared(driver: &str) {
     assert!(volumes(&d).is_empty(), "the sandbox's volume went with it");
 }
 
+/// The scenarios of `source` (this file): every function taking only `driver: &str` and returning nothing,
+/// `pub` or not, `async` or not.
+fn scenarios(source: &str) -> Vec<String> {
+    source
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim_start();
+            let line = line.strip_prefix("pub ").unwrap_or(line);
+            let line = line.strip_prefix("async ").unwrap_or(line);
+            let (name, rest) = line.strip_prefix("fn ")?.split_once('(')?;
+            (rest.trim_end() == "driver: &str) {").then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// The scenarios `conformance!` instantiates in `source`, and the names of tests whose name differs from the
+/// scenario they call.
+fn registered(source: &str) -> (Vec<String>, Vec<String>) {
+    let body = source
+        .split_once(concat!("macro_rules! ", "conformance"))
+        .map_or("", |(_, body)| body);
+    let mut listed = Vec::new();
+    let mut misnamed = Vec::new();
+    for line in body.lines() {
+        let Some((test, call)) = line
+            .trim_start()
+            .strip_prefix("#[test] fn ")
+            .and_then(|l| l.split_once("() { super::"))
+        else {
+            continue;
+        };
+        let Some((called, _)) = call.split_once('(') else {
+            continue;
+        };
+        if test != called {
+            misnamed.push(format!("{test} (calls {called})"));
+        }
+        listed.push(called.to_string());
+    }
+    (listed, misnamed)
+}
+
+/// Every scenario of `source` that `conformance!` leaves out.
+fn unregistered(source: &str) -> Vec<String> {
+    let (listed, _) = registered(source);
+    scenarios(source)
+        .into_iter()
+        .filter(|s| !listed.contains(s))
+        .collect()
+}
+
+/// A scenario written here but left out of `conformance!` would never run: this fails naming it. Needs no daemon.
+#[test]
+fn every_scenario_is_registered_for_every_driver() {
+    let source = include_str!("conformance.rs");
+    assert!(
+        scenarios(source).len() >= 30,
+        "the scenario finder no longer finds the scenarios: {:?}",
+        scenarios(source)
+    );
+    let missing = unregistered(source);
+    assert!(
+        missing.is_empty(),
+        "scenarios missing from conformance!(...) at the bottom of tests/conformance.rs: {}",
+        missing.join(", ")
+    );
+    let (_, misnamed) = registered(source);
+    assert!(
+        misnamed.is_empty(),
+        "conformance! tests named apart from the scenario they call: {}",
+        misnamed.join(", ")
+    );
+}
+
+/// The check above finds a scenario left out (so it can fail), and takes helpers for none.
+#[test]
+fn the_registration_check_names_a_scenario_left_out() {
+    let source = concat!(
+        "fn daemon(driver: &str) -> Daemon {\n}\n",
+        "pub fn listed(driver: &str) {\n}\n",
+        "async fn forgotten(driver: &str) {\n}\n",
+        "macro_rules! ",
+        "conformance {\n",
+        "    #[test] fn listed() { super::listed(stringify!($driver)) }\n",
+        "}\n",
+    );
+    assert_eq!(scenarios(source), ["listed", "forgotten"]);
+    assert_eq!(unregistered(source), ["forgotten"]);
+}
+
 macro_rules! conformance {
     ($($driver:ident),*) => {
         $(
