@@ -753,6 +753,95 @@ pub struct ContainerConfig {
     /// [`SandboxConfig::cgroup_parent`], copied by the engine when the container is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup_parent: Option<String>,
+    /// How much of the container's output is kept on disk (`--log-opt max-size=10m --log-opt max-file=3`).
+    #[serde(default, skip_serializing_if = "LogLimits::is_unbounded")]
+    pub log: LogLimits,
+}
+
+/// How much of a container's output is kept on disk, as Docker's `json-file` driver bounds it: when the log
+/// would grow past `max_size_bytes` it is rotated (`log` → `log.1` → … → `log.<max_files - 1>`, the oldest
+/// dropped), so at most `max_size_bytes × max_files` (plus one line per file) stay. Unbounded by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLimits {
+    /// The largest a log file grows before it is rotated (`max-size`); `None` = never rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size_bytes: Option<u64>,
+    /// How many files are kept, the current one included (`max-file`; default 1: the file starts over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_files: Option<u32>,
+}
+
+impl LogLimits {
+    /// Whether nothing bounds the log.
+    pub fn is_unbounded(&self) -> bool {
+        self.max_size_bytes.is_none() && self.max_files.is_none()
+    }
+
+    /// How many files the log may span (1 when it is never rotated).
+    pub fn files(&self) -> u32 {
+        match self.max_size_bytes {
+            Some(_) => self.max_files.unwrap_or(1).max(1),
+            None => 1,
+        }
+    }
+
+    /// These limits where `self` sets none: `other`'s (a daemon's defaults under a container's options).
+    pub fn or(self, other: LogLimits) -> LogLimits {
+        LogLimits {
+            max_size_bytes: self.max_size_bytes.or(other.max_size_bytes),
+            max_files: self.max_files.or(other.max_files),
+        }
+    }
+
+    /// The limits as Docker's log options (`max-size` in bytes, `max-file`).
+    pub fn opts(&self) -> BTreeMap<String, String> {
+        let mut opts = BTreeMap::new();
+        if let Some(size) = self.max_size_bytes {
+            opts.insert("max-size".to_string(), size.to_string());
+        }
+        if let Some(files) = self.max_files {
+            opts.insert("max-file".to_string(), files.to_string());
+        }
+        opts
+    }
+
+    /// Reads Docker's log options (`--log-opt KEY=VALUE`): `max-size` (a size such as `10m`, above 0) and
+    /// `max-file` (at least 1); any other key is refused by name.
+    pub fn from_opts(opts: &BTreeMap<String, String>) -> Result<LogLimits> {
+        let mut limits = LogLimits::default();
+        for (key, value) in opts {
+            match key.as_str() {
+                "max-size" => {
+                    let size = crate::units::parse_memory("log-opt max-size", value)?;
+                    if size <= 0 {
+                        return Err(Error::invalid(
+                            "log-opt max-size",
+                            format!("log-opt max-size {value:?} must be above 0"),
+                        ));
+                    }
+                    limits.max_size_bytes = Some(size as u64);
+                }
+                "max-file" => match value.trim().parse::<u32>() {
+                    Ok(n) if n >= 1 => limits.max_files = Some(n),
+                    _ => {
+                        return Err(Error::invalid(
+                            "log-opt max-file",
+                            format!(
+                                "log-opt max-file {value:?} must be a whole number of at least 1"
+                            ),
+                        ));
+                    }
+                },
+                other => {
+                    return Err(Error::invalid(
+                        "log-opt",
+                        format!("unknown log-opt {other:?}: husk knows max-size and max-file"),
+                    ));
+                }
+            }
+        }
+        Ok(limits)
+    }
 }
 
 /// Everything a driver needs to make a sandbox real.
