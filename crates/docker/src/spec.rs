@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, HealthConfig, HostConfig, Mount, MountBindOptions,
-    MountBindOptionsPropagationEnum, MountType, PortBinding, PortMap, ResourcesUlimits,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, HealthConfig, HostConfig, HostConfigLogConfig, Mount,
+    MountBindOptions, MountBindOptionsPropagationEnum, MountType, PortBinding, PortMap,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use husk_core::units::{parse_memory, signal_name};
 use husk_core::{
@@ -363,6 +363,7 @@ pub(crate) fn container_body(
     refuse_cgroup_v2_limits(config)?;
     let (engine_mounts, tmpfs) = mounts(&config.mounts)?;
     let mut host = HostConfig {
+        log_config: log_config(config),
         memory: config.resources.memory_bytes,
         memory_swap: config.resources.memory_swap_bytes,
         oom_score_adj: config.resources.oom_score_adj.map(i64::from),
@@ -511,6 +512,18 @@ pub(crate) fn infra_body(
         labels: Some(labels),
         host_config: Some(host),
         ..Default::default()
+    })
+}
+
+/// The engine's `json-file` driver with the container's log limits, which the engine keeps; the engine's default
+/// driver when there are none.
+fn log_config(config: &ContainerConfig) -> Option<HostConfigLogConfig> {
+    if config.log.is_unbounded() {
+        return None;
+    }
+    Some(HostConfigLogConfig {
+        typ: Some("json-file".into()),
+        config: Some(config.log.opts().into_iter().collect()),
     })
 }
 

@@ -5,8 +5,8 @@ use husk_core::health::{
 };
 use husk_core::units::{self, MIN_MEMORY_BYTES};
 use husk_core::{
-    ContainerConfig, DeviceMapping, Error, HealthAction, HealthConfig, ImageRef, ProcessConfig,
-    Resources, Result, SecurityConfig, Ulimit,
+    ContainerConfig, DeviceMapping, Error, HealthAction, HealthConfig, ImageRef, LogLimits,
+    ProcessConfig, Resources, Result, SecurityConfig, Ulimit,
 };
 use husk_image::Image;
 
@@ -405,7 +405,20 @@ pub(crate) fn container_config(
         devices: check_devices(&req.devices)?,
         // The sandbox's, set by the engine once it knows the sandbox.
         cgroup_parent: None,
+        log: LogLimits::from_opts(&req.log_opts)?,
     })
+}
+
+/// A container's log limits: those of its request, the daemon's `defaults` for what the request leaves unset.
+pub(crate) fn log_limits(requested: LogLimits, defaults: LogLimits) -> Result<LogLimits> {
+    let limits = requested.or(defaults);
+    if limits.max_files.is_some() && limits.max_size_bytes.is_none() {
+        return Err(Error::invalid(
+            "log-opt max-file",
+            "log-opt max-file needs log-opt max-size (or the daemon's [logs] max_size)",
+        ));
+    }
+    Ok(limits)
 }
 
 /// `--group-add` entries: group names or numbers.

@@ -60,6 +60,37 @@ pub struct DaemonConfig {
     pub cri_stream_address: String,
     /// `[cri]`: the CRI's registry mirrors.
     pub cri: CriSettings,
+    /// `[logs]`: how much of each container's output is kept when its request says nothing.
+    pub logs: LogSettings,
+}
+
+/// `[logs]` in the config file: the defaults of `--log-opt max-size` and `max-file` (unbounded when unset).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// The size a container's log grows to before it is rotated (`10m`, `1g`, ...).
+    pub max_size: Option<String>,
+    /// How many files of a rotated log are kept (at least 1; 1 when only `max_size` is set).
+    pub max_file: Option<u32>,
+}
+
+impl LogSettings {
+    /// The limits these settings give, checked as `--log-opt` values are.
+    pub fn limits(&self) -> Result<husk_core::LogLimits> {
+        let mut opts = std::collections::BTreeMap::new();
+        if let Some(size) = &self.max_size {
+            opts.insert("max-size".to_string(), size.clone());
+        }
+        if let Some(files) = self.max_file {
+            opts.insert("max-file".to_string(), files.to_string());
+        }
+        let limits = husk_core::LogLimits::from_opts(&opts)
+            .map_err(|e| anyhow!("[logs] in the config file: {}", e.message))?;
+        if limits.max_files.is_some() && limits.max_size_bytes.is_none() {
+            bail!("[logs] in the config file: max_file needs max_size");
+        }
+        Ok(limits)
+    }
 }
 
 /// `[cri]` in the config file.
@@ -361,6 +392,7 @@ impl Default for DaemonConfig {
             auth: "keystone".into(),
             images: ImageSettings::default(),
             vm: VmSettings::default(),
+            logs: LogSettings::default(),
         }
     }
 }
@@ -432,6 +464,7 @@ impl DaemonConfig {
         if let Some(v) = &args.auth {
             config.auth = v.clone();
         }
+        config.logs.limits()?;
         if !config.drivers.contains(&config.driver) {
             config.drivers.insert(0, config.driver.clone());
         }
@@ -671,6 +704,7 @@ pub async fn run(args: DaemonArgs) -> Result<i32> {
             root: config.root.clone(),
             run_root: config.run_root.clone(),
             init_binary: prepare_init_binary(&config.root).await,
+            log_defaults: config.logs.limits()?,
         },
         store,
         images,
