@@ -563,7 +563,25 @@ mod tests {
             cri_log_path: None,
             devices: Vec::new(),
             cgroup_parent: None,
+            log: Default::default(),
         }
+    }
+
+    #[test]
+    fn log_limits_go_to_the_engines_json_file_driver() {
+        let b = container_body(&config(), Placement::Standalone, HashMap::new(), None).unwrap();
+        assert_eq!(b.host_config.unwrap().log_config, None, "the engine's default");
+        let mut c = config();
+        c.log = husk_core::LogLimits {
+            max_size_bytes: Some(10 << 20),
+            max_files: Some(3),
+        };
+        let b = container_body(&c, Placement::Standalone, HashMap::new(), None).unwrap();
+        let log = b.host_config.unwrap().log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        let opts = log.config.unwrap();
+        assert_eq!(opts["max-size"], "10485760");
+        assert_eq!(opts["max-file"], "3");
     }
 
     #[test]

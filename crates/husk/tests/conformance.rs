@@ -2168,8 +2168,8 @@ fn log_files(d: &Daemon, driver: &str, id: &str) -> Option<Vec<(String, u64)>> {
     Some(files)
 }
 
-/// Follows container `name`'s log from before it writes until it exits; returns the numbers of its lines and the
-/// number its last line (`end N`) gives.
+/// Follows container `name`'s log from before it writes until it exits; returns the numbers of the lines the
+/// follower saw (the last line, `end N`, as N) and the number of lines written (N, from the log as kept).
 fn follow_numbered(d: &Daemon, name: &str) -> (Vec<u64>, u64) {
     let follower = Command::new(common::husk_bin())
         .args(["logs", "-f", name])
@@ -2181,18 +2181,19 @@ fn follow_numbered(d: &Daemon, name: &str) -> (Vec<u64>, u64) {
         .unwrap();
     let followed = follower.wait_with_output().unwrap();
     assert_eq!(d.husk(&["wait", name]).ok(), "0");
-    let text = String::from_utf8_lossy(&followed.stdout);
-    let lines: Vec<&str> = text.lines().collect();
-    let last = lines.last().copied().unwrap_or_default();
-    let total: u64 = last
-        .strip_prefix("end ")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("the follower missed the last line: {last:?}"));
-    let numbers = lines[..lines.len() - 1]
-        .iter()
-        .map(|l| l.parse().unwrap_or_else(|_| panic!("not a number: {l:?}")))
+    let number = |l: &str| -> u64 {
+        l.strip_prefix("end ")
+            .unwrap_or(l)
+            .parse()
+            .unwrap_or_else(|_| panic!("not a numbered line: {l:?}"))
+    };
+    let last = d.husk(&["logs", "--tail", "1", name]).ok();
+    assert!(last.starts_with("end "), "{last:?}");
+    let numbers = String::from_utf8_lossy(&followed.stdout)
+        .lines()
+        .map(number)
         .collect();
-    (numbers, total)
+    (numbers, number(&last))
 }
 
 /// `--log-opt max-size/max-file` and the daemon's `[logs]` defaults bound what a flood of output leaves on disk;
@@ -2218,14 +2219,17 @@ pub fn logs_are_bounded_and_followed_across_rotation(driver: &str) {
     let id = numbered("flood", 3, 500, "true", &limits);
     let (numbers, total) = follow_numbered(&d, "flood");
     assert!(total > 10_000, "a flood: {total} lines");
-    assert!(
-        numbers.windows(2).all(|w| w[0] < w[1]) && numbers.last() == Some(&(total - 1)),
-        "logs -f saw a line twice, out of order, or not the last ones"
-    );
+    let disordered = numbers.windows(2).filter(|w| w[0] >= w[1]).count();
     eprintln!(
-        "flood: {total} lines written, {} seen by logs -f",
+        "flood: {total} lines written, {} seen by logs -f, {disordered} repeated or out of order",
         numbers.len()
     );
+    // The engine follows its own json-file log, and may repeat or miss lines around its rotations under a
+    // flood; husk's follower never does.
+    if driver != "docker" {
+        assert_eq!(disordered, 0, "logs -f saw a line twice or out of order");
+        assert_eq!(numbers.last(), Some(&total), "logs -f saw the last line");
+    }
     // One line of the log is at most ~60 bytes here.
     if let Some(files) = log_files(&d, driver, &id) {
         let bytes: u64 = files.iter().map(|f| f.1).sum();
@@ -2239,7 +2243,7 @@ pub fn logs_are_bounded_and_followed_across_rotation(driver: &str) {
     assert!(total > 3000, "{total} lines");
     let first_gap = numbers.iter().enumerate().find(|(i, n)| *i as u64 != **n);
     assert!(
-        first_gap.is_none() && numbers.len() as u64 == total,
+        first_gap.is_none() && numbers.len() as u64 == total + 1,
         "logs -f saw {} of {total} lines, first out of place: {first_gap:?}",
         numbers.len()
     );
