@@ -1264,6 +1264,51 @@ pub fn random_name() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_opts_are_read_checked_and_merged() {
+        use super::LogLimits;
+        let opts = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let l = LogLimits::from_opts(&opts(&[("max-size", "10m"), ("max-file", "3")])).unwrap();
+        assert_eq!(l.max_size_bytes, Some(10 << 20));
+        assert_eq!(l.max_files, Some(3));
+        assert_eq!(l.files(), 3);
+        assert_eq!(
+            l.opts(),
+            opts(&[("max-size", "10485760"), ("max-file", "3")])
+        );
+        assert!(LogLimits::from_opts(&opts(&[])).unwrap().is_unbounded());
+        let size_only = LogLimits::from_opts(&opts(&[("max-size", "1k")])).unwrap();
+        assert_eq!(size_only.files(), 1, "one file when only max-size is set");
+        let merged = size_only.or(l);
+        assert_eq!(
+            (merged.max_size_bytes, merged.max_files),
+            (Some(1024), Some(3)),
+            "the request's own first, the defaults for the rest"
+        );
+        for (pairs, field) in [
+            (&[("max-size", "0")][..], "log-opt max-size"),
+            (&[("max-size", "lots")][..], "log-opt max-size"),
+            (&[("max-file", "0")][..], "log-opt max-file"),
+            (&[("max-file", "-1")][..], "log-opt max-file"),
+            (&[("mode", "non-blocking")][..], "log-opt"),
+        ] {
+            let e = LogLimits::from_opts(&opts(pairs)).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{}", e.message);
+            assert!(e.message.contains(pairs[0].0), "{}", e.message);
+        }
+        // Records written before the field existed load as unbounded.
+        let old: super::ContainerConfig = serde_json::from_str(
+            r#"{"id":"c","name":"n","image":{"name":"i","id":"x"},"process":{"args":["sh"]}}"#,
+        )
+        .unwrap();
+        assert!(old.log.is_unbounded());
+    }
+
     use super::*;
 
     #[test]

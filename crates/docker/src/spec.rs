@@ -570,7 +570,11 @@ mod tests {
     #[test]
     fn log_limits_go_to_the_engines_json_file_driver() {
         let b = container_body(&config(), Placement::Standalone, HashMap::new(), None).unwrap();
-        assert_eq!(b.host_config.unwrap().log_config, None, "the engine's default");
+        assert_eq!(
+            b.host_config.unwrap().log_config,
+            None,
+            "the engine's default"
+        );
         let mut c = config();
         c.log = husk_core::LogLimits {
             max_size_bytes: Some(10 << 20),

@@ -660,6 +660,36 @@ mod tests {
     use super::*;
     use husk_image::RunConfig;
 
+    #[test]
+    fn log_limits_take_the_daemons_defaults_for_what_the_request_leaves_unset() {
+        let defaults = LogLimits {
+            max_size_bytes: Some(1000),
+            max_files: Some(2),
+        };
+        let own = LogLimits {
+            max_size_bytes: None,
+            max_files: Some(5),
+        };
+        let l = log_limits(own, defaults).unwrap();
+        assert_eq!((l.max_size_bytes, l.max_files), (Some(1000), Some(5)));
+        assert!(
+            log_limits(LogLimits::default(), LogLimits::default())
+                .unwrap()
+                .is_unbounded()
+        );
+        let e = log_limits(own, LogLimits::default()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("log-opt max-file"));
+        let mut r = req("x");
+        r.log_opts.insert("max-size".into(), "-5".into());
+        let e = container_config(&r, "id", "n", &image(&[], &["sh"])).unwrap_err();
+        assert_eq!(
+            e.field.as_deref(),
+            Some("log-opt max-size"),
+            "{}",
+            e.message
+        );
+    }
+
     fn image(entrypoint: &[&str], cmd: &[&str]) -> Image {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let mut img: Image = serde_json::from_value(serde_json::json!({"Id": "sha256:abc", "RepoTags": ["docker.io/library/busybox:latest"]})).unwrap();

@@ -843,6 +843,32 @@ max_concurrent_downloads = 2
     }
 
     #[test]
+    fn logs_section_gives_the_default_log_limits() {
+        let config: DaemonConfig =
+            toml::from_str("[logs]\nmax_size = \"10m\"\nmax_file = 3\n").unwrap();
+        let limits = config.logs.limits().unwrap();
+        assert_eq!(limits.max_size_bytes, Some(10 << 20));
+        assert_eq!(limits.max_files, Some(3));
+        assert!(
+            DaemonConfig::default()
+                .logs
+                .limits()
+                .unwrap()
+                .is_unbounded()
+        );
+        for (text, words) in [
+            ("[logs]\nmax_size = \"0\"\n", "max-size"),
+            ("[logs]\nmax_file = 0\nmax_size = \"1m\"\n", "max-file"),
+            ("[logs]\nmax_file = 2\n", "max_file needs max_size"),
+        ] {
+            let config: DaemonConfig = toml::from_str(text).unwrap();
+            let e = config.logs.limits().unwrap_err().to_string();
+            assert!(e.contains("[logs]") && e.contains(words), "{text}: {e}");
+        }
+        assert!(toml::from_str::<DaemonConfig>("[logs]\nmax_files = 2\n").is_err());
+    }
+
+    #[test]
     fn vm_section_reaches_the_vm_driver() {
         let text =
             "[vm]\naccel = \"tcg\"\nmachine = \"q35\"\ncache_dir = \"/c\"\nboot_timeout = 7\n";

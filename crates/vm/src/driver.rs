@@ -1564,6 +1564,44 @@ mod tests {
     }
 
     #[test]
+    fn the_log_reader_rotates_within_the_limits_recorded_at_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vm = VmDriverConfig::new(
+            dir.path().join("root"),
+            dir.path().join("run"),
+            "/nonexistent/husk-agent",
+        );
+        vm.accel = AccelChoice::Tcg; // no KVM probe
+        let driver = VmDriver::new(vm).unwrap();
+        let mut config: ContainerConfig = serde_json::from_value(json!({
+            "id": "c1", "name": "n", "image": { "name": "i", "id": "x" }, "process": { "args": ["sh"] }
+        }))
+        .unwrap();
+        config.log = husk_core::LogLimits {
+            max_size_bytes: Some(1000),
+            max_files: Some(2),
+        };
+        driver.prepare_cri_log(&config).unwrap();
+        // A reader started after a daemon restart finds the limits too.
+        for _ in 0..2 {
+            let mut log = driver.open_log("c1").unwrap();
+            for i in 0..100 {
+                log.write(0, format!("line {i}\n").as_bytes());
+            }
+        }
+        let ctr = driver.ctr_dir("c1");
+        for name in ["ctr.log", "ctr.log.1"] {
+            let len = std::fs::metadata(ctr.join(name)).unwrap().len();
+            assert!(len <= 1000, "{name}: {len}");
+        }
+        assert!(!ctr.join("ctr.log.2").exists());
+        let (entries, _) =
+            husk_container::logs::read_entries(&ctr.join("ctr.log"), 2, &LogOptions::default())
+                .unwrap();
+        assert_eq!(entries.last().unwrap().text, "line 99\n");
+    }
+
+    #[test]
     fn the_log_reader_writes_husks_log_and_the_cri_log_and_appends_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let mut vm = VmDriverConfig::new(
