@@ -135,6 +135,8 @@ impl Maker {
             seccomp_program: seccomp,
             // The CRI's log file is a host path: the host's daemon writes it from the output this agent sends.
             cri_log: None,
+            // Nothing is written here; the host's daemon keeps the log within the limits.
+            log_limits: Default::default(),
         };
         let shim_json =
             serde_json::to_vec_pretty(&shim).map_err(|e| Error::internal(e.to_string()))?;

@@ -103,6 +103,9 @@ pub struct ContainerCreate {
     /// Host devices the container gets (`--device HOST[:CONTAINER[:PERMISSIONS]]`); the engine checks each is a
     /// character or block device.
     pub devices: Vec<husk_core::DeviceMapping>,
+    /// Docker's log options (`--log-opt KEY=VALUE`): `max-size` (e.g. `10m`) and `max-file`; unset ones are the
+    /// daemon's `[logs]` defaults.
+    pub log_opts: BTreeMap<String, String>,
 }
 
 /// A health check as a request gives it; unset fields come from the image's HEALTHCHECK, then Docker's
@@ -474,6 +477,19 @@ pub struct HostConfigView {
     pub group_add: Vec<String>,
     /// tmpfs mounts: destination -> options.
     pub tmpfs: BTreeMap<String, String>,
+    /// How the container's output is kept.
+    pub log_config: LogConfigView,
+}
+
+/// `HostConfig.LogConfig` of a container view, as Docker shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogConfigView {
+    /// The log format: husk's JSON lines (the engine's `json-file` on the `docker` driver).
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// `max-size` (bytes) and `max-file`, when set.
+    #[serde(rename = "Config")]
+    pub config: BTreeMap<String, String>,
 }
 
 impl ContainerView {
@@ -567,6 +583,10 @@ impl ContainerView {
                     .filter(|m| m.kind == "tmpfs")
                     .map(|m| (m.destination.clone(), m.options.join(",")))
                     .collect(),
+                log_config: LogConfigView {
+                    kind: "json-file".into(),
+                    config: c.log.opts(),
+                },
             },
             network_settings: network,
             project: rec.project.clone(),

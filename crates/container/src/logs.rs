@@ -2,15 +2,24 @@
 //!
 //! One line of output is one entry; a line longer than [`MAX_ENTRY`] is split, and a last line without a newline
 //! is written when its stream ends. Reading supports `--tail`, `--since`/`--until` and following.
+//!
+//! With [`LogLimits`] the log is rotated as Docker's `json-file` driver does: before a line would take the file
+//! past `max_size_bytes`, `log.(n-2)` becomes `log.(n-1)` (the oldest is dropped), …, `log` becomes `log.1`, and
+//! a new `log` is started; with one file, a new empty `log` replaces the old one. Readers go through the files
+//! oldest first and follow a file by what they hold open, not by its name: when the file they read has been
+//! renamed away they finish it, then go on with the file that came after it, so a follower sees every line once
+//! (unless it falls so far behind that the files it has not read yet were dropped). The writer never waits
+//! for a reader.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use husk_core::{Error, LogEntry, LogOptions, Result};
+use husk_core::{Error, LogEntry, LogLimits, LogOptions, Result};
 
 /// The CRI log writer (kubelet's format), shared with the drivers that write CRI logs from the daemon.
 pub use husk_core::cri_log::CriLog;
@@ -18,13 +27,37 @@ pub use husk_core::cri_log::CriLog;
 /// The longest text of one entry; longer lines are split into several entries (as Docker does at 16 KiB).
 pub const MAX_ENTRY: usize = 16 * 1024;
 
-/// How often a follower looks for new lines.
-const FOLLOW_POLL: Duration = Duration::from_millis(50);
+/// How often a follower looks for new lines at most when none come (sooner while they do).
+const FOLLOW_POLL: Duration = Duration::from_millis(25);
 
-/// Appends entries to a container's log file (and to a [`CriLog`] when kubelet asked for one).
+/// How long a reader waits for a rotation in progress to finish (the next file to appear) between looks.
+const ROTATION_POLL: Duration = Duration::from_millis(2);
+
+/// How many times a reader that does not follow looks for the next file of a rotation in progress.
+const ROTATION_TRIES: u32 = 500;
+
+/// The most entries one read returns, so a reader far behind holds a bounded batch at once.
+const BATCH: usize = 4096;
+
+/// The name of file `k` of the log at `path`: `path` itself for 0 (the current one), `path.k` for older ones.
+pub fn rotated_path(path: &Path, k: u32) -> PathBuf {
+    if k == 0 {
+        return path.to_path_buf();
+    }
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".{k}"));
+    PathBuf::from(name)
+}
+
+/// Appends entries to a container's log file (and to a [`CriLog`] when kubelet asked for one), rotating it
+/// within its [`LogLimits`].
 #[derive(Debug)]
 pub struct LogWriter {
+    path: PathBuf,
     file: File,
+    /// The current file's size, counted here: writes never stat the file.
+    size: u64,
+    limits: LogLimits,
     partial: [Vec<u8>; 2],
     cri: Option<CriLog>,
 }
@@ -33,16 +66,37 @@ fn stream_name(index: usize) -> &'static str {
     if index == 0 { "stdout" } else { "stderr" }
 }
 
+fn open_append(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("open log {}", path.display()), e))
+}
+
 impl LogWriter {
-    /// Opens (creating) the log at `path` for appending.
+    /// Opens (creating) the log at `path` for appending, never rotated.
     pub fn open(path: &Path) -> Result<LogWriter> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::io(format!("open log {}", path.display()), e))?;
+        LogWriter::open_limited(path, LogLimits::default())
+    }
+
+    /// Opens (creating) the log at `path` for appending, rotated within `limits`. Only a regular file is
+    /// rotated (a log sent to `/dev/null` is left alone).
+    pub fn open_limited(path: &Path, limits: LogLimits) -> Result<LogWriter> {
+        let file = open_append(path)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("stat log {}", path.display()), e))?;
+        let limits = if meta.is_file() {
+            limits
+        } else {
+            LogLimits::default()
+        };
         Ok(LogWriter {
+            path: path.to_path_buf(),
             file,
+            size: meta.len(),
+            limits,
             partial: [Vec::new(), Vec::new()],
             cri: None,
         })
@@ -67,6 +121,56 @@ impl LogWriter {
         }
     }
 
+    /// Starts a new current file: the older ones move up one name (the oldest is overwritten, so dropped) and
+    /// the current one becomes `path.1`; with one file a new empty file replaces it. Renames go oldest first,
+    /// so while a file keeps its name the name below it holds the file written after it (readers rely on
+    /// this).
+    fn rotate(&mut self) -> Result<()> {
+        let files = self.limits.files();
+        if files > 1 {
+            for k in (1..files - 1).rev() {
+                match std::fs::rename(rotated_path(&self.path, k), rotated_path(&self.path, k + 1))
+                {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("rotate log", e)),
+                }
+            }
+            std::fs::rename(&self.path, rotated_path(&self.path, 1))
+                .map_err(|e| Error::io("rotate log", e))?;
+            self.file = open_append(&self.path)?;
+        } else {
+            let mut fresh = self.path.as_os_str().to_os_string();
+            fresh.push(".new");
+            let fresh = PathBuf::from(fresh);
+            let file = open_append(&fresh)?;
+            file.set_len(0).map_err(|e| Error::io("rotate log", e))?;
+            std::fs::rename(&fresh, &self.path).map_err(|e| Error::io("rotate log", e))?;
+            self.file = file;
+        }
+        self.size = 0;
+        Ok(())
+    }
+
+    fn append(&mut self, line: &[u8]) {
+        let len = line.len() as u64;
+        if let Some(max) = self.limits.max_size_bytes
+            && self.size > 0
+            && self.size + len > max
+            && let Err(e) = self.rotate()
+        {
+            // Keep the bound even so: start the current file over.
+            tracing::warn!("{e}");
+            if self.file.set_len(0).is_ok() {
+                self.size = 0;
+            }
+        }
+        // A full disk must not stop the container; the output still reaches attached clients.
+        if self.file.write_all(line).is_ok() {
+            self.size += len;
+        }
+    }
+
     fn emit(&mut self, stream: usize, bytes: &[u8]) {
         if let Some(cri) = &mut self.cri {
             cri.write(stream_name(stream), bytes);
@@ -78,8 +182,7 @@ impl LogWriter {
         };
         if let Ok(mut line) = serde_json::to_vec(&entry) {
             line.push(b'\n');
-            // A full disk must not stop the container; the output still reaches attached clients.
-            let _ = self.file.write_all(&line);
+            self.append(&line);
         }
     }
 
@@ -125,99 +228,221 @@ fn wanted(entry: &LogEntry, options: &LogOptions) -> bool {
     options.since_nanos.is_none_or(|s| t >= s) && options.until_nanos.is_none_or(|u| t < u)
 }
 
-/// Reads the entries of the log at `path` that `options` selects (without following); returns them and the
-/// file offset reached, for a follower to continue from.
-pub fn read_entries(path: &Path, options: &LogOptions) -> Result<(Vec<LogEntry>, u64)> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(e) => return Err(Error::io(format!("open log {}", path.display()), e)),
-    };
-    let mut reader = BufReader::new(file);
-    let mut entries = Vec::new();
-    let mut offset = 0u64;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = reader
-            .read_line(&mut line)
-            .map_err(|e| Error::io("read log", e))?;
-        if n == 0 || !line.ends_with('\n') {
-            break; // a line still being written is read next time
-        }
-        offset += n as u64;
-        if let Ok(entry) = serde_json::from_str::<LogEntry>(&line)
-            && wanted(&entry, options)
-        {
-            entries.push(entry);
-        }
-    }
-    if let Some(n) = options.tail {
-        let skip = entries.len().saturating_sub(n);
-        entries.drain(..skip);
-    }
-    Ok((entries, offset))
+/// A file's identity while it is open: device and inode.
+type FileId = (u64, u64);
+
+fn id_of_path(path: &Path) -> Option<FileId> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// Follows a log file from `offset`: returns the complete entries appended since, and the new offset.
-pub fn read_from(path: &Path, offset: u64, options: &LogOptions) -> Result<(Vec<LogEntry>, u64)> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
-        Err(e) => return Err(Error::io(format!("open log {}", path.display()), e)),
-    };
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| Error::io("seek log", e))?;
-    let mut reader = BufReader::new(file);
-    let mut entries = Vec::new();
-    let mut offset = offset;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = reader
-            .read_line(&mut line)
-            .map_err(|e| Error::io("read log", e))?;
-        if n == 0 || !line.ends_with('\n') {
-            break;
-        }
-        offset += n as u64;
-        if let Ok(entry) = serde_json::from_str::<LogEntry>(&line)
-            && wanted(&entry, options)
-        {
-            entries.push(entry);
-        }
-    }
-    Ok((entries, offset))
+/// The file a [`LogCursor`] reads.
+#[derive(Debug)]
+struct OpenFile {
+    reader: BufReader<File>,
+    id: FileId,
+    /// A line read only in part (its writer has not finished it yet).
+    pending: Vec<u8>,
 }
 
-/// A stream of log entries: the selected ones, then (when following) new ones as they are written until
-/// `running()` says the writer is gone and the file has been read to its end.
+impl OpenFile {
+    fn new(file: File) -> Result<OpenFile> {
+        let meta = file.metadata().map_err(|e| Error::io("stat log", e))?;
+        Ok(OpenFile {
+            reader: BufReader::new(file),
+            id: (meta.dev(), meta.ino()),
+            pending: Vec::new(),
+        })
+    }
+
+    /// Reads the complete lines written since the last read (at most [`BATCH`] entries).
+    fn read(&mut self, out: &mut Vec<LogEntry>) -> Result<usize> {
+        let mut lines = 0;
+        while lines < BATCH {
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.pending)
+                .map_err(|e| Error::io("read log", e))?;
+            if n == 0 || self.pending.last() != Some(&b'\n') {
+                break; // a line still being written is read next time
+            }
+            lines += 1;
+            if let Ok(entry) = serde_json::from_slice::<LogEntry>(&self.pending) {
+                out.push(entry);
+            }
+            self.pending.clear();
+        }
+        Ok(lines)
+    }
+}
+
+/// What one [`LogCursor::step`] found.
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// Lines were read (possibly none the options select).
+    Read(Vec<LogEntry>),
+    /// Everything written so far has been read.
+    AtEnd,
+    /// The file read so far was rotated away and the next one is not there yet (a rotation in progress).
+    Rotating,
+}
+
+/// A reader of a container's log across its rotated files: oldest first, each line once, following the files
+/// it reads through renames (see the module's documentation).
+#[derive(Debug)]
+pub struct LogCursor {
+    path: PathBuf,
+    files: u32,
+    current: Option<OpenFile>,
+}
+
+impl LogCursor {
+    /// A cursor at the start of the oldest file of the log at `path`, which spans up to `files` files
+    /// ([`LogLimits::files`]).
+    pub fn new(path: PathBuf, files: u32) -> LogCursor {
+        LogCursor {
+            path,
+            files: files.max(1),
+            current: None,
+        }
+    }
+
+    fn open_oldest(&self) -> Result<Option<OpenFile>> {
+        for k in (0..self.files).rev() {
+            match File::open(rotated_path(&self.path, k)) {
+                Ok(f) => return OpenFile::new(f).map(Some),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("open log {}", self.path.display()), e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The file written after the one with `id` (which is no longer the current one), if it is there yet.
+    fn successor(&self, open: &OpenFile) -> Result<Option<OpenFile>> {
+        for k in 1..self.files {
+            let name = rotated_path(&self.path, k);
+            if id_of_path(&name) != Some(open.id) {
+                continue;
+            }
+            let Ok(next) = File::open(rotated_path(&self.path, k - 1)) else {
+                return Ok(None);
+            };
+            // Still under the same name after the next one was opened: that one was the file after it.
+            return if id_of_path(&name) == Some(open.id) {
+                OpenFile::new(next).map(Some)
+            } else {
+                Ok(None)
+            };
+        }
+        let links = open
+            .reader
+            .get_ref()
+            .metadata()
+            .map_err(|e| Error::io("stat log", e))?
+            .nlink();
+        if links == 0 {
+            // Dropped (with one file: replaced); what comes next is the oldest file there is.
+            self.open_oldest()
+        } else {
+            Ok(None) // it moved while the names were looked at
+        }
+    }
+
+    /// Reads what is there to read next.
+    pub fn step(&mut self) -> Result<Step> {
+        let mut out = Vec::new();
+        loop {
+            let current = match &mut self.current {
+                Some(c) => c,
+                None => match self.open_oldest()? {
+                    Some(c) => self.current.insert(c),
+                    None => return Ok(Step::AtEnd),
+                },
+            };
+            if current.read(&mut out)? > 0 {
+                return Ok(Step::Read(out));
+            }
+            if id_of_path(&self.path) == Some(current.id) {
+                return Ok(Step::AtEnd);
+            }
+            // Rotated away: whatever was written to it before the rename is read first.
+            if current.read(&mut out)? > 0 {
+                return Ok(Step::Read(out));
+            }
+            let Some(current) = &self.current else {
+                return Ok(Step::AtEnd);
+            };
+            match self.successor(current)? {
+                Some(next) => self.current = Some(next),
+                None => return Ok(Step::Rotating),
+            }
+        }
+    }
+}
+
+/// Reads the entries of the log at `path` (spanning up to `files` files) that `options` selects, without
+/// following; returns them and the cursor at the end, for a follower to continue from.
+pub fn read_entries(
+    path: &Path,
+    files: u32,
+    options: &LogOptions,
+) -> Result<(Vec<LogEntry>, LogCursor)> {
+    let mut cursor = LogCursor::new(path.to_path_buf(), files);
+    let mut entries = VecDeque::new();
+    let mut tries = 0;
+    loop {
+        match cursor.step()? {
+            Step::Read(batch) => {
+                for entry in batch {
+                    if wanted(&entry, options) {
+                        entries.push_back(entry);
+                        if options.tail.is_some_and(|n| entries.len() > n) {
+                            entries.pop_front();
+                        }
+                    }
+                }
+            }
+            Step::AtEnd => break,
+            Step::Rotating if tries < ROTATION_TRIES => {
+                tries += 1;
+                std::thread::sleep(ROTATION_POLL);
+            }
+            Step::Rotating => break,
+        }
+    }
+    Ok((entries.into(), cursor))
+}
+
+/// A stream of log entries of the log at `path` (spanning up to `files` files): the selected ones, then (when
+/// following) new ones as they are written until `running()` says the writer is gone and the log has been read
+/// to its end.
 pub fn stream(
     path: PathBuf,
+    files: u32,
     options: LogOptions,
     running: impl Fn() -> bool + Send + Sync + 'static,
 ) -> husk_core::LogStream {
     enum State {
         Start,
-        Following(u64),
+        Following(LogCursor, Duration),
         Done,
     }
     let running: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(running);
     let init = (State::Start, VecDeque::new(), path, options, running);
     Box::pin(futures::stream::unfold(
         init,
-        |(mut state, mut queue, path, options, running)| async move {
+        move |(mut state, mut queue, path, options, running)| async move {
             loop {
                 if let Some(e) = queue.pop_front() {
                     return Some((Ok(e), (state, queue, path, options, running)));
                 }
                 match state {
                     State::Done => return None,
-                    State::Start => match read_entries(&path, &options) {
-                        Ok((entries, off)) => {
+                    State::Start => match read_entries(&path, files, &options) {
+                        Ok((entries, cursor)) => {
                             queue.extend(entries);
                             state = if options.follow {
-                                State::Following(off)
+                                State::Following(cursor, ROTATION_POLL)
                             } else {
                                 State::Done
                             };
@@ -226,20 +451,22 @@ pub fn stream(
                             return Some((Err(e), (State::Done, queue, path, options, running)));
                         }
                     },
-                    State::Following(off) => {
+                    State::Following(mut cursor, mut idle) => {
                         // Ask before reading, so whatever was written before the writer went away is still read.
                         let alive = running();
-                        match read_from(&path, off, &options) {
-                            Ok((entries, new_off)) => {
-                                if entries.is_empty() && new_off == off {
-                                    if !alive {
-                                        return None;
-                                    }
-                                    tokio::time::sleep(FOLLOW_POLL).await;
-                                }
-                                queue.extend(entries);
-                                state = State::Following(new_off);
+                        match cursor.step() {
+                            Ok(Step::Read(entries)) => {
+                                idle = ROTATION_POLL;
+                                queue.extend(entries.into_iter().filter(|e| wanted(e, &options)));
                             }
+                            Ok(Step::AtEnd) if alive => {
+                                // Soon again while lines come (the files this one is rotated to are dropped in
+                                // time), less often while none do.
+                                tokio::time::sleep(idle).await;
+                                idle = (idle * 2).min(FOLLOW_POLL);
+                            }
+                            Ok(Step::Rotating) if alive => tokio::time::sleep(ROTATION_POLL).await,
+                            Ok(_) => return None,
                             Err(e) => {
                                 return Some((
                                     Err(e),
@@ -247,6 +474,7 @@ pub fn stream(
                                 ));
                             }
                         }
+                        state = State::Following(cursor, idle);
                     }
                 }
             }
@@ -308,7 +536,7 @@ mod tests {
         w.write(1, b"err\n");
         w.write(0, &vec![b'x'; MAX_ENTRY + 10]);
         w.flush_stream(0);
-        let (entries, _) = read_entries(&path, &LogOptions::default()).unwrap();
+        let (entries, _) = read_entries(&path, 1, &LogOptions::default()).unwrap();
         let texts: Vec<(&str, usize)> = entries
             .iter()
             .map(|e| (e.stream.as_str(), e.text.len()))
@@ -321,6 +549,7 @@ mod tests {
         assert_eq!(texts[4].1, 5 + 10);
         let (tail, _) = read_entries(
             &path,
+            1,
             &LogOptions {
                 tail: Some(2),
                 ..Default::default()
@@ -332,7 +561,7 @@ mod tests {
             since_nanos: Some(i64::MAX),
             ..Default::default()
         };
-        assert!(read_entries(&path, &future).unwrap().0.is_empty());
+        assert!(read_entries(&path, 1, &future).unwrap().0.is_empty());
     }
 
     #[tokio::test]
@@ -345,6 +574,7 @@ mod tests {
         let r = running.clone();
         let mut s = stream(
             path.clone(),
+            1,
             LogOptions {
                 follow: true,
                 ..Default::default()
@@ -356,5 +586,234 @@ mod tests {
         assert_eq!(s.next().await.unwrap().unwrap().text, "b\n");
         running.store(false, std::sync::atomic::Ordering::SeqCst);
         assert!(s.next().await.is_none());
+    }
+
+    fn limited(max_size: u64, files: u32) -> LogLimits {
+        LogLimits {
+            max_size_bytes: Some(max_size),
+            max_files: Some(files),
+        }
+    }
+
+    /// The size of one entry line of `text` as the writer writes it.
+    fn line_len(text: &str) -> u64 {
+        let entry = LogEntry {
+            time: husk_core::now_rfc3339(),
+            stream: "stdout".into(),
+            text: text.into(),
+        };
+        serde_json::to_vec(&entry).unwrap().len() as u64 + 1
+    }
+
+    fn texts(entries: &[LogEntry]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| e.text.trim_end().to_string())
+            .collect()
+    }
+
+    fn numbered(w: &mut LogWriter, range: std::ops::Range<u32>) {
+        for i in range {
+            w.write(0, format!("{i:06}\n").as_bytes());
+        }
+    }
+
+    #[test]
+    fn rotation_keeps_max_files_each_at_most_max_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let line = line_len("000000\n");
+        // Three lines fit in a file; a fourth would pass the limit by one byte.
+        let mut w = LogWriter::open_limited(&path, limited(4 * line - 1, 3)).unwrap();
+        numbered(&mut w, 0..3);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 * line);
+        assert!(
+            !rotated_path(&path, 1).exists(),
+            "not rotated before it must be"
+        );
+        numbered(&mut w, 3..4);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), line);
+        assert_eq!(
+            std::fs::metadata(rotated_path(&path, 1)).unwrap().len(),
+            3 * line
+        );
+        numbered(&mut w, 4..20);
+        // 20 lines: files of 3 lines, the newest 2 lines in `log`; only three files are kept.
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["log", "log.1", "log.2"]);
+        for k in 0..3 {
+            assert!(std::fs::metadata(rotated_path(&path, k)).unwrap().len() < 4 * line);
+        }
+        let (entries, _) = read_entries(&path, 3, &LogOptions::default()).unwrap();
+        let want: Vec<String> = (12..20).map(|i| format!("{i:06}")).collect();
+        assert_eq!(texts(&entries), want, "oldest file first, in order");
+        let (tail, _) = read_entries(
+            &path,
+            3,
+            &LogOptions {
+                tail: Some(4),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(texts(&tail), ["000016", "000017", "000018", "000019"]);
+        // A writer opened again (the shim restarted) counts what the file holds.
+        drop(w);
+        let mut w = LogWriter::open_limited(&path, limited(4 * line - 1, 3)).unwrap();
+        numbered(&mut w, 20..22);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), line);
+        let (entries, _) = read_entries(&path, 3, &LogOptions::default()).unwrap();
+        assert_eq!(texts(&entries).first().unwrap(), "000015");
+        assert_eq!(texts(&entries).last().unwrap(), "000021");
+    }
+
+    #[test]
+    fn one_file_starts_over_and_a_line_longer_than_the_limit_is_kept_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let line = line_len("000000\n");
+        let mut w = LogWriter::open_limited(&path, limited(2 * line, 1)).unwrap();
+        numbered(&mut w, 0..5);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), line);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "one file, nothing left beside it");
+        let (entries, _) = read_entries(&path, 1, &LogOptions::default()).unwrap();
+        assert_eq!(texts(&entries), ["000004"]);
+        let long = "y".repeat(3 * line as usize);
+        w.write(1, format!("{long}\n").as_bytes());
+        numbered(&mut w, 5..6);
+        let (entries, _) = read_entries(&path, 1, &LogOptions::default()).unwrap();
+        assert_eq!(texts(&entries), ["000005"]);
+        // Unbounded: never rotated; /dev/null is never renamed.
+        let mut w = LogWriter::open_limited(Path::new("/dev/null"), limited(1, 2)).unwrap();
+        numbered(&mut w, 0..3);
+        assert!(Path::new("/dev/null").exists());
+    }
+
+    #[test]
+    fn a_cursor_reads_each_line_once_across_rotations_between_its_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let line = line_len("000000\n");
+        let mut w = LogWriter::open_limited(&path, limited(3 * line, 4)).unwrap();
+        let mut cursor = LogCursor::new(path.clone(), 4);
+        assert_eq!(cursor.step().unwrap(), Step::AtEnd, "nothing written yet");
+        let mut seen = Vec::new();
+        let mut next = 0;
+        // Each round writes 0 to 8 lines (up to two rotations behind the reader), then reads to the end.
+        for round in 0..60u32 {
+            let n = (round * 7) % 9;
+            numbered(&mut w, next..next + n);
+            next += n;
+            loop {
+                match cursor.step().unwrap() {
+                    Step::Read(e) => seen.extend(texts(&e)),
+                    Step::AtEnd => break,
+                    Step::Rotating => panic!("no rotation is in progress"),
+                }
+            }
+        }
+        let want: Vec<String> = (0..next).map(|i| format!("{i:06}")).collect();
+        assert_eq!(seen, want);
+    }
+
+    #[tokio::test]
+    async fn a_follower_sees_every_line_once_in_order_across_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let line = line_len("000000\n");
+        let mut w = LogWriter::open_limited(&path, limited(3 * line, 3)).unwrap();
+        let mut s = stream(
+            path.clone(),
+            3,
+            LogOptions {
+                follow: true,
+                ..Default::default()
+            },
+            || true,
+        );
+        // Rounds of 0 to 5 lines (up to two rotations while the follower waits), each read to the end.
+        let mut next = 0;
+        for round in 0..50u32 {
+            let n = (round * 5) % 6;
+            numbered(&mut w, next..next + n);
+            for i in next..next + n {
+                let e = tokio::time::timeout(Duration::from_secs(5), s.next())
+                    .await
+                    .expect("the follower saw the line")
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(e.text, format!("{i:06}\n"));
+            }
+            next += n;
+        }
+        assert!(next > 30, "several rotations");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), s.next())
+                .await
+                .is_err(),
+            "nothing more, nothing twice"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_racing_a_fast_writer_loses_and_repeats_nothing() {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let line = line_len("000000\n");
+        let total = 30_000u32;
+        let running = Arc::new(AtomicBool::new(true));
+        // The number after the last line the follower saw.
+        let seen = Arc::new(AtomicU32::new(0));
+        let (r, seen2) = (running.clone(), seen.clone());
+        let follower = stream(
+            path.clone(),
+            3,
+            LogOptions {
+                follow: true,
+                ..Default::default()
+            },
+            move || r.load(Ordering::SeqCst),
+        );
+        let reader = tokio::spawn(async move {
+            follower
+                .map(|e| e.unwrap().text.trim_end().parse::<u32>().unwrap())
+                .inspect(|n| seen2.store(n + 1, Ordering::SeqCst))
+                .collect::<Vec<u32>>()
+                .await
+        });
+        // A writer on another thread, as fast as it can with files of 100 lines (so ~300 rotations), but never
+        // more than one file ahead of the follower: nothing the follower has not read is dropped, so it must
+        // see every line however the rotations fall between its reads.
+        let w_path = path.clone();
+        let writer = std::thread::spawn(move || {
+            let mut w = LogWriter::open_limited(&w_path, limited(100 * line, 3)).unwrap();
+            for i in 0..total {
+                while i - seen.load(Ordering::SeqCst).min(i) > 100 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                w.write(0, format!("{i:06}\n").as_bytes());
+            }
+        });
+        tokio::task::spawn_blocking(move || writer.join().unwrap())
+            .await
+            .unwrap();
+        running.store(false, Ordering::SeqCst);
+        let numbers = tokio::time::timeout(Duration::from_secs(30), reader)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(numbers.len(), total as usize);
+        assert!(numbers.iter().enumerate().all(|(i, n)| i as u32 == *n));
+        let on_disk: u64 = (0..4)
+            .filter_map(|k| std::fs::metadata(rotated_path(&path, k)).ok())
+            .map(|m| m.len())
+            .sum();
+        assert!(on_disk <= 3 * 100 * line, "{on_disk} bytes on disk");
     }
 }

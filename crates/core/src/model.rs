@@ -753,6 +753,95 @@ pub struct ContainerConfig {
     /// [`SandboxConfig::cgroup_parent`], copied by the engine when the container is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup_parent: Option<String>,
+    /// How much of the container's output is kept on disk (`--log-opt max-size=10m --log-opt max-file=3`).
+    #[serde(default, skip_serializing_if = "LogLimits::is_unbounded")]
+    pub log: LogLimits,
+}
+
+/// How much of a container's output is kept on disk, as Docker's `json-file` driver bounds it: when the log
+/// would grow past `max_size_bytes` it is rotated (`log` → `log.1` → … → `log.<max_files - 1>`, the oldest
+/// dropped), so at most `max_size_bytes × max_files` (plus one line per file) stay. Unbounded by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLimits {
+    /// The largest a log file grows before it is rotated (`max-size`); `None` = never rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size_bytes: Option<u64>,
+    /// How many files are kept, the current one included (`max-file`; default 1: the file starts over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_files: Option<u32>,
+}
+
+impl LogLimits {
+    /// Whether nothing bounds the log.
+    pub fn is_unbounded(&self) -> bool {
+        self.max_size_bytes.is_none() && self.max_files.is_none()
+    }
+
+    /// How many files the log may span (1 when it is never rotated).
+    pub fn files(&self) -> u32 {
+        match self.max_size_bytes {
+            Some(_) => self.max_files.unwrap_or(1).max(1),
+            None => 1,
+        }
+    }
+
+    /// These limits where `self` sets none: `other`'s (a daemon's defaults under a container's options).
+    pub fn or(self, other: LogLimits) -> LogLimits {
+        LogLimits {
+            max_size_bytes: self.max_size_bytes.or(other.max_size_bytes),
+            max_files: self.max_files.or(other.max_files),
+        }
+    }
+
+    /// The limits as Docker's log options (`max-size` in bytes, `max-file`).
+    pub fn opts(&self) -> BTreeMap<String, String> {
+        let mut opts = BTreeMap::new();
+        if let Some(size) = self.max_size_bytes {
+            opts.insert("max-size".to_string(), size.to_string());
+        }
+        if let Some(files) = self.max_files {
+            opts.insert("max-file".to_string(), files.to_string());
+        }
+        opts
+    }
+
+    /// Reads Docker's log options (`--log-opt KEY=VALUE`): `max-size` (a size such as `10m`, above 0) and
+    /// `max-file` (at least 1); any other key is refused by name.
+    pub fn from_opts(opts: &BTreeMap<String, String>) -> Result<LogLimits> {
+        let mut limits = LogLimits::default();
+        for (key, value) in opts {
+            match key.as_str() {
+                "max-size" => {
+                    let size = crate::units::parse_memory("log-opt max-size", value)?;
+                    if size <= 0 {
+                        return Err(Error::invalid(
+                            "log-opt max-size",
+                            format!("log-opt max-size {value:?} must be above 0"),
+                        ));
+                    }
+                    limits.max_size_bytes = Some(size as u64);
+                }
+                "max-file" => match value.trim().parse::<u32>() {
+                    Ok(n) if n >= 1 => limits.max_files = Some(n),
+                    _ => {
+                        return Err(Error::invalid(
+                            "log-opt max-file",
+                            format!(
+                                "log-opt max-file {value:?} must be a whole number of at least 1"
+                            ),
+                        ));
+                    }
+                },
+                other => {
+                    return Err(Error::invalid(
+                        "log-opt",
+                        format!("unknown log-opt {other:?}: husk knows max-size and max-file"),
+                    ));
+                }
+            }
+        }
+        Ok(limits)
+    }
 }
 
 /// Everything a driver needs to make a sandbox real.
@@ -1175,6 +1264,51 @@ pub fn random_name() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_opts_are_read_checked_and_merged() {
+        use super::LogLimits;
+        let opts = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let l = LogLimits::from_opts(&opts(&[("max-size", "10m"), ("max-file", "3")])).unwrap();
+        assert_eq!(l.max_size_bytes, Some(10 << 20));
+        assert_eq!(l.max_files, Some(3));
+        assert_eq!(l.files(), 3);
+        assert_eq!(
+            l.opts(),
+            opts(&[("max-size", "10485760"), ("max-file", "3")])
+        );
+        assert!(LogLimits::from_opts(&opts(&[])).unwrap().is_unbounded());
+        let size_only = LogLimits::from_opts(&opts(&[("max-size", "1k")])).unwrap();
+        assert_eq!(size_only.files(), 1, "one file when only max-size is set");
+        let merged = size_only.or(l);
+        assert_eq!(
+            (merged.max_size_bytes, merged.max_files),
+            (Some(1024), Some(3)),
+            "the request's own first, the defaults for the rest"
+        );
+        for (pairs, field) in [
+            (&[("max-size", "0")][..], "log-opt max-size"),
+            (&[("max-size", "lots")][..], "log-opt max-size"),
+            (&[("max-file", "0")][..], "log-opt max-file"),
+            (&[("max-file", "-1")][..], "log-opt max-file"),
+            (&[("mode", "non-blocking")][..], "log-opt"),
+        ] {
+            let e = LogLimits::from_opts(&opts(pairs)).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{}", e.message);
+            assert!(e.message.contains(pairs[0].0), "{}", e.message);
+        }
+        // Records written before the field existed load as unbounded.
+        let old: super::ContainerConfig = serde_json::from_str(
+            r#"{"id":"c","name":"n","image":{"name":"i","id":"x"},"process":{"args":["sh"]}}"#,
+        )
+        .unwrap();
+        assert!(old.log.is_unbounded());
+    }
+
     use super::*;
 
     #[test]

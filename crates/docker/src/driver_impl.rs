@@ -654,6 +654,7 @@ impl Driver for DockerDriver {
         let (id, _) = self.inspect_existing(container).await?;
         let bounds = options.clone();
         let name = container.name().to_string();
+        let mut seen = logs::Recent::default();
         let stream = self
             .docker
             .logs(&id, Some(logs::query(options)))
@@ -661,6 +662,7 @@ impl Driver for DockerDriver {
                 let out = match item {
                     Ok(chunk) => logs::entry(chunk)
                         .filter(|(nanos, _)| logs::within(*nanos, &bounds))
+                        .filter(|(nanos, e)| seen.first_time(*nanos, &e.stream))
                         .map(|(_, e)| Ok(e)),
                     Err(e) => Some(Err(engine_error(
                         format!("read the logs of container {name}"),

@@ -98,6 +98,34 @@ pub(crate) fn within(nanos: i64, options: &LogOptions) -> bool {
     options.since_nanos.is_none_or(|s| nanos >= s) && options.until_nanos.is_none_or(|u| nanos < u)
 }
 
+/// How many delivered entries [`Recent`] remembers.
+const RECENT: usize = 65_536;
+
+/// The entries a log stream delivered lately, by time and stream: the engine's follower of a rotated json-file
+/// log sends some lines again after a rotation (with their original times), and those are dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    order: std::collections::VecDeque<(i64, bool)>,
+    keys: std::collections::HashSet<(i64, bool)>,
+}
+
+impl Recent {
+    /// Whether the entry of `stream` stamped `nanos` is new (then it is remembered).
+    pub(crate) fn first_time(&mut self, nanos: i64, stream: &str) -> bool {
+        let key = (nanos, stream == "stderr");
+        if !self.keys.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > RECENT
+            && let Some(old) = self.order.pop_front()
+        {
+            self.keys.remove(&old);
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -171,5 +199,21 @@ mod tests {
         };
         assert!(!within(9, &o) && within(10, &o) && within(19, &o) && !within(20, &o));
         assert!(within(0, &LogOptions::default()));
+    }
+
+    #[test]
+    fn a_line_sent_again_is_dropped() {
+        let mut recent = Recent::default();
+        assert!(recent.first_time(1, "stdout"));
+        assert!(recent.first_time(1, "stderr"), "another stream");
+        assert!(recent.first_time(2, "stdout"));
+        assert!(!recent.first_time(1, "stdout"), "sent again");
+        for n in 3..(RECENT as i64 + 3) {
+            assert!(recent.first_time(n, "stdout"));
+        }
+        assert!(
+            recent.first_time(1, "stdout"),
+            "forgotten after RECENT more"
+        );
     }
 }

@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, HealthConfig, HostConfig, Mount, MountBindOptions,
-    MountBindOptionsPropagationEnum, MountType, PortBinding, PortMap, ResourcesUlimits,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, HealthConfig, HostConfig, HostConfigLogConfig, Mount,
+    MountBindOptions, MountBindOptionsPropagationEnum, MountType, PortBinding, PortMap,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use husk_core::units::{parse_memory, signal_name};
 use husk_core::{
@@ -363,6 +363,7 @@ pub(crate) fn container_body(
     refuse_cgroup_v2_limits(config)?;
     let (engine_mounts, tmpfs) = mounts(&config.mounts)?;
     let mut host = HostConfig {
+        log_config: log_config(config),
         memory: config.resources.memory_bytes,
         memory_swap: config.resources.memory_swap_bytes,
         oom_score_adj: config.resources.oom_score_adj.map(i64::from),
@@ -514,6 +515,18 @@ pub(crate) fn infra_body(
     })
 }
 
+/// The engine's `json-file` driver with the container's log limits, which the engine keeps; the engine's default
+/// driver when there are none.
+fn log_config(config: &ContainerConfig) -> Option<HostConfigLogConfig> {
+    if config.log.is_unbounded() {
+        return None;
+    }
+    Some(HostConfigLogConfig {
+        typ: Some("json-file".into()),
+        config: Some(config.log.opts().into_iter().collect()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use husk_core::{ImageRef, PortMapping, ProcessConfig};
@@ -550,7 +563,29 @@ mod tests {
             cri_log_path: None,
             devices: Vec::new(),
             cgroup_parent: None,
+            log: Default::default(),
         }
+    }
+
+    #[test]
+    fn log_limits_go_to_the_engines_json_file_driver() {
+        let b = container_body(&config(), Placement::Standalone, HashMap::new(), None).unwrap();
+        assert_eq!(
+            b.host_config.unwrap().log_config,
+            None,
+            "the engine's default"
+        );
+        let mut c = config();
+        c.log = husk_core::LogLimits {
+            max_size_bytes: Some(10 << 20),
+            max_files: Some(3),
+        };
+        let b = container_body(&c, Placement::Standalone, HashMap::new(), None).unwrap();
+        let log = b.host_config.unwrap().log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        let opts = log.config.unwrap();
+        assert_eq!(opts["max-size"], "10485760");
+        assert_eq!(opts["max-file"], "3");
     }
 
     #[test]

@@ -163,6 +163,7 @@ impl Engine {
         }
         let id = husk_core::new_id();
         let mut config = resolve::container_config(&req, &id, &name, &image)?;
+        config.log = resolve::log_limits(config.log, self.inner.config.log_defaults)?;
         config.cgroup_parent = sandbox
             .as_ref()
             .and_then(|sb| sb.config.cgroup_parent.clone());

@@ -63,6 +63,8 @@ pub struct EngineConfig {
     /// The static binary bind-mounted as `/sbin/husk-init` for `--init` (the `husk` binary; `None` refuses
     /// `--init`).
     pub init_binary: Option<PathBuf>,
+    /// The log limits of containers whose request sets none (the daemon's `[logs]`).
+    pub log_defaults: husk_core::LogLimits,
 }
 
 /// Something that happened to a container.
@@ -453,6 +455,7 @@ pub(crate) mod tests {
                 root: dir.into(),
                 run_root: dir.into(),
                 init_binary: None,
+                log_defaults: Default::default(),
             },
             store,
             images,

@@ -5,8 +5,8 @@ use husk_core::health::{
 };
 use husk_core::units::{self, MIN_MEMORY_BYTES};
 use husk_core::{
-    ContainerConfig, DeviceMapping, Error, HealthAction, HealthConfig, ImageRef, ProcessConfig,
-    Resources, Result, SecurityConfig, Ulimit,
+    ContainerConfig, DeviceMapping, Error, HealthAction, HealthConfig, ImageRef, LogLimits,
+    ProcessConfig, Resources, Result, SecurityConfig, Ulimit,
 };
 use husk_image::Image;
 
@@ -405,7 +405,20 @@ pub(crate) fn container_config(
         devices: check_devices(&req.devices)?,
         // The sandbox's, set by the engine once it knows the sandbox.
         cgroup_parent: None,
+        log: LogLimits::from_opts(&req.log_opts)?,
     })
+}
+
+/// A container's log limits: those of its request, the daemon's `defaults` for what the request leaves unset.
+pub(crate) fn log_limits(requested: LogLimits, defaults: LogLimits) -> Result<LogLimits> {
+    let limits = requested.or(defaults);
+    if limits.max_files.is_some() && limits.max_size_bytes.is_none() {
+        return Err(Error::invalid(
+            "log-opt max-file",
+            "log-opt max-file needs log-opt max-size (or the daemon's [logs] max_size)",
+        ));
+    }
+    Ok(limits)
 }
 
 /// `--group-add` entries: group names or numbers.
@@ -646,6 +659,36 @@ pub(crate) fn exec_process(container: &ContainerConfig, req: &ExecCreate) -> Res
 mod tests {
     use super::*;
     use husk_image::RunConfig;
+
+    #[test]
+    fn log_limits_take_the_daemons_defaults_for_what_the_request_leaves_unset() {
+        let defaults = LogLimits {
+            max_size_bytes: Some(1000),
+            max_files: Some(2),
+        };
+        let own = LogLimits {
+            max_size_bytes: None,
+            max_files: Some(5),
+        };
+        let l = log_limits(own, defaults).unwrap();
+        assert_eq!((l.max_size_bytes, l.max_files), (Some(1000), Some(5)));
+        assert!(
+            log_limits(LogLimits::default(), LogLimits::default())
+                .unwrap()
+                .is_unbounded()
+        );
+        let e = log_limits(own, LogLimits::default()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("log-opt max-file"));
+        let mut r = req("x");
+        r.log_opts.insert("max-size".into(), "-5".into());
+        let e = container_config(&r, "id", "n", &image(&[], &["sh"])).unwrap_err();
+        assert_eq!(
+            e.field.as_deref(),
+            Some("log-opt max-size"),
+            "{}",
+            e.message
+        );
+    }
 
     fn image(entrypoint: &[&str], cmd: &[&str]) -> Image {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();

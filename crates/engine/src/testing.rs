@@ -677,6 +677,7 @@ pub async fn engine_with_store(
             root: dir.into(),
             run_root: dir.into(),
             init_binary: None,
+            log_defaults: Default::default(),
         },
         store,
         images,

@@ -62,6 +62,43 @@ pub struct DaemonConfig {
     pub cri_stream_address: String,
     /// `[cri]`: the CRI's registry mirrors.
     pub cri: CriSettings,
+    /// `[logs]`: how much of each container's output is kept when its request says nothing.
+    pub logs: LogSettings,
+}
+
+/// `[logs]` in the config file: the defaults of `--log-opt max-size` and `max-file` (unbounded when unset).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// The size a container's log grows to before it is rotated (`10m`, `1g`, ...); unset: never rotated.
+    pub max_size: Option<String>,
+    /// How many files of a rotated log are kept (at least 1; 1 when only `max_size` is set).
+    pub max_file: Option<u32>,
+}
+
+impl LogSettings {
+    /// The limits these settings give, checked as `--log-opt` values are; `Err` names the key and why.
+    pub fn limits(&self) -> Result<husk_core::LogLimits, (&'static str, String)> {
+        let mut opts = std::collections::BTreeMap::new();
+        if let Some(size) = &self.max_size {
+            opts.insert("max-size".to_string(), size.clone());
+        }
+        if let Some(files) = self.max_file {
+            opts.insert("max-file".to_string(), files.to_string());
+        }
+        let limits = husk_core::LogLimits::from_opts(&opts).map_err(|e| {
+            let key = if e.message.contains("max-file") {
+                "logs.max_file"
+            } else {
+                "logs.max_size"
+            };
+            (key, e.message)
+        })?;
+        if limits.max_files.is_some() && limits.max_size_bytes.is_none() {
+            return Err(("logs.max_file", "max_file needs max_size".to_string()));
+        }
+        Ok(limits)
+    }
 }
 
 /// `[cri]` in the config file.
@@ -363,6 +400,7 @@ impl Default for DaemonConfig {
             auth: "keystone".into(),
             images: ImageSettings::default(),
             vm: VmSettings::default(),
+            logs: LogSettings::default(),
         }
     }
 }
@@ -465,6 +503,9 @@ impl DaemonConfig {
                     ),
                 ));
             }
+        }
+        if let Err((key, reason)) = self.logs.limits() {
+            return Err(invalid(key, reason));
         }
         if self.log_level.parse::<tracing::Level>().is_err() {
             return Err(invalid(
@@ -655,6 +696,39 @@ max_concurrent_downloads = 2
             defaults.registry.download_retries
         );
         assert_eq!(DaemonConfig::default().images.to_config(), defaults);
+    }
+
+    #[test]
+    fn logs_section_gives_the_default_log_limits() {
+        let config = DaemonConfig::parse("[logs]\nmax_size = \"10m\"\nmax_file = 3\n").unwrap();
+        let limits = config.logs.limits().unwrap();
+        assert_eq!(limits.max_size_bytes, Some(10 << 20));
+        assert_eq!(limits.max_files, Some(3));
+        assert!(
+            DaemonConfig::default()
+                .logs
+                .limits()
+                .unwrap()
+                .is_unbounded()
+        );
+        for (text, key, words) in [
+            ("[logs]\nmax_size = \"0\"\n", "logs.max_size", "max-size"),
+            (
+                "[logs]\nmax_file = 0\nmax_size = \"1m\"\n",
+                "logs.max_file",
+                "max-file",
+            ),
+            (
+                "[logs]\nmax_file = 2\n",
+                "logs.max_file",
+                "max_file needs max_size",
+            ),
+        ] {
+            let e = DaemonConfig::parse(text).unwrap().validate().unwrap_err();
+            assert_eq!(e.key, key, "{text}");
+            assert!(e.reason.contains(words), "{text}: {}", e.reason);
+        }
+        assert!(DaemonConfig::parse("[logs]\nmax_files = 2\n").is_err());
     }
 
     #[test]

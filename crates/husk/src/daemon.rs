@@ -236,6 +236,10 @@ pub async fn run(args: DaemonArgs, activation: Activation) -> Result<i32> {
             root: config.root.clone(),
             run_root: config.run_root.clone(),
             init_binary: prepare_init_binary(&config.root).await,
+            log_defaults: config
+                .logs
+                .limits()
+                .map_err(|(key, reason)| anyhow!("{key}: {reason}"))?,
         },
         store,
         images,

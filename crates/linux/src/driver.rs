@@ -882,6 +882,7 @@ impl LinuxDriver {
             cgroup_path: self.cgroup_path(config),
             seccomp_program: Some(self.ctr_dir(id).join("seccomp.bpf")),
             cri_log: config.cri_log_path.as_ref().map(PathBuf::from),
+            log_limits: config.log,
         }
     }
 
@@ -1675,6 +1676,7 @@ impl Driver for LinuxDriver {
         let socket = self.ctr_run_dir(container.id()).join("sock");
         Ok(husk_container::logs::stream(
             self.log_path(container.id()),
+            container.config.log.files(),
             options.clone(),
             move || socket.exists(),
         ))

@@ -8,7 +8,8 @@
 //!                           layer for the VM's whole life, shared by its containers), .etc/ = name files
 //! run_root/v/<vm>/mounts/   the 9p export (read-write): <container>/<n> = bind mount of the source of the
 //!                           container's n-th mount (a bind's host path or a volume's data directory)
-//! root/c/<container>/       ctr.log (JSON lines of husk_core::LogEntry), exit.json, cri-log (the path of the
+//! root/c/<container>/       ctr.log (JSON lines of husk_core::LogEntry; ctr.log.N rotated within the container's
+//!                           limits, recorded in log-limits.json), exit.json, cri-log (the path of the
 //!                           container's CRI log, when kubelet asked for one)
 //! ```
 //! `<vm>` is the sandbox ID, or the container ID in standalone mode. After a daemon restart the driver finds a
@@ -27,9 +28,9 @@ use husk_core::stdio::{BoxStdio, Frame, read_frame, write_frame};
 use husk_core::{ArchiveReader, ExtractOptions};
 use husk_core::{
     Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Context, Driver, DriverInfo,
-    Error, ErrorKind, ExitStatus, LogEntry, LogOptions, LogStream, Mode, NetworkConfig,
-    ObservedState, PathStat, ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord,
-    SandboxRuntime, Stats, Top,
+    Error, ErrorKind, ExitStatus, LogOptions, LogStream, Mode, NetworkConfig, ObservedState,
+    PathStat, ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime,
+    Stats, Top,
 };
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -103,6 +104,10 @@ struct VmHandle {
 
 /// The file in a container's directory naming its CRI log.
 const CRI_LOG_FILE: &str = "cri-log";
+
+/// The file in a container's directory holding its log limits (JSON [`husk_core::LogLimits`]), for the
+/// readers a daemon starts after a restart.
+const LOG_LIMITS_FILE: &str = "log-limits.json";
 
 /// A container's log reader in this daemon and the writer it owns.
 struct Follower {
@@ -594,9 +599,16 @@ impl VmDriver {
     }
 
     /// Records where the container's CRI log goes (or that it has none) and makes the file, as the `linux`
-    /// driver's shim does when the container is created.
+    /// driver's shim does when the container is created; records the limits of its log too.
     fn prepare_cri_log(&self, config: &ContainerConfig) -> Result<()> {
         let dir = self.ctr_dir(&config.id);
+        std::fs::create_dir_all(&dir).context(format!("create {}", dir.display()))?;
+        let limits = dir.join(LOG_LIMITS_FILE);
+        std::fs::write(
+            &limits,
+            serde_json::to_vec(&config.log).map_err(|e| Error::internal(e.to_string()))?,
+        )
+        .context(format!("write {}", limits.display()))?;
         let record = dir.join(CRI_LOG_FILE);
         match &config.cri_log_path {
             Some(path) => {
@@ -614,11 +626,12 @@ impl VmDriver {
 
     /// Opens container `id`'s log for its reader: `ctr.log`, and its CRI log when the file `cri-log` in the
     /// container's directory names one (written at create, so a daemon that re-attaches to the container after a
-    /// restart finds it). Both are appended to, never truncated.
+    /// restart finds it). Both are appended to, never truncated; `ctr.log` is rotated within the container's
+    /// log limits.
     fn open_log(&self, id: &str) -> Result<LogWriter> {
         let dir = self.ctr_dir(id);
         std::fs::create_dir_all(&dir).context(format!("create {}", dir.display()))?;
-        let mut log = LogWriter::open(&dir.join("ctr.log"))?;
+        let mut log = LogWriter::open_limited(&dir.join("ctr.log"), self.log_limits(id))?;
         match std::fs::read_to_string(dir.join(CRI_LOG_FILE)) {
             Ok(path) if !path.is_empty() => log.also_cri(Path::new(&path))?,
             Ok(_) => {}
@@ -631,6 +644,14 @@ impl VmDriver {
             }
         }
         Ok(log)
+    }
+
+    /// The log limits recorded for container `id` at create (none for a container an older husk made).
+    fn log_limits(&self, id: &str) -> husk_core::LogLimits {
+        std::fs::read(self.ctr_dir(id).join(LOG_LIMITS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
     }
 
     /// Starts the log reader of container `id` (once per daemon): every output frame goes, split into lines,
@@ -1015,25 +1036,6 @@ fn bridge(
     Box::new(theirs)
 }
 
-fn filter_logs(text: &str, options: &LogOptions) -> Vec<LogEntry> {
-    let mut entries: Vec<LogEntry> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<LogEntry>(l).ok())
-        .filter(|e| {
-            let t = chrono::DateTime::parse_from_rfc3339(&e.time)
-                .ok()
-                .and_then(|t| t.timestamp_nanos_opt())
-                .unwrap_or(0);
-            options.since_nanos.is_none_or(|s| t >= s) && options.until_nanos.is_none_or(|u| t < u)
-        })
-        .collect();
-    if let Some(n) = options.tail {
-        let skip = entries.len().saturating_sub(n);
-        entries.drain(..skip);
-    }
-    entries
-}
-
 #[async_trait]
 impl Driver for VmDriver {
     fn name(&self) -> &'static str {
@@ -1362,45 +1364,13 @@ impl Driver for VmDriver {
     }
 
     async fn logs(&self, container: &ContainerRecord, options: &LogOptions) -> Result<LogStream> {
-        let path = self.ctr_dir(container.id()).join("ctr.log");
         let exit = self.ctr_dir(container.id()).join("exit.json");
-        let options = options.clone();
-        let (tx, rx) = mpsc::channel::<Result<LogEntry>>(256);
-        tokio::spawn(async move {
-            let follow_opts = LogOptions {
-                tail: None,
-                ..options.clone()
-            };
-            let mut offset = 0;
-            let mut first = true;
-            loop {
-                let done = exit.exists();
-                let bytes = tokio::fs::read(&path).await.unwrap_or_default();
-                if bytes.len() > offset {
-                    // Only whole lines; a line being written is read on the next round.
-                    let complete = bytes[offset..]
-                        .iter()
-                        .rposition(|b| *b == b'\n')
-                        .map(|i| i + 1)
-                        .unwrap_or(0);
-                    let text =
-                        String::from_utf8_lossy(&bytes[offset..offset + complete]).into_owned();
-                    offset += complete;
-                    let opts = if first { &options } else { &follow_opts };
-                    for e in filter_logs(&text, opts) {
-                        if tx.send(Ok(e)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                first = false;
-                if !options.follow || done || tx.is_closed() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(husk_container::logs::stream(
+            self.ctr_dir(container.id()).join("ctr.log"),
+            container.config.log.files(),
+            options.clone(),
+            move || !exit.exists(),
+        ))
     }
 
     /// The guest cgroup's limits, now and for the container's next start. The VM itself keeps the memory and
@@ -1594,35 +1564,41 @@ mod tests {
     }
 
     #[test]
-    fn log_filters() {
-        let lines = [
-            r#"{"time":"2024-01-01T00:00:01Z","stream":"stdout","text":"a\n"}"#,
-            r#"{"time":"2024-01-01T00:00:02Z","stream":"stderr","text":"b\n"}"#,
-            "not json",
-            r#"{"time":"2024-01-01T00:00:03Z","stream":"stdout","text":"c\n"}"#,
-        ]
-        .join("\n");
-        let all = filter_logs(&lines, &LogOptions::default());
-        assert_eq!(
-            all.iter().map(|e| e.text.as_str()).collect::<String>(),
-            "a\nb\nc\n"
+    fn the_log_reader_rotates_within_the_limits_recorded_at_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vm = VmDriverConfig::new(
+            dir.path().join("root"),
+            dir.path().join("run"),
+            "/nonexistent/husk-agent",
         );
-        let tail = filter_logs(
-            &lines,
-            &LogOptions {
-                tail: Some(1),
-                ..Default::default()
-            },
-        );
-        assert_eq!(tail[0].text, "c\n");
-        let since = filter_logs(
-            &lines,
-            &LogOptions {
-                since_nanos: Some(2_000_000_000 + 1_704_067_200_000_000_000),
-                ..Default::default()
-            },
-        );
-        assert_eq!(since.len(), 2);
+        vm.accel = AccelChoice::Tcg; // no KVM probe
+        let driver = VmDriver::new(vm).unwrap();
+        let mut config: ContainerConfig = serde_json::from_value(json!({
+            "id": "c1", "name": "n", "image": { "name": "i", "id": "x" }, "process": { "args": ["sh"] }
+        }))
+        .unwrap();
+        config.log = husk_core::LogLimits {
+            max_size_bytes: Some(1000),
+            max_files: Some(2),
+        };
+        driver.prepare_cri_log(&config).unwrap();
+        // A reader started after a daemon restart finds the limits too.
+        for _ in 0..2 {
+            let mut log = driver.open_log("c1").unwrap();
+            for i in 0..100 {
+                log.write(0, format!("line {i}\n").as_bytes());
+            }
+        }
+        let ctr = driver.ctr_dir("c1");
+        for name in ["ctr.log", "ctr.log.1"] {
+            let len = std::fs::metadata(ctr.join(name)).unwrap().len();
+            assert!(len <= 1000, "{name}: {len}");
+        }
+        assert!(!ctr.join("ctr.log.2").exists());
+        let (entries, _) =
+            husk_container::logs::read_entries(&ctr.join("ctr.log"), 2, &LogOptions::default())
+                .unwrap();
+        assert_eq!(entries.last().unwrap().text, "line 99\n");
     }
 
     #[test]
@@ -1667,11 +1643,14 @@ mod tests {
                 "stdout P three"
             ]
         );
-        let text = std::fs::read_to_string(driver.ctr_dir("c1").join("ctr.log")).unwrap();
-        let entries: Vec<(String, String)> = filter_logs(&text, &LogOptions::default())
-            .into_iter()
-            .map(|e| (e.stream, e.text))
-            .collect();
+        let (entries, _) = husk_container::logs::read_entries(
+            &driver.ctr_dir("c1").join("ctr.log"),
+            1,
+            &LogOptions::default(),
+        )
+        .unwrap();
+        let entries: Vec<(String, String)> =
+            entries.into_iter().map(|e| (e.stream, e.text)).collect();
         assert_eq!(
             entries,
             [

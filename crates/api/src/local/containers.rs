@@ -305,14 +305,21 @@ async fn logs(
             .transpose()?,
     };
     let stream = engine.logs(&id, &options).await?;
-    let body = stream.map(
-        |entry| -> std::result::Result<bytes::Bytes, std::io::Error> {
-            let mut line = match entry {
-                Ok(e) => serde_json::to_vec(&e).unwrap_or_default(),
-                Err(e) => serde_json::to_vec(&serde_json::json!({"error": e})).unwrap_or_default(),
-            };
-            line.push(b'\n');
-            Ok(bytes::Bytes::from(line))
+    // The entries read at once go out as one chunk: a follower keeps up with a container writing fast.
+    let body = stream.ready_chunks(1024).map(
+        |entries| -> std::result::Result<bytes::Bytes, std::io::Error> {
+            let mut lines = Vec::new();
+            for entry in entries {
+                let line = match entry {
+                    Ok(e) => serde_json::to_vec(&e).unwrap_or_default(),
+                    Err(e) => {
+                        serde_json::to_vec(&serde_json::json!({"error": e})).unwrap_or_default()
+                    }
+                };
+                lines.extend_from_slice(&line);
+                lines.push(b'\n');
+            }
+            Ok(bytes::Bytes::from(lines))
         },
     );
     Ok(ndjson(body))

@@ -38,6 +38,9 @@ pub struct ShimConfig {
     /// A second log in the Kubernetes CRI format, for kubelet ([`crate::logs::CriLog`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cri_log: Option<PathBuf>,
+    /// How much of the log is kept: it is rotated within these limits.
+    #[serde(default, skip_serializing_if = "husk_core::LogLimits::is_unbounded")]
+    pub log_limits: husk_core::LogLimits,
 }
 
 /// A request to the shim.

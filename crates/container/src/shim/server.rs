@@ -362,7 +362,7 @@ fn serve(
     local.block_on(&runtime, async move {
         let mut children = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
             .map_err(|e| Error::io("watch SIGCHLD", e))?;
-        let mut log = LogWriter::open(&cfg.log)?;
+        let mut log = LogWriter::open_limited(&cfg.log, cfg.log_limits)?;
         if let Some(path) = &cfg.cri_log {
             log.also_cri(path)?;
         }

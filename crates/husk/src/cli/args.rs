@@ -313,6 +313,9 @@ pub struct RunArgs {
     /// Give the container a host device: HOST[:CONTAINER[:PERMISSIONS]] (permissions: some of r, w, m).
     #[arg(long = "device")]
     pub devices: Vec<String>,
+    /// A log option: max-size=SIZE (rotate the log at this size, e.g. 10m), max-file=N (keep N files).
+    #[arg(long = "log-opt")]
+    pub log_opts: Vec<String>,
     /// Add a capability.
     #[arg(long = "cap-add")]
     pub cap_add: Vec<String>,

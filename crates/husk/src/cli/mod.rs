@@ -305,6 +305,14 @@ fn create_request(a: &RunArgs) -> Result<ContainerCreate> {
             .iter()
             .map(|d| husk_core::DeviceMapping::parse(d))
             .collect::<husk_core::Result<_>>()?,
+        log_opts: a
+            .log_opts
+            .iter()
+            .map(|o| match o.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => Err(anyhow!("invalid --log-opt {o:?}: use KEY=VALUE")),
+            })
+            .collect::<Result<_>>()?,
         restart_policy: a
             .restart
             .as_deref()

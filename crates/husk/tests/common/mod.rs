@@ -139,6 +139,12 @@ impl Daemon {
     /// `HUSK_TEST_DOCKER_HOST` (started by `scripts/test` with `crates/docker/scripts/test-dockerd`), with an
     /// instance name of its own.
     pub fn start_driver(driver: &str) -> Daemon {
+        Daemon::start_driver_with(driver, "")
+    }
+
+    /// Starts a daemon whose default driver is `driver` (as [`Daemon::start_driver`]) with `config` in its config
+    /// file.
+    pub fn start_driver_with(driver: &str, config: &str) -> Daemon {
         match driver {
             "docker" => {
                 let host = std::env::var("HUSK_TEST_DOCKER_HOST").expect(
@@ -152,19 +158,27 @@ impl Daemon {
                         .unwrap()
                         .subsec_nanos()
                 );
-                let mut d = Daemon::start(&[
-                    "--driver",
-                    "docker",
-                    "--docker-host",
-                    &host,
-                    "--docker-instance",
-                    &instance,
-                ]);
+                let mut d = Daemon::start_with(
+                    &[
+                        "--driver",
+                        "docker",
+                        "--docker-host",
+                        &host,
+                        "--docker-instance",
+                        &instance,
+                    ],
+                    config,
+                    true,
+                );
                 d.docker = Some((host, instance));
                 d
             }
-            "vm" => Daemon::start_with(&["--driver", "vm"], &vm_config(), true),
-            other => Daemon::start(&["--driver", other]),
+            "vm" => Daemon::start_with(
+                &["--driver", "vm"],
+                &format!("{}\n{config}", vm_config()),
+                true,
+            ),
+            other => Daemon::start_with(&["--driver", other], config, true),
         }
     }
 
