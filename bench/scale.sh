@@ -224,7 +224,7 @@ measure() { # target (linux | docker | peer) N
     log "$t: ps, inspect, stats, events"
     local -a a b c2
     for i in 1 2 3 4 5; do ms d "${cli[@]}" ps; a+=("$d"); ms d "${cli[@]}" ps -a -q; b+=("$d"); done
-    local one; one=$("${cli[@]}" ps -q | head -1)
+    local one; one=$("${cli[@]}" ps -q | awk "NR == 1")
     for i in 1 2 3 4 5; do ms d "${cli[@]}" inspect "$one"; c2+=("$d"); done
     local ps_ms ps_aq_ms inspect_ms stats_ms
     ps_ms=$(median "${a[@]}"); ps_aq_ms=$(median "${b[@]}"); inspect_ms=$(median "${c2[@]}")
