@@ -19,6 +19,7 @@
 # Prints one table, writes scale.csv, starts.csv and scale.svg (cost against N, husk beside Docker) to --out.
 #
 #   bench/scale.sh [--n 100,250,500,1000] [--drivers linux,docker] [--peer docker|none] [--out DIR] [--guard]
+#   bench/scale.sh --report DIR/scale.csv     (the table and DIR/scale.svg again, from a CSV: runs can be joined)
 #
 # --guard is CI's short form: N = 100, linux only, no peer; it fails only on gross regressions of ratios (the
 # median of the last 10 starts over 3x the first 10's, or `ps` of 100 containers over 100 ms), never on absolute
@@ -32,6 +33,7 @@ drivers="linux,docker"
 peer=docker
 out=""
 guard=no
+report=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --n) ns=$2; shift 2 ;;
@@ -39,13 +41,92 @@ while [ $# -gt 0 ]; do
         --peer) peer=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --guard) guard=yes; shift ;;
-        *) echo "usage: bench/scale.sh [--n 100,250,500,1000] [--drivers linux,docker] [--peer docker|none] [--out DIR] [--guard]" >&2; exit 2 ;;
+        --report) report=$2; shift 2 ;;
+        *) echo "usage: bench/scale.sh [--n 100,250,500,1000] [--drivers linux,docker] [--peer docker|none] [--out DIR] [--guard] | --report CSV" >&2; exit 2 ;;
     esac
 done
 if [ "$guard" = yes ]; then ns=100; drivers=linux; peer=none; fi
 docker_max=250 # the docker driver and the peer: a private dockerd's bridge is a /24
-[ "$(id -u)" = 0 ] || { echo "bench/scale.sh: run as root" >&2; exit 1; }
 
+
+# render CSV SVG GUARD: prints the table, writes the plot, and with GUARD=yes checks the guard's ratios.
+render() {
+python3 - "$1" "$2" "$3" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+names = {"linux": "husk linux", "docker": "husk docker driver", "peer": "Docker"}
+cols = [("start_first10_ms", "start 1-10 ms"), ("start_last10_ms", "start last 10 ms"), ("start_ratio", "last/first"),
+        ("ps_ms", "ps ms"), ("ps_aq_ms", "ps -aq ms"), ("inspect_ms", "inspect ms"), ("stats_ms", "stats ms"),
+        ("events_ms", "events ms"), ("restart_s", "restart s"), ("remove_s", "rm all s"),
+        ("daemon_rss_mib", "daemon RSS MiB"), ("daemon_fds", "daemon fds"), ("procs", "procs"),
+        ("rss_per_ctr_kib", "RSS/ctr KiB"), ("pss_per_ctr_kib", "PSS/ctr KiB")]
+def fmt(v):
+    try:
+        f = float(v)
+    except ValueError:
+        return v
+    return f"{f:.0f}" if f >= 100 else f"{f:.1f}" if f >= 10 else f"{f:.2f}"
+head = ["target", "N"] + [c[1] for c in cols]
+print("| " + " | ".join(head) + " |")
+print("|" + " --- |" * len(head))
+for r in rows:
+    print("| " + " | ".join([names[r["target"]], r["n"]] + [fmt(r[c[0]]) for c in cols]) + " |")
+
+# SVG: one small chart per metric, cost against N, one line per target.
+metrics = [("start_last10_ms", "start, last 10 (ms)"), ("start_ratio", "start: last 10 / first 10"),
+           ("ps_ms", "ps (ms)"), ("stats_ms", "stats --no-stream (ms)"), ("events_ms", "events latency (ms)"),
+           ("restart_s", "restart until all found (s)"), ("remove_s", "remove all (s)"),
+           ("daemon_rss_mib", "daemon RSS (MiB)"), ("pss_per_ctr_kib", "PSS per container (KiB)")]
+colors = {"linux": "#1f77b4", "docker": "#2ca02c", "peer": "#d62728"}
+W, H, pad, ncol = 260, 180, 40, 3
+nrow = (len(metrics) + ncol - 1) // ncol
+svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W*ncol}" height="{H*nrow+30}" font-family="sans-serif" font-size="10">',
+       '<rect width="100%" height="100%" fill="white"/>']
+x0 = 10
+for t, c in colors.items():
+    if any(r["target"] == t for r in rows):
+        svg.append(f'<line x1="{x0}" y1="15" x2="{x0+20}" y2="15" stroke="{c}" stroke-width="2"/><text x="{x0+24}" y="19">{names[t]}</text>')
+        x0 += 140
+ns = sorted({int(r["n"]) for r in rows})
+for k, (m, title) in enumerate(metrics):
+    ox, oy = (k % ncol) * W, 30 + (k // ncol) * H
+    pts = [(int(r["n"]), float(r[m]), r["target"]) for r in rows if r[m] not in ("", None)]
+    ymax = max([p[1] for p in pts] + [1e-9]) * 1.1
+    xmax = max(ns) if ns else 1
+    X = lambda n: ox + pad + (W - pad - 15) * n / xmax
+    Y = lambda v: oy + H - 25 - (H - 50) * v / ymax
+    svg.append(f'<text x="{ox+pad}" y="{oy+14}" font-weight="bold">{title}</text>')
+    svg.append(f'<line x1="{X(0)}" y1="{Y(0)}" x2="{X(xmax)}" y2="{Y(0)}" stroke="black"/><line x1="{X(0)}" y1="{Y(0)}" x2="{X(0)}" y2="{Y(ymax)}" stroke="black"/>')
+    for n in ns:
+        svg.append(f'<text x="{X(n)}" y="{Y(0)+12}" text-anchor="middle">{n}</text>')
+    for v in (0, ymax / 1.1 / 2, ymax / 1.1):
+        svg.append(f'<text x="{X(0)-3}" y="{Y(v)+3}" text-anchor="end">{v:.3g}</text>')
+    for t, c in colors.items():
+        line = sorted((p[0], p[1]) for p in pts if p[2] == t)
+        if not line:
+            continue
+        svg.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="' + " ".join(f"{X(n):.1f},{Y(v):.1f}" for n, v in line) + '"/>')
+        svg += [f'<circle cx="{X(n):.1f}" cy="{Y(v):.1f}" r="2.5" fill="{c}"/>' for n, v in line]
+svg.append("</svg>")
+open(sys.argv[2], "w").write("\n".join(svg) + "\n")
+
+if sys.argv[3] == "yes":
+    bad = []
+    for r in rows:
+        if r["target"] == "linux" and r["n"] == "100":
+            if float(r["start_ratio"]) > 3:
+                bad.append(f"the last 10 starts' median {r['start_last10_ms']} ms is over 3x the first 10's {r['start_first10_ms']} ms")
+            if float(r["ps_ms"]) > 100:
+                bad.append(f"`ps` of 100 containers took {r['ps_ms']} ms (> 100 ms)")
+    for b in bad:
+        print("scale guard: FAIL: " + b, file=sys.stderr)
+    if bad:
+        sys.exit(1)
+    print("scale guard: ok (start last/first and ps within bounds)", file=sys.stderr)
+PY
+}
+if [ -n "$report" ]; then render "$report" "$(dirname "$report")/scale.svg" no; exit 0; fi
+[ "$(id -u)" = 0 ] || { echo "bench/scale.sh: run as root" >&2; exit 1; }
 if [ -z "${HUSK_BIN:-}" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
     cargo build --release --quiet -p husk -p husk-pause
@@ -296,77 +377,5 @@ if [ "$peer" = docker ]; then
     done
 fi
 
-python3 - "$csv" "$out/scale.svg" "$guard" <<'PY'
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-names = {"linux": "husk linux", "docker": "husk docker driver", "peer": "Docker"}
-cols = [("start_first10_ms", "start 1-10 ms"), ("start_last10_ms", "start last 10 ms"), ("start_ratio", "last/first"),
-        ("ps_ms", "ps ms"), ("ps_aq_ms", "ps -aq ms"), ("inspect_ms", "inspect ms"), ("stats_ms", "stats ms"),
-        ("events_ms", "events ms"), ("restart_s", "restart s"), ("remove_s", "rm all s"),
-        ("daemon_rss_mib", "daemon RSS MiB"), ("daemon_fds", "daemon fds"), ("procs", "procs"),
-        ("rss_per_ctr_kib", "RSS/ctr KiB"), ("pss_per_ctr_kib", "PSS/ctr KiB")]
-def fmt(v):
-    try:
-        f = float(v)
-    except ValueError:
-        return v
-    return f"{f:.0f}" if f >= 100 else f"{f:.1f}" if f >= 10 else f"{f:.2f}"
-head = ["target", "N"] + [c[1] for c in cols]
-print("| " + " | ".join(head) + " |")
-print("|" + " --- |" * len(head))
-for r in rows:
-    print("| " + " | ".join([names[r["target"]], r["n"]] + [fmt(r[c[0]]) for c in cols]) + " |")
-
-# SVG: one small chart per metric, cost against N, one line per target.
-metrics = [("start_last10_ms", "start, last 10 (ms)"), ("start_ratio", "start: last 10 / first 10"),
-           ("ps_ms", "ps (ms)"), ("stats_ms", "stats --no-stream (ms)"), ("events_ms", "events latency (ms)"),
-           ("restart_s", "restart until all found (s)"), ("remove_s", "remove all (s)"),
-           ("daemon_rss_mib", "daemon RSS (MiB)"), ("pss_per_ctr_kib", "PSS per container (KiB)")]
-colors = {"linux": "#1f77b4", "docker": "#2ca02c", "peer": "#d62728"}
-W, H, pad, ncol = 260, 180, 40, 3
-nrow = (len(metrics) + ncol - 1) // ncol
-svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W*ncol}" height="{H*nrow+30}" font-family="sans-serif" font-size="10">',
-       '<rect width="100%" height="100%" fill="white"/>']
-x0 = 10
-for t, c in colors.items():
-    if any(r["target"] == t for r in rows):
-        svg.append(f'<line x1="{x0}" y1="15" x2="{x0+20}" y2="15" stroke="{c}" stroke-width="2"/><text x="{x0+24}" y="19">{names[t]}</text>')
-        x0 += 140
-ns = sorted({int(r["n"]) for r in rows})
-for k, (m, title) in enumerate(metrics):
-    ox, oy = (k % ncol) * W, 30 + (k // ncol) * H
-    pts = [(int(r["n"]), float(r[m]), r["target"]) for r in rows if r[m] not in ("", None)]
-    ymax = max([p[1] for p in pts] + [1e-9]) * 1.1
-    xmax = max(ns) if ns else 1
-    X = lambda n: ox + pad + (W - pad - 15) * n / xmax
-    Y = lambda v: oy + H - 25 - (H - 50) * v / ymax
-    svg.append(f'<text x="{ox+pad}" y="{oy+14}" font-weight="bold">{title}</text>')
-    svg.append(f'<line x1="{X(0)}" y1="{Y(0)}" x2="{X(xmax)}" y2="{Y(0)}" stroke="black"/><line x1="{X(0)}" y1="{Y(0)}" x2="{X(0)}" y2="{Y(ymax)}" stroke="black"/>')
-    for n in ns:
-        svg.append(f'<text x="{X(n)}" y="{Y(0)+12}" text-anchor="middle">{n}</text>')
-    for v in (0, ymax / 1.1 / 2, ymax / 1.1):
-        svg.append(f'<text x="{X(0)-3}" y="{Y(v)+3}" text-anchor="end">{v:.3g}</text>')
-    for t, c in colors.items():
-        line = sorted((p[0], p[1]) for p in pts if p[2] == t)
-        if not line:
-            continue
-        svg.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="' + " ".join(f"{X(n):.1f},{Y(v):.1f}" for n, v in line) + '"/>')
-        svg += [f'<circle cx="{X(n):.1f}" cy="{Y(v):.1f}" r="2.5" fill="{c}"/>' for n, v in line]
-svg.append("</svg>")
-open(sys.argv[2], "w").write("\n".join(svg) + "\n")
-
-if sys.argv[3] == "yes":
-    bad = []
-    for r in rows:
-        if r["target"] == "linux" and r["n"] == "100":
-            if float(r["start_ratio"]) > 3:
-                bad.append(f"the last 10 starts' median {r['start_last10_ms']} ms is over 3x the first 10's {r['start_first10_ms']} ms")
-            if float(r["ps_ms"]) > 100:
-                bad.append(f"`ps` of 100 containers took {r['ps_ms']} ms (> 100 ms)")
-    for b in bad:
-        print("scale guard: FAIL: " + b, file=sys.stderr)
-    if bad:
-        sys.exit(1)
-    print("scale guard: ok (start last/first and ps within bounds)", file=sys.stderr)
-PY
+render "$csv" "$out/scale.svg" "$guard"
 log "wrote $csv, $starts, $out/scale.svg"
