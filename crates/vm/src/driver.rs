@@ -1563,16 +1563,18 @@ mod tests {
         }
     }
 
+    /// A driver with its root and run root under `dir`, on TCG (no KVM probe); it boots nothing.
+    fn driver_in(dir: &Path) -> VmDriver {
+        let mut vm =
+            VmDriverConfig::new(dir.join("root"), dir.join("run"), "/nonexistent/husk-agent");
+        vm.accel = AccelChoice::Tcg;
+        VmDriver::new(vm).unwrap()
+    }
+
     #[test]
     fn the_log_reader_rotates_within_the_limits_recorded_at_create() {
         let dir = tempfile::tempdir().unwrap();
-        let mut vm = VmDriverConfig::new(
-            dir.path().join("root"),
-            dir.path().join("run"),
-            "/nonexistent/husk-agent",
-        );
-        vm.accel = AccelChoice::Tcg; // no KVM probe
-        let driver = VmDriver::new(vm).unwrap();
+        let driver = driver_in(dir.path());
         let mut config: ContainerConfig = serde_json::from_value(json!({
             "id": "c1", "name": "n", "image": { "name": "i", "id": "x" }, "process": { "args": ["sh"] }
         }))
@@ -1604,13 +1606,7 @@ mod tests {
     #[test]
     fn the_log_reader_writes_husks_log_and_the_cri_log_and_appends_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let mut vm = VmDriverConfig::new(
-            dir.path().join("root"),
-            dir.path().join("run"),
-            "/nonexistent/husk-agent",
-        );
-        vm.accel = AccelChoice::Tcg; // no KVM probe
-        let driver = VmDriver::new(vm).unwrap();
+        let driver = driver_in(dir.path());
         let cri = dir.path().join("pods/c/0.log");
         let mut config: ContainerConfig = serde_json::from_value(json!({
             "id": "c1", "name": "n", "image": { "name": "i", "id": "x" }, "process": { "args": ["sh"] }
