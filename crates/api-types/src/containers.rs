@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use husk_core::{
     ContainerRecord, ContainerStatus, ExitStatus, HealthConfig, HealthState, Mode, MountConfig,
-    NetworkConfig, NetworkStatus, PortMapping, Resources, RestartPolicy, SandboxRecord, Ulimit,
+    NetworkConfig, NetworkStatus, PortMapping, Resources, RestartPolicy, SandboxRecord, Stats,
+    Ulimit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -210,6 +211,17 @@ impl std::str::FromStr for WaitCondition {
             )),
         }
     }
+}
+
+/// One container's resource usage, as a reading of several containers lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerStats {
+    /// Full ID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// The reading.
+    pub stats: Stats,
 }
 
 /// A container as `inspect` shows it (Docker's field names).

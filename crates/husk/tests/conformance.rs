@@ -719,6 +719,33 @@ pub fn stats_count_network_and_block_io(driver: &str) {
         let row = table.lines().nth(1).unwrap_or_default();
         assert!(row.contains("MB"), "{table}");
     }
+    // One reading of several: every running container (none that exited), or the ones named, in their order.
+    d.husk(&["run", "-d", "--name", "other", IMAGE, "sleep", "1000"])
+        .ok();
+    d.husk(&["run", "--name", "gone", IMAGE, "true"]).ok();
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["stats", "--no-stream", "--format", "json"];
+        all.extend_from_slice(args);
+        let list: serde_json::Value = serde_json::from_str(&d.husk(&all).ok()).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut running = names(&[]);
+    running.sort();
+    assert_eq!(running, ["c", "other"]);
+    assert_eq!(names(&["other", "c"]), ["other", "c"]);
+    for (name, says) in [("gone", "is exited"), ("nosuch", "no such container")] {
+        let r = d.husk(&["stats", "--no-stream", "c", name]);
+        assert_ne!(r.code, 0, "{name}");
+        assert!(
+            r.stderr.contains(name) && r.stderr.contains(says),
+            "{name}: {}",
+            r.stderr
+        );
+    }
 }
 
 /// `update` changes a running container's limits (for its next start too) and its restart policy; a driver that

@@ -1683,7 +1683,16 @@ impl Driver for LinuxDriver {
     }
 
     async fn stats(&self, container: &ContainerRecord) -> Result<Stats> {
-        cgroups::stats(&self.cgroup_path(&container.config), container.runtime.pid)
+        let cgroup = self.cgroup_path(&container.config);
+        let pid = container.runtime.pid;
+        tokio::task::spawn_blocking(move || cgroups::stats(&cgroup, pid))
+            .await
+            .map_err(|e| {
+                Error::internal(format!(
+                    "read the usage of {cgroup_name}: {e}",
+                    cgroup_name = container.name()
+                ))
+            })?
     }
 
     async fn shutdown(&self) {

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use husk_api_types::{ContainerCreate, ContainerView, ExecCreate, WaitCondition};
+use husk_api_types::{ContainerCreate, ContainerStats, ContainerView, ExecCreate, WaitCondition};
 use husk_core::stdio::BoxStdio;
 use husk_core::{Error, ExtractOptions, LogOptions, PathStat, Result};
 use husk_engine::Engine;
@@ -69,6 +69,7 @@ pub(super) fn routes() -> Router<Engine> {
         .route("/husk/v1/containers/{id}/logs", get(logs))
         .route("/husk/v1/containers/{id}/top", get(top))
         .route("/husk/v1/containers/{id}/stats", get(stats))
+        .route("/husk/v1/stats", get(stats_of))
         .route("/husk/v1/containers/{id}/resize", post(resize))
         .route("/husk/v1/containers/{id}/attach", post(attach))
         .route("/husk/v1/containers/{id}/exec", post(exec))
@@ -365,6 +366,29 @@ async fn stats(
     Path(id): Path<String>,
 ) -> ApiResult<Json<husk_core::Stats>> {
     Ok(Json(engine.stats(&id).await?))
+}
+
+/// `GET /husk/v1/stats?ids=A,B`: the usage of the containers named (names and IDs never hold a comma), or of
+/// every running one.
+async fn stats_of(
+    State(engine): State<Engine>,
+    Query(q): Query<StatsQuery>,
+) -> ApiResult<Json<Vec<ContainerStats>>> {
+    let ids: Vec<String> = q
+        .ids
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .map(String::from)
+        .collect();
+    Ok(Json(engine.stats_of(&ids).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct StatsQuery {
+    /// Containers by name or ID, separated by commas; none for all running.
+    ids: String,
 }
 
 #[derive(Deserialize, Default)]

@@ -18,8 +18,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use args::*;
 use http::Method;
 use husk_api_types::{
-    ContainerCreate, ContainerView, ExecCreate, HealthcheckRequest, SandboxCreate, SandboxView,
-    WaitResult,
+    ContainerCreate, ContainerStats, ContainerView, ExecCreate, HealthcheckRequest, SandboxCreate,
+    SandboxView, WaitResult,
 };
 use husk_core::{MountConfig, NetworkConfig, PortMapping, Resources, RestartPolicy, units};
 
@@ -1018,50 +1018,50 @@ async fn top(client: &Client, a: TopArgs) -> Result<i32> {
 }
 
 async fn stats(client: &Client, a: StatsArgs) -> Result<i32> {
-    let names: Vec<String> = if a.containers.is_empty() {
-        let list: Vec<ContainerView> = client.get("/husk/v1/containers").await?;
-        list.into_iter().map(|c| c.id).collect()
+    // One request for all of them: the daemon reads the containers side by side.
+    let path = if a.containers.is_empty() {
+        "/husk/v1/stats".to_string()
     } else {
-        a.containers.clone()
+        format!("/husk/v1/stats?ids={}", encode(&a.containers.join(",")))
     };
+    let mut before: Vec<ContainerStats> = client.get(&path).await?;
+    let host_memory = host_memory();
     loop {
-        let mut first = Vec::new();
-        for n in &names {
-            first.push(
-                client
-                    .get::<husk_core::Stats>(&format!("/husk/v1/containers/{n}/stats"))
-                    .await?,
-            );
-        }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let now: Vec<ContainerStats> = client.get(&path).await?;
+        let earlier: BTreeMap<&str, &husk_core::Stats> =
+            before.iter().map(|c| (c.id.as_str(), &c.stats)).collect();
         let mut rows = Vec::new();
         let mut json = Vec::new();
-        for (n, before) in names.iter().zip(&first) {
-            let view: ContainerView = client.get(&format!("/husk/v1/containers/{n}")).await?;
-            let s: husk_core::Stats = client
-                .get(&format!("/husk/v1/containers/{n}/stats"))
-                .await?;
-            let cpu_delta = s.cpu_usage_ns.saturating_sub(before.cpu_usage_ns) as f64;
-            let sys_delta = s.system_cpu_ns.saturating_sub(before.system_cpu_ns) as f64;
-            let cpu = if sys_delta > 0.0 {
-                cpu_delta / sys_delta * s.online_cpus as f64 * 100.0
-            } else {
-                0.0
+        for c in &now {
+            let s = &c.stats;
+            // A container first seen in this reading shows no CPU use yet, as in Docker.
+            let cpu = match earlier.get(c.id.as_str()) {
+                Some(before) => {
+                    let cpu_delta = s.cpu_usage_ns.saturating_sub(before.cpu_usage_ns) as f64;
+                    let sys_delta = s.system_cpu_ns.saturating_sub(before.system_cpu_ns) as f64;
+                    if sys_delta > 0.0 {
+                        cpu_delta / sys_delta * s.online_cpus as f64 * 100.0
+                    } else {
+                        0.0
+                    }
+                }
+                None => 0.0,
             };
             let limit = if s.memory_limit_bytes > 0 {
                 s.memory_limit_bytes
             } else {
-                host_memory()
+                host_memory
             };
             let mem_pct = if limit > 0 {
                 s.memory_usage_bytes as f64 / limit as f64 * 100.0
             } else {
                 0.0
             };
-            json.push(serde_json::json!({"id": view.id, "name": view.name, "cpu_percent": cpu, "memory_percent": mem_pct, "stats": s}));
+            json.push(serde_json::json!({"id": c.id, "name": c.name, "cpu_percent": cpu, "memory_percent": mem_pct, "stats": s}));
             rows.push(vec![
-                short(&view.id),
-                view.name.clone(),
+                short(&c.id),
+                c.name.clone(),
                 format!("{cpu:.2}%"),
                 format!(
                     "{} / {}",
@@ -1102,6 +1102,7 @@ async fn stats(client: &Client, a: StatsArgs) -> Result<i32> {
         if a.no_stream {
             return Ok(0);
         }
+        before = now;
     }
 }
 

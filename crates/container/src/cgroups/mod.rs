@@ -2,8 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use husk_core::{Error, Result, Stats, Top};
+use husk_core::{Error, Result, Top};
+
+mod usage;
 use libcgroups::common::{AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup};
+pub use usage::stats;
 
 /// The cgroup manager (v1 or v2 by what the host runs) for an absolute cgroup path such as `/husk/<id>`.
 pub fn manager(cgroup_path: &str) -> Result<AnyCgroupManager> {
@@ -270,23 +273,6 @@ pub fn favor_dynamic_changes() -> DynamicChanges {
     }
 }
 
-fn host_cpu_ns() -> u64 {
-    // The first line of /proc/stat is the total of all CPUs in USER_HZ ticks (100 per second on Linux).
-    let Ok(text) = std::fs::read_to_string("/proc/stat") else {
-        return 0;
-    };
-    let Some(line) = text.lines().next() else {
-        return 0;
-    };
-    let ticks: u64 = line
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .filter_map(|v| v.parse::<u64>().ok())
-        .sum();
-    ticks * 10_000_000
-}
-
 /// What the network interfaces of a network namespace counted (`lo` left out).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InterfaceCounters {
@@ -332,95 +318,6 @@ fn parse_net_dev(text: &str) -> InterfaceCounters {
         }
     }
     sum
-}
-
-/// Resource usage of the cgroup now; `pid` (the main process) is used for network counters.
-pub fn stats(cgroup_path: &str, pid: i32) -> Result<Stats> {
-    let m = manager(cgroup_path)?;
-    let s = m
-        .stats()
-        .map_err(|e| Error::backend(format!("read cgroup {cgroup_path}: {e}")))?;
-    let net = interface_counters(pid);
-    // The cgroup's own counters, as `docker stats` reads them; where they count nothing (see
-    // `process_io_bytes`), what the container's processes did.
-    let (block_read_bytes, block_write_bytes) = match (
-        block_bytes(&s.blkio.service_bytes, "read"),
-        block_bytes(&s.blkio.service_bytes, "write"),
-    ) {
-        (0, 0) => process_io_bytes(cgroup_path),
-        counted => counted,
-    };
-    let limit = s.memory.memory.limit;
-    // v1 reports "no limit" as a huge page-aligned number.
-    let memory_limit_bytes = if limit >= (i64::MAX as u64) / 2 {
-        0
-    } else {
-        limit
-    };
-    // Like Docker, report usage without the page cache the kernel can drop.
-    let inactive = s
-        .memory
-        .stats
-        .get("total_inactive_file")
-        .or_else(|| s.memory.stats.get("inactive_file"))
-        .copied()
-        .unwrap_or(0);
-    Ok(Stats {
-        read_at: husk_core::now_rfc3339(),
-        cpu_usage_ns: s.cpu.usage.usage_total,
-        system_cpu_ns: host_cpu_ns(),
-        online_cpus: std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1),
-        memory_usage_bytes: s.memory.memory.usage.saturating_sub(inactive),
-        memory_limit_bytes,
-        pids: s.pids.current,
-        pids_limit: if s.pids.limit >= i64::MAX as u64 {
-            0
-        } else {
-            s.pids.limit
-        },
-        net_rx_bytes: net.rx_bytes,
-        net_tx_bytes: net.tx_bytes,
-        net_rx_errors: net.rx_errors,
-        net_tx_errors: net.tx_errors,
-        block_read_bytes,
-        block_write_bytes,
-    })
-}
-
-/// Bytes the processes of the cgroup read from and wrote to the storage layer, from each one's `/proc/PID/io`
-/// (which holds the process's threads and the children it has reaped, so a shell's finished commands count).
-/// For hosts whose cgroup v1 block I/O counters stay at zero: on this kernel `blkio.throttle.*` only count I/O
-/// of cgroups that have throttling rules, and the per-cgroup `blkio.io_service_bytes` went with CFQ.
-fn process_io_bytes(cgroup_path: &str) -> (u64, u64) {
-    procs(cgroup_path)
-        .into_iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/io")).ok())
-        .map(|io| {
-            let field = |name: &str| {
-                io.lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            (field("read_bytes:"), field("write_bytes:"))
-        })
-        .fold((0, 0), |(r, w), (pr, pw)| (r + pr, w + pw))
-}
-
-/// The sum over every device of one direction (`read` or `write`) of the cgroup's block I/O bytes (v1 names the
-/// operations `Read`/`Write`, v2 `read`/`write`), as `docker stats` adds them up.
-fn block_bytes(service_bytes: &[libcgroups::stats::BlkioDeviceStat], op: &str) -> u64 {
-    service_bytes
-        .iter()
-        .filter(|d| {
-            d.op_type
-                .as_deref()
-                .is_some_and(|o| o.eq_ignore_ascii_case(op))
-        })
-        .map(|d| d.value)
-        .sum()
 }
 
 /// The rows of the host's `ps` output `text` whose PID is one of `pids`, as Docker's `top` shows them: the
@@ -653,32 +550,6 @@ Inter-|   Receive                                                |  Transmit
         assert_eq!(
             Cgroup2Mount::find(&table.lines().take(2).collect::<Vec<_>>().join("\n")),
             None
-        );
-    }
-
-    #[test]
-    fn block_bytes_add_up_one_direction_over_devices_in_either_spelling() {
-        use libcgroups::stats::BlkioDeviceStat;
-        let stat = |minor, op: &str, value| BlkioDeviceStat {
-            major: 8,
-            minor,
-            op_type: Some(op.to_string()),
-            value,
-        };
-        let v1 = [
-            stat(0, "Read", 100),
-            stat(0, "Write", 7),
-            stat(16, "Read", 1),
-            stat(0, "Total", 108),
-        ];
-        assert_eq!(
-            (block_bytes(&v1, "read"), block_bytes(&v1, "write")),
-            (101, 7)
-        );
-        let v2 = [stat(0, "read", 5), stat(0, "write", 6)];
-        assert_eq!(
-            (block_bytes(&v2, "read"), block_bytes(&v2, "write")),
-            (5, 6)
         );
     }
 
