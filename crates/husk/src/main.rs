@@ -52,6 +52,21 @@ fn subscriber(
         .with_target(false)
 }
 
+/// Caps glibc's malloc arenas at one per core (at least 2) unless the operator set `MALLOC_ARENA_MAX`. glibc
+/// gives each thread that allocates an arena of its own, up to 8 per core, and the daemon's blocking pool runs
+/// many short-lived threads: with 1,000 containers the arenas' unused pages were a sixth of the daemon's memory
+/// (bench/scale.sh: 67.6 MiB RSS, 55.2 MiB with 2 arenas, the same work).
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: mallopt only changes an allocator setting; called before the runtime starts its threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, cores.max(2) as libc::c_int);
+    }
+}
+
 /// The exit code of a process killed by SIGPIPE, as the shell reports it.
 const SIGPIPE_EXIT: i32 = 128 + libc::SIGPIPE;
 
@@ -148,6 +163,7 @@ fn main() {
             init_logging(&level);
             // Before the runtime starts threads: this takes systemd's variables out of the environment.
             let activation = systemd::Activation::take_from_environment();
+            limit_malloc_arenas();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build();

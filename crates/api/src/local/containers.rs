@@ -82,13 +82,17 @@ pub(super) fn routes() -> Router<Engine> {
 
 fn views(engine: &Engine, recs: Vec<husk_core::ContainerRecord>) -> Result<Vec<ContainerView>> {
     let sandboxes = engine.list_sandboxes()?;
+    let sandboxes: std::collections::HashMap<&str, &husk_core::SandboxRecord> = sandboxes
+        .iter()
+        .map(|s| (s.config.id.as_str(), s))
+        .collect();
     Ok(recs
         .iter()
         .map(|r| {
             let sb = r
                 .sandbox_id
-                .as_ref()
-                .and_then(|id| sandboxes.iter().find(|s| &s.config.id == id));
+                .as_deref()
+                .and_then(|id| sandboxes.get(id).copied());
             ContainerView::new(r, sb)
         })
         .collect())

@@ -25,26 +25,11 @@ pub enum V1MountPointError {
 /// List all cgroup v1 subsystem mount points on the system. This can include unsupported
 /// subsystems, comounted controllers and named hierarchies.
 pub fn list_subsystem_mount_points() -> Result<Vec<PathBuf>, V1MountPointError> {
-    let reader = BufReader::new(ProcfsHandle::new()?.open(
-        ProcfsBase::ProcSelf,
-        "mountinfo",
-        OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
-    )?);
-
-    reader
-        .lines()
-        .map(|lr| {
-            lr.map_err(V1MountPointError::Io)
-                .and_then(|line| MountInfo::from_line(&line).map_err(V1MountPointError::MountInfo))
-        })
-        .try_fold(Vec::new(), |mut mount_points, r| {
-            r.map(|m| {
-                if m.fs_type == "cgroup" {
-                    mount_points.push(m.mount_point);
-                }
-                mount_points
-            })
-        })
+    // husk patch: from the mounts read once per process (see `cgroup_mounts`).
+    Ok(cgroup_mounts()?
+        .into_iter()
+        .map(|m| m.mount_point)
+        .collect())
 }
 
 /// List the mount points of all currently supported cgroup subsystems.
@@ -66,8 +51,22 @@ pub fn get_subsystem_mount_point(subsystem: &ControllerType) -> Result<PathBuf, 
 }
 
 /// The cgroup (v1) mounts of this process's mount table, read once.
-/// husk patch: lets a caller that needs several subsystems read and parse `/proc/self/mountinfo` once.
+/// husk patch: lets a caller that needs several subsystems read and parse `/proc/self/mountinfo` once, and
+/// keeps what it read for the rest of the process's life and its forks (the intermediate and init processes
+/// are forks of the process that made the manager): cgroup hierarchies are not remounted under a running
+/// container runtime, while the kernel formats the whole mount table, O(mounts), on every read.
 pub fn cgroup_mounts() -> Result<Vec<MountInfo>, V1MountPointError> {
+    static CGROUP_MOUNTS: std::sync::OnceLock<Vec<MountInfo>> = std::sync::OnceLock::new();
+    if let Some(mounts) = CGROUP_MOUNTS.get() {
+        return Ok(mounts.clone());
+    }
+    let mounts = read_cgroup_mounts()?;
+    let _ = CGROUP_MOUNTS.set(mounts.clone());
+    Ok(mounts)
+}
+
+/// husk patch: the read behind [`cgroup_mounts`].
+fn read_cgroup_mounts() -> Result<Vec<MountInfo>, V1MountPointError> {
     let reader = BufReader::new(ProcfsHandle::new()?.open(
         ProcfsBase::ProcSelf,
         "mountinfo",

@@ -62,7 +62,12 @@ impl RootFS {
 
         let mounter = Mount::new();
 
-        mounter.make_parent_mount_private(rootfs)?;
+        // husk patch: after the recursive change above no mount is shared unless it asked for `shared`, so the
+        // parent of the rootfs needs no look-up in the mount table (the kernel formats all of it, O(mounts), on
+        // every read).
+        if flags.contains(MsFlags::MS_SHARED) {
+            mounter.make_parent_mount_private(rootfs)?;
+        }
 
         tracing::debug!("mount root fs {:?}", rootfs);
         self.syscall
