@@ -412,3 +412,142 @@ fn two_projects_never_see_each_other() {
         204
     );
 }
+
+/// Every Zun route that names an object (the paths of the API's own OpenAPI document, so a new route is tried
+/// without editing this test), called by a member of another project with alice's container, capsule, image
+/// and project: each is refused (403, or 404 as if it did not exist), and alice's objects are as they were.
+#[test]
+fn no_zun_route_reaches_another_projects_objects() {
+    let z = ZunDaemon::start("keystone", &[]);
+    setup_users(&z);
+    let alice = token(&z, "alice", "alice-pw-1", "p1").1;
+    let bob = token(&z, "bob", "bob-pw-12", "p2").1;
+    let (status, c) = call(
+        &z,
+        &alice,
+        "POST",
+        "/v1/containers?run=true",
+        Some(json!({"name": "a-web", "image": IMAGE, "command": ["sleep", "1000"]})),
+    );
+    assert_eq!(status, 202, "{c}");
+    let container = c["uuid"].as_str().unwrap().to_string();
+    let project = c["project_id"].as_str().unwrap().to_string();
+    let running = || call(&z, &alice, "GET", "/v1/containers/a-web", None).1["status"] == "Running";
+    assert!(common::Daemon::eventually(
+        std::time::Duration::from_secs(10),
+        running
+    ));
+    let (status, v) = call(
+        &z,
+        &alice,
+        "POST",
+        "/v1/containers/a-web/commit?repository=p1/made&tag=v1",
+        None,
+    );
+    assert_eq!(status, 202, "{v}");
+    let image = v["uuid"].as_str().unwrap().to_string();
+    let (status, v) = call(
+        &z,
+        &alice,
+        "POST",
+        "/v1/capsules",
+        Some(
+            json!({"template": {"kind": "capsule", "metadata": {"name": "a-cap"},
+            "spec": {"containers": [{"image": IMAGE, "command": ["sleep", "1000"]}]}}}),
+        ),
+    );
+    assert_eq!(status, 202, "{v}");
+    let capsule = v["uuid"].as_str().unwrap().to_string();
+
+    let (status, doc) = call(&z, &alice, "GET", "/v1/openapi.json", None);
+    assert_eq!(status, 200);
+    let mut tried = 0;
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        if !path.contains('{') {
+            continue;
+        }
+        let object = if path.starts_with("/v1/containers/") {
+            &container
+        } else if path.starts_with("/v1/capsules/") {
+            &capsule
+        } else if path.starts_with("/v1/images/") {
+            &image
+        } else if path.starts_with("/v1/quotas/") {
+            &project
+        } else {
+            // Hosts and quota classes: not a project's, and for administrators only.
+            "default"
+        };
+        let concrete = path
+            .replace("{id}", object)
+            .replace("{project_id}", object)
+            .replace("{request_id}", "req-0")
+            .replace("{ident}", object)
+            .replace("{name}", object);
+        assert!(
+            !concrete.contains('{'),
+            "a parameter this test does not know: {path}"
+        );
+        // What makes each request valid, so that only the project stands in its way.
+        let query = match path.rsplit('/').next().unwrap() {
+            "commit" => "?repository=p2/taken&tag=1",
+            "execute" => "?command=true",
+            "rename" => "?name=taken",
+            "resize" | "execute_resize" => "?h=10&w=40&exec_id=x",
+            "kill" => "?signal=SIGKILL",
+            "get_archive" | "put_archive" => "?path=/",
+            _ => "",
+        };
+        for method in methods.as_object().unwrap().keys() {
+            let method = method.to_ascii_uppercase();
+            let body = match (method.as_str(), path.rsplit('/').next().unwrap()) {
+                ("POST", "put_archive") => Some(json!({"data": ""})),
+                ("PATCH", _) => Some(json!({"memory": "64"})),
+                ("POST" | "PUT", _) => Some(json!({})),
+                _ => None,
+            };
+            let request = format!("{concrete}{query}");
+            let (status, v) = call(&z, &bob, &method, &request, body.clone());
+            if status == 400 || status == 406 {
+                // Refused for its input or its microversion alone, as for an object that does not exist:
+                // nothing learned.
+                let missing = request.replace(object, "not-there");
+                let (other, w) = call(&z, &bob, &method, &missing, body);
+                assert_eq!(
+                    (other, &w),
+                    (status, &v),
+                    "{method} {path}: its {status} depends on the object"
+                );
+            } else {
+                assert!(
+                    status == 403 || status == 404,
+                    "{method} {request} as another project: {status} {v}"
+                );
+            }
+            tried += 1;
+        }
+    }
+    assert!(tried >= 30, "only {tried} routes tried");
+    // Nor do lists show them (the image list is for administrators only, as in Zun's policy).
+    assert_eq!(call(&z, &bob, "GET", "/v1/images", None).0, 403);
+    for (list, key) in [
+        ("/v1/containers", "containers"),
+        ("/v1/capsules", "capsules"),
+    ] {
+        let (status, v) = call(&z, &bob, "GET", list, None);
+        assert_eq!(status, 200, "{list}: {v}");
+        let text = v[key].to_string();
+        for id in [&container, &capsule, &image] {
+            assert!(!text.contains(id.as_str()), "{list} shows {id}: {text}");
+        }
+    }
+    // Alice's objects are as they were.
+    assert!(running());
+    assert_eq!(
+        call(&z, &alice, "GET", &format!("/v1/capsules/{capsule}"), None).0,
+        200
+    );
+    // Images are shown to administrators only: the local socket's view.
+    let inspect = z.d.husk(&["image", "inspect", "p1/made:v1"]);
+    assert_eq!(inspect.code, 0, "{}", inspect.stderr);
+}
