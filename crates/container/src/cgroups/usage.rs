@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use husk_core::{Error, Result, Stats};
 
-use super::{interface_counters, procs};
+use super::interface_counters;
 
 /// Where the host's cgroup hierarchies are mounted.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -96,16 +96,14 @@ pub fn stats(cgroup_path: &str, pid: i32) -> Result<Stats> {
     // The cgroup's own counters, as `docker stats` reads them; where they count nothing (see
     // `process_io_bytes`), what the container's processes did.
     let (block_read_bytes, block_write_bytes) = match usage.block {
-        (0, 0) => process_io_bytes(cgroup_path),
+        (0, 0) => process_io_bytes(&usage.procs_dir),
         counted => counted,
     };
     Ok(Stats {
         read_at: husk_core::now_rfc3339(),
         cpu_usage_ns: usage.cpu_ns,
         system_cpu_ns: host_cpu_ns(),
-        online_cpus: std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1),
+        online_cpus: online_cpus(),
         // Like Docker, usage without the page cache the kernel can drop.
         memory_usage_bytes: usage.memory.saturating_sub(usage.inactive_file),
         memory_limit_bytes: usage.memory_limit,
@@ -131,6 +129,8 @@ struct Usage {
     pids_limit: u64,
     /// Bytes read and written, summed over devices.
     block: (u64, u64),
+    /// A directory of the cgroup holding its `cgroup.procs`.
+    procs_dir: PathBuf,
 }
 
 /// Reads a cgroup file; the error names the file.
@@ -197,6 +197,7 @@ fn read_v1(h: &Hierarchies, cgroup_path: &str) -> Result<Usage> {
         pids: number(&pids, "pids.current")?,
         pids_limit: number(&pids, "pids.max")?,
         block,
+        procs_dir: pids,
     })
 }
 
@@ -214,6 +215,7 @@ fn read_v2(dir: &Path) -> Result<Usage> {
         block: read(dir, "io.stat")
             .map(|t| v2_block_bytes(&t))
             .unwrap_or_default(),
+        procs_dir: dir.to_path_buf(),
     })
 }
 
@@ -254,9 +256,11 @@ fn v2_block_bytes(text: &str) -> (u64, u64) {
 /// (which holds the process's threads and the children it has reaped, so a shell's finished commands count).
 /// For hosts whose cgroup v1 block I/O counters stay at zero: on this kernel `blkio.throttle.*` only count I/O
 /// of cgroups that have throttling rules, and the per-cgroup `blkio.io_service_bytes` went with CFQ.
-fn process_io_bytes(cgroup_path: &str) -> (u64, u64) {
-    procs(cgroup_path)
-        .into_iter()
+fn process_io_bytes(procs_dir: &Path) -> (u64, u64) {
+    let procs = std::fs::read_to_string(procs_dir.join("cgroup.procs")).unwrap_or_default();
+    procs
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/io")).ok())
         .map(|io| {
             let field = |name: &str| {
@@ -268,6 +272,17 @@ fn process_io_bytes(cgroup_path: &str) -> (u64, u64) {
             (field("read_bytes:"), field("write_bytes:"))
         })
         .fold((0, 0), |(r, w), (pr, pw)| (r + pr, w + pw))
+}
+
+/// The CPUs this process may run on, found once: the standard library's answer reads the process's cgroup and,
+/// on v1, the whole mount table, every time.
+fn online_cpus() -> u32 {
+    static CPUS: OnceLock<u32> = OnceLock::new();
+    *CPUS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+    })
 }
 
 /// CPU time of the whole host, in nanoseconds: the first line of `/proc/stat` totals all CPUs in USER_HZ ticks
@@ -364,6 +379,7 @@ mod tests {
                 pids: 3,
                 pids_limit: 0,
                 block: (101, 7),
+                procs_dir: root.path().join("pids/husk/c"),
             }
         );
         let missing = read_v1(&h, "/husk/gone").unwrap_err().to_string();
@@ -397,6 +413,7 @@ mod tests {
                 pids: 2,
                 pids_limit: 100,
                 block: (18434, 16845),
+                procs_dir: dir.path().to_path_buf(),
             }
         );
     }
