@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{DEFAULT_PROJECT, Engine};
 
-/// How long a token is valid.
+/// How long a token is valid unless the daemon says otherwise (`token_lifetime`).
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// The role that may do everything (Zun's `admin_api` rule).
@@ -296,7 +296,8 @@ impl Engine {
         let roles = user.roles.get(&project.id).cloned().ok_or_else(denied)?;
         let token = hex::encode(rand::random::<[u8; 32]>());
         let now = chrono::Utc::now();
-        let expires = now + chrono::Duration::from_std(TOKEN_LIFETIME).unwrap_or_default();
+        let expires =
+            now + chrono::Duration::from_std(self.inner.config.token_lifetime).unwrap_or_default();
         let rec = TokenRecord {
             id: hash_token(&token),
             user_id: user.id,

@@ -65,6 +65,8 @@ pub struct EngineConfig {
     pub init_binary: Option<PathBuf>,
     /// The log limits of containers whose request sets none (the daemon's `[logs]`).
     pub log_defaults: husk_core::LogLimits,
+    /// How long a token of the identity service stays valid (default [`identity::TOKEN_LIFETIME`]).
+    pub token_lifetime: std::time::Duration,
 }
 
 /// Something that happened to a container.
@@ -456,6 +458,7 @@ pub(crate) mod tests {
                 run_root: dir.into(),
                 init_binary: None,
                 log_defaults: Default::default(),
+                token_lifetime: crate::identity::TOKEN_LIFETIME,
             },
             store,
             images,

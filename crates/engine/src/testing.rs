@@ -678,6 +678,7 @@ pub async fn engine_with_store(
             run_root: dir.into(),
             init_binary: None,
             log_defaults: Default::default(),
+            token_lifetime: crate::identity::TOKEN_LIFETIME,
         },
         store,
         images,

@@ -52,8 +52,15 @@ pub struct DaemonConfig {
     pub vm: VmSettings,
     /// TCP address of Zun's REST API (and its identity service), e.g. `127.0.0.1:9517`; off when empty.
     pub listen: String,
-    /// How TCP callers authenticate: `keystone` (tokens from husk's identity service) or `none`.
+    /// How TCP callers authenticate: `keystone` (tokens from husk's identity service) or `none` (only with a
+    /// loopback `listen` address).
     pub auth: String,
+    /// How long a token of the identity service stays valid, e.g. `1h` or `30m` (at most 7 days); revoked
+    /// tokens fail at once.
+    pub token_lifetime: String,
+    /// The group that owns the API socket (a name or a GID; its mode stays 0660), so its members may use husk
+    /// without root; empty: the daemon's own group.
+    pub socket_group: String,
     /// The Kubernetes CRI socket (default: `cri.sock` in the run root, `/run/husk/cri.sock`); `""` turns the
     /// CRI off.
     pub cri_socket: Option<PathBuf>,
@@ -137,6 +144,41 @@ pub struct MirrorEndpoints {
 }
 
 impl DaemonConfig {
+    /// The identity service's token lifetime (`token_lifetime`).
+    pub fn token_lifetime(&self) -> std::result::Result<std::time::Duration, KeyError> {
+        const LONGEST: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+        let nanos = husk_core::units::parse_duration(&self.token_lifetime)
+            .map_err(|e| key_error("token_lifetime", e.message))?;
+        let lifetime = std::time::Duration::from_nanos(nanos.max(0) as u64);
+        if lifetime < std::time::Duration::from_secs(1) || lifetime > LONGEST {
+            return Err(key_error(
+                "token_lifetime",
+                format!(
+                    "{:?} is out of range: from 1s to 7 days (168h)",
+                    self.token_lifetime
+                ),
+            ));
+        }
+        Ok(lifetime)
+    }
+
+    /// The GID `socket_group` names (a number, or a name in `/etc/group`), if it names one. The file is read
+    /// directly: husk is linked statically, and glibc's `getgrnam` needs the host's NSS modules at run time.
+    pub fn socket_gid(&self) -> std::result::Result<Option<u32>, KeyError> {
+        let name = self.socket_group.trim();
+        if name.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(gid) = name.parse::<u32>() {
+            return Ok(Some(gid));
+        }
+        let groups = std::fs::read_to_string("/etc/group")
+            .map_err(|e| key_error("socket_group", format!("read /etc/group: {e}")))?;
+        group_id(&groups, name)
+            .map(Some)
+            .ok_or_else(|| key_error("socket_group", format!("no group {name:?} in /etc/group")))
+    }
+
     /// Where the CRI listens, if it does.
     pub fn cri_socket(&self) -> Option<PathBuf> {
         match &self.cri_socket {
@@ -398,6 +440,8 @@ impl Default for DaemonConfig {
             cri_stream_address: husk_cri::DEFAULT_STREAM_ADDRESS.into(),
             cri: CriSettings::default(),
             auth: "keystone".into(),
+            token_lifetime: "1h".into(),
+            socket_group: String::new(),
             images: ImageSettings::default(),
             vm: VmSettings::default(),
             logs: LogSettings::default(),
@@ -522,9 +566,25 @@ impl DaemonConfig {
                 format!("invalid address {:?}: use IP:PORT", self.listen),
             ));
         }
-        if let Err(e) = self.auth.parse::<husk_api::zun::AuthMode>() {
-            return Err(invalid("auth", e.message));
+        match self.auth.parse::<husk_api::zun::AuthMode>() {
+            Err(e) => return Err(invalid("auth", e.message)),
+            Ok(husk_api::zun::AuthMode::None) => {
+                if let Ok(addr) = self.listen.parse::<std::net::SocketAddr>()
+                    && !addr.ip().is_loopback()
+                {
+                    return Err(invalid(
+                        "auth",
+                        format!(
+                            "\"none\" lets anyone who reaches {addr} act as the default project: use it only with a \
+                             loopback listen address (127.0.0.1:PORT), or auth = \"keystone\""
+                        ),
+                    ));
+                }
+            }
+            Ok(_) => {}
         }
+        self.token_lifetime()?;
+        self.socket_gid()?;
         if let Err(e) = self
             .vm
             .to_config(&self.root, &self.run_root, Path::new("/usr/bin/husk"))
@@ -565,6 +625,24 @@ const DRIVERS: [&str; 3] = ["linux", "docker", "vm"];
 
 /// Where the daemon reads its settings unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/husk/husk.toml";
+
+/// The GID of group `name` in the text of a group file (`name:password:GID:members` lines).
+fn group_id(groups: &str, name: &str) -> Option<u32> {
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let (group, _, gid) = (fields.next()?, fields.next()?, fields.next()?);
+        (group == name).then(|| gid.trim().parse().ok()).flatten()
+    })
+}
+
+/// A [`KeyError`] for `key` with no line.
+fn key_error(key: &str, reason: impl Into<String>) -> KeyError {
+    KeyError {
+        key: key.to_string(),
+        line: None,
+        reason: reason.into(),
+    }
+}
 
 /// What is wrong with one key of a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -818,6 +896,12 @@ max_concurrent_downloads = 2
             ("log_level = \"loud\"\n", "log_level"),
             ("listen = \"1.2.3.4\"\n", "listen"),
             ("auth = \"magic\"\n", "auth"),
+            ("listen = \"0.0.0.0:9517\"\nauth = \"none\"\n", "auth"),
+            ("listen = \"192.0.2.1:9517\"\nauth = \"none\"\n", "auth"),
+            ("token_lifetime = \"soon\"\n", "token_lifetime"),
+            ("token_lifetime = \"0s\"\n", "token_lifetime"),
+            ("token_lifetime = \"200h\"\n", "token_lifetime"),
+            ("socket_group = \"no-such-group-here\"\n", "socket_group"),
             ("[vm]\nmachine = \"pc\"\n", "vm.machine"),
         ] {
             let config = DaemonConfig::parse(text).unwrap();
@@ -827,6 +911,32 @@ max_concurrent_downloads = 2
             assert_eq!(e.key, key, "{text}: {e}");
         }
         assert_eq!(check(&args(&dir.path().join("missing.toml"), None)), 1);
+        for good in [
+            "listen = \"127.0.0.1:9517\"\nauth = \"none\"\n",
+            "listen = \"[::1]:9517\"\nauth = \"none\"\n",
+            "listen = \"0.0.0.0:9517\"\nauth = \"keystone\"\ntoken_lifetime = \"30m\"\n",
+            "socket_group = \"root\"\n",
+            "socket_group = \"0\"\n",
+        ] {
+            let mut config = DaemonConfig::parse(good).unwrap();
+            config.apply_flags(&DaemonArgs::default());
+            config.validate().unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        assert_eq!(
+            group_id("root:x:0:\n# x\nhusk:x:998:alice,bob\n", "husk"),
+            Some(998)
+        );
+        assert_eq!(group_id("root:x:0:\n", "hus"), None);
+        let mut config = DaemonConfig::parse("token_lifetime = \"1h30m\"\n").unwrap();
+        config.apply_flags(&DaemonArgs::default());
+        assert_eq!(config.token_lifetime().unwrap().as_secs(), 5400);
+        assert_eq!(
+            DaemonConfig::parse("socket_group = \"root\"\n")
+                .unwrap()
+                .socket_gid()
+                .unwrap(),
+            Some(0)
+        );
     }
 
     #[test]

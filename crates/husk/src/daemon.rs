@@ -240,6 +240,9 @@ pub async fn run(args: DaemonArgs, activation: Activation) -> Result<i32> {
                 .logs
                 .limits()
                 .map_err(|(key, reason)| anyhow!("{key}: {reason}"))?,
+            token_lifetime: config
+                .token_lifetime()
+                .map_err(|e| anyhow!("{}: {}", e.key, e.reason))?,
         },
         store,
         images,
@@ -346,6 +349,16 @@ pub async fn run(args: DaemonArgs, activation: Activation) -> Result<i32> {
             true,
         ),
     };
+    if let (Some(path), Some(gid)) = (
+        &socket,
+        config
+            .socket_gid()
+            .map_err(|e| anyhow!("{}: {}", e.key, e.reason))?,
+    ) {
+        // Its members may use the API (the mode stays 0660).
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .map_err(|e| anyhow!("give the API socket {} to group {gid}: {e}", path.display()))?;
+    }
     let server =
         tokio::spawn(
             async move { husk_api::serve_unix_listener(listener, router, shutdown).await },

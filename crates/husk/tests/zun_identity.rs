@@ -551,3 +551,28 @@ fn no_zun_route_reaches_another_projects_objects() {
     let inspect = z.d.husk(&["image", "inspect", "p1/made:v1"]);
     assert_eq!(inspect.code, 0, "{}", inspect.stderr);
 }
+
+/// `token_lifetime` bounds a token's life: it works until then and is refused after, and the API socket belongs
+/// to `socket_group` with mode 0660.
+#[test]
+fn tokens_expire_and_the_socket_belongs_to_its_group() {
+    let z = ZunDaemon::start_with(
+        "keystone",
+        &[],
+        "token_lifetime = \"3s\"\nsocket_group = \"65533\"\n",
+    );
+    setup_users(&z);
+    let (status, alice) = token(&z, "alice", "alice-pw-1", "p1");
+    assert_eq!(status, 201);
+    assert_eq!(call(&z, &alice, "GET", "/v1/containers", None).0, 200);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(
+        call(&z, &alice, "GET", "/v1/containers", None).0,
+        401,
+        "an expired token"
+    );
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let socket = std::fs::metadata(&z.d.socket).unwrap();
+    assert_eq!(socket.gid(), 65533);
+    assert_eq!(socket.permissions().mode() & 0o777, 0o660);
+}

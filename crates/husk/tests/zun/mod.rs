@@ -27,11 +27,16 @@ pub struct ZunDaemon {
 impl ZunDaemon {
     /// Starts a daemon with `--listen` on a free port, `--auth auth`, and `extra` flags.
     pub fn start(auth: &str, extra: &[&str]) -> ZunDaemon {
+        ZunDaemon::start_with(auth, extra, "")
+    }
+
+    /// Starts a daemon as [`ZunDaemon::start`] does, with `config` as its config file's text.
+    pub fn start_with(auth: &str, extra: &[&str], config: &str) -> ZunDaemon {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut flags = vec!["--listen", listen.as_str(), "--auth", auth];
         flags.extend_from_slice(extra);
-        let mut d = Daemon::start(&flags);
+        let mut d = Daemon::start_with(&flags, config, true);
         // Registries are reached only through a proxy that is not there, so nothing a test sends (a random image
         // name) can make the daemon look up or reach a host off this machine; loopback registries stay direct.
         d.kill9();
