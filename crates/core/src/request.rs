@@ -93,9 +93,13 @@ mod tests {
         let span = tracing::info_span!("request", request_id = "test-123");
         let expected = span.id();
         assert!(expected.is_some());
-        let seen = async { spawn_blocking(|| tracing::Span::current().id()).await.unwrap() }
-            .instrument(span)
-            .await;
+        let seen = async {
+            spawn_blocking(|| tracing::Span::current().id())
+                .await
+                .unwrap()
+        }
+        .instrument(span)
+        .await;
         assert_eq!(seen, expected);
     }
 }
