@@ -3,6 +3,7 @@
 pub mod keystone;
 pub mod local;
 pub mod pod;
+pub mod trace;
 pub mod zun;
 
 use std::future::Future;
@@ -153,13 +154,13 @@ pub fn unix_router(engine: husk_engine::Engine) -> axum::Router {
     let router = local::router(engine.clone())
         .merge(keystone::router(engine.clone()))
         .merge(zun::router(engine, zun::AuthMode::LocalRoot));
-    zun::accept_trailing_slashes(router)
+    zun::accept_trailing_slashes(trace::traced(router))
 }
 
 /// What a TCP listener serves: Zun's API with authentication `auth`, and the identity service.
 pub fn tcp_router(engine: husk_engine::Engine, auth: zun::AuthMode) -> axum::Router {
     let router = keystone::router(engine.clone()).merge(zun::router(engine, auth));
-    zun::accept_trailing_slashes(router)
+    zun::accept_trailing_slashes(trace::traced(router))
 }
 
 #[cfg(test)]

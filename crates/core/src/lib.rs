@@ -7,6 +7,7 @@ pub mod error;
 pub mod health;
 pub mod model;
 pub mod options;
+pub mod request;
 pub mod stdio;
 pub mod units;
 
@@ -18,3 +19,4 @@ pub use error::{Context, Error, ErrorKind, Result};
 pub use health::{HealthAction, HealthConfig, HealthResult, HealthState, HealthStatus};
 pub use model::*;
 pub use options::{ExtractOptions, PathStat, Ulimit};
+pub use request::{new_request_id, spawn_blocking};

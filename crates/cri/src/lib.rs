@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod spdy;
 pub mod streaming;
+pub mod trace;
 
 use std::future::Future;
 
@@ -93,7 +94,8 @@ pub async fn serve(
     });
     let streams = tokio::spawn(streaming.clone().serve(stream_listener, stopped()));
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let grpc = tonic::transport::Server::builder()
+    let mut routes = tonic::service::Routes::builder();
+    routes
         .add_service(
             RuntimeServiceServer::new(Runtime::new(
                 engine.clone(),
@@ -107,7 +109,9 @@ pub async fn serve(
             ImageServiceServer::new(Images::new(engine))
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        )
+        );
+    let grpc = tonic::transport::Server::builder()
+        .add_routes(trace::traced(routes.routes()))
         .serve_with_incoming_shutdown(incoming, stopped())
         .await
         .map_err(|e| Error::backend(format!("CRI server on {}: {e}", socket.display())));

@@ -165,7 +165,7 @@ fn rewrite_owners(input: impl std::io::Read, output: impl std::io::Write) -> std
 /// `archive` with every entry owned by root; a malformed archive ends the stream with an error.
 fn owned_by_root(archive: ArchiveReader) -> ArchiveReader {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
-    tokio::task::spawn_blocking(move || {
+    husk_core::spawn_blocking(move || {
         let input = tokio_util::io::SyncIoBridge::new(archive);
         let out = std::io::BufWriter::with_capacity(256 * 1024, ChunkWriter(tx.clone()));
         if let Err(e) = rewrite_owners(std::io::BufReader::with_capacity(256 * 1024, input), out) {

@@ -60,15 +60,7 @@ impl Object for ActionRecord {
 
 /// A new request ID in OpenStack's form.
 pub fn new_request_id() -> String {
-    let h = husk_core::new_id();
-    format!(
-        "req-{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    husk_core::new_request_id()
 }
 
 impl Engine {

@@ -245,7 +245,7 @@ impl Engine {
     /// image refers to.
     pub async fn prune_images(&self, all: bool) -> Result<PruneReport> {
         let engine = self.clone();
-        tokio::task::spawn_blocking(move || {
+        husk_core::spawn_blocking(move || {
             let _no_creates = engine.block_image_users();
             let used = engine.images_in_use()?;
             engine.inner.images.prune(all, &|id| used.contains(id))
@@ -259,7 +259,7 @@ impl Engine {
         let used = self.images_in_use()?;
         let images = self.inner.images.clone();
         let image_usage =
-            tokio::task::spawn_blocking(move || images.disk_usage(&|id| used.contains(id)))
+            husk_core::spawn_blocking(move || images.disk_usage(&|id| used.contains(id)))
                 .await
                 .map_err(|e| Error::internal(format!("disk usage task: {e}")))??;
         let mut containers = Vec::new();
@@ -291,7 +291,7 @@ impl Engine {
     /// this host; `None` where it does not (the docker and vm drivers). The layer is walked on every call.
     pub async fn writable_layer_usage(&self, rec: &ContainerRecord) -> Option<LayerUsage> {
         let dir = self.driver(&rec.driver).ok()?.rootfs_changes(rec)?;
-        tokio::task::spawn_blocking(move || tree_usage(&dir))
+        husk_core::spawn_blocking(move || tree_usage(&dir))
             .await
             .ok()
     }
@@ -299,7 +299,7 @@ impl Engine {
     /// What the image store (layers, blobs and its database) uses on the disk, walked now.
     pub async fn image_store_usage(&self) -> Result<LayerUsage> {
         let root = self.inner.images.root().to_path_buf();
-        tokio::task::spawn_blocking(move || tree_usage(&root))
+        husk_core::spawn_blocking(move || tree_usage(&root))
             .await
             .map_err(|e| Error::internal(format!("image store usage task: {e}")))
     }

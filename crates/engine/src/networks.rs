@@ -11,7 +11,7 @@ impl Engine {
         f: impl FnOnce(&husk_net::Networks) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let networks = self.inner.networks.clone();
-        tokio::task::spawn_blocking(move || f(&networks))
+        husk_core::spawn_blocking(move || f(&networks))
             .await
             .map_err(|e| Error::internal(format!("network task: {e}")))?
     }

@@ -213,7 +213,7 @@ impl Engine {
         let timeout = std::time::Duration::from_secs(10);
         match target {
             husk_core::PortForwardTarget::Loopback { netns } => {
-                let stream = tokio::task::spawn_blocking(move || {
+                let stream = husk_core::spawn_blocking(move || {
                     husk_net::netns::connect_loopback(netns.as_deref(), port, timeout)
                 })
                 .await

@@ -406,7 +406,7 @@ impl Engine {
         let layers = layers.clone();
         let path = format!("{}/", path.trim_end_matches('/'));
         let name = v.name.clone();
-        tokio::task::spawn_blocking(move || copy_from_image(&layers, &path, &data, &scratch))
+        husk_core::spawn_blocking(move || copy_from_image(&layers, &path, &data, &scratch))
             .await
             .map_err(|e| Error::internal(format!("volume copy task: {e}")))?
             .map_err(|e| e.context(format!("copy the image's content into volume {name}")))

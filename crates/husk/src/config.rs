@@ -42,6 +42,9 @@ pub struct DaemonConfig {
     /// Least level logged: `error`, `warn`, `info`, `debug` or `trace` (`--log-level`; `HUSK_LOG` wins over
     /// both).
     pub log_level: String,
+    /// How logs are written: `text` (lines on stderr; the journal, with each field, when systemd connects
+    /// stderr to it), `json` (one JSON object a line on stderr) or `journald` (`--log-format`).
+    pub log_format: String,
     /// Networking (CNI).
     pub network: NetworkSettings,
     /// The `docker` driver.
@@ -433,6 +436,7 @@ impl Default for DaemonConfig {
             cgroup_favordynmods: true,
             sandbox_pool: 0,
             log_level: "info".into(),
+            log_format: "text".into(),
             network: NetworkSettings::default(),
             docker: DockerSettings::default(),
             listen: String::new(),
@@ -507,6 +511,7 @@ impl DaemonConfig {
         set(&mut self.mode, &args.mode);
         set(&mut self.cgroup_parent, &args.cgroup_parent);
         set(&mut self.log_level, &args.log_level);
+        set(&mut self.log_format, &args.log_format);
         if let Some(v) = &args.cni_conf_dir {
             self.network.cni_conf_dir = v.clone();
         }
@@ -559,6 +564,9 @@ impl DaemonConfig {
                     self.log_level
                 ),
             ));
+        }
+        if let Err(e) = self.log_format.parse::<crate::logging::LogFormat>() {
+            return Err(invalid("log_format", e));
         }
         if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(
@@ -894,6 +902,7 @@ max_concurrent_downloads = 2
             ),
             ("drivers = [\"linux\", \"dockr\"]\n", "drivers"),
             ("log_level = \"loud\"\n", "log_level"),
+            ("log_format = \"xml\"\n", "log_format"),
             ("listen = \"1.2.3.4\"\n", "listen"),
             ("auth = \"magic\"\n", "auth"),
             ("listen = \"0.0.0.0:9517\"\nauth = \"none\"\n", "auth"),

@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod config;
 mod daemon;
+mod logging;
 mod manuals;
 mod systemd;
 
@@ -44,11 +45,8 @@ fn subscriber(
     tracing_subscriber::fmt::format::Format,
     tracing_subscriber::EnvFilter,
 > {
-    let default = format!("{level},libcontainer=error,libcgroups=error");
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HUSK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(logging::env_filter(level))
         .with_target(false)
 }
 
@@ -156,11 +154,19 @@ fn main() {
         Command::ContainerFs { request } => husk_container::container_fs::run(&request),
         Command::Daemon(args) if args.check_config => config::check(&args),
         Command::Daemon(args) => {
-            // The file's level unless the flag says otherwise; a file that cannot be read is reported by `run`.
-            let level = config::DaemonConfig::load(&args)
-                .map(|c| c.log_level)
-                .unwrap_or_else(|_| args.log_level.clone().unwrap_or_else(|| "info".into()));
-            init_logging(&level);
+            // The file's level and format unless the flags say otherwise; a file that cannot be read is
+            // reported by `run`.
+            let (level, format) = match config::DaemonConfig::load(&args) {
+                Ok(c) => (c.log_level, c.log_format),
+                Err(_) => (
+                    args.log_level.clone().unwrap_or_else(|| "info".into()),
+                    args.log_format.clone().unwrap_or_else(|| "text".into()),
+                ),
+            };
+            logging::init_daemon_logging(
+                &level,
+                format.parse().unwrap_or(logging::LogFormat::Text),
+            );
             // Before the runtime starts threads: this takes systemd's variables out of the environment.
             let activation = systemd::Activation::take_from_environment();
             limit_malloc_arenas();

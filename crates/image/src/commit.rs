@@ -58,7 +58,7 @@ impl ImageStore {
         let store = self.clone();
         let upper = upper_dir.to_path_buf();
         let options = options.clone();
-        tokio::task::spawn_blocking(move || store.commit_blocking(&base, &upper, &options, name))
+        husk_core::spawn_blocking(move || store.commit_blocking(&base, &upper, &options, name))
             .await
             .map_err(|e| Error::internal(format!("commit task: {e}")))?
     }

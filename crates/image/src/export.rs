@@ -243,7 +243,7 @@ impl ImageStore {
             images.push((image, names));
         }
         let store = self.clone();
-        tokio::task::spawn_blocking(move || {
+        husk_core::spawn_blocking(move || {
             let mut out = tokio_util::io::SyncIoBridge::new(writer);
             store.write_archive(&images, &mut out)?;
             out.flush()

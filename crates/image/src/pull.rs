@@ -161,7 +161,7 @@ impl ImageStore {
 
         let guard = {
             let store = self.clone();
-            tokio::task::spawn_blocking(move || store.hold_gc())
+            husk_core::spawn_blocking(move || store.hold_gc())
                 .await
                 .map_err(|e| Error::internal(format!("gc gate: {e}")))?
         };
@@ -352,7 +352,7 @@ impl ImageStore {
         let store = self.clone();
         let path = self.blobs().path(blob);
         let label = format!("layer {blob}");
-        tokio::task::spawn_blocking(move || {
+        husk_core::spawn_blocking(move || {
             store.ensure_layer_locked(&diff_id, &label, &budget, || {
                 std::fs::File::open(&path)
                     .map_err(|e| Error::io(format!("open {}", path.display()), e))
@@ -390,7 +390,7 @@ impl ImageStore {
                 complete: complete.clone(),
             };
             let label = label.clone();
-            Some(tokio::task::spawn_blocking(move || {
+            Some(husk_core::spawn_blocking(move || {
                 store.ensure_layer_locked(&diff_id, &label, &budget, || Ok(reader))
             }))
         } else {

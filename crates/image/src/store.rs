@@ -161,7 +161,7 @@ impl ImageStore {
             name: options.name.clone(),
             platform: options.platform.clone(),
         };
-        tokio::task::spawn_blocking(move || {
+        husk_core::spawn_blocking(move || {
             let reader = tokio_util::io::SyncIoBridge::new(reader);
             store.load_blocking(reader, &options)
         })

@@ -145,7 +145,7 @@ async fn remove_identity_blocking(
     ns_dir: PathBuf,
 ) -> Result<()> {
     let netns = ns_dir.join("net");
-    tokio::task::spawn_blocking(move || {
+    husk_core::spawn_blocking(move || {
         let ns = if namespaces::is_pinned(&netns) {
             Some(netns.as_path())
         } else {
@@ -210,7 +210,7 @@ impl ContainerFiles {
                 );
             }
             let c = self.cgroup.clone();
-            tokio::task::spawn_blocking(move || cgroups::remove(&c))
+            husk_core::spawn_blocking(move || cgroups::remove(&c))
                 .await
                 .map_err(|e| Error::internal(format!("cgroup removal task: {e}")))??;
         }
@@ -694,7 +694,7 @@ impl LinuxDriver {
             network.clone(),
             hostname.to_string(),
         );
-        let made = tokio::task::spawn_blocking(
+        let made = husk_core::spawn_blocking(
             move || -> Result<(NetworkStatus, husk_net::SandboxFiles)> {
                 let status = networks.setup(&owner_id, &netns, &net)?;
                 match networks.write_files(&owner_id, &host_name, &net, &status) {
@@ -1062,7 +1062,7 @@ impl LinuxDriver {
             .map(|set| set.iter().map(|c| c.to_string()).collect())
             .unwrap_or_default();
         let cache = self.seccomp_programs.clone();
-        let program = tokio::task::spawn_blocking(move || cache.default_program(&caps))
+        let program = husk_core::spawn_blocking(move || cache.default_program(&caps))
             .await
             .map_err(|e| Error::internal(format!("seccomp compile task: {e}")))??;
         std::fs::write(&program_path, program.as_slice())
@@ -1526,7 +1526,7 @@ impl Driver for LinuxDriver {
         let limits = husk_container::spec::limits_json(&self.host_resources(limits)?);
         let bundle = self.ctr_dir(container.id()).join("config.json");
         let cgroup = self.cgroup_path(&container.config);
-        tokio::task::spawn_blocking(move || {
+        husk_core::spawn_blocking(move || {
             // The running processes first: a limit the kernel refuses (memory below what is in use) changes
             // nothing.
             if !cgroups::procs(&cgroup).is_empty() {

@@ -263,7 +263,7 @@ impl VmDriver {
             },
             network.clone(),
         );
-        tokio::task::spawn_blocking(move || {
+        husk_core::spawn_blocking(move || {
             crate::network::attach(&networks, &owner, &ns_dir, &host, &net)
         })
         .await
@@ -276,7 +276,7 @@ impl VmDriver {
             return Ok(());
         };
         let (owner, ns_dir) = (vm_name.to_string(), self.vm_root(vm_name).join("ns"));
-        tokio::task::spawn_blocking(move || crate::network::detach(&networks, &owner, &ns_dir))
+        husk_core::spawn_blocking(move || crate::network::detach(&networks, &owner, &ns_dir))
             .await
             .map_err(|e| Error::internal(format!("network teardown task: {e}")))?
     }
@@ -357,7 +357,7 @@ impl VmDriver {
         if let (Some(netns), Some(nic)) = (&attached.netns, &attached.nic) {
             let (netns, nic) = (netns.clone(), nic.clone());
             let joined =
-                tokio::task::spawn_blocking(move || crate::network::connect_tap(&netns, &nic))
+                husk_core::spawn_blocking(move || crate::network::connect_tap(&netns, &nic))
                     .await
                     .map_err(|e| Error::internal(format!("tap setup task: {e}")))
                     .and_then(|r| r);

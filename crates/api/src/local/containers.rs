@@ -22,6 +22,7 @@ use husk_core::{Error, ExtractOptions, LogOptions, PathStat, Result};
 use husk_engine::Engine;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tracing::Instrument;
 
 use super::{AllQuery, ApiResult, ForceQuery, ndjson, parse_body, tar};
 
@@ -440,12 +441,15 @@ where
 
 fn upgrade(mut request: Request, stdio: BoxStdio) -> Response {
     let on_upgrade = hyper::upgrade::on(&mut request);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => relay(TokioIo::new(upgraded), stdio).await,
-            Err(e) => tracing::warn!("stream upgrade failed: {e}"),
+    tokio::spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => relay(TokioIo::new(upgraded), stdio).await,
+                Err(e) => tracing::warn!("stream upgrade failed: {e}"),
+            }
         }
-    });
+        .instrument(tracing::Span::current()),
+    );
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     response

@@ -19,6 +19,7 @@ use husk_api_types::{CommitRequest, LoginRequest, Progress, ProgressSink};
 use husk_core::{Error, Result};
 use husk_engine::Engine;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::{AllQuery, ApiResult, ndjson, parse_body, tar};
 
@@ -126,7 +127,7 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
     // The sender lives in the task: the progress stream ends when the work does.
-    let task = tokio::spawn(work(ProgressSink(Some(tx))));
+    let task = tokio::spawn(work(ProgressSink(Some(tx))).instrument(tracing::Span::current()));
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|p| (progress_line(&p), rx))
     });
@@ -181,7 +182,10 @@ async fn save(State(engine): State<Engine>, body: bytes::Bytes) -> ApiResult<Res
     let req: SaveBody = parse_body(&body)?;
     engine.check_save(&req.names)?;
     let (reader, writer) = tokio::io::duplex(256 * 1024);
-    let task = tokio::spawn(async move { engine.save_images(&req.names, writer).await });
+    let task = tokio::spawn(
+        async move { engine.save_images(&req.names, writer).await }
+            .instrument(tracing::Span::current()),
+    );
     let end = futures::stream::once(async move {
         let result = task
             .await

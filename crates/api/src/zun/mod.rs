@@ -159,6 +159,9 @@ pub fn router(engine: Engine, auth: AuthMode) -> Router {
     public
         .merge(api)
         .layer(axum::middleware::from_fn(version::negotiate))
+        .layer(axum::middleware::from_fn(
+            crate::trace::openstack_request_id,
+        ))
 }
 
 /// Accepts paths with a trailing slash (`/v1/images/`) as Zun's clients send them.

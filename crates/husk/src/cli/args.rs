@@ -215,6 +215,10 @@ pub struct DaemonArgs {
     /// Log level (error, warn, info, debug, trace).
     #[arg(long = "log-level")]
     pub log_level: Option<String>,
+    /// Log format: text (the journal when systemd connects stderr to it), json (one object a line) or
+    /// journald.
+    #[arg(long = "log-format")]
+    pub log_format: Option<String>,
     /// Directory of CNI configuration lists.
     #[arg(long = "cni-conf-dir")]
     pub cni_conf_dir: Option<PathBuf>,
