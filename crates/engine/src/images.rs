@@ -184,19 +184,20 @@ impl Engine {
             self.observe_pull(started, &image);
         }
         image.map_err(|e| match (e.kind, policy) {
-                // NotFound (404), with the field, so a client can pull and try again.
-                (ErrorKind::NotFound, PullPolicy::Never) => Error {
-                    kind: ErrorKind::NotFound,
-                    field: Some("image".into()),
-                    message: format!(
-                        "no such image: {reference} (the pull policy is never: load or pull it first)"
-                    ),
-                },
-                (ErrorKind::NotFound, _) => {
-                    Error::invalid("image", format!("no such image: {reference}: {}", e.message))
-                }
-                _ => e,
-            })
+            // NotFound (404), with the field, so a client can pull and try again.
+            (ErrorKind::NotFound, PullPolicy::Never) => Error {
+                kind: ErrorKind::NotFound,
+                field: Some("image".into()),
+                message: format!(
+                    "no such image: {reference} (the pull policy is never: load or pull it first)"
+                ),
+            },
+            (ErrorKind::NotFound, _) => Error::invalid(
+                "image",
+                format!("no such image: {reference}: {}", e.message),
+            ),
+            _ => e,
+        })
     }
 
     /// Pushes the image named `name` to its registry with the stored credentials.

@@ -66,15 +66,21 @@ impl Engine {
                 tracing::warn!(error = %e.message, "metrics: cannot list sandboxes");
                 Vec::new()
             });
-        let usage: Vec<Option<ContainerUsage>> = futures::stream::iter(
-            containers
-                .iter()
-                .filter(|c| c.status == ContainerStatus::Running),
-        )
-        .map(|c| self.usage_of(c))
-        .buffer_unordered(STATS_CONCURRENCY)
-        .collect()
-        .await;
+        // Owned records and engine clones: a future holding borrows through the stream would not be `Send` for
+        // every lifetime, as an axum handler needs.
+        let running: Vec<ContainerRecord> = containers
+            .iter()
+            .filter(|c| c.status == ContainerStatus::Running)
+            .cloned()
+            .collect();
+        let readings = running.into_iter().map(|rec| {
+            let engine = self.clone();
+            async move { engine.usage_of(&rec).await }
+        });
+        let usage: Vec<Option<ContainerUsage>> = futures::stream::iter(readings)
+            .buffer_unordered(STATS_CONCURRENCY)
+            .collect()
+            .await;
         let failures = usage.iter().filter(|u| u.is_none()).count() as u64;
         Snapshot {
             containers: husk_metrics::count_by_state(
@@ -204,7 +210,11 @@ mod tests {
         assert_eq!(snapshot.containers.len(), 1);
         assert_eq!(snapshot.containers[0].state, "running");
         assert_eq!(snapshot.containers[0].count, 2);
-        assert!(snapshot.process.is_some_and(|p| p.resident_memory_bytes > 0));
+        assert!(
+            snapshot
+                .process
+                .is_some_and(|p| p.resident_memory_bytes > 0)
+        );
 
         fake.hang_next("stats");
         let started = std::time::Instant::now();
