@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod call_metrics;
 pub mod convert;
 pub mod images;
 pub mod metrics;
@@ -94,6 +95,7 @@ pub async fn serve(
     let streams = tokio::spawn(streaming.clone().serve(stream_listener, stopped()));
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let grpc = tonic::transport::Server::builder()
+        .layer(call_metrics::TrackCallsLayer::new(engine.metrics().clone()))
         .add_service(
             RuntimeServiceServer::new(Runtime::new(
                 engine.clone(),
