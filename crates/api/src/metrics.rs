@@ -123,6 +123,9 @@ mod tests {
                 "{series} in\n{text}"
             );
         }
-        assert!(!text.contains("/things/1"), "raw paths are no labels:\n{text}");
+        assert!(
+            !text.contains("/things/1"),
+            "raw paths are no labels:\n{text}"
+        );
     }
 }
