@@ -332,6 +332,8 @@ pub struct Snapshot {
 
 type ValueGauge = Gauge<u64, AtomicU64>;
 type SecondsCounter = Counter<f64, AtomicU64>;
+/// A per-container series: its name, its help, and its value from a container's usage.
+type UsageSeries = (&'static str, &'static str, fn(&ContainerUsage) -> u64);
 
 impl Snapshot {
     /// A registry holding this snapshot's values, to encode once.
@@ -385,7 +387,7 @@ impl Snapshot {
             "CPU time a running container used, in seconds",
             cpu,
         );
-        let gauges: [(&str, &str, fn(&ContainerUsage) -> u64); 2] = [
+        let gauges: [UsageSeries; 2] = [
             (
                 "husk_container_memory_usage_bytes",
                 "Memory a running container uses, in bytes",
@@ -404,7 +406,7 @@ impl Snapshot {
             }
             registry.register(name, help, family);
         }
-        let counters: [(&str, &str, fn(&ContainerUsage) -> u64); 4] = [
+        let counters: [UsageSeries; 4] = [
             (
                 "husk_container_network_receive_bytes",
                 "Bytes a running container received over the network",
