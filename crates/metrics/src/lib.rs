@@ -273,7 +273,9 @@ pub struct StateCount {
 }
 
 /// Counts `(state, driver)` pairs, one [`StateCount`] per distinct pair, sorted.
-pub fn count_by_state<'a>(objects: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<StateCount> {
+pub fn count_by_state<'a>(
+    objects: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<StateCount> {
     let mut counts = std::collections::BTreeMap::<(&str, &str), u64>::new();
     for key in objects {
         *counts.entry(key).or_default() += 1;
@@ -613,7 +615,11 @@ mod tests {
 
     #[test]
     fn states_are_counted_per_driver() {
-        let counts = count_by_state([("running", "linux"), ("running", "vm"), ("running", "linux")]);
+        let counts = count_by_state([
+            ("running", "linux"),
+            ("running", "vm"),
+            ("running", "linux"),
+        ]);
         assert_eq!(
             counts,
             vec![

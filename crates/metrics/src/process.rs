@@ -49,7 +49,11 @@ mod tests {
     fn resident_size_is_read_from_the_status_text() {
         let status = "Name:\thusk\nVmPeak:\t  9000 kB\nVmRSS:\t    5120 kB\nThreads:\t4\n";
         assert_eq!(resident_kib(status), Some(5120));
-        assert_eq!(resident_kib("Name:\thusk\n"), None, "a kernel thread has none");
+        assert_eq!(
+            resident_kib("Name:\thusk\n"),
+            None,
+            "a kernel thread has none"
+        );
         assert_eq!(resident_kib("VmRSS:\tlots kB\n"), None);
     }
 
@@ -57,7 +61,10 @@ mod tests {
     fn this_process_uses_memory_and_descriptors() {
         let usage = ProcessUsage::read_self().expect("/proc/self is readable");
         assert!(usage.resident_memory_bytes > 0, "{usage:?}");
-        assert!(usage.open_fds >= 3, "stdin, stdout, stderr at least: {usage:?}");
+        assert!(
+            usage.open_fds >= 3,
+            "stdin, stdout, stderr at least: {usage:?}"
+        );
     }
 
     #[test]
