@@ -1,5 +1,6 @@
 //! `husk daemon --metrics-listen`: a real daemon on the `linux` driver runs, creates, stops and pulls, then
-//! `/metrics` is scraped and read with a Prometheus text parser and checked against what was done. Without
+//! `/metrics` is scraped and read with a Prometheus text parser and checked against what was done; CRI calls
+//! are counted by method and code. Without
 //! the flag (and with the CRI off), the daemon listens on no TCP port at all.
 
 mod common;
@@ -294,5 +295,59 @@ fn check_config_refuses_a_bad_metrics_address_naming_the_key() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&good.stderr)
+    );
+}
+
+#[tokio::test]
+async fn cri_calls_are_counted_by_method_and_code() {
+    use husk_cri_api::v1 as cri;
+    use husk_cri_api::v1::runtime_service_client::RuntimeServiceClient;
+
+    let address = free_address();
+    let d = Daemon::start_with(&["--metrics-listen", &address], "", false);
+    let mut runtime = RuntimeServiceClient::new(common::cri::channel(&d).await);
+    runtime
+        .version(cri::VersionRequest::default())
+        .await
+        .expect("Version");
+    let missing = runtime
+        .container_status(cri::ContainerStatusRequest {
+            container_id: "no-such-container".into(),
+            verbose: false,
+        })
+        .await
+        .expect_err("the status of no container");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    let text = tokio::task::spawn_blocking(move || scrape(&address))
+        .await
+        .unwrap();
+    let samples = parse(&text);
+    assert_eq!(
+        total(
+            &samples,
+            "husk_cri_requests_total",
+            &[("method", "Version"), ("code", "OK")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        total(
+            &samples,
+            "husk_cri_requests_total",
+            &[("method", "ContainerStatus"), ("code", "NotFound")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        total(
+            &samples,
+            "husk_cri_request_duration_seconds_count",
+            &[("method", "Version"), ("code", "OK")]
+        ),
+        1.0,
+        "{text}"
     );
 }
