@@ -1,7 +1,7 @@
 //! `husk daemon --metrics-listen`: a real daemon on the `linux` driver runs, creates, stops and pulls, then
 //! `/metrics` is scraped and read with a Prometheus text parser and checked against what was done; CRI calls
-//! are counted by method and code. Without
-//! the flag (and with the CRI off), the daemon listens on no TCP port at all.
+//! are counted by method and code. Without the flag (and with the CRI off), the daemon listens on no TCP port
+//! at all.
 
 mod common;
 #[path = "common/registry.rs"]
