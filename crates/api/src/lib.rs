@@ -2,6 +2,7 @@
 
 pub mod keystone;
 pub mod local;
+pub mod metrics;
 pub mod pod;
 pub mod trace;
 pub mod zun;
@@ -153,14 +154,14 @@ pub async fn serve_tcp_listener_within(
 pub fn unix_router(engine: husk_engine::Engine) -> axum::Router {
     let router = local::router(engine.clone())
         .merge(keystone::router(engine.clone()))
-        .merge(zun::router(engine, zun::AuthMode::LocalRoot));
-    zun::accept_trailing_slashes(trace::traced(router))
+        .merge(zun::router(engine.clone(), zun::AuthMode::LocalRoot));
+    zun::accept_trailing_slashes(trace::traced(metrics::tracked(router, &engine)))
 }
 
 /// What a TCP listener serves: Zun's API with authentication `auth`, and the identity service.
 pub fn tcp_router(engine: husk_engine::Engine, auth: zun::AuthMode) -> axum::Router {
-    let router = keystone::router(engine.clone()).merge(zun::router(engine, auth));
-    zun::accept_trailing_slashes(trace::traced(router))
+    let router = keystone::router(engine.clone()).merge(zun::router(engine.clone(), auth));
+    zun::accept_trailing_slashes(trace::traced(metrics::tracked(router, &engine)))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod call_metrics;
 pub mod convert;
 pub mod images;
 pub mod metrics;
@@ -94,6 +95,7 @@ pub async fn serve(
     });
     let streams = tokio::spawn(streaming.clone().serve(stream_listener, stopped()));
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let metrics = engine.metrics().clone();
     let mut routes = tonic::service::Routes::builder();
     routes
         .add_service(
@@ -111,6 +113,7 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
         );
     let grpc = tonic::transport::Server::builder()
+        .layer(call_metrics::TrackCallsLayer::new(metrics))
         .add_routes(trace::traced(routes.routes()))
         .serve_with_incoming_shutdown(incoming, stopped())
         .await

@@ -1,5 +1,6 @@
 //! Container lifecycle.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use husk_core::stdio::BoxStdio;
@@ -8,6 +9,7 @@ use husk_core::{
     HealthState, LogOptions, LogStream, Mode, MountConfig, Resources, RestartPolicy, Result,
     SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top, units,
 };
+use husk_metrics::DriverOperation;
 use serde_json::json;
 
 use crate::{Engine, EventKind, resolve};
@@ -304,6 +306,7 @@ impl Engine {
                 return Err(e);
             }
         };
+        let started = std::time::Instant::now();
         let made = async {
             let mut sb = match (implicit.clone(), sandbox.clone()) {
                 (Some(mut sb), _) => {
@@ -326,6 +329,7 @@ impl Engine {
             Ok::<_, Error>(sb.take())
         }
         .await;
+        self.observe_driver(driver.name(), DriverOperation::Create, started, &made);
         match made {
             Ok(_) => {
                 self.inner.store.finish_operation(op)?;
@@ -444,8 +448,10 @@ impl Engine {
                 sb.config.name
             )));
         }
-        let runtime = driver.start_container(&rec, sandbox.as_ref()).await?;
-        rec.runtime = runtime;
+        let started = std::time::Instant::now();
+        let runtime = driver.start_container(&rec, sandbox.as_ref()).await;
+        self.observe_driver(driver.name(), DriverOperation::Start, started, &runtime);
+        rec.runtime = runtime?;
         rec.status = ContainerStatus::Running;
         rec.started_at = husk_core::now_rfc3339();
         rec.stopped_by_user = false;
@@ -493,9 +499,24 @@ impl Engine {
         }
         self.inner.store.update(&rec)?;
         let driver = self.driver(&rec.driver)?;
+        let started = std::time::Instant::now();
+        let stopped = self.signal_until_exit(&driver, &rec, timeout).await;
+        self.observe_driver(driver.name(), DriverOperation::Stop, started, &stopped);
+        stopped?;
+        self.container(rec.id())
+    }
+
+    /// Stops the running (or paused) container of `rec`: its stop signal, then SIGKILL after `timeout` seconds
+    /// (default: its own, else 10); returns once its exit is recorded.
+    async fn signal_until_exit(
+        &self,
+        driver: &Arc<dyn husk_core::Driver>,
+        rec: &ContainerRecord,
+        timeout: Option<u32>,
+    ) -> Result<()> {
         let mut events = self.subscribe();
         if rec.status == ContainerStatus::Paused {
-            driver.unpause(&rec).await?;
+            driver.unpause(rec).await?;
         }
         let signal = rec.config.stop_signal.unwrap_or(SIGTERM);
         let timeout = Duration::from_secs(
@@ -503,9 +524,9 @@ impl Engine {
                 .or(rec.config.stop_timeout)
                 .unwrap_or(DEFAULT_STOP_TIMEOUT) as u64,
         );
-        let _ = driver.kill(&rec, signal, false).await;
+        let _ = driver.kill(rec, signal, false).await;
         if !self.wait_exit_event(&mut events, rec.id(), timeout).await {
-            let _ = driver.kill(&rec, 9, true).await;
+            let _ = driver.kill(rec, 9, true).await;
             if !self
                 .wait_exit_event(&mut events, rec.id(), Duration::from_secs(30))
                 .await
@@ -516,7 +537,7 @@ impl Engine {
                 )));
             }
         }
-        self.container(rec.id())
+        Ok(())
     }
 
     /// Waits for an `Exited` event of `id` (or for the record to say it is no longer active).
@@ -783,10 +804,13 @@ impl Engine {
         let implicit = self
             .sandbox_of(rec)?
             .filter(|sb| sb.owner_container.as_deref() == Some(rec.id()));
-        match &implicit {
-            Some(sb) => driver.delete_container_and_sandbox(rec, sb).await?,
-            None => driver.delete_container(rec).await?,
-        }
+        let started = std::time::Instant::now();
+        let deleted = match &implicit {
+            Some(sb) => driver.delete_container_and_sandbox(rec, sb).await,
+            None => driver.delete_container(rec).await,
+        };
+        self.observe_driver(driver.name(), DriverOperation::Remove, started, &deleted);
+        deleted?;
         self.inner.store.transaction(|tx| {
             tx.delete::<ContainerRecord>(rec.id())?;
             if let Some(sb) = &implicit {

@@ -129,7 +129,10 @@ impl Engine {
             credentials: None,
             progress,
         };
-        self.inner.images.pull(reference, &options).await
+        let started = std::time::Instant::now();
+        let pulled = self.inner.images.pull(reference, &options).await;
+        self.observe_pull(started, &pulled);
+        pulled
     }
 
     /// Pulls `reference` with `credentials` (user name and password) for this pull alone, instead of the stored
@@ -149,7 +152,10 @@ impl Engine {
                 .map(|(username, password)| husk_image::Credentials { username, password }),
             progress,
         };
-        self.inner.images.pull(reference, &options).await
+        let started = std::time::Instant::now();
+        let pulled = self.inner.images.pull(reference, &options).await;
+        self.observe_pull(started, &pulled);
+        pulled
     }
 
     /// The image a new container of `reference` uses, pulled first as `policy` says. Not-found errors name the
@@ -159,24 +165,39 @@ impl Engine {
         reference: &str,
         policy: PullPolicy,
     ) -> Result<Image> {
-        self.inner
+        // Whether this create pulls, for the metrics: the pull policy says, and for `missing` the store.
+        let pulls = match policy {
+            PullPolicy::Always => true,
+            PullPolicy::Never => false,
+            PullPolicy::Missing => match self.inner.images.resolve(reference) {
+                Ok(image) => return Ok(image),
+                Err(e) => e.kind == ErrorKind::NotFound,
+            },
+        };
+        let started = std::time::Instant::now();
+        let image = self
+            .inner
             .images
             .ensure_image(reference, policy, &PullOptions::default())
-            .await
-            .map_err(|e| match (e.kind, policy) {
-                // NotFound (404), with the field, so a client can pull and try again.
-                (ErrorKind::NotFound, PullPolicy::Never) => Error {
-                    kind: ErrorKind::NotFound,
-                    field: Some("image".into()),
-                    message: format!(
-                        "no such image: {reference} (the pull policy is never: load or pull it first)"
-                    ),
-                },
-                (ErrorKind::NotFound, _) => {
-                    Error::invalid("image", format!("no such image: {reference}: {}", e.message))
-                }
-                _ => e,
-            })
+            .await;
+        if pulls {
+            self.observe_pull(started, &image);
+        }
+        image.map_err(|e| match (e.kind, policy) {
+            // NotFound (404), with the field, so a client can pull and try again.
+            (ErrorKind::NotFound, PullPolicy::Never) => Error {
+                kind: ErrorKind::NotFound,
+                field: Some("image".into()),
+                message: format!(
+                    "no such image: {reference} (the pull policy is never: load or pull it first)"
+                ),
+            },
+            (ErrorKind::NotFound, _) => Error::invalid(
+                "image",
+                format!("no such image: {reference}: {}", e.message),
+            ),
+            _ => e,
+        })
     }
 
     /// Pushes the image named `name` to its registry with the stored credentials.

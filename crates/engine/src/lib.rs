@@ -12,6 +12,7 @@ pub mod host;
 pub mod identity;
 pub mod image_owners;
 mod images;
+mod metrics;
 mod monitor;
 mod mounts;
 mod networks;
@@ -145,6 +146,8 @@ pub(crate) struct Inner {
     pub(crate) health_tasks: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// Creates read-hold it from resolving their image to recording their container; image removals write-hold it.
     pub(crate) image_users: std::sync::RwLock<()>,
+    /// The daemon's metrics (driver calls and pulls are timed here; the front ends count their requests).
+    pub(crate) metrics: Arc<husk_metrics::Metrics>,
 }
 
 /// The service layer. Cheap to clone; every clone is the same engine.
@@ -202,6 +205,7 @@ impl Engine {
                 monitored: Mutex::new(Default::default()),
                 health_tasks: Mutex::new(HashMap::new()),
                 image_users: std::sync::RwLock::new(()),
+                metrics: Arc::default(),
             }),
         })
     }

@@ -74,6 +74,9 @@ pub struct DaemonConfig {
     pub cri: CriSettings,
     /// `[logs]`: how much of each container's output is kept when its request says nothing.
     pub logs: LogSettings,
+    /// TCP address of the Prometheus metrics (`GET /metrics`), e.g. `127.0.0.1:9518`; off when empty
+    /// (`--metrics-listen`).
+    pub metrics_listen: String,
 }
 
 /// `[logs]` in the config file: the defaults of `--log-opt max-size` and `max-file` (unbounded when unset).
@@ -449,6 +452,7 @@ impl Default for DaemonConfig {
             images: ImageSettings::default(),
             vm: VmSettings::default(),
             logs: LogSettings::default(),
+            metrics_listen: String::new(),
         }
     }
 }
@@ -525,6 +529,7 @@ impl DaemonConfig {
             self.cri_socket = Some(v.clone());
         }
         set(&mut self.auth, &args.auth);
+        set(&mut self.metrics_listen, &args.metrics_listen);
         if !self.drivers.contains(&self.driver) {
             self.drivers.insert(0, self.driver.clone());
         }
@@ -572,6 +577,14 @@ impl DaemonConfig {
             return Err(invalid(
                 "listen",
                 format!("invalid address {:?}: use IP:PORT", self.listen),
+            ));
+        }
+        if !self.metrics_listen.is_empty()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "metrics_listen",
+                format!("invalid address {:?}: use IP:PORT", self.metrics_listen),
             ));
         }
         match self.auth.parse::<husk_api::zun::AuthMode>() {
@@ -987,6 +1000,21 @@ max_concurrent_downloads = 2
         ] {
             let e = toml::from_str::<DaemonConfig>(text).unwrap_err();
             assert!(e.to_string().contains("unknown field"), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_a_bad_address_is_refused_by_its_key() {
+        assert_eq!(DaemonConfig::default().metrics_listen, "");
+        let config = DaemonConfig::parse("metrics_listen = \"127.0.0.1:9518\"\n").unwrap();
+        config.validate().unwrap();
+        for bad in ["localhost", "127.0.0.1", "127.0.0.1:port", ":9518"] {
+            let e = DaemonConfig::parse(&format!("metrics_listen = {bad:?}\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(e.key, "metrics_listen", "{bad}");
+            assert!(e.reason.contains("IP:PORT"), "{bad}: {}", e.reason);
         }
     }
 }

@@ -295,6 +295,10 @@ pub async fn run(args: DaemonArgs, activation: Activation) -> Result<i32> {
             }))
         }
     };
+    let metrics = match config.metrics_listen.as_str() {
+        "" => None,
+        addr => Some(serve_metrics(addr, engine.clone(), wait_stop()).await?),
+    };
     let cri = match config.cri_socket() {
         None => None,
         Some(socket) => {
@@ -390,6 +394,9 @@ pub async fn run(args: DaemonArgs, activation: Activation) -> Result<i32> {
     if let Some(t) = tcp {
         t.abort();
     }
+    if let Some(m) = metrics {
+        m.abort();
+    }
     if let Some(c) = cri {
         let _ = tokio::time::timeout(Duration::from_secs(2), c).await;
     }
@@ -398,6 +405,25 @@ pub async fn run(args: DaemonArgs, activation: Activation) -> Result<i32> {
     }
     engine.shutdown().await;
     Ok(0)
+}
+
+/// Binds `addr` and serves the Prometheus metrics there (`GET /metrics`) until `shutdown`, in a task.
+async fn serve_metrics(
+    addr: &str,
+    engine: Engine,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<husk_core::Result<()>>> {
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| anyhow!("invalid metrics_listen address {addr:?}: {e} (use IP:PORT)"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("metrics_listen: listen on {addr}"))?;
+    tracing::info!(%addr, "Prometheus metrics at /metrics");
+    let router = husk_api::metrics::router(engine);
+    Ok(tokio::spawn(async move {
+        husk_api::serve_tcp_listener(listener, router, shutdown).await
+    }))
 }
 
 /// Whether husk's API answers on the unix socket at `path` within `patience` (asked as the CLI asks).

@@ -500,6 +500,7 @@ impl ImageStore {
                     Some(Err(err)) => break Some(err),
                 };
                 let mut chunk = chunk;
+                self.count_downloaded(chunk.len() as u64);
                 if skip > 0 {
                     let n = (skip as usize).min(chunk.len());
                     chunk.advance(n);

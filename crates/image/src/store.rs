@@ -15,6 +15,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use husk_core::{Context as _, Error, ErrorKind, Result, RootfsLayers};
@@ -68,6 +69,8 @@ struct Inner {
     /// Layers and blobs to check again once no load runs (a removal found the store busy).
     gc_pending: Mutex<(BTreeSet<Digest>, BTreeSet<Digest>)>,
     registries: Registries,
+    /// Bytes of layers downloaded from registries since the store was opened (for the daemon's metrics).
+    downloaded: AtomicU64,
     _lock: File,
 }
 
@@ -117,6 +120,7 @@ impl ImageStore {
                 layer_locks: Mutex::new(HashMap::new()),
                 gc: Arc::new(GcGate::default()),
                 gc_pending: Mutex::new((BTreeSet::new(), BTreeSet::new())),
+                downloaded: AtomicU64::new(0),
                 _lock: lock,
             }),
         };
@@ -137,6 +141,17 @@ impl ImageStore {
     /// Registry clients, settings and credentials.
     pub fn registries(&self) -> &Registries {
         &self.inner.registries
+    }
+
+    /// Bytes of image layers downloaded from registries since the store was opened (what a registry sent again
+    /// when it ignored a resumed transfer's range counts too; layers already here count nothing).
+    pub fn bytes_downloaded(&self) -> u64 {
+        self.inner.downloaded.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` more bytes downloaded.
+    pub(crate) fn count_downloaded(&self, n: u64) {
+        self.inner.downloaded.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The blobs.

@@ -246,6 +246,9 @@ pub struct DaemonArgs {
     /// Authentication on the TCP listener: keystone (default) or none (one default project).
     #[arg(long)]
     pub auth: Option<String>,
+    /// Serve Prometheus metrics (GET /metrics) on this TCP address (e.g. 127.0.0.1:9518); off by default.
+    #[arg(long = "metrics-listen", value_name = "IP:PORT")]
+    pub metrics_listen: Option<String>,
     /// Check the configuration file (with these flags over it) and exit: 0 when the daemon would take it, else
     /// 1 with the key that is wrong and why. Starts nothing and needs no root.
     #[arg(long = "check-config")]
