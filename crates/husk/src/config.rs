@@ -890,6 +890,29 @@ max_concurrent_downloads = 2
     }
 
     #[test]
+    fn an_empty_cri_socket_flag_turns_the_cri_off() {
+        use clap::Parser;
+        let daemon = |argv: &[&str]| match crate::cli::args::Cli::try_parse_from(argv)
+            .expect("the arguments parse")
+            .command
+        {
+            crate::cli::args::Command::Daemon(a) => a,
+            _ => unreachable!(),
+        };
+        let mut config = DaemonConfig::default();
+        config.apply_flags(&daemon(&["husk", "daemon", "--cri-socket", ""]));
+        assert_eq!(config.cri_socket(), None);
+        let mut config = DaemonConfig::default();
+        config.apply_flags(&daemon(&[
+            "husk",
+            "daemon",
+            "--cri-socket",
+            "/run/x/cri.sock",
+        ]));
+        assert_eq!(config.cri_socket(), Some(PathBuf::from("/run/x/cri.sock")));
+    }
+
+    #[test]
     fn values_are_checked_after_the_flags() {
         let args = |config: &Path, mode: Option<&str>| DaemonArgs {
             config: config.to_path_buf(),

@@ -241,7 +241,8 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub listen: Option<String>,
     /// Unix socket of the Kubernetes CRI (default: cri.sock in the run root; "" turns it off).
-    #[arg(long, value_name = "PATH")]
+    // An OS-string parser: clap's path parser refuses the empty value that turns the CRI off.
+    #[arg(long, value_name = "PATH", value_parser = clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from))]
     pub cri_socket: Option<PathBuf>,
     /// Authentication on the TCP listener: keystone (default) or none (one default project).
     #[arg(long)]
