@@ -790,16 +790,7 @@ async fn supplemental_groups_policy_strict_leaves_out_the_images_groups() {
             "{policy:?}"
         );
     }
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    common::cri::stop_and_remove_pod(&mut rt, &pod).await;
     d.assert_no_leftovers();
 }
 
@@ -1739,16 +1730,7 @@ async fn image_volumes_show_another_image_read_only_and_keep_it_in_use() {
         !image_here(&mut img, &data_ref).await,
         "removed once unused"
     );
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    common::cri::stop_and_remove_pod(&mut rt, &pod).await;
     d.assert_no_leftovers();
 }
 
@@ -1797,15 +1779,6 @@ async fn masked_paths_cannot_be_run_or_read() {
         .unwrap()
         .into_inner();
     assert_ne!(write.exit_code, 0, "a read-only path was written");
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    common::cri::stop_and_remove_pod(&mut rt, &pod).await;
     d.assert_no_leftovers();
 }

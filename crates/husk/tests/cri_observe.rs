@@ -307,16 +307,7 @@ async fn container_limits_are_set_and_changed_through_the_cri() {
     assert!(bad.message().contains("cpuset_cpus"), "{}", bad.message());
     assert_eq!(read("cpu.shares").await, "256");
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    common::cri::stop_and_remove_pod(&mut rt, &pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -238,16 +238,7 @@ async fn the_cri_log_survives_a_restart(mut d: Daemon, handler: &str, lossless: 
         );
     }
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
+    common::cri::stop_and_remove_pod(&mut rt, &pod).await;
     d.assert_no_leftovers();
 }
 

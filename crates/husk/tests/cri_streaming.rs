@@ -346,16 +346,7 @@ async fn exec_attach_and_port_forward_stream_over_spdy_and_websocket() {
         .container_id;
     assert!(!late.is_empty());
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    common::cri::stop_and_remove_pod(&mut rt, &pod).await;
 }
 
 /// A plain GET of `url`; returns the answer's head.

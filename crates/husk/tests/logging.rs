@@ -168,16 +168,7 @@ async fn a_cri_calls_id_is_in_every_line_logged_for_it() {
     assert_eq!(request["fields"]["grpc_status"], 0);
     assert!(has(&ours, "husk_net", "cni plugin ran"), "{}", d.log());
 
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    common::cri::stop_and_remove_pod(&mut rt, &pod).await;
 }
 
 /// The fields of one datagram of the journal's native protocol: `KEY=value\n`, or `KEY\n`, a 64-bit

@@ -33,6 +33,20 @@ pub async fn channel(d: &Daemon) -> Channel {
         .expect("connect to the CRI socket")
 }
 
+/// Stops and removes pod `pod`, as kubelet does when it is done with it.
+pub async fn stop_and_remove_pod(rt: &mut RuntimeServiceClient<Channel>, pod: &str) {
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.to_string(),
+    })
+    .await
+    .expect("stop the pod");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.to_string(),
+    })
+    .await
+    .expect("remove the pod");
+}
+
 /// A pod's config with metadata, hostname, a label and an annotation.
 pub fn pod_config(name: &str) -> cri::PodSandboxConfig {
     cri::PodSandboxConfig {
