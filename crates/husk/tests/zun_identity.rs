@@ -278,13 +278,13 @@ fn tokens_are_issued_validated_and_revoked() {
     assert!(!text.contains("alice-pw-1"));
 }
 
-#[test]
-fn two_projects_never_see_each_other() {
+/// A daemon with the test's users, where alice (project p1) has run container `a-web`: the daemon, alice's and
+/// bob's (p2) tokens, and the created container as Zun shows it.
+fn alice_runs_a_web() -> (ZunDaemon, String, String, serde_json::Value) {
     let z = ZunDaemon::start("keystone", &[]);
     setup_users(&z);
     let alice = token(&z, "alice", "alice-pw-1", "p1").1;
     let bob = token(&z, "bob", "bob-pw-12", "p2").1;
-    let admin = token(&z, "root1", "root-pw-1", "p1").1;
     let (status, c) = call(
         &z,
         &alice,
@@ -293,6 +293,13 @@ fn two_projects_never_see_each_other() {
         Some(json!({"name": "a-web", "image": IMAGE, "command": ["sleep", "1000"]})),
     );
     assert_eq!(status, 202, "{c}");
+    (z, alice, bob, c)
+}
+
+#[test]
+fn two_projects_never_see_each_other() {
+    let (z, alice, bob, c) = alice_runs_a_web();
+    let admin = token(&z, "root1", "root-pw-1", "p1").1;
     let uuid = c["uuid"].as_str().unwrap().to_string();
     assert!(
         c.get("runtime").is_none() && c.get("host").is_none(),
@@ -418,18 +425,7 @@ fn two_projects_never_see_each_other() {
 /// and project: each is refused (403, or 404 as if it did not exist), and alice's objects are as they were.
 #[test]
 fn no_zun_route_reaches_another_projects_objects() {
-    let z = ZunDaemon::start("keystone", &[]);
-    setup_users(&z);
-    let alice = token(&z, "alice", "alice-pw-1", "p1").1;
-    let bob = token(&z, "bob", "bob-pw-12", "p2").1;
-    let (status, c) = call(
-        &z,
-        &alice,
-        "POST",
-        "/v1/containers?run=true",
-        Some(json!({"name": "a-web", "image": IMAGE, "command": ["sleep", "1000"]})),
-    );
-    assert_eq!(status, 202, "{c}");
+    let (z, alice, bob, c) = alice_runs_a_web();
     let container = c["uuid"].as_str().unwrap().to_string();
     let project = c["project_id"].as_str().unwrap().to_string();
     let running = || call(&z, &alice, "GET", "/v1/containers/a-web", None).1["status"] == "Running";

@@ -27,6 +27,11 @@ type Resizes = (mpsc::Receiver<(u16, u16)>, Option<(u16, u16)>);
 /// How long a handed-out URL stays valid.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 
+/// The largest WebSocket message (and frame) a client may send: keystrokes and pasted text, never more
+/// (tungstenite's defaults, 16 MiB frames and 64 MiB messages, would let one client make the daemon buffer that
+/// much).
+const MAX_WS_MESSAGE: usize = 1 << 20;
+
 /// What a WebSocket connection will be joined to.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -222,6 +227,8 @@ async fn join(
     };
     Ok(upgrade
         .protocols(["binary"])
+        .max_frame_size(MAX_WS_MESSAGE)
+        .max_message_size(MAX_WS_MESSAGE)
         .on_upgrade(move |socket| async move {
             splice(socket, stdio, resizes, close_stdin).await;
             if let Some(e) = exec_id {

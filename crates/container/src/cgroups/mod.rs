@@ -65,6 +65,26 @@ pub fn oom_kill_count(cgroup_path: &str) -> u64 {
     0
 }
 
+/// The cgroup (v1) lines of this process's mount table, read once: what a shim is given so that a container's
+/// start does not read the whole table again (see libcgroups' `seed_cgroup_mounts`).
+pub fn v1_mount_lines() -> &'static [String] {
+    static LINES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    LINES.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|table| {
+                table
+                    .lines()
+                    .filter(|l| {
+                        l.split_once(" - ")
+                            .is_some_and(|(_, t)| t.starts_with("cgroup "))
+                    })
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
 /// Directories the cgroup occupies on the host (one per v1 hierarchy, or one on v2); used to prove cleanup.
 pub fn cgroup_dirs(cgroup_path: &str) -> Vec<PathBuf> {
     let rel = cgroup_path.trim_start_matches('/');
@@ -502,6 +522,21 @@ pub fn swap_accounted_v1() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_mounts_given_to_a_process_are_used_instead_of_its_mount_table() {
+        for line in v1_mount_lines() {
+            assert!(line.contains(" - cgroup "), "{line}");
+        }
+        // A mount that is not in this host's table: seen only if the given lines are what libcgroups uses.
+        libcgroups::v1::util::seed_cgroup_mounts(&[
+            "99 30 0:99 / /nowhere/memory rw,nosuid - cgroup cgroup rw,memory",
+            "98 30 0:98 / /nowhere/unified rw - cgroup2 cgroup2 rw",
+        ]);
+        let mounts = libcgroups::v1::util::cgroup_mounts().unwrap();
+        let points: Vec<&Path> = mounts.iter().map(|m| m.mount_point.as_path()).collect();
+        assert_eq!(points, [Path::new("/nowhere/memory")]);
+    }
 
     #[test]
     fn net_dev_counters_are_summed_without_lo() {

@@ -260,6 +260,8 @@ pub fn run(config_path: &Path) -> i32 {
             return 1;
         }
     };
+    // Before libcontainer forks: its processes inherit the cgroup mounts instead of reading the mount table.
+    libcgroups::v1::util::seed_cgroup_mounts(&cfg.cgroup_mounts);
     match prepare(&cfg) {
         Ok((container, stdio, listener)) => {
             let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);

@@ -56,13 +56,30 @@ pub fn get_subsystem_mount_point(subsystem: &ControllerType) -> Result<PathBuf, 
 /// are forks of the process that made the manager): cgroup hierarchies are not remounted under a running
 /// container runtime, while the kernel formats the whole mount table, O(mounts), on every read.
 pub fn cgroup_mounts() -> Result<Vec<MountInfo>, V1MountPointError> {
-    static CGROUP_MOUNTS: std::sync::OnceLock<Vec<MountInfo>> = std::sync::OnceLock::new();
     if let Some(mounts) = CGROUP_MOUNTS.get() {
         return Ok(mounts.clone());
     }
     let mounts = read_cgroup_mounts()?;
     let _ = CGROUP_MOUNTS.set(mounts.clone());
     Ok(mounts)
+}
+
+/// husk patch: what [`cgroup_mounts`] read or was given.
+static CGROUP_MOUNTS: std::sync::OnceLock<Vec<MountInfo>> = std::sync::OnceLock::new();
+
+/// husk patch: gives [`cgroup_mounts`] the cgroup lines of a mount table the caller already read (a container
+/// runtime's daemon passes its own to the process it starts in the same mount namespace), so this process
+/// never reads the table. Lines that do not parse, or are not cgroup (v1) mounts, are left out; nothing is
+/// kept when none is left, and a second call changes nothing.
+pub fn seed_cgroup_mounts<S: AsRef<str>>(lines: &[S]) {
+    let mounts: Vec<MountInfo> = lines
+        .iter()
+        .filter_map(|l| MountInfo::from_line(l.as_ref()).ok())
+        .filter(|m| m.fs_type == "cgroup")
+        .collect();
+    if !mounts.is_empty() {
+        let _ = CGROUP_MOUNTS.set(mounts);
+    }
 }
 
 /// husk patch: the read behind [`cgroup_mounts`].
