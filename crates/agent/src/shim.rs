@@ -137,7 +137,7 @@ impl Maker {
             cri_log: None,
             // Nothing is written here; the host's daemon keeps the log within the limits.
             log_limits: Default::default(),
-            cgroup_mounts: husk_container::cgroups::v1_mount_lines().to_vec(),
+            cgroup_mounts: husk_container::cgroups::cgroup_mount_lines().to_vec(),
         };
         let shim_json =
             serde_json::to_vec_pretty(&shim).map_err(|e| Error::internal(e.to_string()))?;

@@ -883,7 +883,7 @@ impl LinuxDriver {
             seccomp_program: Some(self.ctr_dir(id).join("seccomp.bpf")),
             cri_log: config.cri_log_path.as_ref().map(PathBuf::from),
             log_limits: config.log,
-            cgroup_mounts: cgroups::v1_mount_lines().to_vec(),
+            cgroup_mounts: cgroups::cgroup_mount_lines().to_vec(),
         }
     }
 

@@ -65,9 +65,11 @@ pub fn oom_kill_count(cgroup_path: &str) -> u64 {
     0
 }
 
-/// The cgroup (v1) lines of this process's mount table, read once: what a shim is given so that a container's
-/// start does not read the whole table again (see libcgroups' `seed_cgroup_mounts`).
-pub fn v1_mount_lines() -> &'static [String] {
+/// The cgroup and cgroup2 lines of this process's mount table, read once (the kernel formats the whole table on
+/// every read, and cgroup file systems are not remounted under a running daemon): where [`stats`] finds the
+/// hierarchies, and what a shim is given so that a container's start does not read the table again (libcgroups'
+/// `seed_cgroup_mounts` keeps the v1 lines of it).
+pub fn cgroup_mount_lines() -> &'static [String] {
     static LINES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     LINES.get_or_init(|| {
         std::fs::read_to_string("/proc/self/mountinfo")
@@ -75,8 +77,9 @@ pub fn v1_mount_lines() -> &'static [String] {
                 table
                     .lines()
                     .filter(|l| {
-                        l.split_once(" - ")
-                            .is_some_and(|(_, t)| t.starts_with("cgroup "))
+                        l.split_once(" - ").is_some_and(|(_, t)| {
+                            t.starts_with("cgroup ") || t.starts_with("cgroup2 ")
+                        })
                     })
                     .map(String::from)
                     .collect()
@@ -525,8 +528,11 @@ mod tests {
 
     #[test]
     fn cgroup_mounts_given_to_a_process_are_used_instead_of_its_mount_table() {
-        for line in v1_mount_lines() {
-            assert!(line.contains(" - cgroup "), "{line}");
+        for line in cgroup_mount_lines() {
+            assert!(
+                line.contains(" - cgroup ") || line.contains(" - cgroup2 "),
+                "{line}"
+            );
         }
         // A mount that is not in this host's table: seen only if the given lines are what libcgroups uses.
         libcgroups::v1::util::seed_cgroup_mounts(&[

@@ -26,14 +26,10 @@ struct Hierarchies {
 const V1_CONTROLLERS: [&str; 4] = ["cpuacct", "memory", "pids", "blkio"];
 
 impl Hierarchies {
-    /// The hierarchies of this process's mount table, read on first use.
+    /// The hierarchies of this process's mount table (its cgroup lines, read once).
     fn of_this_process() -> &'static Hierarchies {
         static HIERARCHIES: OnceLock<Hierarchies> = OnceLock::new();
-        HIERARCHIES.get_or_init(|| {
-            std::fs::read_to_string("/proc/self/mountinfo")
-                .map(|t| Hierarchies::parse(&t))
-                .unwrap_or_default()
-        })
+        HIERARCHIES.get_or_init(|| Hierarchies::parse(&super::cgroup_mount_lines().join("\n")))
     }
 
     /// The first mount of each v1 controller and the first cgroup2 mount in `mountinfo` (the format of

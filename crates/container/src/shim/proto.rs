@@ -41,7 +41,7 @@ pub struct ShimConfig {
     /// How much of the log is kept: it is rotated within these limits.
     #[serde(default, skip_serializing_if = "husk_core::LogLimits::is_unbounded")]
     pub log_limits: husk_core::LogLimits,
-    /// The cgroup (v1) lines of the daemon's mount table (`/proc/self/mountinfo` form; the shim runs in the
+    /// The cgroup lines of the daemon's mount table (`/proc/self/mountinfo` form; the shim runs in the
     /// same mount namespace), so neither the shim nor libcontainer's processes read the whole table for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cgroup_mounts: Vec<String>,
