@@ -955,3 +955,113 @@ fn cpu_shares_and_cpusets_from_the_command_line() {
     d.husk(&["rm", "-f", &id]).ok();
     d.assert_no_leftovers();
 }
+
+/// The leak checker every test ends with (tests/common/leaks.rs) sees what a daemon leaves: a mount under its
+/// directories, a process naming them, a cgroup under its parent, an iptables rule naming one of its addresses.
+#[test]
+fn the_leak_checker_finds_what_is_left_behind() {
+    use std::os::unix::process::CommandExt;
+    let d = Daemon::start(&[]);
+    assert_eq!(d.leftovers(), Vec::<String>::new());
+    let base = d.dir.path().to_path_buf();
+    let (source, target) = (base.join("stray-src"), base.join("stray-mnt"));
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::create_dir_all(&target).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["--bind"])
+        .arg(&source)
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    // A process whose command line names the daemon's directory, as a shim's does.
+    let mut stray = std::process::Command::new("sleep")
+        .arg0(base.join("stray"))
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/pids")
+        .join(&d.cgroup_parent)
+        .join("stray");
+    let has_pids_v1 = std::path::Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists();
+    if has_pids_v1 {
+        std::fs::create_dir_all(&cgroup).unwrap();
+    }
+    let host = format!("{}.77/32", d.subnet.strip_suffix(".0/24").unwrap());
+    let rule = ["FORWARD", "-d", &host, "-j", "ACCEPT"];
+    let iptables = |op: &str| {
+        std::process::Command::new("iptables")
+            .args(["-w", op])
+            .args(rule)
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(iptables("-A"));
+
+    let left = d.leftovers();
+    let found = |what: &str| left.iter().any(|l| l.contains(what));
+    assert!(found(&format!("mount {}", target.display())), "{left:#?}");
+    assert!(found(&format!("process {}", stray.id())), "{left:#?}");
+    assert!(found(&host), "{left:#?}");
+    if has_pids_v1 {
+        assert!(found(&format!("cgroup {}", cgroup.display())), "{left:#?}");
+    }
+
+    let _ = stray.kill();
+    let _ = stray.wait();
+    assert!(iptables("-D"));
+    if has_pids_v1 {
+        std::fs::remove_dir(&cgroup).unwrap();
+    }
+    assert!(
+        std::process::Command::new("umount")
+            .arg(&target)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(d.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn a_rule_names_a_leaked_host_only_by_its_whole_address() {
+    let names = common::leaks::names_a_host_of;
+    assert!(names(
+        "-A CNI-DN-1 -p tcp --dport 8080 -j DNAT --to-destination 10.101.7.5:80",
+        "10.101.7"
+    ));
+    assert!(names(
+        "-A POSTROUTING -s 10.101.7.12/32 -m comment --comment \"x\" -j CNI-abc",
+        "10.101.7"
+    ));
+    assert!(!names(
+        "-A POSTROUTING -s 10.101.7.0/24 ! -o hk1 -j MASQUERADE",
+        "10.101.7"
+    ));
+    assert!(!names("-A X -d 110.101.7.5/32 -j ACCEPT", "10.101.7"));
+    assert!(!names("-A X -d 10.101.70.5/32 -j ACCEPT", "10.101.7"));
+    assert!(!names("-A X -d 10.101.7.128/25 -j ACCEPT", "10.101.7"));
+}
+
+#[test]
+fn fd_growth_names_what_grew_beyond_the_process_lifetime_handles() {
+    use common::leaks::{FdCensus, fd_growth};
+    let census = |items: &[(&str, usize)]| -> FdCensus {
+        items.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+    };
+    let baseline = census(&[("socket", 3), ("pipe", 2), ("/dev/null", 1)]);
+    assert!(fd_growth(&baseline, &baseline).is_empty());
+    assert!(fd_growth(&baseline, &census(&[("socket", 1), ("/", 1)])).is_empty());
+    assert_eq!(
+        fd_growth(
+            &baseline,
+            &census(&[("socket", 4), ("pipe", 2), ("/", 2), ("anon_inode", 1)])
+        ),
+        vec![
+            "1 more open fd(s) to /",
+            "1 more open fd(s) to anon_inode",
+            "1 more open fd(s) to socket"
+        ]
+    );
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cri;
+pub mod leaks;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -100,6 +101,8 @@ pub struct Daemon {
     /// For the docker driver: the engine's address and this daemon's instance name.
     pub docker: Option<(String, String)>,
     child: Option<Child>,
+    /// The daemon's open descriptors when it last came up (the leak checker's baseline).
+    fd_baseline: Option<leaks::FdCensus>,
 }
 
 /// What a CLI call returned.
@@ -235,6 +238,7 @@ impl Daemon {
             flags: flags.iter().map(|s| s.to_string()).collect(),
             dir,
             child: None,
+            fd_baseline: None,
         };
         std::fs::write(d.dir.path().join("none.toml"), config).unwrap();
         d
@@ -301,6 +305,7 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.husk(&["version"]).stdout.contains("Server: husk") {
+                self.fd_baseline = Some(leaks::fd_census(self.daemon_pid()));
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -383,121 +388,6 @@ impl Daemon {
         }
         f()
     }
-
-    /// Asserts that [`Self::leftovers`] becomes empty within 10 seconds (network teardown finishes in the
-    /// background after a removal returns).
-    pub fn assert_no_leftovers(&self) {
-        let clean = Daemon::eventually(Duration::from_secs(10), || self.leftovers().is_empty());
-        assert!(clean, "left behind: {:?}", self.leftovers());
-    }
-
-    /// What this daemon still has on the host: mounts under its directories, cgroups under its parent,
-    /// per-container and per-sandbox directories. Empty when everything was cleaned up.
-    pub fn leftovers(&self) -> Vec<String> {
-        let mut left = Vec::new();
-        let base = self.dir.path().to_string_lossy().to_string();
-        for line in std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-        {
-            if let Some(mp) = line.split_whitespace().nth(4)
-                && mp.starts_with(&base)
-            {
-                left.push(format!("mount {mp}"));
-            }
-        }
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-            let dir = hierarchy.path().join(&self.cgroup_parent);
-            if let Ok(children) = std::fs::read_dir(&dir) {
-                for c in children.flatten() {
-                    if c.path().is_dir() {
-                        left.push(format!("cgroup {}", c.path().display()));
-                    }
-                }
-            }
-        }
-        for sub in ["c", "s", "lc", "v"] {
-            if let Ok(entries) = std::fs::read_dir(self.run_root.join(sub)) {
-                for e in entries.flatten() {
-                    left.push(format!("run dir {}", e.path().display()));
-                }
-            }
-        }
-        // Engine objects of a docker-driver daemon.
-        if let Some((host, instance)) = &self.docker {
-            let out = Command::new("docker")
-                .args([
-                    "-H",
-                    host,
-                    "ps",
-                    "-aq",
-                    "--filter",
-                    &format!("label=io.husk.instance={instance}"),
-                ])
-                .output()
-                .expect("docker CLI");
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                left.push(format!("engine container {id}"));
-            }
-        }
-        // Network: veths on our bridge, cached attachments, IP allocations.
-        if let Ok(out) = Command::new("ip")
-            .args(["-o", "link", "show", "master", &self.bridge])
-            .output()
-        {
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                left.push(format!("veth {line}"));
-            }
-        }
-        for sub in ["attachments", "sandboxes"] {
-            if let Ok(entries) = std::fs::read_dir(self.root.join("net").join(sub)) {
-                for e in entries.flatten() {
-                    left.push(format!("network state {}", e.path().display()));
-                }
-            }
-        }
-        if let Ok(entries) = std::fs::read_dir(self.root.join("net").join("ipam")) {
-            for net in entries.flatten() {
-                for e in std::fs::read_dir(net.path())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                {
-                    let name = e.file_name().to_string_lossy().to_string();
-                    if name.parse::<std::net::IpAddr>().is_ok() {
-                        left.push(format!("IP allocation {}", e.path().display()));
-                    }
-                }
-            }
-        }
-        for dir in [
-            self.root.join("linux/c"),
-            self.root.join("linux/s"),
-            self.root.join("vm/c"),
-            self.root.join("docker/cri-logs"),
-        ] {
-            if let Ok(entries) = std::fs::read_dir(dir) {
-                for e in entries.flatten() {
-                    left.push(format!("state dir {}", e.path().display()));
-                }
-            }
-        }
-        // QEMU processes of a vm-driver daemon (their command lines name sockets under our run root).
-        let run = self.run_root.to_string_lossy().to_string();
-        for proc_dir in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(cmdline) = std::fs::read(proc_dir.path().join("cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains("qemu-system") && cmdline.contains(&run) {
-                left.push(format!(
-                    "QEMU process {}",
-                    proc_dir.file_name().to_string_lossy()
-                ));
-            }
-        }
-        left
-    }
 }
 
 impl Drop for Daemon {
@@ -511,7 +401,9 @@ impl Drop for Daemon {
                 eprintln!("{line}");
             }
         }
-        // Remove everything this daemon made even when the test failed: containers, sandboxes, then the daemon.
+        // Remove everything this daemon made even when the test failed: containers, sandboxes, then the daemon;
+        // then check that nothing of them is left (leaks.rs), and fail the test if something is.
+        let mut leaks = Vec::new();
         if self.child.is_some() {
             if let Ok(list) = std::process::Command::new(husk_bin())
                 .args(["ps", "-aq", "--no-trunc"])
@@ -532,7 +424,13 @@ impl Drop for Daemon {
                 }
             }
             // Network teardown finishes in the background: let it, so no CNI rule outlives the test.
-            let _ = Daemon::eventually(Duration::from_secs(10), || self.leftovers().is_empty());
+            let clean = Daemon::eventually(Duration::from_secs(10), || {
+                self.leftovers().is_empty() && self.fd_leaks().is_empty()
+            });
+            if !clean && !std::thread::panicking() {
+                leaks = self.leftovers();
+                leaks.extend(self.fd_leaks());
+            }
             self.kill9();
         }
         remove_bridge_rules(&self.bridge);
@@ -567,6 +465,10 @@ impl Drop for Daemon {
         for m in mounts {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
+        assert!(
+            leaks.is_empty(),
+            "the daemon left behind, after removing every container and sandbox: {leaks:#?}"
+        );
     }
 }
 
