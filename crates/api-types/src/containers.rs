@@ -517,6 +517,7 @@ impl ContainerView {
             Some(sb) => sb.runtime.network.clone(),
             None => rec.runtime.network.clone(),
         };
+        let port_bindings = published_ports(rec, sandbox);
         ContainerView {
             id: c.id.clone(),
             name: c.name.clone(),
@@ -551,12 +552,7 @@ impl ContainerView {
                 },
                 user: c.process.user.clone(),
                 env: c.process.env.clone(),
-                // Under husk's init the init's own arguments come first; users see their command.
-                cmd: if rec.init {
-                    c.process.args.iter().skip(2).cloned().collect()
-                } else {
-                    c.process.args.clone()
-                },
+                cmd: user_command(rec),
                 working_dir: c.process.cwd.clone(),
                 tty: c.process.tty,
                 open_stdin: c.process.stdin,
@@ -575,16 +571,8 @@ impl ContainerView {
                 cap_add: c.security.cap_add.clone(),
                 cap_drop: c.security.cap_drop.clone(),
                 readonly_rootfs: c.security.readonly_rootfs,
-                network_mode: match sandbox {
-                    Some(sb) => sb.config.network.mode().to_string(),
-                    None => c.network.mode().to_string(),
-                },
-                // The ports as published (host ports husk picked for -P included) when known.
-                port_bindings: match (&network, sandbox) {
-                    (Some(n), _) if !n.ports.is_empty() => n.ports.clone(),
-                    (_, Some(sb)) => sb.config.network.ports.clone(),
-                    _ => c.network.ports.clone(),
-                },
+                network_mode: network_mode(rec, sandbox),
+                port_bindings,
                 mounts: c.mounts.clone(),
                 init: rec.init,
                 ulimits: c.ulimits.clone(),
@@ -608,6 +596,113 @@ impl ContainerView {
                 .filter(|m| !(rec.init && m.destination == INIT_PATH))
                 .map(MountView::new)
                 .collect(),
+        }
+    }
+}
+
+/// The command a container runs, as its user gave it: under husk's init the init's own arguments come first.
+fn user_command(rec: &ContainerRecord) -> Vec<String> {
+    let args = &rec.config.process.args;
+    if rec.init {
+        args.iter().skip(2).cloned().collect()
+    } else {
+        args.clone()
+    }
+}
+
+/// A container's network mode: its sandbox's in sandbox mode.
+fn network_mode(rec: &ContainerRecord, sandbox: Option<&SandboxRecord>) -> String {
+    match sandbox {
+        Some(sb) => sb.config.network.mode().to_string(),
+        None => rec.config.network.mode().to_string(),
+    }
+}
+
+/// A container's ports as published (host ports husk picked for `-P` included) when known, else as asked.
+fn published_ports(rec: &ContainerRecord, sandbox: Option<&SandboxRecord>) -> Vec<PortMapping> {
+    let network = match sandbox {
+        Some(sb) => sb.runtime.network.as_ref(),
+        None => rec.runtime.network.as_ref(),
+    };
+    match (network, sandbox) {
+        (Some(n), _) if !n.ports.is_empty() => n.ports.clone(),
+        (_, Some(sb)) => sb.config.network.ports.clone(),
+        _ => rec.config.network.ports.clone(),
+    }
+}
+
+/// A container as a list shows it (`GET /husk/v1/containers?view=summary`, what `husk ps` asks for): the
+/// fields `ps` prints and filters on, a third of the size of a [`ContainerView`], as Docker's container list
+/// is a summary and its inspect the whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerSummary {
+    /// Full ID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Image reference as normalised.
+    pub image: String,
+    /// Image ID.
+    pub image_id: String,
+    /// `sandbox` or `standalone`.
+    pub mode: Mode,
+    /// The sandbox's ID (sandbox mode).
+    pub sandbox_id: Option<String>,
+    /// RFC 3339.
+    pub created: String,
+    /// The command as the user gave it.
+    pub command: Vec<String>,
+    /// Docker's status name.
+    pub status: ContainerStatus,
+    /// Last exit code.
+    pub exit_code: i32,
+    /// RFC 3339 or empty.
+    pub started_at: String,
+    /// RFC 3339 or empty.
+    pub finished_at: String,
+    /// Health check status (`starting`, `healthy`, `unhealthy`), for containers with a health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Published ports.
+    pub ports: Vec<PortMapping>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Each mount's volume name, or its source for other kinds.
+    pub mounts: Vec<String>,
+    /// Network mode.
+    pub network_mode: String,
+}
+
+impl ContainerSummary {
+    /// The summary of a stored container (with its sandbox, for the network).
+    pub fn new(rec: &ContainerRecord, sandbox: Option<&SandboxRecord>) -> ContainerSummary {
+        let c = &rec.config;
+        let exit = rec.exit.as_ref();
+        ContainerSummary {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            image: c.image.name.clone(),
+            image_id: c.image.id.clone(),
+            mode: rec.mode,
+            sandbox_id: rec.sandbox_id.clone(),
+            created: rec.created_at.clone(),
+            command: user_command(rec),
+            status: rec.status,
+            exit_code: exit.map_or(0, |e| e.code),
+            started_at: rec.started_at.clone(),
+            finished_at: exit.map(|e| e.finished_at.clone()).unwrap_or_default(),
+            health: rec.health.as_ref().map(|h| h.status.as_str().to_string()),
+            ports: published_ports(rec, sandbox),
+            labels: c.labels.clone(),
+            mounts: c
+                .mounts
+                .iter()
+                .filter(|m| !(rec.init && m.destination == INIT_PATH))
+                .map(MountView::new)
+                .map(|m| if m.name.is_empty() { m.source } else { m.name })
+                .collect(),
+            network_mode: network_mode(rec, sandbox),
         }
     }
 }

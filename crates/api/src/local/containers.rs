@@ -16,7 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use husk_api_types::{ContainerCreate, ContainerStats, ContainerView, ExecCreate, WaitCondition};
+use husk_api_types::{
+    ContainerCreate, ContainerStats, ContainerSummary, ContainerView, ExecCreate, WaitCondition,
+};
 use husk_core::stdio::BoxStdio;
 use husk_core::{Error, ExtractOptions, LogOptions, PathStat, Result};
 use husk_engine::Engine;
@@ -24,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tracing::Instrument;
 
-use super::{AllQuery, ApiResult, ForceQuery, ndjson, parse_body, tar};
+use super::{ApiResult, ForceQuery, ndjson, parse_body, tar};
 
 /// The routes under `/husk/v1/containers`, and `/husk/v1/events`.
 pub(super) fn routes() -> Router<Engine> {
@@ -81,30 +83,57 @@ pub(super) fn routes() -> Router<Engine> {
         .route("/husk/v1/containers/{id}/archive/stat", get(stat_path))
 }
 
-fn views(engine: &Engine, recs: Vec<husk_core::ContainerRecord>) -> Result<Vec<ContainerView>> {
+/// `?all=&view=` of the container list.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct ListQuery {
+    /// Stopped containers too.
+    all: bool,
+    /// How much of each container.
+    view: ListView,
+}
+
+/// How much of each container the list gives.
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum ListView {
+    /// [`ContainerView`]s, as `inspect`.
+    #[default]
+    Full,
+    /// [`ContainerSummary`]s: what `ps` shows.
+    Summary,
+}
+
+/// The containers, newest first, as full views or summaries (`?view=summary`).
+async fn list_containers(
+    State(engine): State<Engine>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
+    let recs = engine.list_containers(q.all)?;
     let sandboxes = engine.list_sandboxes()?;
     let sandboxes: std::collections::HashMap<&str, &husk_core::SandboxRecord> = sandboxes
         .iter()
         .map(|s| (s.config.id.as_str(), s))
         .collect();
-    Ok(recs
-        .iter()
-        .map(|r| {
-            let sb = r
-                .sandbox_id
-                .as_deref()
-                .and_then(|id| sandboxes.get(id).copied());
-            ContainerView::new(r, sb)
-        })
-        .collect())
-}
-
-async fn list_containers(
-    State(engine): State<Engine>,
-    Query(q): Query<AllQuery>,
-) -> ApiResult<Json<Vec<ContainerView>>> {
-    let recs = engine.list_containers(q.all)?;
-    Ok(Json(views(&engine, recs)?))
+    let sandbox_of = |r: &husk_core::ContainerRecord| {
+        r.sandbox_id
+            .as_deref()
+            .and_then(|id| sandboxes.get(id).copied())
+    };
+    Ok(match q.view {
+        ListView::Full => Json(
+            recs.iter()
+                .map(|r| ContainerView::new(r, sandbox_of(r)))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        ListView::Summary => Json(
+            recs.iter()
+                .map(|r| ContainerSummary::new(r, sandbox_of(r)))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+    })
 }
 
 async fn prune_containers(

@@ -1,6 +1,6 @@
 //! Tables and human-readable times and sizes, as Docker prints them.
 
-use husk_api_types::ContainerView;
+use husk_api_types::ContainerSummary;
 use husk_core::ContainerStatus;
 
 /// Docker's human duration (`5 seconds`, `About a minute`, `3 hours` ...).
@@ -29,13 +29,12 @@ pub fn seconds_since(time: &str) -> i64 {
 }
 
 /// `ps`'s STATUS column.
-pub fn status_text(c: &ContainerView) -> String {
-    let s = &c.state;
+pub fn status_text(s: &ContainerSummary) -> String {
     match s.status {
         ContainerStatus::Running => format!(
             "Up {}{}",
             human_duration(seconds_since(&s.started_at)),
-            health_suffix(c)
+            health_suffix(s)
         ),
         ContainerStatus::Paused => format!(
             "Up {} (Paused)",
@@ -59,8 +58,8 @@ pub fn status_text(c: &ContainerView) -> String {
 }
 
 /// ` (healthy)`, ` (unhealthy)`, ` (health: starting)`, or nothing without a health check.
-fn health_suffix(c: &ContainerView) -> String {
-    match c.state.health.as_ref().map(|h| h.status.as_str()) {
+fn health_suffix(c: &ContainerSummary) -> String {
+    match c.health.as_deref() {
         Some("starting") => " (health: starting)".into(),
         Some(status) => format!(" ({status})"),
         None => String::new(),

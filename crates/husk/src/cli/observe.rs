@@ -1,6 +1,8 @@
 //! Watching containers: `events`, `ps`, `inspect`, `top` and `stats`.
 
 use super::*;
+use husk_api_types::ContainerSummary;
+use husk_core::ContainerStatus;
 
 pub(super) async fn events(client: &Client, a: EventsArgs) -> Result<i32> {
     let mut filters: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -89,19 +91,55 @@ pub(super) fn event_matches(
     })
 }
 
-pub(super) fn matches_filters(c: &ContainerView, filters: &[(String, String)]) -> bool {
+/// What `ps --filter` looks at, in a full view (`--format json`) or a summary alike.
+struct FilterFields<'a> {
+    id: &'a str,
+    name: &'a str,
+    image: &'a str,
+    image_id: &'a str,
+    status: ContainerStatus,
+    sandbox_id: Option<&'a str>,
+    labels: &'a BTreeMap<String, String>,
+}
+
+impl<'a> From<&'a ContainerView> for FilterFields<'a> {
+    fn from(c: &'a ContainerView) -> Self {
+        FilterFields {
+            id: &c.id,
+            name: &c.name,
+            image: &c.image,
+            image_id: &c.image_id,
+            status: c.state.status,
+            sandbox_id: c.sandbox_id.as_deref(),
+            labels: &c.config.labels,
+        }
+    }
+}
+
+impl<'a> From<&'a ContainerSummary> for FilterFields<'a> {
+    fn from(c: &'a ContainerSummary) -> Self {
+        FilterFields {
+            id: &c.id,
+            name: &c.name,
+            image: &c.image,
+            image_id: &c.image_id,
+            status: c.status,
+            sandbox_id: c.sandbox_id.as_deref(),
+            labels: &c.labels,
+        }
+    }
+}
+
+fn matches_filters(c: FilterFields<'_>, filters: &[(String, String)]) -> bool {
     filters.iter().all(|(k, v)| match k.as_str() {
         "label" => match v.split_once('=') {
-            Some((lk, lv)) => c.config.labels.get(lk).is_some_and(|x| x == lv),
-            None => c.config.labels.contains_key(v),
+            Some((lk, lv)) => c.labels.get(lk).is_some_and(|x| x == lv),
+            None => c.labels.contains_key(v),
         },
         "name" => c.name.contains(v.as_str()),
         "id" => c.id.starts_with(v.as_str()),
-        "status" => c.state.status.as_str() == v,
-        "sandbox" => c
-            .sandbox_id
-            .as_deref()
-            .is_some_and(|s| s.starts_with(v.as_str())),
+        "status" => c.status.as_str() == v,
+        "sandbox" => c.sandbox_id.is_some_and(|s| s.starts_with(v.as_str())),
         "ancestor" => c.image.contains(v.as_str()) || c.image_id.contains(v.as_str()),
         _ => false,
     })
@@ -122,10 +160,19 @@ pub(super) async fn ps(client: &Client, a: PsArgs) -> Result<i32> {
         })
         .collect::<Result<_>>()?;
     let all = a.all || filters.iter().any(|(k, _)| k == "status");
-    let mut list: Vec<ContainerView> = client
-        .get(&format!("/husk/v1/containers?all={all}"))
+    if let OutputFormat::Json = a.format {
+        // JSON is the full view of each container, as `inspect` gives it.
+        let mut list: Vec<ContainerView> = client
+            .get(&format!("/husk/v1/containers?all={all}"))
+            .await?;
+        list.retain(|c| matches_filters(c.into(), &filters));
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    let mut list: Vec<ContainerSummary> = client
+        .get(&format!("/husk/v1/containers?all={all}&view=summary"))
         .await?;
-    list.retain(|c| matches_filters(c, &filters));
+    list.retain(|c| matches_filters(c.into(), &filters));
     if a.quiet {
         for c in &list {
             println!(
@@ -140,7 +187,7 @@ pub(super) async fn ps(client: &Client, a: PsArgs) -> Result<i32> {
         return Ok(0);
     }
     match &a.format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+        OutputFormat::Json => unreachable!("answered above"),
         OutputFormat::Template { text, table } => {
             let items: Vec<serde_json::Value> =
                 list.iter().map(|c| ps_fields(c, a.no_trunc)).collect();
@@ -186,8 +233,8 @@ pub(super) async fn ps(client: &Client, a: PsArgs) -> Result<i32> {
 
 /// A container as `ps` shows it: Docker's `ps --format` fields (`.ID`, `.Names`, `.Status` ...), husk's
 /// `.Mode` and `.Sandbox`; every value a string.
-pub(super) fn ps_fields(c: &ContainerView, no_trunc: bool) -> serde_json::Value {
-    let mut cmd = c.config.cmd.join(" ");
+pub(super) fn ps_fields(c: &ContainerSummary, no_trunc: bool) -> serde_json::Value {
+    let mut cmd = c.command.join(" ");
     if !no_trunc && cmd.chars().count() > 20 {
         cmd = cmd.chars().take(19).collect::<String>() + "…";
     }
@@ -201,13 +248,13 @@ pub(super) fn ps_fields(c: &ContainerView, no_trunc: bool) -> serde_json::Value 
             .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S %z UTC").to_string())
             .unwrap_or_default(),
         "RunningFor": format!("{} ago", format::human_duration(format::seconds_since(&c.created))),
-        "Ports": join(c.host_config.port_bindings.iter().map(|p| p.to_string()).collect()),
-        "State": c.state.status.to_string(),
+        "Ports": join(c.ports.iter().map(|p| p.to_string()).collect()),
+        "State": c.status.to_string(),
         "Status": status_text(c),
         "Names": c.name,
-        "Labels": join(c.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-        "Mounts": join(c.mounts.iter().map(|m| if m.name.is_empty() { m.source.clone() } else { m.name.clone() }).collect()),
-        "Networks": c.host_config.network_mode,
+        "Labels": join(c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        "Mounts": c.mounts.join(","),
+        "Networks": c.network_mode,
         "Mode": c.mode.to_string(),
         "Sandbox": c.sandbox_id.as_deref().map(id).unwrap_or_default(),
     })
