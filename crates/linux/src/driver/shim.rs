@@ -1,0 +1,128 @@
+//! The container's shim: its client and config, starting it, exec through it, and the exit status it records.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use husk_core::stdio::BoxStdio;
+use husk_core::{
+    ContainerConfig, ContainerRecord, Error, ErrorKind, ExitStatus, ProcessConfig, Result,
+};
+
+use husk_container::shim::{Request, ShimClient, ShimConfig, spawn_shim};
+use husk_container::spec::{NamespacePlan, SpecInput};
+use husk_container::{cgroups, spec, user};
+
+use super::LinuxDriver;
+
+impl LinuxDriver {
+    pub(super) fn shim(&self, id: &str) -> ShimClient {
+        ShimClient::new(self.ctr_run_dir(id).join("sock"))
+    }
+
+    pub(super) fn shim_config(&self, config: &ContainerConfig) -> ShimConfig {
+        let id = &config.id;
+        ShimConfig {
+            id: id.clone(),
+            bundle: self.ctr_dir(id),
+            state_root: self.config.run_root.join("lc"),
+            socket: self.ctr_run_dir(id).join("sock"),
+            log: self.log_path(id),
+            exit_file: self.exit_path(id),
+            work_dir: self.ctr_run_dir(id),
+            tty: config.process.tty,
+            stdin: config.process.stdin,
+            cgroup_path: self.cgroup_path(config),
+            seccomp_program: Some(self.ctr_dir(id).join("seccomp.bpf")),
+            cri_log: config.cri_log_path.as_ref().map(PathBuf::from),
+            log_limits: config.log,
+            cgroup_mounts: cgroups::cgroup_mount_lines().to_vec(),
+        }
+    }
+
+    pub(super) async fn start_shim(&self, id: &str) -> Result<i32> {
+        let dir = self.ctr_dir(id);
+        let _ = std::fs::remove_file(self.exit_path(id));
+        spawn_shim(
+            &self.sealed_exe.path(),
+            &dir.join("shim.json"),
+            &dir.join("shim.log"),
+        )
+        .await
+    }
+
+    /// Runs `process` in the container through its shim, killed after `deadline_ms` if given.
+    pub(super) async fn exec_process(
+        &self,
+        container: &ContainerRecord,
+        process: &ProcessConfig,
+        deadline_ms: Option<u64>,
+    ) -> Result<BoxStdio> {
+        let id = container.id();
+        let resolved_user = user::resolve_user_with_groups(
+            &self.rootfs(id),
+            &process.user,
+            &container.config.security.group_add,
+            container.config.security.groups_policy,
+        )?;
+        let input = SpecInput {
+            config: &container.config,
+            process,
+            rootfs: &self.rootfs(id),
+            namespaces: NamespacePlan::default(),
+            cgroup_path: self.cgroup_path(&container.config),
+            user: resolved_user,
+            etc_files: vec![],
+            shm: None,
+            daemon_capabilities: &self.daemon_capabilities,
+            cgroup_v2: self.cgroup_v2,
+        };
+        let process_json = spec::process_json(&input)?;
+        let (_, conn) = self
+            .shim(id)
+            .stream(&Request::Exec {
+                process: process_json,
+                stdin: process.stdin,
+                deadline_ms,
+            })
+            .await
+            .map_err(|e| {
+                if e.kind == ErrorKind::NotFound {
+                    Error::conflict(format!("container {} is not running", container.name()))
+                } else {
+                    e
+                }
+            })?;
+        Ok(Box::new(conn))
+    }
+
+    pub(super) fn log_path(&self, id: &str) -> PathBuf {
+        self.ctr_dir(id).join("ctr.log")
+    }
+
+    fn exit_path(&self, id: &str) -> PathBuf {
+        self.ctr_dir(id).join("exit.json")
+    }
+
+    /// The exit status of a container whose shim no longer answers: from the exit file, which a finishing shim
+    /// writes just before it stops listening (so give it a moment), or "lost" if the shim died without one.
+    pub(super) async fn exit_after_shim(&self, id: &str) -> ExitStatus {
+        for _ in 0..100 {
+            if let Some(exit) = self.read_exit(id) {
+                return exit;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ExitStatus {
+            code: 255,
+            finished_at: husk_core::now_rfc3339(),
+            reason: "the container's monitor (shim) died without recording an exit status".into(),
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn read_exit(&self, id: &str) -> Option<ExitStatus> {
+        std::fs::read(self.exit_path(id))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+}
