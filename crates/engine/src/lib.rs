@@ -40,10 +40,26 @@ pub(crate) use husk_api_types::volumes::{VolumeCreate, VolumePruneReport, Volume
 pub use scope::{DEFAULT_PROJECT, Scope};
 pub use volumes::VolumeRecord;
 
+/// Every failpoint of the engine, `OPERATION:STEP`. The conformance suite's crash matrix aborts the daemon at
+/// each one in turn on every driver (the operation names the scenario that reaches it), so a failpoint listed
+/// here is crash-tested without editing a test; a unit test checks that the list and the code agree.
+pub const FAILPOINTS: &[&str] = &[
+    "create_container:sandbox_ready",
+    "create_container:driver_created",
+    "remove_container:marked",
+    "commit_container:paused",
+    "create_sandbox:driver_created",
+    "remove_sandbox:driver_deleted",
+];
+
 /// Crash-testing hook: when the environment variable `HUSK_FAILPOINT` names this point, the daemon aborts here,
 /// as a power cut or `kill -9` would stop it. Tests use it to prove that every step of a multi-step operation
-/// is finished or rolled back by the next start.
+/// is finished or rolled back by the next start. `name` must be one of [`FAILPOINTS`].
 pub(crate) fn failpoint(name: &str) {
+    debug_assert!(
+        FAILPOINTS.contains(&name),
+        "failpoint {name} is not listed in FAILPOINTS"
+    );
     if std::env::var("HUSK_FAILPOINT").is_ok_and(|v| v == name) {
         eprintln!("husk: failpoint {name} reached: aborting");
         std::process::abort();
@@ -352,6 +368,27 @@ impl Engine {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// The failpoints the engine's code reaches, read from its source: `FAILPOINTS` must list exactly these.
+    #[test]
+    fn failpoints_lists_every_failpoint_in_the_code() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut used = Vec::new();
+        for file in std::fs::read_dir(&src).unwrap().flatten() {
+            let text = std::fs::read_to_string(file.path()).unwrap();
+            for (at, _) in text.match_indices("crate::failpoint(\"") {
+                let rest = &text[at + "crate::failpoint(\"".len()..];
+                used.push(rest[..rest.find('"').unwrap()].to_string());
+            }
+        }
+        used.sort();
+        let mut listed: Vec<String> = FAILPOINTS.iter().map(|p| p.to_string()).collect();
+        listed.sort();
+        assert_eq!(
+            used, listed,
+            "FAILPOINTS and the failpoint(...) calls differ"
+        );
+    }
     use async_trait::async_trait;
     use husk_core::stdio::BoxStdio;
     use husk_core::*;

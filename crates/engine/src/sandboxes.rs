@@ -145,6 +145,7 @@ impl Engine {
         };
         match made {
             Ok(runtime) => {
+                crate::failpoint("create_sandbox:driver_created");
                 sb.runtime = runtime;
                 sb.status = "ready".into();
                 self.inner.store.update(&sb)?;
@@ -275,6 +276,7 @@ impl Engine {
 
     pub(crate) async fn remove_sandbox_locked(&self, sb: &SandboxRecord) -> Result<()> {
         self.driver(&sb.driver)?.delete_sandbox(sb).await?;
+        crate::failpoint("remove_sandbox:driver_deleted");
         self.remove_sandbox_volumes(&sb.config.id).await?;
         self.inner.store.delete::<SandboxRecord>(&sb.config.id)?;
         self.forget_lock(&sb.config.id);
