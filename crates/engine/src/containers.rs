@@ -452,6 +452,7 @@ impl Engine {
         let runtime = driver.start_container(&rec, sandbox.as_ref()).await;
         self.observe_driver(driver.name(), DriverOperation::Start, started, &runtime);
         rec.runtime = runtime?;
+        crate::failpoint("start_container:driver_started");
         rec.status = ContainerStatus::Running;
         rec.started_at = husk_core::now_rfc3339();
         rec.stopped_by_user = false;
@@ -525,6 +526,7 @@ impl Engine {
                 .unwrap_or(DEFAULT_STOP_TIMEOUT) as u64,
         );
         let _ = driver.kill(rec, signal, false).await;
+        crate::failpoint("stop_container:signalled");
         if !self.wait_exit_event(&mut events, rec.id(), timeout).await {
             let _ = driver.kill(rec, 9, true).await;
             if !self

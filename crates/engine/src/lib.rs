@@ -46,6 +46,8 @@ pub use volumes::VolumeRecord;
 pub const FAILPOINTS: &[&str] = &[
     "create_container:sandbox_ready",
     "create_container:driver_created",
+    "start_container:driver_started",
+    "stop_container:signalled",
     "remove_container:marked",
     "commit_container:paused",
     "create_sandbox:driver_created",
