@@ -1065,3 +1065,47 @@ fn fd_growth_names_what_grew_beyond_the_process_lifetime_handles() {
         ]
     );
 }
+
+/// `kill -9` of a container's shim (its monitor): the container's processes are killed rather than left to run
+/// unmanaged, the container is reported exited with code 255 and why, and its removal leaves nothing behind.
+#[test]
+fn a_killed_shim_ends_its_container_with_a_reason() {
+    let d = Daemon::start(&[]);
+    let id = d
+        .husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])
+        .ok();
+    let pid = d.pid("c");
+    let shim = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.starts_with("husk\0shim\0") && c.contains(&id)
+            })
+        })
+        .expect("the container's shim");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        Daemon::eventually(
+            Duration::from_secs(10),
+            || d.inspect("c")["State"]["Status"] == "exited"
+        ),
+        "{}",
+        d.inspect("c")
+    );
+    let state = d.inspect("c")["State"].clone();
+    assert_eq!(state["ExitCode"], 255, "{state}");
+    assert!(state["Error"].as_str().unwrap().contains("shim"), "{state}");
+    assert!(
+        Daemon::eventually(Duration::from_secs(5), || !alive(pid)),
+        "the container's process was left running without its monitor"
+    );
+    d.husk(&["rm", "c"]).ok();
+    d.assert_no_leftovers();
+}

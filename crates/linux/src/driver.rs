@@ -424,14 +424,7 @@ impl Driver for LinuxDriver {
                 if let Some(exit) = self.read_exit(id) {
                     Ok(ObservedState::Exited(exit))
                 } else if self.ctr_dir(id).join("config.json").exists() {
-                    Ok(ObservedState::Exited(ExitStatus {
-                        code: 255,
-                        finished_at: husk_core::now_rfc3339(),
-                        reason:
-                            "the container's monitor (shim) died without recording an exit status"
-                                .into(),
-                        ..Default::default()
-                    }))
+                    Ok(ObservedState::Exited(self.lost_with_its_shim(id).await))
                 } else {
                     Ok(ObservedState::Missing)
                 }

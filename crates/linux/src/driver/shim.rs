@@ -112,10 +112,32 @@ impl LinuxDriver {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.lost_with_its_shim(id).await
+    }
+
+    /// The exit of a container whose shim died without recording one (`kill -9` of the shim): its processes
+    /// would run on unmanaged, their output unread, so they are killed (as containerd does when a shim dies),
+    /// and the container is reported exited with code 255 and why.
+    pub(super) async fn lost_with_its_shim(&self, id: &str) -> ExitStatus {
+        let cgroup = self.recorded_cgroup(id);
+        for _ in 0..100 {
+            let pids = cgroups::procs(&cgroup);
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::warn!(container = %id, "the container's shim died without recording an exit; its processes were killed");
         ExitStatus {
             code: 255,
             finished_at: husk_core::now_rfc3339(),
-            reason: "the container's monitor (shim) died without recording an exit status".into(),
+            reason: "the container's monitor (shim) died without recording an exit status; its processes were killed".into(),
             ..Default::default()
         }
     }
