@@ -78,6 +78,9 @@ impl Engine {
         if let Err(e) = self.record_exit(&mut rec, exit) {
             warn!(container = id, "record exit: {e}");
         }
+        if let Some(sandbox) = &rec.sandbox_id {
+            self.recheck_sandbox(sandbox).await;
+        }
         if rec
             .restart_policy
             .should_restart(code, rec.restart_count, rec.stopped_by_user)
@@ -98,6 +101,30 @@ impl Engine {
                         warn!(container = %id, "auto-remove: {e}");
                     }
                 });
+            }
+        }
+    }
+
+    /// After an exit in a sandbox: a sandbox that died under its containers (its pause process killed, its VM
+    /// gone) is marked `notready`, so `sandbox ls` and the CRI say so and no container is started into it.
+    async fn recheck_sandbox(&self, id: &str) {
+        let Ok(Some(mut sb)) = self.inner.store.get::<SandboxRecord>(id) else {
+            return;
+        };
+        if sb.status != "ready" {
+            return;
+        }
+        let Ok(driver) = self.driver(&sb.driver) else {
+            return;
+        };
+        if let Ok(false) = driver.sandbox_alive(&sb).await {
+            warn!(
+                sandbox = id,
+                "the sandbox died under its containers; marked not ready"
+            );
+            sb.status = "notready".into();
+            if let Err(e) = self.inner.store.update(&sb) {
+                warn!(sandbox = id, "record the sandbox as not ready: {e}");
             }
         }
     }

@@ -1109,3 +1109,54 @@ fn a_killed_shim_ends_its_container_with_a_reason() {
     d.husk(&["rm", "c"]).ok();
     d.assert_no_leftovers();
 }
+
+/// `kill -9` of a shared-PID sandbox's pause process ends the PID namespace and with it every container of the
+/// sandbox: they are reported exited, the sandbox not ready, a start into it is refused naming why, and removing
+/// the sandbox leaves nothing behind.
+#[test]
+fn a_killed_pause_process_leaves_its_sandbox_not_ready() {
+    let d = Daemon::start(&[]);
+    d.husk(&["sandbox", "create", "--name", "pod", "--share-pid"])
+        .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--sandbox",
+        "pod",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let pause: serde_json::Value =
+        serde_json::from_str(&d.husk(&["sandbox", "inspect", "pod"]).ok()).unwrap();
+    let pause = pause[0]["Pid"].as_i64().expect("pause pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pause),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.husk(&["sandbox", "inspect", "pod"]).ok()).unwrap();
+        v[0]["Status"].as_str().unwrap_or_default().to_string()
+    };
+    assert!(
+        Daemon::eventually(Duration::from_secs(10), || status() == "notready"),
+        "sandbox status {}",
+        status()
+    );
+    assert_eq!(d.inspect("a")["State"]["Status"], "exited");
+    let start = d.husk(&["start", "a"]);
+    assert_ne!(start.code, 0);
+    assert!(
+        start.stderr.contains("sandbox pod is gone"),
+        "{}",
+        start.stderr
+    );
+    d.husk(&["sandbox", "rm", "-f", "pod"]).ok();
+    assert_eq!(d.husk(&["ps", "-aq"]).ok(), "");
+    d.assert_no_leftovers();
+}

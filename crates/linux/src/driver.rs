@@ -269,10 +269,15 @@ impl Driver for LinuxDriver {
 
     async fn sandbox_alive(&self, sandbox: &SandboxRecord) -> Result<bool> {
         let ns = self.sandbox_run_dir(&sandbox.config.id).join("ns");
-        Ok(
-            (sandbox.config.host_ipc || namespaces::is_pinned(&ns.join("ipc")))
-                && namespaces::is_pinned(&ns.join("uts")),
-        )
+        // A sandbox with a pause process (a shared PID namespace, or its own user namespace) dies with it: the
+        // PID namespace it held cannot be joined any more.
+        let pause_alive = match sandbox.runtime.pid {
+            Some(pid) if pid > 0 => is_pause_process(pid),
+            _ => true,
+        };
+        Ok(pause_alive
+            && (sandbox.config.host_ipc || namespaces::is_pinned(&ns.join("ipc")))
+            && namespaces::is_pinned(&ns.join("uts")))
     }
 
     async fn create_container(
@@ -612,4 +617,15 @@ impl Driver for LinuxDriver {
     fn rootfs_changes(&self, container: &ContainerRecord) -> Option<PathBuf> {
         Some(self.ctr_dir(container.id()).join("upper"))
     }
+}
+
+/// Whether `pid` is a live sandbox pause process (its command line is `husk sandbox-pause`, so a reused PID is
+/// not taken for it).
+fn is_pause_process(pid: i32) -> bool {
+    let live = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    });
+    live && std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c == b"husk\0sandbox-pause\0")
 }
