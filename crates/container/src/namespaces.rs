@@ -441,6 +441,18 @@ pub fn stop_pause(pause: &PauseProcess) {
     reap(&pause.pidfd);
 }
 
+/// Whether the process of `pidfd` has exited (its pidfd polls readable), without waiting.
+pub fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll(2) of one valid descriptor we own, with no timeout.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & (libc::POLLIN | libc::POLLHUP) != 0
+}
+
 /// Waits for the process behind `pidfd` (our child) to exit and reaps it.
 pub fn reap(pidfd: &OwnedFd) {
     // SAFETY: siginfo_t is plain data; waitid(P_PIDFD) on our own child's pidfd.
@@ -567,5 +579,22 @@ mod tests {
         remove_pinned(&ns_dir).unwrap();
         assert!(create_pinned(&ns_dir, "sbx-host", &["pid"]).is_err());
         remove_pinned(&ns_dir).unwrap();
+    }
+
+    #[test]
+    fn has_exited_tells_a_running_child_from_a_dead_one() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        // SAFETY: pidfd_open(2) of our own child; the result is a new descriptor we own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+        assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+        // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        assert!(!has_exited(&pidfd));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(has_exited(&pidfd));
     }
 }

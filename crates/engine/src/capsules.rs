@@ -206,12 +206,7 @@ impl Engine {
             }
             _ => husk_core::random_name().replace('_', "-"),
         };
-        if self
-            .inner
-            .store
-            .find::<CapsuleRecord>(&name)?
-            .is_some_and(|c| c.name == name)
-        {
+        if self.inner.store.named::<CapsuleRecord>(&name)?.is_some() {
             return Err(Error::conflict(format!(
                 "the capsule name {name:?} is already in use"
             )));

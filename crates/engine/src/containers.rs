@@ -53,12 +53,7 @@ impl Engine {
             }
             _ => husk_core::random_name(),
         };
-        if self
-            .inner
-            .store
-            .find::<ContainerRecord>(&name)?
-            .is_some_and(|c| c.config.name == name)
-        {
+        if self.inner.store.named::<ContainerRecord>(&name)?.is_some() {
             return Err(Error::conflict(format!(
                 "the container name {name:?} is already in use"
             )));

@@ -213,12 +213,7 @@ impl Engine {
             ));
         }
         let project = self.project(&req.project)?;
-        if self
-            .inner
-            .store
-            .find::<UserRecord>(&req.name)?
-            .is_some_and(|u| u.name == req.name)
-        {
+        if self.inner.store.named::<UserRecord>(&req.name)?.is_some() {
             return Err(Error::conflict(format!(
                 "the user name {:?} is already in use",
                 req.name

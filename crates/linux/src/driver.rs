@@ -271,8 +271,17 @@ impl Driver for LinuxDriver {
         let ns = self.sandbox_run_dir(&sandbox.config.id).join("ns");
         // A sandbox with a pause process (a shared PID namespace, or its own user namespace) dies with it: the
         // PID namespace it held cannot be joined any more.
-        let pause_alive = match sandbox.runtime.pid {
-            Some(pid) if pid > 0 => is_pause_process(pid),
+        let pidfd = self
+            .pauses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&sandbox.config.id)
+            .cloned();
+        let pause_alive = match (pidfd, sandbox.runtime.pid) {
+            // Started by this daemon: its pidfd turns readable when it exits (even before it has exec'd).
+            (Some(pidfd), _) => !namespaces::has_exited(&pidfd),
+            // Started by an earlier daemon: long since exec'd, so it is known by its command line.
+            (None, Some(pid)) if pid > 0 => is_pause_process(pid),
             _ => true,
         };
         Ok(pause_alive

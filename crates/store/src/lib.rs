@@ -212,6 +212,12 @@ impl Store {
         Tx { conn: &self.lock() }.find(key)
     }
 
+    /// The object with exactly this name (no ID or prefix match: a name that happens to be a prefix of
+    /// several IDs is still only a name).
+    pub fn named<T: Object>(&self, name: &str) -> Result<Option<T>> {
+        Tx { conn: &self.lock() }.named(name)
+    }
+
     /// Every object of the kind.
     pub fn list<T: Object>(&self) -> Result<Vec<T>> {
         Tx { conn: &self.lock() }.list()
@@ -384,22 +390,27 @@ impl Tx<'_> {
         data.map(|d| Self::decode(&d)).transpose()
     }
 
+    /// See [`Store::named`].
+    pub fn named<T: Object>(&self, name: &str) -> Result<Option<T>> {
+        let data: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT data FROM objects WHERE kind = ?1 AND name = ?2",
+                params![T::KIND, name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| db_err(&format!("read {}", T::KIND), e))?;
+        data.map(|d| Self::decode(&d)).transpose()
+    }
+
     /// See [`Store::find`].
     pub fn find<T: Object>(&self, key: &str) -> Result<Option<T>> {
         if key.is_empty() {
             return Ok(None);
         }
-        let by_name: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT data FROM objects WHERE kind = ?1 AND name = ?2",
-                params![T::KIND, key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| db_err(&format!("read {}", T::KIND), e))?;
-        if let Some(d) = by_name {
-            return Self::decode(&d).map(Some);
+        if let Some(obj) = self.named(key)? {
+            return Ok(Some(obj));
         }
         if let Some(obj) = self.get(key)? {
             return Ok(Some(obj));
@@ -517,6 +528,24 @@ mod tests {
         assert!(s.delete::<Thing>("abc123").unwrap());
         assert!(!s.delete::<Thing>("abc123").unwrap());
         assert!(s.update(&t).is_err());
+    }
+
+    /// A new object's name may be any prefix of existing IDs: the name check looks at names only (`find`
+    /// would call the prefix ambiguous, and a create named `c` failed whenever two IDs began with `c`).
+    #[test]
+    fn a_name_that_prefixes_several_ids_is_only_a_name() {
+        let s = Store::open_in_memory().unwrap();
+        s.insert(&thing("c0ffee", "one", 1)).unwrap();
+        s.insert(&thing("c1a551", "two", 2)).unwrap();
+        assert!(s.find::<Thing>("c").is_err(), "ambiguous as a key");
+        assert!(s.named::<Thing>("c").unwrap().is_none());
+        s.insert(&thing("d00d", "c", 3)).unwrap();
+        assert_eq!(s.named::<Thing>("c").unwrap().unwrap().value, 3);
+        assert_eq!(
+            s.find::<Thing>("c").unwrap().unwrap().value,
+            3,
+            "a name wins"
+        );
     }
 
     #[test]
