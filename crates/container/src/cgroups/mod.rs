@@ -118,6 +118,18 @@ pub fn procs(cgroup_path: &str) -> Vec<i32> {
     Vec::new()
 }
 
+/// Sends SIGKILL to every process in the cgroup; returns how many there were.
+pub fn kill_all(cgroup_path: &str) -> usize {
+    let pids = procs(cgroup_path);
+    for &pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    pids.len()
+}
+
 /// Removes the cgroup's directory in every hierarchy, retrying while the kernel still tears exited processes
 /// down (`EBUSY`). A cgroup that is not there is not an error.
 pub fn remove(cgroup_path: &str) -> Result<()> {

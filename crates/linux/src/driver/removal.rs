@@ -33,12 +33,7 @@ impl ContainerFiles {
         husk_container::idmap::remove_idmapped(&self.idmapped)?;
         remove_dir(&self.libcontainer_state)?;
         if !cgroups::cgroup_dirs(&self.cgroup).is_empty() {
-            for pid in cgroups::procs(&self.cgroup) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            cgroups::kill_all(&self.cgroup);
             let c = self.cgroup.clone();
             husk_core::spawn_blocking(move || cgroups::remove(&c))
                 .await

@@ -121,15 +121,8 @@ impl LinuxDriver {
     pub(super) async fn lost_with_its_shim(&self, id: &str) -> ExitStatus {
         let cgroup = self.recorded_cgroup(id);
         for _ in 0..100 {
-            let pids = cgroups::procs(&cgroup);
-            if pids.is_empty() {
+            if cgroups::kill_all(&cgroup) == 0 {
                 break;
-            }
-            for pid in pids {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
