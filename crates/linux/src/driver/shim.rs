@@ -120,17 +120,24 @@ impl LinuxDriver {
     /// and the container is reported exited with code 255 and why.
     pub(super) async fn lost_with_its_shim(&self, id: &str) -> ExitStatus {
         let cgroup = self.recorded_cgroup(id);
+        let mut killed = false;
         for _ in 0..100 {
             if cgroups::kill_all(&cgroup) == 0 {
                 break;
             }
+            killed = true;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tracing::warn!(container = %id, "the container's shim died without recording an exit; its processes were killed");
+        let mut reason =
+            "the container's monitor (shim) died without recording an exit status".to_string();
+        if killed {
+            tracing::warn!(container = %id, "the container's shim died without recording an exit; its processes were killed");
+            reason.push_str("; its processes were killed");
+        }
         ExitStatus {
             code: 255,
             finished_at: husk_core::now_rfc3339(),
-            reason: "the container's monitor (shim) died without recording an exit status; its processes were killed".into(),
+            reason,
             ..Default::default()
         }
     }
