@@ -652,26 +652,12 @@ impl Driver for DockerDriver {
 
     async fn logs(&self, container: &ContainerRecord, options: &LogOptions) -> Result<LogStream> {
         let (id, _) = self.inspect_existing(container).await?;
-        let bounds = options.clone();
-        let name = container.name().to_string();
-        let mut seen = logs::Recent::default();
-        let stream = self
-            .docker
-            .logs(&id, Some(logs::query(options)))
-            .filter_map(move |item| {
-                let out = match item {
-                    Ok(chunk) => logs::entry(chunk)
-                        .filter(|(nanos, _)| logs::within(*nanos, &bounds))
-                        .filter(|(nanos, e)| seen.first_time(*nanos, &e.stream))
-                        .map(|(_, e)| Ok(e)),
-                    Err(e) => Some(Err(engine_error(
-                        format!("read the logs of container {name}"),
-                        e,
-                    ))),
-                };
-                futures::future::ready(out)
-            });
-        Ok(Box::pin(stream))
+        Ok(logs::stream(
+            self.docker.clone(),
+            id,
+            container.name().to_string(),
+            options.clone(),
+        ))
     }
 
     async fn stats(&self, container: &ContainerRecord) -> Result<Stats> {

@@ -4,10 +4,15 @@
 //! engine's `since`/`until` take whole seconds, so they are rounded outwards and the exact nanosecond bounds are
 //! applied here.
 
+use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::query_parameters::LogsOptions;
 use chrono::{DateTime, SecondsFormat, Utc};
-use husk_core::{LogEntry, LogOptions};
+use futures::StreamExt;
+use husk_core::{Error, LogEntry, LogOptions, LogStream};
+use tracing::warn;
+
+use crate::client::engine_error;
 
 const NANOS: i64 = 1_000_000_000;
 
@@ -126,11 +131,145 @@ impl Recent {
     }
 }
 
+/// The message of an engine's system-error frame (stream type 3: the engine's own failure, such as its json-file
+/// follower losing a file to rotation, `Error grabbing logs: ...`). The decoder knows only types 0-2 and hands
+/// such a frame over whole, header included, as console output.
+pub(crate) fn engine_failure(output: &LogOutput) -> Option<String> {
+    let LogOutput::Console { message } = output else {
+        return None;
+    };
+    if message.len() < 8 || message[0] != 3 || message[1..4] != [0, 0, 0] {
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(&message[8..])
+            .trim_end()
+            .to_string(),
+    )
+}
+
+/// How many times in a row a follower is re-opened after an engine failure without an entry in between.
+const RESUMES: u32 = 5;
+
+/// The engine's log stream of container `id` (`name` in errors) for `options`, as husk entries. A follower
+/// the engine gives up on (its json-file follower can lose a file as it rotates) is re-opened from the time of
+/// the last entry delivered; entries delivered already are dropped, so the reader sees each line once, in order.
+pub(crate) fn stream(docker: Docker, id: String, name: String, options: LogOptions) -> LogStream {
+    struct Reader {
+        docker: Docker,
+        id: String,
+        name: String,
+        options: LogOptions,
+        seen: Recent,
+        last: Option<i64>,
+        failures: u32,
+        open:
+            Option<futures::stream::BoxStream<'static, Result<LogOutput, bollard::errors::Error>>>,
+        done: bool,
+    }
+    impl Reader {
+        /// The query for the next opening: after a failure, everything since the last entry delivered.
+        fn next_query(&self) -> LogsOptions {
+            match self.last {
+                Some(nanos) if self.failures > 0 => query(&LogOptions {
+                    since_nanos: Some(self.options.since_nanos.map_or(nanos, |s| s.max(nanos))),
+                    tail: None,
+                    ..self.options.clone()
+                }),
+                _ => query(&self.options),
+            }
+        }
+    }
+    let reader = Reader {
+        docker,
+        id,
+        name,
+        options,
+        seen: Recent::default(),
+        last: None,
+        failures: 0,
+        open: None,
+        done: false,
+    };
+    Box::pin(futures::stream::unfold(reader, |mut r| async move {
+        if r.done {
+            return None;
+        }
+        loop {
+            let open = match &mut r.open {
+                Some(open) => open,
+                None => {
+                    let q = r.next_query();
+                    r.open.insert(r.docker.logs(&r.id, Some(q)).boxed())
+                }
+            };
+            let chunk = match open.next().await? {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    r.done = true;
+                    let e = engine_error(format!("read the logs of container {}", r.name), e);
+                    return Some((Err(e), r));
+                }
+            };
+            if let Some(failure) = engine_failure(&chunk) {
+                r.open = None;
+                if r.options.follow && r.failures < RESUMES {
+                    r.failures += 1;
+                    warn!(container = %r.name, "the engine's log follower failed ({failure}); following again");
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        20 * u64::from(r.failures),
+                    ))
+                    .await;
+                    continue;
+                }
+                r.done = true;
+                let e = Error::backend(format!(
+                    "read the logs of container {}: the engine says: {failure}",
+                    r.name
+                ));
+                return Some((Err(e), r));
+            }
+            let Some((nanos, entry)) = entry(chunk) else {
+                continue;
+            };
+            if !within(nanos, &r.options) || !r.seen.first_time(nanos, &entry.stream) {
+                continue;
+            }
+            r.last = Some(nanos);
+            r.failures = 0;
+            return Some((Ok(entry), r));
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
 
     use super::*;
+
+    #[test]
+    fn an_engine_failure_frame_is_told_from_output() {
+        let mut frame = vec![3, 0, 0, 0, 0, 0, 0, 47];
+        frame.extend_from_slice(b"Error grabbing logs: no such file or directory\n");
+        let failure = engine_failure(&LogOutput::Console {
+            message: Bytes::from(frame),
+        });
+        assert_eq!(
+            failure.as_deref(),
+            Some("Error grabbing logs: no such file or directory")
+        );
+        for output in [
+            LogOutput::Console {
+                message: Bytes::from_static(b"\x03 a terminal's line\n"),
+            },
+            LogOutput::StdOut {
+                message: Bytes::from_static(b"\x03\0\0\0\0\0\0\x01x"),
+            },
+        ] {
+            assert_eq!(engine_failure(&output), None, "{output:?}");
+        }
+    }
 
     #[test]
     fn bounds_round_outwards() {
