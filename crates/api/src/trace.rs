@@ -62,10 +62,24 @@ pub async fn request_span(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// For Zun's routes: the request's ID also in `x-openstack-request-id`, where OpenStack's clients look.
+tokio::task_local! {
+    /// The ID of the Zun request being served, for the error bodies that carry it.
+    static ZUN_REQUEST_ID: String;
+}
+
+/// The ID of the Zun request being served (inside [`openstack_request_id`]), for its error body.
+pub fn zun_request_id() -> Option<String> {
+    ZUN_REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// For Zun's routes: the request's ID also in `x-openstack-request-id`, where OpenStack's clients look, and in
+/// the `request_id` of an error body ([`zun_request_id`]).
 pub async fn openstack_request_id(request: Request, next: Next) -> Response {
     let id = request.extensions().get::<RequestId>().cloned();
-    let mut response = next.run(request).await;
+    let mut response = match &id {
+        Some(RequestId(id)) => ZUN_REQUEST_ID.scope(id.clone(), next.run(request)).await,
+        None => next.run(request).await,
+    };
     if let Some(value) = id.and_then(|RequestId(id)| HeaderValue::from_str(&id).ok()) {
         response
             .headers_mut()
@@ -85,6 +99,16 @@ mod tests {
     fn app() -> axum::Router {
         let zun = axum::Router::new()
             .route("/v1/things/{id}", get(|| async { "zun" }))
+            .route(
+                "/v1/missing",
+                get(|| async {
+                    crate::zun::error::ZunError::new(
+                        axum::http::StatusCode::NOT_FOUND,
+                        "not-found",
+                        "no such thing",
+                    )
+                }),
+            )
             .layer(axum::middleware::from_fn(openstack_request_id));
         traced(
             axum::Router::new()
@@ -120,6 +144,16 @@ mod tests {
         let r = call("/v1/things/a", &[("x-openstack-request-id", "req-abc")]).await;
         assert_eq!(header(&r, REQUEST_ID_HEADER), Some("req-abc"));
         assert_eq!(header(&r, OPENSTACK_REQUEST_ID_HEADER), Some("req-abc"));
+    }
+
+    #[tokio::test]
+    async fn a_zun_error_body_names_its_request() {
+        let r = call("/v1/missing", &[("x-openstack-request-id", "req-err")]).await;
+        assert_eq!(r.status(), 404);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["errors"][0]["request_id"], "req-err", "{body}");
+        assert_eq!(zun_request_id(), None, "only while a Zun request is served");
     }
 
     #[tokio::test]

@@ -24,7 +24,8 @@ pub struct ZunError {
 /// One entry of the error body.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorEntry {
-    /// Always empty (Zun leaves it so).
+    /// The request's ID, as in its `x-openstack-request-id` header (Zun itself leaves it empty; its clients
+    /// accept either).
     pub request_id: String,
     /// Machine-readable error name.
     pub code: String,
@@ -158,7 +159,7 @@ impl ZunError {
             .to_string();
         ErrorBody {
             errors: vec![ErrorEntry {
-                request_id: String::new(),
+                request_id: crate::trace::zun_request_id().unwrap_or_default(),
                 code: self.code.clone(),
                 status: self.status.as_u16(),
                 title: if server_side {

@@ -133,17 +133,30 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
-/// Reads a body of at most [`BODY_LIMIT`] bytes.
+/// Reads a body of at most [`BODY_LIMIT`] bytes. One declared larger (`Content-Length`) is refused before any
+/// of it is read: the client that waits for `100 Continue` never sends it, and none is left unread under the
+/// answer to reset the connection.
 pub async fn read_limited(request: Request) -> Result<bytes::Bytes, ZunError> {
+    let too_large = || {
+        ZunError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request-entity-too-large",
+            format!(
+                "The request body is over the limit of {BODY_LIMIT} bytes (or could not be read)"
+            ),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
     axum::body::to_bytes(request.into_body(), BODY_LIMIT)
         .await
-        .map_err(|_| {
-            ZunError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request-entity-too-large",
-                format!("The request body is over the limit of {BODY_LIMIT} bytes (or could not be read)"),
-            )
-        })
+        .map_err(|_| too_large())
 }
 
 impl JsonBody {
@@ -299,6 +312,27 @@ impl PartialOrd for SortValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_body_declared_too_large_is_refused_before_it_is_read() {
+        // A body that never comes: only the declared length can answer in time.
+        let never = futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+        let request = Request::builder()
+            .header("Content-Length", (BODY_LIMIT + 1).to_string())
+            .body(axum::body::Body::from_stream(never))
+            .unwrap();
+        let refused =
+            tokio::time::timeout(std::time::Duration::from_secs(5), read_limited(request))
+                .await
+                .expect("answered without reading")
+                .unwrap_err();
+        assert_eq!(refused.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let fits = Request::builder()
+            .header("Content-Length", "2")
+            .body(axum::body::Body::from("{}"))
+            .unwrap();
+        assert_eq!(read_limited(fits).await.unwrap(), "{}");
+    }
 
     #[test]
     fn python_booleans_and_unknown_parameters() {
