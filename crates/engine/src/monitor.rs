@@ -331,11 +331,11 @@ impl Engine {
             let Ok(driver) = self.driver(&sb.driver) else {
                 continue;
             };
-            let alive = driver.sandbox_alive(&sb).await.unwrap_or(false);
-            let status = if alive { "ready" } else { "notready" };
-            if sb.status != status {
+            // Only ever demoted: a sandbox stopped on purpose (the CRI's StopPodSandbox) keeps its namespaces
+            // alive but stays not ready across a restart.
+            if sb.status == "ready" && !driver.sandbox_alive(&sb).await.unwrap_or(false) {
                 let mut sb = sb;
-                sb.status = status.into();
+                sb.status = "notready".into();
                 self.inner.store.update(&sb)?;
             }
         }

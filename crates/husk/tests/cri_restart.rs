@@ -1,5 +1,6 @@
 //! The daemon dies (SIGKILL) and comes back while kubelet's pods run: the pods and containers are still there,
-//! in the same states, reachable by ExecSync and streaming, and stop and remove as usual, leaving nothing.
+//! in the same states, reachable by ExecSync and streaming, and stop and remove as usual, leaving nothing; a pod
+//! stopped before a restart is still not ready after it.
 
 mod common;
 
@@ -106,6 +107,21 @@ async fn pods_survive_a_daemon_restart_and_stay_manageable() {
         container_status(&mut rt, &id).await.state,
         cri::ContainerState::ContainerExited as i32
     );
+    // A stopped pod stays stopped across another restart (its namespaces live on until it is removed).
+    d.kill9();
+    d.spawn(&[]);
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let status = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, cri::PodSandboxState::SandboxNotready as i32);
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod.clone(),
     })
