@@ -210,3 +210,65 @@ fn the_daemon_serves_the_socket_systemd_passes() {
     );
     drop(listener);
 }
+
+/// `husk daemon` with `d`'s settings, run to its end (it must refuse to start): its exit code and error output.
+fn refused_start(d: &Daemon) -> (Option<i32>, String) {
+    let out = d
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A second daemon on a root in use, a damaged store and a store of a newer husk are each refused with an error
+/// that says so, and the store is left exactly as it was: never reset, never migrated down.
+#[test]
+fn the_daemon_refuses_a_root_in_use_and_a_store_it_cannot_trust() {
+    let mut d = Daemon::start_with(&["--driver", "linux"], "", false);
+    d.husk(&["volume", "create", "kept"]).ok();
+    let (code, err) = refused_start(&d);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "another husk daemon (pid {}) is already using",
+            d.daemon_pid()
+        )),
+        "{err}"
+    );
+    assert!(d.husk(&["volume", "ls", "-q"]).ok().contains("kept"));
+    assert!(d.terminate().success());
+
+    let db = d.root.join("husk.db");
+    assert!(
+        !d.root.join("husk.db-wal").exists(),
+        "a clean stop folds the log into the store"
+    );
+    let good = std::fs::read(&db).unwrap();
+    // A damaged header.
+    let mut damaged = good.clone();
+    damaged[..100].fill(0x5a);
+    // A newer husk's schema: the header's user version (bytes 60..64, big-endian) past any this husk knows.
+    let mut newer = good.clone();
+    newer[60..64].copy_from_slice(&1000u32.to_be_bytes());
+    for (bad, says) in [
+        (&damaged, "is damaged"),
+        (&newer, "newer than this husk knows"),
+    ] {
+        std::fs::write(&db, bad).unwrap();
+        let (code, err) = refused_start(&d);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains(says) && err.contains(&db.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(&std::fs::read(&db).unwrap(), bad, "the store was changed");
+    }
+    std::fs::write(&db, &good).unwrap();
+    d.spawn(&[]);
+    assert!(d.husk(&["volume", "ls", "-q"]).ok().contains("kept"));
+}

@@ -116,28 +116,83 @@ fn json_err(what: &str, e: serde_json::Error) -> Error {
     Error::internal(format!("store: {what}: {e}"))
 }
 
+/// How long the store waits for another process's write lock (when it opens, and at each change) before failing.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The error for `e`, met while `doing` on the store at `path`: a damaged or locked database says so, and what to do.
+fn open_err(path: &str, doing: &str, e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => damaged(path, &e.to_string()),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::conflict(format!(
+            "store: {path} is locked by another process (another husk daemon, or a tool with a write \
+             transaction open on it): stop it and start again"
+        )),
+        _ => db_err(&format!("{doing} {path}"), e),
+    }
+}
+
+/// The refusal to open a damaged store: husk never resets one, as that would forget every container it runs.
+fn damaged(path: &str, problem: &str) -> Error {
+    Error::internal(format!(
+        "store: {path} is damaged ({problem}); husk will not reset it (that would forget the containers it \
+         runs): restore it from a backup, or move it aside to start with an empty store"
+    ))
+}
+
 impl Store {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date. A store that is
+    /// damaged, locked by another process or of a newer schema is refused with an error that says so; it is
+    /// never reset or changed.
     pub fn open(path: &Path) -> Result<Store> {
-        let conn =
-            Connection::open(path).map_err(|e| db_err(&format!("open {}", path.display()), e))?;
-        Self::init(conn)
+        Self::open_waiting(path, LOCK_WAIT)
+    }
+
+    /// [`Store::open`], waiting at most `wait` for another process's write lock.
+    fn open_waiting(path: &Path, wait: std::time::Duration) -> Result<Store> {
+        let name = path.display().to_string();
+        let conn = Connection::open(path).map_err(|e| open_err(&name, "open", e))?;
+        Self::init(conn, &name, wait)
     }
 
     /// An in-memory database, for tests.
     pub fn open_in_memory() -> Result<Store> {
-        Self::init(Connection::open_in_memory().map_err(|e| db_err("open", e))?)
+        let conn = Connection::open_in_memory().map_err(|e| db_err("open", e))?;
+        Self::init(conn, ":memory:", LOCK_WAIT)
     }
 
-    fn init(conn: Connection) -> Result<Store> {
+    fn init(conn: Connection, name: &str, wait: std::time::Duration) -> Result<Store> {
+        conn.busy_timeout(wait)
+            .map_err(|e| open_err(name, "configure", e))?;
         // WAL keeps readers off writers' backs; NORMAL sync loses nothing when the process dies (only a power loss
         // can drop the last transactions).
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")
-            .map_err(|e| db_err("configure", e))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(|e| open_err(name, "configure", e))?;
+        // The write lock, taken and given back at once: a store another process holds is refused now, not at the
+        // first change a user asks for.
+        conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            .map_err(|e| open_err(name, "lock", e))?;
+        let problems: Vec<String> = {
+            let mut check = conn
+                .prepare("PRAGMA quick_check(5)")
+                .map_err(|e| open_err(name, "check", e))?;
+            let rows = check
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(|e| open_err(name, "check", e))?;
+            rows.collect::<std::result::Result<_, _>>()
+                .map_err(|e| open_err(name, "check", e))?
+        };
+        if problems != ["ok"] {
+            return Err(damaged(name, &problems.join("; ")));
+        }
+        conn.busy_timeout(LOCK_WAIT)
+            .map_err(|e| open_err(name, "configure", e))?;
         let store = Store {
             conn: Mutex::new(conn),
         };
-        store.migrate()?;
+        store.migrate(name)?;
         Ok(store)
     }
 
@@ -147,14 +202,15 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn migrate(&self) -> Result<()> {
+    fn migrate(&self, name: &str) -> Result<()> {
         let mut conn = self.lock();
         let version: usize = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| db_err("read schema version", e))?;
+            .map_err(|e| open_err(name, "read the schema version of", e))?;
         if version > MIGRATIONS.len() {
             return Err(Error::internal(format!(
-                "store: the database has schema version {version}, newer than this husk knows ({}); upgrade husk",
+                "store: {name} has schema version {version}, newer than this husk knows ({}): a newer husk wrote \
+                 it; upgrade husk (a store is never downgraded)",
                 MIGRATIONS.len()
             )));
         }
@@ -510,6 +566,80 @@ mod tests {
         }
     }
 
+    /// A store at `dir/husk.db` with `n` things in it, closed again (so its file holds everything).
+    fn store_file(dir: &Path, n: u32) -> std::path::PathBuf {
+        let path = dir.join("husk.db");
+        let store = Store::open(&path).unwrap();
+        for i in 0..n {
+            store
+                .insert(&thing(&format!("t{i}"), &format!("n{i}"), i))
+                .unwrap();
+        }
+        drop(store);
+        assert!(
+            !dir.join("husk.db-wal").exists(),
+            "closing folds the log in"
+        );
+        path
+    }
+
+    #[test]
+    fn a_damaged_store_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_file(dir.path(), 300);
+        let good = std::fs::read(&path).unwrap();
+        assert!(good.len() > 3 * 4096, "{} bytes", good.len());
+        // The header overwritten; then every page but the first.
+        let mut no_header = good.clone();
+        no_header[..100].fill(0x5a);
+        let mut no_pages = good.clone();
+        no_pages[4096..].fill(0xa5);
+        for bad in [no_header, no_pages] {
+            std::fs::write(&path, &bad).unwrap();
+            let e = Store::open(&path).unwrap_err();
+            assert!(e.message.contains("is damaged"), "{e}");
+            assert!(e.message.contains(&path.display().to_string()), "{e}");
+            assert_eq!(std::fs::read(&path).unwrap(), bad, "left as it was");
+        }
+        std::fs::write(&path, &good).unwrap();
+        assert_eq!(
+            Store::open(&path).unwrap().list::<Thing>().unwrap().len(),
+            300
+        );
+    }
+
+    #[test]
+    fn a_store_of_a_newer_husk_is_refused_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_file(dir.path(), 1);
+        let newer = MIGRATIONS.len() + 1;
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", newer)
+            .unwrap();
+        let e = Store::open(&path).unwrap_err();
+        assert!(e.message.contains("newer than this husk knows"), "{e}");
+        let version: usize = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, newer);
+    }
+
+    #[test]
+    fn a_store_another_process_holds_is_refused_until_it_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_file(dir.path(), 1);
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let wait = std::time::Duration::from_millis(200);
+        let e = Store::open_waiting(&path, wait).unwrap_err();
+        assert!(e.message.contains("is locked by another process"), "{e}");
+        holder.execute_batch("ROLLBACK").unwrap();
+        let store = Store::open_waiting(&path, wait).unwrap();
+        assert_eq!(store.list::<Thing>().unwrap().len(), 1);
+    }
+
     #[test]
     fn crud_and_lookup_by_name_id_and_prefix() {
         let s = Store::open_in_memory().unwrap();
@@ -656,18 +786,5 @@ mod tests {
         s.delete::<ContainerRecord>("c3").unwrap();
         assert_eq!(ids(&s, "s2"), ["c1", "c4"]);
         assert!(ids(&s, "nothing").is_empty());
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("husk.db");
-        drop(Store::open(&path).unwrap());
-        Connection::open(&path)
-            .unwrap()
-            .pragma_update(None, "user_version", 999)
-            .unwrap();
-        let e = Store::open(&path).unwrap_err();
-        assert!(e.message.contains("newer"), "{}", e.message);
     }
 }
