@@ -1,6 +1,7 @@
 //! Mount behaviour of the `linux` driver that goes beyond what every driver must do (the conformance suite
 //! covers that): read-only binds are read-only all the way down, bind propagation, image `VOLUME`s and
-//! `HEALTHCHECK`s, volume population, `cp` against a stopped container with a read-only root, image mounts.
+//! `HEALTHCHECK`s, volume population, `cp` against a stopped container with a read-only root, image mounts;
+//! and the daemon's root on a full disk.
 
 mod common;
 
@@ -472,4 +473,170 @@ fn nested_mounts_are_made_parents_first() {
         ])
         .ok();
     assert_eq!(out, "from the bind");
+}
+
+/// Whether `text` says the disk is full (the kernel's ENOSPC, or SQLite's "database or disk is full").
+fn says_disk_full(text: &str) -> bool {
+    text.contains("No space left on device") || text.contains("disk is full")
+}
+
+/// Fills the filesystem of `dir` with `dir/filler` until a write fails for want of space.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    loop {
+        if let Err(e) = file.write_all(&chunk).and_then(|_| file.sync_all()) {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+            return path;
+        }
+    }
+}
+
+/// The last number a `line N` log has so far.
+fn last_line(d: &Daemon, name: &str) -> u64 {
+    let tail = d.husk(&["logs", "--tail", "1", name]).ok();
+    tail.trim()
+        .strip_prefix("line ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a numbered line: {tail:?}"))
+}
+
+/// The daemon's root on a full filesystem: every operation that needs space (create, run, image load, cp,
+/// volume create, commit) fails with an error that says the disk is full and leaves nothing behind; a running
+/// container is never blocked by the log it cannot write; once space is freed everything works again, and the
+/// store is whole (the daemon restarts on it and finds everything).
+#[test]
+fn a_full_disk_fails_operations_clearly_and_loses_nothing() {
+    let mut d = Daemon::stopped(&["--driver", "linux"], "");
+    std::fs::create_dir_all(&d.root).unwrap();
+    let root = d.root.to_string_lossy().to_string();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs", &root])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    d.spawn(&[]);
+    let archive = common::busybox_archive();
+    d.husk(&["image", "load", "-i", archive.to_str().unwrap()])
+        .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.02; done",
+    ])
+    .ok();
+    d.husk(&["volume", "create", "vol"]).ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "vuser",
+        "--network",
+        "none",
+        "-v",
+        "vol:/data",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    // An image whose layer the store does not have, to load when the disk is full.
+    d.husk(&[
+        "exec",
+        "talker",
+        "sh",
+        "-c",
+        "head -c 3000000 /dev/urandom > /big",
+    ])
+    .ok();
+    d.husk(&["commit", "talker", "bigger"]).ok();
+    let saved = d.dir.path().join("bigger.tar");
+    d.husk(&["image", "save", "-o", saved.to_str().unwrap(), "bigger"])
+        .ok();
+    d.husk(&["rmi", "bigger"]).ok();
+
+    let filler = fill(&d.root);
+    let file = d.dir.path().join("file");
+    std::fs::write(&file, "data\n").unwrap();
+    let copy_in = format!("{}", file.display());
+    for args in [
+        &["create", "--name", "c2", "--network", "none", IMAGE, "true"][..],
+        &["run", "--rm", "--network", "none", IMAGE, "true"],
+        &["image", "load", "-i", saved.to_str().unwrap()],
+        &["cp", &copy_in, "talker:/file"],
+        &["volume", "create", "vol2"],
+        &["commit", "talker", "snapshot"],
+    ] {
+        let r = d.husk(args);
+        assert_ne!(r.code, 0, "{args:?} worked on a full disk");
+        assert!(says_disk_full(&r.stderr), "{args:?}: {}", r.stderr);
+    }
+    // A container writing to its volume meets the full disk itself.
+    let r = d.husk(&["exec", "vuser", "sh", "-c", "echo x > /data/f"]);
+    assert_ne!(r.code, 0);
+    assert!(says_disk_full(&r.stderr), "{}", r.stderr);
+    // Nothing half-made is left, and nothing else changed.
+    assert_eq!(d.husk(&["ps", "-aq"]).ok().lines().count(), 2);
+    assert_eq!(d.husk(&["volume", "ls", "-q"]).ok().trim(), "vol");
+    let images = d.husk(&["image", "ls", "-q"]).ok();
+    assert_eq!(images.lines().count(), 1, "{images}");
+    let staged: Vec<_> = std::fs::read_dir(d.root.join("images/tmp"))
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(staged.is_empty(), "partial downloads left: {staged:?}");
+    // The talker writes on, though its log cannot keep what it writes.
+    let talker = d.pid("talker");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(common::alive(talker));
+    assert_eq!(d.husk(&["exec", "talker", "true"]).code, 0);
+    let before = last_line(&d, "talker");
+
+    std::fs::remove_file(&filler).unwrap();
+    assert!(
+        Daemon::eventually(Duration::from_secs(10), || last_line(&d, "talker") > before),
+        "the log took nothing new after space was freed"
+    );
+    assert_eq!(
+        d.husk(&["run", "--rm", "--network", "none", IMAGE, "echo", "hi"])
+            .ok()
+            .trim(),
+        "hi"
+    );
+    d.husk(&["image", "load", "-i", saved.to_str().unwrap()])
+        .ok();
+    d.husk(&["cp", &copy_in, "talker:/file"]).ok();
+    assert_eq!(d.husk(&["exec", "talker", "cat", "/file"]).ok(), "data");
+    d.husk(&["volume", "create", "vol2"]).ok();
+    d.husk(&["commit", "talker", "snapshot"]).ok();
+
+    // The store is whole: a restart finds every container, volume and image.
+    assert!(d.terminate().success());
+    d.spawn(&[]);
+    assert_eq!(d.pid("talker"), talker, "still the same process");
+    assert_eq!(d.inspect("vuser")["State"]["Status"], "running");
+    let volumes = d.husk(&["volume", "ls", "-q"]).ok();
+    assert_eq!(volumes.lines().collect::<Vec<_>>(), ["vol", "vol2"]);
+    let sizes = d
+        .husk(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "bigger",
+            "wc",
+            "-c",
+            "/big",
+        ])
+        .ok();
+    assert_eq!(sizes.trim(), "3000000 /big");
+    assert_eq!(d.husk(&["image", "ls", "-q"]).ok().lines().count(), 3);
 }
