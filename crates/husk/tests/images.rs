@@ -687,3 +687,134 @@ fn pull_picks_the_platform_asked_for() {
     );
     assert_eq!(arch(&d), "arm64", "failed pulls changed nothing");
 }
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream` that cuts every connection once it has passed `cut_after`
+/// bytes of answers (in the middle of a large layer), as a failing network does; 0 passes everything.
+struct CuttingProxy {
+    /// `127.0.0.1:PORT`.
+    host: String,
+    cut_after: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CuttingProxy {
+    fn start(upstream: &str) -> CuttingProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let cut_after = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let cuts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let upstream = upstream.to_string();
+        let (limit, c) = (cut_after.clone(), cuts.clone());
+        // Threads of a test process: they end with it.
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut to_server, mut from_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_client, &mut to_server);
+                    let _ = to_server.shutdown(std::net::Shutdown::Write);
+                });
+                let (cut_after, cuts) = (limit.load(Ordering::SeqCst), c.clone());
+                std::thread::spawn(move || {
+                    let (mut server, mut client) = (server, client);
+                    let mut passed = 0;
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        let n = match server.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if cut_after > 0 && passed + n > cut_after {
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            let _ = client.write_all(&buf[..cut_after - passed]);
+                            break;
+                        }
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        passed += n;
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CuttingProxy {
+            host,
+            cut_after,
+            cuts,
+        }
+    }
+}
+
+/// A registry that drops the connection in the middle of a layer: a pull resumes where the layer broke off
+/// (HTTP ranges) and what runs is exactly what was pushed; a pull whose every try is cut fails with an error,
+/// keeps no part of the layer and makes no image.
+#[test]
+fn a_layer_cut_off_mid_way_is_resumed_or_refused_and_never_kept_in_part() {
+    use std::sync::atomic::Ordering;
+    let registry = Registry::start(None);
+    let d = Daemon::start(&[]);
+    // A 3 MB layer of random bytes (it does not compress), pushed, then gone from the daemon.
+    d.husk(&[
+        "run",
+        "--name",
+        "maker",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "head -c 3000000 /dev/urandom > /big && sha256sum /big",
+    ])
+    .ok();
+    let sum = d.husk(&["logs", "maker"]).ok();
+    let pushed = registry.reference("demo/big:1");
+    d.husk(&["commit", "maker", &pushed]).ok();
+    d.husk(&["push", "-q", &pushed]).ok();
+    d.husk(&["rm", "maker"]).ok();
+    d.husk(&["rmi", &pushed]).ok();
+    let proxy = CuttingProxy::start(&registry.host);
+    let through = format!("{}/demo/big:1", proxy.host);
+
+    // Every connection cut at 256 KiB: the download's tries (4) cannot bring 3 MB.
+    proxy.cut_after.store(256 << 10, Ordering::SeqCst);
+    let cut = d.husk(&["pull", "-q", &through]);
+    assert_ne!(
+        cut.code, 0,
+        "a pull with its layer cut worked: {}",
+        cut.stdout
+    );
+    assert!(proxy.cuts.load(Ordering::SeqCst) > 1);
+    assert!(
+        cut.stderr.contains("download failed after"),
+        "{}",
+        cut.stderr
+    );
+    assert!(!d.husk(&["image", "ls"]).ok().contains("demo/big"));
+    let staged: Vec<_> = std::fs::read_dir(d.root.join("images/tmp"))
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(staged.is_empty(), "part of a layer kept: {staged:?}");
+
+    // Cut at 1 MiB: each try brings a part, and the next one asks for the rest.
+    proxy.cuts.store(0, Ordering::SeqCst);
+    proxy.cut_after.store(1 << 20, Ordering::SeqCst);
+    d.husk(&["pull", "-q", &through]).ok();
+    assert!(proxy.cuts.load(Ordering::SeqCst) >= 2);
+    let ran = d.husk(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &through,
+        "sha256sum",
+        "/big",
+    ]);
+    assert_eq!(ran.ok(), sum);
+}
