@@ -94,7 +94,7 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     });
     let streams = tokio::spawn(streaming.clone().serve(stream_listener, stopped()));
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let incoming = accepted(listener);
     let metrics = engine.metrics().clone();
     let mut routes = tonic::service::Routes::builder();
     routes
@@ -120,4 +120,22 @@ pub async fn serve(
         .map_err(|e| Error::backend(format!("CRI server on {}: {e}", socket.display())));
     streams.abort();
     grpc
+}
+
+/// The connections `listener` accepts. A failed accept (out of descriptors: the connection stays queued, so the
+/// listener stays readable) is retried after a pause, never at once: tonic retries at once, and would spin.
+fn accepted(
+    listener: tokio::net::UnixListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::UnixStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => return Some((Ok(stream), listener)),
+                Err(e) => {
+                    tracing::warn!("accept on the CRI socket: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
 }

@@ -272,3 +272,116 @@ fn the_daemon_refuses_a_root_in_use_and_a_store_it_cannot_trust() {
     d.spawn(&[]);
     assert!(d.husk(&["volume", "ls", "-q"]).ok().contains("kept"));
 }
+
+/// The CPU time (user and system, in clock ticks) process `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command's closing parenthesis: state is the 3rd field, utime the 14th, stime the 15th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The number of descriptors process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// The daemon at its descriptor limit: clients past it wait in the sockets' queues while the daemon idles (no
+/// accept loop spins: tonic's own retries at once), nothing fails for good, and once descriptors come free every
+/// client is answered and the daemon holds no more than before (the leak checker).
+#[test]
+fn the_daemon_at_its_descriptor_limit_idles_and_recovers() {
+    use std::os::unix::net::UnixStream;
+    use std::os::unix::process::CommandExt;
+
+    common::require_root();
+    let mut d = Daemon::stopped(&["--driver", "linux"], "");
+    let mut cmd = d.command();
+    // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 160,
+                rlim_max: 160,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    d.adopt(cmd.spawn().expect("start husk daemon"));
+    d.wait_until_up();
+    let pid = d.daemon_pid();
+    // Idle connections until the daemon has no descriptor left; a few more wait in each socket's queue.
+    let cri_socket = d.run_root.join("cri.sock");
+    let mut held = Vec::new();
+    for _ in 0..170 {
+        held.push(UnixStream::connect(&d.socket).unwrap());
+    }
+    assert!(
+        Daemon::eventually(Duration::from_secs(10), || open_fds(pid) >= 159),
+        "the daemon has {} descriptors",
+        open_fds(pid)
+    );
+    for _ in 0..5 {
+        held.push(UnixStream::connect(&cri_socket).unwrap());
+    }
+    let waiting = {
+        let host = format!("unix://{}", d.socket.display());
+        std::thread::spawn(move || {
+            Command::new(husk_bin())
+                .arg("version")
+                .env("HUSK_HOST", host)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+    };
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    assert!(
+        used < per_second / 2,
+        "the daemon used {used} ticks of CPU in 2 s at its descriptor limit: an accept loop spins"
+    );
+    assert!(!waiting.is_finished(), "a client past the limit waits");
+
+    drop(held);
+    let answered = waiting.join().unwrap();
+    assert!(
+        String::from_utf8_lossy(&answered.stdout).contains("Server: husk"),
+        "{}",
+        String::from_utf8_lossy(&answered.stderr)
+    );
+    let archive = common::busybox_archive();
+    d.husk(&["image", "load", "-i", archive.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        d.husk(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            common::IMAGE,
+            "echo",
+            "hi"
+        ])
+        .ok(),
+        "hi"
+    );
+    // The CRI socket answers too: a gRPC client's first bytes get HTTP/2 settings back.
+    let mut cri = UnixStream::connect(&cri_socket).unwrap();
+    cri.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    use std::io::{Read, Write};
+    cri.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let mut frame = [0u8; 9];
+    cri.read_exact(&mut frame).unwrap();
+    assert_eq!(frame[3], 4, "a SETTINGS frame: {frame:?}");
+}
