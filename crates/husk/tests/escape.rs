@@ -540,3 +540,98 @@ fn a_mount_target_linking_out_of_the_root_stays_inside() {
     }
     d.assert_no_leftovers();
 }
+
+/// The unix sockets listening in the host's network namespace that belong to the daemon or to a process naming
+/// its directories (shims, pause processes): their paths, `@name` for abstract ones.
+fn husk_listening_sockets(d: &Daemon) -> Vec<String> {
+    let base = d.dir.path().to_string_lossy().to_string();
+    let daemon = d.daemon_pid().to_string();
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if pid != daemon && !String::from_utf8_lossy(&cmdline).contains(&base) {
+            continue;
+        }
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let link = std::fs::read_link(fd.path()).unwrap_or_default();
+            let link = link.to_string_lossy();
+            if let Some(inode) = link
+                .strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+            {
+                inodes.insert(inode.to_string());
+            }
+        }
+    }
+    // `Num RefCount Protocol Flags Type St Inode Path`; listening: the accept flag (0x10000), unconnected.
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let flags = u32::from_str_radix(f.get(3)?, 16).ok()?;
+            (flags & 0x10000 != 0 && inodes.contains(*f.get(6)?))
+                .then(|| f.get(7).unwrap_or(&"").to_string())
+        })
+        .collect()
+}
+
+/// CVE-2020-15257's class: no socket of the daemon, its shims or its pause processes can be reached from a
+/// container, not even one on the host's network (where abstract sockets would be): each listens on a path
+/// (none abstract), and no path is there inside the container.
+#[test]
+fn no_container_reaches_a_socket_of_the_daemon_or_its_shims() {
+    let d = Daemon::start(&["--driver", "linux"]);
+    d.husk(&["sandbox", "create", "--name", "pod"]).ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "in-pod",
+        "--sandbox",
+        "pod",
+        IMAGE,
+        "sleep",
+        "300",
+    ])
+    .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "on-host-net",
+        "--network",
+        "host",
+        IMAGE,
+        "sleep",
+        "300",
+    ])
+    .ok();
+    let sockets = husk_listening_sockets(&d);
+    assert!(
+        sockets.iter().any(|s| s == &d.socket.to_string_lossy()),
+        "the daemon's own socket is among those found: {sockets:?}"
+    );
+    assert!(
+        sockets.len() >= 3,
+        "the daemon's and the shims' sockets: {sockets:?}"
+    );
+    let abstract_or_unnamed: Vec<_> = sockets.iter().filter(|s| !s.starts_with('/')).collect();
+    assert!(abstract_or_unnamed.is_empty(), "{abstract_or_unnamed:?}");
+    for c in ["in-pod", "on-host-net"] {
+        for s in &sockets {
+            let r = d.husk(&["exec", c, "test", "-e", s]);
+            assert_ne!(r.code, 0, "{c} sees {s}");
+        }
+    }
+    eprintln!("husk's listening sockets: {sockets:#?}");
+}
