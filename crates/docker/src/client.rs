@@ -168,6 +168,31 @@ pub(crate) fn status(e: &BollardError) -> Option<u16> {
     }
 }
 
+/// Why the engine could not be reached at all (its socket refuses connections or is gone), if that is the error.
+fn connect_failure(e: &BollardError) -> Option<String> {
+    use std::error::Error as _;
+    let io = match e {
+        BollardError::HyperLegacyError { err } if err.is_connect() => {
+            let mut source = err.source();
+            let mut io = None;
+            while let Some(s) = source {
+                if let Some(found) = s.downcast_ref::<std::io::Error>() {
+                    io = Some(found);
+                }
+                source = s.source();
+            }
+            return Some(io.map_or_else(|| "cannot connect".to_string(), |io| io.to_string()));
+        }
+        BollardError::IOError { err } => err,
+        _ => return None,
+    };
+    matches!(
+        io.kind(),
+        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+    )
+    .then(|| io.to_string())
+}
+
 /// Turns an engine error met while doing `what` into husk's error, keeping its kind.
 pub(crate) fn engine_error(what: impl fmt::Display, e: BollardError) -> Error {
     let kind = match &e {
@@ -180,6 +205,12 @@ pub(crate) fn engine_error(what: impl fmt::Display, e: BollardError) -> Error {
         BollardError::RequestTimeoutError => ErrorKind::Timeout,
         _ => ErrorKind::Backend,
     };
+    if let Some(why) = connect_failure(&e) {
+        return Error::new(
+            ErrorKind::Backend,
+            format!("{what}: the Docker Engine is not answering ({why}): is dockerd running?"),
+        );
+    }
     let detail = match e {
         BollardError::DockerResponseServerError { message, .. } => message,
         other => other.to_string(),
@@ -269,6 +300,22 @@ mod tests {
             check_api("h", &SystemVersion::default()).unwrap_err().kind,
             ErrorKind::Backend
         );
+    }
+
+    #[test]
+    fn an_engine_that_is_not_there_is_named_as_such() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = engine_error("list containers", BollardError::IOError { err: refused });
+        assert_eq!(e.kind, ErrorKind::Backend);
+        assert!(
+            e.message
+                .starts_with("list containers: the Docker Engine is not answering ("),
+            "{}",
+            e.message
+        );
+        let other = std::io::Error::other("bad chunk");
+        let e = engine_error("read logs", BollardError::IOError { err: other });
+        assert!(!e.message.contains("not answering"), "{}", e.message);
     }
 
     #[test]

@@ -14,6 +14,11 @@ use crate::{Engine, EventKind};
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest delay between restarts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// First delay before asking again a driver that could not say whether a container runs; doubled each time up to
+/// [`UNANSWERED_MAX`].
+const UNANSWERED_FIRST: Duration = Duration::from_millis(250);
+/// Longest delay between such questions.
+const UNANSWERED_MAX: Duration = Duration::from_secs(5);
 
 impl Engine {
     /// Starts a task that waits for the container's main process to exit (once per container).
@@ -130,37 +135,62 @@ impl Engine {
     }
 
     /// After a broken wait: asks the backend what became of the container. Returns its exit, or `None` when it
-    /// was handled here (watched again because it still runs, or marked dead because it is gone).
+    /// was handled here (watched again because it still runs, marked dead because it is gone, or no longer
+    /// running in the store). A backend that cannot answer is asked again until it can.
     async fn recheck(&self, rec: &ContainerRecord) -> Option<ExitStatus> {
-        let lost = |why: String| ExitStatus {
-            code: 255,
-            finished_at: husk_core::now_rfc3339(),
-            reason: why,
-            ..Default::default()
-        };
         let driver = match self.driver(&rec.driver) {
             Ok(d) => d,
-            Err(e) => return Some(lost(format!("lost track: {e}"))),
+            Err(e) => {
+                return Some(ExitStatus {
+                    code: 255,
+                    finished_at: husk_core::now_rfc3339(),
+                    reason: format!("lost track: {e}"),
+                    ..Default::default()
+                });
+            }
         };
-        match driver.observe(rec).await {
-            Ok(ObservedState::Exited(exit)) => Some(exit),
-            Ok(
-                ObservedState::Running { .. }
-                | ObservedState::Paused { .. }
-                | ObservedState::Created,
-            ) => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                self.watch(rec);
-                None
+        // A driver that cannot answer (the docker driver's engine down or restarting) is asked again, less and
+        // less often, until it can: no exit is recorded without the backend saying so.
+        let mut pause = UNANSWERED_FIRST;
+        loop {
+            match driver.observe(rec).await {
+                Ok(ObservedState::Exited(exit)) => return Some(exit),
+                Ok(
+                    ObservedState::Running { .. }
+                    | ObservedState::Paused { .. }
+                    | ObservedState::Created,
+                ) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    self.watch(rec);
+                    return None;
+                }
+                Ok(ObservedState::Missing) => {
+                    self.mark_dead(
+                        rec.id(),
+                        "the container was removed from the backend behind husk's back",
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    if pause == UNANSWERED_FIRST {
+                        warn!(
+                            container = rec.id(),
+                            "cannot tell whether the container still runs ({e}); asking again until its driver answers"
+                        );
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(UNANSWERED_MAX);
+                    // Removed or recorded meanwhile (by a user's request, or a restart of the daemon's view).
+                    match self.inner.store.get::<ContainerRecord>(rec.id()) {
+                        Ok(Some(now))
+                            if matches!(
+                                now.status,
+                                ContainerStatus::Running | ContainerStatus::Paused
+                            ) => {}
+                        _ => return None,
+                    }
+                }
             }
-            Ok(ObservedState::Missing) => {
-                self.mark_dead(
-                    rec.id(),
-                    "the container was removed from the backend behind husk's back",
-                );
-                None
-            }
-            Err(e) => Some(lost(format!("lost track: {e}"))),
         }
     }
 
