@@ -210,6 +210,15 @@ pub trait Driver: Send + Sync + 'static {
     /// Whether the sandbox still exists in the backend (after a daemon restart).
     async fn sandbox_alive(&self, sandbox: &SandboxRecord) -> Result<bool>;
 
+    /// Brings back a sandbox that died (its pause process or infra container gone with a crash of the backend
+    /// or a reboot of the host) with the same ID and settings, so that the containers made in it can start
+    /// again; returns its new runtime. The default makes it anew: deletes what is left of it, then creates it,
+    /// which suits a driver whose containers find their sandbox by its ID alone.
+    async fn revive_sandbox(&self, sandbox: &SandboxRecord) -> Result<SandboxRuntime> {
+        self.delete_sandbox(sandbox).await?;
+        self.create_sandbox(&sandbox.config).await
+    }
+
     /// Makes a container real, created and not started. `sandbox` is set in sandbox mode.
     async fn create_container(
         &self,

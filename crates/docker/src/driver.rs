@@ -18,12 +18,12 @@ use bollard::query_parameters::{
 use futures::{Stream, StreamExt, TryStreamExt};
 use husk_core::{
     Capabilities, ContainerRecord, Error, ErrorKind, ExitStatus, ImageRef, NetworkStatus,
-    ObservedState, Result, SandboxConfig, SandboxRecord,
+    ObservedState, Result, SandboxConfig, SandboxRecord, SandboxRuntime,
 };
 use serde_json::json;
 use tokio_util::io::ReaderStream;
 
-use crate::client::{self, engine_error, status};
+use crate::client::{self, engine_error, is_local, status};
 use crate::config::{DockerDriverConfig, ImageSource};
 use crate::cri_log::CriLogs;
 use crate::labels::{self, Role};
@@ -96,6 +96,42 @@ pub struct EngineEvent {
 pub type EngineEvents = Pin<Box<dyn Stream<Item = Result<EngineEvent>> + Send>>;
 
 impl DockerDriver {
+    /// The runtime of sandbox `config` whose infra container `id` (named `name`) was just started.
+    pub(crate) async fn started_infra(
+        &self,
+        config: &SandboxConfig,
+        id: &str,
+        name: &str,
+    ) -> Result<SandboxRuntime> {
+        let inspect = self.inspect(id).await?.ok_or_else(|| {
+            Error::backend(format!(
+                "the infra container of sandbox {} vanished right after it started",
+                config.name
+            ))
+        })?;
+        let pid = inspect.state.as_ref().and_then(|s| s.pid).unwrap_or(0) as i32;
+        let mut namespaces = BTreeMap::new();
+        if is_local(&self.host) && pid > 0 {
+            // Not "uts": the engine cannot share it; each container gets its own, named like the sandbox.
+            let mut kinds = vec!["net"];
+            if !config.host_ipc {
+                kinds.push("ipc");
+            }
+            if config.share_pid && !config.host_pid {
+                kinds.push("pid");
+            }
+            for kind in kinds {
+                namespaces.insert(kind.to_string(), format!("/proc/{pid}/ns/{kind}"));
+            }
+        }
+        Ok(SandboxRuntime {
+            namespaces,
+            pid: Some(pid),
+            network: Some(network_status(&inspect, &config.network)),
+            driver_data: sandbox_data(id, name),
+        })
+    }
+
     /// Connects to the engine, checks that it answers and speaks API [`crate::MIN_API_VERSION`] or newer, and
     /// builds the infra image from the pause binary (it is loaded into the engine when first needed).
     pub async fn connect(config: DockerDriverConfig) -> Result<DockerDriver> {

@@ -1,6 +1,5 @@
 //! [`Driver`] for [`DockerDriver`]: each operation of the contract as engine API calls.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,9 +20,7 @@ use husk_core::{
 };
 
 use crate::client::{engine_error, is_local, status};
-use crate::driver::{
-    DockerDriver, container_data, exit_status, network_status, observed, sandbox_data,
-};
+use crate::driver::{DockerDriver, container_data, exit_status, observed};
 use crate::labels::{self, Role};
 use crate::sessions::{AttachSession, DETACH_KEYS, ExecSession, wait_exit_code};
 use crate::spec::{Placement, container_body};
@@ -240,33 +237,33 @@ impl Driver for DockerDriver {
                 e,
             ));
         }
-        let inspect = self.inspect(&id).await?.ok_or_else(|| {
-            Error::backend(format!(
-                "the infra container of sandbox {} vanished right after it started",
+        self.started_infra(config, &id, &name).await
+    }
+
+    async fn revive_sandbox(&self, sandbox: &SandboxRecord) -> Result<SandboxRuntime> {
+        // The containers joined the infra container's namespaces by its ID: it is started again, not remade.
+        let config = &sandbox.config;
+        let id = self.find_infra(sandbox).await?.ok_or_else(|| {
+            Error::conflict(format!(
+                "sandbox {} has no infra container in the engine any more: remove the container and create it \
+                 again",
                 config.name
             ))
         })?;
-        let pid = inspect.state.as_ref().and_then(|s| s.pid).unwrap_or(0) as i32;
-        let mut namespaces = BTreeMap::new();
-        if is_local(&self.host) && pid > 0 {
-            // Not "uts": the engine cannot share it; each container gets its own, named like the sandbox.
-            let mut kinds = vec!["net"];
-            if !config.host_ipc {
-                kinds.push("ipc");
-            }
-            if config.share_pid && !config.host_pid {
-                kinds.push("pid");
-            }
-            for kind in kinds {
-                namespaces.insert(kind.to_string(), format!("/proc/{pid}/ns/{kind}"));
-            }
-        }
-        Ok(SandboxRuntime {
-            namespaces,
-            pid: Some(pid),
-            network: Some(network_status(&inspect, &config.network)),
-            driver_data: sandbox_data(&id, &name),
-        })
+        self.docker.start_container(&id, None).await.map_err(|e| {
+            engine_error(
+                format!("start the infra container of sandbox {} again", config.name),
+                e,
+            )
+        })?;
+        let name = sandbox
+            .runtime
+            .driver_data
+            .get("engine_name")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        self.started_infra(config, &id, &name).await
     }
 
     async fn delete_sandbox(&self, sandbox: &SandboxRecord) -> Result<()> {

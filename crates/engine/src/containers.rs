@@ -434,14 +434,19 @@ impl Engine {
         by_user: bool,
     ) -> Result<ContainerRecord> {
         let driver = self.driver(&rec.driver)?;
-        let sandbox = self.sandbox_of(&rec)?;
+        let mut sandbox = self.sandbox_of(&rec)?;
         if let Some(sb) = &sandbox
             && !driver.sandbox_alive(sb).await?
         {
-            return Err(Error::conflict(format!(
-                "sandbox {} is gone; remove the container and create it again",
-                sb.config.name
-            )));
+            // A sandbox of its own (`run` in sandbox mode made it) comes back with the container, as a Docker
+            // container's namespaces do when it starts again after a reboot; a shared one is the pod's to remake.
+            if sb.owner_container.as_deref() != Some(rec.id()) {
+                return Err(Error::conflict(format!(
+                    "sandbox {} is gone; remove the container and create it again",
+                    sb.config.name
+                )));
+            }
+            sandbox = Some(self.revive_own_sandbox(sb, driver.as_ref()).await?);
         }
         let started = std::time::Instant::now();
         let runtime = driver.start_container(&rec, sandbox.as_ref()).await;
@@ -463,6 +468,25 @@ impl Engine {
         self.watch(&rec);
         self.start_health(&rec);
         Ok(rec)
+    }
+
+    /// Brings back the dead sandbox that belongs to one container (the caller holds that container's lock).
+    async fn revive_own_sandbox(
+        &self,
+        sb: &SandboxRecord,
+        driver: &dyn husk_core::Driver,
+    ) -> Result<SandboxRecord> {
+        let mut sb = sb.clone();
+        sb.runtime = driver.revive_sandbox(&sb).await.map_err(|e| {
+            Error::new(
+                e.kind,
+                format!("bring back sandbox {}: {}", sb.config.name, e.message),
+            )
+        })?;
+        sb.status = "ready".into();
+        self.inner.store.update(&sb)?;
+        tracing::info!(sandbox = %sb.config.id, "the container's own sandbox had died; brought back");
+        Ok(sb)
     }
 
     /// Stops a container: its stop signal, then SIGKILL after `timeout` seconds (default: its own, else 10).

@@ -157,7 +157,8 @@ impl Drop for PrivateEngine {
 /// `kill -9` of dockerd: while it is down, husk still reports the containers it cannot see as running (no exit
 /// is made up) and every request that needs the engine says the engine is not answering; when dockerd is back
 /// (it stops, without live-restore, what ran), husk records the exits the engine reports, the sandboxes are not
-/// ready, new containers run, and everything is removed without a trace.
+/// ready, new containers run, a container whose own sandbox it was starts again, and everything is removed
+/// without a trace.
 #[test]
 fn a_crashed_engine_is_waited_for_and_its_verdict_recorded() {
     let engine = PrivateEngine::start();
@@ -230,11 +231,13 @@ fn a_crashed_engine_is_waited_for_and_its_verdict_recorded() {
         d.husk(&["sandbox", "ls"]).ok().contains("notready")
     }));
     assert_eq!(d.husk(&["run", "--rm", IMAGE, "echo", "hi"]).ok(), "hi");
-    // The sandbox's infra container went with the engine: starting into it is refused, saying so (reviving a
-    // container's own sandbox is not done yet); removal takes everything (the leak checker at the drop).
-    let r = d.husk(&["start", "solo"]);
+    // A container's own sandbox comes back with it (its infra container started again); a shared one that went
+    // with the engine is refused, saying so. Removal takes everything (the leak checker at the drop).
+    d.husk(&["start", "solo"]).ok();
+    assert_eq!(d.husk(&["exec", "solo", "echo", "back"]).ok(), "back");
+    let r = d.husk(&["start", "inpod"]);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("sandbox solo is gone"), "{}", r.stderr);
-    d.husk(&["rm", "solo", "inpod"]).ok();
+    assert!(r.stderr.contains("sandbox pod is gone"), "{}", r.stderr);
+    d.husk(&["rm", "-f", "solo", "inpod"]).ok();
     d.husk(&["sandbox", "rm", "pod"]).ok();
 }

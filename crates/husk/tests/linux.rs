@@ -1160,3 +1160,56 @@ fn a_killed_pause_process_leaves_its_sandbox_not_ready() {
     assert_eq!(d.husk(&["ps", "-aq"]).ok(), "");
     d.assert_no_leftovers();
 }
+
+/// A container's own sandbox (the one `run` made for it) that died comes back when the container starts again,
+/// as a Docker container's namespaces do after a reboot: same hostname, a network address again.
+#[test]
+fn a_containers_own_sandbox_comes_back_when_it_starts_again() {
+    let d = Daemon::start(&[]);
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "solo",
+        "--share-pid",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let hostname = d.husk(&["exec", "solo", "hostname"]).ok();
+    let sandbox = |what: &str| -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.husk(&["sandbox", "inspect", "solo"]).ok()).unwrap();
+        v[0][what].clone()
+    };
+    let pause = sandbox("Pid").as_i64().expect("pause pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pause),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        Daemon::eventually(Duration::from_secs(10), || sandbox("Status") == "notready"),
+        "{}",
+        sandbox("Status")
+    );
+    assert_eq!(d.inspect("solo")["State"]["Status"], "exited");
+
+    d.husk(&["start", "solo"]).ok();
+    assert_eq!(sandbox("Status"), "ready");
+    assert_ne!(
+        sandbox("Pid").as_i64(),
+        Some(i64::from(pause)),
+        "a new pause process"
+    );
+    assert_eq!(d.husk(&["exec", "solo", "hostname"]).ok(), hostname);
+    let addresses = d
+        .husk(&["exec", "solo", "ip", "-4", "-o", "addr", "show", "eth0"])
+        .ok();
+    assert!(addresses.contains("inet "), "{addresses}");
+    // Its PID namespace is whole again: the new pause process is its PID 1.
+    let init = d.husk(&["exec", "solo", "cat", "/proc/1/cmdline"]).ok();
+    assert!(init.contains("pause"), "{init:?}");
+    d.husk(&["rm", "-f", "solo"]).ok();
+}

@@ -264,7 +264,14 @@ impl Driver for LinuxDriver {
     }
 
     async fn delete_sandbox(&self, sandbox: &SandboxRecord) -> Result<()> {
-        self.remove_sandbox(sandbox).await
+        self.remove_sandbox(sandbox, false).await
+    }
+
+    async fn revive_sandbox(&self, sandbox: &SandboxRecord) -> Result<SandboxRuntime> {
+        // What is left of it goes first, all of it (not in the background as on removal): the new sandbox pins
+        // its namespaces at the same paths, where the containers' bundles find them.
+        self.remove_sandbox(sandbox, true).await?;
+        self.make_sandbox(&sandbox.config).await
     }
 
     async fn sandbox_alive(&self, sandbox: &SandboxRecord) -> Result<bool> {

@@ -303,6 +303,14 @@ impl Driver for VmDriver {
             .is_some())
     }
 
+    async fn revive_sandbox(&self, sandbox: &SandboxRecord) -> Result<SandboxRuntime> {
+        Err(Error::unsupported(format!(
+            "the VM of sandbox {} is gone, and the containers made in its guest with it: remove the container \
+             and create it again",
+            sandbox.config.name
+        )))
+    }
+
     async fn create_container(
         &self,
         config: &ContainerConfig,

@@ -73,6 +73,29 @@ impl LinuxDriver {
         }
     }
 
+    /// The work that finishes a removal: the container's files, its network identity and pinned namespaces,
+    /// then its directories.
+    pub(super) fn removal_work(
+        &self,
+        owner: &str,
+        files: Option<ContainerFiles>,
+        ns_dir: PathBuf,
+        dirs: Vec<PathBuf>,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let networks = self.config.networks.clone();
+        let owner = owner.to_string();
+        async move {
+            if let Some(files) = files {
+                files.remove().await?;
+            }
+            remove_identity_blocking(networks, owner, ns_dir).await?;
+            for d in &dirs {
+                remove_dir(d)?;
+            }
+            Ok(())
+        }
+    }
+
     /// Finishes a removal in the background: removes a container's `files` (if given), disconnects the network
     /// (CNI DEL is the slow part, tens of milliseconds per plugin), unpins the namespaces and removes `dirs`. The
     /// caller's records are already gone; if the daemon stops first, [`Driver::remove_orphans`] finishes the job
@@ -85,21 +108,10 @@ impl LinuxDriver {
         ns_dir: PathBuf,
         dirs: Vec<PathBuf>,
     ) {
-        let networks = self.config.networks.clone();
+        let work = self.removal_work(owner, files, ns_dir, dirs);
         let owner = owner.to_string();
         self.removals.spawn(async move {
-            let result = async {
-                if let Some(files) = files {
-                    files.remove().await?;
-                }
-                remove_identity_blocking(networks, owner.clone(), ns_dir).await?;
-                for d in &dirs {
-                    remove_dir(d)?;
-                }
-                Ok::<_, Error>(())
-            }
-            .await;
-            if let Err(e) = result {
+            if let Err(e) = work.await {
                 tracing::warn!(owner = %owner, "finishing a removal: {e} (retried at the next daemon start)");
             }
         });

@@ -98,7 +98,7 @@ impl LinuxDriver {
 
     /// [`Driver::delete_sandbox`]: stops its pause process and removes what it had on the host (its network in
     /// the background).
-    pub(super) async fn remove_sandbox(&self, sandbox: &SandboxRecord) -> Result<()> {
+    pub(super) async fn remove_sandbox(&self, sandbox: &SandboxRecord, wait: bool) -> Result<()> {
         let id = &sandbox.config.id;
         let pause = self
             .pauses
@@ -134,8 +134,13 @@ impl LinuxDriver {
         let run_dir = self.sandbox_run_dir(id);
         unmount(&run_dir.join("shm"))?;
         remove_dir(&self.sandbox_dir(id))?;
-        self.finish_removal_later(id, None, run_dir.join("ns"), vec![run_dir]);
-        Ok(())
+        if wait {
+            self.removal_work(id, None, run_dir.join("ns"), vec![run_dir])
+                .await
+        } else {
+            self.finish_removal_later(id, None, run_dir.join("ns"), vec![run_dir]);
+            Ok(())
+        }
     }
 
     fn reap_pause_later(&self, sandbox_id: &str, pidfd: OwnedFd) {
