@@ -1213,3 +1213,137 @@ fn a_containers_own_sandbox_comes_back_when_it_starts_again() {
     assert!(init.contains("pause"), "{init:?}");
     d.husk(&["rm", "-f", "solo"]).ok();
 }
+
+/// What a reboot of the host takes from a stopped daemon, as far as a test can take it: every process of its
+/// containers and shims, every mount under its directories (the run root is a tmpfs at boot), its cgroups, its
+/// bridge and iptables rules.
+fn reboot_under(d: &Daemon) {
+    let base = d.dir.path().to_string_lossy().to_string();
+    let mut pids = Vec::new();
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let parent = hierarchy.path().join(&d.cgroup_parent);
+        for procs in walk_files(&parent, "cgroup.procs") {
+            let text = std::fs::read_to_string(procs).unwrap_or_default();
+            pids.extend(text.lines().filter_map(|l| l.parse::<i32>().ok()));
+        }
+    }
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&base) {
+            pids.push(pid);
+        }
+    }
+    for &pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(Daemon::eventually(Duration::from_secs(10), || pids
+        .iter()
+        .all(|p| !common::alive(*p))));
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&base))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&m)
+            .status();
+    }
+    std::fs::remove_dir_all(&d.run_root).unwrap();
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let parent = hierarchy.path().join(&d.cgroup_parent);
+        let mut dirs: Vec<std::path::PathBuf> = walk_files(&parent, "cgroup.procs")
+            .into_iter()
+            .filter_map(|p| p.parent().map(|p| p.to_path_buf()))
+            .collect();
+        dirs.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+        for dir in dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    common::remove_bridge_rules(&d.bridge);
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", &d.bridge])
+        .status();
+}
+
+/// Every file named `name` under `dir`, at any depth.
+fn walk_files(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            found.extend(walk_files(&path, name));
+        } else if e.file_name() == name {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// After a reboot of the host, as with Docker: a container with `--restart always` runs again by itself when the
+/// daemon starts, one without is exited and starts on `husk start`; each gets its own sandbox back, with a
+/// network address, and everything is removed without a trace.
+#[test]
+fn after_a_reboot_containers_start_again_as_with_docker() {
+    let mut d = Daemon::start(&[]);
+    for (name, restart) in [("always", "always"), ("manual", "no")] {
+        d.husk(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--restart",
+            restart,
+            IMAGE,
+            "sleep",
+            "1000",
+        ])
+        .ok();
+    }
+    let before = [d.pid("always"), d.pid("manual")];
+    assert!(d.terminate().success());
+    reboot_under(&d);
+    assert!(before.iter().all(|p| !common::alive(*p)));
+    assert!(!d.run_root.exists());
+    d.spawn(&[]);
+
+    let status = |name: &str| {
+        d.inspect(name)["State"]["Status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        Daemon::eventually(Duration::from_secs(20), || status("always") == "running"),
+        "{}",
+        d.inspect("always")["State"]
+    );
+    assert_ne!(d.pid("always"), before[0]);
+    assert_eq!(
+        status("manual"),
+        "exited",
+        "{}",
+        d.inspect("manual")["State"]
+    );
+    d.husk(&["start", "manual"]).ok();
+    for name in ["always", "manual"] {
+        let addresses = d
+            .husk(&["exec", name, "ip", "-4", "-o", "addr", "show", "eth0"])
+            .ok();
+        assert!(addresses.contains("inet "), "{name}: {addresses}");
+    }
+    d.husk(&["rm", "-f", "always", "manual"]).ok();
+}
