@@ -445,3 +445,88 @@ fn a_guest_container_reaches_only_a_read_only_agent() {
         );
     }
 }
+
+/// The QEMU processes whose command line names `needle`, by PID.
+fn qemu_pids(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| {
+            let pid = p.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains("qemu-system") && cmdline.contains(needle)).then_some(pid)
+        })
+        .collect()
+}
+
+/// `kill -9` of a sandbox VM's QEMU: its containers are reported exited (255) with the reason, the sandbox not
+/// ready, starting into it is refused saying why (for a container's own VM too: its containers went with the
+/// guest), and removal leaves nothing.
+#[test]
+fn a_killed_vm_ends_its_containers_with_a_reason() {
+    let d = vm_daemon();
+    d.husk(&["sandbox", "create", "--name", "pod"]).ok();
+    for name in ["a", "b"] {
+        d.husk(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--sandbox",
+            "pod",
+            IMAGE,
+            "sleep",
+            "1000",
+        ])
+        .ok();
+    }
+    d.husk(&["run", "-d", "--name", "solo", IMAGE, "sleep", "1000"])
+        .ok();
+    let sandbox_id = |name: &str| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.husk(&["sandbox", "inspect", name]).ok()).unwrap();
+        v[0]["Id"].as_str().expect("sandbox Id").to_string()
+    };
+    for sandbox in ["pod", "solo"] {
+        let qemu = qemu_pids(&sandbox_id(sandbox));
+        assert_eq!(qemu.len(), 1, "{sandbox}: one QEMU: {qemu:?}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(qemu[0]),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    for name in ["a", "b", "solo"] {
+        assert!(
+            Daemon::eventually(
+                Duration::from_secs(30),
+                || d.inspect(name)["State"]["Status"] == "exited"
+            ),
+            "{name}: {}",
+            d.inspect(name)["State"]
+        );
+        let state = d.inspect(name)["State"].clone();
+        assert_eq!(state["ExitCode"], 255, "{name}: {state}");
+        assert!(
+            state["Error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("the VM stopped"),
+            "{name}: {state}"
+        );
+    }
+    let sandboxes = d.husk(&["sandbox", "ls"]).ok();
+    assert_eq!(sandboxes.matches("notready").count(), 2, "{sandboxes}");
+    for (name, says) in [
+        ("a", "sandbox pod is gone"),
+        ("solo", "the VM of sandbox solo is gone"),
+    ] {
+        let r = d.husk(&["start", name]);
+        assert_ne!(r.code, 0, "{name}");
+        assert!(r.stderr.contains(says), "{name}: {}", r.stderr);
+    }
+    d.husk(&["rm", "a", "b", "solo"]).ok();
+    d.husk(&["sandbox", "rm", "pod"]).ok();
+    d.assert_no_leftovers();
+}
