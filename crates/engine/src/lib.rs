@@ -52,6 +52,8 @@ pub const FAILPOINTS: &[&str] = &[
     "commit_container:paused",
     "create_sandbox:driver_created",
     "remove_sandbox:driver_deleted",
+    "create_volume:dir_made",
+    "remove_volume:record_deleted",
 ];
 
 /// Crash-testing hook: when the environment variable `HUSK_FAILPOINT` names this point, the daemon aborts here,

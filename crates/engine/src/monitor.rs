@@ -370,6 +370,14 @@ impl Engine {
             }
         }
         self.remove_orphans().await;
+        match self.remove_orphan_volume_dirs() {
+            Ok(removed) => {
+                for what in removed {
+                    info!("removed orphan {what}");
+                }
+            }
+            Err(e) => warn!("look for orphan volume directories: {e}"),
+        }
         for mut rec in self.inner.store.list::<ContainerRecord>()? {
             let Ok(driver) = self.driver(&rec.driver) else {
                 warn!(container = rec.id(), driver = %rec.driver, "the container's driver is not configured; leaving it as is");

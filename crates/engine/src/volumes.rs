@@ -101,7 +101,6 @@ fn dir_is_empty(dir: &Path) -> Result<bool> {
         std::fs::read_dir(dir).map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
     Ok(entries.next().is_none())
 }
-
 impl Engine {
     /// `<root>/volumes`.
     pub(crate) fn volumes_root(&self) -> PathBuf {
@@ -176,6 +175,9 @@ impl Engine {
         let data = self.volume_dir(name).join("_data");
         mkdir(&self.volumes_root(), 0o700)?;
         mkdir(&data, 0o755)?;
+        // A crash from here until the record is in leaves a directory no record names: removed at the next
+        // start (`remove_orphan_volume_dirs`).
+        crate::failpoint("create_volume:dir_made");
         let rec = VolumeRecord {
             name: name.to_string(),
             driver: LOCAL_DRIVER.into(),
@@ -279,21 +281,46 @@ impl Engine {
         self.delete_volume(&v)
     }
 
-    /// Deletes a volume's data and record; the caller holds its lock and checked it is unused.
+    /// Deletes a volume's record, then its data; the caller holds its lock and checked it is unused. A crash in
+    /// between leaves a directory no record names, removed at the next start before anything can make a volume
+    /// of that name again: so a volume is always whole or gone, never there with part of its data.
     pub(crate) fn delete_volume(&self, v: &VolumeRecord) -> Result<()> {
+        self.inner.store.delete::<VolumeRecord>(&v.name)?;
+        crate::failpoint("remove_volume:record_deleted");
         let dir = self.volume_dir(&v.name);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::io(
-                    format!("remove volume {} ({})", v.name, dir.display()),
-                    e,
-                ));
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(volume = %v.name, "remove the volume's data in {}: {e} (retried at the next start)", dir.display());
+        }
+        Ok(())
+    }
+
+    /// At start: removes the directories in the volumes' directory that no volume record names (a create or a
+    /// removal cut short by a crash). Returns what it removed.
+    pub(crate) fn remove_orphan_volume_dirs(&self) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let root = self.volumes_root();
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return Ok(removed);
+        };
+        let names: std::collections::HashSet<String> = self
+            .inner
+            .store
+            .list::<VolumeRecord>()?
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && !names.contains(&name) {
+                match std::fs::remove_dir_all(entry.path()) {
+                    Ok(()) => removed.push(format!("volume directory {}", entry.path().display())),
+                    Err(e) => tracing::warn!("remove {}: {e}", entry.path().display()),
+                }
             }
         }
-        self.inner.store.delete::<VolumeRecord>(&v.name)?;
-        Ok(())
+        Ok(removed)
     }
 
     /// Removes unused anonymous volumes, and with `all` unused named ones too (never a sandbox's).

@@ -2476,6 +2476,23 @@ pub fn the_daemon_recovers_from_a_crash_at_every_failpoint(driver: &str) {
                 d.husk(&["sandbox", "create", "--name", "half"]).ok();
                 d.husk(&["sandbox", "rm", "-f", "half"])
             }
+            // A name of its own: `inspect` finds a volume too.
+            "create_volume" => d.husk(&["volume", "create", "halfvol"]),
+            "remove_volume" => {
+                d.husk(&["volume", "create", "halfvol"]).ok();
+                d.husk(&[
+                    "run",
+                    "--rm",
+                    "-v",
+                    "halfvol:/data",
+                    IMAGE,
+                    "sh",
+                    "-c",
+                    "echo kept > /data/f",
+                ])
+                .ok();
+                d.husk(&["volume", "rm", "halfvol"])
+            }
             other => panic!(
                 "no crash scenario for failpoint {point}: add one for operation {other} to this test"
             ),
@@ -2516,7 +2533,10 @@ pub fn the_daemon_recovers_from_a_crash_at_every_failpoint(driver: &str) {
                 Some("exited" | "created") => {
                     assert_ne!(d.husk(&["exec", "half", "true"]).code, 0, "{point}")
                 }
-                _ => panic!("{point}: an interrupted container that stays is whole: {status}"),
+                _ => panic!(
+                    "{point}: an interrupted container that stays is whole: {}",
+                    half.stdout
+                ),
             }
             d.husk(&["rm", "-f", "half"]).ok();
         }
@@ -2529,6 +2549,24 @@ pub fn the_daemon_recovers_from_a_crash_at_every_failpoint(driver: &str) {
             );
             d.husk(&["sandbox", "rm", "-f", "half"]).ok();
         }
+        // A volume is whole (its data all there) or gone (no directory left).
+        let volumes = d.root.join("volumes");
+        if d.husk(&["volume", "inspect", "halfvol"]).code == 0 {
+            let kept = volumes.join("halfvol/_data/f");
+            if point.starts_with("remove_volume") {
+                assert_eq!(
+                    std::fs::read_to_string(&kept).ok().as_deref(),
+                    Some("kept\n"),
+                    "{point}"
+                );
+            }
+            assert!(volumes.join("halfvol/_data").is_dir(), "{point}");
+            d.husk(&["volume", "rm", "halfvol"]).ok();
+        }
+        assert!(
+            !volumes.join("halfvol").exists(),
+            "{point}: a volume directory without a volume"
+        );
         d.husk(&["rm", "-f", "keeper"]).ok();
         let _ = d.husk(&["rmi", "crash/commit:1"]);
         assert_eq!(d.husk(&["ps", "-aq"]).ok(), "", "{point}");
