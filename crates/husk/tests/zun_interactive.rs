@@ -235,3 +235,64 @@ fn zun_exec_interactive_with_the_real_client() {
     );
     zun(&["delete", "--stop", "web"]).ok();
 }
+
+/// A WebSocket client that sends one binary message of `size` bytes and reports how the server answered: the
+/// close frame's status code (`CLOSED <code>`), `ENDED` when the connection ended without one, or `OPEN` when it
+/// was still open after `seconds`.
+const OVERSIZE_CLIENT: &str = r#"
+import sys, websocket
+url, size, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+ws = websocket.create_connection(url, subprotocols=["binary", "base64"], timeout=seconds)
+try:
+    ws.send_binary(b"x" * size)
+except Exception:
+    print("ENDED"); sys.exit(0)
+while True:
+    try:
+        opcode, data = ws.recv_data(control_frame=True)
+    except websocket.WebSocketTimeoutException:
+        print("OPEN"); sys.exit(0)
+    except Exception:
+        print("ENDED"); sys.exit(0)
+    if opcode == websocket.ABNF.OPCODE_CLOSE:
+        print("CLOSED", int.from_bytes(data[:2], "big") if len(data) >= 2 else 0); sys.exit(0)
+"#;
+
+/// A WebSocket message over the 1 MiB limit ends that connection (with "message too big", 1009, where the
+/// server can say so) and nothing else: the container runs on, the daemon serves, a new attach works.
+#[test]
+fn an_oversized_websocket_message_ends_only_its_connection() {
+    let z = ZunDaemon::start("none", &[]);
+    let (status, c) = z.send(
+        "POST",
+        "/v1/containers?run=true",
+        &json!({"name": "shell", "image": IMAGE, "command": ["sh"], "interactive": true, "tty": true}),
+    );
+    assert_eq!(status, 202, "{c}");
+    assert!(Daemon::eventually(Duration::from_secs(5), || z
+        .get("/v1/containers/shell")
+        .1["status"]
+        == "Running"));
+    let (_, url) = z.get("/v1/containers/shell/attach");
+    let out = Command::new(venv().join("bin/python"))
+        .args([
+            "-c",
+            OVERSIZE_CLIENT,
+            url.as_str().unwrap(),
+            &(2 << 20).to_string(),
+            "10",
+        ])
+        .output()
+        .expect("python websocket client");
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        said == "CLOSED 1009" || said == "ENDED",
+        "the server kept a connection past its message limit: {said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(z.get("/v1/containers/shell").1["status"], "Running");
+    let (_, url) = z.get("/v1/containers/shell/attach");
+    let (code, out) = ws_client(url.as_str().unwrap(), 3.0, &["echo still-$((40+2))\n"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("still-42"), "{out}");
+}
