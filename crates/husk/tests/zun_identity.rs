@@ -509,9 +509,16 @@ fn no_zun_route_reaches_another_projects_objects() {
                 // nothing learned.
                 let missing = request.replace(object, "not-there");
                 let (other, w) = call(&z, &bob, &method, &missing, body);
+                // Each answer names its own request.
+                let anonymous = |mut v: serde_json::Value| {
+                    if let Some(e) = v["errors"][0].as_object_mut() {
+                        e.remove("request_id");
+                    }
+                    v
+                };
                 assert_eq!(
-                    (other, &w),
-                    (status, &v),
+                    (other, anonymous(w)),
+                    (status, anonymous(v)),
                     "{method} {path}: its {status} depends on the object"
                 );
             } else {
