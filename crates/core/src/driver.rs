@@ -183,6 +183,12 @@ pub enum BackendChange {
         /// husk's container ID.
         container_id: String,
     },
+    /// A sandbox's process died on its own (its pause process killed, not removed by husk): the sandbox may no
+    /// longer hold its namespaces.
+    SandboxDied {
+        /// husk's sandbox ID.
+        sandbox_id: String,
+    },
 }
 
 /// A feed of [`BackendChange`]s.

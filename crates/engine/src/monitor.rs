@@ -269,6 +269,9 @@ impl Engine {
                                     engine.mark_dead(&container_id, "the container was removed from the backend behind husk's back");
                                 }
                             }
+                            Ok(husk_core::BackendChange::SandboxDied { sandbox_id }) => {
+                                engine.recheck_sandbox(&sandbox_id).await;
+                            }
                             Err(e) => {
                                 warn!(driver = driver.name(), "backend change feed: {e}");
                                 break;

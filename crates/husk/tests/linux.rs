@@ -1161,6 +1161,43 @@ fn a_killed_pause_process_leaves_its_sandbox_not_ready() {
     d.assert_no_leftovers();
 }
 
+/// A pause process killed while its sandbox holds no container is noticed at once (not at the next container's
+/// exit or the next daemon start): the sandbox is marked not ready, as kubelet's next status call must see.
+#[test]
+fn a_pause_process_dying_in_an_empty_sandbox_is_noticed_at_once() {
+    let d = Daemon::start(&[]);
+    d.husk(&["sandbox", "create", "--name", "empty", "--share-pid"])
+        .ok();
+    let inspect = || -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.husk(&["sandbox", "inspect", "empty"]).ok()).unwrap();
+        v[0].clone()
+    };
+    let pause = inspect()["Pid"].as_i64().expect("pause pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pause),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        Daemon::eventually(Duration::from_secs(5), || inspect()["Status"] == "notready"),
+        "{}",
+        inspect()
+    );
+    // A removal is not a death: another sandbox removed leaves no warning behind.
+    d.husk(&["sandbox", "create", "--name", "gone", "--share-pid"])
+        .ok();
+    d.husk(&["sandbox", "rm", "gone"]).ok();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        d.log().matches("marked not ready").count(),
+        1,
+        "{}",
+        d.log()
+    );
+    d.husk(&["sandbox", "rm", "-f", "empty"]).ok();
+}
+
 /// A container's own sandbox (the one `run` made for it) that died comes back when the container starts again,
 /// as a Docker container's namespaces do after a reboot: same hostname, a network address again.
 #[test]

@@ -83,8 +83,11 @@ pub struct LinuxDriver {
     cgroup_v2: bool,
     /// Where the host's cgroups stand on `favordynmods` (shown by `husk info`).
     dynamic_cgroup_changes: cgroups::DynamicChanges,
-    /// Pidfds of the pause processes this daemon started (so it can reap them).
-    pauses: Mutex<HashMap<String, Arc<OwnedFd>>>,
+    /// Pidfds of the pause processes this daemon started (so it can reap them), by sandbox ID; a removal takes
+    /// its sandbox's out first.
+    pauses: Arc<Mutex<HashMap<String, Arc<OwnedFd>>>>,
+    /// Sandboxes whose pause process died while still listed in `pauses` (the feed of [`Driver::changes`]).
+    sandbox_deaths: tokio::sync::broadcast::Sender<husk_core::BackendChange>,
     /// The default seccomp profile, compiled once per capability set.
     seccomp_programs: Arc<husk_container::seccomp_bpf::ProgramCache>,
     /// Removals finishing in the background (network teardown), awaited at shutdown.
@@ -161,7 +164,8 @@ impl LinuxDriver {
             cgroup_v2: cgroups::is_v2(),
             dynamic_cgroup_changes,
             config,
-            pauses: Mutex::new(HashMap::new()),
+            pauses: Default::default(),
+            sandbox_deaths: tokio::sync::broadcast::channel(64).0,
             seccomp_programs: Default::default(),
             removals: tokio_util::task::TaskTracker::new(),
         })
@@ -265,6 +269,22 @@ impl Driver for LinuxDriver {
 
     async fn delete_sandbox(&self, sandbox: &SandboxRecord) -> Result<()> {
         self.remove_sandbox(sandbox, false).await
+    }
+
+    fn changes(&self) -> Option<husk_core::ChangeStream> {
+        let deaths = self.sandbox_deaths.subscribe();
+        Some(Box::pin(futures::stream::unfold(
+            deaths,
+            |mut deaths| async move {
+                loop {
+                    match deaths.recv().await {
+                        Ok(change) => return Some((Ok(change), deaths)),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            },
+        )))
     }
 
     async fn revive_sandbox(&self, sandbox: &SandboxRecord) -> Result<SandboxRuntime> {

@@ -149,13 +149,27 @@ impl LinuxDriver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(sandbox_id.to_string(), pidfd.clone());
-        // The pidfd turns readable when the process exits; reap it then.
+        // The pidfd turns readable when the process exits; reap it then. Still listed, it died on its own (a
+        // removal takes it out first): say so on the feed of changes, so the sandbox is marked not ready now.
+        let (pauses, deaths, id) = (
+            self.pauses.clone(),
+            self.sandbox_deaths.clone(),
+            sandbox_id.to_string(),
+        );
         tokio::spawn(async move {
             // SAFETY: the Arc keeps the pidfd open and unchanged for as long as the AsyncFd exists.
             if let Ok(fd) = unsafe { tokio::io::unix::AsyncFd::register(pidfd.clone()) } {
                 let _ = fd.readable().await;
             }
             namespaces::reap(&pidfd);
+            let listed = pauses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .is_some_and(|p| Arc::ptr_eq(p, &pidfd));
+            if listed {
+                let _ = deaths.send(husk_core::BackendChange::SandboxDied { sandbox_id: id });
+            }
         });
     }
 }
