@@ -1384,3 +1384,32 @@ fn after_a_reboot_containers_start_again_as_with_docker() {
     }
     d.husk(&["rm", "-f", "always", "manual"]).ok();
 }
+
+#[test]
+fn inspect_with_the_daemon_down_says_so_rather_than_no_such_object() {
+    // Found by the soak test: `inspect` of a running container, in flight as the daemon stopped, said "no such
+    // object" (every kind's lookup failed to connect, and each failure read as not found).
+    let mut d = Daemon::start(&[]);
+    d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])
+        .ok();
+    let status = d.terminate();
+    assert!(status.success(), "{status}");
+    let r = d.husk(&["inspect", "c"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("cannot connect to the husk daemon") && !r.stderr.contains("no such"),
+        "{}",
+        r.stderr
+    );
+    d.spawn(&[]);
+    assert_eq!(d.inspect("c")["State"]["Status"], "running");
+    let missing = d.husk(&["inspect", "nothing-by-this-name"]);
+    assert!(
+        missing.code != 0
+            && missing
+                .stderr
+                .contains("no such object: nothing-by-this-name"),
+        "{}",
+        missing.stderr
+    );
+}

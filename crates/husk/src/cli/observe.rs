@@ -320,9 +320,16 @@ pub(super) async fn inspect(client: &Client, a: InspectArgs) -> Result<i32> {
                 "volume" => format!("/husk/v1/volumes/{name}"),
                 _ => format!("/husk/v1/images/inspect?name={}", encode(name)),
             };
-            if let Ok(v) = client.get::<serde_json::Value>(&path).await {
-                found = Some(v);
-                break;
+            // The daemon's answer that this is no such object (or no valid name of this kind) sends us on to the
+            // next kind; a daemon that could not be reached, or dropped the request, is an error: it says nothing
+            // of whether the object exists.
+            match client.get::<serde_json::Value>(&path).await {
+                Ok(v) => {
+                    found = Some(v);
+                    break;
+                }
+                Err(e) if e.downcast_ref::<crate::client::DaemonError>().is_some() => {}
+                Err(e) => return Err(e),
             }
         }
         match found {
