@@ -300,16 +300,7 @@ async fn a_pod_of_two_containers_lives_and_goes_through_the_cri() {
         by_label.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
         [server.as_str()]
     );
-    let ps = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let ps = common::cri::pod_status(&mut rt, &pod).await;
     assert_eq!(ps.state, cri::PodSandboxState::SandboxReady as i32);
     assert_eq!(ps.metadata.unwrap().uid, "uid-web");
     assert_eq!(ps.labels["app"], "web");
@@ -596,16 +587,8 @@ async fn a_pod_in_the_hosts_pid_and_ipc_namespaces_sees_the_hosts_processes_and_
         ..Default::default()
     });
     let pod = run_pod(&mut rt, config).await;
-    let options = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
+    let options = common::cri::pod_status(&mut rt, &pod)
         .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
         .linux
         .unwrap()
         .namespaces
@@ -854,16 +837,8 @@ async fn a_pod_with_its_own_user_namespace_maps_its_root_and_shares_a_volume() {
         },
     );
     let pod = run_pod(&mut rt, config).await;
-    let options = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
+    let options = common::cri::pod_status(&mut rt, &pod)
         .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
         .linux
         .unwrap()
         .namespaces

@@ -102,16 +102,7 @@ async fn pod_lifecycle(d: &Daemon, handler: &str) {
         .into_inner();
     assert_eq!((r.exit_code, r.stderr.as_slice()), (7, b"bad\n".as_slice()));
 
-    let status = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = common::cri::pod_status(&mut rt, &pod).await;
     assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
     assert_eq!(status.runtime_handler, handler);
     assert!(!status.network.unwrap().ip.is_empty(), "the pod has an IP");

@@ -391,16 +391,7 @@ async fn configured_runtime_handlers_pick_the_driver() {
         .unwrap()
         .into_inner()
         .pod_sandbox_id;
-    let status = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = common::cri::pod_status(&mut rt, &pod).await;
     assert_eq!(status.runtime_handler, "fast");
     let driver = d.husk(&["sandbox", "inspect", &pod]).ok();
     assert!(driver.contains("\"linux\""), "{driver}");

@@ -111,16 +111,7 @@ async fn pods_survive_a_daemon_restart_and_stay_manageable() {
     d.kill9();
     d.spawn(&[]);
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
-    let status = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = common::cri::pod_status(&mut rt, &pod).await;
     assert_eq!(status.state, cri::PodSandboxState::SandboxNotready as i32);
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod.clone(),

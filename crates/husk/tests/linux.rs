@@ -1282,19 +1282,7 @@ fn reboot_under(d: &Daemon) {
     assert!(Daemon::eventually(Duration::from_secs(10), || pids
         .iter()
         .all(|p| !common::alive(*p))));
-    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&base))
-        .collect();
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    for m in mounts {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&m)
-            .status();
-    }
+    common::unmount_all_under(d.dir.path());
     std::fs::remove_dir_all(&d.run_root).unwrap();
     for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
         let parent = hierarchy.path().join(&d.cgroup_parent);

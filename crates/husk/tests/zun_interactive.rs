@@ -51,8 +51,8 @@ fn ws_client(url: &str, seconds: f64, inputs: &[&str]) -> (i32, String) {
     )
 }
 
-#[test]
-fn attach_and_exec_over_websocket() {
+/// A daemon serving Zun's API with container `shell` (an interactive `sh` on a terminal) running.
+fn daemon_with_a_shell() -> ZunDaemon {
     let z = ZunDaemon::start("none", &[]);
     let (status, c) = z.send(
         "POST",
@@ -64,6 +64,12 @@ fn attach_and_exec_over_websocket() {
         .get("/v1/containers/shell")
         .1["status"]
         == "Running"));
+    z
+}
+
+#[test]
+fn attach_and_exec_over_websocket() {
+    let z = daemon_with_a_shell();
 
     // Attach: the URL points at this listener; what we type reaches the shell, its output comes back.
     let (status, url) = z.get("/v1/containers/shell/attach");
@@ -262,17 +268,7 @@ while True:
 /// server can say so) and nothing else: the container runs on, the daemon serves, a new attach works.
 #[test]
 fn an_oversized_websocket_message_ends_only_its_connection() {
-    let z = ZunDaemon::start("none", &[]);
-    let (status, c) = z.send(
-        "POST",
-        "/v1/containers?run=true",
-        &json!({"name": "shell", "image": IMAGE, "command": ["sh"], "interactive": true, "tty": true}),
-    );
-    assert_eq!(status, 202, "{c}");
-    assert!(Daemon::eventually(Duration::from_secs(5), || z
-        .get("/v1/containers/shell")
-        .1["status"]
-        == "Running"));
+    let z = daemon_with_a_shell();
     let (_, url) = z.get("/v1/containers/shell/attach");
     let out = Command::new(venv().join("bin/python"))
         .args([

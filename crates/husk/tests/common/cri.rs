@@ -96,6 +96,19 @@ pub async fn container_status(
     .unwrap()
 }
 
+/// PodSandboxStatus of pod `id` (not verbose).
+pub async fn pod_status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::PodSandboxStatus {
+    rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+        pod_sandbox_id: id.to_string(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
 /// Runs a pod `name` on `handler` whose containers' CRI logs go under `<daemon dir>/pod-logs`; returns its id,
 /// its config (for CreateContainer) and that directory.
 pub async fn run_logged_pod(

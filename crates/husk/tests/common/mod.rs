@@ -454,21 +454,26 @@ impl Drop for Daemon {
             .stderr(Stdio::null())
             .status();
         // Unmount anything left under our directory so the temp dir can go.
-        let base = self.dir.path().to_string_lossy().to_string();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
-            .filter(|m| m.starts_with(&base))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount").arg("-l").arg(&m).status();
-        }
+        unmount_all_under(self.dir.path());
         assert!(
             leaks.is_empty(),
             "the daemon left behind, after removing every container and sandbox: {leaks:#?}"
         );
+    }
+}
+
+/// Unmounts (lazily) every mount at or below `dir`, deepest first.
+pub fn unmount_all_under(dir: &Path) {
+    let base = dir.to_string_lossy().to_string();
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&base))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = Command::new("umount").arg("-l").arg(&m).status();
     }
 }
 
