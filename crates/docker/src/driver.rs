@@ -744,6 +744,15 @@ pub(crate) fn container_data(engine_id: &str, engine_name: &str) -> serde_json::
     json!({ "engine_id": engine_id, "engine_name": engine_name })
 }
 
+/// The string recorded under `key` in a container's or sandbox's driver data (empty when not recorded).
+pub(crate) fn recorded(driver_data: &serde_json::Value, key: &str) -> String {
+    driver_data
+        .get(key)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// The driver data recorded for a sandbox.
 pub(crate) fn sandbox_data(infra_id: &str, infra_name: &str) -> serde_json::Value {
     json!({ "infra_id": infra_id, "infra_name": infra_name })

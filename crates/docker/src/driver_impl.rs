@@ -20,7 +20,7 @@ use husk_core::{
 };
 
 use crate::client::{engine_error, is_local, status};
-use crate::driver::{DockerDriver, container_data, exit_status, observed};
+use crate::driver::{DockerDriver, container_data, exit_status, observed, recorded};
 use crate::labels::{self, Role};
 use crate::sessions::{AttachSession, DETACH_KEYS, ExecSession, wait_exit_code};
 use crate::spec::{Placement, container_body};
@@ -256,13 +256,7 @@ impl Driver for DockerDriver {
                 e,
             )
         })?;
-        let name = sandbox
-            .runtime
-            .driver_data
-            .get("engine_name")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
+        let name = labels::infra_name(&self.instance, &config.name);
         self.started_infra(config, &id, &name).await
     }
 
@@ -383,13 +377,7 @@ impl Driver for DockerDriver {
             .and_then(|i| i.state)
             .and_then(|s| s.pid)
             .unwrap_or(0) as i32;
-        let name = container
-            .runtime
-            .driver_data
-            .get("engine_name")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
+        let name = recorded(&container.runtime.driver_data, "engine_name");
         Ok(ContainerRuntime {
             pid,
             driver_data: container_data(&id, &name),

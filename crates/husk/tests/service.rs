@@ -143,6 +143,19 @@ fn the_daemon_tells_systemd_it_is_ready_once_its_socket_answers() {
     assert_eq!(stopping, "STOPPING=1");
 }
 
+/// `husk version` against `d`, in a thread of its own (it may wait for the daemon).
+fn version_in_background(d: &Daemon) -> std::thread::JoinHandle<std::process::Output> {
+    let host = format!("unix://{}", d.socket.display());
+    std::thread::spawn(move || {
+        Command::new(husk_bin())
+            .arg("version")
+            .env("HUSK_HOST", host)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+}
+
 #[test]
 fn the_daemon_serves_the_socket_systemd_passes() {
     use std::os::fd::AsRawFd;
@@ -154,17 +167,7 @@ fn the_daemon_serves_the_socket_systemd_passes() {
     let listener = UnixListener::bind(&d.socket).unwrap();
     let fd = listener.as_raw_fd();
     // A client that comes before the daemon waits in the socket's queue and is answered once it starts.
-    let early = {
-        let host = format!("unix://{}", d.socket.display());
-        std::thread::spawn(move || {
-            Command::new(husk_bin())
-                .arg("version")
-                .env("HUSK_HOST", host)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap()
-        })
-    };
+    let early = version_in_background(&d);
     std::thread::sleep(Duration::from_millis(200));
 
     let daemon = d.command();
@@ -330,17 +333,7 @@ fn the_daemon_at_its_descriptor_limit_idles_and_recovers() {
     for _ in 0..5 {
         held.push(UnixStream::connect(&cri_socket).unwrap());
     }
-    let waiting = {
-        let host = format!("unix://{}", d.socket.display());
-        std::thread::spawn(move || {
-            Command::new(husk_bin())
-                .arg("version")
-                .env("HUSK_HOST", host)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap()
-        })
-    };
+    let waiting = version_in_background(&d);
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(2));
     let used = cpu_ticks(pid) - before;
