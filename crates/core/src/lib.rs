@@ -4,6 +4,7 @@ pub mod attached;
 pub mod cri_log;
 pub mod driver;
 pub mod error;
+pub mod failpoint;
 pub mod health;
 pub mod model;
 pub mod options;
@@ -16,6 +17,7 @@ pub use driver::{
     PortForwardTarget, RootfsLayers,
 };
 pub use error::{Context, Error, ErrorKind, Result};
+pub use failpoint::failpoint;
 pub use health::{HealthAction, HealthConfig, HealthResult, HealthState, HealthStatus};
 pub use model::*;
 pub use options::{ExtractOptions, PathStat, Ulimit};

@@ -944,10 +944,12 @@ impl Engine {
             caps.require(driver.name(), "terminals", caps.tty)?;
         }
         let process = resolve::exec_process(&rec.config, req)?;
-        match deadline {
+        let stdio = match deadline {
             Some(d) => driver.exec_with_deadline(&rec, &process, d).await,
             None => driver.exec(&rec, &process).await,
-        }
+        }?;
+        crate::failpoint("exec_container:started");
+        Ok(stdio)
     }
 
     /// Connects to the main process's stdio.

@@ -40,13 +40,15 @@ pub(crate) use husk_api_types::volumes::{VolumeCreate, VolumePruneReport, Volume
 pub use scope::{DEFAULT_PROJECT, Scope};
 pub use volumes::VolumeRecord;
 
-/// Every failpoint of the engine, `OPERATION:STEP`. The conformance suite's crash matrix aborts the daemon at
-/// each one in turn on every driver (the operation names the scenario that reaches it), so a failpoint listed
-/// here is crash-tested without editing a test; a unit test checks that the list and the code agree.
+/// Every failpoint of the daemon, `OPERATION:STEP` (the engine's, and the image store's: `pull_image`). The
+/// conformance suite's crash matrix aborts the daemon at each one in turn on every driver (the operation names
+/// the scenario that reaches it), so a failpoint listed here is crash-tested without editing a test; a unit test
+/// checks that the list and the code agree.
 pub const FAILPOINTS: &[&str] = &[
     "create_container:sandbox_ready",
     "create_container:driver_created",
     "start_container:driver_started",
+    "exec_container:started",
     "stop_container:signalled",
     "remove_container:marked",
     "commit_container:paused",
@@ -54,20 +56,16 @@ pub const FAILPOINTS: &[&str] = &[
     "remove_sandbox:driver_deleted",
     "create_volume:dir_made",
     "remove_volume:record_deleted",
+    "pull_image:layers_stored",
 ];
 
-/// Crash-testing hook: when the environment variable `HUSK_FAILPOINT` names this point, the daemon aborts here,
-/// as a power cut or `kill -9` would stop it. Tests use it to prove that every step of a multi-step operation
-/// is finished or rolled back by the next start. `name` must be one of [`FAILPOINTS`].
+/// Crash-testing hook ([`husk_core::failpoint`]) for the engine's steps; `name` must be one of [`FAILPOINTS`].
 pub(crate) fn failpoint(name: &str) {
     debug_assert!(
         FAILPOINTS.contains(&name),
         "failpoint {name} is not listed in FAILPOINTS"
     );
-    if std::env::var("HUSK_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("husk: failpoint {name} reached: aborting");
-        std::process::abort();
-    }
+    husk_core::failpoint(name);
 }
 
 /// How the engine is set up.
@@ -373,16 +371,24 @@ impl Engine {
 pub(crate) mod tests {
     use super::*;
 
-    /// The failpoints the engine's code reaches, read from its source: `FAILPOINTS` must list exactly these.
+    /// The failpoints the engine's and the image store's code reach, read from their source: `FAILPOINTS` must
+    /// list exactly these.
     #[test]
     fn failpoints_lists_every_failpoint_in_the_code() {
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut used = Vec::new();
-        for file in std::fs::read_dir(&src).unwrap().flatten() {
-            let text = std::fs::read_to_string(file.path()).unwrap();
-            for (at, _) in text.match_indices("crate::failpoint(\"") {
-                let rest = &text[at + "crate::failpoint(\"".len()..];
-                used.push(rest[..rest.find('"').unwrap()].to_string());
+        for (dir, call) in [
+            ("engine/src", "crate::failpoint(\""),
+            ("image/src", "husk_core::failpoint(\""),
+        ] {
+            for file in std::fs::read_dir(crates.join(dir)).unwrap().flatten() {
+                let Ok(text) = std::fs::read_to_string(file.path()) else {
+                    continue;
+                };
+                for (at, _) in text.match_indices(call) {
+                    let rest = &text[at + call.len()..];
+                    used.push(rest[..rest.find('"').unwrap()].to_string());
+                }
             }
         }
         used.sort();

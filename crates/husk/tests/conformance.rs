@@ -5,6 +5,10 @@
 //! hold for drivers whose containers are not host processes (the `vm` driver).
 
 mod common;
+// The crash matrix pulls from a real registry.
+#[allow(dead_code)]
+#[path = "common/registry.rs"]
+mod registry;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -2430,6 +2434,8 @@ pub fn logs_are_bounded_and_followed_across_rotation(driver: &str) {
 /// scenario for fails it, naming the failpoint.
 pub fn the_daemon_recovers_from_a_crash_at_every_failpoint(driver: &str) {
     let mut d = daemon(driver);
+    // Started for the first pull scenario, with the test image pushed as crash/pull:1.
+    let mut pull_source: Option<registry::Registry> = None;
     for &point in husk_engine::FAILPOINTS {
         d.husk(&[
             "run",
@@ -2463,6 +2469,12 @@ pub fn the_daemon_recovers_from_a_crash_at_every_failpoint(driver: &str) {
                 run_half();
                 d.husk(&["stop", "half"])
             }
+            // The exec'd process runs on in the container, ownerless: it must not keep the container from being
+            // managed (exec, stop, removal) by the next daemon.
+            "exec_container" => {
+                run_half();
+                d.husk(&["exec", "half", "sh", "-c", "sleep 2"])
+            }
             "remove_container" => {
                 run_half();
                 d.husk(&["rm", "-f", "half"])
@@ -2475,6 +2487,14 @@ pub fn the_daemon_recovers_from_a_crash_at_every_failpoint(driver: &str) {
             "remove_sandbox" => {
                 d.husk(&["sandbox", "create", "--name", "half"]).ok();
                 d.husk(&["sandbox", "rm", "-f", "half"])
+            }
+            "pull_image" => {
+                let source = pull_source.get_or_insert_with(|| {
+                    let r = registry::Registry::start(None);
+                    r.push_archive(&common::busybox_archive(), "crash/pull:1");
+                    r
+                });
+                d.husk(&["pull", "-q", &source.reference("crash/pull:1")])
             }
             // A name of its own: `inspect` finds a volume too.
             "create_volume" => d.husk(&["volume", "create", "halfvol"]),
@@ -2548,6 +2568,17 @@ pub fn the_daemon_recovers_from_a_crash_at_every_failpoint(driver: &str) {
                 "{point}: an interrupted sandbox that stays is whole: {shown}"
             );
             d.husk(&["sandbox", "rm", "-f", "half"]).ok();
+        }
+        // A pull cut short is done again whole, and what it pulled runs.
+        if let Some(source) = &pull_source {
+            let reference = source.reference("crash/pull:1");
+            d.husk(&["pull", "-q", &reference]).ok();
+            assert_eq!(
+                d.husk(&["run", "--rm", &reference, "echo", "pulled"]).ok(),
+                "pulled",
+                "{point}"
+            );
+            d.husk(&["rmi", &reference]).ok();
         }
         // A volume is whole (its data all there) or gone (no directory left).
         let volumes = d.root.join("volumes");

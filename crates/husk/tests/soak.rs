@@ -5,7 +5,8 @@
 //! times (SIGTERM, kill -9, SIGTERM) under them. `bench/soak.sh` runs the same mix longer, beside Docker.
 //!
 //! Every attempt is timed and classified: success; refused by design (the duplicate name; a retried create whose
-//! interrupted first attempt had already made the object; a retried removal whose first attempt had removed it);
+//! interrupted first attempt had already made the object; a retried start or removal whose first attempt had
+//! done it);
 //! the daemon unavailable while the test had it down (allowed only then: the client waits for the daemon and
 //! tries again); anything else is a failure, and the test fails listing every one. It also fails unless each
 //! client got through a minimum of cycles, the restarts happened and were felt by clients, the containers that
@@ -181,6 +182,8 @@ enum Retry {
     Made,
     /// A removal whose first attempt removed the object: "no such".
     Gone,
+    /// A start whose first attempt started the container: "it is running".
+    Started,
 }
 
 /// One client: its own names, its own image tag, its record of attempts and failures.
@@ -276,6 +279,7 @@ impl Client<'_> {
             let expected = match retry {
                 Retry::Made => run.stderr.contains("already in use"),
                 Retry::Gone => run.stderr.contains("no such"),
+                Retry::Started => run.stderr.contains("it is running"),
                 Retry::Strict => false,
             };
             if interrupted && expected {
@@ -385,7 +389,7 @@ impl Client<'_> {
             let args = ["create", "--name", &name, IMAGE, "sh", "-c", script];
             self.make("create", &name, &args)?;
             // A start retried after an interruption finds the container running: not an error for husk.
-            self.op("start", &["start", &name], Retry::Strict)?;
+            self.op("start", &["start", &name], Retry::Started)?;
         }
         let token = format!("hello-{}-{cycle}", self.index);
         let out = self.op("exec", &["exec", &name, "echo", &token], Retry::Strict)?;

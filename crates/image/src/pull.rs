@@ -242,6 +242,8 @@ impl ImageStore {
         } else {
             Vec::new()
         };
+        // A crash here leaves stored layers no image names: `image prune` removes them; the image is not there.
+        husk_core::failpoint("pull_image:layers_stored");
         self.record_image(image, &names, &[name.with_digest(&top_digest.to_string())])?;
         drop(guard);
         options.progress.send(Progress::Done {
