@@ -313,7 +313,7 @@ impl DockerDriver {
         filters.insert("container".to_string(), vec![id.to_string()]);
         filters.insert("event".to_string(), vec!["oom".to_string()]);
         let options = EventsOptions {
-            since: Some(since.to_string()),
+            since: Some(engine_time(since)),
             until: Some(until.to_string()),
             filters: Some(filters),
         };
@@ -753,6 +753,15 @@ pub(crate) fn recorded(driver_data: &serde_json::Value, key: &str) -> String {
         .to_string()
 }
 
+/// An RFC 3339 time from the engine's inspect answer in the form its events API takes for `since` and
+/// `until`: `SECONDS.NANOS` since the epoch (the engine refuses RFC 3339 there). An unreadable time becomes
+/// the epoch, so the search covers the whole log rather than nothing.
+fn engine_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| format!("{}.{:09}", t.timestamp(), t.timestamp_subsec_nanos()))
+        .unwrap_or_else(|_| "0.000000000".to_string())
+}
+
 /// The driver data recorded for a sandbox.
 pub(crate) fn sandbox_data(infra_id: &str, infra_name: &str) -> serde_json::Value {
     json!({ "infra_id": infra_id, "infra_name": infra_name })
@@ -771,6 +780,19 @@ mod tests {
             state: Some(state),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn start_times_are_given_to_the_events_api_as_seconds_and_nanoseconds() {
+        assert_eq!(
+            engine_time("2026-12-06T23:38:01.123456789Z"),
+            "1796600281.123456789"
+        );
+        assert_eq!(
+            engine_time("2026-12-06T23:38:01+01:00"),
+            "1796596681.000000000"
+        );
+        assert_eq!(engine_time("not a time"), "0.000000000");
     }
 
     #[test]
