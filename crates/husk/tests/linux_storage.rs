@@ -4,6 +4,9 @@
 //! and the daemon's root on a full disk.
 
 mod common;
+#[allow(dead_code)]
+#[path = "common/registry.rs"]
+mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -503,7 +506,7 @@ fn last_line(d: &Daemon, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("not a numbered line: {tail:?}"))
 }
 
-/// The daemon's root on a full filesystem: every operation that needs space (create, run, image load, cp,
+/// The daemon's root on a full filesystem: every operation that needs space (create, run, image load, pull, cp,
 /// volume create, commit) fails with an error that says the disk is full and leaves nothing behind; a running
 /// container is never blocked by the log it cannot write; once space is freed everything works again, and the
 /// store is whole (the daemon restarts on it and finds everything).
@@ -563,6 +566,10 @@ fn a_full_disk_fails_operations_clearly_and_loses_nothing() {
     d.husk(&["image", "save", "-o", saved.to_str().unwrap(), "bigger"])
         .ok();
     d.husk(&["rmi", "bigger"]).ok();
+    // The same image in a registry, to pull when the disk is full.
+    let registry = registry::Registry::start(None);
+    registry.push_archive(&saved, "demo/bigger:1");
+    let pulled = registry.reference("demo/bigger:1");
 
     let filler = fill(&d.root);
     let file = d.dir.path().join("file");
@@ -572,6 +579,7 @@ fn a_full_disk_fails_operations_clearly_and_loses_nothing() {
         &["create", "--name", "c2", "--network", "none", IMAGE, "true"][..],
         &["run", "--rm", "--network", "none", IMAGE, "true"],
         &["image", "load", "-i", saved.to_str().unwrap()],
+        &["pull", "-q", &pulled],
         &["cp", &copy_in, "talker:/file"],
         &["volume", "create", "vol2"],
         &["commit", "talker", "snapshot"],
@@ -611,6 +619,7 @@ fn a_full_disk_fails_operations_clearly_and_loses_nothing() {
             .trim(),
         "hi"
     );
+    d.husk(&["pull", "-q", &pulled]).ok();
     d.husk(&["image", "load", "-i", saved.to_str().unwrap()])
         .ok();
     d.husk(&["cp", &copy_in, "talker:/file"]).ok();
