@@ -11,8 +11,9 @@
 Each client also runs one container for the whole soak which must still run, as the same process, at the end.
 Meanwhile the controller restarts the daemon three times (at 15, 35 and 55 % of the duration: SIGTERM, kill -9,
 SIGTERM) with `CTL down term|kill` and `CTL up`. A call that finds the daemon unavailable while it is down is
-tried again once it is back; a retried create refused with "in use" or a retried removal refused with "no such"
-counts as refused (its interrupted first attempt did the work); anything else is a failure.
+tried again once it is back; a retried create refused with "in use", a retried start with "is running" or a
+retried removal with "no such" counts as refused (its interrupted first attempt did the work); anything else is a
+failure.
 
 Prints a table and appends to --csv: target, operation, done, ops/s, p50, p99, max (ms), refused, unavailable,
 failed; the daemon's RSS and fd count (`CTL pids`: the daemon's processes, summed) at the baseline after a
@@ -38,6 +39,7 @@ UNAVAILABLE = {
 }
 IN_USE = "in use"        # husk: "the container name ... is already in use"; Docker: "... is already in use by"
 NO_SUCH = "no such"      # compared lower-case: Docker says "No such container"
+IS_RUNNING = "is running"  # husk, to a start its interrupted first attempt did: "... it is running"
 
 
 class Availability:
@@ -159,7 +161,7 @@ class Client:
             if not self.make("create", name, ["create", "--name", name, self.args.image, "sh", "-c", script],
                              ["rm", "-f", name]):
                 return False
-            if not self.op("start", ["start", name]):
+            if not self.op("start", ["start", name], IS_RUNNING):
                 return False
         token = f"hello-{self.i}-{n}"
         r = self.op("exec", ["exec", name, "echo", token])

@@ -38,21 +38,45 @@ pub fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
 }
 
 /// Serves `router` on a listening unix socket (one bound by `bind_unix`, or handed over by systemd) until
-/// `shutdown` resolves.
+/// `shutdown` resolves, within [`ConnectionLimits::default`]: its clients are local (root, or the socket's
+/// group), but a stuck or careless one must not hold the daemon's connections either.
 pub async fn serve_unix_listener(
     listener: tokio::net::UnixListener,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::io("serve the API", e))
+    serve_within(listener, router, shutdown, ConnectionLimits::default()).await
 }
 
-/// What a TCP listener allows its clients, who may be anyone on the network.
+/// A listening socket whose connections carry HTTP/1.
+trait Listener: Send + 'static {
+    /// One accepted connection.
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    /// The socket's kind, for log lines.
+    const KIND: &'static str;
+    /// The next connection.
+    fn next(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    const KIND: &'static str = "TCP";
+    async fn next(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+impl Listener for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    const KIND: &'static str = "unix";
+    async fn next(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+/// What a listener allows its clients: a TCP listener's may be anyone on the network.
 #[derive(Debug, Clone, Copy)]
-pub struct TcpLimits {
+pub struct ConnectionLimits {
     /// Time a client has to send a request's headers, and to start the next request on a kept-alive
     /// connection: a slow or idle client is disconnected (a slowloris never holds a connection).
     pub header_read_timeout: std::time::Duration,
@@ -62,9 +86,9 @@ pub struct TcpLimits {
     pub shutdown_grace: std::time::Duration,
 }
 
-impl Default for TcpLimits {
+impl Default for ConnectionLimits {
     fn default() -> Self {
-        TcpLimits {
+        ConnectionLimits {
             header_read_timeout: std::time::Duration::from_secs(30),
             max_connections: 512,
             shutdown_grace: std::time::Duration::from_secs(5),
@@ -72,22 +96,22 @@ impl Default for TcpLimits {
     }
 }
 
-/// Serves `router` on a bound TCP listener until `shutdown` resolves, within [`TcpLimits::default`].
+/// Serves `router` on a bound TCP listener until `shutdown` resolves, within [`ConnectionLimits::default`].
 pub async fn serve_tcp_listener(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    serve_tcp_listener_within(listener, router, shutdown, TcpLimits::default()).await
+    serve_within(listener, router, shutdown, ConnectionLimits::default()).await
 }
 
-/// Serves `router` on a bound TCP listener until `shutdown` resolves, within `limits`. Request bodies are bounded
-/// by the routes (axum's 2 MiB default for buffered bodies; streams where a route streams).
-pub async fn serve_tcp_listener_within(
-    listener: tokio::net::TcpListener,
+/// Serves `router` on `listener` until `shutdown` resolves, within `limits`. Request bodies are bounded by the
+/// routes (axum's 2 MiB default for buffered bodies; streams where a route streams).
+async fn serve_within<L: Listener>(
+    listener: L,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    limits: TcpLimits,
+    limits: ConnectionLimits,
 ) -> Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let max = limits
@@ -107,11 +131,11 @@ pub async fn serve_tcp_listener_within(
             () = &mut shutdown => break,
         };
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+            accepted = listener.next() => match accepted {
+                Ok(stream) => stream,
                 Err(e) => {
                     // Out of descriptors, or a connection reset before accept: wait a little, never spin.
-                    tracing::warn!("accept on the TCP listener: {e}");
+                    tracing::warn!("accept on the {} listener: {e}", L::KIND);
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
@@ -132,7 +156,7 @@ pub async fn serve_tcp_listener_within(
                 }
             };
             if let Err(e) = result {
-                tracing::debug!("TCP connection: {e}");
+                tracing::debug!("{} connection: {e}", L::KIND);
             }
             drop(slot);
         });
@@ -145,7 +169,10 @@ pub async fn serve_tcp_listener_within(
         .await
         .is_err()
     {
-        tracing::debug!("TCP connections still open at shutdown were dropped");
+        tracing::debug!(
+            "{} connections still open at shutdown were dropped",
+            L::KIND
+        );
     }
     Ok(())
 }
@@ -170,12 +197,14 @@ mod tests {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn server(limits: TcpLimits) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    async fn server(
+        limits: ConnectionLimits,
+    ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve_tcp_listener_within(
+        tokio::spawn(serve_within(
             listener,
             router,
             async move {
@@ -207,9 +236,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_too_slow_with_its_headers_is_disconnected() {
-        let limits = TcpLimits {
+        let limits = ConnectionLimits {
             header_read_timeout: Duration::from_millis(300),
-            ..TcpLimits::default()
+            ..ConnectionLimits::default()
         };
         let (addr, _stop) = server(limits).await;
         let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -235,10 +264,50 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_unix_client_idle_before_its_headers_is_disconnected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let listener = bind_unix(&path).unwrap();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_millis(300),
+            ..ConnectionLimits::default()
+        };
+        tokio::spawn(serve_within(
+            listener,
+            router,
+            std::future::pending(),
+            limits,
+        ));
+        let mut idle = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the server kept an idle unix connection: {read:?}"
+        );
+        let mut prompt = tokio::net::UnixStream::connect(&path).await.unwrap();
+        prompt
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"hello") {
+            let n = tokio::time::timeout(Duration::from_secs(5), prompt.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connections_past_the_limit_wait_for_a_free_slot() {
-        let limits = TcpLimits {
+        let limits = ConnectionLimits {
             max_connections: 1,
-            ..TcpLimits::default()
+            ..ConnectionLimits::default()
         };
         let (addr, stop) = server(limits).await;
         let holder = tokio::net::TcpStream::connect(addr).await.unwrap();

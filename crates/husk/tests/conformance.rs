@@ -1729,6 +1729,8 @@ pub fn health_states_follow_the_check(driver: &str) {
     assert!(d.inspect("n")["State"]["Health"].is_null());
 }
 
+/// The orphaned zombies in container `name`: processes in state Z whose parent is the container's PID 1 (a
+/// command's own child that just ended and that its shell has not waited for yet is not one).
 fn zombies(d: &Daemon, name: &str) -> usize {
     let out = d
         .husk(&[
@@ -1736,10 +1738,10 @@ fn zombies(d: &Daemon, name: &str) -> usize {
             name,
             "sh",
             "-c",
-            "cat /proc/[0-9]*/stat 2>/dev/null | awk '{print $3}'",
+            "cat /proc/[0-9]*/stat 2>/dev/null | awk '{print $3, $4}'",
         ])
         .ok();
-    out.lines().filter(|l| *l == "Z").count()
+    out.lines().filter(|l| *l == "Z 1").count()
 }
 
 /// `--init` runs husk's init as PID 1: orphans are reaped, SIGTERM reaches the command.

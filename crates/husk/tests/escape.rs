@@ -545,15 +545,10 @@ fn a_mount_target_linking_out_of_the_root_stays_inside() {
 /// its directories (shims, pause processes): their paths, `@name` for abstract ones.
 fn husk_listening_sockets(d: &Daemon) -> Vec<String> {
     let base = d.dir.path().to_string_lossy().to_string();
-    let daemon = d.daemon_pid().to_string();
+    let daemon = d.daemon_pid();
     let mut inodes = std::collections::HashSet::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let pid = entry.file_name().to_string_lossy().to_string();
-        if !pid.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if pid != daemon && !String::from_utf8_lossy(&cmdline).contains(&base) {
+    for common::leaks::Process { pid, cmdline, .. } in common::leaks::processes() {
+        if pid != daemon && !cmdline.contains(&base) {
             continue;
         }
         for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))

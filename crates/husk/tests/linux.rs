@@ -1264,15 +1264,12 @@ fn reboot_under(d: &Daemon) {
             pids.extend(text.lines().filter_map(|l| l.parse::<i32>().ok()));
         }
     }
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&base) {
-            pids.push(pid);
-        }
-    }
+    pids.extend(
+        common::leaks::processes()
+            .into_iter()
+            .filter(|p| p.cmdline.contains(&base))
+            .map(|p| p.pid as i32),
+    );
     for &pid in &pids {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),

@@ -448,23 +448,22 @@ fn a_guest_container_reaches_only_a_read_only_agent() {
 
 /// The QEMU processes whose command line names `needle`, by PID.
 fn qemu_pids(needle: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|p| {
-            let pid = p.file_name().to_string_lossy().parse::<i32>().ok()?;
-            let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            (cmdline.contains("qemu-system") && cmdline.contains(needle)).then_some(pid)
-        })
+    common::leaks::processes()
+        .into_iter()
+        .filter(|p| p.cmdline.contains("qemu-system") && p.cmdline.contains(needle))
+        .map(|p| p.pid as i32)
         .collect()
 }
 
-/// `kill -9` of a sandbox VM's QEMU: its containers are reported exited (255) with the reason, the sandbox not
-/// ready, starting into it is refused saying why (for a container's own VM too: its containers went with the
-/// guest), and removal leaves nothing.
+/// A sandbox VM that dies under its containers, killed from the host (`kill -9` of QEMU: sandbox `solo`) or
+/// crashed from inside (the guest's kernel panics: sandbox `pod`). The second is also what the agent's own death
+/// looks like: the agent is the guest's PID 1, which no process of the guest can kill (PID 1 gets no signal it
+/// has no handler for, SIGKILL included), so it can only end by failing, and then the guest's kernel panics
+/// and, with `panic=-1` and `-no-reboot`, QEMU exits. Either way its containers are reported exited (255) with
+/// the reason, the sandbox not ready, starting into it is refused saying why (for a container's own VM too:
+/// its containers went with the guest), and removal leaves nothing.
 #[test]
-fn a_killed_vm_ends_its_containers_with_a_reason() {
+fn a_vm_killed_or_crashed_ends_its_containers_with_a_reason() {
     let d = vm_daemon();
     d.husk(&["sandbox", "create", "--name", "pod"]).ok();
     for name in ["a", "b"] {
@@ -488,15 +487,33 @@ fn a_killed_vm_ends_its_containers_with_a_reason() {
             serde_json::from_str(&d.husk(&["sandbox", "inspect", name]).ok()).unwrap();
         v[0]["Id"].as_str().expect("sandbox Id").to_string()
     };
-    for sandbox in ["pod", "solo"] {
-        let qemu = qemu_pids(&sandbox_id(sandbox));
-        assert_eq!(qemu.len(), 1, "{sandbox}: one QEMU: {qemu:?}");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(qemu[0]),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-    }
+    let (pod, solo) = (sandbox_id("pod"), sandbox_id("solo"));
+    let qemu = qemu_pids(&solo);
+    assert_eq!(qemu.len(), 1, "solo: one QEMU: {qemu:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(qemu[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(qemu_pids(&pod).len(), 1, "pod: one QEMU");
+    let crash = d.husk(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--sandbox",
+        "pod",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo c > /proc/sysrq-trigger",
+    ]);
+    assert_ne!(crash.code, 0, "the guest's kernel lived on");
+    assert!(
+        Daemon::eventually(Duration::from_secs(30), || qemu_pids(&pod).is_empty()),
+        "pod's QEMU outlived its guest's panic: {} {}",
+        crash.stdout,
+        crash.stderr
+    );
     for name in ["a", "b", "solo"] {
         assert!(
             Daemon::eventually(

@@ -129,19 +129,49 @@ pub fn fd_growth(baseline: &FdCensus, now: &FdCensus) -> Vec<String> {
         .collect()
 }
 
-/// The parent PID and the command line of process `pid` (`None` when it is gone).
-fn parent_and_cmdline(pid: u32) -> Option<(u32, String)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `pid (comm) state ppid ...`: the command may hold spaces and parentheses, so split after the last `)`.
-    let ppid = stat
-        .rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    Some((ppid, String::from_utf8_lossy(&cmdline).replace('\0', " ")))
+/// A process on the host, as `/proc` shows it.
+pub struct Process {
+    /// Its process ID.
+    pub pid: u32,
+    /// Its parent's process ID.
+    pub parent: u32,
+    /// Its command line, arguments joined by spaces.
+    pub cmdline: String,
+}
+
+/// Every process on the host now (those that end while it reads are left out).
+pub fn processes() -> Vec<Process> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: the command may hold spaces and parentheses, so split after the last `)`.
+        let Some(parent) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        all.push(Process {
+            pid,
+            parent,
+            cmdline,
+        });
+    }
+    all
 }
 
 impl Daemon {
@@ -282,23 +312,18 @@ impl Daemon {
         let mut left = Vec::new();
         let base = self.dir.path().to_string_lossy().to_string();
         let daemon = self.child.as_ref().map(|c| c.id());
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for Process {
+            pid,
+            parent,
+            cmdline,
+        } in processes()
+        {
             if Some(pid) == daemon || pid == std::process::id() {
                 continue;
             }
-            let Some((ppid, cmdline)) = parent_and_cmdline(pid) else {
-                continue;
-            };
             // The CLI calls of this test and the plugins a background teardown runs are short-lived children
             // of the test and of the daemon: only processes that stay count, which `eventually` sorts out.
-            let child_of_daemon = Some(ppid) == daemon;
+            let child_of_daemon = Some(parent) == daemon;
             if child_of_daemon || (cmdline.contains(&base) && !cmdline.starts_with("husk daemon")) {
                 let what = if cmdline.contains("qemu-system") {
                     "QEMU process"
