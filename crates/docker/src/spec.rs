@@ -9,8 +9,8 @@ use bollard::models::{
 };
 use husk_core::units::{parse_memory, signal_name};
 use husk_core::{
-    ContainerConfig, Error, GroupsPolicy, MountConfig, NetworkConfig, Result, SandboxConfig,
-    SecurityConfig,
+    ContainerConfig, Error, GroupsPolicy, MountConfig, MountKind, NetworkConfig, Result,
+    SandboxConfig, SecurityConfig,
 };
 
 use crate::privileged::ALLOW_ALL_DEVICES;
@@ -147,17 +147,11 @@ fn mount(m: &MountConfig) -> Result<Mount> {
             ),
         ));
     }
-    if m.kind == "image" {
+    if m.kind == MountKind::Image {
         return Err(Error::unsupported(format!(
             "the image mount on {}: image volumes are served by the linux driver only (Docker Engine mounts images from version 28)",
             m.destination
         )));
-    }
-    if !matches!(m.kind.as_str(), "bind" | "volume") {
-        return Err(Error::invalid(
-            "mounts",
-            format!("unknown mount type {:?}: use bind, volume or tmpfs", m.kind),
-        ));
     }
     let source = if m.host_path.is_empty() {
         m.source.clone()
@@ -236,7 +230,7 @@ fn mounts(list: &[MountConfig]) -> Result<MountParts> {
     let mut engine_mounts = Vec::new();
     let mut tmpfs = HashMap::new();
     for m in list {
-        if m.kind == "tmpfs" {
+        if m.kind == MountKind::Tmpfs {
             tmpfs.insert(m.destination.clone(), tmpfs_options(m)?);
         } else {
             engine_mounts.push(mount(m)?);
@@ -738,7 +732,7 @@ mod tests {
         let mut c = config();
         c.mounts = vec![
             MountConfig {
-                kind: "bind".into(),
+                kind: MountKind::Bind,
                 source: "/srv".into(),
                 destination: "/data".into(),
                 readonly: true,
@@ -747,7 +741,7 @@ mod tests {
                 ..Default::default()
             },
             MountConfig {
-                kind: "volume".into(),
+                kind: MountKind::Volume,
                 source: "vol1".into(),
                 destination: "/v".into(),
                 options: vec!["nocopy".into()],
@@ -755,7 +749,7 @@ mod tests {
                 ..Default::default()
             },
             MountConfig {
-                kind: "tmpfs".into(),
+                kind: MountKind::Tmpfs,
                 destination: "/t".into(),
                 readonly: true,
                 options: vec!["size=64m".into(), "mode=1777".into()],
@@ -792,14 +786,14 @@ mod tests {
         assert_eq!(h.group_add, Some(vec!["audio".to_string()]));
 
         c.mounts = vec![MountConfig {
-            kind: "volume".into(),
+            kind: MountKind::Volume,
             source: "unprepared".into(),
             destination: "/d".into(),
             ..Default::default()
         }];
         assert!(container_body(&c, Placement::Standalone, HashMap::new(), None).is_err());
         c.mounts = vec![MountConfig {
-            kind: "bind".into(),
+            kind: MountKind::Bind,
             source: "/a".into(),
             destination: "/d".into(),
             options: vec!["nosuid".into()],
@@ -813,14 +807,14 @@ mod tests {
                 .contains("nosuid")
         );
         c.mounts = vec![MountConfig {
-            kind: "tmpfs".into(),
+            kind: MountKind::Tmpfs,
             destination: "/d".into(),
             options: vec!["size=lots".into()],
             ..Default::default()
         }];
         assert!(container_body(&c, Placement::Standalone, HashMap::new(), None).is_err());
         c.mounts = vec![MountConfig {
-            kind: "image".into(),
+            kind: MountKind::Image,
             source: "data:1".into(),
             destination: "/d".into(),
             readonly: true,
