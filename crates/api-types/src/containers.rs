@@ -1,6 +1,9 @@
 //! What front ends ask the engine for, and the views it answers with. Every front end (husk's own HTTP API used
 //! by the CLI, Zun's REST API, the CRI) translates its wire format into these types, so validation and
 //! behaviour live in one place.
+//!
+//! Why this file is long: declarations of the wire types for containers and sandboxes, each field documented: long
+//! because the API is wide, with no logic to split.
 
 use std::collections::BTreeMap;
 
