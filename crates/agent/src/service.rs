@@ -14,7 +14,7 @@ use futures::Stream;
 use husk_agent_protocol::proto::{self, agent_server::Agent};
 use husk_agent_protocol::status::status_from_error;
 use husk_core::stdio::{Frame, read_frame, write_frame};
-use husk_core::{ContainerConfig, Error, Result};
+use husk_core::{ContainerConfig, Error, MountKind, Result};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -407,7 +407,7 @@ impl AgentService {
         for m in config
             .mounts
             .iter_mut()
-            .filter(|m| m.kind == "bind" || m.kind == "volume")
+            .filter(|m| m.kind == MountKind::Bind || m.kind == MountKind::Volume)
         {
             if tag.is_empty() {
                 return Err(Error::unsupported(format!(

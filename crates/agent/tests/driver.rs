@@ -9,7 +9,7 @@ use common::{agent_bin, busybox_rootfs, container};
 use husk_core::stdio::{Frame, read_frame};
 use husk_core::{
     ContainerConfig, ContainerRecord, ContainerRuntime, ContainerStatus, Driver, LogOptions, Mode,
-    ObservedState, RootfsLayers, SandboxConfig, SandboxRecord,
+    ObservedState, RootfsLayers, SandboxConfig, SandboxRecord, SandboxStatus,
 };
 use husk_vm::{VmDriver, VmDriverConfig};
 
@@ -98,7 +98,7 @@ fn sandbox_record(config: SandboxConfig, runtime: husk_core::SandboxRuntime) -> 
     SandboxRecord {
         config,
         driver: "vm".into(),
-        status: "ready".into(),
+        status: SandboxStatus::Ready,
         runtime,
         created_at: String::new(),
         owner_container: None,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{HostAgent, busybox_rootfs, collect, container, run};
 use husk_agent_protocol::proto;
-use husk_core::ErrorKind;
+use husk_core::{ErrorKind, MountKind};
 
 /// Sends `body` to `method` of the agent service and returns the status code.
 pub async fn raw_call(
@@ -345,7 +345,7 @@ async fn binds_from_the_mounts_share_and_cp_running_or_stopped() {
     std::fs::write(bind.join("f"), "from the share").unwrap();
     let mut config = container("c", &["sleep", "1000"]);
     config.mounts.push(husk_core::MountConfig {
-        kind: "bind".into(),
+        kind: MountKind::Bind,
         source: "/somewhere/on/the/host".into(),
         destination: "/b".into(),
         host_path: "m/c/0".into(),

@@ -1,13 +1,16 @@
 //! What front ends ask the engine for, and the views it answers with. Every front end (husk's own HTTP API used
 //! by the CLI, Zun's REST API, the CRI) translates its wire format into these types, so validation and
 //! behaviour live in one place.
+//!
+//! Why this file is long: declarations of the wire types for containers and sandboxes, each field documented: long
+//! because the API is wide, with no logic to split.
 
 use std::collections::BTreeMap;
 
 use husk_core::{
     ContainerRecord, ContainerStatus, ExitStatus, HealthConfig, HealthState, Mode, MountConfig,
-    NetworkConfig, NetworkStatus, PortMapping, Resources, RestartPolicy, SandboxRecord, Stats,
-    Ulimit,
+    MountKind, NetworkConfig, NetworkStatus, PortMapping, Resources, RestartPolicy, SandboxRecord,
+    SandboxStatus, Stats, Ulimit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -264,9 +267,9 @@ pub struct ContainerView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct MountView {
-    /// `bind`, `volume`, `tmpfs` or `image`.
+    /// What is mounted.
     #[serde(rename = "Type")]
-    pub kind: String,
+    pub kind: MountKind,
     /// The volume's name (volumes only).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
@@ -286,18 +289,18 @@ pub struct MountView {
 impl MountView {
     /// The view of a mount.
     pub fn new(m: &MountConfig) -> MountView {
-        let propagation = match m.kind.as_str() {
-            "bind" => m.propagation().unwrap_or("rprivate").to_string(),
+        let propagation = match m.kind {
+            MountKind::Bind => m.propagation().unwrap_or("rprivate").to_string(),
             _ => String::new(),
         };
         MountView {
-            kind: m.kind.clone(),
-            name: if m.kind == "volume" {
+            kind: m.kind,
+            name: if m.kind == MountKind::Volume {
                 m.source.clone()
             } else {
                 String::new()
             },
-            source: if m.kind == "image" {
+            source: if m.kind == MountKind::Image {
                 m.source.clone()
             } else {
                 m.host_path.clone()
@@ -580,7 +583,7 @@ impl ContainerView {
                 tmpfs: c
                     .mounts
                     .iter()
-                    .filter(|m| m.kind == "tmpfs")
+                    .filter(|m| m.kind == MountKind::Tmpfs)
                     .map(|m| (m.destination.clone(), m.options.join(",")))
                     .collect(),
                 log_config: LogConfigView {
@@ -719,8 +722,8 @@ pub struct SandboxView {
     pub hostname: String,
     /// Driver.
     pub driver: String,
-    /// `ready`, `notready` or `error`.
-    pub status: String,
+    /// Where the sandbox is in its life.
+    pub status: SandboxStatus,
     /// RFC 3339.
     pub created: String,
     /// Containers share a PID namespace.
@@ -760,7 +763,7 @@ impl SandboxView {
             name: sb.config.name.clone(),
             hostname: sb.config.hostname.clone(),
             driver: sb.driver.clone(),
-            status: sb.status.clone(),
+            status: sb.status,
             created: sb.created_at.clone(),
             share_pid: sb.config.share_pid,
             host_pid: sb.config.host_pid,

@@ -22,7 +22,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
-use husk_core::{Error, MountConfig, Result};
+use husk_core::{Error, MountConfig, MountKind, Result};
 use husk_fs::{Scope, Tree};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::mount::{MoveMountFlags, OpenTreeFlags};
@@ -294,9 +294,7 @@ fn enter_view(rootfs: &std::path::Path, readonly: bool, mounts: &[MountConfig]) 
     .map_err(|e| sys("open the root filesystem", e))?;
     let mut binds: Vec<&MountConfig> = mounts
         .iter()
-        .filter(|m| {
-            matches!(m.kind.as_str(), "bind" | "volume" | "image") && !m.host_path.is_empty()
-        })
+        .filter(|m| m.kind != MountKind::Tmpfs && !m.host_path.is_empty())
         .collect();
     binds.sort_by_key(|m| m.destination.matches('/').count());
     for m in binds {

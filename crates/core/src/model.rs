@@ -579,6 +579,69 @@ pub struct ProcessConfig {
     pub stdin: bool,
 }
 
+/// What a [`MountConfig`] mounts; its JSON form is the lower-case name Docker uses (`"type": "bind"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A host directory or file (`source` is its path).
+    Bind,
+    /// A named or anonymous volume (`source` is its name, empty for an anonymous one); Docker's default for
+    /// `--mount`.
+    #[default]
+    Volume,
+    /// A fresh tmpfs.
+    Tmpfs,
+    /// A stored image's files, read-only (`source` names the image).
+    Image,
+}
+
+impl MountKind {
+    /// Every kind, in the order error messages list them.
+    pub const ALL: [MountKind; 4] = [
+        MountKind::Bind,
+        MountKind::Volume,
+        MountKind::Tmpfs,
+        MountKind::Image,
+    ];
+
+    /// The kind's name, as Docker and husk's JSON spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountKind::Bind => "bind",
+            MountKind::Volume => "volume",
+            MountKind::Tmpfs => "tmpfs",
+            MountKind::Image => "image",
+        }
+    }
+
+    /// Whether the mount shows a host path (`host_path`): a bind or a volume.
+    pub fn is_host_path(self) -> bool {
+        matches!(self, MountKind::Bind | MountKind::Volume)
+    }
+}
+
+impl fmt::Display for MountKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for MountKind {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<MountKind> {
+        MountKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == text)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "type",
+                    format!("unknown mount type {text:?}: use bind, volume, tmpfs or image"),
+                )
+            })
+    }
+}
+
 /// A filesystem mount into a container (bind, volume, tmpfs or image).
 ///
 /// Front ends fill `kind`, `source`, `destination`, `readonly` and `options` (see [`crate::options`] for the
@@ -592,9 +655,9 @@ pub struct ProcessConfig {
 /// image is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountConfig {
-    /// `bind`, `volume`, `tmpfs` or `image`.
+    /// What is mounted.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: MountKind,
     /// Host path (bind), volume name (volume), image reference (image) or empty (tmpfs).
     #[serde(default)]
     pub source: String,
@@ -1143,6 +1206,41 @@ pub struct LogOptions {
     pub until_nanos: Option<i64>,
 }
 
+/// Where a sandbox is in its life; its JSON form is the lower-case name (`"notready"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxStatus {
+    /// Being made: stored before the driver makes it, so a crash leaves a record to clean up.
+    Creating,
+    /// Made, with every namespace (or its VM) alive.
+    Ready,
+    /// Stopped, being removed, or found dead (its pause process, infra container or VM gone).
+    NotReady,
+    /// The driver failed to make or find it.
+    Error,
+    /// Found on the host with no record (a leftover the driver reports; never stored).
+    Orphan,
+}
+
+impl SandboxStatus {
+    /// The status's name, as the API and `sandbox ls` show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxStatus::Creating => "creating",
+            SandboxStatus::Ready => "ready",
+            SandboxStatus::NotReady => "notready",
+            SandboxStatus::Error => "error",
+            SandboxStatus::Orphan => "orphan",
+        }
+    }
+}
+
+impl fmt::Display for SandboxStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A stored sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxRecord {
@@ -1150,8 +1248,8 @@ pub struct SandboxRecord {
     pub config: SandboxConfig,
     /// The driver that made it.
     pub driver: String,
-    /// `ready`, `notready` (being made or removed) or `error`.
-    pub status: String,
+    /// Where the sandbox is in its life.
+    pub status: SandboxStatus,
     /// What the driver made.
     #[serde(default)]
     pub runtime: SandboxRuntime,

@@ -9,7 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::MountConfig;
+use crate::model::{MountConfig, MountKind};
 
 /// The bind option that keeps a read-only bind's submounts writable (Docker's `bind-recursive=writable`): only
 /// the bind itself is read-only. Without it a read-only bind is read-only recursively.
@@ -43,12 +43,12 @@ impl MountConfig {
             ));
         }
         let kind = if source.is_empty() || !source.starts_with(['/', '.', '~']) {
-            "volume"
+            MountKind::Volume
         } else {
-            "bind"
+            MountKind::Bind
         };
         let mut m = MountConfig {
-            kind: kind.into(),
+            kind,
             source: source.into(),
             destination: destination.into(),
             ..Default::default()
@@ -58,8 +58,10 @@ impl MountConfig {
                 "ro" => m.readonly = true,
                 "rw" => m.readonly = false,
                 "z" | "Z" | "consistent" | "cached" | "delegated" => m.options.push(opt.into()),
-                "nocopy" if kind == "volume" => m.options.push(opt.into()),
-                p if PROPAGATIONS.contains(&p) && kind == "bind" => m.options.push(p.into()),
+                "nocopy" if kind == MountKind::Volume => m.options.push(opt.into()),
+                p if PROPAGATIONS.contains(&p) && kind == MountKind::Bind => {
+                    m.options.push(p.into())
+                }
                 other => {
                     return Err(bad(&format!(
                         "unknown option {other:?} for a {kind}: use ro, rw, z, Z, nocopy (volumes) or a propagation (binds)"
@@ -76,7 +78,7 @@ impl MountConfig {
     pub fn parse_mount_flag(text: &str) -> Result<MountConfig> {
         let bad = |why: String| bad_mount("mount", text, why);
         let mut m = MountConfig {
-            kind: "volume".into(),
+            kind: MountKind::Volume,
             ..Default::default()
         };
         let mut tmpfs_opts = Vec::new();
@@ -98,7 +100,14 @@ impl MountConfig {
                     .ok_or_else(|| bad(format!("{key} needs a value")))
             };
             match key {
-                "type" => m.kind = need(value)?,
+                "type" => {
+                    m.kind = need(value)?.parse().map_err(|_| {
+                        bad(format!(
+                            "unknown type {:?}: use bind, volume, tmpfs or image",
+                            value.unwrap_or_default()
+                        ))
+                    })?
+                }
                 "source" | "src" => m.source = need(value)?,
                 "destination" | "dst" | "target" => m.destination = need(value)?,
                 "readonly" | "ro" => {
@@ -135,42 +144,38 @@ impl MountConfig {
                 other => return Err(bad(format!("unknown field {other:?}"))),
             }
         }
-        if !matches!(m.kind.as_str(), "bind" | "volume" | "tmpfs" | "image") {
-            return Err(bad(format!(
-                "unknown type {:?}: use bind, volume, tmpfs or image",
-                m.kind
-            )));
-        }
         if m.destination.is_empty() || !m.destination.starts_with('/') {
             return Err(bad(
                 "the destination must be an absolute path in the container".into(),
             ));
         }
-        match m.kind.as_str() {
-            "bind" if m.source.is_empty() => return Err(bad("a bind mount needs a source".into())),
-            "image" if m.source.is_empty() => {
+        match m.kind {
+            MountKind::Bind if m.source.is_empty() => {
+                return Err(bad("a bind mount needs a source".into()));
+            }
+            MountKind::Image if m.source.is_empty() => {
                 return Err(bad("an image mount needs a source (the image)".into()));
             }
-            "image" if writable => {
+            MountKind::Image if writable => {
                 return Err(bad("an image mount is read-only".into()));
             }
-            "image" => m.readonly = true,
-            "tmpfs" if !m.source.is_empty() => {
+            MountKind::Image => m.readonly = true,
+            MountKind::Tmpfs if !m.source.is_empty() => {
                 return Err(bad("a tmpfs mount takes no source".into()));
             }
             _ => {}
         }
-        if m.subpath.is_some() && m.kind != "image" {
+        if m.subpath.is_some() && m.kind != MountKind::Image {
             return Err(bad("image-subpath applies to type=image only".into()));
         }
-        if !tmpfs_opts.is_empty() && m.kind != "tmpfs" {
+        if !tmpfs_opts.is_empty() && m.kind != MountKind::Tmpfs {
             return Err(bad(
                 "tmpfs-size and tmpfs-mode apply to type=tmpfs only".into()
             ));
         }
         let wrong_kind = m.options.iter().any(|o| {
-            (PROPAGATIONS.contains(&o.as_str()) && m.kind != "bind")
-                || (o == "nocopy" && m.kind != "volume")
+            (PROPAGATIONS.contains(&o.as_str()) && m.kind != MountKind::Bind)
+                || (o == "nocopy" && m.kind != MountKind::Volume)
         });
         if wrong_kind {
             return Err(bad(format!(
@@ -193,7 +198,7 @@ impl MountConfig {
             ));
         }
         let mut m = MountConfig {
-            kind: "tmpfs".into(),
+            kind: MountKind::Tmpfs,
             destination: destination.into(),
             ..Default::default()
         };
@@ -401,6 +406,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mount_kinds_are_their_docker_names_and_nothing_else() {
+        for kind in MountKind::ALL {
+            assert_eq!(kind.as_str().parse::<MountKind>().unwrap(), kind);
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::json!(kind.as_str())
+            );
+        }
+        let e = "nfs".parse::<MountKind>().unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("type"));
+        assert!(e.message.contains("bind, volume, tmpfs or image"), "{e}");
+        let e = serde_json::from_str::<MountConfig>(r#"{"type": "nfs", "destination": "/x"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `nfs`"), "{e}");
+        let e = MountConfig::parse_mount_flag("type=nfs,target=/x").unwrap_err();
+        assert!(e.message.contains("unknown type \"nfs\""), "{e}");
+    }
+
+    #[test]
     fn volume_flags() {
         let m = MountConfig::parse_volume_flag("/srv:/data:ro,rslave,z").unwrap();
         assert_eq!(
@@ -418,7 +443,7 @@ mod tests {
             ("volume", "", "/cache")
         );
         let m = MountConfig::parse_volume_flag("./rel:/x").unwrap();
-        assert_eq!(m.kind, "bind");
+        assert_eq!(m.kind, MountKind::Bind);
         for bad in [
             "a:b",
             "/a:/b:bogus",
@@ -501,7 +526,7 @@ mod tests {
     #[test]
     fn tmpfs_flags() {
         let m = MountConfig::parse_tmpfs_flag("/run:size=64m,mode=1777,ro").unwrap();
-        assert_eq!(m.kind, "tmpfs");
+        assert_eq!(m.kind, MountKind::Tmpfs);
         assert_eq!(m.options, vec!["size=64m", "mode=1777"]);
         assert!(m.readonly);
         assert!(MountConfig::parse_tmpfs_flag("run").is_err());

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use husk_core::{ContainerRecord, ContainerStatus, Error, SandboxRecord};
+use husk_core::{ContainerRecord, ContainerStatus, Error, SandboxRecord, SandboxStatus};
 use husk_cri_api::v1::{
     ContainerMetadata, ContainerState, NamespaceMode, PodSandboxMetadata, PodSandboxState, Signal,
     UserNamespace,
@@ -274,7 +274,7 @@ pub fn nanos(rfc3339: &str) -> i64 {
 
 /// A pod's CRI state.
 pub fn pod_state(sb: &SandboxRecord) -> PodSandboxState {
-    if sb.status == "ready" {
+    if sb.status == SandboxStatus::Ready {
         PodSandboxState::SandboxReady
     } else {
         PodSandboxState::SandboxNotready
@@ -441,7 +441,7 @@ mod tests {
                 ..Default::default()
             },
             driver: "vm".into(),
-            status: "ready".into(),
+            status: SandboxStatus::Ready,
             runtime: Default::default(),
             created_at: String::new(),
             owner_container: None,

@@ -22,7 +22,8 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use husk_core::{
     ContainerConfig, ContainerRecord, ContainerStatus, Driver, Error, ImageRef, Mode,
-    ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord, SecurityConfig,
+    ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord, SandboxStatus,
+    SecurityConfig,
 };
 use husk_docker::{DockerDriver, DockerDriverConfig, ImageArchive, ImageSource};
 
@@ -184,7 +185,7 @@ impl Bench {
         let sandbox = SandboxRecord {
             config: sandbox_config,
             driver: "docker".into(),
-            status: "ready".into(),
+            status: SandboxStatus::Ready,
             runtime,
             created_at: String::new(),
             owner_container: None,

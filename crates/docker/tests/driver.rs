@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use common::{collect, harness, namespace, process};
 use husk_core::stdio::{Frame, write_frame};
-use husk_core::{Driver, ErrorKind, LogEntry, LogOptions, MountConfig, ObservedState, PortMapping};
+use husk_core::{
+    Driver, ErrorKind, LogEntry, LogOptions, MountConfig, MountKind, ObservedState, PortMapping,
+};
 use husk_docker::{DockerDriver, DockerDriverConfig, Role};
 
 const SLEEP: &[&str] = &["sleep", "1000"];
@@ -786,7 +788,7 @@ async fn published_ports_mounts_and_security() {
     let mut config = h.container_config("httpd", &["httpd", "-f", "-p", "80", "-h", "/srv"]);
     config.mounts = vec![
         MountConfig {
-            kind: "bind".into(),
+            kind: MountKind::Bind,
             source: www.path().to_string_lossy().into(),
             destination: "/srv".into(),
             readonly: true,
@@ -795,7 +797,7 @@ async fn published_ports_mounts_and_security() {
             ..Default::default()
         },
         MountConfig {
-            kind: "tmpfs".into(),
+            kind: MountKind::Tmpfs,
             source: String::new(),
             destination: "/scratch".into(),
             readonly: false,

@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use husk_core::{
-    ContainerStatus, Error, MountConfig, NetworkConfig, Resources, RestartPolicy, Result, units,
+    ContainerStatus, Error, MountConfig, MountKind, NetworkConfig, Resources, RestartPolicy,
+    Result, units,
 };
 use husk_store::Object;
 use serde::{Deserialize, Serialize};
@@ -317,7 +318,7 @@ impl Engine {
             .insert(CAPSULE_ANNOTATION.into(), rec.id.clone());
         for m in &c.mounts {
             spec.mounts.push(MountConfig {
-                kind: "volume".into(),
+                kind: MountKind::Volume,
                 source: m.volume.clone(),
                 destination: m.path.clone(),
                 readonly: m.readonly,

@@ -6,8 +6,8 @@ use std::time::Duration;
 use husk_core::stdio::BoxStdio;
 use husk_core::{
     Action, Capabilities, ContainerConfig, ContainerRecord, ContainerStatus, Error, ExitStatus,
-    HealthState, LogOptions, LogStream, Mode, MountConfig, Resources, RestartPolicy, Result,
-    SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top, units,
+    HealthState, LogOptions, LogStream, Mode, MountConfig, MountKind, Resources, RestartPolicy,
+    Result, SandboxConfig, SandboxRecord, SandboxRuntime, SandboxStatus, Stats, Top, units,
 };
 use husk_metrics::DriverOperation;
 use serde_json::json;
@@ -104,7 +104,7 @@ impl Engine {
         let caps = driver.capabilities();
         caps.require_mode(driver.name(), mode)?;
         if let Some(sb) = &sandbox {
-            if sb.status != "ready" {
+            if sb.status != SandboxStatus::Ready {
                 return Err(Error::conflict(format!(
                     "sandbox {} is {}",
                     sb.config.name, sb.status
@@ -240,7 +240,7 @@ impl Engine {
                     ..Default::default()
                 },
                 driver: driver_name.clone(),
-                status: "creating".into(),
+                status: SandboxStatus::Creating,
                 runtime: SandboxRuntime::default(),
                 created_at: husk_core::now_rfc3339(),
                 owner_container: Some(id.clone()),
@@ -306,7 +306,7 @@ impl Engine {
             let mut sb = match (implicit.clone(), sandbox.clone()) {
                 (Some(mut sb), _) => {
                     sb.runtime = driver.create_sandbox(&sb.config).await?;
-                    sb.status = "ready".into();
+                    sb.status = SandboxStatus::Ready;
                     self.inner.store.update(&sb)?;
                     Some(sb)
                 }
@@ -358,7 +358,7 @@ impl Engine {
         })?;
         let path = binary.display().to_string();
         config.mounts.push(MountConfig {
-            kind: "bind".into(),
+            kind: MountKind::Bind,
             source: path.clone(),
             destination: crate::mounts::INIT_PATH.into(),
             readonly: true,
@@ -483,7 +483,7 @@ impl Engine {
                 format!("bring back sandbox {}: {}", sb.config.name, e.message),
             )
         })?;
-        sb.status = "ready".into();
+        sb.status = SandboxStatus::Ready;
         self.inner.store.update(&sb)?;
         tracing::info!(sandbox = %sb.config.id, "the container's own sandbox had died; brought back");
         Ok(sb)

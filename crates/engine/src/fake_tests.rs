@@ -605,7 +605,7 @@ async fn a_create_aborted_once_the_sandbox_was_ready_is_rolled_back_at_start() {
     let store = crash_at("create_container:sandbox_ready", dir.path());
     let sandboxes = store.list::<SandboxRecord>().unwrap();
     assert_eq!(sandboxes.len(), 1);
-    assert_eq!(sandboxes[0].status, "ready");
+    assert_eq!(sandboxes[0].status, husk_core::SandboxStatus::Ready);
     let (engine, _fake) = recover_after_crash(dir.path(), store.clone()).await;
     assert!(engine.list_containers(true).unwrap().is_empty());
     assert!(store.list::<SandboxRecord>().unwrap().is_empty());

@@ -516,7 +516,7 @@ mod tests {
         assert_eq!(images_of(&rec), vec!["sha256:app"]);
         rec.config.mounts = vec![
             husk_core::MountConfig {
-                kind: "image".into(),
+                kind: husk_core::MountKind::Image,
                 source: "data:1".into(),
                 destination: "/data".into(),
                 image: Some(husk_core::RootfsLayers {
@@ -526,7 +526,7 @@ mod tests {
                 ..Default::default()
             },
             husk_core::MountConfig {
-                kind: "tmpfs".into(),
+                kind: husk_core::MountKind::Tmpfs,
                 destination: "/t".into(),
                 ..Default::default()
             },

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use husk_core::{
     ContainerRecord, ContainerStatus, ExitStatus, ObservedState, RestartPolicy, Result,
-    SandboxRecord,
+    SandboxRecord, SandboxStatus,
 };
 use tracing::{info, warn};
 
@@ -116,7 +116,7 @@ impl Engine {
         let Ok(Some(mut sb)) = self.inner.store.get::<SandboxRecord>(id) else {
             return;
         };
-        if sb.status != "ready" {
+        if sb.status != SandboxStatus::Ready {
             return;
         }
         let Ok(driver) = self.driver(&sb.driver) else {
@@ -127,7 +127,7 @@ impl Engine {
                 sandbox = id,
                 "the sandbox died under its containers; marked not ready"
             );
-            sb.status = "notready".into();
+            sb.status = SandboxStatus::NotReady;
             if let Err(e) = self.inner.store.update(&sb) {
                 warn!(sandbox = id, "record the sandbox as not ready: {e}");
             }
@@ -337,7 +337,7 @@ impl Engine {
                 }
                 "create_sandbox" => {
                     if let Some(sb) = self.inner.store.get::<SandboxRecord>(&op.target)?
-                        && sb.status == "creating"
+                        && sb.status == SandboxStatus::Creating
                     {
                         if let Ok(d) = self.driver(&sb.driver) {
                             let _ = d.delete_sandbox(&sb).await;
@@ -366,9 +366,11 @@ impl Engine {
             };
             // Only ever demoted: a sandbox stopped on purpose (the CRI's StopPodSandbox) keeps its namespaces
             // alive but stays not ready across a restart.
-            if sb.status == "ready" && !driver.sandbox_alive(&sb).await.unwrap_or(false) {
+            if sb.status == SandboxStatus::Ready
+                && !driver.sandbox_alive(&sb).await.unwrap_or(false)
+            {
                 let mut sb = sb;
-                sb.status = "notready".into();
+                sb.status = SandboxStatus::NotReady;
                 self.inner.store.update(&sb)?;
             }
         }

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use husk_core::options::PROPAGATIONS;
 use husk_core::{
-    Capabilities, Error, ErrorKind, MountConfig, Result, RootfsLayers, SandboxRecord, units,
+    Capabilities, Error, ErrorKind, MountConfig, MountKind, Result, RootfsLayers, SandboxRecord,
+    units,
 };
 use husk_image::Image;
 use tokio::sync::OwnedMutexGuard;
@@ -242,19 +243,14 @@ fn check_volume_options(m: &MountConfig) -> Result<bool> {
 /// Refuses mount kinds the driver cannot make.
 fn check_capabilities(mounts: &[MountConfig], driver: &str, caps: &Capabilities) -> Result<()> {
     for m in mounts {
-        let (ok, what) = match m.kind.as_str() {
-            "bind" => (caps.bind_mounts, "bind mounts"),
-            "volume" => (caps.volumes, "volumes"),
-            "tmpfs" => (caps.tmpfs, "tmpfs mounts"),
-            "image" => (
+        let (ok, what) = match m.kind {
+            MountKind::Bind => (caps.bind_mounts, "bind mounts"),
+            MountKind::Volume => (caps.volumes, "volumes"),
+            MountKind::Tmpfs => (caps.tmpfs, "tmpfs mounts"),
+            MountKind::Image => (
                 caps.image_mounts,
                 "image volumes (mounts of type image; the linux driver serves them)",
             ),
-            other => {
-                return Err(invalid(format!(
-                    "unknown mount type {other:?}: use bind, volume, tmpfs or image"
-                )));
-            }
         };
         caps.require(driver, what, ok)?;
     }
@@ -290,7 +286,7 @@ impl Engine {
             if mounts.iter().any(|o| o.destination == m.destination) {
                 return Err(invalid(format!("duplicate mount point: {}", m.destination)));
             }
-            if m.subpath.is_some() && m.kind != "image" {
+            if m.subpath.is_some() && m.kind != MountKind::Image {
                 return Err(Error::invalid(
                     "image-subpath",
                     format!(
@@ -299,14 +295,14 @@ impl Engine {
                     ),
                 ));
             }
-            match m.kind.as_str() {
-                "bind" => check_bind(&mut m)?,
-                "tmpfs" => check_tmpfs(&mut m)?,
-                "image" => {
+            match m.kind {
+                MountKind::Bind => check_bind(&mut m)?,
+                MountKind::Tmpfs => check_tmpfs(&mut m)?,
+                MountKind::Image => {
                     check_image_options(&mut m)?;
                     m.image = Some(self.image_mount_layers(&m)?);
                 }
-                _ => {
+                MountKind::Volume => {
                     check_volume_options(&m)?;
                 }
             }
@@ -323,7 +319,7 @@ impl Engine {
                 continue;
             }
             mounts.push(MountConfig {
-                kind: "volume".into(),
+                kind: MountKind::Volume,
                 destination: dest,
                 ..Default::default()
             });
@@ -344,7 +340,7 @@ impl Engine {
     ) -> Result<PreparedMounts> {
         let mut anonymous = Vec::new();
         for (i, m) in mounts.iter_mut().enumerate() {
-            if m.kind != "volume" {
+            if m.kind != MountKind::Volume {
                 continue;
             }
             if m.source.is_empty() {
@@ -362,7 +358,7 @@ impl Engine {
         }
         let names: Vec<String> = mounts
             .iter()
-            .filter(|m| m.kind == "volume")
+            .filter(|m| m.kind == MountKind::Volume)
             .map(|m| m.source.clone())
             .collect();
         let guards = self.lock_volumes(&names).await;
@@ -397,7 +393,7 @@ impl Engine {
         created: &mut Vec<VolumeRecord>,
     ) -> Result<()> {
         for (i, m) in mounts.iter_mut().enumerate() {
-            if m.kind != "volume" {
+            if m.kind != MountKind::Volume {
                 continue;
             }
             let (v, new) =
@@ -543,7 +539,7 @@ mod tests {
     #[test]
     fn image_mounts_are_read_only_private_and_name_an_image() {
         let mut m = MountConfig {
-            kind: "image".into(),
+            kind: MountKind::Image,
             source: "data:1".into(),
             destination: "/data".into(),
             options: vec!["z".into(), "rprivate".into()],
@@ -580,7 +576,7 @@ mod tests {
     #[test]
     fn drivers_without_image_mounts_refuse_them() {
         let image = vec![MountConfig {
-            kind: "image".into(),
+            kind: MountKind::Image,
             source: "data:1".into(),
             destination: "/data".into(),
             ..Default::default()
@@ -609,7 +605,7 @@ mod tests {
         };
         let e = crate::tests::engine(husk_core::Mode::Standalone, caps, dir.path()).unwrap();
         let m = MountConfig {
-            kind: "image".into(),
+            kind: MountKind::Image,
             source: "nothing/here:1".into(),
             destination: "/data".into(),
             ..Default::default()

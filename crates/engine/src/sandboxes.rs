@@ -2,7 +2,7 @@
 
 use husk_core::{
     ContainerRecord, ContainerStatus, Error, Result, SandboxConfig, SandboxRecord, SandboxRuntime,
-    units,
+    SandboxStatus, units,
 };
 use serde_json::json;
 
@@ -128,7 +128,7 @@ impl Engine {
                 annotations: req.annotations,
             },
             driver: driver_name,
-            status: "creating".into(),
+            status: SandboxStatus::Creating,
             runtime: SandboxRuntime::default(),
             created_at: husk_core::now_rfc3339(),
             owner_container: None,
@@ -147,7 +147,7 @@ impl Engine {
             Ok(runtime) => {
                 crate::failpoint("create_sandbox:driver_created");
                 sb.runtime = runtime;
-                sb.status = "ready".into();
+                sb.status = SandboxStatus::Ready;
                 self.inner.store.update(&sb)?;
                 self.inner.store.finish_operation(op)?;
                 Ok(sb)
@@ -188,9 +188,9 @@ impl Engine {
         }
         let _guard = self.lock(&sb.config.id).await;
         if let Some(mut sb) = self.inner.store.get::<SandboxRecord>(&sb.config.id)?
-            && sb.status != "notready"
+            && sb.status != SandboxStatus::NotReady
         {
-            sb.status = "notready".into();
+            sb.status = SandboxStatus::NotReady;
             self.inner.store.update(&sb)?;
         }
         Ok(())
@@ -204,7 +204,7 @@ impl Engine {
         port: u16,
     ) -> Result<tokio::net::TcpStream> {
         let sb = self.sandbox(key)?;
-        if sb.status != "ready" {
+        if sb.status != SandboxStatus::Ready {
             return Err(husk_core::Error::conflict(format!(
                 "sandbox {} is {}, not ready: its ports cannot be reached",
                 sb.config.id, sb.status

@@ -12,7 +12,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use husk_core::{ContainerRecord, Error, ErrorKind, Result, RootfsLayers, SandboxRecord, units};
+use husk_core::{
+    ContainerRecord, Error, ErrorKind, MountKind, Result, RootfsLayers, SandboxRecord, units,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 
@@ -62,7 +64,7 @@ pub(crate) fn uses_volume(rec: &ContainerRecord, name: &str) -> bool {
     rec.config
         .mounts
         .iter()
-        .any(|m| m.kind == "volume" && m.source == name)
+        .any(|m| m.kind == MountKind::Volume && m.source == name)
 }
 
 fn mkdir(path: &Path, mode: u32) -> Result<()> {
@@ -347,7 +349,12 @@ impl Engine {
 
     /// Removes the anonymous volumes `rec` used that no other container uses (`--rm`, `rm -v`).
     pub(crate) async fn remove_anonymous_volumes(&self, rec: &ContainerRecord) {
-        for m in rec.config.mounts.iter().filter(|m| m.kind == "volume") {
+        for m in rec
+            .config
+            .mounts
+            .iter()
+            .filter(|m| m.kind == MountKind::Volume)
+        {
             let _guard = self.lock(&format!("volume:{}", m.source)).await;
             let Ok(Some(v)) = self.inner.store.get::<VolumeRecord>(&m.source) else {
                 continue;
@@ -515,7 +522,7 @@ mod tests {
                 id: husk_core::new_id(),
                 name: name.into(),
                 mounts: vec![MountConfig {
-                    kind: "volume".into(),
+                    kind: MountKind::Volume,
                     source: volume.into(),
                     destination: "/d".into(),
                     ..Default::default()

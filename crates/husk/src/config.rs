@@ -1,6 +1,9 @@
 //! The daemon's settings: the config file (`/etc/husk/husk.toml`) and the flags over it, every key checked
 //! (`husk daemon --check-config`), and the reference of every key made from these types
 //! (`docs/configuration.md`).
+//!
+//! Why this file is long: every key of the daemon's config with its documentation, which is also the generated
+//! reference (`docs/configuration.md`): long because the settings are many, one concern.
 
 #[cfg(test)]
 mod reference;

@@ -5,10 +5,7 @@
 //! hold for drivers whose containers are not host processes (the `vm` driver).
 
 mod common;
-// The crash matrix pulls from a real registry.
-#[allow(dead_code)]
-#[path = "common/registry.rs"]
-mod registry;
+use husk_testkit::registry;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

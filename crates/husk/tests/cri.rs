@@ -3,9 +3,7 @@
 //! with filters, statuses, idempotent stop and remove, bad requests, image volumes, and nothing left behind.
 
 mod common;
-#[path = "common/registry.rs"]
-#[allow(dead_code)]
-mod registry;
+use husk_testkit::registry;
 
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,7 @@
 //! refusal of checkpoints where CRIU cannot run.
 
 mod common;
-#[path = "common/registry.rs"]
-#[allow(dead_code)] // shared with images.rs, which uses all of it
-mod registry;
+use husk_testkit::registry;
 
 use std::time::Duration;
 

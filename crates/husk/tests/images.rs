@@ -3,8 +3,7 @@
 //! login/logout, save/load, commit, prune, `system df`, refused removals, and what `pull` prints.
 
 mod common;
-#[path = "common/registry.rs"]
-mod registry;
+use husk_testkit::registry;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -4,9 +4,7 @@
 //! and the daemon's root on a full disk.
 
 mod common;
-#[allow(dead_code)]
-#[path = "common/registry.rs"]
-mod registry;
+use husk_testkit::registry;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

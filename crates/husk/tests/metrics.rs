@@ -4,9 +4,7 @@
 //! at all.
 
 mod common;
-#[path = "common/registry.rs"]
-#[allow(dead_code)] // shared with images.rs, which uses all of it
-mod registry;
+use husk_testkit::registry;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};

@@ -17,9 +17,7 @@
 //! `HUSK_SOAK_SECONDS` (default 60) sets the length of the timed phase.
 
 mod common;
-#[path = "common/registry.rs"]
-#[allow(dead_code)] // shared with images.rs, which uses all of it
-mod registry;
+use husk_testkit::registry;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -22,6 +22,9 @@
 //!   `trusted.overlay.opaque=y` attribute on its directory; other `.wh..wh.` names (aufs metadata) are skipped.
 //! - The uncompressed stream is counted: past the layer or image limit the read fails, so a decompression bomb
 //!   stops at the limit. The whole stream (including padding after the tar end) is hashed into the diff ID.
+//!
+//! Why this file is long: kept whole on purpose: it is one security boundary (no layer writes outside its root), and
+//! its invariants are easier to check when every write it makes is in one file.
 
 use std::cell::Cell;
 use std::collections::HashMap;

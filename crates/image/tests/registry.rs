@@ -5,8 +5,8 @@ mod common;
 
 use std::path::Path;
 
-use common::registry::{Registry, script};
-use common::{Layer, Tar, TestStore, docker_archive};
+use common::registry::Registry;
+use common::{Layer, Tar, TestStore, docker_archive, script};
 use husk_core::ErrorKind;
 use husk_image::{
     Credentials, ImageConfig, LayerState, Platform, Progress, ProgressSink, PullOptions,

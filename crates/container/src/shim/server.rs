@@ -8,6 +8,9 @@
 //! The event loop is a current-thread tokio runtime, so the process never has a second thread: libcontainer's
 //! clone calls for execs happen on the only thread, and a `waitpid(-1)` reaper cannot steal an exit status that
 //! libcontainer is waiting for (libcontainer's own waits finish before control returns to the loop).
+//!
+//! Why this file is long: one process's event loop: its handlers share the loop's state (the container, its stdio,
+//! the log, the exit status), so splitting them would only spread that state across files.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -3,6 +3,9 @@
 //! This file holds the service (one short method per RPC) and the lookups they share; `requests` turns the
 //! CRI's requests into husk's, `status` husk's records into the CRI's statuses and list items, `stats` reads
 //! stats and metrics.
+//!
+//! Why this file is long: one short method per RPC of the CRI's RuntimeService (tonic wants them in one `impl`); the
+//! work is in `requests`, `status` and `stats`.
 
 use std::collections::HashMap;
 use std::time::Duration;

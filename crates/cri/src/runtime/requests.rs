@@ -2,7 +2,7 @@
 //! request (command, user, groups, security, mounts and image volumes, limits, devices), and back for statuses.
 
 use husk_api_types::{ContainerCreate, SandboxCreate};
-use husk_core::{ErrorKind, MountConfig, NetworkConfig, SandboxRecord};
+use husk_core::{ErrorKind, MountConfig, MountKind, NetworkConfig, SandboxRecord};
 use husk_cri_api::v1 as cri;
 use husk_engine::Engine;
 use tonic::Status;
@@ -173,8 +173,8 @@ pub(super) fn idempotent(r: husk_core::Result<()>) -> Result<(), Status> {
 /// A container's mount as its CRI status shows it: binds with their propagation, image volumes as kubelet asked
 /// for them (the image, read-only); other kinds (volumes, tmpfs) are husk's own and not shown.
 pub(super) fn mount_status(m: &MountConfig) -> Option<cri::Mount> {
-    match m.kind.as_str() {
-        "bind" => Some(cri::Mount {
+    match m.kind {
+        MountKind::Bind => Some(cri::Mount {
             container_path: m.destination.clone(),
             host_path: m.source.clone(),
             readonly: m.readonly,
@@ -192,7 +192,7 @@ pub(super) fn mount_status(m: &MountConfig) -> Option<cri::Mount> {
             },
             ..Default::default()
         }),
-        "image" => Some(cri::Mount {
+        MountKind::Image => Some(cri::Mount {
             container_path: m.destination.clone(),
             readonly: true,
             image: Some(cri::ImageSpec {
@@ -223,7 +223,7 @@ fn image_mount(m: &cri::Mount) -> Result<MountConfig, Status> {
         )));
     }
     Ok(MountConfig {
-        kind: "image".into(),
+        kind: MountKind::Image,
         source: image.image.trim().to_string(),
         destination: m.container_path.clone(),
         readonly: true,
@@ -235,7 +235,7 @@ fn image_mount(m: &cri::Mount) -> Result<MountConfig, Status> {
 /// Fails with NOT_FOUND naming `mounts[].image` when an image volume's image is not here: kubelet pulls it
 /// before it creates the container.
 pub(super) fn check_image_volumes(engine: &Engine, create: &ContainerCreate) -> Result<(), Status> {
-    for m in create.mounts.iter().filter(|m| m.kind == "image") {
+    for m in create.mounts.iter().filter(|m| m.kind == MountKind::Image) {
         if !engine.has_image(&m.source) {
             return Err(Status::not_found(format!(
                 "mounts[].image: no such image {} (the image volume on {}): pull it first",
@@ -461,7 +461,7 @@ pub(super) fn container_request(
             options.push(husk_core::options::BIND_WRITABLE_SUBMOUNTS.to_string());
         }
         mounts.push(MountConfig {
-            kind: "bind".into(),
+            kind: MountKind::Bind,
             source: m.host_path.clone(),
             destination: m.container_path.clone(),
             readonly: m.readonly,
@@ -603,7 +603,7 @@ mod tests {
                 ..Default::default()
             },
             driver: "linux".into(),
-            status: "ready".into(),
+            status: husk_core::SandboxStatus::Ready,
             runtime: Default::default(),
             created_at: String::new(),
             owner_container: None,
@@ -744,7 +744,7 @@ mod tests {
             );
         }
         let tmpfs = MountConfig {
-            kind: "tmpfs".into(),
+            kind: MountKind::Tmpfs,
             destination: "/t".into(),
             ..Default::default()
         };

@@ -16,6 +16,10 @@
 //! A [`Session`] runs two tasks: a reader that parses frames and hands DATA to each stream's buffer, and a
 //! writer that owns the write half, so that frames of different streams never interleave and the header
 //! blocks are compressed in the order they go on the wire.
+//!
+//! Why this file is long: one protocol in one file: the framing and the session's stream multiplexing share the
+//! compression state and the flow-control windows, and this header explains the dialect; the tests are in
+//! `spdy/tests.rs`.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -8,6 +8,9 @@
 //! - Live, both ways, over TCP: Go's `spdystream.NewConnection(conn, false)` as a client against
 //!   `go_live_server`, and Go's server connection (`MirrorStreamHandler`) against `go_live_client`; both
 //!   passed, recorded on those tests.
+//!
+//! Why this file is long: the tests of the SPDY module, long because of the frames Go's framer wrote, recorded here
+//! byte for byte.
 
 use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};

@@ -25,7 +25,7 @@ use husk_core::stdio::{BoxStdio, Frame, read_frame};
 use husk_core::{
     ContainerConfig, ContainerRecord, ContainerRuntime, ContainerStatus, Error, ImageRef, Mode,
     ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime,
-    SecurityConfig,
+    SandboxStatus, SecurityConfig,
 };
 use husk_docker::{DockerDriver, DockerDriverConfig, ImageArchive, ImageSource};
 
@@ -409,7 +409,7 @@ pub fn sandbox_record(config: SandboxConfig, runtime: SandboxRuntime) -> Sandbox
     SandboxRecord {
         config,
         driver: "docker".into(),
-        status: "ready".into(),
+        status: SandboxStatus::Ready,
         runtime,
         created_at: husk_core::now_rfc3339(),
         owner_container: None,

@@ -1,4 +1,9 @@
 //! Command-line syntax (Docker's habits).
+//!
+//! Why this file is long: the command line's whole grammar, as clap declarations: every command and flag with its
+//! help text, which `husk --help`, the manual pages and the completions are made from. Long because the grammar is;
+//! one concern, and kept whole so flags shared by several commands (`run`/`create`, the output formats) are declared
+//! once.
 
 use std::path::PathBuf;
 

@@ -176,7 +176,10 @@ pub(super) fn mounts(a: &RunArgs) -> Result<Vec<MountConfig>> {
     for t in &a.tmpfs {
         out.push(MountConfig::parse_tmpfs_flag(t)?);
     }
-    for m in out.iter_mut().filter(|m| m.kind == "bind") {
+    for m in out
+        .iter_mut()
+        .filter(|m| m.kind == husk_core::MountKind::Bind)
+    {
         if m.source.starts_with('~') {
             let home =
                 std::env::var("HOME").context("expand ~ in a bind source: HOME is not set")?;

@@ -47,7 +47,7 @@ pub(super) async fn sandbox(client: &Client, cmd: SandboxCommand) -> Result<i32>
                             short(&s.id),
                             s.name.clone(),
                             s.driver.clone(),
-                            s.status.clone(),
+                            s.status.to_string(),
                             s.containers.len().to_string(),
                             if s.share_pid {
                                 "yes".into()

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
-pub mod registry;
+pub use husk_testkit::{registry, test_tmp};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -320,15 +320,6 @@ impl TestStore {
     }
 }
 
-/// Where tests make their directories (on a filesystem with trusted xattrs and device nodes: not tmpfs).
-pub fn test_tmp() -> PathBuf {
-    let dir = std::env::var_os("HUSK_TEST_TMP")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Every path under `root` (except `skip`) with type, size, mode, link count and content hash.
 pub fn snapshot(root: &Path, skip: &Path) -> BTreeMap<PathBuf, String> {
     let mut out = BTreeMap::new();
@@ -385,4 +376,28 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
             (state >> 24) as u8
         })
         .collect()
+}
+
+/// Runs a repo script; returns its last printed word (an ID or digest).
+pub fn script(name: &str, args: &[&Path], extra: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(name);
+    let out = Command::new("sh")
+        .arg(path)
+        .args(args)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_string()
 }

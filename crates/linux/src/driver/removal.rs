@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use husk_core::{Driver, Error, Result, SandboxConfig, SandboxRecord, SandboxRuntime};
+use husk_core::{
+    Driver, Error, Result, SandboxConfig, SandboxRecord, SandboxRuntime, SandboxStatus,
+};
 
 use husk_container::cgroups;
 use husk_container::shim::Request;
@@ -159,7 +161,7 @@ impl LinuxDriver {
                     ..Default::default()
                 },
                 driver: self.name().into(),
-                status: "orphan".into(),
+                status: SandboxStatus::Orphan,
                 runtime: SandboxRuntime::default(),
                 created_at: String::new(),
                 owner_container: None,

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use husk_core::{ContainerConfig, Error, Result, RootfsLayers};
+use husk_core::{ContainerConfig, Error, MountKind, Result, RootfsLayers};
 use nix::mount::MntFlags;
 
 use super::identity::ContainerUserns;
@@ -87,7 +87,7 @@ impl LinuxDriver {
         userns: Option<&ContainerUserns>,
     ) -> Result<()> {
         for (i, m) in mounts.iter().enumerate() {
-            if m.kind != "image" {
+            if m.kind != MountKind::Image {
                 continue;
             }
             let image = m.image.as_ref().ok_or_else(|| {
@@ -157,7 +157,7 @@ impl LinuxDriver {
         mounts: &mut [husk_core::MountConfig],
     ) -> Result<()> {
         for (i, m) in mounts.iter_mut().enumerate() {
-            if m.kind != "image" {
+            if m.kind != MountKind::Image {
                 continue;
             }
             let root = self.images_dir(id).join(format!("m{i}"));
@@ -191,7 +191,7 @@ impl LinuxDriver {
     ) -> Result<()> {
         let staging = self.idmapped_dir(id);
         for (i, m) in config.mounts.iter_mut().enumerate() {
-            if !matches!(m.kind.as_str(), "bind" | "volume") || m.host_path.is_empty() {
+            if !m.kind.is_host_path() || m.host_path.is_empty() {
                 continue;
             }
             let source = PathBuf::from(&m.host_path);

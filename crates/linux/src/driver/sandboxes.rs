@@ -5,7 +5,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use husk_core::{Driver, Error, Result, SandboxConfig, SandboxRecord, SandboxRuntime};
+use husk_core::{
+    Driver, Error, Result, SandboxConfig, SandboxRecord, SandboxRuntime, SandboxStatus,
+};
 use nix::mount::MsFlags;
 
 use husk_container::namespaces;
@@ -85,7 +87,7 @@ impl LinuxDriver {
             let record = SandboxRecord {
                 config: config.clone(),
                 driver: self.name().into(),
-                status: "error".into(),
+                status: SandboxStatus::Error,
                 runtime: SandboxRuntime::default(),
                 created_at: String::new(),
                 owner_container: None,

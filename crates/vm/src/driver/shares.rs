@@ -61,7 +61,7 @@ impl VmDriver {
         config: &mut ContainerConfig,
     ) -> Result<()> {
         let wanted: Vec<usize> = (0..config.mounts.len())
-            .filter(|&i| matches!(config.mounts[i].kind.as_str(), "bind" | "volume"))
+            .filter(|&i| config.mounts[i].kind.is_host_path())
             .collect();
         if wanted.is_empty() {
             return Ok(());

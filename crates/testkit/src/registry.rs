@@ -1,5 +1,6 @@
 //! A real registry for tests: Debian's `docker-registry` on 127.0.0.1 with a free port and its own storage; open,
-//! with htpasswd basic auth, or with bearer tokens from a token server of its own. Images are pushed with skopeo.
+//! with htpasswd basic auth, or with bearer tokens from a token server of its own. Images get into it with
+//! skopeo.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -50,7 +51,7 @@ impl Registry {
     pub fn start_with(mode: Auth<'_>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("husk-registry")
-            .tempdir_in(super::test_tmp())
+            .tempdir_in(crate::test_tmp())
             .unwrap();
         let mut auth_section = String::new();
         let mut token_server = None;
@@ -137,6 +138,54 @@ impl Registry {
             "skopeo copy {source}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// `HOST/repo_tag`.
+    pub fn reference(&self, repo_tag: &str) -> String {
+        format!("{}/{repo_tag}", self.host)
+    }
+
+    /// Copies a `docker save` archive into this registry as `repo_tag`.
+    pub fn push_archive(&self, archive: &Path, repo_tag: &str) {
+        self.push(
+            &format!("docker-archive:{}", archive.display()),
+            repo_tag,
+            false,
+        );
+    }
+
+    /// Copies every platform of the OCI layout `layout` (index entry `tag`) into this registry as `repo:tag`.
+    pub fn push_oci_all(&self, layout: &Path, repo: &str, tag: &str) {
+        self.push(
+            &format!("oci:{}:{tag}", layout.display()),
+            &format!("{repo}:{tag}"),
+            true,
+        );
+    }
+
+    /// The manifest digest the registry has for `repo_tag`.
+    pub fn digest(&self, repo_tag: &str) -> String {
+        let mut cmd = Command::new("skopeo");
+        cmd.args([
+            "--insecure-policy",
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+        ]);
+        if let Some((u, p)) = &self.creds {
+            cmd.arg(format!("--creds={u}:{p}"));
+        }
+        let out = cmd
+            .arg(format!("docker://{}", self.reference(repo_tag)))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo inspect: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// `skopeo inspect --raw` of an image in this registry.
@@ -336,28 +385,4 @@ fn wait_ready(child: &mut Child, host: &str) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
-}
-
-/// Runs a repo script; returns its last printed word (an ID or digest).
-pub fn script(name: &str, args: &[&Path], extra: &[&str]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scripts")
-        .join(name);
-    let out = Command::new("sh")
-        .arg(path)
-        .args(args)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap_or_default()
-        .to_string()
 }
