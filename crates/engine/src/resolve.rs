@@ -238,6 +238,11 @@ fn parse_security(req: &ContainerCreate) -> Result<SecurityConfig> {
                 })?;
                 sec.seccomp = Some(value.to_string());
             }
+            // Docker's switch for the system paths of `/proc` and `/sys`: nothing masked, nothing made read-only.
+            "systempaths" if value == "unconfined" => {
+                sec.masked_paths = Some(Vec::new());
+                sec.readonly_paths = Some(Vec::new());
+            }
             "no-new-privileges" => {
                 sec.no_new_privileges = match value {
                     "" | "true" => true,
@@ -254,7 +259,7 @@ fn parse_security(req: &ContainerCreate) -> Result<SecurityConfig> {
                 return Err(Error::invalid(
                     "security_opt",
                     format!(
-                        "unknown security option {opt:?}: use seccomp=unconfined|PROFILE or no-new-privileges"
+                        "unknown security option {opt:?}: use seccomp=unconfined|PROFILE, systempaths=unconfined or no-new-privileges"
                     ),
                 ));
             }

@@ -499,7 +499,8 @@ fn a_vm_killed_or_crashed_ends_its_containers_with_a_reason() {
     let crash = d.husk(&[
         "run",
         "--rm",
-        "--privileged",
+        "--security-opt",
+        "systempaths=unconfined",
         "--sandbox",
         "pod",
         IMAGE,

@@ -5,13 +5,13 @@ mod common;
 
 use std::path::Path;
 
-use common::registry::Registry;
 use common::{Layer, Tar, TestStore, docker_archive, script};
 use husk_core::ErrorKind;
 use husk_image::{
     Credentials, ImageConfig, LayerState, Platform, Progress, ProgressSink, PullOptions,
     RegistryConfig,
 };
+use husk_testkit::registry::Registry;
 
 fn busybox(dir: &Path, layers: usize) -> (std::path::PathBuf, String) {
     let out = dir.join(format!("busybox-{layers}.tar"));
@@ -793,7 +793,7 @@ async fn a_download_cut_mid_layer_resumes_with_a_range_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bearer_token_auth_through_a_token_server() {
-    use common::registry::Auth;
+    use husk_testkit::registry::Auth;
     let registry = Registry::start_with(Auth::Token("husk", "t0ken-pw"));
     let t = TestStore::new(ImageConfig::default());
     let (archive, id) = busybox(t.dir.path(), 1);

@@ -398,7 +398,13 @@ impl Driver for VmDriver {
                 Ok(h) => match h.client.remove_container(container.id()).await {
                     Ok(()) => {}
                     Err(e) if e.kind == ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
+                    // A VM that died (QEMU killed, the guest's kernel panicked) breaks its agent's connection
+                    // before QEMU is gone: when QEMU goes within a moment, the container went with the guest.
+                    Err(e) => {
+                        if !self.vm_goes_within(&vm, Duration::from_secs(3)).await? {
+                            return Err(e);
+                        }
+                    }
                 },
                 Err(e) if e.kind == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),

@@ -1,4 +1,3 @@
-
 use super::*;
 use husk_core::{ImageRef, Resources, SecurityConfig};
 

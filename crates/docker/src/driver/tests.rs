@@ -1,4 +1,3 @@
-
 use bollard::models::{
     ContainerState, EndpointSettings, EventActor, EventMessage, NetworkSettings,
 };

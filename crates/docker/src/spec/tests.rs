@@ -1,4 +1,3 @@
-
 use husk_core::{ImageRef, PortMapping, ProcessConfig};
 
 use super::*;

@@ -1,4 +1,3 @@
-
 use super::*;
 use husk_image::RunConfig;
 
@@ -315,6 +314,11 @@ fn security_options() {
     let c = container_config(&r, "id", "n", &img).unwrap();
     assert_eq!(c.security.seccomp.as_deref(), Some("unconfined"));
     assert!(!c.security.no_new_privileges);
+    assert_eq!(c.security.masked_paths, None, "the defaults");
+    r.security_opt = vec!["systempaths=unconfined".into()];
+    let c = container_config(&r, "id", "n", &img).unwrap();
+    assert_eq!(c.security.masked_paths, Some(Vec::new()));
+    assert_eq!(c.security.readonly_paths, Some(Vec::new()));
     let mut r = req("x");
     r.security_opt = vec!["apparmor=x".into()];
     assert_eq!(

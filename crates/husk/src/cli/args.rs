@@ -335,7 +335,7 @@ pub struct RunArgs {
     /// Drop a capability.
     #[arg(long = "cap-drop")]
     pub cap_drop: Vec<String>,
-    /// Security options: seccomp=unconfined|PROFILE.json, no-new-privileges[=false].
+    /// Security options: seccomp=unconfined|PROFILE.json, systempaths=unconfined, no-new-privileges[=false].
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
     /// Mount the root filesystem read-only.

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
-pub use husk_testkit::{registry, test_tmp};
+pub use husk_testkit::test_tmp;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -383,7 +383,7 @@ pub fn script(name: &str, args: &[&Path], extra: &[&str]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../scripts")
         .join(name);
-    let out = Command::new("sh")
+    let out = std::process::Command::new("sh")
         .arg(path)
         .args(args)
         .args(extra)

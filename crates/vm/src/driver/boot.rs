@@ -15,6 +15,22 @@ use crate::proto::{LAYERS_TAG as SHARE_TAG, MOUNTS_TAG};
 use crate::qemu::{Share, Transport, Vm, VmConfig, host_tsc_khz, vm_size};
 
 impl VmDriver {
+    /// Whether VM `vm_name`'s QEMU is gone, or goes within `limit` (a dying VM breaks its agent's connection
+    /// before QEMU has exited).
+    pub(super) async fn vm_goes_within(&self, vm_name: &str, limit: Duration) -> Result<bool> {
+        let pidfile = self.vm_root(vm_name).join("vm");
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if Vm::find(&pidfile).await?.is_none() {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Boots a VM named `vm_name` with `resources` on `network` and waits for its agent. On failure nothing of it
     /// is left (QEMU, namespace, network attachment).
     pub(super) async fn boot(

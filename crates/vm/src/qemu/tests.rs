@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn config(machine: Machine, transport: Transport) -> VmConfig {
