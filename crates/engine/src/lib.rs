@@ -381,8 +381,21 @@ pub(crate) mod tests {
             ("engine/src", "crate::failpoint(\""),
             ("image/src", "husk_core::failpoint(\""),
         ] {
-            for file in std::fs::read_dir(crates.join(dir)).unwrap().flatten() {
-                let Ok(text) = std::fs::read_to_string(file.path()) else {
+            // Every file below the crate's source directory, submodules' directories included.
+            let mut dirs = vec![crates.join(dir)];
+            let mut files = Vec::new();
+            while let Some(d) = dirs.pop() {
+                for entry in std::fs::read_dir(d).unwrap().flatten() {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else if path.extension().is_some_and(|e| e == "rs") {
+                        files.push(path);
+                    }
+                }
+            }
+            for file in files {
+                let Ok(text) = std::fs::read_to_string(&file) else {
                     continue;
                 };
                 for (at, _) in text.match_indices(call) {
