@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use husk_api_types::ContainerCreate;
-use husk_core::{Error, NetworkConfig, PortMapping, Resources, RestartPolicy, Result};
+use husk_core::{
+    Error, NetworkConfig, PortMapping, PortProtocol, Resources, RestartPolicy, Result,
+};
 use husk_engine::capsules::{CapsuleContainer, CapsuleCreate, CapsuleMount};
 use serde::Deserialize;
 use serde_json::Value;
@@ -353,13 +355,16 @@ fn container(
             None | Some(Value::Null) => None,
             Some(v) => Some(port_number("ports.hostPort", v)?),
         };
-        let protocol = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
-        if protocol != "tcp" && protocol != "udp" {
-            return Err(invalid(
-                "ports.protocol",
-                format!("{protocol:?} is not TCP or UDP"),
-            ));
-        }
+        let given = p.protocol.as_deref().unwrap_or("TCP");
+        let protocol = match given.parse() {
+            Ok(p @ (PortProtocol::Tcp | PortProtocol::Udp)) => p,
+            _ => {
+                return Err(invalid(
+                    "ports.protocol",
+                    format!("{given:?} is not TCP or UDP"),
+                ));
+            }
+        };
         let _ = &p.name;
         // Only ports given a host port are published (Kubernetes' rule); the others are documentation.
         if let Some(host_port) = host_port

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use husk_core::{Error, LogEntry, LogLimits, LogOptions, Result};
+use husk_core::{Error, LogEntry, LogLimits, LogOptions, OutputStream, Result};
 
 /// The CRI log writer (kubelet's format), shared with the drivers that write CRI logs from the daemon.
 pub use husk_core::cri_log::CriLog;
@@ -62,8 +62,12 @@ pub struct LogWriter {
     cri: Option<CriLog>,
 }
 
-fn stream_name(index: usize) -> &'static str {
-    if index == 0 { "stdout" } else { "stderr" }
+fn output_stream(index: usize) -> OutputStream {
+    if index == 0 {
+        OutputStream::Stdout
+    } else {
+        OutputStream::Stderr
+    }
 }
 
 fn open_append(path: &Path) -> Result<File> {
@@ -173,11 +177,11 @@ impl LogWriter {
 
     fn emit(&mut self, stream: usize, bytes: &[u8]) {
         if let Some(cri) = &mut self.cri {
-            cri.write(stream_name(stream), bytes);
+            cri.write(output_stream(stream).as_str(), bytes);
         }
         let entry = LogEntry {
             time: husk_core::now_rfc3339(),
-            stream: stream_name(stream).into(),
+            stream: output_stream(stream),
             text: String::from_utf8_lossy(bytes).into_owned(),
         };
         if let Ok(mut line) = serde_json::to_vec(&entry) {

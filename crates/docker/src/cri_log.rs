@@ -46,7 +46,8 @@ struct Sink {
 
 impl Sink {
     fn write(&mut self, line: &logs::Stamped) {
-        self.log.write_at(&line.time, line.stream, &line.bytes);
+        self.log
+            .write_at(&line.time, line.stream.as_str(), &line.bytes);
         self.last = Some(Stamp::after(self.last, line.nanos));
     }
 
@@ -274,7 +275,7 @@ mod tests {
 
     fn stamped(nanos: i64, text: &'static [u8]) -> logs::Stamped {
         logs::Stamped {
-            stream: "stdout",
+            stream: husk_core::OutputStream::Stdout,
             nanos,
             time: chrono::DateTime::from_timestamp_nanos(nanos)
                 .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),

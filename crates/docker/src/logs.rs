@@ -9,7 +9,7 @@ use bollard::container::LogOutput;
 use bollard::query_parameters::LogsOptions;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
-use husk_core::{Error, LogEntry, LogOptions, LogStream};
+use husk_core::{Error, LogEntry, LogOptions, LogStream, OutputStream};
 use tracing::warn;
 
 use crate::client::engine_error;
@@ -43,8 +43,8 @@ pub(crate) fn query(options: &LogOptions) -> LogsOptions {
 /// One chunk of the engine's log stream, split into its parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Stamped {
-    /// `stdout` or `stderr` (a terminal's output is `stdout`).
-    pub stream: &'static str,
+    /// The stream (a terminal's output is the standard output).
+    pub stream: OutputStream,
     /// When the engine read it, in Unix nanoseconds (0 when it was not stamped).
     pub nanos: i64,
     /// The same time in RFC 3339 with nanoseconds, in UTC (empty when it was not stamped).
@@ -56,8 +56,8 @@ pub(crate) struct Stamped {
 /// Splits a chunk of the engine's (timestamped) log stream; `None` for stdin echoes.
 pub(crate) fn stamped(output: LogOutput) -> Option<Stamped> {
     let stream = match &output {
-        LogOutput::StdErr { .. } => "stderr",
-        LogOutput::StdOut { .. } | LogOutput::Console { .. } => "stdout",
+        LogOutput::StdErr { .. } => OutputStream::Stderr,
+        LogOutput::StdOut { .. } | LogOutput::Console { .. } => OutputStream::Stdout,
         LogOutput::StdIn { .. } => return None,
     };
     let bytes = output.into_bytes();
@@ -92,7 +92,7 @@ pub(crate) fn entry(output: LogOutput) -> Option<(i64, LogEntry)> {
         s.nanos,
         LogEntry {
             time: s.time,
-            stream: s.stream.to_string(),
+            stream: s.stream,
             text: String::from_utf8_lossy(&s.bytes).into_owned(),
         },
     ))
@@ -116,8 +116,8 @@ pub(crate) struct Recent {
 
 impl Recent {
     /// Whether the entry of `stream` stamped `nanos` is new (then it is remembered).
-    pub(crate) fn first_time(&mut self, nanos: i64, stream: &str) -> bool {
-        let key = (nanos, stream == "stderr");
+    pub(crate) fn first_time(&mut self, nanos: i64, stream: OutputStream) -> bool {
+        let key = (nanos, stream == OutputStream::Stderr);
         if !self.keys.insert(key) {
             return false;
         }
@@ -232,7 +232,7 @@ pub(crate) fn stream(docker: Docker, id: String, name: String, options: LogOptio
             let Some((nanos, entry)) = entry(chunk) else {
                 continue;
             };
-            if !within(nanos, &r.options) || !r.seen.first_time(nanos, &entry.stream) {
+            if !within(nanos, &r.options) || !r.seen.first_time(nanos, entry.stream) {
                 continue;
             }
             r.last = Some(nanos);
@@ -292,7 +292,7 @@ mod tests {
             message: Bytes::from_static(b"2024-05-01T10:00:00.000000123Z oops\n"),
         })
         .unwrap();
-        assert_eq!(e.stream, "stderr");
+        assert_eq!(e.stream, OutputStream::Stderr);
         assert_eq!(e.text, "oops\n");
         assert_eq!(e.time, "2024-05-01T10:00:00.000000123Z");
         assert_eq!(n % NANOS, 123);
@@ -317,7 +317,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             (s.stream, s.time.as_str(), &s.bytes[..]),
-            ("stdout", "2024-05-01T10:00:00.500000000Z", &b"\xffhal"[..])
+            (
+                OutputStream::Stdout,
+                "2024-05-01T10:00:00.500000000Z",
+                &b"\xffhal"[..]
+            )
         );
         let s = stamped(LogOutput::StdOut {
             message: Bytes::from_static(b"no stamp"),
@@ -343,15 +347,15 @@ mod tests {
     #[test]
     fn a_line_sent_again_is_dropped() {
         let mut recent = Recent::default();
-        assert!(recent.first_time(1, "stdout"));
-        assert!(recent.first_time(1, "stderr"), "another stream");
-        assert!(recent.first_time(2, "stdout"));
-        assert!(!recent.first_time(1, "stdout"), "sent again");
+        assert!(recent.first_time(1, OutputStream::Stdout));
+        assert!(recent.first_time(1, OutputStream::Stderr), "another stream");
+        assert!(recent.first_time(2, OutputStream::Stdout));
+        assert!(!recent.first_time(1, OutputStream::Stdout), "sent again");
         for n in 3..(RECENT as i64 + 3) {
-            assert!(recent.first_time(n, "stdout"));
+            assert!(recent.first_time(n, OutputStream::Stdout));
         }
         assert!(
-            recent.first_time(1, "stdout"),
+            recent.first_time(1, OutputStream::Stdout),
             "forgotten after RECENT more"
         );
     }

@@ -283,6 +283,12 @@ pub(crate) fn network_with_exposed(
                     format!("the image exposes {exposed:?}, which is not a port"),
                 )
             })?;
+            let protocol: husk_core::PortProtocol = protocol.parse().map_err(|_| {
+                Error::invalid(
+                    "publish_all",
+                    format!("the image exposes {exposed:?}, whose protocol is not tcp or udp"),
+                )
+            })?;
             if network
                 .ports
                 .iter()
@@ -294,7 +300,7 @@ pub(crate) fn network_with_exposed(
                 host_ip: String::new(),
                 host_port: 0,
                 container_port,
-                protocol: protocol.to_string(),
+                protocol,
             });
         }
     }

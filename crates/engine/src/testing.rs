@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use husk_core::stdio::{BoxStdio, Frame};
 use husk_core::{
     Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, DriverInfo, Error,
-    ExitStatus, LogEntry, LogOptions, LogStream, Mode, ObservedState, ProcessConfig, Resources,
-    Result, RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
+    ExitStatus, LogEntry, LogOptions, LogStream, Mode, ObservedState, OutputStream, ProcessConfig,
+    Resources, Result, RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime, Stats, Top,
 };
 use husk_image::ImageStore;
 use husk_store::Store;
@@ -229,14 +229,14 @@ impl FakeDriver {
     }
 
     /// Adds a line to container `id`'s output, as [`Driver::logs`] returns it.
-    pub fn write_log(&self, id: &str, stream: &str, text: &str) -> bool {
+    pub fn write_log(&self, id: &str, stream: OutputStream, text: &str) -> bool {
         let mut state = self.state();
         let Some(c) = state.containers.get_mut(id) else {
             return false;
         };
         c.logs.push(LogEntry {
             time: husk_core::now_rfc3339(),
-            stream: stream.to_string(),
+            stream,
             text: text.to_string(),
         });
         true

@@ -9,7 +9,7 @@ mod manuals;
 mod systemd;
 
 use clap::Parser;
-use cli::args::{Cli, Command};
+use cli::args::{Cli, Command, ContainerCommand, ContainerSubcommand};
 
 /// Logs to stderr at `level` (or `HUSK_LOG`); the libraries' own chatter (libcontainer, libcgroups) only from warnings up.
 fn init_logging(level: &str) {
@@ -113,7 +113,7 @@ fn main() {
     }
     let cli = Cli::parse();
     let command = match cli.command {
-        Command::Container(c) => c.into_command(),
+        Command::Container(ContainerSubcommand::Verbs(c)) => Command::Containers(c),
         other => other,
     };
     let code = match command {
@@ -186,11 +186,19 @@ fn main() {
         }
         command => {
             let failure_code = match command {
-                Command::Run(_) | Command::Create(_) | Command::Exec(_) | Command::Start(_) => 125,
+                Command::Containers(
+                    ContainerCommand::Run(_)
+                    | ContainerCommand::Create(_)
+                    | ContainerCommand::Exec(_)
+                    | ContainerCommand::Start(_),
+                ) => 125,
                 _ => 1,
             };
             // As with Docker: a command that cannot run makes `run` and `exec` exit as a shell would.
-            let runs_a_command = matches!(command, Command::Run(_) | Command::Exec(_));
+            let runs_a_command = matches!(
+                command,
+                Command::Containers(ContainerCommand::Run(_) | ContainerCommand::Exec(_))
+            );
             quiet_on_broken_output();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -442,7 +442,7 @@ impl Networks {
             for other in &others {
                 for theirs in &other.ports {
                     let ip = ports::host_ip(theirs)?;
-                    if ports::overlaps(port, ip, theirs.host_port, &theirs.protocol) {
+                    if ports::overlaps(port, ip, theirs.host_port, theirs.protocol.as_str()) {
                         return Err(ports::taken_by_sandbox(port, &other.sandbox_id));
                     }
                 }
@@ -466,9 +466,9 @@ impl Networks {
             }
             let is_free = |candidate: &PortMapping| {
                 let ip = ports::host_ip(candidate).ok().flatten();
-                let clash = claimed
-                    .iter()
-                    .any(|c| ports::overlaps(c, ip, candidate.host_port, &candidate.protocol));
+                let clash = claimed.iter().any(|c| {
+                    ports::overlaps(c, ip, candidate.host_port, candidate.protocol.as_str())
+                });
                 !clash && taken(candidate).is_ok()
             };
             let free = ports::DYNAMIC_RANGE

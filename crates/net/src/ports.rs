@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 
-use husk_core::{Error, ErrorKind, PortMapping, Result};
+use husk_core::{Error, ErrorKind, PortMapping, PortProtocol, Result};
 use serde_json::{Value, json};
 
 use crate::iptables::ForwardedPort;
@@ -33,7 +33,7 @@ pub(crate) fn host_ip(port: &PortMapping) -> Result<Option<IpAddr>> {
 /// Checks each mapping and that no two of the request's mappings take the same host port.
 pub(crate) fn validate(ports: &[PortMapping]) -> Result<()> {
     for (i, port) in ports.iter().enumerate() {
-        if port.protocol != "tcp" && port.protocol != "udp" {
+        if port.protocol == PortProtocol::Sctp {
             return Err(Error::invalid(
                 "ports",
                 format!("port mapping {port}: protocol must be tcp or udp"),
@@ -54,10 +54,9 @@ pub(crate) fn validate(ports: &[PortMapping]) -> Result<()> {
                 ),
             ));
         }
-        if let Some(other) = ports[..i]
-            .iter()
-            .find(|o| port.host_port != 0 && overlaps(o, ip, port.host_port, &port.protocol))
-        {
+        if let Some(other) = ports[..i].iter().find(|o| {
+            port.host_port != 0 && overlaps(o, ip, port.host_port, port.protocol.as_str())
+        }) {
             return Err(Error::invalid(
                 "ports",
                 format!("port mappings {other} and {port} take the same host port"),
@@ -76,7 +75,7 @@ pub(crate) fn overlaps(
 ) -> bool {
     let mine = host_ip(port).ok().flatten();
     port.host_port == host_port
-        && port.protocol == protocol
+        && port.protocol.as_str() == protocol
         && (mine.is_none() || ip.is_none() || mine == ip)
 }
 
@@ -125,7 +124,7 @@ pub(crate) fn taken_by_rule(port: &PortMapping, rule: &ForwardedPort) -> Error {
 pub(crate) fn check_bindable(port: &PortMapping) -> Result<()> {
     let ip = host_ip(port)?.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let addr = SocketAddr::new(ip, port.host_port);
-    let bound = if port.protocol == "udp" {
+    let bound = if port.protocol == PortProtocol::Udp {
         UdpSocket::bind(addr).map(drop)
     } else {
         TcpListener::bind(addr).map(drop)
@@ -157,7 +156,7 @@ pub(crate) fn runtime_config(ports: &[PortMapping]) -> Value {
         ports
             .iter()
             .map(|p| {
-                let mut entry = json!({"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol});
+                let mut entry = json!({"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol.as_str()});
                 if !p.host_ip.is_empty() {
                     entry["hostIP"] = json!(p.host_ip);
                 }

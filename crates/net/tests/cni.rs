@@ -161,7 +161,7 @@ fn published_port_answers_on_localhost_and_teardown_removes_everything() {
         host_ip: "127.0.0.1".into(),
         host_port: 0,
         container_port: 82,
-        protocol: "tcp".into(),
+        protocol: husk_core::PortProtocol::Tcp,
     };
     request.ports.push(picked);
     let status = networks.setup(&id, &ns.path, &request).unwrap();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use husk_api_types::ContainerCreate;
-use husk_core::{PortMapping, Resources, RestartPolicy};
+use husk_core::{PortMapping, PortProtocol, Resources, RestartPolicy};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -440,13 +440,15 @@ fn exposed_ports(b: &CreateBody) -> ZunResult<Vec<PortMapping>> {
         let container_port = port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
             ZunError::invalid("exposed_ports", format!("{key:?} is not PORT[/tcp|udp]"))
         })?;
-        let protocol = proto.to_ascii_lowercase();
-        if protocol != "tcp" && protocol != "udp" {
-            return Err(ZunError::invalid(
-                "exposed_ports",
-                format!("{key:?}: the protocol must be tcp or udp"),
-            ));
-        }
+        let protocol = match proto.parse() {
+            Ok(p @ (PortProtocol::Tcp | PortProtocol::Udp)) => p,
+            _ => {
+                return Err(ZunError::invalid(
+                    "exposed_ports",
+                    format!("{key:?}: the protocol must be tcp or udp"),
+                ));
+            }
+        };
         // Published on a free host port, as `-P` does: the way into a container from outside its network.
         out.push(PortMapping {
             host_ip: String::new(),

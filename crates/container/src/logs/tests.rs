@@ -57,7 +57,7 @@ fn lines_partial_lines_and_long_lines() {
         .collect();
     assert_eq!(entries[0].text, "one\n");
     assert_eq!(entries[1].text, "two\n");
-    assert_eq!(entries[2].stream, "stderr");
+    assert_eq!(entries[2].stream, husk_core::OutputStream::Stderr);
     // "three" + 16 KiB of x: one full entry, then the rest.
     assert_eq!(texts[3], ("stdout", MAX_ENTRY));
     assert_eq!(texts[4].1, 5 + 10);
@@ -113,7 +113,7 @@ fn limited(max_size: u64, files: u32) -> LogLimits {
 fn line_len(text: &str) -> u64 {
     let entry = LogEntry {
         time: husk_core::now_rfc3339(),
-        stream: "stdout".into(),
+        stream: husk_core::OutputStream::Stdout,
         text: text.into(),
     };
     serde_json::to_vec(&entry).unwrap().len() as u64 + 1

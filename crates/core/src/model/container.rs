@@ -464,13 +464,39 @@ pub struct Top {
     pub processes: Vec<Vec<String>>,
 }
 
+/// Which of a container's output streams a line was written to; its JSON form is `"stdout"` or `"stderr"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    /// The standard output (a terminal's output too).
+    Stdout,
+    /// The standard error.
+    Stderr,
+}
+
+impl OutputStream {
+    /// The stream's name, as logs and APIs spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+        }
+    }
+}
+
+impl fmt::Display for OutputStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One line of a container's output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
     /// When it was written (RFC 3339 with nanoseconds).
     pub time: String,
-    /// `stdout` or `stderr`.
-    pub stream: String,
+    /// The stream it was written to.
+    pub stream: OutputStream,
     /// The text, including its trailing newline if it had one.
     pub text: String,
 }

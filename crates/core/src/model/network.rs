@@ -16,8 +16,55 @@ pub struct PortMapping {
     pub host_port: u16,
     /// Port inside the sandbox.
     pub container_port: u16,
-    /// `tcp` or `udp`.
-    pub protocol: String,
+    /// The transport protocol.
+    pub protocol: PortProtocol,
+}
+
+/// The transport protocol of a published port; its JSON form is the lower-case name (`"tcp"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    /// TCP, the default.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP (the CRI can ask for it; husk's networks publish TCP and UDP only, and refuse it by name).
+    Sctp,
+}
+
+impl PortProtocol {
+    /// The protocol's lower-case name, as iptables, CNI and Docker spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortProtocol::Tcp => "tcp",
+            PortProtocol::Udp => "udp",
+            PortProtocol::Sctp => "sctp",
+        }
+    }
+}
+
+impl fmt::Display for PortProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PortProtocol {
+    type Err = Error;
+
+    /// Parses `tcp`, `udp` or `sctp` in any case.
+    fn from_str(text: &str) -> Result<PortProtocol> {
+        match text.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(PortProtocol::Tcp),
+            "udp" => Ok(PortProtocol::Udp),
+            "sctp" => Ok(PortProtocol::Sctp),
+            _ => Err(Error::invalid(
+                "protocol",
+                format!("unknown protocol {text:?}: use tcp or udp"),
+            )),
+        }
+    }
 }
 
 impl PortMapping {
@@ -32,13 +79,11 @@ impl PortMapping {
                 ),
             )
         };
-        let (spec, protocol) = match text.rsplit_once('/') {
-            Some((s, p)) => (s, p.to_ascii_lowercase()),
-            None => (text, "tcp".to_string()),
+        let (spec, protocol) = text.rsplit_once('/').unwrap_or((text, "tcp"));
+        let protocol = match protocol.parse() {
+            Ok(p @ (PortProtocol::Tcp | PortProtocol::Udp)) => p,
+            _ => return Err(bad("protocol must be tcp or udp")),
         };
-        if protocol != "tcp" && protocol != "udp" {
-            return Err(bad("protocol must be tcp or udp"));
-        }
         let port = |p: &str| {
             p.parse::<u16>()
                 .ok()

@@ -295,9 +295,9 @@ pub(super) fn pod_network(config: &cri::PodSandboxConfig) -> Result<NetworkConfi
             host_port: port(p.host_port, "host_port")?,
             container_port: port(p.container_port, "container_port")?,
             protocol: match cri::Protocol::try_from(p.protocol) {
-                Ok(cri::Protocol::Udp) => "udp".into(),
-                Ok(cri::Protocol::Sctp) => "sctp".into(),
-                _ => "tcp".into(),
+                Ok(cri::Protocol::Udp) => husk_core::PortProtocol::Udp,
+                Ok(cri::Protocol::Sctp) => husk_core::PortProtocol::Sctp,
+                _ => husk_core::PortProtocol::Tcp,
             },
         });
     }

@@ -39,53 +39,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the husk daemon in the foreground.
     Daemon(DaemonArgs),
-    /// Create and start a container.
-    Run(RunArgs),
-    /// Create a container.
-    Create(RunArgs),
-    /// Start containers.
-    Start(StartArgs),
-    /// Stop containers (stop signal, then SIGKILL after a timeout).
-    Stop(StopArgs),
-    /// Restart containers.
-    Restart(StopArgs),
-    /// Send a signal to containers.
-    Kill(KillArgs),
-    /// Freeze containers.
-    Pause(NamesArgs),
-    /// Thaw containers.
-    Unpause(NamesArgs),
-    /// Remove containers.
-    Rm(RmArgs),
-    /// Wait for containers to stop and print their exit codes.
-    Wait(NamesArgs),
-    /// Show a container's output.
-    Logs(LogsArgs),
-    /// Attach to a running container's output (and input, when it was started with -i) until it exits.
-    Attach(AttachArgs),
-    /// List a container's published ports, or where one of its ports is published.
-    Port(PortArgs),
-    /// Run a command in a running container.
-    Exec(ExecArgs),
-    /// List containers.
-    Ps(PsArgs),
-    /// Show low-level information on containers.
-    Inspect(InspectArgs),
-    /// Show a container's processes.
-    Top(TopArgs),
-    /// Show containers' resource usage.
-    Stats(StatsArgs),
+    /// The container commands (also under `husk container`).
+    #[command(flatten)]
+    Containers(ContainerCommand),
     /// Show container events as they happen (create, start, die, pause, unpause, destroy, health).
     Events(EventsArgs),
-    /// Rename a container.
-    Rename(RenameArgs),
-    /// Change containers' limits (now, and for their next starts) or restart policy.
-    Update(UpdateArgs),
-    /// Copy files between a container and the local file system (tar streams with `-`).
-    Cp(CpArgs),
     /// Manage containers (Docker's `container ls`, `container rm` ... and `container prune`).
     #[command(subcommand)]
-    Container(ContainerCommand),
+    Container(ContainerSubcommand),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
@@ -125,8 +86,6 @@ pub enum Command {
     Logout(LogoutArgs),
     /// Save images to a `docker save` / OCI archive.
     Save(ImageSaveArgs),
-    /// Make an image from a container's changes.
-    Commit(CommitArgs),
     /// Daemon-wide information and maintenance.
     #[command(subcommand)]
     System(SystemCommand),
@@ -1086,19 +1045,19 @@ pub struct VolumeRmArgs {
     pub volumes: Vec<String>,
 }
 
-/// `husk container ...`: the container commands under Docker's management command.
+/// The container commands, at the top (`husk run`, Docker's habit) and under `husk container`: one list, so
+/// the two can never differ.
+// Parsed once per process: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ContainerCommand {
-    /// List containers.
-    #[command(visible_aliases = ["ps", "list"])]
-    Ls(PsArgs),
     /// Create and start a container.
     Run(RunArgs),
     /// Create a container.
     Create(RunArgs),
     /// Start containers.
     Start(StartArgs),
-    /// Stop containers.
+    /// Stop containers (stop signal, then SIGKILL after a timeout).
     Stop(StopArgs),
     /// Restart containers.
     Restart(StopArgs),
@@ -1114,8 +1073,15 @@ pub enum ContainerCommand {
     Wait(NamesArgs),
     /// Show a container's output.
     Logs(LogsArgs),
+    /// Attach to a running container's output (and input, when it was started with -i) until it exits.
+    Attach(AttachArgs),
+    /// List a container's published ports, or where one of its ports is published.
+    Port(PortArgs),
     /// Run a command in a running container.
     Exec(ExecArgs),
+    /// List containers.
+    #[command(alias = "ls", alias = "list")]
+    Ps(PsArgs),
     /// Show low-level information on containers.
     Inspect(InspectArgs),
     /// Show a container's processes.
@@ -1124,49 +1090,24 @@ pub enum ContainerCommand {
     Stats(StatsArgs),
     /// Rename a container.
     Rename(RenameArgs),
-    /// Change containers' limits or restart policy.
+    /// Change containers' limits (now, and for their next starts) or restart policy.
     Update(UpdateArgs),
-    /// Copy files between a container and the local file system.
+    /// Copy files between a container and the local file system (tar streams with `-`).
     Cp(CpArgs),
-    /// Attach to a running container.
-    Attach(AttachArgs),
-    /// List a container's published ports.
-    Port(PortArgs),
     /// Make an image from a container's changes.
     Commit(CommitArgs),
-    /// Remove every stopped container.
-    Prune(ContainerPruneArgs),
 }
 
-impl ContainerCommand {
-    /// The top-level command doing the same (`container prune`, which has none, stays itself).
-    pub fn into_command(self) -> Command {
-        match self {
-            ContainerCommand::Ls(a) => Command::Ps(a),
-            ContainerCommand::Run(a) => Command::Run(a),
-            ContainerCommand::Create(a) => Command::Create(a),
-            ContainerCommand::Start(a) => Command::Start(a),
-            ContainerCommand::Stop(a) => Command::Stop(a),
-            ContainerCommand::Restart(a) => Command::Restart(a),
-            ContainerCommand::Kill(a) => Command::Kill(a),
-            ContainerCommand::Pause(a) => Command::Pause(a),
-            ContainerCommand::Unpause(a) => Command::Unpause(a),
-            ContainerCommand::Rm(a) => Command::Rm(a),
-            ContainerCommand::Wait(a) => Command::Wait(a),
-            ContainerCommand::Logs(a) => Command::Logs(a),
-            ContainerCommand::Exec(a) => Command::Exec(a),
-            ContainerCommand::Inspect(a) => Command::Inspect(a),
-            ContainerCommand::Top(a) => Command::Top(a),
-            ContainerCommand::Stats(a) => Command::Stats(a),
-            ContainerCommand::Rename(a) => Command::Rename(a),
-            ContainerCommand::Update(a) => Command::Update(a),
-            ContainerCommand::Cp(a) => Command::Cp(a),
-            ContainerCommand::Attach(a) => Command::Attach(a),
-            ContainerCommand::Port(a) => Command::Port(a),
-            ContainerCommand::Commit(a) => Command::Commit(a),
-            ContainerCommand::Prune(a) => Command::Container(ContainerCommand::Prune(a)),
-        }
-    }
+/// `husk container ...`: the container commands under Docker's management command, and `prune`.
+// Parsed once per process: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum ContainerSubcommand {
+    /// The container commands.
+    #[command(flatten)]
+    Verbs(ContainerCommand),
+    /// Remove every stopped container.
+    Prune(ContainerPruneArgs),
 }
 
 /// `husk container prune`.

@@ -43,16 +43,16 @@ use sandboxes::sandbox;
 pub async fn run(host: &str, command: Command) -> Result<i32> {
     let client = Client::new(host)?;
     match command {
-        Command::Run(a) => run_container(&client, a, true).await,
-        Command::Create(a) => run_container(&client, a, false).await,
-        Command::Start(a) => start(&client, a).await,
-        Command::Stop(a) => {
+        Command::Containers(ContainerCommand::Run(a)) => run_container(&client, a, true).await,
+        Command::Containers(ContainerCommand::Create(a)) => run_container(&client, a, false).await,
+        Command::Containers(ContainerCommand::Start(a)) => start(&client, a).await,
+        Command::Containers(ContainerCommand::Stop(a)) => {
             each(&a.containers, |c| {
                 client.post_path(format!("/husk/v1/containers/{c}/stop{}", t_query(a.time)))
             })
             .await
         }
-        Command::Restart(a) => {
+        Command::Containers(ContainerCommand::Restart(a)) => {
             each(&a.containers, |c| {
                 client.post_path(format!(
                     "/husk/v1/containers/{c}/restart{}",
@@ -61,7 +61,7 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
             })
             .await
         }
-        Command::Kill(a) => {
+        Command::Containers(ContainerCommand::Kill(a)) => {
             units::parse_signal(&a.signal)?;
             each(&a.containers, |c| {
                 client.post_path(format!(
@@ -71,19 +71,19 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
             })
             .await
         }
-        Command::Pause(a) => {
+        Command::Containers(ContainerCommand::Pause(a)) => {
             each(&a.containers, |c| {
                 client.post_path(format!("/husk/v1/containers/{c}/pause"))
             })
             .await
         }
-        Command::Unpause(a) => {
+        Command::Containers(ContainerCommand::Unpause(a)) => {
             each(&a.containers, |c| {
                 client.post_path(format!("/husk/v1/containers/{c}/unpause"))
             })
             .await
         }
-        Command::Rm(a) => {
+        Command::Containers(ContainerCommand::Rm(a)) => {
             let client = &client;
             each(&a.containers, |c| async move {
                 client
@@ -100,7 +100,7 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
             })
             .await
         }
-        Command::Wait(a) => {
+        Command::Containers(ContainerCommand::Wait(a)) => {
             for c in &a.containers {
                 let r: WaitResult = client
                     .json(
@@ -113,17 +113,17 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Logs(a) => logs(&client, a).await,
-        Command::Attach(a) => attach(&client, a).await,
-        Command::Update(a) => update(&client, a).await,
+        Command::Containers(ContainerCommand::Logs(a)) => logs(&client, a).await,
+        Command::Containers(ContainerCommand::Attach(a)) => attach(&client, a).await,
+        Command::Containers(ContainerCommand::Update(a)) => update(&client, a).await,
         Command::Events(a) => events(&client, a).await,
-        Command::Port(a) => port(&client, a).await,
-        Command::Exec(a) => exec(&client, a).await,
-        Command::Ps(a) => ps(&client, a).await,
-        Command::Inspect(a) => inspect(&client, a).await,
-        Command::Top(a) => top(&client, a).await,
-        Command::Stats(a) => stats(&client, a).await,
-        Command::Rename(a) => {
+        Command::Containers(ContainerCommand::Port(a)) => port(&client, a).await,
+        Command::Containers(ContainerCommand::Exec(a)) => exec(&client, a).await,
+        Command::Containers(ContainerCommand::Ps(a)) => ps(&client, a).await,
+        Command::Containers(ContainerCommand::Inspect(a)) => inspect(&client, a).await,
+        Command::Containers(ContainerCommand::Top(a)) => top(&client, a).await,
+        Command::Containers(ContainerCommand::Stats(a)) => stats(&client, a).await,
+        Command::Containers(ContainerCommand::Rename(a)) => {
             client
                 .post(&format!(
                     "/husk/v1/containers/{}/rename?name={}",
@@ -133,7 +133,7 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
                 .await?;
             Ok(0)
         }
-        Command::Cp(a) => cp::cp(&client, a).await,
+        Command::Containers(ContainerCommand::Cp(a)) => cp::cp(&client, a).await,
         Command::Volume(cmd) => volumes::volume(&client, cmd).await,
         Command::Sandbox(cmd) => sandbox(&client, cmd).await,
         Command::Image(cmd) => image(&client, cmd).await,
@@ -150,10 +150,12 @@ pub async fn run(host: &str, command: Command) -> Result<i32> {
         Command::Login(a) => images::login(&client, a).await,
         Command::Logout(a) => images::logout(&client, a).await,
         Command::Save(a) => images::save(&client, a).await,
-        Command::Commit(a) => images::commit(&client, a).await,
-        Command::Container(ContainerCommand::Prune(a)) => container_prune(&client, a).await,
+        Command::Containers(ContainerCommand::Commit(a)) => images::commit(&client, a).await,
+        Command::Container(ContainerSubcommand::Prune(a)) => container_prune(&client, a).await,
         // main turns every other `container X` into X.
-        Command::Container(c) => Box::pin(run(host, c.into_command())).await,
+        Command::Container(ContainerSubcommand::Verbs(c)) => {
+            Box::pin(run(host, Command::Containers(c))).await
+        }
         Command::System(cmd) => images::system(&client, cmd).await,
         Command::Info(a) => info(&client, a).await,
         Command::Version => {
@@ -392,7 +394,7 @@ async fn port(client: &Client, a: PortArgs) -> Result<i32> {
             let number: u16 = number
                 .parse()
                 .map_err(|_| anyhow!("invalid port {p:?}: use PORT or PORT/PROTOCOL"))?;
-            Some((number, protocol.to_string()))
+            Some((number, protocol.to_ascii_lowercase()))
         }
     };
     let mut found = false;
@@ -408,7 +410,9 @@ async fn port(client: &Client, a: PortArgs) -> Result<i32> {
         );
         match &wanted {
             None => println!("{}/{} -> {host}", m.container_port, m.protocol),
-            Some((number, protocol)) if *number == m.container_port && *protocol == m.protocol => {
+            Some((number, protocol))
+                if *number == m.container_port && protocol == m.protocol.as_str() =>
+            {
                 println!("{host}")
             }
             Some(_) => continue,
@@ -526,7 +530,9 @@ mod tests {
     fn request(argv: &[&str]) -> Result<ContainerCreate> {
         let cli = args::Cli::try_parse_from(argv).expect("the arguments parse");
         match cli.command {
-            args::Command::Run(a) | args::Command::Create(a) => create_request(&a),
+            args::Command::Containers(
+                args::ContainerCommand::Run(a) | args::ContainerCommand::Create(a),
+            ) => create_request(&a),
             other => panic!("not run or create: {other:?}"),
         }
     }

@@ -262,8 +262,10 @@ mod tests {
             &LogOptions::default(),
         )
         .unwrap();
-        let entries: Vec<(String, String)> =
-            entries.into_iter().map(|e| (e.stream, e.text)).collect();
+        let entries: Vec<(String, String)> = entries
+            .into_iter()
+            .map(|e| (e.stream.to_string(), e.text))
+            .collect();
         assert_eq!(
             entries,
             [

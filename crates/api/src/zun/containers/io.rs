@@ -67,7 +67,7 @@ pub(crate) async fn logs(
     let mut out = String::new();
     while let Some(entry) = stream.next().await {
         let entry = entry?;
-        let wanted = if entry.stream == "stderr" {
+        let wanted = if entry.stream == husk_core::OutputStream::Stderr {
             stderr
         } else {
             stdout
