@@ -48,6 +48,9 @@ pub struct DockerDriver {
     daemon_capabilities: Vec<String>,
     /// Capabilities the engine said it does not know (older engines know fewer than the kernel).
     refused_capabilities: Mutex<BTreeSet<String>>,
+    /// Engine containers this driver sent SIGKILL to since they last started: their exit 137 is explained,
+    /// so their wait does not look for an OOM kill in the engine's event log.
+    pub(crate) killed_here: Mutex<BTreeSet<String>>,
     /// Clients attached to a container's main process: its removal lets them read its exit code first.
     pub(crate) attached: Arc<husk_core::attached::AttachedStreams>,
     /// The followers writing containers' CRI logs.
@@ -149,6 +152,7 @@ impl DockerDriver {
             load_lock: tokio::sync::Mutex::new(()),
             daemon_capabilities,
             refused_capabilities: Mutex::new(BTreeSet::new()),
+            killed_here: Mutex::new(BTreeSet::new()),
             attached: Default::default(),
             cri_logs: CriLogs::new(config.state_dir),
         })
@@ -389,12 +393,23 @@ impl DockerDriver {
 
     /// Force-removes an engine container with its anonymous volumes; an absent one is fine.
     pub(crate) async fn remove(&self, engine_id: &str) -> Result<()> {
+        // A forced removal kills a running container with SIGKILL: its 137 is no OOM kill.
+        self.killed_here
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(engine_id.to_string());
         let options = RemoveContainerOptions {
             force: true,
             v: true,
             link: false,
         };
-        match self.docker.remove_container(engine_id, Some(options)).await {
+        let removed = self.docker.remove_container(engine_id, Some(options)).await;
+        // Gone, or its wait saw the mark already: the mark is not needed any more.
+        self.killed_here
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(engine_id);
+        match removed {
             Ok(()) => Ok(()),
             Err(e) if status(&e) == Some(404) => Ok(()),
             // "removal already in progress": someone else is removing it.

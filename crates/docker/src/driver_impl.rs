@@ -348,6 +348,10 @@ impl Driver for DockerDriver {
         _sandbox: Option<&SandboxRecord>,
     ) -> Result<ContainerRuntime> {
         let id = self.container_ref(container).await?;
+        self.killed_here
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         if let Err(e) = self.docker.start_container(&id, None).await {
             let joined = e.to_string().contains("non running container")
                 || e.to_string().contains("cannot join");
@@ -391,6 +395,12 @@ impl Driver for DockerDriver {
         let options = KillContainerOptions {
             signal: signal.to_string(),
         };
+        if signal == libc::SIGKILL {
+            self.killed_here
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone());
+        }
         self.docker
             .kill_container(&id, Some(options))
             .await
@@ -488,13 +498,19 @@ impl Driver for DockerDriver {
         };
         // The engine learns of an OOM kill from an event that can come after the exit's (cgroup v1 notifies
         // through an eventfd), and its record of the kill may miss it; its event log does not. A
-        // memory-limited container killed by SIGKILL is asked about again, for up to two seconds.
-        let limited = container.config.resources.memory_bytes.is_some();
+        // memory-limited container killed by a SIGKILL this driver did not send is asked about again, for up to
+        // ten seconds (a loaded host delivers the engine's OOM event late).
+        let killed_here = self
+            .killed_here
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        let limited = container.config.resources.memory_bytes.is_some() && !killed_here;
         let started_at = self
             .inspect(&id)
             .await?
             .and_then(|i| i.state.and_then(|s| s.started_at));
-        for _ in 0..20 {
+        for _ in 0..100 {
             if status.oom_killed || code != 137 || !limited {
                 break;
             }
@@ -505,8 +521,10 @@ impl Driver for DockerDriver {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            if let Some(inspect) = self.inspect(&id).await? {
-                status = exit_status(&inspect, code);
+            match self.inspect(&id).await? {
+                Some(inspect) => status = exit_status(&inspect, code),
+                // Removed meanwhile: a forced removal killed it, no OOM verdict will come.
+                None => break,
             }
         }
         Ok(status)
