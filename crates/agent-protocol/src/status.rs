@@ -1,7 +1,7 @@
 //! Errors across the protocol: a husk error becomes a gRPC status in the agent and the same error again in the
 //! host, keeping its kind and, for bad input, the request field it names (gRPC metadata `husk-field`).
 
-use husk_core::{Error, ErrorKind};
+use husk_core::{CommandFailure, Error, ErrorKind};
 
 /// Maps a husk error to a gRPC status (agent side).
 pub fn status_from_error(e: &Error) -> tonic::Status {
@@ -25,11 +25,20 @@ pub fn status_from_error(e: &Error) -> tonic::Status {
     {
         status.metadata_mut().insert(FIELD_METADATA, value);
     }
+    if let Some(why) = e.command {
+        status.metadata_mut().insert(
+            COMMAND_METADATA,
+            tonic::metadata::MetadataValue::from_static(why.as_str()),
+        );
+    }
     status
 }
 
 /// The gRPC metadata key carrying [`Error::field`] from the agent.
 const FIELD_METADATA: &str = "husk-field";
+
+/// The gRPC metadata key carrying [`Error::command`] (why a command could not run) from the agent.
+const COMMAND_METADATA: &str = "husk-command";
 
 /// Maps a gRPC status from the agent to a husk error naming the call. An error about a request field (bad input,
 /// such as a command the image lacks) keeps its field and the agent's words as they are.
@@ -47,18 +56,13 @@ pub fn error_from_status(call: &str, s: &tonic::Status) -> Error {
         Code::Unavailable | Code::Unknown => ErrorKind::Backend,
         _ => ErrorKind::Internal,
     };
-    match s
-        .metadata()
-        .get(FIELD_METADATA)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(field) => Error {
-            kind,
-            field: Some(field.to_string()),
-            message: s.message().to_string(),
-        },
+    let text = |key: &str| s.metadata().get(key).and_then(|v| v.to_str().ok());
+    let mut error = match text(FIELD_METADATA) {
+        Some(field) => Error::about(kind, field, s.message()),
         None => Error::new(kind, format!("guest agent {call}: {}", s.message())),
-    }
+    };
+    error.command = text(COMMAND_METADATA).and_then(CommandFailure::from_name);
+    error
 }
 
 #[cfg(test)]
@@ -83,8 +87,8 @@ mod tests {
             );
         }
         // Bad input keeps its field and its words: the command's exit code depends on them.
-        let e = Error::invalid(
-            "command",
+        let e = Error::command_failed(
+            CommandFailure::NotFound,
             "exec: \"nope\": executable file not found in $PATH",
         );
         let back = error_from_status("start", &status_from_error(&e));

@@ -4,6 +4,7 @@
 //! 400 ...) without parsing messages, and the message says *what* failed in words a user can act on.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Result with husk's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -71,8 +72,48 @@ pub const COMMAND_FIELD: &str = "command";
 /// How a runtime's message about a command that cannot be run begins (runc's words, which husk's shim uses too).
 pub const EXEC_FAILURE_PREFIX: &str = "exec: \"";
 
-/// A husk error: a kind, an optional field it is about, and a message for people.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Why a container's or an exec's command could not be run. Shells (and Docker) exit with a code of their own
+/// for each: see [`Error::command_exit_code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandFailure {
+    /// There is no such file, or no such program on the `PATH` (a shell's 127).
+    NotFound,
+    /// The file exists but cannot be executed: a directory, no permission, not an executable (a shell's 126).
+    NotExecutable,
+}
+
+impl CommandFailure {
+    /// The code a shell exits with when it cannot run a command for this reason.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            CommandFailure::NotFound => 127,
+            CommandFailure::NotExecutable => 126,
+        }
+    }
+
+    /// The failure's name on the wire (gRPC metadata between the host and a VM's agent).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandFailure::NotFound => "not_found",
+            CommandFailure::NotExecutable => "not_executable",
+        }
+    }
+
+    /// The failure a wire name names (the inverse of [`CommandFailure::as_str`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [CommandFailure::NotFound, CommandFailure::NotExecutable]
+            .into_iter()
+            .find(|c| c.as_str() == name)
+    }
+}
+
+/// A husk error: a kind, an optional field it is about, a message for people, and the error it came from.
+///
+/// The kind, field, message and [`command`](Error::command) travel between processes (the shim, a VM's agent,
+/// the CLI) as JSON or gRPC metadata; the source stays in the process that saw it (it is a Rust error value),
+/// for logs and for callers that look at the cause.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Error {
     /// What kind of failure this is.
     pub kind: ErrorKind,
@@ -81,7 +122,26 @@ pub struct Error {
     pub field: Option<String>,
     /// The message, in words a user can act on.
     pub message: String,
+    /// Set when the error is that a container's or an exec's command cannot be run, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandFailure>,
+    /// The lower-level error this one reports, when there is one.
+    #[serde(skip)]
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
+
+/// Two errors are equal when what they say is: kind, field, message and command failure (not their sources,
+/// which do not cross process boundaries).
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.field == other.field
+            && self.message == other.message
+            && self.command == other.command
+    }
+}
+
+impl Eq for Error {}
 
 impl Error {
     /// A new error of `kind` with `message`.
@@ -90,16 +150,22 @@ impl Error {
             kind,
             field: None,
             message: message.into(),
+            command: None,
+            source: None,
+        }
+    }
+
+    /// A new error of `kind` about request field `field`.
+    pub fn about(kind: ErrorKind, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error {
+            field: Some(field.into()),
+            ..Self::new(kind, message)
         }
     }
 
     /// A bad value in request field `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error {
-            kind: ErrorKind::InvalidArgument,
-            field: Some(field.into()),
-            message: message.into(),
-        }
+        Self::about(ErrorKind::InvalidArgument, field, message)
     }
 
     /// A request that is malformed as a whole.
@@ -124,11 +190,7 @@ impl Error {
 
     /// The host lacks what the request field `field` needs (see [`ErrorKind::Precondition`]).
     pub fn precondition(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error {
-            kind: ErrorKind::Precondition,
-            field: Some(field.into()),
-            message: message.into(),
-        }
+        Self::about(ErrorKind::Precondition, field, message)
     }
 
     /// A backend (kernel, engine, VM) failed.
@@ -150,25 +212,45 @@ impl Error {
     /// one: a bad value of the request's `command`, in the words runc and husk's shim both use, from
     /// `exec: "NAME": ...` on (`exec: "x": executable file not found in $PATH`, `exec: "/etc": is a
     /// directory`). The front ends turn it into the shell's codes (see [`Error::command_exit_code`]).
+    ///
+    /// This is where a runtime's words become a typed [`CommandFailure`]: runc's (through Docker Engine) and
+    /// libcontainer's (which passes our executor's text through its error chain) carry no other form of it.
+    /// From here on the error says what it is in [`Error::command`], across processes too.
     pub fn from_exec_failure(text: &str) -> Option<Error> {
         let at = text.find(EXEC_FAILURE_PREFIX)?;
         let words = text[at..]
             .trim_end()
             .trim_end_matches(": unknown")
             .trim_end_matches(['.', ' ']);
-        Some(Error::invalid(COMMAND_FIELD, words))
+        let missing = words.contains("not found") || words.contains("no such file");
+        Some(Error::command_failed(
+            if missing {
+                CommandFailure::NotFound
+            } else {
+                CommandFailure::NotExecutable
+            },
+            words,
+        ))
+    }
+
+    /// The container's or exec's command cannot be run, for `why`: bad input in the request's `command`.
+    pub fn command_failed(why: CommandFailure, message: impl Into<String>) -> Self {
+        Error {
+            command: Some(why),
+            ..Self::invalid(COMMAND_FIELD, message)
+        }
     }
 
     /// For an error about a command that cannot be run, the code a shell (and Docker) exits with: 127 when
     /// it does not exist, 126 when it exists but cannot be executed. `None` for any other error.
     pub fn command_exit_code(&self) -> Option<i32> {
-        if self.field.as_deref() != Some(COMMAND_FIELD)
-            || !self.message.contains(EXEC_FAILURE_PREFIX)
-        {
-            return None;
-        }
-        let missing = self.message.contains("not found") || self.message.contains("no such file");
-        Some(if missing { 127 } else { 126 })
+        self.command.map(CommandFailure::exit_code)
+    }
+
+    /// Keeps `source` as the lower-level error this one reports ([`std::error::Error::source`]).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
     }
 
     /// Adds context in front of the message, keeping kind and field.
@@ -184,7 +266,7 @@ impl Error {
             std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
             _ => ErrorKind::Backend,
         };
-        Self::new(kind, format!("{what}: {err}"))
+        Self::new(kind, format!("{what}: {err}")).with_source(err)
     }
 }
 
@@ -194,7 +276,13 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Adds a description of the failed step to any error that converts into [`Error`].
 pub trait Context<T> {
@@ -288,5 +376,39 @@ mod tests {
     fn io_not_found_is_not_found() {
         let e = Error::io("open x", std::io::Error::from(std::io::ErrorKind::NotFound));
         assert_eq!(e.kind, ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn an_error_keeps_its_source_in_the_process_and_its_command_failure_everywhere() {
+        use std::error::Error as _;
+        let e = Error::io("open x", std::io::Error::other("disk on fire")).context("load");
+        let source = e.source().expect("the io error is kept");
+        assert_eq!(source.to_string(), "disk on fire");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+        assert!(Error::backend("no cause").source().is_none());
+
+        // Across a process boundary (JSON: the shim's and the local API's form) the kind, field, message and
+        // command failure arrive; the source does not, and equality does not look at it.
+        let e = Error::command_failed(
+            CommandFailure::NotExecutable,
+            "exec: \"/etc\": is a directory",
+        )
+        .with_source(std::io::Error::other("EACCES"));
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""command":"not_executable""#), "{json}");
+        let back: Error = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, e);
+        assert!(back.source().is_none());
+        assert_eq!(back.command_exit_code(), Some(126));
+        // Only the typed field says that a command could not run, not words that look like it.
+        let old: Error = serde_json::from_str(
+            r#"{"kind":"invalid_argument","field":"command","message":"exec: \"x\": not found"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.command_exit_code(), None);
+        for c in [CommandFailure::NotFound, CommandFailure::NotExecutable] {
+            assert_eq!(CommandFailure::from_name(c.as_str()), Some(c));
+        }
+        assert_eq!(CommandFailure::from_name("nope"), None);
     }
 }

@@ -16,7 +16,7 @@ pub use driver::{
     ArchiveReader, BackendChange, Capabilities, ChangeStream, Driver, DriverInfo, LogStream,
     PortForwardTarget, RootfsLayers,
 };
-pub use error::{Context, Error, ErrorKind, Result};
+pub use error::{CommandFailure, Context, Error, ErrorKind, Result};
 pub use failpoint::failpoint;
 pub use health::{HealthAction, HealthConfig, HealthResult, HealthState, HealthStatus};
 pub use model::*;

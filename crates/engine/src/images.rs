@@ -185,13 +185,13 @@ impl Engine {
         }
         image.map_err(|e| match (e.kind, policy) {
             // NotFound (404), with the field, so a client can pull and try again.
-            (ErrorKind::NotFound, PullPolicy::Never) => Error {
-                kind: ErrorKind::NotFound,
-                field: Some("image".into()),
-                message: format!(
+            (ErrorKind::NotFound, PullPolicy::Never) => Error::about(
+                ErrorKind::NotFound,
+                "image",
+                format!(
                     "no such image: {reference} (the pull policy is never: load or pull it first)"
                 ),
-            },
+            ),
             (ErrorKind::NotFound, _) => Error::invalid(
                 "image",
                 format!("no such image: {reference}: {}", e.message),

@@ -425,15 +425,15 @@ impl Engine {
             .images
             .resolve(&m.source)
             .map_err(|e| match e.kind {
-                ErrorKind::NotFound => Error {
-                    kind: ErrorKind::NotFound,
-                    field: Some("mounts".into()),
-                    message: format!(
+                ErrorKind::NotFound => Error::about(
+                    ErrorKind::NotFound,
+                    "mounts",
+                    format!(
                         "no such image {} for the image mount on {}: pull it first",
                         m.source.trim(),
                         m.destination
                     ),
-                },
+                ),
                 _ => Error::invalid(
                     "mounts",
                     format!("the image mount on {}: {}", m.destination, e.message),

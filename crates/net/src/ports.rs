@@ -81,16 +81,16 @@ pub(crate) fn overlaps(
 
 /// A clear error for a port another sandbox of this daemon publishes.
 pub(crate) fn taken_by_sandbox(port: &PortMapping, sandbox_id: &str) -> Error {
-    Error {
-        kind: ErrorKind::Conflict,
-        field: Some("ports".into()),
-        message: format!(
+    Error::about(
+        ErrorKind::Conflict,
+        "ports",
+        format!(
             "host port {}/{} is already published by sandbox {}",
             port.host_port,
             port.protocol,
             short(sandbox_id)
         ),
-    }
+    )
 }
 
 /// The forwarding rule of another CNI user that takes `port`, if any.
@@ -106,17 +106,17 @@ pub(crate) fn find_forwarded<'a>(
 
 /// A clear error for a port forwarded by another CNI user.
 pub(crate) fn taken_by_rule(port: &PortMapping, rule: &ForwardedPort) -> Error {
-    Error {
-        kind: ErrorKind::Conflict,
-        field: Some("ports".into()),
-        message: format!(
+    Error::about(
+        ErrorKind::Conflict,
+        "ports",
+        format!(
             "host port {}/{} is already forwarded to container {} of CNI network {:?} (another husk daemon or CNI runtime)",
             port.host_port,
             port.protocol,
             short(&rule.owner),
             rule.network
         ),
-    }
+    )
 }
 
 /// Fails when a host process holds the port: binds it for a moment on the mapping's address (every address when
@@ -131,14 +131,15 @@ pub(crate) fn check_bindable(port: &PortMapping) -> Result<()> {
     };
     match bound {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error {
-            kind: ErrorKind::Conflict,
-            field: Some("ports".into()),
-            message: format!(
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::about(
+            ErrorKind::Conflict,
+            "ports",
+            format!(
                 "host port {}/{} is already in use on the host (a process is bound to {addr})",
                 port.host_port, port.protocol
             ),
-        }),
+        )
+        .with_source(e)),
         Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => Err(Error::invalid(
             "ports",
             format!("port mapping {port}: {ip} is not an address of this host"),
