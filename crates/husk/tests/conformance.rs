@@ -673,6 +673,60 @@ pub fn limits_are_reported(driver: &str) {
     top_showing(&d, "c", "sleep 1000");
 }
 
+/// busybox `tail` holds a line whole until it ends: 256 MiB of zeros without a newline is that much memory.
+const MEMORY_HOG: &str = "head -c 268435456 /dev/zero | tail";
+
+/// A container that needs more memory than its limit is killed by the kernel's OOM killer: it exits 137 and
+/// `inspect` says so (`State.OOMKilled`, Docker's field); one that stays under its limit, or that is killed by
+/// a signal, is not reported as OOM-killed.
+pub fn a_container_over_its_memory_limit_is_oom_killed(driver: &str) {
+    let d = daemon(driver);
+    d.husk(&[
+        "run", "-d", "--name", "hog", "--memory", "32m", IMAGE, "sh", "-c", MEMORY_HOG,
+    ])
+    .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "calm",
+        "--memory",
+        "32m",
+        IMAGE,
+        "sh",
+        "-c",
+        "head -c 1048576 /dev/zero | tail; exit 3",
+    ])
+    .ok();
+    d.husk(&[
+        "run", "-d", "--name", "killed", "--memory", "32m", IMAGE, "sleep", "600",
+    ])
+    .ok();
+    d.husk(&["kill", "killed"]).ok();
+    for (name, code, oom) in [
+        ("hog", "137", true),
+        ("calm", "3", false),
+        ("killed", "137", false),
+    ] {
+        assert_eq!(d.husk(&["wait", name]).ok(), code, "{name}'s exit code");
+        let state = &d.inspect(name)["State"];
+        assert_eq!(state["OOMKilled"], oom, "{name}: {state}");
+        assert_eq!(
+            state["ExitCode"].as_i64().unwrap().to_string(),
+            code,
+            "{name}: {state}"
+        );
+        let time = |field: &str| {
+            chrono::DateTime::parse_from_rfc3339(state[field].as_str().unwrap())
+                .unwrap_or_else(|e| panic!("{name}: {field}: {e}: {state}"))
+        };
+        assert!(
+            time("FinishedAt") >= time("StartedAt"),
+            "{name} ended before it started: {state}"
+        );
+    }
+}
+
 /// `stats` counts a container's network I/O and block I/O (`BLOCK I/O`, Zun's `BLOCK I/O(B)`). On `linux`, direct writes to its
 /// root filesystem count (from the cgroup, or from its processes where the host's cgroup v1 counters count
 /// nothing, as here). `docker` reports the engine's numbers, which on such a host stay 0 (as `docker stats`
@@ -2622,6 +2676,7 @@ macro_rules! conformance {
                 #[test] fn terminals_attach_and_follow() { super::terminals_attach_and_follow(stringify!($driver)) }
                 #[test] fn restart_policies() { super::restart_policies(stringify!($driver)) }
                 #[test] fn limits_are_reported() { super::limits_are_reported(stringify!($driver)) }
+                #[test] fn a_container_over_its_memory_limit_is_oom_killed() { super::a_container_over_its_memory_limit_is_oom_killed(stringify!($driver)) }
                 #[test] fn stats_count_network_and_block_io() { super::stats_count_network_and_block_io(stringify!($driver)) }
                 #[test] fn shm_size_applies() { super::shm_size_applies(stringify!($driver)) }
                 #[test] fn top_takes_ps_options() { super::top_takes_ps_options(stringify!($driver)) }

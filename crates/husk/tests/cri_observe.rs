@@ -8,7 +8,9 @@ use husk_testkit::registry;
 use std::time::Duration;
 
 use common::Daemon;
-use common::cri::{channel, container_config, run_pod_with};
+use common::cri::{
+    channel, container_config, container_status, pod_config, run_pod_with, stop_and_remove_pod,
+};
 use futures::StreamExt;
 use husk_cri_api::v1 as cri;
 use husk_cri_api::v1::runtime_service_client::RuntimeServiceClient;
@@ -306,6 +308,76 @@ async fn container_limits_are_set_and_changed_through_the_cri() {
     assert_eq!(read("cpu.shares").await, "256");
 
     common::cri::stop_and_remove_pod(&mut rt, &pod).await;
+}
+
+/// A container over its memory limit is OOM-killed, and ContainerStatus says so as kubelet expects: EXITED, exit
+/// code 137, reason `OOMKilled`, a finish time; a container that exits by itself gets `Completed` (0) or `Error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_kill_is_reported_with_its_reason() {
+    let d = Daemon::start(&[]);
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let limited = |name: &str, script: &str| {
+        let mut config = container_config(name, &["sh", "-c", script]);
+        config.linux = Some(cri::LinuxContainerConfig {
+            resources: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 32 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        config
+    };
+    // busybox `tail` holds a line whole until it ends: 256 MiB of zeros without a newline.
+    let (pod, hog) = run_pod_with(
+        &mut rt,
+        "oom",
+        limited("hog", "head -c 268435456 /dev/zero | tail"),
+    )
+    .await;
+    let mut ids = vec![("hog", hog, 137, "OOMKilled")];
+    for (name, script, code, reason) in [
+        ("done", "true", 0, "Completed"),
+        ("failed", "exit 3", 3, "Error"),
+    ] {
+        let id = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(limited(name, script)),
+                sandbox_config: Some(pod_config("oom")),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        ids.push((name, id, code, reason));
+    }
+    for (name, id, code, reason) in ids {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            let status = container_status(&mut rt, &id).await;
+            if status.state == cri::ContainerState::ContainerExited as i32 {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} still runs: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(status.exit_code, code, "{name}: {status:?}");
+        assert_eq!(status.reason, reason, "{name}: {status:?}");
+        assert!(
+            status.finished_at >= status.started_at && status.started_at > 0,
+            "{name}: {status:?}"
+        );
+    }
+    stop_and_remove_pod(&mut rt, &pod).await;
+    d.assert_no_leftovers();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

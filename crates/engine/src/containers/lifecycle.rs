@@ -54,12 +54,16 @@ impl Engine {
             sandbox = Some(self.revive_own_sandbox(sb, driver.as_ref()).await?);
         }
         let started = std::time::Instant::now();
+        // The start time is taken before the driver is asked: a process that ends at once may be seen to end
+        // (its finish time taken) before the driver's start call returns, and a finish before the start is
+        // what no client expects.
+        let started_at = husk_core::now_rfc3339();
         let runtime = driver.start_container(&rec, sandbox.as_ref()).await;
         self.observe_driver(driver.name(), DriverOperation::Start, started, &runtime);
         rec.runtime = runtime?;
         crate::failpoint("start_container:driver_started");
         rec.status = ContainerStatus::Running;
-        rec.started_at = husk_core::now_rfc3339();
+        rec.started_at = started_at;
         rec.stopped_by_user = false;
         rec.error.clear();
         if by_user {
@@ -82,12 +86,10 @@ impl Engine {
         driver: &dyn husk_core::Driver,
     ) -> Result<SandboxRecord> {
         let mut sb = sb.clone();
-        sb.runtime = driver.revive_sandbox(&sb).await.map_err(|e| {
-            Error::new(
-                e.kind,
-                format!("bring back sandbox {}: {}", sb.config.name, e.message),
-            )
-        })?;
+        sb.runtime = driver
+            .revive_sandbox(&sb)
+            .await
+            .map_err(|e| e.context(format!("bring back sandbox {}", sb.config.name)))?;
         sb.status = SandboxStatus::Ready;
         self.inner.store.update(&sb)?;
         tracing::info!(sandbox = %sb.config.id, "the container's own sandbox had died; brought back");
