@@ -274,6 +274,62 @@ fn quotas_are_enforced_per_project_and_actions_recorded() {
     let (_, usage) = call(&z, &alice, "GET", "/v1/quotas/p1?usages=True", None);
     assert_eq!(usage["containers"], json!({"limit": 1, "in_use": 1}));
     assert_eq!(usage["memory"], json!({"limit": 1024, "in_use": 256}));
+    // New limits of a running container: growth past the quota is refused and changes nothing; within it they
+    // reach the container's cgroup at once and count in the usage.
+    let (status, e) = call(
+        &z,
+        &alice,
+        "PATCH",
+        "/v1/containers/a1",
+        Some(json!({"memory": 2048})),
+    );
+    assert_eq!(status, 403, "{e}");
+    assert!(
+        e["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("memory"),
+        "{e}"
+    );
+    let (status, e) = call(
+        &z,
+        &alice,
+        "PATCH",
+        "/v1/containers/a1",
+        Some(json!({"cpu": 99})),
+    );
+    assert_eq!(status, 400, "{e}");
+    let (status, c) = call(
+        &z,
+        &alice,
+        "PATCH",
+        "/v1/containers/a1",
+        Some(json!({"memory": "512", "cpu": 0.5})),
+    );
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(
+        (c["memory"].as_str(), c["cpu"].as_f64()),
+        (Some("512"), Some(0.5)),
+        "{c}"
+    );
+    let inspect = z.d.inspect(c["uuid"].as_str().unwrap());
+    assert_eq!(inspect["HostConfig"]["Memory"], 512 << 20);
+    assert_eq!(inspect["HostConfig"]["NanoCpus"], 500_000_000);
+    let limit = z.d.husk(&[
+        "exec",
+        c["uuid"].as_str().unwrap(),
+        "cat",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]);
+    if limit.code == 0 {
+        assert_eq!(
+            limit.stdout.trim(),
+            (512u64 << 20).to_string(),
+            "the cgroup's limit"
+        );
+    }
+    let (_, usage) = call(&z, &alice, "GET", "/v1/quotas/p1?usages=True", None);
+    assert_eq!(usage["memory"], json!({"limit": 1024, "in_use": 512}));
     // Class defaults, and going back to them.
     let (status, class) = call(
         &z,
@@ -324,16 +380,22 @@ fn quotas_are_enforced_per_project_and_actions_recorded() {
     let names: Vec<&str> = list.iter().map(|a| a["action"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["create", "start", "pause", "unpause", "stop"],
+        [
+            "create", "start", "update", "update", "pause", "unpause", "stop"
+        ],
         "{actions}"
     );
+    // The update past the quota is recorded as failed, as Zun marks one ("Error"); the bad value never reached
+    // the engine, so it is not an action.
+    assert_eq!(list[2]["message"], "Error", "{actions}");
     assert!(
         list.iter()
-            .all(|a| a["message"].is_null() && a["user_id"] == list[0]["user_id"]),
+            .enumerate()
+            .all(|(i, a)| (i == 2 || a["message"].is_null()) && a["user_id"] == list[0]["user_id"]),
         "{actions}"
     );
     assert!(list[0]["finish_time"].is_string());
-    let request_id = list[2]["request_id"].as_str().unwrap();
+    let request_id = list[4]["request_id"].as_str().unwrap();
     let (_, one) = call(
         &z,
         &alice,

@@ -202,6 +202,11 @@ pub fn zun_cpu(field: &str, v: &Value) -> ZunResult<f64> {
     Ok(n)
 }
 
+/// A number of CPUs (checked by [`zun_cpu`]) in billionths, the engine's unit.
+pub fn nano_cpus(cpus: f64) -> i64 {
+    (cpus * 1e9).round() as i64
+}
+
 /// An integer given as a number or digits, within `min..=max`.
 pub fn zun_int(field: &str, v: &Value, min: i64, max: i64) -> ZunResult<i64> {
     let n = match v {
@@ -605,7 +610,7 @@ pub fn translate(
         stdin: interactive,
         resources: Resources {
             memory_bytes: Some(memory << 20),
-            nano_cpus: Some((cpu * 1e9).round() as i64),
+            nano_cpus: Some(nano_cpus(cpu)),
             ..Default::default()
         },
         restart_policy: restart,

@@ -4,7 +4,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
-use husk_core::SandboxRecord;
+use husk_api_types::ContainerUpdate;
+use husk_core::{Resources, SandboxRecord};
 use husk_engine::capsules::CAPSULE_ANNOTATION;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -215,7 +216,9 @@ pub struct UpdateBody {
     pub auto_heal: Option<Value>,
 }
 
-/// `PATCH /v1/containers/{id}`: rename (from 1.14); limits of an existing container cannot change.
+/// `PATCH /v1/containers/{id}`: new CPU and memory limits (applied at once to a running container, as Zun's
+/// docker driver does with `docker update`; growth counts against the project's quota) and, from 1.14, a new
+/// name.
 #[utoipa::path(patch, path = "/v1/containers/{id}", tag = "containers", params(("id" = String, Path, description = "Name or UUID")), request_body(content = UpdateBody, content_type = "application/json"), responses((status = 200, description = "Done", body = ZunContainer), ZunErrors))]
 pub(crate) async fn update(
     State(s): State<ZunState>,
@@ -228,12 +231,16 @@ pub(crate) async fn update(
 ) -> ZunResult<Json<ZunContainer>> {
     params.only(&[])?;
     let b: UpdateBody = body.parse()?;
-    if let Some(cpu) = &b.cpu {
-        crate::zun::create::zun_cpu("cpu", cpu)?;
-    }
-    if let Some(m) = &b.memory {
-        crate::zun::create::zun_memory("memory", m)?;
-    }
+    let cpu = b
+        .cpu
+        .as_ref()
+        .map(|v| crate::zun::create::zun_cpu("cpu", v))
+        .transpose()?;
+    let memory = b
+        .memory
+        .as_ref()
+        .map(|v| crate::zun::create::zun_memory("memory", v))
+        .transpose()?;
     if let Some(h) = &b.auto_heal
         && zun_bool("auto_heal", h)?
     {
@@ -248,11 +255,23 @@ pub(crate) async fn update(
     }
     let rec = s.container(&ctx, &id, false)?;
     ZunAction::Update.check(&rec)?;
-    if b.cpu.is_some() || b.memory.is_some() {
-        return Err(ZunError::invalid(
-            "cpu/memory",
-            "not supported by husk: the limits of an existing container cannot change; create a new one",
-        ));
+    if cpu.is_some() || memory.is_some() {
+        let update = ContainerUpdate {
+            resources: Resources {
+                memory_bytes: memory.map(|mib| mib << 20),
+                nano_cpus: cpu.map(crate::zun::create::nano_cpus),
+                ..Default::default()
+            },
+            restart_policy: None,
+        };
+        s.engine
+            .track(
+                rec.id(),
+                "update",
+                &ctx.user_id,
+                s.engine.update_container(rec.id(), &update),
+            )
+            .await?;
     }
     if let Some(n) = &b.name {
         s.engine
