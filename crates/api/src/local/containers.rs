@@ -548,20 +548,20 @@ async fn put_archive(
     Query(q): Query<PathQuery>,
     body: Body,
 ) -> ApiResult<StatusCode> {
-    if q.path.is_empty() {
-        return Err(Error::invalid("path", "no destination directory given").into());
-    }
-    let stream = body
-        .into_data_stream()
-        .map(|r| r.map_err(std::io::Error::other));
-    let reader = tokio_util::io::StreamReader::new(stream);
-    let options = ExtractOptions {
-        copy_owners: q.copy_uid_gid,
-        no_overwrite_dir_non_dir: true,
+    let (reader, drain) = super::upload::upload(body);
+    let extracted = async {
+        if q.path.is_empty() {
+            return Err(Error::invalid("path", "no destination directory given"));
+        }
+        let options = ExtractOptions {
+            copy_owners: q.copy_uid_gid,
+            no_overwrite_dir_non_dir: true,
+        };
+        engine
+            .extract_archive(&id, &q.path, Box::pin(reader), &options)
+            .await
     };
-    engine
-        .extract_archive(&id, &q.path, Box::pin(reader), &options)
-        .await?;
+    drain.settle(extracted.await).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -57,33 +57,9 @@ async fn load_images(
     Query(q): Query<LoadQuery>,
     body: Body,
 ) -> ApiResult<Json<Vec<husk_api_types::LoadedImage>>> {
-    // The body reaches the load through a task that reads it to its end even when the load stops early (a
-    // full disk, a bad archive): the client is still sending, and an answer sent before it finished would
-    // reach it as a broken pipe instead of the error.
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
-    let mut data = body.into_data_stream();
-    let forward = tokio::spawn(async move {
-        let mut load_reads = true;
-        while let Some(chunk) = data.next().await {
-            let chunk = chunk.map_err(std::io::Error::other);
-            let broken = chunk.is_err();
-            if load_reads && tx.send(chunk).await.is_err() {
-                load_reads = false;
-            }
-            if broken {
-                break;
-            }
-        }
-    });
-    let chunks = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
-    let reader = tokio_util::io::StreamReader::new(Box::pin(chunks));
+    let (reader, drain) = super::upload::upload(body);
     let loaded = engine.load_images(reader, q.name).await;
-    if loaded.is_err() {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), forward).await;
-    }
-    Ok(Json(loaded?))
+    Ok(Json(drain.settle(loaded).await?))
 }
 
 #[derive(Deserialize, Default)]

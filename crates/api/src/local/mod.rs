@@ -24,6 +24,7 @@ pub mod identity;
 mod images;
 mod networks;
 mod sandboxes;
+mod upload;
 mod volumes;
 
 /// An error as the local API sends it: the status from its kind, the error as JSON.
