@@ -91,22 +91,13 @@ impl CommandFailure {
             CommandFailure::NotExecutable => 126,
         }
     }
-
-    /// The failure's name on the wire (gRPC metadata between the host and a VM's agent).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CommandFailure::NotFound => "not_found",
-            CommandFailure::NotExecutable => "not_executable",
-        }
-    }
-
-    /// The failure a wire name names (the inverse of [`CommandFailure::as_str`]).
-    pub fn from_name(name: &str) -> Option<Self> {
-        [CommandFailure::NotFound, CommandFailure::NotExecutable]
-            .into_iter()
-            .find(|c| c.as_str() == name)
-    }
 }
+
+// The names on the wire (JSON, and gRPC metadata between the host and a VM's agent).
+crate::names::named_values!(CommandFailure {
+    NotFound => "not_found",
+    NotExecutable => "not_executable",
+});
 
 /// A husk error: a kind, an optional field it is about, a message for people, and the error it came from.
 ///

@@ -7,6 +7,7 @@ pub mod error;
 pub mod failpoint;
 pub mod health;
 pub mod model;
+mod names;
 pub mod options;
 pub mod request;
 pub mod stdio;

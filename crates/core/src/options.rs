@@ -407,7 +407,7 @@ mod tests {
 
     #[test]
     fn mount_kinds_are_their_docker_names_and_nothing_else() {
-        for kind in MountKind::ALL {
+        for &kind in MountKind::ALL {
             assert_eq!(kind.as_str().parse::<MountKind>().unwrap(), kind);
             assert_eq!(
                 serde_json::to_value(kind).unwrap(),

@@ -2,7 +2,6 @@
 //! (runtime, exit, stats, log lines, the stored record).
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,34 +46,17 @@ pub enum MountKind {
     Image,
 }
 
+crate::names::named_values!(MountKind {
+    Bind => "bind",
+    Volume => "volume",
+    Tmpfs => "tmpfs",
+    Image => "image",
+});
+
 impl MountKind {
-    /// Every kind, in the order error messages list them.
-    pub const ALL: [MountKind; 4] = [
-        MountKind::Bind,
-        MountKind::Volume,
-        MountKind::Tmpfs,
-        MountKind::Image,
-    ];
-
-    /// The kind's name, as Docker and husk's JSON spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MountKind::Bind => "bind",
-            MountKind::Volume => "volume",
-            MountKind::Tmpfs => "tmpfs",
-            MountKind::Image => "image",
-        }
-    }
-
     /// Whether the mount shows a host path (`host_path`): a bind or a volume.
     pub fn is_host_path(self) -> bool {
         matches!(self, MountKind::Bind | MountKind::Volume)
-    }
-}
-
-impl fmt::Display for MountKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -82,15 +64,12 @@ impl std::str::FromStr for MountKind {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<MountKind> {
-        MountKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == text)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "type",
-                    format!("unknown mount type {text:?}: use bind, volume, tmpfs or image"),
-                )
-            })
+        MountKind::from_name(text).ok_or_else(|| {
+            Error::invalid(
+                "type",
+                format!("unknown mount type {text:?}: use bind, volume, tmpfs or image"),
+            )
+        })
     }
 }
 
@@ -474,21 +453,10 @@ pub enum OutputStream {
     Stderr,
 }
 
-impl OutputStream {
-    /// The stream's name, as logs and APIs spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutputStream::Stdout => "stdout",
-            OutputStream::Stderr => "stderr",
-        }
-    }
-}
-
-impl fmt::Display for OutputStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+crate::names::named_values!(OutputStream {
+    Stdout => "stdout",
+    Stderr => "stderr",
+});
 
 /// One line of a container's output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

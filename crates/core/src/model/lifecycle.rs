@@ -70,33 +70,24 @@ pub enum ContainerStatus {
     Dead,
 }
 
-impl ContainerStatus {
-    /// Docker's name of the status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ContainerStatus::Creating => "creating",
-            ContainerStatus::Created => "created",
-            ContainerStatus::Running => "running",
-            ContainerStatus::Paused => "paused",
-            ContainerStatus::Restarting => "restarting",
-            ContainerStatus::Exited => "exited",
-            ContainerStatus::Removing => "removing",
-            ContainerStatus::Dead => "dead",
-        }
-    }
+crate::names::named_values!(ContainerStatus {
+    Creating => "creating",
+    Created => "created",
+    Running => "running",
+    Paused => "paused",
+    Restarting => "restarting",
+    Exited => "exited",
+    Removing => "removing",
+    Dead => "dead",
+});
 
+impl ContainerStatus {
     /// Whether the container's processes may be alive (running, paused or between restarts).
     pub fn is_active(self) -> bool {
         matches!(
             self,
             ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Restarting
         )
-    }
-}
-
-impl fmt::Display for ContainerStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

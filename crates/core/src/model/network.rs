@@ -33,37 +33,24 @@ pub enum PortProtocol {
     Sctp,
 }
 
-impl PortProtocol {
-    /// The protocol's lower-case name, as iptables, CNI and Docker spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PortProtocol::Tcp => "tcp",
-            PortProtocol::Udp => "udp",
-            PortProtocol::Sctp => "sctp",
-        }
-    }
-}
-
-impl fmt::Display for PortProtocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+// The lower-case names, as iptables, CNI and Docker spell them.
+crate::names::named_values!(PortProtocol {
+    Tcp => "tcp",
+    Udp => "udp",
+    Sctp => "sctp",
+});
 
 impl std::str::FromStr for PortProtocol {
     type Err = Error;
 
     /// Parses `tcp`, `udp` or `sctp` in any case.
     fn from_str(text: &str) -> Result<PortProtocol> {
-        match text.to_ascii_lowercase().as_str() {
-            "tcp" => Ok(PortProtocol::Tcp),
-            "udp" => Ok(PortProtocol::Udp),
-            "sctp" => Ok(PortProtocol::Sctp),
-            _ => Err(Error::invalid(
+        PortProtocol::from_name(&text.to_ascii_lowercase()).ok_or_else(|| {
+            Error::invalid(
                 "protocol",
                 format!("unknown protocol {text:?}: use tcp or udp"),
-            )),
-        }
+            )
+        })
     }
 }
 

@@ -1,7 +1,6 @@
 //! Sandboxes: what the engine decided for one (namespaces, user namespace, network) and what is known of it.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -168,24 +167,13 @@ pub enum SandboxStatus {
     Orphan,
 }
 
-impl SandboxStatus {
-    /// The status's name, as the API and `sandbox ls` show it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SandboxStatus::Creating => "creating",
-            SandboxStatus::Ready => "ready",
-            SandboxStatus::NotReady => "notready",
-            SandboxStatus::Error => "error",
-            SandboxStatus::Orphan => "orphan",
-        }
-    }
-}
-
-impl fmt::Display for SandboxStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+crate::names::named_values!(SandboxStatus {
+    Creating => "creating",
+    Ready => "ready",
+    NotReady => "notready",
+    Error => "error",
+    Orphan => "orphan",
+});
 
 /// A stored sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

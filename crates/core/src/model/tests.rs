@@ -227,3 +227,21 @@ fn swap_equal_to_memory_is_no_swap() {
     assert!(r(Some(1 << 30), Some(-1)).asks_for_swap());
     assert!(r(None, Some(1 << 30)).asks_for_swap());
 }
+
+#[test]
+fn every_vocabulary_name_is_its_json_form() {
+    use crate::names::assert_names_are_serde_names;
+    assert_names_are_serde_names(ContainerStatus::ALL, ContainerStatus::as_str);
+    assert_names_are_serde_names(SandboxStatus::ALL, SandboxStatus::as_str);
+    assert_names_are_serde_names(MountKind::ALL, MountKind::as_str);
+    assert_names_are_serde_names(PortProtocol::ALL, PortProtocol::as_str);
+    assert_names_are_serde_names(OutputStream::ALL, OutputStream::as_str);
+    assert_names_are_serde_names(crate::CommandFailure::ALL, crate::CommandFailure::as_str);
+    assert_eq!(
+        SandboxStatus::from_name("notready"),
+        Some(SandboxStatus::NotReady)
+    );
+    assert_eq!(SandboxStatus::from_name("NotReady"), None);
+    assert_eq!("UDP".parse::<PortProtocol>().unwrap(), PortProtocol::Udp);
+    assert_eq!(ContainerStatus::Exited.to_string(), "exited");
+}
