@@ -7,7 +7,7 @@ use husk_testkit::registry;
 
 use std::time::{Duration, Instant};
 
-use common::cri::{channel, container_config, pod_config};
+use common::cri::{channel, container_config, pod_config, start_in_pod};
 use common::{Daemon, IMAGE};
 use husk_cri_api::v1 as cri;
 use husk_cri_api::v1::image_service_client::ImageServiceClient;
@@ -498,30 +498,6 @@ async fn exec_ok(rt: &mut RuntimeServiceClient<Channel>, container: &str, cmd: &
     String::from_utf8_lossy(&r.stdout).into_owned()
 }
 
-/// Creates and starts a container of `pod`.
-async fn started(
-    rt: &mut RuntimeServiceClient<Channel>,
-    pod: &str,
-    config: cri::ContainerConfig,
-) -> String {
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    id
-}
-
 async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, config: cri::PodSandboxConfig) -> String {
     rt.run_pod_sandbox(cri::RunPodSandboxRequest {
         config: Some(config),
@@ -601,7 +577,13 @@ async fn a_pod_in_the_hosts_pid_and_ipc_namespaces_sees_the_hosts_processes_and_
             cri::NamespaceMode::Pod as i32
         )
     );
-    let c = started(&mut rt, &pod, container_config("c", &["sleep", "1000"])).await;
+    let c = start_in_pod(
+        &mut rt,
+        &pod,
+        container_config("c", &["sleep", "1000"]),
+        None,
+    )
+    .await;
 
     // The host's namespaces, by their files' targets; the pod's own network.
     let host_ns = |kind: &str| {
@@ -631,7 +613,13 @@ async fn a_pod_in_the_hosts_pid_and_ipc_namespaces_sees_the_hosts_processes_and_
 
     // A pod of its own namespaces sees none of it.
     let own = run_pod(&mut rt, pod_config("ownns")).await;
-    let o = started(&mut rt, &own, container_config("o", &["sleep", "1000"])).await;
+    let o = start_in_pod(
+        &mut rt,
+        &own,
+        container_config("o", &["sleep", "1000"]),
+        None,
+    )
+    .await;
     for kind in ["pid", "ipc"] {
         let inside = exec_ok(&mut rt, &o, &["readlink", &format!("/proc/self/ns/{kind}")]).await;
         assert_ne!(inside.trim(), host_ns(kind), "{kind}");
@@ -733,7 +721,7 @@ async fn supplemental_groups_policy_strict_leaves_out_the_images_groups() {
             }),
             ..Default::default()
         });
-        let c = started(&mut rt, &pod, config).await;
+        let c = start_in_pod(&mut rt, &pod, config, None).await;
         let text = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(" ");
         // What the first process runs with, and an exec.
         let proc_status = exec_ok(&mut rt, &c, &["cat", "/proc/1/status"]).await;
@@ -858,8 +846,8 @@ async fn a_pod_with_its_own_user_namespace_maps_its_root_and_shares_a_volume() {
         }];
         c
     };
-    let a = started(&mut rt, &pod, with_volume("a")).await;
-    let b = started(&mut rt, &pod, with_volume("b")).await;
+    let a = start_in_pod(&mut rt, &pod, with_volume("a"), None).await;
+    let b = start_in_pod(&mut rt, &pod, with_volume("b"), None).await;
     for c in [&a, &b] {
         for file in ["/proc/self/uid_map", "/proc/self/gid_map"] {
             let map = exec_ok(&mut rt, c, &["cat", file]).await;
@@ -932,7 +920,7 @@ async fn a_pod_with_its_own_user_namespace_maps_its_root_and_shares_a_volume() {
     let logged = run_pod(&mut rt, config).await;
     let mut cat = container_config("cat", &["cat", "/proc/self/uid_map", "/proc/self/gid_map"]);
     cat.log_path = "cat.log".into();
-    let c = started(&mut rt, &logged, cat).await;
+    let c = start_in_pod(&mut rt, &logged, cat, None).await;
     let done = Daemon::eventually(Duration::from_secs(20), || {
         std::fs::read_to_string(logs.path().join("cat.log"))
             .map(|t| t.lines().count() >= 2)
@@ -984,7 +972,13 @@ async fn a_pod_in_the_hosts_user_namespace_and_refused_user_namespaces() {
         },
     );
     let pod = run_pod(&mut rt, node).await;
-    let c = started(&mut rt, &pod, container_config("c", &["sleep", "1000"])).await;
+    let c = start_in_pod(
+        &mut rt,
+        &pod,
+        container_config("c", &["sleep", "1000"]),
+        None,
+    )
+    .await;
     let map = exec_ok(&mut rt, &c, &["cat", "/proc/self/uid_map"]).await;
     assert_eq!(
         map_fields(&map),
@@ -1147,7 +1141,7 @@ async fn devices_oom_score_swap_and_cgroup_parent_reach_the_container() {
         resources: Some(limits(-998)),
         ..Default::default()
     });
-    let id = started(&mut rt, &pod_id, config).await;
+    let id = start_in_pod(&mut rt, &pod_id, config, None).await;
 
     assert_eq!(
         exec_ok(&mut rt, &id, &["cat", "/proc/self/oom_score_adj"])
@@ -1203,7 +1197,7 @@ async fn devices_oom_score_swap_and_cgroup_parent_reach_the_container() {
         resources: Some(limits(500)),
         ..Default::default()
     });
-    let high = started(&mut rt, &pod_id, config).await;
+    let high = start_in_pod(&mut rt, &pod_id, config, None).await;
     assert_eq!(
         exec_ok(&mut rt, &high, &["cat", "/proc/self/oom_score_adj"])
             .await

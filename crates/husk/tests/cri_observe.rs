@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::Daemon;
 use common::cri::{
-    channel, container_config, container_status, pod_config, run_pod_with, stop_and_remove_pod,
+    channel, container_config, exited_status, pod_config, run_pod_with, start_in_pod,
+    stop_and_remove_pod,
 };
 use futures::StreamExt;
 use husk_cri_api::v1 as cri;
@@ -339,36 +340,17 @@ async fn an_oom_kill_is_reported_with_its_reason() {
         ("done", "true", 0, "Completed"),
         ("failed", "exit 3", 3, "Error"),
     ] {
-        let id = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(limited(name, script)),
-                sandbox_config: Some(pod_config("oom")),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .container_id;
-        rt.start_container(cri::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap();
+        let id = start_in_pod(
+            &mut rt,
+            &pod,
+            limited(name, script),
+            Some(pod_config("oom")),
+        )
+        .await;
         ids.push((name, id, code, reason));
     }
     for (name, id, code, reason) in ids {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            let status = container_status(&mut rt, &id).await;
-            if status.state == cri::ContainerState::ContainerExited as i32 {
-                break status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{name} still runs: {status:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let status = exited_status(&mut rt, &id, Duration::from_secs(60)).await;
         assert_eq!(status.exit_code, code, "{name}: {status:?}");
         assert_eq!(status.reason, reason, "{name}: {status:?}");
         assert!(

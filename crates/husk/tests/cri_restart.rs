@@ -24,28 +24,14 @@ async fn pods_survive_a_daemon_restart_and_stay_manageable() {
         ),
     )
     .await;
-    let exited = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(container_config("quick", &["true"])),
-            sandbox_config: Some(common::cri::pod_config("survivor")),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest {
-        container_id: exited.clone(),
-    })
-    .await
-    .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while container_status(&mut rt, &exited).await.state
-        != cri::ContainerState::ContainerExited as i32
-    {
-        assert!(std::time::Instant::now() < deadline, "quick never exited");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let exited = common::cri::start_in_pod(
+        &mut rt,
+        &pod,
+        container_config("quick", &["true"]),
+        Some(common::cri::pod_config("survivor")),
+    )
+    .await;
+    common::cri::exited_status(&mut rt, &exited, Duration::from_secs(20)).await;
     let before = container_status(&mut rt, &id).await;
 
     d.kill9();

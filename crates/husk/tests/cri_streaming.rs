@@ -35,21 +35,13 @@ async fn exec_attach_and_port_forward_stream_over_spdy_and_websocket() {
     let mut shell = container_config("shell", &["sh"]);
     shell.stdin = true;
     shell.stdin_once = true;
-    let shell = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(shell),
-            sandbox_config: Some(common::cri::pod_config("streams")),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}\n{}", d.log()))
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest {
-        container_id: shell.clone(),
-    })
-    .await
-    .unwrap();
+    let shell = common::cri::start_in_pod(
+        &mut rt,
+        &pod,
+        shell,
+        Some(common::cri::pod_config("streams")),
+    )
+    .await;
     // Exec without a terminal over SPDY v4: stdout and stderr apart, success as a Status.
     let url = rt
         .exec(cri::ExecRequest {

@@ -155,22 +155,54 @@ pub async fn run_pod_with(
         .unwrap()
         .into_inner()
         .pod_sandbox_id;
+    let id = start_in_pod(rt, &pod_id, config, Some(pod_config(pod))).await;
+    (pod_id, id)
+}
+
+/// Creates a container from `config` in pod `pod` (kubelet sends the pod's config along, when given) and starts
+/// it; returns its id.
+pub async fn start_in_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    config: cri::ContainerConfig,
+    sandbox_config: Option<cri::PodSandboxConfig>,
+) -> String {
     let id = rt
         .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
+            pod_sandbox_id: pod.to_string(),
             config: Some(config),
-            sandbox_config: Some(pod_config(pod)),
+            sandbox_config,
         })
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("create a container in pod {pod}: {e:?}"))
         .into_inner()
         .container_id;
     rt.start_container(cri::StartContainerRequest {
         container_id: id.clone(),
     })
     .await
-    .unwrap();
-    (pod_id, id)
+    .unwrap_or_else(|e| panic!("start container {id}: {e:?}"));
+    id
+}
+
+/// The status of container `id` once it has exited (panics after `within`).
+pub async fn exited_status(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    within: Duration,
+) -> cri::ContainerStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let status = container_status(rt, id).await;
+        if status.state == cri::ContainerState::ContainerExited as i32 {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container {id} has not exited: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Upgrades a connection to `url` to SPDY/3.1 offering `protocol`; returns the session and what the server
