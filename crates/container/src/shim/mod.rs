@@ -3,6 +3,7 @@
 pub mod client;
 mod fdio;
 pub mod proto;
+mod resident;
 pub mod server;
 
 pub use client::{ShimClient, spawn_shim};

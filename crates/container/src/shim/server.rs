@@ -44,6 +44,18 @@ use crate::logs::LogWriter;
 /// How long output may keep flowing after a process exits before its stream is closed anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long after a start or an exec the shim gives back the pages it touched to make it (see
+/// [`super::resident`]): long enough for the client's next requests of a start (attach, state) to be served.
+const RELEASE_DELAY: Duration = Duration::from_secs(1);
+
+/// Gives back the startup pages a moment from now (on this event loop).
+fn release_pages_soon() {
+    tokio::task::spawn_local(async {
+        tokio::time::sleep(RELEASE_DELAY).await;
+        super::resident::release_startup_pages();
+    });
+}
+
 fn lc_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::backend(format!("{what}: {e}"))
 }
@@ -656,6 +668,7 @@ fn control(shim: &Rc<Shim>, request: Request) -> Result<Response> {
                 .start()
                 .map_err(|e| Error::backend(format!("start the container: {}", describe(&e))))?;
             shim.set_status(ShimStatus::Running);
+            release_pages_soon();
             Ok(Response {
                 ok: true,
                 pid: Some(shim.init_pid),
@@ -864,6 +877,7 @@ async fn exec(
     let (exit_tx, exit_rx) = oneshot::channel();
     shim.execs.borrow_mut().insert(pid.as_raw(), exit_tx);
     shim.reap_all();
+    release_pages_soon();
     respond(
         &mut conn,
         &Response {
