@@ -60,7 +60,7 @@ impl CriLog {
 
     /// Appends the line of one entry of `stream` (`stdout` or `stderr`) written now.
     pub fn write(&mut self, stream: &str, bytes: &[u8]) {
-        self.write_at(&crate::now_rfc3339(), stream, bytes);
+        self.write_at(&crate::Timestamp::now().to_string(), stream, bytes);
     }
 
     /// Appends the line of one entry of `stream` written at `time` (RFC 3339 with nanoseconds).

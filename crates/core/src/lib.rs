@@ -10,6 +10,7 @@ pub mod model;
 pub mod options;
 pub mod request;
 pub mod stdio;
+pub mod time;
 pub mod units;
 
 pub use driver::{
@@ -22,3 +23,4 @@ pub use health::{HealthAction, HealthConfig, HealthResult, HealthState, HealthSt
 pub use model::*;
 pub use options::{ExtractOptions, PathStat, Ulimit};
 pub use request::{new_request_id, spawn_blocking};
+pub use time::Timestamp;

@@ -17,7 +17,7 @@ pub use sandbox::*;
 
 /// Now as RFC 3339 with nanoseconds, UTC.
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    crate::Timestamp::now().to_string()
 }
 
 /// A new random 64-hex-character ID.

@@ -59,7 +59,7 @@ fn sort_value(c: &ZunContainer, key: &str) -> SortValue {
     let text = |s: &str| SortValue::Text(s.to_string());
     match key {
         // Zun's `id` is the row's insertion order: creation time here.
-        "id" | "created_at" => text(&c.created_at),
+        "id" | "created_at" => text(&c.created_at.to_string()),
         "uuid" => text(&c.uuid),
         "name" => text(&c.name),
         "image" => text(&c.image),

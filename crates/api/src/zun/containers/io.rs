@@ -76,7 +76,7 @@ pub(crate) async fn logs(
             continue;
         }
         if timestamps {
-            out.push_str(&entry.time);
+            out.push_str(&entry.time.to_string());
             out.push(' ');
         }
         out.push_str(&entry.text);
