@@ -92,18 +92,6 @@ impl std::ops::Sub for Timestamp {
     }
 }
 
-impl std::ops::Add<Duration> for Timestamp {
-    type Output = Timestamp;
-
-    /// The moment `d` later (saturating at the end of chrono's range).
-    fn add(self, d: Duration) -> Timestamp {
-        chrono::TimeDelta::from_std(d)
-            .ok()
-            .and_then(|d| self.0.checked_add_signed(d))
-            .map_or(Timestamp(DateTime::<Utc>::MAX_UTC), Timestamp)
-    }
-}
-
 impl From<DateTime<Utc>> for Timestamp {
     fn from(t: DateTime<Utc>) -> Timestamp {
         Timestamp(t)
