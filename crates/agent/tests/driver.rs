@@ -100,7 +100,7 @@ fn sandbox_record(config: SandboxConfig, runtime: husk_core::SandboxRuntime) -> 
         driver: "vm".into(),
         status: SandboxStatus::Ready,
         runtime,
-        created_at: String::new(),
+        created_at: Default::default(),
         owner_container: None,
         project: String::new(),
     }
@@ -127,8 +127,8 @@ fn record(
         exit: None,
         restart_count: 0,
         stopped_by_user: false,
-        created_at: String::new(),
-        started_at: String::new(),
+        created_at: Default::default(),
+        started_at: None,
         error: String::new(),
         project: String::new(),
         ..Default::default()

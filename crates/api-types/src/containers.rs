@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use husk_core::{
     ContainerRecord, ContainerStatus, ExitStatus, HealthConfig, HealthState, Mode, MountConfig,
     MountKind, NetworkConfig, NetworkStatus, PortMapping, Resources, RestartPolicy, SandboxRecord,
-    SandboxStatus, Stats, Ulimit,
+    SandboxStatus, Stats, Timestamp, Ulimit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -245,8 +245,8 @@ pub struct ContainerView {
     pub sandbox_id: Option<String>,
     /// Driver name.
     pub driver: String,
-    /// RFC 3339.
-    pub created: String,
+    /// When it was created.
+    pub created: Timestamp,
     /// Current state.
     pub state: StateView,
     /// Restarts by policy since the last start by a user.
@@ -329,10 +329,10 @@ pub struct HealthView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct HealthLogView {
-    /// RFC 3339.
-    pub start: String,
-    /// RFC 3339.
-    pub end: String,
+    /// When the check started.
+    pub start: Timestamp,
+    /// When it ended.
+    pub end: Timestamp,
     /// Exit code (0 = passed).
     pub exit_code: i32,
     /// Output (truncated).
@@ -349,8 +349,8 @@ impl HealthView {
                 .log
                 .iter()
                 .map(|r| HealthLogView {
-                    start: r.start.clone(),
-                    end: r.end.clone(),
+                    start: r.start,
+                    end: r.end,
                     exit_code: r.exit_code,
                     output: r.output.clone(),
                 })
@@ -418,10 +418,12 @@ pub struct StateView {
     pub exit_code: i32,
     /// Driver error, if any.
     pub error: String,
-    /// RFC 3339 or empty.
-    pub started_at: String,
-    /// RFC 3339 or empty.
-    pub finished_at: String,
+    /// When it last started; `""` if never.
+    #[serde(default, with = "husk_core::time::optional")]
+    pub started_at: Option<Timestamp>,
+    /// When it last exited; `""` if never.
+    #[serde(default, with = "husk_core::time::optional")]
+    pub finished_at: Option<Timestamp>,
     /// Health check state, for containers with a health check that ran or runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthView>,
@@ -529,7 +531,7 @@ impl ContainerView {
             mode: rec.mode,
             sandbox_id: rec.sandbox_id.clone(),
             driver: rec.driver.clone(),
-            created: rec.created_at.clone(),
+            created: rec.created_at,
             state: StateView {
                 status: rec.status,
                 running,
@@ -543,7 +545,7 @@ impl ContainerView {
                 } else {
                     rec.error.clone()
                 },
-                started_at: rec.started_at.clone(),
+                started_at: rec.started_at,
                 finished_at: exit.finished_at,
                 health: rec.health.as_ref().map(HealthView::new),
             },
@@ -652,18 +654,20 @@ pub struct ContainerSummary {
     pub mode: Mode,
     /// The sandbox's ID (sandbox mode).
     pub sandbox_id: Option<String>,
-    /// RFC 3339.
-    pub created: String,
+    /// When it was created.
+    pub created: Timestamp,
     /// The command as the user gave it.
     pub command: Vec<String>,
     /// Docker's status name.
     pub status: ContainerStatus,
     /// Last exit code.
     pub exit_code: i32,
-    /// RFC 3339 or empty.
-    pub started_at: String,
-    /// RFC 3339 or empty.
-    pub finished_at: String,
+    /// When it last started; `""` if never.
+    #[serde(default, with = "husk_core::time::optional")]
+    pub started_at: Option<Timestamp>,
+    /// When it last exited; `""` if never.
+    #[serde(default, with = "husk_core::time::optional")]
+    pub finished_at: Option<Timestamp>,
     /// Health check status (`starting`, `healthy`, `unhealthy`), for containers with a health check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
@@ -689,12 +693,12 @@ impl ContainerSummary {
             image_id: c.image.id.clone(),
             mode: rec.mode,
             sandbox_id: rec.sandbox_id.clone(),
-            created: rec.created_at.clone(),
+            created: rec.created_at,
             command: user_command(rec),
             status: rec.status,
             exit_code: exit.map_or(0, |e| e.code),
-            started_at: rec.started_at.clone(),
-            finished_at: exit.map(|e| e.finished_at.clone()).unwrap_or_default(),
+            started_at: rec.started_at,
+            finished_at: exit.and_then(|e| e.finished_at),
             health: rec.health.as_ref().map(|h| h.status.as_str().to_string()),
             ports: published_ports(rec, sandbox),
             labels: c.labels.clone(),
@@ -724,8 +728,8 @@ pub struct SandboxView {
     pub driver: String,
     /// Where the sandbox is in its life.
     pub status: SandboxStatus,
-    /// RFC 3339.
-    pub created: String,
+    /// When it was created.
+    pub created: Timestamp,
     /// Containers share a PID namespace.
     pub share_pid: bool,
     /// Containers run in the host's PID namespace.
@@ -764,7 +768,7 @@ impl SandboxView {
             hostname: sb.config.hostname.clone(),
             driver: sb.driver.clone(),
             status: sb.status,
-            created: sb.created_at.clone(),
+            created: sb.created_at,
             share_pid: sb.config.share_pid,
             host_pid: sb.config.host_pid,
             host_ipc: sb.config.host_ipc,

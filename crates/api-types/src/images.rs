@@ -25,7 +25,7 @@ pub struct ImageView {
     /// `name@sha256:<manifest digest>` for images that came from a registry or an OCI layout.
     #[serde(default)]
     pub repo_digests: Vec<String>,
-    /// When the image was built (RFC 3339, from its config).
+    /// When the image was built (RFC 3339, from its config): the config's own text, kept as its builder wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
     /// `amd64`, `arm64` ...
@@ -52,9 +52,9 @@ pub struct ImageView {
     /// The manifest blob kept in the store, when the image came with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<BlobRef>,
-    /// When the image arrived here (RFC 3339).
-    #[serde(default)]
-    pub loaded_at: String,
+    /// When the image arrived here; `""` when unknown.
+    #[serde(default, with = "husk_core::time::optional")]
+    pub loaded_at: Option<husk_core::Timestamp>,
 }
 
 impl ImageView {

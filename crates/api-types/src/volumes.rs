@@ -28,8 +28,8 @@ pub struct VolumeView {
     pub driver: String,
     /// Host directory of the data.
     pub mountpoint: String,
-    /// RFC 3339.
-    pub created_at: String,
+    /// When it was created.
+    pub created_at: husk_core::Timestamp,
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// Always `local`.

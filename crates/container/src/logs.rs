@@ -176,11 +176,12 @@ impl LogWriter {
     }
 
     fn emit(&mut self, stream: usize, bytes: &[u8]) {
+        let time = husk_core::Timestamp::now();
         if let Some(cri) = &mut self.cri {
-            cri.write(output_stream(stream).as_str(), bytes);
+            cri.write_at(&time.to_string(), output_stream(stream).as_str(), bytes);
         }
         let entry = LogEntry {
-            time: husk_core::now_rfc3339(),
+            time,
             stream: output_stream(stream),
             text: String::from_utf8_lossy(bytes).into_owned(),
         };
@@ -220,15 +221,8 @@ impl LogWriter {
     }
 }
 
-fn entry_nanos(entry: &LogEntry) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(&entry.time)
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
-        .unwrap_or(0)
-}
-
 fn wanted(entry: &LogEntry, options: &LogOptions) -> bool {
-    let t = entry_nanos(entry);
+    let t = entry.time.unix_nanos();
     options.since_nanos.is_none_or(|s| t >= s) && options.until_nanos.is_none_or(|u| t < u)
 }
 

@@ -60,7 +60,7 @@ impl CriLog {
 
     /// Appends the line of one entry of `stream` (`stdout` or `stderr`) written now.
     pub fn write(&mut self, stream: &str, bytes: &[u8]) {
-        self.write_at(&crate::now_rfc3339(), stream, bytes);
+        self.write_at(&crate::Timestamp::now().to_string(), stream, bytes);
     }
 
     /// Appends the line of one entry of `stream` written at `time` (RFC 3339 with nanoseconds).
@@ -148,9 +148,9 @@ impl Resume {
 fn line_nanos(line: &[u8]) -> Option<i64> {
     let time = line.split(|b| *b == b' ').next()?;
     let time = std::str::from_utf8(time).ok()?;
-    chrono::DateTime::parse_from_rfc3339(time)
-        .ok()?
-        .timestamp_nanos_opt()
+    crate::Timestamp::parse(time)
+        .ok()
+        .map(crate::Timestamp::unix_nanos)
 }
 
 /// The [`Stamp`] of the CRI log at `path`: `None` when it is missing or holds no complete line. Reads the file
@@ -214,10 +214,7 @@ mod tests {
     const T2: &str = "2026-01-02T03:04:05.000000002Z";
 
     fn nanos(t: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(t)
-            .unwrap()
-            .timestamp_nanos_opt()
-            .unwrap()
+        crate::Timestamp::parse(t).unwrap().unix_nanos()
     }
 
     #[test]

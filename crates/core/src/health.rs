@@ -146,10 +146,10 @@ impl fmt::Display for HealthStatus {
 /// One check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthResult {
-    /// When it started (RFC 3339).
-    pub start: String,
-    /// When it ended (RFC 3339).
-    pub end: String,
+    /// When it started.
+    pub start: crate::Timestamp,
+    /// When it ended.
+    pub end: crate::Timestamp,
     /// Exit code (0 = healthy; -1 = it could not run or timed out).
     pub exit_code: i32,
     /// The first bytes of its output.
@@ -206,8 +206,8 @@ mod tests {
 
     fn result(code: i32) -> HealthResult {
         HealthResult {
-            start: String::new(),
-            end: String::new(),
+            start: crate::Timestamp::UNIX_EPOCH,
+            end: crate::Timestamp::UNIX_EPOCH,
             exit_code: code,
             output: String::new(),
         }

@@ -11,6 +11,7 @@ mod names;
 pub mod options;
 pub mod request;
 pub mod stdio;
+pub mod time;
 pub mod units;
 
 pub use driver::{
@@ -23,3 +24,4 @@ pub use health::{HealthAction, HealthConfig, HealthResult, HealthState, HealthSt
 pub use model::*;
 pub use options::{ExtractOptions, PathStat, Ulimit};
 pub use request::{new_request_id, spawn_blocking};
+pub use time::Timestamp;

@@ -370,7 +370,8 @@ pub struct PathStat {
     pub size: u64,
     /// `st_mode`: file type and permission bits.
     pub mode: u32,
-    /// Modification time (RFC 3339).
+    /// Modification time (RFC 3339); text, so that the Docker engine's own (Go's shortest form) passes through
+    /// unchanged.
     #[serde(default)]
     pub mtime: String,
     /// For a symbolic link: the absolute path inside the container it resolves to (empty otherwise).

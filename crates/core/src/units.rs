@@ -202,13 +202,9 @@ pub fn parse_since(text: &str, now_nanos: i64) -> Result<i64> {
             format!("invalid time {text:?}: use RFC 3339, Unix seconds or a duration such as 10m"),
         )
     };
-    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
+    if let Ok(time) = crate::Timestamp::parse(t) {
         // Past 2262 nanoseconds overflow i64: such times are simply "later than everything".
-        return Ok(dt.timestamp_nanos_opt().unwrap_or(if dt.timestamp() > 0 {
-            i64::MAX
-        } else {
-            i64::MIN
-        }));
+        return Ok(time.unix_nanos());
     }
     if let Ok(secs) = t.parse::<f64>() {
         return Ok((secs * 1e9) as i64);

@@ -264,14 +264,6 @@ pub fn matches(labels: &BTreeMap<String, String>, selector: &HashMap<String, Str
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// An RFC 3339 time as nanoseconds since the Unix epoch (0 when empty or unreadable).
-pub fn nanos(rfc3339: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
-        .unwrap_or(0)
-}
-
 /// A pod's CRI state.
 pub fn pod_state(sb: &SandboxRecord) -> PodSandboxState {
     if sb.status == SandboxStatus::Ready {
@@ -443,7 +435,7 @@ mod tests {
             driver: "vm".into(),
             status: SandboxStatus::Ready,
             runtime: Default::default(),
-            created_at: String::new(),
+            created_at: Default::default(),
             owner_container: None,
             project: String::new(),
         };
@@ -457,8 +449,6 @@ mod tests {
 
     #[test]
     fn states_times_and_reasons() {
-        assert_eq!(nanos("1970-01-01T00:00:01.5Z"), 1_500_000_000);
-        assert_eq!(nanos(""), 0);
         assert_eq!(
             container_state(ContainerStatus::Paused),
             ContainerState::ContainerRunning

@@ -193,7 +193,7 @@ impl ImageService for Images {
                 layers.inodes += u.inodes;
             }
         }
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let now = husk_core::Timestamp::now().unix_nanos();
         let usage = |mountpoint: String, used: LayerUsage| cri::FilesystemUsage {
             timestamp: now,
             fs_id: Some(cri::FilesystemIdentifier { mountpoint }),

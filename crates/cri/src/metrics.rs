@@ -80,10 +80,10 @@ pub fn container_metrics(
     rec: &ContainerRecord,
     stats: &Stats,
 ) -> Vec<cri::Metric> {
-    let timestamp = match crate::convert::nanos(&stats.read_at) {
-        0 => chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
-        t => t,
-    };
+    let timestamp = stats
+        .read_at
+        .unwrap_or_else(husk_core::Timestamp::now)
+        .unix_nanos();
     let labels = vec![
         rec.config.id.clone(),
         crate::convert::container_metadata(rec).name,

@@ -187,7 +187,7 @@ impl Bench {
             driver: "docker".into(),
             status: SandboxStatus::Ready,
             runtime,
-            created_at: String::new(),
+            created_at: husk_core::Timestamp::now(),
             owner_container: None,
             project: String::new(),
         };
@@ -207,8 +207,8 @@ impl Bench {
             exit: None,
             restart_count: 0,
             stopped_by_user: false,
-            created_at: String::new(),
-            started_at: String::new(),
+            created_at: husk_core::Timestamp::now(),
+            started_at: None,
             error: String::new(),
             project: String::new(),
             ..Default::default()

@@ -46,9 +46,12 @@ struct Sink {
 
 impl Sink {
     fn write(&mut self, line: &logs::Stamped) {
-        self.log
-            .write_at(&line.time, line.stream.as_str(), &line.bytes);
-        self.last = Some(Stamp::after(self.last, line.nanos));
+        self.log.write_at(
+            &line.time.map(|t| t.to_string()).unwrap_or_default(),
+            line.stream.as_str(),
+            &line.bytes,
+        );
+        self.last = Some(Stamp::after(self.last, line.nanos()));
     }
 
     /// Where a follower starting now resumes: after what this daemon wrote, else after the file's last line
@@ -262,7 +265,7 @@ async fn copy(
         let Some(line) = logs::stamped(item?) else {
             continue;
         };
-        if !resume.skip(line.nanos) {
+        if !resume.skip(line.nanos()) {
             lock(sink).write(&line);
         }
     }
@@ -276,9 +279,7 @@ mod tests {
     fn stamped(nanos: i64, text: &'static [u8]) -> logs::Stamped {
         logs::Stamped {
             stream: husk_core::OutputStream::Stdout,
-            nanos,
-            time: chrono::DateTime::from_timestamp_nanos(nanos)
-                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            time: Some(husk_core::Timestamp::from_unix_nanos(nanos)),
             bytes: bytes::Bytes::from_static(text),
         }
     }

@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 use futures::{Stream, StreamExt, TryStreamExt};
 use husk_core::{
     Capabilities, ContainerRecord, Error, ErrorKind, ExitStatus, ImageRef, NetworkStatus,
-    ObservedState, Result, SandboxConfig, SandboxRecord, SandboxRuntime,
+    ObservedState, Result, SandboxConfig, SandboxRecord, SandboxRuntime, Timestamp,
 };
 use serde_json::json;
 use tokio_util::io::ReaderStream;
@@ -306,9 +306,9 @@ impl DockerDriver {
 
     // ---- helpers for the trait implementation ----
 
-    /// Whether the engine's event log holds an `oom` event for engine container `id` from `since` (an RFC 3339
-    /// time, the start of its last run) until now.
-    pub(crate) async fn oom_event_since(&self, id: &str, since: &str) -> Result<bool> {
+    /// Whether the engine's event log holds an `oom` event for engine container `id` from `since` (the start of
+    /// its last run) until now.
+    pub(crate) async fn oom_event_since(&self, id: &str, since: Timestamp) -> Result<bool> {
         let until = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() + 1)
@@ -719,7 +719,7 @@ pub(crate) fn exit_status(inspect: &ContainerInspectResponse, code: i32) -> Exit
         finished_at: state
             .finished_at
             .filter(|t| !t.starts_with("0001-"))
-            .unwrap_or_default(),
+            .and_then(|t| Timestamp::parse(&t).ok()),
         reason,
     }
 }
@@ -768,13 +768,10 @@ pub(crate) fn recorded(driver_data: &serde_json::Value, key: &str) -> String {
         .to_string()
 }
 
-/// An RFC 3339 time from the engine's inspect answer in the form its events API takes for `since` and
-/// `until`: `SECONDS.NANOS` since the epoch (the engine refuses RFC 3339 there). An unreadable time becomes
-/// the epoch, so the search covers the whole log rather than nothing.
-fn engine_time(rfc3339: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| format!("{}.{:09}", t.timestamp(), t.timestamp_subsec_nanos()))
-        .unwrap_or_else(|_| "0.000000000".to_string())
+/// A time in the form the engine's events API takes for `since` and `until`: `SECONDS.NANOS` since the epoch
+/// (the engine refuses RFC 3339 there).
+fn engine_time(t: Timestamp) -> String {
+    format!("{}.{:09}", t.unix_seconds(), t.subsec_nanos())
 }
 
 /// The driver data recorded for a sandbox.

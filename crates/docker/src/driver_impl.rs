@@ -16,7 +16,7 @@ use husk_core::{
     ArchiveReader, Capabilities, ContainerConfig, ContainerRecord, ContainerRuntime, Driver,
     DriverInfo, Error, ErrorKind, ExitStatus, ExtractOptions, LogOptions, LogStream, ObservedState,
     PathStat, ProcessConfig, Result, RootfsLayers, SandboxConfig, SandboxRecord, SandboxRuntime,
-    Stats, Top,
+    Stats, Timestamp, Top,
 };
 
 use crate::client::{engine_error, is_local, status};
@@ -509,12 +509,14 @@ impl Driver for DockerDriver {
         let started_at = self
             .inspect(&id)
             .await?
-            .and_then(|i| i.state.and_then(|s| s.started_at));
+            .and_then(|i| i.state.and_then(|s| s.started_at))
+            // An unreadable time becomes the epoch, so the search covers the whole log rather than nothing.
+            .map(|t| Timestamp::parse(&t).unwrap_or(Timestamp::UNIX_EPOCH));
         for _ in 0..100 {
             if status.oom_killed || code != 137 || !limited {
                 break;
             }
-            if let Some(since) = &started_at
+            if let Some(since) = started_at
                 && self.oom_event_since(&id, since).await?
             {
                 status.oom_killed = true;

@@ -7,9 +7,8 @@
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::query_parameters::LogsOptions;
-use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
-use husk_core::{Error, LogEntry, LogOptions, LogStream, OutputStream};
+use husk_core::{Error, LogEntry, LogOptions, LogStream, OutputStream, Timestamp};
 use tracing::warn;
 
 use crate::client::engine_error;
@@ -45,10 +44,8 @@ pub(crate) fn query(options: &LogOptions) -> LogsOptions {
 pub(crate) struct Stamped {
     /// The stream (a terminal's output is the standard output).
     pub stream: OutputStream,
-    /// When the engine read it, in Unix nanoseconds (0 when it was not stamped).
-    pub nanos: i64,
-    /// The same time in RFC 3339 with nanoseconds, in UTC (empty when it was not stamped).
-    pub time: String,
+    /// When the engine read it (None when it was not stamped).
+    pub time: Option<Timestamp>,
     /// The output itself, with its newline if it had one.
     pub bytes: bytes::Bytes,
 }
@@ -64,34 +61,37 @@ pub(crate) fn stamped(output: LogOutput) -> Option<Stamped> {
     let space = bytes.iter().position(|b| *b == b' ');
     let stamp = space
         .and_then(|i| std::str::from_utf8(&bytes[..i]).ok())
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        .and_then(|t| Timestamp::parse(t).ok());
     Some(match (stamp, space) {
-        (Some(t), Some(i)) => {
-            let t = t.with_timezone(&Utc);
-            Stamped {
-                stream,
-                nanos: t.timestamp_nanos_opt().unwrap_or(0),
-                time: t.to_rfc3339_opts(SecondsFormat::Nanos, true),
-                bytes: bytes.slice(i + 1..),
-            }
-        }
+        (Some(t), Some(i)) => Stamped {
+            stream,
+            time: Some(t),
+            bytes: bytes.slice(i + 1..),
+        },
         // Not stamped (should not happen when asking for timestamps): keep the line, timeless.
         _ => Stamped {
             stream,
-            nanos: 0,
-            time: String::new(),
+            time: None,
             bytes,
         },
     })
+}
+
+impl Stamped {
+    /// Its time in Unix nanoseconds (0 when it was not stamped).
+    pub fn nanos(&self) -> i64 {
+        self.time.map_or(0, Timestamp::unix_nanos)
+    }
 }
 
 /// One chunk of the engine's log stream as an entry with its time in nanoseconds; `None` for stdin echoes.
 pub(crate) fn entry(output: LogOutput) -> Option<(i64, LogEntry)> {
     let s = stamped(output)?;
     Some((
-        s.nanos,
+        s.nanos(),
         LogEntry {
-            time: s.time,
+            // A line without a stamp gets the epoch, as its nanoseconds are 0.
+            time: s.time.unwrap_or_default(),
             stream: s.stream,
             text: String::from_utf8_lossy(&s.bytes).into_owned(),
         },
@@ -294,7 +294,7 @@ mod tests {
         .unwrap();
         assert_eq!(e.stream, OutputStream::Stderr);
         assert_eq!(e.text, "oops\n");
-        assert_eq!(e.time, "2024-05-01T10:00:00.000000123Z");
+        assert_eq!(e.time.to_string(), "2024-05-01T10:00:00.000000123Z");
         assert_eq!(n % NANOS, 123);
         let (_, e) = entry(LogOutput::Console {
             message: Bytes::from_static(b"2024-05-01T10:00:00Z tty line\r\n"),
@@ -316,10 +316,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            (s.stream, s.time.as_str(), &s.bytes[..]),
+            (s.stream, s.time.unwrap().to_string(), &s.bytes[..]),
             (
                 OutputStream::Stdout,
-                "2024-05-01T10:00:00.500000000Z",
+                "2024-05-01T10:00:00.500000000Z".to_string(),
                 &b"\xffhal"[..]
             )
         );
@@ -328,8 +328,8 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            (s.nanos, s.time.as_str(), &s.bytes[..]),
-            (0, "", &b"no stamp"[..])
+            (s.nanos(), s.time, &s.bytes[..]),
+            (0, None, &b"no stamp"[..])
         );
     }
 

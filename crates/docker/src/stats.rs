@@ -29,7 +29,12 @@ pub(crate) fn map(s: &ContainerStatsResponse, memory_limited: bool) -> Stats {
     };
     let pids_limit = s.pids_stats.as_ref().and_then(|p| p.limit).unwrap_or(0);
     Stats {
-        read_at: s.read.clone().unwrap_or_default(),
+        // The engine says 0001-01-01T00:00:00Z when it read nothing.
+        read_at: s
+            .read
+            .as_deref()
+            .filter(|t| !t.starts_with("0001-"))
+            .and_then(|t| husk_core::Timestamp::parse(t).ok()),
         cpu_usage_ns: cpu
             .and_then(|c| c.cpu_usage.as_ref())
             .and_then(|u| u.total_usage)

@@ -346,7 +346,7 @@ async fn attach_to_the_main_process() {
     );
     let exit = h.driver.wait(&c).await.unwrap();
     assert_eq!(exit.code, 5);
-    assert!(!exit.finished_at.is_empty());
+    assert!(exit.finished_at.is_some());
     h.driver.delete_container(&c).await.unwrap();
 }
 
@@ -383,7 +383,7 @@ async fn logs_with_streams_times_and_bounds() {
     );
     assert!(
         all.iter()
-            .all(|e| e.time.ends_with('Z') && e.time.len() == 30),
+            .all(|e| e.time > husk_core::Timestamp::UNIX_EPOCH),
         "{all:?}"
     );
 
@@ -402,10 +402,7 @@ async fn logs_with_streams_times_and_bounds() {
     );
 
     // Nanosecond bounds: from the third line's time on; before it.
-    let third = chrono::DateTime::parse_from_rfc3339(&all[2].time)
-        .unwrap()
-        .timestamp_nanos_opt()
-        .unwrap();
+    let third = all[2].time.unix_nanos();
     let since = read_logs(
         &h,
         &c,
@@ -506,7 +503,7 @@ async fn limits_stats_and_top() {
         stats.pids >= 1 && stats.memory_usage_bytes > 0 && stats.cpu_usage_ns > 0,
         "{stats:?}"
     );
-    assert!(!stats.read_at.is_empty());
+    assert!(stats.read_at.is_some());
 
     let top = h.driver.top(&c).await.unwrap();
     let cmd = top

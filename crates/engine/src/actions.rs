@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use husk_core::{ContainerRecord, Error, Result};
+use husk_core::{ContainerRecord, Error, Result, Timestamp};
 use husk_store::Object;
 use serde::{Deserialize, Serialize};
 
@@ -15,10 +15,10 @@ use crate::Engine;
 pub struct ActionEvent {
     /// What was done (`compute__do_container_start`).
     pub event: String,
-    /// RFC 3339.
-    pub start_time: String,
-    /// RFC 3339.
-    pub finish_time: String,
+    /// When it started.
+    pub start_time: Timestamp,
+    /// When it ended.
+    pub finish_time: Timestamp,
     /// `Success` or `Error`.
     pub result: String,
     /// The error's message when it failed.
@@ -38,10 +38,10 @@ pub struct ActionRecord {
     pub user_id: String,
     /// The container's project.
     pub project_id: String,
-    /// RFC 3339.
-    pub start_time: String,
-    /// RFC 3339 (none while running).
-    pub finish_time: Option<String>,
+    /// When it started.
+    pub start_time: Timestamp,
+    /// When it ended (none while running).
+    pub finish_time: Option<Timestamp>,
     /// `Error` when it failed.
     pub message: Option<String>,
     /// Its steps.
@@ -73,9 +73,9 @@ impl Engine {
         user: &str,
         work: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let start = husk_core::now_rfc3339();
+        let start = Timestamp::now();
         let result = work.await;
-        self.record_action(container_id, action, user, &start, result.as_ref().err());
+        self.record_action(container_id, action, user, start, result.as_ref().err());
         result
     }
 
@@ -86,25 +86,25 @@ impl Engine {
         container_id: &str,
         action: &str,
         user: &str,
-        start: &str,
+        start: Timestamp,
         error: Option<&Error>,
     ) {
         let Ok(Some(c)) = self.inner.store.get::<ContainerRecord>(container_id) else {
             return;
         };
-        let finish = husk_core::now_rfc3339();
+        let finish = Timestamp::now();
         let rec = ActionRecord {
             request_id: new_request_id(),
             container_id: container_id.to_string(),
             action: action.to_string(),
             user_id: user.to_string(),
             project_id: c.project,
-            start_time: start.to_string(),
-            finish_time: Some(finish.clone()),
+            start_time: start,
+            finish_time: Some(finish),
             message: error.map(|_| "Error".to_string()),
             events: vec![ActionEvent {
                 event: format!("compute__do_container_{action}"),
-                start_time: start.to_string(),
+                start_time: start,
                 finish_time: finish,
                 result: if error.is_some() { "Error" } else { "Success" }.into(),
                 traceback: error.map(|e| e.message.clone()),
@@ -124,7 +124,7 @@ impl Engine {
             .into_iter()
             .filter(|a| a.container_id == container_id)
             .collect();
-        list.sort_by(|a, b| a.start_time.cmp(&b.start_time));
+        list.sort_by_key(|a| a.start_time);
         Ok(list)
     }
 

@@ -106,8 +106,8 @@ pub struct CapsuleRecord {
     /// Volume names.
     #[serde(default)]
     pub volumes: Vec<String>,
-    /// RFC 3339.
-    pub created_at: String,
+    /// When it was created.
+    pub created_at: husk_core::Timestamp,
 }
 
 impl Object for CapsuleRecord {
@@ -128,7 +128,7 @@ impl Engine {
     pub fn list_capsules(&self, scope: &Scope) -> Result<Vec<CapsuleRecord>> {
         let mut list = self.inner.store.list::<CapsuleRecord>()?;
         list.retain(|c| scope.allows(&c.project));
-        list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        list.sort_by_key(|c| std::cmp::Reverse(c.created_at));
         Ok(list)
     }
 
@@ -225,7 +225,7 @@ impl Engine {
             labels: req.labels.clone(),
             annotations: req.annotations.clone(),
             volumes: req.volumes.clone(),
-            created_at: husk_core::now_rfc3339(),
+            created_at: husk_core::Timestamp::now(),
         };
         let op = self
             .inner

@@ -23,7 +23,7 @@ impl Engine {
         if !all {
             list.retain(|c| c.status.is_active());
         }
-        list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        list.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         Ok(list)
     }
 
@@ -233,7 +233,7 @@ impl Engine {
                 driver: driver_name.clone(),
                 status: SandboxStatus::Creating,
                 runtime: SandboxRuntime::default(),
-                created_at: husk_core::now_rfc3339(),
+                created_at: husk_core::Timestamp::now(),
                 owner_container: Some(id.clone()),
                 project: project.clone(),
             })
@@ -255,8 +255,8 @@ impl Engine {
             exit: None,
             restart_count: 0,
             stopped_by_user: false,
-            created_at: husk_core::now_rfc3339(),
-            started_at: String::new(),
+            created_at: husk_core::Timestamp::now(),
+            started_at: None,
             error: String::new(),
             project,
             annotations: req.annotations.clone(),

@@ -15,17 +15,15 @@ use husk_core::health::HEALTH_OUTPUT_MAX;
 use husk_core::stdio::{Frame, read_frame};
 use husk_core::{
     ContainerRecord, ContainerStatus, HealthAction, HealthConfig, HealthResult, HealthState,
-    HealthStatus, ProcessConfig,
+    HealthStatus, ProcessConfig, Timestamp,
 };
 use tracing::{info, warn};
 
 use crate::{Engine, EventKind};
 
-/// Nanoseconds since `rfc3339` (0 when it does not parse).
-fn nanos_since(rfc3339: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .ok()
-        .and_then(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_nanoseconds())
+/// Nanoseconds since `t` (0 when never started).
+fn nanos_since(t: Option<Timestamp>) -> i64 {
+    t.and_then(|t| (Timestamp::now() - t).num_nanoseconds())
         .unwrap_or(0)
 }
 
@@ -41,8 +39,8 @@ impl Engine {
         };
         let engine = self.clone();
         let id = rec.id().to_string();
-        let started_at = rec.started_at.clone();
-        let task = tokio::spawn(async move { engine.health_loop(&id, &config, &started_at).await });
+        let started_at = rec.started_at;
+        let task = tokio::spawn(async move { engine.health_loop(&id, &config, started_at).await });
         let old = self
             .inner
             .health_tasks
@@ -67,7 +65,7 @@ impl Engine {
         }
     }
 
-    async fn health_loop(&self, id: &str, config: &HealthConfig, started_at: &str) {
+    async fn health_loop(&self, id: &str, config: &HealthConfig, started_at: Option<Timestamp>) {
         loop {
             let in_start_period = nanos_since(started_at) < config.start_period_ns;
             let starting = self
@@ -104,7 +102,7 @@ impl Engine {
     fn record_health(
         &self,
         id: &str,
-        started_at: &str,
+        started_at: Option<Timestamp>,
         result: HealthResult,
         retries: u32,
         in_start_period: bool,
@@ -139,7 +137,7 @@ impl Engine {
     /// Runs one check through the driver's exec: its exit code and the first bytes of its output; `-1` when it
     /// could not run or ran out of time.
     async fn run_check(&self, rec: &ContainerRecord, config: &HealthConfig) -> HealthResult {
-        let start = husk_core::now_rfc3339();
+        let start = Timestamp::now();
         let process = ProcessConfig {
             args: config.argv(),
             env: rec.config.process.env.clone(),
@@ -187,7 +185,7 @@ impl Engine {
         };
         HealthResult {
             start,
-            end: husk_core::now_rfc3339(),
+            end: Timestamp::now(),
             exit_code,
             output,
         }

@@ -61,10 +61,10 @@ pub struct ServiceRecord {
     pub disabled_reason: Option<String>,
     /// Reported down by an operator.
     pub forced_down: bool,
-    /// RFC 3339.
-    pub created_at: String,
-    /// RFC 3339.
-    pub updated_at: Option<String>,
+    /// When it first registered.
+    pub created_at: husk_core::Timestamp,
+    /// When an operator last changed it.
+    pub updated_at: Option<husk_core::Timestamp>,
 }
 
 impl Object for ServiceRecord {
@@ -207,7 +207,7 @@ impl Engine {
             disabled: false,
             disabled_reason: None,
             forced_down: false,
-            created_at: husk_core::now_rfc3339(),
+            created_at: husk_core::Timestamp::now(),
             updated_at: None,
         };
         self.inner.store.upsert(&s)?;
@@ -236,7 +236,7 @@ impl Engine {
             }
             ServiceChange::ForceDown(down) => s.forced_down = down,
         }
-        s.updated_at = Some(husk_core::now_rfc3339());
+        s.updated_at = Some(husk_core::Timestamp::now());
         self.inner.store.upsert(&s)?;
         Ok(s)
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use husk_core::{Error, ErrorKind, Result, units};
+use husk_core::{Error, ErrorKind, Result, Timestamp, units};
 use husk_store::Object;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -33,8 +33,9 @@ pub struct ProjectRecord {
     /// Free text.
     #[serde(default)]
     pub description: String,
-    /// RFC 3339.
-    pub created_at: String,
+    /// When it was created; None for the built-in default project (stored as `""`).
+    #[serde(default, with = "husk_core::time::optional")]
+    pub created_at: Option<Timestamp>,
 }
 
 impl Object for ProjectRecord {
@@ -60,8 +61,8 @@ pub struct UserRecord {
     pub default_project: String,
     /// Roles by project ID.
     pub roles: BTreeMap<String, Vec<String>>,
-    /// RFC 3339.
-    pub created_at: String,
+    /// When it was created.
+    pub created_at: Timestamp,
 }
 
 impl Object for UserRecord {
@@ -89,9 +90,9 @@ pub struct TokenRecord {
     pub project_name: String,
     /// Roles in that project.
     pub roles: Vec<String>,
-    /// RFC 3339.
+    /// RFC 3339 with microseconds; text, as Keystone's token API shows it and as stored tokens have it.
     pub issued_at: String,
-    /// RFC 3339.
+    /// RFC 3339 with microseconds; text, as Keystone's token API shows it and as stored tokens have it.
     pub expires_at: String,
 }
 
@@ -144,7 +145,7 @@ fn default_project() -> ProjectRecord {
         id: DEFAULT_PROJECT.into(),
         name: DEFAULT_PROJECT.into(),
         description: "objects made without a project".into(),
-        created_at: String::new(),
+        created_at: None,
     }
 }
 
@@ -192,7 +193,7 @@ impl Engine {
             id: husk_core::new_id()[..32].to_string(),
             name: name.to_string(),
             description: description.to_string(),
-            created_at: husk_core::now_rfc3339(),
+            created_at: Some(Timestamp::now()),
         };
         self.inner.store.insert(&p)?;
         Ok(p)
@@ -239,7 +240,7 @@ impl Engine {
             password_hash: hash,
             default_project: project.id.clone(),
             roles: BTreeMap::from([(project.id, roles)]),
-            created_at: husk_core::now_rfc3339(),
+            created_at: Timestamp::now(),
         };
         self.inner.store.insert(&user)?;
         Ok(user)
@@ -316,9 +317,8 @@ impl Engine {
             .store
             .get::<TokenRecord>(&hash_token(token))?
             .ok_or_else(invalid)?;
-        let expires =
-            chrono::DateTime::parse_from_rfc3339(&rec.expires_at).map_err(|_| invalid())?;
-        if expires <= chrono::Utc::now() {
+        let expires = Timestamp::parse(&rec.expires_at).map_err(|_| invalid())?;
+        if expires <= Timestamp::now() {
             let _ = self.inner.store.delete::<TokenRecord>(&rec.id);
             return Err(invalid());
         }
@@ -335,10 +335,10 @@ impl Engine {
 
     /// Drops expired tokens.
     fn prune_tokens(&self) {
-        let now = chrono::Utc::now();
+        let now = Timestamp::now();
         if let Ok(tokens) = self.inner.store.list::<TokenRecord>() {
             for t in tokens {
-                let expired = chrono::DateTime::parse_from_rfc3339(&t.expires_at)
+                let expired = Timestamp::parse(&t.expires_at)
                     .map(|e| e <= now)
                     .unwrap_or(true);
                 if expired {

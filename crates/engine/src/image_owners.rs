@@ -21,8 +21,8 @@ pub struct ImageOwner {
     pub image_id: String,
     /// The reference pulled (`busybox:1`).
     pub reference: String,
-    /// RFC 3339.
-    pub created_at: String,
+    /// When it was pulled for the project.
+    pub created_at: husk_core::Timestamp,
 }
 
 impl Object for ImageOwner {
@@ -101,7 +101,7 @@ impl Engine {
             project,
             image_id: image_id.to_string(),
             reference: reference.to_string(),
-            created_at: husk_core::now_rfc3339(),
+            created_at: husk_core::Timestamp::now(),
         })
     }
 

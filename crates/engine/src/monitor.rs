@@ -143,7 +143,7 @@ impl Engine {
             Err(e) => {
                 return Some(ExitStatus {
                     code: 255,
-                    finished_at: husk_core::now_rfc3339(),
+                    finished_at: Some(husk_core::Timestamp::now()),
                     reason: format!("lost track: {e}"),
                     ..Default::default()
                 });

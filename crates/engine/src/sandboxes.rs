@@ -40,7 +40,7 @@ impl Engine {
     /// Every sandbox.
     pub fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>> {
         let mut list = self.inner.store.list::<SandboxRecord>()?;
-        list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        list.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         Ok(list)
     }
 
@@ -130,7 +130,7 @@ impl Engine {
             driver: driver_name,
             status: SandboxStatus::Creating,
             runtime: SandboxRuntime::default(),
-            created_at: husk_core::now_rfc3339(),
+            created_at: husk_core::Timestamp::now(),
             owner_container: None,
             project: crate::scope::project_of(req.project.as_deref())?,
         };

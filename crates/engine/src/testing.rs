@@ -58,7 +58,7 @@ impl FakeContainer {
         }
         self.exits.push(ExitStatus {
             code,
-            finished_at: husk_core::now_rfc3339(),
+            finished_at: Some(husk_core::Timestamp::now()),
             reason: reason.to_string(),
             ..Default::default()
         });
@@ -235,7 +235,7 @@ impl FakeDriver {
             return false;
         };
         c.logs.push(LogEntry {
-            time: husk_core::now_rfc3339(),
+            time: husk_core::Timestamp::now(),
             stream,
             text: text.to_string(),
         });
@@ -561,7 +561,7 @@ impl Driver for FakeDriver {
             .memory_bytes
             .map_or(0, |m| m.max(0) as u64);
         Ok(Stats {
-            read_at: husk_core::now_rfc3339(),
+            read_at: Some(husk_core::Timestamp::now()),
             cpu_usage_ns: c.runs * 1_000_000,
             system_cpu_ns: 1_000_000_000,
             online_cpus: 1,

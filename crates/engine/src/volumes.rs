@@ -33,8 +33,8 @@ pub struct VolumeRecord {
     pub driver: String,
     /// The host directory holding the data (`<root>/volumes/<name>/_data`).
     pub mountpoint: String,
-    /// RFC 3339.
-    pub created_at: String,
+    /// When it was created.
+    pub created_at: husk_core::Timestamp,
     /// User labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -184,7 +184,7 @@ impl Engine {
             name: name.to_string(),
             driver: LOCAL_DRIVER.into(),
             mountpoint: data.display().to_string(),
-            created_at: husk_core::now_rfc3339(),
+            created_at: husk_core::Timestamp::now(),
             labels,
             anonymous,
             sandbox: sandbox.map(|(id, _)| id.to_string()),

@@ -401,8 +401,8 @@ pub fn copy_tree(src: &Tree, src_path: &str, dst: &Tree, dst_dir: &str) -> Resul
 
 /// Seconds and nanoseconds since the epoch as RFC 3339.
 pub(crate) fn rfc3339(secs: i64, nanos: u32) -> String {
-    chrono::DateTime::from_timestamp(secs, nanos)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+    husk_core::Timestamp::from_unix(secs, nanos)
+        .map(|t| t.to_string())
         .unwrap_or_default()
 }
 

@@ -100,7 +100,7 @@ impl ImageStore {
             .map_err(|e| {
                 Error::internal(format!("config of image {} is not JSON: {e}", base.id))
             })?;
-        let now = husk_core::now_rfc3339();
+        let now = husk_core::Timestamp::now();
         config["created"] = json!(now);
         if let Some(author) = &options.author {
             config["author"] = json!(author);
@@ -141,7 +141,7 @@ impl ImageStore {
             id: id.to_string(),
             repo_tags: Vec::new(),
             repo_digests: Vec::new(),
-            created: Some(now.clone()),
+            created: Some(now.to_string()),
             architecture: parsed.architecture,
             os: parsed.os,
             variant: parsed.variant,
@@ -150,7 +150,7 @@ impl ImageStore {
             layers,
             size: base.size + record.size,
             manifest: None,
-            loaded_at: now,
+            loaded_at: Some(now),
         };
         let names: Vec<String> = name.into_iter().collect();
         self.record_image(image, &names, &[])?;

@@ -22,7 +22,7 @@ pub struct Image {
     /// `name@sha256:<manifest digest>` for images that came from a registry or an OCI layout.
     #[serde(default)]
     pub repo_digests: Vec<String>,
-    /// When the image was built (RFC 3339, from its config).
+    /// When the image was built (RFC 3339, from its config): the config's own text, kept as its builder wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
     /// `amd64`, `arm64` ...
@@ -49,9 +49,9 @@ pub struct Image {
     /// The manifest blob kept in the store, when the image came with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<BlobRef>,
-    /// When the image arrived here (RFC 3339).
-    #[serde(default)]
-    pub loaded_at: String,
+    /// When the image arrived here; None in records that never had it (stored as `""`).
+    #[serde(default, with = "husk_core::time::optional")]
+    pub loaded_at: Option<husk_core::Timestamp>,
 }
 
 impl Image {
@@ -71,7 +71,7 @@ impl Image {
             layers: self.layers.clone(),
             size: self.size,
             manifest: self.manifest.clone(),
-            loaded_at: self.loaded_at.clone(),
+            loaded_at: self.loaded_at,
         }
     }
 
@@ -112,8 +112,8 @@ pub struct LayerRecord {
     pub tar_size: u64,
     /// Entries in the tar.
     pub entries: u64,
-    /// When it was unpacked (RFC 3339).
-    pub created_at: String,
+    /// When it was unpacked.
+    pub created_at: husk_core::Timestamp,
 }
 
 impl husk_store::Object for LayerRecord {

@@ -235,7 +235,7 @@ impl ImageStore {
                 size: manifest_bytes.len() as u64,
                 media_type: manifest_type,
             }),
-            loaded_at: husk_core::now_rfc3339(),
+            loaded_at: Some(husk_core::Timestamp::now()),
         };
         let names: Vec<String> = if name.digest().is_none() {
             name.tagged().into_iter().collect()

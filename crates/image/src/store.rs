@@ -280,7 +280,7 @@ impl ImageStore {
             layers,
             size,
             manifest,
-            loaded_at: husk_core::now_rfc3339(),
+            loaded_at: Some(husk_core::Timestamp::now()),
         };
         self.record_image(image, &source.names, &digests)?;
         Ok(LoadedImage {
@@ -375,7 +375,7 @@ impl ImageStore {
             size: stats.content_size,
             tar_size: stats.tar_size,
             entries: stats.entries,
-            created_at: husk_core::now_rfc3339(),
+            created_at: husk_core::Timestamp::now(),
         };
         self.inner.db.upsert(&record)?;
         Ok(record)
@@ -515,7 +515,7 @@ impl ImageStore {
     /// Every image, newest first.
     pub fn list(&self) -> Result<Vec<Image>> {
         let mut images = self.inner.db.list::<Image>()?;
-        images.sort_by(|a, b| b.loaded_at.cmp(&a.loaded_at));
+        images.sort_by_key(|i| std::cmp::Reverse(i.loaded_at));
         Ok(images)
     }
 

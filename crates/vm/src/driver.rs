@@ -430,7 +430,7 @@ impl Driver for VmDriver {
     async fn wait(&self, container: &ContainerRecord) -> Result<ExitStatus> {
         let gone = |reason: &str| ExitStatus {
             code: 255,
-            finished_at: husk_core::now_rfc3339(),
+            finished_at: Some(husk_core::Timestamp::now()),
             reason: reason.into(),
             ..Default::default()
         };
@@ -447,7 +447,7 @@ impl Driver for VmDriver {
             Ok(w) => Ok(ExitStatus {
                 code: w.exit_code,
                 oom_killed: w.oom_killed,
-                finished_at: husk_core::now_rfc3339(),
+                finished_at: Some(husk_core::Timestamp::now()),
                 reason: String::new(),
             }),
             Err(e) if e.kind == ErrorKind::Backend || e.kind == ErrorKind::NotFound => {
@@ -571,7 +571,7 @@ impl Driver for VmDriver {
             .stats(container.id())
             .await?;
         Ok(Stats {
-            read_at: husk_core::now_rfc3339(),
+            read_at: Some(husk_core::Timestamp::now()),
             cpu_usage_ns: s.cpu_usage_ns,
             system_cpu_ns: s.system_cpu_ns,
             online_cpus: s.online_cpus,

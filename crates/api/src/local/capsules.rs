@@ -48,8 +48,8 @@ pub struct CapsuleView {
     pub containers: Vec<MemberView>,
     /// Local volumes.
     pub volumes: Vec<String>,
-    /// RFC 3339.
-    pub created: String,
+    /// When it was created.
+    pub created: husk_core::Timestamp,
 }
 
 fn members(engine: &Engine, ids: &[String]) -> Vec<MemberView> {
@@ -76,7 +76,7 @@ pub fn view(engine: &Engine, c: &CapsuleRecord) -> CapsuleView {
         init_containers: members(engine, &c.init_containers),
         containers: members(engine, &c.containers),
         volumes: c.volumes.clone(),
-        created: c.created_at.clone(),
+        created: c.created_at,
     }
 }
 

@@ -20,8 +20,9 @@ pub struct ProjectView {
     pub name: String,
     /// Description.
     pub description: String,
-    /// RFC 3339.
-    pub created: String,
+    /// When it was created; `""` for the default project.
+    #[serde(default, with = "husk_core::time::optional")]
+    pub created: Option<husk_core::Timestamp>,
 }
 
 impl From<ProjectRecord> for ProjectView {
@@ -47,8 +48,8 @@ pub struct UserView {
     pub project: String,
     /// Roles in that project.
     pub roles: Vec<String>,
-    /// RFC 3339.
-    pub created: String,
+    /// When it was created.
+    pub created: husk_core::Timestamp,
 }
 
 impl From<UserRecord> for UserView {

@@ -72,9 +72,10 @@ pub struct ZunCapsule {
     pub project_id: String,
     /// Creating user.
     pub user_id: String,
-    /// RFC 3339.
-    pub created_at: String,
-    /// RFC 3339.
+    /// When it was created (RFC 3339).
+    #[schema(value_type = String)]
+    pub created_at: husk_core::Timestamp,
+    /// RFC 3339; never set.
     pub updated_at: Option<String>,
 }
 
@@ -156,7 +157,7 @@ impl ZunState {
             init_containers: init.into_iter().map(|(_, v)| v).collect(),
             project_id: c.project.clone(),
             user_id: c.annotations.get(USER).cloned().unwrap_or_default(),
-            created_at: c.created_at.clone(),
+            created_at: c.created_at,
             updated_at: None,
         }
     }
@@ -246,7 +247,7 @@ pub(crate) async fn list(
             "name" => c.name.clone(),
             "status" => c.status.clone(),
             "project_id" => c.project_id.clone(),
-            _ => c.created_at.clone(),
+            _ => c.created_at.to_string(),
         })
     };
     let (capsules, more) = page.apply(views, key, |c| c.uuid.clone())?;

@@ -151,7 +151,7 @@ fn service_view(svc: &ServiceRecord) -> Value {
         "forced_down": svc.forced_down,
         "availability_zone": AVAILABILITY_ZONE,
         "report_count": 1,
-        "last_seen_up": husk_core::now_rfc3339(),
+        "last_seen_up": husk_core::Timestamp::now(),
         "created_at": svc.created_at,
         "updated_at": svc.updated_at,
     })

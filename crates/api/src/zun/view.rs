@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use husk_core::{ContainerRecord, ContainerStatus, RestartPolicy, SandboxRecord};
+use husk_core::{ContainerRecord, ContainerStatus, RestartPolicy, SandboxRecord, Timestamp};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -184,9 +184,10 @@ pub struct ZunContainer {
     pub user_id: String,
     /// Owning project.
     pub project_id: String,
-    /// RFC 3339.
-    pub created_at: String,
-    /// RFC 3339.
+    /// When it was created (RFC 3339).
+    #[schema(value_type = String)]
+    pub created_at: Timestamp,
+    /// RFC 3339; kept as the text of the annotation that holds it.
     pub updated_at: Option<String>,
 }
 
@@ -332,14 +333,13 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-fn seconds_since(rfc3339: &str) -> Option<i64> {
-    let t = chrono::DateTime::parse_from_rfc3339(rfc3339).ok()?;
-    Some((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
+fn seconds_since(t: Option<Timestamp>) -> Option<i64> {
+    Some((Timestamp::now() - t?).num_seconds())
 }
 
 /// Docker's one-line description of the state.
 pub fn status_detail(rec: &ContainerRecord) -> Option<String> {
-    let up = || seconds_since(&rec.started_at).map(human_duration);
+    let up = || seconds_since(rec.started_at).map(human_duration);
     Some(match rec.status {
         ContainerStatus::Created => "Created".into(),
         ContainerStatus::Running => format!("Up {}", up()?),
@@ -347,7 +347,7 @@ pub fn status_detail(rec: &ContainerRecord) -> Option<String> {
         ContainerStatus::Restarting => "Restarting".into(),
         ContainerStatus::Exited => {
             let exit = rec.exit.clone().unwrap_or_default();
-            match seconds_since(&exit.finished_at) {
+            match seconds_since(exit.finished_at) {
                 Some(s) => format!("Exited({}) {} ago", exit.code, human_duration(s)),
                 None => format!("Exited({})", exit.code),
             }
@@ -495,7 +495,7 @@ pub fn container(
         } else {
             rec.project.clone()
         },
-        created_at: rec.created_at.clone(),
+        created_at: rec.created_at,
         updated_at: a.get(keys::UPDATED).cloned(),
     }
 }

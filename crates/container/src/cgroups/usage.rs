@@ -96,7 +96,7 @@ pub fn stats(cgroup_path: &str, pid: i32) -> Result<Stats> {
         counted => counted,
     };
     Ok(Stats {
-        read_at: husk_core::now_rfc3339(),
+        read_at: Some(husk_core::Timestamp::now()),
         cpu_usage_ns: usage.cpu_ns,
         system_cpu_ns: host_cpu_ns(),
         online_cpus: online_cpus(),

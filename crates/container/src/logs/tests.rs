@@ -17,7 +17,7 @@ fn the_cri_log_has_kubelets_format_and_reopens_after_a_rotation() {
             let mut f = l.splitn(4, ' ');
             let time = f.next().unwrap();
             assert!(
-                chrono::DateTime::parse_from_rfc3339(time).is_ok() && time.ends_with('Z'),
+                husk_core::Timestamp::parse(time).is_ok() && time.ends_with('Z'),
                 "{time}"
             );
             (f.next().unwrap(), f.next().unwrap(), f.next().unwrap())
@@ -112,7 +112,7 @@ fn limited(max_size: u64, files: u32) -> LogLimits {
 /// The size of one entry line of `text` as the writer writes it.
 fn line_len(text: &str) -> u64 {
     let entry = LogEntry {
-        time: husk_core::now_rfc3339(),
+        time: husk_core::Timestamp::now(),
         stream: husk_core::OutputStream::Stdout,
         text: text.into(),
     };

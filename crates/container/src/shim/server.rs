@@ -542,7 +542,7 @@ async fn finish(
     let exit = ExitStatus {
         code,
         oom_killed,
-        finished_at: husk_core::now_rfc3339(),
+        finished_at: Some(husk_core::Timestamp::now()),
         reason: String::new(),
     };
     // From here on, late `wait` and `state` requests get the answer at once.

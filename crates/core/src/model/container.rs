@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 use crate::error::{Error, Result};
+use crate::time::Timestamp;
 
 /// The process a container (or an exec) runs, fully resolved from the image and the request.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -363,9 +364,13 @@ pub struct ExitStatus {
     /// Killed by the kernel's OOM killer.
     #[serde(default)]
     pub oom_killed: bool,
-    /// When it exited (RFC 3339).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub finished_at: String,
+    /// When it exited, if known.
+    #[serde(
+        default,
+        with = "crate::time::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub finished_at: Option<Timestamp>,
     /// Why, when the driver knows more than the code (for example "the VM crashed").
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
@@ -395,8 +400,9 @@ pub enum ObservedState {
 /// Resource usage of a container at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
-    /// Time of the reading (RFC 3339).
-    pub read_at: String,
+    /// Time of the reading; None in the empty reading of a container that is not running (stored as `""`).
+    #[serde(default, with = "crate::time::optional")]
+    pub read_at: Option<Timestamp>,
     /// Total CPU time used, nanoseconds.
     pub cpu_usage_ns: u64,
     /// CPU time of the whole host (or guest), nanoseconds, for percentages; 0 if unknown.
@@ -461,8 +467,8 @@ crate::names::named_values!(OutputStream {
 /// One line of a container's output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
-    /// When it was written (RFC 3339 with nanoseconds).
-    pub time: String,
+    /// When it was written.
+    pub time: Timestamp,
     /// The stream it was written to.
     pub stream: OutputStream,
     /// The text, including its trailing newline if it had one.
@@ -518,11 +524,11 @@ pub struct ContainerRecord {
     /// The last exit followed a user's stop or kill (restart policies leave it alone).
     #[serde(default)]
     pub stopped_by_user: bool,
-    /// RFC 3339.
-    pub created_at: String,
-    /// RFC 3339, empty if never started.
-    #[serde(default)]
-    pub started_at: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last started; None if never (stored as `""`).
+    #[serde(default, with = "crate::time::optional")]
+    pub started_at: Option<Timestamp>,
     /// Last error the driver reported, if it failed the container.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,

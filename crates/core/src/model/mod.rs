@@ -15,11 +15,6 @@ pub use network::*;
 pub use resources::*;
 pub use sandbox::*;
 
-/// Now as RFC 3339 with nanoseconds, UTC.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-}
-
 /// A new random 64-hex-character ID.
 pub fn new_id() -> String {
     let bytes: [u8; 32] = rand::random();

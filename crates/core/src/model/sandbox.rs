@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 use crate::error::{Error, Result};
+use crate::time::Timestamp;
 
 /// Everything a driver needs to make a sandbox real.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -187,8 +188,8 @@ pub struct SandboxRecord {
     /// What the driver made.
     #[serde(default)]
     pub runtime: SandboxRuntime,
-    /// RFC 3339.
-    pub created_at: String,
+    /// When it was created.
+    pub created_at: Timestamp,
     /// The container this sandbox was made for, when `husk run` made it implicitly; it goes with that container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_container: Option<String>,

@@ -245,3 +245,61 @@ fn every_vocabulary_name_is_its_json_form() {
     assert_eq!("UDP".parse::<PortProtocol>().unwrap(), PortProtocol::Udp);
     assert_eq!(ContainerStatus::Exited.to_string(), "exited");
 }
+
+#[test]
+fn stored_times_keep_their_text() {
+    let t = |s| crate::Timestamp::parse(s).unwrap();
+    let mut rec = ContainerRecord {
+        created_at: t("2024-05-01T12:00:00.000000001Z"),
+        exit: Some(ExitStatus {
+            code: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let json = serde_json::to_value(&rec).unwrap();
+    assert_eq!(json["created_at"], "2024-05-01T12:00:00.000000001Z");
+    assert_eq!(
+        json["started_at"], "",
+        "never started: empty, as older husk wrote it"
+    );
+    assert!(json["exit"].get("finished_at").is_none(), "{json}");
+    rec.started_at = Some(t("2024-05-01T12:00:01Z"));
+    rec.exit.as_mut().unwrap().finished_at = Some(t("2024-05-01T12:00:02.5Z"));
+    let text = serde_json::to_string(&rec).unwrap();
+    assert!(
+        text.contains(r#""started_at":"2024-05-01T12:00:01.000000000Z""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""finished_at":"2024-05-01T12:00:02.500000000Z""#),
+        "{text}"
+    );
+    let back: ContainerRecord = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, rec);
+    assert_eq!(serde_json::to_string(&back).unwrap(), text);
+
+    // A record older husk wrote: empty times, a stats reading of a stopped container, a log line.
+    let mut old = serde_json::to_value(&rec).unwrap();
+    old["started_at"] = "".into();
+    old["exit"]["finished_at"] = "".into();
+    let old: ContainerRecord = serde_json::from_value(old).unwrap();
+    assert_eq!(
+        (old.started_at, old.exit.unwrap().finished_at),
+        (None, None)
+    );
+    let stats = serde_json::to_value(Stats::default()).unwrap();
+    assert_eq!(stats["read_at"], "");
+    assert_eq!(
+        serde_json::from_value::<Stats>(stats).unwrap(),
+        Stats::default()
+    );
+    let line: LogEntry = serde_json::from_str(
+        r#"{"time":"2024-05-01T12:00:00.123456789Z","stream":"stdout","text":"hi\n"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::to_string(&line).unwrap(),
+        r#"{"time":"2024-05-01T12:00:00.123456789Z","stream":"stdout","text":"hi\n"}"#
+    );
+}

@@ -605,7 +605,7 @@ mod tests {
             driver: "linux".into(),
             status: husk_core::SandboxStatus::Ready,
             runtime: Default::default(),
-            created_at: String::new(),
+            created_at: Default::default(),
             owner_container: None,
             project: String::new(),
         };

@@ -2,7 +2,7 @@
 //! from the containers' cgroups (through the engine) and the pods' network namespaces, and cAdvisor metrics.
 
 use futures::StreamExt;
-use husk_core::{ContainerRecord, ErrorKind, SandboxRecord};
+use husk_core::{ContainerRecord, ErrorKind, SandboxRecord, Timestamp};
 use husk_cri_api::v1 as cri;
 use tonic::Status;
 
@@ -117,7 +117,7 @@ impl Runtime {
         &self,
         sb: &SandboxRecord,
     ) -> Result<cri::PodSandboxStats, Status> {
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let now = Timestamp::now().unix_nanos();
         let value = |v: u64| Some(cri::UInt64Value { value: v });
         let mut containers = Vec::new();
         let (mut cpu, mut memory, mut pids) = (0u64, 0u64, 0u64);
@@ -187,12 +187,8 @@ pub(super) fn cri_stats(
     stats: &husk_core::Stats,
     layer: Option<husk_api_types::system::LayerUsage>,
 ) -> cri::ContainerStats {
-    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let value = |v: u64| Some(cri::UInt64Value { value: v });
-    let timestamp = match convert::nanos(&stats.read_at) {
-        0 => now,
-        t => t,
-    };
+    let timestamp = stats.read_at.unwrap_or_else(Timestamp::now).unix_nanos();
     cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {
             id: rec.config.id.clone(),

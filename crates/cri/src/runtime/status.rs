@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use husk_core::{ContainerRecord, SandboxRecord};
+use husk_core::{ContainerRecord, SandboxRecord, Timestamp};
 use husk_cri_api::v1 as cri;
 use tonic::Status;
 
@@ -18,7 +18,7 @@ impl Runtime {
             id: sb.config.id.clone(),
             metadata: Some(convert::pod_metadata(sb)),
             state: convert::pod_state(sb) as i32,
-            created_at: convert::nanos(&sb.created_at),
+            created_at: sb.created_at.unix_nanos(),
             network: Some(cri::PodSandboxNetworkStatus {
                 ip,
                 additional_ips: Vec::new(),
@@ -61,10 +61,10 @@ impl Runtime {
             id: rec.config.id.clone(),
             metadata: Some(convert::container_metadata(rec)),
             state: convert::container_state(rec.status) as i32,
-            created_at: convert::nanos(&rec.created_at),
-            started_at: convert::nanos(&rec.started_at),
+            created_at: rec.created_at.unix_nanos(),
+            started_at: rec.started_at.map_or(0, Timestamp::unix_nanos),
             finished_at: if exited {
-                convert::nanos(&exit.finished_at)
+                exit.finished_at.map_or(0, Timestamp::unix_nanos)
             } else {
                 0
             },
@@ -122,7 +122,7 @@ impl Runtime {
                 id: sb.config.id.clone(),
                 metadata: Some(convert::pod_metadata(&sb)),
                 state: convert::pod_state(&sb) as i32,
-                created_at: convert::nanos(&sb.created_at),
+                created_at: sb.created_at.unix_nanos(),
                 labels: convert::visible(&sb.config.labels),
                 annotations: convert::visible(&sb.config.annotations),
                 runtime_handler: convert::pod_handler(&sb),
@@ -211,7 +211,7 @@ impl Runtime {
             image_ref: rec.config.image.id.clone(),
             image_id: rec.config.image.id.clone(),
             state: convert::container_state(rec.status) as i32,
-            created_at: convert::nanos(&rec.created_at),
+            created_at: rec.created_at.unix_nanos(),
             labels: convert::visible(&rec.config.labels),
             annotations: convert::visible(&rec.annotations),
         }

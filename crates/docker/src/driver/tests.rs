@@ -13,15 +13,16 @@ fn inspect_with(state: ContainerState) -> ContainerInspectResponse {
 
 #[test]
 fn start_times_are_given_to_the_events_api_as_seconds_and_nanoseconds() {
+    let t = |s| husk_core::Timestamp::parse(s).unwrap();
     assert_eq!(
-        engine_time("2026-12-06T23:38:01.123456789Z"),
+        engine_time(t("2026-12-06T23:38:01.123456789Z")),
         "1796600281.123456789"
     );
     assert_eq!(
-        engine_time("2026-12-06T23:38:01+01:00"),
+        engine_time(t("2026-12-06T23:38:01+01:00")),
         "1796596681.000000000"
     );
-    assert_eq!(engine_time("not a time"), "0.000000000");
+    assert_eq!(engine_time(husk_core::Timestamp::UNIX_EPOCH), "0.000000000");
 }
 
 #[test]
@@ -53,8 +54,12 @@ fn engine_states_map_to_observed_states() {
     match observed(&inspect_with(exited)) {
         ObservedState::Exited(e) => {
             assert_eq!(
-                (e.code, e.oom_killed, e.finished_at.as_str()),
-                (137, true, "2024-05-01T10:00:00Z")
+                (e.code, e.oom_killed, e.finished_at.map(|t| t.to_string())),
+                (
+                    137,
+                    true,
+                    Some("2024-05-01T10:00:00.000000000Z".to_string())
+                )
             );
         }
         other => panic!("{other:?}"),
@@ -65,7 +70,7 @@ fn engine_states_map_to_observed_states() {
         ..Default::default()
     };
     let e = exit_status(&inspect_with(never), 1);
-    assert!(e.finished_at.is_empty() && e.reason.contains("dead"));
+    assert!(e.finished_at.is_none() && e.reason.contains("dead"));
     assert_eq!(
         observed(&ContainerInspectResponse::default()),
         ObservedState::Missing

@@ -411,7 +411,7 @@ pub fn sandbox_record(config: SandboxConfig, runtime: SandboxRuntime) -> Sandbox
         driver: "docker".into(),
         status: SandboxStatus::Ready,
         runtime,
-        created_at: husk_core::now_rfc3339(),
+        created_at: husk_core::Timestamp::now(),
         owner_container: None,
         project: String::new(),
     }
@@ -438,8 +438,8 @@ pub fn container_record(
         exit: None,
         restart_count: 0,
         stopped_by_user: false,
-        created_at: husk_core::now_rfc3339(),
-        started_at: String::new(),
+        created_at: husk_core::Timestamp::now(),
+        started_at: None,
         error: String::new(),
         project: String::new(),
         ..Default::default()

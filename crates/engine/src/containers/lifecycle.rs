@@ -57,7 +57,7 @@ impl Engine {
         // The start time is taken before the driver is asked: a process that ends at once may be seen to end
         // (its finish time taken) before the driver's start call returns, and a finish before the start is
         // what no client expects.
-        let started_at = husk_core::now_rfc3339();
+        let started_at = Some(husk_core::Timestamp::now());
         let runtime = driver.start_container(&rec, sandbox.as_ref()).await;
         self.observe_driver(driver.name(), DriverOperation::Start, started, &runtime);
         rec.runtime = runtime?;

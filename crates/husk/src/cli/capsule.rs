@@ -96,7 +96,7 @@ pub async fn run(client: &Client, cmd: CapsuleCommand) -> Result<i32> {
                             c.status.clone(),
                             format!("{running}/{}", c.containers.len()),
                             c.project.clone(),
-                            c.created.clone(),
+                            c.created.to_string(),
                         ]
                     })
                     .collect();

@@ -1,7 +1,7 @@
 //! Tables and human-readable times and sizes, as Docker prints them.
 
 use husk_api_types::ContainerSummary;
-use husk_core::ContainerStatus;
+use husk_core::{ContainerStatus, Timestamp};
 
 /// Docker's human duration (`5 seconds`, `About a minute`, `3 hours` ...).
 pub fn human_duration(secs: i64) -> String {
@@ -21,11 +21,10 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-/// Seconds since an RFC 3339 time (0 if it does not parse).
-pub fn seconds_since(time: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(time)
-        .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
-        .unwrap_or(0)
+/// Seconds since a time (0 when there is none).
+pub fn seconds_since(time: impl Into<Option<Timestamp>>) -> i64 {
+    time.into()
+        .map_or(0, |t| (Timestamp::now() - t).num_seconds())
 }
 
 /// `ps`'s STATUS column.
@@ -33,22 +32,22 @@ pub fn status_text(s: &ContainerSummary) -> String {
     match s.status {
         ContainerStatus::Running => format!(
             "Up {}{}",
-            human_duration(seconds_since(&s.started_at)),
+            human_duration(seconds_since(s.started_at)),
             health_suffix(s)
         ),
         ContainerStatus::Paused => format!(
             "Up {} (Paused)",
-            human_duration(seconds_since(&s.started_at))
+            human_duration(seconds_since(s.started_at))
         ),
         ContainerStatus::Exited => format!(
             "Exited ({}) {} ago",
             s.exit_code,
-            human_duration(seconds_since(&s.finished_at))
+            human_duration(seconds_since(s.finished_at))
         ),
         ContainerStatus::Restarting => format!(
             "Restarting ({}) {} ago",
             s.exit_code,
-            human_duration(seconds_since(&s.finished_at))
+            human_duration(seconds_since(s.finished_at))
         ),
         ContainerStatus::Created => "Created".into(),
         ContainerStatus::Creating => "Creating".into(),

@@ -2,7 +2,7 @@
 
 use super::*;
 use husk_api_types::ContainerSummary;
-use husk_core::ContainerStatus;
+use husk_core::{ContainerStatus, Timestamp};
 
 pub(super) async fn events(client: &Client, a: EventsArgs) -> Result<i32> {
     let mut filters: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -40,12 +40,7 @@ pub(super) async fn events(client: &Client, a: EventsArgs) -> Result<i32> {
                     writeln!(stdout, "{}", template::run(t, &serde_json::to_value(&e)?)?)?
                 }
                 _ => {
-                    let time = chrono::DateTime::from_timestamp(
-                        e.time_nano.div_euclid(1_000_000_000),
-                        e.time_nano.rem_euclid(1_000_000_000) as u32,
-                    )
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-                    .unwrap_or_default();
+                    let time = Timestamp::from_unix_nanos(e.time_nano);
                     let attributes: Vec<String> = e
                         .actor
                         .attributes
@@ -244,10 +239,8 @@ pub(super) fn ps_fields(c: &ContainerSummary, no_trunc: bool) -> serde_json::Val
         "ID": id(&c.id),
         "Image": husk_image::familiar(&c.image),
         "Command": format!("\"{cmd}\""),
-        "CreatedAt": chrono::DateTime::parse_from_rfc3339(&c.created)
-            .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S %z UTC").to_string())
-            .unwrap_or_default(),
-        "RunningFor": format!("{} ago", format::human_duration(format::seconds_since(&c.created))),
+        "CreatedAt": c.created.to_chrono().format("%Y-%m-%d %H:%M:%S %z UTC").to_string(),
+        "RunningFor": format!("{} ago", format::human_duration(format::seconds_since(c.created))),
         "Ports": join(c.ports.iter().map(|p| p.to_string()).collect()),
         "State": c.status.to_string(),
         "Status": status_text(c),
@@ -283,7 +276,7 @@ pub(super) fn image_fields(i: &husk_api_types::ImageView) -> Vec<serde_json::Val
                 "Tag": tag,
                 "Digest": i.repo_digests.first().and_then(|d| d.rsplit_once('@')).map(|(_, d)| d).unwrap_or("<none>"),
                 "CreatedSince": if created.is_empty() { String::new() } else {
-                    format!("{} ago", format::human_duration(format::seconds_since(created)))
+                    format!("{} ago", format::human_duration(format::seconds_since(Timestamp::parse(created).ok())))
                 },
                 "CreatedAt": created,
                 "Size": human_size(i.size, false),

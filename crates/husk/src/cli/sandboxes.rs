@@ -60,7 +60,7 @@ pub(super) async fn sandbox(client: &Client, cmd: SandboxCommand) -> Result<i32>
                                 .unwrap_or_default(),
                             format!(
                                 "{} ago",
-                                format::human_duration(format::seconds_since(&s.created))
+                                format::human_duration(format::seconds_since(s.created))
                             ),
                         ]
                     })

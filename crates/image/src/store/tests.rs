@@ -15,7 +15,7 @@ fn image(tags: &[&str], digests: &[&str]) -> Image {
         layers: Vec::new(),
         size: 0,
         manifest: None,
-        loaded_at: String::new(),
+        loaded_at: None,
     }
 }
 
@@ -33,7 +33,7 @@ fn prune_never_waits_for_a_running_load() {
         size: 1,
         tar_size: 1024,
         entries: 1,
-        created_at: String::new(),
+        created_at: Default::default(),
     };
     store.inner.db.upsert(&record).unwrap();
 

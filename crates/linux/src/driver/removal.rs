@@ -163,7 +163,7 @@ impl LinuxDriver {
                 driver: self.name().into(),
                 status: SandboxStatus::Orphan,
                 runtime: SandboxRuntime::default(),
-                created_at: String::new(),
+                created_at: Default::default(),
                 owner_container: None,
                 project: String::new(),
             };

@@ -89,7 +89,7 @@ impl LinuxDriver {
                 driver: self.name().into(),
                 status: SandboxStatus::Error,
                 runtime: SandboxRuntime::default(),
-                created_at: String::new(),
+                created_at: husk_core::Timestamp::now(),
                 owner_container: None,
                 project: String::new(),
             };

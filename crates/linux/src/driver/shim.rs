@@ -136,7 +136,7 @@ impl LinuxDriver {
         }
         ExitStatus {
             code: 255,
-            finished_at: husk_core::now_rfc3339(),
+            finished_at: Some(husk_core::Timestamp::now()),
             reason,
             ..Default::default()
         }

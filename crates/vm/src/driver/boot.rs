@@ -393,7 +393,7 @@ mod tests {
     fn containers_find_their_vm() {
         let mut r: ContainerRecord = serde_json::from_value(json!({
             "config": { "id": "c1", "name": "n", "image": { "name": "i", "id": "x" }, "process": { "args": ["sh"] } },
-            "driver": "vm", "mode": "sandbox", "sandbox_id": "s1", "status": "created", "created_at": ""
+            "driver": "vm", "mode": "sandbox", "sandbox_id": "s1", "status": "created", "created_at": "2024-05-01T12:00:00Z"
         }))
         .unwrap();
         assert_eq!(VmDriver::vm_of(&r).unwrap(), "s1");

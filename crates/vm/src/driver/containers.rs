@@ -91,7 +91,7 @@ impl VmDriver {
                     None if self.ctr_dir(container.id()).exists() => {
                         ObservedState::Exited(ExitStatus {
                             code: 255,
-                            finished_at: husk_core::now_rfc3339(),
+                            finished_at: Some(husk_core::Timestamp::now()),
                             reason:
                                 "the VM stopped (crashed or was killed) while the container ran"
                                     .into(),

@@ -139,7 +139,7 @@ impl VmDriver {
             if let Some(code) = exit {
                 let exit = ExitStatus {
                     code,
-                    finished_at: husk_core::now_rfc3339(),
+                    finished_at: Some(husk_core::Timestamp::now()),
                     ..Default::default()
                 };
                 let _ = std::fs::write(

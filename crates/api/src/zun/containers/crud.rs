@@ -60,7 +60,7 @@ fn sort_value(c: &ZunContainer, key: &str) -> SortValue {
     let text = |s: &str| SortValue::Text(s.to_string());
     match key {
         // Zun's `id` is the row's insertion order: creation time here.
-        "id" | "created_at" => text(&c.created_at),
+        "id" | "created_at" => text(&c.created_at.to_string()),
         "uuid" => text(&c.uuid),
         "name" => text(&c.name),
         "image" => text(&c.image),
@@ -157,10 +157,10 @@ pub(crate) async fn create(
     let mut req = translate(&body, version, &ctx, &view::host_name())?;
     req.pull =
         crate::zun::create::ensure_image(&s.engine, &ctx.project_id, &req.image, req.pull).await?;
-    let start = husk_core::now_rfc3339();
+    let start = husk_core::Timestamp::now();
     let rec = s.engine.create_container(req).await?;
     s.engine
-        .record_action(rec.id(), "create", &ctx.user_id, &start, None);
+        .record_action(rec.id(), "create", &ctx.user_id, start, None);
     let rec = if run {
         match s
             .engine

@@ -76,7 +76,7 @@ pub(crate) async fn logs(
             continue;
         }
         if timestamps {
-            out.push_str(&entry.time);
+            out.push_str(&entry.time.to_string());
             out.push(' ');
         }
         out.push_str(&entry.text);
@@ -144,7 +144,7 @@ pub(crate) async fn execute(
             rec.id(),
             "exec_cmd",
             &ctx.user_id,
-            &husk_core::now_rfc3339(),
+            husk_core::Timestamp::now(),
             None,
         );
         return Ok(Json(ExecResult {
@@ -287,7 +287,7 @@ pub(crate) async fn attach(
         rec.id(),
         "container_attach",
         &ctx.user_id,
-        &husk_core::now_rfc3339(),
+        husk_core::Timestamp::now(),
         None,
     );
     Ok(Json(ws::url(&base, &token, rec.id(), None)))
