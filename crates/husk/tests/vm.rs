@@ -194,6 +194,18 @@ fn capsule_in_one_vm_talks_over_localhost_publishes_a_port_and_sees_no_host() {
     d.assert_no_leftovers();
 }
 
+/// A removal's background end (QEMU's exit, the shares' unmounting, CNI DEL) is not cut off by a daemon that
+/// stops right after it: nothing of the VM is left on the host once the daemon has exited.
+#[test]
+fn a_daemon_stopping_right_after_a_removal_finishes_it_first() {
+    let mut d = vm_daemon();
+    d.husk(&["run", "-d", "--name", "c", IMAGE, "sleep", "1000"])
+        .ok();
+    d.husk(&["rm", "-f", "c"]).ok();
+    assert!(d.terminate().success());
+    assert_eq!(d.leftovers(), Vec::<String>::new(), "{}", d.log());
+}
+
 #[test]
 fn bad_requests_and_a_daemon_restart_leave_the_vm_serving() {
     let mut d = vm_daemon();

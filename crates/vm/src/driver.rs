@@ -126,6 +126,9 @@ pub struct VmDriver {
     layer_binds: Mutex<()>,
     /// Main-process output streams being forwarded to clients (`attach`), by container.
     attached: Arc<AttachedStreams>,
+    /// The ends of VM removals that run after the removal returned (QEMU's exit, unmounts, CNI DEL), waited
+    /// for at shutdown.
+    removals: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for VmDriver {
@@ -165,6 +168,7 @@ impl VmDriver {
             logging: Mutex::new(HashMap::new()),
             layer_binds: Mutex::new(()),
             attached: Arc::default(),
+            removals: tokio_util::task::TaskTracker::new(),
         })
     }
 
@@ -204,6 +208,18 @@ impl VmDriver {
 impl Driver for VmDriver {
     fn name(&self) -> &'static str {
         "vm"
+    }
+
+    async fn shutdown(&self) {
+        // VMs live on; what the removals of this daemon's last moments still have to do is finished first, or
+        // (after 5 s) by the next start, which finds the directories that still name the VMs.
+        self.removals.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.removals.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("VM removals still running at shutdown; the next start finishes them");
+        }
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -274,9 +274,9 @@ impl VmDriver {
 
     /// Removes a VM: QEMU is killed at once (nothing in a guest outlives its containers, so there is nothing to
     /// flush); its exit (the kernel freeing the guest's memory), the shares' unmounting, and the removal of its
-    /// network and directory (CNI DEL is the slow part) finish in the background. If the daemon stops first,
-    /// [`Driver::remove_orphans`](husk_core::Driver::remove_orphans) finishes the job at the next start: the
-    /// directory still names the VM.
+    /// network and directory (CNI DEL is the slow part) finish in the background; a daemon that stops waits
+    /// for them (up to 5 s). If it stops sooner, [`Driver::remove_orphans`](husk_core::Driver::remove_orphans)
+    /// finishes the job at the next start: the directory still names the VM.
     pub(super) async fn destroy_vm(&self, vm_name: &str) -> Result<()> {
         const EXIT_GRACE: Duration = Duration::from_secs(5);
         let handle = self.vms.lock().await.remove(vm_name);
@@ -293,7 +293,7 @@ impl VmDriver {
         let root = self.vm_root(vm_name);
         let networks = self.config.networks.clone();
         let owner = vm_name.to_string();
-        tokio::spawn(async move {
+        self.removals.spawn(async move {
             if let Some(h) = handle {
                 h.vm.lock().await.wait_gone(EXIT_GRACE).await;
             }
