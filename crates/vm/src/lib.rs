@@ -11,6 +11,6 @@ pub use husk_agent_protocol::{handshake, proto};
 
 pub use accel::{Accel, AccelChoice, AccelDecision};
 pub use client::{AgentAddr, AgentClient};
-pub use driver::{VmDriver, VmDriverConfig};
+pub use driver::{DEFAULT_TCG_CACHE_MIB, VmDriver, VmDriverConfig};
 pub use guest::{GuestConfig, GuestImage, build_guest};
 pub use qemu::{Machine, Qmp, Share, Transport, Vm, VmConfig};

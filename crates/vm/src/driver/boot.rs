@@ -160,7 +160,7 @@ impl VmDriver {
             ],
             transport: Transport::detect(),
             tsc_khz: host_tsc_khz(),
-            tb_size_mib: Some(64),
+            tb_size_mib: Some(self.config.tcg_cache_mib),
             huge_pages: false,
             free_page_reporting: true,
             netns: attached.netns.clone(),
