@@ -10,7 +10,7 @@ use husk_testkit::registry;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, IMAGE};
+use common::{Daemon, IMAGE, MEMORY_HOG};
 
 fn daemon(driver: &str) -> Daemon {
     Daemon::start_driver(driver)
@@ -672,9 +672,6 @@ pub fn limits_are_reported(driver: &str) {
     assert!(stats["pids"].as_u64().unwrap() >= 1);
     top_showing(&d, "c", "sleep 1000");
 }
-
-/// busybox `tail` holds a line whole until it ends: 256 MiB of zeros without a newline is that much memory.
-const MEMORY_HOG: &str = "head -c 268435456 /dev/zero | tail";
 
 /// A container that needs more memory than its limit is killed by the kernel's OOM killer: it exits 137 and
 /// `inspect` says so (`State.OOMKilled`, Docker's field); one that stays under its limit, or that is killed by

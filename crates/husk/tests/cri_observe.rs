@@ -328,13 +328,7 @@ async fn an_oom_kill_is_reported_with_its_reason() {
         });
         config
     };
-    // busybox `tail` holds a line whole until it ends: 256 MiB of zeros without a newline.
-    let (pod, hog) = run_pod_with(
-        &mut rt,
-        "oom",
-        limited("hog", "head -c 268435456 /dev/zero | tail"),
-    )
-    .await;
+    let (pod, hog) = run_pod_with(&mut rt, "oom", limited("hog", common::MEMORY_HOG)).await;
     let mut ids = vec![("hog", hog, 137, "OOMKilled")];
     for (name, script, code, reason) in [
         ("done", "true", 0, "Completed"),

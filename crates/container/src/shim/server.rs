@@ -48,10 +48,17 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// [`super::resident`]): long enough for the client's next requests of a start (attach, state) to be served.
 const RELEASE_DELAY: Duration = Duration::from_secs(1);
 
-/// Gives back the startup pages a moment from now (on this event loop).
+/// Gives back the startup pages a moment from now (on this event loop); one release at a time, however many
+/// execs ask meanwhile (a probe's exec every few seconds, a burst of them).
 fn release_pages_soon() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PENDING: AtomicBool = AtomicBool::new(false);
+    if PENDING.swap(true, Ordering::Relaxed) {
+        return;
+    }
     tokio::task::spawn_local(async {
         tokio::time::sleep(RELEASE_DELAY).await;
+        PENDING.store(false, Ordering::Relaxed);
         super::resident::release_startup_pages();
     });
 }

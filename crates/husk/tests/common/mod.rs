@@ -80,6 +80,11 @@ pub fn vm_config() -> String {
 /// The image name tests use.
 pub const IMAGE: &str = "test/busybox:1";
 
+/// A command of the test image that needs 256 MiB: busybox `tail` holds a line whole until it ends, and 256 MiB of
+/// zeros has no newline.
+#[allow(dead_code)]
+pub const MEMORY_HOG: &str = "head -c 268435456 /dev/zero | tail";
+
 /// A running daemon and its private directories.
 pub struct Daemon {
     /// Temporary directory holding everything.
