@@ -70,6 +70,15 @@ impl Engine {
     /// record (stop, kill) write theirs before the signal that causes the exit.
     async fn handle_exit(&self, id: &str, exit: ExitStatus) {
         self.stop_health(id);
+        // The sandbox first: whoever sees this container exited because its sandbox died (its VM, its pause
+        // process) sees that sandbox not ready too. The record is read after this await.
+        if let Ok(Some(ContainerRecord {
+            sandbox_id: Some(sandbox),
+            ..
+        })) = self.inner.store.get::<ContainerRecord>(id)
+        {
+            self.recheck_sandbox(&sandbox).await;
+        }
         let Ok(Some(mut rec)) = self.inner.store.get::<ContainerRecord>(id) else {
             return;
         };
@@ -82,9 +91,6 @@ impl Engine {
         let code = exit.code;
         if let Err(e) = self.record_exit(&mut rec, exit) {
             warn!(container = id, "record exit: {e}");
-        }
-        if let Some(sandbox) = &rec.sandbox_id {
-            self.recheck_sandbox(sandbox).await;
         }
         if rec
             .restart_policy

@@ -1148,7 +1148,16 @@ fn a_killed_pause_process_leaves_its_sandbox_not_ready() {
         "sandbox status {}",
         status()
     );
-    assert_eq!(d.inspect("a")["State"]["Status"], "exited");
+    // The sandbox is marked at once (the pause process's death is watched); each container's exit follows when
+    // its monitor reports it.
+    assert!(
+        Daemon::eventually(
+            Duration::from_secs(10),
+            || d.inspect("a")["State"]["Status"] == "exited"
+        ),
+        "{}",
+        d.inspect("a")["State"]
+    );
     let start = d.husk(&["start", "a"]);
     assert_ne!(start.code, 0);
     assert!(
