@@ -13,10 +13,25 @@
 #
 #   bench/vm.sh [RUNS]        (default 5; run as root; HUSK=/path/to/husk to skip the build)
 #
+# With --density, instead: sandboxes are created one after another (each with the default bridge network, each
+# idle) until MAX run (default 50) or the host has 1 GiB of memory left (MemAvailable), first with the vm driver,
+# then, removed, as many with the linux driver in the same daemon. For each: how many ran, the host memory they
+# took in all and per sandbox (the fall of MemAvailable, and the PSS of each sandbox's host processes: QEMU for
+# a VM, the pause process for a linux sandbox), the create time of the first and the last (median of 3 each),
+# and the load average at the end.
+#
+#   bench/vm.sh --density [MAX]
+#
 # Everything lives in temporary directories removed at the end. No traffic leaves the machine.
 set -eu
 
-runs=${1:-5}
+density=""
+if [ "${1:-}" = "--density" ]; then
+    density=${2:-50}
+    runs=0
+else
+    runs=${1:-5}
+fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/husk-vm-bench.XXXXXX)
 # The daemon's run root must be short (unix socket paths).
@@ -48,17 +63,68 @@ h() { HUSK_HOST="unix://$work/husk.sock" "$husk" "$@"; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 "$here/scripts/make-busybox-image" "$work/busybox.tar" bench/busybox:1 > /dev/null
-"$husk" daemon --root "$work/root" --run-root "$run" --socket "$work/husk.sock" --config /dev/null \
-    --driver vm --cni-conf-dir "$work/cni" --bridge "hvb$$" --subnet 10.231.$(( $$ % 200 )).0/24 \
-    --cgroup-parent "husk-vm-bench-$$" > "$work/daemon.log" 2>&1 &
-husk_pid=$!
-for _ in $(seq 200); do h version 2>/dev/null | grep -q "Server: husk" && break; sleep 0.1; done
-h image load -i "$work/busybox.tar" > /dev/null
+# start_daemon DRIVER: a daemon on the temporary root with DRIVER as its driver, the test image loaded.
+start_daemon() {
+    "$husk" daemon --root "$work/root" --run-root "$run" --socket "$work/husk.sock" --config /dev/null \
+        --driver "$1" --cni-conf-dir "$work/cni" --bridge "hvb$$" --subnet 10.231.$(( $$ % 200 )).0/24 \
+        --cgroup-parent "husk-vm-bench-$$" >> "$work/daemon.log" 2>&1 &
+    husk_pid=$!
+    for _ in $(seq 200); do h version 2>/dev/null | grep -q "Server: husk" && break; sleep 0.1; done
+    h image load -i "$work/busybox.tar" > /dev/null
+}
+start_daemon vm
 accel=$(h info | awk '/accelerator:/ {print $2; exit}')
 kernel=$(h info | awk '/guest_kernel:/ {print $2; exit}')
 
 # Warm up (builds the guest image once), then keep one idle sandbox to take QEMU's command line and memory from.
 h run --rm bench/busybox:1 echo warm > /dev/null
+
+pss_of() { awk '/^Pss:/ {s += $2} END {print s + 0}' "$@" 2> /dev/null; }
+mem_available_kb() { awk '/^MemAvailable:/ {print $2}' /proc/meminfo; }
+# fill DRIVER: creates sandboxes until $density run or MemAvailable is under 1 GiB; prints one table row.
+fill() {
+    driver=$1
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+    sleep 2
+    before=$(mem_available_kb)
+    : > "$work/create.ms"
+    n=0
+    while [ "$n" -lt "$density" ] && [ "$(mem_available_kb)" -gt $(( 1024 * 1024 )) ]; do
+        n=$(( n + 1 ))
+        t0=$(now_ms)
+        h sandbox create --driver "$driver" --name "d$n" > /dev/null
+        echo $(( $(now_ms) - t0 )) >> "$work/create.ms"
+    done
+    # Let the last guests finish booting (a VM's boot thread, the balloon's first free page reports).
+    sleep 10
+    after=$(mem_available_kb)
+    pids=$(for s in $(h sandbox ls -q); do
+        id=$(h sandbox inspect "$s" | sed -n 's/.*"Id": "\([0-9a-f]*\)".*/\1/p' | head -1)
+        if [ "$driver" = vm ]; then cat "$run/v/$id/vm/qemu.pid"; else h sandbox inspect "$s" | sed -n 's/.*"Pid": \([0-9]*\).*/\1/p' | head -1; fi
+    done)
+    pss=$(pss_of $(for p in $pids; do [ -r "/proc/$p/smaps_rollup" ] && echo "/proc/$p/smaps_rollup"; done))
+    first=$(head -3 "$work/create.ms" | sort -n | sed -n 2p)
+    last=$(tail -3 "$work/create.ms" | sort -n | sed -n 2p)
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    echo "| $driver | $n | $(( (before - after) / 1024 )) MiB | $(( (before - after) / 1024 / n )) MiB | $(( pss / 1024 / n )) MiB | $first ms | $last ms | $load |"
+    for s in $(h sandbox ls -q); do h sandbox rm -f "$s" > /dev/null; done
+    # QEMU goes in the background after a removal: wait for every VM to be gone before the next fill.
+    for _ in $(seq 600); do [ "$(pgrep -f "$run/v/" | wc -l)" -eq 0 ] && break; sleep 0.1; done
+}
+if [ -n "$density" ]; then
+    echo "accelerator: $accel; guest kernel: $kernel; at most $density sandboxes, until 1 GiB is left"
+    echo
+    echo "| driver | sandboxes | host memory taken | per sandbox | PSS per sandbox | create, first 3 (median) | last 3 | load average |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    fill vm
+    kill "$husk_pid"
+    for _ in $(seq 100); do kill -0 "$husk_pid" 2>/dev/null || break; sleep 0.1; done
+    start_daemon linux
+    fill linux
+    exit 0
+fi
+
 h sandbox create --name idle --network none > /dev/null
 sleep 5
 idle_id=$(h inspect idle | sed -n 's/.*"Id": "\([0-9a-f]*\)".*/\1/p' | head -1)

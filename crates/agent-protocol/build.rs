@@ -79,6 +79,14 @@ const METHODS: &[(&str, &str, &str, &str, bool, bool)] = &[
         true,
     ),
     ("extract", "Extract", "ExtractRequest", "Empty", true, false),
+    (
+        "configure",
+        "Configure",
+        "ConfigureRequest",
+        "Empty",
+        false,
+        false,
+    ),
 ];
 
 fn main() {

@@ -16,9 +16,10 @@
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The protocol's minor version: calls and fields added compatibly. 1 added the mounts share
-/// (`CreateContainerRequest.mounts_tag`) and the `cp` calls (`StatPath`, `Archive`, `Extract`). The host checks
-/// it before using what a minor version added, so an agent of an older VM gets a clear refusal.
-pub const PROTOCOL_MINOR: u32 = 1;
+/// (`CreateContainerRequest.mounts_tag`) and the `cp` calls (`StatPath`, `Archive`, `Extract`); 2 the
+/// `Configure` call of a guest restored from a template. The host checks it before using what a minor version
+/// added, so an agent of an older VM gets a clear refusal.
+pub const PROTOCOL_MINOR: u32 = 2;
 
 /// The 9p mount tag of a VM's layer share (read-only: image layers and the sandbox's name files).
 pub const LAYERS_TAG: &str = "husk0";
@@ -36,6 +37,24 @@ pub const AGENT_VSOCK_PORT: u32 = 1024;
 /// No payload.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Empty {}
+
+/// What a guest restored from a template (booted with `husk.template`, saved before any sandbox used it) is
+/// told once, before its first container: the sandbox's own settings, which a cold boot reads from the kernel
+/// command line, and what every clone of one template would otherwise share (the clock of the moment it was
+/// saved, its random state).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConfigureRequest {
+    /// The sandbox's boot options in the kernel command line's syntax (`husk.hostname=web husk.ip=... husk.mac=...
+    /// husk.shares=...`), read by the same parser.
+    #[prost(string, tag = "1")]
+    pub boot_options: String,
+    /// The host's wall clock (CLOCK_REALTIME), nanoseconds since the Unix epoch.
+    #[prost(uint64, tag = "2")]
+    pub realtime_ns: u64,
+    /// Random bytes from the host, mixed into the guest kernel's pool before it reseeds.
+    #[prost(bytes = "vec", tag = "3")]
+    pub seed: Vec<u8>,
+}
 
 /// Asks for the agent's version and health.
 #[derive(Clone, PartialEq, prost::Message)]

@@ -45,6 +45,12 @@ pub struct BootOptions {
     pub shm_size: Option<u64>,
     /// The network interface's configuration, when the VM has one.
     pub nic: Option<NicConfig>,
+    /// The network interface's MAC address (`husk.mac=`): sent to a guest restored from a template, whose
+    /// virtio-net device kept the template's.
+    pub mac: Option<[u8; 6]>,
+    /// Boot as a template (`husk.template`): load every module before serving, and take the sandbox's settings
+    /// (hostname, /dev/shm, network, shares, PID sharing) from the host's `Configure` call after the restore.
+    pub template: bool,
 }
 
 /// How the guest's network interface (`eth0`, the VM's virtio-net device) is configured: the sandbox's address
@@ -81,6 +87,8 @@ impl BootOptions {
                 }
                 "husk.transport" => o.vsock = value == "vsock",
                 "husk.bare" => o.bare = true,
+                "husk.template" => o.template = true,
+                "husk.mac" => o.mac = parse_mac(value),
                 "husk.share_pid" => o.share_pid = true,
                 "husk.modules" => {
                     o.module_groups = value
@@ -119,6 +127,79 @@ impl BootOptions {
         }
         o
     }
+}
+
+/// `aa:bb:cc:dd:ee:ff` as bytes.
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Sets the guest's wall clock (a guest restored from a template resumes at the moment it was saved).
+pub fn set_clock(realtime_ns: u64) -> Result<()> {
+    let ts = libc::timespec {
+        tv_sec: (realtime_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (realtime_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: clock_settime reads the timespec this function owns.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+        return Err(Error::io("set the clock", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Mixes `seed` into the kernel's entropy pool, credited, and makes the kernel reseed its generator at once: the
+/// clones of one template resume with the same random state.
+pub fn reseed(seed: &[u8]) -> Result<()> {
+    // <linux/random.h>: RNDADDENTROPY = _IOW('R', 0x03, int[2]), RNDRESEEDCRNG = _IO('R', 0x07).
+    const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+    const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+    if seed.is_empty() || seed.len() > 512 {
+        return Err(Error::invalid(
+            "seed",
+            format!("a seed of 1 to 512 bytes, not {}", seed.len()),
+        ));
+    }
+    let urandom = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")
+        .map_err(|e| Error::io("open /dev/urandom", e))?;
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info = Vec::with_capacity(8 + seed.len());
+    info.extend_from_slice(&((seed.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(seed.len() as i32).to_ne_bytes());
+    info.extend_from_slice(seed);
+    info.resize(info.len().next_multiple_of(4), 0);
+    let fd = urandom.as_raw_fd();
+    // SAFETY: both ioctls take (or need no) a rand_pool_info: `info` holds its two ints and `buf_size` bytes.
+    unsafe {
+        if libc::ioctl(fd, RNDADDENTROPY as _, info.as_ptr()) != 0 {
+            return Err(Error::io("add entropy", std::io::Error::last_os_error()));
+        }
+        if libc::ioctl(fd, RNDRESEEDCRNG as _) != 0 {
+            return Err(Error::io(
+                "reseed the generator",
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Gives `/dev/shm` a new size (a guest restored from a template mounted it with the template's).
+pub fn resize_shm(bytes: u64) -> Result<()> {
+    mount(
+        None::<&str>,
+        "/dev/shm",
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("mode=1777,size={bytes}").as_str()),
+    )
+    .map_err(|e| Error::backend(format!("resize /dev/shm: {e}")))
 }
 
 fn mount_fs(
@@ -546,7 +627,7 @@ fn sockaddr_v4(ip: std::net::Ipv4Addr) -> libc::sockaddr {
 
 /// Configures `eth0` (waiting up to 5 s for the virtio-net driver to make it) with `nic`: MTU, address, up, and
 /// the default route through the gateway.
-pub fn configure_nic(nic: &NicConfig) -> Result<()> {
+pub fn configure_nic(nic: &NicConfig, mac: Option<[u8; 6]>) -> Result<()> {
     let start = Instant::now();
     while !Path::new("/sys/class/net/eth0").exists() {
         if start.elapsed() > Duration::from_secs(5) {
@@ -584,6 +665,18 @@ pub fn configure_nic(nic: &NicConfig) -> Result<()> {
                 Ok(())
             }
         };
+        if let Some(mac) = mac {
+            let mut hw: libc::sockaddr = std::mem::zeroed();
+            hw.sa_family = libc::ARPHRD_ETHER;
+            for (dst, src) in hw.sa_data.iter_mut().zip(mac) {
+                *dst = src as libc::c_char;
+            }
+            ifr.ifr_ifru.ifru_hwaddr = hw;
+            check(
+                libc::ioctl(fd, libc::SIOCSIFHWADDR, &ifr),
+                "set the MAC address",
+            )?;
+        }
         ifr.ifr_ifru.ifru_mtu = nic.mtu as libc::c_int;
         check(libc::ioctl(fd, libc::SIOCSIFMTU, &ifr), "set the MTU")?;
         ifr.ifr_ifru.ifru_addr = sockaddr_v4(nic.address);

@@ -104,33 +104,65 @@ fn pid1() -> ! {
         log!("{e}");
     }
     init::set_hostname(opts.hostname.as_deref().unwrap_or("husk"));
+    let vsock = opts.vsock;
     log!(
         "started at {t0} ms; {port_modules} modules for the port loaded in {} ms; serving at {} ms",
         t1 - t0,
         init::uptime_ms()
     );
-    // The rest of the boot runs while the host connects: what needs it (a container's creation) waits for it.
-    let (nic, share_tags, writable) =
-        (opts.nic.clone(), opts.shares.clone(), opts.writable.clone());
     let modules = modules.map(Arc::new);
-    let late_modules = modules.clone();
-    let shares = init::Pending::spawn("boot", move || {
+    // A template loads every module before it serves: the host saves it once it answers, and no clone loads one
+    // again. Its sandbox's settings come later, from the host's `Configure` call.
+    let (configure, settings) = if opts.template {
+        if let Some(m) = &modules {
+            let loaded = m.load(&m.rest) + m.load(&m.late);
+            log!(
+                "template: {loaded} more modules loaded at {} ms",
+                init::uptime_ms()
+            );
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<BootOptions>();
+        (Some(Arc::new(std::sync::Mutex::new(Some(tx)))), Some(rx))
+    } else {
+        (None, None)
+    };
+    // The rest of the boot runs while the host connects: what needs it (a container's creation) waits for it.
+    let boot_modules = modules.clone().filter(|_| !opts.template);
+    let booted = init::Pending::spawn("boot", move || {
+        let opts = match settings {
+            None => opts,
+            Some(rx) => match rx.recv() {
+                Ok(sandbox) => {
+                    init::set_hostname(sandbox.hostname.as_deref().unwrap_or("husk"));
+                    if let Some(bytes) = sandbox.shm_size
+                        && let Err(e) = init::resize_shm(bytes)
+                    {
+                        log!("{e}");
+                    }
+                    sandbox
+                }
+                Err(_) => opts,
+            },
+        };
         let start = init::uptime_ms();
-        let loaded = modules.as_ref().map_or(0, |m| m.load(&m.rest));
-        if let Some(nic) = &nic
-            && let Err(e) = init::configure_nic(nic)
+        let loaded = boot_modules.as_ref().map_or(0, |m| m.load(&m.rest));
+        if let Some(nic) = &opts.nic
+            && let Err(e) = init::configure_nic(nic, opts.mac)
         {
             log!("{e}");
         }
-        let shares = init::mount_shares(&share_tags, &writable);
+        let shares = init::mount_shares(&opts.shares, &opts.writable);
         log!(
             "{loaded} more modules loaded, {} shares mounted, from {start} to {} ms",
             shares.len(),
             init::uptime_ms()
         );
-        shares
+        service::Booted {
+            shares,
+            share_pid: opts.share_pid,
+        }
     });
-    if let Some(m) = late_modules {
+    if let Some(m) = modules.filter(|_| configure.is_none()) {
         let late = std::thread::Builder::new()
             .name("late".into())
             .spawn(move || {
@@ -144,16 +176,16 @@ fn pid1() -> ! {
     }
     let env = AgentEnv {
         run_dir: PathBuf::from("/run/husk"),
-        shares: Arc::new(shares),
+        booted: Arc::new(booted),
         cgroup_root,
-        share_pid: opts.share_pid,
+        configure,
         seccomp_seed,
     };
     let rt = runtime();
     let r: Result<()> = rt.block_on(async move {
         let (service, mut shutdown) = make_service(env)?;
         let serve = async {
-            if opts.vsock {
+            if vsock {
                 server::serve_vsock(service, AGENT_VSOCK_PORT).await
             } else {
                 let port = tokio::task::spawn_blocking(|| {
@@ -215,9 +247,9 @@ fn host_mode(args: Vec<String>) -> Result<()> {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let env = AgentEnv {
         run_dir,
-        shares: Arc::new(init::Pending::ready(shares)),
+        booted: Arc::new(init::Pending::ready(service::Booted { shares, share_pid })),
         cgroup_root,
-        share_pid,
+        configure: None,
         seccomp_seed: None,
     };
     runtime().block_on(async move {

@@ -37,14 +37,25 @@ use procfs::*;
 pub struct AgentEnv {
     /// Per-container directories live under `<run_dir>/containers`.
     pub run_dir: PathBuf,
-    /// Mounted 9p shares by tag (mounted by a boot thread while the agent already serves).
-    pub shares: Arc<crate::init::Pending<HashMap<String, PathBuf>>>,
+    /// What the boot thread makes while the agent already serves: the mounted shares and the PID sharing.
+    pub booted: Arc<crate::init::Pending<Booted>>,
     /// The cgroup v2 root, when the guest has one.
     pub cgroup_root: Option<PathBuf>,
-    /// Containers share one PID namespace (the sandbox was made with `share_pid`).
-    pub share_pid: bool,
+    /// In a guest booted as a template: where the `Configure` call hands the sandbox's settings to the waiting
+    /// boot thread (taken by the first call).
+    pub configure: Option<Arc<Mutex<Option<std::sync::mpsc::Sender<crate::init::BootOptions>>>>>,
     /// A default seccomp program compiled on the host for a capability set: (capabilities, program).
     pub seccomp_seed: Option<(Vec<String>, Vec<u8>)>,
+}
+
+/// The sandbox's settings a guest has once booted (from its kernel command line, or from the `Configure` call of
+/// a guest restored from a template).
+#[derive(Debug, Default)]
+pub struct Booted {
+    /// Mounted 9p shares by tag.
+    pub shares: HashMap<String, PathBuf>,
+    /// Containers share one PID namespace (the sandbox was made with `share_pid`).
+    pub share_pid: bool,
 }
 
 /// The sandbox's name files the host put in the share (`.etc/`), as (path in the container, file in the guest).
@@ -698,6 +709,31 @@ impl Agent for AgentService {
         _req: Request<proto::Empty>,
     ) -> std::result::Result<Response<proto::Empty>, Status> {
         let _ = self.inner.shutdown.try_send(());
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn configure(
+        &self,
+        req: Request<proto::ConfigureRequest>,
+    ) -> std::result::Result<Response<proto::Empty>, Status> {
+        let req = req.into_inner();
+        let sender = self
+            .inner
+            .env
+            .configure
+            .as_ref()
+            .and_then(|slot| lock(slot).take())
+            .ok_or_else(|| {
+                st(Error::conflict(
+                    "this guest was not booted as a template, or is configured already",
+                ))
+            })?;
+        // The clock and the random state first: nothing after this call may see the template's.
+        crate::init::set_clock(req.realtime_ns).map_err(st)?;
+        crate::init::reseed(&req.seed).map_err(st)?;
+        sender
+            .send(crate::init::BootOptions::parse(&req.boot_options))
+            .map_err(|_| st(Error::internal("the boot thread is gone")))?;
         Ok(Response::new(proto::Empty {}))
     }
 }

@@ -219,6 +219,9 @@ pub struct VmSettings {
     /// MiB of TCG translation cache per VM (software emulation only, 8 to 1024): less keeps each VM smaller and
     /// retranslates more code (32: an idle VM 18 MiB smaller, a cold start 2 % slower here).
     pub tcg_cache_mib: u32,
+    /// Start VM sandboxes from a template: one guest booted once and saved; each new VM loads its state and maps
+    /// its memory copy-on-write (a failed restore falls back to a cold boot).
+    pub template: bool,
 }
 
 impl Default for VmSettings {
@@ -232,6 +235,7 @@ impl Default for VmSettings {
             cache_dir: None,
             boot_timeout: 120,
             tcg_cache_mib: husk_vm::DEFAULT_TCG_CACHE_MIB,
+            template: true,
         }
     }
 }
@@ -271,6 +275,7 @@ impl VmSettings {
             );
         }
         c.tcg_cache_mib = self.tcg_cache_mib;
+        c.template = self.template;
         Ok(c)
     }
 }
@@ -846,7 +851,7 @@ max_concurrent_downloads = 2
 
     #[test]
     fn vm_section_reaches_the_vm_driver() {
-        let text = "[vm]\naccel = \"tcg\"\nmachine = \"q35\"\ncache_dir = \"/c\"\nboot_timeout = 7\ntcg_cache_mib = 32\n";
+        let text = "[vm]\naccel = \"tcg\"\nmachine = \"q35\"\ncache_dir = \"/c\"\nboot_timeout = 7\ntcg_cache_mib = 32\ntemplate = false\n";
         let config: DaemonConfig = toml::from_str(text).unwrap();
         let c = config
             .vm
@@ -863,6 +868,7 @@ max_concurrent_downloads = 2
         assert_eq!(c.root, Path::new("/r/vm"));
         assert_eq!(c.boot_timeout, Duration::from_secs(7));
         assert_eq!(c.tcg_cache_mib, 32);
+        assert!(!c.template);
         let bad: DaemonConfig = toml::from_str("[vm]\naccel = \"fast\"\n").unwrap();
         let e = bad
             .vm

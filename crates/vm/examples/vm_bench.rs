@@ -95,6 +95,8 @@ fn config(
         free_page_reporting: std::env::var_os("HUSK_BENCH_NO_BALLOON").is_none(),
         netns: None,
         nic_mac: None,
+        ram_file: None,
+        incoming: false,
     }
 }
 

@@ -587,6 +587,29 @@ impl AgentClient {
         .map(drop)
     }
 
+    /// Gives a guest restored from a template its sandbox's settings (`boot_options`, in the kernel command
+    /// line's syntax), the host's clock and a fresh random seed.
+    pub async fn configure(&self, boot_options: &str) -> Result<()> {
+        self.require_minor(2, "a VM started from a template")?;
+        let realtime_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        let seed: [u8; 32] = rand::random();
+        self.call(
+            "configure",
+            self.raw
+                .clone()
+                .configure(self.request(proto::ConfigureRequest {
+                    boot_options: boot_options.to_string(),
+                    realtime_ns,
+                    seed: seed.to_vec(),
+                })),
+        )
+        .await
+        .map(drop)
+    }
+
     /// The raw generated client, for calls the wrapper does not cover.
     pub fn raw(&self) -> Raw<Channel> {
         self.raw.clone()

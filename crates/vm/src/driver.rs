@@ -31,6 +31,7 @@ mod containers;
 mod logs;
 mod refusals;
 mod shares;
+mod template;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -90,6 +91,8 @@ pub struct VmDriverConfig {
     pub tcg_cache_mib: u32,
     /// CNI networks for the VMs' network namespaces (`None`: VMs get no network interface, only `lo`).
     pub networks: Option<Arc<husk_net::Networks>>,
+    /// Start VMs from a template (see `driver/template.rs`) rather than with a cold boot.
+    pub template: bool,
 }
 
 impl VmDriverConfig {
@@ -112,6 +115,7 @@ impl VmDriverConfig {
             boot_timeout: Duration::from_secs(120),
             tcg_cache_mib: DEFAULT_TCG_CACHE_MIB,
             networks: None,
+            template: true,
         }
     }
 }
@@ -137,6 +141,8 @@ pub struct VmDriver {
     /// The ends of VM removals that run after the removal returned (QEMU's exit, unmounts, CNI DEL), waited
     /// for at shutdown.
     removals: tokio_util::task::TaskTracker,
+    /// Held while a VM template is built (the VMs that need it wait, then use it).
+    template_build: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for VmDriver {
@@ -177,6 +183,7 @@ impl VmDriver {
             layer_binds: Mutex::new(()),
             attached: Arc::default(),
             removals: tokio_util::task::TaskTracker::new(),
+            template_build: tokio::sync::Mutex::new(()),
         })
     }
 

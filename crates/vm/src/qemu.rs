@@ -127,6 +127,22 @@ pub struct VmConfig {
     /// A virtio-net interface backed by a tap device QEMU makes in `netns`, with this MAC address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nic_mac: Option<String>,
+    /// Guest RAM in a file instead of anonymous memory: a template's (shared: the guest writes into the file)
+    /// or a clone's (the template's file mapped private: read from it, written copy-on-write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_file: Option<RamFile>,
+    /// Start stopped, waiting for a saved template's device state ([`Vm::restore`]).
+    #[serde(default)]
+    pub incoming: bool,
+}
+
+/// A file backing a VM's RAM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RamFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Map it shared (the template being made) rather than private (its clones).
+    pub shared: bool,
 }
 
 /// The files of a VM directory.
@@ -220,10 +236,25 @@ impl VmConfig {
         let p = self.paths();
         let mut a: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        let machine = match self.machine {
+        let mut machine = match self.machine {
             Machine::Microvm => "microvm,acpi=on,pit=on,pic=on,rtc=on,isa-serial=on".to_string(),
             Machine::Q35 => "q35".to_string(),
         };
+        if let Some(ram) = &self.ram_file {
+            machine.push_str(",memory-backend=ram");
+            push(&[
+                "-object",
+                &format!(
+                    "memory-backend-file,id=ram,size={}M,mem-path={},share={}",
+                    self.memory_mib,
+                    path_arg(&ram.path),
+                    if ram.shared { "on" } else { "off" }
+                ),
+            ]);
+        }
+        if self.incoming {
+            push(&["-incoming", "defer"]);
+        }
         let accel = match (self.accel, self.tb_size_mib) {
             (Accel::Tcg, Some(mib)) => format!("tcg,tb-size={mib}"),
             (accel, _) => accel.as_str().to_string(),
@@ -582,6 +613,37 @@ impl Vm {
         self.qmp().await?.execute("cont", None).await.map(drop)
     }
 
+    /// Stops the guest and saves its device state to `state`, leaving out its RAM, which stays in the shared
+    /// [`RamFile`] (QEMU's `x-ignore-shared`): a template's clones map that file and load this state. QEMU
+    /// refuses while a 9p share is mounted in the guest.
+    pub async fn save(&self, state: &Path) -> Result<()> {
+        let target = shell_path(state)?;
+        let mut qmp = self.qmp().await?;
+        qmp.execute("stop", None).await?;
+        ignore_shared_ram(&mut qmp).await?;
+        qmp.execute(
+            "migrate",
+            Some(json!({ "uri": format!("exec:cat > {target}") })),
+        )
+        .await?;
+        migration_done(&mut qmp, "save").await
+    }
+
+    /// Loads the device state `state` saved by [`Vm::save`] into this VM, started with `incoming` and the
+    /// template's RAM file, and runs it.
+    pub async fn restore(&self, state: &Path) -> Result<()> {
+        let source = shell_path(state)?;
+        let mut qmp = self.qmp().await?;
+        ignore_shared_ram(&mut qmp).await?;
+        qmp.execute(
+            "migrate-incoming",
+            Some(json!({ "uri": format!("exec:cat {source}") })),
+        )
+        .await?;
+        migration_done(&mut qmp, "restore").await?;
+        qmp.execute("cont", None).await.map(drop)
+    }
+
     /// Whether QEMU still runs.
     pub fn is_running(&mut self) -> bool {
         if let Some(child) = &mut self.child {
@@ -641,6 +703,57 @@ impl Vm {
         let p = self.paths();
         for f in [&p.qmp, &p.agent, &p.pid] {
             let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// `path` for a QEMU `exec:` migration URI (run by `/bin/sh -c`): only paths that need no quoting.
+fn shell_path(path: &Path) -> Result<String> {
+    let text = path.to_string_lossy();
+    if text.is_empty()
+        || !text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
+    {
+        return Err(Error::invalid(
+            "vm_dir",
+            format!("{text:?} cannot be named in a QEMU migration command"),
+        ));
+    }
+    Ok(text.into_owned())
+}
+
+/// Turns on `x-ignore-shared`: shared RAM is neither sent nor loaded.
+async fn ignore_shared_ram(qmp: &mut Qmp) -> Result<()> {
+    qmp.execute(
+        "migrate-set-capabilities",
+        Some(json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] })),
+    )
+    .await
+    .map(drop)
+}
+
+/// Waits (up to 30 s) for the migration under way to complete; its error when it fails.
+async fn migration_done(qmp: &mut Qmp, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = qmp.execute("query-migrate", None).await?;
+        match info.get("status").and_then(Value::as_str).unwrap_or("") {
+            "completed" => return Ok(()),
+            "failed" | "cancelled" => {
+                return Err(Error::backend(format!(
+                    "the VM's {what} failed: {}",
+                    info.get("error-desc")
+                        .and_then(Value::as_str)
+                        .unwrap_or("QEMU gave no reason")
+                )));
+            }
+            _ if Instant::now() > deadline => {
+                return Err(Error::timeout(format!(
+                    "the VM's {what} did not complete within 30 s"
+                )));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(2)).await,
         }
     }
 }

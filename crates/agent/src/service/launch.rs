@@ -52,7 +52,7 @@ impl AgentService {
                 .cgroup_root
                 .as_ref()
                 .map(|r| r.join(crate::shim::cgroup_path(&req.id).trim_start_matches('/'))),
-            shared_pid_ns: if self.inner.env.share_pid {
+            shared_pid_ns: if self.inner.env.booted.get().share_pid {
                 Some(self.pid_holder()?)
             } else {
                 None
@@ -91,8 +91,9 @@ impl AgentService {
     pub(super) fn share(&self, tag: &str) -> Result<&PathBuf> {
         self.inner
             .env
-            .shares
+            .booted
             .get()
+            .shares
             .get(tag)
             .ok_or_else(|| Error::not_found(format!("9p share {tag:?} in this VM")))
     }

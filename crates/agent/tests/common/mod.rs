@@ -225,6 +225,8 @@ impl TestVm {
             free_page_reporting: true,
             netns: None,
             nic_mac: None,
+            ram_file: None,
+            incoming: false,
         };
         let launched = Instant::now();
         let vm = husk_vm::Vm::launch(config).await.expect("launch QEMU");

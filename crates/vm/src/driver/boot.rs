@@ -165,9 +165,57 @@ impl VmDriver {
             free_page_reporting: true,
             netns: attached.netns.clone(),
             nic_mac: attached.nic.as_ref().map(|n| n.mac.clone()),
+            ram_file: None,
+            incoming: false,
         };
-        let addr = agent_addr(&config);
-        let mut vm = Vm::launch(config).await?;
+        // What a clone of the template is told after its restore: this VM's kernel command line, and the MAC its
+        // network interface must take (the template's device kept the template's).
+        let mut clone_boot_options = config.kernel_cmdline();
+        if let Some(mac) = &config.nic_mac {
+            clone_boot_options.push_str(&format!(" husk.mac={mac}"));
+        }
+        let started = match self.config.template && config.transport == Transport::Serial {
+            true => match self
+                .start_from_template(vm_name, &config, attached, &clone_boot_options)
+                .await
+            {
+                Ok(started) => Some(started),
+                Err(e) => {
+                    tracing::warn!(vm = vm_name, "start from the template: {e}; booting cold");
+                    None
+                }
+            },
+            false => None,
+        };
+        let (vm, client) = match started {
+            Some(started) => started,
+            None => {
+                let vm = Vm::launch(config).await?;
+                self.connect(vm_name, vm, attached, self.config.boot_timeout)
+                    .await?
+            }
+        };
+        let handle = Arc::new(VmHandle {
+            vm: tokio::sync::Mutex::new(vm),
+            client,
+        });
+        self.vms
+            .lock()
+            .await
+            .insert(vm_name.to_string(), handle.clone());
+        Ok(handle)
+    }
+
+    /// Joins a launched VM to its network (the tap QEMU made in the sandbox's namespace) and waits up to
+    /// `timeout` for its agent. On failure QEMU is stopped.
+    pub(super) async fn connect(
+        &self,
+        vm_name: &str,
+        mut vm: Vm,
+        attached: &Attached,
+        timeout: Duration,
+    ) -> Result<(Vm, AgentClient)> {
+        let addr = agent_addr(&vm.config);
         if let (Some(netns), Some(nic)) = (&attached.netns, &attached.nic) {
             let (netns, nic) = (netns.clone(), nic.clone());
             let joined =
@@ -181,7 +229,7 @@ impl VmDriver {
             }
         }
         let connected = {
-            let connect = AgentClient::connect_when_ready(&addr, self.config.boot_timeout);
+            let connect = AgentClient::connect_when_ready(&addr, timeout);
             tokio::pin!(connect);
             loop {
                 tokio::select! {
@@ -199,17 +247,7 @@ impl VmDriver {
             }
         };
         match connected {
-            Ok((client, _)) => {
-                let handle = Arc::new(VmHandle {
-                    vm: tokio::sync::Mutex::new(vm),
-                    client,
-                });
-                self.vms
-                    .lock()
-                    .await
-                    .insert(vm_name.to_string(), handle.clone());
-                Ok(handle)
-            }
+            Ok((client, _)) => Ok((vm, client)),
             Err(e) => {
                 let console = std::fs::read_to_string(vm.paths().console).unwrap_or_default();
                 vm.quit(Duration::from_secs(1)).await;
@@ -374,7 +412,7 @@ fn qemu_status(vm: &Vm) -> String {
     }
 }
 
-fn agent_addr(config: &VmConfig) -> AgentAddr {
+pub(super) fn agent_addr(config: &VmConfig) -> AgentAddr {
     match config.transport {
         Transport::Serial => AgentAddr::Serial(config.paths().agent),
         Transport::Vsock { cid } => AgentAddr::Vsock {

@@ -23,6 +23,8 @@ fn config(machine: Machine, transport: Transport) -> VmConfig {
         free_page_reporting: true,
         netns: None,
         nic_mac: None,
+        ram_file: None,
+        incoming: false,
     }
 }
 
