@@ -847,6 +847,16 @@ mod tests {
         assert!(o.vsock && !o.bare);
         assert_eq!(o.hostname.as_deref(), Some("web"));
         assert!(o.module_groups.is_empty());
+        let o = BootOptions::parse("husk.template husk.mac=02:4a:0b:ff:00:9e");
+        assert!(o.template);
+        assert_eq!(o.mac, Some([0x02, 0x4a, 0x0b, 0xff, 0x00, 0x9e]));
+        for bad in [
+            "husk.mac=02:4a:0b:ff:00",
+            "husk.mac=02:4a:0b:ff:00:9e:01",
+            "husk.mac=zz:4a:0b:ff:00:9e",
+        ] {
+            assert_eq!(BootOptions::parse(bad).mac, None, "{bad}");
+        }
         let o = BootOptions::parse("husk.bare husk.shares= husk.modules=mmio,vsock");
         assert_eq!(o.module_groups, ["mmio", "vsock"]);
         assert!(!o.share_pid && BootOptions::parse("husk.share_pid").share_pid);

@@ -560,3 +560,120 @@ fn a_vm_killed_or_crashed_ends_its_containers_with_a_reason() {
     d.husk(&["sandbox", "rm", "pod"]).ok();
     d.assert_no_leftovers();
 }
+
+/// VM sandboxes start from a template (`[vm] template`, on by default): the first VM of a shape boots the
+/// template and saves it, every VM is a clone that loads its state (QEMU started `-incoming`, the template's RAM
+/// file mapped private), and each clone is still its own machine: its hostname, address, clock and random state
+/// (the kernel's boot ID, made on first read, differs). A template whose state file is damaged is refused and
+/// built again; one that fails to restore is removed and the VM boots cold; nothing is left after removal.
+#[test]
+fn sandboxes_start_from_a_template_each_its_own_machine() {
+    // A cache of this test's own, so that the builds it counts are its own.
+    let cache = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(
+        &["--driver", "vm"],
+        &format!(
+            "[vm]\ncache_dir = {:?}\n",
+            cache.path().display().to_string()
+        ),
+        true,
+    );
+    let built = || d.log().matches("VM template built").count();
+    let cold = || d.log().matches("booting cold").count();
+    let clone_of = |name: &str| -> bool {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.husk(&["sandbox", "inspect", name]).ok()).unwrap();
+        let id = v[0]["Id"].as_str().expect("sandbox Id").to_string();
+        let pids = qemu_pids(&id);
+        assert_eq!(pids.len(), 1, "{name}: one QEMU");
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", pids[0])).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        cmdline.contains("-incoming defer") && cmdline.contains("share=off")
+    };
+    for (name, host) in [("a", "alpha"), ("b", "beta")] {
+        d.husk(&["sandbox", "create", "--name", name, "--hostname", host])
+            .ok();
+        assert!(clone_of(name), "{name} started from the template");
+    }
+    assert_eq!(built(), 1, "one template for two VMs of one shape");
+    let seen = |name: &str| -> Vec<String> {
+        d.husk(&[
+            "run",
+            "--rm",
+            "--sandbox",
+            name,
+            IMAGE,
+            "sh",
+            "-c",
+            "hostname; cat /proc/sys/kernel/random/boot_id; date +%s; ip -4 addr show eth0 | grep inet",
+        ])
+        .ok()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect()
+    };
+    let (a, b) = (seen("a"), seen("b"));
+    assert_eq!((a[0].as_str(), b[0].as_str()), ("alpha", "beta"));
+    assert_ne!(a[1], b[1], "each clone has its own boot ID (random state)");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for seen in [&a, &b] {
+        let clock: i64 = seen[2].parse().unwrap();
+        assert!(
+            (clock - now).abs() < 60,
+            "the guest's clock {clock}, the host's {now}"
+        );
+    }
+    assert_ne!(a[3], b[3], "each clone has its own address");
+
+    // A damaged state file is refused: the template is built again and used.
+    let template_dir = std::fs::read_dir(cache.path().join("templates"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("template.json").exists())
+        .expect("the template's directory");
+    std::fs::write(template_dir.join("state"), b"not a device state").unwrap();
+    d.husk(&["sandbox", "create", "--name", "c"]).ok();
+    assert!(clone_of("c"));
+    assert_eq!(built(), 2, "rebuilt after the damage: {}", d.log());
+    assert!(d.log().contains("a damaged VM template"), "{}", d.log());
+
+    // A state that passes the digest but does not restore: the VM boots cold and the template goes.
+    std::fs::write(template_dir.join("state"), b"QEVM garbage").unwrap();
+    let digest = std::process::Command::new("sha256sum")
+        .arg(template_dir.join("state"))
+        .output()
+        .unwrap();
+    let digest = String::from_utf8_lossy(&digest.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let meta = template_dir.join("template.json");
+    let mut t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    t["state_sha256"] = serde_json::Value::String(digest);
+    std::fs::write(&meta, t.to_string()).unwrap();
+    d.husk(&["sandbox", "create", "--name", "cold"]).ok();
+    assert!(!clone_of("cold"), "booted cold");
+    assert_eq!(cold(), 1, "{}", d.log());
+    assert!(
+        !template_dir.exists(),
+        "the template that failed is removed"
+    );
+    assert!(
+        !d.husk(&["run", "--rm", "--sandbox", "cold", IMAGE, "hostname"])
+            .ok()
+            .is_empty(),
+        "the VM booted cold serves"
+    );
+    d.husk(&["sandbox", "create", "--name", "e"]).ok();
+    assert!(clone_of("e"));
+    assert_eq!(built(), 3);
+    d.husk(&["sandbox", "rm", "-f", "a", "b", "c", "cold", "e"])
+        .ok();
+    d.assert_no_leftovers();
+}

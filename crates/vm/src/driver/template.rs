@@ -95,9 +95,12 @@ impl VmDriver {
     }
 
     /// The template of `key` in `dir`: checked and used when it is there, else booted and saved now (one build at
-    /// a time; a VM that waited for another's build uses it).
+    /// a time in a daemon; a VM that waited for another's build uses it). Daemons may share a cache directory: a
+    /// template is built in a directory of the daemon's own and renamed into place whole; the first one there
+    /// wins.
     async fn template(&self, key: &str, dir: &Path, config: &VmConfig) -> Result<Template> {
         if let Some(t) = saved_template(dir) {
+            mark_used(dir);
             return Ok(t);
         }
         let _building = self.template_build.lock().await;
@@ -105,11 +108,13 @@ impl VmDriver {
             return Ok(t);
         }
         let run_dir = self.config.run_root.join("t").join(key);
-        // A template VM left by a daemon that died while building one.
+        // A template VM left by this daemon's predecessor, which died while building one.
         if let Ok(Some(mut stale)) = Vm::find(&run_dir).await {
             stale.quit(Duration::from_secs(5)).await;
         }
-        for d in [dir, run_dir.as_path()] {
+        remove_abandoned_builds(dir);
+        let build = build_dir(dir, std::process::id());
+        for d in [build.as_path(), run_dir.as_path()] {
             match std::fs::remove_dir_all(d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -117,22 +122,31 @@ impl VmDriver {
             }
         }
         let started = std::time::Instant::now();
-        let built = self.build_template(dir, &run_dir, config).await;
+        let built = self.build_template(&build, &run_dir, config).await;
         let _ = std::fs::remove_dir_all(&run_dir);
-        match built {
-            Ok(t) => {
-                tracing::info!(
-                    template = key,
-                    ms = started.elapsed().as_millis() as u64,
-                    "VM template built"
-                );
-                Ok(t)
-            }
-            Err(e) => {
-                discard(dir);
-                Err(e.context("build the VM template"))
-            }
+        if let Err(e) = built {
+            discard(&build);
+            return Err(e.context("build the VM template"));
         }
+        let placed = std::fs::rename(&build, dir);
+        if placed.is_err() {
+            // Another daemon sharing the cache placed one first.
+            discard(&build);
+        }
+        let t = saved_template(dir).ok_or_else(|| {
+            Error::backend(format!(
+                "the VM template built could not be placed at {}: {}",
+                dir.display(),
+                placed.err().map(|e| e.to_string()).unwrap_or_default()
+            ))
+        })?;
+        tracing::info!(
+            template = key,
+            ms = started.elapsed().as_millis() as u64,
+            "VM template built"
+        );
+        prune_templates(dir);
+        Ok(t)
     }
 
     async fn build_template(
@@ -185,14 +199,86 @@ impl VmDriver {
     }
 }
 
+/// How long a template no VM started from is kept once another is built.
+const UNUSED_TEMPLATE_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// Records that a VM started from the template in `dir` (its description's modification time).
+fn mark_used(dir: &Path) {
+    if let Ok(f) = std::fs::File::options()
+        .write(true)
+        .open(dir.join("template.json"))
+    {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Removes, beside the template just built in `dir`, the templates whose kernel or initramfs file is gone (a new
+/// guest image replaced it) and those no VM started from for [`UNUSED_TEMPLATE_KEPT`]. Running clones keep their
+/// mapping of a removed template's memory.
+fn prune_templates(dir: &Path) {
+    let Some(parent) = dir.parent() else {
+        return;
+    };
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path == dir || !path.join("template.json").exists() {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(path.join("template.json")) else {
+            continue;
+        };
+        let unused = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > UNUSED_TEMPLATE_KEPT);
+        let orphaned = std::fs::read_to_string(path.join("template.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Template>(&text).ok())
+            .is_none_or(|t| !t.config.kernel.exists() || !t.config.initramfs.exists());
+        if unused || orphaned {
+            tracing::info!(template = %path.display(), "pruned a VM template");
+            discard(&path);
+        }
+    }
+}
+
+/// Where this process builds the template of `dir`.
+fn build_dir(dir: &Path, pid: u32) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".build-{pid}"));
+    dir.with_file_name(name)
+}
+
+/// Removes the build directories, next to `dir`, of processes that no longer run.
+fn remove_abandoned_builds(dir: &Path) {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.build-", name.to_string_lossy());
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = file.strip_prefix(&prefix)
+            && !Path::new("/proc").join(pid).exists()
+        {
+            discard(&entry.path());
+        }
+    }
+}
+
 /// The template saved in `dir`, if it is whole: its description read, its state matching the digest recorded
 /// (a template that is not is removed, to be built again).
 fn saved_template(dir: &Path) -> Option<Template> {
-    let text = std::fs::read_to_string(dir.join("template.json")).ok()?;
-    let whole = serde_json::from_str::<Template>(&text).ok().filter(|t| {
-        dir.join("ram").is_file()
-            && file_sha256(&dir.join("state")).is_ok_and(|d| d == t.state_sha256)
-    });
+    if !dir.exists() {
+        return None;
+    }
+    let whole = std::fs::read_to_string(dir.join("template.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Template>(&text).ok())
+        .filter(|t| {
+            dir.join("ram").is_file()
+                && file_sha256(&dir.join("state")).is_ok_and(|d| d == t.state_sha256)
+        });
     if whole.is_none() {
         tracing::warn!(template = %dir.display(), "a damaged VM template: removed, to be built again");
         discard(dir);

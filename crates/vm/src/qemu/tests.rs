@@ -220,3 +220,39 @@ impl Drop for KillOnDrop {
         unsafe { libc::kill(self.0, libc::SIGKILL) };
     }
 }
+
+#[test]
+fn a_template_shares_its_ram_file_and_a_clone_maps_it_private_and_waits_for_its_state() {
+    let mut c = config(Machine::Microvm, Transport::Serial);
+    assert!(after(&c.args(), "-object").is_empty() && after(&c.args(), "-incoming").is_empty());
+    c.ram_file = Some(RamFile {
+        path: "/var/lib/husk/t/ram".into(),
+        shared: true,
+    });
+    let a = c.args();
+    assert_eq!(
+        after(&a, "-object"),
+        ["memory-backend-file,id=ram,size=320M,mem-path=/var/lib/husk/t/ram,share=on"]
+    );
+    assert!(after(&a, "-M")[0].ends_with(",memory-backend=ram"));
+    assert!(after(&a, "-incoming").is_empty());
+    c.ram_file = Some(RamFile {
+        path: "/var/lib/husk/t/ram".into(),
+        shared: false,
+    });
+    c.incoming = true;
+    let a = c.args();
+    assert!(after(&a, "-object")[0].ends_with(",share=off"));
+    assert_eq!(after(&a, "-incoming"), ["defer"]);
+}
+
+#[test]
+fn migration_commands_name_only_plain_paths() {
+    assert_eq!(
+        shell_path(Path::new("/var/lib/husk/vm-cache/templates/0a1b/state")).unwrap(),
+        "/var/lib/husk/vm-cache/templates/0a1b/state"
+    );
+    for bad in ["", "/tmp/a b", "/tmp/$(reboot)", "/tmp/a;b", "/tmp/'x'"] {
+        assert!(shell_path(Path::new(bad)).is_err(), "{bad:?}");
+    }
+}
