@@ -14,11 +14,12 @@
 #   bench/vm.sh [RUNS]        (default 5; run as root; HUSK=/path/to/husk to skip the build)
 #
 # With --density, instead: sandboxes are created one after another (each with the default bridge network, each
-# idle) until MAX run (default 50) or the host has 1 GiB of memory left (MemAvailable), first with the vm driver,
-# then, removed, as many with the linux driver in the same daemon. For each: how many ran, the host memory they
-# took in all and per sandbox (the fall of MemAvailable, and the PSS of each sandbox's host processes: QEMU for
-# a VM, the pause process for a linux sandbox), the create time of the first and the last (median of 3 each),
-# and the load average at the end.
+# idle) until MAX run (default 50) or the host has 1 GiB of memory left (MemAvailable), with the linux driver,
+# then, removed, with the vm driver (a daemon of each). For each: how many ran, the host memory they took in all
+# and per sandbox (the fall of MemAvailable; the PSS of each sandbox's host processes: QEMU for a VM, the pause
+# process for a linux sandbox; the growth of the kernel's own memory), the create time of the first and the
+# last (median of 3 each), the CPU their host processes use while idle (over 5 s; 100 % = one core) and the load
+# average at the end.
 #
 #   bench/vm.sh --density [MAX]
 #
@@ -72,6 +73,10 @@ start_daemon() {
     for _ in $(seq 200); do h version 2>/dev/null | grep -q "Server: husk" && break; sleep 0.1; done
     h image load -i "$work/busybox.tar" > /dev/null
 }
+stop_daemon() {
+    kill "$husk_pid"
+    for _ in $(seq 100); do kill -0 "$husk_pid" 2>/dev/null || break; sleep 0.1; done
+}
 start_daemon vm
 accel=$(h info | awk '/accelerator:/ {print $2; exit}')
 kernel=$(h info | awk '/guest_kernel:/ {print $2; exit}')
@@ -81,13 +86,22 @@ h run --rm bench/busybox:1 echo warm > /dev/null
 
 pss_of() { awk '/^Pss:/ {s += $2} END {print s + 0}' "$@" 2> /dev/null; }
 mem_available_kb() { awk '/^MemAvailable:/ {print $2}' /proc/meminfo; }
+# The kernel's own memory (slab, stacks, page tables, per-CPU): what a linux sandbox's namespaces, veth and
+# cgroups take, less noisy than MemAvailable on a host that reclaims in the background.
+kernel_kb() { awk '/^(Slab|KernelStack|PageTables|Percpu):/ {s += $2} END {print s}' /proc/meminfo; }
 # fill DRIVER: creates sandboxes until $density run or MemAvailable is under 1 GiB; prints one table row.
 fill() {
     driver=$1
+    # One sandbox made and removed first (the driver's first-use work: a VM template of this shape, CNI's
+    # state), then the baseline.
+    h sandbox create --driver "$driver" --name d0 > /dev/null
+    h sandbox rm -f d0 > /dev/null
+    for _ in $(seq 600); do [ "$(pgrep -f "$run/v/" | wc -l)" -eq 0 ] && break; sleep 0.1; done
     sync
     echo 3 > /proc/sys/vm/drop_caches
-    sleep 2
+    sleep 5
     before=$(mem_available_kb)
+    kernel_before=$(kernel_kb)
     : > "$work/create.ms"
     n=0
     while [ "$n" -lt "$density" ] && [ "$(mem_available_kb)" -gt $(( 1024 * 1024 )) ]; do
@@ -99,6 +113,7 @@ fill() {
     # Let the last guests finish booting (a VM's boot thread, the balloon's first free page reports).
     sleep 10
     after=$(mem_available_kb)
+    kernel_after=$(kernel_kb)
     pids=$(for s in $(h sandbox ls -q); do
         id=$(h sandbox inspect "$s" | sed -n 's/.*"Id": "\([0-9a-f]*\)".*/\1/p' | head -1)
         if [ "$driver" = vm ]; then cat "$run/v/$id/vm/qemu.pid"; else h sandbox inspect "$s" | sed -n 's/.*"Pid": \([0-9]*\).*/\1/p' | head -1; fi
@@ -107,7 +122,13 @@ fill() {
     first=$(head -3 "$work/create.ms" | sort -n | sed -n 2p)
     last=$(tail -3 "$work/create.ms" | sort -n | sed -n 2p)
     load=$(cut -d' ' -f1 /proc/loadavg)
-    echo "| $driver | $n | $(( (before - after) / 1024 )) MiB | $(( (before - after) / 1024 / n )) MiB | $(( pss / 1024 / n )) MiB | $first ms | $last ms | $load |"
+    # CPU the idle sandboxes' host processes use, over 5 s (clock ticks of utime + stime).
+    ticks() { for p in $pids; do [ -r "/proc/$p/stat" ] && awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s + 0}'; }
+    t0=$(ticks); sleep 5; t1=$(ticks)
+    cpu=$(awk -v d=$(( t1 - t0 )) -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.0f", d / hz / 5 * 100}')
+    per=$(awk -v kb=$(( before - after )) -v n="$n" 'BEGIN {printf "%.1f", kb / 1024 / n}')
+    kernel=$(awk -v kb=$(( kernel_after - kernel_before )) -v n="$n" 'BEGIN {printf "%.2f", kb / 1024 / n}')
+    echo "| $driver | $n | $(( (before - after) / 1024 )) MiB | $per MiB | $(( pss / 1024 / n )) MiB | $kernel MiB | $first ms | $last ms | $cpu % | $load |"
     for s in $(h sandbox ls -q); do h sandbox rm -f "$s" > /dev/null; done
     # QEMU goes in the background after a removal: wait for every VM to be gone before the next fill.
     for _ in $(seq 600); do [ "$(pgrep -f "$run/v/" | wc -l)" -eq 0 ] && break; sleep 0.1; done
@@ -115,13 +136,16 @@ fill() {
 if [ -n "$density" ]; then
     echo "accelerator: $accel; guest kernel: $kernel; at most $density sandboxes, until 1 GiB is left"
     echo
-    echo "| driver | sandboxes | host memory taken | per sandbox | PSS per sandbox | create, first 3 (median) | last 3 | load average |"
-    echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
-    fill vm
-    kill "$husk_pid"
-    for _ in $(seq 100); do kill -0 "$husk_pid" 2>/dev/null || break; sleep 0.1; done
+    echo "| driver | sandboxes | host memory taken (MemAvailable) | per sandbox | PSS per sandbox | kernel memory per sandbox | create, first 3 (median) | last 3 | CPU of the idle sandboxes | load average |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    # linux first, on a quiet host (the VMs' memory goes back to the host in the background after their removal,
+    # which would skew a small figure measured after them); the vm daemon's warm-up above built the templates.
+    stop_daemon
     start_daemon linux
     fill linux
+    stop_daemon
+    start_daemon vm
+    fill vm
     exit 0
 fi
 
@@ -144,8 +168,17 @@ bare_boot() {
     rm -f "$bare_dir"/*
     prev=""
     set --
+    # A VM started from a template has the template's RAM file and waits for its state (`-incoming`): the bare
+    # boot boots the same machine cold, in anonymous memory.
     while IFS= read -r a; do
-        a=$(printf '%s' "$a" | sed "s|$vm_dir|$bare_dir|g")
+        a=$(printf '%s' "$a" | sed -e "s|$vm_dir|$bare_dir|g" -e 's|,memory-backend=ram||')
+        case "$prev:$a" in
+            -incoming:*|-object:memory-backend-file*) prev=""; continue ;;
+            -object:*) set -- "$@" -object ;;
+        esac
+        case "$a" in
+            -incoming|-object) prev=$a; continue ;;
+        esac
         [ "$prev" = "-append" ] && a="$a husk.bare"
         set -- "$@" "$a"
         prev=$a
@@ -209,6 +242,9 @@ echo "| --- | --- |"
 echo "| \`husk run --rm --driver vm IMAGE echo hi\`, CLI start to the output | $omed ms ($(range "$work/husk_out.ms")) |"
 echo "| the same, CLI start to its exit (VM removed) | $hmed ms ($(range "$work/husk.ms")) |"
 echo "| bare boot of the same kernel + initramfs + machine, QEMU exec to exit | $bmed ms ($(range "$work/bare.ms")) |"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+echo "| husk's time / the bare boot's, to the output (medians) | $(ratio "$omed" "$bmed")x |"
+echo "| husk's time / the bare boot's, to the exit (medians) | $(ratio "$hmed" "$bmed")x |"
 echo "| husk's overhead over the bare boot, to the output (medians) | $(( (omed - bmed) * 100 / bmed )) % (per run: $(range "$work/over_out.pct") %) |"
 echo "| husk's overhead over the bare boot, to the exit (medians) | $(( (hmed - bmed) * 100 / bmed )) % (per run: $(range "$work/over.pct") %) |"
 echo "| host memory per idle VM sandbox (QEMU PSS; RSS), one sandbox | $(( idle_pss / 1024 )) MiB; $(( idle_rss / 1024 )) MiB |"
