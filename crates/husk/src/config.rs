@@ -222,6 +222,9 @@ pub struct VmSettings {
     /// Start VM sandboxes from a template: one guest booted once and saved; each new VM loads its state and maps
     /// its memory copy-on-write (a failed restore falls back to a cold boot).
     pub template: bool,
+    /// Offer every VM's memory to the host's kernel samepage merging (KSM), turning KSM on if it is off: identical
+    /// pages of different VMs are kept once, for the CPU KSM's scanner uses.
+    pub ksm: bool,
 }
 
 impl Default for VmSettings {
@@ -236,6 +239,7 @@ impl Default for VmSettings {
             boot_timeout: 120,
             tcg_cache_mib: husk_vm::DEFAULT_TCG_CACHE_MIB,
             template: true,
+            ksm: false,
         }
     }
 }
@@ -276,6 +280,7 @@ impl VmSettings {
         }
         c.tcg_cache_mib = self.tcg_cache_mib;
         c.template = self.template;
+        c.ksm = self.ksm;
         Ok(c)
     }
 }
@@ -851,7 +856,7 @@ max_concurrent_downloads = 2
 
     #[test]
     fn vm_section_reaches_the_vm_driver() {
-        let text = "[vm]\naccel = \"tcg\"\nmachine = \"q35\"\ncache_dir = \"/c\"\nboot_timeout = 7\ntcg_cache_mib = 32\ntemplate = false\n";
+        let text = "[vm]\naccel = \"tcg\"\nmachine = \"q35\"\ncache_dir = \"/c\"\nboot_timeout = 7\ntcg_cache_mib = 32\ntemplate = false\nksm = true\n";
         let config: DaemonConfig = toml::from_str(text).unwrap();
         let c = config
             .vm
@@ -868,7 +873,7 @@ max_concurrent_downloads = 2
         assert_eq!(c.root, Path::new("/r/vm"));
         assert_eq!(c.boot_timeout, Duration::from_secs(7));
         assert_eq!(c.tcg_cache_mib, 32);
-        assert!(!c.template);
+        assert!(!c.template && c.ksm);
         let bad: DaemonConfig = toml::from_str("[vm]\naccel = \"fast\"\n").unwrap();
         let e = bad
             .vm

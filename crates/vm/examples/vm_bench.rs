@@ -97,6 +97,7 @@ fn config(
         nic_mac: None,
         ram_file: None,
         incoming: false,
+        mem_merge: false,
     }
 }
 

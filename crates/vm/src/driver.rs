@@ -34,7 +34,7 @@ mod shares;
 mod template;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,6 +93,8 @@ pub struct VmDriverConfig {
     pub networks: Option<Arc<husk_net::Networks>>,
     /// Start VMs from a template (see `driver/template.rs`) rather than with a cold boot.
     pub template: bool,
+    /// Offer the VMs' memory to the host's KSM, and turn KSM on if it is off.
+    pub ksm: bool,
 }
 
 impl VmDriverConfig {
@@ -116,6 +118,7 @@ impl VmDriverConfig {
             tcg_cache_mib: DEFAULT_TCG_CACHE_MIB,
             networks: None,
             template: true,
+            ksm: false,
         }
     }
 }
@@ -167,6 +170,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The host's KSM switch.
+const KSM_RUN: &str = "/sys/kernel/mm/ksm/run";
+
+/// Turns the host's KSM on (`run` = 1) when it is off; says so, or why it could not. A host where KSM was
+/// stopped with its merged pages unmerged (2) is left as the administrator set it.
+fn start_ksm(run: &Path) {
+    match std::fs::read_to_string(run).as_deref().map(str::trim) {
+        Ok("0") => match std::fs::write(run, "1") {
+            Ok(()) => tracing::info!("turned the host's KSM on ([vm] ksm)"),
+            Err(e) => {
+                tracing::warn!("[vm] ksm: cannot turn KSM on ({e}): VMs' memory is not merged")
+            }
+        },
+        Ok("1") => {}
+        Ok(other) => tracing::warn!(
+            "[vm] ksm: the host's KSM is set to {other} (not 0 or 1): left as it is, VMs' memory is not merged"
+        ),
+        Err(e) => {
+            tracing::warn!("[vm] ksm: this kernel has no KSM ({e}): VMs' memory is not merged")
+        }
+    }
+}
+
 impl VmDriver {
     /// A driver with `config`; detects the accelerator now (a quick, bounded probe).
     pub fn new(config: VmDriverConfig) -> Result<VmDriver> {
@@ -174,6 +200,9 @@ impl VmDriver {
             std::fs::create_dir_all(&dir).context(format!("create {}", dir.display()))?;
         }
         let accel = crate::accel::detect(config.accel);
+        if config.ksm {
+            start_ksm(Path::new(KSM_RUN));
+        }
         Ok(VmDriver {
             config,
             accel,
@@ -290,6 +319,17 @@ impl Driver for VmDriver {
                 Transport::Vsock { .. } => "vsock".into(),
             },
         );
+        details.insert("template".into(), self.config.template.to_string());
+        if self.config.ksm {
+            details.insert(
+                "ksm".into(),
+                match std::fs::read_to_string(KSM_RUN).as_deref().map(str::trim) {
+                    Ok("1") => "running".into(),
+                    Ok(other) => format!("not running (run = {other})"),
+                    Err(e) => format!("unavailable ({e})"),
+                },
+            );
+        }
         if let Ok(img) = tokio::task::block_in_place(|| self.guest_image()) {
             details.insert("guest_kernel".into(), img.kernel_release);
             details.insert(

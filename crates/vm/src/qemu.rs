@@ -134,6 +134,10 @@ pub struct VmConfig {
     /// Start stopped, waiting for a saved template's device state ([`Vm::restore`]).
     #[serde(default)]
     pub incoming: bool,
+    /// Offer the guest's RAM to the host's KSM (QEMU's `mem-merge`): identical pages of different VMs are kept
+    /// once when the host runs KSM.
+    #[serde(default)]
+    pub mem_merge: bool,
 }
 
 /// A file backing a VM's RAM.
@@ -240,6 +244,11 @@ impl VmConfig {
             Machine::Microvm => "microvm,acpi=on,pit=on,pic=on,rtc=on,isa-serial=on".to_string(),
             Machine::Q35 => "q35".to_string(),
         };
+        machine.push_str(if self.mem_merge {
+            ",mem-merge=on"
+        } else {
+            ",mem-merge=off"
+        });
         if let Some(ram) = &self.ram_file {
             machine.push_str(",memory-backend=ram");
             push(&[

@@ -227,6 +227,7 @@ impl TestVm {
             nic_mac: None,
             ram_file: None,
             incoming: false,
+            mem_merge: false,
         };
         let launched = Instant::now();
         let vm = husk_vm::Vm::launch(config).await.expect("launch QEMU");

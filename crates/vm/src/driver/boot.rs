@@ -167,6 +167,7 @@ impl VmDriver {
             nic_mac: attached.nic.as_ref().map(|n| n.mac.clone()),
             ram_file: None,
             incoming: false,
+            mem_merge: self.config.ksm,
         };
         // What a clone of the template is told after its restore: this VM's kernel command line, and the MAC its
         // network interface must take (the template's device kept the template's).

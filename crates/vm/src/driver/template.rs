@@ -362,6 +362,7 @@ mod tests {
             nic_mac: Some("02:00:00:00:00:01".into()),
             ram_file: None,
             incoming: false,
+            mem_merge: false,
         }
     }
 

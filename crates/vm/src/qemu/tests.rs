@@ -25,6 +25,7 @@ fn config(machine: Machine, transport: Transport) -> VmConfig {
         nic_mac: None,
         ram_file: None,
         incoming: false,
+        mem_merge: false,
     }
 }
 
@@ -41,7 +42,7 @@ fn microvm_command_line() {
     let a = c.args();
     assert_eq!(
         after(&a, "-M"),
-        ["microvm,acpi=on,pit=on,pic=on,rtc=on,isa-serial=on"]
+        ["microvm,acpi=on,pit=on,pic=on,rtc=on,isa-serial=on,mem-merge=off"]
     );
     assert_eq!(after(&a, "-accel"), ["tcg,tb-size=64"]);
     assert_eq!(after(&a, "-cpu"), ["max"]);
@@ -113,7 +114,7 @@ fn q35_and_vsock_variants() {
     let mut c = config(Machine::Q35, Transport::Vsock { cid: 42 });
     c.accel = Accel::Kvm;
     let a = c.args();
-    assert_eq!(after(&a, "-M"), ["q35"]);
+    assert_eq!(after(&a, "-M"), ["q35,mem-merge=off"]);
     assert_eq!(after(&a, "-accel"), ["kvm"]);
     assert_eq!(after(&a, "-cpu"), ["host"]);
     let devices = after(&a, "-device");
