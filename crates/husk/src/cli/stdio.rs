@@ -127,12 +127,14 @@ where
             Ok(Some(Frame::Exit(code))) => return Ok(code),
             Ok(Some(Frame::Error(message))) => return Err(anyhow!("{message}")),
             Ok(Some(_)) => {}
+            // The daemon always ends the stream with the exit code or an error: a stream that stops before
+            // either is a daemon that went away (stopped, killed) or a connection cut.
             Ok(None) => {
                 return Err(anyhow!(
-                    "the stream ended before the process's exit code arrived"
+                    "read the daemon's stream: it ended before the process's exit code arrived (the daemon stopped or the connection was cut)"
                 ));
             }
-            Err(e) => return Err(anyhow!("reading the stream: {e}")),
+            Err(e) => return Err(anyhow!("read the daemon's stream: {e}")),
         }
     }
 }
