@@ -175,18 +175,16 @@ impl VmDriver {
         if let Some(mac) = &config.nic_mac {
             clone_boot_options.push_str(&format!(" husk.mac={mac}"));
         }
-        let started = match self.config.template && config.transport == Transport::Serial {
-            true => match self
-                .start_from_template(vm_name, &config, attached, &clone_boot_options)
+        let templated = self.config.template && config.transport == Transport::Serial;
+        let started = if templated {
+            self.start_from_template(vm_name, &config, attached, &clone_boot_options)
                 .await
-            {
-                Ok(started) => Some(started),
-                Err(e) => {
-                    tracing::warn!(vm = vm_name, "start from the template: {e}; booting cold");
-                    None
-                }
-            },
-            false => None,
+                .inspect_err(|e| {
+                    tracing::warn!(vm = vm_name, "start from the template: {e}; booting cold")
+                })
+                .ok()
+        } else {
+            None
         };
         let (vm, client) = match started {
             Some(started) => started,

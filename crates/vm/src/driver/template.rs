@@ -12,9 +12,9 @@
 //! Files: `cache_dir/templates/<key>/` holds `ram` (the guest's memory), `state` (the device state) and
 //! `template.json` (the template's [`VmConfig`] and the state's digest); `run_root/t/<key>/` is the template
 //! VM's directory while it boots. `<key>` is a digest of everything a clone must share with its template: QEMU,
-//! machine, accelerator, memory, CPUs, devices, kernel and initramfs (path, size, modification time) and husk's
-//! version; anything else makes another template. A template whose state does not match its digest, or that
-//! fails to restore, is removed (the next VM builds it again) and the VM boots cold.
+//! machine, accelerator, memory, CPUs, devices, kernel and initramfs (path, size, inode) and husk's version;
+//! anything else makes another template. A template whose state does not match its digest, or that fails to
+//! restore, is removed (the next VM builds it again) and the VM boots cold.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -69,14 +69,13 @@ impl VmDriver {
             shared: false,
         });
         clone.incoming = true;
-        let vm = Vm::launch(clone).await?;
-        let mut vm = vm;
+        let mut vm = Vm::launch(clone).await?;
         if let Err(e) = vm.restore(&dir.join("state")).await {
             vm.quit(Duration::from_secs(1)).await;
             discard(&dir);
             return Err(e.context("restore the template"));
         }
-        let (vm, client) = match self
+        let (mut vm, client) = match self
             .connect(vm_name, vm, attached, CLONE_ANSWER_TIMEOUT)
             .await
         {
@@ -86,7 +85,6 @@ impl VmDriver {
                 return Err(e);
             }
         };
-        let mut vm = vm;
         if let Err(e) = client.configure(boot_options).await {
             vm.quit(Duration::from_secs(1)).await;
             return Err(e.context("configure the VM started from the template"));
@@ -318,15 +316,17 @@ fn template_key(config: &VmConfig) -> Result<String> {
         serde_json::to_vec(&shape)
             .map_err(|e| Error::internal(format!("encode the VM's shape: {e}")))?,
     );
+    // A file by its path, size and inode: a new guest image is a new file (the cache names its files by their
+    // content and renames them into place). Not its modification time, which the cache touches on each use.
     for file in [&config.kernel, &config.initramfs] {
         let meta = std::fs::metadata(file).context(format!("stat {}", file.display()))?;
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        digest.update(format!("{}:{}:{mtime}\n", file.display(), meta.len()));
+        digest.update(format!(
+            "{}:{}:{}:{}\n",
+            file.display(),
+            meta.len(),
+            std::os::unix::fs::MetadataExt::dev(&meta),
+            std::os::unix::fs::MetadataExt::ino(&meta)
+        ));
     }
     digest.update(env!("CARGO_PKG_VERSION"));
     Ok(hex::encode(&digest.finalize()[..8]))
@@ -384,8 +384,14 @@ mod tests {
             assert_ne!(template_key(&a).unwrap(), template_key(&other).unwrap());
         }
         let before = template_key(&a).unwrap();
-        std::fs::write(&kernel, b"a new kernel").unwrap();
-        assert_ne!(template_key(&a).unwrap(), before, "a changed kernel file");
+        let used = std::fs::File::options().write(true).open(&kernel).unwrap();
+        used.set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(template_key(&a).unwrap(), before, "the cache marking a use");
+        let new = tmp.path().join("vmlinux.new");
+        std::fs::write(&new, b"a new kernel").unwrap();
+        std::fs::rename(&new, &kernel).unwrap();
+        assert_ne!(template_key(&a).unwrap(), before, "a new kernel file");
     }
 
     #[test]
