@@ -413,6 +413,9 @@ pub struct NetworkSettings {
     pub bridge: String,
     /// Subnet of the default network.
     pub subnet: String,
+    /// Run the `bridge` CNI plugin (with `host-local` addresses) inside the daemon, over netlink, for the
+    /// bridge networks husk writes itself; other lists and options still run the plugin binaries.
+    pub builtin_bridge: bool,
 }
 
 impl Default for NetworkSettings {
@@ -424,6 +427,7 @@ impl Default for NetworkSettings {
             default_network: d.default_network,
             bridge: d.default_bridge,
             subnet: d.default_subnet,
+            builtin_bridge: d.builtin_bridge,
         }
     }
 }

@@ -226,6 +226,7 @@ pub async fn run(args: DaemonArgs, activation: Activation) -> Result<i32> {
     cni.default_network = config.network.default_network.clone();
     cni.default_bridge = config.network.bridge.clone();
     cni.default_subnet = config.network.subnet.clone();
+    cni.builtin_bridge = config.network.builtin_bridge;
     let networks =
         Arc::new(tokio::task::spawn_blocking(move || husk_net::Networks::open(cni)).await??);
     let drivers = make_drivers(&config, &networks, &images).await?;

@@ -29,6 +29,9 @@ pub struct CniConfig {
     pub host_resolv_conf: PathBuf,
     /// The longest one plugin may run before it is killed and the operation fails.
     pub plugin_timeout: Duration,
+    /// Runs the `bridge` plugin (with host-local addresses) inside the daemon for the configurations it
+    /// implements (husk's generated bridge networks) instead of exec'ing the binaries ([`crate::builtin`]).
+    pub builtin_bridge: bool,
 }
 
 /// Default directory of configuration lists.
@@ -55,6 +58,7 @@ impl CniConfig {
             default_bridge: DEFAULT_BRIDGE.to_string(),
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
             plugin_timeout: Duration::from_secs(60),
+            builtin_bridge: true,
         }
     }
 

@@ -73,7 +73,8 @@ impl Networks {
             std::fs::create_dir_all(dir).context(format!("create {}", dir.display()))?;
         }
         let networks = Networks {
-            runner: PluginRunner::new(config.plugin_dirs.clone(), config.plugin_timeout),
+            runner: PluginRunner::new(config.plugin_dirs.clone(), config.plugin_timeout)
+                .with_builtin_bridge(config.builtin_bridge),
             cache: Cache::open(config.attachments_dir())?,
             catalog: RwLock::new(Catalog::default()),
             ports_lock: Mutex::new(()),
@@ -564,15 +565,14 @@ impl Networks {
                 continue;
             }
             let unfinished = !record.complete && index == record.plugins_added;
+            let stdin = list.plugin_stdin(index, record.result.as_ref(), &caps);
             if unfinished
-                && self
+                && !self
                     .runner
-                    .find(&list.name, list.plugin_type(index))
-                    .is_err()
+                    .can_run(&list.name, list.plugin_type(index), &stdin)
             {
                 continue; // its ADD failed because the binary is missing: it never ran
             }
-            let stdin = list.plugin_stdin(index, record.result.as_ref(), &caps);
             if let Err(e) = self
                 .runner
                 .run(&list.name, list.plugin_type(index), &call, &stdin)

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use husk_core::{Error, ErrorKind, Result};
 use serde_json::Value;
 
+use crate::builtin::BridgeConf;
 use crate::result::PluginError;
 
 /// A CNI operation.
@@ -53,12 +54,36 @@ pub struct Invocation<'a> {
 pub struct PluginRunner {
     dirs: Vec<PathBuf>,
     timeout: Duration,
+    builtin_bridge: bool,
 }
 
 impl PluginRunner {
     /// A runner searching `dirs` in order, killing a plugin that runs longer than `timeout`.
     pub fn new(dirs: Vec<PathBuf>, timeout: Duration) -> Self {
-        PluginRunner { dirs, timeout }
+        PluginRunner {
+            dirs,
+            timeout,
+            builtin_bridge: false,
+        }
+    }
+
+    /// Runs the `bridge` plugin inside the process for the configurations the built-in implements
+    /// ([`crate::builtin`]), the binary for the others.
+    pub fn with_builtin_bridge(mut self, on: bool) -> Self {
+        self.builtin_bridge = on;
+        self
+    }
+
+    /// The built-in implementation of plugin `ty` for `stdin`, if it has one and it is on.
+    fn builtin(&self, ty: &str, stdin: &Value) -> Option<BridgeConf> {
+        (self.builtin_bridge && ty == "bridge")
+            .then(|| BridgeConf::parse(stdin))
+            .flatten()
+    }
+
+    /// Whether plugin `ty` can run for `stdin`: built in, or its binary found.
+    pub fn can_run(&self, network: &str, ty: &str, stdin: &Value) -> bool {
+        self.builtin(ty, stdin).is_some() || self.find(network, ty).is_ok()
     }
 
     /// The path of plugin `ty`, or an error naming the network, the plugin and the directories searched.
@@ -81,6 +106,18 @@ impl PluginRunner {
         call: &Invocation<'_>,
         stdin: &Value,
     ) -> Result<Option<Value>> {
+        if let Some(conf) = self.builtin(ty, stdin) {
+            let started = Instant::now();
+            let result = conf.run(call);
+            tracing::debug!(
+                network,
+                plugin = ty,
+                command = call.command.as_str(),
+                micros = started.elapsed().as_micros() as u64,
+                "cni plugin ran (built in)"
+            );
+            return result;
+        }
         let path = self.find(network, ty)?;
         let started = Instant::now();
         let output = self.exec(&path, call, stdin).map_err(|e| {

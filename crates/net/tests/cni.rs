@@ -149,6 +149,79 @@ fn two_sandboxes_on_one_bridge_reach_each_other_by_ip() {
 }
 
 #[test]
+fn the_built_in_bridge_and_the_plugin_binary_take_turns_on_one_network() {
+    // The built-in needs no binary: its networks open on a plugin directory that is empty (portmap is idle
+    // without published ports).
+    let net = TestNet::new();
+    let empty = net.dir.path().join("no-plugins");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut builtin_config = net.config.clone();
+    builtin_config.plugin_dirs = vec![empty];
+    assert!(builtin_config.builtin_bridge, "on by default");
+    let builtin = Networks::open(builtin_config).unwrap();
+    let mut binary_config = net.config.clone();
+    binary_config.builtin_bridge = false;
+    let binary = Networks::open(binary_config).unwrap();
+
+    // One attached by each, on one bridge, one allocation directory: distinct addresses, and they talk.
+    let (ns_a, ns_b) = (Netns::new(), Netns::new());
+    let (id_a, id_b) = (sandbox_id(), sandbox_id());
+    let a = builtin.setup(&id_a, &ns_a.path, &bridge()).unwrap();
+    let b = binary.setup(&id_b, &ns_b.path, &bridge()).unwrap();
+    assert_ne!(a.addresses, b.addresses);
+    assert_eq!(
+        (a.gateway.as_str(), a.interface.as_str()),
+        (b.gateway.as_str(), "eth0")
+    );
+    assert_eq!(a.mac.len(), 17, "{a:?}");
+    let mut links = ns_a.links();
+    links.sort();
+    assert_eq!(links, ["eth0", "lo"]);
+    assert!(
+        host_veth(&net, &id_a).starts_with("veth"),
+        "the binary's naming"
+    );
+    serve_in(&ns_b.path, 7002, "hello from the binary's sandbox", 1);
+    let target = SocketAddr::new(ip_of(&b), 7002);
+    assert_eq!(
+        in_netns(&ns_a.path, move || read_from(target)).unwrap(),
+        "hello from the binary's sandbox"
+    );
+    serve_in(&ns_a.path, 7003, "hello from the built-in's sandbox", 1);
+    let target = SocketAddr::new(ip_of(&a), 7003);
+    assert_eq!(
+        in_netns(&ns_b.path, move || read_from(target)).unwrap(),
+        "hello from the built-in's sandbox"
+    );
+    // Each checks and detaches what the other attached.
+    binary.check(&id_a, &ns_a.path).unwrap();
+    builtin.check(&id_b, &ns_b.path).unwrap();
+    let (sandbox_a, sandbox_b) = (attached(&net, &id_a, &a), attached(&net, &id_b, &b));
+    binary.teardown(&id_a, Some(&ns_a.path)).unwrap();
+    assert_nothing_left(&net, &binary, &sandbox_a);
+    builtin.teardown(&id_b, Some(&ns_b.path)).unwrap();
+    assert_nothing_left(&net, &builtin, &sandbox_b);
+
+    // The built-in's CHECK finds a broken attachment as the binary's does, and its DEL works without the
+    // namespace.
+    let ns = Netns::new();
+    let id = sandbox_id();
+    let status = builtin.setup(&id, &ns.path, &bridge()).unwrap();
+    ns.exec(&["ip", "addr", "flush", "dev", "eth0"]);
+    let err = builtin.check(&id, &ns.path).unwrap_err();
+    assert!(
+        err.message.contains("CNI plugin \"bridge\" failed CHECK")
+            && err.message.contains("does not have"),
+        "{}",
+        err.message
+    );
+    let sandbox = attached(&net, &id, &status);
+    ns.delete();
+    builtin.teardown(&id, None).unwrap();
+    assert_nothing_left(&net, &builtin, &sandbox);
+}
+
+#[test]
 fn published_port_answers_on_localhost_and_teardown_removes_everything() {
     let net = TestNet::new();
     let networks = net.open();
@@ -675,6 +748,7 @@ fn errors_name_the_network_and_plugin_and_leave_nothing() {
     let status = networks.setup(&id, &ns.path, &published).unwrap();
     let mut without_plugins = net.config.clone();
     without_plugins.plugin_dirs = vec![net.dir.path().join("no-plugins")];
+    without_plugins.builtin_bridge = false; // else the built-in bridge needs no binary
     let crippled = Networks::open(without_plugins).unwrap();
     let err = crippled.teardown(&id, Some(&ns.path)).unwrap_err();
     assert!(
