@@ -106,20 +106,31 @@ impl PluginRunner {
         call: &Invocation<'_>,
         stdin: &Value,
     ) -> Result<Option<Value>> {
-        if let Some(conf) = self.builtin(ty, stdin) {
-            let started = Instant::now();
-            let result = conf.run(call);
-            tracing::debug!(
-                network,
-                plugin = ty,
-                command = call.command.as_str(),
-                micros = started.elapsed().as_micros() as u64,
-                "cni plugin ran (built in)"
-            );
-            return result;
-        }
-        let path = self.find(network, ty)?;
         let started = Instant::now();
+        let builtin = self.builtin(ty, stdin);
+        let result = match &builtin {
+            Some(conf) => conf.run(call),
+            None => self.run_binary(network, ty, call, stdin),
+        };
+        tracing::debug!(
+            network,
+            plugin = ty,
+            command = call.command.as_str(),
+            built_in = builtin.is_some(),
+            micros = started.elapsed().as_micros() as u64,
+            "cni plugin ran"
+        );
+        result
+    }
+
+    fn run_binary(
+        &self,
+        network: &str,
+        ty: &str,
+        call: &Invocation<'_>,
+        stdin: &Value,
+    ) -> Result<Option<Value>> {
+        let path = self.find(network, ty)?;
         let output = self.exec(&path, call, stdin).map_err(|e| {
             e.context(format!(
                 "network {network:?}: CNI plugin {ty:?} ({}) {}",
@@ -127,13 +138,6 @@ impl PluginRunner {
                 call.command.as_str()
             ))
         })?;
-        tracing::debug!(
-            network,
-            plugin = ty,
-            command = call.command.as_str(),
-            micros = started.elapsed().as_micros() as u64,
-            "cni plugin ran"
-        );
         if !output.status.success() {
             return Err(plugin_failure(network, ty, call.command, &output));
         }
