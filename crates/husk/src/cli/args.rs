@@ -36,6 +36,7 @@ pub struct Cli {
 // Parsed once per process: variant sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Run the husk daemon in the foreground.
     Daemon(DaemonArgs),
@@ -135,6 +136,7 @@ pub struct ManArgs {
 
 /// `husk vm ...`: run on this host, without a daemon.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum VmCommand {
     /// Build the vm driver's guest kernel and initramfs (or find them in the cache) as the daemon with these
     /// settings would, and print where they are.
@@ -633,6 +635,7 @@ pub struct RenameArgs {
 /// `husk sandbox ...`.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum SandboxCommand {
     /// Create a sandbox.
     Create(SandboxCreateArgs),
@@ -721,6 +724,7 @@ pub struct SandboxRmArgs {
 
 /// `husk image ...`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ImageCommand {
     /// Load images from a `docker save` or OCI-layout archive.
     Load(ImageLoadArgs),
@@ -833,6 +837,7 @@ pub struct CommitArgs {
 
 /// `husk system ...`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum SystemCommand {
     /// Show disk use of images and containers.
     Df(SystemDfArgs),
@@ -918,6 +923,7 @@ pub struct ImageTagArgs {
 
 /// `husk network ...`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum NetworkCommand {
     /// List networks.
     #[command(alias = "list")]
@@ -982,6 +988,7 @@ pub struct CpArgs {
 
 /// `husk volume ...`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum VolumeCommand {
     /// Create a volume.
     Create(VolumeCreateArgs),
@@ -1050,6 +1057,7 @@ pub struct VolumeRmArgs {
 // Parsed once per process: variant sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ContainerCommand {
     /// Create and start a container.
     Run(RunArgs),
@@ -1102,6 +1110,7 @@ pub enum ContainerCommand {
 // Parsed once per process: variant sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ContainerSubcommand {
     /// The container commands.
     #[command(flatten)]

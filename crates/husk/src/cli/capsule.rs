@@ -10,6 +10,7 @@ use crate::client::Client;
 
 /// `husk capsule`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum CapsuleCommand {
     /// Create a capsule from a manifest: its sandbox, volumes and containers (init containers first).
     Create(CreateArgs),

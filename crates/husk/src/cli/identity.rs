@@ -11,6 +11,7 @@ use crate::client::Client;
 
 /// `husk project`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ProjectCommand {
     /// Create a project.
     Create(ProjectCreateArgs),
@@ -21,6 +22,7 @@ pub enum ProjectCommand {
 
 /// `husk user`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum UserCommand {
     /// Create a user of one project.
     Create(UserCreateArgs),
