@@ -197,8 +197,9 @@ fn with_vm_hostname(config: &ContainerConfig) -> ContainerConfig {
 }
 
 /// Drops the network, IPC and UTS namespaces from the spec: the containers keep the VM's, which the shim (started
-/// by the agent) is in.
+/// by the agent) is in. So the spec sets no hostname either: the VM's is the sandbox's.
 fn keep_vm_namespaces(spec: &mut oci_spec::runtime::Spec) {
+    spec.set_hostname(None);
     if let Some(linux) = spec.linux_mut()
         && let Some(list) = linux.namespaces().clone()
     {

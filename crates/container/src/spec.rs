@@ -573,7 +573,7 @@ pub fn container_spec(input: &SpecInput<'_>) -> Result<Spec> {
             }
         }
     }
-    let spec = json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": input.rootfs, "readonly": sec.readonly_rootfs},
@@ -581,6 +581,10 @@ pub fn container_spec(input: &SpecInput<'_>) -> Result<Spec> {
         "linux": linux,
         "annotations": {"io.husk.container.name": input.config.name},
     });
+    // A pinned UTS namespace got its hostname when it was made; a new one gets it from the runtime.
+    if input.namespaces.uts.is_none() && !input.config.hostname.is_empty() {
+        spec["hostname"] = json!(input.config.hostname);
+    }
     serde_json::from_value(spec)
         .map_err(|e| Error::invalid("config", format!("cannot build a valid OCI spec: {e}")))
 }

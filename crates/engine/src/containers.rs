@@ -224,6 +224,7 @@ impl Engine {
                     name: name.clone(),
                     hostname: req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
                     share_pid: req.share_pid,
+                    private_ipc_uts: true,
                     network: config.network.clone(),
                     resources: req.resources.clone(),
                     labels: Default::default(),

@@ -120,6 +120,7 @@ impl Engine {
                 share_pid,
                 host_pid: req.host_pid,
                 host_ipc: req.host_ipc,
+                private_ipc_uts: false,
                 user_namespace: req.user_namespace,
                 network: req.network,
                 resources: req.resources,

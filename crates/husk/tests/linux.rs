@@ -82,6 +82,81 @@ fn standalone_namespaces_are_all_private() {
     }
 }
 
+/// The sandbox `run` makes for one container pins only its network namespace (its address survives a
+/// restart); IPC, UTS and `/dev/shm` are the container's own, made at each start, as Docker's private IPC.
+/// Two mounts in the daemon's namespace (root and network pin) instead of five: every container's start copies
+/// that table.
+#[test]
+fn a_run_container_s_own_sandbox_pins_only_its_network() {
+    let d = Daemon::start(&[]);
+    let run_root = d.run_root.display().to_string();
+    let mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let before = mounts().lines().filter(|l| l.contains(&run_root)).count();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--hostname",
+        "web",
+        "--shm-size",
+        "8m",
+        IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let sb = d.inspect("a")["SandboxId"].as_str().unwrap().to_string();
+    let sandbox = d.inspect(&sb);
+    let ours: Vec<String> = mounts()
+        .lines()
+        .filter(|l| l.contains(&run_root))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        ours.len() - before,
+        2,
+        "root and network pin only:\n{}",
+        ours.join("\n")
+    );
+    let namespaces = sandbox["Namespaces"].as_object().unwrap();
+    assert_eq!(namespaces.keys().collect::<Vec<_>>(), ["net"], "{sandbox}");
+    let pid = d.pid("a");
+    assert_eq!(
+        ns_inode(pid, "net"),
+        file_inode(namespaces["net"].as_str().unwrap())
+    );
+    for kind in ["ipc", "uts"] {
+        assert_ne!(
+            ns_inode(pid, kind),
+            ns_inode(std::process::id() as i32, kind),
+            "{kind}"
+        );
+    }
+    let inside = |cmd: &str| d.husk(&["exec", "a", "sh", "-c", cmd]).ok();
+    assert_eq!(inside("hostname").trim(), "web");
+    assert!(
+        inside("df -k /dev/shm | tail -1").contains(" 8192 "),
+        "its own /dev/shm, sized"
+    );
+    let address = inside("ip -4 addr show eth0 | grep inet");
+    // (A new UTS namespace's inode number may be the freed one's: the kernel reuses them, so none is compared.)
+    d.husk(&["restart", "-t", "1", "a"]).ok();
+    assert_eq!(inside("hostname").trim(), "web", "the hostname comes back");
+    assert_eq!(
+        inside("ip -4 addr show eth0 | grep inet"),
+        address,
+        "the address stays"
+    );
+    d.husk(&["rm", "-f", "a"]).ok();
+    assert!(
+        Daemon::eventually(Duration::from_secs(5), || {
+            mounts().lines().filter(|l| l.contains(&run_root)).count() == before
+        }),
+        "nothing of it left mounted"
+    );
+}
+
 /// A sandbox on the host's network with a shared PID namespace: its pause joins only the namespaces it pinned
 /// (there is no network namespace of its own). It used to panic the daemon's request task.
 #[test]

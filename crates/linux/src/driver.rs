@@ -311,9 +311,15 @@ impl Driver for LinuxDriver {
             (None, Some(pid)) if pid > 0 => is_pause_process(pid),
             _ => true,
         };
-        Ok(pause_alive
-            && (sandbox.config.host_ipc || namespaces::is_pinned(&ns.join("ipc")))
-            && namespaces::is_pinned(&ns.join("uts")))
+        let recorded = &sandbox.runtime.namespaces;
+        let pinned = |kind: &str| namespaces::is_pinned(&ns.join(kind));
+        // A sandbox with private IPC and UTS pinned only its network namespace (none on the host's network).
+        let namespaces_alive = if sandbox.config.private_ipc_uts && !recorded.contains_key("uts") {
+            !recorded.contains_key("net") || pinned("net")
+        } else {
+            (sandbox.config.host_ipc || pinned("ipc")) && pinned("uts")
+        };
+        Ok(pause_alive && namespaces_alive)
     }
 
     async fn create_container(

@@ -143,6 +143,41 @@ fn sandbox_namespaces_are_joined_and_mount_is_new() {
 }
 
 #[test]
+fn a_new_uts_namespace_gets_the_hostname_and_a_joined_one_does_not() {
+    let c = config();
+    let caps = daemon_caps();
+    // Joined (pinned with its hostname already set): no hostname in the spec, which would be an error.
+    let s = as_json(&container_spec(&input(&c, &caps)).unwrap());
+    assert!(s.get("hostname").is_none(), "{}", s["hostname"]);
+    // Private IPC and UTS (the sandbox `run` makes): both new, the hostname from the spec, a /dev/shm of its
+    // own with the requested size.
+    let mut private = input(&c, &caps);
+    private.namespaces.ipc = None;
+    private.namespaces.uts = None;
+    let s = as_json(&container_spec(&private).unwrap());
+    assert_eq!(s["hostname"], "box");
+    let ns = s["linux"]["namespaces"].as_array().unwrap();
+    let find = |t: &str| ns.iter().find(|n| n["type"] == t).cloned();
+    assert!(find("uts").unwrap().get("path").is_none());
+    assert!(find("ipc").unwrap().get("path").is_none());
+    let shm = s["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/dev/shm")
+        .unwrap();
+    assert_eq!(shm["type"], "tmpfs");
+    assert!(
+        shm["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "size=134217728"),
+        "{shm}"
+    );
+}
+
+#[test]
 fn a_sandbox_user_namespace_is_joined_with_its_mappings() {
     let c = config();
     let caps = daemon_caps();

@@ -26,6 +26,12 @@ pub struct SandboxConfig {
     /// Whether the sandbox's containers run in the host's IPC namespace (and see the host's `/dev/shm`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_ipc: bool,
+    /// IPC and UTS namespaces (and `/dev/shm`) are each container's own, made at each start, not the
+    /// sandbox's: set on the sandbox `run` makes for one container, which has nobody to share them with (Docker's
+    /// default private IPC). The `linux` driver then pins only the network namespace, which keeps the
+    /// container's address across restarts; other drivers ignore it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private_ipc_uts: bool,
     /// A user namespace of the sandbox's own, which every container of it joins; `None` = the host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_namespace: Option<UserNamespaceConfig>,

@@ -12,7 +12,7 @@ use husk_container::container_fs::{FsOp, FsRequest, FsTarget};
 use husk_container::spec::{NamespacePlan, SpecInput};
 use husk_container::{spec, user};
 
-use super::identity::etc_mounts;
+use super::identity::{Pins, etc_mounts};
 use super::{LinuxDriver, mkdir};
 
 impl LinuxDriver {
@@ -57,7 +57,10 @@ impl LinuxDriver {
                         &ns_dir,
                         &hostname_for(config),
                         &config.network,
-                        false,
+                        Pins {
+                            ipc: true,
+                            uts: true,
+                        },
                         None,
                     )
                     .await?;

@@ -129,9 +129,9 @@ impl LinuxDriver {
         }
     }
 
-    /// Pins namespaces for `owner` (a sandbox or a standalone container) in `ns_dir` (no IPC namespace with
-    /// `host_ipc`: the host's is used), connects its network and writes its name files. On failure nothing is
-    /// left.
+    /// Pins namespaces for `owner` (a sandbox or a standalone container) in `ns_dir` (its network's, unless it
+    /// is the host's, and the IPC and UTS ones `pins` asks for), connects its network and writes its name files.
+    /// On failure nothing is left.
     ///
     /// With `userns` (a sandbox's own user namespace, and whether the sandbox shares a PID namespace) the
     /// namespaces are made inside that user namespace, and so is the pause process holding the PID namespace.
@@ -141,16 +141,19 @@ impl LinuxDriver {
         ns_dir: &Path,
         hostname: &str,
         network: &NetworkConfig,
-        host_ipc: bool,
+        pins: Pins,
         userns: Option<(&husk_core::UserNamespaceConfig, bool)>,
     ) -> Result<Identity> {
         let networks = self.config.networks.clone();
         let host = networks.mode_of(network) == husk_net::Mode::Host;
-        let mut kinds = vec!["uts"];
+        let mut kinds = Vec::new();
+        if pins.uts {
+            kinds.push("uts");
+        }
         if !host {
             kinds.push("net");
         }
-        if !host_ipc {
+        if pins.ipc {
             kinds.push("ipc");
         }
         if userns.is_none()
@@ -293,6 +296,8 @@ impl LinuxDriver {
             })
         };
         let (host_pid, host_ipc) = (sandbox.config.host_pid, sandbox.config.host_ipc);
+        // Records of sandboxes made before the setting existed have their IPC and UTS pinned.
+        let private = sandbox.config.private_ipc_uts && !ns.contains_key("uts");
         let plan = NamespacePlan {
             net: if host_network {
                 None
@@ -300,8 +305,13 @@ impl LinuxDriver {
                 Some(need("net")?)
             },
             host_network,
-            ipc: if host_ipc { None } else { Some(need("ipc")?) },
-            uts: Some(need("uts")?),
+            // A sandbox with private IPC and UTS pinned neither: its container makes its own at each start.
+            ipc: if host_ipc || private {
+                None
+            } else {
+                Some(need("ipc")?)
+            },
+            uts: if private { None } else { Some(need("uts")?) },
             pid: if sandbox.config.share_pid && !host_pid {
                 Some(need("pid")?)
             } else {
@@ -314,13 +324,25 @@ impl LinuxDriver {
                 None => None,
             },
         };
-        // POSIX shared memory goes with the IPC namespace: the host's /dev/shm with the host's.
+        // POSIX shared memory goes with the IPC namespace: the host's /dev/shm with the host's, none shared with
+        // a private one (the container mounts its own).
         let shm = if host_ipc {
-            PathBuf::from("/dev/shm")
+            Some(PathBuf::from("/dev/shm"))
+        } else if private {
+            None
         } else {
-            self.sandbox_run_dir(&sandbox.config.id).join("shm")
+            Some(self.sandbox_run_dir(&sandbox.config.id).join("shm"))
         };
         let files = self.config.networks.files(&sandbox.config.id)?;
-        Ok((plan, etc_mounts(&files), Some(shm)))
+        Ok((plan, etc_mounts(&files), shm))
     }
+}
+
+/// Which of the IPC and UTS namespaces [`LinuxDriver::make_identity`] pins beside the network one.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pins {
+    /// Pin an IPC namespace (not for the host's, nor a private one).
+    pub ipc: bool,
+    /// Pin a UTS namespace (not for a private one).
+    pub uts: bool,
 }

@@ -12,6 +12,7 @@ use nix::mount::MsFlags;
 
 use husk_container::namespaces;
 
+use super::identity::Pins;
 use super::rootfs::unmount;
 use super::{LinuxDriver, mkdir, remove_dir};
 
@@ -23,13 +24,18 @@ impl LinuxDriver {
         let ns_dir = run_dir.join("ns");
         let result: Result<SandboxRuntime> = async {
             let share_pid = config.share_pid && !config.host_pid;
+            // A user namespace's sandbox keeps its namespaces inside it: only pods ask for one, and they share.
+            let private = config.private_ipc_uts && config.user_namespace.is_none();
             let identity = self
                 .make_identity(
                     &config.id,
                     &ns_dir,
                     &config.hostname,
                     &config.network,
-                    config.host_ipc,
+                    Pins {
+                        ipc: !config.host_ipc && !private,
+                        uts: !private,
+                    },
                     config.user_namespace.as_ref().map(|u| (u, share_pid)),
                 )
                 .await?;
@@ -45,8 +51,9 @@ impl LinuxDriver {
             };
             let shm = run_dir.join("shm");
             mkdir(&shm)?;
-            // In the host's IPC namespace the containers bind the host's /dev/shm instead.
-            if !config.host_ipc {
+            // In the host's IPC namespace the containers bind the host's /dev/shm instead; with a private IPC
+            // namespace the container mounts its own.
+            if !config.host_ipc && !private {
                 nix::mount::mount(
                     Some("shm"),
                     &shm,
