@@ -48,8 +48,9 @@ impl LinuxDriver {
                 (plan, files, shm, None)
             }
             None => {
-                // A standalone container's namespaces are its own, pinned so they outlive a restart of the
-                // container (its address and hostname stay) and are removed with it.
+                // A standalone container's namespaces are its own. The network one is pinned, so it outlives a
+                // restart of the container (its address stays) and is removed with it; IPC and UTS are made at
+                // each start (the hostname from the spec), as for the sandbox `run` makes for one container.
                 let ns_dir = self.ctr_run_dir(id).join("ns");
                 let identity = self
                     .make_identity(
@@ -58,8 +59,8 @@ impl LinuxDriver {
                         &hostname_for(config),
                         &config.network,
                         Pins {
-                            ipc: true,
-                            uts: true,
+                            ipc: false,
+                            uts: false,
                         },
                         None,
                     )
