@@ -611,6 +611,17 @@ fn no_container_reaches_a_socket_of_the_daemon_or_its_shims() {
         "300",
     ])
     .ok();
+    // Until a container's init execs its command it still listens on libcontainer's relative `notify.sock` (in
+    // the host's state directory, for the start message; closed at exec): `run -d` may return before the exec.
+    for c in ["in-pod", "on-host-net"] {
+        let pid = d.pid(c);
+        assert!(
+            Daemon::eventually(Duration::from_secs(10), || {
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|s| s.trim() == "sleep")
+            }),
+            "{c} runs its command"
+        );
+    }
     let sockets = husk_listening_sockets(&d);
     assert!(
         sockets.iter().any(|s| s == &d.socket.to_string_lossy()),
