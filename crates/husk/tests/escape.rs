@@ -617,7 +617,8 @@ fn no_container_reaches_a_socket_of_the_daemon_or_its_shims() {
         let pid = d.pid(c);
         assert!(
             Daemon::eventually(Duration::from_secs(10), || {
-                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|s| s.trim() == "sleep")
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|s| s.trim() == "sleep")
             }),
             "{c} runs its command"
         );
