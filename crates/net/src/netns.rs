@@ -14,21 +14,41 @@ use husk_core::{Error, Result};
 /// `setns` changes the calling thread's namespace, so the work runs on a short-lived thread of its own that
 /// exits afterwards; no other thread of the process ever runs inside the sandbox's namespace.
 pub fn loopback_up(netns: &Path) -> Result<()> {
-    let ns = File::open(netns)
-        .map_err(|e| Error::io(format!("open network namespace {}", netns.display()), e))?;
     let shown = netns.display().to_string();
-    std::thread::spawn(move || -> Result<()> {
-        // SAFETY: setns with a descriptor we own for a network namespace file; it only affects this thread.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(Error::io(
-                format!("enter network namespace {shown}"),
-                std::io::Error::last_os_error(),
-            ));
-        }
+    on_thread_in(Some(netns), move || {
         set_up("lo", true).map_err(|e| e.context(format!("in network namespace {shown}")))
     })
+}
+
+/// Runs `work` on a short-lived thread of its own that entered the network namespace at `netns` (the caller's
+/// own with `None`) and exits afterwards: `setns` changes only the calling thread, and sockets stay in the
+/// namespace they were made in, so what `work` makes there can serve the caller from any thread.
+pub(crate) fn on_thread_in<T: Send + 'static>(
+    netns: Option<&Path>,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let ns = match netns {
+        Some(p) => Some(
+            File::open(p)
+                .map_err(|e| Error::io(format!("open network namespace {}", p.display()), e))?,
+        ),
+        None => None,
+    };
+    let shown = netns.map(|p| p.display().to_string()).unwrap_or_default();
+    std::thread::spawn(move || -> Result<T> {
+        if let Some(ns) = &ns {
+            // SAFETY: setns with a descriptor we own for a network namespace file; it only affects this thread.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(Error::io(
+                    format!("enter network namespace {shown}"),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        work()
+    })
     .join()
-    .map_err(|_| Error::internal("the thread bringing lo up panicked"))?
+    .map_err(|_| Error::internal("a thread working in a network namespace panicked"))?
 }
 
 /// Connects to TCP `port` on the loopback (`127.0.0.1`, then `::1`) of the network namespace at `netns`, or of
@@ -41,32 +61,14 @@ pub fn connect_loopback(
     port: u16,
     timeout: std::time::Duration,
 ) -> Result<std::net::TcpStream> {
-    let ns = match netns {
-        Some(p) => Some(
-            File::open(p)
-                .map_err(|e| Error::io(format!("open network namespace {}", p.display()), e))?,
-        ),
-        None => None,
-    };
     let shown = netns.map_or_else(|| "the host".to_string(), |p| p.display().to_string());
-    std::thread::spawn(move || -> Result<std::net::TcpStream> {
-        if let Some(ns) = &ns {
-            // SAFETY: setns with a descriptor we own for a network namespace file; it only affects this thread.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(Error::io(
-                    format!("enter network namespace {shown}"),
-                    std::io::Error::last_os_error(),
-                ));
-            }
-        }
+    on_thread_in(netns, move || {
         let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
         std::net::TcpStream::connect_timeout(&v4, timeout)
             .or_else(|first| std::net::TcpStream::connect_timeout(&v6, timeout).map_err(|_| first))
             .map_err(|e| Error::io(format!("connect to port {port} on localhost in {shown}"), e))
     })
-    .join()
-    .map_err(|_| Error::internal("the thread connecting to a sandbox's port panicked"))?
 }
 
 /// Deletes the Linux bridge `name` from the host's namespace; absent is fine.

@@ -4,10 +4,9 @@
 //! A netlink socket belongs to the network namespace of the thread that made it, so [`in_netns`] runs work on a
 //! short-lived thread of its own that entered the sandbox's namespace; no other thread of the daemon ever does.
 
-use std::fs::File;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::path::Path;
 
 use husk_core::{Error, Result};
@@ -304,26 +303,15 @@ fn link_of(message: &LinkMessage) -> Link {
 }
 
 /// Runs `work` with a netlink socket of the network namespace at `netns`, on a thread of its own that entered
-/// it and exits afterwards.
+/// it and exits afterwards ([`crate::netns::on_thread_in`]).
 pub(crate) fn in_netns<T: Send + 'static>(
     netns: &Path,
     work: impl FnOnce(&mut Netlink) -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let ns = File::open(netns)
-        .map_err(|e| Error::io(format!("open network namespace {}", netns.display()), e))?;
     let shown = netns.display().to_string();
-    std::thread::spawn(move || -> Result<T> {
-        // SAFETY: setns with a descriptor we own for a network namespace file; it only affects this thread.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(Error::io(
-                format!("enter network namespace {shown}"),
-                io::Error::last_os_error(),
-            ));
-        }
+    crate::netns::on_thread_in(Some(netns), move || {
         let mut netlink =
             Netlink::open().map_err(|e| Error::io(format!("netlink in {shown}"), e))?;
         work(&mut netlink)
     })
-    .join()
-    .map_err(|_| Error::internal("a thread working in a network namespace panicked"))?
 }
