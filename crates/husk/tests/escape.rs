@@ -372,6 +372,14 @@ fn open_fds(pid: &str) -> Vec<(String, String)> {
     fds
 }
 
+/// Waits (10 s at most) until process `pid` runs `command`: until its exec a container's process is still the
+/// runtime's (its descriptors, libcontainer's `notify.sock`), and `run -d` or `exec -d` may return before it.
+fn runs(pid: &str, command: &str) -> bool {
+    Daemon::eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|s| s.trim() == command)
+    })
+}
+
 /// Asserts that `pid` holds its stdio and nothing else (pipes, sockets, /dev/null or a terminal).
 fn holds_only_stdio(pid: &str, who: &str) {
     let fds = open_fds(pid);
@@ -430,6 +438,7 @@ fn no_host_descriptor_or_directory_reaches_a_container() {
     };
     let c = run_d("/tmp").ok();
     let init = d.husk(&["inspect", "-f", "{{.State.Pid}}", &c]).ok();
+    assert!(runs(&init, "sleep"), "the init runs its command");
     holds_only_stdio(&init, "the init");
     assert!(cwd_inside_root(&init));
     assert_eq!(
@@ -446,6 +455,10 @@ fn no_host_descriptor_or_directory_reaches_a_container() {
             !exec.is_empty()
         }),
         "the exec'd process runs"
+    );
+    assert!(
+        runs(&exec[0], "sleep"),
+        "the exec'd process runs its command"
     );
     holds_only_stdio(&exec[0], "an exec'd process");
     assert!(cwd_inside_root(&exec[0]), "the exec'd process works inside");
@@ -614,14 +627,7 @@ fn no_container_reaches_a_socket_of_the_daemon_or_its_shims() {
     // Until a container's init execs its command it still listens on libcontainer's relative `notify.sock` (in
     // the host's state directory, for the start message; closed at exec): `run -d` may return before the exec.
     for c in ["in-pod", "on-host-net"] {
-        let pid = d.pid(c);
-        assert!(
-            Daemon::eventually(Duration::from_secs(10), || {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|s| s.trim() == "sleep")
-            }),
-            "{c} runs its command"
-        );
+        assert!(runs(&d.pid(c).to_string(), "sleep"), "{c} runs its command");
     }
     let sockets = husk_listening_sockets(&d);
     assert!(
