@@ -38,6 +38,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX objects_by_parent ON objects(kind, parent) WHERE parent IS NOT NULL;",
 ];
 
+/// The objects of a kind whose IDs lie in a range: the IDs that begin with a prefix (see [`prefix_bound`]).
+const PREFIX_QUERY: &str =
+    "SELECT data FROM objects WHERE kind = ?1 AND id >= ?2 AND id < ?3 LIMIT 2";
+
+/// The least string greater than every string that begins with `prefix` (SQLite compares text byte by byte, and
+/// no character's UTF-8 encoding sorts above U+10FFFF's).
+fn prefix_bound(prefix: &str) -> String {
+    format!("{prefix}\u{10FFFF}")
+}
+
 /// A document the store can keep. `KIND` names its collection; names, when present, are unique per kind.
 pub trait Object: Serialize + DeserializeOwned {
     /// Collection name (`container`, `sandbox`, `image` ...).
@@ -474,12 +484,14 @@ impl Tx<'_> {
         if !key.chars().all(|c| c.is_ascii_hexdigit()) {
             return Ok(None);
         }
+        // The IDs that begin with `key` are the range [key, key + U+10FFFF): a search of the primary key's index,
+        // where `substr(id, ...) = key` read every object of the kind (each lookup of an unknown ID cost O(N)).
         let mut stmt = self
             .conn
-            .prepare("SELECT data FROM objects WHERE kind = ?1 AND substr(id, 1, length(?2)) = ?2 LIMIT 2")
+            .prepare_cached(PREFIX_QUERY)
             .map_err(|e| db_err(&format!("read {}", T::KIND), e))?;
         let rows: Vec<String> = stmt
-            .query_map(params![T::KIND, key], |r| r.get(0))
+            .query_map(params![T::KIND, key, prefix_bound(key)], |r| r.get(0))
             .and_then(|rows| rows.collect())
             .map_err(|e| db_err(&format!("read {}", T::KIND), e))?;
         match rows.len() {
@@ -650,6 +662,14 @@ mod tests {
         assert_eq!(s.find::<Thing>("abc").unwrap().unwrap().value, 1);
         assert!(s.find::<Thing>("ab").is_err(), "ambiguous prefix");
         assert!(s.find::<Thing>("zzz").unwrap().is_none());
+        assert!(
+            s.find::<Thing>("abe").unwrap().is_none(),
+            "a prefix between two IDs"
+        );
+        assert!(
+            s.find::<Thing>("abc1234").unwrap().is_none(),
+            "longer than the ID"
+        );
         let mut t = s.get::<Thing>("abc123").unwrap().unwrap();
         t.value = 10;
         s.update(&t).unwrap();
@@ -658,6 +678,31 @@ mod tests {
         assert!(s.delete::<Thing>("abc123").unwrap());
         assert!(!s.delete::<Thing>("abc123").unwrap());
         assert!(s.update(&t).is_err());
+    }
+
+    /// A prefix lookup searches the primary key's index rather than reading every object of the kind.
+    #[test]
+    fn a_prefix_lookup_searches_the_index() {
+        let s = Store::open_in_memory().unwrap();
+        for i in 0..50 {
+            s.insert(&thing(&format!("{i:02x}ee"), &format!("n{i}"), i))
+                .unwrap();
+        }
+        assert_eq!(s.find::<Thing>("1f").unwrap().unwrap().value, 31);
+        assert!(s.find::<Thing>("1").is_err(), "ambiguous prefix");
+        let conn = s.lock();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PREFIX_QUERY}"))
+            .unwrap()
+            .query_map(params!["thing", "1f", prefix_bound("1f")], |r| r.get(3))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX") && p.contains("id>? AND id<?")),
+            "{plan:?}"
+        );
     }
 
     /// A new object's name may be any prefix of existing IDs: the name check looks at names only (`find`
