@@ -20,7 +20,8 @@ pub struct Activation {
 
 impl Activation {
     /// Takes the activation environment of this process and removes it, so that no child (a shim, a
-    /// container) inherits it. Must run while the process has one thread: it changes the environment.
+    /// container) inherits it, and marks every inherited descriptor close-on-exec. Must run while the process
+    /// has one thread: it changes the environment.
     pub fn take_from_environment() -> Activation {
         let listen_pid = take_var("LISTEN_PID");
         let listen_fds = take_var("LISTEN_FDS");
@@ -33,11 +34,7 @@ impl Activation {
             .and_then(|n| n.to_str()?.parse::<RawFd>().ok())
             .filter(|_| ours)
             .unwrap_or(0);
-        for fd in LISTEN_FDS_START..LISTEN_FDS_START.saturating_add(count) {
-            // Passed descriptors are inheritable; ours must not reach the shims.
-            // SAFETY: F_SETFD on a descriptor number; a closed one only makes it fail.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
+        no_inherited_descriptor_reaches_a_child();
         let listener = (count >= 1)
             .then(|| listening_unix_stream(LISTEN_FDS_START))
             .flatten()
@@ -53,6 +50,27 @@ impl Activation {
             listener,
             notifier: notify.and_then(|n| Notifier::new(&n)),
         }
+    }
+}
+
+/// Marks every descriptor above stderr close-on-exec: the ones systemd passed, and any its starter leaked (a
+/// shell's or a supervisor's pipe). Each shim is exec'd from the daemon and outlives it; a descriptor it
+/// inherited would stay open as long as its container runs (a starter waiting for its pipe's end would wait
+/// for every container). The daemon's own descriptors are opened close-on-exec already.
+fn no_inherited_descriptor_reaches_a_child() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC closes nothing: it only sets a flag on open descriptors.
+    let r = unsafe {
+        libc::close_range(
+            LISTEN_FDS_START as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        )
+    };
+    if r != 0 {
+        tracing::warn!(
+            "could not mark inherited descriptors close-on-exec: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

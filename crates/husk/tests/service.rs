@@ -214,6 +214,66 @@ fn the_daemon_serves_the_socket_systemd_passes() {
     drop(listener);
 }
 
+/// A descriptor the daemon's starter leaked to it (a shell's or a supervisor's pipe) reaches no shim: once the
+/// daemon stops, the pipe's reader sees its end though a container still runs. Before, every shim kept it open
+/// for its container's life, and a starter waiting for that end waited for every container.
+#[test]
+fn a_descriptor_the_daemon_inherits_reaches_no_shim() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let mut d = Daemon::stopped(&["--driver", "linux"], "");
+    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let leaked = writer.as_raw_fd();
+    let mut cmd = d.command();
+    // SAFETY: only dup2, async-signal-safe, between fork and exec; the copy at 9 is inheritable.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(leaked, 9) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    d.adopt(cmd.spawn().expect("start husk daemon"));
+    drop(writer);
+    d.wait_until_up();
+    d.husk(&[
+        "image",
+        "load",
+        "-i",
+        common::busybox_archive().to_str().unwrap(),
+    ])
+    .ok();
+    d.husk(&[
+        "run",
+        "-d",
+        "--name",
+        "kept",
+        common::IMAGE,
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    assert!(d.terminate().success());
+    let mut reader = std::fs::File::from(reader);
+    nix::fcntl::fcntl(
+        reader.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let ended = Daemon::eventually(Duration::from_secs(5), || {
+        matches!(reader.read(&mut [0u8; 16]), Ok(0))
+    });
+    d.spawn(&[]);
+    assert_eq!(d.inspect("kept")["State"]["Running"], true);
+    assert!(
+        ended,
+        "a process the daemon started still holds the pipe it inherited"
+    );
+}
+
 /// `husk daemon` with `d`'s settings, run to its end (it must refuse to start): its exit code and error output.
 fn refused_start(d: &Daemon) -> (Option<i32>, String) {
     let out = d
