@@ -138,6 +138,9 @@ impl Maker {
             // Nothing is written here; the host's daemon keeps the log within the limits.
             log_limits: Default::default(),
             cgroup_mounts: husk_container::cgroups::cgroup_mount_lines().to_vec(),
+            // A guest runs the containers of one sandbox: its mount table stays small.
+            base_mount_namespace: None,
+            carried_mounts: Vec::new(),
         };
         let shim_json =
             serde_json::to_vec_pretty(&shim).map_err(|e| Error::internal(e.to_string()))?;

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod base_ns;
 pub mod cgroups;
 pub mod command;
 pub mod container_fs;

@@ -1,7 +1,7 @@
 //! Mount behaviour of the `linux` driver that goes beyond what every driver must do (the conformance suite
-//! covers that): read-only binds are read-only all the way down, bind propagation, image `VOLUME`s and
-//! `HEALTHCHECK`s, volume population, `cp` against a stopped container with a read-only root, image mounts;
-//! and the daemon's root on a full disk.
+//! covers that): the mount namespace containers start from, read-only binds are read-only all the way down,
+//! bind propagation, image `VOLUME`s and `HEALTHCHECK`s, volume population, `cp` against a stopped container
+//! with a read-only root, image mounts; and the daemon's root on a full disk.
 
 mod common;
 use husk_testkit::registry;
@@ -54,6 +54,72 @@ impl Drop for HostDir {
             let _ = Command::new("umount").arg("-l").arg(m).status();
         }
     }
+}
+
+fn parent_pid(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A container starts from the base mount namespace (husk_container::base_ns): its shim's namespace holds its
+/// own mounts and none of the other containers' (roots, pinned namespaces), which stay in the daemon's; and a
+/// host directory mounted after the daemon started is seen through a bind though this host's `/` propagates
+/// nothing.
+#[test]
+fn a_container_starts_from_a_mount_namespace_without_the_other_containers_mounts() {
+    let d = daemon();
+    let first = d
+        .husk(&[
+            "run",
+            "-d",
+            "--name",
+            "first",
+            "--mode",
+            "standalone",
+            IMAGE,
+            "sleep",
+            "1000",
+        ])
+        .ok();
+    let mut host = HostDir::new();
+    let late = host.path().join("late");
+    std::fs::create_dir_all(&late).unwrap();
+    host.mount(&["-t", "tmpfs", "-o", "size=1m", "tmpfs"], &late);
+    std::fs::write(late.join("file"), "mounted after the daemon").unwrap();
+    let second = d
+        .husk(&[
+            "run",
+            "-d",
+            "--name",
+            "second",
+            "-v",
+            &format!("{}:/late:ro", late.display()),
+            IMAGE,
+            "sleep",
+            "1000",
+        ])
+        .ok();
+    let (first, second) = (first.trim(), second.trim());
+    let shim = parent_pid(d.pid("second"));
+    let shim_mounts = std::fs::read_to_string(format!("/proc/{shim}/mountinfo")).unwrap();
+    assert!(
+        shim_mounts.contains(&format!("/c/{second}/rootfs")),
+        "{shim_mounts}"
+    );
+    assert!(!shim_mounts.contains(first), "{shim_mounts}");
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(host_mounts.contains(&format!("/c/{first}/rootfs")));
+    assert!(host_mounts.contains(&format!("/c/{second}/rootfs")));
+    assert_eq!(
+        d.husk(&["exec", "second", "cat", "/late/file"]).ok(),
+        "mounted after the daemon"
+    );
 }
 
 /// A read-only bind is read-only below its source's own mounts too (`rro`); a read-write one is not.

@@ -94,6 +94,8 @@ pub struct LinuxDriver {
     removals: tokio_util::task::TaskTracker,
     /// Ready network namespaces on the default network.
     pool: Arc<crate::pool::NetnsPool>,
+    /// The pin of the mount namespace containers start from ([`husk_container::base_ns`]), if there is one.
+    base_mount_ns: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for LinuxDriver {
@@ -152,6 +154,10 @@ impl LinuxDriver {
             ms = started.elapsed().as_millis() as u64,
             "sealed copy of the husk binary for processes that enter containers"
         );
+        let base_mount_ns = husk_container::base_ns::prepare(&config.run_root).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no base mount namespace: containers start from the daemon's");
+            None
+        });
         let pool = Arc::new(crate::pool::NetnsPool::new(
             config.run_root.join("pool"),
             config.sandbox_pool,
@@ -159,6 +165,7 @@ impl LinuxDriver {
         ));
         Ok(LinuxDriver {
             pool,
+            base_mount_ns,
             sealed_exe,
             daemon_capabilities: security::daemon_capabilities()?,
             cgroup_v2: cgroups::is_v2(),

@@ -41,10 +41,18 @@ pub struct ShimConfig {
     /// How much of the log is kept: it is rotated within these limits.
     #[serde(default, skip_serializing_if = "husk_core::LogLimits::is_unbounded")]
     pub log_limits: husk_core::LogLimits,
-    /// The cgroup lines of the daemon's mount table (`/proc/self/mountinfo` form; the shim runs in the
-    /// same mount namespace), so neither the shim nor libcontainer's processes read the whole table for them.
+    /// The cgroup lines of the daemon's mount table (`/proc/self/mountinfo` form; the shim's namespace holds
+    /// the same cgroup mounts), so neither the shim nor libcontainer's processes read the whole table for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cgroup_mounts: Vec<String>,
+    /// The mount namespace the container starts from ([`crate::base_ns`]): the shim leaves the daemon's for a copy
+    /// of this one before it makes the container. `None`: it stays in the daemon's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_mount_namespace: Option<PathBuf>,
+    /// The mounts the container uses (its root, the namespace files it joins, its bind sources), cloned from the
+    /// daemon's namespace into the shim's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried_mounts: Vec<crate::base_ns::CarriedMount>,
 }
 
 /// A request to the shim.

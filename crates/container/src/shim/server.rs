@@ -284,6 +284,12 @@ pub fn run(config_path: &Path) -> i32 {
     };
     // Before libcontainer forks: its processes inherit the cgroup mounts instead of reading the mount table.
     libcgroups::v1::util::seed_cgroup_mounts(&cfg.cgroup_mounts);
+    if let Some(base) = &cfg.base_mount_namespace
+        && let Err(e) = crate::base_ns::enter(base, &cfg.carried_mounts)
+    {
+        handshake(&Response::err(e));
+        return 1;
+    }
     match prepare(&cfg) {
         Ok((container, stdio, listener)) => {
             let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);

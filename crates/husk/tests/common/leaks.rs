@@ -207,10 +207,14 @@ impl Daemon {
             .unwrap()
             .lines()
         {
-            // A filesystem the test put the root on is the test's (the daemon never mounts on its root).
+            // A filesystem the test put the root on is the test's (the daemon never mounts on its root); the
+            // run root bound onto itself and the base mount namespace's pin are the daemon's for its life and
+            // the next one's (husk_container::base_ns).
             if let Some(mp) = line.split_whitespace().nth(4)
                 && mp.starts_with(&base)
                 && std::path::Path::new(mp) != self.root
+                && std::path::Path::new(mp) != self.run_root
+                && std::path::Path::new(mp) != self.run_root.join("base.mnt")
             {
                 left.push(format!("mount {mp}"));
             }

@@ -105,14 +105,15 @@ impl LinuxDriver {
             daemon_capabilities: &self.daemon_capabilities,
             cgroup_v2: self.cgroup_v2,
         };
-        let oci = spec::container_spec(&input)?;
+        let mut oci = spec::container_spec(&input)?;
+        let carried = self.carry_mounts(id, &mut oci)?;
         let bundle = self.ctr_dir(id);
         self.precompile_seccomp(config, &oci, &bundle).await?;
         let spec_json =
             serde_json::to_vec_pretty(&oci).map_err(|e| Error::internal(e.to_string()))?;
         std::fs::write(bundle.join("config.json"), spec_json)
             .map_err(|e| Error::io("write config.json", e))?;
-        let shim_json = serde_json::to_vec_pretty(&self.shim_config(config))
+        let shim_json = serde_json::to_vec_pretty(&self.shim_config(config, carried))
             .map_err(|e| Error::internal(e.to_string()))?;
         std::fs::write(bundle.join("shim.json"), shim_json)
             .map_err(|e| Error::io("write shim.json", e))?;

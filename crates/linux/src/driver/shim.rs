@@ -1,25 +1,99 @@
 //! The container's shim: its client and config, starting it, exec through it, and the exit status it records.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use husk_core::stdio::BoxStdio;
 use husk_core::{
     ContainerConfig, ContainerRecord, Error, ErrorKind, ExitStatus, ProcessConfig, Result,
 };
+use oci_spec::runtime::Spec;
 
+use husk_container::base_ns::{self, CarriedMount};
 use husk_container::shim::{Request, ShimClient, ShimConfig, spawn_shim};
 use husk_container::spec::{NamespacePlan, SpecInput};
 use husk_container::{cgroups, spec, user};
 
-use super::LinuxDriver;
+use super::{LinuxDriver, mkdir};
 
 impl LinuxDriver {
     pub(super) fn shim(&self, id: &str) -> ShimClient {
         ShimClient::new(self.ctr_run_dir(id).join("sock"))
     }
 
-    pub(super) fn shim_config(&self, config: &ContainerConfig) -> ShimConfig {
+    /// What the shim of container `id` takes from the daemon's mount namespace into its own, when containers start
+    /// from the base namespace ([`base_ns`]): the run root's mounts that `oci` names (its root, the namespace
+    /// files it joins, bind sources such as a sandbox's `/dev/shm`) at their own paths, and every other bind
+    /// source at `carried/N` in the container's run directory, which `oci` then names instead.
+    pub(super) fn carry_mounts(&self, id: &str, oci: &mut Spec) -> Result<Vec<CarriedMount>> {
+        if self.base_mount_ns.is_none() {
+            return Ok(Vec::new());
+        }
+        let run_root = &self.config.run_root;
+        let mut carried: Vec<CarriedMount> = Vec::new();
+        let at_home = |path: &Path, carried: &mut Vec<CarriedMount>| {
+            if let Some(mount) = base_ns::mount_root_below(run_root, path)
+                && !carried.iter().any(|c| c.source == mount)
+            {
+                carried.push(CarriedMount {
+                    source: mount.clone(),
+                    target: mount,
+                });
+            }
+        };
+        if let Some(root) = oci.root() {
+            at_home(root.path(), &mut carried);
+        }
+        let namespaces = oci.linux().as_ref().and_then(|l| l.namespaces().clone());
+        for path in namespaces
+            .iter()
+            .flatten()
+            .filter_map(|ns| ns.path().as_deref())
+        {
+            at_home(path, &mut carried);
+        }
+        let Some(mut mounts) = oci.mounts().clone() else {
+            return Ok(carried);
+        };
+        let dir = self.ctr_run_dir(id).join("carried");
+        let _ = std::fs::remove_dir_all(&dir);
+        for m in mounts.iter_mut() {
+            let bind = m.typ().as_deref() == Some("bind")
+                || m.options()
+                    .as_ref()
+                    .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"));
+            let Some(source) = m.source().clone().filter(|_| bind) else {
+                continue;
+            };
+            if source.starts_with(run_root) {
+                at_home(&source, &mut carried);
+                continue;
+            }
+            // A missing source stays as it is: libcontainer reports it.
+            let Ok(meta) = std::fs::metadata(&source) else {
+                continue;
+            };
+            mkdir(&dir)?;
+            let target = dir.join(carried.len().to_string());
+            if meta.is_dir() {
+                mkdir(&target)?;
+            } else {
+                std::fs::File::create(&target)
+                    .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
+            }
+            m.set_source(Some(target.clone()));
+            carried.push(CarriedMount { source, target });
+        }
+        oci.set_mounts(Some(mounts));
+        Ok(carried)
+    }
+
+    /// The shim's config for `config`'s container; `carried_mounts` from [`LinuxDriver::carry_mounts`].
+    pub(super) fn shim_config(
+        &self,
+        config: &ContainerConfig,
+        carried_mounts: Vec<CarriedMount>,
+    ) -> ShimConfig {
         let id = &config.id;
         ShimConfig {
             id: id.clone(),
@@ -36,6 +110,8 @@ impl LinuxDriver {
             cri_log: config.cri_log_path.as_ref().map(PathBuf::from),
             log_limits: config.log,
             cgroup_mounts: cgroups::cgroup_mount_lines().to_vec(),
+            base_mount_namespace: self.base_mount_ns.clone(),
+            carried_mounts,
         }
     }
 
