@@ -3,7 +3,8 @@
 # image, half standalone and half in sandboxes of 2 containers, each half split between the bridge network and
 # none (the kinds take turns, so the first 10 and the last 10 hold the same mix), then measured on the full host:
 #
-#   start      each `run -d` from the CLI's start to its exit; the median of the first 10 and of the last 10
+#   start      each `run -d` from the CLI's start to its exit (after one warm-up container of each kind, removed); the
+#              median of the first 10 and of the last 10
 #   ps         `ps` and `ps -a -q` (median of 5), `inspect` of one container (median of 5)
 #   stats      `stats --no-stream` (all containers, one run)
 #   events     from `pause` of one container to its `pause` event reaching an `events` client (median of 3)
@@ -265,6 +266,24 @@ measure() { # target (linux | docker | peer) N
     if [ "$t" = peer ]; then cli=(docker -H "$engine"); else cli=("$husk"); fi
     log "$t: starting $n containers"
     local i kind net sb="" id d tstart; local -a times ids
+    # Warm-up, not counted (as hyperfine's): one container of each kind, then removed. A fresh daemon's first
+    # start also makes its bridge and fills caches, which counted against the first 10 (runs 6 and 8 below).
+    local -a warm=()
+    if [ "$t" = peer ]; then
+        for net in bridge none; do warm+=("$("${cli[@]}" run -d --network "$net" "$image" sleep 1000000)"); done
+        sb=$("${cli[@]}" run -d --network bridge --ipc shareable "$image" sleep 1000000)
+        warm+=("$("${cli[@]}" run -d --network "container:$sb" --ipc "container:$sb" "$image" sleep 1000000)" "$sb")
+        "${cli[@]}" rm -f "${warm[@]}" > /dev/null
+    else
+        for net in bridge none; do
+            warm+=("$("${cli[@]}" run -d --mode standalone --network "$net" "$image" sleep 1000000)")
+        done
+        sb=$("${cli[@]}" sandbox create --network bridge)
+        warm+=("$("${cli[@]}" run -d --sandbox "$sb" "$image" sleep 1000000)")
+        "${cli[@]}" rm -f "${warm[@]}" > /dev/null
+        "${cli[@]}" sandbox rm -f "$sb" > /dev/null
+    fi
+    sb=""
     tstart=$(now)
     for ((i = 0; i < n; i++)); do
         # kinds take turns: standalone bridge, standalone none, then a sandbox's two members (bridge, then none)
