@@ -35,6 +35,9 @@ use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 /// The pin of the base namespace below the run root.
 pub const PIN: &str = "base.mnt";
 
+/// A file below the run root that says husk bound the run root onto itself (so [`release`] undoes only that).
+const BOUND: &str = "base.bound";
+
 /// `statfs` magic of nsfs, the filesystem of namespace files.
 const NSFS_MAGIC: libc::__fsword_t = 0x6e73_6673;
 
@@ -133,6 +136,8 @@ pub fn prepare(run_root: &Path) -> Result<Option<PathBuf>> {
             None::<&str>,
         )
         .map_err(|e| sys(&format!("make {} private", run_root.display()), e))?;
+        std::fs::write(run_root.join(BOUND), "")
+            .map_err(|e| sys(&format!("write {}", run_root.join(BOUND).display()), e))?;
     }
     let pin = run_root.join(PIN);
     if is_nsfs(&pin) {
@@ -146,6 +151,40 @@ pub fn prepare(run_root: &Path) -> Result<Option<PathBuf>> {
         .map_err(|e| sys(&format!("create {}", pin.display()), e))?;
     make_and_pin(&run_root, &pin)?;
     Ok(Some(pin))
+}
+
+/// At a daemon's stop: when nothing of a container is mounted below `run_root` any more, removes the base
+/// namespace's pin and the run root's bind onto itself (if husk made it), so a host without containers keeps no
+/// mount of husk's. With containers left running (they outlive the daemon), both stay for the next daemon.
+pub fn release(run_root: &Path) {
+    let Ok(run_root) = run_root.canonicalize() else {
+        return;
+    };
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let pin = run_root.join(PIN);
+    let busy = parse_mountinfo(&table)
+        .iter()
+        .any(|m| strictly_below(&m.mount_point, &run_root) && m.mount_point != pin);
+    if busy {
+        return;
+    }
+    if is_nsfs(&pin)
+        && let Err(e) = nix::mount::umount2(&pin, MntFlags::MNT_DETACH)
+    {
+        tracing::warn!(error = %e, pin = %pin.display(), "could not release the base mount namespace");
+        return;
+    }
+    let _ = std::fs::remove_file(&pin);
+    let bound = run_root.join(BOUND);
+    if bound.exists() {
+        if let Err(e) = nix::mount::umount2(&run_root, MntFlags::MNT_DETACH) {
+            tracing::warn!(error = %e, run_root = %run_root.display(), "could not unbind the run root");
+            return;
+        }
+        let _ = std::fs::remove_file(&bound);
+    }
 }
 
 /// Makes the base namespace on a thread of its own (a copy of the host's without the mounts below `run_root`)

@@ -122,6 +122,37 @@ fn a_container_starts_from_a_mount_namespace_without_the_other_containers_mounts
     );
 }
 
+fn mounted_at(path: &Path) -> bool {
+    let path = path.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*path))
+}
+
+/// The run root's bind onto itself and the base namespace's pin stay while containers outlive their daemon, and
+/// go with a daemon that stops when none is left.
+#[test]
+fn the_base_mount_namespace_goes_with_the_last_container() {
+    let mut d = daemon();
+    let pin = d.run_root.join("base.mnt");
+    d.husk(&["run", "-d", "--name", "kept", IMAGE, "sleep", "1000"])
+        .ok();
+    assert!(mounted_at(&pin) && mounted_at(&d.run_root));
+    assert!(d.terminate().success());
+    assert!(mounted_at(&pin) && mounted_at(&d.run_root));
+    d.spawn(&[]);
+    assert_eq!(
+        d.husk(&["exec", "kept", "echo", "found"]).ok().trim(),
+        "found"
+    );
+    d.husk(&["rm", "-f", "kept"]).ok();
+    assert!(d.terminate().success());
+    assert!(!mounted_at(&pin) && !mounted_at(&d.run_root));
+    assert!(!pin.exists());
+    d.spawn(&[]);
+}
+
 /// A read-only bind is read-only below its source's own mounts too (`rro`); a read-write one is not.
 #[test]
 fn read_only_binds_are_read_only_below() {

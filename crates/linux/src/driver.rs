@@ -572,6 +572,9 @@ impl Driver for LinuxDriver {
                 "network teardown still running at shutdown; the next start finishes it"
             );
         }
+        if self.base_mount_ns.is_some() {
+            husk_container::base_ns::release(&self.config.run_root);
+        }
     }
 
     async fn remove_orphans(
