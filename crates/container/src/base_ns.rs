@@ -291,9 +291,14 @@ pub fn mount_root_below(run_root: &Path, path: &Path) -> Option<PathBuf> {
 /// the base namespace `base` of its own, with clones of the `carried` mounts attached.
 pub fn enter(base: &Path, carried: &[CarriedMount]) -> Result<()> {
     // Cloned here, where they are seen; attached there, below the private run root, so nothing propagates out.
+    // A place a reboot emptied (the run root is usually a tmpfs) is made again, as a file or a directory like
+    // its source; the run root's directories are the same in both namespaces.
     let trees: Vec<(OwnedFd, &Path)> = carried
         .iter()
         .map(|c| {
+            if c.target != c.source && !c.target.exists() {
+                make_place(&c.source, &c.target)?;
+            }
             rustix::mount::open_tree(
                 rustix::fs::CWD,
                 &c.source,
@@ -326,6 +331,23 @@ pub fn enter(base: &Path, carried: &[CarriedMount]) -> Result<()> {
         .map_err(|e| sys(&format!("attach the mount {}", target.display()), e))?;
     }
     Ok(())
+}
+
+/// Makes `target` a place to attach a clone of `source`: a directory for a directory, else an empty file.
+pub fn make_place(source: &Path, target: &Path) -> Result<()> {
+    let dir = std::fs::metadata(source)
+        .map_err(|e| sys(&format!("mount source {}", source.display()), e))?
+        .is_dir();
+    let made = if dir {
+        std::fs::create_dir_all(target)
+    } else {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| sys(&format!("create {}", parent.display()), e))?;
+        }
+        std::fs::File::create(target).map(drop)
+    };
+    made.map_err(|e| sys(&format!("create {}", target.display()), e))
 }
 
 /// A mount of the daemon's namespace a shim takes into its own: `source` cloned (with what is mounted below it)
@@ -361,6 +383,20 @@ mod tests {
         assert!(strictly_below(Path::new("/run/husk/c"), root));
         assert!(!strictly_below(root, root));
         assert!(!strictly_below(Path::new("/run/husky"), root));
+    }
+
+    #[test]
+    fn a_place_is_made_like_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src_dir, src_file) = (dir.path().join("d"), dir.path().join("f"));
+        std::fs::create_dir(&src_dir).unwrap();
+        std::fs::write(&src_file, "x").unwrap();
+        let places = dir.path().join("c/id/carried");
+        make_place(&src_dir, &places.join("0")).unwrap();
+        make_place(&src_file, &places.join("1")).unwrap();
+        assert!(places.join("0").is_dir());
+        assert!(places.join("1").is_file());
+        assert!(make_place(&dir.path().join("missing"), &places.join("2")).is_err());
     }
 
     #[test]

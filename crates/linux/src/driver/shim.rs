@@ -14,7 +14,7 @@ use husk_container::shim::{Request, ShimClient, ShimConfig, spawn_shim};
 use husk_container::spec::{NamespacePlan, SpecInput};
 use husk_container::{cgroups, spec, user};
 
-use super::{LinuxDriver, mkdir};
+use super::LinuxDriver;
 
 impl LinuxDriver {
     pub(super) fn shim(&self, id: &str) -> ShimClient {
@@ -70,17 +70,11 @@ impl LinuxDriver {
                 continue;
             }
             // A missing source stays as it is: libcontainer reports it.
-            let Ok(meta) = std::fs::metadata(&source) else {
+            if !source.exists() {
                 continue;
-            };
-            mkdir(&dir)?;
-            let target = dir.join(carried.len().to_string());
-            if meta.is_dir() {
-                mkdir(&target)?;
-            } else {
-                std::fs::File::create(&target)
-                    .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
             }
+            let target = dir.join(carried.len().to_string());
+            base_ns::make_place(&source, &target)?;
             m.set_source(Some(target.clone()));
             carried.push(CarriedMount { source, target });
         }
