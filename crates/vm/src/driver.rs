@@ -515,12 +515,16 @@ impl Driver for VmDriver {
             Err(e) => return Err(e),
         };
         match client.wait(container.id(), "").await {
-            Ok(w) => Ok(ExitStatus {
-                code: w.exit_code,
-                oom_killed: w.oom_killed,
-                finished_at: Some(husk_core::Timestamp::now()),
-                reason: String::new(),
-            }),
+            Ok(w) => {
+                self.logs_written(container.id(), Duration::from_secs(5))
+                    .await;
+                Ok(ExitStatus {
+                    code: w.exit_code,
+                    oom_killed: w.oom_killed,
+                    finished_at: Some(husk_core::Timestamp::now()),
+                    reason: String::new(),
+                })
+            }
             Err(e) if e.kind == ErrorKind::Backend || e.kind == ErrorKind::NotFound => {
                 Ok(self.read_exit(container.id()).unwrap_or_else(|| {
                     gone("the VM stopped (crashed or was killed) while the container ran")

@@ -151,6 +151,20 @@ impl VmDriver {
         logging.insert(id.to_string(), Follower { task, log });
     }
 
+    /// Until this daemon's log reader of container `id` has written everything the container printed (it ends
+    /// at the exit frame, which the agent sends after the last output), or `limit` passes: a `wait` that
+    /// returned before the reader finished left `logs` without the last lines.
+    pub(super) async fn logs_written(&self, id: &str, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !lock(&self.logging)
+            .get(id)
+            .is_none_or(|f| f.task.is_finished())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Stops this daemon's log reader of container `id`, keeping what it read.
     pub(super) fn stop_logs(&self, id: &str) {
         if let Some(f) = lock(&self.logging).remove(id) {
