@@ -11,7 +11,7 @@ use husk_core::{ContainerRecord, Error, ErrorKind, Resources, Result};
 use husk_store::Object;
 use serde::{Deserialize, Serialize};
 
-use crate::{DEFAULT_PROJECT, Engine, Scope};
+use crate::{DEFAULT_PROJECT, Engine};
 
 /// The resources quotas limit.
 pub const RESOURCES: [&str; 4] = ["containers", "cpu", "memory", "disk"];
@@ -172,12 +172,15 @@ impl Engine {
 
     /// What `project` uses.
     pub fn quota_usage(&self, project: &str) -> Result<Usage> {
-        let scope = Scope::Project(project.to_string());
+        // The project's containers from the store's project index (each create of a project with limits read
+        // every container of every project); the default project's also hold those made before projects.
+        let also = (project == DEFAULT_PROJECT).then_some("");
         let mut u = Usage::default();
-        for c in self.inner.store.list::<ContainerRecord>()? {
-            if !scope.allows(&c.project) {
-                continue;
-            }
+        for c in self
+            .inner
+            .store
+            .in_project::<ContainerRecord>(project, also)?
+        {
             u.containers += 1;
             u.cpu += c.config.resources.nano_cpus.unwrap_or(0) as f64 / 1e9;
             u.memory += c.config.resources.memory_bytes.unwrap_or(0) >> 20;

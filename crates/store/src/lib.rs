@@ -294,6 +294,12 @@ impl Store {
         Tx { conn: &self.lock() }.children(parent)
     }
 
+    /// The objects of the kind owned by `project` or by `also` (a second name of the same project, such as the
+    /// empty one of objects made before projects), oldest first (an index lookup).
+    pub fn in_project<T: Object>(&self, project: &str, also: Option<&str>) -> Result<Vec<T>> {
+        Tx { conn: &self.lock() }.in_project(project, also)
+    }
+
     /// Removes the object; returns whether it existed.
     pub fn delete<T: Object>(&self, id: &str) -> Result<bool> {
         Tx { conn: &self.lock() }.delete::<T>(id)
@@ -535,6 +541,23 @@ impl Tx<'_> {
         rows.iter().map(|d| Self::decode(d)).collect()
     }
 
+    /// See [`Store::in_project`].
+    pub fn in_project<T: Object>(&self, project: &str, also: Option<&str>) -> Result<Vec<T>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT data FROM objects WHERE kind = ?1 AND project IN (?2, ?3) ORDER BY rowid",
+            )
+            .map_err(|e| db_err(&format!("list {}", T::KIND), e))?;
+        let rows: Vec<String> = stmt
+            .query_map(params![T::KIND, project, also.unwrap_or(project)], |r| {
+                r.get(0)
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| db_err(&format!("list {}", T::KIND), e))?;
+        rows.iter().map(|d| Self::decode(d)).collect()
+    }
+
     /// See [`Store::delete`].
     pub fn delete<T: Object>(&self, id: &str) -> Result<bool> {
         let n = self
@@ -576,6 +599,54 @@ mod tests {
             name: Some(name.into()),
             value,
         }
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Owned {
+        id: String,
+        project: String,
+    }
+
+    impl Object for Owned {
+        const KIND: &'static str = "owned";
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn project(&self) -> &str {
+            &self.project
+        }
+    }
+
+    /// A project's objects (and those of its second name) come from the project index, oldest first.
+    #[test]
+    fn a_projects_objects_are_found_by_the_index() {
+        let s = Store::open_in_memory().unwrap();
+        for (id, project) in [("a", "p1"), ("b", ""), ("c", "p2"), ("d", "p1")] {
+            s.insert(&Owned {
+                id: id.into(),
+                project: project.into(),
+            })
+            .unwrap();
+        }
+        let ids = |v: Vec<Owned>| v.into_iter().map(|o| o.id).collect::<Vec<_>>();
+        assert_eq!(ids(s.in_project("p1", None).unwrap()), ["a", "d"]);
+        assert_eq!(ids(s.in_project("p1", Some("")).unwrap()), ["a", "b", "d"]);
+        assert!(ids(s.in_project("p3", None).unwrap()).is_empty());
+        let conn = s.lock();
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT data FROM objects WHERE kind = ?1 AND project IN (?2, ?3) \
+                 ORDER BY rowid",
+            )
+            .unwrap()
+            .query_map(params!["owned", "p1", ""], |r| r.get(3))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|p| p.contains("objects_by_project")),
+            "{plan:?}"
+        );
     }
 
     /// A store at `dir/husk.db` with `n` things in it, closed again (so its file holds everything).
