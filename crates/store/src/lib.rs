@@ -38,6 +38,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX objects_by_parent ON objects(kind, parent) WHERE parent IS NOT NULL;",
 ];
 
+/// The objects of a kind owned by one of two projects (see [`Store::in_project`]).
+const IN_PROJECT_QUERY: &str =
+    "SELECT data FROM objects WHERE kind = ?1 AND project IN (?2, ?3) ORDER BY rowid";
+
 /// The objects of a kind whose IDs lie in a range: the IDs that begin with a prefix (see [`prefix_bound`]).
 const PREFIX_QUERY: &str =
     "SELECT data FROM objects WHERE kind = ?1 AND id >= ?2 AND id < ?3 LIMIT 2";
@@ -513,49 +517,41 @@ impl Tx<'_> {
         }
     }
 
-    /// See [`Store::list`].
-    pub fn list<T: Object>(&self) -> Result<Vec<T>> {
+    /// The objects of the kind a query (`sql`, selecting `data`, with the kind as `?1`) picks, decoded.
+    fn select<T: Object>(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<T>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT data FROM objects WHERE kind = ?1 ORDER BY rowid")
+            .prepare_cached(sql)
             .map_err(|e| db_err(&format!("list {}", T::KIND), e))?;
         let rows: Vec<String> = stmt
-            .query_map(params![T::KIND], |r| r.get(0))
+            .query_map(params, |r| r.get(0))
             .and_then(|rows| rows.collect())
             .map_err(|e| db_err(&format!("list {}", T::KIND), e))?;
         rows.iter().map(|d| Self::decode(d)).collect()
+    }
+
+    /// See [`Store::list`].
+    pub fn list<T: Object>(&self) -> Result<Vec<T>> {
+        self.select::<T>(
+            "SELECT data FROM objects WHERE kind = ?1 ORDER BY rowid",
+            params![T::KIND],
+        )
     }
 
     /// See [`Store::children`].
     pub fn children<T: Object>(&self, parent: &str) -> Result<Vec<T>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT data FROM objects WHERE kind = ?1 AND parent = ?2 ORDER BY rowid",
-            )
-            .map_err(|e| db_err(&format!("list {}", T::KIND), e))?;
-        let rows: Vec<String> = stmt
-            .query_map(params![T::KIND, parent], |r| r.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| db_err(&format!("list {}", T::KIND), e))?;
-        rows.iter().map(|d| Self::decode(d)).collect()
+        self.select::<T>(
+            "SELECT data FROM objects WHERE kind = ?1 AND parent = ?2 ORDER BY rowid",
+            params![T::KIND, parent],
+        )
     }
 
     /// See [`Store::in_project`].
     pub fn in_project<T: Object>(&self, project: &str, also: Option<&str>) -> Result<Vec<T>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT data FROM objects WHERE kind = ?1 AND project IN (?2, ?3) ORDER BY rowid",
-            )
-            .map_err(|e| db_err(&format!("list {}", T::KIND), e))?;
-        let rows: Vec<String> = stmt
-            .query_map(params![T::KIND, project, also.unwrap_or(project)], |r| {
-                r.get(0)
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(|e| db_err(&format!("list {}", T::KIND), e))?;
-        rows.iter().map(|d| Self::decode(d)).collect()
+        self.select::<T>(
+            IN_PROJECT_QUERY,
+            params![T::KIND, project, also.unwrap_or(project)],
+        )
     }
 
     /// See [`Store::delete`].
@@ -634,10 +630,7 @@ mod tests {
         assert!(ids(s.in_project("p3", None).unwrap()).is_empty());
         let conn = s.lock();
         let plan: Vec<String> = conn
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT data FROM objects WHERE kind = ?1 AND project IN (?2, ?3) \
-                 ORDER BY rowid",
-            )
+            .prepare(&format!("EXPLAIN QUERY PLAN {IN_PROJECT_QUERY}"))
             .unwrap()
             .query_map(params!["owned", "p1", ""], |r| r.get(3))
             .unwrap()
