@@ -143,12 +143,6 @@ pub fn prepare(run_root: &Path) -> Result<Option<PathBuf>> {
     if is_nsfs(&pin) {
         return Ok(Some(pin));
     }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&pin)
-        .map_err(|e| sys(&format!("create {}", pin.display()), e))?;
     make_and_pin(&run_root, &pin)?;
     Ok(Some(pin))
 }
@@ -216,20 +210,7 @@ fn make_and_pin(run_root: &Path, pin: &Path) -> Result<()> {
         .map_err(|_| Error::internal("the base mount namespace's thread ended early"))
         .and_then(|made| made)
         .and_then(|tid| {
-            let ns = format!("/proc/self/task/{tid}/ns/mnt");
-            nix::mount::mount(
-                Some(ns.as_str()),
-                pin,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| {
-                sys(
-                    &format!("pin the base mount namespace at {}", pin.display()),
-                    e,
-                )
-            })
+            crate::namespaces::pin(Path::new(&format!("/proc/self/task/{tid}/ns/mnt")), pin)
         });
     let _ = pinned_tx.send(());
     let _ = maker.join();

@@ -58,7 +58,7 @@ fn loopback_up() -> Result<()> {
 }
 
 /// Bind-mounts `source` (a namespace file) onto a new empty file `target`.
-fn pin(source: &Path, target: &Path) -> Result<()> {
+pub(crate) fn pin(source: &Path, target: &Path) -> Result<()> {
     File::create(target).map_err(|e| Error::io(format!("create {}", target.display()), e))?;
     nix::mount::mount(
         Some(source),
