@@ -129,6 +129,24 @@ struct VmHandle {
     client: AgentClient,
 }
 
+/// How long a container's `wait` whose agent connection broke waits for its VM's QEMU to end.
+const VM_END_LIMIT: Duration = Duration::from_secs(10);
+
+/// Waits up to `limit` for the VM's QEMU to end; true if it did. Polls, so that the VM's lock is held only for a
+/// moment at a time (looking a VM up takes it).
+async fn vm_ended(handle: &VmHandle, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if !handle.vm.lock().await.is_running() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The `vm` driver.
 pub struct VmDriver {
     config: VmDriverConfig,
@@ -505,8 +523,8 @@ impl Driver for VmDriver {
             reason: reason.into(),
             ..Default::default()
         };
-        let client = match self.client_for(container).await {
-            Ok(c) => c,
+        let handle = match self.vm(&Self::vm_of(container)?).await {
+            Ok(h) => h,
             Err(e) if e.kind == ErrorKind::NotFound => {
                 return Ok(self
                     .read_exit(container.id())
@@ -514,7 +532,7 @@ impl Driver for VmDriver {
             }
             Err(e) => return Err(e),
         };
-        match client.wait(container.id(), "").await {
+        match handle.client.wait(container.id(), "").await {
             Ok(w) => {
                 self.logs_written(container.id(), Duration::from_secs(5))
                     .await;
@@ -526,9 +544,20 @@ impl Driver for VmDriver {
                 })
             }
             Err(e) if e.kind == ErrorKind::Backend || e.kind == ErrorKind::NotFound => {
-                Ok(self.read_exit(container.id()).unwrap_or_else(|| {
-                    gone("the VM stopped (crashed or was killed) while the container ran")
-                }))
+                if let Some(exit) = self.read_exit(container.id()) {
+                    return Ok(exit);
+                }
+                // A guest that crashes breaks the agent's connection a moment before QEMU exits: the exit is
+                // reported once QEMU is gone, so whoever sees it also sees the sandbox's VM gone.
+                if !vm_ended(&handle, VM_END_LIMIT).await {
+                    tracing::warn!(
+                        container = container.id(),
+                        "the agent's connection broke ({e}) and QEMU still runs after {VM_END_LIMIT:?}"
+                    );
+                }
+                Ok(gone(
+                    "the VM stopped (crashed or was killed) while the container ran",
+                ))
             }
             Err(e) => Err(e),
         }
