@@ -7,7 +7,8 @@
 //! time and notices a closed client only when the guest reads, so abandoned connections queue up in front of
 //! the next one. Hence, on one connection:
 //!
-//! 1. the host sends `HELLO(nonce)` and repeats it every half second until it reads `READY(nonce)`;
+//! 1. the host sends `HELLO(nonce)` and repeats it every [`HELLO_INTERVAL`] until it reads `READY(nonce)`, with a
+//!    new nonce now and then in case a `READY` was lost;
 //! 2. the agent skips everything up to a `HELLO` and answers `READY` with its nonce;
 //! 3. the host sends `START(nonce)` and speaks HTTP/2; the agent skips everything up to that `START` (repeated
 //!    `HELLO`s included), then speaks HTTP/2.
@@ -96,36 +97,59 @@ pub async fn read_marker<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<(Kind, [
     }
 }
 
+/// How many `HELLO`s the host sends with one nonce before it takes a new one.
+pub const HELLOS_PER_NONCE: u32 = 10;
+
 /// Host side: runs the handshake on a fresh connection; HTTP/2 may start when it returns.
+///
+/// The agent answers each nonce once (a second `READY` could land where the host already speaks HTTP/2), so a
+/// `READY` lost on the port (written while the port changed hands) would leave the host repeating a nonce the
+/// agent will not answer again. The host therefore takes a new nonce every [`HELLOS_PER_NONCE`] `HELLO`s and
+/// waits for the `READY` of the newest: the agent answers every new nonce, in order, so a late `READY` of an older
+/// one is skipped and the newest one's follows it.
 pub async fn host<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> io::Result<()> {
-    let nonce: [u8; NONCE_LEN] = rand::random();
-    let hello = marker(Kind::Hello, &nonce);
-    {
+    let newest = std::sync::Mutex::new(rand::random::<[u8; NONCE_LEN]>());
+    let newest_nonce = || *newest.lock().unwrap_or_else(|p| p.into_inner());
+    let nonce = {
         let (mut rd, mut wr) = tokio::io::split(&mut *s);
         let wait_ready = async {
             loop {
                 let (kind, n) = read_marker(&mut rd).await?;
-                if kind == Kind::Ready && n == nonce {
-                    return Ok::<(), io::Error>(());
+                if kind == Kind::Ready && n == newest_nonce() {
+                    return Ok::<_, io::Error>(n);
                 }
             }
         };
-        let repeat_hello = async {
-            loop {
-                wr.write_all(&hello).await?;
-                wr.flush().await?;
-                tokio::time::sleep(HELLO_INTERVAL).await;
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), io::Error>(())
-        };
+        let repeat_hello = repeat_hellos(&mut wr, &newest);
         tokio::select! {
             r = wait_ready => r?,
-            r = repeat_hello => r?,
+            r = repeat_hello => match r? {},
         }
-    }
+    };
     s.write_all(&marker(Kind::Start, &nonce)).await?;
     s.flush().await
+}
+
+/// Sends `HELLO`s every [`HELLO_INTERVAL`], with a new nonce in `newest` every [`HELLOS_PER_NONCE`]; ends only
+/// on a write error.
+async fn repeat_hellos<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    newest: &std::sync::Mutex<[u8; NONCE_LEN]>,
+) -> io::Result<std::convert::Infallible> {
+    let mut sent = 0u32;
+    loop {
+        let nonce = {
+            let mut newest = newest.lock().unwrap_or_else(|p| p.into_inner());
+            if sent > 0 && sent.is_multiple_of(HELLOS_PER_NONCE) {
+                *newest = rand::random();
+            }
+            *newest
+        };
+        wr.write_all(&marker(Kind::Hello, &nonce)).await?;
+        wr.flush().await?;
+        sent = sent.wrapping_add(1);
+        tokio::time::sleep(HELLO_INTERVAL).await;
+    }
 }
 
 /// Agent side: runs the handshake with whichever host is connecting; HTTP/2 may start when it returns.
@@ -196,6 +220,71 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+        agent_side.await.unwrap();
+    }
+
+    /// A transport whose first write is lost (a `READY` written while the port changed hands).
+    struct FirstWriteLost<S> {
+        inner: S,
+        lost: bool,
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for FirstWriteLost<S> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for FirstWriteLost<S> {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            if !self.lost {
+                self.lost = true;
+                return std::task::Poll::Ready(Ok(buf.len()));
+            }
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_ready_is_outlived_by_a_new_nonce() {
+        let (mut h, a) = tokio::io::duplex(64 * 1024);
+        let agent_side = tokio::spawn(async move {
+            let mut a = FirstWriteLost {
+                inner: a,
+                lost: false,
+            };
+            agent(&mut a).await.unwrap();
+            let mut after = [0u8; 2];
+            a.read_exact(&mut after).await.unwrap();
+            assert_eq!(&after, b"h2", "the agent starts right after the START");
+        });
+        tokio::time::timeout(HELLO_INTERVAL * (HELLOS_PER_NONCE + 2), host(&mut h))
+            .await
+            .expect("the host took a new nonce and was answered")
+            .unwrap();
+        h.write_all(b"h2").await.unwrap();
         agent_side.await.unwrap();
     }
 
