@@ -763,7 +763,20 @@ fn attach_port_tag_and_rmi() {
     let r = std::thread::scope(|s| {
         s.spawn(|| {
             std::thread::sleep(std::time::Duration::from_secs(1));
-            d.husk(&["exec", "late", "touch", "/tmp/go"]).ok();
+            let r = d.husk(&["exec", "late", "touch", "/tmp/go"]);
+            if r.code != 0 {
+                // Seen once in CI ("container late is not running"): say what became of it.
+                let state = d.inspect("late");
+                let id = state["Id"].as_str().unwrap_or_default();
+                panic!(
+                    "exec failed ({}): {}\nstate: {}\nshim.log: {}",
+                    r.code,
+                    r.stderr,
+                    state["State"],
+                    std::fs::read_to_string(d.root.join("c").join(id).join("shim.log"))
+                        .unwrap_or_default()
+                );
+            }
         });
         d.husk(&["attach", "late"])
     });
