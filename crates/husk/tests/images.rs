@@ -381,8 +381,9 @@ fn commit_makes_an_image_with_the_containers_changes() {
         "echo hello > /greeting && rm /www/index.html && sleep 300",
     ])
     .ok();
+    // Both changes made (the file written, then the other removed) before the commit.
     assert!(Daemon::eventually(Duration::from_secs(10), || {
-        d.husk(&["exec", "writer", "cat", "/greeting"])
+        d.husk(&["exec", "writer", "sh", "-c", "cat /greeting; ls /www"])
             .stdout
             .trim()
             == "hello"

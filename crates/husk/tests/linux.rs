@@ -724,16 +724,18 @@ fn format_templates_print_dockers_fields() {
         assert!(r.stderr.contains(words), "{args:?}: {}", r.stderr);
     }
     // A reader that goes away ends the CLI quietly, as it ends Docker's: SIGPIPE's code, no panic, no message.
+    // The reader is gone before the CLI starts (a reader closed after the spawn could lose the race with a CLI
+    // that already wrote everything into the pipe's buffer, as it once did in a loaded CI run).
     for args in [vec!["ps", "-a"], vec!["images"], vec!["inspect", "fmt"]] {
-        let mut child = std::process::Command::new(common::husk_bin())
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(common::husk_bin())
             .args(&args)
             .env("HUSK_HOST", format!("unix://{}", d.socket.display()))
-            .stdout(std::process::Stdio::piped())
+            .stdout(writer)
             .stderr(std::process::Stdio::piped())
-            .spawn()
+            .output()
             .unwrap();
-        drop(child.stdout.take());
-        let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(141), "{args:?}");
         assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
     }
