@@ -548,12 +548,13 @@ impl Driver for VmDriver {
                     return Ok(exit);
                 }
                 // A guest that crashes breaks the agent's connection a moment before QEMU exits: the exit is
-                // reported once QEMU is gone, so whoever sees it also sees the sandbox's VM gone.
+                // reported once QEMU is gone, so whoever sees it also sees the sandbox's VM gone. A VM still
+                // running then has not ended its container: the broken wait goes to the engine, which asks
+                // `observe` until the agent or QEMU's end answers.
                 if !vm_ended(&handle, VM_END_LIMIT).await {
-                    tracing::warn!(
-                        container = container.id(),
+                    return Err(Error::backend(format!(
                         "the agent's connection broke ({e}) and QEMU still runs after {VM_END_LIMIT:?}"
-                    );
+                    )));
                 }
                 Ok(gone(
                     "the VM stopped (crashed or was killed) while the container ran",
